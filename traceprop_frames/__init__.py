@@ -1,0 +1,32 @@
+"""traceprop_frames: which source-file rows drove this prediction, and proof they are gone after erasure.
+
+Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat``, ``connect`` and the
+``df.tp`` accessor; exceptions live in :mod:`traceprop_frames.errors`.
+"""
+
+from traceprop_frames import errors
+from traceprop_frames.frames import concat, read_csv, read_parquet, read_traced, track
+from traceprop_frames.lineage import RowLineage, SourceRow
+
+__version__ = "0.1.0"
+
+
+def connect(database: str = ":memory:", **kwargs):
+    """A traced DuckDB connection (see :mod:`traceprop_frames.sql`)."""
+    from traceprop_frames.sql import connect as _connect
+
+    return _connect(database, **kwargs)
+
+
+__all__ = [
+    "RowLineage",
+    "SourceRow",
+    "__version__",
+    "concat",
+    "connect",
+    "errors",
+    "read_csv",
+    "read_parquet",
+    "read_traced",
+    "track",
+]

@@ -1,0 +1,53 @@
+"""One exception hierarchy for the whole package.
+
+Every message says what happened and what the user can do next.
+"""
+
+from __future__ import annotations
+
+
+class TracepropError(Exception):
+    """Base class of every error raised by traceprop_frames."""
+
+
+class LineageLostError(TracepropError):
+    """A frame's row lineage was dropped by an operation that rebuilds rows outside the accessor."""
+
+
+class SourceChangedError(TracepropError):
+    """A source file's bytes no longer match the sha256 recorded when it was loaded."""
+
+
+class SourceMissingError(TracepropError, FileNotFoundError):
+    """A source file (recorded at load time, or passed to a reader) does not exist."""
+
+
+class UnknownSourceError(TracepropError, KeyError):
+    """A path or source name that no lineage in this frame/store refers to."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownRowError(TracepropError, IndexError):
+    """Row numbers that do not exist in a source (or positions outside a frame)."""
+
+
+class UnsupportedOperationError(TracepropError, ValueError):
+    """An argument or operation whose lineage this library cannot compute exactly."""
+
+
+class UnsupportedSQLError(TracepropError, ValueError):
+    """A SQL construct the lineage rewriter cannot carry row ids through."""
+
+
+class LineageFormatError(TracepropError, ValueError):
+    """A saved lineage artifact is malformed, truncated or from an incompatible version."""
+
+
+class SourceChangedWarning(UserWarning):
+    """Emitted (with ``strict=False``) when a source file changed since it was loaded."""
+
+
+class MissingLineageWarning(UserWarning):
+    """Emitted when part of a result comes from a table that carries no lineage."""

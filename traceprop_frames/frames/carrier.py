@@ -1,0 +1,250 @@
+"""How lineage rides inside a pandas DataFrame.
+
+Every lineage table (:class:`RowLineage`) that backs frames gets a contiguous range of *lineage keys*
+``[base, base + n)`` from a process-wide counter. A traced frame's index is named ``tp_lid`` and holds
+those keys — a ``RangeIndex`` straight after a load, merge or group-by — so pandas itself carries them
+through every row-preserving operation (filters, sorts, ``.loc``/``.iloc``, ``head``, ``sample``,
+``explode``, column selection, arithmetic, ``assign``, scikit-learn transformers with pandas output)
+at no cost. ``reset_index()`` moves the keys to a ``tp_lid`` column, and ``set_index(..., append=True)``
+keeps them as a MultiIndex level; both are still found.
+
+Tables are held by the frames that use them (through a ``df.attrs`` handle that pandas propagates
+without copying) and looked up through a weak registry, so lineage for frames nobody references any
+more is freed with them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import weakref
+
+import numpy as np
+import pandas as pd
+
+from traceprop_frames.errors import LineageLostError
+from traceprop_frames.lineage import OpNode, RowLineage
+
+LID = "tp_lid"
+ATTRS_KEY = "traceprop"
+
+_lock = threading.Lock()
+_bases: list[int] = []  # sorted (allocation order is increasing)
+_tables: dict[int, weakref.ref] = {}
+_cursor = [1]
+
+
+class LineageTable:
+    """A RowLineage plus the range of lineage keys that point into it."""
+
+    __slots__ = ("lin", "base", "__weakref__")
+
+    def __init__(self, lin: RowLineage) -> None:
+        self.lin = lin
+        n = len(lin)
+        with _lock:
+            self.base = _cursor[0]
+            _cursor[0] += n + 1
+            _bases.append(self.base)
+            _tables[self.base] = weakref.ref(self, _forget(self.base))
+
+    @property
+    def stop(self) -> int:
+        return self.base + len(self.lin)
+
+    def __repr__(self) -> str:
+        return f"LineageTable(keys {self.base}..{self.stop - 1}, {self.lin!r})"
+
+
+def _forget(base: int):
+    def cb(_ref) -> None:
+        with _lock:
+            _tables.pop(base, None)
+            i = bisect.bisect_left(_bases, base)
+            if i < len(_bases) and _bases[i] == base:
+                del _bases[i]
+
+    return cb
+
+
+class _Handle:
+    """Keeps tables alive from ``df.attrs``; pandas deep-copies attrs, so deepcopy returns self."""
+
+    __slots__ = ("tables",)
+
+    def __init__(self, tables: tuple[LineageTable, ...]) -> None:
+        self.tables = tables
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __repr__(self) -> str:
+        return f"<traceprop lineage handle: {len(self.tables)} table(s)>"
+
+    def __reduce__(self):  # pickled frames carry no lineage handle; use df.tp.to_parquet
+        return (_Handle, ((),))
+
+
+def attach(df: pd.DataFrame, lin: RowLineage) -> pd.DataFrame:
+    """Make ``df`` (rows in the order of ``lin``) a traced frame, in place; returns it."""
+    if len(df) != len(lin):
+        raise ValueError(f"frame has {len(df)} rows but lineage has {len(lin)}")
+    table = LineageTable(lin)
+    df.index = pd.RangeIndex(table.base, table.stop, name=LID)
+    df.attrs[ATTRS_KEY] = _Handle((table,))
+    return df
+
+
+def lineage_keys(df: pd.DataFrame) -> pd.Index | np.ndarray | None:
+    """The lineage keys of ``df``'s rows (index, MultiIndex level or column), or None."""
+    idx = df.index
+    if idx.name == LID:
+        return idx
+    if isinstance(idx, pd.MultiIndex) and LID in idx.names:
+        return idx.get_level_values(LID)
+    if LID in getattr(df, "columns", ()):
+        col = df[LID]
+        if isinstance(col, pd.Series):
+            return col.to_numpy()
+    return None
+
+
+def has_lineage(df) -> bool:
+    """True if ``df`` carries lineage keys (it may still fail to resolve if its tables were freed)."""
+    return (
+        isinstance(df, (pd.DataFrame, pd.Series))
+        and lineage_keys(df if isinstance(df, pd.DataFrame) else df.to_frame()) is not None
+    )
+
+
+def _diagnose(df: pd.DataFrame) -> str:
+    idx = df.index
+    if isinstance(idx, pd.RangeIndex) and idx.name is None:
+        cause = (
+            "its index is a plain RangeIndex: a plain pandas call rebuilt the rows — pd.merge / "
+            "DataFrame.merge, pd.concat(..., ignore_index=True), reset_index(drop=True) or a new DataFrame"
+        )
+    elif isinstance(idx, pd.MultiIndex) or idx.name is not None:
+        cause = (
+            f"its index is {list(idx.names) if isinstance(idx, pd.MultiIndex) else idx.name!r}: a plain "
+            "groupby(...).agg / pivot_table, or set_index without append=True, replaced the tp_lid index"
+        )
+    else:
+        cause = "it has no tp_lid index, MultiIndex level or column"
+    return (
+        f"this DataFrame has no row lineage: {cause}. Rebuild rows through the accessor instead — "
+        "df.tp.merge(right, ...), df.tp.groupby(...).agg(...), tpf.concat([...]) — keep the index "
+        "(reset_index() without drop=True, or set_index(col, append=True)), or start tracing this frame "
+        "with tpf.track(df, name)."
+    )
+
+
+def _tables_for(df: pd.DataFrame) -> tuple[LineageTable, ...]:
+    h = df.attrs.get(ATTRS_KEY)
+    return h.tables if isinstance(h, _Handle) else ()
+
+
+def _lookup(keys: np.ndarray) -> tuple[np.ndarray, list[LineageTable]]:
+    """For each key the table number (into the returned list); raises for keys of no live table."""
+    with _lock:
+        bases = np.fromiter(_bases, dtype=np.int64, count=len(_bases))
+        refs = [_tables[b] for b in _bases]
+    slot = np.searchsorted(bases, keys, "right") - 1
+    uniq = np.unique(slot)
+    tables: list[LineageTable] = []
+    table_no = np.empty(len(keys), dtype=np.int64)
+    for j, s in enumerate(uniq.tolist()):
+        t = refs[s]() if s >= 0 else None
+        if t is None:
+            raise LineageLostError(
+                "the lineage table these rows point into was freed: the frames it came from are gone and "
+                "this frame was built by a pandas call that does not keep its handle. Keep the traced frame "
+                "alive, or combine frames with tpf.concat / df.tp.merge."
+            )
+        tables.append(t)
+        table_no[slot == s] = j
+    bad = keys >= np.array([t.stop for t in tables], dtype=np.int64)[table_no] if tables else keys >= 0
+    if np.any(bad):
+        raise LineageLostError(
+            f"{int(bad.sum())} tp_lid values point at no lineage row (was tp_lid edited?). Re-create the "
+            "frame through tpf.read_csv / tpf.track."
+        )
+    return table_no, tables
+
+
+_resolved: dict[int, tuple[weakref.ref, RowLineage]] = {}
+
+
+def _cache_get(idx) -> RowLineage | None:
+    hit = _resolved.get(id(idx))
+    if hit is not None and hit[0]() is idx:
+        return hit[1]
+    return None
+
+
+def _cache_put(idx, lin: RowLineage) -> None:
+    key = id(idx)
+    try:
+        ref = weakref.ref(idx, lambda _r, key=key: _resolved.pop(key, None))
+    except TypeError:
+        return
+    _resolved[key] = (ref, lin)
+
+
+def resolve(df: pd.DataFrame, positions=None) -> RowLineage:
+    """The lineage of ``df``'s rows (or of the rows at ``positions``), in row order.
+
+    Whole-frame results are cached per index object (pandas gives a frame a new index object whenever
+    its rows change), so repeated queries on a filtered frame reuse one lineage and its inverted index.
+    """
+    if positions is None and df.index.name == LID:
+        hit = _cache_get(df.index)
+        if hit is not None:
+            return hit
+        lin = _resolve(df, None)
+        _cache_put(df.index, lin)
+        return lin
+    return _resolve(df, positions)
+
+
+def _resolve(df: pd.DataFrame, positions=None) -> RowLineage:
+    keys = lineage_keys(df)
+    if keys is None:
+        raise LineageLostError(_diagnose(df))
+    own = _tables_for(df)
+    if isinstance(keys, pd.RangeIndex) and positions is None and keys.step == 1:
+        for t in own:
+            if keys.start == t.base and keys.stop == t.stop:
+                return t.lin  # the common, zero-cost case: a frame straight from an accessor op
+    arr = np.asarray(keys, dtype=np.int64)
+    if positions is not None:
+        arr = arr[np.asarray(positions, dtype=np.int64)]
+    if arr.size == 0:
+        node = own[0].lin.node if own else OpNode("empty")
+        return RowLineage.empty(0, OpNode("select", {"rows": 0}, (node,)))
+    lo, hi = int(arr.min()), int(arr.max())
+    for t in own:
+        if t.base <= lo and hi < t.stop:
+            return t.lin.take(arr - t.base, node=_select_node(t.lin.node, len(arr), len(t.lin)))
+    table_no, tables = _lookup(arr)
+    if len(tables) == 1:
+        t = tables[0]
+        return t.lin.take(arr - t.base, node=_select_node(t.lin.node, len(arr), len(t.lin)))
+    # rows from several tables (e.g. a plain pd.concat of traced frames): gather each, restore order
+    parts, order = [], []
+    for j, t in enumerate(tables):
+        rows = np.flatnonzero(table_no == j)
+        parts.append(t.lin.take(arr[rows] - t.base))
+        order.append(rows)
+    stacked = RowLineage.concat(parts)
+    inv = np.empty(len(arr), dtype=np.int64)
+    inv[np.concatenate(order)] = np.arange(len(arr), dtype=np.int64)
+    node = OpNode("concat", {"via": "pandas"}, tuple(t.lin.node for t in tables))
+    return stacked.take(inv, node=node)
+
+
+def _select_node(parent: OpNode, n_out: int, n_in: int) -> OpNode:
+    return OpNode("select", {"rows_in": n_in, "rows_out": n_out}, (parent,))
