@@ -51,3 +51,19 @@ class SourceChangedWarning(UserWarning):
 
 class MissingLineageWarning(UserWarning):
     """Emitted when part of a result comes from a table that carries no lineage."""
+
+
+class UnlearningError(TracepropError, ValueError):
+    """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
+
+
+class CertificateError(TracepropError):
+    """Base class of erasure-certificate errors."""
+
+
+class CertificateFormatError(CertificateError, ValueError):
+    """A certificate file is truncated, not JSON, or does not match the published JSON Schema."""
+
+
+class CertificateSignatureError(CertificateError):
+    """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traceprop_frames.errors import LineageFormatError, SourceMissingError
-from traceprop_frames.frames.carrier import LID, attach, resolve
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, attach, resolve
 from traceprop_frames.frames.ops import _strip_lid
 from traceprop_frames.lineage import persist
 
@@ -22,6 +22,8 @@ def write_traced(df: pd.DataFrame, path, **kwargs) -> None:
     data = _strip_lid(df)
     if LINEAGE_COL in data.columns:
         raise LineageFormatError(f"column {LINEAGE_COL!r} is reserved for lineage; rename it first")
+    data = data.copy(deep=False)
+    data.attrs = {k: v for k, v in df.attrs.items() if k != ATTRS_KEY}
     table = pa.Table.from_pandas(data, preserve_index=False)
     table = table.append_column(LINEAGE_COL, persist.to_arrow(lin))
     meta = dict(table.schema.metadata or {})

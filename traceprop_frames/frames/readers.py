@@ -85,7 +85,6 @@ def track(df: pd.DataFrame, name: str) -> pd.DataFrame:
     sources have no file to re-check, so their rows trace with ``sha256_ok=None``. Returns a traced
     copy (a non-default index is kept as columns); ``df`` is not changed.
     """
-    import hashlib
 
     if not isinstance(df, pd.DataFrame):
         raise UnsupportedOperationError(f"tpf.track needs a DataFrame, got {type(df).__name__}")
@@ -97,9 +96,24 @@ def track(df: pd.DataFrame, name: str) -> pd.DataFrame:
         out = out.reset_index()  # keep a meaningful index as columns; the index becomes the lineage key
     if LID in out.columns:
         raise UnsupportedOperationError(f"column {LID!r} is reserved for lineage keys; rename it first")
-    h = hashlib.sha256(pd.util.hash_pandas_object(out, index=False).to_numpy().tobytes()).hexdigest()
+    h = _content_sha256(out)
     src = REGISTRY.register(name, sha256=h, format="memory", n_rows=len(out), schema=_schema(out))
     return attach(out, RowLineage.identity(src, OpNode("track", {"name": name, "sha256": h})))
+
+
+def _content_sha256(df: pd.DataFrame) -> str:
+    """sha256 over the column names and per-row hashes of a frame's values."""
+    import hashlib
+
+    h = hashlib.sha256(repr(list(map(str, df.columns))).encode())
+    for col in df.columns:
+        s = df[col]
+        try:
+            vals = pd.util.hash_pandas_object(s, index=False)
+        except TypeError:  # unhashable cells (lists, dicts): hash their text form
+            vals = pd.util.hash_pandas_object(s.astype(str), index=False)
+        h.update(vals.to_numpy().tobytes())
+    return h.hexdigest()
 
 
 def file_sha256(path) -> str:
