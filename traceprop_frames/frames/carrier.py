@@ -153,7 +153,7 @@ def _lookup(keys: np.ndarray) -> tuple[np.ndarray, list[LineageTable]]:
         bases = np.fromiter(_bases, dtype=np.int64, count=len(_bases))
         refs = [_tables[b] for b in _bases]
     slot = np.searchsorted(bases, keys, "right") - 1
-    uniq = np.unique(slot)
+    uniq = np.flatnonzero(np.bincount(slot + 1)) - 1  # table slots are few: count, do not sort
     tables: list[LineageTable] = []
     table_no = np.empty(len(keys), dtype=np.int64)
     for j, s in enumerate(uniq.tolist()):

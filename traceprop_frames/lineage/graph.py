@@ -41,37 +41,43 @@ class OpNode:
         return f"OpNode({self.op!r}, id={self.id}, parents={[p.id for p in self.parents]})"
 
     def topo(self) -> tuple[OpNode, ...]:
-        """This node and all its ancestors, parents before children (sources first)."""
+        """This node and all its ancestors, parents before children (sources first). Cached."""
         if self._topo is not None:
             return self._topo
-        # Iterative: walk up to the first ancestors whose lists are cached, then fill downward,
-        # so a 100k-deep chain never recurses.
-        stack = [self]
-        order: list[OpNode] = []
+        # Fast path: walk a chain of single-parent nodes up to a cached node or a source.
+        chain = []
+        node = self
+        while node._topo is None and len(node.parents) == 1:
+            chain.append(node)
+            node = node.parents[0]
+        if node._topo is None:
+            node._topo = node._topo_general()
+        chain.reverse()
+        self._topo = node._topo + tuple(chain)
+        return self._topo
+
+    def _topo_general(self) -> tuple[OpNode, ...]:
+        """Iterative depth-first post-order over the DAG; each node once, parents first."""
+        out: list[OpNode] = []
         seen: set[int] = set()
+        stack: list[tuple[OpNode, bool]] = [(self, False)]
         while stack:
-            node = stack[-1]
-            pending = [p for p in node.parents if p._topo is None and p.id not in seen]
-            if pending:
-                stack.extend(pending)
+            node, expanded = stack.pop()
+            if expanded:
+                out.append(node)
                 continue
-            stack.pop()
             if node.id in seen:
                 continue
             seen.add(node.id)
-            order.append(node)
-        for node in order:
             if node._topo is not None:
+                for a in node._topo:
+                    if a.id not in seen or a is node:
+                        seen.add(a.id)
+                        out.append(a)
                 continue
-            if len(node.parents) == 1:
-                node._topo = node.parents[0]._topo + (node,)
-            else:
-                merged: dict[int, OpNode] = {}
-                for p in node.parents:
-                    for a in p._topo:
-                        merged.setdefault(a.id, a)
-                node._topo = tuple(merged.values()) + (node,)
-        return self._topo
+            stack.append((node, True))
+            stack.extend((p, False) for p in reversed(node.parents) if p.id not in seen)
+        return tuple(out)
 
 
 class LineageDAG:
