@@ -234,3 +234,13 @@ def test_track_records_memory_source_without_hash_check():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         t.tp.sources()
+
+
+def test_plain_concat_of_different_traced_frames_resolves_each_row(csv):
+    path, raw = csv
+    a = tpf.read_csv(path)
+    b = tpf.track(raw[["k", "x"]], "mem_b")
+    mixed = pd.concat([a[["k", "x"]].head(3), b.tail(2), a[["k", "x"]].iloc[[10]]])
+    got = [{k: v.tolist() for k, v in mixed.tp.sources(rows=[i]).items()} for i in range(len(mixed))]
+    assert got == [{path: [0]}, {path: [1]}, {path: [2]}, {"mem_b": [38]}, {"mem_b": [39]}, {path: [10]}]
+    assert mixed.tp.ops()[-1] == "concat"
