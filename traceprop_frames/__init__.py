@@ -18,6 +18,14 @@ def connect(database: str = ":memory:", **kwargs):
     return _connect(database, **kwargs)
 
 
+def verify_certificate(path, public_key):
+    """Check a signed erasure certificate; raises a ``CertificateError`` if altered (see
+    :func:`traceprop_frames.unlearn.verify_certificate`)."""
+    from traceprop_frames.unlearn.certificate import verify_certificate as _verify
+
+    return _verify(path, public_key)
+
+
 __all__ = [
     "RowLineage",
     "SourceRow",
@@ -29,4 +37,5 @@ __all__ = [
     "read_parquet",
     "read_traced",
     "track",
+    "verify_certificate",
 ]

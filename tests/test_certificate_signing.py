@@ -1,0 +1,142 @@
+"""Signed certificates: round trip, tampering, truncation, keys, schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_unlearn_correction import StandInLogReg, make_data
+
+import traceprop_frames as tpf
+from traceprop_frames.errors import CertificateError, CertificateFormatError, CertificateSignatureError
+from traceprop_frames.unlearn import (
+    Certificate,
+    approximate_unlearn,
+    export_compliance,
+    generate_key,
+    load_private_key,
+    load_public_key,
+    save_private_key,
+    save_public_key,
+)
+from traceprop_frames.unlearn.certificate import canonical_json, default_key, schema, validate
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory):
+    X, y = make_data(n=200, d=4)
+    est = StandInLogReg().fit(X, y)
+    key = generate_key()
+    after = approximate_unlearn(est, [1, 2, 3], holdout=(X[:50], y[:50]))
+    cert = export_compliance(model_before=est, model_after=after, forget_set=[1, 2, 3], key=key,
+                             regulation=["EU_AI_ACT_ART26", "GDPR_ART17"])  # fmt: skip
+    path = tmp_path_factory.mktemp("cert") / "certificate.json"
+    cert.save(path)
+    return path, key, cert
+
+
+def test_round_trip_and_content(signed):
+    path, key, cert = signed
+    got = tpf.verify_certificate(path, key.public_key())
+    assert got.body == cert.body and got.id == cert.id
+    b = got.body
+    assert b["status"] == "erased" and b["forget_set"]["training_indices"] == [1, 2, 3]
+    assert b["forget_set"]["count"] == 3 and b["forget_set"]["share"] == pytest.approx(3 / 200)
+    assert b["method"]["name"] == "newton" and b["evidence"]["certified_bound"] < 1e-4
+    assert b["evidence"]["holdout"]["n"] == 50
+    assert b["model"]["fingerprint_before"] != b["model"]["fingerprint_after"]
+    assert b["regulations"] == ["EU_AI_ACT_ART26", "GDPR_ART17"] and not b["differential_privacy"]
+    assert any("differential" in s for s in b["not_guaranteed"])
+    assert Certificate.load(path).body == cert.body
+    labels = dict(got.summary())
+    assert labels["status"] == "erased"
+
+
+def test_every_flipped_byte_fails(signed):
+    path, key, _ = signed
+    data = path.read_bytes()
+    pub = key.public_key()
+    bad = path.with_name("tampered.json")
+    for i in range(len(data)):
+        for mask in (0x01, 0x20) if i % 5 == 0 else (0x01,):
+            b = bytearray(data)
+            b[i] ^= mask
+            bad.write_bytes(bytes(b))
+            with pytest.raises(CertificateError):
+                tpf.verify_certificate(bad, pub)
+
+
+def test_altered_values_fail_the_signature(signed):
+    path, key, _ = signed
+    doc = json.loads(path.read_text())
+    doc["certificate"]["forget_set"]["training_indices"] = [1, 2]
+    bad = path.with_name("edited.json")
+    bad.write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
+    with pytest.raises(CertificateSignatureError, match="altered"):
+        tpf.verify_certificate(bad, key.public_key())
+    # re-indenting an intact certificate is detected too
+    bad.write_text(json.dumps(json.loads(path.read_text()), sort_keys=True, indent=4) + "\n")
+    with pytest.raises(CertificateFormatError, match="edited"):
+        tpf.verify_certificate(bad, key.public_key())
+
+
+def test_truncated_and_malformed_files(signed, tmp_path):
+    path, key, _ = signed
+    data = path.read_bytes()
+    bad = tmp_path / "bad.json"
+    for n in (0, 1, 10, len(data) // 2, len(data) - 3):
+        bad.write_bytes(data[:n])
+        with pytest.raises(CertificateFormatError, match="truncated or not valid JSON"):
+            tpf.verify_certificate(bad, key.public_key())
+    bad.write_bytes(b"\xff\xfe binary")
+    with pytest.raises(CertificateFormatError):
+        tpf.verify_certificate(bad, key.public_key())
+    bad.write_text("[1, 2]")
+    with pytest.raises(CertificateFormatError, match="not a JSON object"):
+        tpf.verify_certificate(bad, key.public_key())
+    doc = json.loads(data)
+    del doc["certificate"]["evidence"]
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(CertificateFormatError, match="JSON Schema"):
+        Certificate.load(bad)
+
+
+def test_wrong_key_fails(signed):
+    path, _, _ = signed
+    with pytest.raises(CertificateSignatureError, match="signed by key"):
+        tpf.verify_certificate(path, generate_key().public_key())
+
+
+def test_keys_round_trip(tmp_path, signed):
+    path, key, _ = signed
+    save_private_key(key, tmp_path / "k.pem")
+    save_public_key(key, tmp_path / "k.pub.pem")
+    save_private_key(key, tmp_path / "enc.pem", password=b"pw")
+    assert (tmp_path / "k.pem").stat().st_mode & 0o077 == 0
+    assert tpf.verify_certificate(path, tmp_path / "k.pub.pem").status == "erased"
+    assert tpf.verify_certificate(path, str(tmp_path / "k.pem")).status == "erased"
+    assert load_private_key(tmp_path / "enc.pem", password=b"pw").public_key() == key.public_key()
+    assert load_public_key((tmp_path / "k.pub.pem").read_bytes()) == key.public_key()
+    (tmp_path / "junk.pem").write_text("not a key")
+    with pytest.raises(CertificateError):
+        load_public_key(tmp_path / "junk.pem")
+    with pytest.raises(CertificateError, match="cannot read key file"):
+        load_public_key(tmp_path / "missing.pem")
+
+
+def test_default_key_is_created_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRACEPROP_SIGNING_KEY", str(tmp_path / "keys" / "sign.pem"))
+    k1 = default_key()
+    k2 = default_key()
+    assert k1.public_key() == k2.public_key()
+    assert (tmp_path / "keys" / "sign.pub.pem").exists()
+
+
+def test_schema_is_shipped_and_canonical_form(signed):
+    _, _, cert = signed
+    assert schema()["title"].startswith("traceprop_frames")
+    validate(cert.to_dict())
+    blob = canonical_json(cert.body)
+    assert b"\n" not in blob and blob.isascii()
+    assert blob == json.dumps(cert.body, sort_keys=True, separators=(",", ":")).encode()
+    assert list(json.loads(blob)) == sorted(cert.body)

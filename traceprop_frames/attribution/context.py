@@ -1,0 +1,177 @@
+"""TrainingContext: fill a GradientStore from a custom torch training loop.
+
+The context hooks the model's forward pass (it captures the batch input and the per-sample outputs,
+and for the "LL" variant the last layer's input activations), so the loop only swaps
+``loss.backward()`` for ``ctx.backward(loss, batch_idx=idx)``::
+
+    with TrainingContext(model, store, lineage=train) as ctx:
+        for epoch in range(epochs):
+            for idx, (xb, yb) in loader:     # idx: positions of the batch rows in the training frame
+                optimizer.zero_grad()
+                ctx.backward(criterion(model(xb), yb), batch_idx=idx)
+                optimizer.step()
+            ctx.checkpoint()                  # optional: keep this epoch's features as a checkpoint
+
+Requirements: the model returns one scalar per sample (``(B,)`` or ``(B, 1)``, e.g. a logit); the loss
+is a sum or mean (``reduction=``) of per-sample losses of that output, and the last ``model(...)`` call
+before ``ctx.backward`` is the batch ``batch_idx``. Each sample's row holds its features from its last
+visit, so after training a store row reflects the final epoch. Per-sample loss derivatives ``g = ∂ℓ/∂f``
+and ``h = ∂²ℓ/∂f²`` come from autograd on the captured output, so any per-sample loss works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from traceprop_frames.attribution.gradients import last_linear_name, per_sample_output_grads
+from traceprop_frames.attribution.store import GradientStore, StoreError
+
+
+def _as_lineage(lineage):
+    if lineage is None:
+        return None
+    try:
+        import pandas as pd
+
+        if isinstance(lineage, pd.DataFrame):
+            from traceprop_frames.frames import resolve
+
+            return resolve(lineage)
+    except ImportError:  # pragma: no cover
+        pass
+    return lineage
+
+
+class TrainingContext:
+    """Context manager that writes projected per-sample gradients to ``store`` during training.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    store : GradientStore
+    lineage : traced DataFrame, RowLineage or None
+        The training rows (row ``i`` = sample ``i``); gives the store its provenance answers.
+    n_samples : int or None
+        Number of training samples (default: ``len(lineage)``).
+    reduction : {"mean", "sum"}, default="mean"
+        How the loss passed to :meth:`backward` combines per-sample losses.
+    damping : float, default=0.0
+        The model's L2 strength in the unnormalised objective (kernel damping ``λ``).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        store: GradientStore,
+        lineage=None,
+        n_samples: int | None = None,
+        reduction: str = "mean",
+        damping: float = 0.0,
+    ) -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError("reduction must be 'mean' or 'sum'")
+        self.model, self.store = model, store
+        self.lineage = _as_lineage(lineage)
+        if n_samples is None:
+            if self.lineage is None:
+                raise ValueError("pass lineage= (the training frame) or n_samples=")
+            n_samples = len(self.lineage)
+        self.n_samples, self.reduction, self.damping = int(n_samples), reduction, damping
+        self._hooks: list = []
+        self._x = self._out = self._act = None
+        self._c = -1
+        self._written = 0
+
+    # ----------------------------------------------------------------- hooks
+    def __enter__(self) -> TrainingContext:
+        self.store.begin(self.model, self.n_samples, self.lineage, damping=self.damping)
+        self._open_slot()
+
+        def root_hook(_m, args, out):
+            self._x, self._out = args[0], out
+
+        self._hooks.append(self.model.register_forward_hook(root_hook))
+        if self.store.variant == "LL":
+            name = last_linear_name(self.model)
+            layer = self.model.get_submodule(name)
+            self._ll_fast = layer.out_features == 1
+
+            def ll_hook(_m, args, _out):
+                self._act = args[0]
+
+            self._hooks.append(layer.register_forward_hook(ll_hook))
+            self._ll_bias = layer.bias is not None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        if exc[0] is not None:
+            return
+        if self._written == 0 and len(self.store.checkpoints) > 1:
+            self.store.checkpoints.pop()
+        else:
+            self.store.set_params(self._c, self._params())
+        self.store.finalize(self.model)
+
+    def _params(self) -> dict:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+    def _open_slot(self) -> None:
+        self._c = self.store.add_checkpoint(self._params(), n_rows=0)
+        self._written = 0
+
+    def checkpoint(self) -> None:
+        """Close the current checkpoint (its test features will use the current parameters), open a new one."""
+        if self._written == 0:
+            return
+        self.store.set_params(self._c, self._params())
+        self._open_slot()
+
+    # ----------------------------------------------------------------- backward
+    def backward(self, loss: torch.Tensor, batch_idx) -> None:
+        """``loss.backward()`` plus the store rows of the samples ``batch_idx`` of this batch."""
+        if self._out is None:
+            raise StoreError("no forward pass seen: call model(xb) inside the context before ctx.backward")
+        idx = np.asarray(batch_idx.cpu() if isinstance(batch_idx, torch.Tensor) else batch_idx, dtype=np.int64)
+        store, P = self.store, self.store.projector
+        if store.variant == "BM":
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            before = [None if p.grad is None else p.grad.clone() for p in params]
+            loss.backward()
+            g = torch.cat(
+                [
+                    (p.grad if b is None else p.grad - b).reshape(-1)
+                    if p.grad is not None
+                    else torch.zeros(p.numel())
+                    for p, b in zip(params, before)
+                ]
+            )
+            scale = 1.0 if self.reduction == "mean" else 1.0 / len(idx)
+            store.append_batch(self._c, idx, P.project(g.reshape(1, -1) * scale)[0])
+        else:
+            out = self._out
+            scale = float(len(idx)) if self.reduction == "mean" else 1.0
+            (gout,) = torch.autograd.grad(loss, out, create_graph=True, retain_graph=True)
+            if gout.requires_grad:
+                (hout,) = torch.autograd.grad(gout.sum(), out, retain_graph=True)
+            else:
+                hout = torch.zeros_like(out)
+            loss.backward()
+            g = gout.detach().reshape(-1) * scale
+            h = hout.detach().reshape(-1) * scale
+            if store.variant == "LL" and self._ll_fast:
+                a = self._act.detach().reshape(len(idx), -1)
+                G = torch.cat([a, torch.ones(len(idx), 1, dtype=a.dtype)], 1) if self._ll_bias else a
+            else:
+                _, G = per_sample_output_grads(self.model, self._x.detach(), names=store.param_names)
+            if G.shape[0] != len(idx):
+                raise StoreError(f"the last forward pass had {G.shape[0]} samples but batch_idx has {len(idx)}")
+            ck = store.checkpoints[self._c]
+            if ck.n_rows < store.n_samples:
+                ck.grow(store.n_samples)
+            store.write(self._c, idx, P.project(G), g, h)
+        self._written += 1
+        self._x = self._out = self._act = None

@@ -1,0 +1,237 @@
+"""Influence scores: TRAK's weighted kernel over a GradientStore, and the exact influence function.
+
+Sign convention (everywhere in this package): ``scores[t, i]`` estimates how much *including* training
+sample ``i`` (with weight 1) changes the model's output on test point ``t`` — the logit of the positive
+class, i.e. ``decision_function``. Positive means sample ``i`` pushes the test logit up.
+
+**Exact influence** (convex models). With the unnormalised objective ``J(θ) = Σ_j w_j ℓ_j(θ) + W·Ω(θ)``
+(``W = Σ w``) and its Hessian ``H`` at the optimum, dropping sample ``i`` moves the parameters by
+``H⁻¹ ∇ℓ_i`` to first order, so ``score[t, i] = −∇f_t(θ)ᵀ H⁻¹ ∇ℓ_i(θ)``.
+
+**TRAK** (any model). With projected output gradients ``φ_i = Pᵀ∇f_i`` and the loss derivatives
+``g_i = ∂ℓ_i/∂f``, ``h_i = ∂²ℓ_i/∂f²`` stored at each checkpoint::
+
+    score[t, i] = −(1/C) Σ_c  φ_{t,c}ᵀ (Φ_cᵀ diag(h_c) Φ_c + λ I)⁻¹ φ_{i,c} g_{i,c}
+
+The ``h = p(1 − p)`` weighting makes the kernel the Gauss-Newton Hessian, so for logistic regression
+with ``λ`` = the model's L2 strength (``1/C``) this converges to the exact influence as ``k`` grows;
+``g = p − y`` is TRAK's ``(1 − p)`` output weighting with the sign of the label. ``weighted=False``
+gives the plain ``(ΦᵀΦ + λI)⁻¹`` kernel. The "BM" variant stores one row per batch (the batch's mean
+loss gradient, ``g = h = 1``) and gives every sample of a batch its batch's score.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from traceprop_frames.attribution.gradients import (
+    batch_mean_loss_grads,
+    bce_derivatives,
+    per_sample_output_grads,
+)
+from traceprop_frames.attribution.store import GradientStore, StoreError
+
+
+def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")
+
+
+# ---------------------------------------------------------------------- filling
+def fill_checkpoint(
+    store: GradientStore,
+    module: torch.nn.Module,
+    X,
+    y,
+    params: dict | None = None,
+    batches: list[np.ndarray] | None = None,
+    chunk: int = 1024,
+) -> int:
+    """Add a checkpoint to ``store``: features of every training sample at ``params`` (default: now).
+
+    ``y`` holds 0/1 targets of a binary model trained with BCE-with-logits. For the "BM" variant,
+    ``batches`` lists the sample indices of each batch.
+    """
+    params = params if params is not None else {n: p.detach().clone() for n, p in module.named_parameters()}
+    dtype = next(module.parameters()).dtype
+    X = torch.as_tensor(np.asarray(X)).to(dtype)
+    y = torch.as_tensor(np.asarray(y)).to(dtype)
+    names = store.param_names
+    if store.variant == "BM":
+        if batches is None:
+            raise ValueError("the BM variant needs the batches (lists of sample indices)")
+        c = store.add_checkpoint(params, n_rows=0)
+        G = batch_mean_loss_grads(module, _bce, X, y, batches, names=names, params=params)
+        Z = store.projector.project(G)
+        for b, z in zip(batches, Z):
+            store.append_batch(c, b, z)
+        return c
+    c = store.add_checkpoint(params)
+    for lo in range(0, X.shape[0], chunk):
+        sl = slice(lo, lo + chunk)
+        out, G = per_sample_output_grads(module, X[sl], names=names, params=params)
+        g, h = bce_derivatives(out, y[sl])
+        store.write(c, np.arange(lo, lo + len(out)), store.projector.project(G), g, h)
+    return c
+
+
+# ---------------------------------------------------------------------- TRAK
+class TRAKScorer:
+    """Scores test points against a filled :class:`GradientStore` (kernel factorised once, cached).
+
+    Parameters
+    ----------
+    store : GradientStore
+    damping : float or None
+        ``λ``; default: the store's recorded model L2 strength plus ``1e-6 ×`` the mean kernel diagonal.
+    weighted : bool, default=True
+        Use ``diag(h) = p(1 − p)`` in the kernel (False: TRAK's plain ``ΦᵀΦ``).
+    """
+
+    def __init__(self, store: GradientStore, damping: float | None = None, weighted: bool = True) -> None:
+        if not store.checkpoints:
+            raise StoreError("the gradient store is empty: fit the model with a store (or fill it) first")
+        self.store, self.damping, self.weighted = store, damping, weighted
+
+    def _kernel(self, c: int):
+        key = ("kernel", c, self.damping, self.weighted)
+        hit = self.store._cache.get(key)
+        if hit is not None:
+            return hit
+        ck = self.store.checkpoints[c]
+        Phi = torch.from_numpy(np.asarray(self.store.features(c), dtype=np.float32))
+        rows_active = np.zeros(ck.n_rows, dtype=bool)
+        act = self.store.active
+        rows_active[ck.rows[act & (ck.rows >= 0)]] = True
+        h = ck.derivs[: ck.n_rows, 1].astype(np.float64) if self.weighted else np.ones(ck.n_rows)
+        h = torch.from_numpy(h * rows_active)
+        P64 = Phi.to(torch.float64)
+        K = P64.T @ (P64 * h[:, None])
+        lam = self.damping
+        if lam is None:
+            lam = self.store.damping + 1e-6 * float(K.diagonal().mean()) + 1e-12
+        K.diagonal().add_(lam)
+        L = torch.linalg.cholesky(K)
+        self.store._cache[key] = (L, Phi)
+        return L, Phi
+
+    def test_features(self, module: torch.nn.Module, X) -> list[torch.Tensor]:
+        """Projected output gradients of the test points, one ``(n_test, k)`` tensor per checkpoint."""
+        dtype = next(module.parameters()).dtype
+        X = torch.as_tensor(np.asarray(X)).to(dtype)
+        out = []
+        names = None if self.store.variant == "BM" else self.store.param_names
+        for ck in self.store.checkpoints:
+            _, G = per_sample_output_grads(module, X, names=names, params=ck.params)
+            out.append(self.store.projector.project(G))
+        return out
+
+    def scores(self, module: torch.nn.Module, X) -> np.ndarray:
+        """``(n_test, n_samples)`` influence on the test logits; removed samples are NaN."""
+        feats = self.test_features(module, X)
+        total = None
+        for c, T in enumerate(feats):
+            L, Phi = self._kernel(c)
+            A = torch.cholesky_solve(T.to(torch.float64).T, L).T.to(torch.float32)  # (n_test, k)
+            S_rows = (A @ Phi.T).numpy()
+            ck = self.store.checkpoints[c]
+            g = ck.derivs[: ck.n_rows, 0]
+            rows = ck.rows
+            S = np.zeros((S_rows.shape[0], self.store.n_samples), dtype=np.float64)
+            ok = rows >= 0
+            S[:, ok] = -S_rows[:, rows[ok]] * g[rows[ok]]
+            total = S if total is None else total + S
+        total /= len(feats)
+        total[:, self.store.removed] = np.nan
+        return total
+
+
+# ---------------------------------------------------------------------- exact
+def hessian(module: torch.nn.Module, objective) -> torch.Tensor:
+    """Full ``(p, p)`` Hessian of ``objective(module) -> scalar`` in the module's parameters."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    obj = objective(module)
+    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(obj, params, create_graph=True)])
+    eye = torch.eye(g.numel(), dtype=g.dtype)
+    rows = torch.autograd.grad(g, params, grad_outputs=eye, is_grads_batched=True)
+    return torch.cat([r.reshape(g.numel(), -1) for r in rows], dim=1).detach()
+
+
+def exact_influence_scores(module, objective, X_train, y_train, X_test, removed=None) -> np.ndarray:
+    """Exact influence ``−∇f_tᵀ H⁻¹ ∇ℓ_i`` for a binary BCE model (full Hessian; convex models).
+
+    ``objective(module)`` must be the *unnormalised* training objective ``Σ w ℓ + W·Ω``.
+    Returns ``(n_test, n_train)``; ``removed`` samples (bool mask) are NaN.
+    """
+    H = hessian(module, objective)
+    dtype = H.dtype
+    out, Gtr = per_sample_output_grads(module, torch.as_tensor(np.asarray(X_train)))
+    g, _ = bce_derivatives(out, torch.as_tensor(np.asarray(y_train)).to(out.dtype))
+    _, Gte = per_sample_output_grads(module, torch.as_tensor(np.asarray(X_test)))
+    A = torch.linalg.solve(H, Gte.to(dtype).T)  # (p, n_test)
+    S = -(A.T @ Gtr.to(dtype).T) * g.to(dtype)[None, :]
+    S = S.numpy().astype(np.float64)
+    if removed is not None:
+        S[:, np.asarray(removed, dtype=bool)] = np.nan
+    return S
+
+
+# ---------------------------------------------------------------------- top-k
+class TopK(NamedTuple):
+    """Top-k training samples per test point: ``indices`` and ``scores``, shape ``(n_test, top_k)``
+    (``(top_k,)`` for a single 1-D test sample)."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+def top_k_scores(S: np.ndarray, k: int, by_abs: bool = False) -> TopK:
+    """The ``k`` largest scores per row (NaN = removed, never returned); ``by_abs`` ranks by |score|."""
+    S = np.atleast_2d(S)
+    key = np.abs(S) if by_abs else S.copy()
+    key = np.where(np.isnan(key), -np.inf, key)
+    k = int(min(k, int(np.isfinite(key).sum(axis=1).min(initial=S.shape[1]))))
+    if k <= 0:
+        return TopK(np.zeros((S.shape[0], 0), dtype=np.int64), np.zeros((S.shape[0], 0)))
+    part = np.argpartition(-key, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(key, part, axis=1), axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    return TopK(idx.astype(np.int64), np.take_along_axis(S, idx, axis=1))
+
+
+def compute_influence_scores(model, store: GradientStore, test_input, top_k: int = 10, **kw) -> TopK:
+    """Top-``top_k`` most influential (largest positive score) training samples for each test input.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or fitted traceprop estimator
+        The trained model (scalar output per sample); an estimator's ``module_`` is used.
+    store : GradientStore
+        Filled during or after training (:class:`TrainingContext` or ``fit`` with ``store=``).
+    test_input : array-like or torch.Tensor
+        ``(n_test, ...)``, or one sample without the batch axis (then the results are 1-D).
+    top_k : int, default=10
+    **kw
+        ``damping`` and ``weighted`` for :class:`TRAKScorer`.
+
+    Returns
+    -------
+    TopK
+        ``(indices, scores)``; ``store.get_provenance(indices[t, r])`` traces a sample to its source rows.
+        Removed (erased) samples never appear.
+    """
+    module = getattr(model, "module_", model)
+    X = test_input if isinstance(test_input, torch.Tensor) else np.asarray(test_input)
+    single = X.ndim == 1
+    if single:
+        X = X[None]
+    if hasattr(model, "module_") and hasattr(model, "_validate_test"):
+        X = model._validate_test(X)
+    X = torch.as_tensor(X)
+    S = TRAKScorer(store, **kw).scores(module, X)
+    res = top_k_scores(S, top_k)
+    if single:
+        return TopK(res.indices[0], res.scores[0])
+    return res

@@ -1,0 +1,256 @@
+"""Shared machinery of the torch binary classifiers (see the package docstring for the contract)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from traceprop_frames.attribution.scoring import (
+    TRAKScorer,
+    exact_influence_scores,
+    fill_checkpoint,
+    top_k_scores,
+)
+from traceprop_frames.attribution.store import GradientStore
+
+
+def _capture_lineage(X):
+    """The RowLineage of a traced frame's rows, or None (plain arrays, or lineage that cannot resolve)."""
+    if not isinstance(X, pd.DataFrame):
+        return None
+    from traceprop_frames.errors import LineageLostError
+    from traceprop_frames.frames import has_lineage, resolve
+
+    if not has_lineage(X):
+        return None
+    try:
+        return resolve(X)
+    except LineageLostError:
+        return None
+
+
+class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
+    """Base class: validation, store filling, influence, predictions. Subclasses define the model."""
+
+    # --------------------------------------------------------------- subclass API
+    def _build_module(self, n_features: int) -> torch.nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fit_module(self, X, y, sample_weight, init_module=None, callback=None) -> torch.nn.Module:
+        raise NotImplementedError  # pragma: no cover
+
+    def penalty(self, module: torch.nn.Module, n_active=None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _n_active(self, n_active):
+        return float(self.sample_weight_.sum()) if n_active is None else n_active
+
+    def _damping(self, n_active: float) -> float:
+        """Hessian of ``n_active * penalty`` (the kernel damping ``λ`` of the unnormalised objective)."""
+        return 0.0
+
+    _dtype = torch.float32
+
+    # --------------------------------------------------------------- objective
+    def per_sample_loss(self, module: torch.nn.Module, X, y) -> torch.Tensor:
+        """Unregularised per-sample losses ``BCEWithLogits(module(X), y)``, shape ``(n,)``."""
+        dtype = next(module.parameters()).dtype
+        X = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).to(dtype)
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(dtype)
+        return torch.nn.functional.binary_cross_entropy_with_logits(module(X), y, reduction="none")
+
+    def objective(self, module, X, y, sample_weight) -> torch.Tensor:
+        """``(w * per_sample_loss).sum() / w.sum() + penalty(module)`` — the training objective."""
+        dtype = next(module.parameters()).dtype
+        w = torch.as_tensor(np.asarray(sample_weight)).to(dtype)
+        return (w * self.per_sample_loss(module, X, y)).sum() / w.sum() + self.penalty(module, w.sum())
+
+    # --------------------------------------------------------------- sklearn API
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.non_deterministic = self.random_state is None if hasattr(self, "random_state") else False
+        return tags
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on ``X`` (array or DataFrame; a traced frame records lineage) and binary ``y``.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), two classes
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        lineage = _capture_lineage(X)
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=False)
+        check_classification_targets(y)
+        self.classes_ = unique_labels(y)
+        if len(self.classes_) > 2:
+            raise ValueError(
+                f"Only binary classification is supported. {type(self).__name__} got "
+                f"{len(self.classes_)} classes: {self.classes_[:5]}"
+            )
+        if len(self.classes_) < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of 2 classes; got 1 class: {self.classes_}")
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if np.any(sw < 0) or sw.sum() <= 0:
+            raise ValueError("sample weights must be non-negative with a positive sum")
+        self.X_train_ = X.astype(np.float32)
+        self.y_train_ = (y == self.classes_[1]).astype(np.float32)
+        self.sample_weight_ = sw.astype(np.float32)
+        self.lineage_ = lineage
+        ckpts: list[dict] = []
+        self.module_ = self._fit_module(
+            self.X_train_, self.y_train_, self.sample_weight_, callback=ckpts.append if self._wants_ckpts() else None
+        )
+        self.store_ = self._fill_store(ckpts) if self.store is not None else None
+        return self
+
+    def _wants_ckpts(self) -> bool:
+        return self.store is not None and getattr(self, "n_checkpoints", 1) > 1
+
+    def _fill_store(self, ckpts: list[dict]) -> GradientStore:
+        path = None if self.store is True or self.store == "memory" else self.store
+        store = GradientStore(
+            k=self.k,
+            path=path,
+            seed=self.projection_seed,
+            dtype=self.store_dtype,
+            variant=getattr(self, "store_variant", "TRAK"),
+        )
+        n = len(self.X_train_)
+        store.begin(self.module_, n, self.lineage_, damping=self._damping(float(self.sample_weight_.sum())))
+        final = {k: v.detach().clone() for k, v in self.module_.named_parameters()}
+        n_ck = getattr(self, "n_checkpoints", 1)
+        snaps = []
+        if n_ck > 1 and len(ckpts) > 1:
+            # evenly spaced over the second half of training, the last one being the final model
+            pick = np.unique(np.round(np.linspace(len(ckpts) // 2, len(ckpts) - 1, n_ck)).astype(int))
+            snaps = [ckpts[j] for j in pick]
+            if _same(snaps[-1], final):
+                snaps = snaps[:-1]
+        batches = None
+        if store.variant == "BM":
+            rng = np.random.default_rng(0 if self.random_state is None else self.random_state)
+            bs = min(getattr(self, "batch_size", 200), n)
+            batches = np.array_split(rng.permutation(n), max(1, int(np.ceil(n / bs))))
+        for params in [*snaps, final]:
+            fill_checkpoint(store, self.module_, self.X_train_, self.y_train_, params=params, batches=batches)
+        store.finalize(self.module_, extra={"estimator": type(self).__name__})
+        return store
+
+    def _validate_test(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=np.float64).astype(np.float32)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Logit of the positive class ``classes_[1]``, shape ``(n_samples,)``."""
+        X = self._validate_test(X)
+        with torch.no_grad():
+            out = self.module_(torch.as_tensor(X).to(next(self.module_.parameters()).dtype))
+        return out.double().numpy().reshape(-1)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """``(n_samples, 2)`` class probabilities in the order of ``classes_``."""
+        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.column_stack([1 - p, p])
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        return np.log(np.clip(self.predict_proba(X), 1e-300, None))
+
+    def predict(self, X) -> np.ndarray:
+        d = self.decision_function(X)
+        return self.classes_[(d > 0).astype(int)]
+
+    # --------------------------------------------------------------- influence
+    def influence_scores(self, X_test, method: str | None = None, **kw) -> np.ndarray:
+        """``(n_test, n_train)`` influence of each training sample on each test point's logit.
+
+        ``scores[t, i] > 0``: including training sample ``i`` raises ``decision_function(X_test)[t]``.
+        Erased samples (``store_.removed`` / zero ``sample_weight_``) are NaN.
+
+        Parameters
+        ----------
+        X_test : array-like of shape (n_test, n_features)
+        method : {"trak", "exact"} or None
+            ``"trak"``: the gradient store (default when the model was fit with ``store=``);
+            ``"exact"``: full-Hessian influence function (default without a store; meant for convex models).
+        **kw
+            ``damping`` / ``weighted`` for the TRAK scorer.
+        """
+        X = self._validate_test(X_test)
+        if method is None:
+            method = "trak" if self.store_ is not None else "exact"
+        if method == "trak":
+            if self.store_ is None:
+                raise ValueError("method='trak' needs a gradient store: fit with store='./path' or store=True")
+            return TRAKScorer(self.store_, **kw).scores(self.module_, X)
+        if method != "exact":
+            raise ValueError(f"unknown influence method {method!r}; use 'trak' or 'exact'")
+        removed = self.sample_weight_ == 0
+        if self.store_ is not None:
+            removed = removed | self.store_.removed
+        w = self.sample_weight_
+
+        def objective(m):
+            wt = torch.as_tensor(w).to(next(m.parameters()).dtype)
+            return (wt * self.per_sample_loss(m, self.X_train_, self.y_train_)).sum() + wt.sum() * self.penalty(
+                m, wt.sum()
+            )
+
+        return exact_influence_scores(self.module_, objective, self.X_train_, self.y_train_, X, removed=removed)
+
+    def influence(self, X_test, top_k: int = 5, method: str | None = None, **kw) -> pd.DataFrame:
+        """The ``top_k`` most influential training rows per test point, with the source rows behind them.
+
+        Returns
+        -------
+        DataFrame
+            One line per (test point, ranked training sample, source row): ``test_row`` (position in
+            ``X_test``), ``rank`` (0 = most positive score), ``train_row`` (training sample index),
+            ``score``, ``source`` (file path; None without lineage), ``source_row`` (0-based data row;
+            -1 without lineage), ``sha256_ok``. A training row built from several source rows (joins,
+            aggregations) repeats its ``rank``/``score`` on several lines.
+        """
+        S = self.influence_scores(X_test, method=method, **kw)
+        best = top_k_scores(S, top_k)
+        n_test, kk = best.indices.shape
+        t = np.repeat(np.arange(n_test), kk)
+        r = np.tile(np.arange(kk), n_test)
+        i = best.indices.reshape(-1)
+        s = best.scores.reshape(-1)
+        lin = self.lineage_
+        rec: dict[str, list] = {k: [] for k in ("test_row", "rank", "train_row", "score")}
+        src, srow, ok = [], [], []
+        for tt, rr, ii, ss in zip(t.tolist(), r.tolist(), i.tolist(), s.tolist()):
+            rows = lin.trace(ii, strict=False) if lin is not None else []
+            for sr in rows or [None]:
+                rec["test_row"].append(tt)
+                rec["rank"].append(rr)
+                rec["train_row"].append(ii)
+                rec["score"].append(ss)
+                src.append(None if sr is None else sr.path)
+                srow.append(-1 if sr is None else sr.row)
+                ok.append(None if sr is None else sr.sha256_ok)
+        return pd.DataFrame({**rec, "source": src, "source_row": srow, "sha256_ok": ok}).astype(
+            {"test_row": "int64", "rank": "int64", "train_row": "int64", "score": "float64", "source_row": "int64"}
+        )
+
+    # --------------------------------------------------------------- unlearning
+    def unlearn(self, source=None, rows=None, *, samples=None, method=None, **kwargs):
+        """Erase training rows (by source rows or sample indices); see :mod:`traceprop_frames.unlearn`."""
+        from traceprop_frames.unlearn import unlearn_estimator
+
+        return unlearn_estimator(self, source=source, rows=rows, samples=samples, method=method, **kwargs)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in b)

@@ -1,0 +1,533 @@
+"""Rewrite DuckDB SQL with sqlglot so every result row carries the global ids of its source rows.
+
+Hidden columns
+--------------
+A table loaded with ``con.read_csv`` / ``con.read_parquet`` has a hidden ``__tp_rid BIGINT`` column (one
+global row id per row); a table built by ``CREATE TABLE ... AS``, a view, or a registered traced frame has
+a hidden ``__tp_lin BIGINT[]`` column (a set of ids per row). Every rewritten SELECT appends exactly one of
+them as its last column, and ``SELECT *`` gets ``EXCLUDE (...)`` so user-visible columns never change.
+NULL ids (the missing side of an outer join) and NULL lists mean "no row" and are dropped on the way out.
+
+Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RULES``)
+--------------------------------------------------------------------------------------
+- scan: a traced table contributes its hidden column; a table without lineage contributes nothing and is
+  named in the result's ``missing_lineage`` (``df.tp.sources()`` warns once, naming it).
+- projection / filter / ORDER BY / LIMIT / window functions: a row keeps the ids of the input rows it was
+  computed from (a window value's partition is not added: windows are 1:1 on rows).
+- join (inner, outer, cross, comma, USING/ON, ASOF, POSITIONAL): the ids of both rows are concatenated;
+  the missing side of an outer join adds nothing. ANTI JOIN adds nothing from its right side; NATURAL
+  and SEMI joins raise :class:`UnsupportedSQLError` (write them with USING / EXISTS).
+- GROUP BY, aggregates without GROUP BY, DISTINCT: the union of the members of the group.
+- UNION ALL: each row keeps its branch row's ids; UNION / INTERSECT: the union over every input row (of
+  either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL and
+  EXCEPT ALL raise.
+- CTEs (chained, and WITH RECURSIVE ... UNION ALL) and derived tables are rewritten recursively.
+- Subqueries in WHERE / SELECT / HAVING / JOIN ON (see ``_witness``):
+  * ``EXISTS (q)``: the rows of ``q`` that witnessed it (for a correlated ``q``, those matching the
+    current outer row);
+  * ``x IN (q)``: the rows of ``q`` whose value equals ``x``;
+  * scalar ``(q)`` and ``x op ANY/ALL (q)``: every row ``q`` read to produce its result;
+  * under an odd number of NOT (``NOT EXISTS``, ``NOT IN``): nothing — the absence of rows has no
+    witness row, and the result stays true on any subset of the source rows.
+  A subquery's witnesses join the row's lineage; in an aggregate query, a subquery inside WHERE or inside
+  an aggregate's argument adds to each member row, one in the SELECT list or HAVING to the group.
+  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)``, ``DISTINCT ON``, LATERAL and PIVOT raise.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+
+from traceprop_frames.errors import UnsupportedSQLError
+
+RID = "__tp_rid"  # BIGINT: one global row id
+LIN = "__tp_lin"  # BIGINT[]: a set of global row ids
+HIDDEN = (RID, LIN)
+_SIDE = "__tp_side"
+_UNTRACED_OK = {"range", "generate_series", "unnest", "values"}
+
+
+def _t(sql: str) -> exp.Expression:
+    return sqlglot.parse_one(sql, read="duckdb")
+
+
+def _col(name: str, table: str | exp.Identifier | None = None) -> exp.Column:
+    tbl = None
+    if table is not None:
+        tbl = table.copy() if isinstance(table, exp.Identifier) else exp.to_identifier(table)
+    return exp.Column(this=exp.to_identifier(name), table=tbl)
+
+
+def _fn(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _null_list() -> exp.Expression:
+    return _t("CAST(NULL AS BIGINT[])")
+
+
+@dataclass
+class Catalog:
+    """What the rewriter needs to know: hidden column per table (lower-case name) and aggregate names."""
+
+    hidden: dict[str, str] = field(default_factory=dict)  # table -> RID | LIN
+    aggregates: frozenset[str] = frozenset()
+
+
+@dataclass
+class Lineage:
+    """The lineage of one scope's rows: scalar id expressions and list expressions."""
+
+    scalars: list[exp.Expression] = field(default_factory=list)
+    lists: list[exp.Expression] = field(default_factory=list)
+
+    def add(self, expr: exp.Expression, kind: str) -> None:
+        (self.scalars if kind == RID else self.lists).append(expr)
+
+    def row(self) -> tuple[exp.Expression, str]:
+        """Per-row expression and its kind."""
+        if len(self.scalars) == 1 and not self.lists:
+            return self.scalars[0], RID
+        if len(self.lists) == 1 and not self.scalars:
+            return self.lists[0], LIN
+        parts = ([exp.Array(expressions=self.scalars)] if self.scalars else []) + self.lists
+        if not parts:
+            return _null_list(), LIN
+        return (parts[0] if len(parts) == 1 else _fn("list_concat", *parts)), LIN
+
+    def aggregated(self, extra: list[exp.Expression] = ()) -> exp.Expression:
+        """Group expression: ``list(id)`` per scalar, ``flatten(list(l))`` per list, plus ``extra``."""
+        parts = [_fn("list", s) for s in self.scalars]
+        parts += [_fn("flatten", _fn("list", x)) for x in self.lists]
+        parts += list(extra)
+        if not parts:
+            return _null_list()
+        return parts[0] if len(parts) == 1 else _fn("list_concat", *parts)
+
+
+def _as_list(expr: exp.Expression, kind: str) -> exp.Expression:
+    return exp.Array(expressions=[expr]) if kind == RID else expr
+
+
+@dataclass
+class RewriteResult:
+    """A rewritten statement: the expression, its SQL, the hidden column kind and the tables read."""
+
+    expression: exp.Expression
+    kind: str | None
+    traced: set[str]
+    untraced: set[str]
+
+    @property
+    def sql(self) -> str:
+        return self.expression.sql(dialect="duckdb")
+
+
+_SUBQ = (exp.Exists, exp.Any, exp.All, exp.Subquery, exp.Query)
+
+
+def _scope_walk(node, neg: int = 0, in_agg: bool = False, aggs=frozenset()):
+    """Yield (subquery-ish node, negation depth, inside-aggregate) without entering subqueries."""
+    if isinstance(node, exp.In) and node.args.get("query") is not None:
+        yield node, neg, in_agg
+        yield from _scope_walk(node.this, neg, in_agg, aggs)
+        return
+    if isinstance(node, _SUBQ):
+        yield node, neg, in_agg
+        return
+    if isinstance(node, exp.Not):
+        neg += 1
+    if _is_agg(node, aggs):
+        in_agg = True
+    if isinstance(node, exp.Window):
+        in_agg = False
+    for child in node.iter_expressions():
+        yield from _scope_walk(child, neg, in_agg, aggs)
+
+
+def _is_agg(node, aggs) -> bool:
+    if isinstance(node, exp.AggFunc):
+        return True
+    return isinstance(node, exp.Anonymous) and node.name.lower() in aggs
+
+
+def _has_agg(node, aggs) -> bool:
+    """True if ``node`` holds an aggregate outside window functions and subqueries."""
+    if isinstance(node, (exp.Window, *_SUBQ)):
+        return False
+    if _is_agg(node, aggs):
+        return True
+    return any(_has_agg(c, aggs) for c in node.iter_expressions())
+
+
+class Rewriter:
+    """One rewrite: holds the catalog, a counter for fresh aliases and the tables seen."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.traced: set[str] = set()
+        self.untraced: set[str] = set()
+        self._ids = itertools.count()
+        self._aggregated: dict[int, bool] = {}  # id(rewritten SELECT) -> whether it aggregates
+
+    def _alias(self, prefix: str) -> str:
+        return f"__tp_{prefix}{next(self._ids)}"
+
+    # ------------------------------------------------------------------ queries
+    def query(self, q: exp.Expression, ctes: dict, trace: bool, force_list: bool = False):
+        """Rewrite ``q`` in place (returns the possibly new node and the hidden kind, None untraced)."""
+        ctes = dict(ctes)
+        with_ = q.args.get("with_")
+        if with_ is not None:
+            for cte in with_.expressions:
+                self._cte(cte, ctes, trace, bool(with_.args.get("recursive")))
+        rule = _QUERY_RULES.get(type(q))
+        if rule is None:
+            if isinstance(q, exp.Values) or not trace:
+                return q, None
+            raise UnsupportedSQLError(f"cannot carry lineage through a {type(q).__name__} query")
+        return rule(self, q, ctes, trace, force_list)
+
+    def _cte(self, cte: exp.CTE, ctes: dict, trace: bool, recursive: bool) -> None:
+        name = cte.alias_or_name.lower()
+        if recursive and trace:
+            body = cte.this
+            if isinstance(body, exp.SetOperation) and not (
+                isinstance(body, exp.Union) and not body.args.get("distinct")
+            ):
+                raise UnsupportedSQLError("WITH RECURSIVE with UNION (without ALL): lineage needs UNION ALL")
+            ctes[name] = LIN
+            new, kind = self.query(body, ctes, trace, force_list=True)
+        else:
+            new, kind = self.query(cte.this, ctes, trace)
+        cte.set("this", new)
+        ctes[name] = kind
+        alias = cte.args.get("alias")
+        if kind and alias is not None and alias.columns:
+            alias.append("columns", exp.to_identifier(kind))
+
+    def _select(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
+        aggs = self.catalog.aggregates
+        distinct = sel.args.get("distinct")
+        if trace and distinct is not None and distinct.args.get("on") is not None:
+            raise UnsupportedSQLError(
+                "SELECT DISTINCT ON: lineage of the kept row is not defined; use GROUP BY"
+            )
+        lin = Lineage()
+        exposed: dict[str, set[str]] = {}
+        from_ = sel.args.get("from_")
+        items = ([from_.this] if from_ is not None else []) + [j.this for j in sel.args.get("joins") or []]
+        skip = set()
+        for j in sel.args.get("joins") or []:
+            if (j.args.get("method") or "").upper() == "NATURAL":
+                raise UnsupportedSQLError("NATURAL JOIN: write the join with USING (...) so lineage is exact")
+            kind = (j.args.get("kind") or "").upper()
+            if kind == "SEMI" and trace:
+                raise UnsupportedSQLError("SEMI JOIN: write it as WHERE EXISTS (...) to carry its witnesses")
+            if kind == "ANTI":
+                skip.add(id(j.this))
+        for item in items:
+            parts = self._from_item(item, ctes, trace, exposed)
+            if trace and id(item) not in skip:
+                for e, k in parts:
+                    lin.add(e, k)
+        self._hide_stars(sel, exposed)
+        is_agg = sel.args.get("group") is not None or any(
+            _has_agg(sel.args.get(k), aggs) for k in ("having",) if sel.args.get(k) is not None
+        )
+        is_agg = is_agg or any(_has_agg(e, aggs) for e in sel.expressions)
+        group_extra = self._subqueries(sel, ctes, trace, lin, is_agg)
+        if not trace:
+            return sel, None
+        wrap_distinct = False
+        if distinct is not None:
+            if is_agg:
+                wrap_distinct = True
+            elif any(e.find(exp.Window) for e in sel.expressions):
+                raise UnsupportedSQLError("SELECT DISTINCT with window functions")
+            else:
+                sel.set("distinct", None)
+                sel.set("group", exp.Group(all=True))
+                is_agg = True
+        if is_agg:
+            expr, kind = lin.aggregated(group_extra), LIN
+        else:
+            expr, kind = lin.row()
+        if force_list or wrap_distinct:
+            expr, kind = _as_list(expr, kind), LIN
+        sel.append("expressions", exp.alias_(expr, kind))
+        self._aggregated[id(sel)] = is_agg
+        if wrap_distinct:
+            return self._distinct_wrap(sel), LIN
+        return sel, kind
+
+    def _distinct_wrap(self, sel: exp.Select) -> exp.Select:
+        sel.set("distinct", None)
+        outer = _t(f"SELECT * EXCLUDE ({LIN}), flatten(list({LIN})) AS {LIN} FROM x GROUP BY ALL")
+        for key in ("order", "limit", "offset"):
+            if sel.args.get(key) is not None:
+                outer.set(key, sel.args[key])
+                sel.set(key, None)
+        outer.set("from_", exp.From(this=exp.Subquery(this=sel, alias=exp.TableAlias(this=self._alias("d")))))
+        return outer
+
+    def _hide_stars(self, sel: exp.Select, exposed: dict[str, set[str]]) -> None:
+        every = set().union(*exposed.values()) if exposed else set()
+        for e in sel.expressions:
+            if isinstance(e, exp.Columns) or e.find(exp.Columns):
+                raise UnsupportedSQLError("COLUMNS(...) expressions: list the columns explicitly")
+            if isinstance(e, exp.Star):
+                star, names = e, every
+            elif isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
+                star, names = e.this, exposed.get(e.table.lower(), set())
+            else:
+                continue
+            if names:
+                have = star.args.get("except_") or []
+                star.set("except_", list(have) + [_col(n) for n in sorted(names)])
+
+    # ------------------------------------------------------------------ FROM items
+    def _from_item(self, item, ctes: dict, trace: bool, exposed: dict) -> list[tuple[exp.Expression, str]]:
+        rule = _FROM_RULES.get(type(item))
+        if rule is None:
+            raise UnsupportedSQLError(f"{type(item).__name__} in FROM")
+        return rule(self, item, ctes, trace, exposed)
+
+    def _table(self, t: exp.Table, ctes: dict, trace: bool, exposed: dict):
+        if not isinstance(t.this, exp.Identifier):  # a table function: read_csv(...), range(...)
+            fname = t.this.name if isinstance(t.this, exp.Anonymous) else t.this.sql_name()
+            if trace and str(fname).lower() not in _UNTRACED_OK:
+                self.untraced.add(t.this.sql(dialect="duckdb")[:80])
+            return []
+        name = t.name.lower()
+        alias = t.args.get("alias")
+        ref = alias.this if alias is not None and alias.this else t.this
+        if name in ctes and not t.args.get("db"):
+            kind = ctes[name]
+        else:
+            kind = self.catalog.hidden.get(name)
+            if trace:
+                (self.traced if kind else self.untraced).add(name)
+        if not kind:
+            return []
+        exposed[ref.name.lower()] = {kind}
+        if alias is not None and alias.columns:
+            alias.append("columns", exp.to_identifier(kind))
+        return [(_col(kind, ref), kind)]
+
+    def _derived(self, sub: exp.Subquery, ctes: dict, trace: bool, exposed: dict):
+        inner = sub.this
+        if not isinstance(inner, exp.Query):  # a parenthesised join: (a JOIN b ON ...)
+            out = self._from_item(inner, ctes, trace, exposed)
+            for j in inner.args.get("joins") or []:
+                out += self._from_item(j.this, ctes, trace, exposed)
+            return out
+        new, kind = self.query(inner, ctes, trace)
+        sub.set("this", new)
+        if not kind:
+            return []
+        alias = sub.args.get("alias")
+        if alias is None:
+            alias = exp.TableAlias(this=exp.to_identifier(self._alias("d")))
+            sub.set("alias", alias)
+        elif alias.columns:
+            alias.append("columns", exp.to_identifier(kind))
+        exposed[alias.name.lower()] = {kind}
+        return [(_col(kind, alias.this), kind)]
+
+    def _no_lineage(self, item, ctes: dict, trace: bool, exposed: dict):
+        return []
+
+    def _unsupported_from(self, item, ctes: dict, trace: bool, exposed: dict):
+        raise UnsupportedSQLError(f"{type(item).__name__.upper()} in FROM")
+
+    # ------------------------------------------------------------------ subqueries
+    def _subqueries(self, sel: exp.Select, ctes: dict, trace: bool, lin: Lineage, is_agg: bool):
+        """Hide stars inside every subquery of this scope; add witness lineage; return group-level parts."""
+        aggs = self.catalog.aggregates
+        where_like = [sel.args.get("where")] + [j.args.get("on") for j in sel.args.get("joins") or []]
+        select_like = list(sel.expressions) + [sel.args.get("having"), sel.args.get("qualify")]
+        for key in ("group", "order"):
+            node = sel.args.get(key)
+            if node is not None and any(True for _ in _scope_walk(node, aggs=aggs)):
+                raise UnsupportedSQLError(f"a subquery in {key.upper()} BY")
+        group_extra: list[exp.Expression] = []
+        for region, row_level in ((where_like, True), (select_like, False)):
+            for root in region:
+                if root is None:
+                    continue
+                for node, neg, in_agg in list(_scope_walk(root, aggs=aggs)):
+                    w = self._subquery(node, neg, ctes, trace)
+                    if w is None:
+                        continue
+                    if row_level or in_agg or not is_agg:
+                        lin.add(w, LIN)
+                    else:
+                        group_extra.append(w)
+        return group_extra
+
+    def _subquery(self, node, neg: int, ctes: dict, trace: bool):
+        """Rewrite one subquery in place (stars hidden); return its witness expression or None."""
+        if isinstance(node, exp.In):
+            q, mode = node.args["query"], "in"
+        elif isinstance(node, (exp.Exists, exp.Any, exp.All)):
+            q, mode = node.this, ("exists" if isinstance(node, exp.Exists) else "all")
+        else:
+            q, mode = node, "all"
+        while isinstance(q, exp.Subquery) and isinstance(q.this, exp.Query):
+            q = q.this
+        positive = neg % 2 == 0 or mode == "all"
+        witness_q = q.copy() if trace and positive else None
+        new, _ = self.query(q, ctes, trace=False)
+        if new is not q:
+            q.replace(new)
+        if witness_q is None:
+            return None
+        wq, kind = self.query(witness_q, ctes, trace=True)
+        simple = self._simple_witness(wq, kind, mode, node)
+        if simple is not None:
+            return simple
+        alias = self._alias("w")
+        agg = f"list({alias}.{RID})" if kind == RID else f"flatten(list({alias}.{LIN}))"
+        if mode == "in":
+            w = _t(f"(SELECT {agg} FROM x AS {alias}(__tp_v, {kind}) WHERE {alias}.__tp_v = y)")
+            w.this.find(exp.EQ).set("expression", node.this.copy())
+        else:
+            w = _t(f"(SELECT {agg} FROM x AS {alias})")
+        w.this.args["from_"].this.replace(
+            exp.Subquery(this=wq, alias=w.this.args["from_"].this.args["alias"].copy())
+        )
+        return w
+
+    def _simple_witness(self, wq, kind: str, mode: str, node) -> exp.Expression | None:
+        """The witness as one flat subquery (no derived table) when ``wq`` is a plain SELECT."""
+        agg = self._aggregated.get(id(wq))
+        if agg is None or any(wq.args.get(k) for k in ("limit", "offset", "qualify", "distinct")):
+            return None
+        lin = wq.expressions[-1].this
+        if agg:
+            if mode == "in" or wq.args.get("group") or wq.args.get("having"):
+                return None
+            expr = lin
+        else:
+            expr = _fn("list", lin) if kind == RID else _fn("flatten", _fn("list", lin))
+            if mode == "in":
+                if len(wq.expressions) != 2 or isinstance(wq.expressions[0], exp.Star):
+                    return None
+                inner = {a.lower() for a in _from_aliases(wq)}
+                outer_cols = list(node.this.find_all(exp.Column))
+                if any(not c.table or c.table.lower() in inner for c in outer_cols):
+                    return None  # the value would bind to the subquery's own columns
+                value = wq.expressions[0]
+                value = value.this if isinstance(value, exp.Alias) else value
+                wq.where(exp.EQ(this=value.copy(), expression=node.this.copy()), copy=False)
+        wq.set("expressions", [expr])
+        wq.set("order", None)
+        return exp.Subquery(this=wq)
+
+    # ------------------------------------------------------------------ set operations
+    def _setop(self, q: exp.SetOperation, ctes: dict, trace: bool, force_list: bool):
+        distinct = bool(q.args.get("distinct"))
+        if not trace:
+            for key in ("this", "expression"):
+                new, _ = self.query(q.args[key], ctes, False)
+                q.set(key, new)
+            return q, None
+        if isinstance(q, (exp.Intersect, exp.Except)) and not distinct:
+            raise UnsupportedSQLError(f"{type(q).__name__.upper()} ALL: multiset lineage is not defined")
+        by_name = bool(q.args.get("by_name"))
+        if isinstance(q, exp.Union) and not distinct:
+            kinds = []
+            for key in ("this", "expression"):
+                new, kind = self.query(q.args[key], ctes, True, force_list=force_list or by_name)
+                q.set(key, new)
+                kinds.append(kind)
+            if kinds[0] == kinds[1]:
+                return q, kinds[0]
+            for key in ("this", "expression"):
+                _to_list(q.args[key])
+            return q, LIN
+        # UNION / INTERSECT / EXCEPT (distinct): tag the sides, UNION ALL them, group by every column.
+        left, _ = self.query(q.this, ctes, True, force_list=True)
+        if isinstance(q, exp.Except):
+            right, _ = self.query(q.expression, ctes, False)
+            right = self._tagged(right, 1, null_lineage=True)
+        else:
+            right, _ = self.query(q.expression, ctes, True, force_list=True)
+            right = self._tagged(right, 1)
+        both = exp.Union(this=self._tagged(left, 0), expression=right, distinct=False, by_name=by_name)
+        having = {
+            exp.Union: None,
+            exp.Intersect: f"count(DISTINCT {_SIDE}) = 2",
+            exp.Except: f"max({_SIDE}) = 0",
+        }[type(q)]
+        outer = _t(
+            f"SELECT * EXCLUDE ({LIN}, {_SIDE}), flatten(list({LIN})) AS {LIN} FROM x GROUP BY ALL"
+            + (f" HAVING {having}" if having else "")
+        )
+        outer.set(
+            "from_", exp.From(this=exp.Subquery(this=both, alias=exp.TableAlias(this=self._alias("s"))))
+        )
+        for key in ("order", "limit", "offset"):
+            if q.args.get(key) is not None:
+                outer.set(key, q.args[key])
+        return outer, LIN
+
+    def _tagged(self, q: exp.Expression, side: int, null_lineage: bool = False) -> exp.Select:
+        extra = f"CAST(NULL AS BIGINT[]) AS {LIN}, " if null_lineage else ""
+        sel = _t(f"SELECT *, {extra}{side} AS {_SIDE} FROM x")
+        sel.set("from_", exp.From(this=exp.Subquery(this=q, alias=exp.TableAlias(this=self._alias("t")))))
+        return sel
+
+    def _paren(self, q: exp.Subquery, ctes: dict, trace: bool, force_list: bool):
+        new, kind = self.query(q.this, ctes, trace, force_list)
+        q.set("this", new)
+        return q, kind
+
+
+def _from_aliases(sel: exp.Select) -> list[str]:
+    from_ = sel.args.get("from_")
+    items = ([from_.this] if from_ is not None else []) + [j.this for j in sel.args.get("joins") or []]
+    return [i.alias_or_name for i in items]
+
+
+def _to_list(q: exp.Expression) -> None:
+    """Turn a rewritten branch whose last column is ``__tp_rid`` into one ending in ``__tp_lin``."""
+    if isinstance(q, exp.Subquery):
+        _to_list(q.this)
+    elif isinstance(q, exp.SetOperation):
+        _to_list(q.this)
+        _to_list(q.expression)
+    elif isinstance(q, exp.Select):
+        last = q.expressions[-1]
+        if last.alias == RID:
+            last.replace(exp.alias_(exp.Array(expressions=[last.this]), LIN))
+
+
+_QUERY_RULES = {
+    exp.Select: Rewriter._select,
+    exp.Union: Rewriter._setop,
+    exp.Intersect: Rewriter._setop,
+    exp.Except: Rewriter._setop,
+    exp.Subquery: Rewriter._paren,
+}
+
+_FROM_RULES = {
+    exp.Table: Rewriter._table,
+    exp.Subquery: Rewriter._derived,
+    exp.Values: Rewriter._no_lineage,
+    exp.Unnest: Rewriter._no_lineage,
+    exp.Lateral: Rewriter._unsupported_from,
+    exp.Pivot: Rewriter._unsupported_from,
+}
+
+
+def rewrite_query(q: exp.Expression, catalog: Catalog, trace: bool = True, force_list: bool = False):
+    """Rewrite one query expression (copied); returns a :class:`RewriteResult`."""
+    rw = Rewriter(catalog)
+    new, kind = rw.query(q.copy(), {}, trace, force_list)
+    return RewriteResult(new, kind, rw.traced, rw.untraced)

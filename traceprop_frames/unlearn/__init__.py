@@ -1,0 +1,40 @@
+"""Erasure: remove training samples' influence and certify it.
+
+``approximate_unlearn`` (functional: returns an unlearned copy), ``unlearn_estimator`` (in place: the
+body of ``est.unlearn(...)``), ``export_compliance`` (certify a functional erasure),
+``verify_certificate``, and Ed25519 key helpers.
+"""
+
+from traceprop_frames.unlearn.certificate import (
+    Certificate,
+    default_key,
+    export_compliance,
+    generate_key,
+    load_private_key,
+    load_public_key,
+    save_private_key,
+    save_public_key,
+    verify_certificate,
+)
+from traceprop_frames.unlearn.correction import (
+    UnlearnResult,
+    approximate_unlearn,
+    parameter_fingerprint,
+    unlearn_estimator,
+)
+
+__all__ = [
+    "Certificate",
+    "UnlearnResult",
+    "approximate_unlearn",
+    "default_key",
+    "export_compliance",
+    "generate_key",
+    "load_private_key",
+    "load_public_key",
+    "parameter_fingerprint",
+    "save_private_key",
+    "save_public_key",
+    "unlearn_estimator",
+    "verify_certificate",
+]

@@ -1,0 +1,453 @@
+"""Signed erasure certificates: build, sign (Ed25519), save, load and verify.
+
+File layout (validated against ``certificate.schema.json``, shipped next to this module, on save and
+on load)::
+
+    {"certificate": {...the record...},
+     "signature": {"algorithm": "Ed25519", "key_id": sha256(raw public key),
+                   "public_key_pem": "...", "value": base64(signature)}}
+
+The signature covers the *canonical* JSON of ``certificate``: sorted keys, no whitespace, ASCII only.
+The file itself is written in one deterministic pretty form (sorted keys, 2-space indent, ASCII,
+trailing newline) and :func:`verify_certificate` also checks the file is byte-for-byte in that form, so
+any altered byte — even whitespace — fails verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import os
+import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from traceprop_frames.errors import CertificateError, CertificateFormatError, CertificateSignatureError
+
+SCHEMA_PATH = Path(__file__).with_name("certificate.schema.json")
+REGULATIONS = {
+    "EU_AI_ACT_ART26": "EU AI Act, Article 26 (obligations of deployers of high-risk AI systems)",
+    "GDPR_ART17": "GDPR, Article 17 (right to erasure)",
+}
+NOT_GUARANTEED = [
+    "Approximate unlearning: the model after erasure is not bit-identical to a model retrained from "
+    "scratch without these samples; the evidence section measures how close it is.",
+    "No differential-privacy guarantee: nothing bounds what an attacker can infer about the erased "
+    "samples beyond the measured evidence, unless differential privacy was configured at training time.",
+    "The certified distance bound holds only for strongly convex objectives (logistic regression with an "
+    "L2 penalty); it is null otherwise.",
+    "Copies of the data or of earlier model versions outside this model (backups, caches, logs, "
+    "exported predictions) are not covered.",
+    "The source files themselves are not modified; deleting the rows from them is a separate step.",
+]
+ENV_KEY = "TRACEPROP_SIGNING_KEY"
+
+
+# ---------------------------------------------------------------------------- keys
+def generate_key() -> Ed25519PrivateKey:
+    """A new Ed25519 signing key."""
+    return Ed25519PrivateKey.generate()
+
+
+def save_private_key(key: Ed25519PrivateKey, path, password: bytes | None = None) -> Path:
+    """Write ``key`` as PKCS#8 PEM (encrypted when ``password`` is given), readable by the owner only."""
+    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return p
+
+
+def public_key_pem(key) -> str:
+    """PEM (SubjectPublicKeyInfo) text of a public key, or of a private key's public half."""
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    return pub.public_bytes(serialization.Encoding.PEM, fmt).decode("ascii")
+
+
+def save_public_key(key, path) -> Path:
+    """Write the public key (PEM) that verifiers need."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(public_key_pem(key))
+    return p
+
+
+def key_id(key) -> str:
+    """sha256 hex of the raw 32-byte public key."""
+    pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _pem_bytes(source) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str) and source.lstrip().startswith("-----BEGIN"):
+        return source.encode("ascii")
+    try:
+        return Path(source).read_bytes()
+    except OSError as e:
+        raise CertificateError(f"cannot read key file {os.fspath(source)!r}: {e.strerror}") from e
+
+
+def load_private_key(source, password: bytes | None = None) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file path, PEM text/bytes, or a key object."""
+    if isinstance(source, Ed25519PrivateKey):
+        return source
+    try:
+        key = serialization.load_pem_private_key(_pem_bytes(source), password=password)
+    except (ValueError, TypeError) as e:
+        raise CertificateError(
+            f"not a usable PEM private key ({e}); generate one with `generate_key()`"
+        ) from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CertificateError(f"certificates are signed with Ed25519, not {type(key).__name__}")
+    return key
+
+
+def load_public_key(source) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file path, PEM text/bytes, a public or a private key object."""
+    if isinstance(source, Ed25519PublicKey):
+        return source
+    if isinstance(source, Ed25519PrivateKey):
+        return source.public_key()
+    data = _pem_bytes(source)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        return load_private_key(data).public_key()  # a private key PEM also names its public key
+    if not isinstance(key, Ed25519PublicKey):
+        raise CertificateError(f"certificates are verified with Ed25519 keys, not {type(key).__name__}")
+    return key
+
+
+def default_key_path() -> Path:
+    """``$TRACEPROP_SIGNING_KEY``, else ``~/.config/traceprop/signing_key.pem``."""
+    env = os.environ.get(ENV_KEY)
+    return Path(env) if env else Path.home() / ".config" / "traceprop" / "signing_key.pem"
+
+
+def default_key() -> Ed25519PrivateKey:
+    """The signing key at :func:`default_key_path`, generated there (mode 0600) on first use."""
+    p = default_key_path()
+    if p.exists():
+        return load_private_key(p)
+    key = generate_key()
+    save_private_key(key, p)
+    save_public_key(key, p.with_name(p.stem + ".pub.pem"))
+    return key
+
+
+# ---------------------------------------------------------------------------- JSON forms
+def _clean(v):
+    """JSON-able copy: numpy scalars/arrays to Python, non-finite floats to None."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "tolist"):
+        return _clean(v.tolist())
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    return v
+
+
+def canonical_json(obj) -> bytes:
+    """The bytes that are signed: sorted keys, no whitespace, ASCII."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def file_text(doc: dict) -> str:
+    """The one form certificate files are written in."""
+    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    """The published JSON Schema of certificate files."""
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())
+    return cls(schema())
+
+
+def validate(doc: dict) -> None:
+    """Raise :class:`CertificateFormatError` if ``doc`` does not match the schema."""
+    err = next(iter(sorted(_validator().iter_errors(doc), key=lambda e: list(e.path))), None)
+    if err is not None:
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise CertificateFormatError(f"certificate does not match its JSON Schema at {where}: {err.message}")
+
+
+# ---------------------------------------------------------------------------- the certificate
+class Certificate:
+    """A signed erasure certificate. ``save(path)`` writes it; :func:`verify_certificate` checks one."""
+
+    def __init__(self, body: dict, signature: dict) -> None:
+        self.body = body
+        self.signature = signature
+
+    @classmethod
+    def sign(cls, body: dict, key: Ed25519PrivateKey | None = None) -> Certificate:
+        """Sign ``body`` with ``key`` (default: :func:`default_key`); validates against the schema."""
+        key = default_key() if key is None else load_private_key(key)
+        body = _clean(body)
+        sig = {
+            "algorithm": "Ed25519",
+            "key_id": key_id(key),
+            "public_key_pem": public_key_pem(key),
+            "value": base64.b64encode(key.sign(canonical_json(body))).decode("ascii"),
+        }
+        cert = cls(body, sig)
+        validate(cert.to_dict())
+        return cert
+
+    def to_dict(self) -> dict:
+        return {"certificate": self.body, "signature": self.signature}
+
+    def to_json(self) -> str:
+        return file_text(self.to_dict())
+
+    def save(self, path) -> Path:
+        """Validate against the schema and write the file; returns its path."""
+        validate(self.to_dict())
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(self.to_json(), encoding="ascii")
+        return p
+
+    @classmethod
+    def load(cls, path) -> Certificate:
+        """Parse and schema-check a certificate file (the signature is checked by :meth:`verify`)."""
+        return _parse(Path(path).read_bytes(), str(path))[0]
+
+    def verify(self, public_key) -> Certificate:
+        """Raise :class:`CertificateSignatureError` unless ``public_key`` signed exactly this record."""
+        pub = load_public_key(public_key)
+        if self.signature["key_id"] != key_id(pub) or self.signature["public_key_pem"] != public_key_pem(pub):
+            raise CertificateSignatureError(
+                f"certificate was signed by key {self.signature['key_id'][:16]}…, not by the given key "
+                f"{key_id(pub)[:16]}…; check you have the issuer's public key"
+            )
+        try:
+            pub.verify(base64.b64decode(self.signature["value"]), canonical_json(self.body))
+        except InvalidSignature:
+            raise CertificateSignatureError(
+                "signature does not match the certificate's content: the certificate was altered after "
+                "signing. Request a fresh copy from the issuer."
+            ) from None
+        return self
+
+    # convenience views
+    @property
+    def id(self) -> str:
+        return self.body["certificate_id"]
+
+    @property
+    def status(self) -> str:
+        return self.body["status"]
+
+    def summary(self) -> list[tuple[str, str]]:
+        """(label, value) pairs for humans (CLI, HTML report)."""
+        b = self.body
+        ev, fs = b["evidence"], b["forget_set"]
+
+        def fmt(x, spec=".4g"):
+            return "n/a" if x is None else format(x, spec)
+
+        req = "; ".join(f"{s['path']} rows {s['rows']}" for s in b["request"]["sources"]) or str(
+            b["request"]["samples"]
+        )
+        out = [
+            ("certificate", b["certificate_id"]),
+            ("status", b["status"]),
+            ("created", b["created_at"]),
+            ("regulations", ", ".join(b["regulations"])),
+            ("request", req),
+            ("forgotten samples", f"{fs['count']} of {fs['n_train']} ({fs['share']:.4%})"),
+            ("already erased earlier", str(len(fs["already_removed"]))),
+            ("method", f"{b['method']['name']} {b['method']['parameters']} ({b['method']['seconds']:.3f} s)"),
+            ("model before", b["model"]["fingerprint_before"][:16] + "…"),
+            ("model after", b["model"]["fingerprint_after"][:16] + "…"),
+            ("forget-set loss", f"{fmt(ev['forget_loss_before'])} → {fmt(ev['forget_loss_after'])}"),
+            ("residual gradient norm", fmt(ev["residual_grad_norm"], ".3e")),
+            ("certified ‖θ′−θ*‖ bound", fmt(ev["certified_bound"], ".3e")),
+            ("signed by key", self.signature["key_id"][:16] + "…"),
+        ]
+        if ev["holdout"]:
+            h = ev["holdout"]
+            out.append(("holdout accuracy", f"{h['accuracy_before']:.4f} → {h['accuracy_after']:.4f}"))
+        return out
+
+    def __repr__(self) -> str:
+        fs = self.body["forget_set"]
+        return (
+            f"Certificate({self.id[:8]}…, {self.status}, {fs['count']} samples, "
+            f"method={self.body['method']['name']!r})"
+        )
+
+
+def _parse(data: bytes, name: str, check_schema: bool = True) -> tuple[Certificate, dict]:
+    try:
+        text = data.decode("ascii")
+        doc = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CertificateFormatError(
+            f"{name} is not a certificate: truncated or not valid JSON ({e}). Request a fresh copy."
+        ) from None
+    if not isinstance(doc, dict):
+        raise CertificateFormatError(f"{name} is not a certificate: top level is not a JSON object")
+    if check_schema:
+        validate(doc)
+    elif not (
+        isinstance(doc.get("certificate"), dict)
+        and isinstance(doc.get("signature"), dict)
+        and all(isinstance(doc["signature"].get(k), str) for k in ("key_id", "public_key_pem", "value"))
+    ):
+        validate(doc)  # raises with the schema's precise message
+    return Certificate(doc["certificate"], doc["signature"]), doc
+
+
+def verify_certificate(path, public_key) -> Certificate:
+    """Check a certificate file against the issuer's public key; returns the :class:`Certificate`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The certificate JSON file.
+    public_key : path, PEM text/bytes, or key object
+        The issuer's Ed25519 public key (a private key works too). The key embedded in the file is
+        not trusted on its own.
+
+    Raises
+    ------
+    CertificateFormatError
+        Truncated, not JSON, not matching the schema, or not in the canonical form the library writes.
+    CertificateSignatureError
+        Signed by another key, or the content was altered after signing.
+    """
+    data = Path(path).read_bytes()
+    cert, doc = _parse(data, os.fspath(path), check_schema=False)
+    try:
+        cert.verify(public_key)  # cheap; the schema is checked below, on authentic content only
+    except (binascii.Error, ValueError):
+        raise CertificateFormatError(f"{os.fspath(path)}: the signature value is not valid base64") from None
+    if data != file_text(doc).encode("ascii"):
+        raise CertificateFormatError(
+            f"{os.fspath(path)} was edited after it was written (its bytes are not in the canonical form); "
+            "the signed content is intact, but the file is not the one the issuer produced."
+        )
+    validate(doc)
+    return cert
+
+
+def new_body(**sections) -> dict:
+    """A certificate body with id, timestamp, library version and the standard statements filled in."""
+    from traceprop_frames import __version__
+
+    regs = sections.pop("regulations", ["EU_AI_ACT_ART26", "GDPR_ART17"])
+    regs = [regs] if isinstance(regs, str) else list(regs)
+    bad = [r for r in regs if r not in REGULATIONS]
+    if bad:
+        raise CertificateError(f"unknown regulation tags {bad}; known: {sorted(REGULATIONS)}")
+    body = {
+        "schema_version": "1.0",
+        "certificate_id": uuid.uuid4().hex,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "library": {"name": "traceprop-frames", "version": __version__},
+        "regulations": regs,
+        "previous_certificates": [],
+        "not_guaranteed": list(NOT_GUARANTEED),
+        "differential_privacy": False,
+    }
+    body.update(sections)
+    return body
+
+
+def export_compliance(model_before, model_after, forget_set, store=None, regulation="EU_AI_ACT_ART26", *,
+                      request=None, key=None) -> Certificate:  # fmt: skip
+    """Certify an erasure done with :func:`~traceprop_frames.unlearn.approximate_unlearn`.
+
+    Parameters
+    ----------
+    model_before : fitted estimator
+        The model the samples were erased from.
+    model_after : estimator
+        What ``approximate_unlearn(model_before, forget_set, ...)`` returned (it carries the measured
+        evidence in ``unlearn_result_``).
+    forget_set : array-like of int
+        The training indices that were passed to ``approximate_unlearn``.
+    store : GradientStore, optional
+        Marked so influence never returns the forgotten samples again (the certificate says it).
+    regulation : str or sequence of str
+        ``"EU_AI_ACT_ART26"``, ``"GDPR_ART17"`` or both.
+    request : dict, optional
+        ``{path: rows}`` the data subject named; recorded (with file hashes) in the certificate.
+    key : signing key, optional
+        Default :func:`default_key`.
+
+    Returns
+    -------
+    Certificate
+        Signed; ``.save(path)`` writes it.
+
+    Raises
+    ------
+    UnlearningError
+        ``model_after`` does not come from ``approximate_unlearn`` of ``model_before`` and ``forget_set``.
+    """
+    import numpy as np
+
+    from traceprop_frames.errors import UnlearningError
+    from traceprop_frames.unlearn.correction import (
+        _record_erasure,
+        certificate_body,
+        forget_from_request,
+        parameter_fingerprint,
+    )
+
+    result = getattr(model_after, "unlearn_result_", None)
+    if result is None:
+        raise UnlearningError(
+            "model_after carries no unlearning evidence: pass what approximate_unlearn returned"
+        )
+    if parameter_fingerprint(model_before.module_) != result.fingerprint_before:
+        raise UnlearningError(
+            "model_before is not the model approximate_unlearn started from (fingerprints differ)"
+        )
+    asked = np.unique(np.asarray(forget_set, dtype=np.int64))
+    if not np.array_equal(asked, np.union1d(result.forget, result.already_removed)):
+        raise UnlearningError("forget_set differs from the samples approximate_unlearn removed")
+    lineage = getattr(model_before, "lineage_", None)
+    if lineage is None and store is not None:
+        lineage = getattr(store, "lineage", None)
+    sources = forget_from_request(lineage, request)[1] if request else []
+    body = certificate_body(
+        model_before, result, lineage=lineage, request_sources=sources, samples=asked.tolist(),
+        regulations=[regulation] if isinstance(regulation, str) else list(regulation),
+    )  # fmt: skip
+    new_lineage = _record_erasure(model_after, lineage, body)
+    cert = Certificate.sign(body, key)
+    if new_lineage is not None and hasattr(model_after, "lineage_"):
+        model_after.lineage_ = new_lineage
+    if store is not None and result.forget.size:
+        store.mark_removed(result.forget)
+    return cert

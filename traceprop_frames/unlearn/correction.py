@@ -1,0 +1,727 @@
+"""Remove training samples' influence from a fitted estimator without retraining from scratch.
+
+The estimator contract (``traceprop_frames.estimators``) this module relies on, after ``fit``:
+``module_`` (``torch.nn.Module`` whose output is the positive-class logit), ``X_train_`` (float32,
+row ``i`` = training sample ``i``), ``y_train_`` (float32 in {0, 1}), ``sample_weight_`` (1.0 active,
+0.0 erased), ``lineage_`` (RowLineage of the training rows or None), ``store_`` (GradientStore or None),
+``per_sample_loss(module, X, y)``, ``penalty(module)`` and ``_fit_module(X, y, sample_weight)``. The
+training objective is exactly ``(w * per_sample_loss).sum() / w.sum() + penalty(module)``.
+
+Methods
+-------
+``"newton"``
+    Newton steps on the remaining-data objective (full Hessian, ``torch.func``), iterated until the
+    gradient norm is below ``tol``. For a strongly convex objective (logistic regression with an L2
+    penalty) the distance to the exact retrained optimum is certified:
+    ``‖θ′ − θ*‖ ≤ ‖∇L_rem(θ′)‖ / λ`` with ``λ`` the smallest eigenvalue of the penalty's Hessian.
+``"gradient"``
+    Warm-started full-batch optimisation of the remaining-data objective from the current parameters:
+    L-BFGS for ``steps`` iterations (default), or plain gradient descent with step ``eta`` when
+    ``eta`` is given (the seeds' form). For non-convex models (the MLP); nothing is certified.
+``"retrain"``
+    Exact: ``_fit_module`` on the remaining data from scratch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from traceprop_frames.errors import UnlearningError
+
+MAX_NEWTON_PARAMS = 5000
+METHODS = ("newton", "gradient", "retrain")
+DEFAULTS = {
+    "newton": {"tol": 1e-9, "max_iter": 25},
+    "gradient": {"steps": 100, "eta": None},
+    "retrain": {},
+}
+
+
+@dataclass
+class UnlearnResult:
+    """What one unlearning run did and measured (the evidence section of a certificate)."""
+
+    method: str
+    params: dict
+    forget: np.ndarray  # training indices newly forgotten by this run
+    already_removed: np.ndarray  # requested indices that were erased earlier
+    n_train: int
+    n_active_before: int
+    n_active_after: int
+    iterations: int = 0
+    seconds: float = 0.0
+    residual_grad_norm: float | None = None
+    strong_convexity: float | None = None
+    certified_bound: float | None = None
+    forget_loss_before: float | None = None
+    forget_loss_after: float | None = None
+    holdout: dict | None = None
+    fingerprint_before: str = ""
+    fingerprint_after: str = ""
+    n_parameters: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- small helpers
+def parameter_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 over the module's state (names, dtypes, shapes and bytes, in sorted name order)."""
+    h = hashlib.sha256()
+    state = module.state_dict()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(repr(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def is_convex(est) -> bool:
+    """True when the training objective is convex in the parameters (an affine logit).
+
+    An estimator may say so itself (``convex_`` or the class attribute ``_convex``); otherwise a module whose parameters all
+    belong to one ``torch.nn.Linear`` is taken as convex (logistic regression).
+    """
+    flag = getattr(est, "convex_", getattr(est, "_convex", None))
+    if flag is not None:
+        return bool(flag)
+    module = est.module_
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    if len(linears) != 1:
+        return False
+    owned = {id(p) for p in linears[0].parameters()}
+    return all(id(p) in owned for p in module.parameters())
+
+
+def check_fitted(est) -> None:
+    missing = [a for a in ("module_", "X_train_", "y_train_", "sample_weight_") if not hasattr(est, a)]
+    if missing:
+        raise UnlearningError(
+            f"{type(est).__name__} is not fitted (missing {missing}); call fit(X, y) before unlearning."
+        )
+
+
+def _per_sample_loss(est, module, X, y) -> torch.Tensor:
+    fn = getattr(est, "per_sample_loss", None)
+    if fn is not None:
+        return fn(module, X, y)
+    return torch.nn.functional.binary_cross_entropy_with_logits(module(X).reshape(-1), y, reduction="none")
+
+
+def _penalty(est, module):
+    fn = getattr(est, "penalty", None)
+    return fn(module) if fn is not None else 0.0
+
+
+class _Wrapped(torch.nn.Module):
+    """The weighted objective as a module, so ``functional_call`` can swap in flat parameters."""
+
+    def __init__(self, est, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.est = est
+        self.inner = inner
+
+    def forward(self, X, y, w):
+        loss = _per_sample_loss(self.est, self.inner, X, y)
+        return (w * loss).sum() / w.sum() + _penalty(self.est, self.inner)
+
+
+class _PenaltyOnly(torch.nn.Module):
+    def __init__(self, est, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.est = est
+        self.inner = inner
+
+    def forward(self):
+        return torch.as_tensor(_penalty(self.est, self.inner), dtype=torch.float64)
+
+
+class _LossOnly(_PenaltyOnly):
+    def forward(self, X, y):
+        return _per_sample_loss(self.est, self.inner, X, y)
+
+
+class Objective:
+    """``L(θ) = Σ w ℓ(θ) / Σ w + penalty(θ)`` over a flat float64 parameter vector ``θ``."""
+
+    def __init__(self, est, module: torch.nn.Module, X, y, w, affine: bool = False) -> None:
+        self.est = est
+        self.affine = affine
+        self._J: torch.Tensor | None = None
+        self.dtype = next(module.parameters()).dtype
+        self.module = copy.deepcopy(module).to(torch.float64)
+        named = list(self.module.named_parameters())
+        self.names = ["inner." + n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.wrapped = _Wrapped(est, self.module)
+        self.X = torch.as_tensor(np.asarray(X), dtype=torch.float64)
+        self.y = torch.as_tensor(np.asarray(y), dtype=torch.float64).reshape(-1)
+        self.w = torch.as_tensor(np.asarray(w), dtype=torch.float64).reshape(-1)
+        if float(self.w.sum()) <= 0:
+            raise UnlearningError("no training sample would remain active; nothing to fit on.")
+
+    @property
+    def d(self) -> int:
+        return sum(self.sizes)
+
+    def flat(self, module: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1).to(torch.float64) for p in module.parameters()])
+
+    def _params(self, theta: torch.Tensor) -> dict:
+        parts = torch.split(theta, self.sizes)
+        return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
+
+    def loss(self, theta: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        return functional_call(
+            self.wrapped, self._params(theta), (self.X, self.y, self.w if w is None else w)
+        )
+
+    def grad(self, theta: torch.Tensor) -> torch.Tensor:
+        return torch.func.grad(self.loss)(theta)
+
+    def logits(self, theta: torch.Tensor) -> torch.Tensor:
+        inner = {n[6:]: p for n, p in self._params(theta).items()}
+        return functional_call(self.module, inner, (self.X,)).reshape(-1)
+
+    def _linear_jacobian(self, theta: torch.Tensor) -> torch.Tensor | None:
+        """``[X, 1]`` when the logit is one ``Linear(d, 1)`` of the input (checked at two points), else None."""
+        named = [n for n in self.names]
+        if len(named) not in (1, 2) or self.sizes[0] != self.X.shape[1]:
+            return None
+        J = (
+            self.X
+            if len(named) == 1
+            else torch.cat([self.X, torch.ones(len(self.X), 1, dtype=self.X.dtype)], 1)
+        )
+        if J.shape[1] != self.d:
+            return None
+        probe = theta + torch.linspace(-0.5, 0.5, self.d, dtype=theta.dtype)
+        with torch.no_grad():
+            for t in (theta, probe):
+                if not torch.allclose(self.logits(t), J @ t, rtol=1e-9, atol=1e-9):
+                    return None
+        return J
+
+    def penalty_hessian(self, theta: torch.Tensor) -> torch.Tensor:
+        wrapped = _PenaltyOnly(self.est, self.module)
+        return torch.func.hessian(lambda t: functional_call(wrapped, self._params(t), ()))(theta)
+
+    def data_hessian(self, theta: torch.Tensor, idx=None, w: torch.Tensor | None = None) -> torch.Tensor:
+        """``Σ_i w_i σ′(f_i) J_iᵀ J_i`` over rows ``idx`` (all by default), unnormalised, no penalty.
+
+        ``J = ∂logits/∂θ``: this is the exact Hessian of the weighted BCE-with-logits sum of the contract
+        when the logit is affine in ``θ`` (the convex models) and the generalised Gauss-Newton matrix
+        otherwise. Far faster than double autograd; the gradient is always computed exactly.
+        """
+        if self.d > MAX_NEWTON_PARAMS:
+            raise UnlearningError(
+                f"method='newton' forms a {self.d}x{self.d} Hessian; above {MAX_NEWTON_PARAMS} parameters "
+                "use method='gradient' (or 'retrain')."
+            )
+        theta = theta.detach()
+        w = self.w if w is None else w
+        if self._J is None and self.affine:
+            self._J = self._linear_jacobian(theta)
+        if self._J is not None:
+            J = self._J if idx is None else self._J[torch.as_tensor(np.asarray(idx, dtype=np.int64))]
+        else:
+            sub = self if idx is None else self._subset(idx)
+            J = torch.func.jacfwd(sub.logits)(theta)
+        ix = slice(None) if idx is None else torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        with torch.no_grad():
+            p = torch.sigmoid(self.logits(theta)[ix])
+            s = w[ix] * p * (1 - p)
+            return J.T @ (J * s[:, None])
+
+    def _subset(self, idx) -> Objective:
+        sub = copy.copy(self)
+        ix = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        sub.X, sub.y, sub.w, sub._J = self.X[ix], self.y[ix], self.w[ix], None
+        return sub
+
+    def hessian(self, theta: torch.Tensor) -> torch.Tensor:
+        """Hessian of the objective (see :meth:`data_hessian`) at ``θ``."""
+        return self.data_hessian(theta) / self.w.sum() + self.penalty_hessian(theta)
+
+    def penalty_min_eig(self, theta: torch.Tensor) -> float:
+        """Smallest eigenvalue of the penalty's Hessian (its strong-convexity modulus; 0 if none)."""
+        H = self.penalty_hessian(theta)
+        return max(float(np.linalg.eigvalsh(H.detach().numpy()).min()), 0.0)
+
+    def per_sample(self, theta: torch.Tensor, idx) -> torch.Tensor:
+        """Unregularised per-sample losses of training samples ``idx`` at ``θ``."""
+        ix = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        wrapped = _LossOnly(self.est, self.module)
+        with torch.no_grad():
+            return functional_call(wrapped, self._params(theta), (self.X[ix], self.y[ix]))
+
+    def to_module(self, theta: torch.Tensor, like: torch.nn.Module) -> torch.nn.Module:
+        """A copy of ``like`` holding ``θ`` in ``like``'s dtype."""
+        out = copy.deepcopy(like)
+        with torch.no_grad():
+            for p, t in zip(out.parameters(), torch.split(theta.detach(), self.sizes)):
+                p.copy_(t.view(p.shape).to(p.dtype))
+        return out
+
+
+# ---------------------------------------------------------------------------- the three methods
+def _solve(H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    H = 0.5 * (H + H.T)
+    L, info = torch.linalg.cholesky_ex(H)
+    return torch.cholesky_solve(g[:, None], L)[:, 0] if int(info) == 0 else torch.linalg.lstsq(H, g).solution
+
+
+def _newton(
+    obj: Objective, theta: torch.Tensor, tol: float, max_iter: int, H0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int, int]:
+    """Damped Newton on the objective until ``‖∇L‖ ≤ tol`` (or ``max_iter`` steps).
+
+    ``H0`` (optional) is an approximate Hessian reused for every step (the cached full-data Hessian
+    downdated for the forgotten samples); if a step fails to halve the gradient norm the exact Hessian
+    is formed at the current point instead. Returns ``(θ, steps, exact Hessians formed)``.
+    """
+    H, n_exact = H0, 0
+    g = obj.grad(theta)
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007
+        gn = float(g.norm())
+        if gn <= tol:
+            return theta, it - 1, n_exact
+        if H is None:
+            H, n_exact = obj.hessian(theta), n_exact + 1
+        step = _solve(H, g)
+        f0 = float(obj.loss(theta))
+        t = 1.0
+        while True:
+            cand = (theta - t * step).detach()
+            f1 = float(obj.loss(cand))
+            if f1 <= f0 + 1e-12 * abs(f0) or t < 1e-6:
+                break
+            t *= 0.5
+        theta = cand
+        g_new = obj.grad(theta)
+        if float(g_new.norm()) > 0.5 * gn and n_exact == 0 and H0 is not None:
+            H = None  # the approximate Hessian contracts too slowly: use exact ones from here on
+        elif n_exact:
+            H = None  # exact Newton: a fresh Hessian each step
+        g = g_new
+    return theta, it, n_exact
+
+
+def prepare_unlearning(est) -> dict:
+    """Form and cache the full-data Hessian at the current parameters (``est._unlearn_hessian_``).
+
+    Optional: the first Newton erasure does it otherwise. With the cache, an erasure costs a downdate
+    over the forgotten samples and a few gradient evaluations instead of ``n·d²`` work.
+    """
+    check_fitted(est)
+    obj = Objective(est, est.module_, est.X_train_, est.y_train_, est.sample_weight_, affine=is_convex(est))
+    theta = obj.flat(est.module_)
+    cache = {"x_id": id(est.X_train_), "w": np.asarray(est.sample_weight_).copy(), "theta": theta,
+             "S": obj.data_hessian(theta)}  # fmt: skip
+    est._unlearn_hessian_ = cache
+    return cache
+
+
+def _gradient(obj: Objective, theta: torch.Tensor, steps: int, eta: float | None) -> torch.Tensor:
+    """Warm-started full-batch optimisation: L-BFGS (``eta=None``) or gradient descent with step ``eta``."""
+    if eta is not None:
+        for _ in range(int(steps)):
+            theta = (theta - eta * obj.grad(theta)).detach()
+        return theta
+    t = theta.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [t], lr=1.0, max_iter=int(steps), history_size=20, tolerance_grad=1e-10, tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )  # fmt: skip
+
+    def closure():
+        opt.zero_grad()
+        loss = obj.loss(t)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return t.detach()
+
+
+def _accuracy(est, module: torch.nn.Module, X, y) -> float:
+    classes = getattr(est, "classes_", None)
+    y = np.asarray(y)
+    y01 = (
+        (y == classes[1]) if classes is not None and len(classes) == 2 and not np.isin(y, [0, 1]).all() else y
+    )
+    dtype = next(module.parameters()).dtype
+    with torch.no_grad():
+        logit = module(torch.as_tensor(np.asarray(X, dtype=np.float64), dtype=dtype)).reshape(-1)
+    return float(((logit.numpy() >= 0) == (np.asarray(y01) > 0.5)).mean())
+
+
+def run_unlearning(
+    est, forget, method: str | None = None, *, holdout=None, **params
+) -> tuple[torch.nn.Module, np.ndarray, UnlearnResult]:
+    """Compute the unlearned module without changing ``est``.
+
+    Returns ``(module_after, sample_weight_after, result)``. Samples already erased (weight 0) are
+    reported in ``result.already_removed`` and do not count as new; if none is new, the module is
+    returned unchanged with ``method="none"``.
+    """
+    check_fitted(est)
+    n = len(est.X_train_)
+    forget = np.unique(np.asarray(forget, dtype=np.int64).reshape(-1))
+    bad = forget[(forget < 0) | (forget >= n)]
+    if bad.size:
+        raise UnlearningError(f"training sample indices outside 0..{n - 1}: {bad[:20].tolist()}")
+    w_before = np.asarray(est.sample_weight_, dtype=np.float32).copy()
+    removed = w_before[forget] == 0
+    new, already = forget[~removed], forget[removed]
+    w_after = w_before.copy()
+    w_after[new] = 0.0
+    module = est.module_
+    convex = is_convex(est)
+    method = method or ("newton" if convex else "gradient")
+    if method not in METHODS:
+        raise UnlearningError(f"unknown unlearning method {method!r}; choose one of {list(METHODS)}")
+    unknown = set(params) - set(DEFAULTS[method])
+    if unknown:
+        raise UnlearningError(
+            f"method {method!r} takes parameters {sorted(DEFAULTS[method])}, not {sorted(unknown)}"
+        )
+    params = {**DEFAULTS[method], **params}
+    result = UnlearnResult(
+        method=method if new.size else "none",
+        params=params if new.size else {},
+        forget=new,
+        already_removed=already,
+        n_train=n,
+        n_active_before=int((w_before > 0).sum()),
+        n_active_after=int((w_after > 0).sum()),
+        fingerprint_before=parameter_fingerprint(module),
+        n_parameters=sum(p.numel() for p in module.parameters()),
+    )
+    if holdout is not None:
+        result.holdout = {"n": len(holdout[1]), "accuracy_before": _accuracy(est, module, *holdout)}
+    if new.size == 0:
+        result.fingerprint_after = result.fingerprint_before
+        if result.holdout is not None:
+            result.holdout.update(accuracy_after=result.holdout["accuracy_before"], delta=0.0)
+        return module, w_after, result
+
+    saved_w = est.sample_weight_
+    est.sample_weight_ = w_after  # the penalty may scale with the number of active samples
+    try:
+        t0 = time.perf_counter()
+        obj = Objective(est, module, est.X_train_, est.y_train_, w_after, affine=convex)
+        theta0 = obj.flat(module)
+        if method == "newton":
+            cache = getattr(est, "_unlearn_hessian_", None)
+            if not (
+                cache is not None
+                and cache["x_id"] == id(est.X_train_)
+                and np.array_equal(cache["w"], w_before)
+            ):
+                obj.w, w_full = torch.as_tensor(w_before, dtype=torch.float64), obj.w
+                S_all = obj.data_hessian(theta0)
+                obj.w = w_full
+                cache = {"x_id": id(est.X_train_), "w": w_before, "theta": theta0, "S": S_all}
+            w_old = torch.as_tensor(w_before, dtype=torch.float64)
+            S_rem = cache["S"] - obj.data_hessian(cache["theta"], idx=new, w=w_old)
+            H0 = S_rem / obj.w.sum() + obj.penalty_hessian(theta0)
+            theta, result.iterations, n_exact = _newton(
+                obj, theta0, float(params["tol"]), int(params["max_iter"]), H0=H0
+            )
+            result.extra["exact_hessians"] = n_exact
+            after = obj.to_module(theta, module)
+            new_cache = {"x_id": cache["x_id"], "w": w_after, "theta": cache["theta"], "S": S_rem}
+        elif method == "gradient":
+            theta = _gradient(obj, theta0, params["steps"], params["eta"])
+            result.iterations = int(params["steps"])
+            after = obj.to_module(theta, module)
+        else:
+            after = est._fit_module(est.X_train_, est.y_train_, w_after)
+            result.iterations = 1
+        result.seconds = time.perf_counter() - t0
+        theta_after = obj.flat(after)  # as stored (after the cast back to the module's dtype)
+        result.residual_grad_norm = float(obj.grad(theta_after).norm())
+        if convex:
+            lam = obj.penalty_min_eig(theta_after)
+            if lam > 0:
+                result.strong_convexity = lam
+                result.certified_bound = result.residual_grad_norm / lam
+        result.forget_loss_before = float(obj.per_sample(theta0, new).mean())
+        result.forget_loss_after = float(obj.per_sample(theta_after, new).mean())
+    finally:
+        est.sample_weight_ = saved_w
+    result.fingerprint_after = parameter_fingerprint(after)
+    if method == "newton":
+        result.extra["hessian_cache"] = new_cache
+    if result.holdout is not None:
+        acc = _accuracy(est, after, *holdout)
+        result.holdout.update(accuracy_after=acc, delta=acc - result.holdout["accuracy_before"])
+    return after, w_after, result
+
+
+# ---------------------------------------------------------------------------- public API
+def approximate_unlearn(model, forget, method: str | None = None, *, holdout=None, **params):
+    """Return a copy of the fitted estimator ``model`` with the training samples ``forget`` unlearned.
+
+    Parameters
+    ----------
+    model : fitted estimator
+        A ``TorchLogisticRegression`` / ``TorchMLPClassifier`` (or anything following the estimator
+        contract in this module's docstring). It is not modified.
+    forget : array-like of int
+        Training sample indices (row ``i`` of the training data), e.g. from
+        ``store.samples_from_source(path, rows)``.
+    method : {"newton", "gradient", "retrain"}, optional
+        Default ``"newton"`` for a convex model, ``"gradient"`` otherwise.
+    holdout : (X, y), optional
+        Transformed held-out inputs and labels; accuracy before/after goes into the evidence.
+    **params
+        ``tol``, ``max_iter`` (newton); ``steps``, ``eta`` (gradient).
+
+    Returns
+    -------
+    estimator
+        A shallow copy sharing the store and training data, with new ``module_`` and
+        ``sample_weight_``, and ``unlearn_result_`` (:class:`UnlearnResult`). The GradientStore is not
+        touched: :func:`export_compliance` (with ``store=``) marks the samples removed when it certifies.
+
+    Raises
+    ------
+    UnlearningError
+        Unfitted model, unknown method or parameter, indices outside the training data.
+    """
+    after, w_after, result = run_unlearning(model, forget, method, holdout=holdout, **params)
+    out = copy.copy(model)
+    out.module_ = after
+    out.sample_weight_ = w_after
+    out.unlearn_result_ = result
+    if "hessian_cache" in result.extra:
+        out._unlearn_hessian_ = result.extra.pop("hessian_cache")
+    return out
+
+
+# ---------------------------------------------------------------------------- erasure requests
+def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[dict]]:
+    """Training samples whose lineage contains any requested source row, and a record per source.
+
+    ``source`` is a path (with ``rows``) or a mapping ``{path: rows}``. Unknown sources or row numbers
+    raise :class:`UnknownSourceError` / :class:`UnknownRowError` listing them; rows that feed no
+    training sample are listed in the record's ``rows_without_samples``.
+    """
+    from traceprop_frames.errors import UnknownRowError, UnknownSourceError
+    from traceprop_frames.lineage import REGISTRY
+
+    if lineage is None:
+        raise UnlearningError(
+            "this model was trained without lineage, so source rows cannot be mapped to training samples; "
+            "train on a traced frame (tpf.read_csv ...) or pass samples=[training indices]."
+        )
+    if isinstance(source, dict):
+        if rows is not None:
+            raise UnlearningError("pass either source={path: rows} or source=path with rows=, not both")
+        requests = list(source.items())
+    else:
+        if rows is None:
+            raise UnlearningError(f"which rows of {os.fspath(source)!r}? pass rows=[...] (0-based data rows)")
+        requests = [(source, rows)]
+    cand = lineage.source_ids()
+    behind = None
+    forget, records = [], []
+    for path, r in requests:
+        try:
+            ids = REGISTRY.ids_for_rows(path, r, candidates=cand)
+        except (UnknownSourceError, UnknownRowError) as e:
+            raise type(e)(f"erasure request refused, nothing was changed: {e}") from None
+        forget.append(lineage.rows_from_ids(ids))
+        hits = REGISTRY.find(path, cand)
+        if behind is None:
+            behind = lineage.sources()
+        fed = np.unique(np.concatenate([behind.get(s.path, np.zeros(0, np.int64)) for s in hits]))
+        req = np.unique(np.atleast_1d(np.asarray(r, dtype=np.int64)))
+        src = hits[0]
+        records.append(
+            {
+                "path": src.path,
+                "abspath": src.abspath,
+                "format": src.format,
+                "n_rows": src.n_rows,
+                "sha256_at_load": src.sha256,
+                "sha256_now": src.current_sha256(),
+                "file_unchanged": src.check(),
+                "rows": req.tolist(),
+                "rows_without_samples": req[~np.isin(req, fed)].tolist(),
+            }
+        )
+    out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
+    return out, records
+
+
+def certificate_body(est, result: UnlearnResult, *, lineage=None, request_sources=(), samples=None,
+                     regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=()) -> dict:  # fmt: skip
+    """The certificate record of one unlearning run (unsigned)."""
+    from traceprop_frames.unlearn.certificate import new_body
+
+    forget = result.forget
+    source_rows = {}
+    if lineage is not None and forget.size:
+        source_rows = {k: v.tolist() for k, v in lineage.sources(rows=forget).items()}
+    convex = is_convex(est)
+    if result.certified_bound is not None:
+        statement = (
+            f"The objective is {result.strong_convexity:.3e}-strongly convex, so the parameters after "
+            f"erasure are within {result.certified_bound:.3e} (Euclidean norm) of the exact optimum on the "
+            "remaining data, i.e. of retraining from scratch to convergence."
+        )
+    elif result.method == "none":
+        statement = "No-op: every requested sample had been erased before; the model was not changed."
+    else:
+        statement = "No certified bound: the objective is not convex; see the measured evidence."
+    return new_body(
+        status="erased" if forget.size else "no-op",
+        regulations=list(regulations),
+        request={"sources": list(request_sources), "samples": None if samples is None else list(samples)},
+        forget_set={
+            "training_indices": forget.tolist(),
+            "count": int(forget.size),
+            "share": float(forget.size / max(result.n_train, 1)),
+            "already_removed": result.already_removed.tolist(),
+            "n_train": result.n_train,
+            "n_active_before": result.n_active_before,
+            "n_active_after": result.n_active_after,
+            "source_rows": source_rows,
+        },
+        method={
+            "name": result.method,
+            "parameters": result.params,
+            "iterations": int(result.iterations),
+            "seconds": float(result.seconds),
+        },
+        model={
+            "estimator": f"{type(est).__module__}.{type(est).__qualname__}",
+            "convex": convex,
+            "n_parameters": int(result.n_parameters),
+            "fingerprint_before": result.fingerprint_before,
+            "fingerprint_after": result.fingerprint_after,
+        },
+        evidence={
+            "forget_loss_before": result.forget_loss_before,
+            "forget_loss_after": result.forget_loss_after,
+            "holdout": result.holdout,
+            "residual_grad_norm": result.residual_grad_norm,
+            "strong_convexity": result.strong_convexity,
+            "certified_bound": result.certified_bound,
+            "bound_statement": statement,
+        },
+        lineage={"erase_op": None, "ops": []},
+        previous_certificates=list(previous),
+    )
+
+
+def _record_erasure(est_or_none, lineage, body: dict):
+    """Append an ``erase`` op to the lineage chain; returns the new lineage (or None)."""
+    from traceprop_frames.lineage import OpNode
+
+    if lineage is None or not body["forget_set"]["count"]:
+        return lineage
+    node = OpNode(
+        "erase",
+        {
+            "certificate_id": body["certificate_id"],
+            "n_samples": body["forget_set"]["count"],
+            "method": body["method"]["name"],
+        },
+        (lineage.node,),
+    )
+    out = lineage.with_node(node)
+    body["lineage"] = {"erase_op": "erase", "ops": out.ops()}
+    return out
+
+
+def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str | None = None,
+                      holdout=None, key=None, regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), **params):  # fmt: skip
+    """Erase source rows (or training samples) from a fitted estimator in place; returns a signed Certificate.
+
+    This is the body of ``est.unlearn(...)``.
+
+    Parameters
+    ----------
+    est : fitted estimator
+        Follows the contract in this module's docstring; ``module_`` and ``sample_weight_`` are updated
+        in place, ``store_`` (if any) marks the samples removed, ``lineage_`` gains an ``erase`` op and
+        ``erasures_`` lists the certificates issued.
+    source, rows : path and 0-based data rows, or ``source={path: rows, ...}``
+        The erasure request: every training sample whose lineage contains one of these rows is forgotten.
+    samples : array-like of int, optional
+        Training sample indices to forget directly (with or instead of ``source``).
+    method : {"newton", "gradient", "retrain"}, optional
+        Default: ``"newton"`` for convex models, ``"gradient"`` otherwise.
+    holdout : (X, y), optional
+        Transformed held-out data: accuracy before/after goes into the evidence.
+    key : Ed25519 private key, PEM path or bytes, optional
+        Signing key; default :func:`traceprop_frames.unlearn.certificate.default_key`.
+    regulations : sequence of str
+        Tags, from ``EU_AI_ACT_ART26``, ``GDPR_ART17``.
+    **params
+        Method parameters (``tol``, ``max_iter``; ``steps``, ``eta``).
+
+    Returns
+    -------
+    Certificate
+        ``status="no-op"`` when every requested sample had been erased before (nothing changes).
+
+    Raises
+    ------
+    UnknownSourceError, UnknownRowError
+        The request names a source or rows the training data does not come from (nothing changes).
+    UnlearningError
+        Unfitted model, no request, unknown method or parameter.
+    """
+    from traceprop_frames.unlearn.certificate import Certificate
+
+    check_fitted(est)
+    lineage = getattr(est, "lineage_", None)
+    parts, request_sources = [], []
+    if source is not None:
+        f, request_sources = forget_from_request(lineage, source, rows)
+        parts.append(f)
+    elif rows is not None:
+        raise UnlearningError("rows= needs source= (the path of the file the rows come from)")
+    if samples is not None:
+        parts.append(np.atleast_1d(np.asarray(samples, dtype=np.int64)))
+    if not parts:
+        raise UnlearningError("nothing to erase: pass source= and rows=, or samples=")
+    forget = np.unique(np.concatenate(parts))
+    after, w_after, result = run_unlearning(est, forget, method, holdout=holdout, **params)
+    log = list(getattr(est, "erasures_", []))
+    done = set(result.already_removed.tolist())
+    previous = [e["certificate_id"] for e in log if done & set(e["samples"])]
+    body = certificate_body(
+        est, result, lineage=lineage, request_sources=request_sources,
+        samples=None if samples is None else np.unique(samples).tolist(), regulations=regulations,
+        previous=previous,
+    )  # fmt: skip
+    new_lineage = _record_erasure(est, lineage, body)
+    cert = Certificate.sign(body, key)
+    if result.forget.size:
+        est.module_ = after
+        est.sample_weight_ = w_after
+        est.lineage_ = new_lineage
+        if "hessian_cache" in result.extra:
+            est._unlearn_hessian_ = result.extra.pop("hessian_cache")
+        store = getattr(est, "store_", None)
+        if store is not None:
+            store.mark_removed(result.forget)
+        log.append({"certificate_id": cert.id, "samples": result.forget.tolist()})
+    est.erasures_ = log
+    return cert
