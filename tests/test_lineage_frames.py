@@ -244,3 +244,35 @@ def test_plain_concat_of_different_traced_frames_resolves_each_row(csv):
     got = [{k: v.tolist() for k, v in mixed.tp.sources(rows=[i]).items()} for i in range(len(mixed))]
     assert got == [{path: [0]}, {path: [1]}, {path: [2]}, {"mem_b": [38]}, {"mem_b": [39]}, {path: [10]}]
     assert mixed.tp.ops()[-1] == "concat"
+
+
+@pytest.mark.parametrize("fn", ["sum", "mean", "count", "size", "min", "max", "first", "last", "nunique"])
+def test_groupby_reducers_match_pandas_and_group_members(csv, fn):
+    path, raw = csv
+    df = tpf.read_csv(path)
+    got = getattr(df.tp.groupby("k")[["x"]], fn)()
+    plain = pd.read_csv(path)
+    expect = getattr(plain.groupby("k", as_index=False)[["x"]], fn)()
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expect.reset_index(drop=True))
+    for i, k in enumerate(got["k"]):
+        assert df.tp.sources(rows=[0])  # frame still traced
+        assert got.tp.sources(rows=[i])[path].tolist() == np.flatnonzero(plain["k"] == k).tolist()
+
+
+def test_merge_indicator_validate_and_index_join(csv):
+    path, raw = csv
+    df = tpf.read_csv(path)
+    right = tpf.track(pd.DataFrame({"k": [0, 1, 9], "w": [1.0, 2.0, 3.0]}), "right")
+    m = df.tp.merge(right, on="k", how="outer", indicator=True, validate="many_to_one")
+    plain = pd.read_csv(path).merge(right.reset_index(drop=True), on="k", how="outer", indicator=True)
+    pd.testing.assert_frame_equal(m.reset_index(drop=True), plain)
+    only_right = int(np.flatnonzero(m["_merge"] == "right_only")[0])
+    assert m.tp.sources(rows=[only_right]) == {"right": np.array([2])}
+    with pytest.raises(pd.errors.MergeError):
+        df.tp.merge(df, on="k", validate="one_to_one")
+    keyed = right.reset_index().set_index("k")  # lineage keys ride in the tp_lid column
+    j = df.tp.merge(keyed, left_on="k", right_index=True)
+    for i in range(len(j)):
+        k = j["k"].iloc[i]
+        assert j.tp.sources(rows=[i])["right"].tolist() == [{0: 0, 1: 1}[k]]
+    assert "tp_lid" not in j.columns
