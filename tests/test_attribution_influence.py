@@ -49,7 +49,9 @@ def test_weighted_trak_without_projection_equals_exact_influence(problem):
     trak = est.influence_scores(Xte, method="trak", damping=1 / est.C)
     np.testing.assert_allclose(trak, exact, rtol=1e-3, atol=1e-5 * np.abs(exact).max())
     unweighted = est.influence_scores(Xte, method="trak", weighted=False)
-    assert np.corrcoef(unweighted.ravel(), exact.ravel())[0, 1] < np.corrcoef(trak.ravel(), exact.ravel())[0, 1]
+    assert (
+        np.corrcoef(unweighted.ravel(), exact.ravel())[0, 1] < np.corrcoef(trak.ravel(), exact.ravel())[0, 1]
+    )
 
 
 def test_projected_weighted_trak_approaches_exact(problem):
@@ -94,3 +96,8 @@ def test_trak_scorer_kernel_is_cached(problem):
     sc = TRAKScorer(est.store_)
     sc.scores(est.module_, Xte)
     assert any(k[0] == "kernel" for k in est.store_._cache)
+    cached = sc.scores(est.module_, Xte)
+    est.store_._cache.clear()
+    streamed = TRAKScorer(est.store_, max_cache_bytes=0, block_rows=16).scores(est.module_, Xte)
+    np.testing.assert_allclose(streamed, cached, rtol=1e-4, atol=1e-7)
+    assert not any(k[0] == "phi" for k in est.store_._cache)

@@ -197,4 +197,3 @@ def test_composed_pandas_then_sql(r_rows, c):
     assert np.all(np.isin(df.tp.lineage().ids, REGISTRY.ids_for_rows(path, range(len(r_rows))))) or not len(
         r_rows
     )
-

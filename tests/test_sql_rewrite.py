@@ -94,6 +94,16 @@ CASES = [
     ),
     ("SELECT * EXCLUDE (v) REPLACE (k * 2 AS k) FROM a WHERE v = 30", [((2,), ())]),
     ("SELECT v FROM a ANTI JOIN b ON a.k = b.k ORDER BY v", [((3,), ()), ((4,), ())]),
+    ("SELECT DISTINCT count(*) AS n FROM a GROUP BY k ORDER BY n", [((2, 3, 4), ()), ((0, 1), ())]),
+    (
+        "WITH RECURSIVE r(n, v) AS (SELECT 1, v FROM a WHERE v = 10 UNION ALL SELECT n + 1, v FROM r WHERE n < 3) "
+        "SELECT n FROM r ORDER BY n",
+        [((0,), ()), ((0,), ()), ((0,), ())],
+    ),
+    (
+        "SELECT v FROM a QUALIFY rank() OVER (PARTITION BY k ORDER BY v DESC) = 1 ORDER BY v",
+        [((1,), ()), ((2,), ()), ((3,), ()), ((4,), ())],
+    ),
     # subqueries: EXISTS / IN witnesses, NOT EXISTS / NOT IN nothing, scalar: every row read
     (
         "SELECT v FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) ORDER BY v",
@@ -197,3 +207,16 @@ def test_forward_and_trace(con, tmp_path):
     assert df.tp.rows_from_source(str(tmp_path / "a.csv"), [1]).tolist() == [0]
     rows = df.tp.trace(0)
     assert [r.row for r in rows] == [0, 1] and all(r.sha256_ok for r in rows)
+
+
+def test_tables_changed_through_raw_are_seen(con, tmp_path):
+    con.sql("SELECT 1")  # the catalog is cached now
+    con.raw.execute("CREATE TABLE copy_a AS SELECT * FROM a WHERE v > 30")  # keeps the hidden id column
+    df = con.sql("SELECT * FROM copy_a ORDER BY v")
+    assert list(df.columns) == ["k", "v"]
+    assert df.tp.sources()[str(tmp_path / "a.csv")].tolist() == [3, 4]
+    con.raw.execute("DROP TABLE copy_a")
+    con.raw.execute("CREATE TABLE copy_a AS SELECT 1 AS k")  # same name, no lineage now
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert con.sql("SELECT * FROM copy_a").tp.sources() == {}

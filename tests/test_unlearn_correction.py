@@ -53,7 +53,7 @@ class StandInLogReg:
         module = init_module or self._new_module(X.shape[1])
         w = torch.as_tensor(sample_weight, dtype=torch.float64)
         opt = torch.optim.LBFGS(
-            module.parameters(), max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+            module.parameters(), max_iter=500 if self.hidden is None else 60, tolerance_grad=1e-12, tolerance_change=1e-15,
             line_search_fn="strong_wolfe", history_size=20,
         )  # fmt: skip
 
@@ -63,7 +63,7 @@ class StandInLogReg:
             loss.backward()
             return loss
 
-        for _ in range(3):
+        for _ in range(3 if self.hidden is None else 1):
             opt.step(closure)
         self.sample_weight_ = saved
         return module
@@ -140,10 +140,10 @@ def test_gradient_and_retrain_methods(logreg):
     forget = np.arange(30)
     ref = retrained(logreg, forget)
     d0 = float((flat(logreg.module_) - flat(ref)).norm())
-    g = approximate_unlearn(logreg, forget, method="gradient", steps=50)
-    assert float((flat(g.module_) - flat(ref)).norm()) < 0.05 * d0
+    g = approximate_unlearn(logreg, forget, method="gradient", steps=20)  # a damped Newton step here
+    assert float((flat(g.module_) - flat(ref)).norm()) < 0.1 * d0  # one step, not iterated like newton
     gd = approximate_unlearn(logreg, forget, method="gradient", steps=10, eta=0.01)  # the seeds' form
-    assert gd.unlearn_result_.params == {"steps": 10, "eta": 0.01}
+    assert gd.unlearn_result_.params == {"steps": 10, "eta": 0.01, "damping": 1e-3, "curvature_samples": 2048}
     rt = approximate_unlearn(logreg, forget, method="retrain")
     assert float((flat(rt.module_) - flat(ref)).norm()) < 1e-9
     assert rt.unlearn_result_.certified_bound < 1e-5
@@ -168,6 +168,20 @@ def test_mlp_defaults_to_gradient_and_moves_towards_retrain(data):
     r = out.unlearn_result_
     assert r.method == "gradient" and r.certified_bound is None
     assert r.forget_loss_after > r.forget_loss_before
+
+
+@pytest.mark.skipif(TorchMLPClassifier is None, reason="estimators not available")
+def test_real_mlp_gradient_correction_closes_the_gap(data):
+    X, y = make_data(n=1500, d=10, seed=2)
+    mlp = TorchMLPClassifier(hidden_layer_sizes=(16,), max_iter=15, random_state=0).fit(X, y)
+    forget = np.random.default_rng(0).choice(len(X), 150, replace=False)
+    out = approximate_unlearn(mlp, forget)
+    ref = approximate_unlearn(mlp, forget, method="retrain").unlearn_result_
+    r = out.unlearn_result_
+    assert r.method == "gradient" and r.params["steps"] == 10
+    gap = (r.forget_loss_after - r.forget_loss_before) / (ref.forget_loss_after - ref.forget_loss_before)
+    assert 0.3 < gap < 3.0, gap  # measured ~1 in benchmarks/bench_unlearn.py; the seeds closed 14%
+    assert (mlp.sample_weight_ == 1).all()
 
 
 def test_errors(logreg):

@@ -58,6 +58,9 @@ class TrainingContext:
         How the loss passed to :meth:`backward` combines per-sample losses.
     damping : float, default=0.0
         The model's L2 strength in the unnormalised objective (kernel damping ``λ``).
+    rel_damping : float, default=1e-6
+        Extra damping relative to the kernel's mean diagonal (recorded in the manifest; non-convex
+        models score better with much more, e.g. 0.3 — see :class:`TorchMLPClassifier`).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class TrainingContext:
         n_samples: int | None = None,
         reduction: str = "mean",
         damping: float = 0.0,
+        rel_damping: float = 1e-6,
     ) -> None:
         if reduction not in ("mean", "sum"):
             raise ValueError("reduction must be 'mean' or 'sum'")
@@ -78,6 +82,7 @@ class TrainingContext:
                 raise ValueError("pass lineage= (the training frame) or n_samples=")
             n_samples = len(self.lineage)
         self.n_samples, self.reduction, self.damping = int(n_samples), reduction, damping
+        self.rel_damping = rel_damping
         self._hooks: list = []
         self._x = self._out = self._act = None
         self._c = -1
@@ -114,7 +119,7 @@ class TrainingContext:
             self.store.checkpoints.pop()
         else:
             self.store.set_params(self._c, self._params())
-        self.store.finalize(self.model)
+        self.store.finalize(self.model, extra={"rel_damping": float(self.rel_damping)})
 
     def _params(self) -> dict:
         return {n: p.detach().clone() for n, p in self.model.named_parameters()}
@@ -135,7 +140,9 @@ class TrainingContext:
         """``loss.backward()`` plus the store rows of the samples ``batch_idx`` of this batch."""
         if self._out is None:
             raise StoreError("no forward pass seen: call model(xb) inside the context before ctx.backward")
-        idx = np.asarray(batch_idx.cpu() if isinstance(batch_idx, torch.Tensor) else batch_idx, dtype=np.int64)
+        idx = np.asarray(
+            batch_idx.cpu() if isinstance(batch_idx, torch.Tensor) else batch_idx, dtype=np.int64
+        )
         store, P = self.store, self.store.projector
         if store.variant == "BM":
             params = [p for p in self.model.parameters() if p.requires_grad]
@@ -168,7 +175,9 @@ class TrainingContext:
             else:
                 _, G = per_sample_output_grads(self.model, self._x.detach(), names=store.param_names)
             if G.shape[0] != len(idx):
-                raise StoreError(f"the last forward pass had {G.shape[0]} samples but batch_idx has {len(idx)}")
+                raise StoreError(
+                    f"the last forward pass had {G.shape[0]} samples but batch_idx has {len(idx)}"
+                )
             ck = store.checkpoints[self._c]
             if ck.n_rows < store.n_samples:
                 ck.grow(store.n_samples)

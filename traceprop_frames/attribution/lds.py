@@ -86,7 +86,9 @@ def retrain_subsets(
             import torch
 
             init = estimator.module_ if getattr(estimator, "_convex", False) else None  # same optimum, faster
-            module = estimator._fit_module(estimator.X_train_, estimator.y_train_, base_w * masks[j], init_module=init)
+            module = estimator._fit_module(
+                estimator.X_train_, estimator.y_train_, base_w * masks[j], init_module=init
+            )
             with torch.no_grad():
                 p = next(module.parameters())
                 outs.append(module(torch.as_tensor(Xt).to(p.dtype)).double().numpy().reshape(-1))

@@ -85,37 +85,66 @@ class TRAKScorer:
     ----------
     store : GradientStore
     damping : float or None
-        ``λ``; default: the store's recorded model L2 strength plus ``1e-6 ×`` the mean kernel diagonal.
+        ``λ``; default: the store's recorded model L2 strength (``store.damping``) plus
+        ``store.extra["rel_damping"]`` (default ``1e-6``) times the mean diagonal of the kernel.
     weighted : bool, default=True
         Use ``diag(h) = p(1 − p)`` in the kernel (False: TRAK's plain ``ΦᵀΦ``).
+    max_cache_bytes, block_rows
+        Feature matrices up to ``max_cache_bytes`` (as float32) are cached in memory; larger ones are
+        streamed from the memmap in blocks of ``block_rows`` rows for the kernel and for every scoring.
     """
 
-    def __init__(self, store: GradientStore, damping: float | None = None, weighted: bool = True) -> None:
+    def __init__(
+        self,
+        store: GradientStore,
+        damping: float | None = None,
+        weighted: bool = True,
+        max_cache_bytes: int = 1 << 30,
+        block_rows: int = 65536,
+    ) -> None:
         if not store.checkpoints:
             raise StoreError("the gradient store is empty: fit the model with a store (or fill it) first")
         self.store, self.damping, self.weighted = store, damping, weighted
+        self.max_cache_bytes, self.block_rows = max_cache_bytes, block_rows
 
-    def _kernel(self, c: int):
+    def _blocks(self, c: int):
+        """Feature rows of checkpoint ``c`` as float32 tensors: one cached block when it fits in
+        ``max_cache_bytes``, else streamed from the memmap in ``block_rows`` blocks (stores larger than RAM)."""
+        feats = self.store.features(c)
+        n, k = feats.shape
+        if n * k * 4 <= self.max_cache_bytes:
+            key = ("phi", c)
+            if key not in self.store._cache:
+                self.store._cache[key] = torch.from_numpy(np.asarray(feats, dtype=np.float32))
+            yield 0, self.store._cache[key]
+            return
+        for lo in range(0, n, self.block_rows):
+            yield lo, torch.from_numpy(np.asarray(feats[lo : lo + self.block_rows], dtype=np.float32))
+
+    def _kernel(self, c: int) -> torch.Tensor:
         key = ("kernel", c, self.damping, self.weighted)
         hit = self.store._cache.get(key)
         if hit is not None:
             return hit
         ck = self.store.checkpoints[c]
-        Phi = torch.from_numpy(np.asarray(self.store.features(c), dtype=np.float32))
         rows_active = np.zeros(ck.n_rows, dtype=bool)
         act = self.store.active
         rows_active[ck.rows[act & (ck.rows >= 0)]] = True
-        h = ck.derivs[: ck.n_rows, 1].astype(np.float64) if self.weighted else np.ones(ck.n_rows)
-        h = torch.from_numpy(h * rows_active)
-        P64 = Phi.to(torch.float64)
-        K = P64.T @ (P64 * h[:, None])
+        h_all = ck.derivs[: ck.n_rows, 1].astype(np.float64) if self.weighted else np.ones(ck.n_rows)
+        h_all = h_all * rows_active
+        K = torch.zeros(self.store.k, self.store.k, dtype=torch.float64)
+        for lo, Phi in self._blocks(c):
+            P64 = Phi.to(torch.float64)
+            h = torch.from_numpy(h_all[lo : lo + len(Phi)])
+            K += P64.T @ (P64 * h[:, None])
         lam = self.damping
         if lam is None:
-            lam = self.store.damping + 1e-6 * float(K.diagonal().mean()) + 1e-12
+            rel = float(self.store.extra.get("rel_damping", 1e-6))
+            lam = self.store.damping + rel * float(K.diagonal().mean()) + 1e-12
         K.diagonal().add_(lam)
         L = torch.linalg.cholesky(K)
-        self.store._cache[key] = (L, Phi)
-        return L, Phi
+        self.store._cache[key] = L
+        return L
 
     def test_features(self, module: torch.nn.Module, X) -> list[torch.Tensor]:
         """Projected output gradients of the test points, one ``(n_test, k)`` tensor per checkpoint."""
@@ -133,9 +162,9 @@ class TRAKScorer:
         feats = self.test_features(module, X)
         total = None
         for c, T in enumerate(feats):
-            L, Phi = self._kernel(c)
+            L = self._kernel(c)
             A = torch.cholesky_solve(T.to(torch.float64).T, L).T.to(torch.float32)  # (n_test, k)
-            S_rows = (A @ Phi.T).numpy()
+            S_rows = np.concatenate([(A @ Phi.T).numpy() for _, Phi in self._blocks(c)], axis=1)
             ck = self.store.checkpoints[c]
             g = ck.derivs[: ck.n_rows, 0]
             rows = ck.rows

@@ -190,7 +190,7 @@ class GradientStore:
         self._cache.clear()
 
     def append_batch(self, c: int, samples, feat: torch.Tensor) -> int:
-        """"BM": append one row (the batch's projected mean-loss gradient) for ``samples``."""
+        """For the "BM" variant: append one row (the batch's projected mean-loss gradient) for ``samples``."""
         ck = self.checkpoints[c]
         r = ck.n_rows
         ck.grow(r + 1)

@@ -29,7 +29,16 @@ def _capture_lineage(X):
         return None
     try:
         return resolve(X)
-    except LineageLostError:
+    except LineageLostError as e:
+        import warnings
+
+        from traceprop_frames.errors import MissingLineageWarning
+
+        warnings.warn(
+            f"training rows carry no usable lineage, influence results will not name source rows: {e}",
+            MissingLineageWarning,
+            stacklevel=3,
+        )
         return None
 
 
@@ -99,7 +108,9 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
                 f"{len(self.classes_)} classes: {self.classes_[:5]}"
             )
         if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of 2 classes; got 1 class: {self.classes_}")
+            raise ValueError(
+                f"{type(self).__name__} needs samples of 2 classes; got 1 class: {self.classes_}"
+            )
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
         if np.any(sw < 0) or sw.sum() <= 0:
             raise ValueError("sample weights must be non-negative with a positive sum")
@@ -109,7 +120,10 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         self.lineage_ = lineage
         ckpts: list[dict] = []
         self.module_ = self._fit_module(
-            self.X_train_, self.y_train_, self.sample_weight_, callback=ckpts.append if self._wants_ckpts() else None
+            self.X_train_,
+            self.y_train_,
+            self.sample_weight_,
+            callback=ckpts.append if self._wants_ckpts() else None,
         )
         self.store_ = self._fill_store(ckpts) if self.store is not None else None
         return self
@@ -144,7 +158,8 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             batches = np.array_split(rng.permutation(n), max(1, int(np.ceil(n / bs))))
         for params in [*snaps, final]:
             fill_checkpoint(store, self.module_, self.X_train_, self.y_train_, params=params, batches=batches)
-        store.finalize(self.module_, extra={"estimator": type(self).__name__})
+        extra = {"estimator": type(self).__name__, "rel_damping": float(getattr(self, "rel_damping", 1e-6))}
+        store.finalize(self.module_, extra=extra)
         return store
 
     def _validate_test(self, X) -> np.ndarray:
@@ -191,7 +206,9 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             method = "trak" if self.store_ is not None else "exact"
         if method == "trak":
             if self.store_ is None:
-                raise ValueError("method='trak' needs a gradient store: fit with store='./path' or store=True")
+                raise ValueError(
+                    "method='trak' needs a gradient store: fit with store='./path' or store=True"
+                )
             return TRAKScorer(self.store_, **kw).scores(self.module_, X)
         if method != "exact":
             raise ValueError(f"unknown influence method {method!r}; use 'trak' or 'exact'")
@@ -202,11 +219,13 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
 
         def objective(m):
             wt = torch.as_tensor(w).to(next(m.parameters()).dtype)
-            return (wt * self.per_sample_loss(m, self.X_train_, self.y_train_)).sum() + wt.sum() * self.penalty(
-                m, wt.sum()
-            )
+            return (
+                wt * self.per_sample_loss(m, self.X_train_, self.y_train_)
+            ).sum() + wt.sum() * self.penalty(m, wt.sum())
 
-        return exact_influence_scores(self.module_, objective, self.X_train_, self.y_train_, X, removed=removed)
+        return exact_influence_scores(
+            self.module_, objective, self.X_train_, self.y_train_, X, removed=removed
+        )
 
     def influence(self, X_test, top_k: int = 5, method: str | None = None, **kw) -> pd.DataFrame:
         """The ``top_k`` most influential training rows per test point, with the source rows behind them.
@@ -241,7 +260,13 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
                 srow.append(-1 if sr is None else sr.row)
                 ok.append(None if sr is None else sr.sha256_ok)
         return pd.DataFrame({**rec, "source": src, "source_row": srow, "sha256_ok": ok}).astype(
-            {"test_row": "int64", "rank": "int64", "train_row": "int64", "score": "float64", "source_row": "int64"}
+            {
+                "test_row": "int64",
+                "rank": "int64",
+                "train_row": "int64",
+                "score": "float64",
+                "source_row": "int64",
+            }
         )
 
     # --------------------------------------------------------------- unlearning

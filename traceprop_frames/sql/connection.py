@@ -22,7 +22,9 @@ from traceprop_frames.errors import UnsupportedSQLError
 from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.persist import to_arrow
+from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
+from traceprop_frames.sql.sources import MARKER_SID, SourceMap
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _AGGREGATES: frozenset[str] | None = None
@@ -97,6 +99,8 @@ class TracedConnection:
         self.raw = duckdb.connect(database, **kwargs)
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
+        self._cat: Catalog | None = None
+        self._sources = SourceMap(self.raw, persistent=not str(database).startswith(":memory:"))
 
     # ------------------------------------------------------------------ sources
     def read_csv(self, path, name: str, **kwargs) -> TracedConnection:
@@ -107,7 +111,7 @@ class TracedConnection:
         p = os.fspath(path)
         table = self.raw.read_csv(p, **kwargs).to_arrow_table()  # file order (insertion order kept)
         src = REGISTRY.register_file(p, "csv", table.num_rows, schema=_arrow_schema(table))
-        ids = encode(src.id, np.arange(table.num_rows, dtype=np.int64))
+        ids = encode(self._sources.db_id(src.id), np.arange(table.num_rows, dtype=np.int64))
         table = table.append_column(RID, pa.array(ids, pa.int64()))
         self.raw.register("__tp_load", table)
         try:
@@ -122,7 +126,7 @@ class TracedConnection:
         p = os.fspath(path)
         n = pq.ParquetFile(p).metadata.num_rows
         src = REGISTRY.register_file(p, "parquet", n)
-        base = int(encode(src.id, np.zeros(1, dtype=np.int64))[0])
+        base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
         self.raw.execute(
             f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * EXCLUDE (file_row_number), "
             f"CAST({base} + file_row_number AS BIGINT) AS {RID} "
@@ -132,40 +136,46 @@ class TracedConnection:
         return self
 
     def _source_loaded(self, name: str, src, op: str) -> None:
+        self._cat = None
         self._registered.pop(name.lower(), None)
         self._nodes[name.lower()] = OpNode(op, {"path": src.path, "sha256": src.sha256, "table": name})
 
     def register(self, name: str, df: pd.DataFrame) -> TracedConnection:
         """Register a pandas frame as view ``name``; a traced frame's row lineage carries over."""
         if not has_lineage(df):
+            self._cat = None
             self.raw.register(name, df)
             self._registered.pop(name.lower(), None)
             self._nodes.pop(name.lower(), None)
             return self
+        self._cat = None
         lin = resolve(df)
         data = df.drop(columns=["tp_lid"], errors="ignore")
         data.attrs = {}  # the lineage handle is not data
         table = pa.Table.from_pandas(data, preserve_index=False)
-        table = table.append_column(LIN, to_arrow(lin))
+        table = table.append_column(LIN, to_arrow(RowLineage(lin.offsets, self._sources.to_db(lin.ids))))
         self.raw.register(name, table)
         self._registered[name.lower()] = LIN
         self._nodes[name.lower()] = lin.node
         return self
 
     # ------------------------------------------------------------------ catalog
-    def _catalog(self) -> Catalog:
+    def _catalog(self, fresh: bool = False) -> Catalog:
+        """Which tables carry lineage; cached until a statement or loader may have changed the catalog."""
         global _AGGREGATES
         if _AGGREGATES is None:  # built-in aggregate names, the same for every connection
             rows = self.raw.execute(
                 "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'"
             ).fetchall()
             _AGGREGATES = frozenset(r[0].lower() for r in rows)
-        rows = self.raw.execute(
-            f"SELECT table_name, column_name FROM duckdb_columns() WHERE column_name IN ('{RID}', '{LIN}')"
-        ).fetchall()
-        hidden = {t.lower(): c for t, c in rows}
-        hidden.update(self._registered)
-        return Catalog(hidden, _AGGREGATES)
+        if self._cat is None or fresh:
+            rows = self.raw.execute(
+                f"SELECT table_name, column_name FROM duckdb_columns() WHERE column_name IN ('{RID}', '{LIN}')"
+            ).fetchall()
+            hidden = {t.lower(): c for t, c in rows}
+            hidden.update(self._registered)
+            self._cat = Catalog(hidden, _AGGREGATES)
+        return self._cat
 
     # ------------------------------------------------------------------ statements
     def _parse(self, query: str) -> list[exp.Expression]:
@@ -178,13 +188,15 @@ class TracedConnection:
 
     def rewrite(self, query: str) -> str:
         """The lineage-carrying SQL that :meth:`sql` runs for ``query`` (statements joined by ``;``)."""
-        cat = self._catalog()
+        cat = self._catalog(fresh=True)
         return ";\n".join(self._plan(s, cat)[0] for s in self._parse(query))
 
     def _plan(self, stmt: exp.Expression, cat: Catalog) -> tuple[str, str, object]:
-        """(SQL to run, what it is: "query" | "create" | "other", rewrite result or None)."""
+        """(SQL to run, what it is: "query" | "create" | "insert" | "other" | "original", rewrite)."""
         if isinstance(stmt, exp.Query):
-            rw = rewrite_query(stmt, cat)
+            consts: list[str] = []
+            rw = rewrite_query(stmt, cat, split=True, copy=False, constant=self._constant_witness(consts))
+            rw.constants = consts
             return rw.sql, "query", rw
         if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
             if str(stmt.args.get("kind")).upper() in ("TABLE", "VIEW"):
@@ -208,6 +220,21 @@ class TracedConnection:
                 changed = True
         return out.sql(dialect="duckdb"), ("other" if changed else "original"), None
 
+    def _constant_witness(self, consts: list[str]):
+        """A callback for the rewriter: an uncorrelated witness (it binds on its own) becomes a marker."""
+
+        def constant(w: exp.Expression) -> exp.Expression | None:
+            sql = "SELECT " + w.sql(dialect="duckdb")
+            try:
+                self.raw.sql(sql)  # binds, does not run; fails for a correlated subquery
+            except duckdb.Error:
+                return None
+            consts.append(sql)
+            marker = int(encode(MARKER_SID, np.array([len(consts) - 1]))[0])
+            return exp.cast(exp.Literal.number(marker), "BIGINT")
+
+        return constant
+
     def _plan_insert(self, stmt: exp.Insert, cat: Catalog):
         target = stmt.this.this if isinstance(stmt.this, exp.Schema) else stmt.this
         kind = cat.hidden.get(target.name.lower())
@@ -227,59 +254,83 @@ class TracedConnection:
         return out.sql(dialect="duckdb"), "insert", rw
 
     def execute(self, query: str) -> pd.DataFrame | None:
-        """Run one or more statements; returns the traced result of the last one if it is a query."""
+        """Run one or more statements; returns the traced result of the last one if it is a query.
+
+        Syntax errors raise DuckDB's own exception; constructs the rewriter cannot carry lineage through
+        raise :class:`UnsupportedSQLError` naming them.
+        """
         stmts = self._parse(query)
         result = None
         for stmt in stmts:
-            cat = self._catalog()
-            sql, what, rw = self._plan(stmt, cat)
-            if what == "original" and len(stmts) == 1:
-                sql = query
             text = query if len(stmts) == 1 else stmt.sql(dialect="duckdb")
-            result = self._run(sql, what, rw, stmt, text)
+            simple_names = _names_survive(stmt)
+            target = _target(stmt)
+            result = self._run_one(stmt, text, simple_names, target, single=len(stmts) == 1)
         return result
 
     sql = execute
 
-    def _run(self, sql: str, what: str, rw, stmt: exp.Expression, original: str):
-        try:
-            if what == "query":
-                table = self.raw.sql(sql).to_arrow_table()
-            else:
-                self.raw.execute(sql)
-                table = None
-        except duckdb.Error as e:
-            self._explain_failure(stmt, e)
-            raise
+    def _run_one(self, stmt, text: str, simple_names: bool, target: str | None, single: bool):
+        fresh = self._cat is None
+        while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
+            sql, what, rw = self._plan(stmt, self._catalog(fresh=fresh))
+            if what == "original" and single:
+                sql = text
+            if not fresh and rw is not None and rw.untraced:
+                fresh, stmt = True, self._parse(text)[0]
+                continue
+            try:
+                if what == "query":
+                    table = self.raw.sql(sql).to_arrow_table()
+                else:
+                    self._cat = None  # DDL / DML may change which tables carry lineage
+                    self.raw.execute(sql)
+                    table = None
+                break
+            except duckdb.Error as e:
+                if not fresh and what == "query":
+                    fresh, stmt = True, self._parse(text)[0]
+                    continue
+                self._explain_failure(stmt, text, e)
+                raise
         node = None
         if rw is not None:
-            parents = tuple(self._nodes[t] for t in sorted(rw.traced) if t in self._nodes)
-            params = {"query": stmt.sql(dialect="duckdb")}
+            parents = tuple(self._node(t) for t in sorted(rw.traced))
+            params = {"query": text}
             if rw.untraced:
                 params["missing_lineage"] = sorted(rw.untraced)
             node = OpNode("sql", params, parents)
-        if what in ("create", "insert"):
-            name = (stmt.this.this if isinstance(stmt.this, exp.Schema) else stmt.this).name.lower()
-            if what == "create" or name not in self._nodes:
-                self._nodes[name] = node
+        if what in ("create", "insert") and target is not None:
+            if what == "create" or target not in self._nodes:
+                self._nodes[target] = node
             else:
-                self._nodes[name] = OpNode("sql_insert", {}, (self._nodes[name], node))
+                self._nodes[target] = OpNode("sql_insert", {"table": target}, (self._nodes[target], node))
         if table is None:
             return None
-        try:  # column names exactly as DuckDB names them for the original query (binds, never runs)
-            names = self.raw.sql(original).columns
-        except duckdb.Error:
-            names = None
-        if names is not None and len(names) == table.num_columns - 1:
-            table = table.rename_columns([*names, table.column_names[-1]])
-        return _frame(self.raw, table, node)
+        n_data = table.num_columns - rw.n_hidden
+        if not simple_names:  # column names exactly as DuckDB names them for the original (binds only)
+            try:
+                names = self.raw.sql(text).columns
+            except duckdb.Error:
+                names = None
+            if names is not None and len(names) == n_data:
+                table = table.rename_columns([*names, *table.column_names[n_data:]])
+        consts = [lineage_from_arrow(self.raw.sql(c).to_arrow_table().column(0)) for c in rw.constants]
+        return _frame(self.raw, table, n_data, node, self._sources, consts)
 
-    def _explain_failure(self, stmt: exp.Expression, err: duckdb.Error) -> None:
+    def _node(self, table: str) -> OpNode:
+        """The op behind a traced table (a table from an earlier session gets a placeholder op)."""
+        node = self._nodes.get(table)
+        if node is None:
+            node = self._nodes[table] = OpNode("duckdb_table", {"table": table})
+        return node
+
+    def _explain_failure(self, stmt: exp.Expression, text: str, err: duckdb.Error) -> None:
         """If the original statement is valid, the rewrite is at fault: raise UnsupportedSQLError."""
         if not isinstance(stmt, exp.Query):
             return
         try:
-            self.raw.execute("EXPLAIN " + stmt.sql(dialect="duckdb"))
+            self.raw.execute("EXPLAIN " + text)
         except duckdb.Error:
             return  # the user's statement itself fails: surface DuckDB's error unchanged
         raise UnsupportedSQLError(
@@ -301,12 +352,71 @@ def _arrow_schema(table: pa.Table) -> dict[str, str]:
     return {f.name: str(f.type) for f in table.schema}
 
 
-def _frame(raw: duckdb.DuckDBPyConnection, table: pa.Table, node: OpNode) -> pd.DataFrame:
-    last = table.num_columns - 1
-    off, ids = lineage_from_arrow(table.column(last))
-    data = table.remove_column(last)
-    df = raw.from_arrow(data).df() if data.num_columns else pd.DataFrame(index=range(data.num_rows))
+def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Row i = the concatenation of row i of every part (vectorised, no loop over rows)."""
+    if len(parts) == 1:
+        return parts[0]
+    lengths = [np.diff(off) for off, _ in parts]
+    total = np.sum(lengths, axis=0)
+    out_off = np.zeros(len(total) + 1, dtype=np.int64)
+    np.cumsum(total, out=out_off[1:])
+    out = np.empty(int(out_off[-1]), dtype=np.int64)
+    start = out_off[:-1].copy()
+    for (off, ids), ln in zip(parts, lengths):
+        if ids.size:
+            # element k of row r goes to start[r] + (k - off[r])
+            out[np.arange(ids.size, dtype=np.int64) + np.repeat(start - off[:-1], ln)] = ids
+        start += ln
+    return out_off, out
+
+
+def expand_markers(off: np.ndarray, ids: np.ndarray, consts: list) -> tuple[np.ndarray, np.ndarray]:
+    """Replace each marker id ``k`` by the ids of constant witness ``k`` (once per row)."""
+    is_m = (ids >> np.int64(ROW_BITS)) == MARKER_SID
+    if not consts or not is_m.any():
+        return off, ids
+    n = len(off) - 1
+    row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(off))
+    base_off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of[~is_m], minlength=n), out=base_off[1:])
+    k_off = np.zeros(len(consts) + 1, dtype=np.int64)
+    np.cumsum([len(c[1]) for c in consts], out=k_off[1:])
+    k_ids = np.concatenate([c[1] for c in consts])
+    pairs = np.unique(row_of[is_m] * len(consts) + (ids[is_m] & np.int64(ROW_MASK)))  # (row, k), deduped
+    rows, ks = pairs // len(consts), pairs % len(consts)
+    lens = k_off[ks + 1] - k_off[ks]
+    m_off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, weights=lens, minlength=n).astype(np.int64), out=m_off[1:])
+    flat = np.arange(int(lens.sum()), dtype=np.int64)
+    starts = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=starts[1:])
+    flat += np.repeat(k_off[ks] - starts[:-1], lens)
+    return _concat_csr([(base_off, ids[~is_m]), (m_off, k_ids[flat])])
+
+
+def _frame(raw, table: pa.Table, n_data: int, node: OpNode, sources: SourceMap, consts=()) -> pd.DataFrame:
+    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, table.num_columns)]
+    off, ids = expand_markers(*_concat_csr(parts), list(consts))
+    ids = sources.to_process(ids)
+    data = table.select(list(range(n_data)))
+    df = raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
     return attach(df, RowLineage(off, ids, node))
+
+
+def _names_survive(stmt: exp.Expression) -> bool:
+    """True if sqlglot's regenerated SQL names every output column as the original does."""
+    while isinstance(stmt, (exp.SetOperation, exp.Subquery)):
+        stmt = stmt.this
+    if not isinstance(stmt, exp.Select):
+        return False
+    return all(isinstance(e, (exp.Alias, exp.Column, exp.Star)) for e in stmt.expressions)
+
+
+def _target(stmt: exp.Expression) -> str | None:
+    if isinstance(stmt, (exp.Create, exp.Insert)):
+        t = stmt.this.this if isinstance(stmt.this, exp.Schema) else stmt.this
+        return t.name.lower() if isinstance(t, exp.Table) else None
+    return None
 
 
 def connect(database: str = ":memory:", **kwargs) -> TracedConnection:

@@ -1,0 +1,125 @@
+"""Traced / plain DuckDB time ratios: the credit-risk SQL ETL and the 22 TPC-H queries.
+
+    python benchmarks/bench_sql.py                       # credit 20k + 200k, TPC-H from ../shared/tpch
+    python benchmarks/bench_sql.py --tpch /path/to/sf1   # any folder with <table>.parquet and qNN.sql
+
+Measured in one process, interleaved (plain, traced, plain, traced, ...), median of ``--repeat`` runs.
+"Plain" is ``duckdb.sql(q).df()`` on the same tables; "traced" is ``con.sql(q)`` (rewrite, run, lineage
+to CSR, traced DataFrame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+import traceprop_frames as tpf
+from traceprop_frames.datasets import make_credit_risk
+
+TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
+ETL = [
+    "CREATE OR REPLACE TABLE bureau_agg AS SELECT SK_ID_CURR, count(AMT_CREDIT_SUM) AS n_loans, "
+    "sum(AMT_CREDIT_SUM_DEBT) AS debt FROM bureau GROUP BY SK_ID_CURR",
+    "CREATE OR REPLACE TABLE prev_agg AS SELECT SK_ID_CURR, count(AMT_APPLICATION) AS n_prev "
+    "FROM previous_application GROUP BY SK_ID_CURR",
+]
+TRAIN = (
+    "SELECT a.*, b.n_loans, b.debt, p.n_prev, a.AMT_CREDIT / a.AMT_INCOME_TOTAL AS ratio "
+    "FROM application a LEFT JOIN bureau_agg b USING (SK_ID_CURR) LEFT JOIN prev_agg p USING (SK_ID_CURR) "
+    "WHERE a.AMT_INCOME_TOTAL > 0"
+)
+
+
+def _median_pair(plain, traced, repeat: int) -> tuple[float, float]:
+    tp, tt = [], []
+    plain()  # warm-up both
+    traced()
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        plain()
+        tp.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        traced()
+        tt.append(time.perf_counter() - t0)
+    return statistics.median(tp), statistics.median(tt)
+
+
+def credit_rows(applicants: int, repeat: int, folder: Path) -> list[tuple[str, float, float]]:
+    paths = make_credit_risk(folder / f"credit_{applicants}", applicants=applicants, seed=0)
+    app, bur, prev = (str(paths[k]) for k in ("application", "bureau", "previous_application"))
+
+    def plain_load():
+        con = duckdb.connect()
+        con.execute(f"CREATE TABLE application AS SELECT * FROM read_csv('{app}')")
+        con.execute(f"CREATE TABLE bureau AS SELECT * FROM read_csv('{bur}')")
+        con.execute(f"CREATE TABLE previous_application AS SELECT * FROM read_parquet('{prev}')")
+        return con
+
+    def traced_load():
+        con = tpf.connect()
+        con.read_csv(app, name="application")
+        con.read_csv(bur, name="bureau")
+        con.read_parquet(prev, name="previous_application")
+        return con
+
+    def plain_etl(con):
+        for s in ETL:
+            con.execute(s)
+        return con.sql(TRAIN).df()
+
+    def traced_etl(con):
+        for s in ETL:
+            con.execute(s)
+        return con.sql(TRAIN)
+
+    pcon, tcon = plain_load(), traced_load()
+    rows = [(f"credit {applicants // 1000}k: ETL on loaded tables", *_median_pair(
+        lambda: plain_etl(pcon), lambda: traced_etl(tcon), repeat))]  # fmt: skip
+    rows.append((f"credit {applicants // 1000}k: load + ETL", *_median_pair(
+        lambda: plain_etl(plain_load()), lambda: traced_etl(traced_load()), repeat)))  # fmt: skip
+    return rows
+
+
+def tpch_rows(root: Path, repeat: int) -> list[tuple[str, float, float]]:
+    plain, con = duckdb.connect(), tpf.connect()
+    for t in TPCH_TABLES:
+        p = root / f"{t}.parquet"
+        plain.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{p}')")
+        con.read_parquet(p, name=t)
+    rows = []
+    for n in range(1, 23):
+        q = (root / f"q{n:02d}.sql").read_text()
+        rows.append((f"TPC-H q{n:02d}", *_median_pair(lambda q=q: plain.sql(q).df(), lambda q=q: con.sql(q), repeat)))
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--applicants", type=int, nargs="*", default=[20_000, 200_000])
+    ap.add_argument("--tpch", default=str(Path(__file__).resolve().parents[2] / "shared" / "tpch"))
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--data", default=None, help="folder for generated credit data (default: a temp dir)")
+    args = ap.parse_args(argv)
+    folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
+    rows = []
+    for n in args.applicants:
+        rows += credit_rows(n, args.repeat, folder)
+    tpch = Path(args.tpch)
+    if (tpch / "q01.sql").exists():
+        rows += tpch_rows(tpch, args.repeat)
+    print(f"{'case':<36} {'plain s':>10} {'traced s':>10} {'ratio':>7}")
+    for name, p, t in rows:
+        print(f"{name:<36} {p:>10.4f} {t:>10.4f} {t / p:>7.2f}")
+    ratios = [t / p for name, p, t in rows if name.startswith("TPC-H")]
+    if ratios:
+        worst = max((t / p, name) for name, p, t in rows if name.startswith("TPC-H"))
+        print(f"TPC-H ({tpch}): median ratio {statistics.median(ratios):.2f}, worst {worst[0]:.2f} ({worst[1]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The ``traceprop`` command: ``demo``, ``trace``, ``erase``, ``verify`` and ``keygen``.
+
+Run ``traceprop COMMAND --help`` for each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  traceprop demo --applicants 20000 --out demo_output
+  traceprop trace demo_output/model --sample 17
+  traceprop trace demo_output/model --source demo_output/data/bureau.csv --rows 4821
+  traceprop keygen --out keys/
+  traceprop erase demo_output/model --source demo_output/data/bureau.csv --rows 4821 7203 \\
+      --key demo_output/keys/signing_key.pem --certificate erasure.json
+  traceprop verify erasure.json --public-key demo_output/keys/signing_key.pub.pem
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="traceprop",
+        description="Row-level lineage from source files to model predictions; erasure with signed certificates.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    d = sub.add_parser(
+        "demo",
+        help="end-to-end credit-risk demo: data, ETL with lineage, training, explanation, erasure, report",
+        description="Generate the credit-risk data, run the ETL with lineage in pandas and in SQL, train a "
+        "logistic regression, explain a declined applicant down to source rows, erase one applicant's "
+        "bureau rows, and write a signed certificate and report.html.",
+    )
+    d.add_argument("--applicants", type=int, default=20_000, help="number of applicants (default 20000)")
+    d.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    d.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    d.add_argument("--k", type=int, default=1024, help="gradient store projection dimension (default 1024)")
+    d.add_argument("--no-sql", action="store_true", help="skip the SQL half of the ETL")
+
+    t = sub.add_parser(
+        "trace",
+        help="source rows behind training samples / rows, or the samples behind source rows",
+        description="TARGET is a model folder (written by the demo or save_model) or a traced Parquet file "
+        "(df.tp.to_parquet). Without options, prints a summary of the lineage.",
+    )
+    t.add_argument("target", help="model folder or traced .parquet file")
+    t.add_argument("--sample", type=int, nargs="+", help="training sample / row positions to trace back")
+    t.add_argument("--source", help="source file path (forward query, with --rows)")
+    t.add_argument("--rows", type=int, nargs="+", help="0-based data rows of --source")
+
+    e = sub.add_parser(
+        "erase",
+        help="erase source rows from a saved model and write a signed certificate",
+        description="Forget every training sample whose lineage contains one of the rows, update the model "
+        "folder in place, and write the signed certificate.",
+    )
+    e.add_argument("model", help="model folder (written by the demo or save_model)")
+    e.add_argument("--source", required=True, help="source file the rows come from")
+    e.add_argument("--rows", type=int, nargs="+", required=True, help="0-based data rows (header excluded)")
+    e.add_argument(
+        "--method", choices=["newton", "gradient", "retrain"], help="default: newton for convex models"
+    )
+    e.add_argument(
+        "--key", required=True, help="Ed25519 private key (PEM) to sign with; see `traceprop keygen`"
+    )
+    e.add_argument("--certificate", default="erasure_certificate.json", help="where to write the certificate")
+    e.add_argument(
+        "--regulation", nargs="+", default=["EU_AI_ACT_ART26", "GDPR_ART17"], help="regulation tags"
+    )
+    e.add_argument("--dry-run", action="store_true", help="write the certificate but do not save the model")
+
+    v = sub.add_parser(
+        "verify",
+        help="check a certificate's signature and format",
+        description="Exit status 0 if CERT was signed by the holder of the key and not altered; 1 otherwise.",
+    )
+    v.add_argument("certificate", help="certificate JSON file")
+    v.add_argument("--public-key", required=True, help="issuer's Ed25519 public key (PEM)")
+
+    k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
+    k.add_argument("--out", default=".", help="folder for signing_key.pem and signing_key.pub.pem")
+    k.add_argument("--force", action="store_true", help="overwrite existing keys")
+    return p
+
+
+# ---------------------------------------------------------------------------- commands
+def _lineage_of(target: str):
+    from traceprop_frames.frames import read_traced, resolve
+
+    p = Path(target)
+    if p.is_dir():
+        from traceprop_frames.unlearn.bundle import final_estimator, load_model
+
+        est = final_estimator(load_model(p))
+        if est.lineage_ is None:
+            raise SystemExit(f"traceprop: {target}: the model was trained without lineage")
+        return est.lineage_
+    return resolve(read_traced(p))
+
+
+def cmd_trace(args) -> int:
+    lin = _lineage_of(args.target)
+    if args.source is not None:
+        if not args.rows:
+            raise SystemExit("traceprop trace: --source needs --rows")
+        hits = lin.rows_from_source(args.source, args.rows)
+        print(f"{args.source} rows {args.rows} feed {len(hits)} training row(s): {hits.tolist()}")
+    for i in args.sample or []:
+        print(f"row {i}:")
+        for sr in lin.trace(i, strict=False):
+            flag = {True: "sha256 ok", False: "FILE CHANGED", None: "in memory"}[sr.sha256_ok]
+            print(f"    {sr.trace_to_file()}  ({flag})")
+    if args.source is None and not args.sample:
+        print(f"{len(lin)} rows, {lin.n_ids} source-row references")
+        for path, rows in lin.sources().items():
+            print(f"    {path}: {len(rows)} rows")
+        print("ops:", " → ".join(lin.ops()))
+    return 0
+
+
+def cmd_erase(args) -> int:
+    from traceprop_frames.unlearn import load_private_key, unlearn_estimator
+    from traceprop_frames.unlearn.bundle import final_estimator, load_model, save_model
+
+    model = load_model(args.model)
+    est = final_estimator(model)
+    cert = unlearn_estimator(
+        est, source=args.source, rows=args.rows, method=args.method, key=load_private_key(args.key),
+        regulations=args.regulation,
+    )  # fmt: skip
+    cert.save(args.certificate)
+    if not args.dry_run and cert.status == "erased":
+        save_model(model, args.model)
+    for label, value in cert.summary():
+        print(f"  {label:>26}: {value}")
+    print(
+        f"certificate written to {args.certificate}" + (" (model unchanged: dry run)" if args.dry_run else "")
+    )
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from traceprop_frames.errors import CertificateError
+    from traceprop_frames.unlearn import verify_certificate
+
+    try:
+        cert = verify_certificate(args.certificate, args.public_key)
+    except CertificateError as e:
+        print(f"INVALID: {e}", file=sys.stderr)
+        return 1
+    print(f"OK: {args.certificate} is authentic and unaltered")
+    for label, value in cert.summary():
+        print(f"  {label:>26}: {value}")
+    return 0
+
+
+def cmd_keygen(args) -> int:
+    from traceprop_frames.unlearn import generate_key, save_private_key, save_public_key
+
+    out = Path(args.out)
+    priv, pub = out / "signing_key.pem", out / "signing_key.pub.pem"
+    if priv.exists() and not args.force:
+        raise SystemExit(f"traceprop keygen: {priv} exists (use --force to overwrite)")
+    key = generate_key()
+    save_private_key(key, priv)
+    save_public_key(key, pub)
+    print(f"private key: {priv} (keep it secret)\npublic key:  {pub} (give it to auditors)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from traceprop_frames.demo import run_demo
+
+    run_demo(applicants=args.applicants, out=args.out, seed=args.seed, k=args.k, sql=not args.no_sql)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``traceprop`` console script."""
+    from traceprop_frames.errors import TracepropError
+
+    args = _parser().parse_args(argv)
+    handler = {
+        "demo": cmd_demo,
+        "trace": cmd_trace,
+        "erase": cmd_erase,
+        "verify": cmd_verify,
+        "keygen": cmd_keygen,
+    }
+    try:
+        return handler[args.command](args)
+    except TracepropError as e:
+        print(f"traceprop {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""``traceprop demo``: the credit-risk case end to end, on generated data, in well under a minute.
+
+Steps: generate data → ETL with lineage (pandas, and the same in SQL) → train a logistic regression in a
+scikit-learn Pipeline → explain a declined applicant down to source rows → erase one applicant's bureau
+rows → signed certificate → ``report.html``. Uses only the public API.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+NUM = ["AMT_INCOME_TOTAL", "AMT_CREDIT", "AMT_ANNUITY", "DAYS_BIRTH", "DAYS_EMPLOYED", "EXT_SOURCE",
+       "n_loans", "debt", "oldest", "n_prev", "n_refused", "ratio"]  # fmt: skip
+CAT = ["NAME_CONTRACT_TYPE", "CODE_GENDER", "NAME_EDUCATION_TYPE"]
+STEPS = 7
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.step = 0
+
+    def __call__(self, text: str) -> None:
+        self.step += 1
+        print(f"[{self.step}/{STEPS}] {text}  (t={time.perf_counter() - self.t0:.1f}s)", flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"      {text}", flush=True)
+
+
+def etl(app: pd.DataFrame, bur: pd.DataFrame, prev: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate bureau and previous applications per applicant, join, filter, derive — with lineage."""
+    b = bur.tp.groupby("SK_ID_CURR").agg(
+        n_loans=("AMT_CREDIT_SUM", "count"), debt=("AMT_CREDIT_SUM_DEBT", "sum"),
+        oldest=("DAYS_CREDIT", "min"),
+    )  # fmt: skip
+    p = prev.tp.groupby("SK_ID_CURR").agg(n_prev=("AMT_APPLICATION", "count"))
+    refused = prev[prev["NAME_CONTRACT_STATUS"] == "Refused"]  # plain pandas keeps lineage
+    r = refused.tp.groupby("SK_ID_CURR").agg(n_refused=("AMT_APPLICATION", "count"))
+    train = app.tp.merge(b, on="SK_ID_CURR", how="left").tp.merge(p, on="SK_ID_CURR", how="left")
+    train = train.tp.merge(r, on="SK_ID_CURR", how="left")
+    train = train[train["AMT_INCOME_TOTAL"] > 0]
+    train["ratio"] = train["AMT_CREDIT"] / train["AMT_INCOME_TOTAL"]
+    return train
+
+
+SQL = """
+SELECT a.SK_ID_CURR, a.TARGET, a.AMT_INCOME_TOTAL, a.AMT_CREDIT, b.n_loans, b.debt, p.n_prev
+FROM application a
+LEFT JOIN (SELECT SK_ID_CURR, count(AMT_CREDIT_SUM) AS n_loans, sum(AMT_CREDIT_SUM_DEBT) AS debt
+           FROM bureau GROUP BY SK_ID_CURR) b ON a.SK_ID_CURR = b.SK_ID_CURR
+LEFT JOIN (SELECT SK_ID_CURR, count(AMT_APPLICATION) AS n_prev
+           FROM previous_application GROUP BY SK_ID_CURR) p ON a.SK_ID_CURR = p.SK_ID_CURR
+WHERE a.AMT_INCOME_TOTAL > 0
+"""
+
+
+def sql_etl(paths: dict, train: pd.DataFrame, log: _Progress) -> dict:
+    """The same ETL in SQL; checks its lineage against the pandas lineage for sampled applicants."""
+    import traceprop_frames as tpf
+
+    t0 = time.perf_counter()
+    con = tpf.connect()
+    con.read_csv(paths["application"], name="application").read_csv(paths["bureau"], name="bureau")
+    con.read_parquet(paths["previous_application"], name="previous_application")
+    out = con.sql(SQL)
+    seconds = time.perf_counter() - t0
+    pos = pd.Series(np.arange(len(out)), index=out["SK_ID_CURR"].to_numpy())
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(train), size=min(200, len(train)), replace=False)
+    agree = 0
+    for i in sample.tolist():
+        ident = int(train["SK_ID_CURR"].iloc[i])
+        a = train.tp.sources(rows=[i])
+        b = out.tp.sources(rows=[int(pos[ident])])
+        # pandas adds the refused-applications join: compare on the three source files
+        agree += all(np.array_equal(a.get(k, []), b.get(k, [])) for k in map(str, paths.values()))
+    con.close()
+    log.note(f"SQL ETL with lineage: {len(out)} rows in {seconds:.2f}s; lineage identical to pandas for "
+             f"{agree}/{len(sample)} sampled applicants")  # fmt: skip
+    return {"rows": len(out), "seconds": seconds, "agree": agree, "checked": len(sample), "ops": out.tp.ops()}
+
+
+def run_demo(
+    applicants: int = 20_000, out="demo_output", seed: int = 0, k: int = 1024, sql: bool = True
+) -> dict:
+    """Run the demo; returns a dict of what it measured (also written to ``out``)."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    import traceprop_frames as tpf
+    from traceprop_frames.datasets import make_credit_risk
+    from traceprop_frames.errors import CertificateError
+    from traceprop_frames.estimators import TorchLogisticRegression
+    from traceprop_frames.unlearn import generate_key, save_private_key, save_public_key
+    from traceprop_frames.unlearn.bundle import save_model
+    from traceprop_frames.unlearn.correction import prepare_unlearning
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Progress()
+    facts: dict = {"applicants": applicants}
+
+    log(f"generating credit-risk data for {applicants} applicants")
+    paths = {k_: str(v) for k_, v in make_credit_risk(out / "data", applicants, seed).items()}
+
+    log("ETL with row-level lineage (pandas)")
+    t0 = time.perf_counter()
+    app, bur = tpf.read_csv(paths["application"]), tpf.read_csv(paths["bureau"])
+    prev = tpf.read_parquet(paths["previous_application"])
+    frame = etl(app, bur, prev)
+    facts["etl_seconds"] = time.perf_counter() - t0
+    srcs = frame.tp.sources()
+    n_src = sum(len(v) for v in srcs.values())
+    log.note(f"{len(frame)} training rows from {n_src} source rows "
+             f"({frame.tp.lineage().n_ids / len(frame):.1f} per row) in {facts['etl_seconds']:.2f}s")  # fmt: skip
+    log.note("ops: " + " → ".join(frame.tp.ops()))
+
+    log("the same ETL in SQL (DuckDB, rewritten with sqlglot)")
+    facts["sql"] = None
+    if sql:
+        try:
+            facts["sql"] = sql_etl(paths, frame, log)
+        except ImportError as e:  # the SQL layer is optional
+            log.note(f"SQL step skipped: {e}")
+
+    log("training a logistic regression (scikit-learn Pipeline, pandas output) with a gradient store")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(frame))
+    n_test = max(1, len(frame) // 10)
+    test, train = frame.iloc[perm[:n_test]], frame.iloc[perm[n_test:]]
+    pre = make_column_transformer(
+        (make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), NUM),
+        (OneHotEncoder(handle_unknown="ignore", sparse_output=False), CAT),
+    )
+    clf = TorchLogisticRegression(C=1.0, store=str(out / "grad_store"), k=k)
+    pipe = make_pipeline(pre, clf).set_output(transform="pandas")
+    t0 = time.perf_counter()
+    pipe.fit(train[NUM + CAT], train["TARGET"])
+    facts["fit_seconds"] = time.perf_counter() - t0
+    Xt_test = pipe[:-1].transform(test[NUM + CAT])
+    y_test = test["TARGET"].to_numpy()
+    p_before = pipe.predict_proba(test[NUM + CAT])[:, 1]
+    facts["accuracy_before"] = float(((p_before > 0.5) == (y_test == 1)).mean())
+    log.note(f"{len(train)} training / {len(test)} held-out applicants; fit + store in {facts['fit_seconds']:.2f}s; "
+             f"held-out accuracy {facts['accuracy_before']:.4f}")  # fmt: skip
+
+    log("explaining the most clearly declined held-out applicant down to source rows")
+    i = int(np.argmax(p_before))
+    who = int(test["SK_ID_CURR"].iloc[i])
+    own = test.tp.trace(i)
+    log.note(f"applicant {who}: predicted default risk {p_before[i]:.3f} → declined; their own data: "
+             f"{len(own)} source rows")  # fmt: skip
+    top = clf.influence(Xt_test.iloc[[i]], top_k=8)
+    best = top.groupby("rank").first().reset_index()
+    for rank in best["rank"].head(5).tolist():
+        part = top[top["rank"] == rank]
+        by_file = part.groupby("source")["source_row"].apply(list)
+        where = "; ".join(
+            f"{Path(f).name} rows {v[:3]}{' …' if len(v) > 3 else ''}" for f, v in by_file.items()
+        )
+        log.note(f"#{rank + 1}: training row {part['train_row'].iloc[0]} — influence "
+                 f"{part['score'].iloc[0]:+.4f} — {where}")  # fmt: skip
+    log.note("path: " + " → ".join(train.tp.ops()))
+
+    log("erasing one applicant's bureau rows (the most influential training row with bureau data)")
+    key = generate_key()
+    save_private_key(key, out / "keys" / "signing_key.pem")
+    save_public_key(key, out / "keys" / "signing_key.pub.pem")
+    bureau_key = paths["bureau"]
+    erase_row, rows = None, None
+    for r in best["train_row"].tolist():
+        rows = train.tp.sources(rows=[r]).get(bureau_key)
+        if rows is not None and len(rows):
+            erase_row = r
+            break
+    erased_applicant = int(train["SK_ID_CURR"].iloc[erase_row])
+    prepare_unlearning(clf)  # one-time Hessian; each erasure is then a downdate and a few gradients
+    t0 = time.perf_counter()
+    cert = clf.unlearn(source=bureau_key, rows=rows.tolist(), holdout=(Xt_test, y_test), key=key)
+    facts["erase_seconds"] = time.perf_counter() - t0
+    cert_path = cert.save(out / "erasure_certificate.json")
+    verified = tpf.verify_certificate(cert_path, out / "keys" / "signing_key.pub.pem")
+    tampered = out / "erasure_certificate.tampered.json"
+    data = bytearray(cert_path.read_bytes())
+    data[data.index(b'"count": ') + 9] ^= 0x01  # change the forgotten-sample count by one
+    tampered.write_bytes(bytes(data))
+    try:
+        tpf.verify_certificate(tampered, out / "keys" / "signing_key.pub.pem")
+        tamper_msg = "NOT DETECTED"
+    except CertificateError as e:
+        tamper_msg = f"rejected ({type(e).__name__})"
+    tampered.unlink()
+    p_after = pipe.predict_proba(test[NUM + CAT])[:, 1]
+    top_after = clf.influence(Xt_test.iloc[[i]], top_k=8)
+    ev = cert.body["evidence"]
+    log.note(f"applicant {erased_applicant}: bureau rows {rows.tolist()} → training row {erase_row} forgotten "
+             f"by {cert.body['method']['name']} in {facts['erase_seconds']:.3f}s; residual gradient "
+             f"{ev['residual_grad_norm']:.2e}, certified ‖θ′−θ*‖ ≤ {ev['certified_bound']:.2e}")  # fmt: skip
+    log.note(f"certificate {cert_path} verified ({verified.id[:8]}…); a tampered copy was {tamper_msg}")
+    log.note(f"erased row still among top influences: {erase_row in set(top_after['train_row'])}; "
+             f"declined applicant's risk {p_before[i]:.4f} → {p_after[i]:.4f}")  # fmt: skip
+    save_model(pipe, out / "model")
+
+    log("writing report.html")
+    facts.update(
+        declined_applicant=who, erased_applicant=erased_applicant, erased_training_row=erase_row,
+        erased_bureau_rows=rows.tolist(), certificate=str(cert_path), tamper_check=tamper_msg,
+        max_abs_dp=float(np.abs(p_after - p_before).max()),
+    )  # fmt: skip
+    report = write_report(
+        out / "report.html", facts=facts, paths=paths, frame=frame, train=train, own=own, top=top,
+        top_after=top_after, cert=cert, p_before=p_before, p_after=p_after, lineage_after=clf.lineage_,
+        declined_index=i,
+    )  # fmt: skip
+    total = time.perf_counter() - log.t0
+    facts["total_seconds"] = total
+    print(f"done in {total:.1f}s: {report}, {cert_path}, model in {out / 'model'}")
+    print(f"verify with: traceprop verify {cert_path} --public-key {out / 'keys' / 'signing_key.pub.pem'}")
+    return facts
+
+
+def write_report(path, *, facts, paths, frame, train, own, top, top_after, cert, p_before, p_after,
+                 lineage_after, declined_index) -> Path:  # fmt: skip
+    """The self-contained HTML report of the demo."""
+    from traceprop_frames.lineage import REGISTRY
+    from traceprop_frames.unlearn.report import (
+        Report,
+        plot_before_after,
+        plot_dag,
+        plot_delta_hist,
+        plot_influence,
+    )
+
+    rep = Report(
+        "traceprop demo: from a declined credit application to a certified erasure",
+        f"{facts['applicants']} generated applicants · all numbers measured in this run",
+    )
+    rep.heading("1. Data and ETL with row-level lineage")
+    rows = []
+    for name, p in paths.items():
+        src = REGISTRY.find(p)[0]
+        rows.append((name, p, src.format, src.n_rows, src.sha256[:16] + "…"))
+    rep.table(rows, header=["table", "file", "format", "rows", "sha256 at load"])
+    lin = frame.tp.lineage()
+    rep.paragraph(
+        f"The ETL (group-by aggregations, three left joins, a filter, a derived ratio) produced {len(frame)} "
+        f"training rows in {facts['etl_seconds']:.2f}s; each row knows its {lin.n_ids / len(frame):.1f} source "
+        "rows on average."
+    )
+    if facts.get("sql"):
+        s = facts["sql"]
+        rep.paragraph(
+            f"The same ETL in SQL (DuckDB): {s['rows']} rows in {s['seconds']:.2f}s; lineage identical to the "
+            f"pandas lineage for {s['agree']} of {s['checked']} sampled applicants."
+        )
+    else:
+        rep.paragraph("The SQL half was skipped.", cls="muted")
+    rep.figure(plot_dag(lineage_after.ancestors()), "Op DAG of the training rows, ending with the erasure.")
+    rep.details("Graphviz DOT of the DAG", lineage_after.ancestors().to_dot())
+
+    rep.heading("2. Why was this applicant declined?")
+    test_p = p_before[declined_index]
+    rep.paragraph(
+        f"Applicant {facts['declined_applicant']} (held out, not trained on): predicted default risk "
+        f"{test_p:.3f}. Their own data comes from these source rows:"
+    )
+    rep.table(
+        [(r.path, r.row, "ok" if r.sha256_ok else "changed") for r in own], header=["file", "row", "sha256"]
+    )
+    best = top.groupby("rank").first().reset_index()
+    labels = []
+    for r in best["train_row"].tolist():
+        s = train.tp.sources(rows=[r])
+        labels.append(f"row {r}: " + ", ".join(f"{Path(k).stem} {v[:2].tolist()}{'…' if len(v) > 2 else ''}"
+                                              for k, v in s.items()))  # fmt: skip
+    rep.figure(
+        plot_influence(labels, best["score"].tolist()), "Influence (TRAK, gradient store) of training rows."
+    )
+    show = top[["rank", "train_row", "score", "source", "source_row", "sha256_ok"]].copy()
+    show["source"] = show["source"].map(lambda x: Path(x).name)
+    rep.table(show.head(30))
+
+    rep.heading("3. Erasure request and certificate")
+    rep.paragraph(
+        f"Applicant {facts['erased_applicant']} (training row {facts['erased_training_row']}, the most influential "
+        f"row with bureau data) asked for erasure of their bureau rows {facts['erased_bureau_rows']}. Every "
+        "training row built from one of them was forgotten, in place, without retraining from scratch."
+    )
+    rep.table(cert.summary(), header=["", ""])
+    ev = cert.body["evidence"]
+    metrics = {
+        "held-out accuracy": (ev["holdout"]["accuracy_before"], ev["holdout"]["accuracy_after"]),
+        "forget-set loss": (ev["forget_loss_before"], ev["forget_loss_after"]),
+        "declined applicant's risk": (float(p_before[declined_index]), float(p_after[declined_index])),
+    }
+    rep.figure(plot_before_after(metrics))
+    rep.figure(plot_delta_hist(p_after - p_before))
+    still = facts["erased_training_row"] in set(top_after["train_row"])
+    rep.paragraph(
+        f"After erasure the forgotten row is {'STILL' if still else 'no longer'} returned by influence queries; "
+        f"the largest change of any held-out prediction is {facts['max_abs_dp']:.2e}. A copy of the certificate "
+        f"with one changed byte was {facts['tamper_check']}."
+    )
+    rep.paragraph("What the certificate does not guarantee:")
+    rep.table([(s,) for s in cert.body["not_guaranteed"]], header=["statement"])
+    rep.code(f"traceprop verify {facts['certificate']} --public-key <issuer public key PEM>")
+    return rep.save(path)
