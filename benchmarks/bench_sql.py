@@ -94,7 +94,9 @@ def tpch_rows(root: Path, repeat: int) -> list[tuple[str, float, float]]:
     rows = []
     for n in range(1, 23):
         q = (root / f"q{n:02d}.sql").read_text()
-        rows.append((f"TPC-H q{n:02d}", *_median_pair(lambda q=q: plain.sql(q).df(), lambda q=q: con.sql(q), repeat)))
+        rows.append(
+            (f"TPC-H q{n:02d}", *_median_pair(lambda q=q: plain.sql(q).df(), lambda q=q: con.sql(q), repeat))
+        )
     return rows
 
 
@@ -118,7 +120,9 @@ def main(argv=None) -> None:
     ratios = [t / p for name, p, t in rows if name.startswith("TPC-H")]
     if ratios:
         worst = max((t / p, name) for name, p, t in rows if name.startswith("TPC-H"))
-        print(f"TPC-H ({tpch}): median ratio {statistics.median(ratios):.2f}, worst {worst[0]:.2f} ({worst[1]})")
+        print(
+            f"TPC-H ({tpch}): median ratio {statistics.median(ratios):.2f}, worst {worst[0]:.2f} ({worst[1]})"
+        )
 
 
 if __name__ == "__main__":

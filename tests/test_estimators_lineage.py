@@ -105,11 +105,11 @@ def test_logistic_penalty_includes_intercept_and_fit_is_stationary():
     y = (X[:, 0] > 0.3).astype(int)
     est = TorchLogisticRegression(C=0.7).fit(X, y)
     sq = sum(float((p.detach() ** 2).sum()) for p in est.module_.parameters())
-    assert float(est.penalty(est.module_)) == pytest.approx(sq / (2 * 0.7 * 60))
+    assert float(est.penalty(est.module_).detach()) == pytest.approx(sq / (2 * 0.7 * 60))
     m = est.module_
     obj = est.objective(m, est.X_train_, est.y_train_, est.sample_weight_)
     grads = torch.autograd.grad(obj, list(m.parameters()))
-    assert max(float(g.abs().max()) for g in grads) < 1e-8  # tight convergence
+    assert max(float(g.abs().max()) for g in grads) < 1e-10  # tight convergence (Newton)
     w = est.sample_weight_.copy()
     w[:10] = 0  # erased samples: the retrain equals fitting without them
     sub = est._fit_module(est.X_train_, est.y_train_, w)

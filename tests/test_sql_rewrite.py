@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
-from traceprop_frames.errors import MissingLineageWarning, UnsupportedSQLError
+from traceprop_frames.errors import MissingLineageWarning, UnsupportedOperationError, UnsupportedSQLError
 
 # a.csv rows: 0:(1,10) 1:(1,20) 2:(2,30) 3:(3,40) 4:(NULL,50)     b.parquet rows: 0:(1,1.5) 1:(2,2.5) 2:(2,3.5) 3:(4,4.5)
 A = pd.DataFrame({"k": pd.array([1, 1, 2, 3, None], dtype="Int64"), "v": [10, 20, 30, 40, 50]})
@@ -194,6 +194,8 @@ def test_errors(con):
             con.sql(q)
     with pytest.raises(UnsupportedSQLError, match="loaded source table"):
         con.execute("INSERT INTO a SELECT * FROM a")
+    with pytest.raises(UnsupportedOperationError, match="skip"):
+        con.read_csv("whatever.csv", name="w", skip=2)
 
 
 def test_rewrite_and_raw(con):
@@ -220,3 +222,22 @@ def test_tables_changed_through_raw_are_seen(con, tmp_path):
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert con.sql("SELECT * FROM copy_a").tp.sources() == {}
+
+
+def test_large_csv_row_numbers_are_file_rows(tmp_path):
+    n = 300_000
+    pd.DataFrame({"i": range(n), "g": [i % 7 for i in range(n)]}).to_csv(tmp_path / "big.csv", index=False)
+    con = tpf.connect()
+    con.read_csv(tmp_path / "big.csv", name="big")
+    df = con.sql("SELECT i FROM big WHERE g = 3")
+    lin = df.tp.lineage()
+    assert (lin.ids & ((1 << 40) - 1)).tolist() == df["i"].tolist()
+
+
+def test_parameters_reach_subquery_witnesses(con):
+    q = "SELECT v FROM a WHERE v > ? AND k IN (SELECT k FROM b WHERE w > ?) ORDER BY v"
+    df = con.sql(q, [5, 2.0])
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), con.plain.sql(q, params=[5, 2.0]).df())
+    assert lineage(df) == [((2,), (1, 2))]
+    df = con.sql("SELECT v FROM a WHERE v = $x", {"x": 30})
+    assert lineage(df) == [((2,), ())]

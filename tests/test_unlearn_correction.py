@@ -195,3 +195,29 @@ def test_errors(logreg):
         approximate_unlearn(StandInLogReg(), [1])
     with pytest.raises(UnlearningError, match="no training sample would remain"):
         approximate_unlearn(logreg, np.arange(len(logreg.X_train_)))
+
+
+@pytest.mark.skipif(TorchLogisticRegression is None, reason="estimators not available")
+def test_sequential_erasures_reuse_the_hessian_and_match_retrain():
+    from traceprop_frames.unlearn import generate_key, unlearn_estimator
+    from traceprop_frames.unlearn.correction import prepare_unlearning
+
+    X, y = make_data(n=800, d=12, seed=5)
+    est = TorchLogisticRegression(C=0.5).fit(X, y)
+    cache = prepare_unlearning(est)
+    assert cache["J"] is not None and cache["pen_unit"] is not None  # fast path verified for this model
+    key = generate_key()
+    rng = np.random.default_rng(0)
+    done = np.zeros(0, dtype=np.int64)
+    for _ in range(3):
+        batch = rng.choice(np.setdiff1d(np.arange(800), done), 25, replace=False)
+        cert = unlearn_estimator(est, samples=batch, key=key)
+        done = np.union1d(done, batch)
+        assert cert.body["evidence"]["residual_grad_norm"] < 1e-8
+    w = np.ones(800, dtype=np.float32)
+    w[done] = 0
+    saved, est.sample_weight_ = est.sample_weight_, w
+    ref = est._fit_module(est.X_train_, est.y_train_, w)
+    est.sample_weight_ = saved
+    assert float((flat(est.module_) - flat(ref)).norm()) < 1e-6
+    assert len(est.erasures_) == 3 and (est.sample_weight_[done] == 0).all()

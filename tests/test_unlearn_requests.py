@@ -139,3 +139,22 @@ def test_functional_api_with_store(world):
     assert est.store_.removed[40] and after.lineage_.ops()[-1] == "erase"
     with pytest.raises(UnlearningError, match="forget_set differs"):
         export_compliance(model_before=est, model_after=after, forget_set=[1], key=key)
+
+
+def test_mlp_erasure_and_changed_source_file(tmp_path):
+    from traceprop_frames.estimators import TorchMLPClassifier
+
+    paths = make_credit_risk(tmp_path, applicants=150, seed=4)
+    train = etl(paths)
+    pre = make_column_transformer((make_pipeline(SimpleImputer(), StandardScaler()), NUM))
+    mlp = TorchMLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0)
+    make_pipeline(pre, mlp).set_output(transform="pandas").fit(train[NUM], train["TARGET"])
+    with open(paths["application"], "a") as f:  # the file changes after loading
+        f.write("\n")
+    cert = mlp.unlearn(source=str(paths["application"]), rows=[3], key=generate_key())
+    b = cert.body
+    assert b["method"]["name"] == "gradient" and b["evidence"]["certified_bound"] is None
+    assert b["model"]["convex"] is False and "No certified bound" in b["evidence"]["bound_statement"]
+    src = b["request"]["sources"][0]
+    assert src["file_unchanged"] is False and src["sha256_now"] != src["sha256_at_load"]
+    assert b["forget_set"]["count"] == 1 and mlp.sample_weight_[b["forget_set"]["training_indices"][0]] == 0

@@ -98,9 +98,8 @@ def run_demo(
     from traceprop_frames.datasets import make_credit_risk
     from traceprop_frames.errors import CertificateError
     from traceprop_frames.estimators import TorchLogisticRegression
-    from traceprop_frames.unlearn import generate_key, save_private_key, save_public_key
+    from traceprop_frames.unlearn import generate_key, prepare_unlearning, save_private_key, save_public_key
     from traceprop_frames.unlearn.bundle import save_model
-    from traceprop_frames.unlearn.correction import prepare_unlearning
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

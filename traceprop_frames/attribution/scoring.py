@@ -146,33 +146,66 @@ class TRAKScorer:
         self.store._cache[key] = L
         return L
 
-    def test_features(self, module: torch.nn.Module, X) -> list[torch.Tensor]:
-        """Projected output gradients of the test points, one ``(n_test, k)`` tensor per checkpoint."""
+    def _raw_test_grads(self, module: torch.nn.Module, X) -> list[torch.Tensor]:
         dtype = next(module.parameters()).dtype
         X = torch.as_tensor(np.asarray(X)).to(dtype)
-        out = []
         names = None if self.store.variant == "BM" else self.store.param_names
-        for ck in self.store.checkpoints:
-            _, G = per_sample_output_grads(module, X, names=names, params=ck.params)
-            out.append(self.store.projector.project(G))
-        return out
+        return [
+            per_sample_output_grads(module, X, names=names, params=ck.params)[1]
+            for ck in self.store.checkpoints
+        ]
+
+    def test_features(self, module: torch.nn.Module, X) -> list[torch.Tensor]:
+        """Projected output gradients of the test points, one ``(n_test, k)`` tensor per checkpoint."""
+        return [self.store.projector.project(G) for G in self._raw_test_grads(module, X)]
+
+    def _sample_map(self, c: int, S_rows: np.ndarray) -> np.ndarray:
+        """Row scores ``(m, n_rows)`` -> sample scores ``(m, n_samples)``: ``-S[:, row(i)] * g_row(i)``."""
+        ck = self.store.checkpoints[c]
+        g = ck.derivs[: ck.n_rows, 0]
+        rows = ck.rows
+        S = np.zeros((S_rows.shape[0], self.store.n_samples), dtype=np.float64)
+        ok = rows >= 0
+        S[:, ok] = -S_rows[:, rows[ok]] * g[rows[ok]]
+        return S
+
+    def _folded(self, c: int) -> torch.Tensor | None:
+        """When gradients are narrower than ``k`` (``d <= k``), the whole scorer folds into one ``(d, n)``
+        matrix ``B = R K⁻¹ Φᵀ`` (sample-mapped), so scoring is ``G_test @ B`` — the same numbers as
+        projecting the test gradients, at ``d/k`` of the cost."""
+        P = self.store.projector
+        if P.d > P.k or P.d * self.store.n_samples * 8 > self.max_cache_bytes:
+            return None
+        key = ("folded", c, self.damping, self.weighted)
+        hit = self.store._cache.get(key)
+        if hit is not None:
+            return hit
+        L = self._kernel(c)
+        R = P.matrix().to(torch.float64)  # (d, k)
+        parts = []
+        for _, Phi in self._blocks(c):
+            parts.append((R @ torch.cholesky_solve(Phi.to(torch.float64).T, L)).numpy())  # (d, block)
+        B = self._sample_map(c, np.concatenate(parts, axis=1))
+        B = torch.from_numpy(B.astype(np.float32))
+        self.store._cache[key] = B
+        return B
 
     def scores(self, module: torch.nn.Module, X) -> np.ndarray:
         """``(n_test, n_samples)`` influence on the test logits; removed samples are NaN."""
-        feats = self.test_features(module, X)
+        grads = self._raw_test_grads(module, X)
         total = None
-        for c, T in enumerate(feats):
-            L = self._kernel(c)
-            A = torch.cholesky_solve(T.to(torch.float64).T, L).T.to(torch.float32)  # (n_test, k)
-            S_rows = np.concatenate([(A @ Phi.T).numpy() for _, Phi in self._blocks(c)], axis=1)
-            ck = self.store.checkpoints[c]
-            g = ck.derivs[: ck.n_rows, 0]
-            rows = ck.rows
-            S = np.zeros((S_rows.shape[0], self.store.n_samples), dtype=np.float64)
-            ok = rows >= 0
-            S[:, ok] = -S_rows[:, rows[ok]] * g[rows[ok]]
+        for c, G in enumerate(grads):
+            B = self._folded(c)
+            if B is not None:
+                S = (G.to(torch.float32) @ B).numpy().astype(np.float64)
+            else:
+                T = self.store.projector.project(G)
+                L = self._kernel(c)
+                A = torch.cholesky_solve(T.to(torch.float64).T, L).T.to(torch.float32)  # (n_test, k)
+                S_rows = np.concatenate([(A @ Phi.T).numpy() for _, Phi in self._blocks(c)], axis=1)
+                S = self._sample_map(c, S_rows)
             total = S if total is None else total + S
-        total /= len(feats)
+        total /= len(grads)
         total[:, self.store.removed] = np.nan
         return total
 

@@ -125,6 +125,7 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             self.sample_weight_,
             callback=ckpts.append if self._wants_ckpts() else None,
         )
+        self.n_iter_ = int(getattr(self.module_, "_n_iter", 0))
         self.store_ = self._fill_store(ckpts) if self.store is not None else None
         return self
 

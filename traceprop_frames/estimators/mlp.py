@@ -145,5 +145,5 @@ class TorchMLPClassifier(TorchBinaryClassifier):
                 opt.step()
             if callback is not None:
                 callback({n: p.detach().clone() for n, p in module.named_parameters()})
-        self.n_iter_ = int(self.max_iter)
+        module._n_iter = int(self.max_iter)
         return module

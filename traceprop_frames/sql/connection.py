@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from traceprop_frames.errors import UnsupportedSQLError
+from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.persist import to_arrow
@@ -28,6 +28,8 @@ from traceprop_frames.sql.sources import MARKER_SID, SourceMap
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _AGGREGATES: frozenset[str] | None = None
+# read_csv options that change which file records become rows: row numbers could not be trusted
+_CSV_REJECT = {"skip", "ignore_errors", "comment", "store_rejects", "rejects_table", "rejects_scan"}
 
 
 def _quote(name: str) -> str:
@@ -36,6 +38,19 @@ def _quote(name: str) -> str:
 
 def _literal(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+def _sql_value(v) -> str:
+    """A Python option value as a DuckDB literal (str, bool, number, list, dict)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_sql_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_literal(str(k))}: {_sql_value(x)}" for k, x in v.items()) + "}"
+    return _literal(str(v))
 
 
 def lineage_from_arrow(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -106,18 +121,25 @@ class TracedConnection:
     def read_csv(self, path, name: str, **kwargs) -> TracedConnection:
         """Load a CSV file into table ``name``; row ``i`` is the file's 0-based data row ``i``.
 
-        ``kwargs`` go to DuckDB's ``read_csv`` (``sep``, ``header``, ``dtype`` ...).
+        ``kwargs`` are DuckDB ``read_csv`` options (``sep=";"``, ``header=True``, ``types={...}`` ...).
         """
         p = os.fspath(path)
-        table = self.raw.read_csv(p, **kwargs).to_arrow_table()  # file order (insertion order kept)
-        src = REGISTRY.register_file(p, "csv", table.num_rows, schema=_arrow_schema(table))
-        ids = encode(self._sources.db_id(src.id), np.arange(table.num_rows, dtype=np.int64))
-        table = table.append_column(RID, pa.array(ids, pa.int64()))
-        self.raw.register("__tp_load", table)
-        try:
-            self.raw.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM __tp_load")
-        finally:
-            self.raw.unregister("__tp_load")
+        bad = [k for k in kwargs if k.lower() in _CSV_REJECT]
+        if bad:
+            raise UnsupportedOperationError(
+                f"con.read_csv does not accept {bad}: they drop or skip records, so row numbers could not be "
+                "traced. Load the whole file, then filter in SQL (lineage is kept)."
+            )
+        q = _quote(name)
+        opts = "".join(f", {k} = {_sql_value(v)}" for k, v in kwargs.items())
+        # a fresh table keeps the file's record order (insertion order), so rowid = 0-based data row
+        self.raw.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * FROM read_csv({_literal(p)}{opts})")
+        n = self.raw.execute(f"SELECT count(*) FROM {q}").fetchall()[0][0]
+        schema = {c: str(t) for c, t, *_ in self.raw.execute(f"DESCRIBE {q}").fetchall()}
+        src = REGISTRY.register_file(p, "csv", n, schema=schema)
+        base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
+        self.raw.execute(f"ALTER TABLE {q} ADD COLUMN {RID} BIGINT")
+        self.raw.execute(f"UPDATE {q} SET {RID} = {base} + rowid")
         self._source_loaded(name, src, "read_csv")
         return self
 
@@ -253,19 +275,22 @@ class TracedConnection:
             out.this.append("expressions", exp.to_identifier(LIN))
         return out.sql(dialect="duckdb"), "insert", rw
 
-    def execute(self, query: str) -> pd.DataFrame | None:
+    def execute(self, query: str, parameters=None) -> pd.DataFrame | None:
         """Run one or more statements; returns the traced result of the last one if it is a query.
 
-        Syntax errors raise DuckDB's own exception; constructs the rewriter cannot carry lineage through
-        raise :class:`UnsupportedSQLError` naming them.
+        ``parameters`` (a sequence for ``?`` / ``$1``, a dict for ``$name``) are substituted as literals
+        before the rewrite, so the witness copies of subqueries see the same values. Syntax errors raise
+        DuckDB's own exception; constructs the rewriter cannot carry lineage through raise
+        :class:`UnsupportedSQLError` naming them.
         """
         stmts = self._parse(query)
+        if parameters is not None:
+            stmts = [_bind_parameters(s, parameters) for s in stmts]
+        single = len(stmts) == 1 and parameters is None
         result = None
         for stmt in stmts:
-            text = query if len(stmts) == 1 else stmt.sql(dialect="duckdb")
-            simple_names = _names_survive(stmt)
-            target = _target(stmt)
-            result = self._run_one(stmt, text, simple_names, target, single=len(stmts) == 1)
+            text = query if single else stmt.sql(dialect="duckdb")
+            result = self._run_one(stmt, text, _names_survive(stmt), _target(stmt), single=single)
         return result
 
     sql = execute
@@ -348,10 +373,6 @@ class TracedConnection:
         self.close()
 
 
-def _arrow_schema(table: pa.Table) -> dict[str, str]:
-    return {f.name: str(f.type) for f in table.schema}
-
-
 def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Row i = the concatenation of row i of every part (vectorised, no loop over rows)."""
     if len(parts) == 1:
@@ -401,6 +422,28 @@ def _frame(raw, table: pa.Table, n_data: int, node: OpNode, sources: SourceMap, 
     data = table.select(list(range(n_data)))
     df = raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
     return attach(df, RowLineage(off, ids, node))
+
+
+def _bind_parameters(stmt: exp.Expression, parameters) -> exp.Expression:
+    """Replace ``?`` / ``$1`` / ``$name`` placeholders by literals of the given values."""
+    anonymous = 0
+    for ph in list(stmt.find_all(exp.Placeholder, bfs=False)):
+        key = ph.this
+        if isinstance(parameters, dict):
+            if key is None or str(key) not in parameters:
+                raise UnsupportedSQLError(f"no value for parameter ${key} in the parameters dict")
+            value = parameters[str(key)]
+        else:
+            if key is None:
+                anonymous += 1
+                i = anonymous
+            else:
+                i = int(str(key))
+            if not 1 <= i <= len(parameters):
+                raise UnsupportedSQLError(f"parameter {i} of {len(parameters)} given is missing")
+            value = parameters[i - 1]
+        ph.replace(exp.convert(value))
+    return stmt
 
 
 def _names_survive(stmt: exp.Expression) -> bool:

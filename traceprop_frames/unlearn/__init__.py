@@ -20,6 +20,7 @@ from traceprop_frames.unlearn.correction import (
     UnlearnResult,
     approximate_unlearn,
     parameter_fingerprint,
+    prepare_unlearning,
     unlearn_estimator,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "parameter_fingerprint",
+    "prepare_unlearning",
     "save_private_key",
     "save_public_key",
     "unlearn_estimator",

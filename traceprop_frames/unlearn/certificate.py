@@ -343,6 +343,25 @@ def verify_certificate(path, public_key) -> Certificate:
         Truncated, not JSON, not matching the schema, or not in the canonical form the library writes.
     CertificateSignatureError
         Signed by another key, or the content was altered after signing.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sklearn.datasets import make_classification
+    >>> from traceprop_frames.estimators import TorchLogisticRegression
+    >>> from traceprop_frames.unlearn import approximate_unlearn
+    >>> X, y = make_classification(n_samples=200, n_features=4, random_state=0)
+    >>> clf = TorchLogisticRegression().fit(X, y)
+    >>> key = generate_key()
+    >>> cert = export_compliance(model_before=clf, model_after=approximate_unlearn(clf, [5]), forget_set=[5],
+    ...                          regulation="GDPR_ART17", key=key)
+    >>> path = cert.save(os.path.join(tempfile.mkdtemp(), "erasure.json"))
+    >>> verify_certificate(path, key.public_key()).body["forget_set"]["training_indices"]
+    [5]
+    >>> verify_certificate(path, generate_key().public_key())
+    Traceback (most recent call last):
+    ...
+    traceprop_frames.errors.CertificateSignatureError: certificate was signed by key ...
     """
     data = Path(path).read_bytes()
     cert, doc = _parse(data, os.fspath(path), check_schema=False)
