@@ -56,6 +56,7 @@ def test_trace_and_erase_commands(demo, tmp_path, capsys):
     first = rows.index[rows["SK_ID_CURR"] == rows["SK_ID_CURR"].iloc[5]].tolist()
     out = tmp_path / "erase.json"
     args = ["erase", str(model), "--source", str(bureau), "--rows", *map(str, first), "--key", str(key)]
+    assert main([*args, "--certificate", str(tmp_path / "dry.json"), "--dry-run"]) == 0  # changes nothing
     assert main([*args, "--certificate", str(out)]) == 0
     body = json.loads(out.read_text())["certificate"]
     assert body["status"] == "erased" and body["request"]["sources"][0]["rows"] == sorted(first)

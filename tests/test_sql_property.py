@@ -101,7 +101,8 @@ def _group(rows, key, aggs):
 
 
 SHAPES = ["scan", "join", "group", "distinct", "agg", "union", "union_all", "intersect", "except",
-          "exists", "not_exists", "in", "not_in", "scalar", "cte_group_join"]  # fmt: skip
+          "exists", "not_exists", "in", "not_in", "scalar", "cte_group_join", "full_join", "scalar_select",
+          "exists_agg"]  # fmt: skip
 
 
 def build(shape, r_rows, s_rows, c, d, left):
@@ -118,6 +119,37 @@ def build(shape, r_rows, s_rows, c, d, left):
         rows = _join(r_rows, s_rows, c, left)
         sql = f"SELECT r.k, count(*) AS n, sum(r.v) AS sv FROM r {join} s ON r.k = s.k WHERE r.v > {c} GROUP BY r.k"
         return sql, _group(rows, lambda x: x[0], [len, lambda m: sum(x[1] for x in m)])
+    if shape == "full_join":
+        pairs = [
+            (i, j)
+            for i, (k, v) in enumerate(r_rows)
+            for j, (k2, _) in enumerate(s_rows)
+            if _eq(k, k2) and v > c
+        ]
+        rows = [((r_rows[i][0], r_rows[i][1], s_rows[j][1]), {("R", i), ("S", j)}) for i, j in pairs]
+        rows += [
+            ((k, v, None), {("R", i)}) for i, (k, v) in enumerate(r_rows) if i not in {p[0] for p in pairs}
+        ]
+        rows += [
+            ((None, None, w), {("S", j)}) for j, (_, w) in enumerate(s_rows) if j not in {p[1] for p in pairs}
+        ]
+        return f"SELECT r.k, r.v, s.w FROM r FULL JOIN s ON r.k = s.k AND r.v > {c}", rows
+    if shape == "scalar_select":
+        rows = []
+        for (k, v), tags in _r(r_rows, c):
+            wit = {("S", j) for j, (k2, _) in enumerate(s_rows) if _eq(k, k2)}
+            rows.append(((v, len(wit)), tags | wit))
+        return f"SELECT v, (SELECT count(*) FROM s WHERE s.k = r.k) AS n FROM r WHERE v > {c}", rows
+    if shape == "exists_agg":
+        tags = set()
+        n = 0
+        for (k, _), t in _r(r_rows, c):
+            wit = {("S", j) for j, k2, _ in s_hit if _eq(k, k2)}
+            if wit:
+                n += 1
+                tags |= t | wit
+        sql = f"SELECT count(*) AS n FROM r WHERE v > {c} AND EXISTS (SELECT 1 FROM s WHERE s.k = r.k AND s.w > {d})"
+        return sql, [((n,), tags)]
     if shape == "distinct":
         return f"SELECT DISTINCT k FROM r WHERE v > {c}", _group(_r(r_rows, c), lambda x: x[0], [])
     if shape == "agg":
@@ -174,7 +206,7 @@ def build(shape, r_rows, s_rows, c, d, left):
     return base + cond, out
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(SHAPES), R_ROWS, S_ROWS, THRESH, THRESH, st.booleans())
 def test_lineage_matches_brute_force(shape, r_rows, s_rows, c, d, left):
     con, names = _load(r_rows, s_rows)

@@ -72,7 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--regulation", nargs="+", default=["EU_AI_ACT_ART26", "GDPR_ART17"], help="regulation tags"
     )
-    e.add_argument("--dry-run", action="store_true", help="write the certificate but do not save the model")
+    e.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write the certificate but change neither the model nor its store",
+    )
 
     v = sub.add_parser(
         "verify",
@@ -129,6 +133,8 @@ def cmd_erase(args) -> int:
 
     model = load_model(args.model)
     est = final_estimator(model)
+    if args.dry_run:
+        est.store_ = None  # the on-disk gradient store is not touched either
     cert = unlearn_estimator(
         est, source=args.source, rows=args.rows, method=args.method, key=load_private_key(args.key),
         regulations=args.regulation,

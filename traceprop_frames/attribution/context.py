@@ -61,6 +61,9 @@ class TrainingContext:
     rel_damping : float, default=1e-6
         Extra damping relative to the kernel's mean diagonal (recorded in the manifest; non-convex
         models score better with much more, e.g. 0.3 — see :class:`TorchMLPClassifier`).
+    buffer_bytes : int, default=256 MiB
+        "LL": while the raw last-layer features of all samples fit in this many bytes they are kept in
+        memory and projected in large chunks when a checkpoint closes (cheaper than per step).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class TrainingContext:
         reduction: str = "mean",
         damping: float = 0.0,
         rel_damping: float = 1e-6,
+        buffer_bytes: int = 256 << 20,
     ) -> None:
         if reduction not in ("mean", "sum"):
             raise ValueError("reduction must be 'mean' or 'sum'")
@@ -83,6 +87,8 @@ class TrainingContext:
             n_samples = len(self.lineage)
         self.n_samples, self.reduction, self.damping = int(n_samples), reduction, damping
         self.rel_damping = rel_damping
+        self.buffer_bytes = buffer_bytes
+        self._buffer = None
         self._hooks: list = []
         self._x = self._out = self._act = None
         self._c = -1
@@ -118,6 +124,7 @@ class TrainingContext:
         if self._written == 0 and len(self.store.checkpoints) > 1:
             self.store.checkpoints.pop()
         else:
+            self._flush()
             self.store.set_params(self._c, self._params())
         self.store.finalize(self.model, extra={"rel_damping": float(self.rel_damping)})
 
@@ -127,11 +134,28 @@ class TrainingContext:
     def _open_slot(self) -> None:
         self._c = self.store.add_checkpoint(self._params(), n_rows=0)
         self._written = 0
+        self._buffer = None
+        d = self.store.projector.d
+        if self.store.variant == "LL" and d * self.n_samples * 4 <= self.buffer_bytes:
+            n = self.n_samples
+            self._buffer = (torch.zeros(n, d), torch.zeros(n), torch.zeros(n), np.zeros(n, dtype=bool))
+
+    def _flush(self) -> None:
+        """Project the buffered last-layer features of this checkpoint in large chunks and write them."""
+        if self._buffer is None:
+            return
+        G, g, h, seen = self._buffer
+        rows = np.flatnonzero(seen)
+        for lo in range(0, len(rows), 8192):
+            r = rows[lo : lo + 8192]
+            self.store.write(self._c, r, self.store.projector.project(G[r]), g[r], h[r])
+        self._buffer = None
 
     def checkpoint(self) -> None:
         """Close the current checkpoint (its test features will use the current parameters), open a new one."""
         if self._written == 0:
             return
+        self._flush()
         self.store.set_params(self._c, self._params())
         self._open_slot()
 
@@ -181,6 +205,12 @@ class TrainingContext:
             ck = store.checkpoints[self._c]
             if ck.n_rows < store.n_samples:
                 ck.grow(store.n_samples)
-            store.write(self._c, idx, P.project(G), g, h)
+            if self._buffer is not None:  # narrow raw features: keep them, project once per checkpoint
+                self._buffer[0][idx] = G.to(torch.float32)
+                self._buffer[1][idx] = g.to(torch.float32)
+                self._buffer[2][idx] = h.to(torch.float32)
+                self._buffer[3][idx] = True
+            else:
+                store.write(self._c, idx, P.project(G), g, h)
         self._written += 1
         self._x = self._out = self._act = None

@@ -5,7 +5,8 @@ Hidden columns
 A table loaded with ``con.read_csv`` / ``con.read_parquet`` has a hidden ``__tp_rid BIGINT`` column (one
 global row id per row); a table built by ``CREATE TABLE ... AS``, a view, or a registered traced frame has
 a hidden ``__tp_lin BIGINT[]`` column (a set of ids per row). Every rewritten SELECT appends exactly one of
-them as its last column, and ``SELECT *`` gets ``EXCLUDE (...)`` so user-visible columns never change.
+them as its last column (a top-level query may return one column per lineage part instead, concatenated
+as CSR arrays by the caller), and ``SELECT *`` gets ``EXCLUDE (...)`` so user-visible columns never change.
 NULL ids (the missing side of an outer join) and NULL lists mean "no row" and are dropped on the way out.
 
 Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RULES``)
@@ -22,11 +23,12 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
   either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL and
   EXCEPT ALL raise.
 - CTEs (chained, and WITH RECURSIVE ... UNION ALL) and derived tables are rewritten recursively.
-- Subqueries in WHERE / SELECT / HAVING / JOIN ON (see ``_witness``):
+- Subqueries in WHERE / SELECT / HAVING / JOIN ON (see ``Rewriter._subquery``):
   * ``EXISTS (q)``: the rows of ``q`` that witnessed it (for a correlated ``q``, those matching the
     current outer row);
   * ``x IN (q)``: the rows of ``q`` whose value equals ``x``;
-  * scalar ``(q)`` and ``x op ANY/ALL (q)``: every row ``q`` read to produce its result;
+  * scalar ``(q)`` and ``x op ANY/ALL (q)``: every row that passed ``q``'s joins and filters (the rows
+    its aggregate read); an uncorrelated one is computed once and expanded per row at the end;
   * under an odd number of NOT (``NOT EXISTS``, ``NOT IN``): nothing — the absence of rows has no
     witness row, and the result stays true on any subset of the source rows.
   A subquery's witnesses join the row's lineage; in an aggregate query, a subquery inside WHERE or inside

@@ -3,6 +3,11 @@
 ``approximate_unlearn`` (functional: returns an unlearned copy), ``unlearn_estimator`` (in place: the
 body of ``est.unlearn(...)``), ``export_compliance`` (certify a functional erasure),
 ``verify_certificate``, and Ed25519 key helpers.
+
+Modules: ``correction`` (the newton / gradient / retrain methods), ``objective`` (the training objective
+over a flat parameter vector), ``request`` (source rows → training samples, the certificate record),
+``certificate`` (+ ``certificate.schema.json``: signing, files, verification), ``bundle`` (a model folder
+with its lineage, for ``traceprop erase``), ``report`` (self-contained HTML with matplotlib plots).
 """
 
 from traceprop_frames.unlearn.certificate import (

@@ -436,12 +436,8 @@ def export_compliance(model_before, model_after, forget_set, store=None, regulat
     import numpy as np
 
     from traceprop_frames.errors import UnlearningError
-    from traceprop_frames.unlearn.correction import (
-        _record_erasure,
-        certificate_body,
-        forget_from_request,
-        parameter_fingerprint,
-    )
+    from traceprop_frames.unlearn.objective import parameter_fingerprint
+    from traceprop_frames.unlearn.request import _record_erasure, certificate_body, forget_from_request
 
     result = getattr(model_after, "unlearn_result_", None)
     if result is None:

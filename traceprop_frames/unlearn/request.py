@@ -1,0 +1,146 @@
+"""Erasure requests: source rows → training samples (through lineage), and the certificate record."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from traceprop_frames.errors import UnlearningError
+from traceprop_frames.unlearn.objective import is_convex
+
+
+def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[dict]]:
+    """Training samples whose lineage contains any requested source row, and a record per source.
+
+    ``source`` is a path (with ``rows``) or a mapping ``{path: rows}``. Unknown sources or row numbers
+    raise :class:`UnknownSourceError` / :class:`UnknownRowError` listing them; rows that feed no
+    training sample are listed in the record's ``rows_without_samples``.
+    """
+    from traceprop_frames.errors import UnknownRowError, UnknownSourceError
+    from traceprop_frames.lineage import REGISTRY
+
+    if lineage is None:
+        raise UnlearningError(
+            "this model was trained without lineage, so source rows cannot be mapped to training samples; "
+            "train on a traced frame (tpf.read_csv ...) or pass samples=[training indices]."
+        )
+    if isinstance(source, dict):
+        if rows is not None:
+            raise UnlearningError("pass either source={path: rows} or source=path with rows=, not both")
+        requests = list(source.items())
+    else:
+        if rows is None:
+            raise UnlearningError(f"which rows of {os.fspath(source)!r}? pass rows=[...] (0-based data rows)")
+        requests = [(source, rows)]
+    cand = lineage.source_ids()
+    behind = None
+    forget, records = [], []
+    for path, r in requests:
+        try:
+            ids = REGISTRY.ids_for_rows(path, r, candidates=cand)
+        except (UnknownSourceError, UnknownRowError) as e:
+            raise type(e)(f"erasure request refused, nothing was changed: {e}") from None
+        forget.append(lineage.rows_from_ids(ids))
+        hits = REGISTRY.find(path, cand)
+        if behind is None:
+            behind = lineage.sources()
+        fed = np.unique(np.concatenate([behind.get(s.path, np.zeros(0, np.int64)) for s in hits]))
+        req = np.unique(np.atleast_1d(np.asarray(r, dtype=np.int64)))
+        src = hits[0]
+        records.append(
+            {
+                "path": src.path,
+                "abspath": src.abspath,
+                "format": src.format,
+                "n_rows": src.n_rows,
+                "sha256_at_load": src.sha256,
+                "sha256_now": src.current_sha256(),
+                "file_unchanged": src.check(),
+                "rows": req.tolist(),
+                "rows_without_samples": req[~np.isin(req, fed)].tolist(),
+            }
+        )
+    out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
+    return out, records
+
+
+def certificate_body(est, result, *, lineage=None, request_sources=(), samples=None,
+                     regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=()) -> dict:  # fmt: skip
+    """The certificate record of one unlearning run (unsigned)."""
+    from traceprop_frames.unlearn.certificate import new_body
+
+    forget = result.forget
+    source_rows = {}
+    if lineage is not None and forget.size:
+        source_rows = {k: v.tolist() for k, v in lineage.sources(rows=forget).items()}
+    convex = is_convex(est)
+    if result.certified_bound is not None:
+        statement = (
+            f"The objective is {result.strong_convexity:.3e}-strongly convex, so the parameters after "
+            f"erasure are within {result.certified_bound:.3e} (Euclidean norm) of the exact optimum on the "
+            "remaining data, i.e. of retraining from scratch to convergence."
+        )
+    elif result.method == "none":
+        statement = "No-op: every requested sample had been erased before; the model was not changed."
+    else:
+        statement = "No certified bound: the objective is not convex; see the measured evidence."
+    return new_body(
+        status="erased" if forget.size else "no-op",
+        regulations=list(regulations),
+        request={"sources": list(request_sources), "samples": None if samples is None else list(samples)},
+        forget_set={
+            "training_indices": forget.tolist(),
+            "count": int(forget.size),
+            "share": float(forget.size / max(result.n_train, 1)),
+            "already_removed": result.already_removed.tolist(),
+            "n_train": result.n_train,
+            "n_active_before": result.n_active_before,
+            "n_active_after": result.n_active_after,
+            "source_rows": source_rows,
+        },
+        method={
+            "name": result.method,
+            "parameters": result.params,
+            "iterations": int(result.iterations),
+            "seconds": float(result.seconds),
+        },
+        model={
+            "estimator": f"{type(est).__module__}.{type(est).__qualname__}",
+            "convex": convex,
+            "n_parameters": int(result.n_parameters),
+            "fingerprint_before": result.fingerprint_before,
+            "fingerprint_after": result.fingerprint_after,
+        },
+        evidence={
+            "forget_loss_before": result.forget_loss_before,
+            "forget_loss_after": result.forget_loss_after,
+            "holdout": result.holdout,
+            "residual_grad_norm": result.residual_grad_norm,
+            "strong_convexity": result.strong_convexity,
+            "certified_bound": result.certified_bound,
+            "bound_statement": statement,
+        },
+        lineage={"erase_op": None, "ops": []},
+        previous_certificates=list(previous),
+    )
+
+
+def _record_erasure(est_or_none, lineage, body: dict):
+    """Append an ``erase`` op to the lineage chain; returns the new lineage (or None)."""
+    from traceprop_frames.lineage import OpNode
+
+    if lineage is None or not body["forget_set"]["count"]:
+        return lineage
+    node = OpNode(
+        "erase",
+        {
+            "certificate_id": body["certificate_id"],
+            "n_samples": body["forget_set"]["count"],
+            "method": body["method"]["name"],
+        },
+        (lineage.node,),
+    )
+    out = lineage.with_node(node)
+    body["lineage"] = {"erase_op": "erase", "ops": out.ops()}
+    return out
