@@ -66,3 +66,28 @@ def test_training_context_last_layer_fast_path_equals_vmap_features():
     ck = store.checkpoints[0]
     np.testing.assert_allclose(ck.derivs[:, 0], (p - y).numpy(), atol=1e-6)  # dl/df, recovered from the mean
     np.testing.assert_allclose(ck.derivs[:, 1], (p * (1 - p)).numpy(), atol=1e-6)
+
+
+def test_training_context_options_agree():
+    """Buffered vs per-step projection, closed-form vs autograd output Hessian: same store."""
+    torch.manual_seed(3)
+    X, y = torch.randn(20, 3), (torch.rand(20) > 0.5).float()
+    stores = []
+    for buffer_bytes, hess in ((256 << 20, "bce"), (0, "autograd")):
+        torch.manual_seed(4)
+        model = MLPLogit(3, (5,))
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        store = GradientStore(k=16, variant="LL", dtype="float32")
+        crit = torch.nn.BCEWithLogitsLoss(reduction="sum")
+        with TrainingContext(
+            model, store, n_samples=20, reduction="sum", buffer_bytes=buffer_bytes, output_hessian=hess
+        ) as ctx:
+            for _ in range(2):
+                for idx in (np.arange(0, 8), np.arange(8, 20)):
+                    opt.zero_grad()
+                    ctx.backward(crit(model(X[idx]), y[idx]), batch_idx=idx)
+                    opt.step()
+        stores.append(store)
+    a, b = stores
+    np.testing.assert_allclose(a.features(0), b.features(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.checkpoints[0].derivs, b.checkpoints[0].derivs, rtol=1e-5, atol=1e-6)

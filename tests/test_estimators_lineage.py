@@ -137,3 +137,15 @@ def test_mlp_store_variants_and_checkpoints(frames):
         assert S.shape == (4, len(X)) and np.isfinite(S).all()
     assert est.store_.checkpoints[0].n_rows == 4  # BM: one row per batch of 32 over 120 samples
     assert est.influence(X.iloc[:1], top_k=1)["source"].iloc[0] == path
+
+
+def test_pickled_estimator_keeps_store_and_lineage(frames):
+    import pickle
+
+    data, path = frames
+    X, y = data[["income", "debt"]], data["TARGET"]
+    est = TorchLogisticRegression(store=True, k=64).fit(X, y)
+    before = est.influence_scores(X.iloc[:3])
+    clone_ = pickle.loads(pickle.dumps(est))
+    np.testing.assert_allclose(clone_.influence_scores(X.iloc[:3]), before)
+    assert clone_.store_.get_provenance(5).trace_to_file() == f"{path} row 5"

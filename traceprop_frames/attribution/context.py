@@ -15,8 +15,10 @@ and for the "LL" variant the last layer's input activations), so the loop only s
 Requirements: the model returns one scalar per sample (``(B,)`` or ``(B, 1)``, e.g. a logit); the loss
 is a sum or mean (``reduction=``) of per-sample losses of that output, and the last ``model(...)`` call
 before ``ctx.backward`` is the batch ``batch_idx``. Each sample's row holds its features from its last
-visit, so after training a store row reflects the final epoch. Per-sample loss derivatives ``g = ∂ℓ/∂f``
-and ``h = ∂²ℓ/∂f²`` come from autograd on the captured output, so any per-sample loss works.
+visit, so after training a store row reflects the final epoch. The per-sample loss derivative
+``g = ∂ℓ/∂f`` is read from the backward pass itself (a hook on the captured output, any loss); the
+kernel weight ``h = ∂²ℓ/∂f²`` is ``σ(f)(1 − σ(f))`` (logistic loss) or, with
+``output_hessian="autograd"``, a second differentiation of the given loss.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class TrainingContext:
     rel_damping : float, default=1e-6
         Extra damping relative to the kernel's mean diagonal (recorded in the manifest; non-convex
         models score better with much more, e.g. 0.3 — see :class:`TorchMLPClassifier`).
+    output_hessian : {"bce", "autograd"}, default="bce"
+        ``h = ∂²ℓ/∂f²`` for the kernel weighting: ``"bce"`` uses ``σ(f)(1 − σ(f))`` (logistic loss on a logit
+        output; ``g = ∂ℓ/∂f`` is always read from the backward pass itself, for any loss); ``"autograd"``
+        differentiates the given loss twice (any per-sample loss, one extra backward per step).
     buffer_bytes : int, default=256 MiB
         "LL": while the raw last-layer features of all samples fit in this many bytes they are kept in
         memory and projected in large chunks when a checkpoint closes (cheaper than per step).
@@ -76,6 +82,7 @@ class TrainingContext:
         damping: float = 0.0,
         rel_damping: float = 1e-6,
         buffer_bytes: int = 256 << 20,
+        output_hessian: str = "bce",
     ) -> None:
         if reduction not in ("mean", "sum"):
             raise ValueError("reduction must be 'mean' or 'sum'")
@@ -88,6 +95,9 @@ class TrainingContext:
         self.n_samples, self.reduction, self.damping = int(n_samples), reduction, damping
         self.rel_damping = rel_damping
         self.buffer_bytes = buffer_bytes
+        if output_hessian not in ("bce", "autograd"):
+            raise ValueError("output_hessian must be 'bce' or 'autograd'")
+        self.output_hessian = output_hessian
         self._buffer = None
         self._hooks: list = []
         self._x = self._out = self._act = None
@@ -185,14 +195,25 @@ class TrainingContext:
         else:
             out = self._out
             scale = float(len(idx)) if self.reduction == "mean" else 1.0
-            (gout,) = torch.autograd.grad(loss, out, create_graph=True, retain_graph=True)
-            if gout.requires_grad:
-                (hout,) = torch.autograd.grad(gout.sum(), out, retain_graph=True)
-            else:
-                hout = torch.zeros_like(out)
-            loss.backward()
-            g = gout.detach().reshape(-1) * scale
-            h = hout.detach().reshape(-1) * scale
+            if self.output_hessian == "autograd":
+                (gout,) = torch.autograd.grad(loss, out, create_graph=True, retain_graph=True)
+                if gout.requires_grad:
+                    (hout,) = torch.autograd.grad(gout.sum(), out, retain_graph=True)
+                else:
+                    hout = torch.zeros_like(out)
+                loss.backward()
+                g = gout.detach().reshape(-1) * scale
+                h = hout.detach().reshape(-1) * scale
+            else:  # "bce": dl/df from the same backward pass (a tensor hook), d2l/df2 = p(1 - p)
+                box = []
+                handle = out.register_hook(lambda grad_out: box.append(grad_out.detach()))
+                try:
+                    loss.backward()
+                finally:
+                    handle.remove()
+                g = (box[0] if box else torch.zeros_like(out)).reshape(-1) * scale
+                p = torch.sigmoid(out.detach().reshape(-1))
+                h = p * (1 - p)
             if store.variant == "LL" and self._ll_fast:
                 a = self._act.detach().reshape(len(idx), -1)
                 G = torch.cat([a, torch.ones(len(idx), 1, dtype=a.dtype)], 1) if self._ll_bias else a
