@@ -101,3 +101,19 @@ def test_trak_scorer_kernel_is_cached(problem):
     streamed = TRAKScorer(est.store_, max_cache_bytes=0, block_rows=16).scores(est.module_, Xte)
     np.testing.assert_allclose(streamed, cached, rtol=1e-4, atol=1e-7)
     assert not any(k[0] == "phi" for k in est.store_._cache)
+
+
+def test_streaming_top_k_equals_full_matrix(problem):
+    from traceprop_frames.attribution import top_k_scores
+
+    est, _, _, Xte = problem
+    est.store_.mark_removed([5])
+    for cache in (1 << 30, 0):  # folded (d <= k) and row-streamed paths
+        sc = TRAKScorer(est.store_, max_cache_bytes=cache)
+        full = top_k_scores(sc.scores(est.module_, Xte), 7)
+        streamed = sc.top_k(est.module_, Xte, 7, block_samples=16)
+        np.testing.assert_array_equal(streamed.indices, full.indices)
+        np.testing.assert_allclose(streamed.scores, full.scores, rtol=1e-6)
+        assert 5 not in streamed.indices
+    est.store_.removed[5] = False  # leave the shared fixture as it was
+    est.store_._cache.clear()

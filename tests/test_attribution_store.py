@@ -125,3 +125,15 @@ def test_store_without_lineage_and_errors():
     assert store.get_provenance(2).trace_to_file() == "training sample 2 (no lineage recorded)"
     with pytest.raises(StoreError, match="no lineage"):
         store.samples_from_source("x.csv", [1])
+
+
+def test_batch_mean_streaming_top_k_matches_full(traced):
+    from traceprop_frames.attribution import TRAKScorer, top_k_scores
+
+    train, _ = traced
+    store = GradientStore(k=8, variant="BM", dtype="float32")
+    model, X = _train(train, store, variant_epochs=2)
+    sc = TRAKScorer(store)
+    full = top_k_scores(sc.scores(model, X[:3]), 5)
+    streamed = sc.top_k(model, X[:3], 5, block_samples=7)
+    np.testing.assert_allclose(streamed.scores, full.scores, rtol=1e-6)

@@ -209,6 +209,49 @@ class TRAKScorer:
         total[:, self.store.removed] = np.nan
         return total
 
+    def top_k(self, module: torch.nn.Module, X, k: int, block_samples: int = 65536) -> TopK:
+        """The ``k`` highest-scoring training samples per test point, streaming the samples in blocks.
+
+        Same result as ``top_k_scores(self.scores(module, X), k)`` but never materialises the
+        ``(n_test, n_samples)`` matrix: memory is ``O(n_test × (block_samples + k))`` — for stores with
+        millions of samples. Removed samples never appear.
+        """
+        grads = self._raw_test_grads(module, X)
+        n_test = grads[0].shape[0]
+        plans = []
+        for c, G in enumerate(grads):
+            B = self._folded(c)
+            if B is not None:
+                plans.append(("folded", G.to(torch.float32), B))
+            else:
+                T = self.store.projector.project(G)
+                A = torch.cholesky_solve(T.to(torch.float64).T, self._kernel(c)).T.to(torch.float32)
+                plans.append(("rows", A, c))
+        best_i = np.zeros((n_test, 0), dtype=np.int64)
+        best_s = np.zeros((n_test, 0))
+        removed = self.store.removed
+        for lo in range(0, self.store.n_samples, block_samples):
+            hi = min(lo + block_samples, self.store.n_samples)
+            S = np.zeros((n_test, hi - lo))
+            for kind, A, ref in plans:
+                if kind == "folded":
+                    S += (A @ ref[:, lo:hi]).numpy()
+                    continue
+                ck = self.store.checkpoints[ref]
+                rows = ck.rows[lo:hi]
+                ok = np.flatnonzero(rows >= 0)
+                uniq, inv = np.unique(rows[ok], return_inverse=True)
+                Phi = torch.from_numpy(np.asarray(self.store.features(ref)[uniq], dtype=np.float32))
+                S_rows = (A @ Phi.T).numpy()
+                S[:, ok] -= S_rows[:, inv] * ck.derivs[uniq, 0][inv]
+            S /= len(plans)
+            S[:, removed[lo:hi]] = np.nan
+            part = top_k_scores(np.concatenate([best_s, S], axis=1), k)
+            cand = np.concatenate([best_i, np.broadcast_to(np.arange(lo, hi), (n_test, hi - lo))], axis=1)
+            best_i = np.take_along_axis(cand, part.indices, axis=1)
+            best_s = part.scores
+        return TopK(best_i, best_s)
+
 
 # ---------------------------------------------------------------------- exact
 def hessian(module: torch.nn.Module, objective) -> torch.Tensor:
@@ -292,8 +335,7 @@ def compute_influence_scores(model, store: GradientStore, test_input, top_k: int
     if hasattr(model, "module_") and hasattr(model, "_validate_test"):
         X = model._validate_test(X)
     X = torch.as_tensor(X)
-    S = TRAKScorer(store, **kw).scores(module, X)
-    res = top_k_scores(S, top_k)
+    res = TRAKScorer(store, **kw).top_k(module, X, top_k)
     if single:
         return TopK(res.indices[0], res.scores[0])
     return res

@@ -82,7 +82,7 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
-        tags.non_deterministic = self.random_state is None if hasattr(self, "random_state") else False
+        tags.non_deterministic = "random_state" in self.get_params() and self.random_state is None
         return tags
 
     def fit(self, X, y, sample_weight=None):
@@ -240,8 +240,11 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             -1 without lineage), ``sha256_ok``. A training row built from several source rows (joins,
             aggregations) repeats its ``rank``/``score`` on several lines.
         """
-        S = self.influence_scores(X_test, method=method, **kw)
-        best = top_k_scores(S, top_k)
+        if (method or ("trak" if self.store_ is not None else "exact")) == "trak" and self.store_ is not None:
+            # streamed over the store in sample blocks: no (n_test, n_train) matrix for big stores
+            best = TRAKScorer(self.store_, **kw).top_k(self.module_, self._validate_test(X_test), top_k)
+        else:
+            best = top_k_scores(self.influence_scores(X_test, method=method, **kw), top_k)
         n_test, kk = best.indices.shape
         t = np.repeat(np.arange(n_test), kk)
         r = np.tile(np.arange(kk), n_test)
