@@ -1,6 +1,6 @@
 """Write the seeded Home-Credit-like tables at any scale.
 
-    python examples/credit_risk/generate.py --applicants 200000 --out data/credit_200k
+python examples/credit_risk/generate.py --applicants 200000 --out data/credit_200k
 """
 
 from __future__ import annotations
