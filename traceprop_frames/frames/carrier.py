@@ -9,8 +9,8 @@ at no cost. ``reset_index()`` moves the keys to a ``tp_lid`` column, and ``set_i
 keeps them as a MultiIndex level; both are still found.
 
 Tables are held by the frames that use them (through a ``df.attrs`` handle that pandas propagates
-without copying) and looked up through a weak registry, so lineage for frames nobody references any
-more is freed with them.
+without copying; :mod:`frames.sklearn_compat` carries it through scikit-learn's pandas output) and
+looked up through a weak registry, so lineage for frames nobody references any more is freed.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 _ids = itertools.count()
+EAGER_DEPTH = 2048
 
 
 def _jsonable(v):
@@ -36,6 +37,15 @@ class OpNode:
 
     def __post_init__(self) -> None:
         self.params = _jsonable(self.params)
+        # Build the ancestor list when the op is created (a tuple copy of the parent's, microseconds,
+        # paid once per op) so ancestors() is a look-up. Deep chains (> EAGER_DEPTH) fall back to the
+        # lazy walk in topo(), keeping memory linear for pathological 10k-op chains.
+        if len(self.parents) == 1:
+            parent_topo = self.parents[0]._topo
+            if parent_topo is not None and len(parent_topo) < EAGER_DEPTH:
+                self._topo = parent_topo + (self,)
+        elif not self.parents:
+            self._topo = (self,)
 
     def __repr__(self) -> str:
         return f"OpNode({self.op!r}, id={self.id}, parents={[p.id for p in self.parents]})"
