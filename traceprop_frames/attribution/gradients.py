@@ -70,6 +70,19 @@ def _scalar_out(out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _split_params(module: torch.nn.Module, names, params):
+    """(names, differentiated params, constant params, buffers, dtype) for a ``functional_call``;
+    ``params`` overrides the module's values (e.g. a stored checkpoint)."""
+    all_params = {n: p.detach() for n, p in module.named_parameters()}
+    if params is not None:
+        all_params.update({n: v.detach() for n, v in params.items()})
+    buffers = {n: b.detach() for n, b in module.named_buffers()}
+    names = list(all_params) if names is None else list(names)
+    diff = {n: all_params[n] for n in names}
+    const = {n: v for n, v in all_params.items() if n not in diff}
+    return names, diff, const, buffers, next(iter(all_params.values())).dtype
+
+
 def per_sample_output_grads(
     module: torch.nn.Module,
     X: torch.Tensor,
@@ -83,14 +96,7 @@ def per_sample_output_grads(
     parameter values (e.g. a stored checkpoint). The columns follow ``names`` order, each parameter
     flattened row-major. Uses ``torch.func.vmap(torch.func.grad(...))`` over chunks of ``batch_size``.
     """
-    all_params = {n: p.detach() for n, p in module.named_parameters()}
-    if params is not None:
-        all_params.update({n: v.detach() for n, v in params.items()})
-    buffers = {n: b.detach() for n, b in module.named_buffers()}
-    names = list(all_params) if names is None else list(names)
-    diff = {n: all_params[n] for n in names}
-    const = {n: v for n, v in all_params.items() if n not in diff}
-    dtype = next(iter(all_params.values())).dtype
+    names, diff, const, buffers, dtype = _split_params(module, names, params)
 
     def f(dparams, x):
         out = functional_call(module, ({**const, **dparams}, buffers), (x.unsqueeze(0),))
@@ -119,14 +125,7 @@ def batch_mean_loss_grads(
     params: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One row per batch: the gradient of the batch's mean loss ``loss_fn(out, y) -> (b,)``."""
-    all_params = {n: p.detach() for n, p in module.named_parameters()}
-    if params is not None:
-        all_params.update({n: v.detach() for n, v in params.items()})
-    buffers = {n: b.detach() for n, b in module.named_buffers()}
-    names = list(all_params) if names is None else list(names)
-    diff = {n: all_params[n] for n in names}
-    const = {n: v for n, v in all_params.items() if n not in diff}
-    dtype = next(iter(all_params.values())).dtype
+    names, diff, const, buffers, dtype = _split_params(module, names, params)
     X = torch.as_tensor(X).to(dtype)
     y = torch.as_tensor(y).to(dtype)
 
