@@ -90,3 +90,30 @@ def test_op_dag_topological_order_and_depth():
     for _ in range(20_000):
         node = OpNode("select", {}, (node,))
     assert len(LineageDAG(node)) == 20_001
+
+
+def test_deferred_lineage_pickles_across_processes(tmp_path):
+    import pickle
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    import traceprop_frames as tpf
+
+    a = tpf.track(pd.DataFrame({"k": [1, 2, 3, 1], "x": [1.0, 2.0, 3.0, 4.0]}), "pickled_src")
+    m = a.tp.merge(a.tp.groupby("k").agg(s=("x", "sum")), on="k")
+    lin = m.tp.lineage()
+    assert not lin.is_materialized  # a merge result is composed lazily; pickling must compose it
+    path = tmp_path / "lin.pkl"
+    path.write_bytes(pickle.dumps(lin))
+    code = (
+        "import pickle, sys\n"
+        "from traceprop_frames.lineage import REGISTRY\n"
+        "REGISTRY.register('another', sha256='0', format='memory', n_rows=1)  # shift source ids\n"
+        f"lin = pickle.loads(open({str(path)!r}, 'rb').read())\n"
+        "print([sorted(lin.sources(rows=[i])['pickled_src'].tolist()) for i in range(len(lin))], lin.ops())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    expect = [sorted(m.tp.sources(rows=[i])["pickled_src"].tolist()) for i in range(len(m))]
+    assert out.strip() == f"{expect} {['track', 'groupby_agg', 'merge']}"

@@ -40,10 +40,6 @@ def manifest(lin: RowLineage) -> dict:
 def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict) -> RowLineage:
     """Rebuild a RowLineage from a list column and its manifest, remapping source ids."""
     try:
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise LineageFormatError(
-                f"lineage format version {meta.get('format_version')!r}; this library reads {FORMAT_VERSION}"
-            )
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         if not pa.types.is_list(arr.type) and not pa.types.is_large_list(arr.type):
@@ -52,7 +48,19 @@ def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict) -> RowLineage:
             raise LineageFormatError("lineage column has null entries (truncated or edited file?)")
         offsets = np.asarray(arr.offsets, dtype=np.int64)
         ids = np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.int64)[offsets[0] : offsets[-1]]
-        offsets = offsets - offsets[0]
+    except pa.ArrowException as e:
+        raise LineageFormatError(f"malformed lineage artifact: {e}") from e
+    return from_csr(offsets - offsets[0], ids, meta)
+
+
+def from_csr(offsets: np.ndarray, ids: np.ndarray, meta: dict) -> RowLineage:
+    """Rebuild a RowLineage from CSR arrays saved with :func:`manifest`: the sources are re-registered in
+    this process and the source ids inside the row ids remapped."""
+    try:
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise LineageFormatError(
+                f"lineage format version {meta.get('format_version')!r}; this library reads {FORMAT_VERSION}"
+            )
         old = np.array([s["id"] for s in meta["sources"]], dtype=np.int64)
         new = np.array([REGISTRY.register_record(s).id for s in meta["sources"]], dtype=np.int64)
         sids = ids >> np.int64(ROW_BITS)
@@ -65,7 +73,7 @@ def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict) -> RowLineage:
         node = LineageDAG.from_records(meta["dag"])
     except LineageFormatError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError, pa.ArrowException) as e:
+    except (KeyError, TypeError, ValueError, IndexError) as e:
         raise LineageFormatError(f"malformed lineage artifact: {e}") from e
     return RowLineage(offsets, ids, node)
 

@@ -416,6 +416,14 @@ class RowLineage:
         ids = REGISTRY.ids_for_rows(path, rows)
         return self.rows_from_ids(ids)
 
+    # ---------------------------------------------------------------- pickling
+    def __reduce__(self):
+        """Pickle as composed CSR arrays + source records + op DAG, so an estimator holding lineage can be
+        pickled (``joblib``, ``clone``) and loaded in another process, whose source ids may differ."""
+        from traceprop_frames.lineage import persist
+
+        return (persist.from_csr, (self.offsets, self.ids, persist.manifest(self)))
+
     # ---------------------------------------------------------------- graph
     def ops(self) -> list[str]:
         return LineageDAG(self.node).ops()
