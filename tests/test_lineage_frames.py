@@ -322,3 +322,14 @@ def test_sklearn_compat_installs_when_sklearn_is_imported_later():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[3, 4, 5, 6, 7, 8, 9]"
+
+
+def test_lineage_frame_long_format_matches_sources(csv):
+    path, _ = csv
+    df = tpf.read_csv(path)
+    m = df.tp.merge(tpf.track(pd.DataFrame({"k": [0, 1, 2, 3, 4], "z": range(5)}), "keys"), on="k")
+    long = m.tp.lineage_frame(rows=[0, 5])
+    for pos in (0, 5):
+        got = long[long["position"] == pos].groupby("source")["source_row"].apply(sorted).to_dict()
+        assert got == {k: v.tolist() for k, v in m.tp.sources(rows=[pos]).items()}
+    assert len(m.tp.lineage_frame()) == 2 * len(m)
