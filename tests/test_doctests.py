@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["traceprop_frames.datasets"]
+MODULES = ["traceprop_frames.datasets", "traceprop_frames.tensor"]
 
 
 @pytest.mark.parametrize("name", MODULES)

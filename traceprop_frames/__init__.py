@@ -7,6 +7,7 @@ Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat
 from traceprop_frames import errors
 from traceprop_frames.frames import concat, read_csv, read_parquet, read_traced, track
 from traceprop_frames.lineage import RowLineage, SourceRow
+from traceprop_frames.tensor import ProvenanceTensor, tensor
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ def verify_certificate(path, public_key):
 
 
 __all__ = [
+    "ProvenanceTensor",
     "RowLineage",
     "SourceRow",
     "__version__",
@@ -36,6 +38,7 @@ __all__ = [
     "read_csv",
     "read_parquet",
     "read_traced",
+    "tensor",
     "track",
     "verify_certificate",
 ]
