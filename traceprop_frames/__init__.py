@@ -1,7 +1,9 @@
 """traceprop_frames: which source-file rows drove this prediction, and proof they are gone after erasure.
 
-Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat``, ``connect`` and the
-``df.tp`` accessor; exceptions live in :mod:`traceprop_frames.errors`.
+Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat``, ``tensor``, ``connect``
+(SQL), ``verify_certificate`` and the ``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
+attribution in :mod:`traceprop_frames.attribution`, erasure in :mod:`traceprop_frames.unlearn`; exceptions
+live in :mod:`traceprop_frames.errors`.
 """
 
 from traceprop_frames import errors

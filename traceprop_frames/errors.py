@@ -53,6 +53,10 @@ class MissingLineageWarning(UserWarning):
     """Emitted when part of a result comes from a table that carries no lineage."""
 
 
+class StoreError(TracepropError):
+    """A gradient store is missing, malformed, read-only or used before it was filled."""
+
+
 class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 

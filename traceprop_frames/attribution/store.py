@@ -31,14 +31,10 @@ import torch
 
 from traceprop_frames.attribution.gradients import VARIANTS, check_variant, fingerprint, n_coords, param_names
 from traceprop_frames.attribution.projection import Projector, make_projector, projector_from_record
-from traceprop_frames.errors import TracepropError
+from traceprop_frames.errors import StoreError
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
-
-
-class StoreError(TracepropError):
-    """A gradient store is missing, malformed, read-only or used before it was filled."""
 
 
 @dataclass
