@@ -7,7 +7,7 @@ import pandas as pd
 
 from traceprop_frames.errors import UnknownRowError
 from traceprop_frames.frames import ops
-from traceprop_frames.frames.carrier import ATTRS_KEY, lineage_keys, resolve
+from traceprop_frames.frames.carrier import lineage_keys, resolve
 from traceprop_frames.lineage import LineageDAG, RowLineage, SourceRow
 
 
@@ -118,7 +118,3 @@ class TraceAccessor:
             return "<df.tp: no lineage>"
         lin = self.lineage()
         return f"<df.tp: {len(lin)} rows, {lin.n_ids} source-row refs, ops {lin.ops()[-5:]}>"
-
-
-def _drop_handle(df: pd.DataFrame) -> None:
-    df.attrs.pop(ATTRS_KEY, None)

@@ -9,7 +9,6 @@ import pandas as pd
 from traceprop_frames.errors import SourceMissingError, UnsupportedOperationError
 from traceprop_frames.frames.carrier import LID, attach
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage
-from traceprop_frames.lineage.sources import sha256_file
 
 # Arguments that change which file records become frame rows: row numbers could not be trusted.
 _CSV_REJECT = ("skiprows", "skipfooter", "chunksize", "iterator", "index_col", "header", "comment")
@@ -114,8 +113,3 @@ def _content_sha256(df: pd.DataFrame) -> str:
             vals = pd.util.hash_pandas_object(s.astype(str), index=False)
         h.update(vals.to_numpy().tobytes())
     return h.hexdigest()
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file, as recorded at load time."""
-    return sha256_file(os.fspath(path))
