@@ -39,6 +39,7 @@ import torch
 from torch.func import functional_call
 
 from traceprop_frames.errors import UnlearningError
+from traceprop_frames.lineage.events import step as lineage_step
 from traceprop_frames.unlearn.objective import (
     Objective,
     _PenaltyOnly,
@@ -435,6 +436,7 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
     return out
 
 
+@lineage_step("erase")
 def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str | None = None,
                       holdout=None, key=None, regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), **params):  # fmt: skip
     """Erase source rows (or training samples) from a fitted estimator in place; returns a signed Certificate.
