@@ -1,10 +1,12 @@
 """traceprop_frames: which source-file rows drove this prediction, and proof they are gone after erasure.
 
 Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat``, ``tensor``, ``connect``
-(SQL), ``verify_certificate`` and the ``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
+(SQL), ``verify_certificate``, ``set_lineage_emitter`` (OpenLineage) and the ``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
 attribution in :mod:`traceprop_frames.attribution`, erasure in :mod:`traceprop_frames.unlearn`; exceptions
 live in :mod:`traceprop_frames.errors`.
 """
+
+import os as _os
 
 from traceprop_frames import errors
 from traceprop_frames.frames import concat, read_csv, read_parquet, read_traced, track
@@ -29,6 +31,50 @@ def verify_certificate(path, public_key):
     return _verify(path, public_key)
 
 
+def set_lineage_emitter(client, **options):
+    """Send OpenLineage events for every lineage step (pandas, SQL, training, erasure) through ``client``.
+
+    Needs the ``openlineage`` extra. ``client`` is an ``openlineage.client.OpenLineageClient`` with any of
+    its transports; ``None`` stops the current emitter. Setting ``TRACEPROP_OPENLINEAGE`` (``console``,
+    ``file:<path>``, an http(s) URL, or ``client``) before ``import traceprop_frames`` does the same.
+    See :mod:`traceprop_frames.integrations.openlineage`.
+
+    Parameters
+    ----------
+    client : openlineage.client.OpenLineageClient or None
+    **options
+        ``pipeline`` (parent job name), ``namespace``, ``artifact_dir`` (write each output's row lineage as
+        Parquet), ``validate`` (check each event against the shipped JSON Schemas; default True).
+
+    Returns
+    -------
+    OpenLineageEmitter or None
+        Call ``.close()`` to end the pipeline run (sends its COMPLETE event).
+
+    Examples
+    --------
+    >>> import tempfile, os, json
+    >>> import traceprop_frames as tpf
+    >>> from openlineage.client import OpenLineageClient
+    >>> from openlineage.client.transport.file import FileConfig, FileTransport
+    >>> path = os.path.join(tempfile.mkdtemp(), "events.jsonl")
+    >>> em = tpf.set_lineage_emitter(
+    ...     OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=path, append=True))),
+    ...     pipeline="example")
+    >>> tpf.set_lineage_emitter(None)  # ends the pipeline run
+    >>> [json.loads(line)["eventType"] for line in open(path)]
+    ['START', 'COMPLETE']
+    """
+    from traceprop_frames.integrations.openlineage import set_lineage_emitter as _set
+
+    return _set(client, **options)
+
+
+if _os.environ.get("TRACEPROP_OPENLINEAGE"):
+    from traceprop_frames.integrations.openlineage import from_environment as _from_environment
+
+    _from_environment()
+
 __all__ = [
     "ProvenanceTensor",
     "RowLineage",
@@ -40,6 +86,7 @@ __all__ = [
     "read_csv",
     "read_parquet",
     "read_traced",
+    "set_lineage_emitter",
     "tensor",
     "track",
     "verify_certificate",

@@ -71,3 +71,11 @@ class CertificateFormatError(CertificateError, ValueError):
 
 class CertificateSignatureError(CertificateError):
     """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""
+
+
+class LineageEventError(TracepropError, ValueError):
+    """A lineage event (OpenLineage) is invalid against its JSON Schema, or its emitter is misconfigured."""
+
+
+class LineageEmitWarning(UserWarning):
+    """A lineage listener (e.g. the OpenLineage emitter) failed; the step itself ran normally."""

@@ -6,7 +6,7 @@ rows, one SQL statement, a training run, an erasure. Listeners subscribed with :
 list check. The core never imports an integration: integrations import this module and subscribe.
 
 A listener that raises never breaks the user's computation: the exception is turned into a
-:class:`LineageEmitWarning` (the error message says which listener failed).
+:class:`~traceprop_frames.errors.LineageEmitWarning` (the error message says which listener failed).
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from traceprop_frames.errors import LineageEmitWarning
+
 _listeners: list[Callable[[str, StepEvent], None]] = []
 _seq = itertools.count()
-
-
-class LineageEmitWarning(UserWarning):
-    """A lineage listener failed; the computation itself went on unchanged."""
 
 
 @dataclass
