@@ -17,15 +17,51 @@ __version__ = "0.1.0"
 
 
 def connect(database: str = ":memory:", **kwargs):
-    """A traced DuckDB connection (see :mod:`traceprop_frames.sql`)."""
+    """A traced DuckDB connection (see :mod:`traceprop_frames.sql`): query results are traced frames.
+
+    Parameters
+    ----------
+    database : str
+        ``":memory:"`` (default) or a DuckDB database file.
+    **kwargs
+        Passed to :func:`duckdb.connect`.
+
+    Returns
+    -------
+    traceprop_frames.sql.TracedConnection
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> import traceprop_frames as tpf
+    >>> con = tpf.connect()
+    >>> _ = con.register("t", tpf.track(pd.DataFrame({"k": [1, 1, 2], "v": [3, 4, 5]}), "t"))
+    >>> out = con.sql("SELECT k, sum(v) AS s FROM t GROUP BY k ORDER BY k")
+    >>> out.tp.sources(rows=[0])["t"].tolist()
+    [0, 1]
+    """
     from traceprop_frames.sql import connect as _connect
 
     return _connect(database, **kwargs)
 
 
 def verify_certificate(path, public_key):
-    """Check a signed erasure certificate; raises a ``CertificateError`` if altered (see
-    :func:`traceprop_frames.unlearn.verify_certificate`)."""
+    """Check a signed erasure certificate file against the issuer's public key; returns the Certificate.
+
+    Raises a ``CertificateError`` if the file was altered or signed by another key. Full documentation and
+    a runnable example: :func:`traceprop_frames.unlearn.certificate.verify_certificate`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The certificate JSON file.
+    public_key : path, PEM text/bytes, or key object
+        The issuer's Ed25519 public key.
+
+    Returns
+    -------
+    traceprop_frames.unlearn.certificate.Certificate
+    """
     from traceprop_frames.unlearn.certificate import verify_certificate as _verify
 
     return _verify(path, public_key)
