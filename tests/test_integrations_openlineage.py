@@ -21,12 +21,11 @@ from openlineage.client.transport.file import FileConfig, FileTransport  # noqa:
 from openlineage.client.transport.http import HttpConfig, HttpTransport  # noqa: E402
 
 import traceprop_frames as tpf  # noqa: E402
-from traceprop_frames.datasets import make_credit_risk  # noqa: E402
-from traceprop_frames.demo import etl  # noqa: E402
+from traceprop_frames.demo import run_demo  # noqa: E402
 from traceprop_frames.errors import LineageEventError  # noqa: E402
-from traceprop_frames.estimators import TorchLogisticRegression  # noqa: E402
 from traceprop_frames.integrations import openlineage as tol  # noqa: E402
 from traceprop_frames.integrations.schemas import validate_event  # noqa: E402
+from traceprop_frames.unlearn.certificate import Certificate  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error::traceprop_frames.errors.LineageEmitWarning")
 
@@ -41,14 +40,16 @@ def _read(path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The credit-risk pipeline (pandas ETL, the SQL ETL, training, one erasure) with a file transport."""
+    """The credit-risk demo (pandas ETL, the same in SQL, training, one erasure) on a file transport, then
+    a CREATE TABLE AS and a query over that table in the same pipeline."""
     d = tmp_path_factory.mktemp("ol")
-    paths = {k: str(v) for k, v in make_credit_risk(d / "data", 120, 0).items()}
     events = d / "events.jsonl"
     em = tpf.set_lineage_emitter(_file_client(events), pipeline="credit", artifact_dir=d / "lineage")
     try:
-        app, bur = tpf.read_csv(paths["application"]), tpf.read_csv(paths["bureau"])
-        frame = etl(app, bur, tpf.read_parquet(paths["previous_application"]))
+        facts = run_demo(applicants=300, out=d / "out", k=64)
+        paths = {k: str(d / "out" / "data" / f) for k, f in
+                 [("application", "application.csv"), ("bureau", "bureau.csv"),
+                  ("previous_application", "previous_application.parquet")]}  # fmt: skip
         con = tpf.connect()
         con.read_csv(paths["application"], name="application").read_csv(paths["bureau"], name="bureau")
         con.sql(
@@ -57,14 +58,10 @@ def demo(tmp_path_factory):
         con.sql(
             "SELECT a.SK_ID_CURR, l.n * 2 AS n2 FROM application a JOIN loans l ON a.SK_ID_CURR = l.SK_ID_CURR"
         )
-        X = frame[["AMT_INCOME_TOTAL", "AMT_CREDIT", "ratio", "debt"]].fillna(0)
-        clf = TorchLogisticRegression().fit(X, frame["TARGET"])
-        rows = frame.tp.sources(rows=[0])[paths["bureau"]].tolist() if frame["n_loans"].iloc[0] > 0 else None
-        assert rows, "applicant 0 of the seeded data has bureau rows"
-        cert = clf.unlearn(source=paths["bureau"], rows=rows[:1])
     finally:
         tpf.set_lineage_emitter(None)
-    return {"events": _read(events), "paths": paths, "cert": cert, "emitter": em, "frame": frame, "clf": clf}
+    cert = Certificate.load(facts["certificate"])
+    return {"events": _read(events), "paths": paths, "cert": cert, "emitter": em}
 
 
 def _by_job(events):
@@ -157,8 +154,14 @@ def test_column_lineage_follows_the_etl(demo):
         merge["fields"]["debt"]["inputFields"][0]["name"]
         == done["credit.pandas.groupby.1"]["outputs"][0]["name"]
     )
-    q = done["credit.sql.query.1"]
-    assert q["inputs"][0]["name"] == "loans" or "loans" in {i["name"] for i in q["inputs"]}
+    demo_sql = done["credit.sql.query.1"]["outputs"][0]["facets"]["columnLineage"]["fields"]
+    assert [
+        (f["name"], f["field"], f["transformations"][0]["subtype"]) for f in demo_sql["debt"]["inputFields"]
+    ] == [(bureau, "AMT_CREDIT_SUM_DEBT", "AGGREGATION")]
+    app = str(Path(demo["paths"]["application"]).resolve())
+    assert demo_sql["AMT_CREDIT"]["inputFields"][0]["name"] == app
+    q = done["credit.sql.query.2"]
+    assert {i["name"] for i in q["inputs"]} == {app, "loans"}
     n2 = q["outputs"][0]["facets"]["columnLineage"]["fields"]["n2"]["inputFields"]
     assert [(f["name"], f["field"], f["transformations"][0]["subtype"]) for f in n2] == [
         ("loans", "n", "TRANSFORMATION")
@@ -169,30 +172,35 @@ def test_column_lineage_follows_the_etl(demo):
     assert [(f["name"], f["field"]) for f in n] == [(bureau, "AMT_CREDIT_SUM")]
 
 
-def test_row_lineage_facet_points_at_a_readable_artifact(demo):
+def _artifact(facet) -> list[list[int]]:
     import pyarrow.parquet as pq
 
-    frame = demo["frame"]
-    train = [e for e in demo["events"] if e["eventType"] == "COMPLETE" and "train" in e["job"]["name"]][0]
-    facet = train["outputs"][0]["facets"]["traceprop_rowLineage"]
-    assert facet["rowCount"] == len(frame)
-    assert facet["sourceRowIdEncoding"]["rowBits"] == 40
-    assert {Path(s["name"]).name for s in facet["sources"]} == {
-        "application.csv",
-        "bureau.csv",
-        "previous_application.parquet",
-    }
     path = Path(facet["artifact"]["location"].removeprefix("file://"))
     col = pq.read_table(path).column("tp_lineage").to_pylist()
     assert len(col) == facet["rowCount"] and sum(map(len, col)) == facet["lineageIdCount"]
-    # oracle: row i's application row is the position of its SK_ID_CURR in application.csv
+    return col
+
+
+def test_row_lineage_facet_points_at_a_readable_artifact(demo):
+    done = {e["job"]["name"]: e for e in demo["events"] if e["eventType"] == "COMPLETE"}
     app = pd.read_csv(demo["paths"]["application"])
-    app_row = {int(k): i for i, k in enumerate(app["SK_ID_CURR"])}
-    app_sid = [s["sourceId"] for s in facet["sources"] if s["name"].endswith("application.csv")][0]
-    for i in (0, len(col) // 2, len(col) - 1):
+    bur = pd.read_csv(demo["paths"]["bureau"])
+    # the ETL's last merge: one row per applicant, in application.csv order (left joins on unique keys)
+    facet = done["credit.pandas.merge.3"]["outputs"][0]["facets"]["traceprop_rowLineage"]
+    assert facet["rowCount"] == len(app) and facet["sourceRowIdEncoding"]["rowBits"] == 40
+    sid = {Path(s["name"]).name: s["sourceId"] for s in facet["sources"]}
+    assert set(sid) == {"application.csv", "bureau.csv", "previous_application.parquet"}
+    col = _artifact(facet)
+    for i in (0, len(col) // 2, len(col) - 1):  # oracle: plain pandas on the files
         ids = np.asarray(col[i], dtype=np.int64)
-        mine = (ids[(ids >> 40) == app_sid] & ((1 << 40) - 1)).tolist()
-        assert mine == [app_row[int(frame["SK_ID_CURR"].iloc[i])]]
+        rows = {name: sorted((ids[(ids >> 40) == s] & ((1 << 40) - 1)).tolist()) for name, s in sid.items()}
+        assert rows["application.csv"] == [i]
+        assert rows["bureau.csv"] == np.flatnonzero(bur["SK_ID_CURR"] == app["SK_ID_CURR"][i]).tolist()
+    # the model: trained on the applicants with income > 0, less the 10% held out
+    train = [e for e in done.values() if e["job"]["name"].startswith("credit.train")][0]
+    facet = train["outputs"][0]["facets"]["traceprop_rowLineage"]
+    n = int((app["AMT_INCOME_TOTAL"] > 0).sum())
+    assert facet["rowCount"] == n - max(1, n // 10) == len(_artifact(facet))
 
 
 def test_erasure_facet_names_the_certificate(demo):
