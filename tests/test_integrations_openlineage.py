@@ -55,6 +55,7 @@ def demo(tmp_path_factory):
         con.sql(
             "CREATE TABLE loans AS SELECT SK_ID_CURR, count(AMT_CREDIT_SUM) AS n FROM bureau GROUP BY SK_ID_CURR"
         )
+        con.sql("INSERT INTO loans SELECT SK_ID_CURR, 0 FROM application WHERE AMT_INCOME_TOTAL <= 0")
         con.sql(
             "SELECT a.SK_ID_CURR, l.n * 2 AS n2 FROM application a JOIN loans l ON a.SK_ID_CURR = l.SK_ID_CURR"
         )
@@ -166,6 +167,9 @@ def test_column_lineage_follows_the_etl(demo):
     assert [(f["name"], f["field"], f["transformations"][0]["subtype"]) for f in n2] == [
         ("loans", "n", "TRANSFORMATION")
     ]
+    insert = done["credit.sql.insert.loans.1"]
+    assert [i["name"] for i in insert["inputs"]] == [app]
+    assert [(o["namespace"], o["name"]) for o in insert["outputs"]] == [("duckdb://memory", "loans")]
     ctas = done["credit.sql.create_table.loans.1"]
     assert ctas["job"]["facets"]["sql"]["query"].startswith("CREATE TABLE loans")
     n = ctas["outputs"][0]["facets"]["columnLineage"]["fields"]["n"]["inputFields"]
