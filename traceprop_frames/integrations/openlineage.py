@@ -69,6 +69,7 @@ class RowLineageDatasetFacet(DatasetFacet):
             "rowNumber": "0-based data row of the source file (header excluded)",
         }
     )
+    sharedContext: bool = attr.field(default=False)  # noqa: N815
     artifact: dict | None = attr.field(default=None)
     ops: list | None = attr.field(default=None)
 
@@ -267,10 +268,13 @@ class OpenLineageEmitter:
                 "column": "tp_lineage",
                 "manifestKey": "traceprop",
             }
+            if lin.has_context:
+                artifact["contextKey"] = persist.CONTEXT_KEY.decode()
         return RowLineageDatasetFacet(
             rowCount=len(lin),
             lineageIdCount=int(lin.n_ids),
             sources=sources,
+            sharedContext=bool(lin.has_context),
             artifact=artifact,
             ops=lin.ops(),
         )
