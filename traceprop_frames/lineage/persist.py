@@ -13,11 +13,10 @@ import numpy as np
 import pyarrow as pa
 
 from traceprop_frames.errors import LineageFormatError
-from traceprop_frames.lineage.graph import LineageDAG
-from traceprop_frames.lineage.rowsets import RowLineage
-from traceprop_frames.lineage.sources import REGISTRY, ROW_BITS, ROW_MASK
+from traceprop_frames.lineage.manifest import FORMAT_VERSION, build
+from traceprop_frames.lineage.rowsets import RowLineage, from_csr
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "from_arrow", "from_csr", "load", "manifest", "save", "to_arrow"]
 
 
 def to_arrow(lin: RowLineage) -> pa.Array:
@@ -29,12 +28,8 @@ def to_arrow(lin: RowLineage) -> pa.Array:
 
 
 def manifest(lin: RowLineage) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "sources": [REGISTRY.get(s).to_record() for s in lin.source_ids().tolist()],
-        "dag": LineageDAG(lin.node).to_records(),
-        "n_rows": len(lin),
-    }
+    """Source records + op DAG of ``lin`` (see :mod:`traceprop_frames.lineage.manifest`)."""
+    return build(lin.source_ids(), lin.node, len(lin))
 
 
 def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict) -> RowLineage:
@@ -51,31 +46,6 @@ def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict) -> RowLineage:
     except pa.ArrowException as e:
         raise LineageFormatError(f"malformed lineage artifact: {e}") from e
     return from_csr(offsets - offsets[0], ids, meta)
-
-
-def from_csr(offsets: np.ndarray, ids: np.ndarray, meta: dict) -> RowLineage:
-    """Rebuild a RowLineage from CSR arrays saved with :func:`manifest`: the sources are re-registered in
-    this process and the source ids inside the row ids remapped."""
-    try:
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise LineageFormatError(
-                f"lineage format version {meta.get('format_version')!r}; this library reads {FORMAT_VERSION}"
-            )
-        old = np.array([s["id"] for s in meta["sources"]], dtype=np.int64)
-        new = np.array([REGISTRY.register_record(s).id for s in meta["sources"]], dtype=np.int64)
-        sids = ids >> np.int64(ROW_BITS)
-        if ids.size:
-            pos = np.searchsorted(old, sids) if old.size else np.zeros_like(sids)
-            order_ok = old.size and np.all(np.diff(old) > 0)
-            if not order_ok or np.any(pos >= len(old)) or np.any(old[np.minimum(pos, len(old) - 1)] != sids):
-                raise LineageFormatError("lineage refers to sources missing from its manifest")
-            ids = (new[pos] << np.int64(ROW_BITS)) | (ids & np.int64(ROW_MASK))
-        node = LineageDAG.from_records(meta["dag"])
-    except LineageFormatError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise LineageFormatError(f"malformed lineage artifact: {e}") from e
-    return RowLineage(offsets, ids, node)
 
 
 def dumps_manifest(lin: RowLineage) -> bytes:

@@ -20,6 +20,7 @@ from traceprop_frames.errors import (
     SourceMissingError,
     UnknownRowError,
 )
+from traceprop_frames.lineage import manifest
 from traceprop_frames.lineage.graph import LineageDAG, OpNode
 from traceprop_frames.lineage.sources import REGISTRY, Source, decode, encode
 
@@ -420,9 +421,7 @@ class RowLineage:
     def __reduce__(self):
         """Pickle as composed CSR arrays + source records + op DAG, so an estimator holding lineage can be
         pickled (``joblib``, ``clone``) and loaded in another process, whose source ids may differ."""
-        from traceprop_frames.lineage import persist
-
-        return (persist.from_csr, (self.offsets, self.ids, persist.manifest(self)))
+        return (from_csr, (self.offsets, self.ids, manifest.build(self.source_ids(), self.node, len(self))))
 
     # ---------------------------------------------------------------- graph
     def ops(self) -> list[str]:
@@ -433,3 +432,10 @@ class RowLineage:
 
     def __repr__(self) -> str:
         return f"RowLineage({len(self)} rows, {self.n_ids} source-row refs, op={self.node.op!r})"
+
+
+def from_csr(offsets: np.ndarray, ids: np.ndarray, meta: dict) -> RowLineage:
+    """Rebuild a RowLineage from CSR arrays saved with a :mod:`~traceprop_frames.lineage.manifest`:
+    the sources are re-registered in this process and the source ids inside the row ids remapped."""
+    ids, node = manifest.remap(ids, meta)
+    return RowLineage(offsets, ids, node)
