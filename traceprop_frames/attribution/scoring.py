@@ -147,6 +147,7 @@ class TRAKScorer:
         return L
 
     def _raw_test_grads(self, module: torch.nn.Module, X) -> list[torch.Tensor]:
+        self.store.check_model(module)
         dtype = next(module.parameters()).dtype
         X = torch.as_tensor(np.asarray(X)).to(dtype)
         names = None if self.store.variant == "BM" else self.store.param_names
