@@ -23,6 +23,7 @@ from openlineage.client.transport.http import HttpConfig, HttpTransport  # noqa:
 import traceprop_frames as tpf  # noqa: E402
 from traceprop_frames.demo import run_demo  # noqa: E402
 from traceprop_frames.errors import LineageEventError  # noqa: E402
+from traceprop_frames.integrations import facets  # noqa: E402
 from traceprop_frames.integrations import openlineage as tol  # noqa: E402
 from traceprop_frames.integrations.schemas import validate_event  # noqa: E402
 from traceprop_frames.unlearn.certificate import Certificate  # noqa: E402
@@ -267,13 +268,13 @@ def test_http_transport_posts_valid_events(tmp_path):
 
 
 def test_invalid_events_and_settings_raise(tmp_path):
-    good = tol.ErasureRunFacet(
+    good = facets.ErasureRunFacet(
         certificateId="c", certificateSha256="0" * 64, forgetSetSize=1, method="newton", status="erased"
     )
     from openlineage.client.serde import Serde
 
     event = {
-        "eventType": "COMPLETE", "eventTime": "2024-01-01T00:00:00+00:00", "producer": tol.PRODUCER,
+        "eventType": "COMPLETE", "eventTime": "2024-01-01T00:00:00+00:00", "producer": facets.PRODUCER,
         "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
         "run": {"runId": "01890f5c-7f3a-7a1e-8f00-000000000000", "facets": {"traceprop_erasure": Serde.to_dict(good)}},
         "job": {"namespace": "n", "name": "j"},

@@ -17,6 +17,13 @@ from openlineage.client.event_v2 import InputDataset, OutputDataset
 from openlineage.client.facet_v2 import dataset_version_dataset, sql_job
 
 from traceprop_frames.integrations import columns as cols
+from traceprop_frames.integrations.facets import (
+    ErasureRunFacet,
+    certificate_sha256,
+    column_lineage_facet,
+    file_dataset,
+    schema_facet,
+)
 from traceprop_frames.lineage import REGISTRY
 
 
@@ -49,7 +56,7 @@ def _source(em, node):
     if node.op in ("read_csv", "read_parquet") and "path" in p:
         hits = [s for s in REGISTRY.find(p["path"]) if s.sha256 == p.get("sha256")]
         if hits:
-            ds = em.file_dataset(hits[0])
+            ds = file_dataset(hits[0])
             return ds.namespace, ds.name, list(hits[0].schema), ds
     if node.op == "track":
         return em.namespace, f"tracked/{p.get('name')}", [], None
@@ -105,11 +112,10 @@ def _edges_checked(fields, dataset, sides):
 
 
 def _frame_output(em, ev, frame, lin, fields=None, dataset=None, sides=None):
-    from traceprop_frames.integrations.openlineage import _schema, column_lineage_facet
 
     name = ev.state["job"]
     columns = [str(c) for c in frame.columns]
-    facets = {"schema": _schema({str(c): str(t) for c, t in frame.dtypes.items()})}
+    facets = {"schema": schema_facet({str(c): str(t) for c, t in frame.dtypes.items()})}
     facets["traceprop_rowLineage"] = em.row_lineage_facet(lin, name)
     if fields is not None:
         fields, dataset = _edges_checked(fields, dataset, sides)
@@ -175,7 +181,7 @@ def _duckdb_namespace(con) -> str:
     return "duckdb://memory" if db in (":memory:", "") else "duckdb://" + os.path.abspath(db)
 
 
-def _sql_schema(con, stmt) -> dict[str, dict[str, str]]:
+def _sqlschema_facet(con, stmt) -> dict[str, dict[str, str]]:
     from sqlglot import exp
 
     from traceprop_frames.sql.rewrite import LIN, RID
@@ -193,14 +199,13 @@ def _sql(em, ev) -> Step:
     import sqlglot
 
     from traceprop_frames.frames import resolve
-    from traceprop_frames.integrations.openlineage import _schema, column_lineage_facet
 
     con, _, text, _, target = ev.args[:5]
     stmt = ev.state["stmt"]
     what = _sql_kind(stmt)
     query = stmt if what == "query" else stmt.expression
     job_facets = {"sql": sql_job.SQLJobFacet(query=text, dialect="duckdb")}
-    schema = _sql_schema(con, query)
+    schema = _sqlschema_facet(con, query)
     tables = sorted(schema)
     sides = []
     for t in tables:
@@ -223,8 +228,10 @@ def _sql(em, ev) -> Step:
     src_node = node.parents[1] if node is not None and node.op == "sql_insert" else node
     found = walk_inputs(em, src_node) if src_node is not None else []
     ns = _duckdb_namespace(con)
-    tcols = {c: t for tb, cs in _sql_schema(con, sqlglot.exp.to_table(target)).items() for c, t in cs.items()}
-    facets = {"schema": _schema(tcols)}
+    tcols = {
+        c: t for tb, cs in _sqlschema_facet(con, sqlglot.exp.to_table(target)).items() for c, t in cs.items()
+    }
+    facets = {"schema": schema_facet(tcols)}
     if what == "create_table":
         try:
             fields, dataset = cols.sql_columns(query, list(tcols), schema)
@@ -242,13 +249,12 @@ def _sql(em, ev) -> Step:
 
 # ---------------------------------------------------------------------------- training and erasure
 def _model_output(em, est, create: bool, version: str) -> OutputDataset:
-    from traceprop_frames.integrations.openlineage import _schema
 
     ns, name = em.model_name(est, create)
     facets = {"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=version)}
     names = getattr(est, "feature_names_in_", None)
     if names is not None:
-        facets["schema"] = _schema({str(n): "feature" for n in names})
+        facets["schema"] = schema_facet({str(n): "feature" for n in names})
     lin = getattr(est, "lineage_", None)
     if lin is not None:
         facets["traceprop_rowLineage"] = em.row_lineage_facet(
@@ -267,7 +273,6 @@ def _train(em, ev) -> Step:
 
 
 def _erase(em, ev) -> Step:
-    from traceprop_frames.integrations.openlineage import ErasureRunFacet, certificate_sha256
 
     est, cert = ev.args[0], ev.result
     b = cert.body
@@ -281,7 +286,7 @@ def _erase(em, ev) -> Step:
     for s in b["request"]["sources"]:
         hits = REGISTRY.find(s["abspath"] or s["path"])
         if hits:
-            inputs.append(em.file_dataset(hits[0]))
+            inputs.append(file_dataset(hits[0]))
     ev_ = b["evidence"]
     facet = ErasureRunFacet(
         certificateId=cert.id, certificateSha256=certificate_sha256(b), forgetSetSize=int(b["forget_set"]["count"]),
