@@ -120,6 +120,44 @@ def bench_mlp(X, y, Xte, tr, degree, ms, n_sets, label):
               f"{tr_:.2f} s = {tr_ / tp:.0f}x faster |")  # fmt: skip
 
 
+def bench_jvp_vs_jet(X, y, tr, degree=3, repeat=3):
+    """One direction, all orders up to ``degree``: nested torch.func.jvp (2^d dual parts, one order per
+    nesting level) against one Taylor-series pass (interleaved, medians)."""
+    u = torch.as_tensor(np.random.default_rng(0).normal(size=len(X)))
+    one = torch.ones(len(X), dtype=torch.float64)
+    init = [p.detach().clone() for p in tr.module(X.shape[1]).parameters()]  # built outside the transform
+
+    def f(t):
+        return torch.cat([p.reshape(-1) for p in tr.run(X, y, one + t * u, params0=init)])
+
+    def nested():
+        g, outs = f, []
+        for _ in range(degree):
+            g = (lambda h: lambda t: torch.func.jvp(h, (t,), (torch.ones_like(t),))[1])(g)
+            outs.append(g(torch.zeros((), dtype=torch.float64)))
+        return outs
+
+    def jet():
+        return tr.run(
+            X,
+            y,
+            tj.Jet(
+                [one, u[None].to(torch.complex128)]
+                + [torch.zeros(1, len(X), dtype=torch.complex128)] * (degree - 1)
+            ),
+        )
+
+    t_nested, t_jet, t_plain = [], [], []
+    for _ in range(repeat):
+        for fn, ts in ((nested, t_nested), (jet, t_jet), (lambda: tr.run(X, y, one), t_plain)):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    tn, tj_, tp = (statistics.median(t) for t in (t_nested, t_jet, t_plain))
+    print(f"| {len(X)} rows, {tr.epochs} epochs, all orders <= {degree}, one direction: nested jvp (d calls) {tn:.2f} s vs Taylor pass {tj_:.2f} s "
+          f"(= {tn / tj_:.1f}x); plain run {tp:.2f} s |")  # fmt: skip
+
+
 def bench_convex(X, y, Xte, epochs):
     """Logistic regression: the loop run to convergence vs Newton unlearning (the exact optimum)."""
     C = 0.05
@@ -167,6 +205,10 @@ def main():
     kw = dict(hidden=(16,), alpha=1e-3, optimizer="sgd", lr=0.2, momentum=0.9, batch_size=250, seed=0)
     epochs = 2 if a.quick else 10
     print(f"UCI Adult, {n_train} training rows, 500 held-out; MLP 16 units, SGD momentum, {epochs} epochs")
+    # on 200 rows, 2 epochs: nested jvp is too slow for the full run
+    bench_jvp_vs_jet(
+        X[:200], ytr[:200], WeightedTraining(**{**kw, "batch_size": 100}, epochs=2, activation="softplus")
+    )
     bench_convex(X, ytr, Xt, 30 if a.quick else 300)
     bench_mlp(
         X, ytr, Xt, WeightedTraining(**kw, epochs=epochs, activation="softplus"), 3, ms, a.sets, "softplus"

@@ -138,7 +138,7 @@ class WeightedTraining:
         """
         X = torch.as_tensor(np.asarray(X, dtype=np.float64))
         y = torch.as_tensor(np.asarray(y, dtype=np.float64))
-        if not isinstance(w, tj.Jet):
+        if not isinstance(w, (tj.Jet, torch.Tensor)):  # tensors pass through (torch.func transforms)
             w = torch.as_tensor(np.asarray(w, dtype=np.float64))
         params = params0 or [p.detach().clone() for p in self.module(X.shape[1]).parameters()]
         n_layers = len(params) // 2
