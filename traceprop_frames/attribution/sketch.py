@@ -309,6 +309,16 @@ def predict_deletion(model, sketch: TrainingSketch, D, measurement="params", deg
     ------
     SketchError
         ``model`` is not the model the sketch was built for, bad ``D`` or ``degree``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(50, 3)); y = (X[:, 0] > 0).astype(float)
+    >>> tr = WeightedTraining(hidden=(4,), activation="softplus", epochs=5, batch_size=10, optimizer="sgd", lr=0.1)
+    >>> sk = TrainingSketch.build(tr, X, y, degree=2, m=8)
+    >>> pred = predict_deletion(sk.base_module(), sk, [0, 1], measurement=X[:5], degree=1)
+    >>> pred.value.shape, pred.degree, len(pred.term_norms)
+    ((5,), 1, 2)
     """
     if model is not None:
         module = getattr(model, "module_", model)

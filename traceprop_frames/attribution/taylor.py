@@ -251,9 +251,3 @@ def sum_(a, dim=None):
 
 def transpose(a):
     return a.map(lambda c: c.transpose(-1, -2)) if isinstance(a, Jet) else a.transpose(-1, -2)
-
-
-def constant(t: torch.Tensor, degree: int, m: int) -> Jet:
-    """A jet with value ``t`` and zero higher coefficients."""
-    z = torch.zeros((m, *t.shape), dtype=_c(t).dtype)
-    return Jet([t] + [z] * degree)
