@@ -17,6 +17,7 @@ from traceprop_frames.attribution.sketch import TrainingSketch, directions, fit_
 from traceprop_frames.attribution.weighted import WeightedTraining
 from traceprop_frames.errors import SketchError, UnlearningError
 from traceprop_frames.estimators import TorchMLPClassifier
+from traceprop_frames.estimators.mlp import MLPLogit
 
 
 def _series(fn, a0: float, degree: int = 4) -> list[float]:
@@ -147,6 +148,11 @@ def test_fit_sketch_predicts_logits_and_unlearns_with_a_certificate(tmp_path):
     est = TorchMLPClassifier(hidden_layer_sizes=(4,), max_iter=5, batch_size=20, random_state=0)
     est.fit(frame[["a", "b", "c"]], frame["y"])
     sk = fit_sketch(est, degree=2, m=32, activation="softplus", optimizer="sgd", lr=0.1, alpha=0.01)
+    with torch.random.fork_rng(devices=[]):  # the sketched run starts where the estimator's fit starts
+        torch.manual_seed(0)
+        init = MLPLogit(3, (4,))
+    for (n1, p1), (n2, p2) in zip(init.named_parameters(), sk.training.module(3).named_parameters()):
+        assert n1 == n2 and torch.equal(p1.double(), p2)
     D = sk.samples_from_source(str(tmp_path / "t.csv"), [5, 6])
     assert D.tolist() == [5, 6]
     Xte = rng.normal(size=(10, 3))

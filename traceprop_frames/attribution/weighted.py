@@ -1,10 +1,12 @@
 """Training as a deterministic function of per-sample weights ``w`` (the object a sketch differentiates).
 
-:class:`WeightedTraining` trains the estimators' ReLU MLP (:class:`~traceprop_frames.estimators.mlp.MLPLogit`;
-no hidden layer = logistic regression) from a fixed initialisation over a fixed batch order: every
-epoch visits a permutation of *all* ``n`` samples drawn from ``seed``, so deleting samples (``w_i = 0``)
+:class:`WeightedTraining` trains an MLP (no hidden layer = logistic regression) from a fixed
+initialisation over a fixed batch order: every epoch visits a permutation of *all* ``n`` samples drawn from ``seed``, so deleting samples (``w_i = 0``)
 changes their weight and nothing else. Batch ``B`` contributes ``Σ_B w_i ℓ_i / Σ_B w_i`` plus the L2
 penalty ``alpha ||W||² / (2 Σ w)`` (biases too when ``penalize_bias``), as the estimators' objectives.
+
+The model is :class:`WeightedMLP`: the estimators' ``MLPLogit`` layer for layer (same parameter names,
+same seeded initialisation) with the activation as a parameter.
 
 The same code runs on plain tensors (retraining: the ground truth) and on
 :class:`~traceprop_frames.attribution.taylor.Jet` weights (all Taylor coefficients of the trained
@@ -110,15 +112,10 @@ class WeightedTraining:
 
     # ------------------------------------------------------------------ pieces
     def module(self, n_features: int) -> torch.nn.Module:
-        """The initial model (float64), exactly as the estimator seeds it."""
-        from traceprop_frames.estimators.mlp import MLPLogit
-
+        """The initial model (float64), seeded exactly as the estimators seed their ``MLPLogit``."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            module = MLPLogit(n_features, self.hidden)
-        for i, layer in enumerate(module.net):
-            if isinstance(layer, torch.nn.ReLU):
-                module.net[i] = ACTIVATIONS[self.activation][2]()
+            module = WeightedMLP(n_features, self.hidden, self.activation)
         return module.double()
 
     def batches(self, n: int) -> list[np.ndarray]:
@@ -191,6 +188,24 @@ class WeightedTraining:
             for p, v in zip(module.parameters(), params):
                 p.copy_(torch.as_tensor(v).reshape(p.shape))
         return module
+
+
+class WeightedMLP(torch.nn.Module):
+    """``d -> hidden... -> 1`` logit model: the layers (so the parameter names and the seeded
+    initialisation) of the estimators' ``MLPLogit``, with the run's activation."""
+
+    def __init__(self, n_features: int, hidden: tuple[int, ...], activation: str = "relu") -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        d = n_features
+        for h in hidden:
+            layers += [torch.nn.Linear(d, int(h)), ACTIVATIONS[activation][2]()]
+            d = int(h)
+        layers.append(torch.nn.Linear(d, 1))
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
 
 
 def _value(a):
