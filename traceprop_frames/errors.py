@@ -62,6 +62,10 @@ class StoreError(TracepropError):
     """A gradient store is missing, malformed, read-only or used before it was filled."""
 
 
+class SketchError(TracepropError, ValueError):
+    """A training sketch is missing, malformed, or does not describe the model it is applied to."""
+
+
 class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 
