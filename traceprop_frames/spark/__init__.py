@@ -14,11 +14,13 @@ from traceprop_frames.errors import MissingDependencyError
 def connect(spark):
     """A traced connection on ``spark`` (a ``pyspark.sql.SparkSession``); see :class:`SparkConnection`."""
     try:
-        from traceprop_frames.spark.connection import SparkConnection
+        import pyspark  # noqa: F401
     except ImportError as e:
         raise MissingDependencyError(
             f"tpf.spark needs pyspark>=4 ({e}); install it with: pip install 'traceprop-frames[spark]'"
         ) from e
+    from traceprop_frames.spark.connection import SparkConnection
+
     return SparkConnection(spark)
 
 

@@ -154,7 +154,9 @@ class SparkConnection:
             sql, kind, rw, target = self._plan(stmt)
             node = None
             if rw is not None:
-                parents = tuple(self._nodes.get(t) or OpNode("spark_table", {"table": t}) for t in sorted(rw.traced))
+                parents = tuple(
+                    self._nodes.get(t) or OpNode("spark_table", {"table": t}) for t in sorted(rw.traced)
+                )
                 params = {"query": stmt.sql(dialect="spark")}
                 if rw.untraced:
                     params["missing_lineage"] = sorted(rw.untraced)

@@ -40,8 +40,6 @@ AGGREGATES = frozenset(
 )
 
 
-
-
 def to_spark(tree: exp.Expression) -> str:
     """Spark SQL for a tree rewritten by :func:`traceprop_frames.sql.rewrite_query`.
 

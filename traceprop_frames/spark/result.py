@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from traceprop_frames.errors import UnknownRowError
 from traceprop_frames.frames import attach
+from traceprop_frames.frames.persist import FOLDER_MANIFEST, LINEAGE_COL
 from traceprop_frames.lineage import REGISTRY, LineageDAG, OpNode, RowLineage
 from traceprop_frames.lineage.persist import FORMAT_VERSION
 from traceprop_frames.lineage.rowsets import sorted_unique
@@ -27,8 +28,6 @@ from traceprop_frames.sql.connection import lineage_from_arrow
 from traceprop_frames.sql.rewrite import LIN, RID
 
 POS = "__tp_pos"
-LINEAGE_COL = "tp_lineage"  # the column name df.tp.to_parquet / tpf.read_traced use
-MANIFEST = "_traceprop.json"  # beside the part files; Spark and pyarrow skip names starting with "_"
 _PART = (1 << 33) - 1  # monotonically_increasing_id(): partition index << 33 | row within partition
 
 
@@ -79,7 +78,11 @@ class SparkTraced:
 
     def _collect_ids(self, rows=None) -> np.ndarray:
         """Sorted unique ids behind all rows or the given positions (one Spark job)."""
-        df = self.frame if rows is None else self.pinned().where(F.col(POS).isin(self._check_rows(rows).tolist()))
+        df = (
+            self.frame
+            if rows is None
+            else self.pinned().where(F.col(POS).isin(self._check_rows(rows).tolist()))
+        )
         got = df.select(F.explode(self._ids()).alias("id")).distinct().toArrow()
         return sorted_unique(np.asarray(got.column("id").to_numpy(), dtype=np.int64))
 
@@ -131,9 +134,12 @@ class SparkTraced:
             "dag": LineageDAG(self.node).to_records(),
             "n_rows": len(self),
         }
-        with open(os.path.join(os.fspath(path), MANIFEST), "w") as fh:
+        target = os.path.join(os.fspath(path), FOLDER_MANIFEST)
+        with open(target + ".tmp", "w") as fh:  # Spark and pyarrow skip names starting with "_"
             json.dump(meta, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(target + ".tmp", target)
 
     def __repr__(self) -> str:
         return f"<SparkTraced {self.df.columns} lineage={self.kind} ops={self.node.topo()[-1].op if self.node else None}>"
-

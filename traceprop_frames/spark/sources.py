@@ -75,7 +75,9 @@ def read_csv(spark: SparkSession, path, **options) -> tuple[DataFrame, list[Sour
     for f in _files(path, "csv"):
         df = spark.read.options(**opts).csv(f)
         if df.rdd.getNumPartitions() != 1:  # cannot happen for one multiLine file; the numbering needs it
-            raise UnsupportedOperationError(f"Spark split {f!r} into several partitions; row numbers need one")
+            raise UnsupportedOperationError(
+                f"Spark split {f!r} into several partitions; row numbers need one"
+            )
         n = df.count()
         src = REGISTRY.register_file(f, "csv", n, schema={c: str(t) for c, t in df.dtypes})
         rid = (F.lit(_base(src)) + F.monotonically_increasing_id()).cast("bigint").alias(RID)
