@@ -40,6 +40,7 @@ class SparkTraced:
         self.node = node
         self._pinned: DataFrame | None = None
         self._sids: np.ndarray | None = None
+        self._n = 0
 
     @property
     def df(self) -> DataFrame:
@@ -61,13 +62,15 @@ class SparkTraced:
             sizes = dict(fixed.groupBy(F.spark_partition_id().alias("p")).count().collect())
             n_parts = max(sizes, default=-1) + 1
             starts = np.concatenate([[0], np.cumsum([sizes.get(p, 0) for p in range(n_parts)])])
+            self._n = int(starts[-1])
             start = F.element_at(F.array(*[F.lit(int(s)) for s in starts]), F.spark_partition_id() + 1)
             pos = (start + F.monotonically_increasing_id().bitwiseAND(F.lit(_PART))).alias(POS)
             self._pinned = fixed.select("*", pos)
         return self._pinned
 
     def __len__(self) -> int:
-        return self.pinned().count()
+        self.pinned()
+        return self._n
 
     def _check_rows(self, rows) -> np.ndarray:
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
@@ -78,12 +81,12 @@ class SparkTraced:
 
     def _collect_ids(self, rows=None) -> np.ndarray:
         """Sorted unique ids behind all rows or the given positions (one Spark job)."""
-        df = (
-            self.frame
-            if rows is None
-            else self.pinned().where(F.col(POS).isin(self._check_rows(rows).tolist()))
-        )
-        got = df.select(F.explode(self._ids()).alias("id")).distinct().toArrow()
+        if rows is None:  # every row: deduplicated in Spark, only distinct ids come back
+            base = self.frame if self._pinned is None else self._pinned
+            got = base.select(F.explode(self._ids()).alias("id")).distinct().toArrow()
+        else:  # a few rows: no shuffle, their ids come back and are deduplicated here
+            picked = self.pinned().where(F.col(POS).isin(self._check_rows(rows).tolist()))
+            got = picked.select(F.explode(self._ids()).alias("id")).toArrow()
         return sorted_unique(np.asarray(got.column("id").to_numpy(), dtype=np.int64))
 
     def sources(self, rows=None) -> dict[str, np.ndarray]:
@@ -113,7 +116,8 @@ class SparkTraced:
 
     def to_pandas(self) -> pd.DataFrame:
         """The pinned result as a traced pandas frame (Arrow from Spark; lineage straight into CSR)."""
-        table = self.pinned().orderBy(POS).select(*self.df.columns, self._ids().alias(LIN)).toArrow()
+        cols = [F.col(f"`{c}`") for c in self.df.columns]
+        table = self.pinned().select(*cols, self._ids().alias(LIN)).toArrow()  # partitions in order
         off, ids = lineage_from_arrow(table.column(LIN))
         data = table.drop_columns([LIN]).to_pandas()
         return attach(data, RowLineage(off, ids, self.node))
@@ -126,7 +130,7 @@ class SparkTraced:
         ``tpf.read_traced(path)`` reads it back as a traced pandas frame (rows in position order).
         """
         cols = [F.col(f"`{c}`") for c in self.df.columns]
-        out = self.pinned().orderBy(POS).select(*cols, self._ids().alias(LINEAGE_COL))
+        out = self.pinned().select(*cols, self._ids().alias(LINEAGE_COL))  # part files in position order
         out.write.mode(mode).parquet(os.fspath(path))
         meta = {
             "format_version": FORMAT_VERSION,
