@@ -73,14 +73,15 @@ def test_same_lineage_for_every_applicant_on_spark_duckdb_pandas(credit):
 
 def test_spark_jobs_answer_backward_and_forward(credit):
     paths, res, spark_df, _, _ = credit
-    want = {p: r.tolist() for p, r in spark_df.tp.sources(rows=[3]).items()}
-    assert {p: r.tolist() for p, r in res.sources(rows=[3]).items()} == want
-    assert [(s.path, s.row) for s in res.trace(3)] == [(s.path, s.row) for s in spark_df.tp.trace(3)]
+    i = int(np.flatnonzero(spark_df["n_loans"].fillna(0).to_numpy() > 0)[2])  # an applicant with loans
+    want = {p: r.tolist() for p, r in spark_df.tp.sources(rows=[i]).items()}
+    assert {p: r.tolist() for p, r in res.sources(rows=[i]).items()} == want
+    assert [(s.path, s.row) for s in res.trace(i)] == [(s.path, s.row) for s in spark_df.tp.trace(i)]
     bur = pd.read_csv(paths["bureau"])
-    row = int(np.flatnonzero(bur["SK_ID_CURR"] == spark_df["SK_ID_CURR"].iloc[3])[0])
+    row = int(np.flatnonzero(bur["SK_ID_CURR"] == spark_df["SK_ID_CURR"].iloc[i])[0])
     got = res.rows_from_source(paths["bureau"], [row])
     np.testing.assert_array_equal(got, spark_df.tp.rows_from_source(paths["bureau"], [row]))
-    assert got.tolist() == [3]
+    assert got.tolist() == [i]
 
 
 def test_spark_table_feeds_pandas_and_gradient_store(credit, tmp_path):

@@ -5,13 +5,14 @@ For sampled output rows:
 - it is sufficient: re-running the original query (in DuckDB, on only those source rows) reproduces it;
 - the Spark-job answer ``res.sources(rows=[i])`` equals the collected lineage.
 
-Spark is slow to plan 22 queries on a small CI box, so the default run checks a representative subset
-(scans, joins, group-by, EXISTS / NOT EXISTS / IN, scalar and correlated subqueries, outer joins, UNION
-in views); ``TPF_SPARK_TPCH=all`` runs all 22 (``benchmarks/bench_spark.py --check`` does as well).
+Each query costs several Spark jobs, so the default run checks a representative subset (q04 EXISTS,
+q11 a scalar subquery in HAVING, q13 an outer join, q22 IN / NOT EXISTS / a scalar subquery);
+``TPF_SPARK_TPCH=all`` runs all 22 (``TPF_TPCH=/path`` points at the data when ../shared is elsewhere).
 """
 
 from __future__ import annotations
 
+import decimal
 import math
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ import traceprop_frames as tpf
 
 TPCH = Path(os.environ.get("TPF_TPCH", Path(__file__).resolve().parents[2] / "shared" / "tpch"))
 TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
-SUBSET = [3, 4, 11, 13, 18, 21, 22]
+SUBSET = [4, 11, 13, 22]
 QUERIES = list(range(1, 23)) if os.environ.get("TPF_SPARK_TPCH") == "all" else SUBSET
 NEGATED_ONLY = {16: {"supplier"}, 22: {"orders"}}  # read only under NOT EXISTS / NOT IN: kept whole
 
@@ -52,7 +53,9 @@ def _norm(row) -> tuple:
     for v in row:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             out.append(None)
-        elif isinstance(v, (float, np.floating)):
+        elif isinstance(
+            v, (float, np.floating, decimal.Decimal)
+        ):  # Spark keeps DECIMAL, DuckDB's df() floats
             out.append(round(float(v), 4))
         elif isinstance(v, pd.Timestamp):
             out.append(v.date())
@@ -88,7 +91,11 @@ def test_spark_tpch_result_and_lineage(tpch, spark, n):
         assert any(_lineage(duck, j) == lin for j in same), f"q{n:02d} row {i}: lineage differs from DuckDB's"
         sub = duckdb.connect()
         for t, tbl in arrow.items():
-            keep = tbl if t in NEGATED_ONLY.get(n, ()) else tbl.take(lin.get(str(TPCH / f"{t}.parquet"), []))
+            keep = (
+                tbl
+                if t in NEGATED_ONLY.get(n, ())
+                else tbl.take(np.asarray(lin.get(str(TPCH / f"{t}.parquet"), []), dtype=np.int64))
+            )
             sub.register(t, keep)
         assert got_rows[i] in set(_rows(sub.sql(_query(n)).df())), f"q{n:02d} row {i}: not reproduced"
         sub.close()
