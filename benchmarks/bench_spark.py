@@ -82,7 +82,7 @@ def tpch_rows(spark, root: Path, repeat: int, check: bool):
             got = sorted(map(repr, res.df.collect()))
             assert got == sorted(map(repr, plain.sql(q).collect())), f"q{n:02d} result differs"
         p, t = _median_pair(lambda q=q: _run(plain.sql(q)), lambda q=q: _run(con.sql(q).frame), repeat)
-        rows.append((f"TPC-H q{n:02d}", p, t, *_storage(res, source_bytes)))
+        rows.append(_show((f"TPC-H q{n:02d}", p, t, *_storage(res, source_bytes))))
     return rows
 
 
@@ -102,7 +102,13 @@ def credit_rows(spark, applicants: int, repeat: int, folder: Path):
     source_bytes = sum(os.path.getsize(p) for p in paths.values())
     res = con.sql(TRAIN)
     p, t = _median_pair(lambda: _run(plain.sql(TRAIN)), lambda: _run(con.sql(TRAIN).frame), repeat)
-    return [(f"credit ETL {applicants // 1000}k", p, t, *_storage(res, source_bytes))]
+    return [_show((f"credit ETL {applicants // 1000}k", p, t, *_storage(res, source_bytes)))]
+
+
+def _show(row: tuple) -> tuple:
+    name, p, t, per_row, frac = row
+    print(f"{name:<22} {p:>9.3f} {t:>9.3f} {t / p:>6.2f} {per_row:>10.1f} {frac:>12.4f}", flush=True)
+    return row
 
 
 def main(argv=None) -> None:
@@ -122,15 +128,13 @@ def main(argv=None) -> None:
     )
     spark.sparkContext.setLogLevel("ERROR")
     folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_spark_"))
+    print(f"{'case':<22} {'plain s':>9} {'traced s':>9} {'ratio':>6} {'ids/row':>10} {'lineage/src':>12}")
     rows = []
     for n in args.applicants:
         rows += credit_rows(spark, n, args.repeat, folder)
     tpch = Path(args.tpch)
     if (tpch / "q01.sql").exists():
         rows += tpch_rows(spark, tpch, args.repeat, args.check)
-    print(f"{'case':<22} {'plain s':>9} {'traced s':>9} {'ratio':>6} {'ids/row':>10} {'lineage/src':>12}")
-    for name, p, t, per_row, frac in rows:
-        print(f"{name:<22} {p:>9.3f} {t:>9.3f} {t / p:>6.2f} {per_row:>10.1f} {frac:>12.4f}")
     tp = [(t / p, name) for name, p, t, *_ in rows if name.startswith("TPC-H")]
     if tp:
         print(f"TPC-H ({tpch}): median ratio {statistics.median(r for r, _ in tp):.2f}, worst {max(tp)[0]:.2f} "

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import traceprop_frames as tpf
-from traceprop_frames.errors import UnsupportedOperationError
+from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 
 # quoted newlines, doubled quotes, blank lines in the middle and at the end, a quoted empty field
 CSV = (
@@ -87,3 +87,18 @@ def test_csv_options_that_drop_records_raise(spark, tmp_path):
     path.write_text("a\n1\n")
     with pytest.raises(UnsupportedOperationError, match="row numbers"):
         tpf.spark.connect(spark).read_csv(path, "x", mode="DROPMALFORMED")
+
+
+def test_rewrite_is_spark_sql_and_hides_lineage(spark, tmp_path):
+    path = tmp_path / "k.csv"
+    path.write_text("k,v\n1,a\n2,b\n")
+    con = tpf.spark.connect(spark).read_csv(path, "t").read_csv(path, "u")
+    assert con.rewrite("SELECT * FROM t") == "SELECT * EXCEPT (__tp_rid), t.__tp_rid AS __tp_rid FROM t"
+    assert con.rewrite("SELECT k, count(*) AS n FROM t GROUP BY k") == (
+        "SELECT k, COUNT(*) AS n, COLLECT_LIST(t.__tp_rid) AS __tp_lin FROM t GROUP BY k"
+    )
+    assert "CONCAT(COALESCE(" in con.rewrite("SELECT * FROM t LEFT JOIN u USING (k)")
+    res = con.sql("SELECT * FROM t LEFT JOIN u USING (k)")
+    assert res.df.columns == ["k", "v", "v"] and res.ops()[-1] == "spark_sql"
+    with pytest.raises(UnsupportedSQLError, match="NATURAL JOIN"):
+        con.sql("SELECT * FROM t NATURAL JOIN u")

@@ -161,7 +161,7 @@ class SparkConnection:
                 if rw.untraced:
                     params["missing_lineage"] = sorted(rw.untraced)
                 node = OpNode("spark_sql", params, parents)
-            df = self.spark.sql(sql)
+            df = self._run(sql, stmt)
             if isinstance(stmt, exp.Query):
                 result = SparkTraced(df, kind, node)
             else:
@@ -173,6 +173,22 @@ class SparkConnection:
         return result
 
     sql = execute
+
+    def _run(self, sql: str, stmt: exp.Expression) -> DataFrame:
+        """Run the rewritten SQL; if only the rewrite fails in Spark, say so (the user's query is valid)."""
+        try:
+            return self.spark.sql(sql)
+        except Exception as err:  # pyspark raises AnalysisException / ParseException / Py4J errors
+            if not isinstance(stmt, exp.Query):
+                raise
+            try:
+                self.spark.sql(stmt.sql(dialect="spark"))  # analyses the original, runs nothing
+            except Exception:
+                raise err from None  # the query itself fails: Spark's own error, unchanged
+            raise UnsupportedSQLError(
+                f"the lineage-carrying rewrite of this query failed in Spark ({str(err)[:300]}); the query "
+                "itself is valid. See con.rewrite(sql) and report it; con.spark.sql runs it without lineage."
+            ) from err
 
 
 def connect(spark: SparkSession) -> SparkConnection:

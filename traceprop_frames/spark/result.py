@@ -145,5 +145,13 @@ class SparkTraced:
             os.fsync(fh.fileno())
         os.replace(target + ".tmp", target)
 
+    def ops(self) -> list[str]:
+        """The op names from the sources to this result (as ``df.tp.ops()``)."""
+        return LineageDAG(self.node).ops()
+
+    def ancestors(self) -> LineageDAG:
+        """The op DAG behind this result (as ``df.tp.ancestors()``)."""
+        return LineageDAG(self.node)
+
     def __repr__(self) -> str:
         return f"<SparkTraced {self.df.columns} lineage={self.kind} ops={self.node.topo()[-1].op if self.node else None}>"
