@@ -28,7 +28,7 @@ def write_traced(df: pd.DataFrame, path, **kwargs) -> None:
     table = pa.Table.from_pandas(data, preserve_index=False)
     table = table.append_column(LINEAGE_COL, persist.to_arrow(lin))
     meta = dict(table.schema.metadata or {})
-    meta[b"traceprop"] = persist.dumps_manifest(lin)
+    meta.update(persist.schema_metadata(lin))
     pq.write_table(table.replace_schema_metadata(meta), os.fspath(path), **kwargs)
 
 
@@ -48,16 +48,16 @@ def read_traced(path) -> pd.DataFrame:
         table = pq.read_table(p)
     except (OSError, pa.ArrowException) as e:
         raise LineageFormatError(f"cannot read {p!r} as Parquet (truncated or not Parquet?): {e}") from e
-    raw = (table.schema.metadata or {}).get(b"traceprop")
+    meta = dict(table.schema.metadata or {})
     if os.path.isdir(p) and os.path.exists(os.path.join(p, FOLDER_MANIFEST)):
         with open(os.path.join(p, FOLDER_MANIFEST), "rb") as fh:
-            raw = fh.read()
-    if raw is None or LINEAGE_COL not in table.column_names:
+            meta[b"traceprop"] = fh.read()
+    if b"traceprop" not in meta or LINEAGE_COL not in table.column_names:
         raise LineageFormatError(
             f"{p!r} holds no traceprop lineage (it was not written by df.tp.to_parquet); load it with "
             "tpf.read_parquet to start lineage from this file instead."
         )
-    lin = persist.from_arrow(table.column(LINEAGE_COL), persist.loads_manifest(raw))
+    lin = persist.from_table_metadata(table.column(LINEAGE_COL), meta)
     data = table.drop_columns([LINEAGE_COL]).to_pandas()
     if LID in data.columns:
         data = data.drop(columns=LID)

@@ -22,7 +22,7 @@ from traceprop_frames.errors import UnknownRowError
 from traceprop_frames.frames import attach
 from traceprop_frames.frames.persist import FOLDER_MANIFEST, LINEAGE_COL
 from traceprop_frames.lineage import REGISTRY, LineageDAG, OpNode, RowLineage
-from traceprop_frames.lineage.persist import FORMAT_VERSION
+from traceprop_frames.lineage.manifest import build
 from traceprop_frames.lineage.rowsets import sorted_unique
 from traceprop_frames.sql.connection import lineage_from_arrow
 from traceprop_frames.sql.rewrite import LIN, RID
@@ -132,12 +132,7 @@ class SparkTraced:
         cols = [F.col(f"`{c}`") for c in self.df.columns]
         out = self.pinned().select(*cols, self._ids().alias(LINEAGE_COL))  # part files in position order
         out.write.mode(mode).parquet(os.fspath(path))
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "sources": [REGISTRY.get(s).to_record() for s in self._collect_sids().tolist()],
-            "dag": LineageDAG(self.node).to_records(),
-            "n_rows": len(self),
-        }
+        meta = build(self._collect_sids(), self.node, len(self))
         target = os.path.join(os.fspath(path), FOLDER_MANIFEST)
         with open(target + ".tmp", "w") as fh:  # Spark and pyarrow skip names starting with "_"
             json.dump(meta, fh)
