@@ -97,8 +97,9 @@ def test_rewrite_is_spark_sql_and_hides_lineage(spark, tmp_path):
     assert con.rewrite("SELECT k, count(*) AS n FROM t GROUP BY k") == (
         "SELECT k, COUNT(*) AS n, COLLECT_LIST(t.__tp_rid) AS __tp_lin FROM t GROUP BY k"
     )
-    assert "CONCAT(COALESCE(" in con.rewrite("SELECT * FROM t LEFT JOIN u USING (k)")
-    res = con.sql("SELECT * FROM t LEFT JOIN u USING (k)")
-    assert res.df.columns == ["k", "v", "v"] and res.ops()[-1] == "spark_sql"
+    join = "SELECT t.k, a.n FROM t LEFT JOIN (SELECT k, count(*) AS n FROM u GROUP BY k) a USING (k)"
+    assert "CONCAT(COALESCE(ARRAY(t.__tp_rid)" in con.rewrite(join)  # a NULL list must not null the row
+    res = con.sql(join)
+    assert res.df.columns == ["k", "n"] and res.ops()[-1] == "spark_sql"
     with pytest.raises(UnsupportedSQLError, match="NATURAL JOIN"):
         con.sql("SELECT * FROM t NATURAL JOIN u")
