@@ -80,3 +80,7 @@ class CertificateFormatError(CertificateError, ValueError):
 
 class CertificateSignatureError(CertificateError):
     """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""
+
+
+class GranularityError(TracepropError):
+    """A lineage question that the tensor's granularity does not record (e.g. ``trace()`` in ``"op"`` mode)."""
