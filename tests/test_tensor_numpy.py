@@ -103,7 +103,7 @@ def test_untraceable_operations_raise(csv):
     path, _ = csv
     X = tp.load_csv(path)
     with pytest.raises(LineageLostError, match="np.asarray"):
-        X.T
+        _ = X.T
     with pytest.raises(LineageLostError, match="reshape"):
         X.reshape(5, 40)
     with pytest.raises(LineageLostError, match="not tracked"):
