@@ -75,6 +75,21 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
             arr = arr.astype(dtype, copy=False)
         return np.array(arr, copy=True) if copy else arr
 
+    def to_torch(self, dtype=None):
+        """A ``torch.Tensor`` (a :class:`~traceprop_frames.tensor.torch_rows.RowTensor`) of these rows whose
+        indexing and batching (``TensorDataset`` + ``DataLoader``) keep each row's lineage."""
+        import torch
+
+        from traceprop_frames.tensor.torch_rows import RowTensor
+
+        if self.is_statistic:
+            raise LineageLostError(
+                "a statistic has no rows to batch; convert it with torch.as_tensor(np.asarray(s))"
+            )
+        self._need_rows("to_torch()")
+        data = torch.tensor(np.asarray(self), dtype=dtype)
+        return RowTensor.wrap(data, np.arange(len(self), dtype=np.int64), self.lineage)
+
     def numpy(self) -> np.ndarray:
         """The plain array (no lineage)."""
         return np.asarray(self)
