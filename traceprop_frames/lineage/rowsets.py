@@ -385,6 +385,35 @@ class RowLineage:
         out._sids = self._sids
         return out
 
+    def with_refs_for_all(self, other: RowLineage, node: OpNode | None = None) -> RowLineage:
+        """These rows, each also referring to every shared set that ``other``'s rows refer to.
+
+        For broadcasting a statistic into rows (``X - X.mean(axis=0)``): the statistic is a lineage
+        whose rows hold only references, so every row gains those few references and no ids are copied.
+        ``other``'s direct ids (if any) must be empty: copy them with :meth:`union_rows` instead.
+        """
+        if other.n_ids:
+            raise ValueError("other has direct ids; use union_rows to copy them into each row")
+        if not other.has_context:
+            return self.with_node(node) if node is not None else self
+        oc = other.context
+        extra = np.unique(oc.refs)
+        n, k = len(self), len(extra)
+        new_off = np.arange(n + 1, dtype=np.int64) * k
+        new_refs = np.tile(extra, n)
+        if self.has_context:
+            old = self.context
+            every = np.arange(n, dtype=np.int64)
+            roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+            blocks = merge_blocks(old, oc)
+        else:
+            roff, refs, blocks = new_off, new_refs, oc.blocks
+        out = RowLineage(
+            self.offsets, self.ids, node if node is not None else self.node, Context(roff, refs, blocks)
+        )
+        out._sids = self._sids
+        return out
+
     def direct(self, node: OpNode | None = None) -> RowLineage:
         """The same rows without their shared context (only the rows whose values they carry)."""
         return RowLineage(self.offsets, self.ids, node if node is not None else self.node)

@@ -236,7 +236,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
             return ProvenanceTensor(data, lin.with_node(node), gran, statistic=True, columns=cols)
         if np.ndim(data) == 0:
             raise LineageLostError(f"{name} produced a scalar from rows; reduce with X.sum() etc. instead")
-        lin = tr.combine_rows(pts, len(data), np.ndim(data), node)
+        lin = tr.combine_rows(pts, len(data), np.ndim(data), node, gran)
         return ProvenanceTensor(data, lin, gran, columns=cols)
 
     # ------------------------------------------------------------------ reductions as methods

@@ -135,25 +135,49 @@ def prefix_lineage(lin: RowLineage, label: str, node: OpNode) -> RowLineage:
     return lin.with_context(np.arange(n, dtype=np.int64), block, node=node)
 
 
-def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode) -> RowLineage:
-    """Row-aligned union of the operands' lineages for an elementwise result of ``n_out`` rows."""
-    out: RowLineage | None = None
+def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity: str = "row") -> RowLineage:
+    """Row-aligned union of the operands' lineages for an elementwise result of ``n_out`` rows.
+
+    Fast paths: operands that share one lineage table are one operand; statistics (and one-row
+    operands without direct ids) add their shared-set references to every row without copying ids.
+    """
+    if granularity == "op":
+        return RowLineage.empty(n_out, node)
+    rows: list[RowLineage] = []
+    broadcast: list[RowLineage] = []
     for pt in operands:
         lin = pt.lineage
         if pt.is_statistic or len(lin) == 1 and n_out != 1:
-            idx = np.zeros(n_out, dtype=np.int64)
+            broadcast.append(lin)
+            continue
+        if np.ndim(pt.data) != out_ndim or len(lin) != n_out:
+            raise LineageLostError(
+                f"an operand with {len(lin)} rows and shape {np.shape(pt.data)} broadcast into a result "
+                f"of shape with {n_out} rows and {out_ndim} axes would mix rows into columns, so the "
+                "result rows have no row lineage. Align the shapes (e.g. X[:, [j]] keeps 2-D), or use "
+                "np.asarray(...) to compute without lineage."
+            )
+        if not any(_same_rows(lin, r) for r in rows):
+            rows.append(lin)
+    every = np.arange(n_out, dtype=np.int64)
+    if rows:
+        out = rows[0]
+        for lin in rows[1:]:
+            out = RowLineage.union_rows(out, every, lin, every)
+    else:
+        out = RowLineage.empty(n_out)
+    for lin in broadcast:
+        if lin.n_ids:  # a one-row operand with its own ids: copy them into every row
+            out = RowLineage.union_rows(out, every, lin, np.zeros(n_out, dtype=np.int64))
         else:
-            if np.ndim(pt.data) != out_ndim or len(lin) != n_out:
-                raise LineageLostError(
-                    f"an operand with {len(lin)} rows and shape {np.shape(pt.data)} broadcast into a result "
-                    f"of shape with {n_out} rows and {out_ndim} axes would mix rows into columns, so the "
-                    "result rows have no row lineage. Align the shapes (e.g. X[:, [j]] keeps 2-D), or use "
-                    "np.asarray(...) to compute without lineage."
-                )
-            idx = np.arange(n_out, dtype=np.int64)
-        if out is None:
-            out = lin.take(idx, node=node) if len(lin) != n_out or pt.is_statistic else lin.with_node(node)
-        else:
-            out = RowLineage.union_rows(out, np.arange(n_out, dtype=np.int64), lin, idx, node=node)
-    assert out is not None
-    return out
+            out = out.with_refs_for_all(lin)
+    return out.with_node(node)
+
+
+def _same_rows(a: RowLineage, b: RowLineage) -> bool:
+    if a is b:
+        return True
+    if not (a.is_materialized and b.is_materialized) or a.has_context != b.has_context:
+        return False
+    same = a.offsets is b.offsets and a.ids is b.ids
+    return same and (not a.has_context or a.context is b.context)
