@@ -13,7 +13,7 @@ from traceprop_frames import errors, spark
 from traceprop_frames._version import __version__
 from traceprop_frames.frames import concat, read_csv, read_parquet, read_traced, track
 from traceprop_frames.lineage import RowLineage, SourceRow
-from traceprop_frames.tensor import ProvenanceTensor, tensor
+from traceprop_frames.tensor import ProvenanceTensor, load_csv, load_parquet, step, tensor
 
 
 def connect(database: str = ":memory:", **kwargs):
@@ -119,9 +119,12 @@ __all__ = [
     "concat",
     "connect",
     "errors",
+    "load_csv",
+    "load_parquet",
     "read_csv",
     "read_parquet",
     "read_traced",
+    "step",
     "set_lineage_emitter",
     "spark",
     "tensor",

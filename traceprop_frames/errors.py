@@ -90,6 +90,10 @@ class CertificateSignatureError(CertificateError):
     """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""
 
 
+class GranularityError(TracepropError):
+    """A lineage question that the tensor's granularity does not record (e.g. ``trace()`` in ``"op"`` mode)."""
+
+
 class LineageEventError(TracepropError, ValueError):
     """A lineage event (OpenLineage) is invalid against its JSON Schema, or its emitter is misconfigured."""
 

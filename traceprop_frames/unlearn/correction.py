@@ -446,9 +446,10 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
 
     Parameters
     ----------
-    model : fitted estimator
+    model : fitted estimator or torch.nn.Module
         A ``TorchLogisticRegression`` / ``TorchMLPClassifier`` (or anything following the estimator
-        contract in this module's docstring). It is not modified.
+        contract in this module's docstring). It is not modified. A raw module (a custom training loop)
+        needs ``data=(X_train, y_train)``; it comes back as a corrected copy of the module.
     forget : array-like of int
         Training sample indices (row ``i`` of the training data), e.g. from
         ``store.samples_from_source(path, rows)``.
@@ -482,6 +483,15 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
     >>> r.method, r.forget.tolist(), r.certified_bound < 1e-6, clf.sample_weight_[:3].tolist()
     ('newton', [0, 1, 2], True, [1.0, 1.0, 1.0])
     """
+    if isinstance(model, torch.nn.Module):  # a raw module from a custom loop: needs its training data
+        from traceprop_frames.unlearn.raw_module import wrap
+
+        est = wrap(model, params.pop("data", None), params.pop("weight_decay", 0.0))
+        after_est = approximate_unlearn(est, forget, method, holdout=holdout, **params)
+        corrected = after_est.module_
+        corrected.unlearn_result_ = after_est.unlearn_result_
+        corrected._tp_before = est  # what export_compliance certifies against
+        return corrected
     after, w_after, result = run_unlearning(model, forget, method, holdout=holdout, **params)
     out = copy.copy(model)
     out.module_ = after
