@@ -39,6 +39,8 @@ import torch
 from torch.func import functional_call
 
 from traceprop_frames.errors import UnlearningError
+from traceprop_frames.estimators.newton import weights_digest
+from traceprop_frames.unlearn import factored
 from traceprop_frames.unlearn.objective import (
     Objective,
     _PenaltyOnly,
@@ -50,7 +52,7 @@ from traceprop_frames.unlearn.request import _record_erasure, certificate_body, 
 
 METHODS = ("newton", "gradient", "retrain")
 DEFAULTS = {
-    "newton": {"tol": 1e-9, "max_iter": 25},
+    "newton": {"tol": 1e-9, "max_iter": 25, "bound": 1e-6},
     "gradient": {"steps": 10, "damping": 1e-3, "eta": None, "curvature_samples": 2048},
     "retrain": {},
 }
@@ -297,6 +299,19 @@ def run_unlearning(
             result.holdout.update(accuracy_after=result.holdout["accuracy_before"], delta=0.0)
         return module, w_after, result
 
+    if method == "newton" and factored.applicable(est, w_before):  # the fit kept its Hessian: no O(nd²)
+        t0 = time.perf_counter()
+        after, info = factored.erase(
+            est, new, w_before, w_after, float(params["bound"]), int(params["max_iter"])
+        )
+        result.seconds = time.perf_counter() - t0
+        result.iterations = info.pop("iterations")
+        result.extra["hessian_passes"] = info.pop("hessian_passes")
+        result.extra["newton_state"] = info.pop("newton_state")
+        for k, v in info.items():
+            setattr(result, k, v)
+        return _finish(est, after, w_after, result, holdout)
+
     g_all = cache = None
     # the non-certified gradient correction runs in the model's own precision (float32 for the MLP)
     native = next(module.parameters()).dtype
@@ -344,8 +359,10 @@ def run_unlearning(
                         Jk = J[idx]
                         return (S_rem + Jk.T @ (Jk * ds[idx, None])) / W_rem + obj.penalty_hessian(theta)
 
+            tol, lam = float(params["tol"]), obj.penalty_min_eig(theta0) if convex else 0.0
+            tol = min(tol, float(params["bound"]) * lam) if lam > 0 else tol
             theta, result.iterations, n_exact = _newton(
-                obj, theta0, float(params["tol"]), int(params["max_iter"]), H0=H0, refresh=refresh
+                obj, theta0, tol, int(params["max_iter"]), H0=H0, refresh=refresh
             )
             result.extra["exact_hessians"] = n_exact
             after = obj.to_module(theta, module)
@@ -374,9 +391,16 @@ def run_unlearning(
         result.forget_loss_after = float(obj.per_sample(theta_after, new).mean())
     finally:
         est.sample_weight_ = saved_w
-    result.fingerprint_after = parameter_fingerprint(after)
     if method == "newton":
         result.extra["hessian_cache"] = new_cache
+    if method == "retrain" and getattr(after, "_newton_state", None) is not None:
+        state = after.__dict__.pop("_newton_state")
+        result.extra["newton_state"] = {**state, "weights": weights_digest(w_after)}
+    return _finish(est, after, w_after, result, holdout)
+
+
+def _finish(est, after, w_after, result: UnlearnResult, holdout):
+    result.fingerprint_after = parameter_fingerprint(after)
     if result.holdout is not None:
         acc = _accuracy(est, after, *holdout)
         result.holdout.update(accuracy_after=acc, delta=acc - result.holdout["accuracy_before"])
@@ -432,6 +456,8 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
     out.unlearn_result_ = result
     if "hessian_cache" in result.extra:
         out._unlearn_hessian_ = result.extra.pop("hessian_cache")
+    if "newton_state" in result.extra:
+        out.newton_state_ = result.extra.pop("newton_state")
     return out
 
 
@@ -506,6 +532,8 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
         est.lineage_ = new_lineage
         if "hessian_cache" in result.extra:
             est._unlearn_hessian_ = result.extra.pop("hessian_cache")
+        if "newton_state" in result.extra:
+            est.newton_state_ = result.extra.pop("newton_state")
         store = getattr(est, "store_", None)
         if store is not None:
             store.mark_removed(result.forget)
