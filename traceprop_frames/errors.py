@@ -61,6 +61,10 @@ class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 
 
+class RequestFileError(UnlearningError):
+    """An erasure request file (``traceprop erase --requests``) is malformed; the message names the line."""
+
+
 class CertificateError(TracepropError):
     """Base class of erasure-certificate errors."""
 

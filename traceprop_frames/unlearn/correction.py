@@ -527,16 +527,21 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
     new_lineage = _record_erasure(est, lineage, body)
     cert = Certificate.sign(body, key)
     if result.forget.size:
-        est.module_ = after
-        est.sample_weight_ = w_after
-        est.lineage_ = new_lineage
-        if "hessian_cache" in result.extra:
-            est._unlearn_hessian_ = result.extra.pop("hessian_cache")
-        if "newton_state" in result.extra:
-            est.newton_state_ = result.extra.pop("newton_state")
-        store = getattr(est, "store_", None)
-        if store is not None:
-            store.mark_removed(result.forget)
+        _adopt(est, after, w_after, result, new_lineage)
         log.append({"certificate_id": cert.id, "samples": result.forget.tolist()})
     est.erasures_ = log
     return cert
+
+
+def _adopt(est, after, w_after, result: UnlearnResult, new_lineage) -> None:
+    """Make an unlearning run's outcome the estimator's state (in place; the store marks the samples)."""
+    est.module_ = after
+    est.sample_weight_ = w_after
+    est.lineage_ = new_lineage
+    if "hessian_cache" in result.extra:
+        est._unlearn_hessian_ = result.extra.pop("hessian_cache")
+    if "newton_state" in result.extra:
+        est.newton_state_ = result.extra.pop("newton_state")
+    store = getattr(est, "store_", None)
+    if store is not None:
+        store.mark_removed(result.forget)
