@@ -114,7 +114,7 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
         if np.any(sw < 0) or sw.sum() <= 0:
             raise ValueError("sample weights must be non-negative with a positive sum")
-        self.X_train_ = X.astype(np.float32, copy=False)
+        self.X_train_ = np.ascontiguousarray(X, dtype=np.float32)
         self.y_train_ = (y == self.classes_[1]).astype(np.float32)
         self.sample_weight_ = sw.astype(np.float32)
         self.lineage_ = lineage

@@ -102,7 +102,8 @@ def erase_requests(est, requests, *, method=None, key=None,
     if not requests:
         raise UnlearningError("no erasure requests given")
     lineage = getattr(est, "lineage_", None)
-    mapped = [forget_from_request(lineage, r["source"], r["rows"]) for r in requests]
+    cache: dict = {}
+    mapped = [forget_from_request(lineage, r["source"], r["rows"], cache=cache) for r in requests]
     union = np.unique(np.concatenate([f for f, _ in mapped]))
     w_before = np.asarray(est.sample_weight_)
     after, w_after, result = run_unlearning(est, union, method, **params)
@@ -121,11 +122,17 @@ def erase_requests(est, requests, *, method=None, key=None,
         params = {"solve_id": solve_id, "n_requests": len(requests), "n_samples": int(result.forget.size),
                   "method": result.method}  # fmt: skip
         new_lineage = lineage.with_node(OpNode("erase", params, (lineage.node,)))
+    losses = _losses(est, after, result.forget)
     log = list(getattr(est, "erasures_", []))
+    erased_by: dict[int, list[str]] = {}  # sample -> certificates that erased it (earlier calls)
+    for e in log:
+        for s in e["samples"]:
+            erased_by.setdefault(s, []).append(e["certificate_id"])
     certs = []
     for req, (forget, records) in zip(requests, mapped):
-        own = _restrict(est, result, forget, w_before, after)
-        previous = [e["certificate_id"] for e in log if set(own.already_removed.tolist()) & set(e["samples"])]
+        own = _restrict(result, forget, w_before, losses)
+        ids = {c for s in own.already_removed.tolist() for c in erased_by.get(s, ())}
+        previous = [e["certificate_id"] for e in log if e["certificate_id"] in ids]
         body = certificate_body(est, own, lineage=lineage, request_sources=records, regulations=regulations,
                                 previous=previous)  # fmt: skip
         body["batch"] = {"request_id": req["request_id"], "received": req["received"], **batch}
@@ -141,11 +148,20 @@ def erase_requests(est, requests, *, method=None, key=None,
     return certs
 
 
-def _restrict(est, result, forget: np.ndarray, w_before: np.ndarray, after):
+def _losses(est, after, samples: np.ndarray):
+    """Per-sample losses of ``samples`` before and after the solve (sorted ``samples``), in one call each."""
+    import torch
+
+    X, y = est.X_train_[samples], est.y_train_[samples]
+    with torch.no_grad():
+        before = est.per_sample_loss(est.module_, X, y).double().numpy()
+        now = est.per_sample_loss(after, X, y).double().numpy()
+    return samples, before, now
+
+
+def _restrict(result, forget: np.ndarray, w_before: np.ndarray, losses):
     """The shared solve's result narrowed to one request: its own samples and their losses."""
     import copy
-
-    import torch
 
     own = copy.copy(result)
     forget = np.unique(forget)
@@ -155,8 +171,7 @@ def _restrict(est, result, forget: np.ndarray, w_before: np.ndarray, after):
         own.method, own.params = "none", {}
         own.forget_loss_before = own.forget_loss_after = None
         return own
-    X, y = est.X_train_[own.forget], est.y_train_[own.forget]
-    with torch.no_grad():
-        own.forget_loss_before = float(est.per_sample_loss(est.module_, X, y).mean())
-        own.forget_loss_after = float(est.per_sample_loss(after, X, y).mean())
+    samples, before, now = losses
+    at = np.searchsorted(samples, own.forget)
+    own.forget_loss_before, own.forget_loss_after = float(before[at].mean()), float(now[at].mean())
     return own
