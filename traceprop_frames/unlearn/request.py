@@ -15,6 +15,10 @@ def forget_from_request(
 ) -> tuple[np.ndarray, list[dict]]:
     """Training samples whose lineage contains any requested source row, and a record per source.
 
+    The forget set is the samples that *carry* a requested row (direct lineage). Samples that depend on
+    it only through a shared statistic computed over many rows (a column mean used for scaling) stay
+    trained; their number is recorded as ``samples_via_shared_context`` so the certificate says so.
+
     ``source`` is a path (with ``rows``) or a mapping ``{path: rows}``. Unknown sources or row numbers
     raise :class:`UnknownSourceError` / :class:`UnknownRowError` listing them; rows that feed no
     training sample are listed in the record's ``rows_without_samples``. ``cache`` (a dict kept across
@@ -48,7 +52,10 @@ def forget_from_request(
             ids = REGISTRY.ids_for_rows(path, r, candidates=cand)
         except (UnknownSourceError, UnknownRowError) as e:
             raise type(e)(f"erasure request refused, nothing was changed: {e}") from None
-        forget.append(lineage.rows_from_ids(ids))
+        direct = lineage.rows_from_ids(ids, direct=True)
+        forget.append(direct)
+        # samples that read these rows only through a shared statistic (a column mean, a partition total)
+        via_context = np.setdiff1d(lineage.rows_from_ids(ids), direct) if lineage.has_context else direct[:0]
         key = os.fspath(path)
         if cache is None or key not in cache:
             hits = REGISTRY.find(path, cand)
@@ -74,6 +81,7 @@ def forget_from_request(
                 "file_unchanged": unchanged,
                 "rows": req.tolist(),
                 "rows_without_samples": req[~_contains(fed, req)].tolist(),
+                "samples_via_shared_context": int(via_context.size),
             }
         )
     out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
