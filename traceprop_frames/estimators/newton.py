@@ -100,7 +100,8 @@ def newton_fit(X, y, w, theta, C: float, tol: float, max_iter: int, intercept: b
         while True:
             cand = theta - t * step
             F1, G1 = loss_grad(X, y, w, cand, C, intercept)
-            if F1 <= F - 1e-4 * t * slope or t <= 1e-12:
+            # Armijo, with a relative slack of 1e-12: at the optimum F no longer resolves the decrease
+            if F1 <= F - 1e-4 * t * slope + 1e-12 * abs(F) or t <= 1e-12:
                 break
             t *= 0.5
         theta, F, G = cand, F1, G1
