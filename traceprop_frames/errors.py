@@ -22,6 +22,11 @@ class SourceMissingError(TracepropError, FileNotFoundError):
     """A source file (recorded at load time, or passed to a reader) does not exist."""
 
 
+class SourceFormatError(TracepropError, ValueError):
+    """A source file cannot be parsed: ragged records, an encoding that is not the one asked for, no
+    header, or not the file format the reader expects."""
+
+
 class UnknownSourceError(TracepropError, KeyError):
     """A path or source name that no lineage in this frame/store refers to."""
 
@@ -57,12 +62,20 @@ class StoreError(TracepropError):
     """A gradient store is missing, malformed, read-only or used before it was filled."""
 
 
+class SketchError(TracepropError, ValueError):
+    """A training sketch is missing, malformed, or does not describe the model it is applied to."""
+
+
 class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 
 
 class RequestFileError(UnlearningError):
     """An erasure request file (``traceprop erase --requests``) is malformed; the message names the line."""
+
+
+class ModelFolderError(TracepropError, ValueError):
+    """A model folder is missing, incomplete, malformed or written by a newer version of the library."""
 
 
 class CertificateError(TracepropError):
@@ -75,3 +88,11 @@ class CertificateFormatError(CertificateError, ValueError):
 
 class CertificateSignatureError(CertificateError):
     """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""
+
+
+class LineageEventError(TracepropError, ValueError):
+    """A lineage event (OpenLineage) is invalid against its JSON Schema, or its emitter is misconfigured."""
+
+
+class LineageEmitWarning(UserWarning):
+    """A lineage listener (e.g. the OpenLineage emitter) failed; the step itself ran normally."""
