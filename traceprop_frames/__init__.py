@@ -1,14 +1,15 @@
 """traceprop_frames: which source-file rows drove this prediction, and proof they are gone after erasure.
 
 Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat``, ``tensor``, ``connect``
-(SQL), ``verify_certificate``, ``set_lineage_emitter`` (OpenLineage) and the ``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
+(SQL), ``spark.connect`` (Spark SQL), ``verify_certificate``, ``set_lineage_emitter`` (OpenLineage) and the
+``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
 attribution in :mod:`traceprop_frames.attribution`, erasure in :mod:`traceprop_frames.unlearn`; exceptions
 live in :mod:`traceprop_frames.errors`.
 """
 
 import os as _os
 
-from traceprop_frames import errors
+from traceprop_frames import errors, spark
 from traceprop_frames._version import __version__
 from traceprop_frames.frames import concat, read_csv, read_parquet, read_traced, track
 from traceprop_frames.lineage import RowLineage, SourceRow
@@ -122,6 +123,7 @@ __all__ = [
     "read_parquet",
     "read_traced",
     "set_lineage_emitter",
+    "spark",
     "tensor",
     "track",
     "verify_certificate",

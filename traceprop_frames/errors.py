@@ -42,6 +42,10 @@ class UnsupportedOperationError(TracepropError, ValueError):
     """An argument or operation whose lineage this library cannot compute exactly."""
 
 
+class MissingDependencyError(TracepropError, ImportError):
+    """An optional integration was used without its extra installed (e.g. ``traceprop-frames[spark]``)."""
+
+
 class UnsupportedSQLError(TracepropError, ValueError):
     """A SQL construct the lineage rewriter cannot carry row ids through."""
 
