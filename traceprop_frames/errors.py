@@ -74,6 +74,10 @@ class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 
 
+class RequestFileError(UnlearningError):
+    """An erasure request file (``traceprop erase --requests``) is malformed; the message names the line."""
+
+
 class ModelFolderError(TracepropError, ValueError):
     """A model folder is missing, incomplete, malformed or written by a newer version of the library."""
 
