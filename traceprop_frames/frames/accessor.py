@@ -45,22 +45,25 @@ class TraceAccessor:
         return pos % max(n, 1)
 
     # ------------------------------------------------------------------ backward
-    def sources(self, rows=None) -> dict[str, np.ndarray]:
+    def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
         """``{source path: sorted int64 0-based row numbers}`` behind all rows, or behind ``rows``
-        (positions, like ``iloc``)."""
-        if rows is None:
-            return self.lineage().sources()
-        return resolve(self._obj, self._positions(rows)).sources()
+        (positions, like ``iloc``).
 
-    def trace(self, i: int, strict: bool = True) -> list[SourceRow]:
+        Includes the rows that cross-row calls read (``shift``, ``cumsum``, ``rolling``, group transforms:
+        shared context); ``direct=True`` gives only the rows whose values the rows carry."""
+        if rows is None:
+            return self.lineage().sources(direct=direct)
+        return resolve(self._obj, self._positions(rows)).sources(direct=direct)
+
+    def trace(self, i: int, strict: bool = True, direct: bool = False) -> list[SourceRow]:
         """The source rows behind row ``i`` (a position, like ``iloc``), each hash-checked.
 
         A changed or missing source file raises :class:`SourceChangedError` /
         :class:`SourceMissingError`; ``strict=False`` returns its rows flagged ``sha256_ok=False`` with a
-        warning instead.
+        warning instead. ``direct=True`` leaves out shared context (see :meth:`sources`).
         """
         pos = self._positions([i])
-        return resolve(self._obj, pos).trace(0, strict=strict)
+        return resolve(self._obj, pos).trace(0, strict=strict, direct=direct)
 
     def lineage_frame(self, rows=None) -> pd.DataFrame:
         """Long format: one line per (frame position, source path, source row)."""
@@ -77,9 +80,10 @@ class TraceAccessor:
         return out.drop_duplicates().reset_index(drop=True)
 
     # ------------------------------------------------------------------ forward
-    def rows_from_source(self, path, rows) -> np.ndarray:
-        """Sorted positions (``iloc``) of the rows that depend on any of ``rows`` of source ``path``."""
-        return self.lineage().rows_from_source(path, rows)
+    def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
+        """Sorted positions (``iloc``) of the rows that depend on any of ``rows`` of source ``path``
+        (through shared context too, unless ``direct=True``)."""
+        return self.lineage().rows_from_source(path, rows, direct=direct)
 
     # ------------------------------------------------------------------ graph
     def ops(self) -> list[str]:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from traceprop_frames.errors import LineageLostError
 from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage.context import SetBlock
 
 LID = "tp_lid"
 ATTRS_KEY = "traceprop"
@@ -175,12 +176,13 @@ def _lookup(keys: np.ndarray) -> tuple[np.ndarray, list[LineageTable]]:
     return table_no, tables
 
 
-_resolved: dict[int, tuple[weakref.ref, RowLineage]] = {}
+_resolved: dict[int, tuple[weakref.ref, RowLineage, int]] = {}
+_generation = [0]  # bumped by add_context: cached resolutions made before it are stale
 
 
 def _cache_get(idx) -> RowLineage | None:
     hit = _resolved.get(id(idx))
-    if hit is not None and hit[0]() is idx:
+    if hit is not None and hit[0]() is idx and hit[2] == _generation[0]:
         return hit[1]
     return None
 
@@ -191,7 +193,40 @@ def _cache_put(idx, lin: RowLineage) -> None:
         ref = weakref.ref(idx, lambda _r, key=key: _resolved.pop(key, None))
     except TypeError:
         return
-    _resolved[key] = (ref, lin)
+    _resolved[key] = (ref, lin, _generation[0])
+
+
+def add_context(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> None:
+    """Make the lineage rows behind ``keys`` also refer to set ``set_of_row[i]`` of ``block`` (-1: none).
+
+    Used for pandas calls that read other rows but return their result under the *same* index (shift,
+    cumsum, rolling, groupby transform ...): pandas aligns that result with any frame holding these keys,
+    so the extra dependency belongs to the rows themselves, in every frame that holds them. A key that
+    occurs several times (sampling with replacement, explode) gets the union of its rows' sets.
+    """
+    keys = np.asarray(keys, dtype=np.int64)
+    set_of_row = np.asarray(set_of_row, dtype=np.int64)
+    keep = set_of_row >= 0
+    keys, sets = keys[keep], set_of_row[keep]
+    if not keys.size:
+        return
+    table_no, tables = _lookup(keys)
+    for j, t in enumerate(tables):
+        mine = table_no == j
+        pos, s = keys[mine] - t.base, sets[mine]
+        order = np.argsort(pos, kind="stable")
+        pos, s = pos[order], s[order]
+        first = np.ones(len(pos), dtype=bool)
+        first[1:] = pos[1:] != pos[:-1]
+        idx = np.arange(len(pos))
+        rank = idx - np.maximum.accumulate(np.where(first, idx, 0))
+        for r in range(int(rank.max()) + 1):  # one pass per repeat of a key: almost always one
+            sel = rank == r
+            per_row = np.full(len(t.lin), -1, dtype=np.int64)
+            per_row[pos[sel]] = s[sel]
+            t.lin = t.lin.with_context(per_row, block, node=OpNode(node.op, node.params, (t.lin.node,)))
+    with _lock:
+        _generation[0] += 1
 
 
 def resolve(df: pd.DataFrame, positions=None) -> RowLineage:
