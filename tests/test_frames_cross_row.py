@@ -144,3 +144,41 @@ def test_untraced_frames_are_untouched_and_raise_mode_refuses():
         cross_row.set_mode("context")
     with pytest.raises(LineageLostError, match="set_index"):
         df.reset_index()["x"].cumsum()
+
+
+def _pair():
+    a = tpf.track(pd.DataFrame({"k": [0, 1, 2], "x": [1.0, 2.0, 3.0]}), "al_a")
+    b = tpf.track(pd.DataFrame({"k": [2, 0, 1], "y": [20.0, 0.0, 10.0]}), "al_b")
+    return a, b
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a, b: a.join(b.set_index("k"), on="k"),
+        lambda a, b: pd.concat([a, b.set_index("k")], axis=1),
+        lambda a, b: a.__setitem__("y", b.set_index("k")["y"]),
+        lambda a, b: a.update(b.set_index("k")[["y"]].rename(columns={"y": "x"})),
+        lambda a, b: a.combine_first(b.set_index("k")),
+        lambda a, b: a["x"].combine_first(b.set_index("k")["y"]),
+        lambda a, b: a.insert(0, "y", b.set_index("k")["y"]),
+    ],
+)
+def test_label_matched_rows_of_another_traced_frame_refuse(call):
+    a, b = _pair()
+    with pytest.raises(LineageLostError, match=r"df\.tp\.merge"):
+        call(a, b)
+
+
+def test_merge_is_the_way_and_same_key_alignment_is_allowed():
+    a, b = _pair()
+    out = a.tp.merge(b, on="k", how="left")
+    assert {k: v.tolist() for k, v in out.tp.sources(rows=[2]).items()} == {"al_a": [2], "al_b": [0]}
+    a["z"] = a["x"] * 2  # same keys: allowed, row-only lineage is exact
+    sub = a[a["x"] > 1]
+    a["w"] = sub["x"]  # aligned by the same lineage keys
+    assert {k: v.tolist() for k, v in a.tp.sources(rows=[1]).items()} == {"al_a": [1]}
+    a["v"] = b.drop(columns="k")["y"]  # keys of another table never match a key here: all NaN, exact
+    assert a["v"].isna().all()
+    with pytest.warns(tpf.errors.MissingLineageWarning):
+        a["u"] = pd.Series([5.0, 6.0, 7.0], index=pd.Index([1, 2, 3]))

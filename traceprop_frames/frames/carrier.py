@@ -213,17 +213,23 @@ def add_context(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> 
     table_no, tables = _lookup(keys)
     for j, t in enumerate(tables):
         mine = table_no == j
-        pos, s = keys[mine] - t.base, sets[mine]
-        order = np.argsort(pos, kind="stable")
-        pos, s = pos[order], s[order]
-        first = np.ones(len(pos), dtype=bool)
-        first[1:] = pos[1:] != pos[:-1]
-        idx = np.arange(len(pos))
-        rank = idx - np.maximum.accumulate(np.where(first, idx, 0))
+        pos, s = (keys - t.base, sets) if len(tables) == 1 else (keys[mine] - t.base, sets[mine])
+        if np.all(pos[1:] > pos[:-1]):  # the usual case: each row once, in key order
+            rank = np.zeros(len(pos), dtype=np.int64)
+        else:
+            order = np.argsort(pos, kind="stable")
+            pos, s = pos[order], s[order]
+            first = np.ones(len(pos), dtype=bool)
+            first[1:] = pos[1:] != pos[:-1]
+            idx = np.arange(len(pos))
+            rank = idx - np.maximum.accumulate(np.where(first, idx, 0))
         for r in range(int(rank.max()) + 1):  # one pass per repeat of a key: almost always one
             sel = rank == r
-            per_row = np.full(len(t.lin), -1, dtype=np.int64)
-            per_row[pos[sel]] = s[sel]
+            if len(pos) == len(t.lin) and r == 0 and sel.all() and pos[0] == 0 and pos[-1] == len(pos) - 1:
+                per_row = s  # every row of the table, in order
+            else:
+                per_row = np.full(len(t.lin), -1, dtype=np.int64)
+                per_row[pos[sel]] = s[sel]
             t.lin = t.lin.with_context(per_row, block, node=OpNode(node.op, node.params, (t.lin.node,)))
     with _lock:
         _generation[0] += 1

@@ -42,6 +42,7 @@ from pandas.core.groupby import DataFrameGroupBy, SeriesGroupBy
 from pandas.core.groupby.groupby import GroupBy
 
 from traceprop_frames.errors import LineageLostError
+from traceprop_frames.frames import alignment
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve
 from traceprop_frames.lineage import OpNode
 
@@ -83,8 +84,13 @@ def _is_traced(obj) -> bool:
     return idx.name == LID or isinstance(idx, pd.MultiIndex) or ATTRS_KEY in obj.attrs
 
 
-def _group_layout(codes: np.ndarray):
-    """Members in group order (stable) and, per sorted position k, its group's [start, end)."""
+def _group_layout(codes: np.ndarray | int):
+    """Members in group order (stable) and, per sorted position k, its group's [start, end).
+
+    ``codes`` may be a row count instead: one group of all rows, in order (no sort)."""
+    if isinstance(codes, (int, np.integer)):
+        k = np.arange(codes, dtype=np.int64)
+        return k, k, np.zeros(codes, dtype=np.int64), np.full(codes, codes, dtype=np.int64)
     members = np.flatnonzero(codes >= 0)
     order = members[np.argsort(codes[members], kind="stable")]
     sc = codes[order]
@@ -98,10 +104,12 @@ def _group_layout(codes: np.ndarray):
 
 def _sets(kind: str, codes: np.ndarray, arg=None):
     """(order, starts, ends, set_of_row) for a rule over n rows grouped by ``codes`` (-1: no group)."""
-    n = len(codes)
+    n = codes if isinstance(codes, (int, np.integer)) else len(codes)
     order, k, gs, ge = _group_layout(codes)
     set_of_row = np.full(n, -1, dtype=np.int64)
-    valid = np.ones(len(order), dtype=bool)
+    if kind == "all" and isinstance(codes, (int, np.integer)):  # one set that every row refers to
+        set_of_row[:] = 0
+        return order, np.zeros(1, dtype=np.int64), np.full(1, n, dtype=np.int64), set_of_row
     if kind == "prefix":
         starts, ends = gs, k + 1
     elif kind == "suffix":
@@ -113,11 +121,13 @@ def _sets(kind: str, codes: np.ndarray, arg=None):
         valid = (j >= gs) & (j < ge)
         starts = np.where(valid, np.minimum(j, k), k)
         ends = np.where(valid, np.maximum(j, k) + 1, k)
+        set_of_row[order] = np.where(valid, k, -1)
+        return order, starts, ends, set_of_row
     elif kind == "window":
         starts, ends = np.maximum(gs, k - int(arg) + 1), k + 1
     else:  # pragma: no cover - the rule table names only the kinds above
         raise ValueError(kind)
-    set_of_row[order] = np.where(valid, k, -1)
+    set_of_row[order] = k
     return order, starts, ends, set_of_row
 
 
@@ -129,7 +139,7 @@ def _record(obj, order, starts, ends, set_of_row, label: str) -> None:
 
 
 def _plain(obj, kind: str, label: str, arg=None) -> None:
-    _record(obj, *_sets(kind, np.zeros(len(obj), dtype=np.int64), arg), label)
+    _record(obj, *_sets(kind, len(obj), arg), label)
 
 
 def _fill_sources(obj, result, forward: bool, label: str) -> None:
@@ -310,7 +320,9 @@ def _cut_wrapper(orig, name: str):
 
 
 def install() -> None:
-    """Wrap the cross-row pandas methods (idempotent)."""
+    """Wrap the cross-row pandas methods and the label-matching ones of :mod:`frames.alignment`
+    (idempotent)."""
+    alignment.install()
     if _installed:
         return
     for owner in (pd.Series, pd.DataFrame, pd.core.generic.NDFrame):
@@ -328,7 +340,9 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Restore plain pandas (cross-row calls then return row-only lineage again: use with care)."""
+    """Restore plain pandas (cross-row and label-matching calls then silently return row-only lineage
+    again: use with care, e.g. to time plain pandas)."""
+    alignment.uninstall()
     while _installed:
         owner, name, orig = _installed.pop()
         setattr(owner, name, orig)

@@ -349,11 +349,15 @@ class RowLineage:
         if starts.size and (starts.min() < 0 or ends.max() > len(order) or np.any(ends < starts)):
             raise ValueError("set segments must lie inside 0..len(order)")
         off = self.offsets
-        lengths = off[order + 1] - off[order]
-        pos = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=pos[1:])
-        _, flat = _segments_gather(off, order)
-        pool = self.ids[flat]
+        if self.ids.size == len(self) and np.all(off[1:] - off[:-1] == 1):  # one id per row: a gather
+            pool = self.ids[order]
+            pos = np.arange(len(order) + 1, dtype=np.int64)
+        else:
+            lengths = off[order + 1] - off[order]
+            pos = np.zeros(len(order) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=pos[1:])
+            _, flat = _segments_gather(off, order)
+            pool = self.ids[flat]
         if not self.has_context:
             return SetBlock(pool, pos[starts], pos[ends], label)
         ref_off, refs = _segment_refs(self.context, order, starts, ends)
@@ -369,9 +373,12 @@ class RowLineage:
         old = self.context
         new_off = np.zeros(len(self) + 1, dtype=np.int64)
         np.cumsum(set_of_row >= 0, out=new_off[1:])
-        every = np.arange(len(self), dtype=np.int64)
         new_refs = block.base + set_of_row[set_of_row >= 0]
-        roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+        if old.refs.size:
+            every = np.arange(len(self), dtype=np.int64)
+            roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+        else:
+            roff, refs = new_off, new_refs
         ctx = Context(roff, refs, merge_blocks(old, Context(new_off, new_refs, [block])))
         out = RowLineage(self.offsets, self.ids, node if node is not None else self.node, ctx)
         out._sids = self._sids
