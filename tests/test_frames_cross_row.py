@@ -182,3 +182,25 @@ def test_merge_is_the_way_and_same_key_alignment_is_allowed():
     assert a["v"].isna().all()
     with pytest.warns(tpf.errors.MissingLineageWarning):
         a["u"] = pd.Series([5.0, 6.0, 7.0], index=pd.Index([1, 2, 3]))
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_groupby_observed_false_empty_groups_have_empty_lineage(sort):
+    raw = pd.DataFrame(
+        {
+            "g": pd.Categorical(["b", "a", "b", "a"], categories=["a", "b", "c"]),
+            "h": pd.Categorical(["u", "u", "v", "u"], categories=["u", "v"]),
+            "x": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    df = tpf.track(raw, f"obs_{sort}")
+    out = df.tp.groupby(["g", "h"], observed=False, sort=sort).agg(s=("x", "sum"), n=("x", "size"))
+    plain = raw.groupby(["g", "h"], observed=False, sort=sort, as_index=False).agg(
+        s=("x", "sum"), n=("x", "size")
+    )
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), plain)
+    for i in range(len(out)):  # oracle: a group's members are the raw rows with its key values
+        members = np.flatnonzero((raw["g"] == out["g"].iloc[i]) & (raw["h"] == out["h"].iloc[i])).tolist()
+        got = out.tp.sources(rows=[i]).get(f"obs_{sort}", np.zeros(0, dtype=np.int64)).tolist()
+        assert got == members
+    assert (out["n"] == 0).sum() == 3  # (a, v), (c, u), (c, v): unused combinations, empty lineage

@@ -196,6 +196,18 @@ def _cache_put(idx, lin: RowLineage) -> None:
     _resolved[key] = (ref, lin, _generation[0])
 
 
+def _one_table(keys: np.ndarray):
+    """(table numbers, [table]) when all keys lie in one live table (checked at the two ends), else None."""
+    lo, hi = int(keys.min()), int(keys.max())
+    with _lock:
+        i = bisect.bisect_right(_bases, lo) - 1
+        ref = _tables.get(_bases[i]) if i >= 0 else None
+    t = ref() if ref is not None else None
+    if t is None or hi >= t.stop:
+        return None
+    return np.zeros(len(keys), dtype=np.int64), [t]
+
+
 def add_context(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> None:
     """Make the lineage rows behind ``keys`` also refer to set ``set_of_row[i]`` of ``block`` (-1: none).
 
@@ -210,7 +222,7 @@ def add_context(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> 
     keys, sets = keys[keep], set_of_row[keep]
     if not keys.size:
         return
-    table_no, tables = _lookup(keys)
+    table_no, tables = _one_table(keys) or _lookup(keys)
     for j, t in enumerate(tables):
         mine = table_no == j
         pos, s = (keys - t.base, sets) if len(tables) == 1 else (keys[mine] - t.base, sets[mine])
