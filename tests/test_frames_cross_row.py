@@ -204,3 +204,68 @@ def test_groupby_observed_false_empty_groups_have_empty_lineage(sort):
         got = out.tp.sources(rows=[i]).get(f"obs_{sort}", np.zeros(0, dtype=np.int64)).tolist()
         assert got == members
     assert (out["n"] == 0).sum() == 3  # (a, v), (c, u), (c, v): unused combinations, empty lineage
+
+
+def _reshape_raw():
+    rng = np.random.default_rng(5)
+    n = 30
+    return pd.DataFrame(
+        {
+            "id": rng.integers(0, 6, n),
+            "m": rng.choice(["jan", "feb", "mar"], n),
+            "x": np.where(rng.random(n) < 0.2, np.nan, rng.normal(size=n).round(2)),
+            "y": rng.integers(0, 5, n).astype(float),
+        }
+    )
+
+
+RESHAPES = {
+    "pivot_table": (dict(values="x", index="id", columns="m", aggfunc="sum"), ["id"]),
+    "pivot_table(2 keys)": (dict(values=["x", "y"], index=["id", "m"], aggfunc="mean"), ["id", "m"]),
+    "crosstab": (dict(index="id", columns="m"), ["id"]),
+}
+
+
+@pytest.mark.parametrize("case", list(RESHAPES))
+def test_reshaping_rows_are_sufficient(case):
+    kwargs, keys = RESHAPES[case]
+    plain = _plain_crosstab if case == "crosstab" else _plain_pivot
+    raw = _reshape_raw()
+    name = f"rs_{case}"
+    df = tpf.track(raw, name)
+    out = (df.tp.crosstab if case == "crosstab" else df.tp.pivot_table)(**kwargs)
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), plain(raw, **kwargs))
+    for i in range(len(out)):  # re-run on the row's lineage rows only: the same row comes back
+        again = plain(raw.iloc[out.tp.sources(rows=[i])[name]], **kwargs)
+        mine = out.iloc[[i]].reset_index(drop=True)
+        got = again.merge(mine[keys], on=keys)
+        pd.testing.assert_frame_equal(got, mine[got.columns], check_dtype=False)
+
+
+def _plain_pivot(d, **k):
+    out = pd.pivot_table(d, **k)
+    if isinstance(out.columns, pd.MultiIndex):
+        out.columns = ["_".join(str(p) for p in c if str(p)) for c in out.columns]
+    return out.reset_index()
+
+
+def _plain_crosstab(d, index, columns):
+    out = pd.crosstab(d[index], d[columns])
+    out.columns = [str(c) for c in out.columns]
+    out.columns.name = None
+    return out.reset_index()
+
+
+def test_melt_stack_and_get_dummies_keep_each_rows_source_row():
+    raw = _reshape_raw()
+    df = tpf.track(raw, "rs_melt")
+    melted = df.tp.melt(id_vars=["id"], value_vars=["x", "y"])
+    expect = np.tile(np.arange(len(raw)), 2)
+    assert [melted.tp.sources(rows=[i])["rs_melt"].tolist() for i in (0, 31, 59)] == [
+        [expect[i]] for i in (0, 31, 59)
+    ]
+    stacked = df[["x", "y"]].stack().to_frame("v")
+    first_rows = stacked.index.get_level_values("tp_lid") - df.index[0]
+    assert stacked.tp.sources(rows=[3])["rs_melt"].tolist() == [first_rows[3]]
+    dummies = pd.get_dummies(df, columns=["m"])
+    assert dummies.tp.sources(rows=[7])["rs_melt"].tolist() == [7]

@@ -110,6 +110,27 @@ class TraceAccessor:
         """``df.groupby(by, ...)`` whose aggregations keep lineage (keys come back as columns)."""
         return ops.TracedGroupBy(self._obj, by, **kwargs)
 
+    def pivot_table(self, values=None, index=None, columns=None, aggfunc="mean", **kwargs) -> pd.DataFrame:
+        """``pd.pivot_table(df, ...)`` keeping lineage: a row depends on the rows with its ``index`` keys
+        (which come back as columns)."""
+        from traceprop_frames.frames.reshape import pivot_table
+
+        return pivot_table(self._obj, values=values, index=index, columns=columns, aggfunc=aggfunc, **kwargs)
+
+    def crosstab(self, index, columns, values=None, aggfunc=None, **kwargs) -> pd.DataFrame:
+        """``pd.crosstab`` of this frame's columns (by name), keeping lineage like :meth:`pivot_table`."""
+        from traceprop_frames.frames.reshape import crosstab
+
+        return crosstab(self._obj, index, columns, values=values, aggfunc=aggfunc, **kwargs)
+
+    def melt(
+        self, id_vars=None, value_vars=None, var_name=None, value_name="value", **kwargs
+    ) -> pd.DataFrame:
+        """``df.melt(...)`` whose rows keep their source row."""
+        from traceprop_frames.frames.reshape import melt
+
+        return melt(self._obj, id_vars, value_vars, var_name, value_name, **kwargs)
+
     # ------------------------------------------------------------------ persistence
     def to_parquet(self, path, **kwargs) -> None:
         """Write data and lineage to one Parquet file (read back with ``tpf.read_traced``)."""
