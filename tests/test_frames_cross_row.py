@@ -269,3 +269,12 @@ def test_melt_stack_and_get_dummies_keep_each_rows_source_row():
     assert stacked.tp.sources(rows=[3])["rs_melt"].tolist() == [first_rows[3]]
     dummies = pd.get_dummies(df, columns=["m"])
     assert dummies.tp.sources(rows=[7])["rs_melt"].tolist() == [7]
+
+
+def test_shared_context_survives_parquet_round_trip(tmp_path):
+    df = tpf.track(pd.DataFrame({"k": [0, 1, 0, 1], "x": [1.0, 2.0, 3.0, 4.0]}), "xr_persist")
+    df["run"] = df.groupby("k")["x"].cumsum()
+    df.tp.to_parquet(tmp_path / "f.parquet")
+    back = tpf.read_traced(tmp_path / "f.parquet")
+    assert back.tp.sources(rows=[2])["xr_persist"].tolist() == [0, 2]
+    assert back.tp.sources(rows=[2], direct=True)["xr_persist"].tolist() == [2]

@@ -69,12 +69,25 @@ def _row_keys(obj) -> np.ndarray | None:
     return None
 
 
+_DETACHED = "traceprop_keys_in_column"
+
+
 def _detached(obj) -> bool:
-    """A traced frame whose keys left the index (``reset_index()``): rows cannot be attributed."""
-    if isinstance(obj, pd.DataFrame) and LID in obj.columns:
-        return True
-    idx = obj.index
-    return ATTRS_KEY in obj.attrs and isinstance(idx, pd.RangeIndex) and idx.name is None
+    """A traced frame whose keys left the index (``reset_index()``), or a column of one: its rows cannot
+    be attributed. (A frame whose keys a plain aggregation dropped is simply untraced.)"""
+    return (isinstance(obj, pd.DataFrame) and LID in obj.columns) or bool(obj.attrs.get(_DETACHED))
+
+
+def _reset_index_wrapper(orig):
+    @functools.wraps(orig)
+    def reset_index(self, *args, **kwargs):
+        out = orig(self, *args, **kwargs)
+        target = self if out is None else out
+        if isinstance(target, pd.DataFrame) and LID in target.columns:
+            target.attrs[_DETACHED] = True  # its columns inherit the mark through pandas' attrs
+        return out
+
+    return reset_index
 
 
 def _is_traced(obj) -> bool:
@@ -268,8 +281,9 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
         if _row_keys(obj) is None:
             if _detached(obj):
                 raise LineageLostError(
-                    f"{type(self).__name__}.{name} on a traced frame whose tp_lid keys are in a column, not "
-                    "the index: its result rows cannot be attributed. Call .set_index('tp_lid') first."
+                    f"{type(self).__name__}.{name} reads other rows of a traced frame whose tp_lid keys were "
+                    "moved to a column (reset_index()), so its result rows cannot be attributed. Call "
+                    ".set_index('tp_lid') first."
                 )
             return orig(self, *args, **kwargs)
         ba = sig.bind(self, *args, **kwargs).arguments
@@ -333,6 +347,9 @@ def install() -> None:
         for name in _GROUP_METHODS:
             if name in owner.__dict__:
                 _wrap(owner, name, _group_rule(name), _group_obj)
+    orig = pd.DataFrame.__dict__["reset_index"]
+    pd.DataFrame.reset_index = _reset_index_wrapper(orig)
+    _installed.append((pd.DataFrame, "reset_index", orig))
     for name in ("cut", "qcut"):
         orig = getattr(pd, name)
         setattr(pd, name, _cut_wrapper(orig, name))
