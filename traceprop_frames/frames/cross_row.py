@@ -45,6 +45,9 @@ from traceprop_frames.errors import LineageLostError
 from traceprop_frames.frames import alignment
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve
 from traceprop_frames.lineage import OpNode
+from traceprop_frames.lineage.rowsets import _stable_group_order
+
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 _state = threading.local()
 _mode = ["context"]
@@ -104,14 +107,21 @@ def _group_layout(codes: np.ndarray | int):
     if isinstance(codes, (int, np.integer)):
         k = np.arange(codes, dtype=np.int64)
         return k, k, np.zeros(codes, dtype=np.int64), np.full(codes, codes, dtype=np.int64)
-    members = np.flatnonzero(codes >= 0)
-    order = members[np.argsort(codes[members], kind="stable")]
+    keep = codes >= 0
+    if not keep.any():
+        return (_EMPTY,) * 4
+    n_groups = int(codes.max()) + 1
+    if keep.all():
+        order = _stable_group_order(codes, n_groups)  # linear-time radix passes
+        counts = np.bincount(codes, minlength=n_groups)
+    else:
+        members = np.flatnonzero(keep)
+        order = members[_stable_group_order(codes[members], n_groups)]
+        counts = np.bincount(codes[members], minlength=n_groups)
+    ends = np.cumsum(counts)
     sc = codes[order]
     k = np.arange(len(order), dtype=np.int64)
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = sc[1:] != sc[:-1]
-    gs = np.maximum.accumulate(np.where(first, k, 0)) if len(order) else k
-    ge = np.searchsorted(sc, sc, "right").astype(np.int64)
+    gs, ge = (ends - counts)[sc], ends[sc]
     return order, k, gs, ge
 
 
