@@ -7,7 +7,12 @@ import importlib
 
 import pytest
 
-MODULES = ["traceprop_frames.datasets", "traceprop_frames.tensor"]
+MODULES = [
+    "traceprop_frames.datasets",
+    "traceprop_frames.tensor",
+    "traceprop_frames.frames.cross_row",
+    "traceprop_frames.frames.reshape",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

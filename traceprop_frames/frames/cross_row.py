@@ -56,7 +56,22 @@ _installed: list[tuple[type, str, object]] = []
 
 def set_mode(mode: str) -> None:
     """``"context"`` (default): cross-row calls on traced objects add shared lineage sets;
-    ``"raise"``: they raise :class:`LineageLostError` instead."""
+    ``"raise"``: they raise :class:`LineageLostError` instead.
+
+    Examples
+    --------
+    >>> import pandas as pd, traceprop_frames as tpf
+    >>> df = tpf.track(pd.DataFrame({"bal": [1.0, 2.0, 4.0]}), "doc_bal")
+    >>> df["run"] = df["bal"].cumsum()
+    >>> df.tp.sources(rows=[1])["doc_bal"].tolist(), df.tp.sources(rows=[1], direct=True)["doc_bal"].tolist()
+    ([0, 1], [1])
+    >>> set_mode("raise")
+    >>> df["bal"].shift(1)
+    Traceback (most recent call last):
+    ...
+    traceprop_frames.errors.LineageLostError: Series.shift reads other rows of a traced frame ...
+    >>> set_mode("context")
+    """
     if mode not in ("context", "raise"):
         raise ValueError(f"mode must be 'context' or 'raise', got {mode!r}")
     _mode[0] = mode

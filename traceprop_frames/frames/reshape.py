@@ -40,6 +40,14 @@ def pivot_table(df: pd.DataFrame, values=None, index=None, columns=None, aggfunc
 
     ``index`` must name columns (the keys come back as columns, the index carries lineage); ``margins``
     is refused (its "All" row reads every row but is not a key of the input).
+
+    Examples
+    --------
+    >>> import pandas as pd, traceprop_frames as tpf
+    >>> raw = pd.DataFrame({"id": [1, 2, 1], "m": ["jan", "jan", "feb"], "x": [1.0, 2.0, 3.0]})
+    >>> out = tpf.track(raw, "doc_pivot").tp.pivot_table(values="x", index="id", columns="m", aggfunc="sum")
+    >>> out.columns.tolist(), out.tp.sources(rows=[0])["doc_pivot"].tolist()
+    (['id', 'feb', 'jan'], [0, 2])
     """
     keys = _as_list(index)
     if not keys or not all(isinstance(k, str) for k in keys):
@@ -81,7 +89,16 @@ def crosstab(df: pd.DataFrame, index, columns, values=None, aggfunc=None, **kwar
 
 
 def melt(df: pd.DataFrame, id_vars=None, value_vars=None, var_name=None, value_name="value", **kwargs):
-    """``DataFrame.melt`` keeping each output row's source row (``ignore_index`` is always False)."""
+    """``DataFrame.melt`` keeping each output row's source row (``ignore_index`` is always False).
+
+    Examples
+    --------
+    >>> import pandas as pd, traceprop_frames as tpf
+    >>> df = tpf.track(pd.DataFrame({"id": [7, 8], "a": [1, 2], "b": [3, 4]}), "doc_melt")
+    >>> long = df.tp.melt(id_vars="id")
+    >>> len(long), long.tp.sources(rows=[3])["doc_melt"].tolist()
+    (4, [1])
+    """
     if kwargs.pop("ignore_index", False):
         raise UnsupportedOperationError("df.tp.melt keeps the index (it carries lineage): drop ignore_index")
     return df.melt(
