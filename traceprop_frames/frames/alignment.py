@@ -1,7 +1,7 @@
 """Refuse plain pandas calls that copy another frame's rows into a traced frame by label.
 
 ``A.join(B.set_index("k"), on="k")``, ``pd.concat([A, B], axis=1)``, ``A["y"] = B["y"]``, ``A.update(B)``,
-``A.combine_first(B)``, ``A.insert(i, "y", B["y"])``: pandas matches ``B``'s rows to ``A``'s by index
+``A.combine_first(B)``, ``A.insert(i, "y", B["y"])``, ``A["k"].map(B["y"])``: pandas matches ``B``'s rows to ``A``'s by index
 label and the result keeps ``A``'s ``tp_lid`` index, so each row would resolve to ``A``'s row only —
 silently missing the ``B`` row its new values came from. These wrappers (installed with the cross-row
 ones) let the call through when ``B`` is indexed by the same ``tp_lid`` keys (then a matched ``B`` row *is*
@@ -109,6 +109,7 @@ def install() -> None:
         _wrap_method(owner, "update", _arg(0, "other"))
         _wrap_method(owner, "combine_first", _arg(0, "other"))
     _wrap_method(pd.DataFrame, "insert", _arg(2, "value"))
+    _wrap_method(pd.Series, "map", _arg(0, "arg"), by_label=lambda a, k: True)  # a look-up by value
     orig = pd.DataFrame.__dict__["__setitem__"]
     pd.DataFrame.__setitem__ = _setitem_wrapper(orig)
     _installed.append((pd.DataFrame, "__setitem__", orig))
