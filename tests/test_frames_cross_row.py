@@ -279,3 +279,13 @@ def test_shared_context_survives_parquet_round_trip(tmp_path):
     back = tpf.read_traced(tmp_path / "f.parquet")
     assert back.tp.sources(rows=[2])["xr_persist"].tolist() == [0, 2]
     assert back.tp.sources(rows=[2], direct=True)["xr_persist"].tolist() == [2]
+
+
+def test_repeated_rows_get_the_union_of_their_copies_sets():
+    df = tpf.track(pd.DataFrame({"x": [1.0, 2.0, 4.0, 8.0]}), "xr_dup")
+    d = df.iloc[[2, 0, 2, 1]]  # source row 2 twice: its copies read prefixes {2} and {2, 0, 2}
+    run = d["x"].cumsum()
+    assert run.tolist() == [4.0, 5.0, 9.0, 11.0]
+    got = [d.tp.sources(rows=[i])["xr_dup"].tolist() for i in range(4)]
+    assert got == [[0, 2], [0, 2], [0, 2], [0, 1, 2]]
+    assert df.tp.sources(rows=[3])["xr_dup"].tolist() == [3]  # row 3 was never read
