@@ -163,6 +163,8 @@ def _pair():
         lambda a, b: a["x"].combine_first(b.set_index("k")["y"]),
         lambda a, b: a.insert(0, "y", b.set_index("k")["y"]),
         lambda a, b: a["k"].map(b.set_index("k")["y"]),
+        lambda a, b: a.loc.__setitem__((slice(None), "y"), b.set_index("k")["y"]),
+        lambda a, b: a.iloc.__setitem__((slice(None), 1), b.set_index("k")["y"]),
     ],
 )
 def test_label_matched_rows_of_another_traced_frame_refuse(call):

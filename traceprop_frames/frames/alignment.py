@@ -1,7 +1,7 @@
 """Refuse plain pandas calls that copy another frame's rows into a traced frame by label.
 
 ``A.join(B.set_index("k"), on="k")``, ``pd.concat([A, B], axis=1)``, ``A["y"] = B["y"]``, ``A.update(B)``,
-``A.combine_first(B)``, ``A.insert(i, "y", B["y"])``, ``A["k"].map(B["y"])``: pandas matches ``B``'s rows to ``A``'s by index
+``A.combine_first(B)``, ``A.insert(i, "y", B["y"])``, ``A.loc[...] = B["y"]``, ``A["k"].map(B["y"])``: pandas matches ``B``'s rows to ``A``'s by index
 label and the result keeps ``A``'s ``tp_lid`` index, so each row would resolve to ``A``'s row only —
 silently missing the ``B`` row its new values came from. These wrappers (installed with the cross-row
 ones) let the call through when ``B`` is indexed by the same ``tp_lid`` keys (then a matched ``B`` row *is*
@@ -87,6 +87,17 @@ def _setitem_wrapper(orig):
     return __setitem__
 
 
+def _loc_setitem_wrapper(orig):
+    @functools.wraps(orig)
+    def __setitem__(self, key, value):
+        target = self.obj
+        if isinstance(value, (pd.Series, pd.DataFrame)) and value.index is not target.index:
+            _check(target, (value,), f"df.{self.name}[...] = other")
+        return orig(self, key, value)
+
+    return __setitem__
+
+
 def _concat_wrapper(orig):
     @functools.wraps(orig)
     def concat(objs, *args, **kwargs):
@@ -113,6 +124,10 @@ def install() -> None:
     orig = pd.DataFrame.__dict__["__setitem__"]
     pd.DataFrame.__setitem__ = _setitem_wrapper(orig)
     _installed.append((pd.DataFrame, "__setitem__", orig))
+    loc = pd.core.indexing._LocationIndexer  # .loc and .iloc
+    orig = loc.__dict__["__setitem__"]
+    loc.__setitem__ = _loc_setitem_wrapper(orig)
+    _installed.append((loc, "__setitem__", orig))
     orig = pd.concat
     pd.concat = _concat_wrapper(orig)
     _installed.append((pd, "concat", orig))
