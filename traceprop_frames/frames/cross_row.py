@@ -258,6 +258,11 @@ def _frame_rule(name: str):
     return rule
 
 
+def _window(ba):
+    args = ba.get("args") or ()
+    return args[0] if args else ba.get("window")
+
+
 def _group_rule(name: str):
     def rule(gb, result, ba) -> None:
         if result is not None and isinstance(result, (pd.Series, pd.DataFrame)) and _row_keys(result) is None:
@@ -273,8 +278,8 @@ def _group_rule(name: str):
             kind, arg = "prefix", None
         elif name == "bfill":
             kind, arg = "suffix", None
-        elif name == "rolling" and isinstance(ba.get("window"), (int, np.integer)) and not ba.get("center"):
-            kind, arg = "window", ba["window"]
+        elif name == "rolling" and isinstance(_window(ba), (int, np.integer)) and not ba.get("center"):
+            kind, arg = "window", _window(ba)
         else:
             kind, arg = "all", None
         _record(obj, *_sets(kind, codes, arg), f"groupby.{name}")
