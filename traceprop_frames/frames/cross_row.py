@@ -302,13 +302,15 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
     orig = owner.__dict__[name]
     sig = inspect.signature(orig)
     var_kw = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    plain_fill = name == "fillna" and get_obj is not _group_obj  # method= is keyword-only in pandas 2
 
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
         obj = get_obj(self)
-        if getattr(_state, "busy", False) or not _is_traced(obj):
-            return orig(self, *args, **kwargs)
-        if _row_keys(obj) is None:
+        if getattr(_state, "busy", False) or not _is_traced(obj) or (plain_fill and "method" not in kwargs):
+            return orig(self, *args, **kwargs)  # untraced, or fillna(value): row-preserving
+        idx = obj.index
+        if idx.name != LID and not (isinstance(idx, pd.MultiIndex) and LID in idx.names):
             if _detached(obj):
                 raise LineageLostError(
                     f"{type(self).__name__}.{name} reads other rows of a traced frame whose tp_lid keys were "
