@@ -7,7 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["traceprop_frames.datasets", "traceprop_frames.tensor", "traceprop_frames.spark.dialect"]
+MODULES = [
+    "traceprop_frames.datasets",
+    "traceprop_frames.tensor",
+    "traceprop_frames.spark.dialect",
+    "traceprop_frames.frames.cross_row",
+    "traceprop_frames.frames.reshape",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -357,12 +357,10 @@ class RowLineage:
         if starts.size and (starts.min() < 0 or ends.max() > len(order) or np.any(ends < starts)):
             raise ValueError("set segments must lie inside 0..len(order)")
         off = self.offsets
-        if (
-            len(order) == len(self)
-            and np.array_equal(off, np.arange(len(self) + 1))
-            and (np.array_equal(order, np.arange(len(self))))
-        ):
-            pos, pool = off, self.ids  # one id per row, in row order: the ids are the pool (no copy)
+        if self.ids.size == len(self) and np.all(off[1:] - off[:-1] == 1):  # one id per row: a gather
+            same_order = len(order) == len(self) and np.array_equal(order, np.arange(len(self)))
+            pool = self.ids if same_order else self.ids[order]  # in row order the ids are the pool
+            pos = np.arange(len(order) + 1, dtype=np.int64)
         else:
             lengths = off[order + 1] - off[order]
             pos = np.zeros(len(order) + 1, dtype=np.int64)
@@ -384,9 +382,12 @@ class RowLineage:
         old = self.context
         new_off = np.zeros(len(self) + 1, dtype=np.int64)
         np.cumsum(set_of_row >= 0, out=new_off[1:])
-        every = np.arange(len(self), dtype=np.int64)
         new_refs = block.base + set_of_row[set_of_row >= 0]
-        roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+        if old.refs.size:
+            every = np.arange(len(self), dtype=np.int64)
+            roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+        else:
+            roff, refs = new_off, new_refs
         ctx = Context(roff, refs, merge_blocks(old, Context(new_off, new_refs, [block])))
         out = RowLineage(self.offsets, self.ids, node if node is not None else self.node, ctx)
         out._sids = self._sids
