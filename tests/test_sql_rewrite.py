@@ -89,8 +89,9 @@ CASES = [
         [((3,), ()), ((4,), ())],
     ),
     (
+        # a row number reads every row ordered before the row (v DESC: the larger v) and its peers
         "SELECT v, row_number() OVER (ORDER BY v DESC) AS r FROM a ORDER BY v LIMIT 2",
-        [((0,), ()), ((1,), ())],
+        [((0, 1, 2, 3, 4), ()), ((1, 2, 3, 4), ())],
     ),
     ("SELECT * EXCLUDE (v) REPLACE (k * 2 AS k) FROM a WHERE v = 30", [((2,), ())]),
     ("SELECT v FROM a ANTI JOIN b ON a.k = b.k ORDER BY v", [((3,), ()), ((4,), ())]),

@@ -13,8 +13,13 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
 --------------------------------------------------------------------------------------
 - scan: a traced table contributes its hidden column; a table without lineage contributes nothing and is
   named in the result's ``missing_lineage`` (``df.tp.sources()`` warns once, naming it).
-- projection / filter / ORDER BY / LIMIT / window functions: a row keeps the ids of the input rows it was
-  computed from (a window value's partition is not added: windows are 1:1 on rows).
+- projection / filter / ORDER BY / LIMIT: a row keeps the ids of the input rows it was computed from.
+- window functions (in SELECT or QUALIFY, see ``_frame_lineage``): a row also gets the lineage of the rows
+  its window value read - the window's frame (an aggregate without ORDER BY: the partition; with ORDER BY,
+  by default every row ordered before it and its peers; an explicit ROWS / RANGE / GROUPS frame as written,
+  ``EXCLUDE`` ignored); ranking functions: the rows ordered before it and its peers (``percent_rank``,
+  ``cume_dist``, ``ntile``: the partition); ``lag``/``lead`` with offset k: the k rows up to the one read
+  (the partition's start / end with IGNORE NULLS). Other window functions raise.
 - join (inner, outer, cross, comma, USING/ON, ASOF, POSITIONAL): the ids of both rows are concatenated;
   the missing side of an outer join adds nothing. ANTI JOIN adds nothing from its right side; NATURAL
   and SEMI joins raise :class:`UnsupportedSQLError` (write them with USING / EXISTS).
@@ -163,6 +168,73 @@ def _is_agg(node, aggs) -> bool:
     return isinstance(node, exp.Anonymous) and node.name.lower() in aggs
 
 
+def _windows_in(node):
+    """Window function nodes under ``node``, not entering subqueries."""
+    if isinstance(node, exp.Window):
+        yield node
+        return
+    if isinstance(node, _SUBQ):
+        return
+    for child in node.iter_expressions():
+        yield from _windows_in(child)
+
+
+_RANKING = {"row_number", "rank", "dense_rank", "rank_dense"}  # the rows ordered before it and its peers
+_WHOLE = {"percent_rank", "cume_dist", "ntile"}  # they divide by the partition's size
+_VALUE = {"first_value", "last_value", "nth_value", "any_value"}  # read their frame, like aggregates
+_OFFSET = {"lag": "PRECEDING", "lead": "FOLLOWING"}
+
+
+def _frame_lineage(win: exp.Window, row_list: exp.Expression, named: dict, aggs) -> exp.Expression:
+    """``flatten(list(row_list) OVER (frame))``: the lineage of every row the window value read."""
+    fn, ignore_nulls = win.this, False
+    while isinstance(fn, (exp.Filter, exp.IgnoreNulls, exp.RespectNulls)):
+        ignore_nulls = ignore_nulls or isinstance(fn, exp.IgnoreNulls)
+        fn = fn.this
+    name = (fn.name if isinstance(fn, exp.Anonymous) else fn.sql_name()).lower()
+    partition, order, spec = win.args.get("partition_by"), win.args.get("order"), win.args.get("spec")
+    if isinstance(win.args.get("alias"), exp.Identifier):  # OVER w / OVER (w ...): a WINDOW clause entry
+        base = named.get(win.args["alias"].name.lower())
+        if base is None or isinstance(base.args.get("alias"), exp.Identifier):
+            raise UnsupportedSQLError(f"window {win.args['alias'].name}: define it without another window")
+        partition = partition or base.args.get("partition_by")
+        order = order or base.args.get("order")
+        spec = spec or base.args.get("spec")
+    if name in _RANKING:
+        spec = (
+            _t("SELECT sum(1) OVER (RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)")
+            .expressions[0]
+            .args["spec"]
+        )
+    elif name in _WHOLE:
+        order = spec = None
+    elif name in _OFFSET:
+        k = fn.args.get("offset")
+        if k is None:
+            k = exp.Literal.number(1)
+        if not (isinstance(k, exp.Literal) and not k.is_string and str(k.this).isdigit()):
+            raise UnsupportedSQLError(f"{name.upper()} with a non-constant offset: its frame is unknown")
+        reach = "UNBOUNDED" if ignore_nulls else str(k.this)
+        frame = (
+            f"{reach} PRECEDING AND CURRENT ROW" if name == "lag" else f"CURRENT ROW AND {reach} FOLLOWING"
+        )
+        spec = _t(f"SELECT sum(1) OVER (ROWS BETWEEN {frame})").expressions[0].args["spec"]
+    elif name in _VALUE or _is_agg(fn, aggs):
+        if spec is not None and spec.args.get("exclude") is not None:
+            spec = spec.copy()  # EXCLUDE drops rows that still decide which rows the frame reaches
+            spec.set("exclude", None)
+    else:
+        raise UnsupportedSQLError(f"window function {name}: which rows it reads is not known to the rewriter")
+    out = exp.Window(this=_fn("list", row_list.copy()), over="OVER")
+    if partition:
+        out.set("partition_by", [p.copy() for p in partition])
+    if order is not None:
+        out.set("order", order.copy())
+    if spec is not None:
+        out.set("spec", spec.copy())
+    return _fn("flatten", out)
+
+
 def _has_agg(node, aggs) -> bool:
     """True if ``node`` holds an aggregate outside window functions and subqueries."""
     if isinstance(node, (exp.Window, *_SUBQ)):
@@ -263,9 +335,17 @@ class Rewriter:
                 sel.set("distinct", None)
                 sel.set("group", exp.Group(all=True))
                 is_agg = True
+        named = {w.name.lower(): w for w in sel.args.get("windows") or []}
+        windows = [w for root in select_like_roots(sel) for w in _windows_in(root)]
         if is_agg:
-            expr, kind = lin.aggregated(group_extra), LIN
+            base = lin.aggregated(group_extra)
+            frames = [_frame_lineage(w, base, named, aggs) for w in windows]
+            expr, kind = lin.aggregated(group_extra + frames), LIN
         else:
+            if windows:
+                base = _as_list(*lin.row())
+                for w in windows:
+                    lin.add(_frame_lineage(w, base, named, aggs), LIN)
             expr, kind = lin.row()
         if force_list or wrap_distinct:
             expr, kind = _as_list(expr, kind), LIN
@@ -427,6 +507,8 @@ class Rewriter:
         agg = self._aggregated.get(id(wq))
         if agg is None or any(wq.args.get(k) for k in ("limit", "offset", "qualify", "distinct")):
             return None
+        if wq.expressions[-1].find(exp.Window):  # a window cannot sit inside the witness's aggregate
+            return None
         lin = wq.expressions[-1].this
         if agg:
             if mode == "in" or wq.args.get("group") or wq.args.get("having"):
@@ -506,6 +588,11 @@ class Rewriter:
         new, kind = self.query(q.this, ctes, trace, force_list)
         q.set("this", new)
         return q, kind
+
+
+def select_like_roots(sel: exp.Select) -> list[exp.Expression]:
+    """The SELECT list and QUALIFY: where a window value becomes part of (or decides) an output row."""
+    return [e for e in [*sel.expressions, sel.args.get("qualify")] if e is not None]
 
 
 def _from_aliases(sel: exp.Select) -> list[str]:
