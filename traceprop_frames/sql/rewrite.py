@@ -133,7 +133,7 @@ class RewriteResult:
     traced: set[str]
     untraced: set[str]
     n_hidden: int = 1  # hidden columns at the end (``split=True`` gives one per lineage part)
-    constants: list = field(default_factory=list)  # SQL of the witnesses behind marker ids, in order
+    constants: list = field(default_factory=list)  # (SQL, label) of the witnesses behind marker ids
 
     @property
     def sql(self) -> str:
@@ -249,7 +249,9 @@ class Rewriter:
 
     def __init__(self, catalog: Catalog, constant=None) -> None:
         self.catalog = catalog
-        self.constant = constant  # witness -> marker id expression, for uncorrelated witnesses (or None)
+        self.constant = constant  # see rewrite_query: uncorrelated witness -> marker id expression, or None
+        self._cte_defs: dict[str, exp.CTE] = {}  # rewritten CTEs, for witnesses that run on their own
+        self._recursive: set[str] = set()
         self.traced: set[str] = set()
         self.untraced: set[str] = set()
         self._ids = itertools.count()
@@ -288,6 +290,9 @@ class Rewriter:
             new, kind = self.query(cte.this, ctes, trace)
         cte.set("this", new)
         ctes[name] = kind
+        self._cte_defs[name] = cte
+        if recursive:
+            self._recursive.add(name)
         alias = cte.args.get("alias")
         if kind and alias is not None and alias.columns:
             alias.append("columns", exp.to_identifier(kind))
@@ -453,15 +458,15 @@ class Rewriter:
                 if root is None:
                     continue
                 for node, neg, in_agg in list(_scope_walk(root, aggs=aggs)):
-                    w = self._subquery(node, neg, ctes, trace)
-                    if w is None:
+                    found = self._subquery(node, neg, ctes, trace)
+                    if found is None:
                         continue
-                    marker = self.constant(w) if self.constant is not None else None
-                    if marker is not None:  # the same rows for every row: one id, expanded at the end
+                    w, marker = found
+                    if marker:  # rows shared by many rows: one marker id, a shared set after the query
                         if row_level or in_agg or not is_agg:
-                            lin.add(marker, RID)
+                            lin.add(w, RID)
                         else:
-                            group_extra.append(exp.Array(expressions=[marker]))
+                            group_extra.append(exp.Array(expressions=[w]))
                         continue
                     if row_level or in_agg or not is_agg:
                         lin.add(w, LIN)
@@ -487,9 +492,13 @@ class Rewriter:
         if witness_q is None:
             return None
         wq, kind = self.query(witness_q, ctes, trace=True)
+        if self.constant is not None:
+            marker = self.constant(wq, kind, node.this if mode == "in" else None, self._with(ctes))
+            if marker is not None:
+                return marker, True
         simple = self._simple_witness(wq, kind, mode, node)
         if simple is not None:
-            return simple
+            return simple, False
         alias = self._alias("w")
         agg = f"list({alias}.{RID})" if kind == RID else f"flatten(list({alias}.{LIN}))"
         if mode == "in":
@@ -500,7 +509,14 @@ class Rewriter:
         w.this.args["from_"].this.replace(
             exp.Subquery(this=wq, alias=w.this.args["from_"].this.args["alias"].copy())
         )
-        return w
+        return w, False
+
+    def _with(self, ctes: dict) -> exp.With | None:
+        """The rewritten CTEs visible here, so a witness can run as a query of its own."""
+        defs = [self._cte_defs[n].copy() for n in ctes if n in self._cte_defs]
+        if not defs:
+            return None
+        return exp.With(expressions=defs, recursive=any(n in self._recursive for n in ctes))
 
     def _simple_witness(self, wq, kind: str, mode: str, node) -> exp.Expression | None:
         """The witness as one flat subquery (no derived table) when ``wq`` is a plain SELECT."""
@@ -647,9 +663,10 @@ def rewrite_query(
     ``split=True`` (for results that leave DuckDB): a top-level non-aggregate SELECT returns each lineage
     part (a join side's id or list, a subquery's witnesses) as its own hidden column instead of
     concatenating them in SQL; the caller concatenates the CSR parts (cheaper than ``list_concat``).
-    ``constant(witness) -> expression | None`` may replace an uncorrelated subquery's witness list by
-    one marker id that the caller expands after the query (so a scalar subquery's rows are not copied
-    into every row inside DuckDB).
+    ``constant(witness_query, kind, in_value, with_) -> expression | None`` may replace the witness list
+    of an uncorrelated subquery by one marker id per row (for ``x IN (q)``, one per value of ``x``) that
+    the caller resolves after the query into a shared set (so the rows a scalar subquery or an IN list
+    read are stored once, never copied into every row). ``with_`` holds the CTEs it may refer to.
     """  # fmt: skip
     rw = Rewriter(catalog, constant)
     new, kind = rw.query(q.copy() if copy else q, {}, trace, force_list)
