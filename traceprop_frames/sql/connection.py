@@ -261,8 +261,12 @@ class TracedConnection:
                 value_type = str(self.raw.sql(value_sql).types[0]) if value is not None else None
             except duckdb.Error:
                 return None
-            consts.append((sql, ("IN" if value is not None else "subquery") + f" witnesses #{len(consts)}"))
-            return marker_expression(len(consts) - 1, value, value_type)
+            known = [k for k, (other, _) in enumerate(consts) if other == sql]  # the same witness again
+            if not known:
+                consts.append(
+                    (sql, ("IN" if value is not None else "subquery") + f" witnesses #{len(consts)}")
+                )
+            return marker_expression(known[0] if known else len(consts) - 1, value, value_type)
 
         return constant
 
