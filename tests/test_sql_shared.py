@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
+from traceprop_frames.lineage import decode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import tpcds_like  # noqa: E402
@@ -87,3 +88,27 @@ def test_scalar_subquery_is_one_shared_set(ds):
     everything = set(range(len(frames["store_sales"])))
     for i in (0, len(df) - 1):
         assert set(df.tp.sources(i)[next(iter(df.tp.sources(i)))].tolist()) == everything
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "WITH tot AS (SELECT sum(ss_quantity) AS s FROM store_sales) "
+        "SELECT ss_quantity / s AS share FROM store_sales, tot",
+        "SELECT ss_quantity / s AS share FROM store_sales "
+        "CROSS JOIN (SELECT sum(ss_quantity) AS s FROM store_sales WHERE ss_item_sk < 3)",
+    ],
+)
+def test_one_row_aggregate_joined_to_every_row_is_one_shared_set(ds, query):
+    con, plain, frames = ds
+    df = con.sql(query)
+    assert sorted(_rows(df)) == sorted(_rows(plain.sql(query).df()))
+    lin = df.tp.lineage()
+    assert lin.n_ids == len(df) and lin.context.n_sets == 1  # each row: its own sale + one reference
+    ss = frames["store_sales"]
+    read = set(range(len(ss))) if "WHERE" not in query else set(np.flatnonzero(ss["ss_item_sk"] < 3).tolist())
+    for i in (0, len(df) - 1):
+        own = decode(lin.row_ids(i, direct=True))[1].tolist()
+        assert len(own) == 1
+        assert set(decode(lin.row_ids(i))[1].tolist()) == read | set(own)
+        assert _reproduces(df, i, frames, query)

@@ -319,6 +319,8 @@ class Rewriter:
                 skip.add(id(j.this))
         for item in items:
             parts = self._from_item(item, ctes, trace, exposed)
+            if trace and parts and len(items) > 1 and self.constant is not None:
+                parts = self._one_row_marker(item, ctes) or parts
             if trace and id(item) not in skip:
                 for e, k in parts:
                     lin.add(e, k)
@@ -510,6 +512,24 @@ class Rewriter:
             exp.Subquery(this=wq, alias=w.this.args["from_"].this.args["alias"].copy())
         )
         return w, False
+
+    def _one_row_marker(self, item, ctes: dict) -> list[tuple[exp.Expression, str]] | None:
+        """A joined one-row aggregate (``FROM t, (SELECT avg(x) ...)`` or such a CTE): its rows, which
+        every joined row depends on, as one marker id (a shared set) instead of a copy per row."""
+        if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier):
+            cte = self._cte_defs.get(item.name.lower()) if item.name.lower() in ctes else None
+            body = cte.this if cte is not None else None
+            wq = _t(f"SELECT * FROM {exp.to_identifier(item.name).sql(dialect='duckdb')}") if cte else None
+        elif isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select):
+            body, wq = item.this, item.this.copy()
+        else:
+            return None
+        if not (
+            isinstance(body, exp.Select) and self._aggregated.get(id(body)) and not body.args.get("group")
+        ):
+            return None
+        marker = self.constant(wq, LIN, None, self._with(ctes))
+        return [(marker, RID)] if marker is not None else None
 
     def _with(self, ctes: dict) -> exp.With | None:
         """The rewritten CTEs visible here, so a witness can run as a query of its own."""
