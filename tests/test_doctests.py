@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["traceprop_frames.datasets", "traceprop_frames.tensor"]
+MODULES = ["traceprop_frames.datasets", "traceprop_frames.tensor", "traceprop_frames.sql.shared"]
 
 
 @pytest.mark.parametrize("name", MODULES)

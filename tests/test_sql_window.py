@@ -17,6 +17,7 @@ import pytest
 
 import traceprop_frames as tpf
 from traceprop_frames.errors import UnsupportedSQLError
+from traceprop_frames.lineage import decode
 
 SEEDS = [0, 1]
 
@@ -140,3 +141,18 @@ def test_unknown_window_forms_raise(env):
     con, _, _ = env
     with pytest.raises(UnsupportedSQLError, match="LAG with a non-constant offset"):
         con.sql("SELECT lag(x, k) OVER (ORDER BY x) FROM t")
+
+
+def test_running_frames_are_stored_once(tmp_path):
+    """2,000 running sums: each row refers to one prefix of one shared pool, not a copy of its prefix."""
+    n = 2000
+    con = tpf.connect()
+    con.register("big", tpf.track(pd.DataFrame({"k": np.arange(n) % 3, "x": np.arange(n)}), "big_window"))
+    df = con.sql("SELECT x, sum(x) OVER (PARTITION BY k ORDER BY x) AS s FROM big")
+    lin = df.tp.lineage()
+    assert lin.n_ids == n and sum(len(b.pool) for b in lin.context.blocks.values()) == n
+    for i in (0, 1, n - 1):
+        x = int(df["x"].iloc[i])
+        want = {r for r in range(n) if r % 3 == x % 3 and r <= x}  # the prefix of its partition
+        assert set(decode(lin.row_ids(i))[1].tolist()) == want
+    con.close()

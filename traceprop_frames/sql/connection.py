@@ -28,6 +28,7 @@ from traceprop_frames.sql.shared import (
     marker_expression,
     resolve_markers,
     side_query,
+    with_frames,
     witness_blocks,
 )
 from traceprop_frames.sql.sources import SourceMap
@@ -355,7 +356,8 @@ class TracedConnection:
                 table = table.rename_columns([*names, *table.column_names[n_data:]])
         sides = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.constants]
         blocks = witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
-        return _frame(self.raw, table, n_data, node, self._sources, blocks)
+        frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
+        return _frame(self.raw, table, n_data, node, self._sources, blocks, frames)
 
     def _node(self, table: str) -> OpNode:
         """The op behind a traced table (a table from an earlier session gets a placeholder op)."""
@@ -405,9 +407,13 @@ def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     return out_off, out
 
 
-def _frame(raw, table: pa.Table, n_data: int, node: OpNode, sources: SourceMap, blocks=()) -> pd.DataFrame:
-    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, table.num_columns)]
+def _frame(raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=()) -> pd.DataFrame:
+    n_lin = table.num_columns - 3 * len(frames)
+    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)]
     lin = resolve_markers(*_concat_csr(parts), list(blocks), sources.to_process, node)
+    if frames:
+        bounds = [[table.column(n_lin + 3 * j + c) for c in range(3)] for j in range(len(frames))]
+        lin = with_frames(lin, bounds, list(frames), lineage_from_arrow, list(blocks), sources.to_process)
     data = table.select(list(range(n_data)))
     df = raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
     return attach(df, lin)

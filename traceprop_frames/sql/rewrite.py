@@ -133,6 +133,7 @@ class RewriteResult:
     traced: set[str]
     untraced: set[str]
     n_hidden: int = 1  # hidden columns at the end (``split=True`` gives one per lineage part)
+    frames: list = field(default_factory=list)  # (side SQL, label) per window frame left as positions
     constants: list = field(default_factory=list)  # (SQL, label) of the witnesses behind marker ids
 
     @property
@@ -187,6 +188,44 @@ _OFFSET = {"lag": "PRECEDING", "lead": "FOLLOWING"}
 
 def _frame_lineage(win: exp.Window, row_list: exp.Expression, named: dict, aggs) -> exp.Expression:
     """``flatten(list(row_list) OVER (frame))``: the lineage of every row the window value read."""
+    return _fn("flatten", _over(_fn("list", row_list.copy()), _frame_of(win, named, aggs)))
+
+
+def _over(fn: exp.Expression, frame: tuple, spec=None) -> exp.Window:
+    """``fn OVER (PARTITION BY .. ORDER BY .. spec)`` for a frame ``(partition, order, spec)``."""
+    partition, order, own_spec = frame
+    spec = own_spec if spec is None else spec
+    out = exp.Window(this=fn, over="OVER")
+    if partition:
+        out.set("partition_by", [p.copy() for p in partition])
+    if order is not None:
+        out.set("order", order.copy())
+    if spec is not None:
+        out.set("spec", spec.copy())
+    return out
+
+
+def frame_bounds(frame: tuple) -> tuple[exp.Expression, exp.Expression, exp.Expression, exp.Expression]:
+    """SQL for a frame as positions: (partition id, row position in the partition's order, frame start,
+    frame end). Start/end count rows in that order: end = rows up to the frame's end bound, start = end
+    minus the frame's size (frames without EXCLUDE are contiguous runs of the order)."""
+    partition, order, spec = frame
+    pid = exp.Window(this=_fn("dense_rank"), over="OVER")
+    if partition:
+        pid.set("order", exp.Order(expressions=[exp.Ordered(this=p.copy()) for p in partition]))
+    pos = exp.Sub(this=_over(exp.RowNumber(), (partition, order, None)), expression=exp.Literal.number(1))
+    count = exp.Count(this=exp.Star())
+    if spec is None:
+        return pid, pos, exp.Literal.number(0), _over(count, frame)
+    to_end = spec.copy()
+    to_end.set("start", exp.var("UNBOUNDED"))
+    to_end.set("start_side", "PRECEDING")
+    end = _over(count.copy(), frame, to_end)
+    return pid, pos, exp.Sub(this=end, expression=_over(count, frame)), end.copy()
+
+
+def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
+    """(partition, order, spec) of the rows a window value reads (see the module docstring)."""
     fn, ignore_nulls = win.this, False
     while isinstance(fn, (exp.Filter, exp.IgnoreNulls, exp.RespectNulls)):
         ignore_nulls = ignore_nulls or isinstance(fn, exp.IgnoreNulls)
@@ -225,14 +264,7 @@ def _frame_lineage(win: exp.Window, row_list: exp.Expression, named: dict, aggs)
             spec.set("exclude", None)
     else:
         raise UnsupportedSQLError(f"window function {name}: which rows it reads is not known to the rewriter")
-    out = exp.Window(this=_fn("list", row_list.copy()), over="OVER")
-    if partition:
-        out.set("partition_by", [p.copy() for p in partition])
-    if order is not None:
-        out.set("order", order.copy())
-    if spec is not None:
-        out.set("spec", spec.copy())
-    return _fn("flatten", out)
+    return partition, order, spec
 
 
 def _has_agg(node, aggs) -> bool:
@@ -250,6 +282,8 @@ class Rewriter:
     def __init__(self, catalog: Catalog, constant=None) -> None:
         self.catalog = catalog
         self.constant = constant  # see rewrite_query: uncorrelated witness -> marker id expression, or None
+        self.top: exp.Expression | None = None  # the top-level SELECT, whose frames may leave as positions
+        self.top_frames: list[tuple] = []
         self._cte_defs: dict[str, exp.CTE] = {}  # rewritten CTEs, for witnesses that run on their own
         self._recursive: set[str] = set()
         self.traced: set[str] = set()
@@ -349,7 +383,9 @@ class Rewriter:
             frames = [_frame_lineage(w, base, named, aggs) for w in windows]
             expr, kind = lin.aggregated(group_extra + frames), LIN
         else:
-            if windows:
+            if windows and sel is self.top and distinct is None:  # frames as shared sets, after the query
+                self.top_frames = [_frame_of(w, named, aggs) for w in windows]
+            elif windows:
                 base = _as_list(*lin.row())
                 for w in windows:
                     lin.add(_frame_lineage(w, base, named, aggs), LIN)
@@ -689,13 +725,45 @@ def rewrite_query(
     read are stored once, never copied into every row). ``with_`` holds the CTEs it may refer to.
     """  # fmt: skip
     rw = Rewriter(catalog, constant)
-    new, kind = rw.query(q.copy() if copy else q, {}, trace, force_list)
+    q = q.copy() if copy else q
+    rw.top = q if split and trace and constant is not None else None
+    new, kind = rw.query(q, {}, trace, force_list)
     out = RewriteResult(new, kind, rw.traced, rw.untraced)
     lin = rw._parts.get(id(new)) if split and trace else None
+    side = new.copy() if rw.top_frames else None  # before its lineage splits into parts
     if lin is not None and len(lin.scalars) + len(lin.lists) > 1:
         new.expressions[-1].pop()
         parts = lin.scalars + lin.lists
         for i, part in enumerate(parts):
             new.append("expressions", exp.alias_(part.copy(), f"__tp_l{i}"))
         out.n_hidden = len(parts)
+    if side is not None:
+        out.frames = _frame_columns(new, side, rw.top_frames, kind)
+        out.n_hidden += 3 * len(out.frames)
+    return out
+
+
+def _frame_columns(
+    new: exp.Select, side: exp.Select, frames: list[tuple], kind: str
+) -> list[tuple[str, str]]:
+    """Append (partition id, frame start, frame end) columns per distinct frame to ``new``; return, per
+    frame, the side query listing the window's input rows as (partition id, position, lineage)."""
+    for key in ("qualify", "order", "limit", "offset", "windows"):
+        side.set(key, None)
+    lin = side.expressions[-1].this
+    out, seen = [], set()
+    for frame in frames:
+        pid, pos, start, end = frame_bounds(frame)
+        key = f"{pid.sql()}|{pos.sql()}|{start.sql()}|{end.sql()}"
+        if key in seen:
+            continue
+        seen.add(key)
+        j = len(out)
+        for name, e in (("p", pid), ("s", start), ("e", end)):
+            new.append("expressions", exp.alias_(e, f"__tp_f{j}{name}"))
+        q = side.copy()
+        q.set("expressions", [pid.copy(), pos, exp.alias_(lin.copy(), kind)])
+        out.append(
+            (q.sql(dialect="duckdb"), f"window frame: {_over(exp.Star(), frame).sql(dialect='duckdb')}")
+        )
     return out

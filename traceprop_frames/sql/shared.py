@@ -115,3 +115,34 @@ def witness_blocks(tables: list[tuple[pa.Table, str]], lineage_from_arrow, to_pr
         ends = np.append(starts[1:], len(keys)).astype(np.int64) if len(uk) else starts
         blocks.append((lin.shared_sets(order, starts, ends, label), uk))
     return blocks
+
+
+def with_frames(lin: RowLineage, bounds: list, sides: list, lineage_from_arrow, blocks, to_process):
+    """Each window frame as shared sets: row i of ``lin`` also refers to its frame's rows.
+
+    ``bounds[j]`` holds the result's (partition id, frame start, frame end) columns for frame ``j``;
+    ``sides[j]`` is ``(table, label)``: the window's input rows as (partition id, position in the
+    partition's order, lineage). Sorted by (partition, position), a frame is one segment of that
+    order, so every frame of a partition shares one pool (running sums cost O(rows), not O(rows^2)).
+
+    Examples
+    --------
+    >>> side = pa.table({"p": [1, 1, 1], "pos": [0, 1, 2], "lin": pa.array([7, 8, 9], pa.int64())})
+    >>> from traceprop_frames.sql.connection import lineage_from_arrow
+    >>> lin = RowLineage(np.arange(4), np.array([7, 8, 9]))
+    >>> cols = [pa.array([1, 1, 1]), pa.array([0, 0, 0]), pa.array([1, 2, 3])]  # running frames
+    >>> out = with_frames(lin, [cols], [(side, "running sum")], lineage_from_arrow, [], lambda x: x)
+    >>> [out.row_ids(i).tolist() for i in range(3)]
+    [[7], [7, 8], [7, 8, 9]]
+    """
+    for (pid, start, end), (table, label) in zip(bounds, sides):
+        col = [np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.int64) for c in (pid, start, end)]
+        spid, spos = (
+            np.asarray(table.column(i).to_numpy(zero_copy_only=False), dtype=np.int64) for i in (0, 1)
+        )
+        side = resolve_markers(*lineage_from_arrow(table.column(2)), blocks, to_process)
+        order = np.lexsort((spos, spid))
+        first = np.searchsorted(spid[order], col[0], "left")
+        block = side.shared_sets(order, first + col[1], first + col[2], label)
+        lin = lin.with_context(np.arange(len(lin), dtype=np.int64), block)
+    return lin
