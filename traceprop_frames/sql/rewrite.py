@@ -33,7 +33,7 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
     current outer row);
   * ``x IN (q)``: the rows of ``q`` whose value equals ``x``;
   * scalar ``(q)`` and ``x op ANY/ALL (q)``: every row that passed ``q``'s joins and filters (the rows
-    its aggregate read); an uncorrelated one is computed once and expanded per row at the end;
+    its aggregate read); an uncorrelated one is a marker id per row, a shared set after the query;
   * under an odd number of NOT (``NOT EXISTS``, ``NOT IN``): nothing — the absence of rows has no
     witness row, and the result stays true on any subset of the source rows.
   A subquery's witnesses join the row's lineage; in an aggregate query, a subquery inside WHERE or inside
