@@ -22,9 +22,13 @@ pipeline, never the number of rows.
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 
 import numpy as np
+
+from traceprop_frames.errors import LineageFormatError
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _base_lock = threading.Lock()
@@ -247,3 +251,50 @@ def merge_blocks(*contexts: Context | None) -> dict[int, SetBlock]:
         if c is not None:
             out.update(c.blocks)
     return dict(sorted(out.items()))
+
+
+def context_payload(ctx: Context) -> bytes:
+    """Row references + set blocks as one ``.npz`` blob (no pickles: loaded with allow_pickle=False)."""
+    arrays = {"row_ref_offsets": ctx.ref_offsets, "row_refs": ctx.refs}
+    blocks = []
+    for k, b in enumerate(ctx.blocks.values()):
+        for name in ("pool", "starts", "ends", "ref_offsets", "refs"):
+            arrays[f"b{k}_{name}"] = getattr(b, name)
+        blocks.append({"base": b.base, "m": b.m, "label": b.label})
+    arrays["blocks_json"] = np.frombuffer(json.dumps(blocks).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def context_from_payload(payload: bytes, n_rows: int, remap_ids) -> Context:
+    """Inverse of :func:`context_payload`: new set ids in this process, row ids through ``remap_ids``."""
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+            meta = json.loads(bytes(z["blocks_json"]).decode())
+            old_bases = np.array([b["base"] for b in meta], dtype=np.int64)
+            sizes = np.array([b["m"] for b in meta], dtype=np.int64)
+            new_bases = np.zeros(len(meta), dtype=np.int64)
+
+            def remap_sets(refs: np.ndarray) -> np.ndarray:
+                k = np.searchsorted(old_bases, refs, side="right") - 1
+                if refs.size and (np.any(k < 0) or np.any(refs - old_bases[k] >= sizes[k])):
+                    raise LineageFormatError("shared-set reference outside the saved blocks")
+                return new_bases[k] + (refs - old_bases[k])
+
+            built: list[SetBlock] = []
+            for k, bm in enumerate(meta):
+                refs = remap_sets(np.asarray(z[f"b{k}_refs"], dtype=np.int64))
+                b = SetBlock(remap_ids(np.asarray(z[f"b{k}_pool"], dtype=np.int64)), z[f"b{k}_starts"],
+                             z[f"b{k}_ends"], bm["label"], z[f"b{k}_ref_offsets"], refs, tuple(built))  # fmt: skip
+                new_bases[k] = b.base
+                built.append(b)
+            row_refs = remap_sets(np.asarray(z["row_refs"], dtype=np.int64))
+            ctx = Context(z["row_ref_offsets"], row_refs, built)
+    except LineageFormatError:
+        raise
+    except (KeyError, ValueError, OSError, TypeError, IndexError) as e:
+        raise LineageFormatError(f"malformed shared-context part of a lineage artifact: {e}") from e
+    if len(ctx) != n_rows:
+        raise LineageFormatError(f"shared context has {len(ctx)} rows, the lineage {n_rows}")
+    return ctx

@@ -7,20 +7,30 @@ a model trained days later still traces to the original files (and notices if th
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pyarrow as pa
 
 from traceprop_frames.errors import LineageFormatError
-from traceprop_frames.lineage.context import Context, SetBlock
-from traceprop_frames.lineage.graph import LineageDAG
-from traceprop_frames.lineage.rowsets import RowLineage
-from traceprop_frames.lineage.sources import REGISTRY, ROW_BITS, ROW_MASK
+from traceprop_frames.lineage.context import context_payload
+from traceprop_frames.lineage.manifest import FORMAT_VERSION, build
+from traceprop_frames.lineage.rowsets import RowLineage, from_csr
 
-FORMAT_VERSION = 1
-CONTEXT_KEY = b"traceprop_context"
+__all__ = [
+    "CONTEXT_KEY",
+    "FORMAT_VERSION",
+    "from_arrow",
+    "from_csr",
+    "from_table_metadata",
+    "load",
+    "manifest",
+    "save",
+    "schema_metadata",
+    "to_arrow",
+]
+
+CONTEXT_KEY = b"traceprop_context"  # Parquet schema metadata: the shared context blob (lineage.context)
 
 
 def to_arrow(lin: RowLineage) -> pa.Array:
@@ -32,61 +42,8 @@ def to_arrow(lin: RowLineage) -> pa.Array:
 
 
 def manifest(lin: RowLineage) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "sources": [REGISTRY.get(s).to_record() for s in lin.source_ids().tolist()],
-        "dag": LineageDAG(lin.node).to_records(),
-        "n_rows": len(lin),
-    }
-
-
-def context_payload(lin: RowLineage) -> bytes | None:
-    """The shared context (row references + set blocks) as one ``.npz`` blob, or None without any."""
-    if not lin.has_context:
-        return None
-    ctx = lin.context
-    arrays = {"row_ref_offsets": ctx.ref_offsets, "row_refs": ctx.refs}
-    blocks = []
-    for k, b in enumerate(ctx.blocks.values()):
-        for name in ("pool", "starts", "ends", "ref_offsets", "refs"):
-            arrays[f"b{k}_{name}"] = getattr(b, name)
-        blocks.append({"base": b.base, "m": b.m, "label": b.label})
-    arrays["blocks_json"] = np.frombuffer(json.dumps(blocks).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _context_from_payload(payload: bytes, n_rows: int, remap) -> Context:
-    try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-            blocks_meta = json.loads(bytes(z["blocks_json"]).decode())
-            old_bases = np.array([b["base"] for b in blocks_meta], dtype=np.int64)
-            new_bases = np.zeros(len(blocks_meta), dtype=np.int64)
-
-            def remap_sets(refs):
-                k = np.searchsorted(old_bases, refs, side="right") - 1
-                if refs.size and (
-                    np.any(k < 0) or np.any(refs - old_bases[k] >= [blocks_meta[i]["m"] for i in k])
-                ):
-                    raise LineageFormatError("shared-set reference outside the saved blocks")
-                return new_bases[k] + (refs - old_bases[k])
-
-            built: list[SetBlock] = []
-            for k, bm in enumerate(blocks_meta):
-                refs = remap_sets(np.asarray(z[f"b{k}_refs"], dtype=np.int64))
-                b = SetBlock(remap(z[f"b{k}_pool"]), z[f"b{k}_starts"], z[f"b{k}_ends"], bm["label"],
-                             z[f"b{k}_ref_offsets"], refs, tuple(built))  # fmt: skip
-                new_bases[k] = b.base
-                built.append(b)
-            ctx = Context(z["row_ref_offsets"], remap_sets(np.asarray(z["row_refs"], dtype=np.int64)), built)
-    except LineageFormatError:
-        raise
-    except (KeyError, ValueError, OSError, TypeError, IndexError) as e:
-        raise LineageFormatError(f"malformed shared-context part of a lineage artifact: {e}") from e
-    if len(ctx) != n_rows:
-        raise LineageFormatError(f"shared context has {len(ctx)} rows, the lineage {n_rows}")
-    return ctx
+    """Source records + op DAG of ``lin`` (see :mod:`traceprop_frames.lineage.manifest`)."""
+    return build(lin.source_ids(), lin.node, len(lin))
 
 
 def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict, context: bytes | None = None) -> RowLineage:
@@ -103,38 +60,6 @@ def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict, context: bytes | Non
     except pa.ArrowException as e:
         raise LineageFormatError(f"malformed lineage artifact: {e}") from e
     return from_csr(offsets - offsets[0], ids, meta, context)
-
-
-def from_csr(offsets: np.ndarray, ids: np.ndarray, meta: dict, context: bytes | None = None) -> RowLineage:
-    """Rebuild a RowLineage from CSR arrays saved with :func:`manifest`: the sources are re-registered in
-    this process and the source ids inside the row ids remapped."""
-    try:
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise LineageFormatError(
-                f"lineage format version {meta.get('format_version')!r}; this library reads {FORMAT_VERSION}"
-            )
-        old = np.array([s["id"] for s in meta["sources"]], dtype=np.int64)
-        new = np.array([REGISTRY.register_record(s).id for s in meta["sources"]], dtype=np.int64)
-        order_ok = bool(old.size) and bool(np.all(np.diff(old) > 0))
-
-        def remap(a):
-            a = np.asarray(a, dtype=np.int64)
-            if not a.size:
-                return a
-            sids = a >> np.int64(ROW_BITS)
-            pos = np.searchsorted(old, sids) if old.size else np.zeros_like(sids)
-            if not order_ok or np.any(pos >= len(old)) or np.any(old[np.minimum(pos, len(old) - 1)] != sids):
-                raise LineageFormatError("lineage refers to sources missing from its manifest")
-            return (new[pos] << np.int64(ROW_BITS)) | (a & np.int64(ROW_MASK))
-
-        ids = remap(ids)
-        ctx = _context_from_payload(context, len(offsets) - 1, remap) if context is not None else None
-        node = LineageDAG.from_records(meta["dag"])
-    except LineageFormatError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise LineageFormatError(f"malformed lineage artifact: {e}") from e
-    return RowLineage(offsets, ids, node, ctx)
 
 
 def dumps_manifest(lin: RowLineage) -> bytes:
@@ -160,9 +85,8 @@ def save(lin: RowLineage, path: str) -> None:
 def schema_metadata(lin: RowLineage) -> dict[bytes, bytes]:
     """Parquet schema metadata for ``lin``: the manifest, and the shared context when there is one."""
     meta = {b"traceprop": dumps_manifest(lin)}
-    payload = context_payload(lin)
-    if payload is not None:
-        meta[CONTEXT_KEY] = payload
+    if lin.has_context:
+        meta[CONTEXT_KEY] = context_payload(lin.context)
     return meta
 
 

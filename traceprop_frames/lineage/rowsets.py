@@ -20,7 +20,15 @@ from traceprop_frames.errors import (
     SourceMissingError,
     UnknownRowError,
 )
-from traceprop_frames.lineage.context import Context, SetBlock, merge_blocks, segments_flat
+from traceprop_frames.lineage import manifest
+from traceprop_frames.lineage.context import (
+    Context,
+    SetBlock,
+    context_from_payload,
+    context_payload,
+    merge_blocks,
+    segments_flat,
+)
 from traceprop_frames.lineage.graph import LineageDAG, OpNode
 from traceprop_frames.lineage.sources import REGISTRY, Source, decode, encode
 
@@ -586,11 +594,10 @@ class RowLineage:
     def __reduce__(self):
         """Pickle as composed CSR arrays + source records + op DAG, so an estimator holding lineage can be
         pickled (``joblib``, ``clone``) and loaded in another process, whose source ids may differ."""
-        from traceprop_frames.lineage import persist
-
+        meta = manifest.build(self.source_ids(), self.node, len(self))
         return (
-            persist.from_csr,
-            (self.offsets, self.ids, persist.manifest(self), persist.context_payload(self)),
+            from_csr,
+            (self.offsets, self.ids, meta, context_payload(self.context) if self.has_context else None),
         )
 
     # ---------------------------------------------------------------- graph
@@ -636,3 +643,14 @@ def _segment_refs(ctx: Context, order, starts, ends) -> tuple[np.ndarray, np.nda
     off = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(counts, out=off[1:])
     return off, np.broadcast_to(uniq, has.shape)[has]
+
+
+def from_csr(offsets: np.ndarray, ids: np.ndarray, meta: dict, context: bytes | None = None) -> RowLineage:
+    """Rebuild a RowLineage from CSR arrays saved with a :mod:`~traceprop_frames.lineage.manifest`
+    (and the shared-context blob, if any): the sources are re-registered in this process and the
+    source ids inside the row ids (and the shared sets' pools) remapped."""
+    ids, node = manifest.remap(ids, meta)
+    ctx = None
+    if context is not None:
+        ctx = context_from_payload(context, len(offsets) - 1, lambda pool: manifest.remap(pool, meta)[0])
+    return RowLineage(offsets, ids, node, ctx)

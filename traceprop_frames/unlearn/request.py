@@ -8,6 +8,7 @@ import numpy as np
 
 from traceprop_frames.errors import UnlearningError
 from traceprop_frames.unlearn.objective import is_convex
+from traceprop_frames.unlearn.record import new_body
 
 
 def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[dict]]:
@@ -76,8 +77,6 @@ def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[di
 def certificate_body(est, result, *, lineage=None, request_sources=(), samples=None,
                      regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=()) -> dict:  # fmt: skip
     """The certificate record of one unlearning run (unsigned)."""
-    from traceprop_frames.unlearn.certificate import new_body
-
     forget = result.forget
     source_rows = {}
     if lineage is not None and forget.size:
