@@ -62,6 +62,9 @@ SUFFICIENT = [
     "WITH w AS (SELECT k, x, avg(x) OVER (PARTITION BY k) AS a FROM t) SELECT k, x FROM w WHERE x > a",
     "SELECT x, lag(x IGNORE NULLS) OVER (ORDER BY x) AS l FROM t",
     "SELECT x FROM t WHERE x IN (SELECT max(x) OVER (PARTITION BY k) FROM t)",
+    # not windows, but row choices checked by the same re-run oracle
+    "SELECT DISTINCT ON (k) k, x FROM t ORDER BY k, x DESC",
+    "SELECT x, o FROM t SEMI JOIN u ON t.k = u.k AND u.y > 101",
 ]
 
 

@@ -21,8 +21,10 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
   ``cume_dist``, ``ntile``: the partition); ``lag``/``lead`` with offset k: the k rows up to the one read
   (the partition's start / end with IGNORE NULLS). Other window functions raise.
 - join (inner, outer, cross, comma, USING/ON, ASOF, POSITIONAL): the ids of both rows are concatenated;
-  the missing side of an outer join adds nothing. ANTI JOIN adds nothing from its right side; NATURAL
-  and SEMI joins raise :class:`UnsupportedSQLError` (write them with USING / EXISTS).
+  the missing side of an outer join adds nothing. ANTI JOIN adds nothing from its right side; SEMI JOIN
+  ... ON is rewritten as EXISTS (its witnesses join); NATURAL JOIN and SEMI JOIN ... USING raise
+  :class:`UnsupportedSQLError` (write them with USING / ON).
+- DISTINCT ON: a kept row keeps its own lineage (alone, it is the first of its group again).
 - GROUP BY, aggregates without GROUP BY, DISTINCT: the union of the members of the group.
 - UNION ALL: each row keeps its branch row's ids; UNION / INTERSECT: the union over every input row (of
   either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL and
@@ -38,7 +40,7 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
     witness row, and the result stays true on any subset of the source rows.
   A subquery's witnesses join the row's lineage; in an aggregate query, a subquery inside WHERE or inside
   an aggregate's argument adds to each member row, one in the SELECT list or HAVING to the group.
-  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)``, ``DISTINCT ON``, LATERAL and PIVOT raise.
+  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)``, LATERAL and PIVOT raise.
 
 Guarantee (tested on TPC-H and on random queries against a brute-force oracle): without negation,
 re-running the original query on only a row's lineage rows reproduces the row; with NOT EXISTS / NOT IN
@@ -334,10 +336,8 @@ class Rewriter:
     def _select(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
         aggs = self.catalog.aggregates
         distinct = sel.args.get("distinct")
-        if trace and distinct is not None and distinct.args.get("on") is not None:
-            raise UnsupportedSQLError(
-                "SELECT DISTINCT ON: lineage of the kept row is not defined; use GROUP BY"
-            )
+        if trace:
+            self._semi_to_exists(sel)
         lin = Lineage()
         exposed: dict[str, set[str]] = {}
         from_ = sel.args.get("from_")
@@ -347,8 +347,6 @@ class Rewriter:
             if (j.args.get("method") or "").upper() == "NATURAL":
                 raise UnsupportedSQLError("NATURAL JOIN: write the join with USING (...) so lineage is exact")
             kind = (j.args.get("kind") or "").upper()
-            if kind == "SEMI" and trace:
-                raise UnsupportedSQLError("SEMI JOIN: write it as WHERE EXISTS (...) to carry its witnesses")
             if kind == "ANTI":
                 skip.add(id(j.this))
         for item in items:
@@ -367,7 +365,9 @@ class Rewriter:
         if not trace:
             return sel, None
         wrap_distinct = False
-        if distinct is not None:
+        if distinct is not None and distinct.args.get("on") is not None:
+            pass  # DISTINCT ON keeps whole rows: a kept row alone is the first of its group again
+        elif distinct is not None:
             if is_agg:
                 wrap_distinct = True
             elif any(e.find(exp.Window) for e in sel.expressions):
@@ -399,6 +399,17 @@ class Rewriter:
         if wrap_distinct:
             return self._distinct_wrap(sel), LIN
         return sel, kind
+
+    def _semi_to_exists(self, sel: exp.Select) -> None:
+        """``a SEMI JOIN b ON c`` is ``a WHERE EXISTS (SELECT 1 FROM b WHERE c)``: its witnesses join."""
+        for j in list(sel.args.get("joins") or []):
+            if (j.args.get("kind") or "").upper() != "SEMI":
+                continue
+            if j.args.get("using") or j.args.get("on") is None:
+                raise UnsupportedSQLError("SEMI JOIN with USING: write the condition with ON (...)")
+            sub = exp.select("1").from_(j.this.copy()).where(j.args["on"].copy())
+            j.pop()
+            sel.where(exp.Exists(this=sub), copy=False)
 
     def _distinct_wrap(self, sel: exp.Select) -> exp.Select:
         sel.set("distinct", None)
