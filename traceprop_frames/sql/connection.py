@@ -253,21 +253,27 @@ class TracedConnection:
         """A callback for the rewriter: an uncorrelated witness (it binds on its own) becomes a marker
         (see :mod:`traceprop_frames.sql.shared`)."""
 
+        bound: dict[str, tuple[int, str | None] | None] = {}  # side SQL -> (witness index, IN value type)
+
         def constant(wq: exp.Expression, kind: str, value, with_) -> exp.Expression | None:
-            if len(consts) >= MAX_WITNESSES or isinstance(value, exp.Tuple):
+            if isinstance(value, exp.Tuple):
                 return None
-            sql, value_sql = side_query(wq, kind, with_, keyed=value is not None)
-            try:
-                self.raw.sql(sql)  # binds, does not run; fails for a correlated subquery
-                value_type = str(self.raw.sql(value_sql).types[0]) if value is not None else None
-            except duckdb.Error:
+            sql, check_sql = side_query(wq, kind, with_, keyed=value is not None)
+            if sql not in bound:  # the same witness again (e.g. in each UNION branch): bound once
+                try:  # binds, does not run; fails for a correlated subquery
+                    types = self.raw.sql(check_sql).types
+                    value_type = str(types[0]) if value is not None else None
+                except duckdb.Error:
+                    value_type = ""
+                if value_type == "" or len(consts) >= MAX_WITNESSES:
+                    bound[sql] = None
+                else:
+                    bound[sql] = (len(consts), value_type)
+                    label = ("IN" if value is not None else "subquery") + f" witnesses #{len(consts)}"
+                    consts.append((sql, label))
+            if bound[sql] is None:
                 return None
-            known = [k for k, (other, _) in enumerate(consts) if other == sql]  # the same witness again
-            if not known:
-                consts.append(
-                    (sql, ("IN" if value is not None else "subquery") + f" witnesses #{len(consts)}")
-                )
-            return marker_expression(known[0] if known else len(consts) - 1, value, value_type)
+            return marker_expression(bound[sql][0], value, bound[sql][1])
 
         return constant
 

@@ -288,6 +288,7 @@ class Rewriter:
         self.top_frames: list[tuple] = []
         self._cte_defs: dict[str, exp.CTE] = {}  # rewritten CTEs, for witnesses that run on their own
         self._recursive: set[str] = set()
+        self._with_sql: dict[tuple, str] = {}
         self.traced: set[str] = set()
         self.untraced: set[str] = set()
         self._ids = itertools.count()
@@ -578,12 +579,15 @@ class Rewriter:
         marker = self.constant(wq, LIN, None, self._with(ctes))
         return [(marker, RID)] if marker is not None else None
 
-    def _with(self, ctes: dict) -> exp.With | None:
-        """The rewritten CTEs visible here, so a witness can run as a query of its own."""
-        defs = [self._cte_defs[n].copy() for n in ctes if n in self._cte_defs]
-        if not defs:
-            return None
-        return exp.With(expressions=defs, recursive=any(n in self._recursive for n in ctes))
+    def _with(self, ctes: dict) -> str:
+        """``WITH ...`` SQL of the rewritten CTEs visible here (so a witness can run as a query of its
+        own), or ""; generated once per set of CTEs."""
+        names = tuple(n for n in ctes if n in self._cte_defs)
+        if names not in self._with_sql:
+            defs = [self._cte_defs[n].copy() for n in names]
+            w = exp.With(expressions=defs, recursive=any(n in self._recursive for n in names))
+            self._with_sql[names] = w.sql(dialect="duckdb") + " " if defs else ""
+        return self._with_sql[names]
 
     def _simple_witness(self, wq, kind: str, mode: str, node) -> exp.Expression | None:
         """The witness as one flat subquery (no derived table) when ``wq`` is a plain SELECT."""
@@ -733,7 +737,7 @@ def rewrite_query(
     ``constant(witness_query, kind, in_value, with_) -> expression | None`` may replace the witness list
     of an uncorrelated subquery by one marker id per row (for ``x IN (q)``, one per value of ``x``) that
     the caller resolves after the query into a shared set (so the rows a scalar subquery or an IN list
-    read are stored once, never copied into every row). ``with_`` holds the CTEs it may refer to.
+    read are stored once, never copied into every row). ``with_`` is the SQL of the CTEs it may use.
     """  # fmt: skip
     rw = Rewriter(catalog, constant)
     q = q.copy() if copy else q

@@ -36,14 +36,15 @@ def marker_base(k: int) -> int:
     return (MARKER_SID << ROW_BITS) | (k << KEY_BITS)
 
 
-def side_query(wq: exp.Expression, kind: str, with_: exp.With | None, keyed: bool) -> tuple[str, str]:
-    """(SQL returning ``(key, lineage)`` per witness row, SQL whose one column is the IN value)."""
+def side_query(wq: exp.Expression, kind: str, with_: str, keyed: bool) -> tuple[str, str]:
+    """(SQL returning ``(key, lineage)`` per witness row, SQL to bind it with: its first column is the
+    IN value, so binding it checks the witness runs on its own and gives the value's type)."""
     sub = f"({wq.sql(dialect='duckdb')}) AS __tp_w(__tp_v)"
     key = f"CAST(hash(__tp_w.__tp_v) % {1 << KEY_BITS} AS BIGINT)" if keyed else "CAST(0 AS BIGINT)"
-    prefix = (with_.sql(dialect="duckdb") + " ") if with_ is not None else ""
+    prefix = with_
     return (
         f"{prefix}SELECT {key} AS __tp_key, __tp_w.{kind} FROM {sub}",
-        f"{prefix}SELECT __tp_w.__tp_v FROM {sub}",
+        f"{prefix}SELECT __tp_w.__tp_v, __tp_w.{kind} FROM {sub}",
     )
 
 
