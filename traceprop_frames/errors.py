@@ -62,6 +62,10 @@ class StoreError(TracepropError):
     """A gradient store is missing, malformed, read-only or used before it was filled."""
 
 
+class SketchError(TracepropError, ValueError):
+    """A training sketch is missing, malformed, or does not describe the model it is applied to."""
+
+
 class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 
@@ -80,3 +84,11 @@ class CertificateFormatError(CertificateError, ValueError):
 
 class CertificateSignatureError(CertificateError):
     """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""
+
+
+class LineageEventError(TracepropError, ValueError):
+    """A lineage event (OpenLineage) is invalid against its JSON Schema, or its emitter is misconfigured."""
+
+
+class LineageEmitWarning(UserWarning):
+    """A lineage listener (e.g. the OpenLineage emitter) failed; the step itself ran normally."""

@@ -21,6 +21,7 @@ from sqlglot import exp
 from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
+from traceprop_frames.lineage.events import step as lineage_step
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
@@ -315,6 +316,7 @@ class TracedConnection:
 
     sql = execute
 
+    @lineage_step("sql.statement")
     def _run_one(self, stmt, text: str, simple_names: bool, target: str | None, single: bool):
         fresh = self._cat is None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
