@@ -7,7 +7,12 @@ import importlib
 
 import pytest
 
-MODULES = ["traceprop_frames.datasets", "traceprop_frames.tensor", "traceprop_frames.sql.shared"]
+MODULES = [
+    "traceprop_frames.datasets",
+    "traceprop_frames.tensor",
+    "traceprop_frames.spark.dialect",
+    "traceprop_frames.sql.shared",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,18 +1,19 @@
 """traceprop_frames: which source-file rows drove this prediction, and proof they are gone after erasure.
 
 Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat``, ``tensor``, ``connect``
-(SQL), ``verify_certificate``, ``set_lineage_emitter`` (OpenLineage) and the ``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
+(SQL), ``spark.connect`` (Spark SQL), ``verify_certificate``, ``set_lineage_emitter`` (OpenLineage) and the
+``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
 attribution in :mod:`traceprop_frames.attribution`, erasure in :mod:`traceprop_frames.unlearn`; exceptions
 live in :mod:`traceprop_frames.errors`.
 """
 
 import os as _os
 
-from traceprop_frames import errors
+from traceprop_frames import errors, spark
 from traceprop_frames._version import __version__
 from traceprop_frames.frames import concat, read_csv, read_parquet, read_traced, track
 from traceprop_frames.lineage import RowLineage, SourceRow
-from traceprop_frames.tensor import ProvenanceTensor, tensor
+from traceprop_frames.tensor import ProvenanceTensor, load_csv, load_parquet, step, tensor
 
 
 def connect(database: str = ":memory:", **kwargs):
@@ -118,10 +119,14 @@ __all__ = [
     "concat",
     "connect",
     "errors",
+    "load_csv",
+    "load_parquet",
     "read_csv",
     "read_parquet",
     "read_traced",
+    "step",
     "set_lineage_emitter",
+    "spark",
     "tensor",
     "track",
     "verify_certificate",

@@ -42,6 +42,10 @@ class UnsupportedOperationError(TracepropError, ValueError):
     """An argument or operation whose lineage this library cannot compute exactly."""
 
 
+class MissingDependencyError(TracepropError, ImportError):
+    """An optional integration was used without its extra installed (e.g. ``traceprop-frames[spark]``)."""
+
+
 class UnsupportedSQLError(TracepropError, ValueError):
     """A SQL construct the lineage rewriter cannot carry row ids through."""
 
@@ -70,6 +74,10 @@ class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 
 
+class RequestFileError(UnlearningError):
+    """An erasure request file (``traceprop erase --requests``) is malformed; the message names the line."""
+
+
 class ModelFolderError(TracepropError, ValueError):
     """A model folder is missing, incomplete, malformed or written by a newer version of the library."""
 
@@ -84,6 +92,10 @@ class CertificateFormatError(CertificateError, ValueError):
 
 class CertificateSignatureError(CertificateError):
     """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""
+
+
+class GranularityError(TracepropError):
+    """A lineage question that the tensor's granularity does not record (e.g. ``trace()`` in ``"op"`` mode)."""
 
 
 class LineageEventError(TracepropError, ValueError):

@@ -43,7 +43,9 @@ import torch
 from torch.func import functional_call
 
 from traceprop_frames.errors import UnlearningError
+from traceprop_frames.estimators.newton import weights_digest
 from traceprop_frames.lineage.events import step as lineage_step
+from traceprop_frames.unlearn import factored
 from traceprop_frames.unlearn.objective import (
     Objective,
     _PenaltyOnly,
@@ -55,7 +57,7 @@ from traceprop_frames.unlearn.request import _record_erasure, certificate_body, 
 
 METHODS = ("newton", "gradient", "retrain", "sketch")
 DEFAULTS = {
-    "newton": {"tol": 1e-9, "max_iter": 25},
+    "newton": {"tol": 1e-9, "max_iter": 25, "bound": 1e-6},
     "gradient": {"steps": 10, "damping": 1e-3, "eta": None, "curvature_samples": 2048},
     "retrain": {},
     "sketch": {"degree": None},
@@ -347,6 +349,19 @@ def run_unlearning(
             result.holdout.update(accuracy_after=result.holdout["accuracy_before"], delta=0.0)
         return module, w_after, result
 
+    if method == "newton" and factored.applicable(est, w_before):  # the fit kept its Hessian: no O(nd²)
+        t0 = time.perf_counter()
+        after, info = factored.erase(
+            est, new, w_before, w_after, float(params["bound"]), int(params["max_iter"])
+        )
+        result.seconds = time.perf_counter() - t0
+        result.iterations = info.pop("iterations")
+        result.extra["hessian_passes"] = info.pop("hessian_passes")
+        result.extra["newton_state"] = info.pop("newton_state")
+        for k, v in info.items():
+            setattr(result, k, v)
+        return _finish(est, after, w_after, result, holdout)
+
     g_all = cache = None
     # the non-certified gradient correction runs in the model's own precision (float32 for the MLP)
     native = next(module.parameters()).dtype
@@ -394,8 +409,10 @@ def run_unlearning(
                         Jk = J[idx]
                         return (S_rem + Jk.T @ (Jk * ds[idx, None])) / W_rem + obj.penalty_hessian(theta)
 
+            tol, lam = float(params["tol"]), obj.penalty_min_eig(theta0) if convex else 0.0
+            tol = min(tol, float(params["bound"]) * lam) if lam > 0 else tol
             theta, result.iterations, n_exact = _newton(
-                obj, theta0, float(params["tol"]), int(params["max_iter"]), H0=H0, refresh=refresh
+                obj, theta0, tol, int(params["max_iter"]), H0=H0, refresh=refresh
             )
             result.extra["exact_hessians"] = n_exact
             after = obj.to_module(theta, module)
@@ -431,9 +448,16 @@ def run_unlearning(
         result.forget_loss_after = float(obj.per_sample(theta_after, new).mean())
     finally:
         est.sample_weight_ = saved_w
-    result.fingerprint_after = parameter_fingerprint(after)
     if method == "newton":
         result.extra["hessian_cache"] = new_cache
+    if method == "retrain" and getattr(after, "_newton_state", None) is not None:
+        state = after.__dict__.pop("_newton_state")
+        result.extra["newton_state"] = {**state, "weights": weights_digest(w_after)}
+    return _finish(est, after, w_after, result, holdout)
+
+
+def _finish(est, after, w_after, result: UnlearnResult, holdout):
+    result.fingerprint_after = parameter_fingerprint(after)
     if result.holdout is not None:
         acc = _accuracy(est, after, *holdout)
         result.holdout.update(accuracy_after=acc, delta=acc - result.holdout["accuracy_before"])
@@ -446,9 +470,10 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
 
     Parameters
     ----------
-    model : fitted estimator
+    model : fitted estimator or torch.nn.Module
         A ``TorchLogisticRegression`` / ``TorchMLPClassifier`` (or anything following the estimator
-        contract in this module's docstring). It is not modified.
+        contract in this module's docstring). It is not modified. A raw module (a custom training loop)
+        needs ``data=(X_train, y_train)``; it comes back as a corrected copy of the module.
     forget : array-like of int
         Training sample indices (row ``i`` of the training data), e.g. from
         ``store.samples_from_source(path, rows)``.
@@ -482,6 +507,15 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
     >>> r.method, r.forget.tolist(), r.certified_bound < 1e-6, clf.sample_weight_[:3].tolist()
     ('newton', [0, 1, 2], True, [1.0, 1.0, 1.0])
     """
+    if isinstance(model, torch.nn.Module):  # a raw module from a custom loop: needs its training data
+        from traceprop_frames.unlearn.raw_module import wrap
+
+        est = wrap(model, params.pop("data", None), params.pop("weight_decay", 0.0))
+        after_est = approximate_unlearn(est, forget, method, holdout=holdout, **params)
+        corrected = after_est.module_
+        corrected.unlearn_result_ = after_est.unlearn_result_
+        corrected._tp_before = est  # what export_compliance certifies against
+        return corrected
     after, w_after, result = run_unlearning(model, forget, method, holdout=holdout, **params)
     out = copy.copy(model)
     out.module_ = after
@@ -489,6 +523,8 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
     out.unlearn_result_ = result
     if "hessian_cache" in result.extra:
         out._unlearn_hessian_ = result.extra.pop("hessian_cache")
+    if "newton_state" in result.extra:
+        out.newton_state_ = result.extra.pop("newton_state")
     return out
 
 
@@ -559,14 +595,21 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
     new_lineage = _record_erasure(est, lineage, body)
     cert = Certificate.sign(body, key)
     if result.forget.size:
-        est.module_ = after
-        est.sample_weight_ = w_after
-        est.lineage_ = new_lineage
-        if "hessian_cache" in result.extra:
-            est._unlearn_hessian_ = result.extra.pop("hessian_cache")
-        store = getattr(est, "store_", None)
-        if store is not None:
-            store.mark_removed(result.forget)
+        _adopt(est, after, w_after, result, new_lineage)
         log.append({"certificate_id": cert.id, "samples": result.forget.tolist()})
     est.erasures_ = log
     return cert
+
+
+def _adopt(est, after, w_after, result: UnlearnResult, new_lineage) -> None:
+    """Make an unlearning run's outcome the estimator's state (in place; the store marks the samples)."""
+    est.module_ = after
+    est.sample_weight_ = w_after
+    est.lineage_ = new_lineage
+    if "hessian_cache" in result.extra:
+        est._unlearn_hessian_ = result.extra.pop("hessian_cache")
+    if "newton_state" in result.extra:
+        est.newton_state_ = result.extra.pop("newton_state")
+    store = getattr(est, "store_", None)
+    if store is not None:
+        store.mark_removed(result.forget)
