@@ -13,6 +13,7 @@ MODULES = [
     "traceprop_frames.spark.dialect",
     "traceprop_frames.frames.cross_row",
     "traceprop_frames.frames.reshape",
+    "traceprop_frames.sql.shared",
 ]
 
 
