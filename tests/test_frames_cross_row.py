@@ -291,3 +291,11 @@ def test_repeated_rows_get_the_union_of_their_copies_sets():
     got = [d.tp.sources(rows=[i])["xr_dup"].tolist() for i in range(4)]
     assert got == [[0, 2], [0, 2], [0, 2], [0, 1, 2]]
     assert df.tp.sources(rows=[3])["xr_dup"].tolist() == [3]  # row 3 was never read
+
+
+def test_concat_axis1_accepts_a_generator_of_plain_frames():
+    """pandas reads any iterable of frames (pyspark's toPandas passes a generator); the check must not
+    consume it before pandas does."""
+    parts = [pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"b": [3, 4]})]
+    out = pd.concat((p for p in parts), axis=1)
+    pd.testing.assert_frame_equal(out, pd.DataFrame({"a": [1, 2], "b": [3, 4]}))
