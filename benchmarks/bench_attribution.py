@@ -230,6 +230,28 @@ def bench_store_scale(Xtr, ytr, tmp):
     )
 
 
+def bench_ensemble(Xtr, ytr, Xte, subsets, k, models=(1, 2, 4, 8), ckpts=1):
+    """LDS of TRAK over ``n_models`` independently trained MLPs (``ckpts`` checkpoints each) vs cost."""
+    kw = dict(hidden_layer_sizes=(64,), max_iter=20, batch_size=128, learning_rate_init=1e-3, alpha=1e-4)
+    t_plain, base = median_time(lambda: TorchMLPClassifier(**kw, random_state=0).fit(Xtr, ytr), 1)
+    rt = retrain_subsets(base, Xtr, ytr, Xte, n_subsets=subsets, alpha=0.5, random_state=0)
+    row(f"MLP 64: retrains ({subsets} subsets)", f"{rt.seconds:.1f} s", "", f"fit {t_plain:.2f} s")
+    for n in models:
+        t_fit, est = median_time(
+            lambda n=n: TorchMLPClassifier(
+                **kw, random_state=0, store=True, n_models=n, n_checkpoints=ckpts, k=k
+            ).fit(Xtr, ytr),
+            1,
+        )
+        t_score, S = median_time(lambda est=est: est.influence_scores(Xte), 1)
+        row(
+            f"MLP 64: TRAK k={k}, {n} model(s) x {ckpts} checkpoint(s) LDS",
+            f"{lds(S, rt).mean:.3f}",
+            ">=0.80",
+            f"fit+store+score {(t_fit + t_score) / t_plain:.1f}x one fit ({t_fit + t_score:.1f} s)",
+        )
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--subsets", type=int, default=100)
@@ -238,7 +260,10 @@ def main():
     ap.add_argument("--mlp-k", type=int, default=1024)
     ap.add_argument("--n-train", type=int, default=8000)
     ap.add_argument("--quick", action="store_true", help="tiny run to check the script")
-    ap.add_argument("--only", choices=["lr", "mlp", "store"], default=None)
+    ap.add_argument("--only", choices=["lr", "mlp", "store", "ensemble"], default=None)
+    ap.add_argument(
+        "--models", type=int, nargs="+", default=[1, 2, 4, 8], help="ensemble sizes (--only ensemble)"
+    )
     a = ap.parse_args()
     if a.quick:
         a.subsets, a.mlp_subsets, a.n_train = 10, 5, 1000
@@ -258,6 +283,8 @@ def main():
             bench_store_scale(Xtr, ytr, tmp)
         if a.only in (None, "mlp"):
             bench_mlp(Xtr, ytr, Xte, a.mlp_subsets, a.checkpoints, a.mlp_k)
+        if a.only in (None, "ensemble"):
+            bench_ensemble(Xtr, ytr, Xte, a.mlp_subsets, a.mlp_k, tuple(a.models))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,50 @@ def bench_row_ops(n: int, repeats: int, rows: list) -> None:
     rows.append((f"row-preserving chain (filter, assign, sort, fillna, head, arithmetic), {n:,} rows", t["plain"], t["traced"], t["ratio"]))  # fmt: skip
 
 
+def bench_cross_row(n: int, repeats: int, rows: list) -> None:
+    """Calls that read other rows: plain pandas vs the same call on a traced frame (which also records the
+    shared sets), and the row-preserving chain on untraced frames with and without the wrappers."""
+    from traceprop_frames.frames import cross_row
+
+    rng = np.random.default_rng(2)
+    base = pd.DataFrame({"a": rng.normal(size=n), "g": rng.integers(0, 1000, n)})
+    calls = {
+        "s.shift(1)": lambda d: d["a"].shift(1),
+        "s.cumsum()": lambda d: d["a"].cumsum(),
+        "s.rolling(3).mean()": lambda d: d["a"].rolling(3).mean(),
+        "groupby(g)[a].transform('sum')": lambda d: d.groupby("g")["a"].transform("sum"),
+        "groupby(g)[a].cumsum()": lambda d: d.groupby("g")["a"].cumsum(),
+    }
+    plain = base.copy()
+    for label, call in calls.items():
+        fresh = [tpf.track(base, "bench_xr") for _ in range(repeats)]  # sets accumulate on a frame's rows
+
+        def traced_run(call=call, fresh=fresh):
+            call(fresh.pop())
+
+        t = interleaved({"plain": lambda call=call: call(plain), "traced": traced_run}, repeats)
+        rows.append((f"{label}, {n:,} rows (traced: pandas + recording the sets)", t["plain"], t["traced"], t["ratio"]))  # fmt: skip
+
+    def chain(d):
+        d = d[d["a"] > -1.0]
+        d = d.assign(r=d["a"] * 2)
+        d["s"] = d["r"] + 1
+        return d.sort_values("g").head(n // 2)
+
+    def wrapped():
+        chain(plain)
+
+    def unwrapped():
+        cross_row.uninstall()
+        try:
+            chain(plain)
+        finally:
+            cross_row.install()
+
+    t = interleaved({"plain": unwrapped, "traced": wrapped}, repeats)
+    rows.append((f"untraced row-preserving chain, wrappers installed vs not, {n:,} rows", t["plain"], t["traced"], t["ratio"]))  # fmt: skip
+
+
 def bench_ancestors(depth: int) -> None:
     t0 = time.perf_counter()
     node = OpNode("read_csv")
@@ -150,12 +194,14 @@ def main(argv=None) -> None:
     ap.add_argument("--applicants", type=int, nargs="+", default=[20_000, 200_000])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--only-rows", action="store_true", help="skip the ETL cases")
     args = ap.parse_args(argv)
     rows: list = []
     print("lineage benchmark (medians of interleaved runs)")
-    for a in args.applicants:
+    for a in [] if args.only_rows else args.applicants:
         bench_etl(a, args.repeats, rows)
     bench_row_ops(args.rows, args.repeats, rows)
+    bench_cross_row(args.rows, args.repeats, rows)
     bench_ancestors(1000)
     print()
     print(

@@ -2,6 +2,10 @@
 
     python benchmarks/bench_sql.py                       # credit 20k + 200k, TPC-H from ../shared/tpch
     python benchmarks/bench_sql.py --tpch /path/to/sf1   # any folder with <table>.parquet and qNN.sql
+    python benchmarks/bench_sql.py --memory --applicants  # peak memory only: TPC-H q11, TPC-DS-like q23
+
+Peak memory: each (query, plain | traced) runs in a fresh Python process that loads the tables, runs the
+query once and reports its peak resident set size (``ru_maxrss``), plus the traced result's lineage size.
 
 Measured in one process, interleaved (plain, traced, plain, traced, ...), median of ``--repeat`` runs.
 "Plain" is ``duckdb.sql(q).df()`` on the same tables; "traced" is ``con.sql(q)`` (rewrite, run, lineage
@@ -11,7 +15,11 @@ to CSR, traced DataFrame).
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,18 +108,73 @@ def tpch_rows(root: Path, repeat: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def _peak_child(mode: str, case: str, root: Path) -> None:
+    """In a fresh process: load, run once, print peak RSS (MiB), seconds and lineage bytes as JSON."""
+    import tpcds_like
+
+    tables, query = (
+        (TPCH_TABLES, (root / "q11.sql").read_text())
+        if case == "tpch-q11"
+        else (tpcds_like.TABLES, tpcds_like.Q23_ROWS if case == "q23-rows" else tpcds_like.Q23_SUM)
+    )
+    con = duckdb.connect() if mode == "plain" else tpf.connect()
+    for t in tables:
+        if mode == "plain":
+            con.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{root / t}.parquet')")
+        else:
+            con.read_parquet(root / f"{t}.parquet", name=t)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    df = con.sql(query).df() if mode == "plain" else con.sql(query)
+    seconds = time.perf_counter() - t0
+    lin_bytes = 0
+    if mode == "traced":
+        lin = df.tp.lineage()
+        lin_bytes = lin.offsets.nbytes + lin.ids.nbytes + (lin.context.nbytes if lin.has_context else 0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": len(df), "loaded": loaded, "peak": peak, "s": seconds, "lineage": lin_bytes}))
+
+
+def memory_rows(cases: list[tuple[str, Path]]) -> None:
+    print(f"{'case':<34} {'rows':>7} {'plain MiB':>10} {'traced MiB':>11} {'ratio':>6} {'lineage MiB':>12}")
+    for case, root in cases:
+        out = {}
+        for mode in ("plain", "traced"):
+            cmd = [sys.executable, __file__, "--_peak", mode, case, str(root)]
+            out[mode] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        p, t = out["plain"], out["traced"]
+        print(
+            f"{case + ' (' + root.name + ')':<34} {t['rows']:>7} {p['peak']:>10.0f} {t['peak']:>11.0f} "
+            f"{t['peak'] / p['peak']:>6.2f} {t['lineage'] / 2**20:>12.2f}   time {p['s']:.3f}s / {t['s']:.3f}s"
+        )
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--applicants", type=int, nargs="*", default=[20_000, 200_000])
     ap.add_argument("--tpch", default=str(Path(__file__).resolve().parents[2] / "shared" / "tpch"))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--data", default=None, help="folder for generated credit data (default: a temp dir)")
+    ap.add_argument("--memory", action="store_true", help="only the peak-memory table")
+    ap.add_argument("--q23-sales", type=int, nargs="*", default=[20_000, 200_000], help="store_sales rows")
+    ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args._peak:
+        return _peak_child(args._peak[0], args._peak[1], Path(args._peak[2]))
     folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
+    tpch = Path(args.tpch)
+    if args.memory:
+        import tpcds_like
+
+        cases = [("tpch-q11", tpch)] if (tpch / "q11.sql").exists() else []
+        for n in args.q23_sales:
+            root = folder / f"tpcds_{n}"
+            tpcds_like.make_tables(root, store_sales=n, seed=0)
+            cases += [("q23-rows", root), ("q23-sum", root)]
+        return memory_rows(cases)
     rows = []
     for n in args.applicants:
         rows += credit_rows(n, args.repeat, folder)
-    tpch = Path(args.tpch)
     if (tpch / "q01.sql").exists():
         rows += tpch_rows(tpch, args.repeat)
     print(f"{'case':<36} {'plain s':>10} {'traced s':>10} {'ratio':>7}")

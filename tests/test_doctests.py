@@ -7,7 +7,14 @@ import importlib
 
 import pytest
 
-MODULES = ["traceprop_frames.datasets", "traceprop_frames.tensor"]
+MODULES = [
+    "traceprop_frames.datasets",
+    "traceprop_frames.tensor",
+    "traceprop_frames.spark.dialect",
+    "traceprop_frames.frames.cross_row",
+    "traceprop_frames.frames.reshape",
+    "traceprop_frames.sql.shared",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -67,7 +67,6 @@ def rows_of(frame, i):
         lambda d: d.reset_index().set_index("tp_lid"),
         lambda d: d.reset_index(),  # keys kept in a tp_lid column
         lambda d: d.set_index("c", append=True),  # keys kept as a MultiIndex level
-        lambda d: d.groupby("k")[["x"]].transform("mean"),
     ],
 )
 def test_row_preserving_pandas_ops_keep_lineage(csv, op):

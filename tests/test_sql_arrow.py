@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from traceprop_frames.lineage import encode
-from traceprop_frames.sql.connection import _concat_csr, expand_markers, lineage_from_arrow
-from traceprop_frames.sql.sources import MARKER_SID
+from traceprop_frames.lineage import RowLineage
+from traceprop_frames.sql.connection import _concat_csr, lineage_from_arrow
+from traceprop_frames.sql.shared import marker_base, resolve_markers, witness_blocks
 
 
 def rows(off, ids) -> list[list[int]]:
@@ -31,9 +31,21 @@ def test_concat_parts():
     assert rows(*_concat_csr([a, b])) == [[1], [7, 8], [2, 3, 9]]
 
 
-def test_markers_expand_once_per_row():
-    m0, m1 = encode(MARKER_SID, np.array([0, 1])).tolist()
+def test_markers_become_shared_sets_once_per_row():
+    m0, m1 = marker_base(0), marker_base(1)
     off = np.array([0, 3, 4, 5])
     ids = np.array([10, m0, m0, 11, m1])
-    consts = [(np.array([0, 2]), np.array([100, 101])), (np.array([0, 0]), np.zeros(0, dtype=np.int64))]
-    assert rows(*expand_markers(off, ids, consts)) == [[10, 100, 101], [11], []]
+    w0 = RowLineage(np.array([0, 1, 2]), np.array([100, 101])).shared_sets([0, 1], [0], [2], "scalar")
+    w1 = RowLineage(np.array([0]), np.zeros(0, dtype=np.int64)).shared_sets([], [0], [0], "empty")
+    lin = resolve_markers(off, ids, [(w0, np.array([0])), (w1, np.array([0]))], lambda x: x)
+    assert [lin.row_ids(i).tolist() for i in range(3)] == [[10, 100, 101], [11], []]
+    assert lin.n_ids == 2 and lin.context.refs.tolist() == [w0.base, w1.base]  # stored once, referred to
+
+
+def test_in_markers_pick_the_set_of_their_value():
+    # witness rows with keys 7, 3, 7 -> sets {3: [201], 7: [200, 202]}; a key without rows refers to nothing
+    table = pa.table({"k": pa.array([7, 3, 7], pa.int64()), "lin": pa.array([200, 201, 202], pa.int64())})
+    blocks = witness_blocks([(table, "IN")], lineage_from_arrow, lambda x: x)
+    ids = np.array([marker_base(0) | 7, marker_base(0) | 3, marker_base(0) | 5])
+    lin = resolve_markers(np.arange(4), ids, blocks, lambda x: x)
+    assert [lin.row_ids(i).tolist() for i in range(3)] == [[200, 202], [201], []]

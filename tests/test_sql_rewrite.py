@@ -89,8 +89,9 @@ CASES = [
         [((3,), ()), ((4,), ())],
     ),
     (
+        # a row number reads every row ordered before the row (v DESC: the larger v) and its peers
         "SELECT v, row_number() OVER (ORDER BY v DESC) AS r FROM a ORDER BY v LIMIT 2",
-        [((0,), ()), ((1,), ())],
+        [((0, 1, 2, 3, 4), ()), ((1, 2, 3, 4), ())],
     ),
     ("SELECT * EXCLUDE (v) REPLACE (k * 2 AS k) FROM a WHERE v = 30", [((2,), ())]),
     ("SELECT v FROM a ANTI JOIN b ON a.k = b.k ORDER BY v", [((3,), ()), ((4,), ())]),
@@ -128,6 +129,12 @@ CASES = [
         [((2,), (1, 2))],
     ),
     ("SELECT sum(v) AS s FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > 3)", [((2,), (2,))]),
+    # SEMI JOIN = EXISTS: the witnessing b rows join; DISTINCT ON: the kept row's own rows
+    ("SELECT v FROM a SEMI JOIN b ON a.k = b.k ORDER BY v", [((0,), (0,)), ((1,), (0,)), ((2,), (1, 2))]),
+    (
+        "SELECT DISTINCT ON (k) k, v FROM a ORDER BY k, v DESC",
+        [((1,), ()), ((2,), ()), ((3,), ()), ((4,), ())],
+    ),
 ]
 
 
@@ -186,7 +193,6 @@ def test_errors(con):
     with pytest.raises(duckdb.CatalogException):
         con.sql("SELECT * FROM no_such_table")
     for q, construct in [("SELECT * FROM a NATURAL JOIN b", "NATURAL JOIN"),
-                         ("SELECT DISTINCT ON (k) k, v FROM a", "DISTINCT ON"),
                          ("SELECT k FROM a INTERSECT ALL SELECT k FROM b", "INTERSECT ALL"),
                          ("SELECT v FROM a SEMI JOIN b USING (k)", "SEMI JOIN"),
                          ("SELECT COLUMNS('v') FROM a", "COLUMNS")]:  # fmt: skip

@@ -50,7 +50,7 @@ def test_columns_merge_lineage_and_ops(frame):
     assert pt.shape == (2, 1) and pt.data.dtype == torch.float32
     assert pt.sources(rows=[1])["t_src"].tolist() == [1, 3, 5, 7, 9]
     assert pt.rows_from_source("t_src", [4]).tolist() == [0]
-    assert pt[:, [0]].ops() == ["track", "groupby_agg", "tensor", "select"]
+    assert pt[:, [0]].ops() == ["track", "groupby_agg", "tensor", "column_select"]
     assert [n.op for n in pt.ancestors()] == ["track", "groupby_agg", "tensor"]
 
 

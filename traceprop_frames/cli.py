@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   traceprop keygen --out keys/
   traceprop erase demo_output/model --source demo_output/data/bureau.csv --rows 4821 7203 \\
       --key demo_output/keys/signing_key.pem --certificate erasure.json
+  traceprop erase demo_output/model --requests requests.csv --key demo_output/keys/signing_key.pem \
+      --out-dir certificates/
   traceprop verify erasure.json --public-key demo_output/keys/signing_key.pub.pem
 """
 
@@ -60,8 +62,16 @@ def _parser() -> argparse.ArgumentParser:
         "folder in place, and write the signed certificate.",
     )
     e.add_argument("model", help="model folder (written by the demo or save_model)")
-    e.add_argument("--source", required=True, help="source file the rows come from")
-    e.add_argument("--rows", type=int, nargs="+", required=True, help="0-based data rows (header excluded)")
+    e.add_argument("--source", help="source file the rows come from")
+    e.add_argument("--rows", type=int, nargs="+", help="0-based data rows (header excluded)")
+    e.add_argument(
+        "--requests",
+        help="CSV of requests (request_id,source,rows,received) erased in one solve, one certificate each "
+        "(written to --out-dir) instead of --source/--rows",
+    )
+    e.add_argument(
+        "--out-dir", default="erasure_certificates", help="folder for the certificates of --requests"
+    )
     e.add_argument(
         "--method", choices=["newton", "gradient", "retrain"], help="default: newton for convex models"
     )
@@ -131,10 +141,15 @@ def cmd_erase(args) -> int:
     from traceprop_frames.unlearn import load_private_key, unlearn_estimator
     from traceprop_frames.unlearn.bundle import final_estimator, load_model, save_model
 
+    if (args.requests is None) == (args.source is None or args.rows is None):
+        print("error: pass either --source with --rows, or --requests FILE", file=sys.stderr)
+        return 2
     model = load_model(args.model)
     est = final_estimator(model)
     if args.dry_run:
         est.store_ = None  # the on-disk gradient store is not touched either
+    if args.requests is not None:
+        return _erase_batch(args, model, est)
     cert = unlearn_estimator(
         est, source=args.source, rows=args.rows, method=args.method, key=load_private_key(args.key),
         regulations=args.regulation,
@@ -146,6 +161,29 @@ def cmd_erase(args) -> int:
         print(f"  {label:>26}: {value}")
     print(
         f"certificate written to {args.certificate}" + (" (model unchanged: dry run)" if args.dry_run else "")
+    )
+    return 0
+
+
+def _erase_batch(args, model, est) -> int:
+    from traceprop_frames.unlearn import load_private_key
+    from traceprop_frames.unlearn.batch import erase_requests, read_requests
+    from traceprop_frames.unlearn.bundle import save_model
+
+    requests = read_requests(args.requests)
+    certs = erase_requests(
+        est, requests, method=args.method, key=load_private_key(args.key), regulations=args.regulation
+    )
+    out = Path(args.out_dir)
+    for req, cert in zip(requests, certs):
+        cert.save(out / f"{req['request_id']}.json")
+    if not args.dry_run and any(c.status == "erased" for c in certs):
+        save_model(model, args.model)
+    b = certs[0].body["batch"]
+    print(f"{len(certs)} requests, {b['n_samples']} training samples erased in one solve ({b['solve_id']})")
+    print(
+        f"certificates written to {out}/<request_id>.json"
+        + (" (model unchanged: dry run)" if args.dry_run else "")
     )
     return 0
 

@@ -42,6 +42,10 @@ class UnsupportedOperationError(TracepropError, ValueError):
     """An argument or operation whose lineage this library cannot compute exactly."""
 
 
+class MissingDependencyError(TracepropError, ImportError):
+    """An optional integration was used without its extra installed (e.g. ``traceprop-frames[spark]``)."""
+
+
 class UnsupportedSQLError(TracepropError, ValueError):
     """A SQL construct the lineage rewriter cannot carry row ids through."""
 
@@ -62,8 +66,16 @@ class StoreError(TracepropError):
     """A gradient store is missing, malformed, read-only or used before it was filled."""
 
 
+class SketchError(TracepropError, ValueError):
+    """A training sketch is missing, malformed, or does not describe the model it is applied to."""
+
+
 class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
+
+
+class RequestFileError(UnlearningError):
+    """An erasure request file (``traceprop erase --requests``) is malformed; the message names the line."""
 
 
 class ModelFolderError(TracepropError, ValueError):
@@ -80,3 +92,15 @@ class CertificateFormatError(CertificateError, ValueError):
 
 class CertificateSignatureError(CertificateError):
     """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""
+
+
+class GranularityError(TracepropError):
+    """A lineage question that the tensor's granularity does not record (e.g. ``trace()`` in ``"op"`` mode)."""
+
+
+class LineageEventError(TracepropError, ValueError):
+    """A lineage event (OpenLineage) is invalid against its JSON Schema, or its emitter is misconfigured."""
+
+
+class LineageEmitWarning(UserWarning):
+    """A lineage listener (e.g. the OpenLineage emitter) failed; the step itself ran normally."""

@@ -88,11 +88,12 @@ class TrainingContext:
             raise ValueError("reduction must be 'mean' or 'sum'")
         self.model, self.store = model, store
         self.lineage = _as_lineage(lineage)
-        if n_samples is None:
-            if self.lineage is None:
-                raise ValueError("pass lineage= (the training frame) or n_samples=")
+        if n_samples is None and self.lineage is not None:
             n_samples = len(self.lineage)
-        self.n_samples, self.reduction, self.damping = int(n_samples), reduction, damping
+        # None: learned from the first batch, whose rows carry their samples and lineage
+        # (tp.tensor(...).to_torch() in a TensorDataset / DataLoader)
+        self.n_samples = None if n_samples is None else int(n_samples)
+        self.reduction, self.damping = reduction, damping
         self.rel_damping = rel_damping
         self.buffer_bytes = buffer_bytes
         if output_hessian not in ("bce", "autograd"):
@@ -106,11 +107,14 @@ class TrainingContext:
 
     # ----------------------------------------------------------------- hooks
     def __enter__(self) -> TrainingContext:
-        self.store.begin(self.model, self.n_samples, self.lineage, damping=self.damping)
-        self._open_slot()
+        self._begun = False
+        if self.n_samples is not None:
+            self._begin()
 
         def root_hook(_m, args, out):
             self._x, self._out = args[0], out
+            if not self._begun:
+                self._begin_from_batch(args[0])
 
         self._hooks.append(self.model.register_forward_hook(root_hook))
         if self.store.variant == "LL":
@@ -125,11 +129,29 @@ class TrainingContext:
             self._ll_bias = layer.bias is not None
         return self
 
+    def _begin(self) -> None:
+        self.store.begin(self.model, self.n_samples, self.lineage, damping=self.damping)
+        self._open_slot()
+        self._begun = True
+
+    def _begin_from_batch(self, x) -> None:
+        from traceprop_frames.tensor.torch_rows import batch_samples
+
+        if batch_samples(x) is None:
+            raise StoreError(
+                "TrainingContext(model, store) without lineage= or n_samples= learns the training samples "
+                "from the batches, but this batch is a plain tensor. Build the dataset from "
+                "tp.tensor(...).to_torch() (or tp.load_csv(...).to_torch()), or pass lineage=/n_samples=."
+            )
+        self.lineage = x.root_lineage
+        self.n_samples = len(self.lineage)
+        self._begin()
+
     def __exit__(self, *exc) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks = []
-        if exc[0] is not None:
+        if exc[0] is not None or not self._begun:
             return
         if self._written == 0 and len(self.store.checkpoints) > 1:
             self.store.checkpoints.pop()
@@ -170,13 +192,31 @@ class TrainingContext:
         self._open_slot()
 
     # ----------------------------------------------------------------- backward
-    def backward(self, loss: torch.Tensor, batch_idx) -> None:
-        """``loss.backward()`` plus the store rows of the samples ``batch_idx`` of this batch."""
+    def backward(self, loss: torch.Tensor, batch_idx=None) -> None:
+        """``loss.backward()`` plus the store rows of this batch's samples.
+
+        ``batch_idx``: the samples' positions in the training data; or, when the batch carries its rows
+        (a :class:`~traceprop_frames.tensor.torch_rows.RowTensor` from a DataLoader), ``None`` or the
+        batch number (an ``int``, as in ``for i, (xb, yb) in enumerate(loader)``) - then the samples come
+        from the batch itself.
+        """
+        from traceprop_frames.tensor.torch_rows import batch_samples
+
         if self._out is None:
             raise StoreError("no forward pass seen: call model(xb) inside the context before ctx.backward")
-        idx = np.asarray(
-            batch_idx.cpu() if isinstance(batch_idx, torch.Tensor) else batch_idx, dtype=np.int64
-        )
+        carried = batch_samples(self._x)
+        if batch_idx is None or isinstance(batch_idx, (int, np.integer)):
+            if carried is None:
+                raise StoreError(
+                    f"ctx.backward(loss, {batch_idx!r}): a batch number needs a batch that carries its rows, "
+                    "but model(...) got a plain tensor. Build the dataset from tp.tensor(...).to_torch(), or "
+                    "pass the batch's sample indices (e.g. a TensorDataset of (X, y, torch.arange(n)))."
+                )
+            idx = carried
+        else:
+            idx = np.asarray(
+                batch_idx.cpu() if isinstance(batch_idx, torch.Tensor) else batch_idx, dtype=np.int64
+            )
         store, P = self.store, self.store.projector
         if store.variant == "BM":
             params = [p for p in self.model.parameters() if p.requires_grad]

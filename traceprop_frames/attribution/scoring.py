@@ -22,8 +22,6 @@ loss gradient, ``g = h = 1``) and gives every sample of a batch its batch's scor
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import torch
 
@@ -290,12 +288,35 @@ def exact_influence_scores(module, objective, X_train, y_train, X_test, removed=
 
 
 # ---------------------------------------------------------------------- top-k
-class TopK(NamedTuple):
+class TopK:
     """Top-k training samples per test point: ``indices`` and ``scores``, shape ``(n_test, top_k)``
-    (``(top_k,)`` for a single 1-D test sample)."""
+    (``(top_k,)`` for a single 1-D test sample).
 
-    indices: np.ndarray
-    scores: np.ndarray
+    Iterating a single test point's result gives ``(training sample, score)`` pairs, best first; for
+    several test points it gives one list of such pairs per test point.
+
+    Examples
+    --------
+    >>> top = TopK(np.array([4, 1]), np.array([0.9, 0.2]))
+    >>> [(i, round(s, 1)) for i, s in top]
+    [(4, 0.9), (1, 0.2)]
+    """
+
+    __slots__ = ("indices", "scores")
+
+    def __init__(self, indices: np.ndarray, scores: np.ndarray) -> None:
+        self.indices, self.scores = indices, scores
+
+    def __iter__(self):
+        if np.ndim(self.indices) == 1:
+            return iter(zip(self.indices.tolist(), self.scores.tolist()))
+        return iter([list(zip(i.tolist(), s.tolist())) for i, s in zip(self.indices, self.scores)])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"TopK(indices={self.indices!r}, scores={self.scores!r})"
 
 
 def top_k_scores(S: np.ndarray, k: int, by_abs: bool = False) -> TopK:

@@ -371,21 +371,27 @@ class GradientStore:
             )
         return self.lineage
 
-    def samples_from_source(self, path: str, rows) -> np.ndarray:
-        """Training sample indices (sorted) that depend on any of ``rows`` of source ``path``.
+    def samples_from_source(self, path: str, rows, direct: bool = True) -> np.ndarray:
+        """Training sample indices (sorted) that carry any of ``rows`` of source ``path``.
 
-        Removed samples are included (so an erasure can be checked); see :attr:`removed`.
+        ``direct=True`` (default): the samples whose values come from those rows — what an erasure
+        forgets. ``direct=False`` adds samples that read them only through a shared statistic (e.g. a
+        column mean used to normalise every sample). Removed samples are included (so an erasure can be
+        checked); see :attr:`removed`.
         """
-        return self._need_lineage().rows_from_source(path, np.atleast_1d(rows))
+        return self._need_lineage().rows_from_source(path, np.atleast_1d(rows), direct=direct)
 
-    def get_provenance(self, i: int, strict: bool = False) -> Provenance:
-        """The source rows behind training sample ``i`` (``.trace_to_file()`` -> ``"bureau.csv row 4821"``)."""
+    def get_provenance(self, i: int, strict: bool = False, direct: bool = True) -> Provenance:
+        """The source rows behind training sample ``i`` (``.trace_to_file()`` -> ``"bureau.csv row 4821"``).
+
+        ``direct=True`` (default): the rows whose values the sample carries; ``direct=False`` adds the rows
+        read by shared statistics that went into it (sufficient lineage, see ``RowLineage``)."""
         i = int(i)
         if not 0 <= i < self.n_samples:
             raise UnknownRowError(f"sample {i} outside 0..{self.n_samples - 1}")
         if self.lineage is None:
             return Provenance(i, [])
-        return Provenance(i, self.lineage.trace(i, strict=strict))
+        return Provenance(i, self.lineage.trace(i, strict=strict, direct=direct))
 
 
 def _params_fingerprint(params: dict) -> str:

@@ -16,6 +16,7 @@ from traceprop_frames.attribution.scoring import (
     top_k_scores,
 )
 from traceprop_frames.attribution.store import GradientStore
+from traceprop_frames.lineage.events import step as lineage_step
 
 
 def _capture_lineage(X):
@@ -85,6 +86,7 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         tags.non_deterministic = "random_state" in self.get_params() and self.random_state is None
         return tags
 
+    @lineage_step("train")
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` (array or DataFrame; a traced frame records lineage) and binary ``y``.
 
@@ -99,7 +101,7 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         lineage = _capture_lineage(X)
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=False)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
         check_classification_targets(y)
         self.classes_ = unique_labels(y)
         if len(self.classes_) > 2:
@@ -114,7 +116,7 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
         if np.any(sw < 0) or sw.sum() <= 0:
             raise ValueError("sample weights must be non-negative with a positive sum")
-        self.X_train_ = X.astype(np.float32)
+        self.X_train_ = np.ascontiguousarray(X, dtype=np.float32)
         self.y_train_ = (y == self.classes_[1]).astype(np.float32)
         self.sample_weight_ = sw.astype(np.float32)
         self.lineage_ = lineage
@@ -128,6 +130,16 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = int(getattr(self.module_, "_n_iter", 0))
         self.store_ = self._fill_store(ckpts) if self.store is not None else None
         return self
+
+    def _member_seeds(self) -> list[int]:
+        """Seeds of the extra ensemble members (``n_models - 1``): ``random_state + m``, or fresh ones."""
+        n_models = int(getattr(self, "n_models", 1))
+        if n_models < 1:
+            raise ValueError(f"n_models must be at least 1, got {n_models}")
+        rs = getattr(self, "random_state", None)
+        if isinstance(rs, (int, np.integer)):
+            return [int(rs) + m for m in range(1, n_models)]
+        return [int(s) for s in np.random.default_rng().integers(0, 2**31 - 1, n_models - 1)]
 
     def _wants_ckpts(self) -> bool:
         return self.store is not None and getattr(self, "n_checkpoints", 1) > 1
@@ -145,21 +157,27 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         store.begin(self.module_, n, self.lineage_, damping=self._damping(float(self.sample_weight_.sum())))
         final = {k: v.detach().clone() for k, v in self.module_.named_parameters()}
         n_ck = getattr(self, "n_checkpoints", 1)
-        snaps = []
-        if n_ck > 1 and len(ckpts) > 1:
-            # evenly spaced over the second half of training, the last one being the final model
-            pick = np.unique(np.round(np.linspace(len(ckpts) // 2, len(ckpts) - 1, n_ck)).astype(int))
-            snaps = [ckpts[j] for j in pick]
-            if _same(snaps[-1], final):
-                snaps = snaps[:-1]
+        members = [[*_spread(ckpts, final, n_ck), final]]
+        for seed in self._member_seeds():  # ensembling: independently trained models (own init and order)
+            ck: list[dict] = []
+            m = self._fit_module(
+                self.X_train_, self.y_train_, self.sample_weight_,
+                callback=ck.append if n_ck > 1 else None, seed=seed,
+            )  # fmt: skip
+            last = {k: v.detach().clone() for k, v in m.named_parameters()}
+            members.append([*_spread(ck, last, n_ck), last])
         batches = None
         if store.variant == "BM":
             rng = np.random.default_rng(0 if self.random_state is None else self.random_state)
             bs = min(getattr(self, "batch_size", 200), n)
             batches = np.array_split(rng.permutation(n), max(1, int(np.ceil(n / bs))))
-        for params in [*snaps, final]:
+        for params in [p for member in members for p in member]:
             fill_checkpoint(store, self.module_, self.X_train_, self.y_train_, params=params, batches=batches)
-        extra = {"estimator": type(self).__name__, "rel_damping": float(getattr(self, "rel_damping", 1e-6))}
+        extra = {
+            "estimator": type(self).__name__,
+            "rel_damping": float(getattr(self, "rel_damping", 1e-6)),
+            "n_models": len(members),
+        }
         store.finalize(self.module_, extra=extra)
         return store
 
@@ -279,6 +297,15 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         from traceprop_frames.unlearn import unlearn_estimator
 
         return unlearn_estimator(self, source=source, rows=rows, samples=samples, method=method, **kwargs)
+
+
+def _spread(ckpts: list[dict], final: dict, n_ck: int) -> list[dict]:
+    """``n_ck - 1`` snapshots evenly spaced over the second half of training (the final model excluded)."""
+    if n_ck <= 1 or len(ckpts) <= 1:
+        return []
+    pick = np.unique(np.round(np.linspace(len(ckpts) // 2, len(ckpts) - 1, n_ck)).astype(int))
+    snaps = [ckpts[j] for j in pick]
+    return snaps[:-1] if _same(snaps[-1], final) else snaps
 
 
 def _same(a: dict, b: dict) -> bool:

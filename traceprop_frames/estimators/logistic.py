@@ -1,4 +1,4 @@
-"""L2-regularised logistic regression in torch, fit to tight convergence (float64 LBFGS)."""
+"""L2-regularised logistic regression in torch, fit to tight convergence (float64 damped Newton)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from traceprop_frames.estimators.base import TorchBinaryClassifier
+from traceprop_frames.estimators.newton import newton_fit, weights_digest
 
 
 class LogitLinear(torch.nn.Module):
@@ -88,6 +89,19 @@ class TorchLogisticRegression(TorchBinaryClassifier):
 
     random_state = None  # the objective is strictly convex: the fit does not depend on any seed
 
+    def fit(self, X, y, sample_weight=None):
+        """Fit (see :meth:`TorchBinaryClassifier.fit`); also keeps ``newton_state_`` for fast erasure.
+
+        ``newton_state_`` (None above ``newton.MAX_FACTOR_PARAMS`` parameters): the last data Hessian of the
+        Newton fit and the final gradient, so the first erasure needs no ``O(n d²)`` Hessian pass.
+        """
+        super().fit(X, y, sample_weight)
+        state = self.module_.__dict__.pop("_newton_state", None)
+        if state is not None:
+            state["weights"] = weights_digest(self.sample_weight_)
+        self.newton_state_ = state
+        return self
+
     def penalty(self, module: torch.nn.Module, n_active=None) -> torch.Tensor:
         """``||θ||² / (2 C n_active)`` over all parameters (intercept included); ``n_active = Σ w``."""
         n_active = self._n_active(n_active)
@@ -101,15 +115,14 @@ class TorchLogisticRegression(TorchBinaryClassifier):
         """Train a fresh (or ``init_module``-initialised) model on ``(X, y, sample_weight)``; deterministic.
 
         Damped Newton in float64 with the analytic Hessian ``X̃ᵀ diag(w p(1-p)) X̃ / W + I / (C W)`` and an
-        Armijo backtracking line search; stops when every gradient coordinate is below ``tol``.
+        Armijo backtracking line search; stops when every gradient coordinate is below ``tol``. The passes
+        over the rows are blocked (:mod:`traceprop_frames.estimators.newton`): no float64 copy of ``X``.
         """
         if self.C <= 0:
             raise ValueError(f"C must be positive, got {self.C}")
-        X = torch.as_tensor(np.asarray(X, dtype=np.float64))
-        y = torch.as_tensor(np.asarray(y, dtype=np.float64))
-        w = torch.as_tensor(np.asarray(sample_weight, dtype=np.float64))
-        W = float(w.sum())
-        Xt = torch.cat([X, torch.ones(len(X), 1, dtype=torch.float64)], 1) if self.fit_intercept else X
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
         module = LogitLinear(X.shape[1], bias=self.fit_intercept)
         if init_module is not None:
             module.load_state_dict({k: v.to(torch.float64) for k, v in init_module.state_dict().items()})
@@ -117,28 +130,12 @@ class TorchLogisticRegression(TorchBinaryClassifier):
         theta = lin.weight.detach().reshape(-1)
         if self.fit_intercept:
             theta = torch.cat([theta, lin.bias.detach().reshape(-1)])
-        theta = theta.clone()
-        reg = 1.0 / (self.C * W)
-
-        def obj(th):
-            z = Xt @ th
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
-            return float((w * loss).sum() / W + 0.5 * reg * (th @ th))
-
-        eye = torch.eye(len(theta), dtype=torch.float64)
-        n_iter = 0
-        for n_iter in range(1, int(self.max_iter) + 1):
-            p = torch.sigmoid(Xt @ theta)
-            g = Xt.T @ (w * (p - y)) / W + reg * theta
-            if float(g.abs().max()) < self.tol:
-                n_iter -= 1
-                break
-            H = (Xt.T * (w * p * (1 - p) / W)) @ Xt + reg * eye
-            step = torch.linalg.solve(H, g)
-            f0, t, slope = obj(theta), 1.0, float(g @ step)
-            while obj(theta - t * step) > f0 - 1e-4 * t * slope and t > 1e-12:
-                t *= 0.5
-            theta = theta - t * step
+        theta, n_iter, state = newton_fit(
+            X, np.asarray(y, dtype=np.float64), np.asarray(sample_weight, dtype=np.float64),
+            theta.numpy(), self.C, self.tol, self.max_iter, self.fit_intercept,
+        )  # fmt: skip
+        theta = torch.from_numpy(theta)
+        module._newton_state = state
         module._n_iter = n_iter
         with torch.no_grad():
             d = X.shape[1]

@@ -47,6 +47,11 @@ class TorchMLPClassifier(TorchBinaryClassifier):
     store_variant : {"TRAK", "LL", "BM"}, default="TRAK"
     n_checkpoints : int, default=1
         Checkpoints whose features are ensembled (evenly spaced over the second half of training).
+    n_models : int, default=1
+        Models in the store's ensemble: with a store, ``n_models - 1`` extra models are trained in ``fit``
+        on the same data with seeds ``random_state + 1, ...`` (own initialisation and batch order) and kept
+        as extra checkpoints (``n_checkpoints`` each) with their own parameters; TRAK averages over all.
+        ``module_`` (predictions, erasure) is always the first model.
     k : int, default=1024
     store_dtype : {"float16", "float32"}, default="float16"
     projection_seed : int, default=0
@@ -75,6 +80,7 @@ class TorchMLPClassifier(TorchBinaryClassifier):
         store=None,
         store_variant: str = "TRAK",
         n_checkpoints: int = 1,
+        n_models: int = 1,
         k: int | None = 1024,
         store_dtype: str = "float16",
         projection_seed: int = 0,
@@ -89,6 +95,7 @@ class TorchMLPClassifier(TorchBinaryClassifier):
         self.store = store
         self.store_variant = store_variant
         self.n_checkpoints = n_checkpoints
+        self.n_models = n_models
         self.k = k
         self.store_dtype = store_dtype
         self.projection_seed = projection_seed
@@ -110,9 +117,10 @@ class TorchMLPClassifier(TorchBinaryClassifier):
             return int(self.random_state.randint(0, 2**31 - 1))
         return int(self.random_state)
 
-    def _fit_module(self, X, y, sample_weight, init_module=None, callback=None) -> torch.nn.Module:
-        """Train a model on ``(X, y, sample_weight)``; deterministic for an integer ``random_state``."""
-        seed = self._seed()
+    def _fit_module(self, X, y, sample_weight, init_module=None, callback=None, seed=None) -> torch.nn.Module:
+        """Train a model on ``(X, y, sample_weight)``; deterministic for an integer ``random_state``
+        (or the given ``seed``: initialisation and batch order)."""
+        seed = self._seed() if seed is None else int(seed)
         X = torch.as_tensor(np.asarray(X, dtype=np.float32))
         y = torch.as_tensor(np.asarray(y, dtype=np.float32))
         w_np = np.asarray(sample_weight, dtype=np.float32)

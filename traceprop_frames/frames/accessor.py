@@ -45,22 +45,25 @@ class TraceAccessor:
         return pos % max(n, 1)
 
     # ------------------------------------------------------------------ backward
-    def sources(self, rows=None) -> dict[str, np.ndarray]:
+    def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
         """``{source path: sorted int64 0-based row numbers}`` behind all rows, or behind ``rows``
-        (positions, like ``iloc``)."""
-        if rows is None:
-            return self.lineage().sources()
-        return resolve(self._obj, self._positions(rows)).sources()
+        (positions, like ``iloc``).
 
-    def trace(self, i: int, strict: bool = True) -> list[SourceRow]:
+        Includes the rows that cross-row calls read (``shift``, ``cumsum``, ``rolling``, group transforms:
+        shared context); ``direct=True`` gives only the rows whose values the rows carry."""
+        if rows is None:
+            return self.lineage().sources(direct=direct)
+        return resolve(self._obj, self._positions(rows)).sources(direct=direct)
+
+    def trace(self, i: int, strict: bool = True, direct: bool = False) -> list[SourceRow]:
         """The source rows behind row ``i`` (a position, like ``iloc``), each hash-checked.
 
         A changed or missing source file raises :class:`SourceChangedError` /
         :class:`SourceMissingError`; ``strict=False`` returns its rows flagged ``sha256_ok=False`` with a
-        warning instead.
+        warning instead. ``direct=True`` leaves out shared context (see :meth:`sources`).
         """
         pos = self._positions([i])
-        return resolve(self._obj, pos).trace(0, strict=strict)
+        return resolve(self._obj, pos).trace(0, strict=strict, direct=direct)
 
     def lineage_frame(self, rows=None) -> pd.DataFrame:
         """Long format: one line per (frame position, source path, source row)."""
@@ -77,9 +80,10 @@ class TraceAccessor:
         return out.drop_duplicates().reset_index(drop=True)
 
     # ------------------------------------------------------------------ forward
-    def rows_from_source(self, path, rows) -> np.ndarray:
-        """Sorted positions (``iloc``) of the rows that depend on any of ``rows`` of source ``path``."""
-        return self.lineage().rows_from_source(path, rows)
+    def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
+        """Sorted positions (``iloc``) of the rows that depend on any of ``rows`` of source ``path``
+        (through shared context too, unless ``direct=True``)."""
+        return self.lineage().rows_from_source(path, rows, direct=direct)
 
     # ------------------------------------------------------------------ graph
     def ops(self) -> list[str]:
@@ -105,6 +109,27 @@ class TraceAccessor:
     def groupby(self, by=None, **kwargs) -> ops.TracedGroupBy:
         """``df.groupby(by, ...)`` whose aggregations keep lineage (keys come back as columns)."""
         return ops.TracedGroupBy(self._obj, by, **kwargs)
+
+    def pivot_table(self, values=None, index=None, columns=None, aggfunc="mean", **kwargs) -> pd.DataFrame:
+        """``pd.pivot_table(df, ...)`` keeping lineage: a row depends on the rows with its ``index`` keys
+        (which come back as columns)."""
+        from traceprop_frames.frames.reshape import pivot_table
+
+        return pivot_table(self._obj, values=values, index=index, columns=columns, aggfunc=aggfunc, **kwargs)
+
+    def crosstab(self, index, columns, values=None, aggfunc=None, **kwargs) -> pd.DataFrame:
+        """``pd.crosstab`` of this frame's columns (by name), keeping lineage like :meth:`pivot_table`."""
+        from traceprop_frames.frames.reshape import crosstab
+
+        return crosstab(self._obj, index, columns, values=values, aggfunc=aggfunc, **kwargs)
+
+    def melt(
+        self, id_vars=None, value_vars=None, var_name=None, value_name="value", **kwargs
+    ) -> pd.DataFrame:
+        """``df.melt(...)`` whose rows keep their source row."""
+        from traceprop_frames.frames.reshape import melt
+
+        return melt(self._obj, id_vars, value_vars, var_name, value_name, **kwargs)
 
     # ------------------------------------------------------------------ persistence
     def to_parquet(self, path, **kwargs) -> None:

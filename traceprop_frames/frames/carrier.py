@@ -24,6 +24,7 @@ import pandas as pd
 
 from traceprop_frames.errors import LineageLostError
 from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage.context import SetBlock
 
 LID = "tp_lid"
 ATTRS_KEY = "traceprop"
@@ -175,12 +176,13 @@ def _lookup(keys: np.ndarray) -> tuple[np.ndarray, list[LineageTable]]:
     return table_no, tables
 
 
-_resolved: dict[int, tuple[weakref.ref, RowLineage]] = {}
+_resolved: dict[int, tuple[weakref.ref, RowLineage, int]] = {}
+_generation = [0]  # bumped by add_context: cached resolutions made before it are stale
 
 
 def _cache_get(idx) -> RowLineage | None:
     hit = _resolved.get(id(idx))
-    if hit is not None and hit[0]() is idx:
+    if hit is not None and hit[0]() is idx and hit[2] == _generation[0]:
         return hit[1]
     return None
 
@@ -191,7 +193,58 @@ def _cache_put(idx, lin: RowLineage) -> None:
         ref = weakref.ref(idx, lambda _r, key=key: _resolved.pop(key, None))
     except TypeError:
         return
-    _resolved[key] = (ref, lin)
+    _resolved[key] = (ref, lin, _generation[0])
+
+
+def _one_table(keys: np.ndarray):
+    """(table numbers, [table]) when all keys lie in one live table (checked at the two ends), else None."""
+    lo, hi = int(keys.min()), int(keys.max())
+    with _lock:
+        i = bisect.bisect_right(_bases, lo) - 1
+        ref = _tables.get(_bases[i]) if i >= 0 else None
+    t = ref() if ref is not None else None
+    if t is None or hi >= t.stop:
+        return None
+    return np.zeros(len(keys), dtype=np.int64), [t]
+
+
+def add_context(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> None:
+    """Make the lineage rows behind ``keys`` also refer to set ``set_of_row[i]`` of ``block`` (-1: none).
+
+    Used for pandas calls that read other rows but return their result under the *same* index (shift,
+    cumsum, rolling, groupby transform ...): pandas aligns that result with any frame holding these keys,
+    so the extra dependency belongs to the rows themselves, in every frame that holds them. A key that
+    occurs several times (sampling with replacement, explode) gets the union of its rows' sets.
+    """
+    keys = np.asarray(keys, dtype=np.int64)
+    set_of_row = np.asarray(set_of_row, dtype=np.int64)
+    keep = set_of_row >= 0
+    keys, sets = keys[keep], set_of_row[keep]
+    if not keys.size:
+        return
+    table_no, tables = _one_table(keys) or _lookup(keys)
+    for j, t in enumerate(tables):
+        mine = table_no == j
+        pos, s = (keys - t.base, sets) if len(tables) == 1 else (keys[mine] - t.base, sets[mine])
+        if np.all(pos[1:] > pos[:-1]):  # the usual case: each row once, in key order
+            rank = np.zeros(len(pos), dtype=np.int64)
+        else:
+            order = np.argsort(pos, kind="stable")
+            pos, s = pos[order], s[order]
+            first = np.ones(len(pos), dtype=bool)
+            first[1:] = pos[1:] != pos[:-1]
+            idx = np.arange(len(pos))
+            rank = idx - np.maximum.accumulate(np.where(first, idx, 0))
+        for r in range(int(rank.max()) + 1):  # one pass per repeat of a key: almost always one
+            sel = rank == r
+            if len(pos) == len(t.lin) and r == 0 and sel.all() and pos[0] == 0 and pos[-1] == len(pos) - 1:
+                per_row = s  # every row of the table, in order
+            else:
+                per_row = np.full(len(t.lin), -1, dtype=np.int64)
+                per_row[pos[sel]] = s[sel]
+            t.lin = t.lin.with_context(per_row, block, node=OpNode(node.op, node.params, (t.lin.node,)))
+    with _lock:
+        _generation[0] += 1
 
 
 def resolve(df: pd.DataFrame, positions=None) -> RowLineage:

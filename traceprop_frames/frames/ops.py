@@ -14,6 +14,7 @@ import pandas as pd
 from traceprop_frames.errors import MissingLineageWarning, UnsupportedOperationError
 from traceprop_frames.frames.carrier import LID, attach, lineage_keys, resolve
 from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage.events import step as lineage_step
 
 _POS_L = "__tp_pos_left__"
 _POS_R = "__tp_pos_right__"
@@ -48,6 +49,7 @@ def _positions(col: pd.Series) -> np.ndarray:
     return col.to_numpy(dtype=np.int64)
 
 
+@lineage_step("pandas.merge")
 def merge(
     left: pd.DataFrame,
     right: pd.DataFrame | pd.Series,
@@ -106,6 +108,7 @@ def merge(
     return attach(out, RowLineage.union_rows(llin, pl, rlin, pr, node=node))
 
 
+@lineage_step("pandas.concat")
 def concat(objs, axis=0, join="outer", ignore_index=False, keys=None, **kwargs) -> pd.DataFrame:
     """``pd.concat`` of traced frames along rows: each output row keeps its input row's lineage.
 
@@ -173,6 +176,7 @@ class TracedGroupBy:
     def __getitem__(self, cols) -> TracedGroupBy:
         return TracedGroupBy(self._df, self._by, selection=cols, **self._kwargs)
 
+    @lineage_step("pandas.groupby")
     def _run(self, fn: str, *args, **kwargs) -> pd.DataFrame:
         lin = resolve(self._df)
         data = _strip_lid(self._df)
@@ -184,6 +188,9 @@ class TracedGroupBy:
         out = getattr(target, fn)(*args, **kwargs)
         if isinstance(out, pd.Series):
             out = out.to_frame()
+        if len(out) != n_groups and n_groups:
+            codes = self._codes_by_output_row(data, codes, len(out))
+            n_groups = len(out)
         if len(out) != n_groups:
             raise UnsupportedOperationError(
                 f"groupby().{fn} returned {len(out)} rows for {n_groups} groups: only reducing aggregations "
@@ -199,6 +206,20 @@ class TracedGroupBy:
         node = OpNode("groupby_agg", params, (lin.node,))
         out = out.reset_index(drop=True)
         return attach(out, lin.group_union(codes, n_groups, node=node))
+
+    def _codes_by_output_row(self, data: pd.DataFrame, codes: np.ndarray, n_out: int) -> np.ndarray:
+        """Group codes renumbered to output rows, when the output also lists empty groups (unused
+        categories with ``observed=False``): the same grouping, reduced to each group's first row, lines
+        up with the output; an output row no input row maps to is an empty group (empty lineage)."""
+        first = data.assign(**{_POS_L: np.arange(len(data), dtype=np.int64)})
+        first = first.groupby(self._by, as_index=False, **self._kwargs)[_POS_L].min()
+        if len(first) != n_out:
+            return codes  # not a one-row-per-group result: refused by the caller
+        pos = first[_POS_L].to_numpy(dtype=np.float64)
+        present = ~np.isnan(pos)
+        to_row = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+        to_row[codes[pos[present].astype(np.int64)]] = np.flatnonzero(present)
+        return np.where(codes >= 0, to_row[np.maximum(codes, 0)], -1)
 
     def agg(self, func=None, *args, **kwargs) -> pd.DataFrame:
         """``GroupBy.agg``: named (``n=("col", "count")``), dict, list or single-function forms."""

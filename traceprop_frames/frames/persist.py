@@ -14,6 +14,7 @@ from traceprop_frames.frames.ops import _strip_lid
 from traceprop_frames.lineage import persist
 
 LINEAGE_COL = "tp_lineage"
+FOLDER_MANIFEST = "_traceprop.json"  # a folder of part files (Spark's write_parquet): manifest beside them
 
 
 def write_traced(df: pd.DataFrame, path, **kwargs) -> None:
@@ -34,6 +35,9 @@ def write_traced(df: pd.DataFrame, path, **kwargs) -> None:
 def read_traced(path) -> pd.DataFrame:
     """Read a file written by ``df.tp.to_parquet``: the same data, tracing to the original sources.
 
+    ``path`` may also be a folder written by Spark (``SparkTraced.write_parquet``): its part files in
+    name order, with the manifest in ``_traceprop.json`` beside them.
+
     Source files are not re-hashed here; ``trace()`` checks them when asked, so a file changed since
     the original load is reported then.
     """
@@ -44,13 +48,16 @@ def read_traced(path) -> pd.DataFrame:
         table = pq.read_table(p)
     except (OSError, pa.ArrowException) as e:
         raise LineageFormatError(f"cannot read {p!r} as Parquet (truncated or not Parquet?): {e}") from e
-    raw = (table.schema.metadata or {}).get(b"traceprop")
-    if raw is None or LINEAGE_COL not in table.column_names:
+    meta = dict(table.schema.metadata or {})
+    if os.path.isdir(p) and os.path.exists(os.path.join(p, FOLDER_MANIFEST)):
+        with open(os.path.join(p, FOLDER_MANIFEST), "rb") as fh:
+            meta[b"traceprop"] = fh.read()
+    if b"traceprop" not in meta or LINEAGE_COL not in table.column_names:
         raise LineageFormatError(
             f"{p!r} holds no traceprop lineage (it was not written by df.tp.to_parquet); load it with "
             "tpf.read_parquet to start lineage from this file instead."
         )
-    lin = persist.from_table_metadata(table.column(LINEAGE_COL), table.schema.metadata)
+    lin = persist.from_table_metadata(table.column(LINEAGE_COL), meta)
     data = table.drop_columns([LINEAGE_COL]).to_pandas()
     if LID in data.columns:
         data = data.drop(columns=LID)

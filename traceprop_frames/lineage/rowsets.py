@@ -357,11 +357,16 @@ class RowLineage:
         if starts.size and (starts.min() < 0 or ends.max() > len(order) or np.any(ends < starts)):
             raise ValueError("set segments must lie inside 0..len(order)")
         off = self.offsets
-        lengths = off[order + 1] - off[order]
-        pos = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=pos[1:])
-        _, flat = _segments_gather(off, order)
-        pool = self.ids[flat]
+        if self.ids.size == len(self) and np.all(off[1:] - off[:-1] == 1):  # one id per row: a gather
+            same_order = len(order) == len(self) and np.array_equal(order, np.arange(len(self)))
+            pool = self.ids if same_order else self.ids[order]  # in row order the ids are the pool
+            pos = np.arange(len(order) + 1, dtype=np.int64)
+        else:
+            lengths = off[order + 1] - off[order]
+            pos = np.zeros(len(order) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=pos[1:])
+            _, flat = _segments_gather(off, order)
+            pool = self.ids[flat]
         if not self.has_context:
             return SetBlock(pool, pos[starts], pos[ends], label)
         ref_off, refs = _segment_refs(self.context, order, starts, ends)
@@ -377,11 +382,50 @@ class RowLineage:
         old = self.context
         new_off = np.zeros(len(self) + 1, dtype=np.int64)
         np.cumsum(set_of_row >= 0, out=new_off[1:])
-        every = np.arange(len(self), dtype=np.int64)
         new_refs = block.base + set_of_row[set_of_row >= 0]
-        roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+        if old.refs.size:
+            every = np.arange(len(self), dtype=np.int64)
+            roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+        else:
+            roff, refs = new_off, new_refs
         ctx = Context(roff, refs, merge_blocks(old, Context(new_off, new_refs, [block])))
         out = RowLineage(self.offsets, self.ids, node if node is not None else self.node, ctx)
+        out._sids = self._sids
+        return out
+
+    def with_refs_for_all(self, other: RowLineage, node: OpNode | None = None) -> RowLineage:
+        """These rows, each also referring to every shared set that ``other``'s rows refer to.
+
+        For broadcasting a statistic into rows (``X - X.mean(axis=0)``): the statistic is a lineage
+        whose rows hold only references, so every row gains those few references and no ids are copied.
+        ``other``'s direct ids (if any) must be empty: copy them with :meth:`union_rows` instead.
+        """
+        if other.n_ids:
+            raise ValueError("other has direct ids; use union_rows to copy them into each row")
+        if not other.has_context:
+            return self.with_node(node) if node is not None else self
+        oc = other.context
+        extra = np.unique(oc.refs)
+        n, k = len(self), len(extra)
+        new_off = np.arange(n + 1, dtype=np.int64) * k
+        new_refs = np.tile(extra, n)
+        if self.has_context:
+            old = self.context
+            k0 = int(old.ref_offsets[1] - old.ref_offsets[0]) if n else 0
+            uniform = n and np.array_equal(old.ref_offsets, np.arange(n + 1, dtype=np.int64) * k0)
+            if uniform and k0 and (old.refs.reshape(n, k0) == old.refs[:k0]).all():
+                # every row refers to the same sets (statistics broadcast one after another): tile once
+                row = np.concatenate([old.refs[:k0], extra])
+                roff, refs = np.arange(n + 1, dtype=np.int64) * (k0 + k), np.tile(row, n)
+            else:
+                every = np.arange(n, dtype=np.int64)
+                roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+            blocks = merge_blocks(old, oc)
+        else:
+            roff, refs, blocks = new_off, new_refs, oc.blocks
+        out = RowLineage(
+            self.offsets, self.ids, node if node is not None else self.node, Context(roff, refs, blocks)
+        )
         out._sids = self._sids
         return out
 

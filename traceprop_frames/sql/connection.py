@@ -21,10 +21,18 @@ from sqlglot import exp
 from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
+from traceprop_frames.lineage.events import step as lineage_step
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
-from traceprop_frames.sql.sources import MARKER_SID, SourceMap
+from traceprop_frames.sql.shared import (
+    MAX_WITNESSES,
+    marker_expression,
+    resolve_markers,
+    side_query,
+    with_frames,
+    witness_blocks,
+)
+from traceprop_frames.sql.sources import SourceMap
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _AGGREGATES: frozenset[str] | None = None
@@ -242,18 +250,31 @@ class TracedConnection:
                 changed = True
         return out.sql(dialect="duckdb"), ("other" if changed else "original"), None
 
-    def _constant_witness(self, consts: list[str]):
-        """A callback for the rewriter: an uncorrelated witness (it binds on its own) becomes a marker."""
+    def _constant_witness(self, consts: list):
+        """A callback for the rewriter: an uncorrelated witness (it binds on its own) becomes a marker
+        (see :mod:`traceprop_frames.sql.shared`)."""
 
-        def constant(w: exp.Expression) -> exp.Expression | None:
-            sql = "SELECT " + w.sql(dialect="duckdb")
-            try:
-                self.raw.sql(sql)  # binds, does not run; fails for a correlated subquery
-            except duckdb.Error:
+        bound: dict[str, tuple[int, str | None] | None] = {}  # side SQL -> (witness index, IN value type)
+
+        def constant(wq: exp.Expression, kind: str, value, with_) -> exp.Expression | None:
+            if isinstance(value, exp.Tuple):
                 return None
-            consts.append(sql)
-            marker = int(encode(MARKER_SID, np.array([len(consts) - 1]))[0])
-            return exp.cast(exp.Literal.number(marker), "BIGINT")
+            sql, check_sql = side_query(wq, kind, with_, keyed=value is not None)
+            if sql not in bound:  # the same witness again (e.g. in each UNION branch): bound once
+                try:  # binds, does not run; fails for a correlated subquery
+                    types = self.raw.sql(check_sql).types
+                    value_type = str(types[0]) if value is not None else None
+                except duckdb.Error:
+                    value_type = ""
+                if value_type == "" or len(consts) >= MAX_WITNESSES:
+                    bound[sql] = None
+                else:
+                    bound[sql] = (len(consts), value_type)
+                    label = ("IN" if value is not None else "subquery") + f" witnesses #{len(consts)}"
+                    consts.append((sql, label))
+            if bound[sql] is None:
+                return None
+            return marker_expression(bound[sql][0], value, bound[sql][1])
 
         return constant
 
@@ -295,6 +316,7 @@ class TracedConnection:
 
     sql = execute
 
+    @lineage_step("sql.statement")
     def _run_one(self, stmt, text: str, simple_names: bool, target: str | None, single: bool):
         fresh = self._cat is None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
@@ -340,8 +362,10 @@ class TracedConnection:
                 names = None
             if names is not None and len(names) == n_data:
                 table = table.rename_columns([*names, *table.column_names[n_data:]])
-        consts = [lineage_from_arrow(self.raw.sql(c).to_arrow_table().column(0)) for c in rw.constants]
-        return _frame(self.raw, table, n_data, node, self._sources, consts)
+        sides = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.constants]
+        blocks = witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
+        frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
+        return _frame(self.raw, table, n_data, node, self._sources, blocks, frames)
 
     def _node(self, table: str) -> OpNode:
         """The op behind a traced table (a table from an earlier session gets a placeholder op)."""
@@ -391,37 +415,16 @@ def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     return out_off, out
 
 
-def expand_markers(off: np.ndarray, ids: np.ndarray, consts: list) -> tuple[np.ndarray, np.ndarray]:
-    """Replace each marker id ``k`` by the ids of constant witness ``k`` (once per row)."""
-    is_m = (ids >> np.int64(ROW_BITS)) == MARKER_SID
-    if not consts or not is_m.any():
-        return off, ids
-    n = len(off) - 1
-    row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(off))
-    base_off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_of[~is_m], minlength=n), out=base_off[1:])
-    k_off = np.zeros(len(consts) + 1, dtype=np.int64)
-    np.cumsum([len(c[1]) for c in consts], out=k_off[1:])
-    k_ids = np.concatenate([c[1] for c in consts])
-    pairs = np.unique(row_of[is_m] * len(consts) + (ids[is_m] & np.int64(ROW_MASK)))  # (row, k), deduped
-    rows, ks = pairs // len(consts), pairs % len(consts)
-    lens = k_off[ks + 1] - k_off[ks]
-    m_off = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, weights=lens, minlength=n).astype(np.int64), out=m_off[1:])
-    flat = np.arange(int(lens.sum()), dtype=np.int64)
-    starts = np.zeros(len(lens) + 1, dtype=np.int64)
-    np.cumsum(lens, out=starts[1:])
-    flat += np.repeat(k_off[ks] - starts[:-1], lens)
-    return _concat_csr([(base_off, ids[~is_m]), (m_off, k_ids[flat])])
-
-
-def _frame(raw, table: pa.Table, n_data: int, node: OpNode, sources: SourceMap, consts=()) -> pd.DataFrame:
-    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, table.num_columns)]
-    off, ids = expand_markers(*_concat_csr(parts), list(consts))
-    ids = sources.to_process(ids)
+def _frame(raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=()) -> pd.DataFrame:
+    n_lin = table.num_columns - 3 * len(frames)
+    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)]
+    lin = resolve_markers(*_concat_csr(parts), list(blocks), sources.to_process, node)
+    if frames:
+        bounds = [[table.column(n_lin + 3 * j + c) for c in range(3)] for j in range(len(frames))]
+        lin = with_frames(lin, bounds, list(frames), lineage_from_arrow, list(blocks), sources.to_process)
     data = table.select(list(range(n_data)))
     df = raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
-    return attach(df, RowLineage(off, ids, node))
+    return attach(df, lin)
 
 
 def _bind_parameters(stmt: exp.Expression, parameters) -> exp.Expression:

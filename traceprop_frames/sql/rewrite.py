@@ -13,11 +13,18 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
 --------------------------------------------------------------------------------------
 - scan: a traced table contributes its hidden column; a table without lineage contributes nothing and is
   named in the result's ``missing_lineage`` (``df.tp.sources()`` warns once, naming it).
-- projection / filter / ORDER BY / LIMIT / window functions: a row keeps the ids of the input rows it was
-  computed from (a window value's partition is not added: windows are 1:1 on rows).
+- projection / filter / ORDER BY / LIMIT: a row keeps the ids of the input rows it was computed from.
+- window functions (in SELECT or QUALIFY, see ``_frame_lineage``): a row also gets the lineage of the rows
+  its window value read - the window's frame (an aggregate without ORDER BY: the partition; with ORDER BY,
+  by default every row ordered before it and its peers; an explicit ROWS / RANGE / GROUPS frame as written,
+  ``EXCLUDE`` ignored); ranking functions: the rows ordered before it and its peers (``percent_rank``,
+  ``cume_dist``, ``ntile``: the partition); ``lag``/``lead`` with offset k: the k rows up to the one read
+  (the partition's start / end with IGNORE NULLS). Other window functions raise.
 - join (inner, outer, cross, comma, USING/ON, ASOF, POSITIONAL): the ids of both rows are concatenated;
-  the missing side of an outer join adds nothing. ANTI JOIN adds nothing from its right side; NATURAL
-  and SEMI joins raise :class:`UnsupportedSQLError` (write them with USING / EXISTS).
+  the missing side of an outer join adds nothing. ANTI JOIN adds nothing from its right side; SEMI JOIN
+  ... ON is rewritten as EXISTS (its witnesses join); NATURAL JOIN and SEMI JOIN ... USING raise
+  :class:`UnsupportedSQLError` (write them with USING / ON).
+- DISTINCT ON: a kept row keeps its own lineage (alone, it is the first of its group again).
 - GROUP BY, aggregates without GROUP BY, DISTINCT: the union of the members of the group.
 - UNION ALL: each row keeps its branch row's ids; UNION / INTERSECT: the union over every input row (of
   either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL and
@@ -28,12 +35,12 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
     current outer row);
   * ``x IN (q)``: the rows of ``q`` whose value equals ``x``;
   * scalar ``(q)`` and ``x op ANY/ALL (q)``: every row that passed ``q``'s joins and filters (the rows
-    its aggregate read); an uncorrelated one is computed once and expanded per row at the end;
+    its aggregate read); an uncorrelated one is a marker id per row, a shared set after the query;
   * under an odd number of NOT (``NOT EXISTS``, ``NOT IN``): nothing — the absence of rows has no
     witness row, and the result stays true on any subset of the source rows.
   A subquery's witnesses join the row's lineage; in an aggregate query, a subquery inside WHERE or inside
   an aggregate's argument adds to each member row, one in the SELECT list or HAVING to the group.
-  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)``, ``DISTINCT ON``, LATERAL and PIVOT raise.
+  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)``, LATERAL and PIVOT raise.
 
 Guarantee (tested on TPC-H and on random queries against a brute-force oracle): without negation,
 re-running the original query on only a row's lineage rows reproduces the row; with NOT EXISTS / NOT IN
@@ -128,7 +135,8 @@ class RewriteResult:
     traced: set[str]
     untraced: set[str]
     n_hidden: int = 1  # hidden columns at the end (``split=True`` gives one per lineage part)
-    constants: list = field(default_factory=list)  # SQL of the witnesses behind marker ids, in order
+    frames: list = field(default_factory=list)  # (side SQL, label) per window frame left as positions
+    constants: list = field(default_factory=list)  # (SQL, label) of the witnesses behind marker ids
 
     @property
     def sql(self) -> str:
@@ -163,6 +171,104 @@ def _is_agg(node, aggs) -> bool:
     return isinstance(node, exp.Anonymous) and node.name.lower() in aggs
 
 
+def _windows_in(node):
+    """Window function nodes under ``node``, not entering subqueries."""
+    if isinstance(node, exp.Window):
+        yield node
+        return
+    if isinstance(node, _SUBQ):
+        return
+    for child in node.iter_expressions():
+        yield from _windows_in(child)
+
+
+_RANKING = {"row_number", "rank", "dense_rank", "rank_dense"}  # the rows ordered before it and its peers
+_WHOLE = {"percent_rank", "cume_dist", "ntile"}  # they divide by the partition's size
+_VALUE = {"first_value", "last_value", "nth_value", "any_value"}  # read their frame, like aggregates
+_OFFSET = {"lag": "PRECEDING", "lead": "FOLLOWING"}
+
+
+def _frame_lineage(win: exp.Window, row_list: exp.Expression, named: dict, aggs) -> exp.Expression:
+    """``flatten(list(row_list) OVER (frame))``: the lineage of every row the window value read."""
+    return _fn("flatten", _over(_fn("list", row_list.copy()), _frame_of(win, named, aggs)))
+
+
+def _over(fn: exp.Expression, frame: tuple, spec=None) -> exp.Window:
+    """``fn OVER (PARTITION BY .. ORDER BY .. spec)`` for a frame ``(partition, order, spec)``."""
+    partition, order, own_spec = frame
+    spec = own_spec if spec is None else spec
+    out = exp.Window(this=fn, over="OVER")
+    if partition:
+        out.set("partition_by", [p.copy() for p in partition])
+    if order is not None:
+        out.set("order", order.copy())
+    if spec is not None:
+        out.set("spec", spec.copy())
+    return out
+
+
+def frame_bounds(frame: tuple) -> tuple[exp.Expression, exp.Expression, exp.Expression, exp.Expression]:
+    """SQL for a frame as positions: (partition id, row position in the partition's order, frame start,
+    frame end). Start/end count rows in that order: end = rows up to the frame's end bound, start = end
+    minus the frame's size (frames without EXCLUDE are contiguous runs of the order)."""
+    partition, order, spec = frame
+    pid = exp.Window(this=_fn("dense_rank"), over="OVER")
+    if partition:
+        pid.set("order", exp.Order(expressions=[exp.Ordered(this=p.copy()) for p in partition]))
+    pos = exp.Sub(this=_over(exp.RowNumber(), (partition, order, None)), expression=exp.Literal.number(1))
+    count = exp.Count(this=exp.Star())
+    if spec is None:
+        return pid, pos, exp.Literal.number(0), _over(count, frame)
+    to_end = spec.copy()
+    to_end.set("start", exp.var("UNBOUNDED"))
+    to_end.set("start_side", "PRECEDING")
+    end = _over(count.copy(), frame, to_end)
+    return pid, pos, exp.Sub(this=end, expression=_over(count, frame)), end.copy()
+
+
+def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
+    """(partition, order, spec) of the rows a window value reads (see the module docstring)."""
+    fn, ignore_nulls = win.this, False
+    while isinstance(fn, (exp.Filter, exp.IgnoreNulls, exp.RespectNulls)):
+        ignore_nulls = ignore_nulls or isinstance(fn, exp.IgnoreNulls)
+        fn = fn.this
+    name = (fn.name if isinstance(fn, exp.Anonymous) else fn.sql_name()).lower()
+    partition, order, spec = win.args.get("partition_by"), win.args.get("order"), win.args.get("spec")
+    if isinstance(win.args.get("alias"), exp.Identifier):  # OVER w / OVER (w ...): a WINDOW clause entry
+        base = named.get(win.args["alias"].name.lower())
+        if base is None or isinstance(base.args.get("alias"), exp.Identifier):
+            raise UnsupportedSQLError(f"window {win.args['alias'].name}: define it without another window")
+        partition = partition or base.args.get("partition_by")
+        order = order or base.args.get("order")
+        spec = spec or base.args.get("spec")
+    if name in _RANKING:
+        spec = (
+            _t("SELECT sum(1) OVER (RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)")
+            .expressions[0]
+            .args["spec"]
+        )
+    elif name in _WHOLE:
+        order = spec = None
+    elif name in _OFFSET:
+        k = fn.args.get("offset")
+        if k is None:
+            k = exp.Literal.number(1)
+        if not (isinstance(k, exp.Literal) and not k.is_string and str(k.this).isdigit()):
+            raise UnsupportedSQLError(f"{name.upper()} with a non-constant offset: its frame is unknown")
+        reach = "UNBOUNDED" if ignore_nulls else str(k.this)
+        frame = (
+            f"{reach} PRECEDING AND CURRENT ROW" if name == "lag" else f"CURRENT ROW AND {reach} FOLLOWING"
+        )
+        spec = _t(f"SELECT sum(1) OVER (ROWS BETWEEN {frame})").expressions[0].args["spec"]
+    elif name in _VALUE or _is_agg(fn, aggs):
+        if spec is not None and spec.args.get("exclude") is not None:
+            spec = spec.copy()  # EXCLUDE drops rows that still decide which rows the frame reaches
+            spec.set("exclude", None)
+    else:
+        raise UnsupportedSQLError(f"window function {name}: which rows it reads is not known to the rewriter")
+    return partition, order, spec
+
+
 def _has_agg(node, aggs) -> bool:
     """True if ``node`` holds an aggregate outside window functions and subqueries."""
     if isinstance(node, (exp.Window, *_SUBQ)):
@@ -177,7 +283,12 @@ class Rewriter:
 
     def __init__(self, catalog: Catalog, constant=None) -> None:
         self.catalog = catalog
-        self.constant = constant  # witness -> marker id expression, for uncorrelated witnesses (or None)
+        self.constant = constant  # see rewrite_query: uncorrelated witness -> marker id expression, or None
+        self.top: exp.Expression | None = None  # the top-level SELECT, whose frames may leave as positions
+        self.top_frames: list[tuple] = []
+        self._cte_defs: dict[str, exp.CTE] = {}  # rewritten CTEs, for witnesses that run on their own
+        self._recursive: set[str] = set()
+        self._with_sql: dict[tuple, str] = {}
         self.traced: set[str] = set()
         self.untraced: set[str] = set()
         self._ids = itertools.count()
@@ -216,6 +327,9 @@ class Rewriter:
             new, kind = self.query(cte.this, ctes, trace)
         cte.set("this", new)
         ctes[name] = kind
+        self._cte_defs[name] = cte
+        if recursive:
+            self._recursive.add(name)
         alias = cte.args.get("alias")
         if kind and alias is not None and alias.columns:
             alias.append("columns", exp.to_identifier(kind))
@@ -223,10 +337,8 @@ class Rewriter:
     def _select(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
         aggs = self.catalog.aggregates
         distinct = sel.args.get("distinct")
-        if trace and distinct is not None and distinct.args.get("on") is not None:
-            raise UnsupportedSQLError(
-                "SELECT DISTINCT ON: lineage of the kept row is not defined; use GROUP BY"
-            )
+        if trace:
+            self._semi_to_exists(sel)
         lin = Lineage()
         exposed: dict[str, set[str]] = {}
         from_ = sel.args.get("from_")
@@ -236,12 +348,12 @@ class Rewriter:
             if (j.args.get("method") or "").upper() == "NATURAL":
                 raise UnsupportedSQLError("NATURAL JOIN: write the join with USING (...) so lineage is exact")
             kind = (j.args.get("kind") or "").upper()
-            if kind == "SEMI" and trace:
-                raise UnsupportedSQLError("SEMI JOIN: write it as WHERE EXISTS (...) to carry its witnesses")
             if kind == "ANTI":
                 skip.add(id(j.this))
         for item in items:
             parts = self._from_item(item, ctes, trace, exposed)
+            if trace and parts and len(items) > 1 and self.constant is not None:
+                parts = self._one_row_marker(item, ctes) or parts
             if trace and id(item) not in skip:
                 for e, k in parts:
                     lin.add(e, k)
@@ -254,7 +366,9 @@ class Rewriter:
         if not trace:
             return sel, None
         wrap_distinct = False
-        if distinct is not None:
+        if distinct is not None and distinct.args.get("on") is not None:
+            pass  # DISTINCT ON keeps whole rows: a kept row alone is the first of its group again
+        elif distinct is not None:
             if is_agg:
                 wrap_distinct = True
             elif any(e.find(exp.Window) for e in sel.expressions):
@@ -263,9 +377,19 @@ class Rewriter:
                 sel.set("distinct", None)
                 sel.set("group", exp.Group(all=True))
                 is_agg = True
+        named = {w.name.lower(): w for w in sel.args.get("windows") or []}
+        windows = [w for root in select_like_roots(sel) for w in _windows_in(root)]
         if is_agg:
-            expr, kind = lin.aggregated(group_extra), LIN
+            base = lin.aggregated(group_extra)
+            frames = [_frame_lineage(w, base, named, aggs) for w in windows]
+            expr, kind = lin.aggregated(group_extra + frames), LIN
         else:
+            if windows and sel is self.top and distinct is None:  # frames as shared sets, after the query
+                self.top_frames = [_frame_of(w, named, aggs) for w in windows]
+            elif windows:
+                base = _as_list(*lin.row())
+                for w in windows:
+                    lin.add(_frame_lineage(w, base, named, aggs), LIN)
             expr, kind = lin.row()
         if force_list or wrap_distinct:
             expr, kind = _as_list(expr, kind), LIN
@@ -276,6 +400,17 @@ class Rewriter:
         if wrap_distinct:
             return self._distinct_wrap(sel), LIN
         return sel, kind
+
+    def _semi_to_exists(self, sel: exp.Select) -> None:
+        """``a SEMI JOIN b ON c`` is ``a WHERE EXISTS (SELECT 1 FROM b WHERE c)``: its witnesses join."""
+        for j in list(sel.args.get("joins") or []):
+            if (j.args.get("kind") or "").upper() != "SEMI":
+                continue
+            if j.args.get("using") or j.args.get("on") is None:
+                raise UnsupportedSQLError("SEMI JOIN with USING: write the condition with ON (...)")
+            sub = exp.select("1").from_(j.this.copy()).where(j.args["on"].copy())
+            j.pop()
+            sel.where(exp.Exists(this=sub), copy=False)
 
     def _distinct_wrap(self, sel: exp.Select) -> exp.Select:
         sel.set("distinct", None)
@@ -373,15 +508,15 @@ class Rewriter:
                 if root is None:
                     continue
                 for node, neg, in_agg in list(_scope_walk(root, aggs=aggs)):
-                    w = self._subquery(node, neg, ctes, trace)
-                    if w is None:
+                    found = self._subquery(node, neg, ctes, trace)
+                    if found is None:
                         continue
-                    marker = self.constant(w) if self.constant is not None else None
-                    if marker is not None:  # the same rows for every row: one id, expanded at the end
+                    w, marker = found
+                    if marker:  # rows shared by many rows: one marker id, a shared set after the query
                         if row_level or in_agg or not is_agg:
-                            lin.add(marker, RID)
+                            lin.add(w, RID)
                         else:
-                            group_extra.append(exp.Array(expressions=[marker]))
+                            group_extra.append(exp.Array(expressions=[w]))
                         continue
                     if row_level or in_agg or not is_agg:
                         lin.add(w, LIN)
@@ -407,9 +542,13 @@ class Rewriter:
         if witness_q is None:
             return None
         wq, kind = self.query(witness_q, ctes, trace=True)
+        if self.constant is not None:
+            marker = self.constant(wq, kind, node.this if mode == "in" else None, self._with(ctes))
+            if marker is not None:
+                return marker, True
         simple = self._simple_witness(wq, kind, mode, node)
         if simple is not None:
-            return simple
+            return simple, False
         alias = self._alias("w")
         agg = f"list({alias}.{RID})" if kind == RID else f"flatten(list({alias}.{LIN}))"
         if mode == "in":
@@ -420,12 +559,42 @@ class Rewriter:
         w.this.args["from_"].this.replace(
             exp.Subquery(this=wq, alias=w.this.args["from_"].this.args["alias"].copy())
         )
-        return w
+        return w, False
+
+    def _one_row_marker(self, item, ctes: dict) -> list[tuple[exp.Expression, str]] | None:
+        """A joined one-row aggregate (``FROM t, (SELECT avg(x) ...)`` or such a CTE): its rows, which
+        every joined row depends on, as one marker id (a shared set) instead of a copy per row."""
+        if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier):
+            cte = self._cte_defs.get(item.name.lower()) if item.name.lower() in ctes else None
+            body = cte.this if cte is not None else None
+            wq = _t(f"SELECT * FROM {exp.to_identifier(item.name).sql(dialect='duckdb')}") if cte else None
+        elif isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select):
+            body, wq = item.this, item.this.copy()
+        else:
+            return None
+        if not (
+            isinstance(body, exp.Select) and self._aggregated.get(id(body)) and not body.args.get("group")
+        ):
+            return None
+        marker = self.constant(wq, LIN, None, self._with(ctes))
+        return [(marker, RID)] if marker is not None else None
+
+    def _with(self, ctes: dict) -> str:
+        """``WITH ...`` SQL of the rewritten CTEs visible here (so a witness can run as a query of its
+        own), or ""; generated once per set of CTEs."""
+        names = tuple(n for n in ctes if n in self._cte_defs)
+        if names not in self._with_sql:
+            defs = [self._cte_defs[n].copy() for n in names]
+            w = exp.With(expressions=defs, recursive=any(n in self._recursive for n in names))
+            self._with_sql[names] = w.sql(dialect="duckdb") + " " if defs else ""
+        return self._with_sql[names]
 
     def _simple_witness(self, wq, kind: str, mode: str, node) -> exp.Expression | None:
         """The witness as one flat subquery (no derived table) when ``wq`` is a plain SELECT."""
         agg = self._aggregated.get(id(wq))
         if agg is None or any(wq.args.get(k) for k in ("limit", "offset", "qualify", "distinct")):
+            return None
+        if wq.expressions[-1].find(exp.Window):  # a window cannot sit inside the witness's aggregate
             return None
         lin = wq.expressions[-1].this
         if agg:
@@ -508,6 +677,11 @@ class Rewriter:
         return q, kind
 
 
+def select_like_roots(sel: exp.Select) -> list[exp.Expression]:
+    """The SELECT list and QUALIFY: where a window value becomes part of (or decides) an output row."""
+    return [e for e in [*sel.expressions, sel.args.get("qualify")] if e is not None]
+
+
 def _from_aliases(sel: exp.Select) -> list[str]:
     from_ = sel.args.get("from_")
     items = ([from_.this] if from_ is not None else []) + [j.this for j in sel.args.get("joins") or []]
@@ -560,18 +734,51 @@ def rewrite_query(
     ``split=True`` (for results that leave DuckDB): a top-level non-aggregate SELECT returns each lineage
     part (a join side's id or list, a subquery's witnesses) as its own hidden column instead of
     concatenating them in SQL; the caller concatenates the CSR parts (cheaper than ``list_concat``).
-    ``constant(witness) -> expression | None`` may replace an uncorrelated subquery's witness list by
-    one marker id that the caller expands after the query (so a scalar subquery's rows are not copied
-    into every row inside DuckDB).
+    ``constant(witness_query, kind, in_value, with_) -> expression | None`` may replace the witness list
+    of an uncorrelated subquery by one marker id per row (for ``x IN (q)``, one per value of ``x``) that
+    the caller resolves after the query into a shared set (so the rows a scalar subquery or an IN list
+    read are stored once, never copied into every row). ``with_`` is the SQL of the CTEs it may use.
     """  # fmt: skip
     rw = Rewriter(catalog, constant)
-    new, kind = rw.query(q.copy() if copy else q, {}, trace, force_list)
+    q = q.copy() if copy else q
+    rw.top = q if split and trace and constant is not None else None
+    new, kind = rw.query(q, {}, trace, force_list)
     out = RewriteResult(new, kind, rw.traced, rw.untraced)
     lin = rw._parts.get(id(new)) if split and trace else None
+    side = new.copy() if rw.top_frames else None  # before its lineage splits into parts
     if lin is not None and len(lin.scalars) + len(lin.lists) > 1:
         new.expressions[-1].pop()
         parts = lin.scalars + lin.lists
         for i, part in enumerate(parts):
             new.append("expressions", exp.alias_(part.copy(), f"__tp_l{i}"))
         out.n_hidden = len(parts)
+    if side is not None:
+        out.frames = _frame_columns(new, side, rw.top_frames, kind)
+        out.n_hidden += 3 * len(out.frames)
+    return out
+
+
+def _frame_columns(
+    new: exp.Select, side: exp.Select, frames: list[tuple], kind: str
+) -> list[tuple[str, str]]:
+    """Append (partition id, frame start, frame end) columns per distinct frame to ``new``; return, per
+    frame, the side query listing the window's input rows as (partition id, position, lineage)."""
+    for key in ("qualify", "order", "limit", "offset", "windows"):
+        side.set(key, None)
+    lin = side.expressions[-1].this
+    out, seen = [], set()
+    for frame in frames:
+        pid, pos, start, end = frame_bounds(frame)
+        key = f"{pid.sql()}|{pos.sql()}|{start.sql()}|{end.sql()}"
+        if key in seen:
+            continue
+        seen.add(key)
+        j = len(out)
+        for name, e in (("p", pid), ("s", start), ("e", end)):
+            new.append("expressions", exp.alias_(e, f"__tp_f{j}{name}"))
+        q = side.copy()
+        q.set("expressions", [pid.copy(), pos, exp.alias_(lin.copy(), kind)])
+        out.append(
+            (q.sql(dialect="duckdb"), f"window frame: {_over(exp.Star(), frame).sql(dialect='duckdb')}")
+        )
     return out

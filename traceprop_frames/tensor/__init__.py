@@ -1,23 +1,17 @@
-"""ProvenanceTensor: a numpy array or torch tensor whose first axis carries row lineage.
+"""ProvenanceTensor: numpy arrays (and torch tensors) whose rows keep their source rows.
 
-For custom training loops that leave pandas: ``pt = tpf.tensor(frame)`` keeps, for every row of the
-tensor, the source rows behind it. Row selection (``pt[idx]``, boolean masks, slices) keeps lineage;
-``pt.data`` is the plain array/tensor for computation, so nothing in torch or numpy is intercepted.
+numpy operations are tracked through numpy's protocols, so plain numpy code runs unchanged:
 
-Examples
---------
->>> import pandas as pd, traceprop_frames as tpf
->>> frame = tpf.track(pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0.5, 0.1, 0.2]}), "demo_rows")
->>> pt = tpf.tensor(frame, columns=["x"])
->>> batch = pt[[2, 0]]
->>> batch.data.tolist()
-[[3.0], [1.0]]
->>> {k: v.tolist() for k, v in batch.sources().items()}
-{'demo_rows': [0, 2]}
->>> batch.trace(0)[0].trace_to_file()
-'demo_rows row 2'
->>> batch.ops()
-['track', 'tensor', 'select']
+>>> import numpy as np, pandas as pd, traceprop_frames as tp
+>>> X = tp.tensor(np.array([[1.0, 5.0], [2.0, -1.0], [3.0, 4.0], [6.0, 0.0]]), source="scores")
+>>> X_norm = (X - X.mean(axis=0)) / X.std(axis=0)
+>>> X_filt = X_norm[X_norm[:, 1] > 0]
+>>> {k: v.tolist() for k, v in X_filt.sources(direct=True).items()}   # the rows that passed
+{'scores': [0, 2]}
+>>> {k: v.tolist() for k, v in X_filt.sources().items()}   # sufficient: mean/std read every row
+{'scores': [0, 1, 2, 3]}
+>>> X_filt.ops()
+['track', 'tensor', 'mean(axis=0)', 'std(axis=0)', 'elementwise', 'row_filter']
 """
 
 from __future__ import annotations
@@ -25,100 +19,103 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from traceprop_frames.errors import UnknownRowError, UnsupportedOperationError
-from traceprop_frames.frames import resolve
-from traceprop_frames.lineage import LineageDAG, OpNode, RowLineage, SourceRow
+from traceprop_frames.errors import UnsupportedOperationError
+from traceprop_frames.lineage import OpNode
+from traceprop_frames.tensor.core import GRANULARITIES, ProvenanceTensor
+from traceprop_frames.tensor.tracking import step
+
+__all__ = ["GRANULARITIES", "ProvenanceTensor", "load_csv", "load_parquet", "step", "tensor"]
 
 
-class ProvenanceTensor:
-    """``data`` (numpy array or torch tensor, rows on axis 0) + ``lineage`` (one entry per row)."""
+def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, source: str | None = None,
+           granularity: str = "row") -> ProvenanceTensor:  # fmt: skip
+    """A ProvenanceTensor from a traced DataFrame (``frame[columns]``) or a plain array (``source=`` names it).
 
-    __slots__ = ("data", "lineage")
+    Parameters
+    ----------
+    data : traced DataFrame or array-like (rows on axis 0)
+    columns : list of column names (frames only); default all
+    dtype : numpy dtype of the values
+    backend : ``"numpy"`` or ``"torch"``
+    source : name of an in-memory source for a plain array (required then)
+    granularity : ``"op"``, ``"row"`` (default) or ``"cell"``
+    """
+    from traceprop_frames.frames import resolve, track
 
-    def __init__(self, data, lineage: RowLineage) -> None:
-        if len(data) != len(lineage):
-            raise ValueError(f"{len(data)} rows of data but lineage for {len(lineage)}")
-        self.data = data
-        self.lineage = lineage
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    @property
-    def shape(self):
-        return tuple(self.data.shape)
-
-    def _row_positions(self, key) -> np.ndarray:
-        n = len(self)
-        if isinstance(key, slice):
-            return np.arange(n, dtype=np.int64)[key]
-        if hasattr(key, "detach"):  # a torch index tensor
-            key = key.detach().cpu().numpy()
-        pos = np.asarray(key)
-        if pos.dtype == bool:
-            if pos.shape != (n,):
-                raise UnknownRowError(f"boolean row mask of shape {pos.shape} for {n} rows")
-            return np.flatnonzero(pos)
-        if not np.issubdtype(pos.dtype, np.integer):
+    if not isinstance(data, pd.DataFrame):
+        if source is None:
             raise UnsupportedOperationError(
-                f"rows are selected by integers, slices or masks, not {pos.dtype}"
+                "a plain array has no lineage: pass source='name' to start lineage for it, or build the "
+                "tensor from a traced frame (tp.read_csv(...) then tp.tensor(df))"
             )
-        pos = np.atleast_1d(pos).astype(np.int64)
-        if pos.size and (pos.min() < -n or pos.max() >= n):
-            raise UnknownRowError(f"row positions outside a tensor of {n} rows")
-        return pos % max(n, 1)
-
-    def __getitem__(self, key) -> ProvenanceTensor:
-        """Row selection keeps lineage; ``pt[rows, cols]`` selects columns too. A single integer row
-        returns a one-row ProvenanceTensor (the lineage unit is a row)."""
-        if key is Ellipsis:
-            key = slice(None)
-        rows, cols = key if isinstance(key, tuple) else (key, None)
-        pos = self._row_positions(rows)
-        index = pos if not hasattr(self.data, "detach") else _as_torch_index(self.data, pos)
-        data = self.data[index]
-        if cols is not None:
-            data = data[:, cols]
-        node = OpNode("select", {"rows_in": len(self), "rows_out": int(pos.size)}, (self.lineage.node,))
-        return ProvenanceTensor(data, self.lineage.take(pos, node=node))
-
-    def sources(self, rows=None) -> dict[str, np.ndarray]:
-        """``{source path: sorted row numbers}`` behind all rows, or behind ``rows``."""
-        return self.lineage.sources(None if rows is None else self._row_positions(rows))
-
-    def trace(self, i: int, strict: bool = True) -> list[SourceRow]:
-        return self.lineage.trace(int(self._row_positions([i])[0]), strict=strict)
-
-    def rows_from_source(self, path, rows) -> np.ndarray:
-        return self.lineage.rows_from_source(path, rows)
-
-    def ops(self) -> list[str]:
-        return self.lineage.ops()
-
-    def ancestors(self) -> LineageDAG:
-        return self.lineage.ancestors()
-
-    def __repr__(self) -> str:
-        return f"ProvenanceTensor(shape={self.shape}, {type(self.data).__module__.split('.')[0]}, {self.lineage!r})"
-
-
-def _as_torch_index(data, pos: np.ndarray):
-    import torch
-
-    return torch.as_tensor(pos, dtype=torch.long, device=data.device)
-
-
-def tensor(frame: pd.DataFrame, columns=None, dtype="float32", backend: str = "numpy") -> ProvenanceTensor:
-    """A ProvenanceTensor of ``frame[columns]`` (all columns by default) as numpy or torch (``backend``)."""
-    lin = resolve(frame)
-    values = (frame if columns is None else frame[columns]).to_numpy(dtype=dtype)
+        arr = np.asarray(data)
+        if arr.ndim == 0:
+            raise UnsupportedOperationError("a 0-d value has no rows")
+        frame = pd.DataFrame(arr.reshape(len(arr), -1))
+        frame.columns = [str(c) for c in frame.columns]
+        data = track(frame, source)
+        values = arr.astype(dtype)
+    else:
+        _check_numeric(data, columns)
+        values = (data if columns is None else data[columns]).to_numpy(dtype=dtype)
+    lin = resolve(data)
+    names = list(data.columns if columns is None else columns)
     if backend == "torch":
         import torch
 
         values = torch.tensor(values)  # a copy: pandas may hand out a read-only view
     elif backend != "numpy":
         raise UnsupportedOperationError(f"backend must be 'numpy' or 'torch', not {backend!r}")
-    node = OpNode(
-        "tensor", {"columns": None if columns is None else list(columns), "backend": backend}, (lin.node,)
-    )
-    return ProvenanceTensor(values, lin.with_node(node))
+    node = OpNode("tensor", {"columns": names, "backend": backend, "granularity": granularity}, (lin.node,))
+    lin = lin.with_node(node) if granularity != "op" else _op_only(lin, node)
+    cols = [frozenset([str(c)]) for c in names] if granularity == "cell" else None
+    if cols is not None and np.ndim(values) == 1:
+        cols = cols[0]
+    return ProvenanceTensor(values, lin, granularity, columns=cols)
+
+
+def _op_only(lin, node):
+    from traceprop_frames.lineage import RowLineage
+
+    return RowLineage.empty(len(lin), node)
+
+
+def _check_numeric(df: pd.DataFrame, columns) -> None:
+    sub = df if columns is None else df[columns]
+    bad = [
+        c
+        for c in sub.columns
+        if not (pd.api.types.is_numeric_dtype(sub[c]) or pd.api.types.is_bool_dtype(sub[c]))
+    ]
+    if bad:
+        raise UnsupportedOperationError(
+            f"non-numeric columns {bad} cannot go into a numeric tensor. Pick numeric columns with "
+            "columns=[...], or load with tp.read_csv and encode them (e.g. pd.get_dummies) before tp.tensor(df)."
+        )
+
+
+def load_csv(path, columns=None, granularity: str = "row", dtype="float32", **kwargs) -> ProvenanceTensor:
+    """A 2-D numeric ProvenanceTensor of a CSV file's rows (``tp.read_csv`` + :func:`tensor`).
+
+    Node ``load_csv`` heads the op DAG; row ``i`` is data row ``i`` of the file (sha256 recorded).
+    """
+    from traceprop_frames.frames import read_csv
+
+    df = read_csv(path, **kwargs)
+    return _loaded(df, "load_csv", columns, granularity, dtype)
+
+
+def load_parquet(path, columns=None, granularity: str = "row", dtype="float32", **kwargs) -> ProvenanceTensor:
+    """A 2-D numeric ProvenanceTensor of a Parquet file's rows (``tp.read_parquet`` + :func:`tensor`)."""
+    from traceprop_frames.frames import read_parquet
+
+    df = read_parquet(path, **kwargs)
+    return _loaded(df, "load_parquet", columns, granularity, dtype)
+
+
+def _loaded(df, op: str, columns, granularity: str, dtype) -> ProvenanceTensor:
+    pt = tensor(df, columns=columns, dtype=dtype, granularity=granularity)
+    read_node = pt.lineage.node.parents[0]
+    node = OpNode(op, dict(read_node.params), read_node.parents)
+    pt.lineage = pt.lineage.with_node(node)
+    return pt

@@ -394,11 +394,14 @@ def export_compliance(model_before, model_after, forget_set, store=None, regulat
         ``model_after`` does not come from ``approximate_unlearn`` of ``model_before`` and ``forget_set``.
     """
     import numpy as np
+    import torch
 
     from traceprop_frames.errors import UnlearningError
     from traceprop_frames.unlearn.objective import parameter_fingerprint
     from traceprop_frames.unlearn.request import _record_erasure, certificate_body, forget_from_request
 
+    if isinstance(model_before, torch.nn.Module) and hasattr(model_after, "_tp_before"):
+        model_before = model_after._tp_before  # a raw module: certify against its wrapped training data
     result = getattr(model_after, "unlearn_result_", None)
     if result is None:
         raise UnlearningError(

@@ -26,6 +26,10 @@ Methods
     Nothing is certified; the evidence is measured.
 ``"retrain"``
     Exact: ``_fit_module`` on the remaining data from scratch.
+``"sketch"``
+    The parameters a training sketch (``est.sketch_``, from
+    :func:`traceprop_frames.attribution.sketch.fit_sketch`) predicts for the run without every erased
+    sample; the parameters record the degree, ``m`` and the estimated error (see :func:`_sketch`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ import torch
 from torch.func import functional_call
 
 from traceprop_frames.errors import UnlearningError
+from traceprop_frames.estimators.newton import weights_digest
+from traceprop_frames.lineage.events import step as lineage_step
+from traceprop_frames.unlearn import factored
 from traceprop_frames.unlearn.objective import (
     Objective,
     _PenaltyOnly,
@@ -48,11 +55,12 @@ from traceprop_frames.unlearn.objective import (
 )
 from traceprop_frames.unlearn.request import _record_erasure, certificate_body, forget_from_request
 
-METHODS = ("newton", "gradient", "retrain")
+METHODS = ("newton", "gradient", "retrain", "sketch")
 DEFAULTS = {
-    "newton": {"tol": 1e-9, "max_iter": 25},
+    "newton": {"tol": 1e-9, "max_iter": 25, "bound": 1e-6},
     "gradient": {"steps": 10, "damping": 1e-3, "eta": None, "curvature_samples": 2048},
     "retrain": {},
+    "sketch": {"degree": None},
 }
 
 
@@ -235,6 +243,50 @@ def _gradient(
     return (theta - x).detach()
 
 
+def _fingerprint(module) -> str:
+    from traceprop_frames.attribution.gradients import fingerprint
+
+    return fingerprint(module)
+
+
+def _sketch(est, w_after: np.ndarray, degree) -> tuple[dict, dict]:
+    """Predicted parameters of the sketched run with weights ``w_after`` (every erased sample deleted).
+
+    Returns ``(state_dict, record)``; the record's ``estimated_error`` is the Euclidean norm (parameter
+    space) of the sampling standard error over the sketch's directions combined with the norm of the
+    last Taylor term included (a truncation proxy: the terms decay geometrically when the series
+    converges).
+    """
+    from traceprop_frames.attribution.sketch import predict_deletion
+
+    sk = getattr(est, "sketch_", None)
+    if sk is None:
+        raise UnlearningError(
+            "method='sketch' needs a training sketch: run traceprop_frames.attribution.fit_sketch(est) first"
+        )
+    fp = _fingerprint(est.module_)
+    if fp != sk.model_fingerprint and fp not in sk.applied:
+        raise UnlearningError(
+            "the model is neither the sketch's base run nor a model the sketch produced (it changed by "
+            "another method); rebuild the sketch with fit_sketch(est)"
+        )
+    pred = predict_deletion(None, sk, np.flatnonzero(w_after == 0), degree=degree)
+    last = pred.term_norms[-1] if pred.degree else 0.0
+    se = float(np.linalg.norm(pred.stderr))
+    names = [n for n, _ in est.module_.named_parameters()]
+    state = dict(zip(names, sk.unflat(pred.value)))
+    record = {
+        "degree": pred.degree,
+        "m": pred.m,
+        "estimated_error": float(np.hypot(se, last)),
+        "sampling_stderr": se,
+        "last_term_norm": float(last),
+        "error_estimate": "parameter-space Euclidean norm: sample std over the m directions / sqrt(m), "
+        "combined with the norm of the last Taylor term included (truncation proxy)",
+    }
+    return state, record
+
+
 def _accuracy(est, module: torch.nn.Module, X, y) -> float:
     classes = getattr(est, "classes_", None)
     y = np.asarray(y)
@@ -297,6 +349,19 @@ def run_unlearning(
             result.holdout.update(accuracy_after=result.holdout["accuracy_before"], delta=0.0)
         return module, w_after, result
 
+    if method == "newton" and factored.applicable(est, w_before):  # the fit kept its Hessian: no O(nd²)
+        t0 = time.perf_counter()
+        after, info = factored.erase(
+            est, new, w_before, w_after, float(params["bound"]), int(params["max_iter"])
+        )
+        result.seconds = time.perf_counter() - t0
+        result.iterations = info.pop("iterations")
+        result.extra["hessian_passes"] = info.pop("hessian_passes")
+        result.extra["newton_state"] = info.pop("newton_state")
+        for k, v in info.items():
+            setattr(result, k, v)
+        return _finish(est, after, w_after, result, holdout)
+
     g_all = cache = None
     # the non-certified gradient correction runs in the model's own precision (float32 for the MLP)
     native = next(module.parameters()).dtype
@@ -344,8 +409,10 @@ def run_unlearning(
                         Jk = J[idx]
                         return (S_rem + Jk.T @ (Jk * ds[idx, None])) / W_rem + obj.penalty_hessian(theta)
 
+            tol, lam = float(params["tol"]), obj.penalty_min_eig(theta0) if convex else 0.0
+            tol = min(tol, float(params["bound"]) * lam) if lam > 0 else tol
             theta, result.iterations, n_exact = _newton(
-                obj, theta0, float(params["tol"]), int(params["max_iter"]), H0=H0, refresh=refresh
+                obj, theta0, tol, int(params["max_iter"]), H0=H0, refresh=refresh
             )
             result.extra["exact_hessians"] = n_exact
             after = obj.to_module(theta, module)
@@ -357,6 +424,13 @@ def run_unlearning(
             )  # fmt: skip
             result.iterations = int(params["steps"])
             after = obj.to_module(theta, module)
+        elif method == "sketch":
+            state, record = _sketch(est, w_after, params["degree"])
+            params.update(record)
+            after = copy.deepcopy(module)
+            after.load_state_dict(state)
+            est.sketch_.applied.add(_fingerprint(after))
+            result.iterations = 1
         else:
             after = est._fit_module(est.X_train_, est.y_train_, w_after)
             result.iterations = 1
@@ -374,9 +448,16 @@ def run_unlearning(
         result.forget_loss_after = float(obj.per_sample(theta_after, new).mean())
     finally:
         est.sample_weight_ = saved_w
-    result.fingerprint_after = parameter_fingerprint(after)
     if method == "newton":
         result.extra["hessian_cache"] = new_cache
+    if method == "retrain" and getattr(after, "_newton_state", None) is not None:
+        state = after.__dict__.pop("_newton_state")
+        result.extra["newton_state"] = {**state, "weights": weights_digest(w_after)}
+    return _finish(est, after, w_after, result, holdout)
+
+
+def _finish(est, after, w_after, result: UnlearnResult, holdout):
+    result.fingerprint_after = parameter_fingerprint(after)
     if result.holdout is not None:
         acc = _accuracy(est, after, *holdout)
         result.holdout.update(accuracy_after=acc, delta=acc - result.holdout["accuracy_before"])
@@ -389,9 +470,10 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
 
     Parameters
     ----------
-    model : fitted estimator
+    model : fitted estimator or torch.nn.Module
         A ``TorchLogisticRegression`` / ``TorchMLPClassifier`` (or anything following the estimator
-        contract in this module's docstring). It is not modified.
+        contract in this module's docstring). It is not modified. A raw module (a custom training loop)
+        needs ``data=(X_train, y_train)``; it comes back as a corrected copy of the module.
     forget : array-like of int
         Training sample indices (row ``i`` of the training data), e.g. from
         ``store.samples_from_source(path, rows)``.
@@ -425,6 +507,15 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
     >>> r.method, r.forget.tolist(), r.certified_bound < 1e-6, clf.sample_weight_[:3].tolist()
     ('newton', [0, 1, 2], True, [1.0, 1.0, 1.0])
     """
+    if isinstance(model, torch.nn.Module):  # a raw module from a custom loop: needs its training data
+        from traceprop_frames.unlearn.raw_module import wrap
+
+        est = wrap(model, params.pop("data", None), params.pop("weight_decay", 0.0))
+        after_est = approximate_unlearn(est, forget, method, holdout=holdout, **params)
+        corrected = after_est.module_
+        corrected.unlearn_result_ = after_est.unlearn_result_
+        corrected._tp_before = est  # what export_compliance certifies against
+        return corrected
     after, w_after, result = run_unlearning(model, forget, method, holdout=holdout, **params)
     out = copy.copy(model)
     out.module_ = after
@@ -432,9 +523,12 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
     out.unlearn_result_ = result
     if "hessian_cache" in result.extra:
         out._unlearn_hessian_ = result.extra.pop("hessian_cache")
+    if "newton_state" in result.extra:
+        out.newton_state_ = result.extra.pop("newton_state")
     return out
 
 
+@lineage_step("erase")
 def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str | None = None,
                       holdout=None, key=None, regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), **params):  # fmt: skip
     """Erase source rows (or training samples) from a fitted estimator in place; returns a signed Certificate.
@@ -501,14 +595,21 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
     new_lineage = _record_erasure(est, lineage, body)
     cert = Certificate.sign(body, key)
     if result.forget.size:
-        est.module_ = after
-        est.sample_weight_ = w_after
-        est.lineage_ = new_lineage
-        if "hessian_cache" in result.extra:
-            est._unlearn_hessian_ = result.extra.pop("hessian_cache")
-        store = getattr(est, "store_", None)
-        if store is not None:
-            store.mark_removed(result.forget)
+        _adopt(est, after, w_after, result, new_lineage)
         log.append({"certificate_id": cert.id, "samples": result.forget.tolist()})
     est.erasures_ = log
     return cert
+
+
+def _adopt(est, after, w_after, result: UnlearnResult, new_lineage) -> None:
+    """Make an unlearning run's outcome the estimator's state (in place; the store marks the samples)."""
+    est.module_ = after
+    est.sample_weight_ = w_after
+    est.lineage_ = new_lineage
+    if "hessian_cache" in result.extra:
+        est._unlearn_hessian_ = result.extra.pop("hessian_cache")
+    if "newton_state" in result.extra:
+        est.newton_state_ = result.extra.pop("newton_state")
+    store = getattr(est, "store_", None)
+    if store is not None:
+        store.mark_removed(result.forget)

@@ -11,7 +11,9 @@ from traceprop_frames.unlearn.objective import is_convex
 from traceprop_frames.unlearn.record import new_body
 
 
-def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[dict]]:
+def forget_from_request(
+    lineage, source, rows=None, cache: dict | None = None
+) -> tuple[np.ndarray, list[dict]]:
     """Training samples whose lineage contains any requested source row, and a record per source.
 
     The forget set is the samples that *carry* a requested row (direct lineage). Samples that depend on
@@ -20,7 +22,8 @@ def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[di
 
     ``source`` is a path (with ``rows``) or a mapping ``{path: rows}``. Unknown sources or row numbers
     raise :class:`UnknownSourceError` / :class:`UnknownRowError` listing them; rows that feed no
-    training sample are listed in the record's ``rows_without_samples``.
+    training sample are listed in the record's ``rows_without_samples``. ``cache`` (a dict kept across
+    the requests of one batch) keeps, per source, the rows that feed samples and the file's current hash.
     """
     from traceprop_frames.errors import UnknownRowError, UnknownSourceError
     from traceprop_frames.lineage import REGISTRY
@@ -38,7 +41,11 @@ def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[di
         if rows is None:
             raise UnlearningError(f"which rows of {os.fspath(source)!r}? pass rows=[...] (0-based data rows)")
         requests = [(source, rows)]
-    cand = lineage.source_ids()
+    cand = None if cache is None else cache.get("_source_ids")
+    if cand is None:
+        cand = lineage.source_ids()
+        if cache is not None:
+            cache["_source_ids"] = cand
     behind = None
     forget, records = [], []
     for path, r in requests:
@@ -50,12 +57,20 @@ def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[di
         forget.append(direct)
         # samples that read these rows only through a shared statistic (a column mean, a partition total)
         via_context = np.setdiff1d(lineage.rows_from_ids(ids), direct) if lineage.has_context else direct[:0]
-        hits = REGISTRY.find(path, cand)
-        if behind is None:
-            behind = lineage.sources()
-        fed = np.unique(np.concatenate([behind.get(s.path, np.zeros(0, np.int64)) for s in hits]))
+        key = os.fspath(path)
+        if cache is None or key not in cache:
+            hits = REGISTRY.find(path, cand)
+            if behind is None:
+                behind = lineage.sources()
+            fed = np.unique(np.concatenate([behind.get(s.path, np.zeros(0, np.int64)) for s in hits]))
+            src = hits[0]
+            now = src.current_sha256()
+            unchanged = None if src.abspath is None else (now is not None and now == src.sha256)
+            entry = (src, fed, now, unchanged)
+            if cache is not None:
+                cache[key] = entry
+        src, fed, now, unchanged = cache[key] if cache is not None else entry
         req = np.unique(np.atleast_1d(np.asarray(r, dtype=np.int64)))
-        src = hits[0]
         records.append(
             {
                 "path": src.path,
@@ -63,15 +78,23 @@ def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[di
                 "format": src.format,
                 "n_rows": src.n_rows,
                 "sha256_at_load": src.sha256,
-                "sha256_now": src.current_sha256(),
-                "file_unchanged": src.check(),
+                "sha256_now": now,
+                "file_unchanged": unchanged,
                 "rows": req.tolist(),
-                "rows_without_samples": req[~np.isin(req, fed)].tolist(),
+                "rows_without_samples": req[~_contains(fed, req)].tolist(),
                 "samples_via_shared_context": int(via_context.size),
             }
         )
     out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
     return out, records
+
+
+def _contains(sorted_unique: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_unique)`` by binary search (``O(k log n)``, not ``O(n)``)."""
+    if sorted_unique.size == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_unique, values), len(sorted_unique) - 1)
+    return sorted_unique[pos] == values
 
 
 def certificate_body(est, result, *, lineage=None, request_sources=(), samples=None,

@@ -1,0 +1,139 @@
+"""Refuse plain pandas calls that copy another frame's rows into a traced frame by label.
+
+``A.join(B.set_index("k"), on="k")``, ``pd.concat([A, B], axis=1)``, ``A["y"] = B["y"]``, ``A.update(B)``,
+``A.combine_first(B)``, ``A.insert(i, "y", B["y"])``, ``A.loc[...] = B["y"]``, ``A["k"].map(B["y"])``: pandas matches ``B``'s rows to ``A``'s by index
+label and the result keeps ``A``'s ``tp_lid`` index, so each row would resolve to ``A``'s row only —
+silently missing the ``B`` row its new values came from. These wrappers (installed with the cross-row
+ones) let the call through when ``B`` is indexed by the same ``tp_lid`` keys (then a matched ``B`` row *is*
+the same lineage row), and otherwise:
+
+- ``B`` carries lineage (a traced frame, or one that lost its keys): :class:`LineageLostError` naming
+  ``A.tp.merge(B, ...)``, which records the matched ``B`` row;
+- ``B`` never carried lineage: the call runs, with a :class:`MissingLineageWarning` (the same rule as an
+  untracked right frame in ``df.tp.merge``: it contributes no source rows).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import pandas as pd
+
+from traceprop_frames.errors import LineageLostError, MissingLineageWarning
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID
+
+_installed: list[tuple[object, str, object]] = []
+
+
+def _keyed(obj) -> bool:
+    idx = obj.index
+    return idx.name == LID or (isinstance(idx, pd.MultiIndex) and LID in idx.names)
+
+
+def _check(target, others, call: str, by_label: bool = False) -> None:
+    """Raise/warn if ``others`` would be matched into ``target``'s traced rows by a foreign label."""
+    if not isinstance(target, (pd.Series, pd.DataFrame)) or not _keyed(target):
+        return
+    for other in others:
+        if not isinstance(other, (pd.Series, pd.DataFrame)) or other is target:
+            continue
+        if not by_label and (other.index is target.index or _keyed(other)):
+            continue  # aligned on the same lineage keys: a matched row is the same lineage row
+        if _keyed(other) or ATTRS_KEY in other.attrs or (isinstance(other, pd.DataFrame) and LID in other):
+            raise LineageLostError(
+                f"{call} copies rows of another traced frame into this one by index label, and the result "
+                "would keep only this frame's lineage. Use df.tp.merge(other, left_on=..., right_on=... or "
+                "left_index=True, right_index=True, how='left'), which records the matched row of both."
+            )
+        warnings.warn(
+            f"{call} brings in values from a frame without lineage; they contribute no source rows. Wrap it "
+            "with tpf.track(other, name) and combine with df.tp.merge to trace them.",
+            MissingLineageWarning,
+            stacklevel=3,
+        )
+
+
+def _wrap_method(owner, name: str, pick, by_label=lambda a, k: False) -> None:
+    orig = owner.__dict__[name]
+
+    @functools.wraps(orig)
+    def wrapper(self, *args, **kwargs):
+        other = pick(args, kwargs)
+        if other is not None:
+            others = other if isinstance(other, (list, tuple)) else (other,)
+            _check(self, others, f"{type(self).__name__}.{name}", by_label(args, kwargs))
+        return orig(self, *args, **kwargs)
+
+    setattr(owner, name, wrapper)
+    _installed.append((owner, name, orig))
+
+
+def _arg(i: int, key: str):
+    return lambda a, k: a[i] if len(a) > i else k.get(key)
+
+
+def _join_on(a, k) -> bool:
+    return (a[1] if len(a) > 1 else k.get("on")) is not None
+
+
+def _setitem_wrapper(orig):
+    @functools.wraps(orig)
+    def __setitem__(self, key, value):
+        if isinstance(value, (pd.Series, pd.DataFrame)) and value.index is not self.index:
+            _check(self, (value,), "df[...] = other")
+        return orig(self, key, value)
+
+    return __setitem__
+
+
+def _loc_setitem_wrapper(orig):
+    @functools.wraps(orig)
+    def __setitem__(self, key, value):
+        target = self.obj
+        if isinstance(value, (pd.Series, pd.DataFrame)) and value.index is not target.index:
+            _check(target, (value,), f"df.{self.name}[...] = other")
+        return orig(self, key, value)
+
+    return __setitem__
+
+
+def _concat_wrapper(orig):
+    @functools.wraps(orig)
+    def concat(objs, *args, **kwargs):
+        axis = args[0] if args else kwargs.get("axis", 0)
+        if axis in (1, "columns"):
+            items = list(objs.values()) if isinstance(objs, dict) else list(objs)
+            keyed = [o for o in items if isinstance(o, (pd.Series, pd.DataFrame)) and _keyed(o)]
+            if keyed:
+                _check(keyed[0], items, "pd.concat(..., axis=1)")
+        return orig(objs, *args, **kwargs)
+
+    return concat
+
+
+def install() -> None:
+    if _installed:
+        return
+    _wrap_method(pd.DataFrame, "join", _arg(0, "other"), by_label=_join_on)
+    for owner in (pd.DataFrame, pd.Series):
+        _wrap_method(owner, "update", _arg(0, "other"))
+        _wrap_method(owner, "combine_first", _arg(0, "other"))
+    _wrap_method(pd.DataFrame, "insert", _arg(2, "value"))
+    _wrap_method(pd.Series, "map", _arg(0, "arg"), by_label=lambda a, k: True)  # a look-up by value
+    orig = pd.DataFrame.__dict__["__setitem__"]
+    pd.DataFrame.__setitem__ = _setitem_wrapper(orig)
+    _installed.append((pd.DataFrame, "__setitem__", orig))
+    loc = pd.core.indexing._LocationIndexer  # .loc and .iloc
+    orig = loc.__dict__["__setitem__"]
+    loc.__setitem__ = _loc_setitem_wrapper(orig)
+    _installed.append((loc, "__setitem__", orig))
+    orig = pd.concat
+    pd.concat = _concat_wrapper(orig)
+    _installed.append((pd, "concat", orig))
+
+
+def uninstall() -> None:
+    while _installed:
+        owner, name, orig = _installed.pop()
+        setattr(owner, name, orig)

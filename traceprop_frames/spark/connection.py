@@ -1,0 +1,196 @@
+"""SparkConnection: ``tpf.spark.connect(spark)``, the traced connection's surface on a SparkSession.
+
+Sources are temporary views with a hidden ``__tp_rid`` (see :mod:`traceprop_frames.spark.sources`);
+registered traced frames and results carry ``__tp_lin``. Statements are parsed as Spark SQL, rewritten by
+the rule set of :mod:`traceprop_frames.sql.rewrite` and printed by :func:`~traceprop_frames.spark.dialect.
+to_spark`; a query returns a :class:`~traceprop_frames.spark.result.SparkTraced` (the Spark DataFrame plus
+its lineage column), so nothing is collected to the driver until asked.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import sqlglot
+from pyspark.sql import DataFrame, SparkSession
+from sqlglot import exp
+
+from traceprop_frames.errors import UnsupportedSQLError
+from traceprop_frames.frames import has_lineage, resolve
+from traceprop_frames.lineage import OpNode
+from traceprop_frames.lineage.persist import to_arrow
+from traceprop_frames.spark import sources
+from traceprop_frames.spark.dialect import AGGREGATES, to_spark
+from traceprop_frames.spark.result import SparkTraced
+from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
+
+
+def _target(stmt: exp.Expression) -> str | None:
+    t = stmt.this.this if isinstance(stmt.this, exp.Schema) else stmt.this
+    return t.name.lower() if isinstance(t, exp.Table) else None
+
+
+class SparkConnection:
+    """Row lineage through Spark SQL on ``spark`` (a SparkSession, local or a cluster's).
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+        The session queries run on; views are created in it (temporary views, session scoped).
+
+    Examples
+    --------
+    >>> con = tpf.spark.connect(spark)  # doctest: +SKIP
+    >>> res = con.read_parquet("orders.parquet", "orders").sql(
+    ...     "SELECT o_custkey, count(*) AS n FROM orders GROUP BY o_custkey")  # doctest: +SKIP
+    >>> res.sources(rows=[0])  # a Spark job; only the answer comes back  # doctest: +SKIP
+    {'orders.parquet': array([17, 3084, ...])}
+    """
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+        self._hidden: dict[str, str] = {}  # view name (lower case) -> RID | LIN
+        self._nodes: dict[str, OpNode] = {}
+
+    # ------------------------------------------------------------------ sources
+    def read_parquet(self, path, name: str) -> SparkConnection:
+        """View ``name`` over the Parquet file (or folder of files) ``path``; rows keep file row numbers."""
+        df, srcs = sources.read_parquet(self.spark, path)
+        return self._source(name, df, srcs, "read_parquet")
+
+    def read_csv(self, path, name: str, **options) -> SparkConnection:
+        """View ``name`` over the CSV file(s) ``path``; row ``i`` is ``pd.read_csv``'s row ``i``.
+
+        ``options`` are Spark CSV options (defaults ``header=True, inferSchema=True, escape='"'``).
+        """
+        df, srcs = sources.read_csv(self.spark, path, **options)
+        return self._source(name, df, srcs, "read_csv")
+
+    def _source(self, name: str, df: DataFrame, srcs, op: str) -> SparkConnection:
+        df.createOrReplaceTempView(name)
+        nodes = [OpNode(op, {"path": s.path, "sha256": s.sha256, "table": name}) for s in srcs]
+        self._set(name, RID, nodes[0] if len(nodes) == 1 else OpNode("union", {"table": name}, tuple(nodes)))
+        return self
+
+    def _set(self, name: str, kind: str | None, node: OpNode | None) -> None:
+        if kind is None:
+            self._hidden.pop(name.lower(), None)
+            self._nodes.pop(name.lower(), None)
+        else:
+            self._hidden[name.lower()] = kind
+            self._nodes[name.lower()] = node
+
+    def register(self, name: str, df) -> SparkConnection:
+        """View ``name`` over a traced pandas frame, a :class:`SparkTraced` result or a plain frame.
+
+        A traced pandas frame goes to Spark through Arrow with its lineage as an ``array<bigint>``
+        column; a :class:`SparkTraced` keeps its lineage column; anything else has no lineage.
+        """
+        if isinstance(df, SparkTraced):
+            df.frame.createOrReplaceTempView(name)
+            self._set(name, df.kind, df.node)
+        elif isinstance(df, pd.DataFrame) and has_lineage(df):
+            lin = resolve(df)
+            data = df.drop(columns=["tp_lid"], errors="ignore")
+            data.attrs = {}
+            table = pa.Table.from_pandas(data, preserve_index=False).append_column(LIN, to_arrow(lin))
+            self.spark.createDataFrame(table).createOrReplaceTempView(name)
+            self._set(name, LIN, lin.node)
+        else:
+            sdf = df if isinstance(df, DataFrame) else self.spark.createDataFrame(df)
+            sdf.createOrReplaceTempView(name)
+            self._set(name, None, None)
+        return self
+
+    # ------------------------------------------------------------------ statements
+    def _catalog(self) -> Catalog:
+        return Catalog(dict(self._hidden), AGGREGATES)
+
+    def _parse(self, query: str) -> list[exp.Expression]:
+        try:
+            return [s for s in sqlglot.parse(query, read="spark") if s is not None]
+        except sqlglot.errors.SqlglotError as e:
+            raise UnsupportedSQLError(f"the SQL rewriter (sqlglot) cannot parse this statement: {e}") from e
+
+    def _plan(self, stmt: exp.Expression):
+        """(Spark SQL, kind of the hidden column, RewriteResult or None, target view or None)."""
+        cat = self._catalog()
+        if isinstance(stmt, exp.Query):
+            rw = rewrite_query(stmt, cat)
+            return to_spark(rw.expression), rw.kind, rw, None
+        if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
+            rw = rewrite_query(stmt.expression, cat)
+            out = stmt.copy()
+            out.set("expression", rw.expression)
+            if isinstance(out.this, exp.Schema) and out.this.expressions:
+                out.this.append("expressions", exp.to_identifier(rw.kind))
+            return to_spark(out), rw.kind, rw, _target(stmt)
+        if isinstance(stmt, exp.Insert):
+            target = _target(stmt)
+            if target in self._hidden:
+                raise UnsupportedSQLError(
+                    f"INSERT INTO {target}: it carries lineage; build it with CREATE ... AS SELECT ... "
+                    "UNION ALL SELECT ... instead"
+                )
+        out = stmt.copy()
+        for q in list(out.find_all(exp.Query)):
+            if q.find_ancestor(exp.Query) is None and q.parent is not None:
+                q.replace(rewrite_query(q, cat, trace=False).expression)
+        return to_spark(out), None, None, None
+
+    def rewrite(self, query: str) -> str:
+        """The lineage-carrying Spark SQL that :meth:`sql` runs for ``query`` (statements joined by ``;``)."""
+        return ";\n".join(self._plan(s)[0] for s in self._parse(query))
+
+    def execute(self, query: str) -> SparkTraced | None:
+        """Run one or more Spark SQL statements; returns the last one's traced result if it is a query.
+
+        A query returns a :class:`SparkTraced` at once (Spark plans it; nothing runs until an action).
+        ``CREATE [TEMP] VIEW / TABLE ... AS SELECT`` keeps the lineage column in the new relation.
+        Constructs the rewriter cannot carry lineage through raise :class:`UnsupportedSQLError`.
+        """
+        result = None
+        for stmt in self._parse(query):
+            sql, kind, rw, target = self._plan(stmt)
+            node = None
+            if rw is not None:
+                parents = tuple(
+                    self._nodes.get(t) or OpNode("spark_table", {"table": t}) for t in sorted(rw.traced)
+                )
+                params = {"query": stmt.sql(dialect="spark")}
+                if rw.untraced:
+                    params["missing_lineage"] = sorted(rw.untraced)
+                node = OpNode("spark_sql", params, parents)
+            df = self._run(sql, stmt)
+            if isinstance(stmt, exp.Query):
+                result = SparkTraced(df, kind, node)
+            else:
+                result = None
+                if target is not None:
+                    self._set(target, kind, node)
+                elif isinstance(stmt, exp.Drop):
+                    self._set(stmt.this.name, None, None)
+        return result
+
+    sql = execute
+
+    def _run(self, sql: str, stmt: exp.Expression) -> DataFrame:
+        """Run the rewritten SQL; if only the rewrite fails in Spark, say so (the user's query is valid)."""
+        try:
+            return self.spark.sql(sql)
+        except Exception as err:  # pyspark raises AnalysisException / ParseException / Py4J errors
+            if not isinstance(stmt, exp.Query):
+                raise
+            try:
+                self.spark.sql(stmt.sql(dialect="spark"))  # analyses the original, runs nothing
+            except Exception:
+                raise err from None  # the query itself fails: Spark's own error, unchanged
+            raise UnsupportedSQLError(
+                f"the lineage-carrying rewrite of this query failed in Spark ({str(err)[:300]}); the query "
+                "itself is valid. See con.rewrite(sql) and report it; con.spark.sql runs it without lineage."
+            ) from err
+
+
+def connect(spark: SparkSession) -> SparkConnection:
+    """A traced connection on a SparkSession (``tpf.spark.connect(spark)``)."""
+    return SparkConnection(spark)

@@ -1,0 +1,455 @@
+"""ProvenanceTensor: a numpy array (or torch tensor) whose rows carry their source rows.
+
+numpy operations are tracked through numpy's own protocols (``__array_ufunc__``,
+``__array_function__``), so plain numpy syntax works and returns ProvenanceTensors; see
+:mod:`traceprop_frames.tensor.tracking` for the rules.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from traceprop_frames.errors import (
+    GranularityError,
+    LineageLostError,
+    UnknownRowError,
+    UnsupportedOperationError,
+)
+from traceprop_frames.lineage import LineageDAG, OpNode, RowLineage, SourceRow
+from traceprop_frames.tensor import tracking as tr
+
+GRANULARITIES = ("op", "row", "cell")
+
+
+class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
+    """``data`` (numpy array or torch tensor, rows on axis 0) + ``lineage`` (one entry per row).
+
+    ``granularity``: ``"op"`` keeps only the op DAG and the sources, ``"row"`` (default) the source rows
+    of every row, ``"cell"`` also which source columns feed each column (:meth:`columns_lineage`).
+    A *statistic* (a reduction over rows, e.g. ``X.mean(axis=0)``) is one lineage row referring to the
+    rows it read, stored once; broadcasting it into rows makes every row refer to that set.
+    """
+
+    __slots__ = ("data", "lineage", "granularity", "is_statistic", "_cols")
+    __array_priority__ = 100
+
+    def __init__(self, data, lineage: RowLineage, granularity: str = "row", *, statistic: bool = False,
+                 columns=None) -> None:  # fmt: skip
+        if granularity not in GRANULARITIES:
+            raise UnsupportedOperationError(
+                f"granularity must be one of {GRANULARITIES}, not {granularity!r}"
+            )
+        n_lin = 1 if statistic else len(data) if np.ndim(data) else 1
+        if len(lineage) != n_lin:
+            raise ValueError(f"{n_lin} rows of data but lineage for {len(lineage)}")
+        self.data = data
+        self.lineage = lineage
+        self.granularity = granularity
+        self.is_statistic = statistic
+        self._cols = columns
+
+    # ------------------------------------------------------------------ array basics
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def __array__(self, dtype=None, copy=None):
+        if hasattr(self.data, "detach"):
+            arr = self.data.detach().cpu().numpy()
+        else:
+            arr = self.data
+        if dtype is not None:
+            arr = arr.astype(dtype, copy=False)
+        return np.array(arr, copy=True) if copy else arr
+
+    def to_torch(self, dtype=None):
+        """A ``torch.Tensor`` (a :class:`~traceprop_frames.tensor.torch_rows.RowTensor`) of these rows whose
+        indexing and batching (``TensorDataset`` + ``DataLoader``) keep each row's lineage."""
+        import torch
+
+        from traceprop_frames.tensor.torch_rows import RowTensor
+
+        if self.is_statistic:
+            raise LineageLostError(
+                "a statistic has no rows to batch; convert it with torch.as_tensor(np.asarray(s))"
+            )
+        self._need_rows("to_torch()")
+        data = torch.tensor(np.asarray(self), dtype=dtype)
+        return RowTensor.wrap(data, np.arange(len(self), dtype=np.int64), self.lineage)
+
+    def numpy(self) -> np.ndarray:
+        """The plain array (no lineage)."""
+        return np.asarray(self)
+
+    def _like(self, data, lineage: RowLineage, *, statistic: bool = False, columns=None) -> ProvenanceTensor:
+        return ProvenanceTensor(data, lineage, self.granularity, statistic=statistic, columns=columns)
+
+    # ------------------------------------------------------------------ row selection
+    def _row_positions(self, key) -> np.ndarray:
+        n = len(self)
+        if isinstance(key, slice):
+            return np.arange(n, dtype=np.int64)[key]
+        if isinstance(key, ProvenanceTensor):
+            key = np.asarray(key)
+        if hasattr(key, "detach"):  # a torch index tensor
+            key = key.detach().cpu().numpy()
+        pos = np.asarray(key)
+        if pos.dtype == bool:
+            if pos.shape != (n,):
+                raise UnknownRowError(f"boolean row mask of shape {pos.shape} for {n} rows")
+            return np.flatnonzero(pos)
+        if not np.issubdtype(pos.dtype, np.integer):
+            raise UnsupportedOperationError(
+                f"rows are selected by integers, slices or masks, not {pos.dtype}"
+            )
+        pos = np.atleast_1d(pos).astype(np.int64)
+        if pos.size and (pos.min() < -n or pos.max() >= n):
+            raise UnknownRowError(f"row positions outside a tensor of {n} rows")
+        return pos % max(n, 1)
+
+    def __getitem__(self, key) -> ProvenanceTensor:
+        """``X[mask]`` (``row_filter``), ``X[ints]``/``X[slice]`` (``row_select``), ``X[:, j]`` / ``X[:, [j, k]]``
+        (columns: rows unchanged). A single integer row returns a one-row tensor (the lineage unit)."""
+        if self.is_statistic:
+            return self._like(np.asarray(self.data)[key] if not hasattr(self.data, "detach") else self.data[key],
+                              self.lineage, statistic=True, columns=_cols_take(self._cols, key))  # fmt: skip
+        if key is Ellipsis:
+            key = slice(None)
+        rows, cols = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if len(cols) > 1:
+            raise UnsupportedOperationError("index rows and one column axis: X[rows, cols]")
+        all_rows = isinstance(rows, slice) and rows == slice(None)
+        pos = np.arange(len(self), dtype=np.int64) if all_rows else self._row_positions(rows)
+        index = pos if not hasattr(self.data, "detach") else _as_torch_index(self.data, pos)
+        data = self.data if all_rows else self.data[index]
+        if isinstance(rows, (int, np.integer)) and data.ndim == self.data.ndim:
+            pass  # kept as one row (2-D)
+        columns = self._cols
+        if cols:
+            c = cols[0]
+            data = data[:, c]
+            columns = _cols_take(columns, c)
+        if all_rows:
+            node = (
+                tr.op_node("column_select", {"fn": "column_select"}, (self.lineage.node,)) if cols else None
+            )
+            return self._like(data, self.lineage.with_node(node) if node else self.lineage, columns=columns)
+        is_mask = np.asarray(rows).dtype == bool if not isinstance(rows, slice) else False
+        op = "row_filter" if is_mask else "row_select"
+        node = OpNode(op, {"rows_in": len(self), "rows_out": int(pos.size)}, (self.lineage.node,))
+        return self._like(data, self.lineage.take(pos, node=node), columns=columns)
+
+    @property
+    def T(self):
+        raise LineageLostError(
+            "transposing puts rows on axis 1, where no row lineage exists. Compute on the plain array "
+            "(np.asarray(X).T) if you need it; the result carries no lineage."
+        )
+
+    def transpose(self, *axes):
+        return self.T
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape
+        if shape and shape[0] in (len(self), -1) and (shape[0] == len(self) or len(shape) > 1):
+            out = np.asarray(self).reshape(shape)
+            if out.shape[0] == len(self):
+                return self._like(out, self.lineage)
+        raise LineageLostError(
+            f"reshape to {shape} moves values between rows, so rows lose their lineage. Keep axis 0 "
+            f"(reshape({len(self)}, -1)) or compute on np.asarray(X)."
+        )
+
+    def astype(self, dtype):
+        return self._like(np.asarray(self).astype(dtype), self.lineage, statistic=self.is_statistic,
+                          columns=self._cols)  # fmt: skip
+
+    # ------------------------------------------------------------------ numpy protocols
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if kwargs.get("out") is not None:
+            raise UnsupportedOperationError("out= is not supported on ProvenanceTensors: assign the result")
+        if method == "__call__" and ufunc is np.matmul:
+            return _matmul(inputs[0], inputs[1], np.matmul)
+        if method == "__call__":
+            return self._elementwise(lambda *a: ufunc(*a, **kwargs), inputs, ufunc.__name__)
+        if method == "reduce":
+            fn = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min}.get(ufunc)
+            if fn is not None:
+                return _reduce(fn, ufunc.__name__ + ".reduce", inputs[0], kwargs)
+        if method == "accumulate" and ufunc in (np.add, np.multiply):
+            return _prefix(lambda a: ufunc.accumulate(a, **kwargs), f"{ufunc.__name__}.accumulate", inputs[0],
+                           kwargs.get("axis", 0))  # fmt: skip
+        raise LineageLostError(
+            f"{ufunc.__name__}.{method} on a ProvenanceTensor is not tracked. Use np.asarray(X) to compute "
+            "without lineage."
+        )
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func in tr.ELEMENTWISE_FUNCS:
+            return self._elementwise(lambda *a: func(*a, **kwargs), args, func.__name__)
+        if func in tr.ROW_REDUCTIONS:
+            return _reduce(func, tr.ROW_REDUCTIONS[func], args[0], kwargs, extra=args[1:])
+        if func in tr.PREFIX_FUNCS:
+            axis = kwargs.get("axis", args[1] if len(args) > 1 else None)
+            return _prefix(lambda a: func(a, *args[1:], **kwargs), tr.PREFIX_FUNCS[func], args[0], axis)
+        if func in (np.concatenate, np.vstack, np.hstack, np.stack, np.column_stack, np.row_stack):
+            return _stack(func, args, kwargs)
+        if func is np.matmul or func is np.dot:
+            return _matmul(args[0], args[1], func)
+        if func in (np.shape, np.ndim, np.size, np.result_type):
+            return func(*[np.asarray(a) if isinstance(a, ProvenanceTensor) else a for a in args], **kwargs)
+        if func in (np.transpose, np.swapaxes, np.moveaxis, np.ravel, np.reshape):
+            raise LineageLostError(
+                f"np.{func.__name__} on a ProvenanceTensor moves values off the row axis, so rows lose their "
+                "lineage. Compute on np.asarray(X) if the result needs no lineage."
+            )
+        raise LineageLostError(
+            f"np.{func.__name__} is not tracked on ProvenanceTensors (its row lineage is not defined here). "
+            "Use np.asarray(X) to compute without lineage, or select/combine rows with indexing, "
+            "elementwise ops, reductions, np.concatenate or @."
+        )
+
+    def _elementwise(self, fn, inputs, name: str):
+        pts = [a for a in inputs if isinstance(a, ProvenanceTensor)]
+        plain = [np.asarray(a) if isinstance(a, ProvenanceTensor) else a for a in inputs]
+        data = fn(*plain)
+        if isinstance(data, tuple):
+            raise LineageLostError(f"{name} returns several arrays; call it on np.asarray(X)")
+        node = tr.op_node("elementwise", {"fn": name}, tuple(p.lineage.node for p in pts))
+        gran = _granularity(pts)
+        cols = _cols_elementwise(pts, np.shape(data))
+        if all(p.is_statistic for p in pts):
+            lin = pts[0].lineage if len(pts) == 1 else tr.combine_rows(pts, 1, np.ndim(data), node)
+            return ProvenanceTensor(data, lin.with_node(node), gran, statistic=True, columns=cols)
+        if np.ndim(data) == 0:
+            raise LineageLostError(f"{name} produced a scalar from rows; reduce with X.sum() etc. instead")
+        lin = tr.combine_rows(pts, len(data), np.ndim(data), node, gran)
+        return ProvenanceTensor(data, lin, gran, columns=cols)
+
+    # ------------------------------------------------------------------ reductions as methods
+    def mean(self, axis=None, **kw):
+        return np.mean(self, axis=axis, **kw)
+
+    def std(self, axis=None, **kw):
+        return np.std(self, axis=axis, **kw)
+
+    def var(self, axis=None, **kw):
+        return np.var(self, axis=axis, **kw)
+
+    def sum(self, axis=None, **kw):
+        return np.sum(self, axis=axis, **kw)
+
+    def min(self, axis=None, **kw):
+        return np.min(self, axis=axis, **kw)
+
+    def max(self, axis=None, **kw):
+        return np.max(self, axis=axis, **kw)
+
+    def cumsum(self, axis=None):
+        return np.cumsum(self, axis=axis)
+
+    def clip(self, a_min=None, a_max=None):
+        return np.clip(self, a_min, a_max)
+
+    # ------------------------------------------------------------------ lineage queries
+    def _need_rows(self, what: str) -> None:
+        if self.granularity == "op":
+            raise GranularityError(
+                f"{what} needs row lineage, but this tensor was loaded with granularity='op' (op DAG and "
+                "source files only). Load it with granularity='row' (or 'cell')."
+            )
+
+    def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
+        """``{source path: sorted row numbers}`` behind all rows (or ``rows``). Sufficient by default:
+        the rows a broadcast statistic read are included; ``direct=True`` gives only the rows whose
+        values the rows carry."""
+        self._need_rows("sources()")
+        pos = None if rows is None or self.is_statistic else self._row_positions(rows)
+        return self.lineage.sources(pos, direct=direct)
+
+    def trace(self, i: int, strict: bool = True, direct: bool = False) -> list[SourceRow]:
+        self._need_rows("trace()")
+        row = 0 if self.is_statistic else int(self._row_positions([i])[0])
+        return self.lineage.trace(row, strict=strict, direct=direct)
+
+    def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
+        self._need_rows("rows_from_source()")
+        return self.lineage.rows_from_source(path, rows, direct=direct)
+
+    def source_files(self) -> list[str]:
+        """The source files (or in-memory source names) behind this tensor, in every granularity."""
+        return _paths(self.lineage)
+
+    def context_labels(self, i: int = 0) -> list[str]:
+        """What made the shared sets row ``i`` refers to (e.g. ``['mean', 'std']``)."""
+        return self.lineage.context_labels(i)
+
+    def columns_lineage(self) -> list[frozenset]:
+        """For each column, the source columns that feed it (``granularity='cell'`` only)."""
+        if self.granularity != "cell" or self._cols is None:
+            raise GranularityError(
+                "columns_lineage() needs granularity='cell' (column lineage is not tracked in "
+                f"{self.granularity!r} mode). Load with tp.load_csv(path, granularity='cell')."
+            )
+        return list(self._cols)
+
+    def ops(self) -> list[str]:
+        return self.lineage.ops()
+
+    def ancestors(self) -> LineageDAG:
+        return self.lineage.ancestors()
+
+    def __repr__(self) -> str:
+        kind = "statistic" if self.is_statistic else "rows"
+        lib = type(self.data).__module__.split(".")[0]
+        return f"ProvenanceTensor(shape={self.shape}, {lib}, {kind}, {self.lineage!r})"
+
+
+# ---------------------------------------------------------------------- helpers
+def _as_torch_index(data, pos: np.ndarray):
+    import torch
+
+    return torch.as_tensor(pos, dtype=torch.long, device=data.device)
+
+
+def _paths(lin: RowLineage) -> list[str]:
+    return sorted({n.params["path"] for n in lin.node.topo() if n.op.startswith(("read_", "load_")) and "path" in n.params}
+                  | {n.params["name"] for n in lin.node.topo() if n.op == "track" and "name" in n.params})  # fmt: skip
+
+
+def _granularity(pts) -> str:
+    g = {p.granularity for p in pts}
+    return "op" if "op" in g else "row" if "row" in g else "cell"
+
+
+def _cols_take(cols, key):
+    if cols is None:
+        return None
+    picked = np.asarray(cols, dtype=object)[key]
+    return list(picked) if isinstance(picked, np.ndarray) else picked
+
+
+def _cols_elementwise(pts, shape) -> list | None:
+    if not pts or any(p._cols is None for p in pts) or len(shape) < 1:
+        return None
+    width = shape[-1] if len(shape) > 1 else 1
+    out = [frozenset() for _ in range(width)]
+    for p in pts:
+        c = p._cols if isinstance(p._cols, list) else [p._cols]
+        for j in range(width):
+            out[j] = out[j] | c[j if len(c) == width else 0]
+    return out if len(shape) > 1 else out[0]
+
+
+def _axis0(axis, ndim: int) -> str:
+    """'rows' (reduces over rows), 'within' (within each row), or 'all'."""
+    if axis is None:
+        return "all"
+    axes = (axis,) if np.isscalar(axis) else tuple(axis)
+    axes = tuple(a % ndim for a in axes)
+    if 0 in axes:
+        return "all" if len(axes) == ndim else "rows"
+    return "within"
+
+
+def _reduce(func, name: str, x, kwargs, extra=()):
+    if not isinstance(x, ProvenanceTensor):
+        raise LineageLostError(f"{name}: unexpected operand {type(x).__name__}")
+    axis = kwargs.get("axis")
+    data = func(np.asarray(x), *extra, **kwargs)
+    if x.is_statistic:
+        node = tr.op_node(name, {"fn": name}, (x.lineage.node,))
+        return x._like(data, x.lineage.with_node(node), statistic=True)
+    kind = _axis0(axis, x.ndim)
+    if kind == "within":
+        node = tr.op_node("elementwise", {"fn": f"{name}(axis={axis})"}, (x.lineage.node,))
+        cols = (
+            None if x._cols is None else frozenset().union(*x._cols) if isinstance(x._cols, list) else x._cols
+        )
+        return x._like(data, x.lineage.with_node(node), columns=cols)
+    label = f"{name}(axis={axis})"
+    node = tr.op_node(label, {"fn": label}, (x.lineage.node,))
+    cols = x._cols if kind == "rows" else None
+    return x._like(data, tr.statistic_lineage(x.lineage, label, node), statistic=True, columns=cols)
+
+
+def _prefix(fn, name: str, x, axis):
+    if not isinstance(x, ProvenanceTensor) or x.is_statistic:
+        raise LineageLostError(f"{name} is tracked on row tensors only")
+    if axis is None:
+        raise LineageLostError(f"{name} without axis flattens rows; pass axis=0 (down rows) or axis=1")
+    data = fn(np.asarray(x))
+    if axis % x.ndim != 0:
+        node = tr.op_node("elementwise", {"fn": f"{name}(axis={axis})"}, (x.lineage.node,))
+        return x._like(data, x.lineage.with_node(node), columns=x._cols)
+    label = f"{name}(axis=0)"
+    node = tr.op_node(label, {"fn": label}, (x.lineage.node,))
+    return x._like(data, tr.prefix_lineage(x.lineage, label, node), columns=x._cols)
+
+
+def _stack(func, args, kwargs):
+    arrays = list(args[0])
+    axis = kwargs.get("axis", 0)
+    rows_axis = func in (np.concatenate, np.vstack, np.row_stack) and (
+        axis == 0 or func is not np.concatenate
+    )
+    plain = [np.asarray(a) for a in arrays]
+    data = func(plain, *args[1:], **kwargs)
+    pts = [a for a in arrays if isinstance(a, ProvenanceTensor)]
+    node = OpNode(func.__name__, {"axis": axis, "parts": len(arrays)}, tuple(p.lineage.node for p in pts))
+    if rows_axis:
+        lins = []
+        for a in arrays:
+            if isinstance(a, ProvenanceTensor) and not a.is_statistic:
+                lins.append(a.lineage)
+            else:
+                n = 1 if np.ndim(a) < 2 and func is np.vstack else len(np.atleast_2d(np.asarray(a)))
+                if isinstance(a, ProvenanceTensor):
+                    lins.append(a.lineage.take(np.zeros(n, dtype=np.int64)))
+                    continue
+                warnings.warn(
+                    f"np.{func.__name__}: {n} rows come from a plain array without lineage and get none. "
+                    "Wrap it with tp.tensor(array, source=name) to trace it.",
+                    stacklevel=3,
+                )
+                lins.append(RowLineage.empty(n))
+        return ProvenanceTensor(data, RowLineage.concat(lins, node=node), _granularity(pts))
+    if func is np.stack:
+        raise LineageLostError("np.stack adds an axis in front of the rows; use np.concatenate / np.hstack")
+    # side by side (hstack, column_stack, concatenate axis=1): rows align, lineage unions per row
+    return ProvenanceTensor(data, tr.combine_rows(pts, len(data), np.ndim(data), node), _granularity(pts))
+
+
+def _matmul(a, b, func):
+    data = func(np.asarray(a), np.asarray(b))
+    if isinstance(a, ProvenanceTensor) and not a.is_statistic:
+        parents = [a.lineage.node] + ([b.lineage.node] if isinstance(b, ProvenanceTensor) else [])
+        node = tr.op_node("matmul", {"fn": "matmul"}, tuple(parents))
+        lin = a.lineage.with_node(node)
+        if isinstance(b, ProvenanceTensor):
+            # every output row reads all of b's rows (its rows are contracted away): one shared set
+            stat = b.lineage if b.is_statistic else tr.statistic_lineage(b.lineage, "matmul operand", node)
+            n = len(a)
+            lin = RowLineage.union_rows(lin, np.arange(n), stat, np.zeros(n, dtype=np.int64), node=node)
+        cols = None
+        if a._cols is not None and np.ndim(data) > 1:
+            cols = [frozenset().union(*a._cols)] * data.shape[1]  # X @ W mixes every column
+        return ProvenanceTensor(data, lin, _granularity([a] + ([b] if isinstance(b, ProvenanceTensor) else [])),
+                                columns=cols)  # fmt: skip
+    raise LineageLostError(
+        "only X @ W with the rows on the left keeps row lineage; a ProvenanceTensor on the right has its "
+        "rows contracted away. Use np.asarray(...) to compute without lineage."
+    )

@@ -1,0 +1,183 @@
+"""How numpy operations map to row lineage (used by :class:`ProvenanceTensor`'s numpy protocols).
+
+Every operand that is a ProvenanceTensor is one of two kinds:
+
+- *rows*: axis 0 is rows, ``len(lineage) == shape[0]``;
+- *statistic*: the result of a reduction over rows (``X.mean(axis=0)``): the whole value is one
+  lineage row that refers to one shared set (the rows it was computed from, stored once).
+
+An elementwise result's row ``i`` is the union of each operand's row ``i`` (a one-row operand or a
+statistic broadcasts: every row refers to it, no ids are copied). Anything that moves rows off axis 0
+(transpose, a reshape that mixes rows, broadcasting a 1-D column against a 2-D table) has no row lineage
+and raises :class:`LineageLostError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+
+import numpy as np
+
+from traceprop_frames.errors import LineageLostError
+from traceprop_frames.lineage import OpNode, RowLineage
+
+_state = threading.local()
+_step_ids = itertools.count(1)
+
+ELEMENTWISE_FUNCS = {
+    np.where,
+    np.clip,
+    np.round,
+    np.around,
+    np.nan_to_num,
+    np.isnan,
+    np.isfinite,
+    np.abs,
+    np.real,
+    np.imag,
+}
+ROW_REDUCTIONS = {
+    np.sum: "sum",
+    np.mean: "mean",
+    np.std: "std",
+    np.var: "var",
+    np.min: "min",
+    np.max: "max",
+    np.amin: "min",
+    np.amax: "max",
+    np.median: "median",
+    np.quantile: "quantile",
+    np.percentile: "percentile",
+    np.nanmean: "nanmean",
+    np.nanstd: "nanstd",
+    np.nansum: "nansum",
+    np.prod: "prod",
+    np.any: "any",
+    np.all: "all",
+    np.argmax: "argmax",
+    np.argmin: "argmin",
+}
+PREFIX_FUNCS = {np.cumsum: "cumsum", np.cumprod: "cumprod"}
+
+
+@contextlib.contextmanager
+def step(name: str):
+    """Name a group of tensor operations: inside, every op node is labelled ``name`` and consecutive
+    ones collapse into one node, so ``ops()`` reads ``['load_csv', 'normalize', 'row_filter']``.
+
+    Examples
+    --------
+    >>> import numpy as np, traceprop_frames as tp
+    >>> X = tp.tensor(np.arange(6.0).reshape(3, 2), source="step_demo")
+    >>> with tp.step("normalize"):
+    ...     Z = (X - X.mean(axis=0)) / X.std(axis=0)
+    >>> Z.ops()
+    ['track', 'tensor', 'normalize']
+    """
+    prev = getattr(_state, "step", None)
+    _state.step = (str(name), next(_step_ids))  # a fresh token: two `with` blocks never merge
+    try:
+        yield
+    finally:
+        _state.step = prev
+
+
+def current_step():
+    return getattr(_state, "step", None)
+
+
+def op_node(op: str, params: dict, parents: tuple[OpNode, ...]) -> OpNode:
+    """A new op node; inside :func:`step`, or for consecutive elementwise ops, one node absorbs the next.
+
+    Absorbing keeps the DAG readable: a node whose parents include one node of the same step (or an
+    elementwise node followed by another elementwise op) is replaced by a node with the union of the
+    parents and the ops listed in ``params["ops"]``.
+    """
+    st = current_step()
+    label, token = st if st is not None else (op, None)
+    parents = tuple(dict.fromkeys(parents))  # drop repeats, keep order
+    mergeable = [
+        p
+        for p in parents
+        if (token is not None and p.params.get("_step") == token)
+        or (token is None and op == "elementwise" and p.op == "elementwise")
+    ]
+    ops_list = [params.get("fn", op)]
+    new_parents: list[OpNode] = []
+    for p in parents:
+        if p in mergeable:
+            ops_list = list(p.params.get("ops", [])) + ops_list
+            new_parents.extend(p.parents)
+        else:
+            new_parents.append(p)
+    new_parents = list(dict.fromkeys(new_parents))
+    out_params = {"ops": ops_list}
+    if token is not None:
+        out_params["_step"] = token
+    return OpNode(label, out_params, tuple(new_parents))
+
+
+def statistic_lineage(lin: RowLineage, label: str, node: OpNode) -> RowLineage:
+    """One lineage row referring to one shared set: all rows of ``lin`` (stored once)."""
+    n = len(lin)
+    block = lin.shared_sets(np.arange(n, dtype=np.int64), [0], [n], label)
+    return RowLineage.empty(1).with_context(np.zeros(1, dtype=np.int64), block, node=node)
+
+
+def prefix_lineage(lin: RowLineage, label: str, node: OpNode) -> RowLineage:
+    """Row i refers to the prefix set rows 0..i (one pool, n overlapping segments: O(n))."""
+    n = len(lin)
+    block = lin.shared_sets(
+        np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.arange(1, n + 1), label
+    )
+    return lin.with_context(np.arange(n, dtype=np.int64), block, node=node)
+
+
+def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity: str = "row") -> RowLineage:
+    """Row-aligned union of the operands' lineages for an elementwise result of ``n_out`` rows.
+
+    Fast paths: operands that share one lineage table are one operand; statistics (and one-row
+    operands without direct ids) add their shared-set references to every row without copying ids.
+    """
+    if granularity == "op":
+        return RowLineage.empty(n_out, node)
+    rows: list[RowLineage] = []
+    broadcast: list[RowLineage] = []
+    for pt in operands:
+        lin = pt.lineage
+        if pt.is_statistic or len(lin) == 1 and n_out != 1:
+            broadcast.append(lin)
+            continue
+        if np.ndim(pt.data) != out_ndim or len(lin) != n_out:
+            raise LineageLostError(
+                f"an operand with {len(lin)} rows and shape {np.shape(pt.data)} broadcast into a result "
+                f"of shape with {n_out} rows and {out_ndim} axes would mix rows into columns, so the "
+                "result rows have no row lineage. Align the shapes (e.g. X[:, [j]] keeps 2-D), or use "
+                "np.asarray(...) to compute without lineage."
+            )
+        if not any(_same_rows(lin, r) for r in rows):
+            rows.append(lin)
+    every = np.arange(n_out, dtype=np.int64)
+    if rows:
+        out = rows[0]
+        for lin in rows[1:]:
+            out = RowLineage.union_rows(out, every, lin, every)
+    else:
+        out = RowLineage.empty(n_out)
+    for lin in broadcast:
+        if lin.n_ids:  # a one-row operand with its own ids: copy them into every row
+            out = RowLineage.union_rows(out, every, lin, np.zeros(n_out, dtype=np.int64))
+        else:
+            out = out.with_refs_for_all(lin)
+    return out.with_node(node)
+
+
+def _same_rows(a: RowLineage, b: RowLineage) -> bool:
+    if a is b:
+        return True
+    if not (a.is_materialized and b.is_materialized) or a.has_context != b.has_context:
+        return False
+    same = a.offsets is b.offsets and a.ids is b.ids
+    return same and (not a.has_context or a.context is b.context)
