@@ -103,7 +103,9 @@ def _concat_wrapper(orig):
     def concat(objs, *args, **kwargs):
         axis = args[0] if args else kwargs.get("axis", 0)
         if axis in (1, "columns"):
-            items = list(objs.values()) if isinstance(objs, dict) else list(objs)
+            if not isinstance(objs, dict):
+                objs = list(objs)  # a generator (pyspark's toPandas passes one) is read once, here
+            items = list(objs.values()) if isinstance(objs, dict) else objs
             keyed = [o for o in items if isinstance(o, (pd.Series, pd.DataFrame)) and _keyed(o)]
             if keyed:
                 _check(keyed[0], items, "pd.concat(..., axis=1)")
