@@ -9,7 +9,13 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["traceprop_frames.unlearn.correction", "traceprop_frames.unlearn.certificate"]
+    "name",
+    [
+        "traceprop_frames.unlearn.correction",
+        "traceprop_frames.unlearn.certificate",
+        "traceprop_frames.unlearn.ledger",
+        "traceprop_frames._durable",
+    ],
 )
 def test_docstring_examples_run(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)

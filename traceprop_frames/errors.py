@@ -71,3 +71,20 @@ class CertificateFormatError(CertificateError, ValueError):
 
 class CertificateSignatureError(CertificateError):
     """A certificate's Ed25519 signature does not verify: the file was altered or signed by another key."""
+
+
+class LedgerError(CertificateError):
+    """A model folder's erasure ledger does not link up: a certificate is missing, reordered or altered,
+    or the model on disk was changed outside an erasure."""
+
+
+class ModelFolderError(TracepropError, ValueError):
+    """A model folder is missing a file, holds a truncated one, or was left mid-erasure by a crash."""
+
+
+class InterruptedWriteError(ModelFolderError):
+    """A crash interrupted an erasure of this model folder; ``traceprop recover MODEL`` finishes or undoes it."""
+
+
+class FolderLockedError(TracepropError, TimeoutError):
+    """Another process holds the model folder's lock (an erasure in progress) past the given timeout."""

@@ -1,11 +1,24 @@
 """Save a fitted model (estimator or Pipeline) with its training lineage, so erasure requests can be
-served later, in another process (``traceprop erase``).
+served later, in another process (``traceprop erase``), and survive crashes.
 
 Layout of a model folder::
 
     model.pkl        the estimator / Pipeline, pickled without its lineage and gradient store
     lineage.parquet  the training rows' lineage (source records + op DAG; remapped on load)
     bundle.json      {"format": 1, "store": path of the on-disk GradientStore or null, "estimator": ...}
+    ledger/          the erasure certificates issued for this model, chained (:mod:`.ledger`)
+    .lock            taken by every writer and reader of the folder (``filelock``)
+    journal.json     only while a write is in progress, or after a crash interrupted one
+
+Crash safety: every write of the folder (:func:`save_model`, :func:`erase_in_folder`) stages its files
+and commits them through a two-phase journal (:class:`traceprop_frames._durable.Journal`), under the
+folder's lock. An erasure changes the model files, the gradient store's ``removed`` marks and the
+ledger in one commit: after a crash the folder holds the state before or the state after the erasure.
+Recovery is automatic when the folder is next opened for writing or by :func:`load_model` (holding the
+lock proves the writer is gone, and the journal alone decides: roll back before the commit point, roll
+forward after it); ``load_model(recover=False)`` (``traceprop verify``) leaves the folder untouched and
+raises :class:`~traceprop_frames.errors.InterruptedWriteError` instead; ``traceprop recover MODEL``
+recovers explicitly and says which way it went.
 """
 
 from __future__ import annotations
@@ -13,11 +26,19 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
 
-from traceprop_frames.errors import UnlearningError
+from traceprop_frames._durable import Journal, pending_journal, recover_journal
+from traceprop_frames.errors import (
+    FolderLockedError,
+    InterruptedWriteError,
+    ModelFolderError,
+    UnlearningError,
+)
 
 FORMAT = 1
+_LOCKS: dict[str, object] = {}
 
 
 def final_estimator(model):
@@ -25,25 +46,63 @@ def final_estimator(model):
     return model.steps[-1][1] if hasattr(model, "steps") else model
 
 
-def save_model(model, folder) -> Path:
-    """Write ``model`` (fitted estimator or Pipeline ending in one) into ``folder``."""
-    from traceprop_frames.lineage import persist
+@contextmanager
+def locked(folder, timeout: float | None = None):
+    """Hold the model folder's lock (re-entrant within a process); ``timeout`` seconds, None = wait.
+
+    Raises :class:`FolderLockedError` when another process holds it past ``timeout``.
+    """
+    import filelock
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    key = os.path.abspath(folder)
+    lk = _LOCKS.get(key)
+    if lk is None:
+        lk = _LOCKS[key] = filelock.FileLock(os.path.join(key, ".lock"))
+    try:
+        lk.acquire(timeout=-1 if timeout is None else timeout)
+    except filelock.Timeout:
+        raise FolderLockedError(
+            f"another process is writing {folder} (lock {folder / '.lock'} held for more than {timeout} s); "
+            "retry when it has finished, or wait longer (--wait SECONDS)"
+        ) from None
+    try:
+        yield
+    finally:
+        lk.release()
+
+
+def recover(folder, timeout: float | None = None) -> str:
+    """Roll an interrupted write of ``folder`` forward or back; returns what was done.
+
+    ``"clean"``, ``"rolled back"`` (the crash came before the commit point: the folder is as before the
+    write) or ``"rolled forward"`` (after it: the write is complete).
+    """
+    with locked(folder, timeout):
+        return recover_journal(folder)
+
+
+def _targets(folder: Path, lineage: bool) -> list[Path]:
+    return [folder / "model.pkl", *([folder / "lineage.parquet"] if lineage else []), folder / "bundle.json"]
+
+
+def _stage_model(model, folder: Path, journal: Journal) -> None:
+    from traceprop_frames.lineage import persist
+
     est = final_estimator(model)
     lineage, store = getattr(est, "lineage_", None), getattr(est, "store_", None)
     cache = est.__dict__.pop("_unlearn_hessian_", None)
     try:
         est.lineage_, est.store_ = None, None
-        with open(folder / "model.pkl", "wb") as f:
+        with open(journal.staged(folder / "model.pkl"), "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
     finally:
         est.lineage_, est.store_ = lineage, store
         if cache is not None:
             est._unlearn_hessian_ = cache
     if lineage is not None:
-        persist.save(lineage, str(folder / "lineage.parquet"))
+        persist.save(lineage, str(journal.staged(folder / "lineage.parquet")), atomic=False)
     store_path = getattr(store, "path", None) if store is not None else None
     meta = {
         "format": FORMAT,
@@ -51,29 +110,112 @@ def save_model(model, folder) -> Path:
         "lineage": lineage is not None,
         "store": None if store_path is None else os.path.abspath(store_path),
     }
-    (folder / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    journal.staged(folder / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _commit(folder: Path, targets, stage) -> None:
+    journal = Journal(folder, targets)
+    try:
+        stage(journal)
+        journal.commit()
+    except BaseException:
+        if journal.state() == "prepare":  # past the commit point, recovery rolls forward instead
+            journal.abort()
+        raise
+
+
+def save_model(model, folder, *, timeout: float | None = None) -> Path:
+    """Write ``model`` (fitted estimator or Pipeline ending in one) into ``folder``, atomically.
+
+    The folder holds the old model or the new one after a crash, never a mix. ``timeout``: seconds to
+    wait for another process writing the folder (None: wait).
+    """
+    folder = Path(folder)
+    est = final_estimator(model)
+    with locked(folder, timeout):
+        recover_journal(folder)
+        targets = _targets(folder, getattr(est, "lineage_", None) is not None)
+        _commit(folder, targets, lambda j: _stage_model(model, folder, j))
     return folder
 
 
-def load_model(folder):
-    """Read a model folder written by :func:`save_model` (trusted input: it unpickles)."""
+def load_model(folder, *, recover: bool = True, timeout: float | None = None):
+    """Read a model folder written by :func:`save_model` (trusted input: it unpickles).
+
+    An erasure a crash interrupted is rolled forward or back first (``recover=False``: raise
+    :class:`InterruptedWriteError` and leave the folder untouched).
+    """
     from traceprop_frames.lineage import persist
 
     folder = Path(folder)
-    try:
-        meta = json.loads((folder / "bundle.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UnlearningError(f"{folder} is not a model folder written by save_model ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise UnlearningError(f"{folder}: unsupported model folder format {meta.get('format')!r}")
-    with open(folder / "model.pkl", "rb") as f:
-        model = pickle.load(f)
-    est = final_estimator(model)
-    est.lineage_ = persist.load(str(folder / "lineage.parquet")) if meta.get("lineage") else None
-    est.store_ = None
-    if meta.get("store") and os.path.exists(meta["store"]):
-        from traceprop_frames.attribution import GradientStore
+    if not (folder / "bundle.json").exists() and not pending_journal(folder):
+        raise UnlearningError(f"{folder} is not a model folder written by save_model (no bundle.json)")
+    with locked(folder, timeout):
+        if pending_journal(folder) is not None:
+            if not recover:
+                raise InterruptedWriteError(
+                    f"{folder}: a crash interrupted a write of this model folder; run `traceprop recover "
+                    f"{folder}` to finish or undo it (the journal decides which)"
+                )
+            recover_journal(folder)
+        try:
+            meta = json.loads((folder / "bundle.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UnlearningError(f"{folder} is not a model folder written by save_model ({e})") from None
+        if meta.get("format") != FORMAT:
+            raise UnlearningError(f"{folder}: unsupported model folder format {meta.get('format')!r}")
+        try:
+            with open(folder / "model.pkl", "rb") as f:
+                model = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError) as e:
+            raise ModelFolderError(
+                f"{folder / 'model.pkl'} is missing or truncated ({type(e).__name__}: {e}); it was not "
+                "written by save_model (which replaces it atomically): restore the folder from a backup"
+            ) from None
+        est = final_estimator(model)
+        est.lineage_ = persist.load(str(folder / "lineage.parquet")) if meta.get("lineage") else None
+        est.store_ = None
+        if meta.get("store") and os.path.exists(meta["store"]):
+            from traceprop_frames.attribution import GradientStore
 
-        est.store_ = GradientStore.open(meta["store"], mode="r+")
-        est.store_.lineage = est.lineage_
+            est.store_ = GradientStore.open(meta["store"], mode="r+")
+            est.store_.lineage = est.lineage_
     return model
+
+
+def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = False, **request):
+    """Erase from the model saved in ``folder`` and record it, as one crash-safe commit; returns the Certificate.
+
+    ``request``: the arguments of :func:`~traceprop_frames.unlearn.unlearn_estimator` (``source``,
+    ``rows``, ``samples``, ``method``, ``key``, ``regulations``...). Under the folder's lock (a second
+    process waits up to ``timeout`` seconds, then gets :class:`FolderLockedError`), the new parameters and
+    lineage, the gradient store's ``removed`` marks and the certificate (appended to the ledger) are
+    committed together. ``dry_run``: the certificate is returned, nothing on disk changes.
+    """
+    from traceprop_frames.unlearn import ledger
+    from traceprop_frames.unlearn.correction import unlearn_estimator
+
+    folder = Path(folder)
+    with locked(folder, timeout):
+        model = load_model(folder)
+        est = final_estimator(model)
+        store = est.store_
+        est.store_ = None  # the store's marks are staged below, not written directly
+        cert = unlearn_estimator(est, chain=ledger.next_link(folder), **request)
+        est.store_ = store
+        if dry_run:
+            return cert
+        entry = ledger.entry_path(folder, cert.body["chain"]["sequence"])
+        manifest = None if store is None or store.path is None else Path(store.path) / "manifest.json"
+        if manifest is not None:
+            store.mark_removed(cert.body["forget_set"]["training_indices"], persist=False)
+
+        def stage(j: Journal) -> None:
+            _stage_model(model, folder, j)
+            j.staged(entry).write_text(cert.to_json(), encoding="ascii")
+            if manifest is not None:
+                j.staged(manifest).write_text(store.manifest_json())
+
+        targets = [*_targets(folder, est.lineage_ is not None), entry, *([manifest] if manifest else [])]
+        _commit(folder, targets, stage)
+    return cert
