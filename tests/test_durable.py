@@ -137,3 +137,43 @@ def test_second_process_waits_or_fails_clearly_and_no_request_is_lost(folder, tm
     certs = ledger.verify_chain(folder, key.public_key())
     assert sorted(c.body["forget_set"]["training_indices"][0] for c in certs) == [10, 20]
     assert np.flatnonzero(load_model(folder).store_.removed).tolist() == [10, 20]
+
+
+_FILL = """
+import sys, numpy as np, torch
+from traceprop_frames.attribution import GradientStore
+torch.manual_seed(0)
+m = torch.nn.Linear(3, 1)
+for g in range(1, int(sys.argv[2]) + 1):
+    store = GradientStore(k=None, path=sys.argv[1], dtype="float32")
+    n = 40 + 3 * g
+    store.begin(m, n)
+    c = store.add_checkpoint(dict(m.named_parameters()))
+    store.write(c, np.arange(n), torch.full((n, 4), float(g)), np.zeros(n), np.zeros(n))
+    store.finalize(m, extra={"gen": g})
+"""
+
+_READ = """
+import sys, time, numpy as np
+from traceprop_frames.attribution import GradientStore
+seen, t_end = set(), time.time() + float(sys.argv[2])
+while time.time() < t_end:
+    s = GradientStore.open(sys.argv[1])
+    g = s.extra["gen"]
+    f = np.asarray(s.features(0))
+    assert s.n_samples == 40 + 3 * g and f.shape == (s.n_samples, 4), (g, f.shape)
+    assert np.all(f == g) and len(s.checkpoints[0].derivs) == s.n_samples, (g, np.unique(f))
+    seen.add(g)
+print(len(seen))
+"""
+
+
+def test_store_reader_sees_whole_generations_while_another_process_refills(tmp_path):
+    path = str(tmp_path / "store")
+    subprocess.run([sys.executable, "-c", _FILL, path, "1"], check=True)
+    reader = subprocess.Popen([sys.executable, "-c", _READ, path, "5"], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.run([sys.executable, "-c", _FILL, path, "25"], capture_output=True, text=True)
+    assert writer.returncode == 0, writer.stderr
+    out, _ = reader.communicate(timeout=60)
+    assert reader.returncode == 0 and int(out) >= 2  # it read several generations, each one whole
+    assert len(list((tmp_path / "store").glob("data-*"))) == 1  # earlier generations were removed
