@@ -99,9 +99,8 @@ def test_truncated_model_file_is_a_named_error(folder):
 
 
 _HOLD = """
-import sys, time
-from traceprop_frames.unlearn.bundle import locked
-with locked(sys.argv[1]):
+import os, sys, time, filelock
+with filelock.FileLock(os.path.join(sys.argv[1], ".lock")):  # the lock erase_in_folder takes
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
 """

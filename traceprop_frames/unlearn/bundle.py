@@ -38,7 +38,7 @@ from traceprop_frames.errors import (
 )
 
 FORMAT = 1
-_LOCKS: dict[str, object] = {}
+_LOCKS: dict[tuple[int, str], object] = {}
 
 
 def final_estimator(model):
@@ -56,10 +56,10 @@ def locked(folder, timeout: float | None = None):
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    key = os.path.abspath(folder)
+    key = (os.getpid(), os.path.abspath(folder))  # a forked child needs its own lock object
     lk = _LOCKS.get(key)
     if lk is None:
-        lk = _LOCKS[key] = filelock.FileLock(os.path.join(key, ".lock"))
+        lk = _LOCKS[key] = filelock.FileLock(os.path.join(key[1], ".lock"))
     try:
         lk.acquire(timeout=-1 if timeout is None else timeout)
     except filelock.Timeout:
