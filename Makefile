@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench faults clean
+.PHONY: demo test test-fresh lint bench faults clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,12 @@ demo: $(STAMP)
 	$(BIN)/traceprop demo --out demo_output
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --hypothesis-profile=ci
+
+# N fresh clones of HEAD, the suite in each with the random `dev` hypothesis profile, a new seed per run
+N ?= 10
+test-fresh: $(STAMP)
+	.ci/test-fresh $(N)
 
 # SIGKILL erase / store fill / to_parquet / CREATE TABLE AS at 70 points each; exit 1 on any half-done state
 faults: $(STAMP)

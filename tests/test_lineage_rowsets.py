@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from traceprop_frames.lineage import OpNode, RowLineage
@@ -22,14 +22,12 @@ def as_sets(lin: RowLineage) -> list[set]:
     return [set(lin.ids[lin.offsets[i] : lin.offsets[i + 1]].tolist()) for i in range(len(lin))]
 
 
-@settings(max_examples=150, deadline=None)
 @given(row_sets, st.data())
 def test_take(sets, data):
     rows = data.draw(st.lists(st.integers(0, max(len(sets) - 1, 0)), max_size=10)) if sets else []
     assert as_sets(csr(sets).take(rows)) == [set(sets[r]) for r in rows]
 
 
-@settings(max_examples=150, deadline=None)
 @given(row_sets, st.data())
 def test_group_union(sets, data):
     n_groups = data.draw(st.integers(1, 4))
@@ -39,7 +37,6 @@ def test_group_union(sets, data):
     assert got == expect
 
 
-@settings(max_examples=150, deadline=None)
 @given(row_sets, row_sets, st.data())
 def test_union_rows_and_concat(a, b, data):
     k = data.draw(st.integers(0, 8))
@@ -51,7 +48,6 @@ def test_union_rows_and_concat(a, b, data):
     assert as_sets(RowLineage.concat([csr(a), csr(b)])) == [set(s) for s in a + b]
 
 
-@settings(max_examples=100, deadline=None)
 @given(row_sets, st.data())
 def test_forward_index_inverts_backward(sets, data):
     lin = csr(sets)

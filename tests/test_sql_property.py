@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import traceprop_frames as tpf
@@ -206,7 +206,7 @@ def build(shape, r_rows, s_rows, c, d, left):
     return base + cond, out
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250)  # a DuckDB pipeline per example: a fixed budget in every profile
 @given(st.sampled_from(SHAPES), R_ROWS, S_ROWS, THRESH, THRESH, st.booleans())
 def test_lineage_matches_brute_force(shape, r_rows, s_rows, c, d, left):
     con, names = _load(r_rows, s_rows)
@@ -215,7 +215,7 @@ def test_lineage_matches_brute_force(shape, r_rows, s_rows, c, d, left):
     assert _observed(df, names) == _expected(rows), sql
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)  # a file, a reader and a SQL query per example
 @given(R_ROWS, THRESH)
 def test_composed_pandas_then_sql(r_rows, c):
     """A traced frame filtered in pandas, registered, aggregated in SQL: ids still point at the file."""

@@ -7,11 +7,10 @@ live in :mod:`traceprop_frames.errors`.
 """
 
 from traceprop_frames import errors
+from traceprop_frames._version import __version__
 from traceprop_frames.frames import concat, read_csv, read_parquet, read_traced, track
 from traceprop_frames.lineage import RowLineage, SourceRow
 from traceprop_frames.tensor import ProvenanceTensor, tensor
-
-__version__ = "0.1.0"
 
 
 def connect(database: str = ":memory:", **kwargs):

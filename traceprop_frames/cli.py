@@ -118,12 +118,12 @@ def _lineage_of(target: str):
 
     p = Path(target)
     if p.is_dir():
-        from traceprop_frames.unlearn.bundle import final_estimator, load_model
+        from traceprop_frames.unlearn.bundle import load_lineage
 
-        est = final_estimator(load_model(p))
-        if est.lineage_ is None:
+        lineage = load_lineage(p)  # never unpickles model.pkl: safe on a folder someone sent you
+        if lineage is None:
             raise SystemExit(f"traceprop: {target}: the model was trained without lineage")
-        return est.lineage_
+        return lineage
     return resolve(read_traced(p))
 
 

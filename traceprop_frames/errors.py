@@ -22,6 +22,11 @@ class SourceMissingError(TracepropError, FileNotFoundError):
     """A source file (recorded at load time, or passed to a reader) does not exist."""
 
 
+class SourceFormatError(TracepropError, ValueError):
+    """A source file cannot be parsed: ragged records, an encoding that is not the one asked for, no
+    header, or not the file format the reader expects."""
+
+
 class UnknownSourceError(TracepropError, KeyError):
     """A path or source name that no lineage in this frame/store refers to."""
 
@@ -61,6 +66,10 @@ class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 
 
+class ModelFolderError(TracepropError, ValueError):
+    """A model folder is missing, incomplete, malformed or written by a newer version of the library."""
+
+
 class CertificateError(TracepropError):
     """Base class of erasure-certificate errors."""
 
@@ -76,10 +85,6 @@ class CertificateSignatureError(CertificateError):
 class LedgerError(CertificateError):
     """A model folder's erasure ledger does not link up: a certificate is missing, reordered or altered,
     or the model on disk was changed outside an erasure."""
-
-
-class ModelFolderError(TracepropError, ValueError):
-    """A model folder is missing a file, holds a truncated one, or was left mid-erasure by a crash."""
 
 
 class InterruptedWriteError(ModelFolderError):

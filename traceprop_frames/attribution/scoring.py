@@ -147,6 +147,7 @@ class TRAKScorer:
         return L
 
     def _raw_test_grads(self, module: torch.nn.Module, X) -> list[torch.Tensor]:
+        self.store.check_model(module)
         dtype = next(module.parameters()).dtype
         X = torch.as_tensor(np.asarray(X)).to(dtype)
         names = None if self.store.variant == "BM" else self.store.param_names
@@ -185,24 +186,29 @@ class TRAKScorer:
         parts = []
         for _, Phi in self._blocks(c):
             parts.append((R @ torch.cholesky_solve(Phi.to(torch.float64).T, L)).numpy())  # (d, block)
-        B = self._sample_map(c, np.concatenate(parts, axis=1))
-        B = torch.from_numpy(B.astype(np.float32))
+        B = torch.from_numpy(self._sample_map(c, np.concatenate(parts, axis=1)))  # float64: see scores()
         self.store._cache[key] = B
         return B
 
     def scores(self, module: torch.nn.Module, X) -> np.ndarray:
         """``(n_test, n_samples)`` influence on the test logits; removed samples are NaN."""
+        # Every product after the kernel solve stays float64: with few feature rows and a small damping
+        # the kernel is ill-conditioned (cond ~1e7 in the batch-mean test), A = K⁻¹T has entries ~1e7
+        # while scores are ~1, and a float32 product cancels catastrophically (5 % error, and a
+        # different error per BLAS block shape, which is why streamed and full scores disagreed).
         grads = self._raw_test_grads(module, X)
         total = None
         for c, G in enumerate(grads):
             B = self._folded(c)
             if B is not None:
-                S = (G.to(torch.float32) @ B).numpy().astype(np.float64)
+                S = (G.to(torch.float64) @ B).numpy()
             else:
                 T = self.store.projector.project(G)
                 L = self._kernel(c)
-                A = torch.cholesky_solve(T.to(torch.float64).T, L).T.to(torch.float32)  # (n_test, k)
-                S_rows = np.concatenate([(A @ Phi.T).numpy() for _, Phi in self._blocks(c)], axis=1)
+                A = torch.cholesky_solve(T.to(torch.float64).T, L).T  # (n_test, k)
+                S_rows = np.concatenate(
+                    [(A @ Phi.to(torch.float64).T).numpy() for _, Phi in self._blocks(c)], 1
+                )
                 S = self._sample_map(c, S_rows)
             total = S if total is None else total + S
         total /= len(grads)
@@ -222,10 +228,10 @@ class TRAKScorer:
         for c, G in enumerate(grads):
             B = self._folded(c)
             if B is not None:
-                plans.append(("folded", G.to(torch.float32), B))
+                plans.append(("folded", G.to(torch.float64), B))
             else:
                 T = self.store.projector.project(G)
-                A = torch.cholesky_solve(T.to(torch.float64).T, self._kernel(c)).T.to(torch.float32)
+                A = torch.cholesky_solve(T.to(torch.float64).T, self._kernel(c)).T
                 plans.append(("rows", A, c))
         best_i = np.zeros((n_test, 0), dtype=np.int64)
         best_s = np.zeros((n_test, 0))
@@ -241,7 +247,7 @@ class TRAKScorer:
                 rows = ck.rows[lo:hi]
                 ok = np.flatnonzero(rows >= 0)
                 uniq, inv = np.unique(rows[ok], return_inverse=True)
-                Phi = torch.from_numpy(np.asarray(self.store.features(ref)[uniq], dtype=np.float32))
+                Phi = torch.from_numpy(np.asarray(self.store.features(ref)[uniq], dtype=np.float64))
                 S_rows = (A @ Phi.T).numpy()
                 S[:, ok] -= S_rows[:, inv] * ck.derivs[uniq, 0][inv]
             S /= len(plans)

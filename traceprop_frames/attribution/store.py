@@ -38,7 +38,7 @@ import torch
 from traceprop_frames._durable import atomic_path, atomic_write_text, fsync_file
 from traceprop_frames.attribution.gradients import VARIANTS, check_variant, fingerprint, n_coords, param_names
 from traceprop_frames.attribution.projection import Projector, make_projector, projector_from_record
-from traceprop_frames.errors import StoreError
+from traceprop_frames.errors import StoreError, UnknownRowError
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -304,21 +304,21 @@ class GradientStore:
 
     @classmethod
     def _open(cls, path, mode: str) -> GradientStore:
-        mpath = os.path.join(path, "manifest.json")
-        if not os.path.exists(mpath):
-            raise StoreError(f"{path!r} holds no gradient store (manifest.json missing)")
-        with open(mpath) as f:
-            m = json.load(f)
-        if m.get("format_version") != FORMAT_VERSION or m.get("variant") not in VARIANTS:
-            raise StoreError(f"{path!r}: unsupported gradient store format {m.get('format_version')!r}")
+        m = _read_manifest(path)
         self = cls(k=m["k"], path=str(path), seed=m["seed"], dtype=m["dtype"], variant=m["variant"])
         self.read_only = mode == "r"
-        self.projector = projector_from_record(m["projection"]) if m["projection"] else None
-        self.projection = m["projection"]["kind"] if m["projection"] else "identity"
+        proj = m.get("projection")
+        try:
+            self.projector = projector_from_record(proj) if proj else None
+            self.projection = proj["kind"] if proj else "identity"
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(
+                f"{os.fspath(path)!r}: malformed projection record in manifest.json ({e!r})"
+            ) from None
         self.n_samples = m["n_samples"]
         self.param_names = m["param_names"]
         self.damping = m["damping"]
-        self.model_fingerprint = m["model_fingerprint"]
+        self.model_fingerprint = m.get("model_fingerprint")
         self.extra = m.get("extra", {})
         self.data_dir = m.get("data_dir", "")
         self.removed = np.zeros(self.n_samples, dtype=bool)
@@ -327,9 +327,8 @@ class GradientStore:
         for c, (n_rows, cap) in enumerate(zip(m["checkpoint_rows"], m["checkpoint_capacity"])):
             ck = _Checkpoint.__new__(_Checkpoint)
             ck.store, ck.index, ck.n_rows = self, c, n_rows
-            ck.rows = np.load(ck.dir / "rows.npy")
-            ck.derivs = np.load(ck.dir / "derivs.npy")
-            ck.params = torch.load(ck.dir / "params.pt", weights_only=True)
+            ck.rows, ck.derivs, ck.params = _read_checkpoint(ck.dir, self.n_samples, n_rows)
+            _check_features_file(ck.dir / "features.bin", cap * self.k * np.dtype(np_dtype).itemsize)
             fmode = "r" if self.read_only else "r+"
             ck.features = (
                 np.memmap(ck.dir / "features.bin", dtype=np_dtype, mode=fmode, shape=(cap, self.k))
@@ -337,7 +336,7 @@ class GradientStore:
                 else np.zeros((0, self.k), dtype=np_dtype)
             )
             self.checkpoints.append(ck)
-        if m["lineage"]:
+        if m.get("lineage"):
             from traceprop_frames.lineage.persist import load
 
             self.lineage = load(os.path.join(path, m["lineage"]))
@@ -367,6 +366,22 @@ class GradientStore:
             f"{len(self.checkpoints)} checkpoint(s), {where})"
         )
 
+    def check_model(self, module: torch.nn.Module) -> None:
+        """Raise :class:`StoreError` unless ``module`` has the parameters (names, shapes) the store was
+        filled with. Scores use the store's own checkpoint weights, so a model of the same architecture
+        (e.g. the model after an erasure) is fine; another architecture cannot be scored."""
+        if not self.checkpoints:
+            return
+        have = {n: tuple(p.shape) for n, p in module.named_parameters()}
+        want = {n: tuple(t.shape) for n, t in self.checkpoints[0].params.items()}
+        diff = sorted(n for n in want if have.get(n) != want[n])
+        if diff:
+            raise StoreError(
+                f"this gradient store was filled for another model: parameters {diff[:4]} have shapes "
+                f"{[want[n] for n in diff[:4]]} in the store but {[have.get(n) for n in diff[:4]]} in the "
+                "model. Score with the model the store was filled for, or refit with store=..."
+            )
+
     # ------------------------------------------------------------------ erasure
     def mark_removed(self, indices, persist: bool = True) -> None:
         """Mark training samples as erased: they leave the kernel and never appear in influence results.
@@ -376,7 +391,7 @@ class GradientStore:
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
-            raise IndexError(f"sample indices outside 0..{self.n_samples - 1}")
+            raise UnknownRowError(f"sample indices outside 0..{self.n_samples - 1}")
         self.removed[idx] = True
         self._cache.clear()
         if persist and self.path is not None and os.path.exists(os.path.join(self.path, "manifest.json")):
@@ -406,7 +421,7 @@ class GradientStore:
         """The source rows behind training sample ``i`` (``.trace_to_file()`` -> ``"bureau.csv row 4821"``)."""
         i = int(i)
         if not 0 <= i < self.n_samples:
-            raise IndexError(f"sample {i} outside 0..{self.n_samples - 1}")
+            raise UnknownRowError(f"sample {i} outside 0..{self.n_samples - 1}")
         if self.lineage is None:
             return Provenance(i, [])
         return Provenance(i, self.lineage.trace(i, strict=strict))
@@ -421,3 +436,83 @@ def _params_fingerprint(params: dict) -> str:
         h.update(f"{name}:{a.dtype}:{a.shape};".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------- load-side checks
+_MANIFEST_KEYS = {
+    "k": int, "seed": int, "dtype": str, "variant": str, "n_samples": int, "checkpoint_rows": list,
+    "checkpoint_capacity": list, "param_names": list, "damping": (int, float), "removed": list,
+}  # fmt: skip
+
+
+def _read_manifest(path) -> dict:
+    """``manifest.json`` of the store at ``path``, checked; :class:`StoreError` says what is wrong."""
+    mpath = os.path.join(path, "manifest.json")
+    if not os.path.exists(mpath):
+        raise StoreError(f"{os.fspath(path)!r} holds no gradient store (manifest.json missing)")
+    try:
+        with open(mpath, encoding="utf-8") as f:
+            m = json.load(f)
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StoreError(
+            f"{mpath} is not valid JSON ({e}): the store is truncated or was edited. Refit the model with "
+            "store=... to write a new one."
+        ) from None
+    version = m.get("format_version") if isinstance(m, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise StoreError(
+            f"{os.fspath(path)!r} was written by a newer traceprop-frames (store format {version}; this "
+            f"version reads {FORMAT_VERSION}): upgrade traceprop-frames to read it."
+        )
+    if version != FORMAT_VERSION or m.get("variant") not in VARIANTS or m.get("dtype") not in DTYPES:
+        raise StoreError(f"{os.fspath(path)!r}: unsupported gradient store format {version!r}")
+    bad = [k for k, t in _MANIFEST_KEYS.items() if not isinstance(m.get(k), t) or isinstance(m.get(k), bool)]
+    if bad:
+        raise StoreError(f"{mpath} is malformed (missing or mistyped: {bad})")
+    n, rows, caps = m["n_samples"], m["checkpoint_rows"], m["checkpoint_capacity"]
+    removed = np.asarray(m["removed"])
+    ok = (
+        n >= 0 and m["k"] > 0 and len(rows) == len(caps)
+        and all(isinstance(r, int) and isinstance(c, int) and 0 <= r <= c for r, c in zip(rows, caps))
+        and (removed.size == 0 or (removed.dtype.kind == "i" and removed.min() >= 0 and removed.max() < n))
+    )  # fmt: skip
+    if not ok:
+        raise StoreError(
+            f"{mpath} is inconsistent (sample, row or removed counts out of range): it was edited"
+        )
+    return m
+
+
+def _read_checkpoint(d: Path, n_samples: int, n_rows: int):
+    """``rows.npy``, ``derivs.npy`` and ``params.pt`` of one checkpoint folder, checked against the manifest.
+    Nothing here unpickles: ``np.load`` refuses pickled arrays, ``torch.load`` reads weights only."""
+    try:
+        rows = np.load(d / "rows.npy")
+        derivs = np.load(d / "derivs.npy")
+        params = torch.load(d / "params.pt", weights_only=True)
+    except FileNotFoundError as e:
+        raise StoreError(f"gradient store checkpoint {d} is incomplete: {e.filename} is missing") from None
+    except Exception as e:  # truncated/garbled: numpy, torch and pickle raise many kinds
+        raise StoreError(
+            f"gradient store checkpoint {d} is truncated or corrupt ({type(e).__name__}: {e})"
+        ) from None
+    ok = (
+        rows.dtype == np.int64 and rows.shape == (n_samples,) and derivs.shape == (n_rows, 2)
+        and bool(np.all(rows < n_rows)) and isinstance(params, dict)
+    )  # fmt: skip
+    if not ok:
+        raise StoreError(
+            f"gradient store checkpoint {d} does not match its manifest ({n_samples} samples, {n_rows} rows): "
+            "it was edited or comes from another store"
+        )
+    return rows, derivs, params
+
+
+def _check_features_file(f: Path, nbytes: int) -> None:
+    """A memmapped feature file must hold at least the bytes the manifest says (else reads would fault)."""
+    size = os.path.getsize(f) if os.path.exists(f) else -1
+    if nbytes and size < nbytes:
+        raise StoreError(
+            f"{f} holds {max(size, 0)} bytes but the manifest needs {nbytes}: the store is truncated "
+            "(interrupted write or partial copy). Refit the model with store=... to write a new one."
+        )

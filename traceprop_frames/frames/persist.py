@@ -28,7 +28,7 @@ def write_traced(df: pd.DataFrame, path, **kwargs) -> None:
     table = pa.Table.from_pandas(data, preserve_index=False)
     table = table.append_column(LINEAGE_COL, persist.to_arrow(lin))
     meta = dict(table.schema.metadata or {})
-    meta[b"traceprop"] = persist.dumps_manifest(lin)
+    meta.update(persist.schema_metadata(lin))
     with atomic_path(os.fspath(path)) as tmp:  # a crash leaves the old file or the new one, never half
         pq.write_table(table.replace_schema_metadata(meta), tmp, **kwargs)
 
@@ -52,7 +52,7 @@ def read_traced(path) -> pd.DataFrame:
             f"{p!r} holds no traceprop lineage (it was not written by df.tp.to_parquet); load it with "
             "tpf.read_parquet to start lineage from this file instead."
         )
-    lin = persist.from_arrow(table.column(LINEAGE_COL), persist.loads_manifest(raw))
+    lin = persist.from_table_metadata(table.column(LINEAGE_COL), table.schema.metadata)
     data = table.drop_columns([LINEAGE_COL]).to_pandas()
     if LID in data.columns:
         data = data.drop(columns=LID)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import pandas as pd
 
-from traceprop_frames.errors import SourceMissingError, UnsupportedOperationError
+from traceprop_frames.errors import SourceFormatError, SourceMissingError, UnsupportedOperationError
 from traceprop_frames.frames.carrier import LID, attach
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage
 
@@ -36,6 +37,28 @@ def _check_path(path) -> str:
     return p
 
 
+@contextmanager
+def _parse_errors(path: str, fmt: str):
+    """A file the reader cannot parse -> :class:`SourceFormatError` naming the file and the fix."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise SourceFormatError(
+            f"{path!r} is not valid {e.encoding} text ({e.reason} at byte {e.start}): pass the file's "
+            "encoding, e.g. tpf.read_csv(path, encoding='latin-1')"
+        ) from e
+    except pd.errors.EmptyDataError as e:
+        raise SourceFormatError(f"{path!r} is empty (no header, no rows): {str(e).strip()}") from e
+    except pd.errors.ParserError as e:
+        raise SourceFormatError(
+            f"cannot parse {path!r} as {fmt}: {str(e).strip()}. Fix the ragged records, or pass the right sep=/quotechar="
+        ) from e
+    except pa.ArrowException as e:
+        raise SourceFormatError(f"cannot read {path!r} as {fmt}: {e}") from e
+
+
 def read_csv(path, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` that records, for every row, its file, 0-based data row and the file's sha256.
 
@@ -52,7 +75,8 @@ def read_csv(path, **kwargs) -> pd.DataFrame:
             "could not be traced. Load the whole file, then filter (and set_index(..., append=True)) "
             "with pandas."
         )
-    df = pd.read_csv(p, **kwargs)
+    with _parse_errors(p, "CSV"):
+        df = pd.read_csv(p, **kwargs)
     return _start(df, p, "csv", {k: v for k, v in kwargs.items() if k in ("sep", "nrows", "usecols")})
 
 
@@ -73,7 +97,8 @@ def read_parquet(path, **kwargs) -> pd.DataFrame:
             f"{p!r} is a directory (a partitioned dataset): row numbers need one file. Read each file "
             "with tpf.read_parquet and combine them with tpf.concat."
         )
-    df = pd.read_parquet(p, **kwargs)
+    with _parse_errors(p, "Parquet"):
+        df = pd.read_parquet(p, **kwargs)
     return _start(df, p, "parquet", {k: v for k, v in kwargs.items() if k == "columns"})
 
 

@@ -14,11 +14,24 @@ import pyarrow as pa
 
 from traceprop_frames._durable import atomic_path
 from traceprop_frames.errors import LineageFormatError
-from traceprop_frames.lineage.graph import LineageDAG
-from traceprop_frames.lineage.rowsets import RowLineage
-from traceprop_frames.lineage.sources import REGISTRY, ROW_BITS, ROW_MASK
+from traceprop_frames.lineage.context import context_payload
+from traceprop_frames.lineage.manifest import FORMAT_VERSION, build
+from traceprop_frames.lineage.rowsets import RowLineage, from_csr
 
-FORMAT_VERSION = 1
+__all__ = [
+    "CONTEXT_KEY",
+    "FORMAT_VERSION",
+    "from_arrow",
+    "from_csr",
+    "from_table_metadata",
+    "load",
+    "manifest",
+    "save",
+    "schema_metadata",
+    "to_arrow",
+]
+
+CONTEXT_KEY = b"traceprop_context"  # Parquet schema metadata: the shared context blob (lineage.context)
 
 
 def to_arrow(lin: RowLineage) -> pa.Array:
@@ -30,15 +43,11 @@ def to_arrow(lin: RowLineage) -> pa.Array:
 
 
 def manifest(lin: RowLineage) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "sources": [REGISTRY.get(s).to_record() for s in lin.source_ids().tolist()],
-        "dag": LineageDAG(lin.node).to_records(),
-        "n_rows": len(lin),
-    }
+    """Source records + op DAG of ``lin`` (see :mod:`traceprop_frames.lineage.manifest`)."""
+    return build(lin.source_ids(), lin.node, len(lin))
 
 
-def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict) -> RowLineage:
+def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict, context: bytes | None = None) -> RowLineage:
     """Rebuild a RowLineage from a list column and its manifest, remapping source ids."""
     try:
         if isinstance(arr, pa.ChunkedArray):
@@ -51,32 +60,7 @@ def from_arrow(arr: pa.Array | pa.ChunkedArray, meta: dict) -> RowLineage:
         ids = np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.int64)[offsets[0] : offsets[-1]]
     except pa.ArrowException as e:
         raise LineageFormatError(f"malformed lineage artifact: {e}") from e
-    return from_csr(offsets - offsets[0], ids, meta)
-
-
-def from_csr(offsets: np.ndarray, ids: np.ndarray, meta: dict) -> RowLineage:
-    """Rebuild a RowLineage from CSR arrays saved with :func:`manifest`: the sources are re-registered in
-    this process and the source ids inside the row ids remapped."""
-    try:
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise LineageFormatError(
-                f"lineage format version {meta.get('format_version')!r}; this library reads {FORMAT_VERSION}"
-            )
-        old = np.array([s["id"] for s in meta["sources"]], dtype=np.int64)
-        new = np.array([REGISTRY.register_record(s).id for s in meta["sources"]], dtype=np.int64)
-        sids = ids >> np.int64(ROW_BITS)
-        if ids.size:
-            pos = np.searchsorted(old, sids) if old.size else np.zeros_like(sids)
-            order_ok = old.size and np.all(np.diff(old) > 0)
-            if not order_ok or np.any(pos >= len(old)) or np.any(old[np.minimum(pos, len(old) - 1)] != sids):
-                raise LineageFormatError("lineage refers to sources missing from its manifest")
-            ids = (new[pos] << np.int64(ROW_BITS)) | (ids & np.int64(ROW_MASK))
-        node = LineageDAG.from_records(meta["dag"])
-    except LineageFormatError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise LineageFormatError(f"malformed lineage artifact: {e}") from e
-    return RowLineage(offsets, ids, node)
+    return from_csr(offsets - offsets[0], ids, meta, context)
 
 
 def dumps_manifest(lin: RowLineage) -> bytes:
@@ -99,12 +83,25 @@ def save(lin: RowLineage, path: str, atomic: bool = True) -> None:
     import pyarrow.parquet as pq
 
     table = pa.table({"tp_lineage": to_arrow(lin)})
-    table = table.replace_schema_metadata({b"traceprop": dumps_manifest(lin)})
+    table = table.replace_schema_metadata(schema_metadata(lin))
     if not atomic:
         pq.write_table(table, path)
         return
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def schema_metadata(lin: RowLineage) -> dict[bytes, bytes]:
+    """Parquet schema metadata for ``lin``: the manifest, and the shared context when there is one."""
+    meta = {b"traceprop": dumps_manifest(lin)}
+    if lin.has_context:
+        meta[CONTEXT_KEY] = context_payload(lin.context)
+    return meta
+
+
+def from_table_metadata(arr, metadata: dict) -> RowLineage:
+    """Inverse of :func:`schema_metadata` for a lineage list column ``arr``."""
+    return from_arrow(arr, loads_manifest(metadata[b"traceprop"]), metadata.get(CONTEXT_KEY))
 
 
 def load(path: str) -> RowLineage:
@@ -117,4 +114,4 @@ def load(path: str) -> RowLineage:
     meta = (table.schema.metadata or {}).get(b"traceprop")
     if meta is None or "tp_lineage" not in table.column_names:
         raise LineageFormatError(f"{path!r} holds no traceprop lineage")
-    return from_arrow(table.column("tp_lineage"), loads_manifest(meta))
+    return from_table_metadata(table.column("tp_lineage"), table.schema.metadata)

@@ -20,6 +20,15 @@ from traceprop_frames.errors import (
     SourceMissingError,
     UnknownRowError,
 )
+from traceprop_frames.lineage import manifest
+from traceprop_frames.lineage.context import (
+    Context,
+    SetBlock,
+    context_from_payload,
+    context_payload,
+    merge_blocks,
+    segments_flat,
+)
 from traceprop_frames.lineage.graph import LineageDAG, OpNode
 from traceprop_frames.lineage.sources import REGISTRY, Source, decode, encode
 
@@ -81,46 +90,69 @@ def _dedupe_rows(off: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return new_off, s_ids[keep]
 
 
-def _group_union(lin: RowLineage, codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    keep = codes >= 0
-    if keep.all():
-        order = _stable_group_order(codes, n_groups)
-    else:
-        members = np.flatnonzero(keep)
-        order = members[_stable_group_order(codes[members], n_groups)]
-    offsets = lin.offsets
+def _group_csr(
+    offsets: np.ndarray, ids: np.ndarray, codes: np.ndarray, n_groups: int, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of the group unions: group g = union of the rows ``order`` puts in group g."""
     lengths = offsets[1:] - offsets[:-1]
     counts = np.bincount(codes[order], weights=lengths[order], minlength=n_groups).astype(np.int64)
     off = np.zeros(n_groups + 1, dtype=np.int64)
     np.cumsum(counts, out=off[1:])
     if lengths.size and lengths.min() == 1 and lengths.max() == 1:
-        return off, lin.ids[order]  # one id per input row (fresh sources): a plain gather
+        return off, ids[order]  # one id per input row (fresh sources): a plain gather
     _, flat = _segments_gather(offsets, order)
-    return _dedupe_rows(off, lin.ids[flat])  # members' sets may overlap (e.g. after a join)
+    return _dedupe_rows(off, ids[flat])  # members' sets may overlap (e.g. after a join)
 
 
-def _union_rows(
-    a: RowLineage, ia: np.ndarray, b: RowLineage, ib: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    la = np.where(ia >= 0, a.offsets[ia + 1] - a.offsets[np.maximum(ia, 0)], 0)
-    lb = np.where(ib >= 0, b.offsets[ib + 1] - b.offsets[np.maximum(ib, 0)], 0)
+def _group_order(codes: np.ndarray, n_groups: int) -> np.ndarray:
+    keep = codes >= 0
+    if keep.all():
+        return _stable_group_order(codes, n_groups)
+    members = np.flatnonzero(keep)
+    return members[_stable_group_order(codes[members], n_groups)]
+
+
+def _group_union(lin: RowLineage, codes: np.ndarray, n_groups: int):
+    order = _group_order(codes, n_groups)
+    off, ids = _group_csr(lin.offsets, lin.ids, codes, n_groups, order)
+    if not lin.has_context:
+        return off, ids
+    c = lin.context
+    roff, refs = _group_csr(c.ref_offsets, c.refs, codes, n_groups, order)
+    return off, ids, Context(roff, refs, c.blocks)
+
+
+def _union_csr(a_off, a_ids, ia, b_off, b_ids, ib, dedupe: bool) -> tuple[np.ndarray, np.ndarray]:
+    la = np.where(ia >= 0, a_off[ia + 1] - a_off[np.maximum(ia, 0)], 0)
+    lb = np.where(ib >= 0, b_off[ib + 1] - b_off[np.maximum(ib, 0)], 0)
     off = np.zeros(len(ia) + 1, dtype=np.int64)
     np.cumsum(la + lb, out=off[1:])
     out = np.empty(int(off[-1]), dtype=np.int64)
-    for src, idx, lens, first in ((a, ia, la, None), (b, ib, lb, la)):
+    for s_off, s_ids, idx, lens, first in ((a_off, a_ids, ia, la, None), (b_off, b_ids, ib, lb, la)):
         rows = np.flatnonzero(lens)
         if rows.size == 0:
             continue
-        _, flat = _segments_gather(src.offsets, idx[rows])
+        _, flat = _segments_gather(s_off, idx[rows])
         dst_start = off[rows] if first is None else off[rows] + first[rows]
         seg_off = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(lens[rows], out=seg_off[1:])
         dst = np.arange(flat.size, dtype=np.int64)
         dst += np.repeat(dst_start - seg_off[:-1], lens[rows])
-        out[dst] = src.ids[flat]
-    if np.intersect1d(a.source_ids(), b.source_ids()).size:
-        return _dedupe_rows(off, out)  # both sides may hold the same source row (self-joins)
+        out[dst] = s_ids[flat]
+    if dedupe:
+        return _dedupe_rows(off, out)
     return off, out
+
+
+def _union_rows(a: RowLineage, ia: np.ndarray, b: RowLineage, ib: np.ndarray):
+    # both sides may hold the same source row (self-joins): dedupe only then
+    shared = np.intersect1d(a._direct_source_ids(), b._direct_source_ids()).size > 0
+    off, ids = _union_csr(a.offsets, a.ids, ia, b.offsets, b.ids, ib, shared)
+    if not (a.has_context or b.has_context):
+        return off, ids
+    ca, cb = a.context, b.context
+    roff, refs = _union_csr(ca.ref_offsets, ca.refs, ia, cb.ref_offsets, cb.refs, ib, True)
+    return off, ids, Context(roff, refs, merge_blocks(ca, cb))
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,16 @@ class SourceRow:
 class RowLineage:
     """Lineage of ``n`` derived rows in CSR form, pointing at an :class:`OpNode`.
 
+    Two parts per row:
+
+    - *direct* ids: ``ids[offsets[i]:offsets[i+1]]``, the source rows whose values row ``i`` carries;
+    - *context* (optional, :mod:`~traceprop_frames.lineage.context`): references to shared sets - rows a
+      statistic broadcast into row ``i`` was computed from (a column mean, a window partition, a scalar
+      subquery). Each set is stored once however many rows refer to it.
+
+    Readers (:meth:`sources`, :meth:`trace`, :meth:`row_ids`, :meth:`rows_from_source`) include the
+    context by default, so lineage is *sufficient*; ``direct=True`` gives the direct part alone.
+
     Operations that rebuild rows (:meth:`union_rows` for joins, :meth:`group_union` for group-bys,
     :meth:`concat`) only *record* their inputs — the row-position arrays the operation produced — and
     compose the CSR arrays on first access to ``offsets``/``ids`` (deferred lineage, as in lineage
@@ -153,12 +195,21 @@ class RowLineage:
     first query pays for composing them once; the result is cached.
     """
 
-    __slots__ = ("_offsets", "_ids", "_n", "_build", "_deps", "node", "_inv", "_sids", "__weakref__")
+    __slots__ = (
+        "_offsets", "_ids", "_ctx", "_has_ctx", "_n", "_build", "_deps", "node", "_inv", "_sids",
+        "__weakref__",
+    )  # fmt: skip
 
-    def __init__(self, offsets: np.ndarray, ids: np.ndarray, node: OpNode | None = None) -> None:
+    def __init__(
+        self, offsets: np.ndarray, ids: np.ndarray, node: OpNode | None = None, context: Context | None = None
+    ) -> None:
         self._offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         self._ids = np.ascontiguousarray(ids, dtype=np.int64)
         self._n = len(self._offsets) - 1
+        if context is not None and len(context) != self._n:
+            raise ValueError(f"context has {len(context)} rows, lineage has {self._n}")
+        self._ctx = context if context is not None and context.refs.size else None
+        self._has_ctx = self._ctx is not None
         self._build = None
         self._deps: tuple[RowLineage, ...] = ()
         self.node = node if node is not None else OpNode("lineage")
@@ -167,9 +218,13 @@ class RowLineage:
 
     @classmethod
     def deferred(cls, n: int, build, deps: tuple[RowLineage, ...], node: OpNode | None) -> RowLineage:
-        """``n`` rows whose CSR arrays ``build()`` computes from the lineages ``deps`` when first needed."""
+        """``n`` rows whose arrays ``build()`` computes from the lineages ``deps`` when first needed.
+
+        ``build`` returns ``(offsets, ids)`` or ``(offsets, ids, context)``.
+        """
         obj = cls.__new__(cls)
-        obj._offsets = obj._ids = None
+        obj._offsets = obj._ids = obj._ctx = None
+        obj._has_ctx = any(d._has_ctx for d in deps)
         obj._n = int(n)
         obj._build = build
         obj._deps = tuple(deps)
@@ -200,9 +255,12 @@ class RowLineage:
                 order.append(lin)
         for lin in order:
             if lin._offsets is None:
-                off, ids = lin._build()
-                lin._offsets = np.ascontiguousarray(off, dtype=np.int64)
-                lin._ids = np.ascontiguousarray(ids, dtype=np.int64)
+                built = lin._build()
+                lin._offsets = np.ascontiguousarray(built[0], dtype=np.int64)
+                lin._ids = np.ascontiguousarray(built[1], dtype=np.int64)
+                ctx = built[2] if len(built) > 2 else None
+                lin._ctx = ctx if ctx is not None and ctx.refs.size else None
+                lin._has_ctx = lin._ctx is not None
                 lin._build, lin._deps = None, ()  # release the inputs once composed
         return self
 
@@ -214,9 +272,22 @@ class RowLineage:
 
     @property
     def ids(self) -> np.ndarray:
+        """The direct ids (see the class docstring); ``context`` holds the shared part."""
         if self._offsets is None:
             self.materialize()
         return self._ids
+
+    @property
+    def has_context(self) -> bool:
+        """True if some row refers to shared sets (known without composing deferred lineage)."""
+        return self._has_ctx
+
+    @property
+    def context(self) -> Context:
+        """The rows' references to shared sets (an empty :class:`Context` when there are none)."""
+        if self._offsets is None:
+            self.materialize()
+        return self._ctx if self._ctx is not None else Context.none(self._n)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -240,12 +311,12 @@ class RowLineage:
             return cls.empty(0, node)
 
         def build():
-            ids = np.concatenate([p.ids for p in parts])
-            shifts = np.cumsum([0] + [len(p.ids) for p in parts[:-1]])
-            offsets = np.concatenate(
-                [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts)]
-            )
-            return offsets - offsets[0], ids
+            off, ids = _stack([(p.offsets, p.ids) for p in parts])
+            if not any(p.has_context for p in parts):
+                return off, ids
+            ctxs = [p.context for p in parts]
+            roff, refs = _stack([(c.ref_offsets, c.refs) for c in ctxs])
+            return off, ids, Context(roff, refs, merge_blocks(*ctxs))
 
         return cls.deferred(sum(len(p) for p in parts), build, tuple(parts), node)
 
@@ -260,12 +331,87 @@ class RowLineage:
             raise ValueError("ia and ib must have the same length")
         return cls.deferred(len(ia), lambda: _union_rows(a, ia, b, ib), (a, b), node)
 
+    # ---------------------------------------------------------------- shared sets
+    def shared_sets(self, order, starts, ends, label: str) -> SetBlock:
+        """A :class:`SetBlock` of sets over this lineage's rows, stored once.
+
+        ``order`` lists row positions in the order the operation reads them (e.g. sorted within
+        partitions); set ``j`` is the rows ``order[starts[j]:ends[j]]`` — overlapping segments (prefixes,
+        rolling windows) share storage. A set's lineage is its rows' direct ids plus their context
+        references, so nesting statistics stays sufficient.
+
+        Examples
+        --------
+        >>> from traceprop_frames.lineage.context import Context
+        >>> lin = RowLineage(np.arange(4), np.array([7, 8, 9]))
+        >>> block = lin.shared_sets(np.arange(3), [0], [3], "sum")   # one set: all three rows
+        >>> out = lin.with_context(np.zeros(3, dtype=np.int64), block)  # every row refers to it
+        >>> out.row_ids(0).tolist(), out.row_ids(0, direct=True).tolist()
+        ([7, 8, 9], [7])
+        """
+        order = np.asarray(order, dtype=np.int64)
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        if order.size and (order.min() < 0 or order.max() >= len(self)):
+            raise UnknownRowError(f"positions outside 0..{len(self) - 1}")
+        if starts.size and (starts.min() < 0 or ends.max() > len(order) or np.any(ends < starts)):
+            raise ValueError("set segments must lie inside 0..len(order)")
+        off = self.offsets
+        lengths = off[order + 1] - off[order]
+        pos = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=pos[1:])
+        _, flat = _segments_gather(off, order)
+        pool = self.ids[flat]
+        if not self.has_context:
+            return SetBlock(pool, pos[starts], pos[ends], label)
+        ref_off, refs = _segment_refs(self.context, order, starts, ends)
+        return SetBlock(pool, pos[starts], pos[ends], label, ref_off, refs, self.context.blocks.values())
+
+    def with_context(self, set_of_row, block: SetBlock, node: OpNode | None = None) -> RowLineage:
+        """These rows, each also referring to set ``set_of_row[i]`` of ``block`` (-1: none)."""
+        set_of_row = np.asarray(set_of_row, dtype=np.int64)
+        if len(set_of_row) != len(self):
+            raise ValueError(f"{len(set_of_row)} set references for {len(self)} rows")
+        if set_of_row.size and set_of_row.max() >= block.m:
+            raise ValueError(f"set index outside the block's {block.m} sets")
+        old = self.context
+        new_off = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(set_of_row >= 0, out=new_off[1:])
+        every = np.arange(len(self), dtype=np.int64)
+        new_refs = block.base + set_of_row[set_of_row >= 0]
+        roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
+        ctx = Context(roff, refs, merge_blocks(old, Context(new_off, new_refs, [block])))
+        out = RowLineage(self.offsets, self.ids, node if node is not None else self.node, ctx)
+        out._sids = self._sids
+        return out
+
+    def direct(self, node: OpNode | None = None) -> RowLineage:
+        """The same rows without their shared context (only the rows whose values they carry)."""
+        return RowLineage(self.offsets, self.ids, node if node is not None else self.node)
+
+    def flattened(self) -> RowLineage:
+        """Context folded into each row's list (O(rows x set size)): for consumers that take one list
+        per row. Prefer the shared form wherever the consumer understands it."""
+        if not self.has_context:
+            return self
+        ctx = self.context
+        owners = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(ctx.ref_offsets))
+        o_extra, extra = ctx.expand(owners, ctx.refs)
+        o_own = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.offsets))
+        o_all = np.concatenate([o_own, o_extra])
+        order = np.argsort(o_all, kind="stable")
+        parts_off = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(o_all, minlength=len(self)), out=parts_off[1:])
+        off, ids = _dedupe_rows(parts_off, np.concatenate([self.ids, extra])[order])
+        return RowLineage(off, ids, self.node)
+
     # ---------------------------------------------------------------- row operations
     def __len__(self) -> int:
         return self._n
 
     @property
     def n_ids(self) -> int:
+        """Number of direct source-row references (the shared context is counted once, apart)."""
         return int(self.offsets[-1] - self.offsets[0])
 
     def take(self, rows, node: OpNode | None = None) -> RowLineage:
@@ -274,7 +420,12 @@ class RowLineage:
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise UnknownRowError(f"positions outside 0..{len(self) - 1}")
         off, flat = _segments_gather(self.offsets, rows)
-        return RowLineage(off, self.ids[flat], node if node is not None else self.node)
+        ctx = None
+        if self.has_context:
+            c = self.context
+            roff, rflat = _segments_gather(c.ref_offsets, rows)
+            ctx = Context(roff, c.refs[rflat], c.blocks)
+        return RowLineage(off, self.ids[flat], node if node is not None else self.node, ctx)
 
     def group_union(self, codes, n_groups: int, node: OpNode | None = None) -> RowLineage:
         """Row g = union of the rows whose code is g; rows with code < 0 are dropped (NaN groups)."""
@@ -286,40 +437,64 @@ class RowLineage:
     def with_node(self, node: OpNode) -> RowLineage:
         """The same rows pointing at another op node (no copy; stays deferred if this one is)."""
         if self._offsets is None:
-            return RowLineage.deferred(self._n, lambda: (self.offsets, self.ids), (self,), node)
-        out = RowLineage(self._offsets, self._ids, node)
+            return RowLineage.deferred(
+                self._n, lambda: (self.offsets, self.ids, self._ctx), (self,), node
+            )  # fmt: skip
+        out = RowLineage(self._offsets, self._ids, node, self._ctx)
         out._inv = self._inv
         return out
 
-    def row_ids(self, i: int) -> np.ndarray:
-        """Unique sorted global ids behind row ``i``."""
+    def row_ids(self, i: int, direct: bool = False) -> np.ndarray:
+        """Unique sorted global ids behind row ``i`` (its shared context too unless ``direct``)."""
         n = len(self)
         if not -n <= i < n:
             raise UnknownRowError(f"row position {i} outside a frame of {n} rows")
         i %= n
-        return sorted_unique(self.ids[self.offsets[i] : self.offsets[i + 1]])
+        own = self.ids[self.offsets[i] : self.offsets[i + 1]]
+        if direct or not self.has_context:
+            return sorted_unique(own)
+        ctx = self.context
+        return sorted_unique(np.concatenate([own, ctx.closure(ctx.row_refs(np.array([i])))]))
+
+    def context_labels(self, i: int) -> list[str]:
+        """What made the shared sets row ``i`` refers to directly (e.g. ``['mean(axis=0)']``)."""
+        ctx = self.context
+        return ctx.labels(np.unique(ctx.row_refs(np.array([int(i) % max(len(self), 1)]))))
+
+    def _all_ids(self, rows=None, direct: bool = False) -> np.ndarray:
+        lin = self if rows is None else self.take(rows)
+        if direct or not lin.has_context:
+            return lin.ids
+        ctx = lin.context
+        return np.concatenate([lin.ids, ctx.closure(ctx.refs)])
 
     # ---------------------------------------------------------------- backward queries
-    def source_ids(self) -> np.ndarray:
-        """Sorted unique source ids referred to (cached)."""
+    def _direct_source_ids(self) -> np.ndarray:
         if self._sids is None:
             ids = self.ids
             self._sids = np.flatnonzero(np.bincount(ids >> np.int64(40))) if ids.size else _EMPTY
         return self._sids
 
-    def sources(self, rows=None) -> dict[str, np.ndarray]:
+    def source_ids(self) -> np.ndarray:
+        """Sorted unique source ids referred to, shared context included."""
+        if not self.has_context:
+            return self._direct_source_ids()
+        ctx = self.context
+        extra = np.concatenate([b.pool for b in ctx.blocks.values()]) >> np.int64(40)
+        return np.union1d(self._direct_source_ids(), extra)
+
+    def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
         """``{path: sorted int64 row numbers}`` behind all rows (or the given positions).
 
+        Shared context (the rows a broadcast statistic read) is included unless ``direct=True``.
         Emits one :class:`MissingLineageWarning` naming the tables without lineage that fed these rows
         (recorded as ``missing_lineage`` in an op's parameters, e.g. by a SQL query).
         """
         self._warn_missing()
-        lin = (
-            self
-            if rows is None
-            else self.take(np.atleast_1d(np.asarray(rows, dtype=np.int64)) % max(len(self), 1))
-        )
-        ids = sorted_unique(lin.ids)
+        pos = None
+        if rows is not None:
+            pos = np.atleast_1d(np.asarray(rows, dtype=np.int64)) % max(len(self), 1)
+        ids = sorted_unique(self._all_ids(pos, direct))
         sids, rownums = decode(ids)
         out: dict[str, np.ndarray] = {}
         if ids.size == 0:
@@ -341,14 +516,15 @@ class RowLineage:
                 stacklevel=3,
             )
 
-    def trace(self, i: int, strict: bool = True) -> list[SourceRow]:
+    def trace(self, i: int, strict: bool = True, direct: bool = False) -> list[SourceRow]:
         """The source rows behind row ``i``, each checked against its file's sha256.
 
-        With ``strict=True`` (default) a changed or missing file raises :class:`SourceChangedError` /
-        :class:`SourceMissingError`; with ``strict=False`` its rows come back with ``sha256_ok=False``
-        and a :class:`SourceChangedWarning` is emitted once per call.
+        Shared context is included unless ``direct=True``. With ``strict=True`` (default) a changed or
+        missing file raises :class:`SourceChangedError` / :class:`SourceMissingError`; with
+        ``strict=False`` its rows come back with ``sha256_ok=False`` and a :class:`SourceChangedWarning`
+        is emitted once per call.
         """
-        ids = self.row_ids(i)
+        ids = self.row_ids(i, direct=direct)
         sids, rownums = decode(ids)
         out: list[SourceRow] = []
         status: dict[int, bool | None] = {}
@@ -390,39 +566,39 @@ class RowLineage:
             self._inv = (self.ids[order], row_of[order])
         return self._inv
 
-    def rows_from_ids(self, ids) -> np.ndarray:
-        """Sorted positions of rows whose lineage contains any of ``ids``."""
+    def rows_from_ids(self, ids, direct: bool = False) -> np.ndarray:
+        """Sorted positions of rows whose lineage contains any of ``ids`` (through shared context
+        too, unless ``direct=True``)."""
         sorted_ids, row_of = self._inverted()
         ids = np.asarray(ids, dtype=np.int64)
         lo = np.searchsorted(sorted_ids, ids, "left")
         hi = np.searchsorted(sorted_ids, ids, "right")
-        if ids.size == 1:
-            return sorted_unique(row_of[lo[0] : hi[0]])
         lengths = hi - lo
-        total = int(lengths.sum())
-        if total == 0:
-            return _EMPTY
-        off = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=off[1:])
-        flat = np.arange(total, dtype=np.int64) + np.repeat(lo - off[:-1], lengths)
-        return sorted_unique(row_of[flat])
+        own = row_of[segments_flat(lo, hi)] if int(lengths.sum()) else _EMPTY
+        if not direct and self.has_context:
+            ctx = self.context
+            own = np.concatenate([own, ctx.rows_referring(ctx.hit_sets(ids))])
+        return sorted_unique(own)
 
-    def rows_from_source(self, path, rows) -> np.ndarray:
+    def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
         """Positions of derived rows that depend on any of ``rows`` of source ``path``.
 
+        Rows that depend on them only through shared context (a statistic) count unless ``direct=True``.
         Raises :class:`UnknownSourceError` if no row here comes from ``path`` and
         :class:`UnknownRowError` for row numbers the source does not have.
         """
         ids = REGISTRY.ids_for_rows(path, rows)
-        return self.rows_from_ids(ids)
+        return self.rows_from_ids(ids, direct=direct)
 
     # ---------------------------------------------------------------- pickling
     def __reduce__(self):
         """Pickle as composed CSR arrays + source records + op DAG, so an estimator holding lineage can be
         pickled (``joblib``, ``clone``) and loaded in another process, whose source ids may differ."""
-        from traceprop_frames.lineage import persist
-
-        return (persist.from_csr, (self.offsets, self.ids, persist.manifest(self)))
+        meta = manifest.build(self.source_ids(), self.node, len(self))
+        return (
+            from_csr,
+            (self.offsets, self.ids, meta, context_payload(self.context) if self.has_context else None),
+        )
 
     # ---------------------------------------------------------------- graph
     def ops(self) -> list[str]:
@@ -432,4 +608,49 @@ class RowLineage:
         return LineageDAG(self.node)
 
     def __repr__(self) -> str:
-        return f"RowLineage({len(self)} rows, {self.n_ids} source-row refs, op={self.node.op!r})"
+        extra = f", {self.context.n_sets} shared sets" if self.has_context else ""
+        return f"RowLineage({len(self)} rows, {self.n_ids} source-row refs{extra}, op={self.node.op!r})"
+
+
+def _stack(csrs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.concatenate([c[1] for c in csrs])
+    shifts = np.cumsum([0] + [len(c[1]) for c in csrs[:-1]])
+    offsets = np.concatenate([csrs[0][0][:1]] + [c[0][1:] + s for c, s in zip(csrs, shifts)])
+    return offsets - offsets[0], ids
+
+
+def _segment_refs(ctx: Context, order, starts, ends) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment ``order[starts[j]:ends[j]]``: the distinct set references of its rows (CSR).
+
+    For each distinct reference r, a segment holds r iff one of r's rows lies inside it: one
+    searchsorted per (reference, segment) — O(distinct references x segments), where the distinct
+    references of a table are the few statistics it was computed with."""
+    roff, rflat = _segments_gather(ctx.ref_offsets, order)
+    refs = ctx.refs[rflat]
+    pos = np.repeat(np.arange(len(order), dtype=np.int64), np.diff(roff))
+    m = len(starts)
+    if refs.size == 0:
+        return np.zeros(m + 1, dtype=np.int64), _EMPTY
+    uniq, inv = np.unique(refs, return_inverse=True)
+    key = inv.astype(np.int64) * (len(order) + 1) + pos
+    key.sort()
+    # for each (reference u, segment j): first occurrence of u at position >= starts[j]
+    q = np.arange(len(uniq), dtype=np.int64)[:, None] * (len(order) + 1)
+    lo = np.searchsorted(key, q + starts[None, :], "left")
+    hi = np.searchsorted(key, q + ends[None, :], "left")
+    has = (hi > lo).T  # (m, u)
+    counts = has.sum(axis=1)
+    off = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(counts, out=off[1:])
+    return off, np.broadcast_to(uniq, has.shape)[has]
+
+
+def from_csr(offsets: np.ndarray, ids: np.ndarray, meta: dict, context: bytes | None = None) -> RowLineage:
+    """Rebuild a RowLineage from CSR arrays saved with a :mod:`~traceprop_frames.lineage.manifest`
+    (and the shared-context blob, if any): the sources are re-registered in this process and the
+    source ids inside the row ids (and the shared sets' pools) remapped."""
+    ids, node = manifest.remap(ids, meta)
+    ctx = None
+    if context is not None:
+        ctx = context_from_payload(context, len(offsets) - 1, lambda pool: manifest.remap(pool, meta)[0])
+    return RowLineage(offsets, ids, node, ctx)

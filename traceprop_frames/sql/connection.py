@@ -195,7 +195,7 @@ class TracedConnection:
             self._nodes.pop(name.lower(), None)
             return self
         self._cat = None
-        lin = resolve(df)
+        lin = resolve(df).flattened()  # one list per row: shared context folded in
         data = df.drop(columns=["tp_lid"], errors="ignore")
         data.attrs = {}  # the lineage handle is not data
         table = pa.Table.from_pandas(data, preserve_index=False)

@@ -5,9 +5,10 @@ body of ``est.unlearn(...)``), ``export_compliance`` (certify a functional erasu
 ``verify_certificate``, and Ed25519 key helpers.
 
 Modules: ``correction`` (the newton / gradient / retrain methods), ``objective`` (the training objective
-over a flat parameter vector), ``request`` (source rows → training samples, the certificate record),
-``certificate`` (+ ``certificate.schema.json``: signing, files, verification), ``bundle`` (a model folder
-with its lineage, for ``traceprop erase``), ``report`` (self-contained HTML with matplotlib plots).
+over a flat parameter vector), ``record`` (the unsigned certificate body and its standard statements),
+``request`` (source rows → training samples, filling the record), ``certificate`` (+
+``certificate.schema.json``: signing, files, verification), ``bundle`` (a model folder with its lineage,
+for ``traceprop erase``), ``report`` (self-contained HTML with matplotlib plots).
 """
 
 from traceprop_frames.unlearn.certificate import (

@@ -3,8 +3,10 @@ served later, in another process (``traceprop erase``), and survive crashes.
 
 Layout of a model folder::
 
-    model.pkl        the estimator / Pipeline, pickled without its lineage and gradient store
+    model.pkl        the estimator / Pipeline, pickled without its lineage and gradient store (trusted
+                     input: only :func:`load_model` opens it; :func:`load_lineage` never does)
     lineage.parquet  the training rows' lineage (source records + op DAG; remapped on load)
+    parameters.pt    the final estimator's state_dict (tensors only: read without unpickling code)
     bundle.json      {"format": 1, "store": path of the on-disk GradientStore or null, "estimator": ...}
     ledger/          the erasure certificates issued for this model, chained (:mod:`.ledger`)
     .lock            taken by every writer and reader of the folder (``filelock``)
@@ -29,13 +31,10 @@ import pickle
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from traceprop_frames._durable import Journal, pending_journal, recover_journal
-from traceprop_frames.errors import (
-    FolderLockedError,
-    InterruptedWriteError,
-    ModelFolderError,
-    UnlearningError,
-)
+from traceprop_frames.errors import FolderLockedError, InterruptedWriteError, ModelFolderError
 
 FORMAT = 1
 _LOCKS: dict[tuple[int, str], object] = {}
@@ -83,8 +82,21 @@ def recover(folder, timeout: float | None = None) -> str:
         return recover_journal(folder)
 
 
-def _targets(folder: Path, lineage: bool) -> list[Path]:
-    return [folder / "model.pkl", *([folder / "lineage.parquet"] if lineage else []), folder / "bundle.json"]
+def _targets(folder: Path, est) -> list[Path]:
+    """The files :func:`_stage_model` writes for ``est``."""
+    out = [folder / "model.pkl", folder / "bundle.json"]
+    if getattr(est, "module_", None) is not None:
+        out.append(folder / "parameters.pt")
+    if getattr(est, "lineage_", None) is not None:
+        out.append(folder / "lineage.parquet")
+    return out
+
+
+def interrupted(folder) -> InterruptedWriteError:
+    return InterruptedWriteError(
+        f"{folder}: a crash interrupted a write of this model folder; run `traceprop recover {folder}` to "
+        "finish or undo it (the journal decides which)"
+    )
 
 
 def _stage_model(model, folder: Path, journal: Journal) -> None:
@@ -101,6 +113,10 @@ def _stage_model(model, folder: Path, journal: Journal) -> None:
         est.lineage_, est.store_ = lineage, store
         if cache is not None:
             est._unlearn_hessian_ = cache
+    module = getattr(est, "module_", None)
+    if module is not None:  # the weights alone, readable without unpickling (load_parameters)
+        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        torch.save(state, journal.staged(folder / "parameters.pt"))
     if lineage is not None:
         persist.save(lineage, str(journal.staged(folder / "lineage.parquet")), atomic=False)
     store_path = getattr(store, "path", None) if store is not None else None
@@ -109,6 +125,7 @@ def _stage_model(model, folder: Path, journal: Journal) -> None:
         "estimator": f"{type(est).__module__}.{type(est).__qualname__}",
         "lineage": lineage is not None,
         "store": None if store_path is None else os.path.abspath(store_path),
+        "parameters": None if module is None else "parameters.pt",
     }
     journal.staged(folder / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -134,13 +151,17 @@ def save_model(model, folder, *, timeout: float | None = None) -> Path:
     est = final_estimator(model)
     with locked(folder, timeout):
         recover_journal(folder)
-        targets = _targets(folder, getattr(est, "lineage_", None) is not None)
+        targets = _targets(folder, est)
         _commit(folder, targets, lambda j: _stage_model(model, folder, j))
     return folder
 
 
 def load_model(folder, *, recover: bool = True, timeout: float | None = None):
-    """Read a model folder written by :func:`save_model` (trusted input: it unpickles).
+    """Read a model folder written by :func:`save_model`.
+
+    **Trusted input only**: ``model.pkl`` is a pickle, and unpickling runs code named in the file. Load
+    model folders you (or your pipeline) wrote; to inspect a folder someone sent you, use
+    :func:`load_lineage` (``traceprop trace``), which never opens ``model.pkl``.
 
     An erasure a crash interrupted is rolled forward or back first (``recover=False``: raise
     :class:`InterruptedWriteError` and leave the folder untouched).
@@ -148,31 +169,26 @@ def load_model(folder, *, recover: bool = True, timeout: float | None = None):
     from traceprop_frames.lineage import persist
 
     folder = Path(folder)
-    if not (folder / "bundle.json").exists() and not pending_journal(folder):
-        raise UnlearningError(f"{folder} is not a model folder written by save_model (no bundle.json)")
     with locked(folder, timeout):
         if pending_journal(folder) is not None:
             if not recover:
-                raise InterruptedWriteError(
-                    f"{folder}: a crash interrupted a write of this model folder; run `traceprop recover "
-                    f"{folder}` to finish or undo it (the journal decides which)"
-                )
+                raise interrupted(folder)
             recover_journal(folder)
-        try:
-            meta = json.loads((folder / "bundle.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UnlearningError(f"{folder} is not a model folder written by save_model ({e})") from None
-        if meta.get("format") != FORMAT:
-            raise UnlearningError(f"{folder}: unsupported model folder format {meta.get('format')!r}")
-        try:
-            with open(folder / "model.pkl", "rb") as f:
-                model = pickle.load(f)
-        except (OSError, EOFError, pickle.UnpicklingError) as e:
-            raise ModelFolderError(
-                f"{folder / 'model.pkl'} is missing or truncated ({type(e).__name__}: {e}); it was not "
-                "written by save_model (which replaces it atomically): restore the folder from a backup"
-            ) from None
+        meta = read_meta(folder)
+        model = _unpickle(folder / "model.pkl")
         est = final_estimator(model)
+        kind = f"{type(est).__module__}.{type(est).__qualname__}"
+        if meta.get("estimator") is not None and kind != meta["estimator"]:
+            raise ModelFolderError(
+                f"{folder}: model.pkl holds a {kind}, bundle.json says {meta['estimator']}"
+            )
+        if meta.get("parameters"):
+            from traceprop_frames.unlearn.objective import parameter_fingerprint, state_fingerprint
+
+            if parameter_fingerprint(est.module_) != state_fingerprint(load_parameters(folder)):
+                raise ModelFolderError(
+                    f"{folder}: model.pkl and parameters.pt hold different weights (one was replaced or edited)"
+                )
         est.lineage_ = persist.load(str(folder / "lineage.parquet")) if meta.get("lineage") else None
         est.store_ = None
         if meta.get("store") and os.path.exists(meta["store"]):
@@ -216,6 +232,83 @@ def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = Fal
             if manifest is not None:
                 j.staged(manifest).write_text(store.manifest_json())
 
-        targets = [*_targets(folder, est.lineage_ is not None), entry, *([manifest] if manifest else [])]
+        targets = [*_targets(folder, est), entry, *([manifest] if manifest else [])]
         _commit(folder, targets, stage)
     return cert
+
+
+def load_lineage(folder):
+    """The training rows' lineage of a model folder, without unpickling the model (safe on any folder).
+
+    Returns None when the model was trained without lineage.
+    """
+    from traceprop_frames.lineage import persist
+
+    folder = Path(folder)
+    if pending_journal(folder) is not None:
+        raise interrupted(folder)
+    meta = read_meta(folder)
+    return persist.load(str(folder / "lineage.parquet")) if meta.get("lineage") else None
+
+
+def load_parameters(folder) -> dict:
+    """The final estimator's weights (``state_dict``) from ``parameters.pt``, without unpickling the
+    model: ``torch.load(weights_only=True)`` reads tensors and containers only. For checks such as
+    fingerprinting the model on disk from a folder you did not write."""
+    folder = Path(folder)
+    if pending_journal(folder) is not None:
+        raise interrupted(folder)
+    meta = read_meta(folder)
+    if not meta.get("parameters"):
+        raise ModelFolderError(
+            f"{folder} has no parameters.pt (written by an older version, or no torch model)"
+        )
+    path = folder / "parameters.pt"
+    try:
+        state = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path} is missing: the model folder is incomplete") from None
+    except Exception as e:  # truncated or garbled: torch and its restricted unpickler raise many kinds
+        raise ModelFolderError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFolderError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def read_meta(folder: Path) -> dict:
+    """``bundle.json`` of a model folder, checked (format version, types); :class:`ModelFolderError`."""
+    if not folder.is_dir():
+        raise ModelFolderError(f"no model folder at {os.fspath(folder)!r} (see save_model / traceprop demo)")
+    try:
+        meta = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFolderError(
+            f"{folder} is not a model folder written by save_model (no bundle.json)"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ModelFolderError(
+            f"{folder}/bundle.json is unreadable or not JSON ({e}): truncated or edited"
+        ) from None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if isinstance(fmt, int) and fmt > FORMAT:
+        raise ModelFolderError(
+            f"{folder} was written by a newer traceprop-frames (model folder format {fmt}; this version "
+            f"reads {FORMAT}): upgrade traceprop-frames to load it."
+        )
+    if fmt != FORMAT:
+        raise ModelFolderError(f"{folder}: unsupported model folder format {fmt!r}")
+    if not isinstance(meta.get("store"), (str, type(None))) or not isinstance(
+        meta.get("lineage", False), bool
+    ):
+        raise ModelFolderError(f"{folder}/bundle.json is malformed (store/lineage fields): it was edited")
+    return meta
+
+
+def _unpickle(path: Path):
+    if not path.exists():
+        raise ModelFolderError(f"{path} is missing: the model folder is incomplete")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (EOFError, pickle.UnpicklingError, ValueError, ImportError, AttributeError) as e:
+        raise ModelFolderError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None

@@ -21,8 +21,6 @@ import hashlib
 import json
 import math
 import os
-import uuid
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,21 +32,6 @@ from traceprop_frames._durable import atomic_write_text
 from traceprop_frames.errors import CertificateError, CertificateFormatError, CertificateSignatureError
 
 SCHEMA_PATH = Path(__file__).with_name("certificate.schema.json")
-REGULATIONS = {
-    "EU_AI_ACT_ART26": "EU AI Act, Article 26 (obligations of deployers of high-risk AI systems)",
-    "GDPR_ART17": "GDPR, Article 17 (right to erasure)",
-}
-NOT_GUARANTEED = [
-    "Approximate unlearning: the model after erasure is not bit-identical to a model retrained from "
-    "scratch without these samples; the evidence section measures how close it is.",
-    "No differential-privacy guarantee: nothing bounds what an attacker can infer about the erased "
-    "samples beyond the measured evidence, unless differential privacy was configured at training time.",
-    "The certified distance bound holds only for strongly convex objectives (logistic regression with an "
-    "L2 penalty); it is null otherwise.",
-    "Copies of the data or of earlier model versions outside this model (backups, caches, logs, "
-    "exported predictions) are not covered.",
-    "The source files themselves are not modified; deleting the rows from them is a separate step.",
-]
 ENV_KEY = "TRACEPROP_SIGNING_KEY"
 
 
@@ -374,29 +357,6 @@ def verify_certificate(path, public_key) -> Certificate:
         )
     validate(doc)
     return cert
-
-
-def new_body(**sections) -> dict:
-    """A certificate body with id, timestamp, library version and the standard statements filled in."""
-    from traceprop_frames import __version__
-
-    regs = sections.pop("regulations", ["EU_AI_ACT_ART26", "GDPR_ART17"])
-    regs = [regs] if isinstance(regs, str) else list(regs)
-    bad = [r for r in regs if r not in REGULATIONS]
-    if bad:
-        raise CertificateError(f"unknown regulation tags {bad}; known: {sorted(REGULATIONS)}")
-    body = {
-        "schema_version": "1.0",
-        "certificate_id": uuid.uuid4().hex,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "library": {"name": "traceprop-frames", "version": __version__},
-        "regulations": regs,
-        "previous_certificates": [],
-        "not_guaranteed": list(NOT_GUARANTEED),
-        "differential_privacy": False,
-    }
-    body.update(sections)
-    return body
 
 
 def export_compliance(model_before, model_after, forget_set, store=None, regulation="EU_AI_ACT_ART26", *,

@@ -192,8 +192,8 @@ def _verify(model_dir, public_key, model_fingerprint) -> list[Certificate]:
 
 
 def _fingerprint_on_disk(model_dir) -> str:
-    from traceprop_frames.unlearn.bundle import final_estimator, load_model
-    from traceprop_frames.unlearn.objective import parameter_fingerprint
+    """From ``parameters.pt`` (tensors only): verifying a folder someone sent you runs no code from it."""
+    from traceprop_frames.unlearn.bundle import load_parameters
+    from traceprop_frames.unlearn.objective import state_fingerprint
 
-    est = final_estimator(load_model(model_dir, recover=False))
-    return parameter_fingerprint(est.module_)
+    return state_fingerprint(load_parameters(model_dir))

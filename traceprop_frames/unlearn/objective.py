@@ -23,8 +23,12 @@ MAX_NEWTON_PARAMS = 5000
 
 def parameter_fingerprint(module: torch.nn.Module) -> str:
     """sha256 over the module's state (names, dtypes, shapes and bytes, in sorted name order)."""
+    return state_fingerprint(module.state_dict())
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """:func:`parameter_fingerprint` of a state dict (e.g. read from a model folder's parameters.pt)."""
     h = hashlib.sha256()
-    state = module.state_dict()
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(name.encode())

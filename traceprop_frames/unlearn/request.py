@@ -8,10 +8,15 @@ import numpy as np
 
 from traceprop_frames.errors import UnlearningError
 from traceprop_frames.unlearn.objective import is_convex
+from traceprop_frames.unlearn.record import new_body
 
 
 def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[dict]]:
     """Training samples whose lineage contains any requested source row, and a record per source.
+
+    The forget set is the samples that *carry* a requested row (direct lineage). Samples that depend on
+    it only through a shared statistic computed over many rows (a column mean used for scaling) stay
+    trained; their number is recorded as ``samples_via_shared_context`` so the certificate says so.
 
     ``source`` is a path (with ``rows``) or a mapping ``{path: rows}``. Unknown sources or row numbers
     raise :class:`UnknownSourceError` / :class:`UnknownRowError` listing them; rows that feed no
@@ -41,7 +46,10 @@ def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[di
             ids = REGISTRY.ids_for_rows(path, r, candidates=cand)
         except (UnknownSourceError, UnknownRowError) as e:
             raise type(e)(f"erasure request refused, nothing was changed: {e}") from None
-        forget.append(lineage.rows_from_ids(ids))
+        direct = lineage.rows_from_ids(ids, direct=True)
+        forget.append(direct)
+        # samples that read these rows only through a shared statistic (a column mean, a partition total)
+        via_context = np.setdiff1d(lineage.rows_from_ids(ids), direct) if lineage.has_context else direct[:0]
         hits = REGISTRY.find(path, cand)
         if behind is None:
             behind = lineage.sources()
@@ -59,6 +67,7 @@ def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[di
                 "file_unchanged": src.check(),
                 "rows": req.tolist(),
                 "rows_without_samples": req[~np.isin(req, fed)].tolist(),
+                "samples_via_shared_context": int(via_context.size),
             }
         )
     out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
@@ -68,8 +77,6 @@ def forget_from_request(lineage, source, rows=None) -> tuple[np.ndarray, list[di
 def certificate_body(est, result, *, lineage=None, request_sources=(), samples=None,
                      regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=()) -> dict:  # fmt: skip
     """The certificate record of one unlearning run (unsigned)."""
-    from traceprop_frames.unlearn.certificate import new_body
-
     forget = result.forget
     source_rows = {}
     if lineage is not None and forget.size:

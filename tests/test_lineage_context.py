@@ -1,0 +1,175 @@
+"""Shared lineage parts (context sets): every reader against Python sets carried by brute force.
+
+The oracle keeps, per row, the frozenset of direct ids and the frozenset of all ids (direct plus
+whatever statistics read); each operation is applied to both the RowLineage and the oracle lists.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import traceprop_frames as tpf
+from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage import persist as lpersist
+
+
+def _fresh(n: int):
+    df = tpf.track(pd.DataFrame({"x": np.arange(n)}), name=f"ctx_src_{n}")
+    lin = df.tp.lineage()
+    direct = [frozenset([int(i)]) for i in lin.ids]
+    return lin, direct, list(direct)
+
+
+def _check(lin: RowLineage, direct, full) -> None:
+    assert len(lin) == len(direct)
+    for i in range(len(lin)):
+        assert set(lin.row_ids(i).tolist()) == full[i], i
+        assert set(lin.row_ids(i, direct=True).tolist()) == direct[i], i
+    flat = lin.flattened()
+    for i in range(len(lin)):
+        assert set(flat.row_ids(i, direct=True).tolist()) == full[i]
+    all_ids = sorted(set().union(*full)) if full else []
+    if all_ids:
+        probe = np.array(all_ids[:: max(1, len(all_ids) // 4)], dtype=np.int64)
+        want_full = [i for i, s in enumerate(full) if s & set(probe.tolist())]
+        want_direct = [i for i, s in enumerate(direct) if s & set(probe.tolist())]
+        assert lin.rows_from_ids(probe).tolist() == want_full
+        assert lin.rows_from_ids(probe, direct=True).tolist() == want_direct
+
+
+def _broadcast(lin, direct, full, kind: str, rng):
+    """A statistic over the rows broadcast back into them: 'total' (one set), 'prefix', 'window'."""
+    n = len(lin)
+    order = rng.permutation(n)
+    if kind == "total":
+        block = lin.shared_sets(order, [0], [n], "total")
+        set_of_row = np.zeros(n, dtype=np.int64)
+        members = [list(range(n))]
+    elif kind == "prefix":
+        block = lin.shared_sets(order, np.zeros(n, dtype=np.int64), np.arange(1, n + 1), "cumsum")
+        set_of_row = np.empty(n, dtype=np.int64)
+        set_of_row[order] = np.arange(n)
+        members = [order[: j + 1].tolist() for j in range(n)]
+    else:
+        starts = np.maximum(np.arange(n) - 2, 0)
+        block = lin.shared_sets(order, starts, np.arange(1, n + 1), "rolling(3)")
+        set_of_row = np.empty(n, dtype=np.int64)
+        set_of_row[order] = np.arange(n)
+        members = [order[max(j - 2, 0) : j + 1].tolist() for j in range(n)]
+    out = lin.with_context(set_of_row, block, node=OpNode(kind, {}, (lin.node,)))
+    sets = [frozenset().union(*(full[r] for r in mem)) for mem in members]
+    new_full = [full[i] | sets[set_of_row[i]] for i in range(n)]
+    return out, list(direct), new_full
+
+
+def pick(xs, ys, i, j):
+    return (xs[i] if i >= 0 else frozenset()) | (ys[j] if j >= 0 else frozenset())
+
+
+OPS = ["total", "prefix", "window", "filter", "join", "group", "concat"]
+
+
+@given(
+    n=st.integers(1, 12), ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=5), seed=st.integers(0, 99)
+)
+def test_context_chains_match_brute_force(n, ops, seed):
+    rng = np.random.default_rng(seed)
+    lin, direct, full = _fresh(n)
+    other, o_direct, o_full = _broadcast(*_fresh(n + 1), "total", rng)
+    for op in ops:
+        m = len(lin)
+        if op in ("total", "prefix", "window") and m:
+            lin, direct, full = _broadcast(lin, direct, full, op, rng)
+        elif op == "filter":
+            rows = (
+                np.sort(rng.choice(m, size=rng.integers(0, m + 1), replace=False)) if m else np.zeros(0, int)
+            )
+            lin = lin.take(rows)
+            direct, full = [direct[r] for r in rows], [full[r] for r in rows]
+        elif op == "join" and m:
+            ia = rng.integers(-1, m, size=m + 2)
+            ib = rng.integers(-1, len(other), size=m + 2)
+            lin = RowLineage.union_rows(lin, ia, other, ib)
+            direct = [pick(direct, o_direct, i, j) for i, j in zip(ia, ib)]
+            full = [pick(full, o_full, i, j) for i, j in zip(ia, ib)]
+        elif op == "group" and m:
+            codes = rng.integers(-1, 3, size=m)
+            lin = lin.group_union(codes, 3)
+            direct = [frozenset().union(*(direct[r] for r in np.flatnonzero(codes == g))) for g in range(3)]
+            full = [frozenset().union(*(full[r] for r in np.flatnonzero(codes == g))) for g in range(3)]
+        elif op == "concat":
+            lin = RowLineage.concat([lin, other])
+            direct, full = direct + o_direct, full + o_full
+    _check(lin, direct, full)
+
+
+def test_total_is_stored_once_and_direct_is_the_row():
+    lin, direct, full = _fresh(1000)
+    out, d2, f2 = _broadcast(lin, direct, full, "total", np.random.default_rng(0))
+    assert out.context.n_sets == 1
+    assert len(out.context.refs) == 1000  # one reference per row, not 1000 ids per row
+    ids = out.sources()
+    assert list(ids.values())[0].tolist() == list(range(1000))
+    assert list(out.sources(rows=[5], direct=True).values())[0].tolist() == [5]
+    assert list(out.sources(rows=[5]).values())[0].size == 1000
+    assert out.context_labels(5) == ["total"]
+
+
+def test_prefix_sets_cost_linear_storage():
+    n = 20_000
+    lin, _, _ = _fresh(n)
+    block = lin.shared_sets(np.arange(n), np.zeros(n, dtype=np.int64), np.arange(1, n + 1), "cumsum")
+    out = lin.with_context(np.arange(n), block)
+    assert len(block.pool) == n and block.m == n  # 20k prefix sets over one pool of 20k ids
+    assert out.row_ids(n - 1).size == n and out.row_ids(9).tolist() == lin.ids[:10].tolist()
+    assert out.rows_from_ids(lin.ids[[n - 5]]).tolist() == list(range(n - 5, n))
+
+
+def test_nested_statistic_reaches_the_inner_sets_rows():
+    rng = np.random.default_rng(2)
+    lin, direct, full = _fresh(6)
+    a, d, f = _broadcast(lin, direct, full, "window", rng)
+    b, d, f = _broadcast(a.take(np.array([0, 2, 4])), [d[0], d[2], d[4]], [f[0], f[2], f[4]], "total", rng)
+    _check(b, d, f)
+    # the total over rows {0,2,4} read their windows: rows outside {0,2,4} are reachable
+    assert set(b.row_ids(0).tolist()) == f[0] and len(f[0]) > 3
+
+
+def test_persist_and_pickle_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    lin, direct, full = _fresh(30)
+    out, d, f = _broadcast(lin, direct, full, "prefix", rng)
+    out, d, f = _broadcast(out, d, f, "total", rng)
+    path = str(tmp_path / "lin.parquet")
+    lpersist.save(out, path)
+    _check(lpersist.load(path), d, f)
+    _check(pickle.loads(pickle.dumps(out)), d, f)
+
+
+def test_traced_frame_parquet_keeps_context(tmp_path):
+    df = tpf.track(pd.DataFrame({"x": np.arange(10.0)}), name="ctx_frame")
+    lin = df.tp.lineage()
+    block = lin.shared_sets(np.arange(10), [0], [10], "mean")
+    from traceprop_frames.frames.carrier import attach
+
+    out = attach(df.copy(), lin.with_context(np.zeros(10, dtype=np.int64), block))
+    path = tmp_path / "f.parquet"
+    out.tp.to_parquet(path)
+    back = tpf.read_traced(path)
+    assert back.tp.sources(rows=[3])["ctx_frame"].tolist() == list(range(10))
+    assert back.tp.lineage().sources(rows=[3], direct=True)["ctx_frame"].tolist() == [3]
+
+
+def test_bad_segments_raise():
+    lin, _, _ = _fresh(4)
+    with pytest.raises(ValueError, match="inside"):
+        lin.shared_sets(np.arange(4), [0], [5], "x")
+    block = lin.shared_sets(np.arange(4), [0], [4], "x")
+    with pytest.raises(ValueError, match="set index"):
+        lin.with_context(np.array([0, 1, 0, 0]), block)

@@ -1,0 +1,300 @@
+"""Shared lineage parts: sets of source rows that many derived rows depend on, stored once.
+
+A statistic broadcast back into rows (a column mean, a partition total, a scalar subquery, a running
+sum) makes every row depend on the rows it was computed from. Copying that set into each row's CSR
+list costs O(rows x set size); here it is stored once, in a :class:`SetBlock`, and rows hold
+*references* to it.
+
+- A :class:`SetBlock` is made by one operation and holds ``m`` sets. Set ``j`` is the segment
+  ``pool[starts[j]:ends[j]]`` of one flat int64 pool of global row ids, plus references to sets of
+  earlier blocks (the context of the rows the set was computed from). Segments may overlap, so the
+  prefixes of an ordered column (``cumsum``, ``expanding``) or its rolling windows cost O(n) in all,
+  not O(n^2).
+- Every set has one *global set id* (``block.base + j``); ids are unique in the process, so lineages
+  that meet in a join or a concat merge their blocks by id, never by copying.
+- A :class:`Context` is the per-row side of it: a CSR of global set ids (``ref_offsets``, ``refs``)
+  and the blocks those ids (and their own references, transitively) live in.
+
+Readers compute the *closure* of a row's references (the pool segments of the referenced sets and of
+the sets those refer to) with array operations, one step per block generation - the depth of the
+pipeline, never the number of rows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import numpy as np
+
+from traceprop_frames.errors import LineageFormatError
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+_base_lock = threading.Lock()
+_base_cursor = [0]
+
+
+def _allocate(m: int) -> int:
+    with _base_lock:
+        base = _base_cursor[0]
+        _base_cursor[0] += max(int(m), 1)
+    return base
+
+
+def segments_flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(starts[k], ends[k])`` for all k (vectorised)."""
+    lengths = np.maximum(ends - starts, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return _EMPTY
+    off = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=off[1:])
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - off[:-1], lengths)
+
+
+class SetBlock:
+    """``m`` shared sets made by one operation (see the module docstring).
+
+    Parameters
+    ----------
+    pool : int64 array of global row ids, in the order the operation read them.
+    starts, ends : int64 arrays (m,), set ``j`` is ``pool[starts[j]:ends[j]]``.
+    label : str, what made the sets (``"mean(axis=0)"``, ``"window sum"``), shown by readers.
+    ref_offsets, refs : CSR (m + 1, total) of global set ids the sets refer to (all in ``deps``).
+    deps : the blocks referred to (so a block keeps what its closure needs alive).
+
+    Examples
+    --------
+    >>> b = SetBlock(np.array([10, 11, 12]), np.array([0, 0]), np.array([1, 3]), "cumsum")
+    >>> b.m, b.base + 1 in b
+    (2, True)
+    """
+
+    __slots__ = ("base", "m", "pool", "starts", "ends", "label", "ref_offsets", "refs", "deps")
+
+    def __init__(self, pool, starts, ends, label: str, ref_offsets=None, refs=None, deps=()) -> None:
+        self.pool = np.ascontiguousarray(pool, dtype=np.int64)
+        self.starts = np.ascontiguousarray(starts, dtype=np.int64)
+        self.ends = np.ascontiguousarray(ends, dtype=np.int64)
+        if self.starts.shape != self.ends.shape:
+            raise ValueError("starts and ends must have the same length")
+        self.m = len(self.starts)
+        if self.m and (self.starts.min() < 0 or self.ends.max() > len(self.pool)):
+            raise ValueError("set segments outside the pool")
+        self.label = str(label)
+        if ref_offsets is None:
+            ref_offsets, refs = np.zeros(self.m + 1, dtype=np.int64), _EMPTY
+        self.ref_offsets = np.ascontiguousarray(ref_offsets, dtype=np.int64)
+        self.refs = np.ascontiguousarray(refs, dtype=np.int64)
+        self.deps = tuple(deps)
+        self.base = _allocate(self.m)
+
+    def __contains__(self, set_id: int) -> bool:
+        return self.base <= set_id < self.base + self.m
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.pool, self.starts, self.ends, self.ref_offsets, self.refs))
+
+    def __repr__(self) -> str:
+        return f"SetBlock({self.label!r}, {self.m} sets over a pool of {len(self.pool)} ids)"
+
+
+def all_blocks(blocks) -> dict[int, SetBlock]:
+    """The blocks and everything they refer to, keyed by base (ascending = creation order)."""
+    out: dict[int, SetBlock] = {}
+    stack = list(blocks)
+    while stack:
+        b = stack.pop()
+        if b.base not in out:
+            out[b.base] = b
+            stack.extend(b.deps)
+    return dict(sorted(out.items()))
+
+
+class Context:
+    """Per-row references to shared sets: CSR ``ref_offsets`` (n + 1), ``refs`` (global set ids)."""
+
+    __slots__ = ("ref_offsets", "refs", "blocks", "_bases")
+
+    def __init__(self, ref_offsets, refs, blocks) -> None:
+        self.ref_offsets = np.ascontiguousarray(ref_offsets, dtype=np.int64)
+        self.refs = np.ascontiguousarray(refs, dtype=np.int64)
+        self.blocks = blocks if isinstance(blocks, dict) else all_blocks(blocks)
+        self._bases = None
+
+    @classmethod
+    def none(cls, n: int) -> Context:
+        return cls(np.zeros(n + 1, dtype=np.int64), _EMPTY, {})
+
+    def __len__(self) -> int:
+        return len(self.ref_offsets) - 1
+
+    @property
+    def n_sets(self) -> int:
+        return sum(b.m for b in self.blocks.values())
+
+    @property
+    def nbytes(self) -> int:
+        return self.ref_offsets.nbytes + self.refs.nbytes + sum(b.nbytes for b in self.blocks.values())
+
+    def _locate(self, set_ids: np.ndarray) -> tuple[np.ndarray, list[SetBlock]]:
+        if self._bases is None:
+            self._bases = np.fromiter(self.blocks.keys(), dtype=np.int64, count=len(self.blocks))
+        blist = list(self.blocks.values())
+        which = np.searchsorted(self._bases, set_ids, side="right") - 1
+        return which, blist
+
+    def closure(self, set_ids: np.ndarray) -> np.ndarray:
+        """Global row ids of the sets ``set_ids`` and of every set they refer to (with repeats)."""
+        frontier = np.unique(np.asarray(set_ids, dtype=np.int64))
+        seen = frontier
+        out: list[np.ndarray] = []
+        while frontier.size:
+            which, blist = self._locate(frontier)
+            nxt: list[np.ndarray] = []
+            for k in np.unique(which).tolist():
+                b = blist[k]
+                local = frontier[which == k] - b.base
+                out.append(b.pool[segments_flat(b.starts[local], b.ends[local])])
+                nxt.append(b.refs[segments_flat(b.ref_offsets[local], b.ref_offsets[local + 1])])
+            frontier = np.setdiff1d(np.concatenate(nxt), seen) if nxt else _EMPTY
+            seen = np.union1d(seen, frontier)
+        return np.concatenate(out) if out else _EMPTY
+
+    def expand(self, owners: np.ndarray, set_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For (owner, set) pairs, the (owner, global row id) pairs of each set's closure.
+
+        One vectorised step per block generation; an owner reaching a set twice expands it once.
+        """
+        owners = np.asarray(owners, dtype=np.int64)
+        sets = np.asarray(set_ids, dtype=np.int64)
+        out_o: list[np.ndarray] = []
+        out_i: list[np.ndarray] = []
+        seen = _EMPTY
+        span = np.int64(max(self.n_sets_bound(), 1))
+        while sets.size:
+            key = np.unique(owners * span + (sets - self._min_base()))
+            key = np.setdiff1d(key, seen, assume_unique=True)
+            seen = np.union1d(seen, key)
+            owners, sets = key // span, key % span + self._min_base()
+            which, blist = self._locate(sets)
+            nxt_o, nxt_s = [], []
+            for k in np.unique(which).tolist():
+                b = blist[k]
+                sel = which == k
+                local, own = sets[sel] - b.base, owners[sel]
+                lengths = b.ends[local] - b.starts[local]
+                out_i.append(b.pool[segments_flat(b.starts[local], b.ends[local])])
+                out_o.append(np.repeat(own, lengths))
+                rl = b.ref_offsets[local + 1] - b.ref_offsets[local]
+                nxt_s.append(b.refs[segments_flat(b.ref_offsets[local], b.ref_offsets[local + 1])])
+                nxt_o.append(np.repeat(own, rl))
+            owners = np.concatenate(nxt_o) if nxt_o else _EMPTY
+            sets = np.concatenate(nxt_s) if nxt_s else _EMPTY
+        if not out_i:
+            return _EMPTY, _EMPTY
+        return np.concatenate(out_o), np.concatenate(out_i)
+
+    def _min_base(self) -> int:
+        return next(iter(self.blocks)) if self.blocks else 0
+
+    def n_sets_bound(self) -> int:
+        """One past the largest global set id here, minus the smallest base (a key range)."""
+        if not self.blocks:
+            return 0
+        last = next(reversed(self.blocks.values()))
+        return last.base + last.m - self._min_base()
+
+    def row_refs(self, rows: np.ndarray) -> np.ndarray:
+        """Global set ids referred to by the given row positions (with repeats)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return self.refs[segments_flat(self.ref_offsets[rows], self.ref_offsets[rows + 1])]
+
+    def hit_sets(self, ids: np.ndarray) -> np.ndarray:
+        """Sorted global set ids whose closure contains any of the global row ids ``ids``."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        hits: list[np.ndarray] = []
+        hit_so_far = _EMPTY
+        for b in self.blocks.values():  # creation order: a block refers only to earlier ones
+            mark = np.zeros(len(b.pool) + 1, dtype=np.int64)
+            np.cumsum(np.isin(b.pool, ids), out=mark[1:])
+            seg_hit = mark[b.ends] - mark[b.starts] > 0
+            if b.refs.size and hit_so_far.size:
+                ref_hit = np.isin(b.refs, hit_so_far).astype(np.int64)
+                cum = np.zeros(len(ref_hit) + 1, dtype=np.int64)
+                np.cumsum(ref_hit, out=cum[1:])
+                seg_hit |= cum[b.ref_offsets[1:]] - cum[b.ref_offsets[:-1]] > 0
+            new = b.base + np.flatnonzero(seg_hit)
+            if new.size:
+                hits.append(new)
+                hit_so_far = np.concatenate(hits)
+        return np.sort(hit_so_far)
+
+    def rows_referring(self, set_ids: np.ndarray) -> np.ndarray:
+        """Sorted row positions whose references include any of ``set_ids``."""
+        if not self.refs.size or not len(set_ids):
+            return _EMPTY
+        hit = np.isin(self.refs, set_ids)
+        row_of = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.ref_offsets))
+        return np.unique(row_of[hit])
+
+    def labels(self, set_ids: np.ndarray) -> list[str]:
+        which, blist = self._locate(np.asarray(set_ids, dtype=np.int64))
+        return [blist[k].label for k in which.tolist()]
+
+
+def merge_blocks(*contexts: Context | None) -> dict[int, SetBlock]:
+    out: dict[int, SetBlock] = {}
+    for c in contexts:
+        if c is not None:
+            out.update(c.blocks)
+    return dict(sorted(out.items()))
+
+
+def context_payload(ctx: Context) -> bytes:
+    """Row references + set blocks as one ``.npz`` blob (no pickles: loaded with allow_pickle=False)."""
+    arrays = {"row_ref_offsets": ctx.ref_offsets, "row_refs": ctx.refs}
+    blocks = []
+    for k, b in enumerate(ctx.blocks.values()):
+        for name in ("pool", "starts", "ends", "ref_offsets", "refs"):
+            arrays[f"b{k}_{name}"] = getattr(b, name)
+        blocks.append({"base": b.base, "m": b.m, "label": b.label})
+    arrays["blocks_json"] = np.frombuffer(json.dumps(blocks).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def context_from_payload(payload: bytes, n_rows: int, remap_ids) -> Context:
+    """Inverse of :func:`context_payload`: new set ids in this process, row ids through ``remap_ids``."""
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+            meta = json.loads(bytes(z["blocks_json"]).decode())
+            old_bases = np.array([b["base"] for b in meta], dtype=np.int64)
+            sizes = np.array([b["m"] for b in meta], dtype=np.int64)
+            new_bases = np.zeros(len(meta), dtype=np.int64)
+
+            def remap_sets(refs: np.ndarray) -> np.ndarray:
+                k = np.searchsorted(old_bases, refs, side="right") - 1
+                if refs.size and (np.any(k < 0) or np.any(refs - old_bases[k] >= sizes[k])):
+                    raise LineageFormatError("shared-set reference outside the saved blocks")
+                return new_bases[k] + (refs - old_bases[k])
+
+            built: list[SetBlock] = []
+            for k, bm in enumerate(meta):
+                refs = remap_sets(np.asarray(z[f"b{k}_refs"], dtype=np.int64))
+                b = SetBlock(remap_ids(np.asarray(z[f"b{k}_pool"], dtype=np.int64)), z[f"b{k}_starts"],
+                             z[f"b{k}_ends"], bm["label"], z[f"b{k}_ref_offsets"], refs, tuple(built))  # fmt: skip
+                new_bases[k] = b.base
+                built.append(b)
+            row_refs = remap_sets(np.asarray(z["row_refs"], dtype=np.int64))
+            ctx = Context(z["row_ref_offsets"], row_refs, built)
+    except LineageFormatError:
+        raise
+    except (KeyError, ValueError, OSError, TypeError, IndexError) as e:
+        raise LineageFormatError(f"malformed shared-context part of a lineage artifact: {e}") from e
+    if len(ctx) != n_rows:
+        raise LineageFormatError(f"shared context has {len(ctx)} rows, the lineage {n_rows}")
+    return ctx
