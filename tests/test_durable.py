@@ -16,7 +16,8 @@ from traceprop_frames._durable import Journal, atomic_write_text, recover_journa
 from traceprop_frames.errors import FolderLockedError, InterruptedWriteError, LedgerError, ModelFolderError
 from traceprop_frames.estimators import TorchLogisticRegression
 from traceprop_frames.unlearn import generate_key, ledger, parameter_fingerprint
-from traceprop_frames.unlearn.bundle import erase_in_folder, load_model, locked, recover, save_model
+from traceprop_frames.unlearn.bundle import load_model, locked, recover, save_model
+from traceprop_frames.unlearn.folder import erase_in_folder
 
 
 def _journal(folder, targets, content):
@@ -94,7 +95,7 @@ def test_interrupted_erasure_is_reported_then_recovered(folder):
 
 def test_truncated_model_file_is_a_named_error(folder):
     (folder / "model.pkl").write_bytes((folder / "model.pkl").read_bytes()[:100])
-    with pytest.raises(ModelFolderError, match="restore the folder from a backup"):
+    with pytest.raises(ModelFolderError, match="truncated or corrupt"):
         load_model(folder)
 
 
@@ -108,7 +109,7 @@ with filelock.FileLock(os.path.join(sys.argv[1], ".lock")):  # the lock erase_in
 _ERASE = """
 import sys
 from traceprop_frames.unlearn import load_private_key
-from traceprop_frames.unlearn.bundle import erase_in_folder
+from traceprop_frames.unlearn.folder import erase_in_folder
 erase_in_folder(sys.argv[1], samples=[int(sys.argv[2])], key=load_private_key(sys.argv[3]))
 """
 

@@ -149,7 +149,7 @@ def cmd_trace(args) -> int:
 
 def cmd_erase(args) -> int:
     from traceprop_frames.unlearn import load_private_key
-    from traceprop_frames.unlearn.bundle import erase_in_folder
+    from traceprop_frames.unlearn.folder import erase_in_folder
 
     cert = erase_in_folder(
         args.model, source=args.source, rows=args.rows, method=args.method, key=load_private_key(args.key),

@@ -44,7 +44,8 @@ from traceprop_frames import _durable
 from traceprop_frames.attribution import GradientStore
 from traceprop_frames.estimators import TorchLogisticRegression
 from traceprop_frames.unlearn import generate_key, ledger, parameter_fingerprint
-from traceprop_frames.unlearn.bundle import erase_in_folder, final_estimator, load_model, save_model
+from traceprop_frames.unlearn.bundle import final_estimator, load_model, save_model
+from traceprop_frames.unlearn.folder import erase_in_folder
 
 
 # ---------------------------------------------------------------------------- the four operations

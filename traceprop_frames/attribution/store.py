@@ -295,11 +295,13 @@ class GradientStore:
         that fills the store again writes a new generation and switches the manifest to it atomically.
         """
         for attempt in range(5):
+            gen = _generation(path)
             try:
                 return cls._open(path, mode)
-            except FileNotFoundError:  # the generation we read was replaced meanwhile: read the new one
-                if attempt == 4 or not os.path.exists(os.path.join(path, "manifest.json")):
+            except (FileNotFoundError, StoreError):
+                if attempt == 4 or _generation(path) == gen:
                     raise
+                # another process committed a new generation while we read: read that one
         raise AssertionError("unreachable")
 
     @classmethod
@@ -443,6 +445,15 @@ _MANIFEST_KEYS = {
     "k": int, "seed": int, "dtype": str, "variant": str, "n_samples": int, "checkpoint_rows": list,
     "checkpoint_capacity": list, "param_names": list, "damping": (int, float), "removed": list,
 }  # fmt: skip
+
+
+def _generation(path) -> str | None:
+    """The ``data_dir`` the store's manifest names now (None if unreadable)."""
+    try:
+        with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
+            return json.load(f).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _read_manifest(path) -> dict:

@@ -12,7 +12,7 @@ Layout of a model folder::
     .lock            taken by every writer and reader of the folder (``filelock``)
     journal.json     only while a write is in progress, or after a crash interrupted one
 
-Crash safety: every write of the folder (:func:`save_model`, :func:`erase_in_folder`) stages its files
+Crash safety: every write of the folder (:func:`save_model`, :func:`.folder.erase_in_folder`) stages its files
 and commits them through a two-phase journal (:class:`traceprop_frames._durable.Journal`), under the
 folder's lock. An erasure changes the model files, the gradient store's ``removed`` marks and the
 ledger in one commit: after a crash the folder holds the state before or the state after the erasure.
@@ -54,7 +54,6 @@ def locked(folder, timeout: float | None = None):
     import filelock
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     key = (os.getpid(), os.path.abspath(folder))  # a forked child needs its own lock object
     lk = _LOCKS.get(key)
     if lk is None:
@@ -149,6 +148,7 @@ def save_model(model, folder, *, timeout: float | None = None) -> Path:
     """
     folder = Path(folder)
     est = final_estimator(model)
+    folder.mkdir(parents=True, exist_ok=True)
     with locked(folder, timeout):
         recover_journal(folder)
         targets = _targets(folder, est)
@@ -169,6 +169,8 @@ def load_model(folder, *, recover: bool = True, timeout: float | None = None):
     from traceprop_frames.lineage import persist
 
     folder = Path(folder)
+    if pending_journal(folder) is None:
+        read_meta(folder)  # a named error before anything touches the folder
     with locked(folder, timeout):
         if pending_journal(folder) is not None:
             if not recover:
@@ -197,44 +199,6 @@ def load_model(folder, *, recover: bool = True, timeout: float | None = None):
             est.store_ = GradientStore.open(meta["store"], mode="r+")
             est.store_.lineage = est.lineage_
     return model
-
-
-def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = False, **request):
-    """Erase from the model saved in ``folder`` and record it, as one crash-safe commit; returns the Certificate.
-
-    ``request``: the arguments of :func:`~traceprop_frames.unlearn.unlearn_estimator` (``source``,
-    ``rows``, ``samples``, ``method``, ``key``, ``regulations``...). Under the folder's lock (a second
-    process waits up to ``timeout`` seconds, then gets :class:`FolderLockedError`), the new parameters and
-    lineage, the gradient store's ``removed`` marks and the certificate (appended to the ledger) are
-    committed together. ``dry_run``: the certificate is returned, nothing on disk changes.
-    """
-    from traceprop_frames.unlearn import ledger
-    from traceprop_frames.unlearn.correction import unlearn_estimator
-
-    folder = Path(folder)
-    with locked(folder, timeout):
-        model = load_model(folder)
-        est = final_estimator(model)
-        store = est.store_
-        est.store_ = None  # the store's marks are staged below, not written directly
-        cert = unlearn_estimator(est, chain=ledger.next_link(folder), **request)
-        est.store_ = store
-        if dry_run:
-            return cert
-        entry = ledger.entry_path(folder, cert.body["chain"]["sequence"])
-        manifest = None if store is None or store.path is None else Path(store.path) / "manifest.json"
-        if manifest is not None:
-            store.mark_removed(cert.body["forget_set"]["training_indices"], persist=False)
-
-        def stage(j: Journal) -> None:
-            _stage_model(model, folder, j)
-            j.staged(entry).write_text(cert.to_json(), encoding="ascii")
-            if manifest is not None:
-                j.staged(manifest).write_text(store.manifest_json())
-
-        targets = [*_targets(folder, est), entry, *([manifest] if manifest else [])]
-        _commit(folder, targets, stage)
-    return cert
 
 
 def load_lineage(folder):
