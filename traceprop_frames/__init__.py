@@ -1,10 +1,12 @@
 """traceprop_frames: which source-file rows drove this prediction, and proof they are gone after erasure.
 
 Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat``, ``tensor``, ``connect``
-(SQL), ``verify_certificate`` and the ``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
+(SQL), ``verify_certificate``, ``set_lineage_emitter`` (OpenLineage) and the ``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
 attribution in :mod:`traceprop_frames.attribution`, erasure in :mod:`traceprop_frames.unlearn`; exceptions
 live in :mod:`traceprop_frames.errors`.
 """
+
+import os as _os
 
 from traceprop_frames import errors
 from traceprop_frames._version import __version__
@@ -14,19 +16,99 @@ from traceprop_frames.tensor import ProvenanceTensor, tensor
 
 
 def connect(database: str = ":memory:", **kwargs):
-    """A traced DuckDB connection (see :mod:`traceprop_frames.sql`)."""
+    """A traced DuckDB connection (see :mod:`traceprop_frames.sql`): query results are traced frames.
+
+    Parameters
+    ----------
+    database : str
+        ``":memory:"`` (default) or a DuckDB database file.
+    **kwargs
+        Passed to :func:`duckdb.connect`.
+
+    Returns
+    -------
+    traceprop_frames.sql.TracedConnection
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> import traceprop_frames as tpf
+    >>> con = tpf.connect()
+    >>> _ = con.register("t", tpf.track(pd.DataFrame({"k": [1, 1, 2], "v": [3, 4, 5]}), "t"))
+    >>> out = con.sql("SELECT k, sum(v) AS s FROM t GROUP BY k ORDER BY k")
+    >>> out.tp.sources(rows=[0])["t"].tolist()
+    [0, 1]
+    """
     from traceprop_frames.sql import connect as _connect
 
     return _connect(database, **kwargs)
 
 
 def verify_certificate(path, public_key):
-    """Check a signed erasure certificate; raises a ``CertificateError`` if altered (see
-    :func:`traceprop_frames.unlearn.verify_certificate`)."""
+    """Check a signed erasure certificate file against the issuer's public key; returns the Certificate.
+
+    Raises a ``CertificateError`` if the file was altered or signed by another key. Full documentation and
+    a runnable example: :func:`traceprop_frames.unlearn.certificate.verify_certificate`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The certificate JSON file.
+    public_key : path, PEM text/bytes, or key object
+        The issuer's Ed25519 public key.
+
+    Returns
+    -------
+    traceprop_frames.unlearn.certificate.Certificate
+    """
     from traceprop_frames.unlearn.certificate import verify_certificate as _verify
 
     return _verify(path, public_key)
 
+
+def set_lineage_emitter(client, **options):
+    """Send OpenLineage events for every lineage step (pandas, SQL, training, erasure) through ``client``.
+
+    Needs the ``openlineage`` extra. ``client`` is an ``openlineage.client.OpenLineageClient`` with any of
+    its transports; ``None`` stops the current emitter. Setting ``TRACEPROP_OPENLINEAGE`` (``console``,
+    ``file:<path>``, an http(s) URL, or ``client``) before ``import traceprop_frames`` does the same.
+    See :mod:`traceprop_frames.integrations.openlineage`.
+
+    Parameters
+    ----------
+    client : openlineage.client.OpenLineageClient or None
+    **options
+        ``pipeline`` (parent job name), ``namespace``, ``artifact_dir`` (write each output's row lineage as
+        Parquet), ``validate`` (check each event against the shipped JSON Schemas; default True).
+
+    Returns
+    -------
+    OpenLineageEmitter or None
+        Call ``.close()`` to end the pipeline run (sends its COMPLETE event).
+
+    Examples
+    --------
+    >>> import tempfile, os, json
+    >>> import traceprop_frames as tpf
+    >>> from openlineage.client import OpenLineageClient
+    >>> from openlineage.client.transport.file import FileConfig, FileTransport
+    >>> path = os.path.join(tempfile.mkdtemp(), "events.jsonl")
+    >>> em = tpf.set_lineage_emitter(
+    ...     OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=path, append=True))),
+    ...     pipeline="example")
+    >>> tpf.set_lineage_emitter(None)  # ends the pipeline run
+    >>> [json.loads(line)["eventType"] for line in open(path)]
+    ['START', 'COMPLETE']
+    """
+    from traceprop_frames.integrations.openlineage import set_lineage_emitter as _set
+
+    return _set(client, **options)
+
+
+if _os.environ.get("TRACEPROP_OPENLINEAGE"):
+    from traceprop_frames.integrations.openlineage import from_environment as _from_environment
+
+    _from_environment()
 
 __all__ = [
     "ProvenanceTensor",
@@ -39,6 +121,7 @@ __all__ = [
     "read_csv",
     "read_parquet",
     "read_traced",
+    "set_lineage_emitter",
     "tensor",
     "track",
     "verify_certificate",

@@ -62,6 +62,10 @@ class StoreError(TracepropError):
     """A gradient store is missing, malformed, read-only or used before it was filled."""
 
 
+class SketchError(TracepropError, ValueError):
+    """A training sketch is missing, malformed, or does not describe the model it is applied to."""
+
+
 class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 
@@ -93,3 +97,11 @@ class InterruptedWriteError(ModelFolderError):
 
 class FolderLockedError(TracepropError, TimeoutError):
     """Another process holds the model folder's lock (an erasure in progress) past the given timeout."""
+
+
+class LineageEventError(TracepropError, ValueError):
+    """A lineage event (OpenLineage) is invalid against its JSON Schema, or its emitter is misconfigured."""
+
+
+class LineageEmitWarning(UserWarning):
+    """A lineage listener (e.g. the OpenLineage emitter) failed; the step itself ran normally."""

@@ -1,7 +1,9 @@
 """Attribution: projected per-sample gradients, a memory-mapped GradientStore, influence scores, LDS.
 
 Public API: :class:`GradientStore`, :class:`TrainingContext`, :func:`compute_influence_scores`,
-:class:`TRAKScorer`, :func:`exact_influence_scores`, the projectors, and :mod:`.lds`.
+:class:`TRAKScorer`, :func:`exact_influence_scores`, the projectors, :mod:`.lds`, and the sketched
+training runs (:class:`TrainingSketch`, :func:`fit_sketch`, :func:`predict_deletion`,
+:class:`WeightedTraining`).
 """
 
 from traceprop_frames.attribution.context import TrainingContext
@@ -20,9 +22,23 @@ from traceprop_frames.attribution.scoring import (
     fill_checkpoint,
     top_k_scores,
 )
+from traceprop_frames.attribution.sketch import (
+    DeletionPrediction,
+    Measurement,
+    TrainingSketch,
+    fit_sketch,
+    predict_deletion,
+)
 from traceprop_frames.attribution.store import GradientStore, Provenance, StoreError
+from traceprop_frames.attribution.weighted import WeightedTraining
 
 __all__ = [
+    "DeletionPrediction",
+    "Measurement",
+    "TrainingSketch",
+    "WeightedTraining",
+    "fit_sketch",
+    "predict_deletion",
     "GaussianProjector",
     "GradientStore",
     "IdentityProjector",

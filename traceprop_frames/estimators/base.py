@@ -16,6 +16,7 @@ from traceprop_frames.attribution.scoring import (
     top_k_scores,
 )
 from traceprop_frames.attribution.store import GradientStore
+from traceprop_frames.lineage.events import step as lineage_step
 
 
 def _capture_lineage(X):
@@ -85,6 +86,7 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         tags.non_deterministic = "random_state" in self.get_params() and self.random_state is None
         return tags
 
+    @lineage_step("train")
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` (array or DataFrame; a traced frame records lineage) and binary ``y``.
 

@@ -14,6 +14,7 @@ import pandas as pd
 from traceprop_frames.errors import MissingLineageWarning, UnsupportedOperationError
 from traceprop_frames.frames.carrier import LID, attach, lineage_keys, resolve
 from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage.events import step as lineage_step
 
 _POS_L = "__tp_pos_left__"
 _POS_R = "__tp_pos_right__"
@@ -48,6 +49,7 @@ def _positions(col: pd.Series) -> np.ndarray:
     return col.to_numpy(dtype=np.int64)
 
 
+@lineage_step("pandas.merge")
 def merge(
     left: pd.DataFrame,
     right: pd.DataFrame | pd.Series,
@@ -106,6 +108,7 @@ def merge(
     return attach(out, RowLineage.union_rows(llin, pl, rlin, pr, node=node))
 
 
+@lineage_step("pandas.concat")
 def concat(objs, axis=0, join="outer", ignore_index=False, keys=None, **kwargs) -> pd.DataFrame:
     """``pd.concat`` of traced frames along rows: each output row keeps its input row's lineage.
 
@@ -173,6 +176,7 @@ class TracedGroupBy:
     def __getitem__(self, cols) -> TracedGroupBy:
         return TracedGroupBy(self._df, self._by, selection=cols, **self._kwargs)
 
+    @lineage_step("pandas.groupby")
     def _run(self, fn: str, *args, **kwargs) -> pd.DataFrame:
         lin = resolve(self._df)
         data = _strip_lid(self._df)

@@ -22,6 +22,7 @@ from sqlglot import exp
 from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
+from traceprop_frames.lineage.events import step as lineage_step
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
@@ -319,6 +320,7 @@ class TracedConnection:
 
     sql = execute
 
+    @lineage_step("sql.statement")
     def _run_one(self, stmt, text: str, simple_names: bool, target: str | None, single: bool):
         fresh = self._cat is None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh

@@ -26,6 +26,10 @@ Methods
     Nothing is certified; the evidence is measured.
 ``"retrain"``
     Exact: ``_fit_module`` on the remaining data from scratch.
+``"sketch"``
+    The parameters a training sketch (``est.sketch_``, from
+    :func:`traceprop_frames.attribution.sketch.fit_sketch`) predicts for the run without every erased
+    sample; the parameters record the degree, ``m`` and the estimated error (see :func:`_sketch`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import torch
 from torch.func import functional_call
 
 from traceprop_frames.errors import UnlearningError
+from traceprop_frames.lineage.events import step as lineage_step
 from traceprop_frames.unlearn.objective import (
     Objective,
     _PenaltyOnly,
@@ -48,11 +53,12 @@ from traceprop_frames.unlearn.objective import (
 )
 from traceprop_frames.unlearn.request import _record_erasure, certificate_body, forget_from_request
 
-METHODS = ("newton", "gradient", "retrain")
+METHODS = ("newton", "gradient", "retrain", "sketch")
 DEFAULTS = {
     "newton": {"tol": 1e-9, "max_iter": 25},
     "gradient": {"steps": 10, "damping": 1e-3, "eta": None, "curvature_samples": 2048},
     "retrain": {},
+    "sketch": {"degree": None},
 }
 
 
@@ -235,6 +241,50 @@ def _gradient(
     return (theta - x).detach()
 
 
+def _fingerprint(module) -> str:
+    from traceprop_frames.attribution.gradients import fingerprint
+
+    return fingerprint(module)
+
+
+def _sketch(est, w_after: np.ndarray, degree) -> tuple[dict, dict]:
+    """Predicted parameters of the sketched run with weights ``w_after`` (every erased sample deleted).
+
+    Returns ``(state_dict, record)``; the record's ``estimated_error`` is the Euclidean norm (parameter
+    space) of the sampling standard error over the sketch's directions combined with the norm of the
+    last Taylor term included (a truncation proxy: the terms decay geometrically when the series
+    converges).
+    """
+    from traceprop_frames.attribution.sketch import predict_deletion
+
+    sk = getattr(est, "sketch_", None)
+    if sk is None:
+        raise UnlearningError(
+            "method='sketch' needs a training sketch: run traceprop_frames.attribution.fit_sketch(est) first"
+        )
+    fp = _fingerprint(est.module_)
+    if fp != sk.model_fingerprint and fp not in sk.applied:
+        raise UnlearningError(
+            "the model is neither the sketch's base run nor a model the sketch produced (it changed by "
+            "another method); rebuild the sketch with fit_sketch(est)"
+        )
+    pred = predict_deletion(None, sk, np.flatnonzero(w_after == 0), degree=degree)
+    last = pred.term_norms[-1] if pred.degree else 0.0
+    se = float(np.linalg.norm(pred.stderr))
+    names = [n for n, _ in est.module_.named_parameters()]
+    state = dict(zip(names, sk.unflat(pred.value)))
+    record = {
+        "degree": pred.degree,
+        "m": pred.m,
+        "estimated_error": float(np.hypot(se, last)),
+        "sampling_stderr": se,
+        "last_term_norm": float(last),
+        "error_estimate": "parameter-space Euclidean norm: sample std over the m directions / sqrt(m), "
+        "combined with the norm of the last Taylor term included (truncation proxy)",
+    }
+    return state, record
+
+
 def _accuracy(est, module: torch.nn.Module, X, y) -> float:
     classes = getattr(est, "classes_", None)
     y = np.asarray(y)
@@ -357,6 +407,13 @@ def run_unlearning(
             )  # fmt: skip
             result.iterations = int(params["steps"])
             after = obj.to_module(theta, module)
+        elif method == "sketch":
+            state, record = _sketch(est, w_after, params["degree"])
+            params.update(record)
+            after = copy.deepcopy(module)
+            after.load_state_dict(state)
+            est.sketch_.applied.add(_fingerprint(after))
+            result.iterations = 1
         else:
             after = est._fit_module(est.X_train_, est.y_train_, w_after)
             result.iterations = 1
@@ -435,6 +492,7 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
     return out
 
 
+@lineage_step("erase")
 def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str | None = None,
                       holdout=None, key=None, regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), chain=None,
                       **params):  # fmt: skip
