@@ -200,8 +200,17 @@ def _fork_run(op, base: Path, work: Path, fault_at=0, log=None, kill_after=None)
             time.sleep(0.0005)
         else:
             os.kill(pid, signal.SIGKILL)
-    if status is None:
-        status = os.waitpid(pid, 0)[1]
+    deadline = time.perf_counter() + 300
+    while status is None:  # a child that hangs (it should never) is killed and reported, not waited on
+        r, st = os.waitpid(pid, os.WNOHANG)
+        if r:
+            status = st
+        elif time.perf_counter() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise RuntimeError(f"{op.name}: the child hung for 300 s")
+        else:
+            time.sleep(0.005)
     seconds = time.perf_counter() - t0
     killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
