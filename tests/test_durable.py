@@ -156,24 +156,27 @@ for g in range(1, int(sys.argv[2]) + 1):
 _READ = """
 import sys, time, numpy as np
 from traceprop_frames.attribution import GradientStore
-seen, t_end = set(), time.time() + float(sys.argv[2])
-while time.time() < t_end:
+seen, last, t_end = set(), int(sys.argv[2]), time.time() + 300
+while last not in seen and time.time() < t_end:  # until the writer's final generation is read
     s = GradientStore.open(sys.argv[1])
     g = s.extra["gen"]
     f = np.asarray(s.features(0))
     assert s.n_samples == 40 + 3 * g and f.shape == (s.n_samples, 4), (g, f.shape)
     assert np.all(f == g) and len(s.checkpoints[0].derivs) == s.n_samples, (g, np.unique(f))
+    if not seen:
+        print("ready", flush=True)
     seen.add(g)
-print(len(seen))
+print(len(seen), flush=True)
 """
 
 
 def test_store_reader_sees_whole_generations_while_another_process_refills(tmp_path):
     path = str(tmp_path / "store")
     subprocess.run([sys.executable, "-c", _FILL, path, "1"], check=True)
-    reader = subprocess.Popen([sys.executable, "-c", _READ, path, "5"], stdout=subprocess.PIPE, text=True)
+    reader = subprocess.Popen([sys.executable, "-c", _READ, path, "25"], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "ready"  # it has read generation 1 before the refills start
     writer = subprocess.run([sys.executable, "-c", _FILL, path, "25"], capture_output=True, text=True)
     assert writer.returncode == 0, writer.stderr
-    out, _ = reader.communicate(timeout=60)
+    out, _ = reader.communicate(timeout=300)
     assert reader.returncode == 0 and int(out) >= 2  # it read several generations, each one whole
     assert len(list((tmp_path / "store").glob("data-*"))) == 1  # earlier generations were removed
