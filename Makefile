@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fresh lint bench docs clean
+.PHONY: demo test test-fresh lint bench docs faults clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 N ?= 10
 test-fresh: $(STAMP)
 	.ci/test-fresh $(N)
+
+# SIGKILL erase / store fill / to_parquet / CREATE TABLE AS at 70 points each; exit 1 on any half-done state
+faults: $(STAMP)
+	$(BIN)/python tests/faults/harness.py --kills 70
 
 lint: $(STAMP)
 	$(BIN)/ruff check traceprop_frames tests examples benchmarks

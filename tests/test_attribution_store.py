@@ -54,9 +54,11 @@ def test_store_files_manifest_and_reopen_in_new_process(traced, tmp_path):
     m = json.loads((sdir / "manifest.json").read_text())
     assert m["k"] == 32 and m["seed"] == 5 and m["dtype"] == "float16" and m["variant"] == "TRAK"
     assert m["n_samples"] == len(train) and m["n_checkpoints"] == 3
-    assert m["model_fingerprint"] == fingerprint(model) and m["lineage"] == "lineage.parquet"
+    gen = m["data_dir"]  # one generation of files; the manifest is the commit point
+    assert gen.startswith("data-") and m["lineage"] == f"{gen}/lineage.parquet"
+    assert m["model_fingerprint"] == fingerprint(model)
     assert m["bytes_per_sample"] == 3 * (32 * 2 + 16)
-    feats = sdir / "ckpt_000" / "features.bin"
+    feats = sdir / gen / "ckpt_000" / "features.bin"
     assert os.path.getsize(feats) == len(train) * 32 * 2
     assert isinstance(store.features(0), np.memmap)
     src_row = int(train.tp.sources(rows=[3])[path][0]) if hasattr(train, "tp") else None

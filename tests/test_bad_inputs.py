@@ -88,6 +88,11 @@ def _on_model_copy(use):
     return lambda w, t: (lambda d: lambda: use(w, d))(_copy(w, t, "model"))
 
 
+def _ckpt(store_dir):
+    """The first checkpoint's folder inside the store's current generation (manifest's data_dir)."""
+    return store_dir / json.loads((store_dir / "manifest.json").read_text())["data_dir"] / "ckpt_000"
+
+
 def _store_copy(world, tmp, tamper):
     d = _copy(world, tmp, "store")
     tamper(d)
@@ -161,10 +166,10 @@ CASES = [
      lambda w, t: _store_copy(w, t, lambda d: _edit_json(d / "manifest.json", format_version=99)),
      StoreError, "newer traceprop-frames"),
     ("memmap shorter than the manifest says",
-     lambda w, t: _store_copy(w, t, lambda d: _truncate(d / "ckpt_000" / "features.bin")), StoreError, "truncated"),
-    ("rows.npy truncated", lambda w, t: _store_copy(w, t, lambda d: _truncate(d / "ckpt_000" / "rows.npy")),
+     lambda w, t: _store_copy(w, t, lambda d: _truncate(_ckpt(d) / "features.bin")), StoreError, "truncated"),
+    ("rows.npy truncated", lambda w, t: _store_copy(w, t, lambda d: _truncate(_ckpt(d) / "rows.npy")),
      StoreError, "truncated or corrupt"),
-    ("params.pt missing", lambda w, t: _store_copy(w, t, lambda d: (d / "ckpt_000" / "params.pt").unlink()),
+    ("params.pt missing", lambda w, t: _store_copy(w, t, lambda d: (_ckpt(d) / "params.pt").unlink()),
      StoreError, "params.pt is missing"),
     ("store scored with another model",
      lambda w, t: lambda: TRAKScorer(w["est"].store_).top_k(torch.nn.Linear(3, 1), torch.zeros(2, 3), 2),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
+import torch
 
 import traceprop_frames as tpf
 from traceprop_frames.cli import main
@@ -40,8 +42,8 @@ def test_verify_command(demo, tmp_path, capsys):
     assert "INVALID" in capsys.readouterr().err
 
 
-def test_trace_and_erase_commands(demo, tmp_path, capsys):
-    model = demo / "model"
+def test_trace_and_erase_commands(demo, model_copy, tmp_path, capsys):
+    model = model_copy
     assert main(["trace", str(model)]) == 0
     assert "ops:" in capsys.readouterr().out
     assert main(["trace", str(model), "--sample", "3"]) == 0
@@ -69,9 +71,70 @@ def test_trace_and_erase_commands(demo, tmp_path, capsys):
     assert "UnknownRowError" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd", [[], ["demo"], ["trace"], ["erase"], ["verify"], ["keygen"]])
+@pytest.mark.parametrize("cmd", [[], ["demo"], ["trace"], ["erase"], ["verify"], ["keygen"], ["recover"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
     assert e.value.code == 0
     assert "usage: traceprop" in capsys.readouterr().out
+
+
+@pytest.fixture
+def model_copy(demo, tmp_path):
+    """A copy of the demo's model folder (the module's demo folder is shared by the other tests)."""
+    dst = tmp_path / "model"
+    shutil.copytree(demo / "model", dst)
+    return dst
+
+
+def _erase_more(demo, model, n):
+    """n more erasures through the CLI, signed with the demo's key: the ledger grows to 1 + n."""
+    bureau = demo / "data" / "bureau.csv"
+    key = demo / "keys" / "signing_key.pem"
+    for r in range(n):
+        argv = ["erase", str(model), "--source", str(bureau), "--rows", str(40 + 7 * r), "--key", str(key)]
+        assert main([*argv, "--certificate", str(model.parent / f"c{r}.json")]) == 0
+
+
+def test_ledger_verifies_on_the_demo_model(demo, capsys):
+    pub = demo / "keys" / "signing_key.pub.pem"
+    assert main(["verify", str(demo / "model"), "--public-key", str(pub)]) == 0
+    assert "1 erasure certificate(s), chain intact" in capsys.readouterr().out
+    # the ledger holds the very certificate the demo wrote
+    assert (demo / "model" / "ledger" / "000001.json").read_bytes() == (
+        demo / "erasure_certificate.json"
+    ).read_bytes()
+
+
+def test_ledger_fails_when_parameters_change_outside_an_erasure(demo, model_copy, capsys):
+    from traceprop_frames.unlearn.bundle import final_estimator, load_model, save_model
+
+    pub = demo / "keys" / "signing_key.pub.pem"
+    model = load_model(model_copy)
+    with torch.no_grad():
+        next(final_estimator(model).module_.parameters())[0, 0] += 1e-3
+    save_model(model, model_copy)
+    assert main(["verify", str(model_copy), "--public-key", str(pub)]) == 1
+    assert "changed outside an erasure" in capsys.readouterr().err
+
+
+def test_ledger_fails_when_a_middle_certificate_is_deleted(demo, model_copy, capsys):
+    pub = demo / "keys" / "signing_key.pub.pem"
+    _erase_more(demo, model_copy, 2)
+    assert main(["verify", str(model_copy), "--public-key", str(pub)]) == 0
+    assert "3 erasure certificate(s)" in capsys.readouterr().out
+    ledger_dir = model_copy / "ledger"
+    second = (ledger_dir / "000002.json").read_bytes()
+    (ledger_dir / "000002.json").unlink()
+    assert main(["verify", str(model_copy), "--public-key", str(pub)]) == 1
+    assert "000002.json is missing" in capsys.readouterr().err
+    # renumbering the files to close the gap does not help: the signed links no longer match
+    (ledger_dir / "000003.json").rename(ledger_dir / "000002.json")
+    assert main(["verify", str(model_copy), "--public-key", str(pub)]) == 1
+    assert "does not link" in capsys.readouterr().err
+    # a certificate signed by another key in the chain is refused as well
+    (ledger_dir / "000002.json").write_bytes(second)
+    other = model_copy.parent / "other"
+    assert main(["keygen", "--out", str(other)]) == 0
+    assert main(["verify", str(model_copy), "--public-key", str(other / "signing_key.pub.pem")]) == 1
+    assert "signed by key" in capsys.readouterr().err

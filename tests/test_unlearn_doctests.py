@@ -15,6 +15,8 @@ import pytest
         "traceprop_frames.unlearn.certificate",
         "traceprop_frames.unlearn.batch",
         "traceprop_frames.estimators.newton",
+        "traceprop_frames.unlearn.ledger",
+        "traceprop_frames._durable",
     ],
 )
 def test_docstring_examples_run(name):

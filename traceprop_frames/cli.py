@@ -1,4 +1,4 @@
-"""The ``traceprop`` command: ``demo``, ``trace``, ``erase``, ``verify`` and ``keygen``.
+"""The ``traceprop`` command: ``demo``, ``trace``, ``erase``, ``verify``, ``recover`` and ``keygen``.
 
 Run ``traceprop COMMAND --help`` for each command's options.
 """
@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   traceprop erase demo_output/model --requests requests.csv --key demo_output/keys/signing_key.pem \
       --out-dir certificates/
   traceprop verify erasure.json --public-key demo_output/keys/signing_key.pub.pem
+  traceprop verify demo_output/model --public-key demo_output/keys/signing_key.pub.pem
+  traceprop recover demo_output/model
 """
 
 
@@ -83,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         "--regulation", nargs="+", default=["EU_AI_ACT_ART26", "GDPR_ART17"], help="regulation tags"
     )
     e.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait while another process erases from the same model (default: until it is done)",
+    )
+    e.add_argument(
         "--dry-run",
         action="store_true",
         help="write the certificate but change neither the model nor its store",
@@ -90,11 +99,22 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser(
         "verify",
-        help="check a certificate's signature and format",
-        description="Exit status 0 if CERT was signed by the holder of the key and not altered; 1 otherwise.",
+        help="check a certificate, or a model folder's whole erasure ledger",
+        description="TARGET is a certificate file: exit status 0 if it was signed by the holder of the key "
+        "and not altered. TARGET is a model folder: every certificate in its ledger verifies, the chain "
+        "links (no certificate missing or replaced), and the model on disk is the one the last erasure "
+        "left. Exit status 1 otherwise.",
     )
-    v.add_argument("certificate", help="certificate JSON file")
+    v.add_argument("certificate", metavar="TARGET", help="certificate JSON file or model folder")
     v.add_argument("--public-key", required=True, help="issuer's Ed25519 public key (PEM)")
+
+    r = sub.add_parser(
+        "recover",
+        help="finish or undo an erasure a crash interrupted",
+        description="If a crash interrupted a write of MODEL, roll it forward (the crash came after the "
+        "commit point) or back (before it), so the folder holds exactly the state before or after.",
+    )
+    r.add_argument("model", help="model folder")
 
     k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
     k.add_argument("--out", default=".", help="folder for signing_key.pem and signing_key.pub.pem")
@@ -138,25 +158,25 @@ def cmd_trace(args) -> int:
 
 
 def cmd_erase(args) -> int:
-    from traceprop_frames.unlearn import load_private_key, unlearn_estimator
-    from traceprop_frames.unlearn.bundle import final_estimator, load_model, save_model
+    from traceprop_frames.unlearn import load_private_key
+    from traceprop_frames.unlearn.folder import erase_in_folder
 
     if (args.requests is None) == (args.source is None or args.rows is None):
         print("error: pass either --source with --rows, or --requests FILE", file=sys.stderr)
         return 2
-    model = load_model(args.model)
-    est = final_estimator(model)
-    if args.dry_run:
-        est.store_ = None  # the on-disk gradient store is not touched either
-    if args.requests is not None:
+    if args.requests is not None:  # batches do not yet go through the folder's lock, journal and ledger
+        from traceprop_frames.unlearn.bundle import final_estimator, load_model
+
+        model = load_model(args.model)
+        est = final_estimator(model)
+        if args.dry_run:
+            est.store_ = None  # the on-disk gradient store is not touched either
         return _erase_batch(args, model, est)
-    cert = unlearn_estimator(
-        est, source=args.source, rows=args.rows, method=args.method, key=load_private_key(args.key),
-        regulations=args.regulation,
+    cert = erase_in_folder(
+        args.model, source=args.source, rows=args.rows, method=args.method, key=load_private_key(args.key),
+        regulations=args.regulation, dry_run=args.dry_run, timeout=args.wait,
     )  # fmt: skip
-    cert.save(args.certificate)
-    if not args.dry_run and cert.status == "erased":
-        save_model(model, args.model)
+    cert.save(args.certificate)  # a copy for the requester; the model folder's ledger holds the original
     for label, value in cert.summary():
         print(f"  {label:>26}: {value}")
     print(
@@ -192,6 +212,8 @@ def cmd_verify(args) -> int:
     from traceprop_frames.errors import CertificateError
     from traceprop_frames.unlearn import verify_certificate
 
+    if Path(args.certificate).is_dir():
+        return _verify_folder(args)
     try:
         cert = verify_certificate(args.certificate, args.public_key)
     except CertificateError as e:
@@ -200,6 +222,40 @@ def cmd_verify(args) -> int:
     print(f"OK: {args.certificate} is authentic and unaltered")
     for label, value in cert.summary():
         print(f"  {label:>26}: {value}")
+    return 0
+
+
+def _verify_folder(args) -> int:
+    from traceprop_frames.errors import CertificateError
+    from traceprop_frames.unlearn import ledger
+
+    try:
+        certs = ledger.verify_chain(args.certificate, args.public_key)
+    except CertificateError as e:
+        print(f"INVALID: {e}", file=sys.stderr)
+        return 1
+    if not certs:
+        print(f"OK: {args.certificate} has no erasures recorded in its ledger")
+        return 0
+    print(f"OK: {args.certificate}: {len(certs)} erasure certificate(s), chain intact, model on disk matches")
+    for c in certs:
+        fs = c.body["forget_set"]
+        print(f"  {c.body['chain']['sequence']:>4}  {c.id[:12]}  {c.body['created_at']}  {c.status:>7}  "
+              f"{fs['count']} sample(s)  {c.body['model']['fingerprint_after'][:12]}")  # fmt: skip
+    return 0
+
+
+def cmd_recover(args) -> int:
+    from traceprop_frames.unlearn.bundle import recover
+
+    if not Path(args.model).is_dir():
+        raise SystemExit(f"traceprop recover: {args.model} is not a folder")
+    outcome = recover(args.model)
+    print(f"{args.model}: " + {
+        "clean": "nothing to recover (no interrupted write)",
+        "rolled back": "an interrupted write was rolled back: the folder is as before it",
+        "rolled forward": "an interrupted write was completed: the folder is as after it",
+    }[outcome])  # fmt: skip
     return 0
 
 
@@ -235,6 +291,7 @@ def main(argv=None) -> int:
         "erase": cmd_erase,
         "verify": cmd_verify,
         "keygen": cmd_keygen,
+        "recover": cmd_recover,
     }
     try:
         return handler[args.command](args)

@@ -7,6 +7,7 @@ rows → signed certificate → ``report.html``. Uses only the public API.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -98,7 +99,13 @@ def run_demo(
     from traceprop_frames.datasets import make_credit_risk
     from traceprop_frames.errors import CertificateError
     from traceprop_frames.estimators import TorchLogisticRegression
-    from traceprop_frames.unlearn import generate_key, prepare_unlearning, save_private_key, save_public_key
+    from traceprop_frames.unlearn import (
+        generate_key,
+        ledger,
+        prepare_unlearning,
+        save_private_key,
+        save_public_key,
+    )
     from traceprop_frames.unlearn.bundle import save_model
 
     out = Path(out)
@@ -205,7 +212,9 @@ def run_demo(
     log.note(f"certificate {cert_path} verified ({verified.id[:8]}…); a tampered copy was {tamper_msg}")
     log.note(f"erased row still among top influences: {erase_row in set(top_after['train_row'])}; "
              f"declined applicant's risk {p_before[i]:.4f} → {p_after[i]:.4f}")  # fmt: skip
+    shutil.rmtree(out / "model", ignore_errors=True)  # a fresh model folder: its ledger starts here
     save_model(pipe, out / "model")
+    ledger.append(out / "model", cert)  # `traceprop verify MODEL` checks the chain against the model
 
     log("writing report.html")
     facts.update(

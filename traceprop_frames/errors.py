@@ -98,6 +98,19 @@ class GranularityError(TracepropError):
     """A lineage question that the tensor's granularity does not record (e.g. ``trace()`` in ``"op"`` mode)."""
 
 
+class LedgerError(CertificateError):
+    """A model folder's erasure ledger does not link up: a certificate is missing, reordered or altered,
+    or the model on disk was changed outside an erasure."""
+
+
+class InterruptedWriteError(ModelFolderError):
+    """A crash interrupted an erasure of this model folder; ``traceprop recover MODEL`` finishes or undoes it."""
+
+
+class FolderLockedError(TracepropError, TimeoutError):
+    """Another process holds the model folder's lock (an erasure in progress) past the given timeout."""
+
+
 class LineageEventError(TracepropError, ValueError):
     """A lineage event (OpenLineage) is invalid against its JSON Schema, or its emitter is misconfigured."""
 

@@ -5,13 +5,17 @@ look-ups (:meth:`GradientStore.get_provenance`, :meth:`GradientStore.samples_fro
 
 File layout (``path/``)::
 
-    manifest.json            k, seed, dtype, variant, projection, n_samples, fingerprints, damping,
-                             parameter names, removed samples, checkpoints, lineage link
-    lineage.parquet          RowLineage of the training rows (traceprop_frames.lineage.persist)
-    ckpt_000/features.bin    raw C-order (n_rows, k) array of ``dtype`` (float16 or float32), memmapped
-    ckpt_000/derivs.npy      float32 (n_rows, 2): dℓ/df and d²ℓ/df² of each row at this checkpoint
-    ckpt_000/rows.npy        int64 (n_samples,): the feature row of each sample (identity unless "BM")
-    ckpt_000/params.pt       the checkpoint's parameters (test features are computed with them)
+    manifest.json                 k, seed, dtype, variant, projection, n_samples, fingerprints, damping,
+                                  parameter names, removed samples, checkpoints, lineage link, data_dir
+    data-ID/lineage.parquet       RowLineage of the training rows (traceprop_frames.lineage.persist)
+    data-ID/ckpt_000/features.bin raw C-order (n_rows, k) array of ``dtype`` (float16 or float32), memmapped
+    data-ID/ckpt_000/derivs.npy   float32 (n_rows, 2): dℓ/df and d²ℓ/df² of each row at this checkpoint
+    data-ID/ckpt_000/rows.npy     int64 (n_samples,): the feature row of each sample (identity unless "BM")
+    data-ID/ckpt_000/params.pt    the checkpoint's parameters (test features are computed with them)
+
+Crash safety: ``data-ID`` is one generation of files; filling the store again writes a new generation
+and ``manifest.json`` (replaced atomically, last) is the commit point, so a crash mid-fill leaves the
+previous store intact and a reader that opened the store keeps a consistent snapshot.
 
 Bytes per sample: ``n_checkpoints * (k * itemsize + 8 + 8)`` — with k = 4096 in float16, 8,208 bytes
 per sample and checkpoint (the "BM" variant stores one feature row per batch instead of per sample).
@@ -23,12 +27,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from traceprop_frames._durable import atomic_path, atomic_write_text, fsync_file
 from traceprop_frames.attribution.gradients import VARIANTS, check_variant, fingerprint, n_coords, param_names
 from traceprop_frames.attribution.projection import Projector, make_projector, projector_from_record
 from traceprop_frames.errors import StoreError, UnknownRowError
@@ -73,7 +80,7 @@ class _Checkpoint:
 
     @property
     def dir(self) -> Path:
-        return Path(self.store.path) / f"ckpt_{self.index:03d}"
+        return Path(self.store.path) / self.store.data_dir / f"ckpt_{self.index:03d}"
 
     def grow(self, n_rows: int) -> None:
         if n_rows <= self.features.shape[0]:
@@ -137,6 +144,7 @@ class GradientStore:
         self.lineage = None
         self.removed = np.zeros(0, dtype=bool)
         self.extra: dict = {}
+        self.data_dir = ""  # the generation folder of the checkpoint files (see finalize)
         self._cache: dict = {}
 
     # ------------------------------------------------------------------ writing
@@ -156,10 +164,9 @@ class GradientStore:
         self.removed = np.zeros(self.n_samples, dtype=bool)
         self.checkpoints = []
         self._cache.clear()
-        if self.path is not None:
+        if self.path is not None:  # a new generation: the committed store stays readable until finalize
             os.makedirs(self.path, exist_ok=True)
-            for old in Path(self.path).glob("ckpt_*/features.bin"):
-                old.unlink()
+            self.data_dir = f"data-{uuid.uuid4().hex[:12]}"
 
     def add_checkpoint(self, params: dict[str, torch.Tensor], n_rows: int | None = None) -> int:
         """Open a new checkpoint slot (per-sample variants: one row per sample); returns its index."""
@@ -205,14 +212,28 @@ class GradientStore:
             os.makedirs(ck.dir, exist_ok=True)
             if isinstance(ck.features, np.memmap):
                 ck.features.flush()
-            np.save(ck.dir / "derivs.npy", ck.derivs[: ck.n_rows])
-            np.save(ck.dir / "rows.npy", ck.rows)
-            torch.save(ck.params, ck.dir / "params.pt")
+                fsync_file(ck.dir / "features.bin")
+            with atomic_path(ck.dir / "derivs.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, ck.derivs[: ck.n_rows])
+            with atomic_path(ck.dir / "rows.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, ck.rows)
+            with atomic_path(ck.dir / "params.pt") as tmp:
+                torch.save(ck.params, tmp)
         if self.lineage is not None:
             from traceprop_frames.lineage.persist import save
 
-            save(self.lineage, os.path.join(self.path, "lineage.parquet"))
-        self._write_manifest()
+            save(self.lineage, os.path.join(self.path, self._lineage_name()))
+        self._write_manifest()  # the commit point: readers see the new generation from here on
+        for old in Path(self.path).glob("data-*"):  # earlier generations (open memmaps keep their pages)
+            if old.name != self.data_dir:
+                shutil.rmtree(old, ignore_errors=True)
+        for old in Path(self.path).glob("ckpt_*"):  # layout of stores written before generations
+            shutil.rmtree(old, ignore_errors=True)
+        if self.data_dir:
+            Path(self.path, "lineage.parquet").unlink(missing_ok=True)
+
+    def _lineage_name(self) -> str:
+        return f"{self.data_dir}/lineage.parquet" if self.data_dir else "lineage.parquet"
 
     def manifest(self) -> dict:
         return {
@@ -231,16 +252,18 @@ class GradientStore:
             "param_names": self.param_names,
             "damping": self.damping,
             "removed": np.flatnonzero(self.removed).tolist(),
-            "lineage": "lineage.parquet" if self.lineage is not None else None,
+            "lineage": self._lineage_name() if self.lineage is not None else None,
+            "data_dir": self.data_dir,
             "bytes_per_sample": self.bytes_per_sample,
             "extra": self.extra,
         }
 
+    def manifest_json(self) -> str:
+        """The manifest as the text of ``manifest.json``."""
+        return json.dumps(self.manifest(), indent=1)
+
     def _write_manifest(self) -> None:
-        tmp = os.path.join(self.path, "manifest.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.manifest(), f, indent=1)
-        os.replace(tmp, os.path.join(self.path, "manifest.json"))
+        atomic_write_text(os.path.join(self.path, "manifest.json"), self.manifest_json())
 
     def _alloc(self, c: int, n_rows: int, old=None):
         shape = (max(n_rows, 0), self.k)
@@ -250,7 +273,7 @@ class GradientStore:
             if old is not None:
                 arr[: len(old)] = old
             return arr
-        d = Path(self.path) / f"ckpt_{c:03d}"
+        d = Path(self.path) / self.data_dir / f"ckpt_{c:03d}"
         os.makedirs(d, exist_ok=True)
         f = d / "features.bin"
         if old is not None and isinstance(old, np.memmap):
@@ -266,7 +289,23 @@ class GradientStore:
     # ------------------------------------------------------------------ reading
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> GradientStore:
-        """Re-open a store written by :meth:`finalize` (``mode="r"``: features are read-only memmaps)."""
+        """Re-open a store written by :meth:`finalize` (``mode="r"``: features are read-only memmaps).
+
+        The store is a snapshot: the manifest names the generation of files it reads, and a process
+        that fills the store again writes a new generation and switches the manifest to it atomically.
+        """
+        for attempt in range(5):
+            gen = _generation(path)
+            try:
+                return cls._open(path, mode)
+            except (FileNotFoundError, StoreError):
+                if attempt == 4 or _generation(path) == gen:
+                    raise
+                # another process committed a new generation while we read: read that one
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _open(cls, path, mode: str) -> GradientStore:
         m = _read_manifest(path)
         self = cls(k=m["k"], path=str(path), seed=m["seed"], dtype=m["dtype"], variant=m["variant"])
         self.read_only = mode == "r"
@@ -283,6 +322,7 @@ class GradientStore:
         self.damping = m["damping"]
         self.model_fingerprint = m.get("model_fingerprint")
         self.extra = m.get("extra", {})
+        self.data_dir = m.get("data_dir", "")
         self.removed = np.zeros(self.n_samples, dtype=bool)
         self.removed[np.asarray(m["removed"], dtype=np.int64)] = True
         np_dtype = DTYPES[self.dtype]
@@ -345,17 +385,18 @@ class GradientStore:
             )
 
     # ------------------------------------------------------------------ erasure
-    def mark_removed(self, indices) -> None:
+    def mark_removed(self, indices, persist: bool = True) -> None:
         """Mark training samples as erased: they leave the kernel and never appear in influence results.
 
-        Persisted in the manifest (``"removed"``) when the store lives on disk.
+        Persisted in the manifest (``"removed"``) when the store lives on disk, unless ``persist=False``
+        (the caller commits :meth:`manifest_json` itself, with the rest of an erasure).
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
             raise UnknownRowError(f"sample indices outside 0..{self.n_samples - 1}")
         self.removed[idx] = True
         self._cache.clear()
-        if self.path is not None and os.path.exists(os.path.join(self.path, "manifest.json")):
+        if persist and self.path is not None and os.path.exists(os.path.join(self.path, "manifest.json")):
             self._write_manifest()
 
     @property
@@ -410,6 +451,15 @@ _MANIFEST_KEYS = {
     "k": int, "seed": int, "dtype": str, "variant": str, "n_samples": int, "checkpoint_rows": list,
     "checkpoint_capacity": list, "param_names": list, "damping": (int, float), "removed": list,
 }  # fmt: skip
+
+
+def _generation(path) -> str | None:
+    """The ``data_dir`` the store's manifest names now (None if unreadable)."""
+    try:
+        with open(os.path.join(path, "manifest.json"), encoding="utf-8") as f:
+            return json.load(f).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _read_manifest(path) -> dict:

@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from traceprop_frames._durable import atomic_path
 from traceprop_frames.errors import LineageFormatError, SourceMissingError
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, attach, resolve
 from traceprop_frames.frames.ops import _strip_lid
@@ -29,7 +30,8 @@ def write_traced(df: pd.DataFrame, path, **kwargs) -> None:
     table = table.append_column(LINEAGE_COL, persist.to_arrow(lin))
     meta = dict(table.schema.metadata or {})
     meta.update(persist.schema_metadata(lin))
-    pq.write_table(table.replace_schema_metadata(meta), os.fspath(path), **kwargs)
+    with atomic_path(os.fspath(path)) as tmp:  # a crash leaves the old file or the new one, never half
+        pq.write_table(table.replace_schema_metadata(meta), tmp, **kwargs)
 
 
 def read_traced(path) -> pd.DataFrame:

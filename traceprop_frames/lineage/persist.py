@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from traceprop_frames._durable import atomic_path
 from traceprop_frames.errors import LineageFormatError
 from traceprop_frames.lineage.context import context_payload
 from traceprop_frames.lineage.manifest import FORMAT_VERSION, build
@@ -73,13 +74,21 @@ def loads_manifest(raw: bytes) -> dict:
         raise LineageFormatError(f"lineage manifest is not valid JSON: {e}") from e
 
 
-def save(lin: RowLineage, path: str) -> None:
-    """Write a RowLineage alone to a Parquet file (one list column + manifest in the metadata)."""
+def save(lin: RowLineage, path: str, atomic: bool = True) -> None:
+    """Write a RowLineage alone to a Parquet file (one list column + manifest in the metadata).
+
+    ``atomic``: write a temporary file, fsync and rename it (a crash leaves the old file or the new one);
+    ``False`` when the caller stages the file itself (a model folder's journal).
+    """
     import pyarrow.parquet as pq
 
     table = pa.table({"tp_lineage": to_arrow(lin)})
     table = table.replace_schema_metadata(schema_metadata(lin))
-    pq.write_table(table, path)
+    if not atomic:
+        pq.write_table(table, path)
+        return
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def schema_metadata(lin: RowLineage) -> dict[bytes, bytes]:

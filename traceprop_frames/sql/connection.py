@@ -8,6 +8,7 @@ as an Arrow array and becomes the CSR :class:`RowLineage` of the result without 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import duckdb
@@ -140,14 +141,17 @@ class TracedConnection:
             )
         q = _quote(name)
         opts = "".join(f", {k} = {_sql_value(v)}" for k, v in kwargs.items())
-        # a fresh table keeps the file's record order (insertion order), so rowid = 0-based data row
-        self.raw.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * FROM read_csv({_literal(p)}{opts})")
-        n = self.raw.execute(f"SELECT count(*) FROM {q}").fetchall()[0][0]
-        schema = {c: str(t) for c, t, *_ in self.raw.execute(f"DESCRIBE {q}").fetchall()}
+        stage = _quote(f"__tp_load_{name}")
+        # a fresh, committed table keeps the file's record order, so rowid = 0-based data row (rowids of
+        # rows inserted in a still-open transaction are not); a crash here leaves only this hidden table
+        self.raw.execute(f"CREATE OR REPLACE TABLE {stage} AS SELECT * FROM read_csv({_literal(p)}{opts})")
+        n = self.raw.execute(f"SELECT count(*) FROM {stage}").fetchall()[0][0]
+        schema = {c: str(t) for c, t, *_ in self.raw.execute(f"DESCRIBE {stage}").fetchall()}
         src = REGISTRY.register_file(p, "csv", n, schema=schema)
-        base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
-        self.raw.execute(f"ALTER TABLE {q} ADD COLUMN {RID} BIGINT")
-        self.raw.execute(f"UPDATE {q} SET {RID} = {base} + rowid")
+        with self._transaction():  # the table, its row ids and its source record: all or none
+            base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
+            self.raw.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT *, {base} + rowid AS {RID} FROM {stage}")
+            self.raw.execute(f"DROP TABLE {stage}")
         self._source_loaded(name, src, "read_csv")
         return self
 
@@ -156,13 +160,33 @@ class TracedConnection:
         p = os.fspath(path)
         n = pq.ParquetFile(p).metadata.num_rows
         src = REGISTRY.register_file(p, "parquet", n)
-        base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
-        self.raw.execute(
-            f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * EXCLUDE (file_row_number), "
-            f"CAST({base} + file_row_number AS BIGINT) AS {RID} "
-            f"FROM read_parquet({_literal(p)}, file_row_number = true)"
-        )
+        with self._transaction():
+            base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
+            self.raw.execute(
+                f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * EXCLUDE (file_row_number), "
+                f"CAST({base} + file_row_number AS BIGINT) AS {RID} "
+                f"FROM read_parquet({_literal(p)}, file_row_number = true)"
+            )
         self._source_loaded(name, src, "read_parquet")
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One DuckDB transaction around a loader's statements."""
+        try:
+            self.raw.begin()
+        except duckdb.TransactionException as e:
+            raise UnsupportedOperationError(
+                "tracing loaders (con.read_csv / con.read_parquet) run their own transaction: call them "
+                "outside BEGIN ... COMMIT (rows inserted in an open transaction do not have the file's row "
+                f"numbers yet). DuckDB: {e}"
+            ) from None
+        try:
+            yield
+            self.raw.commit()
+        except BaseException:
+            self.raw.rollback()
+            self._sources = SourceMap(self.raw, persistent=self._sources.persistent)  # drop unsaved ids
+            raise
         return self
 
     def _source_loaded(self, name: str, src, op: str) -> None:

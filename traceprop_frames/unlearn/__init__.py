@@ -7,8 +7,10 @@ body of ``est.unlearn(...)``), ``export_compliance`` (certify a functional erasu
 Modules: ``correction`` (the newton / gradient / retrain methods), ``objective`` (the training objective
 over a flat parameter vector), ``record`` (the unsigned certificate body and its standard statements),
 ``request`` (source rows → training samples, filling the record), ``certificate`` (+
-``certificate.schema.json``: signing, files, verification), ``bundle`` (a model folder with its lineage,
-for ``traceprop erase``), ``report`` (self-contained HTML with matplotlib plots).
+``certificate.schema.json``: signing, files, verification), ``bundle`` (a model folder with its lineage:
+atomic saves, lock, crash recovery), ``folder`` (``traceprop erase``: an erasure of a model folder as one
+journal commit), ``ledger`` (the folder's chained certificates, ``traceprop verify MODEL``), ``report``
+(self-contained HTML with matplotlib plots).
 """
 
 from traceprop_frames.unlearn.certificate import (

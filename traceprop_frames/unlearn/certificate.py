@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from traceprop_frames._durable import atomic_write_text
 from traceprop_frames.errors import CertificateError, CertificateFormatError, CertificateSignatureError
 
 SCHEMA_PATH = Path(__file__).with_name("certificate.schema.json")
@@ -212,10 +213,7 @@ class Certificate:
     def save(self, path) -> Path:
         """Validate against the schema and write the file; returns its path."""
         validate(self.to_dict())
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(self.to_json(), encoding="ascii")
-        return p
+        return atomic_write_text(path, self.to_json(), encoding="ascii")  # never a truncated certificate
 
     @classmethod
     def load(cls, path) -> Certificate:

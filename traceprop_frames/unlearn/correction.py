@@ -530,7 +530,8 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
 
 @lineage_step("erase")
 def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str | None = None,
-                      holdout=None, key=None, regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), **params):  # fmt: skip
+                      holdout=None, key=None, regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), chain=None,
+                      **params):  # fmt: skip
     """Erase source rows (or training samples) from a fitted estimator in place; returns a signed Certificate.
 
     This is the body of ``est.unlearn(...)``.
@@ -553,6 +554,9 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
         Signing key; default :func:`traceprop_frames.unlearn.certificate.default_key`.
     regulations : sequence of str
         Tags, from ``EU_AI_ACT_ART26``, ``GDPR_ART17``.
+    chain : dict, optional
+        The certificate's link in the model folder's erasure ledger (:func:`.ledger.next_link`); default:
+        the link after the last certificate this estimator issued (``est.ledger_head_``), or entry 1.
     **params
         Method parameters (``tol``, ``max_iter``; ``steps``, ``eta``).
 
@@ -569,6 +573,7 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
         Unfitted model, no request, unknown method or parameter.
     """
     from traceprop_frames.unlearn.certificate import Certificate
+    from traceprop_frames.unlearn.ledger import link_of
 
     check_fitted(est)
     lineage = getattr(est, "lineage_", None)
@@ -592,8 +597,12 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
         samples=None if samples is None else np.unique(samples).tolist(), regulations=regulations,
         previous=previous,
     )  # fmt: skip
+    body["chain"] = dict(
+        chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None}
+    )
     new_lineage = _record_erasure(est, lineage, body)
     cert = Certificate.sign(body, key)
+    est.ledger_head_ = link_of(cert)
     if result.forget.size:
         _adopt(est, after, w_after, result, new_lineage)
         log.append({"certificate_id": cert.id, "samples": result.forget.tolist()})
