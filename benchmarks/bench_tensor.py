@@ -10,9 +10,9 @@ DataLoader vs a plain one.
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,19 +20,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import traceprop_frames as tp
 
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    times = {k: [] for k in fns}
-    keys = list(fns)
-    for r in range(repeats):
-        for k in keys if r % 2 == 0 else keys[::-1]:
-            gc.collect()
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
-    out = {k: statistics.median(v) for k, v in times.items()}
-    out["ratio"] = statistics.median(t / p for t, p in zip(times["traced"], times["plain"]))
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lineage import interleaved  # noqa: E402  (interleaved medians of per-round ratios)
 
 
 def chain(X):
