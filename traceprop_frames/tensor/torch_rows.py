@@ -30,8 +30,8 @@ import torch
 from traceprop_frames.errors import LineageLostError
 from traceprop_frames.lineage import RowLineage
 
-_ROW_FUNCS = {torch.Tensor.__getitem__, torch.stack, torch.cat, torch.concat}
-_PASSTHROUGH = {torch.Tensor.__len__, torch.Tensor.__repr__, torch.Tensor.__format__}
+_GETITEM = torch.Tensor.__getitem__
+_STACKS = (torch.stack, torch.cat, torch.concat)
 
 
 class RowTensor(torch.Tensor):
@@ -43,7 +43,7 @@ class RowTensor(torch.Tensor):
     @staticmethod
     def wrap(data: torch.Tensor, samples: np.ndarray, root: RowLineage) -> RowTensor:
         out = data.as_subclass(RowTensor)
-        out._tp_samples = np.asarray(samples, dtype=np.int64)
+        out._tp_samples = samples if type(samples) is np.ndarray else np.asarray(samples, dtype=np.int64)
         out._tp_root = root
         return out
 
@@ -77,14 +77,12 @@ class RowTensor(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        with torch._C.DisableTorchFunctionSubclass():
+        with torch._C.DisableTorchFunctionSubclass():  # wrapping below must not dispatch here again
             out = func(*args, **kwargs)
-        if func in _PASSTHROUGH:
-            return out
-        if func is torch.Tensor.__getitem__:
-            return _index(args[0], args[1], out)
-        if func in (torch.stack, torch.cat, torch.concat):
-            return _stack(func, args, kwargs, out)
+            if func is _GETITEM:
+                return _index(args[0], args[1], out)
+            if func in _STACKS:
+                return _stack(func, args, kwargs, out)
         return out  # any other op: a plain tensor (lineage stays with the batch, not with activations)
 
 
@@ -93,6 +91,9 @@ def _index(src: RowTensor, key, out):
         return out
     rows = key[0] if isinstance(key, tuple) else key
     n = src.shape[0]
+    if type(rows) is int:  # dataset[i], once per sample: a view of one position, no new array
+        i = rows % n
+        return RowTensor.wrap(out, src._tp_samples[i : i + 1], src._tp_root)
     if isinstance(rows, torch.Tensor):
         rows = rows.detach().cpu().numpy()
     if isinstance(rows, (int, np.integer)):
