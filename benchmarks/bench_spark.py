@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -28,6 +28,9 @@ from pyspark.sql import functions as F
 
 import traceprop_frames as tpf
 from traceprop_frames.datasets import make_credit_risk
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sql import _median_pair  # noqa: E402  (warm-up, then alternating plain/traced medians)
 
 TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
 AGGS = {
@@ -44,20 +47,6 @@ TRAIN = (
 
 def _run(df) -> None:
     df.write.format("noop").mode("overwrite").save()
-
-
-def _median_pair(plain, traced, repeat: int) -> tuple[float, float]:
-    tp, tt = [], []
-    plain()  # warm-up both
-    traced()
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        plain()
-        tp.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        traced()
-        tt.append(time.perf_counter() - t0)
-    return statistics.median(tp), statistics.median(tt)
 
 
 def _storage(res, source_bytes: int) -> tuple[float, float]:
