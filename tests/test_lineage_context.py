@@ -131,6 +131,23 @@ def test_prefix_sets_cost_linear_storage():
     assert out.rows_from_ids(lin.ids[[n - 5]]).tolist() == list(range(n - 5, n))
 
 
+def test_prefix_over_rows_with_their_own_windows_stays_linear():
+    """cumsum of a rolling mean: every row refers to its own window set, and prefix j reads windows
+    0..j. The references are stored once in row order (O(n)), not per prefix (O(n^2))."""
+    n = 5_000
+    lin, _, _ = _fresh(n)
+    every = np.arange(n)
+    windows = lin.shared_sets(every, np.maximum(every - 2, 0), every + 1, "rolling(3)")
+    rolled = lin.with_context(every, windows)
+    prefix = rolled.shared_sets(every, np.zeros(n, dtype=np.int64), every + 1, "cumsum")
+    out = rolled.with_context(every, prefix)
+    assert len(prefix.ref_pool) == n  # one reference per member row, shared by all n prefixes
+    for i in (0, 1, 777, n - 1):  # oracle: prefix i reads rows 0..i (their windows add nothing earlier)
+        assert out.row_ids(i).tolist() == lin.ids[: i + 1].tolist()
+        assert out.row_ids(i, direct=True).tolist() == [int(lin.ids[i])]
+    assert out.rows_from_ids(lin.ids[[n - 3]]).tolist() == list(range(n - 3, n))
+
+
 def test_nested_statistic_reaches_the_inner_sets_rows():
     rng = np.random.default_rng(2)
     lin, direct, full = _fresh(6)

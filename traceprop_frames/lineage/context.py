@@ -61,7 +61,10 @@ class SetBlock:
     pool : int64 array of global row ids, in the order the operation read them.
     starts, ends : int64 arrays (m,), set ``j`` is ``pool[starts[j]:ends[j]]``.
     label : str, what made the sets (``"mean(axis=0)"``, ``"window sum"``), shown by readers.
-    ref_offsets, refs : CSR (m + 1, total) of global set ids the sets refer to (all in ``deps``).
+    ref_pool, ref_starts, ref_ends : set ``j`` refers to the global set ids
+        ``ref_pool[ref_starts[j]:ref_ends[j]]`` (all in ``deps``; repeats allowed). Like the id pool, the
+        references are laid out once in the operation's order, so overlapping sets (prefixes, windows)
+        share them: storage stays O(members' references), whatever the number of sets.
     deps : the blocks referred to (so a block keeps what its closure needs alive).
 
     Examples
@@ -71,9 +74,10 @@ class SetBlock:
     (2, True)
     """
 
-    __slots__ = ("base", "m", "pool", "starts", "ends", "label", "ref_offsets", "refs", "deps")
+    __slots__ = ("base", "m", "pool", "starts", "ends", "label", "ref_pool", "ref_starts", "ref_ends", "deps")
 
-    def __init__(self, pool, starts, ends, label: str, ref_offsets=None, refs=None, deps=()) -> None:
+    def __init__(self, pool, starts, ends, label: str, ref_pool=None, ref_starts=None, ref_ends=None,
+                 deps=()) -> None:  # fmt: skip
         self.pool = np.ascontiguousarray(pool, dtype=np.int64)
         self.starts = np.ascontiguousarray(starts, dtype=np.int64)
         self.ends = np.ascontiguousarray(ends, dtype=np.int64)
@@ -83,10 +87,15 @@ class SetBlock:
         if self.m and (self.starts.min() < 0 or self.ends.max() > len(self.pool)):
             raise ValueError("set segments outside the pool")
         self.label = str(label)
-        if ref_offsets is None:
-            ref_offsets, refs = np.zeros(self.m + 1, dtype=np.int64), _EMPTY
-        self.ref_offsets = np.ascontiguousarray(ref_offsets, dtype=np.int64)
-        self.refs = np.ascontiguousarray(refs, dtype=np.int64)
+        if ref_pool is None:
+            ref_pool, ref_starts, ref_ends = _EMPTY, np.zeros(self.m, np.int64), np.zeros(self.m, np.int64)
+        self.ref_pool = np.ascontiguousarray(ref_pool, dtype=np.int64)
+        self.ref_starts = np.ascontiguousarray(ref_starts, dtype=np.int64)
+        self.ref_ends = np.ascontiguousarray(ref_ends, dtype=np.int64)
+        if self.ref_starts.shape != (self.m,) or self.ref_ends.shape != (self.m,):
+            raise ValueError("ref_starts and ref_ends need one entry per set")
+        if self.m and (self.ref_starts.min() < 0 or self.ref_ends.max() > len(self.ref_pool)):
+            raise ValueError("reference segments outside the reference pool")
         self.deps = tuple(deps)
         self.base = _allocate(self.m)
 
@@ -95,7 +104,12 @@ class SetBlock:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.pool, self.starts, self.ends, self.ref_offsets, self.refs))
+        arrays = (self.pool, self.starts, self.ends, self.ref_pool, self.ref_starts, self.ref_ends)
+        return sum(a.nbytes for a in arrays)
+
+    def set_refs(self, local: np.ndarray) -> np.ndarray:
+        """The global set ids the sets ``local`` (0-based in this block) refer to, with repeats."""
+        return self.ref_pool[segments_flat(self.ref_starts[local], self.ref_ends[local])]
 
     def __repr__(self) -> str:
         return f"SetBlock({self.label!r}, {self.m} sets over a pool of {len(self.pool)} ids)"
@@ -148,20 +162,8 @@ class Context:
 
     def closure(self, set_ids: np.ndarray) -> np.ndarray:
         """Global row ids of the sets ``set_ids`` and of every set they refer to (with repeats)."""
-        frontier = np.unique(np.asarray(set_ids, dtype=np.int64))
-        seen = frontier
-        out: list[np.ndarray] = []
-        while frontier.size:
-            which, blist = self._locate(frontier)
-            nxt: list[np.ndarray] = []
-            for k in np.unique(which).tolist():
-                b = blist[k]
-                local = frontier[which == k] - b.base
-                out.append(b.pool[segments_flat(b.starts[local], b.ends[local])])
-                nxt.append(b.refs[segments_flat(b.ref_offsets[local], b.ref_offsets[local + 1])])
-            frontier = np.setdiff1d(np.concatenate(nxt), seen) if nxt else _EMPTY
-            seen = np.union1d(seen, frontier)
-        return np.concatenate(out) if out else _EMPTY
+        set_ids = np.asarray(set_ids, dtype=np.int64)
+        return self.expand(np.zeros(len(set_ids), dtype=np.int64), set_ids)[1]
 
     def expand(self, owners: np.ndarray, set_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For (owner, set) pairs, the (owner, global row id) pairs of each set's closure.
@@ -188,8 +190,8 @@ class Context:
                 lengths = b.ends[local] - b.starts[local]
                 out_i.append(b.pool[segments_flat(b.starts[local], b.ends[local])])
                 out_o.append(np.repeat(own, lengths))
-                rl = b.ref_offsets[local + 1] - b.ref_offsets[local]
-                nxt_s.append(b.refs[segments_flat(b.ref_offsets[local], b.ref_offsets[local + 1])])
+                rl = b.ref_ends[local] - b.ref_starts[local]
+                nxt_s.append(b.set_refs(local))
                 nxt_o.append(np.repeat(own, rl))
             owners = np.concatenate(nxt_o) if nxt_o else _EMPTY
             sets = np.concatenate(nxt_s) if nxt_s else _EMPTY
@@ -221,11 +223,11 @@ class Context:
             mark = np.zeros(len(b.pool) + 1, dtype=np.int64)
             np.cumsum(np.isin(b.pool, ids), out=mark[1:])
             seg_hit = mark[b.ends] - mark[b.starts] > 0
-            if b.refs.size and hit_so_far.size:
-                ref_hit = np.isin(b.refs, hit_so_far).astype(np.int64)
+            if b.ref_pool.size and hit_so_far.size:
+                ref_hit = np.isin(b.ref_pool, hit_so_far).astype(np.int64)
                 cum = np.zeros(len(ref_hit) + 1, dtype=np.int64)
                 np.cumsum(ref_hit, out=cum[1:])
-                seg_hit |= cum[b.ref_offsets[1:]] - cum[b.ref_offsets[:-1]] > 0
+                seg_hit |= cum[b.ref_ends] - cum[b.ref_starts] > 0
             new = b.base + np.flatnonzero(seg_hit)
             if new.size:
                 hits.append(new)
@@ -258,7 +260,7 @@ def context_payload(ctx: Context) -> bytes:
     arrays = {"row_ref_offsets": ctx.ref_offsets, "row_refs": ctx.refs}
     blocks = []
     for k, b in enumerate(ctx.blocks.values()):
-        for name in ("pool", "starts", "ends", "ref_offsets", "refs"):
+        for name in ("pool", "starts", "ends", "ref_pool", "ref_starts", "ref_ends"):
             arrays[f"b{k}_{name}"] = getattr(b, name)
         blocks.append({"base": b.base, "m": b.m, "label": b.label})
     arrays["blocks_json"] = np.frombuffer(json.dumps(blocks).encode(), dtype=np.uint8)
@@ -284,9 +286,10 @@ def context_from_payload(payload: bytes, n_rows: int, remap_ids) -> Context:
 
             built: list[SetBlock] = []
             for k, bm in enumerate(meta):
-                refs = remap_sets(np.asarray(z[f"b{k}_refs"], dtype=np.int64))
+                refs = remap_sets(np.asarray(z[f"b{k}_ref_pool"], dtype=np.int64))
                 b = SetBlock(remap_ids(np.asarray(z[f"b{k}_pool"], dtype=np.int64)), z[f"b{k}_starts"],
-                             z[f"b{k}_ends"], bm["label"], z[f"b{k}_ref_offsets"], refs, tuple(built))  # fmt: skip
+                             z[f"b{k}_ends"], bm["label"], refs, z[f"b{k}_ref_starts"], z[f"b{k}_ref_ends"],
+                             tuple(built))  # fmt: skip
                 new_bases[k] = b.base
                 built.append(b)
             row_refs = remap_sets(np.asarray(z["row_refs"], dtype=np.int64))

@@ -369,8 +369,11 @@ class RowLineage:
             pool = self.ids[flat]
         if not self.has_context:
             return SetBlock(pool, pos[starts], pos[ends], label)
-        ref_off, refs = _segment_refs(self.context, order, starts, ends)
-        return SetBlock(pool, pos[starts], pos[ends], label, ref_off, refs, self.context.blocks.values())
+        # the members' references, laid out in `order` like the ids: set j refers to its members' slice
+        ctx = self.context
+        rpos, rflat = _segments_gather(ctx.ref_offsets, order)
+        return SetBlock(pool, pos[starts], pos[ends], label, ctx.refs[rflat], rpos[starts], rpos[ends],
+                        ctx.blocks.values())  # fmt: skip
 
     def with_context(self, set_of_row, block: SetBlock, node: OpNode | None = None) -> RowLineage:
         """These rows, each also referring to set ``set_of_row[i]`` of ``block`` (-1: none)."""
@@ -661,32 +664,6 @@ def _stack(csrs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.nd
     shifts = np.cumsum([0] + [len(c[1]) for c in csrs[:-1]])
     offsets = np.concatenate([csrs[0][0][:1]] + [c[0][1:] + s for c, s in zip(csrs, shifts)])
     return offsets - offsets[0], ids
-
-
-def _segment_refs(ctx: Context, order, starts, ends) -> tuple[np.ndarray, np.ndarray]:
-    """Per segment ``order[starts[j]:ends[j]]``: the distinct set references of its rows (CSR).
-
-    For each distinct reference r, a segment holds r iff one of r's rows lies inside it: one
-    searchsorted per (reference, segment) — O(distinct references x segments), where the distinct
-    references of a table are the few statistics it was computed with."""
-    roff, rflat = _segments_gather(ctx.ref_offsets, order)
-    refs = ctx.refs[rflat]
-    pos = np.repeat(np.arange(len(order), dtype=np.int64), np.diff(roff))
-    m = len(starts)
-    if refs.size == 0:
-        return np.zeros(m + 1, dtype=np.int64), _EMPTY
-    uniq, inv = np.unique(refs, return_inverse=True)
-    key = inv.astype(np.int64) * (len(order) + 1) + pos
-    key.sort()
-    # for each (reference u, segment j): first occurrence of u at position >= starts[j]
-    q = np.arange(len(uniq), dtype=np.int64)[:, None] * (len(order) + 1)
-    lo = np.searchsorted(key, q + starts[None, :], "left")
-    hi = np.searchsorted(key, q + ends[None, :], "left")
-    has = (hi > lo).T  # (m, u)
-    counts = has.sum(axis=1)
-    off = np.zeros(m + 1, dtype=np.int64)
-    np.cumsum(counts, out=off[1:])
-    return off, np.broadcast_to(uniq, has.shape)[has]
 
 
 def from_csr(offsets: np.ndarray, ids: np.ndarray, meta: dict, context: bytes | None = None) -> RowLineage:
