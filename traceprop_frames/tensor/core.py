@@ -135,8 +135,6 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         pos = np.arange(len(self), dtype=np.int64) if all_rows else self._row_positions(rows)
         index = pos if not hasattr(self.data, "detach") else _as_torch_index(self.data, pos)
         data = self.data if all_rows else self.data[index]
-        if isinstance(rows, (int, np.integer)) and data.ndim == self.data.ndim:
-            pass  # kept as one row (2-D)
         columns = self._cols
         if cols:
             c = cols[0]

@@ -518,13 +518,8 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
         return corrected
     after, w_after, result = run_unlearning(model, forget, method, holdout=holdout, **params)
     out = copy.copy(model)
-    out.module_ = after
-    out.sample_weight_ = w_after
+    _set_fitted_state(out, after, w_after, result)
     out.unlearn_result_ = result
-    if "hessian_cache" in result.extra:
-        out._unlearn_hessian_ = result.extra.pop("hessian_cache")
-    if "newton_state" in result.extra:
-        out.newton_state_ = result.extra.pop("newton_state")
     return out
 
 
@@ -610,15 +605,20 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
     return cert
 
 
-def _adopt(est, after, w_after, result: UnlearnResult, new_lineage) -> None:
-    """Make an unlearning run's outcome the estimator's state (in place; the store marks the samples)."""
+def _set_fitted_state(est, after, w_after, result: UnlearnResult) -> None:
+    """Parameters, sample weights and the caches later erasures reuse, from one unlearning run."""
     est.module_ = after
     est.sample_weight_ = w_after
-    est.lineage_ = new_lineage
     if "hessian_cache" in result.extra:
         est._unlearn_hessian_ = result.extra.pop("hessian_cache")
     if "newton_state" in result.extra:
         est.newton_state_ = result.extra.pop("newton_state")
+
+
+def _adopt(est, after, w_after, result: UnlearnResult, new_lineage) -> None:
+    """Make an unlearning run's outcome the estimator's state (in place; the store marks the samples)."""
+    _set_fitted_state(est, after, w_after, result)
+    est.lineage_ = new_lineage
     store = getattr(est, "store_", None)
     if store is not None:
         store.mark_removed(result.forget)
