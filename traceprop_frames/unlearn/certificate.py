@@ -166,19 +166,39 @@ def schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator():
+    """The schema compiled to Python code once per process (``fastjsonschema``), after checking the
+    schema itself against its meta-schema (``jsonschema``). Validating a certificate then costs ~25 µs
+    instead of ~0.6 ms interpreting the schema tree, which matters for batches of 1,000 requests."""
+    import fastjsonschema
     import jsonschema
 
-    cls = jsonschema.validators.validator_for(schema())
-    cls.check_schema(schema())
-    return cls(schema())
+    jsonschema.validators.validator_for(schema()).check_schema(schema())
+    return fastjsonschema.compile(schema(), use_default=False)
+
+
+@lru_cache(maxsize=1)
+def _explainer():
+    """The interpreting validator (``jsonschema``): only to word the error of a document that failed."""
+    import jsonschema
+
+    return jsonschema.validators.validator_for(schema())(schema())
 
 
 def validate(doc: dict) -> None:
     """Raise :class:`CertificateFormatError` if ``doc`` does not match the schema."""
-    err = next(iter(sorted(_validator().iter_errors(doc), key=lambda e: list(e.path))), None)
-    if err is not None:
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise CertificateFormatError(f"certificate does not match its JSON Schema at {where}: {err.message}")
+    import fastjsonschema
+
+    try:
+        _validator()(doc)
+        return
+    except fastjsonschema.JsonSchemaValueException as e:
+        first = e
+    err = next(iter(sorted(_explainer().iter_errors(doc), key=lambda e: list(e.path))), None)
+    if err is None:  # the two validators disagree: still refuse, with the compiled one's words
+        where, message = "/".join(str(p) for p in first.path[1:]) or "(top level)", first.message
+    else:
+        where, message = "/".join(str(p) for p in err.absolute_path) or "(top level)", err.message
+    raise CertificateFormatError(f"certificate does not match its JSON Schema at {where}: {message}")
 
 
 # ---------------------------------------------------------------------------- the certificate
