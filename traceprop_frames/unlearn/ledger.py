@@ -158,7 +158,6 @@ def _verify(model_dir, public_key, model_fingerprint) -> list[Certificate]:
     certs: list[Certificate] = []
     prev_hash, prev_after = None, None
     solve: dict | None = None  # the batch solve the previous entries belong to, and how many were seen
-    solves_seen: set[str] = set()
     for i, (n, p) in enumerate(files, start=1):
         if n != i:
             raise LedgerError(
@@ -187,7 +186,7 @@ def _verify(model_dir, public_key, model_fingerprint) -> list[Certificate]:
                 "between these two erasures, outside an erasure"
             )
         if batch is not None:
-            solve = _continue_batch(p, model, batch, solve, solves_seen)
+            solve = _continue_batch(p, model, batch, solve)
         prev_hash = hashlib.sha256(p.read_bytes()).hexdigest()
         prev_after = model["fingerprint_after"]
         certs.append(cert)
@@ -203,7 +202,7 @@ def _verify(model_dir, public_key, model_fingerprint) -> list[Certificate]:
     return certs
 
 
-def _continue_batch(path: Path, model: dict, batch: dict, solve: dict | None, seen: set) -> dict:
+def _continue_batch(path: Path, model: dict, batch: dict, solve: dict | None) -> dict:
     """One more certificate of a batch (``traceprop erase --requests``): the certificates of one solve are
     consecutive entries, all name the solve's model before and after, and there are ``n_requests`` of them.
     """
@@ -213,12 +212,6 @@ def _continue_batch(path: Path, model: dict, batch: dict, solve: dict | None, se
     ):
         raise LedgerError(f"ledger entry {path.name}: its model fingerprints differ from its batch solve's")
     if solve is None:
-        if batch["solve_id"] in seen:
-            raise LedgerError(
-                f"ledger entry {path.name} belongs to batch solve {batch['solve_id'][:12]}…, whose other "
-                "certificates are not next to it: the ledger was reordered"
-            )
-        seen.add(batch["solve_id"])
         return {**batch, "seen": 1, "first": path.name}
     if (batch["fingerprint_before"], batch["n_requests"]) != (
         solve["fingerprint_before"],
