@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_unlearn_correction import StandInLogReg, make_data
 
 import traceprop_frames as tpf
@@ -19,7 +21,7 @@ from traceprop_frames.unlearn import (
     save_private_key,
     save_public_key,
 )
-from traceprop_frames.unlearn.certificate import canonical_json, default_key, schema, validate
+from traceprop_frames.unlearn.certificate import canonical_json, default_key, file_text, schema, validate
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +193,16 @@ def test_compiled_validator_agrees_with_jsonschema_on_every_mutation(signed):
     bad["certificate"]["forget_set"]["count"] = -1
     with pytest.raises(CertificateFormatError, match="forget_set/count: -1 is less than the minimum of 0"):
         validate(bad)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_json_values)
+def test_file_text_is_byte_for_byte_json_dumps(value):
+    # oracle: the standard library's encoder with the options the file form is defined by
+    assert file_text(value) == json.dumps(value, sort_keys=True, indent=2, ensure_ascii=True) + "\n"

@@ -154,8 +154,53 @@ def canonical_json(obj) -> bytes:
 
 
 def file_text(doc: dict) -> str:
-    """The one form certificate files are written in."""
-    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
+    """The one form certificate files are written in: byte for byte
+    ``json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False) + "\\n"``.
+
+    Built here rather than by ``json.dumps``, whose ``indent`` runs the pure-Python encoder token by
+    token (~0.5 ms a certificate; a batch writes 1,000): strings go through the C string encoder.
+
+    Examples
+    --------
+    >>> doc = {"b": [1, 2.5, None], "a": {"x": "é", "y": []}, "c": True}
+    >>> file_text(doc) == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=True) + "\\n"
+    True
+    """
+    return _pretty(doc, "\n") + "\n"
+
+
+_STR = json.encoder.encode_basestring_ascii
+_FLOAT = float.__repr__
+
+
+def _pretty(v, nl: str) -> str:
+    """``v`` as ``json.dumps(indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False)`` writes it, at
+    the indentation ``nl`` (a newline and the current indent)."""
+    if isinstance(v, str):
+        return _STR(v)
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"Out of range float values are not JSON compliant: {v!r}")
+        return _FLOAT(v)
+    inner = nl + "  "
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        items = (inner + _STR(k) + ": " + _pretty(v[k], inner) for k in sorted(v))  # keys are str
+        return "{" + ",".join(items) + nl + "}"
+    if isinstance(v, (list, tuple)):
+        if not v:
+            return "[]"
+        return "[" + ",".join(inner + _pretty(x, inner) for x in v) + nl + "]"
+    raise TypeError(f"Object of type {type(v).__name__} is not JSON serializable")
 
 
 @lru_cache(maxsize=1)
@@ -203,11 +248,15 @@ def validate(doc: dict) -> None:
 
 # ---------------------------------------------------------------------------- the certificate
 class Certificate:
-    """A signed erasure certificate. ``save(path)`` writes it; :func:`verify_certificate` checks one."""
+    """A signed erasure certificate. ``save(path)`` writes it; :func:`verify_certificate` checks one.
+
+    Treat ``body`` as read-only once signed: the signature covers it.
+    """
 
     def __init__(self, body: dict, signature: dict) -> None:
         self.body = body
         self.signature = signature
+        self._text: str | None = None  # the file form, made once: a signed record does not change
 
     @classmethod
     def sign(cls, body: dict, key: Ed25519PrivateKey | None = None) -> Certificate:
@@ -228,7 +277,11 @@ class Certificate:
         return {"certificate": self.body, "signature": self.signature}
 
     def to_json(self) -> str:
-        return file_text(self.to_dict())
+        """The file's text (:func:`file_text`); computed once per certificate (its ledger hash, the ledger
+        entry and the requester's copy are all this one text)."""
+        if self._text is None:
+            self._text = file_text(self.to_dict())
+        return self._text
 
     def save(self, path) -> Path:
         """Validate against the schema and write the file; returns its path."""
