@@ -241,3 +241,25 @@ def _flip(path) -> None:
     i = data.index(b'"received": "2026-12-02"') + len(b'"received": "2026-12-0')
     data[i] = ord("3")
     path.write_bytes(bytes(data))
+
+
+def test_batch_maps_each_request_through_a_source_read_twice(tmp_path):
+    X, y = data(n=120, d=3, seed=6)
+    src = tmp_path / "clients.csv"
+    pd.DataFrame(X, columns=list("abc")).assign(label=y).to_csv(src, index=False)
+    both = tpf.concat([tpf.read_csv(src), tpf.read_csv(src)], ignore_index=True)  # two reads, one file
+    est = TorchLogisticRegression().fit(both[list("abc")], both["label"])
+    requests = [
+        {"request_id": "a", "source": str(src), "rows": [3], "received": ""},
+        {"request_id": "b", "source": str(src), "rows": [6, 5], "received": ""},
+        {"request_id": "c", "source": str(src), "rows": [119], "received": ""},
+    ]
+    certs = erase_requests(est, requests, key=generate_key())
+    # oracle: the concatenation puts data row r at samples r and 120 + r
+    assert [c.body["forget_set"]["training_indices"] for c in certs] == [
+        [3, 123],
+        [5, 6, 125, 126],
+        [119, 239],
+    ]
+    with pytest.raises(UnknownRowError, match="refused, nothing was changed"):
+        erase_requests(est, [{"request_id": "d", "source": str(src), "rows": [120], "received": ""}])

@@ -126,7 +126,7 @@ def erase_requests(est, requests, *, method=None, key=None,
     from traceprop_frames.unlearn.certificate import Certificate, default_key, load_private_key
     from traceprop_frames.unlearn.correction import _adopt, check_fitted, run_unlearning
     from traceprop_frames.unlearn.ledger import link_of
-    from traceprop_frames.unlearn.request import certificate_body, forget_from_request
+    from traceprop_frames.unlearn.request import certificate_body, forget_from_request, ids_by_request
 
     check_fitted(est)
     if not requests:
@@ -135,7 +135,11 @@ def erase_requests(est, requests, *, method=None, key=None,
     link = dict(chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None})
     lineage = getattr(est, "lineage_", None)
     cache: dict = {}
-    mapped = [forget_from_request(lineage, r["source"], r["rows"], cache=cache) for r in requests]
+    ids = ids_by_request(lineage, requests, cache)  # every row checked before anything changes
+    mapped = [
+        forget_from_request(lineage, r["source"], r["rows"], cache=cache, ids=i)
+        for r, i in zip(requests, ids)
+    ]
     union = np.unique(np.concatenate([f for f, _ in mapped]))
     w_before = np.asarray(est.sample_weight_)
     after, w_after, result = run_unlearning(est, union, method, **params)
