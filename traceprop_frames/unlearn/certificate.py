@@ -176,8 +176,19 @@ _FLOAT = float.__repr__
 def _pretty(v, nl: str) -> str:
     """``v`` as ``json.dumps(indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False)`` writes it, at
     the indentation ``nl`` (a newline and the current indent)."""
-    if isinstance(v, str):
+    t = type(v)
+    if t is str:
         return _STR(v)
+    inner = nl + "  "
+    if t is dict:
+        if not v:
+            return "{}"
+        sep = "," + inner
+        return "{" + inner + sep.join([_STR(k) + ": " + _pretty(v[k], inner) for k in sorted(v)]) + nl + "}"
+    if t is list or t is tuple:
+        if not v:
+            return "[]"
+        return "[" + inner + ("," + inner).join([_pretty(x, inner) for x in v]) + nl + "]"
     if v is None:
         return "null"
     if v is True:
@@ -190,16 +201,12 @@ def _pretty(v, nl: str) -> str:
         if not math.isfinite(v):
             raise ValueError(f"Out of range float values are not JSON compliant: {v!r}")
         return _FLOAT(v)
-    inner = nl + "  "
+    if isinstance(v, str):
+        return _STR(v)
     if isinstance(v, dict):
-        if not v:
-            return "{}"
-        items = (inner + _STR(k) + ": " + _pretty(v[k], inner) for k in sorted(v))  # keys are str
-        return "{" + ",".join(items) + nl + "}"
+        return _pretty(dict(v), nl)
     if isinstance(v, (list, tuple)):
-        if not v:
-            return "[]"
-        return "[" + ",".join(inner + _pretty(x, inner) for x in v) + nl + "]"
+        return _pretty(list(v), nl)
     raise TypeError(f"Object of type {type(v).__name__} is not JSON serializable")
 
 
