@@ -61,7 +61,7 @@ def fsync_file(path) -> None:
 
 def fsync_files(paths) -> None:
     """fsync many files' data, concurrently: the file system commits them in a few shared journal
-    transactions (1,000 small files: ~0.1 s instead of ~4 s one after another on ext4). Each file is
+    transactions (1,000 small files on ext4: 0.08 s instead of 3.5 s one after another). Each file is
     still fsynced before this returns."""
     paths = list(paths)
     if len(paths) < 4:
