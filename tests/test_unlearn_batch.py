@@ -17,6 +17,7 @@ from traceprop_frames.errors import CertificateError, RequestFileError, UnknownR
 from traceprop_frames.estimators import TorchLogisticRegression
 from traceprop_frames.estimators.newton import data_hessian
 from traceprop_frames.unlearn import (
+    Certificate,
     approximate_unlearn,
     generate_key,
     ledger,
@@ -25,7 +26,7 @@ from traceprop_frames.unlearn import (
 )
 from traceprop_frames.unlearn.batch import erase_requests, read_requests
 from traceprop_frames.unlearn.bundle import load_model, save_model
-from traceprop_frames.unlearn.folder import erase_in_folder
+from traceprop_frames.unlearn.folder import erase_in_folder, erase_requests_in_folder
 
 
 def data(n=600, d=6, seed=0):
@@ -263,3 +264,55 @@ def test_batch_maps_each_request_through_a_source_read_twice(tmp_path):
     ]
     with pytest.raises(UnknownRowError, match="refused, nothing was changed"):
         erase_requests(est, [{"request_id": "d", "source": str(src), "rows": [120], "received": ""}])
+
+
+def _rechain(folder, key, drop=None, edit=None) -> None:
+    """Rewrite the ledger as someone holding the signing key could: drop entry ``drop`` and/or edit the
+    body of entry ``edit[0]`` with ``edit[1]``, then renumber, relink and re-sign every entry."""
+    files = ledger.entries(folder)
+    bodies = [json.loads(f.read_text())["certificate"] for f in files]
+    for f in files:
+        f.unlink()
+    if drop is not None:
+        del bodies[drop - 1]
+    if edit is not None:
+        edit[1](bodies[edit[0] - 1])
+    link = {"sequence": 1, "previous_sha256": None}
+    for body in bodies:
+        body["chain"] = link
+        cert = Certificate.sign(body, key)
+        ledger.entry_path(folder, link["sequence"]).write_text(cert.to_json())
+        link = ledger.link_of(cert)
+
+
+def test_batch_rules_hold_even_against_the_key_holder(tmp_path):
+    X, y = data(n=200, d=3, seed=7)
+    src = tmp_path / "clients.csv"
+    pd.DataFrame(X, columns=list("abc")).assign(label=y).to_csv(src, index=False)
+    df = tpf.read_csv(src)
+    folder = save_model(TorchLogisticRegression().fit(df[list("abc")], df["label"]), tmp_path / "model")
+    key = generate_key()
+    requests = [{"request_id": f"q{i}", "source": str(src), "rows": [i], "received": ""} for i in range(4)]
+    erase_requests_in_folder(folder, requests, key=key)
+    erase_in_folder(folder, samples=[50], key=key)  # entry 5, after the batch (entries 1-4)
+    assert len(ledger.verify_chain(folder, key.public_key())) == 5
+    base = tmp_path / "base"
+    shutil.copytree(folder, base)
+
+    def other_fingerprint(b):
+        b["model"]["fingerprint_before"] = "0" * 64
+
+    for drop, edit, match in (
+        (2, None, "served 4 requests, but 3"),  # one request's certificate removed, the chain rebuilt
+        (None, (3, other_fingerprint), "differ from its batch solve"),
+        (None, (3, lambda b: b["batch"].update(n_requests=3)), "disagrees with the rest"),
+    ):
+        shutil.rmtree(folder)
+        shutil.copytree(base, folder)
+        _rechain(folder, key, drop=drop, edit=edit)
+        with pytest.raises(CertificateError, match=match):
+            ledger.verify_chain(folder, key.public_key())
+    shutil.rmtree(folder)
+    shutil.copytree(base, folder)
+    _rechain(folder, key)  # re-signing alone (no change) still verifies: the rules, not the key, decide
+    assert len(ledger.verify_chain(folder, key.public_key())) == 5
