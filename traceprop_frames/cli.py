@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--rows", type=int, nargs="+", help="0-based data rows (header excluded)")
     e.add_argument(
         "--requests",
-        help="CSV of requests (request_id,source,rows,received) erased in one solve, one certificate each "
-        "(written to --out-dir) instead of --source/--rows",
+        help="CSV of requests (request_id,source,rows,received) erased in one solve, one certificate each: "
+        "consecutive entries of the model's ledger, committed with the model; copies written to --out-dir. "
+        "Instead of --source/--rows",
     )
     e.add_argument(
         "--out-dir", default="erasure_certificates", help="folder for the certificates of --requests"
