@@ -104,7 +104,9 @@ def ids_by_request(lineage, requests, cache: dict) -> list[np.ndarray]:
 
     if lineage is None:
         return [None] * len(requests)
-    cand = cache.setdefault("_source_ids", lineage.source_ids())
+    if "_source_ids" not in cache:
+        cache["_source_ids"] = lineage.source_ids()
+    cand = cache["_source_ids"]
     by_path: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
         by_path.setdefault(os.fspath(r["source"]), []).append(i)
