@@ -105,6 +105,19 @@ def _model_copy(world, tmp, tamper, load=load_model):
     return lambda: load(d)
 
 
+def _data(d, name):
+    (path,) = (d / "data").glob(f"{name}-*.npy")
+    return path
+
+
+def _edit_data(d):
+    """One value of the training matrix changed, the file otherwise valid (same dtype and shape)."""
+    path = _data(d, "X_train")
+    X = np.load(path)
+    X[0, 0] += 1
+    np.save(path, X)
+
+
 def _other_params(d):
     torch.save({"linear.weight": torch.zeros(1, 2), "linear.bias": torch.zeros(1)}, d / "parameters.pt")
 
@@ -185,7 +198,7 @@ CASES = [
     # ---- model folders
     ("model folder at an unknown path", lambda w, t: lambda: load_model(t / "nope"), ModelFolderError, "no model folder"),
     ("model folder from a newer format",
-     lambda w, t: _model_copy(w, t, lambda d: _edit_json(d / "bundle.json", format=2)),
+     lambda w, t: _model_copy(w, t, lambda d: _edit_json(d / "bundle.json", format=99)),
      ModelFolderError, "newer traceprop-frames"),
     ("bundle.json missing", lambda w, t: _model_copy(w, t, lambda d: (d / "bundle.json").unlink()),
      ModelFolderError, "no bundle.json"),
@@ -199,6 +212,15 @@ CASES = [
     ("lineage.parquet truncated",
      lambda w, t: _model_copy(w, t, lambda d: _truncate(d / "lineage.parquet"), load=load_lineage),
      LineageFormatError, "cannot read lineage file"),
+    ("training data file edited", lambda w, t: _model_copy(w, t, _edit_data), ModelFolderError,
+     "not the X_train_ this model was saved with"),
+    ("training data file missing", lambda w, t: _model_copy(w, t, lambda d: _data(d, "X_train").unlink()),
+     ModelFolderError, "is missing"),
+    ("training data file truncated", lambda w, t: _model_copy(w, t, lambda d: _truncate(_data(d, "y_train"))),
+     ModelFolderError, "truncated or corrupt"),
+    ("bundle.json data points outside the folder",
+     lambda w, t: _model_copy(w, t, lambda d: _edit_json(d / "bundle.json", data={"X_train_": {"file": "../x.npy"}})),
+     ModelFolderError, r"malformed \(data field\)"),
 ]  # fmt: skip
 
 

@@ -3,11 +3,14 @@ served later, in another process (``traceprop erase``), and survive crashes.
 
 Layout of a model folder::
 
-    model.pkl        the estimator / Pipeline, pickled without its lineage and gradient store (trusted
-                     input: only :func:`load_model` opens it; :func:`load_lineage` never does)
+    model.pkl        the estimator / Pipeline, pickled without its lineage, gradient store and training
+                     matrices (trusted input: only :func:`load_model` opens it; :func:`load_lineage` never does)
+    data/            the final estimator's ``X_train_`` / ``y_train_`` as ``.npy`` files named by content,
+                     written once and never by an erasure (:mod:`.datafiles`; absent in format-1 folders)
     lineage.parquet  the training rows' lineage (source records + op DAG; remapped on load)
     parameters.pt    the final estimator's state_dict (tensors only: read without unpickling code)
-    bundle.json      {"format": 1, "store": path of the on-disk GradientStore or null, "estimator": ...}
+    bundle.json      {"format": 2, "store": path of the on-disk GradientStore or null, "estimator": ...,
+                     "data": {"X_train_": {"file", "sha256", "dtype", "shape"}, ...}}
     ledger/          the erasure certificates issued for this model, chained (:mod:`.ledger`)
     .lock            taken by every writer and reader of the folder (``filelock``)
     journal.json     only while a write is in progress, or after a crash interrupted one
@@ -35,8 +38,9 @@ import torch
 
 from traceprop_frames._durable import Journal, pending_journal, recover_journal
 from traceprop_frames.errors import FolderLockedError, InterruptedWriteError, ModelFolderError
+from traceprop_frames.unlearn import datafiles
 
-FORMAT = 1
+FORMAT = 2  # 2: training matrices in data/*.npy; format-1 folders (all in model.pkl) still load
 _LOCKS: dict[tuple[int, str], object] = {}
 
 
@@ -81,9 +85,9 @@ def recover(folder, timeout: float | None = None) -> str:
         return recover_journal(folder)
 
 
-def _targets(folder: Path, est) -> list[Path]:
-    """The files :func:`_stage_model` writes for ``est``."""
-    out = [folder / "model.pkl", folder / "bundle.json"]
+def _targets(folder: Path, est, writes: dict) -> list[Path]:
+    """The files :func:`_stage_model` writes for ``est`` (``writes``: the data files of :func:`datafiles.plan`)."""
+    out = [folder / "model.pkl", folder / "bundle.json", *(folder / f for f in writes)]
     if getattr(est, "module_", None) is not None:
         out.append(folder / "parameters.pt")
     if getattr(est, "lineage_", None) is not None:
@@ -98,15 +102,19 @@ def interrupted(folder) -> InterruptedWriteError:
     )
 
 
-def _stage_model(model, folder: Path, journal: Journal) -> None:
+def _stage_model(model, folder: Path, journal: Journal, data: tuple[dict, dict]) -> None:
+    """Stage ``model``'s files; ``data``: :func:`datafiles.plan` ``(entries, writes)``."""
     from traceprop_frames.lineage import persist
 
     est = final_estimator(model)
+    entries, writes = data
+    for rel, arr in writes.items():
+        datafiles.write(journal.staged(folder / rel), arr)
     lineage, store = getattr(est, "lineage_", None), getattr(est, "store_", None)
     cache = est.__dict__.pop("_unlearn_hessian_", None)
     try:
         est.lineage_, est.store_ = None, None
-        with open(journal.staged(folder / "model.pkl"), "wb") as f:
+        with datafiles.detached(est, entries), open(journal.staged(folder / "model.pkl"), "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
     finally:
         est.lineage_, est.store_ = lineage, store
@@ -125,6 +133,7 @@ def _stage_model(model, folder: Path, journal: Journal) -> None:
         "lineage": lineage is not None,
         "store": None if store_path is None else os.path.abspath(store_path),
         "parameters": None if module is None else "parameters.pt",
+        "data": entries,
     }
     journal.staged(folder / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -151,8 +160,9 @@ def save_model(model, folder, *, timeout: float | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with locked(folder, timeout):
         recover_journal(folder)
-        targets = _targets(folder, est)
-        _commit(folder, targets, lambda j: _stage_model(model, folder, j))
+        data = datafiles.plan(folder, est)
+        _commit(folder, _targets(folder, est, data[1]), lambda j: _stage_model(model, folder, j, data))
+        datafiles.prune(folder, data[0])
     return folder
 
 
@@ -184,6 +194,7 @@ def load_model(folder, *, recover: bool = True, timeout: float | None = None):
             raise ModelFolderError(
                 f"{folder}: model.pkl holds a {kind}, bundle.json says {meta['estimator']}"
             )
+        datafiles.attach(folder, est, meta["data"])
         if meta.get("parameters"):
             from traceprop_frames.unlearn.objective import parameter_fingerprint, state_fingerprint
 
@@ -259,12 +270,13 @@ def read_meta(folder: Path) -> dict:
             f"{folder} was written by a newer traceprop-frames (model folder format {fmt}; this version "
             f"reads {FORMAT}): upgrade traceprop-frames to load it."
         )
-    if fmt != FORMAT:
+    if fmt not in (1, FORMAT):
         raise ModelFolderError(f"{folder}: unsupported model folder format {fmt!r}")
     if not isinstance(meta.get("store"), (str, type(None))) or not isinstance(
         meta.get("lineage", False), bool
     ):
         raise ModelFolderError(f"{folder}/bundle.json is malformed (store/lineage fields): it was edited")
+    meta["data"] = datafiles.check_entries(folder, meta.get("data"))
     return meta
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from traceprop_frames._durable import Journal
-from traceprop_frames.unlearn import ledger
+from traceprop_frames.unlearn import datafiles, ledger
 from traceprop_frames.unlearn.bundle import (
     _commit,
     _stage_model,
@@ -97,14 +97,17 @@ def _erase(folder, timeout, dry_run, run) -> list:
                 np.concatenate([np.asarray(f, dtype=np.int64) for f in forgotten]), persist=False
             )
 
+        data = datafiles.plan(folder, est)  # files a load mapped from this folder: not written again
+
         def stage(j: Journal) -> None:
-            _stage_model(model, folder, j)
+            _stage_model(model, folder, j, data)
             for entry, text in zip(entries, texts):
                 with open(j.staged(entry), "w", encoding="ascii") as f:
                     f.write(text)
             if manifest is not None:
                 j.staged(manifest).write_text(store.manifest_json())
 
-        targets = [*_targets(folder, est), *entries, *([manifest] if manifest else [])]
+        targets = [*_targets(folder, est, data[1]), *entries, *([manifest] if manifest else [])]
         _commit(folder, targets, stage)
+        datafiles.prune(folder, data[0])
     return certs
