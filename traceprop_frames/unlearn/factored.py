@@ -66,17 +66,23 @@ def applicable(est, w_before: np.ndarray) -> bool:
     return st["weights"] == weights_digest(w_before) and np.array_equal(st["theta"], _flat(est.module_))
 
 
-def _check_closed_form(est, theta, rows) -> None:
-    """Raise if the blocked closed form disagrees with the estimator's own objective on ``rows``."""
+def _check_closed_form(est, m: torch.nn.Module, theta, rows) -> None:
+    """Raise if the blocked closed form disagrees with the estimator's own objective on ``rows``.
+
+    ``m`` is the module holding ``theta``; it is left as it was (no gradients kept).
+    """
     from traceprop_frames.errors import UnlearningError
 
     X, y, wr = est.X_train_[rows], est.y_train_[rows], np.ones(len(rows))
-    m = _module(est.module_, theta)
+    flags = [p.requires_grad for p in m.parameters()]
     for p in m.parameters():
         p.requires_grad_(True)
     own = est.objective(m, X, y, wr)
     own.backward()
     g_own = torch.cat([p.grad.reshape(-1) for p in m.parameters()]).double().numpy()
+    for p, flag in zip(m.parameters(), flags):
+        p.grad = None
+        p.requires_grad_(flag)
     F, G = loss_grad(X, y.astype(np.float64), wr, theta, float(est.C), est.fit_intercept)
     W, f_own = float(wr.sum()), float(own.detach())
     if abs(F / W - f_own) > 1e-9 * (1 + abs(f_own)) or not np.allclose(G / W, g_own, rtol=1e-7, atol=1e-11):
@@ -167,7 +173,8 @@ def erase(est, new: np.ndarray, w_before, w_after, bound: float, max_iter: int):
     rng = np.random.default_rng(0)
     keep = np.flatnonzero(w_after > 0)
     probe = np.union1d(new[:CHECK_ROWS], rng.choice(keep, min(CHECK_ROWS, len(keep)), replace=False))
-    _check_closed_form(est, theta, probe)
+    after = _module(est.module_, theta)
+    _check_closed_form(est, after, theta, probe)
     W = float(w_after.sum())
     info = {
         "iterations": it,
@@ -194,4 +201,4 @@ def erase(est, new: np.ndarray, w_before, w_after, bound: float, max_iter: int):
             "weights": weights_digest(w_after),
         },  # fmt: skip
     }
-    return _module(est.module_, theta), info
+    return after, info
