@@ -139,12 +139,11 @@ def erase(est, new: np.ndarray, w_before, w_after, bound: float, max_iter: int):
     C, icpt = float(est.C), bool(est.fit_intercept)
     X = est.X_train_
     n = len(X)
-    y = np.asarray(est.y_train_, dtype=np.float64)
-    w_after = np.asarray(w_after, dtype=np.float64)
+    y, w_after = np.asarray(est.y_train_), np.asarray(w_after)  # float32: the passes widen per block
     theta0 = st["theta"]
     xmax = st.get("xmax") or row_norm_max(X, icpt)  # model folders saved before xmax was kept
-    xf, yf = _rows(X, new, icpt), y[new]
-    wf = np.asarray(w_before, dtype=np.float64)[new]
+    xf, yf = _rows(X, new, icpt), y[new].astype(np.float64)
+    wf = np.asarray(w_before)[new].astype(np.float64)
     z0 = xf @ theta0
     G = st["grad"] - (wf * (_sigmoid(z0) - yf)) @ xf  # at θ0, from the fit's pass: steers the first step
     ph = _sigmoid(xf @ st["theta_h"])
@@ -171,11 +170,11 @@ def erase(est, new: np.ndarray, w_before, w_after, bound: float, max_iter: int):
         gn = float(np.linalg.norm(G))
         cert = certify(gn, err, theta, theta_h, lam, xmax, C)
     rng = np.random.default_rng(0)
-    keep = np.flatnonzero(w_after > 0)
-    probe = np.union1d(new[:CHECK_ROWS], rng.choice(keep, min(CHECK_ROWS, len(keep)), replace=False))
+    others = rng.choice(n, min(2 * CHECK_ROWS, n), replace=False)
+    probe = np.union1d(new[:CHECK_ROWS], others[w_after[others] > 0][:CHECK_ROWS])
     after = _module(est.module_, theta)
     _check_closed_form(est, after, theta, probe)
-    W = float(w_after.sum())
+    W = float(np.sum(w_after, dtype=np.float64))
     info = {
         "iterations": it,
         "hessian_passes": passes,
