@@ -55,11 +55,15 @@ def _bce(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, z) - y * z
 
 
+def _block_rows(d: int) -> int:
+    return max(64, GRAD_BLOCK_BYTES // (8 * max(d, 1)))
+
+
 def _row_blocks(X):
     """``(a, b, x)`` per block of rows of ``X`` widened to float64 (no intercept column: a contiguous
     copy into one reused buffer of ~512 KiB, which stays in cache for the two products of a pass)."""
     n, d = X.shape
-    block = max(64, GRAD_BLOCK_BYTES // (8 * max(d, 1)))
+    block = _block_rows(d)
     buf = np.empty((min(block, n), d))
     for a in range(0, n, block):
         b = min(n, a + block)
@@ -75,7 +79,7 @@ def _grad_pass(X, y, w, theta, C: float, intercept: bool, need_loss: bool):
     coef, b0 = (theta[:-1], float(theta[-1])) if intercept else (theta, 0.0)
     gx, gb, abs_r = np.zeros(len(coef)), 0.0, 0.0
     F = 0.5 * float(theta @ theta) / C
-    z = np.empty(min(len(y), max(64, GRAD_BLOCK_BYTES // (8 * max(len(coef), 1)))))
+    z = np.empty(min(len(y), _block_rows(len(coef))))
     for a, b, x in _row_blocks(X):
         zb = z[: b - a]
         np.dot(x, coef, out=zb)
@@ -106,8 +110,9 @@ def residual_grad(X, y, w, theta, C: float, intercept: bool, xmax: float):
 
     ``xmax`` bounds every ``‖x̃_i‖``. Each logit ``x̃_i·θ`` is off by at most ``γ_p ‖x̃_i‖ ‖θ‖``, so each
     residual ``w_i (σ − y_i)`` by ``w_i (γ_p xmax ‖θ‖ / 4 + 5u)`` (σ is ¼-Lipschitz; a few ulps for
-    ``expit`` and the subtraction); summing ``n`` products ``r_i x̃_i`` adds at most
-    ``γ_{n+p} Σ |r_i| ‖x̃_i‖``. ``Σ |r_i|`` is accumulated in the same pass.
+    ``expit`` and the subtraction); summing the products ``r_i x̃_i`` of a block (any order) and then the
+    blocks' sums adds at most ``γ_{b+B} Σ |r_i| ‖x̃_i‖`` (``b`` rows a block, ``B`` blocks). ``Σ |r_i|`` is
+    accumulated in the same pass.
 
     Examples
     --------
@@ -119,9 +124,11 @@ def residual_grad(X, y, w, theta, C: float, intercept: bool, xmax: float):
     theta = np.asarray(theta, dtype=np.float64)
     _, G, abs_r = _grad_pass(X, y, w, theta, C, intercept, need_loss=False)
     n, p = len(y), len(theta)
+    b = min(n, _block_rows(X.shape[1]))
     tn = float(np.linalg.norm(theta))
     per_row = 0.25 * gamma(p + 2) * xmax * tn + 5 * EPS
-    err = xmax * (gamma(n + p + 10) * abs_r + float(np.sum(w, dtype=np.float64)) * per_row) + 2 * EPS * tn / C
+    terms = gamma(b + -(-n // b) + p + 10) * abs_r
+    err = xmax * (terms + float(np.sum(w, dtype=np.float64)) * per_row) + 2 * EPS * tn / C
     return G, err
 
 

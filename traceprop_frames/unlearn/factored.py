@@ -151,7 +151,8 @@ def erase(est, new: np.ndarray, w_before, w_after, bound: float, max_iter: int):
     theta_h, eye = st["theta_h"], np.eye(len(theta0)) / C
     fac, lam = cho_factor(S + eye), curvature_floor(S, n)
     theta, gn, it, passes, cert = theta0, float(np.linalg.norm(G)), 0, 0, None
-    while it < max(int(max_iter), 1) and (cert is None or cert["bound"] > bound):
+    # stop at the bound, or once the gradient is within its own rounding bound (no step can improve it)
+    while it < max(int(max_iter), 1) and (cert is None or (cert["bound"] > bound and gn > cert["rounding"])):
         it += 1
         cand = theta - cho_solve(fac, G)
         G1, err = residual_grad(X, y, w_after, cand, C, icpt, xmax)
