@@ -42,7 +42,7 @@ from pandas.core.groupby import DataFrameGroupBy, SeriesGroupBy
 from pandas.core.groupby.groupby import GroupBy
 
 from traceprop_frames.errors import LineageLostError
-from traceprop_frames.frames import alignment
+from traceprop_frames.frames import alignment, reductions
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.rowsets import _stable_group_order
@@ -250,8 +250,10 @@ def _frame_rule(name: str):
             set_of_row = np.full(len(obj), -1, dtype=np.int64)
             set_of_row[np.arange(0, len(obj), result.step or 1)] = np.arange(len(start))
             _record(obj, np.arange(len(obj), dtype=np.int64), start, end, set_of_row, "rolling")
-        elif name in ("apply", "agg", "aggregate", "transform") and _row_keys(result) is None:
-            return  # reduced to one row per column: the result carries no rows
+        elif name in ("apply", "agg", "aggregate", "transform") and (
+            not isinstance(result, (pd.Series, pd.DataFrame)) or _row_keys(result) is None
+        ):
+            return reductions.finish(obj, result, name)  # reduced: a statistic of every row
         else:
             _plain(obj, "all", name)
 
@@ -331,7 +333,8 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
         _state.busy = True
         try:
             result = orig(self, *args, **kwargs)
-            rule(self if get_obj is _group_obj else obj, result, ba)
+            replaced = rule(self if get_obj is _group_obj else obj, result, ba)
+            result = result if replaced is None else replaced
         finally:
             _state.busy = False
         return result
@@ -371,6 +374,7 @@ def install() -> None:
     alignment.install()
     if _installed:
         return
+    reductions.install(lambda: _mode[0], lambda: getattr(_state, "busy", False), _detached)
     for owner in (pd.Series, pd.DataFrame, pd.core.generic.NDFrame):
         for name in _FRAME_METHODS:
             if name in owner.__dict__ and not (owner is pd.core.generic.NDFrame and name in ("apply",)):
@@ -392,6 +396,7 @@ def uninstall() -> None:
     """Restore plain pandas (cross-row and label-matching calls then silently return row-only lineage
     again: use with care, e.g. to time plain pandas)."""
     alignment.uninstall()
+    reductions.uninstall()
     while _installed:
         owner, name, orig = _installed.pop()
         setattr(owner, name, orig)

@@ -1,0 +1,462 @@
+"""Reductions of traced rows, and where their values flow back into rows.
+
+``s.sum()``, ``s.mean()``, ``df.std()`` ... read every row of a traced column, and ``s / s.sum()``,
+``s - s.mean()``, ``s > s.mean()`` (as a filter), ``s.fillna(s.median())``, ``df["z"] = s.sum()`` or
+``(df - df.mean()) / df.std()`` put that value into each row. Unaided, each row would keep its own source
+row only — silently too little. This module (installed with :mod:`frames.cross_row`, removed by its
+``uninstall``) makes a reduction of a traced object carry the rows it read, and records that set as a
+shared context part (stored once, like ``rank``'s "every row of the column") on the rows it meets:
+
+- a scalar comes back as :class:`TracedFloat` / :class:`TracedInt`, a NumPy scalar subclass (so
+  ``isinstance(x, float)``, formatting and NumPy code behave as for the plain ``np.float64`` pandas
+  returns); arithmetic between such values, with plain numbers and through NumPy ufuncs
+  (``__array_ufunc__``) keeps the union of their sets. ``float(x)``, ``int(x)``, ``x.item()``,
+  ``math.*`` and comparisons return plain Python values: that is the boundary (a value that left
+  pandas/NumPy carries nothing);
+- a reduction that returns a Series of statistics (``df.mean()``, ``s.quantile([.1, .9])``,
+  ``s.agg(["sum", "mean"])``) carries the set in ``attrs``; arithmetic between statistics unions it, and
+  ``m["x"]`` / ``m.loc["x"]`` give a :class:`TracedFloat`;
+- arithmetic and comparisons with traced rows, ``fillna`` / ``where`` / ``mask`` / ``clip`` / ``replace``
+  with such a value (also inside a dict or list), ``df[c] = x``, ``assign``, ``insert``, ``.loc`` /
+  ``.iloc`` assignment add the set to the rows of the traced side (every row of that object:
+  sufficient, never less). Under ``cross_row.set_mode("raise")`` these raise
+  :class:`LineageLostError` instead.
+
+``s.isin(other["k"])`` with ``other`` a traced Series records, for each row that matched, the rows of
+``other`` holding its value (the SQL layer's rule for ``x IN (q)``; a non-matching row needs none).
+Assigning a full-length array, list or ExtensionArray (no index, so pandas gives no handle) into a traced
+frame emits :class:`UntracedValuesWarning` (``set_mode("raise")``: :class:`LineageLostError`).
+
+Untraced objects pay one type or attribute check per wrapped call.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import pandas as pd
+from pandas.api.extensions import ExtensionArray
+
+from traceprop_frames.errors import LineageLostError, UntracedValuesWarning
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve
+from traceprop_frames.lineage import OpNode
+from traceprop_frames.lineage.context import SetBlock
+
+STAT_KEY = "traceprop_stat"
+_EMPTY = np.zeros(0, dtype=np.int64)
+_installed: list[tuple[object, str, object]] = []
+_hooks: dict[str, object] = {  # cross_row's mode, busy flag and detached test (set by its install)
+    "mode": lambda: "context",
+    "busy": lambda: False,
+    "detached": lambda obj: False,
+}
+
+
+# ---------------------------------------------------------------------------------------------- sets
+class _Stat:
+    """The rows a statistic read: sets ``(block, j)`` of shared blocks. Deep copies return self, so it
+    rides in pandas ``attrs`` at no cost."""
+
+    __slots__ = ("parts", "_block")
+
+    def __init__(self, parts) -> None:
+        seen: dict[int, tuple[SetBlock, int]] = {}
+        for b, j in parts:
+            seen.setdefault(b.base + j, (b, j))
+        self.parts = tuple(seen.values())
+        self._block = None
+
+    def union(self, *others: _Stat | None) -> _Stat:
+        rest = [p for o in others if o is not None and o is not self for p in o.parts]
+        return self if not rest else _Stat(self.parts + tuple(rest))
+
+    def block(self) -> SetBlock:
+        """One block with one set: this statistic's rows (a reference-only set for a union)."""
+        if self._block is None:
+            if len(self.parts) == 1 and self.parts[0][0].m == 1:
+                self._block = self.parts[0][0]
+            else:
+                refs = np.array([b.base + j for b, j in self.parts], dtype=np.int64)
+                self._block = SetBlock(_EMPTY, [0], [0], "statistic", refs, [0], [len(refs)],
+                                       tuple(b for b, _ in self.parts))  # fmt: skip
+        return self._block
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __reduce__(self):  # a pickled statistic carries no lineage (as a pickled traced frame)
+        return (_Stat, ((),))
+
+
+def _keyed(obj) -> bool:
+    idx = obj.index
+    return idx.name == LID or (isinstance(idx, pd.MultiIndex) and LID in idx.names)
+
+
+def _row_keys(obj) -> np.ndarray:
+    idx = obj.index
+    if idx.name == LID:
+        return np.asarray(idx, dtype=np.int64)
+    return np.asarray(idx.get_level_values(LID), dtype=np.int64)
+
+
+def stat_of_rows(obj, label: str) -> _Stat:
+    """A statistic over every row of the keyed Series/DataFrame ``obj``: one shared set."""
+    lin = resolve(obj if isinstance(obj, pd.DataFrame) else obj.to_frame())
+    n = len(lin)
+    block = lin.shared_sets(np.arange(n, dtype=np.int64), [0], [n], label)
+    if len(block.ref_pool) > 1:  # one set: its members' references as a set, not one copy per row
+        refs = np.unique(block.ref_pool)
+        block = SetBlock(block.pool, block.starts, block.ends, label, refs, [0], [len(refs)], block.deps)
+    return _Stat(((block, 0),))
+
+
+def stat_of(value) -> _Stat | None:
+    """The statistic ``value`` carries (a traced scalar, or an unkeyed Series/DataFrame of statistics)."""
+    if isinstance(value, _Traced):
+        return value._tp
+    if isinstance(value, (pd.Series, pd.DataFrame)):
+        st = value.attrs.get(STAT_KEY) if value.attrs else None
+        return st if st is not None and not _keyed(value) else None
+    return None
+
+
+def _stats_in(values) -> _Stat | None:
+    """Union of the statistics in ``values`` (scalars, Series, and one level of dicts/lists/tuples)."""
+    found = []
+    for v in values:
+        st = stat_of(v)
+        if st is not None:
+            found.append(st)
+        elif isinstance(v, dict):
+            found.extend(s for s in map(stat_of, v.values()) if s is not None)
+        elif isinstance(v, (list, tuple)):
+            found.extend(s for s in map(stat_of, v) if s is not None)
+    return found[0].union(*found[1:]) if found else None
+
+
+def _mark(obj, st: _Stat):
+    obj.attrs = {**obj.attrs, STAT_KEY: st}  # a new dict: never write into a dict pandas shares
+    return obj
+
+
+def attach(target, st: _Stat, call: str) -> None:
+    """Record that every row of the keyed ``target`` read the rows of ``st``."""
+    if _hooks["mode"]() == "raise":
+        raise LineageLostError(
+            f"{call} brings a statistic of traced rows into the rows of a traced frame and tpf cross-row "
+            "mode is 'raise'. Use tpf.frames.cross_row.set_mode('context') to record the rows it read."
+        )
+    keys = _row_keys(target)
+    add_context(keys, np.zeros(len(keys), dtype=np.int64), st.block(), OpNode(f"pandas.{call}", {}))
+
+
+def _detached_refuse(target, call: str) -> None:
+    if isinstance(target, (pd.Series, pd.DataFrame)) and (
+        (isinstance(target, pd.DataFrame) and LID in target.columns) or ATTRS_KEY in target.attrs
+    ):
+        if _hooks["detached"](target):
+            raise LineageLostError(
+                f"{call} brings a statistic of traced rows into a traced frame whose tp_lid keys were moved "
+                "to a column (reset_index()), so the rows cannot be attributed. Call .set_index('tp_lid') first."
+            )
+
+
+def absorb(target, st: _Stat | None, call: str):
+    """``target`` meets statistic ``st``: attach it to traced rows, or mark a result of statistics."""
+    if st is None or _hooks["busy"]():
+        return
+    if _keyed(target):
+        attach(target, st, call)
+    else:
+        _detached_refuse(target, call)
+
+
+# ---------------------------------------------------------------------------------------------- scalars
+def _wrap(result, st: _Stat | None):
+    if st is None:
+        return result
+    if isinstance(result, (float, np.floating)) and not isinstance(result, _Traced):
+        out = TracedFloat(result)
+    elif isinstance(result, (int, np.integer)) and not isinstance(result, (bool, np.bool_, _Traced)):
+        out = TracedInt(result)
+    else:
+        return result
+    out._tp = st
+    return out
+
+
+def _plain(x):
+    if isinstance(x, TracedFloat):
+        return np.float64(float(x))
+    if isinstance(x, TracedInt):
+        return np.int64(int(x))
+    return x
+
+
+def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
+    if any(isinstance(x, (pd.Series, pd.DataFrame, pd.Index)) for x in inputs):
+        return NotImplemented  # pandas' own ufunc dispatch handles it (its wrapped operators)
+    sts = [x._tp for x in inputs if isinstance(x, _Traced)]
+    result = getattr(ufunc, method)(*map(_plain, inputs), **kwargs)
+    return _wrap(result, sts[0].union(*sts[1:]))
+
+
+def _binary(ufunc, reflected: bool):
+    def op(self, other):
+        if isinstance(other, (pd.Series, pd.DataFrame, pd.Index)):
+            return NotImplemented
+        return ufunc(other, self) if reflected else ufunc(self, other)
+
+    return op
+
+
+class TracedFloat(np.float64):
+    """A float reduction of traced rows (``s.mean()``) that knows which rows it read.
+
+    Examples
+    --------
+    >>> import pandas as pd, traceprop_frames as tpf
+    >>> df = tpf.track(pd.DataFrame({"x": [1.0, 2.0, 6.0]}), "doc_red")
+    >>> total = df["x"].sum()
+    >>> isinstance(total, float), float(total / 3)
+    (True, 3.0)
+    >>> df["share"] = df["x"] / total  # every row now also depends on the rows the sum read
+    >>> df.tp.sources(rows=[0])["doc_red"].tolist(), df.tp.sources(rows=[0], direct=True)["doc_red"].tolist()
+    ([0, 1, 2], [0])
+    """
+
+
+class TracedInt(np.int64):
+    """An integer reduction of traced rows (``s.count()``, ``s.nunique()``); see :class:`TracedFloat`."""
+
+
+_Traced = (TracedFloat, TracedInt)
+# The methods are set on each class: a mixin base next to a NumPy scalar type crashes NumPy (2.4) in item().
+for _cls in _Traced:
+    _cls.__array_ufunc__ = _array_ufunc
+    _cls.__round__ = lambda self, ndigits=None: _wrap(round(_plain(self), ndigits), self._tp)
+    _cls.__reduce__ = lambda self: (type(_plain(self)), (_plain(self).item(),))  # pickles plain
+    _cls.__neg__ = lambda self: np.negative(self)
+    _cls.__pos__ = lambda self: np.positive(self)
+    _cls.__abs__ = lambda self: np.absolute(self)
+    for _name, _uf in {
+        "add": np.add, "sub": np.subtract, "mul": np.multiply, "truediv": np.true_divide,
+        "floordiv": np.floor_divide, "mod": np.remainder, "pow": np.power,
+    }.items():  # fmt: skip
+        setattr(_cls, f"__{_name}__", _binary(_uf, False))
+        setattr(_cls, f"__r{_name}__", _binary(_uf, True))
+
+
+# ---------------------------------------------------------------------------------------------- wrappers
+_REDUCTIONS = (
+    "sum", "mean", "median", "std", "var", "min", "max", "prod", "product", "count", "quantile", "nunique",
+    "sem", "skew", "kurt", "kurtosis", "mode", "describe",
+)  # fmt: skip
+
+
+def _reduction_wrapper(orig, name: str):
+    @functools.wraps(orig)
+    def wrapper(self, *args, **kwargs):
+        if _hooks["busy"]():
+            return orig(self, *args, **kwargs)
+        if _keyed(self):
+            result = orig(self, *args, **kwargs)
+            return finish(self, result, name)
+        st = stat_of(self)  # a statistic of statistics (df.mean().sum())
+        result = orig(self, *args, **kwargs)
+        if st is None and _hooks["detached"](self):
+            warnings.warn(
+                f"{type(self).__name__}.{name} of a traced frame whose tp_lid keys were moved to a column "
+                "(reset_index()) cannot carry the rows it read. Call .set_index('tp_lid') first.",
+                UntracedValuesWarning,
+                stacklevel=2,
+            )
+        if st is not None:
+            return (
+                _wrap(result, st) if not isinstance(result, (pd.Series, pd.DataFrame)) else _mark(result, st)
+            )
+        return result
+
+    return wrapper
+
+
+def finish(obj, result, name: str):
+    """The result of reducing the keyed ``obj``: a traced scalar, or statistics carrying their rows."""
+    if isinstance(result, (pd.Series, pd.DataFrame)):
+        return result if _keyed(result) else _mark(result, stat_of_rows(obj, name))
+    if isinstance(result, (float, int, np.floating, np.integer)) and not isinstance(result, (bool, np.bool_)):
+        return _wrap(result, stat_of_rows(obj, name))
+    if result is not None and not (isinstance(result, float) and np.isnan(result)):
+        warnings.warn(
+            f"{type(obj).__name__}.{name} of a traced object returned a {type(result).__name__}, which cannot "
+            "carry the rows it read: if it flows back into rows, they lose that dependency. Compute with "
+            "pandas on the traced frame (e.g. df.groupby(lambda _: 0)[col].transform(...)).",
+            UntracedValuesWarning,
+            stacklevel=3,
+        )
+    return result
+
+
+def _binop_wrapper(orig, name: str):
+    @functools.wraps(orig)
+    def wrapper(self, other, *args, **kwargs):
+        st = stat_of(other)
+        if st is None:
+            return orig(self, other, *args, **kwargs)
+        if _keyed(self):
+            absorb(self, st, name)
+            return orig(self, other, *args, **kwargs)
+        result = orig(self, other, *args, **kwargs)
+        if not _hooks["busy"]() and isinstance(result, (pd.Series, pd.DataFrame)) and not _keyed(result):
+            _detached_refuse(self, name)
+            mine = stat_of(self)
+            return _mark(result, st.union(mine) if mine is not None else st)
+        return result
+
+    return wrapper
+
+
+def _consumer_wrapper(orig, name: str):
+    """fillna / where / mask / clip / replace: a statistic among the arguments flows into the rows."""
+
+    @functools.wraps(orig)
+    def wrapper(self, *args, **kwargs):
+        if args or kwargs:
+            st = _stats_in(args + tuple(kwargs.values()))
+            if st is not None:
+                absorb(self, st, name)
+        return orig(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _getitem_wrapper(orig, indexer: bool):
+    @functools.wraps(orig)
+    def __getitem__(self, key):
+        result = orig(self, key)
+        obj = self.obj if indexer else self
+        if type(obj) is pd.Series and obj.attrs and STAT_KEY in obj.attrs and not _keyed(obj):
+            return _wrap(result, obj.attrs[STAT_KEY])
+        return result
+
+    return __getitem__
+
+
+def check_value(target, value, call: str) -> None:
+    """A value assigned into ``target`` (``df[c] = value``, ``.loc``, ``insert``): attach a statistic's
+    rows, and refuse silently row-less full-length arrays."""
+    if isinstance(value, _Traced):
+        absorb(target, value._tp, call)
+    elif isinstance(value, (np.ndarray, list, ExtensionArray, pd.Index)):
+        if _hooks["busy"]() or not _keyed(target) or np.ndim(value) == 0 or len(value) != len(target):
+            return
+        if len(target) < 2:
+            return  # a one-row frame: the value can only be that row's
+        msg = (
+            f"{call} assigns a {type(value).__name__} without an index into a traced frame: pandas gives no "
+            "handle on the rows it was computed from (np.roll, pd.factorize, .to_numpy() ...), so each row "
+            "keeps only its own lineage. Compute it with pandas on the traced frame (shift, rank, transform "
+            "...), or use tp.tensor / ProvenanceTensor for NumPy code; if row i of the values was computed "
+            "from row i alone (e.g. model predictions), assign pd.Series(values, index=df.index)."
+        )
+        if _hooks["mode"]() == "raise":
+            raise LineageLostError(msg)
+        warnings.warn(msg, UntracedValuesWarning, stacklevel=4)
+    else:
+        absorb(target, stat_of(value), call)
+
+
+def _series_setitem_wrapper(orig):
+    @functools.wraps(orig)
+    def __setitem__(self, key, value):
+        check_value(self, value, "s[...] = value")
+        return orig(self, key, value)
+
+    return __setitem__
+
+
+def _isin_wrapper(orig):
+    @functools.wraps(orig)
+    def isin(self, values):
+        if _hooks["busy"]() or not isinstance(values, pd.Series) or not _keyed(self):
+            return orig(self, values)
+        if not _keyed(values):
+            if ATTRS_KEY in values.attrs or stat_of(values) is not None:
+                raise LineageLostError(
+                    "Series.isin(values) with values from a traced frame whose tp_lid keys are gone cannot "
+                    "record which of its rows matched. Use df.tp.merge(other, on=..., how='inner') (a semi "
+                    "join), or keep the other frame's index."
+                )
+            return orig(self, values)
+        if _hooks["mode"]() == "raise":
+            raise LineageLostError(
+                "Series.isin(traced values) reads the matching rows of another traced frame"
+            )
+        result = orig(self, values)
+        _record_matches(self, values, np.asarray(result, dtype=bool))
+        return result
+
+    return isin
+
+
+def _record_matches(s: pd.Series, values: pd.Series, hit: np.ndarray) -> None:
+    """Row i (a match) depends on the rows of ``values`` equal to ``s[i]`` (SQL's ``x IN (q)``)."""
+    n, m = len(s), len(values)
+    both = pd.concat([pd.Series(s.array), pd.Series(values.array)], ignore_index=True)
+    codes, uniques = pd.factorize(both, use_na_sentinel=False)
+    mine, theirs = codes[:n], codes[n:]
+    k = len(uniques)
+    order = np.argsort(theirs, kind="stable").astype(np.int64)
+    counts = np.bincount(theirs, minlength=k)
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    starts, ends = np.append(starts, 0), np.append(ends, m)  # set k: every row (a match factorize missed)
+    set_of_row = np.where(hit, np.where(counts[mine] > 0, mine, k), -1).astype(np.int64)
+    block = resolve(values.to_frame()).shared_sets(order, starts, ends, "isin")
+    add_context(_row_keys(s), set_of_row, block, OpNode("pandas.isin", {"rows": n}))
+
+
+def _replace(owner, name: str, new) -> None:
+    orig = owner.__dict__[name]
+    setattr(owner, name, new(orig))
+    _installed.append((owner, name, orig))
+
+
+def install(mode, busy, detached) -> None:
+    """Install the wrappers (idempotent); ``mode``/``busy``/``detached`` come from cross_row."""
+    if _installed:
+        return
+    _hooks.update(mode=mode, busy=busy, detached=detached)
+    for owner in (pd.Series, pd.DataFrame):
+        for name in _REDUCTIONS:
+            own = owner.__dict__.get(name)  # None: inherited (Series.nunique), deleted again by uninstall
+            setattr(owner, name, _reduction_wrapper(getattr(owner, name), name))
+            _installed.append((owner, name, own))
+        for name in ("_arith_method", "_cmp_method", "_logical_method"):
+            _replace(owner, name, lambda o, n=name: _binop_wrapper(o, n.strip("_").replace("_method", "")))
+    _replace(pd.Series, "_flex_method", lambda o: _binop_wrapper(o, "arith"))
+    _replace(pd.DataFrame, "_flex_arith_method", lambda o: _binop_wrapper(o, "arith"))
+    _replace(pd.DataFrame, "_flex_cmp_method", lambda o: _binop_wrapper(o, "cmp"))
+    for name in ("fillna", "where", "mask", "clip", "replace"):
+        _replace(pd.core.generic.NDFrame, name, lambda o, n=name: _consumer_wrapper(o, n))
+    _replace(pd.Series, "__getitem__", lambda o: _getitem_wrapper(o, False))
+    ix = pd.core.indexing
+    for owner in (ix._LocationIndexer, ix._ScalarAccessIndexer, ix._AtIndexer):
+        _replace(owner, "__getitem__", lambda o: _getitem_wrapper(o, True))
+    _replace(pd.Series, "isin", _isin_wrapper)
+    _replace(pd.Series, "__setitem__", _series_setitem_wrapper)
+
+
+def uninstall() -> None:
+    while _installed:
+        owner, name, orig = _installed.pop()
+        if orig is None:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, orig)
