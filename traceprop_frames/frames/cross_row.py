@@ -99,7 +99,12 @@ def _detached(obj) -> bool:
 def _reset_index_wrapper(orig):
     @functools.wraps(orig)
     def reset_index(self, *args, **kwargs):
-        out = orig(self, *args, **kwargs)
+        busy = getattr(_state, "busy", False)
+        _state.busy = True  # pandas inserts the keys as a column: not a user's row-less array
+        try:
+            out = orig(self, *args, **kwargs)
+        finally:
+            _state.busy = busy
         target = self if out is None else out
         if isinstance(target, pd.DataFrame) and LID in target.columns:
             target.attrs[_DETACHED] = True  # its columns inherit the mark through pandas' attrs
