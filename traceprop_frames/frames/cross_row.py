@@ -358,7 +358,10 @@ def _cut_wrapper(orig, name: str):
     def wrapper(x, *args, **kwargs):
         bins = args[0] if args else kwargs.get("bins", kwargs.get("q"))
         reads_column = name == "qcut" or isinstance(bins, (int, np.integer))
-        if getattr(_state, "busy", False) or not reads_column or not _is_traced(x) or _row_keys(x) is None:
+        if getattr(_state, "busy", False) or not _is_traced(x) or _row_keys(x) is None:
+            return orig(x, *args, **kwargs)
+        if not reads_column:  # explicit bins: computed from statistics (s.quantile(...)) they carry rows
+            reductions.absorb(x, reductions.stats_in([bins]), name)
             return orig(x, *args, **kwargs)
         if _mode[0] == "raise":
             raise LineageLostError(f"pd.{name} with computed bins reads the whole traced column")

@@ -126,7 +126,7 @@ def stat_of(value) -> _Stat | None:
     return None
 
 
-def _stats_in(values) -> _Stat | None:
+def stats_in(values) -> _Stat | None:
     """Union of the statistics in ``values`` (scalars, Series, and one level of dicts/lists/tuples)."""
     found = []
     for v in values:
@@ -256,7 +256,7 @@ for _cls in _Traced:
 # ---------------------------------------------------------------------------------------------- wrappers
 _REDUCTIONS = (
     "sum", "mean", "median", "std", "var", "min", "max", "prod", "product", "count", "quantile", "nunique",
-    "sem", "skew", "kurt", "kurtosis", "mode", "describe",
+    "sem", "skew", "kurt", "kurtosis", "mode", "describe", "corr", "cov", "corrwith",
 )  # fmt: skip
 
 
@@ -328,7 +328,7 @@ def _consumer_wrapper(orig, name: str):
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
         if args or kwargs:
-            st = _stats_in(args + tuple(kwargs.values()))
+            st = stats_in(args + tuple(kwargs.values()))
             if st is not None:
                 absorb(self, st, name)
         return orig(self, *args, **kwargs)
@@ -435,6 +435,8 @@ def install(mode, busy, detached) -> None:
     _hooks.update(mode=mode, busy=busy, detached=detached)
     for owner in (pd.Series, pd.DataFrame):
         for name in _REDUCTIONS:
+            if not hasattr(owner, name):
+                continue
             own = owner.__dict__.get(name)  # None: inherited (Series.nunique), deleted again by uninstall
             setattr(owner, name, _reduction_wrapper(getattr(owner, name), name))
             _installed.append((owner, name, own))
