@@ -72,6 +72,7 @@ CALLS = {
     "isin as value": lambda a, b: a["k"].isin(b["k"]),
     "cut(bins=statistics)": lambda a, b: pd.cut(a["y"], [0, a["y"].mean(), 9], labels=False),
     "corr": lambda a, b: a["y"] * a["y"].corr(a["y"] ** 2),
+    "filter between": lambda a, b: a[a["y"].between(a["y"].quantile(0.25), a["y"].mean())],
     "query(@mean)": lambda a, b: a.query("y > @a.y.mean()"),
     **{f"y / y.{r}()": _ratio(r) for r in REDUCTIONS},
 }
@@ -197,3 +198,12 @@ def test_isin_with_keyless_traced_values_refuses():
     with pytest.raises(LineageLostError, match=r"tp\.merge"):
         a["k"].isin(b.reset_index(drop=True)["k"])
     assert a["k"].isin([2]).tolist() == [False, True]  # literal values: nothing to record
+
+
+def test_reductions_that_cannot_carry_their_rows_warn():
+    raw = pd.DataFrame({"d": pd.to_datetime(["2024-01-02", "2024-01-01"]), "x": [1.0, 2.0]})
+    df = tpf.track(raw, "rs_ts")
+    with pytest.warns(UntracedValuesWarning, match="Timestamp"):
+        df["d"].min()
+    with pytest.warns(UntracedValuesWarning, match="set_index"):
+        df.reset_index()["x"].sum()
