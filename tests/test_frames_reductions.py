@@ -205,5 +205,15 @@ def test_reductions_that_cannot_carry_their_rows_warn():
     df = tpf.track(raw, "rs_ts")
     with pytest.warns(UntracedValuesWarning, match="Timestamp"):
         df["d"].min()
-    with pytest.warns(UntracedValuesWarning, match="set_index"):
-        df.reset_index()["x"].sum()
+
+
+def test_values_of_frames_that_lost_their_keys_carry_every_row_of_their_table():
+    df = tpf.track(pd.DataFrame({"k": [0, 1, 0, 1], "x": [1.0, 2.0, 3.0, 4.0]}), "rs_lost")
+    sums = df.groupby("k")["x"].sum()  # plain group-by: the keys are gone, its values still read rows
+    sub = df[df["k"] == 0]
+    sub["share"] = sub["x"] / sums.sum()
+    sub["first"] = sub["x"] - sums[0]
+    assert sub.tp.sources(rows=[0])["rs_lost"].tolist() == [0, 1, 2, 3]
+    flat = df.reset_index()
+    with pytest.raises(LineageLostError, match="set_index"):
+        flat["x"] - flat["x"].mean()

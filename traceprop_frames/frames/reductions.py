@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 
 import numpy as np
 import pandas as pd
 from pandas.api.extensions import ExtensionArray
 
 from traceprop_frames.errors import LineageLostError, UntracedValuesWarning
-from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, _tables_for, add_context, resolve
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.context import SetBlock
 
@@ -105,24 +106,48 @@ def _row_keys(obj) -> np.ndarray:
     return np.asarray(idx.get_level_values(LID), dtype=np.int64)
 
 
-def stat_of_rows(obj, label: str) -> _Stat:
-    """A statistic over every row of the keyed Series/DataFrame ``obj``: one shared set."""
-    lin = resolve(obj if isinstance(obj, pd.DataFrame) else obj.to_frame())
+_table_sets: dict[int, tuple[weakref.ref, SetBlock]] = {}
+
+
+def _table_set(lin) -> SetBlock:
+    """Every row of a lineage table, one set (cached per table version: look-ups in a loop stay O(1))."""
+    hit = _table_sets.get(id(lin))
+    if hit is None or hit[0]() is not lin:
+        key = id(lin)
+        hit = (
+            weakref.ref(lin, lambda _r: _table_sets.pop(key, None)),
+            _one_set(lin, "rows of a traced table"),
+        )
+        _table_sets[key] = hit
+    return hit[1]
+
+
+def _one_set(lin, label: str) -> SetBlock:
     n = len(lin)
     block = lin.shared_sets(np.arange(n, dtype=np.int64), [0], [n], label)
     if len(block.ref_pool) > 1:  # one set: its members' references as a set, not one copy per row
         refs = np.unique(block.ref_pool)
         block = SetBlock(block.pool, block.starts, block.ends, label, refs, [0], [len(refs)], block.deps)
-    return _Stat(((block, 0),))
+    return block
+
+
+def stat_of_rows(obj, label: str) -> _Stat:
+    """A statistic over every row of the keyed Series/DataFrame ``obj``: one shared set."""
+    return _Stat(((_one_set(resolve(obj if isinstance(obj, pd.DataFrame) else obj.to_frame()), label), 0),))
 
 
 def stat_of(value) -> _Stat | None:
-    """The statistic ``value`` carries (a traced scalar, or an unkeyed Series/DataFrame of statistics)."""
+    """The statistic ``value`` carries: a traced scalar, an unkeyed Series/DataFrame of statistics, or an
+    unkeyed object derived from traced frames that lost its keys (a plain ``groupby().sum()``,
+    ``value_counts()``, a ``reset_index()`` frame): then every row of the tables it came from."""
     if isinstance(value, _Traced):
         return value._tp
-    if isinstance(value, (pd.Series, pd.DataFrame)):
-        st = value.attrs.get(STAT_KEY) if value.attrs else None
-        return st if st is not None and not _keyed(value) else None
+    if isinstance(value, (pd.Series, pd.DataFrame)) and value.attrs and not _keyed(value):
+        st = value.attrs.get(STAT_KEY)
+        if st is None and ATTRS_KEY in value.attrs:
+            parts = tuple((_table_set(t.lin), 0) for t in _tables_for(value))
+            return _Stat(parts) if parts else None
+        return st
     return None
 
 
@@ -157,8 +182,10 @@ def attach(target, st: _Stat, call: str) -> None:
 
 
 def _detached_refuse(target, call: str) -> None:
-    if isinstance(target, (pd.Series, pd.DataFrame)) and (
-        (isinstance(target, pd.DataFrame) and LID in target.columns) or ATTRS_KEY in target.attrs
+    if (
+        isinstance(target, (pd.Series, pd.DataFrame))
+        and STAT_KEY not in target.attrs
+        and ((isinstance(target, pd.DataFrame) and LID in target.columns) or ATTRS_KEY in target.attrs)
     ):
         if _hooks["detached"](target):
             raise LineageLostError(
@@ -270,13 +297,6 @@ def _reduction_wrapper(orig, name: str):
             return finish(self, result, name)
         st = stat_of(self)  # a statistic of statistics (df.mean().sum())
         result = orig(self, *args, **kwargs)
-        if st is None and _hooks["detached"](self):
-            warnings.warn(
-                f"{type(self).__name__}.{name} of a traced frame whose tp_lid keys were moved to a column "
-                "(reset_index()) cannot carry the rows it read. Call .set_index('tp_lid') first.",
-                UntracedValuesWarning,
-                stacklevel=2,
-            )
         if st is not None:
             return (
                 _wrap(result, st) if not isinstance(result, (pd.Series, pd.DataFrame)) else _mark(result, st)
@@ -341,8 +361,8 @@ def _getitem_wrapper(orig, indexer: bool):
     def __getitem__(self, key):
         result = orig(self, key)
         obj = self.obj if indexer else self
-        if type(obj) is pd.Series and obj.attrs and STAT_KEY in obj.attrs and not _keyed(obj):
-            return _wrap(result, obj.attrs[STAT_KEY])
+        if type(obj) is pd.Series and obj.attrs and not _keyed(obj):
+            return _wrap(result, stat_of(obj))
         return result
 
     return __getitem__
