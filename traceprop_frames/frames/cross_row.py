@@ -382,7 +382,7 @@ def install() -> None:
     alignment.install()
     if _installed:
         return
-    reductions.install(lambda: _mode[0], lambda: getattr(_state, "busy", False), _detached)
+    reductions.install(lambda: _mode[0], _state, _detached)
     for owner in (pd.Series, pd.DataFrame, pd.core.generic.NDFrame):
         for name in _FRAME_METHODS:
             if name in owner.__dict__ and not (owner is pd.core.generic.NDFrame and name in ("apply",)):

@@ -33,6 +33,7 @@ Untraced objects pay one type or attribute check per wrapped call.
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 import weakref
 
@@ -48,11 +49,25 @@ from traceprop_frames.lineage.context import SetBlock
 STAT_KEY = "traceprop_stat"
 _EMPTY = np.zeros(0, dtype=np.int64)
 _installed: list[tuple[object, str, object]] = []
-_hooks: dict[str, object] = {  # cross_row's mode, busy flag and detached test (set by its install)
+_hooks: dict[str, object] = {  # cross_row's mode, thread state (busy flag) and detached test (its install)
     "mode": lambda: "context",
-    "busy": lambda: False,
+    "state": threading.local(),
     "detached": lambda obj: False,
 }
+
+
+def _busy() -> bool:
+    return getattr(_hooks["state"], "busy", False)
+
+
+def _run_busy(fn, *args, **kwargs):
+    """Run a pandas call with the wrappers passive (its internal reductions are not the user's)."""
+    state = _hooks["state"]
+    state.busy = True
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        state.busy = False
 
 
 # ---------------------------------------------------------------------------------------------- sets
@@ -196,7 +211,7 @@ def _detached_refuse(target, call: str) -> None:
 
 def absorb(target, st: _Stat | None, call: str):
     """``target`` meets statistic ``st``: attach it to traced rows, or mark a result of statistics."""
-    if st is None or _hooks["busy"]():
+    if st is None or _busy():
         return
     if _keyed(target):
         attach(target, st, call)
@@ -290,11 +305,10 @@ _REDUCTIONS = (
 def _reduction_wrapper(orig, name: str):
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
-        if _hooks["busy"]():
+        if _busy():
             return orig(self, *args, **kwargs)
         if _keyed(self):
-            result = orig(self, *args, **kwargs)
-            return finish(self, result, name)
+            return finish(self, _run_busy(orig, self, *args, **kwargs), name)
         st = stat_of(self)  # a statistic of statistics (df.mean().sum())
         result = orig(self, *args, **kwargs)
         if st is not None:
@@ -333,7 +347,7 @@ def _binop_wrapper(orig, name: str):
             absorb(self, st, name)
             return orig(self, other, *args, **kwargs)
         result = orig(self, other, *args, **kwargs)
-        if not _hooks["busy"]() and isinstance(result, (pd.Series, pd.DataFrame)) and not _keyed(result):
+        if not _busy() and isinstance(result, (pd.Series, pd.DataFrame)) and not _keyed(result):
             _detached_refuse(self, name)
             mine = stat_of(self)
             return _mark(result, st.union(mine) if mine is not None else st)
@@ -374,7 +388,7 @@ def check_value(target, value, call: str) -> None:
     if isinstance(value, _Traced):
         absorb(target, value._tp, call)
     elif isinstance(value, (np.ndarray, list, ExtensionArray, pd.Index)):
-        if _hooks["busy"]() or not _keyed(target) or np.ndim(value) == 0 or len(value) != len(target):
+        if _busy() or not _keyed(target) or np.ndim(value) == 0 or len(value) != len(target):
             return
         if len(target) < 2:
             return  # a one-row frame: the value can only be that row's
@@ -404,7 +418,7 @@ def _series_setitem_wrapper(orig):
 def _isin_wrapper(orig):
     @functools.wraps(orig)
     def isin(self, values):
-        if _hooks["busy"]() or not isinstance(values, pd.Series) or not _keyed(self):
+        if _busy() or not isinstance(values, pd.Series) or not _keyed(self):
             return orig(self, values)
         if not _keyed(values):
             if ATTRS_KEY in values.attrs or stat_of(values) is not None:
@@ -418,8 +432,8 @@ def _isin_wrapper(orig):
             raise LineageLostError(
                 "Series.isin(traced values) reads the matching rows of another traced frame"
             )
-        result = orig(self, values)
-        _record_matches(self, values, np.asarray(result, dtype=bool))
+        result = _run_busy(orig, self, values)
+        _run_busy(_record_matches, self, values, np.asarray(result, dtype=bool))
         return result
 
     return isin
@@ -448,11 +462,12 @@ def _replace(owner, name: str, new) -> None:
     _installed.append((owner, name, orig))
 
 
-def install(mode, busy, detached) -> None:
-    """Install the wrappers (idempotent); ``mode``/``busy``/``detached`` come from cross_row."""
+def install(mode, state, detached) -> None:
+    """Install the wrappers (idempotent); ``mode``, ``state`` (its busy flag) and ``detached`` come from
+    cross_row."""
     if _installed:
         return
-    _hooks.update(mode=mode, busy=busy, detached=detached)
+    _hooks.update(mode=mode, state=state, detached=detached)
     for owner in (pd.Series, pd.DataFrame):
         for name in _REDUCTIONS:
             if not hasattr(owner, name):
