@@ -32,6 +32,12 @@ def _set(d, col, value, where=None):
     return d
 
 
+def _set_series(s, where, value):
+    s = s.copy()
+    s[where(s)] = value(s)
+    return s
+
+
 REDUCTIONS = ["sum", "mean", "median", "std", "var", "min", "max", "prod", "count", "nunique", "sem", "skew",
               "kurt"]  # fmt: skip
 
@@ -56,7 +62,12 @@ CALLS = {
     "df[z] = sum": lambda a, b: _set(a, "z", lambda d: d["y"].sum())[["z"]],
     "assign(z=count)": lambda a, b: a.assign(z=a["x"].count())[["z"]],
     ".loc[m, c] = mean": lambda a, b: _set(a, "x", lambda d: d["x"].mean(), lambda d: d["y"] > 4)[["x"]],
+    "s[m] = mean": lambda a, b: _set_series(a["x"], lambda s: s > 0, lambda s: s.mean()),
+    ".loc[:, c] = max": lambda a, b: _set(a[["x", "y"]], "y", lambda d: d["x"].max(), lambda d: slice(None)),
     "agg('sum')": lambda a, b: a["x"] / a["x"].agg("sum"),
+    "apply(np.mean) of a frame": lambda a, b: a[["x", "y"]] - a[["x", "y"]].apply(np.mean),
+    "describe()['mean']": lambda a, b: a["y"] - a["y"].describe()["mean"],
+    "plain groupby().sum().sum()": lambda a, b: a["y"] / a.groupby("k", observed=True)["y"].sum().sum(),
     "arith of scalars": lambda a, b: a["x"] * (a["y"].sum() / a["y"].count() + 1) ** 2,
     "numpy ufunc of a scalar": lambda a, b: a["y"] - np.log1p(abs(a["x"].sum())),
     "round(scalar)": lambda a, b: a["y"] - round(a["y"].mean(), 1),
