@@ -81,7 +81,7 @@ CALLS = {
     "filter isin": lambda a, b: a[a["k"].isin(b["k"])],
     "filter ~isin": lambda a, b: a[~a["k"].isin(b["k"])],
     "isin as value": lambda a, b: a["k"].isin(b["k"]),
-    "cut(bins=statistics)": lambda a, b: pd.cut(a["y"], [0, a["y"].mean(), 9], labels=False),
+    "cut(bins=statistics)": lambda a, b: pd.cut(a["y"], [0, np.fmin(a["y"].mean(), 8.5), 9], labels=False),
     "corr": lambda a, b: a["y"] * a["y"].corr(a["y"] ** 2),
     "filter between": lambda a, b: a[a["y"].between(a["y"].quantile(0.25), a["y"].mean())],
     "query(@mean)": lambda a, b: a.query("y > @a.y.mean()"),

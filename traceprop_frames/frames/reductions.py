@@ -138,12 +138,14 @@ def _table_set(lin) -> SetBlock:
 
 
 def _one_set(lin, label: str) -> SetBlock:
-    n = len(lin)
-    block = lin.shared_sets(np.arange(n, dtype=np.int64), [0], [n], label)
-    if len(block.ref_pool) > 1:  # one set: its members' references as a set, not one copy per row
-        refs = np.unique(block.ref_pool)
-        block = SetBlock(block.pool, block.starts, block.ends, label, refs, [0], [len(refs)], block.deps)
-    return block
+    """Every row of ``lin`` as one set: its ids in row order are the pool, its rows' references (each
+    once) the set's references — no per-row copy, however many statistics the rows already read."""
+    ids = lin.ids
+    if not lin.has_context:
+        return SetBlock(ids, [0], [len(ids)], label)
+    ctx = lin.context
+    refs = pd.unique(ctx.refs)  # hashing, not sorting: rows that read k statistics hold n * k references
+    return SetBlock(ids, [0], [len(ids)], label, refs, [0], [len(refs)], tuple(ctx.blocks.values()))
 
 
 def stat_of_rows(obj, label: str) -> _Stat:
