@@ -84,6 +84,12 @@ CALLS = {
     "cut(bins=statistics)": lambda a, b: pd.cut(a["y"], [0, np.fmin(a["y"].mean(), 8.5), 9], labels=False),
     "corr": lambda a, b: a["y"] * a["y"].corr(a["y"] ** 2),
     "filter between": lambda a, b: a[a["y"].between(a["y"].quantile(0.25), a["y"].mean())],
+    "transform(closure over a mean)": lambda a, b: a.groupby("k", observed=True)["y"].transform(
+        lambda g: g - a["y"].mean()
+    ),
+    "apply(axis=1) closure": lambda a, b: a[["y"]].apply(lambda r: r["y"] / a["y"].sum(), axis=1),
+    "map(closure)": lambda a, b: a["y"].map(lambda v: v / a["y"].max()),
+    "Series.apply(closure)": lambda a, b: a["y"].apply(lambda v: v - b["v"].mean()),
     "query(@mean)": lambda a, b: a.query("y > @a.y.mean()"),
     **{f"y / y.{r}()": _ratio(r) for r in REDUCTIONS},
 }

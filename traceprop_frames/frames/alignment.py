@@ -64,6 +64,8 @@ def _wrap_method(owner, name: str, pick, by_label=lambda a, k: False, values: bo
         other = pick(args, kwargs)
         if values and not isinstance(other, (pd.Series, pd.DataFrame)):
             reductions.check_value(self, other, f"{type(self).__name__}.{name}")
+        elif callable(other) and _keyed(self):  # s.map(func): what the function reads besides its value
+            reductions.absorb(self, reductions.closure_stat((other,), {}), f"{type(self).__name__}.{name}")
         elif other is not None:
             others = other if isinstance(other, (list, tuple)) else (other,)
             _check(self, others, f"{type(self).__name__}.{name}", by_label(args, kwargs))

@@ -328,6 +328,7 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
         ba = sig.bind(self, *args, **kwargs).arguments
         if var_kw is not None:
             ba.update(ba.pop(var_kw, {}) or {})
+        reductions.absorb(obj, reductions.closure_stat(args, kwargs), f"{name}(function)")
         if owner is pd.Series and name == "apply" and ba.get("by_row", "compat") is not False:
             return orig(self, *args, **kwargs)
         if _mode[0] == "raise":

@@ -162,10 +162,39 @@ def stat_of(value) -> _Stat | None:
     if isinstance(value, (pd.Series, pd.DataFrame)) and value.attrs and not _keyed(value):
         st = value.attrs.get(STAT_KEY)
         if st is None and ATTRS_KEY in value.attrs:
-            parts = tuple((_table_set(t.lin), 0) for t in _tables_for(value))
-            return _Stat(parts) if parts else None
+            return _tables_stat(value)
         return st
     return None
+
+
+def _tables_stat(obj) -> _Stat | None:
+    parts = tuple((_table_set(t.lin), 0) for t in _tables_for(obj))
+    return _Stat(parts) if parts else None
+
+
+def closure_stat(args, kwargs) -> _Stat | None:
+    """Statistics a Python function among ``args``/``kwargs`` can read besides its argument: traced
+    scalars, statistics and traced frames in its closure or the globals it names (``transform(lambda g: g
+    - df.x.mean())``, ``apply(lambda r: r.x / total, axis=1)``). A traced frame counts as every row of
+    its tables. Functions reached only through attributes or other functions are not followed."""
+    found = []
+    for fn in (*args, *kwargs.values()):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            continue
+        values = []
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                values.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+        names = getattr(fn, "__globals__", {})
+        values.extend(names[n] for n in code.co_names if n in names)
+        for v in values:
+            st = _tables_stat(v) if isinstance(v, (pd.Series, pd.DataFrame)) and _keyed(v) else stat_of(v)
+            if st is not None:
+                found.append(st)
+    return found[0].union(*found[1:]) if found else None
 
 
 def stats_in(values) -> _Stat | None:
