@@ -87,7 +87,8 @@ def _setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
         if not isinstance(value, (pd.Series, pd.DataFrame)):
-            reductions.check_value(self, value, "df[...] = value")
+            if reductions.check_value(self, value, "df[...] = value"):
+                return reductions.run_busy(orig, self, key, value)
         elif value.index is not self.index:
             _check(self, (value,), "df[...] = other")
         return orig(self, key, value)
@@ -100,7 +101,8 @@ def _loc_setitem_wrapper(orig):
     def __setitem__(self, key, value):
         target = self.obj
         if not isinstance(value, (pd.Series, pd.DataFrame)):
-            reductions.check_value(target, value, f"df.{self.name}[...] = value")
+            if reductions.check_value(target, value, f"df.{self.name}[...] = value"):
+                return reductions.run_busy(orig, self, key, value)
         elif value.index is not target.index:
             _check(target, (value,), f"df.{self.name}[...] = other")
         return orig(self, key, value)

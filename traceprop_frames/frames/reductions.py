@@ -60,14 +60,16 @@ def _busy() -> bool:
     return getattr(_hooks["state"], "busy", False)
 
 
-def _run_busy(fn, *args, **kwargs):
-    """Run a pandas call with the wrappers passive (its internal reductions are not the user's)."""
+def run_busy(fn, *args, **kwargs):
+    """Run a pandas call with the wrappers passive (its internal reductions and assignments are not the
+    user's)."""
     state = _hooks["state"]
+    before = getattr(state, "busy", False)
     state.busy = True
     try:
         return fn(*args, **kwargs)
     finally:
-        state.busy = False
+        state.busy = before
 
 
 # ---------------------------------------------------------------------------------------------- sets
@@ -339,7 +341,7 @@ def _reduction_wrapper(orig, name: str):
         if _busy():
             return orig(self, *args, **kwargs)
         if _keyed(self):
-            return finish(self, _run_busy(orig, self, *args, **kwargs), name)
+            return finish(self, run_busy(orig, self, *args, **kwargs), name)
         st = stat_of(self)  # a statistic of statistics (df.mean().sum())
         result = orig(self, *args, **kwargs)
         if st is not None:
@@ -413,16 +415,17 @@ def _getitem_wrapper(orig, indexer: bool):
     return __getitem__
 
 
-def check_value(target, value, call: str) -> None:
+def check_value(target, value, call: str) -> bool:
     """A value assigned into ``target`` (``df[c] = value``, ``.loc``, ``insert``): attach a statistic's
-    rows, and refuse silently row-less full-length arrays."""
+    rows, and refuse silently row-less full-length arrays. True: an array went into traced rows (the
+    caller runs pandas' assignment with the wrappers passive, so its inner steps do not warn again)."""
     if isinstance(value, _Traced):
         absorb(target, value._tp, call)
     elif isinstance(value, (np.ndarray, list, ExtensionArray, pd.Index)):
-        if _busy() or not _keyed(target) or np.ndim(value) == 0 or len(value) != len(target):
-            return
-        if len(target) < 2:
-            return  # a one-row frame: the value can only be that row's
+        if _busy() or not _keyed(target):
+            return False
+        if np.ndim(value) == 0 or len(value) != len(target) or len(target) < 2:
+            return True  # a part, or a one-row frame (the value can only be that row's)
         msg = (
             f"{call} assigns a {type(value).__name__} without an index into a traced frame: pandas gives no "
             "handle on the rows it was computed from (np.roll, pd.factorize, .to_numpy() ...), so each row "
@@ -433,14 +436,17 @@ def check_value(target, value, call: str) -> None:
         if _hooks["mode"]() == "raise":
             raise LineageLostError(msg)
         warnings.warn(msg, UntracedValuesWarning, stacklevel=4)
+        return True
     else:
         absorb(target, stat_of(value), call)
+    return False
 
 
 def _series_setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
-        check_value(self, value, "s[...] = value")
+        if check_value(self, value, "s[...] = value"):
+            return run_busy(orig, self, key, value)
         return orig(self, key, value)
 
     return __setitem__
@@ -463,8 +469,8 @@ def _isin_wrapper(orig):
             raise LineageLostError(
                 "Series.isin(traced values) reads the matching rows of another traced frame"
             )
-        result = _run_busy(orig, self, values)
-        _run_busy(_record_matches, self, values, np.asarray(result, dtype=bool))
+        result = run_busy(orig, self, values)
+        run_busy(_record_matches, self, values, np.asarray(result, dtype=bool))
         return result
 
     return isin
