@@ -13,7 +13,9 @@ ordered pool, so ``cumsum`` costs O(n), not O(n^2)) and adds it to the rows' lin
 :func:`carrier.add_context`. Because pandas aligns the result with every frame that holds the same keys
 (``df["lag"] = s.shift(1)``), the dependency is recorded on the rows themselves: every frame holding
 them sees it — an over-approximation for frames that never use the derived column, never an
-under-approximation. ``sources(direct=True)`` still gives a row's own source rows.
+under-approximation. ``sources(direct=True)`` still gives a row's own source rows. Reductions
+(``s.sum()``, ``df.mean()``) and where their values meet rows are :mod:`frames.reductions`, installed and
+removed with these wrappers.
 
 Rules (one function per kind; a set lists positions of the input, in its order):
 
