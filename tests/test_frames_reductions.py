@@ -90,6 +90,7 @@ CALLS = {
     "apply(axis=1) closure": lambda a, b: a[["y"]].apply(lambda r: r["y"] / a["y"].sum(), axis=1),
     "map(closure)": lambda a, b: a["y"].map(lambda v: v / a["y"].max()),
     "Series.apply(closure)": lambda a, b: a["y"].apply(lambda v: v - b["v"].mean()),
+    "loc[[idxmax]] (a row key)": lambda a, b: a.loc[[a["y"].idxmax()]] if len(a) else a,
     "query(@mean)": lambda a, b: a.query("y > @a.y.mean()"),
     **{f"y / y.{r}()": _ratio(r) for r in REDUCTIONS},
 }
