@@ -254,12 +254,19 @@ def absorb(target, st: _Stat | None, call: str):
 
 # ---------------------------------------------------------------------------------------------- scalars
 def _wrap(result, st: _Stat | None):
+    """``result`` as a traced value carrying ``st`` (and the set it already carried, if any); other types
+    are returned as they are."""
     if st is None:
         return result
-    if isinstance(result, (float, np.floating)) and not isinstance(result, _Traced):
+    if isinstance(result, _Traced):  # e.g. a traced value stored in an object column, reduced again
+        st = st.union(result._tp)
+        result = _plain(result)
+    if isinstance(result, (float, np.floating)):
         out = TracedFloat(result)
-    elif isinstance(result, (int, np.integer)) and not isinstance(result, (bool, np.bool_, _Traced)):
+    elif isinstance(result, (int, np.integer)) and not isinstance(result, (bool, np.bool_)):
         out = TracedInt(result)
+    elif isinstance(result, str):
+        out = TracedStr(result)
     else:
         return result
     out._tp = st
@@ -271,6 +278,8 @@ def _plain(x):
         return np.float64(float(x))
     if isinstance(x, TracedInt):
         return np.int64(int(x))
+    if isinstance(x, TracedStr):
+        return str.__str__(x)
     return x
 
 
@@ -311,9 +320,19 @@ class TracedInt(np.int64):
     """An integer reduction of traced rows (``s.count()``, ``s.nunique()``); see :class:`TracedFloat`."""
 
 
-_Traced = (TracedFloat, TracedInt)
+class TracedStr(str):
+    """A string reduction of traced rows (``s.mode()[0]``, ``s.max()`` of a text column): a ``str`` that
+    knows which rows it read, so ``s.fillna(s.mode()[0])`` records them. String operations return plain
+    ``str``."""
+
+    def __reduce__(self):  # pickles as a plain str
+        return (str, (str.__str__(self),))
+
+
+_Traced = (TracedFloat, TracedInt, TracedStr)
+_NUMERIC = (TracedFloat, TracedInt)
 # The methods are set on each class: a mixin base next to a NumPy scalar type crashes NumPy (2.4) in item().
-for _cls in _Traced:
+for _cls in _NUMERIC:
     _cls.__array_ufunc__ = _array_ufunc
     _cls.__round__ = lambda self, ndigits=None: _wrap(round(_plain(self), ndigits), self._tp)
     _cls.__reduce__ = lambda self: (type(_plain(self)), (_plain(self).item(),))  # pickles plain
@@ -355,10 +374,18 @@ def _reduction_wrapper(orig, name: str):
 
 def finish(obj, result, name: str):
     """The result of reducing the keyed ``obj``: a traced scalar, or statistics carrying their rows."""
+    if isinstance(result, (pd.Series, pd.DataFrame)) and _keyed(result):
+        return result  # row-wise (df.sum(axis=1)): each row read its own values
+    try:
+        st = stat_of_rows(obj, name)
+    except LineageLostError:  # the rows' tables are gone: no lineage to keep (queries on them raise)
+        return result
     if isinstance(result, (pd.Series, pd.DataFrame)):
-        return result if _keyed(result) else _mark(result, stat_of_rows(obj, name))
-    if isinstance(result, (float, int, np.floating, np.integer)) and not isinstance(result, (bool, np.bool_)):
-        return _wrap(result, stat_of_rows(obj, name))
+        return _mark(result, st)
+    if isinstance(result, (float, int, str, np.floating, np.integer)) and not isinstance(
+        result, (bool, np.bool_)
+    ):
+        return _wrap(result, st)
     if result is not None and not (isinstance(result, float) and np.isnan(result)):
         warnings.warn(
             f"{type(obj).__name__}.{name} of a traced object returned a {type(result).__name__}, which cannot "
