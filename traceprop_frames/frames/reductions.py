@@ -9,7 +9,7 @@ shared context part (stored once, like ``rank``'s "every row of the column") on 
 
 - a scalar comes back as :class:`TracedFloat` / :class:`TracedInt`, a NumPy scalar subclass (so
   ``isinstance(x, float)``, formatting and NumPy code behave as for the plain ``np.float64`` pandas
-  returns); arithmetic between such values, with plain numbers and through NumPy ufuncs
+  returns), text as :class:`TracedStr` (``s.mode()[0]``); arithmetic between such values, with plain numbers and through NumPy ufuncs
   (``__array_ufunc__``) keeps the union of their sets. ``float(x)``, ``int(x)``, ``x.item()``,
   ``math.*`` and comparisons return plain Python values: that is the boundary (a value that left
   pandas/NumPy carries nothing);
