@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import traceprop_frames as tpf
 from traceprop_frames.errors import LineageLostError, UntracedValuesWarning
 from traceprop_frames.frames import cross_row
-from traceprop_frames.frames.reductions import TracedFloat, TracedInt
+from traceprop_frames.frames.traced_values import TracedFloat, TracedInt
 
 
 def _set(d, col, value, where=None):

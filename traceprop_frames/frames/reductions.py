@@ -7,12 +7,8 @@ row only — silently too little. This module (installed with :mod:`frames.cross
 ``uninstall``) makes a reduction of a traced object carry the rows it read, and records that set as a
 shared context part (stored once, like ``rank``'s "every row of the column") on the rows it meets:
 
-- a scalar comes back as :class:`TracedFloat` / :class:`TracedInt`, a NumPy scalar subclass (so
-  ``isinstance(x, float)``, formatting and NumPy code behave as for the plain ``np.float64`` pandas
-  returns), text as :class:`TracedStr` (``s.mode()[0]``); arithmetic between such values, with plain numbers and through NumPy ufuncs
-  (``__array_ufunc__``) keeps the union of their sets. ``float(x)``, ``int(x)``, ``x.item()``,
-  ``math.*`` and comparisons return plain Python values: that is the boundary (a value that left
-  pandas/NumPy carries nothing);
+- a scalar comes back as a traced value (:mod:`frames.traced_values`: ``TracedFloat``, ``TracedInt``,
+  ``TracedStr``), which keeps its set through arithmetic;
 - a reduction that returns a Series of statistics (``df.mean()``, ``s.quantile([.1, .9])``,
   ``s.agg(["sum", "mean"])``) carries the set in ``attrs``; arithmetic between statistics unions it, and
   ``m["x"]`` / ``m.loc["x"]`` give a :class:`TracedFloat`;
@@ -43,11 +39,11 @@ from pandas.api.extensions import ExtensionArray
 
 from traceprop_frames.errors import LineageLostError, UntracedValuesWarning
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, _tables_for, add_context, resolve
+from traceprop_frames.frames.traced_values import TRACED, Stat, carry
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.context import SetBlock
 
 STAT_KEY = "traceprop_stat"
-_EMPTY = np.zeros(0, dtype=np.int64)
 _installed: list[tuple[object, str, object]] = []
 _hooks: dict[str, object] = {  # cross_row's mode, thread state (busy flag) and detached test (its install)
     "mode": lambda: "context",
@@ -73,44 +69,6 @@ def run_busy(fn, *args, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------- sets
-class _Stat:
-    """The rows a statistic read: sets ``(block, j)`` of shared blocks. Deep copies return self, so it
-    rides in pandas ``attrs`` at no cost."""
-
-    __slots__ = ("parts", "_block")
-
-    def __init__(self, parts) -> None:
-        seen: dict[int, tuple[SetBlock, int]] = {}
-        for b, j in parts:
-            seen.setdefault(b.base + j, (b, j))
-        self.parts = tuple(seen.values())
-        self._block = None
-
-    def union(self, *others: _Stat | None) -> _Stat:
-        rest = [p for o in others if o is not None and o is not self for p in o.parts]
-        return self if not rest else _Stat(self.parts + tuple(rest))
-
-    def block(self) -> SetBlock:
-        """One block with one set: this statistic's rows (a reference-only set for a union)."""
-        if self._block is None:
-            if len(self.parts) == 1 and self.parts[0][0].m == 1:
-                self._block = self.parts[0][0]
-            else:
-                refs = np.array([b.base + j for b, j in self.parts], dtype=np.int64)
-                self._block = SetBlock(_EMPTY, [0], [0], "statistic", refs, [0], [len(refs)],
-                                       tuple(b for b, _ in self.parts))  # fmt: skip
-        return self._block
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __copy__(self):
-        return self
-
-    def __reduce__(self):  # a pickled statistic carries no lineage (as a pickled traced frame)
-        return (_Stat, ((),))
-
-
 def _keyed(obj) -> bool:
     idx = obj.index
     return idx.name == LID or (isinstance(idx, pd.MultiIndex) and LID in idx.names)
@@ -150,16 +108,16 @@ def _one_set(lin, label: str) -> SetBlock:
     return SetBlock(ids, [0], [len(ids)], label, refs, [0], [len(refs)], tuple(ctx.blocks.values()))
 
 
-def stat_of_rows(obj, label: str) -> _Stat:
+def stat_of_rows(obj, label: str) -> Stat:
     """A statistic over every row of the keyed Series/DataFrame ``obj``: one shared set."""
-    return _Stat(((_one_set(resolve(obj if isinstance(obj, pd.DataFrame) else obj.to_frame()), label), 0),))
+    return Stat(((_one_set(resolve(obj if isinstance(obj, pd.DataFrame) else obj.to_frame()), label), 0),))
 
 
-def stat_of(value) -> _Stat | None:
+def stat_of(value) -> Stat | None:
     """The statistic ``value`` carries: a traced scalar, an unkeyed Series/DataFrame of statistics, or an
     unkeyed object derived from traced frames that lost its keys (a plain ``groupby().sum()``,
     ``value_counts()``, a ``reset_index()`` frame): then every row of the tables it came from."""
-    if isinstance(value, _Traced):
+    if isinstance(value, TRACED):
         return value._tp
     if isinstance(value, (pd.Series, pd.DataFrame)) and value.attrs and not _keyed(value):
         st = value.attrs.get(STAT_KEY)
@@ -169,12 +127,12 @@ def stat_of(value) -> _Stat | None:
     return None
 
 
-def _tables_stat(obj) -> _Stat | None:
+def _tables_stat(obj) -> Stat | None:
     parts = tuple((_table_set(t.lin), 0) for t in _tables_for(obj))
-    return _Stat(parts) if parts else None
+    return Stat(parts) if parts else None
 
 
-def closure_stat(args, kwargs) -> _Stat | None:
+def closure_stat(args, kwargs) -> Stat | None:
     """Statistics a Python function among ``args``/``kwargs`` can read besides its argument: traced
     scalars, statistics and traced frames in its closure or the globals it names (``transform(lambda g: g
     - df.x.mean())``, ``apply(lambda r: r.x / total, axis=1)``). A traced frame counts as every row of
@@ -199,7 +157,7 @@ def closure_stat(args, kwargs) -> _Stat | None:
     return found[0].union(*found[1:]) if found else None
 
 
-def stats_in(values) -> _Stat | None:
+def stats_in(values) -> Stat | None:
     """Union of the statistics in ``values`` (scalars, Series, and one level of dicts/lists/tuples)."""
     found = []
     for v in values:
@@ -213,12 +171,12 @@ def stats_in(values) -> _Stat | None:
     return found[0].union(*found[1:]) if found else None
 
 
-def _mark(obj, st: _Stat):
+def _mark(obj, st: Stat):
     obj.attrs = {**obj.attrs, STAT_KEY: st}  # a new dict: never write into a dict pandas shares
     return obj
 
 
-def attach(target, st: _Stat, call: str) -> None:
+def attach(target, st: Stat, call: str) -> None:
     """Record that every row of the keyed ``target`` read the rows of ``st``."""
     if _hooks["mode"]() == "raise":
         raise LineageLostError(
@@ -242,7 +200,7 @@ def _detached_refuse(target, call: str) -> None:
             )
 
 
-def absorb(target, st: _Stat | None, call: str):
+def absorb(target, st: Stat | None, call: str):
     """``target`` meets statistic ``st``: attach it to traced rows, or mark a result of statistics."""
     if st is None or _busy():
         return
@@ -253,100 +211,6 @@ def absorb(target, st: _Stat | None, call: str):
 
 
 # ---------------------------------------------------------------------------------------------- scalars
-def _wrap(result, st: _Stat | None):
-    """``result`` as a traced value carrying ``st`` (and the set it already carried, if any); other types
-    are returned as they are."""
-    if st is None:
-        return result
-    if isinstance(result, _Traced):  # e.g. a traced value stored in an object column, reduced again
-        st = st.union(result._tp)
-        result = _plain(result)
-    if isinstance(result, (float, np.floating)):
-        out = TracedFloat(result)
-    elif isinstance(result, (int, np.integer)) and not isinstance(result, (bool, np.bool_)):
-        out = TracedInt(result)
-    elif isinstance(result, str):
-        out = TracedStr(result)
-    else:
-        return result
-    out._tp = st
-    return out
-
-
-def _plain(x):
-    if isinstance(x, TracedFloat):
-        return np.float64(float(x))
-    if isinstance(x, TracedInt):
-        return np.int64(int(x))
-    if isinstance(x, TracedStr):
-        return str.__str__(x)
-    return x
-
-
-def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
-    if any(isinstance(x, (pd.Series, pd.DataFrame, pd.Index)) for x in inputs):
-        return NotImplemented  # pandas' own ufunc dispatch handles it (its wrapped operators)
-    sts = [x._tp for x in inputs if isinstance(x, _Traced)]
-    result = getattr(ufunc, method)(*map(_plain, inputs), **kwargs)
-    return _wrap(result, sts[0].union(*sts[1:]))
-
-
-def _binary(ufunc, reflected: bool):
-    def op(self, other):
-        if isinstance(other, (pd.Series, pd.DataFrame, pd.Index)):
-            return NotImplemented
-        return ufunc(other, self) if reflected else ufunc(self, other)
-
-    return op
-
-
-class TracedFloat(np.float64):
-    """A float reduction of traced rows (``s.mean()``) that knows which rows it read.
-
-    Examples
-    --------
-    >>> import pandas as pd, traceprop_frames as tpf
-    >>> df = tpf.track(pd.DataFrame({"x": [1.0, 2.0, 6.0]}), "doc_red")
-    >>> total = df["x"].sum()
-    >>> isinstance(total, float), float(total / 3)
-    (True, 3.0)
-    >>> df["share"] = df["x"] / total  # every row now also depends on the rows the sum read
-    >>> df.tp.sources(rows=[0])["doc_red"].tolist(), df.tp.sources(rows=[0], direct=True)["doc_red"].tolist()
-    ([0, 1, 2], [0])
-    """
-
-
-class TracedInt(np.int64):
-    """An integer reduction of traced rows (``s.count()``, ``s.nunique()``); see :class:`TracedFloat`."""
-
-
-class TracedStr(str):
-    """A string reduction of traced rows (``s.mode()[0]``, ``s.max()`` of a text column): a ``str`` that
-    knows which rows it read, so ``s.fillna(s.mode()[0])`` records them. String operations return plain
-    ``str``."""
-
-    def __reduce__(self):  # pickles as a plain str
-        return (str, (str.__str__(self),))
-
-
-_Traced = (TracedFloat, TracedInt, TracedStr)
-_NUMERIC = (TracedFloat, TracedInt)
-# The methods are set on each class: a mixin base next to a NumPy scalar type crashes NumPy (2.4) in item().
-for _cls in _NUMERIC:
-    _cls.__array_ufunc__ = _array_ufunc
-    _cls.__round__ = lambda self, ndigits=None: _wrap(round(_plain(self), ndigits), self._tp)
-    _cls.__reduce__ = lambda self: (type(_plain(self)), (_plain(self).item(),))  # pickles plain
-    _cls.__neg__ = lambda self: np.negative(self)
-    _cls.__pos__ = lambda self: np.positive(self)
-    _cls.__abs__ = lambda self: np.absolute(self)
-    for _name, _uf in {
-        "add": np.add, "sub": np.subtract, "mul": np.multiply, "truediv": np.true_divide,
-        "floordiv": np.floor_divide, "mod": np.remainder, "pow": np.power,
-    }.items():  # fmt: skip
-        setattr(_cls, f"__{_name}__", _binary(_uf, False))
-        setattr(_cls, f"__r{_name}__", _binary(_uf, True))
-
-
 # ---------------------------------------------------------------------------------------------- wrappers
 _REDUCTIONS = (
     "sum", "mean", "median", "std", "var", "min", "max", "prod", "product", "count", "quantile", "nunique",
@@ -365,7 +229,7 @@ def _reduction_wrapper(orig, name: str):
         result = orig(self, *args, **kwargs)
         if st is not None:
             return (
-                _wrap(result, st) if not isinstance(result, (pd.Series, pd.DataFrame)) else _mark(result, st)
+                carry(result, st) if not isinstance(result, (pd.Series, pd.DataFrame)) else _mark(result, st)
             )
         return result
 
@@ -385,7 +249,7 @@ def finish(obj, result, name: str):
     if isinstance(result, (float, int, str, np.floating, np.integer)) and not isinstance(
         result, (bool, np.bool_)
     ):
-        return _wrap(result, st)
+        return carry(result, st)
     if result is not None and not (isinstance(result, float) and np.isnan(result)):
         warnings.warn(
             f"{type(obj).__name__}.{name} of a traced object returned a {type(result).__name__}, which cannot "
@@ -436,7 +300,7 @@ def _getitem_wrapper(orig, indexer: bool):
         result = orig(self, key)
         obj = self.obj if indexer else self
         if type(obj) is pd.Series and obj.attrs and not _keyed(obj):
-            return _wrap(result, stat_of(obj))
+            return carry(result, stat_of(obj))
         return result
 
     return __getitem__
@@ -446,7 +310,7 @@ def check_value(target, value, call: str) -> bool:
     """A value assigned into ``target`` (``df[c] = value``, ``.loc``, ``insert``): attach a statistic's
     rows, and refuse silently row-less full-length arrays. True: an array went into traced rows (the
     caller runs pandas' assignment with the wrappers passive, so its inner steps do not warn again)."""
-    if isinstance(value, _Traced):
+    if isinstance(value, TRACED):
         absorb(target, value._tp, call)
     elif isinstance(value, (np.ndarray, list, ExtensionArray, pd.Index)):
         if _busy() or not _keyed(target):
