@@ -83,6 +83,7 @@ CALLS = {
     "filter isin": lambda a, b: a[a["k"].isin(b["k"])],
     "filter ~isin": lambda a, b: a[~a["k"].isin(b["k"])],
     "isin as value": lambda a, b: a["k"].isin(b["k"]),
+    "isin(a statistic)": lambda a, b: a["y"].isin(b["v"].round().abs().mode()),
     "cut(bins=statistics)": lambda a, b: pd.cut(a["y"], [0, np.fmin(a["y"].mean(), 8.5), 9], labels=False),
     "corr": lambda a, b: a["y"] * a["y"].corr(a["y"] ** 2),
     "filter between": lambda a, b: a[a["y"].between(a["y"].quantile(0.25), a["y"].mean())],

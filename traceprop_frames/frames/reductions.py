@@ -346,15 +346,7 @@ def _series_setitem_wrapper(orig):
 def _isin_wrapper(orig):
     @functools.wraps(orig)
     def isin(self, values):
-        if _busy() or not isinstance(values, pd.Series) or not _keyed(self):
-            return orig(self, values)
-        if not _keyed(values):
-            if ATTRS_KEY in values.attrs or stat_of(values) is not None:
-                raise LineageLostError(
-                    "Series.isin(values) with values from a traced frame whose tp_lid keys are gone cannot "
-                    "record which of its rows matched. Use df.tp.merge(other, on=..., how='inner') (a semi "
-                    "join), or keep the other frame's index."
-                )
+        if _busy() or not isinstance(values, pd.Series) or not _keyed(self) or not _isin_source(values):
             return orig(self, values)
         if _hooks["mode"]() == "raise":
             raise LineageLostError(
@@ -367,8 +359,28 @@ def _isin_wrapper(orig):
     return isin
 
 
+def _isin_source(values: pd.Series) -> bool:
+    """Whether ``values`` carries rows to record: keyed (its matching rows are found), a statistic (its
+    set is added), plain (nothing); keyless rows of a traced frame cannot be matched and refuse."""
+    if _keyed(values) or STAT_KEY in values.attrs:
+        return True
+    if ATTRS_KEY in values.attrs:
+        raise LineageLostError(
+            "isin(values) with values from a traced frame whose tp_lid keys are gone cannot record which of "
+            "its rows matched. Use df.tp.merge(other, on=..., how='inner') (a semi join), or keep the other "
+            "frame's index."
+        )
+    return False
+
+
 def _record_matches(s: pd.Series, values: pd.Series, hit: np.ndarray) -> None:
-    """Row i (a match) depends on the rows of ``values`` equal to ``s[i]`` (SQL's ``x IN (q)``)."""
+    """Row i (a match) depends on the rows of ``values`` equal to ``s[i]`` (SQL's ``x IN (q)``); values
+    that are a statistic add its whole set to the matches."""
+    if not _keyed(values):
+        add_context(
+            _row_keys(s), np.where(hit, 0, -1), values.attrs[STAT_KEY].block(), OpNode("pandas.isin", {})
+        )
+        return
     n, m = len(s), len(values)
     both = pd.concat([pd.Series(s.array), pd.Series(values.array)], ignore_index=True)
     codes, uniques = pd.factorize(both, use_na_sentinel=False)
