@@ -140,7 +140,16 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
     if lineage is not None and forget.size:
         source_rows = {k: v.tolist() for k, v in lineage.sources(rows=forget).items()}
     convex = is_convex(est)
-    if result.certified_bound is not None:
+    ball = (result.params or {}).get("bound_terms", {}).get("ball_radius")
+    if result.certified_bound is not None and ball is not None:
+        statement = (
+            f"The objective is {result.strong_convexity:.3e}-strongly convex on the ball of radius "
+            f"{ball:.3e} around the parameters after erasure, a ball that holds the exact optimum on the "
+            "remaining data (by the penalty's global modulus), so the parameters are within "
+            f"{result.certified_bound:.3e} (Euclidean norm, float64 rounding of the measured gradient "
+            "included) of that optimum, i.e. of retraining from scratch to convergence."
+        )
+    elif result.certified_bound is not None:
         statement = (
             f"The objective is {result.strong_convexity:.3e}-strongly convex, so the parameters after "
             f"erasure are within {result.certified_bound:.3e} (Euclidean norm) of the exact optimum on the "
