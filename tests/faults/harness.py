@@ -1,9 +1,11 @@
 """Fault injection: kill (SIGKILL) an operation at many points, reopen, check it is whole or untouched.
 
-Five operations, each run in a forked child process on a fresh copy of a "before" state:
+Six operations, each run in a forked child process on a fresh copy of a "before" state:
 
 * ``erase``  — :func:`erase_in_folder` on a model folder with a gradient store and a ledger;
 * ``batch``  — :func:`erase_requests_in_folder`: 20 requests, one solve, 20 ledger entries, one commit;
+* ``save``   — :func:`save_model` of a model fit on other data over an existing folder (new training
+  data files in ``data/``, the old ones deleted after the commit);
 * ``store``  — filling a :class:`GradientStore` again over an existing one;
 * ``parquet`` — ``df.tp.to_parquet`` over an existing traced Parquet file;
 * ``sql``    — ``CREATE OR REPLACE TABLE ... AS SELECT`` in a persistent traced DuckDB database.
@@ -26,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -49,7 +52,7 @@ from traceprop_frames.unlearn.bundle import final_estimator, load_model, save_mo
 from traceprop_frames.unlearn.folder import erase_in_folder, erase_requests_in_folder
 
 
-# ---------------------------------------------------------------------------- the four operations
+# ---------------------------------------------------------------------------- the operations
 class Erase:
     name = "erase"
 
@@ -96,6 +99,30 @@ class Batch(Erase):
 
     def run(self, state: Path) -> None:
         erase_requests_in_folder(state / "model", self.requests, key=self.key)
+
+
+class Save:
+    """``save_model`` over a folder holding another model: model.pkl and the data files change together."""
+
+    name = "save"
+
+    def setup(self, root: Path) -> Path:
+        rng = np.random.default_rng(1)
+        X1, X2 = rng.normal(size=(400, 5)), rng.normal(size=(600, 5))
+        save_model(TorchLogisticRegression().fit(X1, X1[:, 0] > 0), root / "state" / "model")
+        self.new = TorchLogisticRegression().fit(X2, X2[:, 1] > 0)
+        return root / "state"
+
+    def run(self, state: Path) -> None:
+        save_model(self.new, state / "model")
+
+    def observe(self, state: Path):
+        est = load_model(state / "model")  # recovers; checks each data file's sha256
+        return (
+            parameter_fingerprint(est.module_),
+            hashlib.sha256(np.ascontiguousarray(est.X_train_).tobytes()).hexdigest(),
+            hashlib.sha256(np.ascontiguousarray(est.y_train_).tobytes()).hexdigest(),
+        )
 
 
 class Store:
@@ -180,7 +207,7 @@ class SQL:
             return (len(df), round(float(df["v"].sum()), 4), int(lin.n_ids))
 
 
-OPS = {c.name: c for c in (Erase, Batch, Store, Parquet, SQL)}
+OPS = {c.name: c for c in (Erase, Batch, Save, Store, Parquet, SQL)}
 
 
 # ---------------------------------------------------------------------------- running and killing
