@@ -43,21 +43,25 @@ def test_round_trip_keeps_the_training_data_out_of_the_pickle(tmp_path, pipeline
     est = TorchLogisticRegression()
     model = (make_pipeline(StandardScaler(), est) if pipeline else est).fit(X, y)
     fitted = model.steps[-1][1] if pipeline else model
-    save_model(model, tmp_path)
-    meta = json.loads((tmp_path / "bundle.json").read_text())
+    folder = save_model(model, tmp_path / "model")
+    meta = json.loads((folder / "bundle.json").read_text())
     assert meta["format"] == 2 and set(meta["data"]) == {"X_train_", "y_train_"}
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "data").iterdir()) == ["X_train", "y_train"]
+    assert sorted(p.name.split("-")[0] for p in (folder / "data").iterdir()) == ["X_train", "y_train"]
     # the pickle alone holds no training matrix (oracle: unpickle it and look)
-    with open(tmp_path / "model.pkl", "rb") as f:
+    with open(folder / "model.pkl", "rb") as f:
         bare = pickle.load(f)
     bare_est = bare.steps[-1][1] if pipeline else bare
     assert not hasattr(bare_est, "X_train_") and not hasattr(bare_est, "y_train_")
     assert hasattr(fitted, "X_train_")  # saving did not strip the caller's model
-    back = load_model(tmp_path)
+    back = load_model(folder)
     got = back.steps[-1][1] if pipeline else back
     assert np.array_equal(got.X_train_, fitted.X_train_) and np.array_equal(got.y_train_, fitted.y_train_)
     assert isinstance(got.X_train_, np.memmap) and not got.X_train_.flags.writeable
     assert np.array_equal(back.predict_proba(X), model.predict_proba(X))
+    # saved elsewhere, a loaded model takes its data files along (the mapped arrays are written out)
+    save_model(back, tmp_path / "copy")
+    again = load_model(tmp_path / "copy")
+    assert np.array_equal((again.steps[-1][1] if pipeline else again).X_train_, fitted.X_train_)
     # the loaded model erases like the original (the data is read from the mapped file)
     a = fitted.unlearn(samples=[0, 5], key=generate_key())
     b = got.unlearn(samples=[0, 5], key=generate_key())
