@@ -143,3 +143,23 @@ def test_a_data_file_swapped_for_another_models_is_refused(tmp_path):
         load_model(tmp_path / "a")
     with pytest.raises(ModelFolderError, match="not the X_train_"):
         erase_in_folder(tmp_path / "a", samples=[1], key=generate_key())
+
+
+def test_traceprop_verify_checks_the_data_files_without_unpickling(tmp_path, capsys):
+    from traceprop_frames.cli import main
+    from traceprop_frames.unlearn import save_public_key
+
+    X, y = data()
+    folder = save_model(TorchLogisticRegression().fit(X, y), tmp_path / "model")
+    key = generate_key()
+    save_public_key(key, tmp_path / "key.pub.pem")
+    erase_in_folder(folder, samples=[2], key=key)
+    (folder / "model.pkl").write_bytes(b"not a pickle")  # verify never opens it
+    assert main(["verify", "--public-key", str(tmp_path / "key.pub.pem"), str(folder)]) == 0
+    assert "2 training data file(s) match bundle.json" in capsys.readouterr().out
+    (path,) = (folder / "data").glob("y_train-*.npy")
+    y_bad = np.load(path)
+    y_bad[0] = 1 - y_bad[0]
+    np.save(path, y_bad)
+    assert main(["verify", "--public-key", str(tmp_path / "key.pub.pem"), str(folder)]) == 1
+    assert "INVALID" in capsys.readouterr().err

@@ -222,18 +222,22 @@ def cmd_verify(args) -> int:
 
 
 def _verify_folder(args) -> int:
-    from traceprop_frames.errors import CertificateError
-    from traceprop_frames.unlearn import ledger
+    from traceprop_frames.errors import CertificateError, ModelFolderError
+    from traceprop_frames.unlearn import datafiles, ledger
 
     try:
         certs = ledger.verify_chain(args.certificate, args.public_key)
-    except CertificateError as e:
+        n_data = datafiles.verify_files(args.certificate)  # sha256 of data/*.npy; nothing is unpickled
+    except (CertificateError, ModelFolderError) as e:
         print(f"INVALID: {e}", file=sys.stderr)
         return 1
+    data = f"; its {n_data} training data file(s) match bundle.json" if n_data else ""
     if not certs:
-        print(f"OK: {args.certificate} has no erasures recorded in its ledger")
+        print(f"OK: {args.certificate} has no erasures recorded in its ledger{data}")
         return 0
-    print(f"OK: {args.certificate}: {len(certs)} erasure certificate(s), chain intact, model on disk matches")
+    print(
+        f"OK: {args.certificate}: {len(certs)} erasure certificate(s), chain intact, model on disk matches{data}"
+    )
     for c in certs:
         fs = c.body["forget_set"]
         print(f"  {c.body['chain']['sequence']:>4}  {c.id[:12]}  {c.body['created_at']}  {c.status:>7}  "

@@ -98,28 +98,43 @@ def check_entries(folder: Path, data) -> dict:
 def attach(folder: Path, est, entries: dict) -> None:
     """Map each recorded data file into ``est`` (read-only), after checking its sha256, dtype and shape."""
     for attr, entry in entries.items():
-        path = folder / entry["file"]
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise ModelFolderError(
-                f"{path} is missing: the model folder is incomplete (copy the whole folder, data/ included)"
-            ) from None
-        except (ValueError, OSError) as e:
-            raise ModelFolderError(f"{path} is truncated or corrupt ({e})") from None
-        wrong = (
-            arr.dtype.str != entry["dtype"]
-            or list(arr.shape) != entry["shape"]
-            or sha256(arr) != entry["sha256"]
-        )
-        if wrong:
-            raise ModelFolderError(
-                f"{path} is not the {attr} this model was saved with (its sha256, dtype or shape differs "
-                "from bundle.json): the file was replaced or edited. Restore the folder from a backup, or "
-                "fit the model again and save it with save_model"
-            )
+        arr = _open(folder, attr, entry)
         setattr(est, attr, arr)
         _LOADED[id(arr)] = (weakref.ref(arr, _forget(id(arr))), os.path.abspath(folder), entry)
+
+
+def verify_files(folder) -> int:
+    """Check every data file a model folder's ``bundle.json`` records, without unpickling anything;
+    returns how many (0 for a format-1 folder). Raises :class:`ModelFolderError` naming a bad file."""
+    from traceprop_frames.unlearn.bundle import locked, read_meta
+
+    with locked(folder):  # a save into the folder replaces the files and bundle.json together
+        entries = read_meta(Path(folder))["data"]
+        for attr, entry in entries.items():
+            _open(Path(folder), attr, entry)
+    return len(entries)
+
+
+def _open(folder: Path, attr: str, entry: dict) -> np.ndarray:
+    path = folder / entry["file"]
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise ModelFolderError(
+            f"{path} is missing: the model folder is incomplete (copy the whole folder, data/ included)"
+        ) from None
+    except (ValueError, OSError) as e:
+        raise ModelFolderError(f"{path} is truncated or corrupt ({e})") from None
+    wrong = (
+        arr.dtype.str != entry["dtype"] or list(arr.shape) != entry["shape"] or sha256(arr) != entry["sha256"]
+    )
+    if wrong:
+        raise ModelFolderError(
+            f"{path} is not the {attr} this model was saved with (its sha256, dtype or shape differs "
+            "from bundle.json): the file was replaced or edited. Restore the folder from a backup, or "
+            "fit the model again and save it with save_model"
+        )
+    return arr
 
 
 def _forget(key: int):
