@@ -223,11 +223,12 @@ def cmd_verify(args) -> int:
 
 def _verify_folder(args) -> int:
     from traceprop_frames.errors import CertificateError, ModelFolderError
-    from traceprop_frames.unlearn import datafiles, ledger
+    from traceprop_frames.unlearn import ledger
+    from traceprop_frames.unlearn.bundle import verify_data
 
     try:
         certs = ledger.verify_chain(args.certificate, args.public_key)
-        n_data = datafiles.verify_files(args.certificate)  # sha256 of data/*.npy; nothing is unpickled
+        n_data = verify_data(args.certificate)  # sha256 of data/*.npy; nothing is unpickled
     except (CertificateError, ModelFolderError) as e:
         print(f"INVALID: {e}", file=sys.stderr)
         return 1

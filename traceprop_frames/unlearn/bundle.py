@@ -226,6 +226,20 @@ def load_lineage(folder):
     return persist.load(str(folder / "lineage.parquet")) if meta.get("lineage") else None
 
 
+def verify_data(folder) -> int:
+    """Check every training data file ``bundle.json`` records (sha256, dtype, shape), without unpickling
+    anything; returns how many (0 for a format-1 folder). Raises :class:`ModelFolderError` naming a bad
+    file. ``traceprop verify MODEL`` runs it."""
+    folder = Path(folder)
+    if pending_journal(folder) is not None:
+        raise interrupted(folder)
+    with locked(folder):  # a save into the folder replaces the files and bundle.json together
+        entries = read_meta(folder)["data"]
+        for attr, entry in entries.items():
+            datafiles.open_checked(folder, attr, entry)
+    return len(entries)
+
+
 def load_parameters(folder) -> dict:
     """The final estimator's weights (``state_dict``) from ``parameters.pt``, without unpickling the
     model: ``torch.load(weights_only=True)`` reads tensors and containers only. For checks such as

@@ -98,24 +98,13 @@ def check_entries(folder: Path, data) -> dict:
 def attach(folder: Path, est, entries: dict) -> None:
     """Map each recorded data file into ``est`` (read-only), after checking its sha256, dtype and shape."""
     for attr, entry in entries.items():
-        arr = _open(folder, attr, entry)
+        arr = open_checked(folder, attr, entry)
         setattr(est, attr, arr)
         _LOADED[id(arr)] = (weakref.ref(arr, _forget(id(arr))), os.path.abspath(folder), entry)
 
 
-def verify_files(folder) -> int:
-    """Check every data file a model folder's ``bundle.json`` records, without unpickling anything;
-    returns how many (0 for a format-1 folder). Raises :class:`ModelFolderError` naming a bad file."""
-    from traceprop_frames.unlearn.bundle import locked, read_meta
-
-    with locked(folder):  # a save into the folder replaces the files and bundle.json together
-        entries = read_meta(Path(folder))["data"]
-        for attr, entry in entries.items():
-            _open(Path(folder), attr, entry)
-    return len(entries)
-
-
-def _open(folder: Path, attr: str, entry: dict) -> np.ndarray:
+def open_checked(folder: Path, attr: str, entry: dict) -> np.ndarray:
+    """The data file ``entry`` records, mapped read-only, after checking its sha256, dtype and shape."""
     path = folder / entry["file"]
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
