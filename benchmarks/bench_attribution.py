@@ -339,6 +339,9 @@ def main():
         "--models", type=int, nargs="+", default=[1, 2, 4, 8], help="ensemble sizes (--only ensemble)"
     )
     ap.add_argument("--ensemble-checkpoints", type=int, nargs="+", default=[1], help="checkpoints per model")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default: all cores; 1 on a busy box)"
+    )
     ap.add_argument("--subset-seed", type=int, default=0, help="seed of the LDS subsets (--only ensemble)")
     ap.add_argument(
         "--versus",
@@ -349,7 +352,7 @@ def main():
     a = ap.parse_args()
     if a.quick:
         a.subsets, a.mlp_subsets, a.n_train = 10, 5, 1000
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
     Xtr, ytr, Xte, yte = load(a.n_train, 500)
     global _YTE
     _YTE = yte

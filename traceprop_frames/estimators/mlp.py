@@ -11,6 +11,10 @@ from traceprop_frames.estimators.base import TorchBinaryClassifier
 class MLPLogit(torch.nn.Module):
     """ReLU MLP ``d -> hidden... -> 1`` returning shape ``(n,)`` (the logit of the positive class)."""
 
+    per_sample_independent = (
+        True  # each row's output depends on that row only (per-sample gradient fast path)
+    )
+
     def __init__(self, n_features: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
         layers: list[torch.nn.Module] = []
