@@ -231,7 +231,9 @@ def bench_store_scale(Xtr, ytr, tmp):
     )
 
 
-def bench_ensemble(Xtr, ytr, Xte, subsets, k, models=(1, 2, 4, 8), ckpts=(1,), subset_seed=0, versus=0):
+def bench_ensemble(
+    Xtr, ytr, Xte, subsets, k, models=(1, 2, 4, 8), ckpts=(1,), subset_seed=0, versus=0, rel_damping=None
+):
     """LDS of TRAK over ``n_models`` MLPs (``ensemble_fraction`` 1.0: all rows, 0.5: random halves) with
     ``ckpts`` checkpoints each, against the cost in fits; ``versus``: that many half-data models scored
     by ``traker`` and ``dattri`` as well, on the same checkpoints and retrains."""
@@ -249,7 +251,14 @@ def bench_ensemble(Xtr, ytr, Xte, subsets, k, models=(1, 2, 4, 8), ckpts=(1,), s
     for n, c, frac in [(n, c, f) for c in ckpts for n in models for f in (1.0, 0.5) if n > 1 or f == 1.0]:
         t_fit, est = median_time(
             lambda n=n, c=c, f=frac: TorchMLPClassifier(
-                **kw, random_state=0, store=True, n_models=n, n_checkpoints=c, ensemble_fraction=f, k=k
+                **kw,
+                random_state=0,
+                store=True,
+                n_models=n,
+                n_checkpoints=c,
+                ensemble_fraction=f,
+                k=k,
+                rel_damping=rel_damping,
             ).fit(Xtr, ytr),
             1,
         )
@@ -271,7 +280,7 @@ def bench_ensemble(Xtr, ytr, Xte, subsets, k, models=(1, 2, 4, 8), ckpts=(1,), s
                 f"MLP 64:   same {max(models)} x 1 halves, rel_damping={rel}, weighted={weighted}",
                 f"{lds(S, rt).mean:.3f}",
             )
-        best.store_.extra["rel_damping"] = 1.0
+        best.store_.extra["rel_damping"] = 1.0 if rel_damping is None else rel_damping
         best.store_._cache.clear()
     if versus:
         bench_versus(Xtr, ytr, Xte, rt, k, versus, kw, t_plain)
@@ -342,6 +351,9 @@ def main():
     ap.add_argument(
         "--threads", type=int, default=0, help="torch threads (default: all cores; 1 on a busy box)"
     )
+    ap.add_argument(
+        "--rel-damping", type=float, default=None, help="MLP kernel damping (default: the estimator's)"
+    )
     ap.add_argument("--subset-seed", type=int, default=0, help="seed of the LDS subsets (--only ensemble)")
     ap.add_argument(
         "--versus",
@@ -371,7 +383,7 @@ def main():
         if a.only in (None, "ensemble"):
             bench_ensemble(
                 Xtr, ytr, Xte, a.mlp_subsets, a.mlp_k, tuple(a.models), tuple(a.ensemble_checkpoints),
-                a.subset_seed, a.versus,
+                a.subset_seed, a.versus, a.rel_damping,
             )  # fmt: skip
 
 
