@@ -140,6 +140,8 @@ def bench_cross_row(n: int, repeats: int, rows: list) -> None:
         "s.rolling(3).mean()": lambda d: d["a"].rolling(3).mean(),
         "groupby(g)[a].transform('sum')": lambda d: d.groupby("g")["a"].transform("sum"),
         "groupby(g)[a].cumsum()": lambda d: d.groupby("g")["a"].cumsum(),
+        "s / s.sum()": lambda d: d["a"] / d["a"].sum(),
+        "(d - d.mean()) / d.std()": lambda d: (d - d.mean()) / d.std(),
     }
     plain = base.copy()
     for label, call in calls.items():

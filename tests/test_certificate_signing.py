@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_unlearn_correction import StandInLogReg, make_data
 
 import traceprop_frames as tpf
@@ -19,7 +21,7 @@ from traceprop_frames.unlearn import (
     save_private_key,
     save_public_key,
 )
-from traceprop_frames.unlearn.certificate import canonical_json, default_key, schema, validate
+from traceprop_frames.unlearn.certificate import canonical_json, default_key, file_text, schema, validate
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +142,67 @@ def test_schema_is_shipped_and_canonical_form(signed):
     assert b"\n" not in blob and blob.isascii()
     assert blob == json.dumps(cert.body, sort_keys=True, separators=(",", ":")).encode()
     assert list(json.loads(blob)) == sorted(cert.body)
+
+
+def test_compiled_validator_agrees_with_jsonschema_on_every_mutation(signed):
+    """Certificates are validated by the schema compiled to code (fastjsonschema); the reference is the
+    interpreting ``jsonschema`` validator: both must accept and reject exactly the same documents."""
+    import copy
+
+    import fastjsonschema
+    import jsonschema
+
+    from traceprop_frames.unlearn.certificate import _validator
+
+    doc = copy.deepcopy(signed[2].to_dict())
+    body = doc["certificate"]
+    body["chain"] = {"sequence": 2, "previous_sha256": "ab" * 32}
+    body["batch"] = {"request_id": "r1", "received": "2026-12-01", "solve_id": "c" * 32, "n_requests": 3,
+                     "n_samples": 3, "fingerprint_before": body["model"]["fingerprint_before"],
+                     "fingerprint_after": body["model"]["fingerprint_after"]}  # fmt: skip
+    reference = jsonschema.Draft202012Validator(schema())
+
+    def compiled_accepts(d) -> bool:
+        try:
+            _validator()(d)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        return True
+
+    wrong = [None, -1, 0, 2.5, 1.0, True, "x", "", "ab" * 32, [], [-1], ["x"], [1, 1], {}, {"x": 1}]
+    mutants = []
+
+    def walk(node, put):  # every value replaced by each wrong value; every key dropped; an extra key added
+        for w in wrong:
+            mutants.append(put(copy.deepcopy(w)))
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, lambda x, k=k: put({**node, k: x}))
+                mutants.append(put({kk: vv for kk, vv in node.items() if kk != k}))
+            mutants.append(put({**node, "unexpected": 1}))
+        elif isinstance(node, list) and node:
+            walk(node[0], lambda x: put([x, *node[1:]]))
+
+    walk(doc, lambda x: x)
+    verdicts = [(reference.is_valid(m), compiled_accepts(m)) for m in mutants]
+    assert all(ref == fast for ref, fast in verdicts), [i for i, (r, f) in enumerate(verdicts) if r != f][:5]
+    assert (
+        reference.is_valid(doc) and sum(not r for r, _ in verdicts) > 500 and sum(r for r, _ in verdicts) > 50
+    )
+    bad = copy.deepcopy(doc)
+    bad["certificate"]["forget_set"]["count"] = -1
+    with pytest.raises(CertificateFormatError, match="forget_set/count: -1 is less than the minimum of 0"):
+        validate(bad)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_json_values)
+def test_file_text_is_byte_for_byte_json_dumps(value):
+    # oracle: the standard library's encoder with the options the file form is defined by
+    assert file_text(value) == json.dumps(value, sort_keys=True, indent=2, ensure_ascii=True) + "\n"

@@ -12,6 +12,7 @@ MODULES = [
     "traceprop_frames.tensor",
     "traceprop_frames.spark.dialect",
     "traceprop_frames.frames.cross_row",
+    "traceprop_frames.frames.traced_values",
     "traceprop_frames.frames.reshape",
     "traceprop_frames.sql.shared",
 ]

@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--rows", type=int, nargs="+", help="0-based data rows (header excluded)")
     e.add_argument(
         "--requests",
-        help="CSV of requests (request_id,source,rows,received) erased in one solve, one certificate each "
-        "(written to --out-dir) instead of --source/--rows",
+        help="CSV of requests (request_id,source,rows,received) erased in one solve, one certificate each: "
+        "consecutive entries of the model's ledger, committed with the model; copies written to --out-dir. "
+        "Instead of --source/--rows",
     )
     e.add_argument(
         "--out-dir", default="erasure_certificates", help="folder for the certificates of --requests"
@@ -164,14 +165,8 @@ def cmd_erase(args) -> int:
     if (args.requests is None) == (args.source is None or args.rows is None):
         print("error: pass either --source with --rows, or --requests FILE", file=sys.stderr)
         return 2
-    if args.requests is not None:  # batches do not yet go through the folder's lock, journal and ledger
-        from traceprop_frames.unlearn.bundle import final_estimator, load_model
-
-        model = load_model(args.model)
-        est = final_estimator(model)
-        if args.dry_run:
-            est.store_ = None  # the on-disk gradient store is not touched either
-        return _erase_batch(args, model, est)
+    if args.requests is not None:
+        return _erase_batch(args)
     cert = erase_in_folder(
         args.model, source=args.source, rows=args.rows, method=args.method, key=load_private_key(args.key),
         regulations=args.regulation, dry_run=args.dry_run, timeout=args.wait,
@@ -185,25 +180,26 @@ def cmd_erase(args) -> int:
     return 0
 
 
-def _erase_batch(args, model, est) -> int:
+def _erase_batch(args) -> int:
+    from traceprop_frames._durable import atomic_write_many
     from traceprop_frames.unlearn import load_private_key
-    from traceprop_frames.unlearn.batch import erase_requests, read_requests
-    from traceprop_frames.unlearn.bundle import save_model
+    from traceprop_frames.unlearn.batch import read_requests
+    from traceprop_frames.unlearn.folder import erase_requests_in_folder
 
     requests = read_requests(args.requests)
-    certs = erase_requests(
-        est, requests, method=args.method, key=load_private_key(args.key), regulations=args.regulation
+    certs = erase_requests_in_folder(
+        args.model, requests, method=args.method, key=load_private_key(args.key), regulations=args.regulation,
+        dry_run=args.dry_run, timeout=args.wait,
+    )  # fmt: skip
+    out = Path(args.out_dir)  # copies for the requesters; the model folder's ledger holds the originals
+    atomic_write_many(
+        {out / f"{r['request_id']}.json": c.to_json().encode("ascii") for r, c in zip(requests, certs)}
     )
-    out = Path(args.out_dir)
-    for req, cert in zip(requests, certs):
-        cert.save(out / f"{req['request_id']}.json")
-    if not args.dry_run and any(c.status == "erased" for c in certs):
-        save_model(model, args.model)
-    b = certs[0].body["batch"]
+    b, chain = certs[0].body["batch"], [c.body["chain"]["sequence"] for c in certs]
     print(f"{len(certs)} requests, {b['n_samples']} training samples erased in one solve ({b['solve_id']})")
     print(
         f"certificates written to {out}/<request_id>.json"
-        + (" (model unchanged: dry run)" if args.dry_run else "")
+        + (" (model unchanged: dry run)" if args.dry_run else f"; ledger entries {chain[0]}–{chain[-1]}")
     )
     return 0
 

@@ -62,6 +62,11 @@ class MissingLineageWarning(UserWarning):
     """Emitted when part of a result comes from a table that carries no lineage."""
 
 
+class UntracedValuesWarning(UserWarning):
+    """Values without a row handle (a NumPy array, a list, a non-numeric reduction) entered a traced frame:
+    pandas cannot say which rows they were computed from, so each row keeps only its own lineage."""
+
+
 class StoreError(TracepropError):
     """A gradient store is missing, malformed, read-only or used before it was filled."""
 

@@ -1,8 +1,9 @@
 """Fault injection: kill (SIGKILL) an operation at many points, reopen, check it is whole or untouched.
 
-Four operations, each run in a forked child process on a fresh copy of a "before" state:
+Five operations, each run in a forked child process on a fresh copy of a "before" state:
 
 * ``erase``  — :func:`erase_in_folder` on a model folder with a gradient store and a ledger;
+* ``batch``  — :func:`erase_requests_in_folder`: 20 requests, one solve, 20 ledger entries, one commit;
 * ``store``  — filling a :class:`GradientStore` again over an existing one;
 * ``parquet`` — ``df.tp.to_parquet`` over an existing traced Parquet file;
 * ``sql``    — ``CREATE OR REPLACE TABLE ... AS SELECT`` in a persistent traced DuckDB database.
@@ -45,7 +46,7 @@ from traceprop_frames.attribution import GradientStore
 from traceprop_frames.estimators import TorchLogisticRegression
 from traceprop_frames.unlearn import generate_key, ledger, parameter_fingerprint
 from traceprop_frames.unlearn.bundle import final_estimator, load_model, save_model
-from traceprop_frames.unlearn.folder import erase_in_folder
+from traceprop_frames.unlearn.folder import erase_in_folder, erase_requests_in_folder
 
 
 # ---------------------------------------------------------------------------- the four operations
@@ -78,6 +79,23 @@ class Erase:
             tuple(np.flatnonzero(est.sample_weight_ == 0).tolist()),
             tuple(est.lineage_.ops()),
         )
+
+
+class Batch(Erase):
+    """``traceprop erase MODEL --requests``: 20 single-row requests, one solve, 20 chained ledger entries."""
+
+    name = "batch"
+
+    def setup(self, root: Path) -> Path:
+        state = super().setup(root)
+        self.requests = [
+            {"request_id": f"r{i}", "source": str(root / "train.csv"), "rows": [30 + 3 * i], "received": ""}
+            for i in range(20)
+        ]
+        return state
+
+    def run(self, state: Path) -> None:
+        erase_requests_in_folder(state / "model", self.requests, key=self.key)
 
 
 class Store:
@@ -162,7 +180,7 @@ class SQL:
             return (len(df), round(float(df["v"].sum()), 4), int(lin.n_ids))
 
 
-OPS = {c.name: c for c in (Erase, Store, Parquet, SQL)}
+OPS = {c.name: c for c in (Erase, Batch, Store, Parquet, SQL)}
 
 
 # ---------------------------------------------------------------------------- running and killing

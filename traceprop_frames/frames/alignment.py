@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from traceprop_frames.errors import LineageLostError, MissingLineageWarning
+from traceprop_frames.frames import reductions
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID
 
 _installed: list[tuple[object, str, object]] = []
@@ -55,13 +56,17 @@ def _check(target, others, call: str, by_label: bool = False) -> None:
         )
 
 
-def _wrap_method(owner, name: str, pick, by_label=lambda a, k: False) -> None:
+def _wrap_method(owner, name: str, pick, by_label=lambda a, k: False, values: bool = False) -> None:
     orig = owner.__dict__[name]
 
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
         other = pick(args, kwargs)
-        if other is not None:
+        if values and not isinstance(other, (pd.Series, pd.DataFrame)):
+            reductions.check_value(self, other, f"{type(self).__name__}.{name}")
+        elif callable(other) and _keyed(self):  # s.map(func): what the function reads besides its value
+            reductions.absorb(self, reductions.closure_stat((other,), {}), f"{type(self).__name__}.{name}")
+        elif other is not None:
             others = other if isinstance(other, (list, tuple)) else (other,)
             _check(self, others, f"{type(self).__name__}.{name}", by_label(args, kwargs))
         return orig(self, *args, **kwargs)
@@ -81,7 +86,10 @@ def _join_on(a, k) -> bool:
 def _setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
-        if isinstance(value, (pd.Series, pd.DataFrame)) and value.index is not self.index:
+        if not isinstance(value, (pd.Series, pd.DataFrame)):
+            if reductions.check_value(self, value, "df[...] = value"):
+                return reductions.run_busy(orig, self, key, value)
+        elif value.index is not self.index:
             _check(self, (value,), "df[...] = other")
         return orig(self, key, value)
 
@@ -92,7 +100,10 @@ def _loc_setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
         target = self.obj
-        if isinstance(value, (pd.Series, pd.DataFrame)) and value.index is not target.index:
+        if not isinstance(value, (pd.Series, pd.DataFrame)):
+            if reductions.check_value(target, value, f"df.{self.name}[...] = value"):
+                return reductions.run_busy(orig, self, key, value)
+        elif value.index is not target.index:
             _check(target, (value,), f"df.{self.name}[...] = other")
         return orig(self, key, value)
 
@@ -122,7 +133,7 @@ def install() -> None:
     for owner in (pd.DataFrame, pd.Series):
         _wrap_method(owner, "update", _arg(0, "other"))
         _wrap_method(owner, "combine_first", _arg(0, "other"))
-    _wrap_method(pd.DataFrame, "insert", _arg(2, "value"))
+    _wrap_method(pd.DataFrame, "insert", _arg(2, "value"), values=True)
     _wrap_method(pd.Series, "map", _arg(0, "arg"), by_label=lambda a, k: True)  # a look-up by value
     orig = pd.DataFrame.__dict__["__setitem__"]
     pd.DataFrame.__setitem__ = _setitem_wrapper(orig)

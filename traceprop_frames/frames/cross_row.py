@@ -13,7 +13,9 @@ ordered pool, so ``cumsum`` costs O(n), not O(n^2)) and adds it to the rows' lin
 :func:`carrier.add_context`. Because pandas aligns the result with every frame that holds the same keys
 (``df["lag"] = s.shift(1)``), the dependency is recorded on the rows themselves: every frame holding
 them sees it — an over-approximation for frames that never use the derived column, never an
-under-approximation. ``sources(direct=True)`` still gives a row's own source rows.
+under-approximation. ``sources(direct=True)`` still gives a row's own source rows. Reductions
+(``s.sum()``, ``df.mean()``) and where their values meet rows are :mod:`frames.reductions`, installed and
+removed with these wrappers.
 
 Rules (one function per kind; a set lists positions of the input, in its order):
 
@@ -42,7 +44,7 @@ from pandas.core.groupby import DataFrameGroupBy, SeriesGroupBy
 from pandas.core.groupby.groupby import GroupBy
 
 from traceprop_frames.errors import LineageLostError
-from traceprop_frames.frames import alignment
+from traceprop_frames.frames import alignment, reductions
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.rowsets import _stable_group_order
@@ -99,7 +101,12 @@ def _detached(obj) -> bool:
 def _reset_index_wrapper(orig):
     @functools.wraps(orig)
     def reset_index(self, *args, **kwargs):
-        out = orig(self, *args, **kwargs)
+        busy = getattr(_state, "busy", False)
+        _state.busy = True  # pandas inserts the keys as a column: not a user's row-less array
+        try:
+            out = orig(self, *args, **kwargs)
+        finally:
+            _state.busy = busy
         target = self if out is None else out
         if isinstance(target, pd.DataFrame) and LID in target.columns:
             target.attrs[_DETACHED] = True  # its columns inherit the mark through pandas' attrs
@@ -250,8 +257,10 @@ def _frame_rule(name: str):
             set_of_row = np.full(len(obj), -1, dtype=np.int64)
             set_of_row[np.arange(0, len(obj), result.step or 1)] = np.arange(len(start))
             _record(obj, np.arange(len(obj), dtype=np.int64), start, end, set_of_row, "rolling")
-        elif name in ("apply", "agg", "aggregate", "transform") and _row_keys(result) is None:
-            return  # reduced to one row per column: the result carries no rows
+        elif name in ("apply", "agg", "aggregate", "transform") and (
+            not isinstance(result, (pd.Series, pd.DataFrame)) or _row_keys(result) is None
+        ):
+            return reductions.finish(obj, result, name)  # reduced: a statistic of every row
         else:
             _plain(obj, "all", name)
 
@@ -321,6 +330,7 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
         ba = sig.bind(self, *args, **kwargs).arguments
         if var_kw is not None:
             ba.update(ba.pop(var_kw, {}) or {})
+        reductions.absorb(obj, reductions.closure_stat(args, kwargs), f"{name}(function)")
         if owner is pd.Series and name == "apply" and ba.get("by_row", "compat") is not False:
             return orig(self, *args, **kwargs)
         if _mode[0] == "raise":
@@ -331,7 +341,8 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
         _state.busy = True
         try:
             result = orig(self, *args, **kwargs)
-            rule(self if get_obj is _group_obj else obj, result, ba)
+            replaced = rule(self if get_obj is _group_obj else obj, result, ba)
+            result = result if replaced is None else replaced
         finally:
             _state.busy = False
         return result
@@ -350,7 +361,10 @@ def _cut_wrapper(orig, name: str):
     def wrapper(x, *args, **kwargs):
         bins = args[0] if args else kwargs.get("bins", kwargs.get("q"))
         reads_column = name == "qcut" or isinstance(bins, (int, np.integer))
-        if getattr(_state, "busy", False) or not reads_column or not _is_traced(x) or _row_keys(x) is None:
+        if getattr(_state, "busy", False) or not _is_traced(x) or _row_keys(x) is None:
+            return orig(x, *args, **kwargs)
+        if not reads_column:  # explicit bins: computed from statistics (s.quantile(...)) they carry rows
+            reductions.absorb(x, reductions.stats_in([bins]), name)
             return orig(x, *args, **kwargs)
         if _mode[0] == "raise":
             raise LineageLostError(f"pd.{name} with computed bins reads the whole traced column")
@@ -371,6 +385,7 @@ def install() -> None:
     alignment.install()
     if _installed:
         return
+    reductions.install(lambda: _mode[0], _state, _detached)
     for owner in (pd.Series, pd.DataFrame, pd.core.generic.NDFrame):
         for name in _FRAME_METHODS:
             if name in owner.__dict__ and not (owner is pd.core.generic.NDFrame and name in ("apply",)):
@@ -392,6 +407,7 @@ def uninstall() -> None:
     """Restore plain pandas (cross-row and label-matching calls then silently return row-only lineage
     again: use with care, e.g. to time plain pandas)."""
     alignment.uninstall()
+    reductions.uninstall()
     while _installed:
         owner, name, orig = _installed.pop()
         setattr(owner, name, orig)

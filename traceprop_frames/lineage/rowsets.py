@@ -386,7 +386,15 @@ class RowLineage:
         new_off = np.zeros(len(self) + 1, dtype=np.int64)
         np.cumsum(set_of_row >= 0, out=new_off[1:])
         new_refs = block.base + set_of_row[set_of_row >= 0]
-        if old.refs.size:
+        if old.refs.size and new_refs.size == len(self):  # one new reference per row: append it
+            roff = old.ref_offsets + np.arange(len(self) + 1, dtype=np.int64)
+            refs = np.empty(int(roff[-1]), dtype=np.int64)
+            last = roff[1:] - 1
+            keep = np.ones(len(refs), dtype=bool)
+            keep[last] = False
+            refs[keep] = old.refs
+            refs[last] = new_refs
+        elif old.refs.size:
             every = np.arange(len(self), dtype=np.int64)
             roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
         else:

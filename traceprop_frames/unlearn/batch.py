@@ -6,18 +6,20 @@ semicolons) and ``received`` (the date the request arrived, kept verbatim)::
 
     request_id,source,rows,received
     r-001,data/bureau.csv,4821,2026-11-30
-    r-002,data/bureau.csv;7203 7204,2026-12-01
+    r-002,data/bureau.csv,7203;7204 7205,2026-12-01
 
 Every request is mapped to training samples through the lineage first (an unknown source or row refuses
 the whole batch, before anything changes); the union is erased in one solve; then each request gets its
 own certificate naming its own source rows and training samples, and a ``batch`` section naming the
 shared solve (its id, the number of requests and samples, and the model fingerprints before and after).
+The certificates are consecutive, chained entries of the model folder's erasure ledger (:mod:`.ledger`).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -76,8 +78,13 @@ def read_requests(path) -> list[dict]:
 
 
 def erase_requests(est, requests, *, method=None, key=None,
-                   regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), **params) -> list:  # fmt: skip
+                   regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), chain=None, **params) -> list:  # fmt: skip
     """Erase every request's rows from ``est`` in one solve; returns one signed Certificate per request.
+
+    The certificates are consecutive entries of the model's erasure ledger: certificate ``i`` carries
+    ``chain = {"sequence": s + i, "previous_sha256": sha256 of certificate i-1's file}``. On a model
+    folder, :func:`~traceprop_frames.unlearn.folder.erase_requests_in_folder` commits them together with
+    the model (``traceprop erase MODEL --requests FILE``).
 
     Parameters
     ----------
@@ -87,28 +94,57 @@ def erase_requests(est, requests, *, method=None, key=None,
         ``{"request_id", "source", "rows", "received"}`` each (:func:`read_requests`).
     method, key, regulations, **params
         As for :func:`~traceprop_frames.unlearn.unlearn_estimator`.
+    chain : dict, optional
+        The first certificate's ledger link (:func:`.ledger.next_link`); default: the link after the
+        last certificate this estimator issued (``est.ledger_head_``), or entry 1.
 
     Returns
     -------
     list of Certificate
         In request order; ``status="no-op"`` for a request whose samples had all been erased before.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np, pandas as pd, traceprop_frames as tpf
+    >>> from traceprop_frames.estimators import TorchLogisticRegression
+    >>> from traceprop_frames.unlearn import generate_key
+    >>> rng = np.random.default_rng(0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "clients.csv")
+    >>> pd.DataFrame({"x": rng.normal(size=100), "y": rng.integers(0, 2, 100)}).to_csv(path, index=False)
+    >>> df = tpf.read_csv(path)
+    >>> est = TorchLogisticRegression().fit(df[["x"]], df["y"])
+    >>> certs = erase_requests(est, [{"request_id": "a", "source": path, "rows": [3], "received": ""},
+    ...                              {"request_id": "b", "source": path, "rows": [5, 6], "received": ""}],
+    ...                        key=generate_key())
+    >>> [(c.body["batch"]["request_id"], c.body["forget_set"]["training_indices"]) for c in certs]
+    [('a', [3]), ('b', [5, 6])]
+    >>> [c.body["chain"]["sequence"] for c in certs]
+    [1, 2]
     """
     from traceprop_frames.lineage import OpNode
-    from traceprop_frames.unlearn.certificate import Certificate
+    from traceprop_frames.unlearn.certificate import Certificate, default_key, load_private_key
     from traceprop_frames.unlearn.correction import _adopt, check_fitted, run_unlearning
-    from traceprop_frames.unlearn.request import certificate_body, forget_from_request
+    from traceprop_frames.unlearn.ledger import link_of
+    from traceprop_frames.unlearn.request import certificate_body, forget_from_request, ids_by_request
 
     check_fitted(est)
     if not requests:
         raise UnlearningError("no erasure requests given")
+    key = default_key() if key is None else load_private_key(key)  # once, not per certificate
+    link = dict(chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None})
     lineage = getattr(est, "lineage_", None)
     cache: dict = {}
-    mapped = [forget_from_request(lineage, r["source"], r["rows"], cache=cache) for r in requests]
+    ids = ids_by_request(lineage, requests, cache)  # every row checked before anything changes
+    mapped = [
+        forget_from_request(lineage, r["source"], r["rows"], cache=cache, ids=i)
+        for r, i in zip(requests, ids)
+    ]
     union = np.unique(np.concatenate([f for f, _ in mapped]))
     w_before = np.asarray(est.sample_weight_)
     after, w_after, result = run_unlearning(est, union, method, **params)
-    solve_id = hashlib.sha256(
-        (result.fingerprint_before + result.fingerprint_after).encode() + union.tobytes()
+    solve_id = hashlib.sha256(  # the ledger position makes it unique even for a repeated no-op batch
+        (result.fingerprint_before + result.fingerprint_after + json.dumps(link)).encode() + union.tobytes()
     ).hexdigest()[:32]
     batch = {
         "solve_id": solve_id,
@@ -124,27 +160,29 @@ def erase_requests(est, requests, *, method=None, key=None,
         new_lineage = lineage.with_node(OpNode("erase", params, (lineage.node,)))
     losses = _losses(est, after, result.forget)
     log = list(getattr(est, "erasures_", []))
-    erased_by: dict[int, list[str]] = {}  # sample -> certificates that erased it (earlier calls)
-    for e in log:
+    erased_by: dict[int, list[int]] = {}  # sample -> positions in the log of the certificates that erased it
+    for at, e in enumerate(log):
         for s in e["samples"]:
-            erased_by.setdefault(s, []).append(e["certificate_id"])
+            erased_by.setdefault(s, []).append(at)
     certs = []
     for req, (forget, records) in zip(requests, mapped):
         own = _restrict(result, forget, w_before, losses)
-        ids = {c for s in own.already_removed.tolist() for c in erased_by.get(s, ())}
-        previous = [e["certificate_id"] for e in log if e["certificate_id"] in ids]
+        earlier = sorted({at for s in own.already_removed.tolist() for at in erased_by.get(s, ())})
         body = certificate_body(est, own, lineage=lineage, request_sources=records, regulations=regulations,
-                                previous=previous)  # fmt: skip
+                                previous=[log[at]["certificate_id"] for at in earlier])  # fmt: skip
         body["batch"] = {"request_id": req["request_id"], "received": req["received"], **batch}
+        body["chain"] = link
         if new_lineage is not lineage:
             body["lineage"] = {"erase_op": "erase", "ops": new_lineage.ops()}
         cert = Certificate.sign(body, key)
+        link = link_of(cert)
         certs.append(cert)
         if own.forget.size:
             log.append({"certificate_id": cert.id, "samples": own.forget.tolist()})
     if result.forget.size:
         _adopt(est, after, w_after, result, new_lineage)
     est.erasures_ = log
+    est.ledger_head_ = link
     return certs
 
 

@@ -358,6 +358,7 @@ def run_unlearning(
         result.iterations = info.pop("iterations")
         result.extra["hessian_passes"] = info.pop("hessian_passes")
         result.extra["newton_state"] = info.pop("newton_state")
+        result.params = {**result.params, "bound_terms": info.pop("bound_terms")}
         for k, v in info.items():
             setattr(result, k, v)
         return _finish(est, after, w_after, result, holdout)

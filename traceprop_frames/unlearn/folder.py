@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from traceprop_frames._durable import Journal
 from traceprop_frames.unlearn import ledger
 from traceprop_frames.unlearn.bundle import (
@@ -30,27 +32,79 @@ def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = Fal
     lineage, the gradient store's ``removed`` marks and the certificate (appended to the ledger) are
     committed together. ``dry_run``: the certificate is returned, nothing on disk changes.
     """
+    return _erase(
+        folder, timeout, dry_run, lambda est, link: [unlearn_estimator(est, chain=link, **request)]
+    )[0]
+
+
+def erase_requests_in_folder(folder, requests, *, timeout: float | None = None, dry_run: bool = False,
+                             **options) -> list:  # fmt: skip
+    """Serve a batch of erasure requests on the model saved in ``folder``, as one crash-safe commit.
+
+    Parameters
+    ----------
+    folder : path
+        A model folder (:func:`~traceprop_frames.unlearn.bundle.save_model`).
+    requests : list of dict
+        ``{"request_id", "source", "rows", "received"}`` each (:func:`.batch.read_requests`).
+    timeout : float, optional
+        Seconds to wait for another process erasing from the same folder (None: wait).
+    dry_run : bool
+        Return the certificates and change nothing on disk.
+    **options
+        ``method``, ``key``, ``regulations`` and method parameters, as for
+        :func:`.batch.erase_requests`.
+
+    Returns
+    -------
+    list of Certificate
+        One per request, in order: consecutive entries of the folder's ledger. The model, its parameters
+        and lineage, the gradient store's ``removed`` marks and every certificate are committed through
+        one journal transaction: after a crash the folder holds all of them or none.
+
+    Raises
+    ------
+    UnknownSourceError, UnknownRowError
+        A request names a source or rows the model was not trained on (nothing changes).
+    FolderLockedError
+        Another process held the folder longer than ``timeout``.
+    """
+    from traceprop_frames.unlearn.batch import erase_requests
+
+    return _erase(
+        folder, timeout, dry_run, lambda est, link: erase_requests(est, requests, chain=link, **options)
+    )
+
+
+def _erase(folder, timeout, dry_run, run) -> list:
+    """Load, erase by ``run(est, ledger_link) -> certificates``, and commit everything in one journal."""
     folder = Path(folder)
     with locked(folder, timeout):
         model = load_model(folder)
         est = final_estimator(model)
         store = est.store_
         est.store_ = None  # the store's marks are staged below, not written directly
-        cert = unlearn_estimator(est, chain=ledger.next_link(folder), **request)
+        certs = run(est, ledger.next_link(folder))
         est.store_ = store
         if dry_run:
-            return cert
-        entry = ledger.entry_path(folder, cert.body["chain"]["sequence"])
+            return certs
+        texts = [c.to_json() for c in certs]
+        entries = [ledger.entry_path(folder, c.body["chain"]["sequence"]) for c in certs]
         manifest = None if store is None or store.path is None else Path(store.path) / "manifest.json"
         if manifest is not None:
-            store.mark_removed(cert.body["forget_set"]["training_indices"], persist=False)
+            forgotten = [c.body["forget_set"]["training_indices"] for c in certs]
+            store.mark_removed(
+                np.concatenate([np.asarray(f, dtype=np.int64) for f in forgotten]), persist=False
+            )
 
         def stage(j: Journal) -> None:
             _stage_model(model, folder, j)
-            j.staged(entry).write_text(cert.to_json(), encoding="ascii")
+            for entry, text in zip(entries, texts):
+                with open(j.staged(entry), "w", encoding="ascii") as f:
+                    f.write(text)
             if manifest is not None:
                 j.staged(manifest).write_text(store.manifest_json())
 
-        targets = [*_targets(folder, est), entry, *([manifest] if manifest else [])]
+        targets = [*_targets(folder, est), *entries, *([manifest] if manifest else [])]
         _commit(folder, targets, stage)
-    return cert
+    return certs

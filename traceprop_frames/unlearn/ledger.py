@@ -10,7 +10,10 @@ fingerprint before and after its erasure. :func:`verify_chain` checks that
   (so a deleted, reordered or replaced certificate breaks the chain);
 * each ``fingerprint_before`` equals the previous ``fingerprint_after`` (the model did not change
   between erasures) and the last ``fingerprint_after`` is the fingerprint of the model on disk (it did
-  not change since).
+  not change since);
+* the certificates of one batch solve (``traceprop erase --requests``, a ``batch`` section with its
+  ``solve_id``) are consecutive, all ``n_requests`` of them, and name the solve's fingerprints: the
+  chain's "previous after = next before" rule applies between solves, not inside one.
 
 API: :func:`next_link` (the ``chain`` record the next certificate must carry), :func:`append`,
 :func:`entries`, :func:`verify_chain`.
@@ -154,6 +157,7 @@ def _verify(model_dir, public_key, model_fingerprint) -> list[Certificate]:
     files = _files(model_dir)
     certs: list[Certificate] = []
     prev_hash, prev_after = None, None
+    solve: dict | None = None  # the batch solve the previous entries belong to, and how many were seen
     for i, (n, p) in enumerate(files, start=1):
         if n != i:
             raise LedgerError(
@@ -171,16 +175,23 @@ def _verify(model_dir, public_key, model_fingerprint) -> list[Certificate]:
                 f"{chain.get('sequence')!r} after a file with hash {str(chain.get('previous_sha256'))[:12]}…): "
                 "a certificate was removed, replaced or moved in from another model"
             )
-        model = cert.body["model"]
-        if prev_after is not None and model["fingerprint_before"] != prev_after:
+        model, batch = cert.body["model"], cert.body.get("batch")
+        if solve is not None and (batch is None or batch["solve_id"] != solve["solve_id"]):
+            _check_batch_complete(model_dir, solve)
+            solve = None
+        if solve is None and prev_after is not None and model["fingerprint_before"] != prev_after:
             raise LedgerError(
                 f"ledger entry {p.name}: the model it started from ({model['fingerprint_before'][:12]}…) is "
                 f"not the model the previous erasure left ({prev_after[:12]}…): the parameters were changed "
                 "between these two erasures, outside an erasure"
             )
+        if batch is not None:
+            solve = _continue_batch(p, model, batch, solve)
         prev_hash = hashlib.sha256(p.read_bytes()).hexdigest()
         prev_after = model["fingerprint_after"]
         certs.append(cert)
+    if solve is not None:
+        _check_batch_complete(model_dir, solve)
     if prev_after is not None:
         fp = model_fingerprint if model_fingerprint is not None else _fingerprint_on_disk(model_dir)
         if fp != prev_after:
@@ -189,6 +200,34 @@ def _verify(model_dir, public_key, model_fingerprint) -> list[Certificate]:
                 f"erasure left ({prev_after[:12]}…): its parameters were changed outside an erasure"
             )
     return certs
+
+
+def _continue_batch(path: Path, model: dict, batch: dict, solve: dict | None) -> dict:
+    """One more certificate of a batch (``traceprop erase --requests``): the certificates of one solve are
+    consecutive entries, all name the solve's model before and after, and there are ``n_requests`` of them.
+    """
+    if (model["fingerprint_before"], model["fingerprint_after"]) != (
+        batch["fingerprint_before"],
+        batch["fingerprint_after"],
+    ):
+        raise LedgerError(f"ledger entry {path.name}: its model fingerprints differ from its batch solve's")
+    if solve is None:
+        return {**batch, "seen": 1, "first": path.name}
+    if (batch["fingerprint_before"], batch["n_requests"]) != (
+        solve["fingerprint_before"],
+        solve["n_requests"],
+    ):
+        raise LedgerError(f"ledger entry {path.name}: it disagrees with the rest of its batch solve")
+    return {**solve, "seen": solve["seen"] + 1}
+
+
+def _check_batch_complete(model_dir, solve: dict) -> None:
+    if solve["seen"] != solve["n_requests"]:
+        raise LedgerError(
+            f"ledger of {Path(model_dir)}: the batch solve {solve['solve_id'][:12]}… starting at {solve['first']} "
+            f"served {solve['n_requests']} requests, but {solve['seen']} of their certificates are in the "
+            "ledger: an erasure record was removed — restore it from a backup of the folder"
+        )
 
 
 def _fingerprint_on_disk(model_dir) -> str:

@@ -12,7 +12,7 @@ from traceprop_frames.unlearn.record import new_body
 
 
 def forget_from_request(
-    lineage, source, rows=None, cache: dict | None = None
+    lineage, source, rows=None, cache: dict | None = None, ids: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[dict]]:
     """Training samples whose lineage contains any requested source row, and a record per source.
 
@@ -23,7 +23,9 @@ def forget_from_request(
     ``source`` is a path (with ``rows``) or a mapping ``{path: rows}``. Unknown sources or row numbers
     raise :class:`UnknownSourceError` / :class:`UnknownRowError` listing them; rows that feed no
     training sample are listed in the record's ``rows_without_samples``. ``cache`` (a dict kept across
-    the requests of one batch) keeps, per source, the rows that feed samples and the file's current hash.
+    the requests of one batch) keeps, per source, the rows that feed samples and the file's current hash;
+    ``ids`` (with a single ``source`` path) are the rows' global ids, looked up already
+    (:func:`ids_by_request`).
     """
     from traceprop_frames.errors import UnknownRowError, UnknownSourceError
     from traceprop_frames.lineage import REGISTRY
@@ -49,10 +51,11 @@ def forget_from_request(
     behind = None
     forget, records = [], []
     for path, r in requests:
-        try:
-            ids = REGISTRY.ids_for_rows(path, r, candidates=cand)
-        except (UnknownSourceError, UnknownRowError) as e:
-            raise type(e)(f"erasure request refused, nothing was changed: {e}") from None
+        if ids is None:
+            try:
+                ids = REGISTRY.ids_for_rows(path, r, candidates=cand)
+            except (UnknownSourceError, UnknownRowError) as e:
+                raise type(e)(f"erasure request refused, nothing was changed: {e}") from None
         direct = lineage.rows_from_ids(ids, direct=True)
         forget.append(direct)
         # samples that read these rows only through a shared statistic (a column mean, a partition total)
@@ -85,8 +88,40 @@ def forget_from_request(
                 "samples_via_shared_context": int(via_context.size),
             }
         )
+        ids = None
     out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
     return out, records
+
+
+def ids_by_request(lineage, requests, cache: dict) -> list[np.ndarray]:
+    """The global row ids of each batch request's rows, looked up once per source file.
+
+    ``requests``: ``{"source", "rows"}`` each. A source or row the lineage does not know refuses the whole
+    batch (:class:`UnknownSourceError` / :class:`UnknownRowError`) before anything changes.
+    """
+    from traceprop_frames.errors import UnknownRowError, UnknownSourceError
+    from traceprop_frames.lineage import REGISTRY
+
+    if lineage is None:
+        return [None] * len(requests)
+    if "_source_ids" not in cache:
+        cache["_source_ids"] = lineage.source_ids()
+    cand = cache["_source_ids"]
+    by_path: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        by_path.setdefault(os.fspath(r["source"]), []).append(i)
+    out: list = [None] * len(requests)
+    for path, at in by_path.items():
+        rows = [np.atleast_1d(np.asarray(requests[i]["rows"], dtype=np.int64)) for i in at]
+        try:
+            ids = REGISTRY.ids_for_rows(path, np.concatenate(rows), candidates=cand)
+        except (UnknownSourceError, UnknownRowError) as e:
+            raise type(e)(f"erasure request refused, nothing was changed: {e}") from None
+        # one block of ids per source the path names (the same file read twice), each in request order
+        ids = ids.reshape(-1, sum(len(r) for r in rows))
+        for i, part in zip(at, np.split(ids, np.cumsum([len(r) for r in rows])[:-1], axis=1)):
+            out[i] = part.reshape(-1)
+    return out
 
 
 def _contains(sorted_unique: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -105,7 +140,16 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
     if lineage is not None and forget.size:
         source_rows = {k: v.tolist() for k, v in lineage.sources(rows=forget).items()}
     convex = is_convex(est)
-    if result.certified_bound is not None:
+    ball = (result.params or {}).get("bound_terms", {}).get("ball_radius")
+    if result.certified_bound is not None and ball is not None:
+        statement = (
+            f"The objective is {result.strong_convexity:.3e}-strongly convex on the ball of radius "
+            f"{ball:.3e} around the parameters after erasure, a ball that holds the exact optimum on the "
+            "remaining data (by the penalty's global modulus), so the parameters are within "
+            f"{result.certified_bound:.3e} (Euclidean norm, float64 rounding of the measured gradient "
+            "included) of that optimum, i.e. of retraining from scratch to convergence."
+        )
+    elif result.certified_bound is not None:
         statement = (
             f"The objective is {result.strong_convexity:.3e}-strongly convex, so the parameters after "
             f"erasure are within {result.certified_bound:.3e} (Euclidean norm) of the exact optimum on the "
