@@ -94,8 +94,9 @@ def per_sample_output_grads(
 
     ``names`` selects the parameters differentiated (default: all); ``params`` overrides the module's
     parameter values (e.g. a stored checkpoint). The columns follow ``names`` order, each parameter
-    flattened row-major. Uses ``torch.func.vmap(torch.func.grad(...))`` over chunks of ``batch_size``.
-    """
+    flattened row-major. Uses ``torch.func.vmap(torch.func.grad(...))`` over chunks of ``batch_size``;
+    a model that sets ``per_sample_independent = True`` and is built from Linear and element-wise layers
+    (``MLPLogit``) gets the same numbers from one backward pass by the outer-product rule."""
     names, diff, const, buffers, dtype = _split_params(module, names, params)
     if _linear_only(module, names) and torch.as_tensor(X).dim() == 2:
         live = {n: v.detach().requires_grad_(True) for n, v in diff.items()}

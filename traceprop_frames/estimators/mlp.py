@@ -11,9 +11,8 @@ from traceprop_frames.estimators.base import TorchBinaryClassifier
 class MLPLogit(torch.nn.Module):
     """ReLU MLP ``d -> hidden... -> 1`` returning shape ``(n,)`` (the logit of the positive class)."""
 
-    per_sample_independent = (
-        True  # each row's output depends on that row only (per-sample gradient fast path)
-    )
+    # each row's output depends on that row only: per-sample gradients by the Linear outer-product rule
+    per_sample_independent = True
 
     def __init__(self, n_features: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
