@@ -4,6 +4,8 @@
                                                          # (matplotlib<3, gensim, mlxtend) clash with ours
     .venv/bin/python benchmarks/bench_attribution.py --subsets 200 --mlp-subsets 50   # ~2.5 min, 2 cores
     .venv/bin/python benchmarks/bench_attribution.py --quick                          # smoke run
+    OMP_NUM_THREADS=1 .venv/bin/python -u benchmarks/bench_attribution.py --only ensemble --models 1 2 4 8 \
+        --versus 8 --threads 1     # MLP ensembles; --versus needs `pip install -e .[bench]` (traker, dattri)
 
 Protocol (issue 4): 8,000 training rows, one-hot + standardised features, C = 1, 500 test points,
 alpha = 0.5 subsets, LDS = Spearman rho per test point between the subset sums of the scores and the
