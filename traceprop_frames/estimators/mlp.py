@@ -59,8 +59,9 @@ class TorchMLPClassifier(TorchBinaryClassifier):
         Each extra model trains on its own random subset of this fraction of the training rows (drawn
         with ``np.random.default_rng(seed).choice``; ``1.0``: all rows), as TRAK ensembles models trained on
         random halves. On UCI Adult, 8 models reach LDS 0.82 with halves against 0.79 with full copies, at
-        about half the training cost; ``n_models=8, k=512, rel_damping=0.5`` gives 0.81 at ~9 fits
-        (benchmarks/bench_attribution.py ``--only ensemble``, README "MLP attribution with model ensembling").
+        about half the training cost; ``n_models=4, n_checkpoints=2, k=512, rel_damping=0.5`` gives 0.81
+        at ~8.5 fits (benchmarks/bench_attribution.py ``--only ensemble``; README, "MLP attribution with
+        model ensembling").
         Features are still computed for every training row.
     k : int, default=1024
     store_dtype : {"float16", "float32"}, default="float16"
