@@ -4,6 +4,8 @@
                                                          # (matplotlib<3, gensim, mlxtend) clash with ours
     .venv/bin/python benchmarks/bench_attribution.py --subsets 200 --mlp-subsets 50   # ~2.5 min, 2 cores
     .venv/bin/python benchmarks/bench_attribution.py --quick                          # smoke run
+    OMP_NUM_THREADS=1 .venv/bin/python -u benchmarks/bench_attribution.py --only ensemble --models 1 2 4 8 \
+        --versus 8 --threads 1     # MLP ensembles; --versus needs `pip install -e .[bench]` (traker, dattri)
 
 Protocol (issue 4): 8,000 training rows, one-hot + standardised features, C = 1, 500 test points,
 alpha = 0.5 subsets, LDS = Spearman rho per test point between the subset sums of the scores and the
@@ -22,8 +24,9 @@ import time
 import numpy as np
 import torch
 
-from traceprop_frames.attribution import GradientStore, TrainingContext
+from traceprop_frames.attribution import GradientStore, TrainingContext, TRAKScorer
 from traceprop_frames.attribution.lds import lds, retrain_subsets
+from traceprop_frames.attribution.scoring import fill_checkpoint
 from traceprop_frames.estimators import TorchLogisticRegression, TorchMLPClassifier
 from traceprop_frames.estimators.mlp import MLPLogit
 
@@ -109,7 +112,7 @@ def bench_mlp(Xtr, ytr, Xte, subsets, ckpts, k):
             est.store_._cache.clear()
             S0 = est.influence_scores(Xte)
             row(
-                "MLP 64:   same, rel_damping=1e-6 instead of 0.3",
+                "MLP 64:   same, rel_damping=1e-6 instead of the default",
                 f"{lds(S0, rt).mean:.3f}",
                 "",
                 "lambda ~ alpha",
@@ -230,25 +233,107 @@ def bench_store_scale(Xtr, ytr, tmp):
     )
 
 
-def bench_ensemble(Xtr, ytr, Xte, subsets, k, models=(1, 2, 4, 8), ckpts=1):
-    """LDS of TRAK over ``n_models`` independently trained MLPs (``ckpts`` checkpoints each) vs cost."""
+def bench_ensemble(
+    Xtr, ytr, Xte, subsets, k, models=(1, 2, 4, 8), ckpts=(1,), subset_seed=0, versus=0, rel_damping=None
+):
+    """LDS of TRAK over ``n_models`` MLPs (``ensemble_fraction`` 1.0: all rows, 0.5: random halves) with
+    ``ckpts`` checkpoints each, against the cost in fits; ``versus``: that many half-data models scored
+    by ``traker`` and ``dattri`` as well, on the same checkpoints and retrains."""
     kw = dict(hidden_layer_sizes=(64,), max_iter=20, batch_size=128, learning_rate_init=1e-3, alpha=1e-4)
-    t_plain, base = median_time(lambda: TorchMLPClassifier(**kw, random_state=0).fit(Xtr, ytr), 1)
-    rt = retrain_subsets(base, Xtr, ytr, Xte, n_subsets=subsets, alpha=0.5, random_state=0)
-    row(f"MLP 64: retrains ({subsets} subsets)", f"{rt.seconds:.1f} s", "", f"fit {t_plain:.2f} s")
-    for n in models:
+    TorchMLPClassifier(**kw, random_state=0).fit(Xtr, ytr)  # warm-up (first torch calls), not timed
+    t_plain, base = median_time(lambda: TorchMLPClassifier(**kw, random_state=0).fit(Xtr, ytr), 3)
+    rt = retrain_subsets(base, Xtr, ytr, Xte, n_subsets=subsets, alpha=0.5, random_state=subset_seed)
+    row(
+        f"MLP 64: retrains ({subsets} subsets, seed {subset_seed})",
+        f"{rt.seconds:.1f} s",
+        "",
+        f"fit {t_plain:.2f} s",
+    )
+    fits = {}
+    for n, c, frac in [(n, c, f) for c in ckpts for n in models for f in (1.0, 0.5) if n > 1 or f == 1.0]:
         t_fit, est = median_time(
-            lambda n=n: TorchMLPClassifier(
-                **kw, random_state=0, store=True, n_models=n, n_checkpoints=ckpts, k=k
+            lambda n=n, c=c, f=frac: TorchMLPClassifier(
+                **kw,
+                random_state=0,
+                store=True,
+                n_models=n,
+                n_checkpoints=c,
+                ensemble_fraction=f,
+                k=k,
+                rel_damping=rel_damping,
             ).fit(Xtr, ytr),
             1,
         )
         t_score, S = median_time(lambda est=est: est.influence_scores(Xte), 1)
+        fits[n, c, frac] = est
         row(
-            f"MLP 64: TRAK k={k}, {n} model(s) x {ckpts} checkpoint(s) LDS",
+            f"MLP 64: TRAK k={k}, {n} model(s) x {c} ckpt(s), fraction {frac}",
             f"{lds(S, rt).mean:.3f}",
             ">=0.80",
             f"fit+store+score {(t_fit + t_score) / t_plain:.1f}x one fit ({t_fit + t_score:.1f} s)",
+        )
+    best = fits.get((max(models), 1, 0.5))
+    if best is not None:  # ablations on the same store: the old damping, TRAK's unweighted kernel
+        for rel, weighted in ((0.3, True), (1.0, False)):
+            best.store_.extra["rel_damping"] = rel
+            best.store_._cache.clear()
+            S = best.influence_scores(Xte, weighted=weighted)
+            row(
+                f"MLP 64:   same {max(models)} x 1 halves, rel_damping={rel}, weighted={weighted}",
+                f"{lds(S, rt).mean:.3f}",
+            )
+        best.store_.extra["rel_damping"] = 1.0 if rel_damping is None else rel_damping
+        best.store_._cache.clear()
+    if versus:
+        bench_versus(Xtr, ytr, Xte, rt, k, versus, kw, t_plain)
+
+
+def bench_versus(Xtr, ytr, Xte, rt, k, n_models, kw, t_plain):
+    """Ours vs the official ``traker`` and ``dattri`` TRAK on the same checkpoints, data and retrains."""
+    from trak_baselines import dattri_scores, mean_diag_unweighted, traker_scores
+
+    from traceprop_frames.estimators.base import _member_subset
+
+    est = TorchMLPClassifier(**kw, random_state=0, store=True, n_models=n_models, k=k).fit(Xtr, ytr)
+    ckpts = [ck.params for ck in est.store_.checkpoints]
+    X, y, Xt = est.X_train_, est.y_train_, est._validate_test(Xte)
+
+    def ours():  # our store filled from the same checkpoints, then scored: what the packages below do
+        store = GradientStore(k=k)
+        store.begin(est.module_, len(X), damping=kw["alpha"])
+        for params in ckpts:
+            fill_checkpoint(store, est.module_, X, y, params=params)
+        store.finalize(est.module_, extra={"rel_damping": 1.0})
+        return TRAKScorer(store).scores(est.module_, Xt)
+
+    def train_members():  # the same models again without a store: the training share of the cost
+        m0 = TorchMLPClassifier(**kw, random_state=0).fit(Xtr, ytr)
+        for seed in range(1, n_models):
+            w = m0.sample_weight_ * _member_subset(m0.sample_weight_, 0.5, seed)
+            m0._fit_module(m0.X_train_, m0.y_train_, w, seed=seed)
+
+    t_train, _ = median_time(train_members, 1)
+    t_ours, S = median_time(ours, 1)
+    rel = 1.0
+    md = mean_diag_unweighted(est.module_, ckpts[0], X)  # their X^T X's mean diagonal (model 0)
+    label = f"{n_models} half-data models, k={k}"
+    row(
+        f"vs: ours, {label}, rel_damping {rel}",
+        f"{lds(S, rt).mean:.3f}",
+        "",
+        f"attribution {t_ours:.1f} s; total {(t_train + t_ours) / t_plain:.1f}x one fit (training {t_train:.1f} s)",
+    )
+    for name, fn, lam in (
+        ("traker 0.3.2", traker_scores, 0.0), ("traker 0.3.2", traker_scores, rel * md),
+        ("dattri 0.3.0", dattri_scores, 0.0), ("dattri 0.3.0", dattri_scores, rel * md / k),
+    ):  # fmt: skip
+        t, St = median_time(lambda fn=fn, lam=lam: fn(est.module_, ckpts, X, y, Xt, k, lam), 1)
+        what = "default lambda=0" if lam == 0 else f"lambda = {rel} x mean diag"
+        row(
+            f"vs: {name}, {label}, {what}",
+            f"{lds(St, rt).mean:.3f}",
+            "",
+            f"attribution {t:.1f} s; total {(t_train + t) / t_plain:.1f}x one fit",
         )
 
 
@@ -264,10 +349,24 @@ def main():
     ap.add_argument(
         "--models", type=int, nargs="+", default=[1, 2, 4, 8], help="ensemble sizes (--only ensemble)"
     )
+    ap.add_argument("--ensemble-checkpoints", type=int, nargs="+", default=[1], help="checkpoints per model")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default: all cores; 1 on a busy box)"
+    )
+    ap.add_argument(
+        "--rel-damping", type=float, default=None, help="MLP kernel damping (default: the estimator's)"
+    )
+    ap.add_argument("--subset-seed", type=int, default=0, help="seed of the LDS subsets (--only ensemble)")
+    ap.add_argument(
+        "--versus",
+        type=int,
+        default=0,
+        help="also score N half-data models with traker and dattri ([bench] extra)",
+    )
     a = ap.parse_args()
     if a.quick:
         a.subsets, a.mlp_subsets, a.n_train = 10, 5, 1000
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
     Xtr, ytr, Xte, yte = load(a.n_train, 500)
     global _YTE
     _YTE = yte
@@ -284,7 +383,10 @@ def main():
         if a.only in (None, "mlp"):
             bench_mlp(Xtr, ytr, Xte, a.mlp_subsets, a.checkpoints, a.mlp_k)
         if a.only in (None, "ensemble"):
-            bench_ensemble(Xtr, ytr, Xte, a.mlp_subsets, a.mlp_k, tuple(a.models))
+            bench_ensemble(
+                Xtr, ytr, Xte, a.mlp_subsets, a.mlp_k, tuple(a.models), tuple(a.ensemble_checkpoints),
+                a.subset_seed, a.versus, a.rel_damping,
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ def test_erase_bureau_rows_end_to_end(world):
     assert sorted(b["forget_set"]["source_rows"][str(paths["bureau"])]) == sorted(rows.tolist())
     assert b["method"]["name"] == "newton" and b["evidence"]["holdout"]["n"] == len(held_out)
     assert b["evidence"]["certified_bound"] is not None
+    # the store's checkpoints saw the erased sample: the certificate says so and names the remedy
+    store_note = [s for s in b["not_guaranteed"] if s.startswith("The gradient store's")]
+    assert len(store_note) == 1 and f"{est.store_.n_checkpoints} checkpoint(s)" in store_note[0]
+    assert "refit the estimator" in store_note[0]
     dist = float((flat(est.module_) - flat(ref)).norm())
     assert dist < 1e-5 and float((before - flat(ref)).norm()) > 10 * dist
     # in place: weights, store, lineage
@@ -154,6 +158,7 @@ def test_mlp_erasure_and_changed_source_file(tmp_path):
     cert = mlp.unlearn(source=str(paths["application"]), rows=[3], key=generate_key())
     b = cert.body
     assert b["method"]["name"] == "gradient" and b["evidence"]["certified_bound"] is None
+    assert not any(s.startswith("The gradient store's") for s in b["not_guaranteed"])  # no store here
     assert b["model"]["convex"] is False and "No certified bound" in b["evidence"]["bound_statement"]
     src = b["request"]["sources"][0]
     assert src["file_unchanged"] is False and src["sha256_now"] != src["sha256_at_load"]

@@ -94,9 +94,15 @@ def per_sample_output_grads(
 
     ``names`` selects the parameters differentiated (default: all); ``params`` overrides the module's
     parameter values (e.g. a stored checkpoint). The columns follow ``names`` order, each parameter
-    flattened row-major. Uses ``torch.func.vmap(torch.func.grad(...))`` over chunks of ``batch_size``.
-    """
+    flattened row-major. Uses ``torch.func.vmap(torch.func.grad(...))`` over chunks of ``batch_size``;
+    a model that sets ``per_sample_independent = True`` and is built from Linear and element-wise layers
+    (``MLPLogit``) gets the same numbers from one backward pass by the outer-product rule."""
     names, diff, const, buffers, dtype = _split_params(module, names, params)
+    if _linear_only(module, names) and torch.as_tensor(X).dim() == 2:
+        live = {n: v.detach().requires_grad_(True) for n, v in diff.items()}
+        fast = _linear_output_grads(module, torch.as_tensor(X).to(dtype), names, {**const, **live}, buffers)
+        if fast is not None:
+            return fast
 
     def f(dparams, x):
         out = functional_call(module, ({**const, **dparams}, buffers), (x.unsqueeze(0),))
@@ -113,6 +119,58 @@ def per_sample_output_grads(
     if not grads:
         return torch.zeros(0, dtype=dtype), torch.zeros(0, n_coords(module, names), dtype=dtype)
     return torch.cat(outs), torch.cat(grads)
+
+
+# modules that act on each sample (row) alone; a model built only from these (and declaring the same of
+# its own forward with ``per_sample_independent = True``) gets per-sample gradients by the outer-product rule
+_ROWWISE = (
+    torch.nn.Linear, torch.nn.Sequential, torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.Tanh, torch.nn.Sigmoid,
+    torch.nn.GELU, torch.nn.SiLU, torch.nn.ELU, torch.nn.Softplus, torch.nn.Identity,
+)  # fmt: skip
+
+
+def _linear_only(module: torch.nn.Module, names: list[str]) -> bool:
+    """True when the outer-product rule is exact: samples never interact (every submodule is row-wise and
+    the root declares ``per_sample_independent``) and every differentiated parameter is a Linear's."""
+    if not getattr(module, "per_sample_independent", False):
+        return False
+    mods = dict(module.named_modules())
+    if not all(isinstance(m, _ROWWISE) for n, m in mods.items() if n):
+        return False
+    owners = {n.rpartition(".")[0]: n.rpartition(".")[2] for n in names}
+    return all(
+        isinstance(mods.get(o), torch.nn.Linear) and a in ("weight", "bias") for o, a in owners.items()
+    )
+
+
+def _linear_output_grads(module, X, names, params, buffers):
+    """Per-sample gradients of ``f(x_i)`` for Linear parameters by one forward and one backward pass:
+    ``∂f_i/∂W = δ_i a_iᵀ`` and ``∂f_i/∂b = δ_i``, with ``a_i`` the layer's input row and ``δ_i = ∂f_i/∂z_i``
+    its output row's gradient (``∂(Σ_j f_j)/∂z_i``, since sample ``i``'s output depends on its row only).
+    ``None`` when a layer is not called exactly once on 2-D rows (shared weights, sequences): use vmap."""
+    mods = dict(module.named_modules())
+    layers = sorted({n.rpartition(".")[0] for n in names})
+    seen: dict[str, list] = {name: [] for name in layers}
+    hooks = [
+        mods[name].register_forward_hook(lambda m, inp, out, name=name: seen[name].append((inp[0], out)))
+        for name in layers
+    ]
+    try:
+        with torch.enable_grad():
+            out = _scalar_out(functional_call(module, (params, buffers), (X,)))
+            if any(len(v) != 1 or v[0][0].dim() != 2 or len(v[0][0]) != len(X) for v in seen.values()):
+                return None
+            deltas = torch.autograd.grad(out.sum(), [seen[n][0][1] for n in layers])
+    finally:
+        for h in hooks:
+            h.remove()
+    delta = dict(zip(layers, deltas))
+    cols = []
+    for n in names:
+        layer, _, attr = n.rpartition(".")
+        d, a = delta[layer].detach(), seen[layer][0][0].detach()
+        cols.append((d[:, :, None] * a[:, None, :]).reshape(len(d), -1) if attr == "weight" else d)
+    return out.detach(), torch.cat(cols, dim=1)
 
 
 def batch_mean_loss_grads(

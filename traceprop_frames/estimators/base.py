@@ -141,6 +141,10 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             return [int(rs) + m for m in range(1, n_models)]
         return [int(s) for s in np.random.default_rng().integers(0, 2**31 - 1, n_models - 1)]
 
+    def _rel_damping(self, variant: str) -> float:
+        """Relative TRAK kernel damping recorded in the store (see :class:`TRAKScorer`)."""
+        return float(getattr(self, "rel_damping", 1e-6))
+
     def _wants_ckpts(self) -> bool:
         return self.store is not None and getattr(self, "n_checkpoints", 1) > 1
 
@@ -158,10 +162,13 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         final = {k: v.detach().clone() for k, v in self.module_.named_parameters()}
         n_ck = getattr(self, "n_checkpoints", 1)
         members = [[*_spread(ckpts, final, n_ck), final]]
+        frac = float(getattr(self, "ensemble_fraction", 1.0))
+        if not 0 < frac <= 1:
+            raise ValueError(f"ensemble_fraction must be in (0, 1], got {frac}")
         for seed in self._member_seeds():  # ensembling: independently trained models (own init and order)
             ck: list[dict] = []
             m = self._fit_module(
-                self.X_train_, self.y_train_, self.sample_weight_,
+                self.X_train_, self.y_train_, self.sample_weight_ * _member_subset(self.sample_weight_, frac, seed),
                 callback=ck.append if n_ck > 1 else None, seed=seed,
             )  # fmt: skip
             last = {k: v.detach().clone() for k, v in m.named_parameters()}
@@ -175,8 +182,9 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             fill_checkpoint(store, self.module_, self.X_train_, self.y_train_, params=params, batches=batches)
         extra = {
             "estimator": type(self).__name__,
-            "rel_damping": float(getattr(self, "rel_damping", 1e-6)),
+            "rel_damping": self._rel_damping(store.variant),
             "n_models": len(members),
+            "ensemble_fraction": frac,
         }
         store.finalize(self.module_, extra=extra)
         return store
@@ -297,6 +305,20 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         from traceprop_frames.unlearn import unlearn_estimator
 
         return unlearn_estimator(self, source=source, rows=rows, samples=samples, method=method, **kwargs)
+
+
+def _member_subset(sample_weight: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """0/1 mask of the rows an extra ensemble member trains on: ``round(fraction × n_active)`` of the rows
+    with non-zero weight, drawn by ``np.random.default_rng(seed).choice(active, m, replace=False)``
+    (all rows when ``fraction == 1``)."""
+    mask = np.zeros(len(sample_weight), dtype=np.float32)
+    active = np.flatnonzero(sample_weight > 0)
+    if fraction == 1:
+        mask[active] = 1
+        return mask
+    m = max(1, int(round(fraction * len(active))))
+    mask[np.random.default_rng(seed).choice(active, m, replace=False)] = 1
+    return mask
 
 
 def _spread(ckpts: list[dict], final: dict, n_ck: int) -> list[dict]:

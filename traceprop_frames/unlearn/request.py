@@ -159,7 +159,7 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
         statement = "No-op: every requested sample had been erased before; the model was not changed."
     else:
         statement = "No certified bound: the objective is not convex; see the measured evidence."
-    return new_body(
+    body = new_body(
         status="erased" if forget.size else "no-op",
         regulations=list(regulations),
         request={"sources": list(request_sources), "samples": None if samples is None else list(samples)},
@@ -197,6 +197,29 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
         },
         lineage={"erase_op": None, "ops": []},
         previous_certificates=list(previous),
+    )
+    note = store_statement(getattr(est, "store_", None), int(forget.size))
+    if note:
+        body["not_guaranteed"].append(note)
+    return body
+
+
+def store_statement(store, n_forgotten: int) -> str | None:
+    """What an erasure leaves in the gradient store, said in the certificate (None without a store).
+
+    The store's checkpoints (every ensemble member's too) were saved while training on every sample:
+    the erased samples' rows are marked removed and never returned, but the checkpoints' parameters
+    and the other samples' stored gradients were computed by models that saw them.
+    """
+    if store is None or not n_forgotten:
+        return None
+    n_ckpt = int(store.n_checkpoints)
+    return (
+        f"The gradient store's {n_ckpt} checkpoint(s) (ensemble members included) were saved during "
+        "training, before this erasure: the erased samples' gradients are marked removed and are never "
+        "returned by influence, but those checkpoints' parameters and the other samples' stored gradients "
+        "were computed by models trained with the erased samples. To remove that too, refit the estimator "
+        "on the remaining data (a new store) and delete the old store folder."
     )
 
 
