@@ -62,6 +62,7 @@ def plan(folder: Path, est) -> tuple[dict, dict]:
 
 
 def write(path: Path, arr: np.ndarray) -> None:
+    """``arr`` as a plain ``.npy`` file (no pickle: loadable with ``allow_pickle=False``)."""
     with open(path, "wb") as f:
         np.save(f, arr, allow_pickle=False)
 
