@@ -46,6 +46,19 @@ def sorted_unique(a: np.ndarray) -> np.ndarray:
     return a[keep]
 
 
+def _distinct_sorted(*keys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The distinct tuples of the parallel arrays ``keys``, sorted by the first key, then the next."""
+    if keys[0].size == 0:
+        return keys
+    order = np.lexsort(keys[::-1])
+    keys = tuple(k[order] for k in keys)
+    keep = np.zeros(keys[0].size, dtype=bool)
+    keep[0] = True
+    for k in keys:
+        keep[1:] |= k[1:] != k[:-1]
+    return tuple(k[keep] for k in keys)
+
+
 def _segments_gather(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows (may repeat), the new offsets and the flat positions into the old ``ids``."""
     starts = offsets[rows]
@@ -561,6 +574,49 @@ class RowLineage:
             out[src.path] = seg_r if prev is None else np.union1d(prev, seg_r)
         return out
 
+    def sources_grouped(self, rows, counts, direct: bool = False) -> list[dict[str, np.ndarray]]:
+        """:meth:`sources` of many groups of positions at once: ``rows`` holds the groups one after
+        another, ``counts`` their sizes; returns one ``{path: sorted row numbers}`` per group.
+
+        One gather and one sort for all groups (a batch of erasure requests), where :meth:`sources` per
+        group costs a gather, a sort and a decode each. With shared context (and not ``direct``) each
+        group is asked separately.
+
+        Examples
+        --------
+        >>> import os, tempfile, pandas as pd, traceprop_frames as tpf
+        >>> path = os.path.join(tempfile.mkdtemp(), "t.csv")
+        >>> pd.DataFrame({"x": range(5)}).to_csv(path, index=False)
+        >>> lin = tpf.read_csv(path).tp.lineage()
+        >>> [{os.path.basename(k): v.tolist() for k, v in d.items()} for d in lin.sources_grouped([4, 2, 1], [1, 2])]
+        [{'t.csv': [4]}, {'t.csv': [1, 2]}]
+        """
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        counts = np.asarray(counts, dtype=np.int64)
+        if self.has_context and not direct:
+            return [self.sources(rows=part) for part in np.split(rows, np.cumsum(counts)[:-1])]
+        self._warn_missing()
+        lin = self.take(rows % max(len(self), 1))
+        group = np.repeat(np.repeat(np.arange(len(counts), dtype=np.int64), counts), np.diff(lin.offsets))
+        sids, rownums = decode(lin.ids)
+        usids, at = np.unique(sids, return_inverse=True)
+        paths = [REGISTRY.get(int(s)).path for s in usids.tolist()]
+        names = sorted(set(paths))
+        path_of = np.array([names.index(p) for p in paths], dtype=np.int64)[at.reshape(-1)]
+        group, path_of, rownums = _distinct_sorted(group, path_of, rownums)
+        bounds = np.searchsorted(group, np.arange(len(counts) + 1))
+        out = []
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            p, r = path_of[lo:hi], rownums[lo:hi]
+            if hi - lo == 0:
+                out.append({})
+            elif p[0] == p[-1]:
+                out.append({names[p[0]]: r})
+            else:
+                cuts = np.flatnonzero(np.diff(p)) + 1
+                out.append({names[int(q[0])]: v for q, v in zip(np.split(p, cuts), np.split(r, cuts))})
+        return out
+
     def _warn_missing(self) -> None:
         missing = sorted({m for n in self.node.topo() for m in n.params.get("missing_lineage", ())})
         if missing:
@@ -634,6 +690,30 @@ class RowLineage:
             ctx = self.context
             own = np.concatenate([own, ctx.rows_referring(ctx.hit_sets(ids))])
         return sorted_unique(own)
+
+    def rows_from_ids_grouped(self, ids, counts, direct: bool = False) -> list[np.ndarray]:
+        """:meth:`rows_from_ids` of many groups of ids at once (``ids`` one group after another, ``counts``
+        their sizes): one search and one sort for all groups; with shared context (and not ``direct``)
+        each group is asked separately.
+
+        Examples
+        --------
+        >>> lin = RowLineage(np.arange(4), np.array([5, 6, 5]))
+        >>> [g.tolist() for g in lin.rows_from_ids_grouped([5, 6, 7], [1, 2])]
+        [[0, 2], [1]]
+        """
+        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+        counts = np.asarray(counts, dtype=np.int64)
+        if self.has_context and not direct:
+            return [self.rows_from_ids(part) for part in np.split(ids, np.cumsum(counts)[:-1])]
+        sorted_ids, row_of = self._inverted()
+        lo = np.searchsorted(sorted_ids, ids, "left")
+        hi = np.searchsorted(sorted_ids, ids, "right")
+        own = row_of[segments_flat(lo, hi)] if int((hi - lo).sum()) else _EMPTY
+        group = np.repeat(np.repeat(np.arange(len(counts), dtype=np.int64), counts), hi - lo)
+        group, own = _distinct_sorted(group, own)
+        bounds = np.searchsorted(group, np.arange(len(counts) + 1)).tolist()
+        return [own[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
         """Positions of derived rows that depend on any of ``rows`` of source ``path``.

@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from traceprop_frames.errors import RequestFileError, UnlearningError
+from traceprop_frames.unlearn.request import forget_from_requests
 
 COLUMNS = ("request_id", "source", "rows", "received")
 
@@ -123,23 +124,17 @@ def erase_requests(est, requests, *, method=None, key=None,
     [1, 2]
     """
     from traceprop_frames.lineage import OpNode
-    from traceprop_frames.unlearn.certificate import Certificate, default_key, load_private_key
+    from traceprop_frames.unlearn.certificate import Signer
     from traceprop_frames.unlearn.correction import _adopt, check_fitted, run_unlearning
     from traceprop_frames.unlearn.ledger import link_of
-    from traceprop_frames.unlearn.request import certificate_body, forget_from_request, ids_by_request
 
     check_fitted(est)
     if not requests:
         raise UnlearningError("no erasure requests given")
-    key = default_key() if key is None else load_private_key(key)  # once, not per certificate
+    signer = Signer(key)  # the key loaded, its id and PEM computed once, not per certificate
     link = dict(chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None})
     lineage = getattr(est, "lineage_", None)
-    cache: dict = {}
-    ids = ids_by_request(lineage, requests, cache)  # every row checked before anything changes
-    mapped = [
-        forget_from_request(lineage, r["source"], r["rows"], cache=cache, ids=i)
-        for r, i in zip(requests, ids)
-    ]
+    mapped = forget_from_requests(lineage, requests, {})  # every row checked before anything changes
     union = np.unique(np.concatenate([f for f, _ in mapped]))
     w_before = np.asarray(est.sample_weight_)
     after, w_after, result = run_unlearning(est, union, method, **params)
@@ -158,32 +153,110 @@ def erase_requests(est, requests, *, method=None, key=None,
         params = {"solve_id": solve_id, "n_requests": len(requests), "n_samples": int(result.forget.size),
                   "method": result.method}  # fmt: skip
         new_lineage = lineage.with_node(OpNode("erase", params, (lineage.node,)))
-    losses = _losses(est, after, result.forget)
+    own = _own_samples(result, [f for f, _ in mapped], w_before, _losses(est, after, result.forget))
+    bodies = _Bodies(est, result, signer, regulations, lineage, new_lineage, own)
     log = list(getattr(est, "erasures_", []))
     erased_by: dict[int, list[int]] = {}  # sample -> positions in the log of the certificates that erased it
     for at, e in enumerate(log):
         for s in e["samples"]:
             erased_by.setdefault(s, []).append(at)
     certs = []
-    for req, (forget, records) in zip(requests, mapped):
-        own = _restrict(result, forget, w_before, losses)
-        earlier = sorted({at for s in own.already_removed.tolist() for at in erased_by.get(s, ())})
-        body = certificate_body(est, own, lineage=lineage, request_sources=records, regulations=regulations,
-                                previous=[log[at]["certificate_id"] for at in earlier])  # fmt: skip
+    for i, (req, (_, records)) in enumerate(zip(requests, mapped)):
+        earlier = sorted({at for s in own["removed"][i] for at in erased_by.get(s, ())})
+        body = bodies.body(i, records, [log[at]["certificate_id"] for at in earlier])
         body["batch"] = {"request_id": req["request_id"], "received": req["received"], **batch}
         body["chain"] = link
-        if new_lineage is not lineage:
-            body["lineage"] = {"erase_op": "erase", "ops": new_lineage.ops()}
-        cert = Certificate.sign(body, key)
+        cert = signer.sign(body)
         link = link_of(cert)
         certs.append(cert)
-        if own.forget.size:
-            log.append({"certificate_id": cert.id, "samples": own.forget.tolist()})
+        if own["forget"][i]:
+            log.append({"certificate_id": cert.id, "samples": own["forget"][i]})
     if result.forget.size:
         _adopt(est, after, w_after, result, new_lineage)
     est.erasures_ = log
     est.ledger_head_ = link
     return certs
+
+
+def _own_samples(result, forgets: list, w_before: np.ndarray, losses) -> dict:
+    """Each request's own samples (not erased before), the ones erased before, and its samples' mean
+    losses before and after the solve: for all requests at once, as Python lists (one per request)."""
+    counts = np.array([f.size for f in forgets], dtype=np.int64)
+    flat = np.concatenate(forgets) if forgets else np.zeros(0, np.int64)  # each sorted and distinct
+    group = np.repeat(np.arange(len(forgets)), counts)
+    new = np.asarray(w_before)[flat] != 0
+    cuts = np.cumsum(counts)[:-1]
+    fresh, gone = flat[new], flat[~new]
+    n_new = np.bincount(group[new], minlength=len(forgets))
+    samples, before, now = losses
+    at = np.searchsorted(samples, fresh)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a request with no new sample has no loss
+        mean_before = np.bincount(group[new], weights=before[at], minlength=len(forgets)) / n_new
+        mean_after = np.bincount(group[new], weights=now[at], minlength=len(forgets)) / n_new
+    split = np.cumsum(n_new)[:-1]
+    return {
+        "forget": [p.tolist() for p in np.split(fresh, split)],
+        "removed": [p.tolist() for p in np.split(gone, cuts - np.cumsum(n_new)[:-1])],
+        "positions": (fresh, n_new),
+        "loss_before": [None if n == 0 else float(v) for n, v in zip(n_new.tolist(), mean_before.tolist())],
+        "loss_after": [None if n == 0 else float(v) for n, v in zip(n_new.tolist(), mean_after.tolist())],
+    }
+
+
+class _Bodies:
+    """The certificate bodies of one batch: what every request's certificate shares (method, model,
+    evidence but the forget-set losses, statements, lineage) is made once, by
+    :func:`~.request.certificate_body` on the solve narrowed to one request of each kind (erased, no-op),
+    and registered with the signer; each body copies it and fills in what is the request's own."""
+
+    def __init__(self, est, result, signer, regulations, lineage, new_lineage, own) -> None:
+        from traceprop_frames.unlearn.request import certificate_body
+
+        self.result = result
+        fresh, n_new = own["positions"]
+        self.own = own
+        self.source_rows = [{}] * len(n_new)
+        if lineage is not None and fresh.size:
+            grouped = lineage.sources_grouped(fresh, n_new)
+            self.source_rows = [{k: v.tolist() for k, v in g.items()} for g in grouped]
+        lineage_section = {"erase_op": None, "ops": []}
+        if new_lineage is not lineage:
+            lineage_section = {"erase_op": "erase", "ops": new_lineage.ops()}
+        self.templates = {}
+        for erased in (True, False):
+            narrowed = _restrict(result, result.forget[:1] if erased else result.forget[:0])
+            t = certificate_body(est, narrowed, regulations=regulations)
+            for k in ("method", "model", "not_guaranteed", "regulations", "library"):
+                t[k] = signer.share(t[k])
+            t["lineage"] = signer.share(lineage_section)
+            t["evidence"] = signer.share(t["evidence"])
+            self.templates[erased] = t
+
+    def body(self, i: int, records: list, previous: list) -> dict:
+        """Request ``i``'s body (unsigned): the shared template with its own parts filled in."""
+        from traceprop_frames.unlearn.record import new_id, now_stamp
+
+        r, own = self.result, self.own
+        forget = own["forget"][i]
+        t = self.templates[bool(forget)]
+        body = dict(t)
+        body["certificate_id"], body["created_at"] = new_id(), now_stamp()
+        body["request"] = {"sources": records, "samples": None}
+        body["forget_set"] = {
+            "training_indices": forget,
+            "count": len(forget),
+            "share": float(len(forget) / max(r.n_train, 1)),
+            "already_removed": own["removed"][i],
+            "n_train": r.n_train,
+            "n_active_before": r.n_active_before,
+            "n_active_after": r.n_active_after,
+            "source_rows": self.source_rows[i],
+        }
+        if forget:
+            body["evidence"] = {**t["evidence"], "forget_loss_before": own["loss_before"][i],
+                                "forget_loss_after": own["loss_after"][i]}  # fmt: skip
+        body["previous_certificates"] = previous
+        return body
 
 
 def _losses(est, after, samples: np.ndarray):
@@ -197,19 +270,14 @@ def _losses(est, after, samples: np.ndarray):
     return samples, before, now
 
 
-def _restrict(result, forget: np.ndarray, w_before: np.ndarray, losses):
-    """The shared solve's result narrowed to one request: its own samples and their losses."""
+def _restrict(result, forget: np.ndarray):
+    """The shared solve's result narrowed to the samples ``forget`` (none erased before): the template
+    of the certificates that erase samples (some ``forget``) or that are no-ops (none)."""
     import copy
 
-    own = copy.copy(result)
-    forget = np.unique(forget)
-    erased_before = np.asarray(w_before)[forget] == 0
-    own.forget, own.already_removed = forget[~erased_before], forget[erased_before]
-    if own.forget.size == 0:
-        own.method, own.params = "none", {}
-        own.forget_loss_before = own.forget_loss_after = None
-        return own
-    samples, before, now = losses
-    at = np.searchsorted(samples, own.forget)
-    own.forget_loss_before, own.forget_loss_after = float(before[at].mean()), float(now[at].mean())
-    return own
+    narrowed = copy.copy(result)
+    narrowed.forget, narrowed.already_removed = forget, forget[:0]
+    if forget.size == 0:
+        narrowed.method, narrowed.params = "none", {}
+        narrowed.forget_loss_before = narrowed.forget_loss_after = None
+    return narrowed

@@ -30,6 +30,16 @@ NOT_GUARANTEED = [
 ]
 
 
+def new_id() -> str:
+    """A fresh certificate id (random, 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def now_stamp() -> str:
+    """The current UTC time as certificates write it (``2026-12-02T07:00:00Z``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def new_body(**sections) -> dict:
     """A certificate body with id, timestamp, library version and the standard statements filled in."""
     regs = sections.pop("regulations", ["EU_AI_ACT_ART26", "GDPR_ART17"])
@@ -39,8 +49,8 @@ def new_body(**sections) -> dict:
         raise CertificateError(f"unknown regulation tags {bad}; known: {sorted(REGULATIONS)}")
     body = {
         "schema_version": "1.0",
-        "certificate_id": uuid.uuid4().hex,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "certificate_id": new_id(),
+        "created_at": now_stamp(),
         "library": {"name": "traceprop-frames", "version": __version__},
         "regulations": regs,
         "previous_certificates": [],

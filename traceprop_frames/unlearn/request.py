@@ -48,8 +48,8 @@ def forget_from_request(
         cand = lineage.source_ids()
         if cache is not None:
             cache["_source_ids"] = cand
-    behind = None
     forget, records = [], []
+    entries = {} if cache is None else cache  # one lineage.sources() per call at most
     for path, r in requests:
         if ids is None:
             try:
@@ -60,29 +60,11 @@ def forget_from_request(
         forget.append(direct)
         # samples that read these rows only through a shared statistic (a column mean, a partition total)
         via_context = np.setdiff1d(lineage.rows_from_ids(ids), direct) if lineage.has_context else direct[:0]
-        key = os.fspath(path)
-        if cache is None or key not in cache:
-            hits = REGISTRY.find(path, cand)
-            if behind is None:
-                behind = lineage.sources()
-            fed = np.unique(np.concatenate([behind.get(s.path, np.zeros(0, np.int64)) for s in hits]))
-            src = hits[0]
-            now = src.current_sha256()
-            unchanged = None if src.abspath is None else (now is not None and now == src.sha256)
-            entry = (src, fed, now, unchanged)
-            if cache is not None:
-                cache[key] = entry
-        src, fed, now, unchanged = cache[key] if cache is not None else entry
+        base, fed = _source_entry(lineage, path, cand, entries)
         req = np.unique(np.atleast_1d(np.asarray(r, dtype=np.int64)))
         records.append(
             {
-                "path": src.path,
-                "abspath": src.abspath,
-                "format": src.format,
-                "n_rows": src.n_rows,
-                "sha256_at_load": src.sha256,
-                "sha256_now": now,
-                "file_unchanged": unchanged,
+                **base,
                 "rows": req.tolist(),
                 "rows_without_samples": req[~_contains(fed, req)].tolist(),
                 "samples_via_shared_context": int(via_context.size),
@@ -91,6 +73,73 @@ def forget_from_request(
         ids = None
     out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
     return out, records
+
+
+def _source_entry(lineage, path, cand, cache: dict) -> tuple[dict, np.ndarray]:
+    """(the request record's fields about source file ``path``, the sorted rows of it that feed samples),
+    computed once per path and kept in ``cache``."""
+    from traceprop_frames.lineage import REGISTRY
+
+    key = os.fspath(path)
+    if key not in cache:
+        hits = REGISTRY.find(path, cand)
+        if "_behind" not in cache:
+            cache["_behind"] = lineage.sources()
+        behind = cache["_behind"]
+        fed = np.unique(np.concatenate([behind.get(s.path, np.zeros(0, np.int64)) for s in hits]))
+        src = hits[0]
+        now = src.current_sha256()
+        unchanged = None if src.abspath is None else (now is not None and now == src.sha256)
+        base = {
+            "path": src.path,
+            "abspath": src.abspath,
+            "format": src.format,
+            "n_rows": src.n_rows,
+            "sha256_at_load": src.sha256,
+            "sha256_now": now,
+            "file_unchanged": unchanged,
+        }
+        cache[key] = (base, fed)
+    return cache[key]
+
+
+def forget_from_requests(lineage, requests, cache: dict) -> list[tuple[np.ndarray, list[dict]]]:
+    """:func:`forget_from_request` for every request of a batch (``{"source", "rows"}`` each) at once.
+
+    The rows are looked up once per source file (:func:`ids_by_request`, which refuses the whole batch
+    on an unknown source or row) and mapped to training samples by one search over the lineage for all
+    requests; returns ``(forget, [record])`` per request, as :func:`forget_from_request` does.
+    """
+    if lineage is None:
+        return [forget_from_request(lineage, r["source"], r["rows"]) for r in requests]  # raises
+    ids = ids_by_request(lineage, requests, cache)
+    counts = [len(i) for i in ids]
+    flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    direct = lineage.rows_from_ids_grouped(flat, counts, direct=True)
+    if lineage.has_context:
+        every = lineage.rows_from_ids_grouped(flat, counts)
+        via = [int(np.setdiff1d(e, f).size) for e, f in zip(every, direct)]
+    else:
+        via = [0] * len(requests)
+    wanted = [sorted({int(x) for x in np.atleast_1d(r["rows"]).tolist()}) for r in requests]
+    entries = [_source_entry(lineage, r["source"], cache["_source_ids"], cache) for r in requests]
+    # rows that feed no sample, for the whole batch in one search per source file
+    starts = np.cumsum([0] + [len(w) for w in wanted])
+    by_path: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        by_path.setdefault(os.fspath(r["source"]), []).append(i)
+    fed_rows = np.zeros(int(starts[-1]), bool)
+    for at in by_path.values():
+        pos = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in at])
+        rows = np.array([x for i in at for x in wanted[i]], dtype=np.int64)
+        fed_rows[pos] = _contains(entries[at[0]][1], rows)
+    out = []
+    for i, (w, (base, _)) in enumerate(zip(wanted, entries)):
+        fed = fed_rows[starts[i] : starts[i + 1]].tolist()
+        record = {**base, "rows": w, "rows_without_samples": [x for x, f in zip(w, fed) if not f],
+                  "samples_via_shared_context": via[i]}  # fmt: skip
+        out.append((direct[i], [record]))
+    return out
 
 
 def ids_by_request(lineage, requests, cache: dict) -> list[np.ndarray]:
