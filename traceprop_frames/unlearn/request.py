@@ -86,7 +86,8 @@ def _source_entry(lineage, path, cand, cache: dict) -> tuple[dict, np.ndarray]:
         if "_behind" not in cache:
             cache["_behind"] = lineage.sources()
         behind = cache["_behind"]
-        fed = np.unique(np.concatenate([behind.get(s.path, np.zeros(0, np.int64)) for s in hits]))
+        parts = [behind.get(s.path, np.zeros(0, np.int64)) for s in hits]  # each sorted and distinct
+        fed = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
         src = hits[0]
         now = src.current_sha256()
         unchanged = None if src.abspath is None else (now is not None and now == src.sha256)
