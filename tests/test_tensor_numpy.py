@@ -131,6 +131,6 @@ def test_granularity_modes(csv):
 def test_non_numeric_columns_are_named(tmp_path):
     p = tmp_path / "mixed.csv"
     pd.DataFrame({"x": [1.0, 2.0], "name": ["a", "b"]}).to_csv(p, index=False)
-    with pytest.raises(UnsupportedOperationError, match=r"\['name'\].*tp.tensor"):
+    with pytest.raises(UnsupportedOperationError, match=r"\['name'\].*tpf\.tensor"):
         tp.load_csv(str(p))
     assert tp.load_csv(str(p), columns=["x"]).shape == (2, 1)

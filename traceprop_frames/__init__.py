@@ -1,8 +1,10 @@
 """traceprop_frames: which source-file rows drove this prediction, and proof they are gone after erasure.
 
-Public API: ``read_csv``, ``read_parquet``, ``read_traced``, ``track``, ``concat``, ``tensor``, ``connect``
-(SQL), ``spark.connect`` (Spark SQL), ``verify_certificate``, ``set_lineage_emitter`` (OpenLineage) and the
-``df.tp`` accessor; estimators in :mod:`traceprop_frames.estimators`,
+Public API (``import traceprop_frames as tpf``): ``read_csv``, ``read_parquet``, ``read_traced``, ``track``,
+``concat`` (traced DataFrames); ``tensor``, ``tensor_from_csv``, ``tensor_from_parquet``, ``op_group``
+(ProvenanceTensors; ``load_csv``, ``load_parquet`` and ``step`` are their earlier names); ``connect`` (DuckDB
+SQL), ``spark.connect`` (Spark SQL), ``verify_certificate``, ``set_lineage_emitter`` (OpenLineage) and the
+``df.tp`` accessor; seeded data sets in :mod:`traceprop_frames.datasets`; estimators in :mod:`traceprop_frames.estimators`,
 attribution in :mod:`traceprop_frames.attribution`, erasure in :mod:`traceprop_frames.unlearn`; exceptions
 live in :mod:`traceprop_frames.errors`.
 """
@@ -13,7 +15,16 @@ from traceprop_frames import errors, spark
 from traceprop_frames._version import __version__
 from traceprop_frames.frames import concat, read_csv, read_parquet, read_traced, track
 from traceprop_frames.lineage import RowLineage, SourceRow
-from traceprop_frames.tensor import ProvenanceTensor, load_csv, load_parquet, step, tensor
+from traceprop_frames.tensor import (
+    ProvenanceTensor,
+    load_csv,
+    load_parquet,
+    op_group,
+    step,
+    tensor,
+    tensor_from_csv,
+    tensor_from_parquet,
+)
 
 
 def connect(database: str = ":memory:", **kwargs):
@@ -121,6 +132,7 @@ __all__ = [
     "errors",
     "load_csv",
     "load_parquet",
+    "op_group",
     "read_csv",
     "read_parquet",
     "read_traced",
@@ -128,6 +140,8 @@ __all__ = [
     "set_lineage_emitter",
     "spark",
     "tensor",
+    "tensor_from_csv",
+    "tensor_from_parquet",
     "track",
     "verify_certificate",
 ]

@@ -91,7 +91,7 @@ class TrainingContext:
         if n_samples is None and self.lineage is not None:
             n_samples = len(self.lineage)
         # None: learned from the first batch, whose rows carry their samples and lineage
-        # (tp.tensor(...).to_torch() in a TensorDataset / DataLoader)
+        # (tpf.tensor(...).to_torch() in a TensorDataset / DataLoader)
         self.n_samples = None if n_samples is None else int(n_samples)
         self.reduction, self.damping = reduction, damping
         self.rel_damping = rel_damping
@@ -141,7 +141,7 @@ class TrainingContext:
             raise StoreError(
                 "TrainingContext(model, store) without lineage= or n_samples= learns the training samples "
                 "from the batches, but this batch is a plain tensor. Build the dataset from "
-                "tp.tensor(...).to_torch() (or tp.load_csv(...).to_torch()), or pass lineage=/n_samples=."
+                "tpf.tensor(...).to_torch() (or tpf.tensor_from_csv(...).to_torch()), or pass lineage=/n_samples=."
             )
         self.lineage = x.root_lineage
         self.n_samples = len(self.lineage)
@@ -209,7 +209,7 @@ class TrainingContext:
             if carried is None:
                 raise StoreError(
                     f"ctx.backward(loss, {batch_idx!r}): a batch number needs a batch that carries its rows, "
-                    "but model(...) got a plain tensor. Build the dataset from tp.tensor(...).to_torch(), or "
+                    "but model(...) got a plain tensor. Build the dataset from tpf.tensor(...).to_torch(), or "
                     "pass the batch's sample indices (e.g. a TensorDataset of (X, y, torch.arange(n)))."
                 )
             idx = carried

@@ -16,7 +16,7 @@ from traceprop_frames.attribution.scoring import (
     top_k_scores,
 )
 from traceprop_frames.attribution.store import GradientStore
-from traceprop_frames.lineage.events import step as lineage_step
+from traceprop_frames.lineage.events import lineage_step
 
 
 def _capture_lineage(X):

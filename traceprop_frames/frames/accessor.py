@@ -50,7 +50,7 @@ class TraceAccessor:
         (positions, like ``iloc``).
 
         Includes the rows that cross-row calls read (``shift``, ``cumsum``, ``rolling``, group transforms:
-        shared context); ``direct=True`` gives only the rows whose values the rows carry."""
+        shared sets); ``direct=True`` gives only the rows whose values the rows carry."""
         if rows is None:
             return self.lineage().sources(direct=direct)
         return resolve(self._obj, self._positions(rows)).sources(direct=direct)
@@ -60,7 +60,7 @@ class TraceAccessor:
 
         A changed or missing source file raises :class:`SourceChangedError` /
         :class:`SourceMissingError`; ``strict=False`` returns its rows flagged ``sha256_ok=False`` with a
-        warning instead. ``direct=True`` leaves out shared context (see :meth:`sources`).
+        warning instead. ``direct=True`` leaves out shared sets (see :meth:`sources`).
         """
         pos = self._positions([i])
         return resolve(self._obj, pos).trace(0, strict=strict, direct=direct)
@@ -82,7 +82,7 @@ class TraceAccessor:
     # ------------------------------------------------------------------ forward
     def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
         """Sorted positions (``iloc``) of the rows that depend on any of ``rows`` of source ``path``
-        (through shared context too, unless ``direct=True``)."""
+        (through shared sets too, unless ``direct=True``)."""
         return self.lineage().rows_from_source(path, rows, direct=direct)
 
     # ------------------------------------------------------------------ graph

@@ -14,7 +14,7 @@ import pandas as pd
 from traceprop_frames.errors import MissingLineageWarning, UnsupportedOperationError
 from traceprop_frames.frames.carrier import LID, attach, lineage_keys, resolve
 from traceprop_frames.lineage import OpNode, RowLineage
-from traceprop_frames.lineage.events import step as lineage_step
+from traceprop_frames.lineage.events import lineage_step
 
 _POS_L = "__tp_pos_left__"
 _POS_R = "__tp_pos_right__"

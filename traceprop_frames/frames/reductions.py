@@ -5,7 +5,7 @@
 ``(df - df.mean()) / df.std()`` put that value into each row. Unaided, each row would keep its own source
 row only — silently too little. This module (installed with :mod:`frames.cross_row`, removed by its
 ``uninstall``) makes a reduction of a traced object carry the rows it read, and records that set as a
-shared context part (stored once, like ``rank``'s "every row of the column") on the rows it meets:
+shared set (stored once, like ``rank``'s "every row of the column") on the rows it meets:
 
 - a scalar comes back as a traced value (:mod:`frames.traced_values`: ``TracedFloat``, ``TracedInt``,
   ``TracedStr``), which keeps its set through arithmetic;
@@ -321,7 +321,7 @@ def check_value(target, value, call: str) -> bool:
             f"{call} assigns a {type(value).__name__} without an index into a traced frame: pandas gives no "
             "handle on the rows it was computed from (np.roll, pd.factorize, .to_numpy() ...), so each row "
             "keeps only its own lineage. Compute it with pandas on the traced frame (shift, rank, transform "
-            "...), or use tp.tensor / ProvenanceTensor for NumPy code; if row i of the values was computed "
+            "...), or use tpf.tensor / ProvenanceTensor for NumPy code; if row i of the values was computed "
             "from row i alone (e.g. model predictions), assign pd.Series(values, index=df.index)."
         )
         if _hooks["mode"]() == "raise":

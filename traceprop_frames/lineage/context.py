@@ -1,4 +1,4 @@
-"""Shared lineage parts: sets of source rows that many derived rows depend on, stored once.
+"""Shared sets: sets of source rows that many derived rows depend on, stored once.
 
 A statistic broadcast back into rows (a column mean, a partition total, a scalar subquery, a running
 sum) makes every row depend on the rows it was computed from. Copying that set into each row's CSR
@@ -299,5 +299,5 @@ def context_from_payload(payload: bytes, n_rows: int, remap_ids) -> Context:
     except (KeyError, ValueError, OSError, TypeError, IndexError) as e:
         raise LineageFormatError(f"malformed shared-context part of a lineage artifact: {e}") from e
     if len(ctx) != n_rows:
-        raise LineageFormatError(f"shared context has {len(ctx)} rows, the lineage {n_rows}")
+        raise LineageFormatError(f"shared sets cover {len(ctx)} rows, the lineage {n_rows}")
     return ctx

@@ -1,6 +1,6 @@
 """Step events: the one hook through which lineage leaves the library (OpenLineage, MLflow, ...).
 
-The layers mark the functions that build lineage with :func:`step` — a pandas operation that rebuilds
+The layers mark the functions that build lineage with :func:`lineage_step` — a pandas operation that rebuilds
 rows, one SQL statement, a training run, an erasure. Listeners subscribed with :func:`subscribe` hear
 ``("START" | "COMPLETE" | "FAIL", StepEvent)`` for each call; with no listener the decorator costs one
 list check. The core never imports an integration: integrations import this module and subscribe.
@@ -47,7 +47,7 @@ def subscribe(listener: Callable[[str, StepEvent], None]) -> None:
     >>> seen = []
     >>> listener = lambda kind, ev: seen.append((kind, ev.kind))
     >>> events.subscribe(listener)
-    >>> events.step("demo")(lambda x: x + 1)(1)
+    >>> events.lineage_step("demo")(lambda x: x + 1)(1)
     2
     >>> events.unsubscribe(listener)
     >>> seen
@@ -81,10 +81,11 @@ def _notify(event_type: str, ev: StepEvent) -> None:
             )
 
 
-def step(kind: str):
+def lineage_step(kind: str):
     """Decorator: notify listeners before the call (START) and after it (COMPLETE or FAIL).
 
-    Nested steps (a training run calling a pandas step) each get their own events.
+    Nested steps (a training run calling a pandas step) each get their own events. Also available under
+    its earlier name ``step`` (not to be confused with ``tpf.op_group``, which labels tensor operations).
     """
 
     def wrap(fn):
@@ -106,3 +107,6 @@ def step(kind: str):
         return inner
 
     return wrap
+
+
+step = lineage_step  # the earlier name, kept: code written against it keeps working

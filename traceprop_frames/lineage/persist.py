@@ -31,7 +31,7 @@ __all__ = [
     "to_arrow",
 ]
 
-CONTEXT_KEY = b"traceprop_context"  # Parquet schema metadata: the shared context blob (lineage.context)
+CONTEXT_KEY = b"traceprop_context"  # Parquet schema metadata: the shared sets blob (lineage.context)
 
 
 def to_arrow(lin: RowLineage) -> pa.Array:
@@ -92,7 +92,7 @@ def save(lin: RowLineage, path: str, atomic: bool = True) -> None:
 
 
 def schema_metadata(lin: RowLineage) -> dict[bytes, bytes]:
-    """Parquet schema metadata for ``lin``: the manifest, and the shared context when there is one."""
+    """Parquet schema metadata for ``lin``: the manifest, and the shared sets when there are any."""
     meta = {b"traceprop": dumps_manifest(lin)}
     if lin.has_context:
         meta[CONTEXT_KEY] = context_payload(lin.context)

@@ -454,7 +454,7 @@ class RowLineage:
         return out
 
     def direct(self, node: OpNode | None = None) -> RowLineage:
-        """The same rows without their shared context (only the rows whose values they carry)."""
+        """The same rows without their shared sets (only the rows whose values they carry)."""
         return RowLineage(self.offsets, self.ids, node if node is not None else self.node)
 
     def flattened(self) -> RowLineage:
@@ -479,7 +479,7 @@ class RowLineage:
 
     @property
     def n_ids(self) -> int:
-        """Number of direct source-row references (the shared context is counted once, apart)."""
+        """Number of direct source-row references (the shared sets are counted once, apart)."""
         return int(self.offsets[-1] - self.offsets[0])
 
     def take(self, rows, node: OpNode | None = None) -> RowLineage:
@@ -513,7 +513,7 @@ class RowLineage:
         return out
 
     def row_ids(self, i: int, direct: bool = False) -> np.ndarray:
-        """Unique sorted global ids behind row ``i`` (its shared context too unless ``direct``)."""
+        """Unique sorted global ids behind row ``i`` (its shared sets too unless ``direct``)."""
         n = len(self)
         if not -n <= i < n:
             raise UnknownRowError(f"row position {i} outside a frame of {n} rows")
@@ -544,7 +544,7 @@ class RowLineage:
         return self._sids
 
     def source_ids(self) -> np.ndarray:
-        """Sorted unique source ids referred to, shared context included."""
+        """Sorted unique source ids referred to, shared sets included."""
         if not self.has_context:
             return self._direct_source_ids()
         ctx = self.context
@@ -554,7 +554,7 @@ class RowLineage:
     def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
         """``{path: sorted int64 row numbers}`` behind all rows (or the given positions).
 
-        Shared context (the rows a broadcast statistic read) is included unless ``direct=True``.
+        Shared sets (the rows a broadcast statistic read) are included unless ``direct=True``.
         Emits one :class:`MissingLineageWarning` naming the tables without lineage that fed these rows
         (recorded as ``missing_lineage`` in an op's parameters, e.g. by a SQL query).
         """
@@ -579,7 +579,7 @@ class RowLineage:
         another, ``counts`` their sizes; returns one ``{path: sorted row numbers}`` per group.
 
         One gather and one sort for all groups (a batch of erasure requests), where :meth:`sources` per
-        group costs a gather, a sort and a decode each. With shared context (and not ``direct``) each
+        group costs a gather, a sort and a decode each. With shared sets (and not ``direct``) each
         group is asked separately.
 
         Examples
@@ -630,7 +630,7 @@ class RowLineage:
     def trace(self, i: int, strict: bool = True, direct: bool = False) -> list[SourceRow]:
         """The source rows behind row ``i``, each checked against its file's sha256.
 
-        Shared context is included unless ``direct=True``. With ``strict=True`` (default) a changed or
+        Shared sets are included unless ``direct=True``. With ``strict=True`` (default) a changed or
         missing file raises :class:`SourceChangedError` / :class:`SourceMissingError`; with
         ``strict=False`` its rows come back with ``sha256_ok=False`` and a :class:`SourceChangedWarning`
         is emitted once per call.
@@ -678,7 +678,7 @@ class RowLineage:
         return self._inv
 
     def rows_from_ids(self, ids, direct: bool = False) -> np.ndarray:
-        """Sorted positions of rows whose lineage contains any of ``ids`` (through shared context
+        """Sorted positions of rows whose lineage contains any of ``ids`` (through shared sets
         too, unless ``direct=True``)."""
         sorted_ids, row_of = self._inverted()
         ids = np.asarray(ids, dtype=np.int64)
@@ -693,7 +693,7 @@ class RowLineage:
 
     def rows_from_ids_grouped(self, ids, counts, direct: bool = False) -> list[np.ndarray]:
         """:meth:`rows_from_ids` of many groups of ids at once (``ids`` one group after another, ``counts``
-        their sizes): one search and one sort for all groups; with shared context (and not ``direct``)
+        their sizes): one search and one sort for all groups; with shared sets (and not ``direct``)
         each group is asked separately.
 
         Examples
@@ -718,7 +718,7 @@ class RowLineage:
     def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
         """Positions of derived rows that depend on any of ``rows`` of source ``path``.
 
-        Rows that depend on them only through shared context (a statistic) count unless ``direct=True``.
+        Rows that depend on them only through shared sets (a statistic) count unless ``direct=True``.
         Raises :class:`UnknownSourceError` if no row here comes from ``path`` and
         :class:`UnknownRowError` for row numbers the source does not have.
         """

@@ -41,9 +41,9 @@ class SparkConnection:
     Examples
     --------
     >>> con = tpf.spark.connect(spark)  # doctest: +SKIP
-    >>> res = con.read_parquet("orders.parquet", "orders").sql(
+    >>> res = con.read_parquet("orders.parquet", name="orders").sql(
     ...     "SELECT o_custkey, count(*) AS n FROM orders GROUP BY o_custkey")  # doctest: +SKIP
-    >>> res.sources(rows=[0])  # a Spark job; only the answer comes back  # doctest: +SKIP
+    >>> res.tp.sources(rows=[0])  # a Spark job; only the answer comes back  # doctest: +SKIP
     {'orders.parquet': array([17, 3084, ...])}
     """
 

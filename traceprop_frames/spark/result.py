@@ -43,6 +43,13 @@ class SparkTraced:
         self._n = 0
 
     @property
+    def tp(self) -> SparkTraced:
+        """The lineage questions under the name a traced pandas frame uses: ``res.tp.sources()``,
+        ``res.tp.trace(i)``, ``res.tp.rows_from_source(path, rows)``, ``res.tp.ops()`` are ``res.sources()``
+        and so on (the same object), so code reads the same on Spark and pandas results."""
+        return self
+
+    @property
     def df(self) -> DataFrame:
         """The user-visible columns (the original query's result)."""
         return self.frame.drop(self.kind) if self.kind else self.frame

@@ -22,7 +22,7 @@ from sqlglot import exp
 from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
-from traceprop_frames.lineage.events import step as lineage_step
+from traceprop_frames.lineage.events import lineage_step
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
@@ -203,7 +203,7 @@ class TracedConnection:
             self._nodes.pop(name.lower(), None)
             return self
         self._cat = None
-        lin = resolve(df).flattened()  # one list per row: shared context folded in
+        lin = resolve(df).flattened()  # one list per row: shared sets folded in
         data = df.drop(columns=["tp_lid"], errors="ignore")
         data.attrs = {}  # the lineage handle is not data
         table = pa.Table.from_pandas(data, preserve_index=False)

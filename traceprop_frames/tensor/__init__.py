@@ -2,8 +2,8 @@
 
 numpy operations are tracked through numpy's protocols, so plain numpy code runs unchanged:
 
->>> import numpy as np, pandas as pd, traceprop_frames as tp
->>> X = tp.tensor(np.array([[1.0, 5.0], [2.0, -1.0], [3.0, 4.0], [6.0, 0.0]]), source="scores")
+>>> import numpy as np, pandas as pd, traceprop_frames as tpf
+>>> X = tpf.tensor(np.array([[1.0, 5.0], [2.0, -1.0], [3.0, 4.0], [6.0, 0.0]]), source="scores")
 >>> X_norm = (X - X.mean(axis=0)) / X.std(axis=0)
 >>> X_filt = X_norm[X_norm[:, 1] > 0]
 >>> {k: v.tolist() for k, v in X_filt.sources(direct=True).items()}   # the rows that passed
@@ -22,9 +22,19 @@ import pandas as pd
 from traceprop_frames.errors import UnsupportedOperationError
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.tensor.core import GRANULARITIES, ProvenanceTensor
-from traceprop_frames.tensor.tracking import step
+from traceprop_frames.tensor.tracking import op_group, step
 
-__all__ = ["GRANULARITIES", "ProvenanceTensor", "load_csv", "load_parquet", "step", "tensor"]
+__all__ = [
+    "GRANULARITIES",
+    "ProvenanceTensor",
+    "load_csv",
+    "load_parquet",
+    "op_group",
+    "step",
+    "tensor",
+    "tensor_from_csv",
+    "tensor_from_parquet",
+]
 
 
 def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, source: str | None = None,
@@ -46,7 +56,7 @@ def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, sourc
         if source is None:
             raise UnsupportedOperationError(
                 "a plain array has no lineage: pass source='name' to start lineage for it, or build the "
-                "tensor from a traced frame (tp.read_csv(...) then tp.tensor(df))"
+                "tensor from a traced frame (tpf.read_csv(...) then tpf.tensor(df))"
             )
         arr = np.asarray(data)
         if arr.ndim == 0:
@@ -90,14 +100,17 @@ def _check_numeric(df: pd.DataFrame, columns) -> None:
     if bad:
         raise UnsupportedOperationError(
             f"non-numeric columns {bad} cannot go into a numeric tensor. Pick numeric columns with "
-            "columns=[...], or load with tp.read_csv and encode them (e.g. pd.get_dummies) before tp.tensor(df)."
+            "columns=[...], or load with tpf.read_csv and encode them (e.g. pd.get_dummies) before tpf.tensor(df)."
         )
 
 
-def load_csv(path, columns=None, granularity: str = "row", dtype="float32", **kwargs) -> ProvenanceTensor:
-    """A 2-D numeric ProvenanceTensor of a CSV file's rows (``tp.read_csv`` + :func:`tensor`).
+def tensor_from_csv(
+    path, columns=None, granularity: str = "row", dtype="float32", **kwargs
+) -> ProvenanceTensor:
+    """A 2-D numeric ProvenanceTensor of a CSV file's rows (``tpf.read_csv`` + :func:`tensor`).
 
     Node ``load_csv`` heads the op DAG; row ``i`` is data row ``i`` of the file (sha256 recorded).
+    Also available under its earlier name ``load_csv``.
     """
     from traceprop_frames.frames import read_csv
 
@@ -105,12 +118,21 @@ def load_csv(path, columns=None, granularity: str = "row", dtype="float32", **kw
     return _loaded(df, "load_csv", columns, granularity, dtype)
 
 
-def load_parquet(path, columns=None, granularity: str = "row", dtype="float32", **kwargs) -> ProvenanceTensor:
-    """A 2-D numeric ProvenanceTensor of a Parquet file's rows (``tp.read_parquet`` + :func:`tensor`)."""
+def tensor_from_parquet(
+    path, columns=None, granularity: str = "row", dtype="float32", **kwargs
+) -> ProvenanceTensor:
+    """A 2-D numeric ProvenanceTensor of a Parquet file's rows (``tpf.read_parquet`` + :func:`tensor`).
+
+    Also available under its earlier name ``load_parquet``.
+    """
     from traceprop_frames.frames import read_parquet
 
     df = read_parquet(path, **kwargs)
     return _loaded(df, "load_parquet", columns, granularity, dtype)
+
+
+load_csv = tensor_from_csv  # the earlier names, kept: code written against them keeps working
+load_parquet = tensor_from_parquet
 
 
 def _loaded(df, op: str, columns, granularity: str, dtype) -> ProvenanceTensor:

@@ -300,7 +300,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         if self.granularity != "cell" or self._cols is None:
             raise GranularityError(
                 "columns_lineage() needs granularity='cell' (column lineage is not tracked in "
-                f"{self.granularity!r} mode). Load with tp.load_csv(path, granularity='cell')."
+                f"{self.granularity!r} mode). Load with tpf.tensor_from_csv(path, granularity='cell')."
             )
         return list(self._cols)
 
@@ -420,7 +420,7 @@ def _stack(func, args, kwargs):
                     continue
                 warnings.warn(
                     f"np.{func.__name__}: {n} rows come from a plain array without lineage and get none. "
-                    "Wrap it with tp.tensor(array, source=name) to trace it.",
+                    "Wrap it with tpf.tensor(array, source=name) to trace it.",
                     stacklevel=3,
                 )
                 lins.append(RowLineage.empty(n))

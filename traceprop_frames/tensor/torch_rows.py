@@ -10,9 +10,9 @@ when asked (``batch.sources()``).
 
 Examples
 --------
->>> import numpy as np, torch, traceprop_frames as tp
+>>> import numpy as np, torch, traceprop_frames as tpf
 >>> from torch.utils.data import DataLoader, TensorDataset
->>> X = tp.tensor(np.arange(12.0).reshape(6, 2), source="rows_demo").to_torch()
+>>> X = tpf.tensor(np.arange(12.0).reshape(6, 2), source="rows_demo").to_torch()
 >>> loader = DataLoader(TensorDataset(X, torch.zeros(6)), batch_size=4, shuffle=True,
 ...                     generator=torch.Generator().manual_seed(0))
 >>> xb, yb = next(iter(loader))
@@ -118,7 +118,7 @@ def _stack(func, args, kwargs, out):
         if any(getattr(p, "_tp_samples", None) is not None for p in parts):
             raise LineageLostError(
                 f"torch.{func.__name__} of rows from different root tensors (or with plain tensors): a batch's "
-                "rows must come from one dataset tensor. Build the dataset from one tp.tensor(...).to_torch()."
+                "rows must come from one dataset tensor. Build the dataset from one tpf.tensor(...).to_torch()."
             )
         return out
     samples = np.concatenate([p._tp_samples for p in parts])

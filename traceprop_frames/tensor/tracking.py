@@ -63,15 +63,15 @@ PREFIX_FUNCS = {np.cumsum: "cumsum", np.cumprod: "cumprod"}
 
 
 @contextlib.contextmanager
-def step(name: str):
+def op_group(name: str):
     """Name a group of tensor operations: inside, every op node is labelled ``name`` and consecutive
     ones collapse into one node, so ``ops()`` reads ``['load_csv', 'normalize', 'row_filter']``.
 
     Examples
     --------
-    >>> import numpy as np, traceprop_frames as tp
-    >>> X = tp.tensor(np.arange(6.0).reshape(3, 2), source="step_demo")
-    >>> with tp.step("normalize"):
+    >>> import numpy as np, traceprop_frames as tpf
+    >>> X = tpf.tensor(np.arange(6.0).reshape(3, 2), source="step_demo")
+    >>> with tpf.op_group("normalize"):
     ...     Z = (X - X.mean(axis=0)) / X.std(axis=0)
     >>> Z.ops()
     ['track', 'tensor', 'normalize']
@@ -82,6 +82,9 @@ def step(name: str):
         yield
     finally:
         _state.step = prev
+
+
+step = op_group  # the earlier name, kept (``lineage.events.lineage_step`` is the other "step")
 
 
 def current_step():

@@ -44,7 +44,7 @@ from torch.func import functional_call
 
 from traceprop_frames.errors import UnlearningError
 from traceprop_frames.estimators.newton import weights_digest
-from traceprop_frames.lineage.events import step as lineage_step
+from traceprop_frames.lineage.events import lineage_step
 from traceprop_frames.unlearn import factored
 from traceprop_frames.unlearn.objective import (
     Objective,

@@ -1,0 +1,131 @@
+"""Write the generated reference pages from the code, or check that they are up to date.
+
+    python .ci/gen_reference.py          # rewrite docs/reference/{cli,certificate}.md and the errors table
+    python .ci/gen_reference.py --check  # exit 1 (naming the page) if a page differs from what the code says
+
+Generated: the command-line reference (each command's ``--help``), the certificate schema's field tables
+(``traceprop_frames/unlearn/certificate.schema.json``) and the table of exception classes on
+docs/reference/errors.md (between the ``<!-- errors:begin -->`` / ``<!-- errors:end -->`` markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "reference"
+COMMANDS = ["", "demo", "trace", "erase", "verify", "recover", "keygen"]
+
+
+def _help(cmd: str) -> str:
+    from traceprop_frames import cli
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal width: fix it
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        cli.main(([cmd] if cmd else []) + ["--help"])
+    return buf.getvalue().rstrip()
+
+
+def cli_page() -> str:
+    out = ["# Command line reference", "",
+           "Generated from `traceprop COMMAND --help`; how to use the commands is in the",
+           "[command-line guide](../guides/cli.md).", ""]  # fmt: skip
+    for cmd in COMMANDS:
+        out += [f"## `traceprop{' ' + cmd if cmd else ''}`", "", "```text", _help(cmd), "```", ""]
+    return "\n".join(out)
+
+
+def _type(spec: dict) -> str:
+    if "const" in spec:
+        return f"`{json.dumps(spec['const'])}`"
+    if "enum" in spec:
+        return " \\| ".join(f"`{json.dumps(v)}`" for v in spec["enum"])
+    if "$ref" in spec:
+        return spec["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in spec:
+        return " or ".join(_type(s) for s in spec["anyOf"])
+    t = spec.get("type", "any")
+    if t == "array" and "items" in spec:
+        return f"array of {_type(spec['items'])}"
+    return " or ".join(t) if isinstance(t, list) else t
+
+
+def _table(obj: dict) -> list[str]:
+    req = set(obj.get("required", []))
+    rows = ["| field | type | required | description |", "|---|---|---|---|"]
+    for name, spec in obj.get("properties", {}).items():
+        desc = spec.get("description", "").replace("|", "\\|")
+        rows.append(f"| `{name}` | {_type(spec)} | {'yes' if name in req else 'no'} | {desc} |")
+    return rows
+
+
+def certificate_page() -> str:
+    path = ROOT / "traceprop_frames" / "unlearn" / "certificate.schema.json"
+    schema = json.loads(path.read_text())
+    out = ["# Certificate schema", "",
+           "Generated from `traceprop_frames/unlearn/certificate.schema.json` (JSON Schema "
+           f"{schema['$schema'].split('/')[-2]}), which every certificate is validated against on save and load.",
+           "What the fields mean for an auditor: [What a certificate promises](../auditors/promises.md).", "",
+           schema["description"], "", "## Top level", ""]  # fmt: skip
+    out += _table(schema)
+    sections = [
+        ("certificate", schema["properties"]["certificate"]),
+        ("signature", schema["properties"]["signature"]),
+    ]
+    cert = schema["properties"]["certificate"]["properties"]
+    sections += [
+        (f"certificate.{k}", v) for k, v in cert.items() if v.get("type") == "object" and "properties" in v
+    ]
+    sections += [(f"$defs.{k}", v) for k, v in schema.get("$defs", {}).items() if "properties" in v]
+    for name, obj in sections:
+        out += ["", f"## `{name}`", ""] + _table(obj)
+    return "\n".join(out) + "\n"
+
+
+def errors_table() -> str:
+    tree = ast.parse((ROOT / "traceprop_frames" / "errors.py").read_text())
+    rows = ["| class | also a | meaning |", "|---|---|---|"]
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            bases = ", ".join(ast.unparse(b) for b in node.bases)
+            doc = (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
+            rows.append(f"| `{node.name}` | {bases} | {doc} |")
+    return "\n".join(rows)
+
+
+def errors_page(current: str) -> str:
+    begin, end = "<!-- errors:begin -->", "<!-- errors:end -->"
+    head, rest = current.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{errors_table()}\n{end}{tail}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a page is out of date")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    errors = DOCS / "errors.md"
+    pages = {DOCS / "cli.md": cli_page(), DOCS / "certificate.md": certificate_page(),
+             errors: errors_page(errors.read_text())}  # fmt: skip
+    stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"{p.relative_to(ROOT)} is out of date: run `python .ci/gen_reference.py`", file=sys.stderr)
+        return 1 if stale else 0
+    for p in stale:
+        p.write_text(pages[p])
+        print(f"wrote {p.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

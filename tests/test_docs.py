@@ -1,0 +1,57 @@
+"""The README is a short front page whose links resolve; the docs' generated pages match the code."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_readme_fits_the_front_page_budget():
+    assert len(README.read_bytes()) <= 12 * 1024
+
+
+def test_readme_links_resolve_to_files_in_the_repository():
+    links = [u for u in LINK.findall(README.read_text()) if not re.match(r"[a-z]+://|#|mailto:", u)]
+    assert links, "the README should link into the docs"
+    missing = [u for u in links if not (ROOT / u.split("#", 1)[0]).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+
+
+def test_readme_and_getting_started_show_the_same_quickstart():
+    def blocks(text: str) -> list[str]:
+        return re.findall(r"```(?:python|text)\n(.*?)```", text.split("## Quickstart", 1)[1], re.S)[:2]
+
+    assert blocks(README.read_text()) == blocks((ROOT / "docs" / "getting-started.md").read_text())
+
+
+def test_nothing_a_user_reads_names_the_development_machine():
+    pages = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+    pages = [p for p in pages if "incoming" not in p.parts]
+    pattern = re.compile(
+        r"2-core box|load average|other sessions|\.\./shared|\b\d\d:\d\d UTC\b|\b[0-9a-f]{10,40}\b"
+    )
+    hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in pages for m in pattern.finditer(p.read_text())]
+    assert not hits, hits
+
+
+def test_one_import_alias():
+    files = [README, *(ROOT / "docs").rglob("*.md"), *(ROOT / "traceprop_frames").rglob("*.py")]
+    other = [
+        str(p.relative_to(ROOT))
+        for p in files
+        if re.search(r"import traceprop_frames as (?!tpf\b)", p.read_text())
+    ]
+    assert not other, f"use `import traceprop_frames as tpf`: {other}"
+
+
+def test_generated_reference_pages_are_up_to_date():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "gen_reference.py"), "--check"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
