@@ -169,7 +169,8 @@ class TracedConnection:
             self.raw.execute(
                 f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * EXCLUDE (file_row_number), "
                 f"CAST({base} + file_row_number AS BIGINT) AS {RID} "
-                f"FROM read_parquet({_literal(p)}, file_row_number = true)" + scan_filter(src, "file_row_number")
+                f"FROM read_parquet({_literal(p)}, file_row_number = true)"
+                + scan_filter(src, "file_row_number")
             )
         self._source_loaded(name, src, "read_parquet")
 
