@@ -314,8 +314,21 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         )
 
     # --------------------------------------------------------------- unlearning
-    def unlearn(self, source=None, rows=None, *, samples=None, method=None, **kwargs):
-        """Erase training rows (by source rows or sample indices); see :mod:`traceprop_frames.unlearn`."""
+    def unlearn(self, source=None, rows=None, *, samples=None, method=None, rebuild=None, **kwargs):
+        """Erase training rows (by source rows or sample indices); see :mod:`traceprop_frames.unlearn`.
+
+        With ``rebuild=fn`` (``fn()`` returns ``(X, y)`` as built for ``fit``), the feature pipeline is
+        re-run without the rows and the model corrected to the rebuilt table
+        (:mod:`traceprop_frames.unlearn.rebuild`): statistics that read the rows are recomputed too.
+        """
+        if rebuild is not None:
+            from traceprop_frames.unlearn.rebuild import unlearn_with_rebuild
+
+            if samples is not None or method is not None:
+                from traceprop_frames.errors import UnlearningError
+
+                raise UnlearningError("rebuild= chooses its own method and erases source rows, not samples=")
+            return unlearn_with_rebuild(self, source, rows, rebuild=rebuild, **kwargs)
         from traceprop_frames.unlearn import unlearn_estimator
 
         return unlearn_estimator(self, source=source, rows=rows, samples=samples, method=method, **kwargs)

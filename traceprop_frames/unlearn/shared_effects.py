@@ -168,3 +168,15 @@ def summary_lines(body: dict) -> list[tuple[str, str]]:
             )
         )
     return out
+
+
+def mark_removed(body: dict, how: str) -> None:
+    """Record in a certificate body that a pipeline re-run removed the statistics' effect (drops the
+    ``not_guaranteed`` line :func:`attach_section` added)."""
+    sec = body.get("shared_statistics")
+    if sec is None:
+        return
+    note = not_guaranteed_statement(sec)
+    if note in body["not_guaranteed"]:
+        body["not_guaranteed"].remove(note)
+    body["shared_statistics"] = {**sec, "effect_removed": True, "how": how}
