@@ -2,7 +2,7 @@
 
 ``est.unlearn(source, rows, rebuild=fn)``:
 
-1. **select** - the requested rows' global ids (plus rows erased by earlier rebuilds, ``est.erased_ids_``);
+1. **select** - the requested rows' global ids (plus rows erased by earlier rebuilds, ``est.erased_rows_``);
 2. **re-run** - ``fn()`` inside :func:`~traceprop_frames.lineage.erasure_scope.skipping_rows`: the traced
    readers (``tpf.read_csv`` / ``read_parquet``, ``con.read_csv`` / ``read_parquet``) drop those rows and
    keep every other row's original number and the file's sha256, so every statistic, aggregate and
@@ -52,6 +52,19 @@ def skip_map(ids: np.ndarray) -> dict:
             )
         out[src.abspath] = (sha, np.union1d(prev, rows))
     return out
+
+
+def earlier_ids(est, lineage) -> np.ndarray:
+    """Global ids (this process) of the rows earlier rebuild erasures skipped (``est.erased_rows_``, kept
+    as ``{abspath: (sha256, rows)}`` so a saved model means the same rows in another process)."""
+    from traceprop_frames.lineage import REGISTRY, encode
+
+    parts = [_EMPTY]
+    for path, (sha, rows) in getattr(est, "erased_rows_", {}).items():
+        for src in REGISTRY.find(path, lineage.source_ids()):
+            if src.sha256 == sha:
+                parts.append(encode(src.id, np.asarray(rows, dtype=np.int64)))
+    return np.unique(np.concatenate(parts))
 
 
 def run_rebuild(rebuild, erased: np.ndarray):
@@ -237,7 +250,7 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     if source is None:
         raise UnlearningError("rebuild= erases source rows: pass source= and rows= (or source={path: rows})")
     direct, records = forget_from_request(lineage, source, rows)  # validates the request
-    erased = np.union1d(request_ids(lineage, records, direct), getattr(est, "erased_ids_", _EMPTY))
+    erased = np.union1d(request_ids(lineage, records, direct), earlier_ids(est, lineage))
     X_new, y_new, new_lin, rerun_s = run_rebuild(rebuild, erased)
     Xn, yn = est._validate_test(X_new), _labels(est, y_new)
     smap = match_samples(lineage, new_lin, erased)
@@ -269,7 +282,7 @@ def _adopt(est, after, tab, info, new_lineage, erased) -> None:
     est.module_ = after
     est.X_train_, est.y_train_, est.sample_weight_ = tab["X"], tab["y"], tab["w"]
     est.lineage_ = new_lineage
-    est.erased_ids_ = erased
+    est.erased_rows_ = {p: (sha, rows.tolist()) for p, (sha, rows) in skip_map(erased).items()}
     if hasattr(est, "newton_state_"):
         est.newton_state_ = info.get("newton_state")
     est.__dict__.pop("_unlearn_hessian_", None)
