@@ -168,3 +168,27 @@ def test_mlp_rebuild_uses_the_gradient_correction(credit, tmp_path):
     assert b["method"]["name"] == "gradient" and b["evidence"]["certified_bound"] is None
     assert b["rebuild"]["samples_changed"] == 1995 and mlp.sample_weight_[ERASE].sum() == 0
     validate(cert.to_dict())
+
+
+def test_sklearn_pipeline_rebuild_refits_the_scaler(credit, tmp_path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from traceprop_frames.unlearn.rebuild_pipeline import unlearn_pipeline
+
+    def raw(path=credit["application"]):
+        app = tpf.read_csv(path)
+        return app.select_dtypes("number").drop(columns=["SK_ID_CURR", "TARGET"]), app["TARGET"]
+
+    def pipe():
+        return make_pipeline(StandardScaler(), TorchLogisticRegression()).set_output(transform="pandas")
+
+    p = pipe().fit(*raw())
+    mean_before = p[0].mean_.copy()
+    cert = unlearn_pipeline(p, credit["application"], ERASE, rebuild=raw)
+    ref_X, ref_y = raw(_without_rows(credit["application"], ERASE, tmp_path / "deleted"))
+    ref = pipe().fit(ref_X, ref_y)
+    np.testing.assert_allclose(p[0].mean_, ref[0].mean_, rtol=1e-12)  # the scaler refitted without the rows
+    assert not np.allclose(p[0].mean_, mean_before)
+    assert np.abs(p.predict_proba(ref_X)[:, 1] - ref.predict_proba(ref_X)[:, 1]).max() <= 1e-6
+    assert cert.body["rebuild"]["samples_vanished"] == 5 and cert.body["evidence"]["certified_bound"] <= 1e-6
