@@ -26,7 +26,9 @@ def _start(df: pd.DataFrame, path: str, fmt: str, params: dict) -> pd.DataFrame:
     node = OpNode(f"read_{fmt}", {"path": src.path, "sha256": src.sha256, **params})
     skip = rows_to_skip(src.abspath, src.sha256)  # an erasure re-running the pipeline (lineage/erasure_scope)
     if skip is not None and skip.size:
-        keep = np.setdiff1d(np.arange(len(df), dtype=np.int64), skip)
+        mask = np.ones(len(df), dtype=bool)
+        mask[skip[skip < len(df)]] = False
+        keep = np.flatnonzero(mask)
         node = OpNode(f"read_{fmt}", {**node.params, "rows_skipped": int(len(df) - len(keep))})
         return attach(df.iloc[keep].reset_index(drop=True), RowLineage.identity(src, node).take(keep))
     return attach(df, RowLineage.identity(src, node))

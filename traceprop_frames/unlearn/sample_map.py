@@ -4,9 +4,9 @@ A sample is identified by its *direct* source rows (the rows whose values it car
 are not identity). After a re-run that skipped the erased rows, old sample ``i`` is the rebuilt row
 whose direct rows are ``i``'s minus the erased ones; an old sample left with no rebuilt row *vanished*
 (all its rows erased, or a filter now drops it), a rebuilt row no old sample maps to is *new*. Equal
-keys (a row duplicated by the pipeline) pair up in order. Keys are two 64-bit set hashes and the set
-size per row, all vectorised; every pair is then checked element by element, so a hash collision can
-never pair two different samples.
+keys (a row duplicated by the pipeline) pair up in order. The key is a 64-bit hash of the row's id set
+(its size mixed in), all vectorised; every pair is then checked element by element, so a hash
+collision can never pair two different samples (it only unpairs them: vanished + new, the same table).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def _distinct(offsets: np.ndarray, ids: np.ndarray, drop: np.ndarray) -> tuple[n
     row = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
     keep = ~np.isin(ids, drop) if drop.size else np.ones(len(ids), dtype=bool)
     row, ids = row[keep], ids[keep]
+    if not np.any((row[1:] == row[:-1]) & (ids[1:] <= ids[:-1])):  # already sorted and distinct per row
+        return row, ids
     order = np.lexsort((ids, row))
     row, ids = row[order], ids[order]
     first = np.ones(len(ids), dtype=bool)
@@ -57,25 +59,26 @@ def _distinct(offsets: np.ndarray, ids: np.ndarray, drop: np.ndarray) -> tuple[n
     return row[first], ids[first]
 
 
-def _keys(n: int, row: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Per row: (hash1, hash2, size) as a structured-free (n, 3) uint64 array."""
-    out = np.zeros((n, 3), dtype=np.uint64)
+def _keys(n: int, row: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: a 64-bit hash of its id set (order-free: a sum of mixed ids) and the set's size.
+
+    ``row`` is sorted (from :func:`_distinct`), so the sums are segment sums of one cumulative sum.
+    """
+    size = np.bincount(row, minlength=n)
+    ends = np.cumsum(size)
     with np.errstate(over="ignore"):
-        np.add.at(out[:, 0], row, _mix(ids, _M1))
-        np.add.at(out[:, 1], row, _mix(ids, _M2))
-    out[:, 2] = np.bincount(row, minlength=n).astype(np.uint64)
-    return out
+        cum = np.concatenate([np.zeros(1, np.uint64), np.cumsum(_mix(ids, _M1), dtype=np.uint64)])
+        h = cum[ends] - cum[ends - size]
+        h = _mix(h ^ (size.astype(np.uint64) * _M2), _M2)
+    return h, size
 
 
-def _rank_within(codes: np.ndarray) -> np.ndarray:
-    """Occurrence number of each element among equal codes, in order (0, 1, ...)."""
-    order = np.argsort(codes, kind="stable")
-    sc = codes[order]
+def _rank_sorted(sc: np.ndarray) -> np.ndarray:
+    """Occurrence number of each element of a sorted array among its equals (0, 1, ...)."""
+    if not len(sc):
+        return np.zeros(0, dtype=np.int64)
     start = np.r_[0, np.flatnonzero(sc[1:] != sc[:-1]) + 1]
-    run = np.repeat(start, np.diff(np.r_[start, len(sc)]))
-    out = np.empty(len(codes), dtype=np.int64)
-    out[order] = np.arange(len(sc)) - run
-    return out
+    return np.arange(len(sc)) - np.repeat(start, np.diff(np.r_[start, len(sc)]))
 
 
 def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
@@ -94,19 +97,21 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     n_old, n_new = len(old_lineage), len(new_lineage)
     ro, io = _distinct(old_lineage.offsets, old_lineage.ids, erased)
     rn, inew = _distinct(new_lineage.offsets, new_lineage.ids, np.zeros(0, np.int64))
-    ko, kn = _keys(n_old, ro, io), _keys(n_new, rn, inew)
-    ko[ko[:, 2] == 0] = np.uint64(0)  # an old sample with nothing left is never matched (vanished)
-    uniq, codes = np.unique(np.vstack([ko, kn]), axis=0, return_inverse=True)
-    codes = codes.reshape(-1)
-    co, cn = codes[:n_old], codes[n_old:]
-    slot_o = co * np.int64(n_old + n_new + 1) + _rank_within(co)
-    slot_n = cn * np.int64(n_old + n_new + 1) + _rank_within(cn)
-    common, at_o, at_n = np.intersect1d(slot_o, slot_n, assume_unique=True, return_indices=True)
+    (ko, so), (kn, _) = _keys(n_old, ro, io), _keys(n_new, rn, inew)
+    oo, on = np.argsort(ko, kind="stable"), np.argsort(kn, kind="stable")
+    ko_s, kn_s = ko[oo], kn[on]
+    # the r-th new row with key k pairs with the r-th old sample with key k (sorted, stable: in order)
+    cand = np.searchsorted(ko_s, kn_s, side="left") + _rank_sorted(kn_s)
+    ok = cand < n_old
+    ok[ok] = ko_s[cand[ok]] == kn_s[ok]
+    at_o, at_n = oo[cand[ok]], on[ok]
     new_of_old = np.full(n_old, -1, dtype=np.int64)
-    ok = ko[at_o, 2] > 0
-    new_of_old[at_o[ok]] = at_n[ok]
+    live = so[at_o] > 0  # an old sample with nothing left is never matched (vanished)
+    new_of_old[at_o[live]] = at_n[live]
     _check_pairs(new_of_old, ro, io, rn, inew)
-    new_rows = np.setdiff1d(np.arange(n_new, dtype=np.int64), new_of_old[new_of_old >= 0])
+    taken = np.zeros(n_new, dtype=bool)
+    taken[new_of_old[new_of_old >= 0]] = True
+    new_rows = np.flatnonzero(~taken)
     return SampleMap(new_of_old, new_rows)
 
 

@@ -35,6 +35,13 @@ def _reaching(ctx, seeds: np.ndarray) -> np.ndarray:
     return reach
 
 
+def _n_distinct(a: np.ndarray) -> int:
+    if not a.size:
+        return 0
+    a = np.sort(a)
+    return int(1 + np.count_nonzero(a[1:] != a[:-1]))
+
+
 def _rows_read(ctx, block, local: np.ndarray) -> int:
     """Distinct source rows read by the sets ``local`` of ``block`` (their own ids and their references')."""
     cover = np.zeros(len(block.pool) + 1, dtype=np.int64)
@@ -43,7 +50,26 @@ def _rows_read(ctx, block, local: np.ndarray) -> int:
     own = block.pool[np.cumsum(cover[:-1]) > 0]
     refs = np.unique(block.set_refs(local))
     extra = ctx.closure(refs) if refs.size else _EMPTY
-    return int(np.unique(np.concatenate([own, extra])).size)
+    return _n_distinct(np.concatenate([own, extra]))
+
+
+class _Rows:
+    """Row positions referring to given sets, as boolean masks (no sorting of ``n``-long arrays)."""
+
+    def __init__(self, ctx, exclude: np.ndarray) -> None:
+        self.ctx = ctx
+        self.n = len(ctx)
+        self.row_of = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(ctx.ref_offsets))
+        self.keep = np.ones(self.n, dtype=bool)
+        self.keep[np.asarray(exclude, dtype=np.int64)] = False
+        self.total = np.zeros(self.n, dtype=bool)
+
+    def count(self, sets: np.ndarray) -> int:
+        mask = np.zeros(self.n, dtype=bool)
+        mask[self.row_of[np.isin(self.ctx.refs, sets)]] = True
+        mask &= self.keep
+        self.total |= mask
+        return int(np.count_nonzero(mask))
 
 
 def touched_sets(lineage, ids: np.ndarray, exclude_samples: np.ndarray) -> list[dict]:
@@ -54,31 +80,35 @@ def touched_sets(lineage, ids: np.ndarray, exclude_samples: np.ndarray) -> list[
     in ``exclude_samples`` whose features were computed from a hit set, directly or through a later
     statistic). Empty without shared context.
     """
+    return _touched(lineage, ids, exclude_samples)[0]
+
+
+def _touched(lineage, ids, exclude_samples) -> tuple[list[dict], int]:
+    """(:func:`touched_sets`, the number of distinct samples affected over all of them)."""
     if lineage is None or not lineage.has_context or not len(ids):
-        return []
+        return [], 0
     ctx = lineage.context
     hit = ctx.hit_sets(np.asarray(ids, dtype=np.int64))
     if not hit.size:
-        return []
+        return [], 0
     which, blist = ctx._locate(hit)
-    out = []
+    rows, out = _Rows(ctx, exclude_samples), []
     for k in np.unique(which).tolist():
         b = blist[k]
         local = hit[which == k] - b.base
         direct_hit = local[_segment_hits(b.pool, b.starts[local], b.ends[local], np.asarray(ids))]
         if not direct_hit.size:
             continue  # hit only through an earlier statistic: reported with that one
-        rows = ctx.rows_referring(_reaching(ctx, b.base + direct_hit))
         out.append(
             {
                 "op": b.label,
                 "sets_hit": int(direct_hit.size),
                 "sets_in_op": int(b.m),
                 "rows_read": _rows_read(ctx, b, direct_hit),
-                "samples_affected": int(np.setdiff1d(rows, exclude_samples).size),
+                "samples_affected": rows.count(_reaching(ctx, b.base + direct_hit)),
             }
         )
-    return out
+    return out, int(np.count_nonzero(rows.total))
 
 
 def section(lineage, ids, forget, removed: bool, how: str | None = None) -> dict:
@@ -87,11 +117,10 @@ def section(lineage, ids, forget, removed: bool, how: str | None = None) -> dict
     ``removed``: the erasure recomputed the features without the rows (a pipeline re-run); ``how`` says
     how (default: a statement matching ``removed``).
     """
-    sets = touched_sets(lineage, np.asarray(ids, dtype=np.int64), np.asarray(forget, dtype=np.int64))
+    sets, total = _touched(lineage, np.asarray(ids, dtype=np.int64), np.asarray(forget, dtype=np.int64))
     if not sets:
         how = how or "no shared statistic behind the training samples read an erased row"
         return {"effect_removed": True, "how": how, "sets": [], "samples_affected": 0}
-    total = _total_affected(lineage, ids, forget)
     if how is None:
         how = (
             "the feature pipeline was re-run without the erased rows and the model corrected to the rebuilt "
@@ -101,12 +130,6 @@ def section(lineage, ids, forget, removed: bool, how: str | None = None) -> dict
             "erased rows; erase with rebuild= to recompute them"
         )
     return {"effect_removed": bool(removed), "how": how, "sets": sets, "samples_affected": total}
-
-
-def _total_affected(lineage, ids, forget) -> int:
-    every = lineage.rows_from_ids(np.asarray(ids, dtype=np.int64))
-    direct = lineage.rows_from_ids(np.asarray(ids, dtype=np.int64), direct=True)
-    return int(np.setdiff1d(np.setdiff1d(every, direct), forget).size)
 
 
 def not_guaranteed_statement(sec: dict) -> str | None:
