@@ -235,12 +235,15 @@ def _body(est, result, lineage, records, tab, smap, n_rebuilt, rerun_s, rebuild,
 
 
 def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, key=None,
-                         regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), chain=None, **params):  # fmt: skip
+                         regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), chain=None, fitted_statistics=None,
+                         **params):  # fmt: skip
     """Erase source rows by re-running the feature pipeline without them; returns a signed Certificate.
 
     The body of ``est.unlearn(source, rows, rebuild=fn)`` (see the module docstring). ``params``:
     ``bound`` (default 1e-6) and ``max_iter`` (25) for the convex model; ``steps``, ``damping``,
-    ``curvature_samples`` for the gradient correction.
+    ``curvature_samples`` for the gradient correction. ``fitted_statistics``: a callable
+    ``(n_old_rows, n_remaining) -> [entry]`` naming statistics learned outside lineage (a scikit-learn
+    transformer's ``fit``) that the re-run recomputed; they join the ``shared_statistics`` section.
 
     Raises
     ------
@@ -275,6 +278,8 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     result = _result(est, tab, after, method, info, params, time.perf_counter() - t0, holdout)
     log = list(getattr(est, "erasures_", []))
     body = _body(est, result, lineage, records, tab, smap, len(new_lin), rerun_s, rebuild, regulations, [])
+    if fitted_statistics is not None:
+        _add_fitted(body, fitted_statistics(int((est.sample_weight_ > 0).sum()), int((tab["w"] > 0).sum())))
     body["chain"] = dict(
         chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None}
     )
@@ -299,3 +304,19 @@ def _adopt(est, after, tab, info, new_lineage, erased) -> None:
     store = getattr(est, "store_", None)
     if store is not None and tab["forget"].size:
         store.mark_removed(tab["forget"])
+
+
+def _add_fitted(body: dict, entries: list) -> None:
+    """Statistics learned outside lineage (recomputed by the re-run) into ``shared_statistics``."""
+    if not entries:
+        return
+    sec = body.setdefault(
+        "shared_statistics", {"effect_removed": True, "how": "", "sets": [], "samples_affected": 0}
+    )
+    sec["sets"] = [*sec["sets"], *entries]
+    sec["samples_affected"] = max([sec["samples_affected"], *(e["samples_affected"] for e in entries)])
+    sec["effect_removed"] = True
+    sec["how"] = (
+        "the feature pipeline was re-run without the erased rows (rebuild), the transformers refitted, and "
+        "the model corrected to the rebuilt training table"
+    )

@@ -48,7 +48,14 @@ def unlearn_pipeline(pipe, source=None, rows=None, *, rebuild, **kwargs):
 
     rebuilt.__qualname__ = getattr(rebuild, "__qualname__", "rebuild") + " + refitted transformers"
     rebuilt.__module__ = getattr(rebuild, "__module__", None)
-    cert = unlearn_with_rebuild(est, source, rows, rebuild=rebuilt, **kwargs)
+
+    def fitted(n_before: int, n_after: int) -> list[dict]:
+        """Each transformer's ``fit`` read every training row; the re-run refitted it."""
+        names = [f"{type(t).__name__}.fit (scikit-learn step {name!r})" for name, t in pipe.steps[:-1]]
+        return [{"op": n, "sets_hit": 1, "sets_in_op": 1, "rows_read": n_before, "samples_affected": n_after}
+                for n in names]  # fmt: skip
+
+    cert = unlearn_with_rebuild(est, source, rows, rebuild=rebuilt, fitted_statistics=fitted, **kwargs)
     for k, (name, _) in enumerate(pipe.steps[:-1]):
         pipe.steps[k] = (name, refit["head"].steps[k][1])
     return cert
