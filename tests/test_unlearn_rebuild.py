@@ -192,3 +192,20 @@ def test_sklearn_pipeline_rebuild_refits_the_scaler(credit, tmp_path):
     assert not np.allclose(p[0].mean_, mean_before)
     assert np.abs(p.predict_proba(ref_X)[:, 1] - ref.predict_proba(ref_X)[:, 1]).max() <= 1e-6
     assert cert.body["rebuild"]["samples_vanished"] == 5 and cert.body["evidence"]["certified_bound"] <= 1e-6
+
+
+def test_shared_statistics_section_follows_the_pipeline_structure(tmp_path):
+    """A running sum: counts from the known structure, not from the lineage."""
+    rng = np.random.default_rng(1)
+    raw = pd.DataFrame({"k": rng.integers(0, 4, 40), "x": rng.normal(size=40), "y": rng.integers(0, 2, 40)})
+    path = tmp_path / "a.csv"
+    raw.to_csv(path, index=False)
+    a = tpf.read_csv(path)
+    a["cs"] = a["x"].cumsum()  # row i read rows 0..i
+    X = a[["x", "cs"]]
+    clf = TorchLogisticRegression().fit(X, a["y"])
+    sec = clf.unlearn(source=str(path), rows=[3]).body["shared_statistics"]
+    (cs,) = [s for s in sec["sets"] if s["op"] == "cumsum"]
+    # prefixes 3..39 contain row 3; together they read all 40 rows; rows 4..39 remain trained on them
+    assert (cs["sets_hit"], cs["sets_in_op"], cs["rows_read"], cs["samples_affected"]) == (37, 40, 40, 36)
+    assert sec["samples_affected"] == 36 and sec["effect_removed"] is False
