@@ -209,3 +209,14 @@ def test_shared_statistics_section_follows_the_pipeline_structure(tmp_path):
     # prefixes 3..39 contain row 3; together they read all 40 rows; rows 4..39 remain trained on them
     assert (cs["sets_hit"], cs["sets_in_op"], cs["rows_read"], cs["samples_affected"]) == (37, 40, 40, 36)
     assert sec["samples_affected"] == 36 and sec["effect_removed"] is False
+
+
+def test_rebuild_with_other_columns_is_refused(credit):
+    X, y = zscore(credit["application"])
+    clf = TorchLogisticRegression().fit(X, y)
+    with pytest.raises(UnlearningError, match="columns the model was fit on"):
+        clf.unlearn(
+            source=credit["application"],
+            rows=ERASE,
+            rebuild=lambda: (zscore(credit["application"])[0].iloc[:, :3], y),
+        )

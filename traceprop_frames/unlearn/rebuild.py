@@ -108,6 +108,18 @@ def run_rebuild(rebuild, erased: np.ndarray):
     return X, y, lin, seconds
 
 
+def _features(est, X) -> np.ndarray:
+    """The rebuilt features as the model validates test inputs (same columns, float32)."""
+    try:
+        return est._validate_test(X)
+    except ValueError as e:
+        raise UnlearningError(
+            f"the rebuilt table does not have the columns the model was fit on ({e}). Return the training "
+            "features exactly as for fit; for a scikit-learn Pipeline use unlearn_pipeline (it refits the "
+            "transformers)."
+        ) from None
+
+
 def _labels(est, y) -> np.ndarray:
     y = np.asarray(y).reshape(-1)
     bad = ~np.isin(y, est.classes_)
@@ -265,7 +277,7 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     direct, records = forget_from_request(lineage, source, rows)  # validates the request
     erased = np.union1d(request_ids(lineage, records, direct), earlier_ids(est, lineage))
     X_new, y_new, new_lin, rerun_s = run_rebuild(rebuild, erased)
-    Xn, yn = est._validate_test(X_new), _labels(est, y_new)
+    Xn, yn = _features(est, X_new), _labels(est, y_new)
     smap = match_samples(lineage, new_lin, erased)
     if len(smap.new_rows) and getattr(est, "store_", None) is not None:
         raise UnlearningError(
