@@ -27,12 +27,14 @@ def _tables(seed: int, n_a: int, n_b: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def pipeline(a_path, b_path, spec: dict):
-    """The pipeline under test: an optional filter, an optional merge with a group-by aggregate of
-    ``b``, an optional z-score (statistics over all remaining rows)."""
+    """The pipeline under test: an optional filter (on a constant, and on a statistic), an optional merge
+    with a group-by aggregate of ``b``, an optional z-score (statistics over all remaining rows)."""
     a = tpf.read_csv(a_path)
     cols = list(FEATURES)
     if spec["filter"]:
         a = a[a["x1"] > -1.0]
+    if spec["stat_filter"]:  # membership depends on a statistic: erasing rows can admit other rows
+        a = a[a["x2"] > a["x2"].mean() - 0.5]
     if spec["merge"]:
         b = tpf.read_csv(b_path)
         g = b.tp.groupby("k").agg(s=("v", "sum"), c=("v", "count"))
@@ -46,10 +48,17 @@ def pipeline(a_path, b_path, spec: dict):
     return X, a["label"]
 
 
-@settings(max_examples=12)
+@settings(max_examples=16)
 @given(
     seed=st.integers(0, 10_000),
-    spec=st.fixed_dictionaries({"filter": st.booleans(), "merge": st.booleans(), "zscore": st.booleans()}),
+    spec=st.fixed_dictionaries(
+        {
+            "filter": st.booleans(),
+            "stat_filter": st.booleans(),
+            "merge": st.booleans(),
+            "zscore": st.booleans(),
+        }
+    ),
     erase_a=st.lists(st.integers(0, 39), max_size=4, unique=True),
     erase_b=st.lists(st.integers(0, 29), max_size=4, unique=True),
 )
@@ -85,3 +94,27 @@ def test_rebuild_equals_fit_on_files_without_the_rows(tmp_path_factory, seed, sp
     assert cert.body["evidence"]["certified_bound"] <= 1e-6
     active = clf.sample_weight_ > 0
     assert int(active.sum()) == len(ref_X)  # as many active samples as rows of the reference table
+
+
+def test_rows_a_statistic_now_admits_are_appended(tmp_path):
+    """Erasing the largest x2 lowers the filter's mean: rows the model never had enter the table."""
+    a, b = _tables(0, 40, 30)
+    a_path, b_path = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.to_csv(a_path, index=False)
+    b.to_csv(b_path, index=False)
+    spec = {"filter": False, "stat_filter": True, "merge": False, "zscore": True}
+    top = a["x2"].nlargest(6).index.tolist()
+    X, y = pipeline(a_path, b_path, spec)
+    clf = TorchLogisticRegression().fit(X, y)
+    cert = clf.unlearn(source=str(a_path), rows=top, rebuild=lambda: pipeline(a_path, b_path, spec))
+    (tmp_path / "del").mkdir()
+    a.drop(index=top).to_csv(tmp_path / "del" / "a.csv", index=False)
+    ref_X, ref_y = pipeline(tmp_path / "del" / "a.csv", b_path, spec)
+    ref = TorchLogisticRegression().fit(ref_X, ref_y)
+    kept = a.drop(index=top)
+    admitted = kept[kept["x2"] > kept["x2"].mean() - 0.5].index
+    before = a[a["x2"] > a["x2"].mean() - 0.5].index
+    assert cert.body["rebuild"]["samples_new"] == len(admitted.difference(before)) > 0
+    assert len(clf.sample_weight_) == len(X) + cert.body["rebuild"]["samples_new"]
+    assert int((clf.sample_weight_ > 0).sum()) == len(ref_X)
+    assert np.abs(clf.predict_proba(ref_X)[:, 1] - ref.predict_proba(ref_X)[:, 1]).max() <= 1e-6
