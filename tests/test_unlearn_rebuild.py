@@ -220,3 +220,26 @@ def test_rebuild_with_other_columns_is_refused(credit):
             rows=ERASE,
             rebuild=lambda: (zscore(credit["application"])[0].iloc[:, :3], y),
         )
+
+
+def test_rebuild_after_a_plain_erasure_leaves_both_out(credit, tmp_path):
+    X, y = zscore(credit["application"])
+    clf = TorchLogisticRegression().fit(X, y)
+    clf.unlearn(source=credit["application"], rows=ERASE[:2])  # plain: the statistics keep these rows
+    clf.unlearn(source=credit["application"], rows=ERASE[2:], rebuild=lambda: zscore(credit["application"]))
+    ref_X, ref_y = zscore(_without_rows(credit["application"], ERASE, tmp_path / "deleted"))
+    ref = TorchLogisticRegression().fit(ref_X, ref_y)
+    grid = ref_X.to_numpy()
+    assert np.abs(clf.predict_proba(grid)[:, 1] - ref.predict_proba(grid)[:, 1]).max() <= 1e-6
+
+
+def test_rebuild_with_a_gradient_store(credit):
+    X, y = zscore(credit["application"])
+    clf = TorchLogisticRegression(store=True, k=64).fit(X, y)
+    cert = clf.unlearn(
+        source=credit["application"], rows=ERASE, rebuild=lambda: zscore(credit["application"])
+    )
+    assert clf.store_.removed[ERASE].all() and clf.store_.removed.sum() == 5
+    assert any("1995 samples whose features the rebuild changed" in s for s in cert.body["not_guaranteed"])
+    top = clf.influence(X.iloc[[0]], top_k=5)
+    assert not set(top["train_row"]) & set(ERASE)

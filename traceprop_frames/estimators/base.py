@@ -330,8 +330,11 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
                 raise UnlearningError("rebuild= chooses its own method and erases source rows, not samples=")
             return unlearn_with_rebuild(self, source, rows, rebuild=rebuild, **kwargs)
         from traceprop_frames.unlearn import unlearn_estimator
+        from traceprop_frames.unlearn.rebuild import note_erased_rows
 
-        return unlearn_estimator(self, source=source, rows=rows, samples=samples, method=method, **kwargs)
+        cert = unlearn_estimator(self, source=source, rows=rows, samples=samples, method=method, **kwargs)
+        note_erased_rows(self, cert.body)  # a later rebuild= re-run leaves these rows out too
+        return cert
 
 
 def _member_subset(sample_weight: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -45,9 +45,15 @@ def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = Fal
             dry_run,
             lambda est, link: [unlearn_with_rebuild(est, rebuild=fn, chain=link, **request)],
         )[0]
-    return _erase(
-        folder, timeout, dry_run, lambda est, link: [unlearn_estimator(est, chain=link, **request)]
-    )[0]
+
+    def plain(est, link):
+        from traceprop_frames.unlearn.rebuild import note_erased_rows
+
+        cert = unlearn_estimator(est, chain=link, **request)
+        note_erased_rows(est, cert.body)  # a later --rebuild leaves these rows out too
+        return [cert]
+
+    return _erase(folder, timeout, dry_run, plain)[0]
 
 
 def erase_requests_in_folder(folder, requests, *, timeout: float | None = None, dry_run: bool = False,

@@ -54,6 +54,19 @@ def skip_map(ids: np.ndarray) -> dict:
     return out
 
 
+def note_erased_rows(est, body: dict) -> None:
+    """Remember the source rows a (plain) erasure was asked for, so a later ``rebuild=`` re-run leaves
+    them out too: the reference then is the files without every row erased so far."""
+    rows_by_file = dict(getattr(est, "erased_rows_", {}))
+    for rec in body["request"]["sources"]:
+        if rec.get("abspath") is None:
+            continue
+        sha, rows = rows_by_file.get(rec["abspath"], (rec["sha256_at_load"], []))
+        if sha == rec["sha256_at_load"]:
+            rows_by_file[rec["abspath"]] = (sha, sorted(set(rows) | set(rec["rows"])))
+    est.erased_rows_ = rows_by_file
+
+
 def earlier_ids(est, lineage) -> np.ndarray:
     """Global ids (this process) of the rows earlier rebuild erasures skipped (``est.erased_rows_``, kept
     as ``{abspath: (sha256, rows)}`` so a saved model means the same rows in another process)."""
