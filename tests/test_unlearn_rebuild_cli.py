@@ -69,3 +69,4 @@ def test_cli_erase_with_rebuild_matches_pipeline_retrain(tmp_path, capsys):
         )
         == 0
     )
+    assert "shared statistics effect removed: mean, std" in capsys.readouterr().out

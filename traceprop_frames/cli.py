@@ -276,6 +276,10 @@ def _verify_folder(args) -> int:
         fs = c.body["forget_set"]
         print(f"  {c.body['chain']['sequence']:>4}  {c.id[:12]}  {c.body['created_at']}  {c.status:>7}  "
               f"{fs['count']} sample(s)  {c.body['model']['fingerprint_after'][:12]}")  # fmt: skip
+        sec = c.body.get("shared_statistics")
+        if sec is not None and sec["sets"]:
+            state = "effect removed" if sec["effect_removed"] else "NOT removed"
+            print(f"        shared statistics {state}: " + ", ".join(s["op"] for s in sec["sets"]))
     return 0
 
 
