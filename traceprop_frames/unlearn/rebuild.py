@@ -54,6 +54,60 @@ def skip_map(ids: np.ndarray) -> dict:
     return out
 
 
+def request_records(lineage, source, rows) -> tuple[np.ndarray, list[dict]]:
+    """The request's global row ids and its certificate records, in one scan of the lineage's direct ids
+    (no inverted index: a rebuild maps samples by the re-run, not by a look-up of the rows).
+
+    Same records as :func:`~.request.forget_from_request` (``samples_via_shared_context`` is filled in
+    from the ``shared_statistics`` section later); unknown sources or rows raise before anything changes.
+    """
+    from traceprop_frames.errors import UnknownRowError, UnknownSourceError
+    from traceprop_frames.lineage import REGISTRY
+
+    if lineage is None:
+        raise UnlearningError("this model was trained without lineage: rebuild= needs source rows to skip")
+    if isinstance(source, dict):
+        if rows is not None:
+            raise UnlearningError("pass either source={path: rows} or source=path with rows=, not both")
+        requests = list(source.items())
+    else:
+        if rows is None:
+            raise UnlearningError(f"which rows of {source!r}? pass rows=[...] (0-based data rows)")
+        requests = [(source, rows)]
+    cand = lineage.source_ids()
+    parts, records = [], []
+    for path, r in requests:
+        try:
+            ids = REGISTRY.ids_for_rows(path, r, candidates=cand)
+        except (UnknownSourceError, UnknownRowError) as e:
+            raise type(e)(f"erasure request refused, nothing was changed: {e}") from None
+        parts.append(ids)
+        records.append(
+            _record(REGISTRY.find(path, cand)[0], np.atleast_1d(np.asarray(r, dtype=np.int64)), ids)
+        )
+    erased = np.unique(np.concatenate(parts)) if parts else _EMPTY
+    fed = np.unique(lineage.ids[np.isin(lineage.ids, erased)])  # requested rows some sample carries
+    from traceprop_frames.unlearn.shared_effects import _touched
+
+    row_of = np.repeat(np.arange(len(lineage), dtype=np.int64), np.diff(lineage.offsets))
+    for rec, ids in zip(records, parts):
+        rec["rows_without_samples"] = sorted({int(x) for x in (ids[~np.isin(ids, fed)] & np.int64(ROW_MASK))})
+        carriers = np.unique(row_of[np.isin(lineage.ids, ids)])  # samples that carry the rows themselves
+        rec["samples_via_shared_context"] = _touched(lineage, ids, carriers)[1]
+    return erased, records
+
+
+def _record(src, rows: np.ndarray, ids) -> dict:
+    now = src.current_sha256()
+    return {
+        "path": src.path, "abspath": src.abspath, "format": src.format, "n_rows": src.n_rows,
+        "sha256_at_load": src.sha256, "sha256_now": now,
+        "file_unchanged": None if src.abspath is None else (now is not None and now == src.sha256),
+        "rows": sorted({int(x) for x in rows.tolist()}), "rows_without_samples": [],
+        "samples_via_shared_context": 0,
+    }  # fmt: skip
+
+
 def note_erased_rows(est, body: dict) -> None:
     """Remember the source rows a (plain) erasure was asked for, so a later ``rebuild=`` re-run leaves
     them out too: the reference then is the files without every row erased so far."""
@@ -279,16 +333,15 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     from traceprop_frames.unlearn.certificate import Certificate
     from traceprop_frames.unlearn.ledger import link_of
     from traceprop_frames.unlearn.objective import check_fitted
-    from traceprop_frames.unlearn.request import _record_erasure, forget_from_request
+    from traceprop_frames.unlearn.request import _record_erasure
     from traceprop_frames.unlearn.sample_map import match_samples
-    from traceprop_frames.unlearn.shared_effects import request_ids
 
     check_fitted(est)
     lineage = getattr(est, "lineage_", None)
     if source is None:
         raise UnlearningError("rebuild= erases source rows: pass source= and rows= (or source={path: rows})")
-    direct, records = forget_from_request(lineage, source, rows)  # validates the request
-    erased = np.union1d(request_ids(lineage, records, direct), earlier_ids(est, lineage))
+    requested, records = request_records(lineage, source, rows)  # validates the request
+    erased = np.union1d(requested, earlier_ids(est, lineage))
     X_new, y_new, new_lin, rerun_s = run_rebuild(rebuild, erased)
     Xn, yn = _features(est, X_new), _labels(est, y_new)
     smap = match_samples(lineage, new_lin, erased)
