@@ -17,7 +17,6 @@ from traceprop_frames.attribution.scoring import (
 )
 from traceprop_frames.attribution.store import GradientStore
 from traceprop_frames.lineage.events import step as lineage_step
-from traceprop_frames.lineage.shared_summary import context_text
 
 
 def _capture_lineage(X):
@@ -289,6 +288,8 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         s = best.scores.reshape(-1)
         lin = self.lineage_
         rec: dict[str, list] = {k: [] for k in ("test_row", "rank", "train_row", "score")}
+        from traceprop_frames.lineage.shared_summary import context_text
+
         src, srow, ok, shared, sizes = [], [], [], [], {}
         for tt, rr, ii, ss in zip(t.tolist(), r.tolist(), i.tolist(), s.tolist()):
             rows = lin.trace(ii, strict=False, direct=direct) if lin is not None else []
