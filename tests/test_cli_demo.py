@@ -30,6 +30,12 @@ def test_demo_outputs(demo):
     assert cert.status == "erased" and cert.body["forget_set"]["count"] == 1
     assert cert.body["evidence"]["holdout"] is not None and cert.body["evidence"]["certified_bound"] < 1e-4
     assert (demo / "model" / "bundle.json").exists()
+    # step 8: the same erasure through the whole pipeline (re-run without the rows, transformers refitted)
+    rb = tpf.verify_certificate(
+        demo / "erasure_certificate.rebuild.json", demo / "keys" / "signing_key.pub.pem"
+    )
+    assert rb.body["rebuild"]["samples_vanished"] == 0 and rb.body["shared_statistics"]["effect_removed"]
+    assert rb.body["evidence"]["certified_bound"] < 1e-6
 
 
 def test_verify_command(demo, tmp_path, capsys):

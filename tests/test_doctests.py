@@ -15,6 +15,10 @@ MODULES = [
     "traceprop_frames.frames.traced_values",
     "traceprop_frames.frames.reshape",
     "traceprop_frames.sql.shared",
+    "traceprop_frames.sql.erasure_scan",
+    "traceprop_frames.lineage.erasure_scope",
+    "traceprop_frames.lineage.shared_summary",
+    "traceprop_frames.unlearn.sample_map",
 ]
 
 

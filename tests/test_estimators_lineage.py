@@ -54,6 +54,7 @@ def test_pipeline_influence_carries_source_rows(frames, tmp_path):
         "source",
         "source_row",
         "sha256_ok",
+        "shared",
     ]
     assert len(top) == 15 and (top["source"] == path).all() and top["sha256_ok"].all()
     # the source row behind each training row is the one lineage reports for that filtered row

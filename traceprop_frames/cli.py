@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         "--method", choices=["newton", "gradient", "retrain"], help="default: newton for convex models"
     )
     e.add_argument(
+        "--rebuild",
+        metavar="MODULE:FUNCTION",
+        help="re-run the feature pipeline without the rows: FUNCTION() returns (X, y) built with the traced "
+        "readers, as for fit (MODULE importable from the current folder, or a path/to/file.py); statistics "
+        "and aggregates that read the rows are recomputed and the model corrected to the rebuilt table",
+    )
+    e.add_argument(
         "--key", required=True, help="Ed25519 private key (PEM) to sign with; see `traceprop keygen`"
     )
     e.add_argument("--certificate", default="erasure_certificate.json", help="where to write the certificate")
@@ -167,9 +174,10 @@ def cmd_erase(args) -> int:
         return 2
     if args.requests is not None:
         return _erase_batch(args)
+    extra = {} if args.rebuild is None else {"rebuild": _load_callable(args.rebuild)}
     cert = erase_in_folder(
         args.model, source=args.source, rows=args.rows, method=args.method, key=load_private_key(args.key),
-        regulations=args.regulation, dry_run=args.dry_run, timeout=args.wait,
+        regulations=args.regulation, dry_run=args.dry_run, timeout=args.wait, **extra,
     )  # fmt: skip
     cert.save(args.certificate)  # a copy for the requester; the model folder's ledger holds the original
     for label, value in cert.summary():
@@ -178,6 +186,31 @@ def cmd_erase(args) -> int:
         f"certificate written to {args.certificate}" + (" (model unchanged: dry run)" if args.dry_run else "")
     )
     return 0
+
+
+def _load_callable(spec: str):
+    """``module:function`` (importable from the current folder) or ``path/to/file.py:function``."""
+    import importlib
+    import importlib.util
+    import os
+
+    mod_name, sep, fn_name = spec.rpartition(":")
+    if not sep or not mod_name or not fn_name:
+        raise SystemExit(f"traceprop erase: --rebuild wants MODULE:FUNCTION, got {spec!r}")
+    if mod_name.endswith(".py"):
+        loc = importlib.util.spec_from_file_location(Path(mod_name).stem, mod_name)
+        if loc is None or not Path(mod_name).exists():
+            raise SystemExit(f"traceprop erase: --rebuild: no such file {mod_name!r}")
+        module = importlib.util.module_from_spec(loc)
+        loc.loader.exec_module(module)
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(mod_name)
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise SystemExit(f"traceprop erase: --rebuild: {mod_name} has no function {fn_name!r}")
+    return fn
 
 
 def _erase_batch(args) -> int:
@@ -243,6 +276,10 @@ def _verify_folder(args) -> int:
         fs = c.body["forget_set"]
         print(f"  {c.body['chain']['sequence']:>4}  {c.id[:12]}  {c.body['created_at']}  {c.status:>7}  "
               f"{fs['count']} sample(s)  {c.body['model']['fingerprint_after'][:12]}")  # fmt: skip
+        sec = c.body.get("shared_statistics")
+        if sec is not None and sec["sets"]:
+            state = "effect removed" if sec["effect_removed"] else "NOT removed"
+            print(f"        shared statistics {state}: " + ", ".join(s["op"] for s in sec["sets"]))
     return 0
 
 

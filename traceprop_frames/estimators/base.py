@@ -254,8 +254,17 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             self.module_, objective, self.X_train_, self.y_train_, X, removed=removed
         )
 
-    def influence(self, X_test, top_k: int = 5, method: str | None = None, **kw) -> pd.DataFrame:
+    def influence(
+        self, X_test, top_k: int = 5, method: str | None = None, *, direct: bool = True, **kw
+    ) -> pd.DataFrame:
         """The ``top_k`` most influential training rows per test point, with the source rows behind them.
+
+        Parameters
+        ----------
+        direct : bool, default=True
+            List each training row's *direct* source rows (those whose values it carries) and name the
+            shared sets it also read (a column mean, a partition total) in the ``shared`` column;
+            ``False`` lists every source row behind it, the statistics' rows included.
 
         Returns
         -------
@@ -263,8 +272,9 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             One line per (test point, ranked training sample, source row): ``test_row`` (position in
             ``X_test``), ``rank`` (0 = most positive score), ``train_row`` (training sample index),
             ``score``, ``source`` (file path; None without lineage), ``source_row`` (0-based data row;
-            -1 without lineage), ``sha256_ok``. A training row built from several source rows (joins,
-            aggregations) repeats its ``rank``/``score`` on several lines.
+            -1 without lineage), ``sha256_ok``, ``shared`` (the shared sets the training row also read,
+            ``"op [n rows]; ..."``, None when none). A training row built from several source rows
+            (joins, aggregations) repeats its ``rank``/``score`` on several lines.
         """
         if (method or ("trak" if self.store_ is not None else "exact")) == "trak" and self.store_ is not None:
             # streamed over the store in sample blocks: no (n_test, n_train) matrix for big stores
@@ -278,10 +288,14 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         s = best.scores.reshape(-1)
         lin = self.lineage_
         rec: dict[str, list] = {k: [] for k in ("test_row", "rank", "train_row", "score")}
-        src, srow, ok = [], [], []
+        from traceprop_frames.lineage.shared_summary import context_text
+
+        src, srow, ok, shared, sizes = [], [], [], [], {}
         for tt, rr, ii, ss in zip(t.tolist(), r.tolist(), i.tolist(), s.tolist()):
-            rows = lin.trace(ii, strict=False) if lin is not None else []
+            rows = lin.trace(ii, strict=False, direct=direct) if lin is not None else []
+            ctx = context_text(lin, ii, sizes) if lin is not None else None
             for sr in rows or [None]:
+                shared.append(ctx)
                 rec["test_row"].append(tt)
                 rec["rank"].append(rr)
                 rec["train_row"].append(ii)
@@ -289,7 +303,8 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
                 src.append(None if sr is None else sr.path)
                 srow.append(-1 if sr is None else sr.row)
                 ok.append(None if sr is None else sr.sha256_ok)
-        return pd.DataFrame({**rec, "source": src, "source_row": srow, "sha256_ok": ok}).astype(
+        out = {**rec, "source": src, "source_row": srow, "sha256_ok": ok, "shared": shared}
+        return pd.DataFrame(out).astype(
             {
                 "test_row": "int64",
                 "rank": "int64",
@@ -300,11 +315,27 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         )
 
     # --------------------------------------------------------------- unlearning
-    def unlearn(self, source=None, rows=None, *, samples=None, method=None, **kwargs):
-        """Erase training rows (by source rows or sample indices); see :mod:`traceprop_frames.unlearn`."""
-        from traceprop_frames.unlearn import unlearn_estimator
+    def unlearn(self, source=None, rows=None, *, samples=None, method=None, rebuild=None, **kwargs):
+        """Erase training rows (by source rows or sample indices); see :mod:`traceprop_frames.unlearn`.
 
-        return unlearn_estimator(self, source=source, rows=rows, samples=samples, method=method, **kwargs)
+        With ``rebuild=fn`` (``fn()`` returns ``(X, y)`` as built for ``fit``), the feature pipeline is
+        re-run without the rows and the model corrected to the rebuilt table
+        (:mod:`traceprop_frames.unlearn.rebuild`): statistics that read the rows are recomputed too.
+        """
+        if rebuild is not None:
+            from traceprop_frames.unlearn.rebuild import unlearn_with_rebuild
+
+            if samples is not None or method is not None:
+                from traceprop_frames.errors import UnlearningError
+
+                raise UnlearningError("rebuild= chooses its own method and erases source rows, not samples=")
+            return unlearn_with_rebuild(self, source, rows, rebuild=rebuild, **kwargs)
+        from traceprop_frames.unlearn import unlearn_estimator
+        from traceprop_frames.unlearn.rebuild import note_erased_rows
+
+        cert = unlearn_estimator(self, source=source, rows=rows, samples=samples, method=method, **kwargs)
+        note_erased_rows(self, cert.body)  # a later rebuild= re-run leaves these rows out too
+        return cert
 
 
 def _member_subset(sample_weight: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
+import numpy as np
 import pandas as pd
 
 from traceprop_frames.errors import SourceFormatError, SourceMissingError, UnsupportedOperationError
 from traceprop_frames.frames.carrier import LID, attach
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage
+from traceprop_frames.lineage.erasure_scope import rows_to_skip
 
 # Arguments that change which file records become frame rows: row numbers could not be trusted.
 _CSV_REJECT = ("skiprows", "skipfooter", "chunksize", "iterator", "index_col", "header", "comment")
@@ -22,6 +24,13 @@ def _schema(df: pd.DataFrame) -> dict[str, str]:
 def _start(df: pd.DataFrame, path: str, fmt: str, params: dict) -> pd.DataFrame:
     src = REGISTRY.register_file(path, fmt, len(df), schema=_schema(df))
     node = OpNode(f"read_{fmt}", {"path": src.path, "sha256": src.sha256, **params})
+    skip = rows_to_skip(src.abspath, src.sha256)  # an erasure re-running the pipeline (lineage/erasure_scope)
+    if skip is not None and skip.size:
+        mask = np.ones(len(df), dtype=bool)
+        mask[skip[skip < len(df)]] = False
+        keep = np.flatnonzero(mask)
+        node = OpNode(f"read_{fmt}", {**node.params, "rows_skipped": int(len(df) - len(keep))})
+        return attach(df.iloc[keep].reset_index(drop=True), RowLineage.identity(src, node).take(keep))
     return attach(df, RowLineage.identity(src, node))
 
 

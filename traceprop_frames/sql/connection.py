@@ -24,6 +24,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step
 from traceprop_frames.lineage.persist import to_arrow
+from traceprop_frames.sql.erasure_scan import scan_filter
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
     MAX_WITNESSES,
@@ -150,7 +151,10 @@ class TracedConnection:
         src = REGISTRY.register_file(p, "csv", n, schema=schema)
         with self._transaction():  # the table, its row ids and its source record: all or none
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
-            self.raw.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT *, {base} + rowid AS {RID} FROM {stage}")
+            self.raw.execute(
+                f"CREATE OR REPLACE TABLE {q} AS SELECT *, {base} + rowid AS {RID} FROM {stage}"
+                + scan_filter(src, "rowid")  # an erasure's pipeline re-run drops the erased rows here
+            )
             self.raw.execute(f"DROP TABLE {stage}")
         self._source_loaded(name, src, "read_csv")
         return self
@@ -166,6 +170,7 @@ class TracedConnection:
                 f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * EXCLUDE (file_row_number), "
                 f"CAST({base} + file_row_number AS BIGINT) AS {RID} "
                 f"FROM read_parquet({_literal(p)}, file_row_number = true)"
+                + scan_filter(src, "file_row_number")
             )
         self._source_loaded(name, src, "read_parquet")
 

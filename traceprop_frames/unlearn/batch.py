@@ -217,7 +217,7 @@ class _Bodies:
         self.own = own
         self.source_rows = [{}] * len(n_new)
         if lineage is not None and fresh.size:
-            grouped = lineage.sources_grouped(fresh, n_new)
+            grouped = lineage.sources_grouped(fresh, n_new, direct=True)  # statistics: shared_statistics
             self.source_rows = [{k: v.tolist() for k, v in g.items()} for g in grouped]
         lineage_section = {"erase_op": None, "ops": []}
         if new_lineage is not lineage:

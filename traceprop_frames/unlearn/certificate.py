@@ -352,7 +352,9 @@ class Certificate:
         if ev["holdout"]:
             h = ev["holdout"]
             out.append(("holdout accuracy", f"{h['accuracy_before']:.4f} → {h['accuracy_after']:.4f}"))
-        return out
+        from traceprop_frames.unlearn.shared_effects import summary_lines
+
+        return out + summary_lines(b)
 
     def __repr__(self) -> str:
         fs = self.body["forget_set"]

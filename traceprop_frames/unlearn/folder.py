@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from traceprop_frames._durable import Journal
+from traceprop_frames.errors import UnlearningError
 from traceprop_frames.unlearn import datafiles, ledger
 from traceprop_frames.unlearn.bundle import (
     _commit,
@@ -32,9 +33,27 @@ def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = Fal
     lineage, the gradient store's ``removed`` marks and the certificate (appended to the ledger) are
     committed together. ``dry_run``: the certificate is returned, nothing on disk changes.
     """
-    return _erase(
-        folder, timeout, dry_run, lambda est, link: [unlearn_estimator(est, chain=link, **request)]
-    )[0]
+    if request.get("rebuild") is not None:  # the pipeline re-run (unlearn/rebuild.py)
+        from traceprop_frames.unlearn.rebuild import unlearn_with_rebuild
+
+        fn = request.pop("rebuild")
+        if request.pop("method", None) is not None:
+            raise UnlearningError("rebuild= chooses its own method: leave method unset")
+        return _erase(
+            folder,
+            timeout,
+            dry_run,
+            lambda est, link: [unlearn_with_rebuild(est, rebuild=fn, chain=link, **request)],
+        )[0]
+
+    def plain(est, link):
+        from traceprop_frames.unlearn.rebuild import note_erased_rows
+
+        cert = unlearn_estimator(est, chain=link, **request)
+        note_erased_rows(est, cert.body)  # a later --rebuild leaves these rows out too
+        return [cert]
+
+    return _erase(folder, timeout, dry_run, plain)[0]
 
 
 def erase_requests_in_folder(folder, requests, *, timeout: float | None = None, dry_run: bool = False,

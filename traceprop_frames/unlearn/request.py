@@ -188,7 +188,8 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
     forget = result.forget
     source_rows = {}
     if lineage is not None and forget.size:
-        source_rows = {k: v.tolist() for k, v in lineage.sources(rows=forget).items()}
+        # the rows the samples carry; statistics they also read are listed in ``shared_statistics``
+        source_rows = {k: v.tolist() for k, v in lineage.sources(rows=forget, direct=True).items()}
     convex = is_convex(est)
     ball = (result.params or {}).get("bound_terms", {}).get("ball_radius")
     if result.certified_bound is not None and ball is not None:
@@ -251,6 +252,10 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
     note = store_statement(getattr(est, "store_", None), int(forget.size))
     if note:
         body["not_guaranteed"].append(note)
+    if forget.size:
+        from traceprop_frames.unlearn.shared_effects import attach_section
+
+        attach_section(body, lineage, request_sources, forget)
     return body
 
 

@@ -1,0 +1,131 @@
+"""Old training samples → rows of the table a pipeline re-run rebuilt, through lineage.
+
+A sample is identified by its *direct* source rows (the rows whose values it carries; shared statistics
+are not identity). After a re-run that skipped the erased rows, old sample ``i`` is the rebuilt row
+whose direct rows are ``i``'s minus the erased ones; an old sample left with no rebuilt row *vanished*
+(all its rows erased, or a filter now drops it), a rebuilt row no old sample maps to is *new*. Equal
+keys (a row duplicated by the pipeline) pair up in order. The key is a 64-bit hash of the row's id set
+(its size mixed in), all vectorised; every pair is then checked element by element, so a hash
+collision can never pair two different samples (it only unpairs them: vanished + new, the same table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from traceprop_frames.lineage.context import segments_flat
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+@dataclass
+class SampleMap:
+    """``new_of_old[i]``: the rebuilt row of old sample ``i`` (-1: vanished); ``new_rows``: rebuilt rows
+    no old sample maps to (sorted)."""
+
+    new_of_old: np.ndarray
+    new_rows: np.ndarray
+
+    @property
+    def vanished(self) -> np.ndarray:
+        return np.flatnonzero(self.new_of_old < 0)
+
+    @property
+    def matched(self) -> np.ndarray:
+        return np.flatnonzero(self.new_of_old >= 0)
+
+
+def _mix(x: np.ndarray, mult: np.uint64) -> np.ndarray:
+    z = (x.astype(np.uint64) + mult) * mult
+    z ^= z >> np.uint64(29)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    return z ^ (z >> np.uint64(32))
+
+
+def _distinct(offsets: np.ndarray, ids: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row of each entry, id) with duplicates within a row and the ids in ``drop`` removed, sorted."""
+    row = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    keep = ~np.isin(ids, drop) if drop.size else np.ones(len(ids), dtype=bool)
+    row, ids = row[keep], ids[keep]
+    if not np.any((row[1:] == row[:-1]) & (ids[1:] <= ids[:-1])):  # already sorted and distinct per row
+        return row, ids
+    order = np.lexsort((ids, row))
+    row, ids = row[order], ids[order]
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = (row[1:] != row[:-1]) | (ids[1:] != ids[:-1])
+    return row[first], ids[first]
+
+
+def _keys(n: int, row: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: a 64-bit hash of its id set (order-free: a sum of mixed ids) and the set's size.
+
+    ``row`` is sorted (from :func:`_distinct`), so the sums are segment sums of one cumulative sum.
+    """
+    size = np.bincount(row, minlength=n)
+    ends = np.cumsum(size)
+    with np.errstate(over="ignore"):
+        cum = np.concatenate([np.zeros(1, np.uint64), np.cumsum(_mix(ids, _M1), dtype=np.uint64)])
+        h = cum[ends] - cum[ends - size]
+        h = _mix(h ^ (size.astype(np.uint64) * _M2), _M2)
+    return h, size
+
+
+def _rank_sorted(sc: np.ndarray) -> np.ndarray:
+    """Occurrence number of each element of a sorted array among its equals (0, 1, ...)."""
+    if not len(sc):
+        return np.zeros(0, dtype=np.int64)
+    start = np.r_[0, np.flatnonzero(sc[1:] != sc[:-1]) + 1]
+    return np.arange(len(sc)) - np.repeat(start, np.diff(np.r_[start, len(sc)]))
+
+
+def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
+    """Map old samples to rebuilt rows by their direct source rows minus ``erased`` (global row ids).
+
+    Examples
+    --------
+    >>> from traceprop_frames.lineage.rowsets import RowLineage
+    >>> old = RowLineage(np.array([0, 1, 3, 4]), np.array([10, 11, 12, 13]))
+    >>> new = RowLineage(np.array([0, 1, 2]), np.array([11, 10]))  # 13 erased; 12 erased from row 1
+    >>> m = match_samples(old, new, np.array([12, 13]))
+    >>> m.new_of_old.tolist(), m.new_rows.tolist()
+    ([1, 0, -1], [])
+    """
+    erased = np.unique(np.asarray(erased, dtype=np.int64))
+    n_old, n_new = len(old_lineage), len(new_lineage)
+    ro, io = _distinct(old_lineage.offsets, old_lineage.ids, erased)
+    rn, inew = _distinct(new_lineage.offsets, new_lineage.ids, np.zeros(0, np.int64))
+    (ko, so), (kn, _) = _keys(n_old, ro, io), _keys(n_new, rn, inew)
+    oo, on = np.argsort(ko, kind="stable"), np.argsort(kn, kind="stable")
+    ko_s, kn_s = ko[oo], kn[on]
+    # the r-th new row with key k pairs with the r-th old sample with key k (sorted, stable: in order)
+    cand = np.searchsorted(ko_s, kn_s, side="left") + _rank_sorted(kn_s)
+    ok = cand < n_old
+    ok[ok] = ko_s[cand[ok]] == kn_s[ok]
+    at_o, at_n = oo[cand[ok]], on[ok]
+    new_of_old = np.full(n_old, -1, dtype=np.int64)
+    live = so[at_o] > 0  # an old sample with nothing left is never matched (vanished)
+    new_of_old[at_o[live]] = at_n[live]
+    _check_pairs(new_of_old, ro, io, rn, inew)
+    taken = np.zeros(n_new, dtype=bool)
+    taken[new_of_old[new_of_old >= 0]] = True
+    new_rows = np.flatnonzero(~taken)
+    return SampleMap(new_of_old, new_rows)
+
+
+def _check_pairs(new_of_old, ro, io, rn, inew) -> None:
+    """Unpair any (old, new) whose id sets differ (a hash collision): they count as vanished + new."""
+    olds = np.flatnonzero(new_of_old >= 0)
+    if not olds.size:
+        return
+    news = new_of_old[olds]
+    so, eo = np.searchsorted(ro, olds), np.searchsorted(ro, olds + 1)
+    sn, en = np.searchsorted(rn, news), np.searchsorted(rn, news + 1)
+    differ = (eo - so) != (en - sn)  # sizes are part of the key: never true, checked anyway
+    same = ~differ
+    a, b = io[segments_flat(so[same], eo[same])], inew[segments_flat(sn[same], en[same])]
+    pair = np.repeat(np.flatnonzero(same), (eo - so)[same])
+    differ[np.unique(pair[a != b])] = True
+    new_of_old[olds[differ]] = -1
