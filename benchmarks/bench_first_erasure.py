@@ -1,6 +1,6 @@
 """The first erasure in a fresh process (what every ``traceprop erase`` is) against a fit.
 
-    .venv/bin/python benchmarks/bench_first_erasure.py [--n 200000] [--d 100] [--runs 5] [--k 10]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_first_erasure.py [--n 200000] [--d 100] [--runs 5] [--k 10]
         [--threads 1]
 
 Each run is a new Python process that imports the library and the estimators (both needed to fit, so
