@@ -16,6 +16,7 @@ import pytest
         "traceprop_frames.unlearn.batch",
         "traceprop_frames.estimators.newton",
         "traceprop_frames.unlearn.ledger",
+        "traceprop_frames.unlearn.refresh",
         "traceprop_frames._durable",
     ],
 )

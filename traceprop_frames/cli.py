@@ -1,4 +1,5 @@
-"""The ``traceprop`` command: ``demo``, ``trace``, ``erase``, ``verify``, ``recover`` and ``keygen``.
+"""The ``traceprop`` command: ``demo``, ``trace``, ``erase``, ``verify``, ``refresh``, ``recover`` and
+``keygen``.
 
 Run ``traceprop COMMAND --help`` for each command's options.
 """
@@ -20,6 +21,7 @@ EXAMPLES = """examples:
       --out-dir certificates/
   traceprop verify erasure.json --public-key demo_output/keys/signing_key.pub.pem
   traceprop verify demo_output/model --public-key demo_output/keys/signing_key.pub.pem
+  traceprop refresh demo_output/model
   traceprop recover demo_output/model
 """
 
@@ -116,6 +118,18 @@ def _parser() -> argparse.ArgumentParser:
         "commit point) or back (before it), so the folder holds exactly the state before or after.",
     )
     r.add_argument("model", help="model folder")
+
+    f = sub.add_parser(
+        "refresh",
+        help="refill a model's gradient store without the samples erased so far",
+        description="Retrain the ensemble members and recompute every checkpoint's gradients of MODEL's "
+        "gradient store without the erased samples, so the store no longer carries their influence "
+        "(`traceprop verify MODEL` reports a store that still does).",
+    )
+    f.add_argument("model", help="model folder")
+    f.add_argument(
+        "--wait", type=float, default=None, metavar="SECONDS", help="how long to wait for the lock"
+    )
 
     k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
     k.add_argument("--out", default=".", help="folder for signing_key.pem and signing_key.pub.pem")
@@ -233,8 +247,11 @@ def _verify_folder(args) -> int:
         print(f"INVALID: {e}", file=sys.stderr)
         return 1
     data = f"; its {n_data} training data file(s) match bundle.json" if n_data else ""
+    store = _store_report(args.certificate)
     if not certs:
         print(f"OK: {args.certificate} has no erasures recorded in its ledger{data}")
+        if store:
+            print(store)
         return 0
     print(
         f"OK: {args.certificate}: {len(certs)} erasure certificate(s), chain intact, model on disk matches{data}"
@@ -243,6 +260,38 @@ def _verify_folder(args) -> int:
         fs = c.body["forget_set"]
         print(f"  {c.body['chain']['sequence']:>4}  {c.id[:12]}  {c.body['created_at']}  {c.status:>7}  "
               f"{fs['count']} sample(s)  {c.body['model']['fingerprint_after'][:12]}")  # fmt: skip
+    if store:
+        print(store)
+    return 0
+
+
+def _store_report(folder) -> str | None:
+    """One line on the model folder's gradient store: does it still carry erased samples' influence?"""
+    from traceprop_frames.unlearn.bundle import read_meta
+
+    path = read_meta(Path(folder)).get("store")
+    if not path or not Path(path).exists():
+        return None
+    from traceprop_frames.attribution import GradientStore
+    from traceprop_frames.unlearn.refresh import erased_influence
+
+    held = erased_influence(GradientStore.open(path, mode="r"))
+    if held:
+        return (
+            f"WARNING: the gradient store {path} still carries the influence of {held} erased sample(s) "
+            f"(its checkpoints were computed before their erasure): run `traceprop refresh {folder}`"
+        )
+    return f"the gradient store {path} carries no erased sample's influence"
+
+
+def cmd_refresh(args) -> int:
+    from traceprop_frames.unlearn.folder import refresh_in_folder
+
+    info = refresh_in_folder(args.model, timeout=args.wait)
+    print(
+        f"{args.model}: gradient store refilled without the erased samples ({info['erased']} erased "
+        f"sample(s) no longer carried; {info['checkpoints']} checkpoint(s), {info['seconds']:.1f} s)"
+    )
     return 0
 
 
@@ -293,6 +342,7 @@ def main(argv=None) -> int:
         "verify": cmd_verify,
         "keygen": cmd_keygen,
         "recover": cmd_recover,
+        "refresh": cmd_refresh,
     }
     try:
         return handler[args.command](args)

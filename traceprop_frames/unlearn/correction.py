@@ -527,7 +527,7 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
 @lineage_step("erase")
 def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str | None = None,
                       holdout=None, key=None, regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), chain=None,
-                      **params):  # fmt: skip
+                      refresh: bool = False, **params):  # fmt: skip
     """Erase source rows (or training samples) from a fitted estimator in place; returns a signed Certificate.
 
     This is the body of ``est.unlearn(...)``.
@@ -553,25 +553,33 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
     chain : dict, optional
         The certificate's link in the model folder's erasure ledger (:func:`.ledger.next_link`); default:
         the link after the last certificate this estimator issued (``est.ledger_head_``), or entry 1.
+    refresh : bool
+        Also refill the gradient store without the erased samples (retrain its ensemble members,
+        recompute every checkpoint's gradients; :mod:`.refresh`) before signing; the certificate records
+        it (``store.refreshed``). Costs about a fit per ensemble member.
     **params
         Method parameters (``tol``, ``max_iter``; ``steps``, ``eta``).
 
     Returns
     -------
     Certificate
-        ``status="no-op"`` when every requested sample had been erased before (nothing changes).
+        ``status="no-op"`` when every requested sample had been erased before (nothing changes but,
+        with ``refresh``, the store).
 
     Raises
     ------
     UnknownSourceError, UnknownRowError
         The request names a source or rows the training data does not come from (nothing changes).
     UnlearningError
-        Unfitted model, no request, unknown method or parameter.
+        Unfitted model, no request, unknown method or parameter; ``refresh`` without a gradient store.
     """
     from traceprop_frames.unlearn.certificate import Certificate
     from traceprop_frames.unlearn.ledger import link_of
+    from traceprop_frames.unlearn.refresh import has_store, refill
 
     check_fitted(est)
+    if refresh and not has_store(est):
+        raise UnlearningError(f"refresh=True, but {type(est).__name__} keeps no gradient store to refresh")
     lineage = getattr(est, "lineage_", None)
     parts, request_sources = [], []
     if source is not None:
@@ -585,13 +593,14 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
         raise UnlearningError("nothing to erase: pass source= and rows=, or samples=")
     forget = np.unique(np.concatenate(parts))
     after, w_after, result = run_unlearning(est, forget, method, holdout=holdout, **params)
+    new_store = refill(est, after, w_after)[0] if refresh else None
     log = list(getattr(est, "erasures_", []))
     done = set(result.already_removed.tolist())
     previous = [e["certificate_id"] for e in log if done & set(e["samples"])]
     body = certificate_body(
         est, result, lineage=lineage, request_sources=request_sources,
         samples=None if samples is None else np.unique(samples).tolist(), regulations=regulations,
-        previous=previous,
+        previous=previous, store_refreshed=new_store is not None,
     )  # fmt: skip
     body["chain"] = dict(
         chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None}
@@ -599,6 +608,8 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
     new_lineage = _record_erasure(est, lineage, body)
     cert = Certificate.sign(body, key)
     est.ledger_head_ = link_of(cert)
+    if new_store is not None:
+        est.store_ = new_store
     if result.forget.size:
         _adopt(est, after, w_after, result, new_lineage)
         log.append({"certificate_id": cert.id, "samples": result.forget.tolist()})

@@ -111,3 +111,22 @@ def _erase(folder, timeout, dry_run, run) -> list:
         _commit(folder, targets, stage)
         datafiles.prune(folder, data[0])
     return certs
+
+
+def refresh_in_folder(folder, *, timeout: float | None = None) -> dict:
+    """Refill the gradient store of the model saved in ``folder`` without the samples erased so far.
+
+    Under the folder's lock; the store (on disk, named in ``bundle.json``) commits a new generation with
+    one atomic manifest write, so a crash leaves the old store or the new one. Returns
+    :func:`.refresh.refresh_store`'s summary. Raises :class:`ModelFolderError` when the model keeps no
+    on-disk store.
+    """
+    from traceprop_frames.errors import ModelFolderError
+    from traceprop_frames.unlearn.refresh import refresh_store
+
+    folder = Path(folder)
+    with locked(folder, timeout):
+        est = final_estimator(load_model(folder))
+        if est.store_ is None or est.store_.path is None:
+            raise ModelFolderError(f"{folder}: the model keeps no gradient store on disk: nothing to refresh")
+        return refresh_store(est)

@@ -183,8 +183,10 @@ def _contains(sorted_unique: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def certificate_body(est, result, *, lineage=None, request_sources=(), samples=None,
-                     regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=()) -> dict:  # fmt: skip
-    """The certificate record of one unlearning run (unsigned)."""
+                     regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=(),
+                     store_refreshed: bool = False) -> dict:  # fmt: skip
+    """The certificate record of one unlearning run (unsigned); ``store_refreshed``: the gradient store
+    was refilled without the erased samples before signing (:mod:`.refresh`)."""
     forget = result.forget
     source_rows = {}
     if lineage is not None and forget.size:
@@ -248,7 +250,12 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
         lineage={"erase_op": None, "ops": []},
         previous_certificates=list(previous),
     )
-    note = store_statement(getattr(est, "store_", None), int(forget.size))
+    from traceprop_frames.unlearn.refresh import store_section
+
+    section = store_section(est, store_refreshed)
+    if section is not None:
+        body["store"] = section
+    note = None if store_refreshed else store_statement(getattr(est, "store_", None), int(forget.size))
     if note:
         body["not_guaranteed"].append(note)
     return body
@@ -268,8 +275,9 @@ def store_statement(store, n_forgotten: int) -> str | None:
         f"The gradient store's {n_ckpt} checkpoint(s) (ensemble members included) were saved during "
         "training, before this erasure: the erased samples' gradients are marked removed and are never "
         "returned by influence, but those checkpoints' parameters and the other samples' stored gradients "
-        "were computed by models trained with the erased samples. To remove that too, refit the estimator "
-        "on the remaining data (a new store) and delete the old store folder."
+        "were computed by models trained with the erased samples. To remove that too, refresh the store "
+        "(est.unlearn(..., refresh=True), traceprop_frames.unlearn.refresh.refresh_store(est), or "
+        "`traceprop refresh MODEL`)."
     )
 
 
