@@ -17,6 +17,7 @@ import pytest
         "traceprop_frames.estimators.newton",
         "traceprop_frames.unlearn.ledger",
         "traceprop_frames.unlearn.refresh",
+        "traceprop_frames.unlearn.bundle",
         "traceprop_frames._durable",
     ],
 )

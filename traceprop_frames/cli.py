@@ -143,9 +143,11 @@ def _lineage_of(target: str):
 
     p = Path(target)
     if p.is_dir():
-        from traceprop_frames.unlearn.bundle import load_lineage
+        from traceprop_frames.unlearn.bundle import ModelFolder
 
-        lineage = load_lineage(p)  # never unpickles model.pkl: safe on a folder someone sent you
+        lineage = ModelFolder.open(
+            p
+        ).lineage()  # never unpickles model.pkl: safe on a folder someone sent you
         if lineage is None:
             raise SystemExit(f"traceprop: {target}: the model was trained without lineage")
         return lineage
@@ -238,11 +240,11 @@ def cmd_verify(args) -> int:
 def _verify_folder(args) -> int:
     from traceprop_frames.errors import CertificateError, ModelFolderError
     from traceprop_frames.unlearn import ledger
-    from traceprop_frames.unlearn.bundle import verify_data
+    from traceprop_frames.unlearn.bundle import ModelFolder
 
     try:
         certs = ledger.verify_chain(args.certificate, args.public_key)
-        n_data = verify_data(args.certificate)  # sha256 of data/*.npy; nothing is unpickled
+        n_data = ModelFolder(args.certificate).verify_data()  # sha256 of data/*.npy; nothing is unpickled
     except (CertificateError, ModelFolderError) as e:
         print(f"INVALID: {e}", file=sys.stderr)
         return 1
@@ -267,9 +269,9 @@ def _verify_folder(args) -> int:
 
 def _store_report(folder) -> str | None:
     """One line on the model folder's gradient store: does it still carry erased samples' influence?"""
-    from traceprop_frames.unlearn.bundle import read_meta
+    from traceprop_frames.unlearn.bundle import ModelFolder
 
-    path = read_meta(Path(folder)).get("store")
+    path = ModelFolder(folder).meta().get("store")
     if not path or not Path(path).exists():
         return None
     from traceprop_frames.attribution import GradientStore
@@ -296,11 +298,11 @@ def cmd_refresh(args) -> int:
 
 
 def cmd_recover(args) -> int:
-    from traceprop_frames.unlearn.bundle import recover
+    from traceprop_frames.unlearn.bundle import ModelFolder
 
     if not Path(args.model).is_dir():
         raise SystemExit(f"traceprop recover: {args.model} is not a folder")
-    outcome = recover(args.model)
+    outcome = ModelFolder(args.model).recover()
     print(f"{args.model}: " + {
         "clean": "nothing to recover (no interrupted write)",
         "rolled back": "an interrupted write was rolled back: the folder is as before it",
