@@ -34,7 +34,17 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo(sub)
+    _add_trace(sub)
+    _add_erase(sub)
+    _add_verify(sub)
+    _add_recover(sub)
+    _add_refresh(sub)
+    _add_keygen(sub)
+    return p
 
+
+def _add_demo(sub) -> None:
     d = sub.add_parser(
         "demo",
         help="end-to-end credit-risk demo: data, ETL with lineage, training, explanation, erasure, report",
@@ -48,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--k", type=int, default=1024, help="gradient store projection dimension (default 1024)")
     d.add_argument("--no-sql", action="store_true", help="skip the SQL half of the ETL")
 
+
+def _add_trace(sub) -> None:
     t = sub.add_parser(
         "trace",
         help="source rows behind training samples / rows, or the samples behind source rows",
@@ -59,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--source", help="source file path (forward query, with --rows)")
     t.add_argument("--rows", type=int, nargs="+", help="0-based data rows of --source")
 
+
+def _add_erase(sub) -> None:
     e = sub.add_parser(
         "erase",
         help="erase source rows from a saved model and write a signed certificate",
@@ -100,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         help="write the certificate but change neither the model nor its store",
     )
 
+
+def _add_verify(sub) -> None:
     v = sub.add_parser(
         "verify",
         help="check a certificate, or a model folder's whole erasure ledger",
@@ -111,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("certificate", metavar="TARGET", help="certificate JSON file or model folder")
     v.add_argument("--public-key", required=True, help="issuer's Ed25519 public key (PEM)")
 
+
+def _add_recover(sub) -> None:
     r = sub.add_parser(
         "recover",
         help="finish or undo an erasure a crash interrupted",
@@ -119,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("model", help="model folder")
 
+
+def _add_refresh(sub) -> None:
     f = sub.add_parser(
         "refresh",
         help="refill a model's gradient store without the samples erased so far",
@@ -131,10 +151,11 @@ def _parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=None, metavar="SECONDS", help="how long to wait for the lock"
     )
 
+
+def _add_keygen(sub) -> None:
     k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
     k.add_argument("--out", default=".", help="folder for signing_key.pem and signing_key.pub.pem")
     k.add_argument("--force", action="store_true", help="overwrite existing keys")
-    return p
 
 
 # ---------------------------------------------------------------------------- commands
