@@ -32,7 +32,7 @@ def limit_for(rel: str) -> int:
 def functions(root: Path = PACKAGE, docstrings: bool = False):
     """``(relative path, qualified name, first line, length)`` of every function and method."""
     for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(ROOT).as_posix()
+        rel = path.relative_to(root.parent).as_posix()
         if rel in GENERATED:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
@@ -43,7 +43,11 @@ def length(fn: ast.FunctionDef | ast.AsyncFunctionDef, docstrings: bool = False)
     """Lines from ``def`` to the end of the body, less the docstring's unless ``docstrings``."""
     n = fn.end_lineno - fn.lineno + 1
     first = fn.body[0]
-    if not docstrings and isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant):
+    if (
+        not docstrings
+        and isinstance(first, ast.Expr)
+        and isinstance(getattr(first, "value", None), ast.Constant)
+    ):
         if isinstance(first.value.value, str):
             n -= first.end_lineno - first.lineno + 1
     return n
