@@ -92,7 +92,11 @@ def test_verify_reports_a_store_with_erased_influence_and_refresh_closes_it(tmp_
     key = generate_key()
     save_private_key(key, tmp_path / "k.pem")
     save_public_key(key, tmp_path / "k.pub.pem")
-    erase_in_folder(folder, samples=FORGET, key=key)
+    with pytest.raises(UnlearningError, match="traceprop refresh"):
+        erase_in_folder(folder, samples=FORGET, key=key, refresh=True)
+    cert = erase_in_folder(folder, samples=FORGET, key=key)
+    assert cert.body["store"] == {"refreshed": False, "checkpoints": 1}  # a folder erasure sees the store
+    assert any("refresh the store" in s for s in cert.body["not_guaranteed"])
     assert main(["verify", str(folder), "--public-key", str(tmp_path / "k.pub.pem")]) == 0
     out = capsys.readouterr().out
     assert f"still carries the influence of {len(FORGET)} erased sample(s)" in out

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from traceprop_frames.errors import UnlearningError
 from traceprop_frames.unlearn import ledger
 from traceprop_frames.unlearn.bundle import ModelFolder, final_estimator
 from traceprop_frames.unlearn.correction import unlearn_estimator
@@ -19,11 +20,17 @@ def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = Fal
     """Erase from the model saved in ``folder`` and record it, as one crash-safe commit; returns the Certificate.
 
     ``request``: the arguments of :func:`~traceprop_frames.unlearn.unlearn_estimator` (``source``,
-    ``rows``, ``samples``, ``method``, ``key``, ``regulations``...). Under the folder's lock (a second
+    ``rows``, ``samples``, ``method``, ``key``, ``regulations``...; not ``refresh``: refresh the store
+    afterwards with :func:`refresh_in_folder`). Under the folder's lock (a second
     process waits up to ``timeout`` seconds, then gets :class:`FolderLockedError`), the new parameters and
     lineage, the gradient store's ``removed`` marks and the certificate (appended to the ledger) are
     committed together. ``dry_run``: the certificate is returned, nothing on disk changes.
     """
+    if request.get("refresh"):
+        raise UnlearningError(
+            "refresh=True is not part of a folder erasure: erase, then refresh the store with "
+            "refresh_in_folder(folder) (`traceprop refresh MODEL`)"
+        )
     return _erase(
         folder, timeout, dry_run, lambda est, link: [unlearn_estimator(est, chain=link, **request)]
     )[0]
@@ -76,7 +83,8 @@ def _erase(folder, timeout, dry_run, run) -> list:
         model = folder.load()
         est = final_estimator(model)
         store = est.store_
-        est.store_ = None  # the store's marks are staged below, not written directly
+        if store is not None:  # the certificates see the store; its marks are staged below, not written
+            est.store_ = _StagedStore(store)
         try:
             certs = run(est, ledger.next_link(folder.path))
         finally:
@@ -84,6 +92,21 @@ def _erase(folder, timeout, dry_run, run) -> list:
         if not dry_run:
             folder.commit(model, _ledger_and_store_files(folder.path, certs, store))
     return certs
+
+
+class _StagedStore:
+    """The folder's gradient store as an erasure committed through the folder's journal sees it: every
+    read passes through (the certificate's ``store`` section and note), but ``mark_removed`` only marks
+    in memory: the manifest is staged with the rest of the erasure."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def mark_removed(self, indices, persist: bool = True) -> None:
+        self._store.mark_removed(indices, persist=False)
 
 
 def _ledger_and_store_files(folder: Path, certs: list, store) -> dict:
