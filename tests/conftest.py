@@ -7,6 +7,11 @@ searching for new failures — ``make test-fresh`` runs it from fresh clones wit
 ``--hypothesis-seed`` values. Select with ``--hypothesis-profile=dev`` or ``HYPOTHESIS_PROFILE=dev``.
 Tests that run a whole pipeline per example keep a smaller explicit ``max_examples``.
 
+A private home: before anything is imported, ``HOME``, the XDG folders and ``TRACEPROP_SIGNING_KEY`` point
+into a temporary folder (subprocesses inherit it), so no test creates ``~/.config/traceprop/signing_key.pem``
+or anything else in the user's home. An audit hook records every write (open for writing, mkdir, rename,
+remove) under the real home outside this checkout; the run fails at the end if there was one.
+
 ``spark``: one local[2] SparkSession for the whole test run (start-up is slow); skipped, saying why,
 when pyspark or Java is missing.
 """
@@ -15,9 +20,26 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+from _home_guard import HomeWriteGuard
 from hypothesis import HealthCheck, settings
+
+REAL_HOME = Path.home().resolve()
+_PRIVATE_HOME = Path(tempfile.mkdtemp(prefix="traceprop-test-home-"))
+for _var, _sub in (
+    ("XDG_CONFIG_HOME", ".config"),
+    ("XDG_CACHE_HOME", ".cache"),
+    ("XDG_DATA_HOME", ".local/share"),
+):
+    os.environ[_var] = str(_PRIVATE_HOME / _sub)
+os.environ["HOME"] = str(_PRIVATE_HOME)
+os.environ["TRACEPROP_SIGNING_KEY"] = str(_PRIVATE_HOME / "keys" / "signing_key.pem")
+HOME_GUARD = HomeWriteGuard(REAL_HOME, allowed=[Path(__file__).resolve().parents[1], _PRIVATE_HOME])
+sys.addaudithook(HOME_GUARD)  # cannot be removed; it only records, and the run's end reports
 
 _COMMON = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("ci", derandomize=True, max_examples=150, print_blob=True, **_COMMON)
@@ -27,6 +49,14 @@ settings.register_profile("dev", derandomize=False, max_examples=750, print_blob
 def pytest_configure(config):
     if config.getoption("hypothesis_profile", default=None) is None:  # the command line wins
         settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_PRIVATE_HOME, ignore_errors=True)
+    if HOME_GUARD.writes:
+        listed = "\n  ".join(f"{event}: {path}" for event, path in HOME_GUARD.writes[:20])
+        sys.stderr.write(f"\nthe test run wrote into the real home {REAL_HOME}:\n  {listed}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

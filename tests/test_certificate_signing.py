@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -145,13 +149,14 @@ def test_schema_is_shipped_and_canonical_form(signed):
 
 
 def test_compiled_validator_agrees_with_jsonschema_on_every_mutation(signed):
-    """Certificates are validated by the schema compiled to code (fastjsonschema); the reference is the
-    interpreting ``jsonschema`` validator: both must accept and reject exactly the same documents."""
+    """Certificates are validated by the schema compiled ahead of time to code (fastjsonschema); the
+    reference is the interpreting ``jsonschema`` validator: both must accept and reject exactly the same
+    documents."""
     import copy
 
-    import fastjsonschema
     import jsonschema
 
+    from traceprop_frames.unlearn._certificate_validator import JsonSchemaValueException
     from traceprop_frames.unlearn.certificate import _validator
 
     doc = copy.deepcopy(signed[2].to_dict())
@@ -165,7 +170,7 @@ def test_compiled_validator_agrees_with_jsonschema_on_every_mutation(signed):
     def compiled_accepts(d) -> bool:
         try:
             _validator()(d)
-        except fastjsonschema.JsonSchemaValueException:
+        except JsonSchemaValueException:
             return False
         return True
 
@@ -206,3 +211,43 @@ _json_values = st.recursive(
 def test_file_text_is_byte_for_byte_json_dumps(value):
     # oracle: the standard library's encoder with the options the file form is defined by
     assert file_text(value) == json.dumps(value, sort_keys=True, indent=2, ensure_ascii=True) + "\n"
+
+
+def test_ed25519_pem_read_and_written_by_hand_match_cryptography(tmp_path):
+    """Keys in the two fixed Ed25519 PEM forms are read and written without cryptography's serialization
+    package (a fresh process's import cost); the reference is that package."""
+    from cryptography.hazmat.primitives import serialization
+
+    from traceprop_frames.unlearn.certificate import key_id, public_key_pem
+
+    for _ in range(20):
+        key = generate_key()
+        pub = key.public_key()
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        assert public_key_pem(key) == pub.public_bytes(serialization.Encoding.PEM, spki).decode()
+        raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        assert key_id(pub) == hashlib.sha256(raw).hexdigest()
+        pkcs8 = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        assert load_private_key(pkcs8).public_key() == pub
+        assert load_public_key(public_key_pem(key)) == pub
+        assert load_public_key(pkcs8) == pub  # a private key PEM names its public key
+    assert load_private_key(b"\n" + pkcs8.replace(b"\n", b"\r\n") + b"\n").public_key() == pub
+    enc = save_private_key(key, tmp_path / "enc.pem", password=b"pw")
+    assert load_private_key(enc, password=b"pw").public_key() == pub  # encrypted: the library's reader
+    with pytest.raises(CertificateError):
+        load_private_key(pkcs8.replace(b"PRIVATE KEY", b"PUBLIC KEY"))
+
+
+def test_signing_with_a_key_file_needs_no_serialization_import(tmp_path):
+    save_private_key(generate_key(), tmp_path / "k.pem")
+    code = (
+        "import sys\n"
+        "from traceprop_frames.unlearn.certificate import load_private_key, public_key_pem, key_id\n"
+        f"k = load_private_key({str(tmp_path / 'k.pem')!r}); public_key_pem(k); key_id(k)\n"
+        "print('cryptography.hazmat.primitives.serialization' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "False", out.stderr

@@ -301,3 +301,52 @@ def test_environment_variable_starts_an_emitter(tmp_path, monkeypatch):
     names = [(e["job"]["name"], e["eventType"]) for e in _read(path)]
     assert names == [("from_env", "START"), ("from_env.pandas.concat.1", "START"),
                      ("from_env.pandas.concat.1", "COMPLETE"), ("from_env", "COMPLETE")]  # fmt: skip
+
+
+def test_events_are_sent_off_the_step_and_flushed_in_order(tmp_path):
+    path = tmp_path / "events.jsonl"
+    df = tpf.track(pd.DataFrame({"k": [1, 1, 2], "v": [3, 4, 5]}), "orders")
+    em = tol.OpenLineageEmitter(_file_client(path), pipeline="async").start()
+    try:
+        df.tp.groupby("k").agg(total=("v", "sum"))
+        ended = pd.Timestamp.now(tz="UTC")
+        df.tp.merge(df, on="k")
+        em.flush()
+        events = _read(path)
+        names = [(e["job"]["name"], e["eventType"]) for e in events]
+        assert names == [("async", "START"), ("async.pandas.groupby.1", "START"),
+                         ("async.pandas.groupby.1", "COMPLETE"), ("async.pandas.merge.1", "START"),
+                         ("async.pandas.merge.1", "COMPLETE")]  # fmt: skip
+        assert pd.Timestamp(events[2]["eventTime"]) <= ended  # stamped when the step ended, not when sent
+        assert events[4]["inputs"][0]["name"] == "tracked/orders"
+    finally:
+        em.close()
+    assert [e["eventType"] for e in _read(path)][-1] == "COMPLETE" and em.n_events == 6
+
+
+def test_validation_is_a_debug_switch_and_its_errors_surface_as_warnings(tmp_path, monkeypatch):
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+
+    from traceprop_frames.errors import LineageEmitWarning
+
+    facet = facets.ErasureRunFacet(
+        certificateId="c", certificateSha256="not-a-hash", forgetSetSize=1, method="newton", status="erased"
+    )
+    bad = RunEvent(eventType=RunState.COMPLETE, eventTime="2024-01-01T00:00:00+00:00",
+                   run=Run(runId="01890f5c-7f3a-7a1e-8f00-000000000000", facets={"traceprop_erasure": facet}),
+                   job=Job(namespace="n", name="j"), producer=facets.PRODUCER)  # fmt: skip
+    monkeypatch.delenv(tol.ENV_VALIDATE, raising=False)
+    quiet = tol.OpenLineageEmitter(_file_client(tmp_path / "a.jsonl"))
+    assert quiet.validate is False
+    quiet._submit_send(bad)
+    quiet.flush()  # not validated: sent as it is
+    assert len(_read(tmp_path / "a.jsonl")) == 1
+    monkeypatch.setenv(tol.ENV_VALIDATE, "1")
+    checked = tol.OpenLineageEmitter(_file_client(tmp_path / "b.jsonl"))
+    assert checked.validate is True
+    checked._submit_send(bad)
+    with pytest.warns(LineageEmitWarning, match="certificateSha256"):
+        checked.flush()
+    assert not (tmp_path / "b.jsonl").exists() or _read(tmp_path / "b.jsonl") == []
+    quiet.close()
+    checked.close()

@@ -16,6 +16,8 @@ import pytest
         "traceprop_frames.unlearn.batch",
         "traceprop_frames.estimators.newton",
         "traceprop_frames.unlearn.ledger",
+        "traceprop_frames.unlearn.refresh",
+        "traceprop_frames.unlearn.bundle",
         "traceprop_frames._durable",
     ],
 )

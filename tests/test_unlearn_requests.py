@@ -83,7 +83,7 @@ def test_erase_bureau_rows_end_to_end(world):
     # the store's checkpoints saw the erased sample: the certificate says so and names the remedy
     store_note = [s for s in b["not_guaranteed"] if s.startswith("The gradient store's")]
     assert len(store_note) == 1 and f"{est.store_.n_checkpoints} checkpoint(s)" in store_note[0]
-    assert "refit the estimator" in store_note[0]
+    assert "refresh the store" in store_note[0]
     dist = float((flat(est.module_) - flat(ref)).norm())
     assert dist < 1e-5 and float((before - flat(ref)).norm()) > 10 * dist
     # in place: weights, store, lineage

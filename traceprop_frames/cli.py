@@ -1,4 +1,5 @@
-"""The ``traceprop`` command: ``demo``, ``trace``, ``erase``, ``verify``, ``recover`` and ``keygen``.
+"""The ``traceprop`` command: ``demo``, ``trace``, ``erase``, ``verify``, ``refresh``, ``recover`` and
+``keygen``.
 
 Run ``traceprop COMMAND --help`` for each command's options.
 """
@@ -20,6 +21,7 @@ EXAMPLES = """examples:
       --out-dir certificates/
   traceprop verify erasure.json --public-key demo_output/keys/signing_key.pub.pem
   traceprop verify demo_output/model --public-key demo_output/keys/signing_key.pub.pem
+  traceprop refresh demo_output/model
   traceprop recover demo_output/model
 """
 
@@ -32,7 +34,17 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo(sub)
+    _add_trace(sub)
+    _add_erase(sub)
+    _add_verify(sub)
+    _add_recover(sub)
+    _add_refresh(sub)
+    _add_keygen(sub)
+    return p
 
+
+def _add_demo(sub) -> None:
     d = sub.add_parser(
         "demo",
         help="end-to-end credit-risk demo: data, ETL with lineage, training, explanation, erasure, report",
@@ -46,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--k", type=int, default=1024, help="gradient store projection dimension (default 1024)")
     d.add_argument("--no-sql", action="store_true", help="skip the SQL half of the ETL")
 
+
+def _add_trace(sub) -> None:
     t = sub.add_parser(
         "trace",
         help="source rows behind training samples / rows, or the samples behind source rows",
@@ -57,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--source", help="source file path (forward query, with --rows)")
     t.add_argument("--rows", type=int, nargs="+", help="0-based data rows of --source")
 
+
+def _add_erase(sub) -> None:
     e = sub.add_parser(
         "erase",
         help="erase source rows from a saved model and write a signed certificate",
@@ -105,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
         help="write the certificate but change neither the model nor its store",
     )
 
+
+def _add_verify(sub) -> None:
     v = sub.add_parser(
         "verify",
         help="check a certificate, or a model folder's whole erasure ledger",
@@ -116,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("certificate", metavar="TARGET", help="certificate JSON file or model folder")
     v.add_argument("--public-key", required=True, help="issuer's Ed25519 public key (PEM)")
 
+
+def _add_recover(sub) -> None:
     r = sub.add_parser(
         "recover",
         help="finish or undo an erasure a crash interrupted",
@@ -124,10 +144,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("model", help="model folder")
 
+
+def _add_refresh(sub) -> None:
+    f = sub.add_parser(
+        "refresh",
+        help="refill a model's gradient store without the samples erased so far",
+        description="Retrain the ensemble members and recompute every checkpoint's gradients of MODEL's "
+        "gradient store without the erased samples, so the store no longer carries their influence "
+        "(`traceprop verify MODEL` reports a store that still does).",
+    )
+    f.add_argument("model", help="model folder")
+    f.add_argument(
+        "--wait", type=float, default=None, metavar="SECONDS", help="how long to wait for the lock"
+    )
+
+
+def _add_keygen(sub) -> None:
     k = sub.add_parser("keygen", help="create an Ed25519 signing key pair (PEM)")
     k.add_argument("--out", default=".", help="folder for signing_key.pem and signing_key.pub.pem")
     k.add_argument("--force", action="store_true", help="overwrite existing keys")
-    return p
 
 
 # ---------------------------------------------------------------------------- commands
@@ -136,9 +171,11 @@ def _lineage_of(target: str):
 
     p = Path(target)
     if p.is_dir():
-        from traceprop_frames.unlearn.bundle import load_lineage
+        from traceprop_frames.unlearn.bundle import ModelFolder
 
-        lineage = load_lineage(p)  # never unpickles model.pkl: safe on a folder someone sent you
+        lineage = ModelFolder.open(
+            p
+        ).lineage()  # never unpickles model.pkl: safe on a folder someone sent you
         if lineage is None:
             raise SystemExit(f"traceprop: {target}: the model was trained without lineage")
         return lineage
@@ -257,17 +294,20 @@ def cmd_verify(args) -> int:
 def _verify_folder(args) -> int:
     from traceprop_frames.errors import CertificateError, ModelFolderError
     from traceprop_frames.unlearn import ledger
-    from traceprop_frames.unlearn.bundle import verify_data
+    from traceprop_frames.unlearn.bundle import ModelFolder
 
     try:
         certs = ledger.verify_chain(args.certificate, args.public_key)
-        n_data = verify_data(args.certificate)  # sha256 of data/*.npy; nothing is unpickled
+        n_data = ModelFolder(args.certificate).verify_data()  # sha256 of data/*.npy; nothing is unpickled
     except (CertificateError, ModelFolderError) as e:
         print(f"INVALID: {e}", file=sys.stderr)
         return 1
     data = f"; its {n_data} training data file(s) match bundle.json" if n_data else ""
+    store = _store_report(args.certificate)
     if not certs:
         print(f"OK: {args.certificate} has no erasures recorded in its ledger{data}")
+        if store:
+            print(store)
         return 0
     print(
         f"OK: {args.certificate}: {len(certs)} erasure certificate(s), chain intact, model on disk matches{data}"
@@ -280,15 +320,47 @@ def _verify_folder(args) -> int:
         if sec is not None and sec["sets"]:
             state = "effect removed" if sec["effect_removed"] else "NOT removed"
             print(f"        shared statistics {state}: " + ", ".join(s["op"] for s in sec["sets"]))
+    if store:
+        print(store)
+    return 0
+
+
+def _store_report(folder) -> str | None:
+    """One line on the model folder's gradient store: does it still carry erased samples' influence?"""
+    from traceprop_frames.unlearn.bundle import ModelFolder
+
+    path = ModelFolder(folder).meta().get("store")
+    if not path or not Path(path).exists():
+        return None
+    from traceprop_frames.attribution import GradientStore
+    from traceprop_frames.unlearn.refresh import erased_influence
+
+    held = erased_influence(GradientStore.open(path, mode="r"))
+    if held:
+        return (
+            f"WARNING: the gradient store {path} still carries the influence of {held} erased sample(s) "
+            f"(its checkpoints were computed before their erasure): run `traceprop refresh {folder}`"
+        )
+    return f"the gradient store {path} carries no erased sample's influence"
+
+
+def cmd_refresh(args) -> int:
+    from traceprop_frames.unlearn.folder import refresh_in_folder
+
+    info = refresh_in_folder(args.model, timeout=args.wait)
+    print(
+        f"{args.model}: gradient store refilled without the erased samples ({info['erased']} erased "
+        f"sample(s) no longer carried; {info['checkpoints']} checkpoint(s), {info['seconds']:.1f} s)"
+    )
     return 0
 
 
 def cmd_recover(args) -> int:
-    from traceprop_frames.unlearn.bundle import recover
+    from traceprop_frames.unlearn.bundle import ModelFolder
 
     if not Path(args.model).is_dir():
         raise SystemExit(f"traceprop recover: {args.model} is not a folder")
-    outcome = recover(args.model)
+    outcome = ModelFolder(args.model).recover()
     print(f"{args.model}: " + {
         "clean": "nothing to recover (no interrupted write)",
         "rolled back": "an interrupted write was rolled back: the folder is as before it",
@@ -330,6 +402,7 @@ def main(argv=None) -> int:
         "verify": cmd_verify,
         "keygen": cmd_keygen,
         "recover": cmd_recover,
+        "refresh": cmd_refresh,
     }
     try:
         return handler[args.command](args)

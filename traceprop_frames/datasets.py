@@ -50,43 +50,8 @@ def make_credit_risk(out_dir, applicants: int = 20_000, seed: int = 0) -> dict[s
     )
     ext_source = np.clip(rng.beta(4, 3, n), 0, 1)
 
-    # bureau: previous credits elsewhere
-    n_bureau = rng.poisson(5.0, n).clip(0, 12)
-    b_owner = np.repeat(ids, n_bureau)
-    nb = len(b_owner)
-    b_credit = np.round(np.exp(rng.normal(11.5, 0.9, nb)), -2)
-    b_active = rng.random(nb) < 0.4
-    b_debt = np.where(b_active, np.round(b_credit * rng.uniform(0, 1, nb), 2), 0.0)
-    b_debt[rng.random(nb) < 0.05] = np.nan  # missing values, as in the real data
-    bureau = pd.DataFrame(
-        {
-            "SK_ID_CURR": b_owner,
-            "SK_ID_BUREAU": np.arange(5_000_000, 5_000_000 + nb, dtype=np.int64),
-            "CREDIT_ACTIVE": np.where(b_active, "Active", "Closed"),
-            "DAYS_CREDIT": -rng.integers(0, 3000, nb),
-            "AMT_CREDIT_SUM": b_credit,
-            "AMT_CREDIT_SUM_DEBT": b_debt,
-        }
-    )
-    # shuffle so an applicant's rows are scattered through the file, as in real exports
-    bureau = bureau.iloc[rng.permutation(nb)].reset_index(drop=True)
-
-    # previous applications here
-    n_prev = rng.poisson(2.5, n).clip(0, 7)
-    p_owner = np.repeat(ids, n_prev)
-    npv = len(p_owner)
-    p_amt = np.round(np.exp(rng.normal(11.0, 0.8, npv)), -2)
-    p_status = rng.choice(np.array(["Approved", "Refused", "Canceled"]), npv, p=[0.65, 0.25, 0.10])
-    prev = pd.DataFrame(
-        {
-            "SK_ID_CURR": p_owner,
-            "SK_ID_PREV": np.arange(2_000_000, 2_000_000 + npv, dtype=np.int64),
-            "NAME_CONTRACT_STATUS": p_status,
-            "AMT_APPLICATION": p_amt,
-            "AMT_CREDIT": np.round(p_amt * rng.uniform(0.8, 1.2, npv), 2),
-        }
-    )
-    prev = prev.iloc[rng.permutation(npv)].reset_index(drop=True)
+    bureau, b_owner, b_debt, n_bureau = _bureau(rng, ids)  # the draws in this order: files stay identical
+    prev, p_owner, p_status = _previous(rng, ids)
 
     # label: logistic in features from all three sources
     debt_by = pd.Series(np.nan_to_num(b_debt), index=b_owner).groupby(level=0).sum()
@@ -130,3 +95,52 @@ def make_credit_risk(out_dir, applicants: int = 20_000, seed: int = 0) -> dict[s
     bureau.to_csv(paths["bureau"], index=False)
     prev.to_parquet(paths["previous_application"], index=False)
     return paths
+
+
+def _bureau(rng, ids: np.ndarray):
+    """The bureau table (drawn from ``rng`` after the application columns); returns it, each row's owner,
+    the debts and each applicant's number of credits."""
+    n = len(ids)
+    # bureau: previous credits elsewhere
+    n_bureau = rng.poisson(5.0, n).clip(0, 12)
+    b_owner = np.repeat(ids, n_bureau)
+    nb = len(b_owner)
+    b_credit = np.round(np.exp(rng.normal(11.5, 0.9, nb)), -2)
+    b_active = rng.random(nb) < 0.4
+    b_debt = np.where(b_active, np.round(b_credit * rng.uniform(0, 1, nb), 2), 0.0)
+    b_debt[rng.random(nb) < 0.05] = np.nan  # missing values, as in the real data
+    bureau = pd.DataFrame(
+        {
+            "SK_ID_CURR": b_owner,
+            "SK_ID_BUREAU": np.arange(5_000_000, 5_000_000 + nb, dtype=np.int64),
+            "CREDIT_ACTIVE": np.where(b_active, "Active", "Closed"),
+            "DAYS_CREDIT": -rng.integers(0, 3000, nb),
+            "AMT_CREDIT_SUM": b_credit,
+            "AMT_CREDIT_SUM_DEBT": b_debt,
+        }
+    )
+    # shuffle so an applicant's rows are scattered through the file, as in real exports
+    bureau = bureau.iloc[rng.permutation(nb)].reset_index(drop=True)
+    return bureau, b_owner, b_debt, n_bureau
+
+
+def _previous(rng, ids: np.ndarray):
+    """The previous-applications table (drawn after the bureau); returns it, each row's owner and status."""
+    n = len(ids)
+    # previous applications here
+    n_prev = rng.poisson(2.5, n).clip(0, 7)
+    p_owner = np.repeat(ids, n_prev)
+    npv = len(p_owner)
+    p_amt = np.round(np.exp(rng.normal(11.0, 0.8, npv)), -2)
+    p_status = rng.choice(np.array(["Approved", "Refused", "Canceled"]), npv, p=[0.65, 0.25, 0.10])
+    prev = pd.DataFrame(
+        {
+            "SK_ID_CURR": p_owner,
+            "SK_ID_PREV": np.arange(2_000_000, 2_000_000 + npv, dtype=np.int64),
+            "NAME_CONTRACT_STATUS": p_status,
+            "AMT_APPLICATION": p_amt,
+            "AMT_CREDIT": np.round(p_amt * rng.uniform(0.8, 1.2, npv), 2),
+        }
+    )
+    prev = prev.iloc[rng.permutation(npv)].reset_index(drop=True)
+    return prev, p_owner, p_status

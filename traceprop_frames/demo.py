@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -91,37 +92,32 @@ def run_demo(
     applicants: int = 20_000, out="demo_output", seed: int = 0, k: int = 1024, sql: bool = True
 ) -> dict:
     """Run the demo; returns a dict of what it measured (also written to ``out``)."""
-    from sklearn.compose import make_column_transformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    import traceprop_frames as tpf
-    from traceprop_frames.datasets import make_credit_risk
-    from traceprop_frames.errors import CertificateError
-    from traceprop_frames.estimators import TorchLogisticRegression
-    from traceprop_frames.unlearn import (
-        generate_key,
-        ledger,
-        prepare_unlearning,
-        save_private_key,
-        save_public_key,
-    )
-    from traceprop_frames.unlearn.bundle import save_model
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log = _Progress()
-    facts: dict = {"applicants": applicants}
+    d = SimpleNamespace(out=out, log=_Progress(), facts={"applicants": applicants}, seed=seed)
+    _demo_etl(d, applicants, sql)
+    _demo_train(d, k)
+    _demo_explain(d)
+    _demo_erase(d)
+    _demo_rebuild(d)
+    _demo_report(d)
+    return d.facts
 
+
+def _demo_etl(d, applicants: int, sql: bool) -> None:
+    """Steps 1-3: generate the data, the ETL with lineage in pandas, and the same in SQL."""
+    import traceprop_frames as tpf
+    from traceprop_frames.datasets import make_credit_risk
+
+    log, facts = d.log, d.facts
     log(f"generating credit-risk data for {applicants} applicants")
-    paths = {k_: str(v) for k_, v in make_credit_risk(out / "data", applicants, seed).items()}
+    d.paths = paths = {k_: str(v) for k_, v in make_credit_risk(d.out / "data", applicants, d.seed).items()}
 
     log("ETL with row-level lineage (pandas)")
     t0 = time.perf_counter()
     app, bur = tpf.read_csv(paths["application"]), tpf.read_csv(paths["bureau"])
     prev = tpf.read_parquet(paths["previous_application"])
-    frame = etl(app, bur, prev)
+    d.frame = frame = etl(app, bur, prev)
     facts["etl_seconds"] = time.perf_counter() - t0
     srcs = frame.tp.sources()
     n_src = sum(len(v) for v in srcs.values())
@@ -137,35 +133,51 @@ def run_demo(
         except ImportError as e:  # the SQL layer is optional
             log.note(f"SQL step skipped: {e}")
 
+
+def _demo_train(d, k: int) -> None:
+    """Step 4: a logistic regression in a scikit-learn Pipeline (pandas output), with a gradient store."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from traceprop_frames.estimators import TorchLogisticRegression
+
+    log, facts, frame = d.log, d.facts, d.frame
     log("training a logistic regression (scikit-learn Pipeline, pandas output) with a gradient store")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(d.seed)
     perm = rng.permutation(len(frame))
     n_test = max(1, len(frame) // 10)
-    test, train = frame.iloc[perm[:n_test]], frame.iloc[perm[n_test:]]
+    d.test, d.train = test, train = frame.iloc[perm[:n_test]], frame.iloc[perm[n_test:]]
     pre = make_column_transformer(
         (make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), NUM),
         (OneHotEncoder(handle_unknown="ignore", sparse_output=False), CAT),
     )
-    clf = TorchLogisticRegression(C=1.0, store=str(out / "grad_store"), k=k)
-    pipe = make_pipeline(pre, clf).set_output(transform="pandas")
+    d.pre = pre
+    d.clf = clf = TorchLogisticRegression(C=1.0, store=str(d.out / "grad_store"), k=k)
+    d.pipe = pipe = make_pipeline(pre, clf).set_output(transform="pandas")
     t0 = time.perf_counter()
     pipe.fit(train[NUM + CAT], train["TARGET"])
     facts["fit_seconds"] = time.perf_counter() - t0
-    Xt_test = pipe[:-1].transform(test[NUM + CAT])
-    y_test = test["TARGET"].to_numpy()
-    p_before = pipe.predict_proba(test[NUM + CAT])[:, 1]
+    d.Xt_test = pipe[:-1].transform(test[NUM + CAT])
+    d.y_test = y_test = test["TARGET"].to_numpy()
+    d.p_before = p_before = pipe.predict_proba(test[NUM + CAT])[:, 1]
     facts["accuracy_before"] = float(((p_before > 0.5) == (y_test == 1)).mean())
     log.note(f"{len(train)} training / {len(test)} held-out applicants; fit + store in {facts['fit_seconds']:.2f}s; "
              f"held-out accuracy {facts['accuracy_before']:.4f}")  # fmt: skip
 
+
+def _demo_explain(d) -> None:
+    """Step 5: the most clearly declined held-out applicant, down to source rows."""
+    log, test, p_before = d.log, d.test, d.p_before
     log("explaining the most clearly declined held-out applicant down to source rows")
-    i = int(np.argmax(p_before))
-    who = int(test["SK_ID_CURR"].iloc[i])
-    own = test.tp.trace(i)
-    log.note(f"applicant {who}: predicted default risk {p_before[i]:.3f} → declined; their own data: "
+    d.i = i = int(np.argmax(p_before))
+    d.who = int(test["SK_ID_CURR"].iloc[i])
+    d.own = own = test.tp.trace(i)
+    log.note(f"applicant {d.who}: predicted default risk {p_before[i]:.3f} → declined; their own data: "
              f"{len(own)} source rows")  # fmt: skip
-    top = clf.influence(Xt_test.iloc[[i]], top_k=8)
-    best = top.groupby("rank").first().reset_index()
+    d.top = top = d.clf.influence(d.Xt_test.iloc[[i]], top_k=8)
+    d.best = best = top.groupby("rank").first().reset_index()
     for rank in best["rank"].head(5).tolist():
         part = top[top["rank"] == rank]
         by_file = part.groupby("source")["source_row"].apply(list)
@@ -174,70 +186,101 @@ def run_demo(
         )
         log.note(f"#{rank + 1}: training row {part['train_row'].iloc[0]} — influence "
                  f"{part['score'].iloc[0]:+.4f} — {where}")  # fmt: skip
-    log.note("path: " + " → ".join(train.tp.ops()))
+    log.note("path: " + " → ".join(d.train.tp.ops()))
 
+
+def _demo_erase(d) -> None:
+    """Step 6: erase one applicant's bureau rows, sign and verify the certificate, save the model folder."""
+    from traceprop_frames.unlearn import (
+        generate_key,
+        ledger,
+        prepare_unlearning,
+        save_private_key,
+        save_public_key,
+    )
+    from traceprop_frames.unlearn.bundle import save_model
+
+    log, facts, out, clf, train = d.log, d.facts, d.out, d.clf, d.train
     log("erasing one applicant's bureau rows (the most influential training row with bureau data)")
     key = generate_key()
     save_private_key(key, out / "keys" / "signing_key.pem")
     save_public_key(key, out / "keys" / "signing_key.pub.pem")
-    bureau_key = paths["bureau"]
+    bureau_key = d.paths["bureau"]
     erase_row, rows = None, None
-    for r in best["train_row"].tolist():
+    for r in d.best["train_row"].tolist():
         rows = train.tp.sources(rows=[r]).get(bureau_key)
         if rows is not None and len(rows):
             erase_row = r
             break
-    erased_applicant = int(train["SK_ID_CURR"].iloc[erase_row])
+    d.erased_applicant = int(train["SK_ID_CURR"].iloc[erase_row])
     prepare_unlearning(clf)  # one-time Hessian; each erasure is then a downdate and a few gradients
     t0 = time.perf_counter()
-    cert = clf.unlearn(source=bureau_key, rows=rows.tolist(), holdout=(Xt_test, y_test), key=key)
+    d.cert = cert = clf.unlearn(source=bureau_key, rows=rows.tolist(), holdout=(d.Xt_test, d.y_test), key=key)
     facts["erase_seconds"] = time.perf_counter() - t0
-    cert_path = cert.save(out / "erasure_certificate.json")
-    verified = tpf.verify_certificate(cert_path, out / "keys" / "signing_key.pub.pem")
-    tampered = out / "erasure_certificate.tampered.json"
-    data = bytearray(cert_path.read_bytes())
-    data[data.index(b'"count": ') + 9] ^= 0x01  # change the forgotten-sample count by one
-    tampered.write_bytes(bytes(data))
-    try:
-        tpf.verify_certificate(tampered, out / "keys" / "signing_key.pub.pem")
-        tamper_msg = "NOT DETECTED"
-    except CertificateError as e:
-        tamper_msg = f"rejected ({type(e).__name__})"
-    tampered.unlink()
-    p_after = pipe.predict_proba(test[NUM + CAT])[:, 1]
-    top_after = clf.influence(Xt_test.iloc[[i]], top_k=8)
+    d.cert_path = cert_path = cert.save(out / "erasure_certificate.json")
+    verified, tamper_msg = _verify_and_tamper(cert_path, out / "keys" / "signing_key.pub.pem")
+    d.p_after = p_after = d.pipe.predict_proba(d.test[NUM + CAT])[:, 1]
+    d.top_after = top_after = clf.influence(d.Xt_test.iloc[[d.i]], top_k=8)
     ev = cert.body["evidence"]
-    log.note(f"applicant {erased_applicant}: bureau rows {rows.tolist()} → training row {erase_row} forgotten "
+    log.note(f"applicant {d.erased_applicant}: bureau rows {rows.tolist()} → training row {erase_row} forgotten "
              f"by {cert.body['method']['name']} in {facts['erase_seconds']:.3f}s; residual gradient "
              f"{ev['residual_grad_norm']:.2e}, certified ‖θ′−θ*‖ ≤ {ev['certified_bound']:.2e}")  # fmt: skip
     log.note(f"certificate {cert_path} verified ({verified.id[:8]}…); a tampered copy was {tamper_msg}")
     log.note(f"erased row still among top influences: {erase_row in set(top_after['train_row'])}; "
-             f"declined applicant's risk {p_before[i]:.4f} → {p_after[i]:.4f}")  # fmt: skip
+             f"declined applicant's risk {d.p_before[d.i]:.4f} → {p_after[d.i]:.4f}")  # fmt: skip
     shutil.rmtree(out / "model", ignore_errors=True)  # a fresh model folder: its ledger starts here
-    save_model(pipe, out / "model")
+    save_model(d.pipe, out / "model")
     ledger.append(out / "model", cert)  # `traceprop verify MODEL` checks the chain against the model
+    d.erase_row, d.rows, d.tamper_msg, d.key, d.bureau_key = erase_row, rows, tamper_msg, key, bureau_key
 
-    log("writing report.html")
-    facts.update(
-        declined_applicant=who, erased_applicant=erased_applicant, erased_training_row=erase_row,
-        erased_bureau_rows=rows.tolist(), certificate=str(cert_path), tamper_check=tamper_msg,
-        max_abs_dp=float(np.abs(p_after - p_before).max()),
+
+def _verify_and_tamper(cert_path: Path, public_key: Path):
+    """Verify the certificate, then show that a copy with one byte changed is rejected."""
+    import traceprop_frames as tpf
+    from traceprop_frames.errors import CertificateError
+
+    verified = tpf.verify_certificate(cert_path, public_key)
+    tampered = cert_path.with_name("erasure_certificate.tampered.json")
+    data = bytearray(cert_path.read_bytes())
+    data[data.index(b'"count": ') + 9] ^= 0x01  # change the forgotten-sample count by one
+    tampered.write_bytes(bytes(data))
+    try:
+        tpf.verify_certificate(tampered, public_key)
+        tamper_msg = "NOT DETECTED"
+    except CertificateError as e:
+        tamper_msg = f"rejected ({type(e).__name__})"
+    tampered.unlink()
+    return verified, tamper_msg
+
+
+def _demo_rebuild(d) -> None:
+    """Step 7: the same erasure through the whole pipeline (re-run without the rows, transformers refitted)."""
+    d.log("the same erasure through the whole pipeline: re-run without the rows, transformers refitted")
+    test_ids = set(d.test["SK_ID_CURR"].tolist())
+    d.facts["rebuild"] = rebuild_step(
+        d.paths, d.pre, test_ids, d.bureau_key, d.rows.tolist(), d.erased_applicant, d.out, d.key, d.log
+    )
+
+
+def _demo_report(d) -> None:
+    """Step 8: report.html."""
+    d.log("writing report.html")
+    d.facts.update(
+        declined_applicant=d.who, erased_applicant=d.erased_applicant, erased_training_row=d.erase_row,
+        erased_bureau_rows=d.rows.tolist(), certificate=str(d.cert_path), tamper_check=d.tamper_msg,
+        max_abs_dp=float(np.abs(d.p_after - d.p_before).max()),
     )  # fmt: skip
     report = write_report(
-        out / "report.html", facts=facts, paths=paths, frame=frame, train=train, own=own, top=top,
-        top_after=top_after, cert=cert, p_before=p_before, p_after=p_after, lineage_after=clf.lineage_,
-        declined_index=i,
+        d.out / "report.html", facts=d.facts, paths=d.paths, frame=d.frame, train=d.train, own=d.own,
+        top=d.top, top_after=d.top_after, cert=d.cert, p_before=d.p_before, p_after=d.p_after,
+        lineage_after=d.clf.lineage_, declined_index=d.i,
     )  # fmt: skip
-    log("the same erasure through the whole pipeline: re-run without the rows, transformers refitted")
-    test_ids = set(test["SK_ID_CURR"].tolist())
-    facts["rebuild"] = rebuild_step(
-        paths, pre, test_ids, bureau_key, rows.tolist(), erased_applicant, out, key, log
+    total = time.perf_counter() - d.log.t0
+    d.facts["total_seconds"] = total
+    print(f"done in {total:.1f}s: {report}, {d.cert_path}, model in {d.out / 'model'}")
+    print(
+        f"verify with: traceprop verify {d.cert_path} --public-key {d.out / 'keys' / 'signing_key.pub.pem'}"
     )
-    total = time.perf_counter() - log.t0
-    facts["total_seconds"] = total
-    print(f"done in {total:.1f}s: {report}, {cert_path}, model in {out / 'model'}")
-    print(f"verify with: traceprop verify {cert_path} --public-key {out / 'keys' / 'signing_key.pub.pem'}")
-    return facts
 
 
 def write_report(path, *, facts, paths, frame, train, own, top, top_after, cert, p_before, p_after,

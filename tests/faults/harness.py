@@ -43,13 +43,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-import traceprop_frames as tpf
-from traceprop_frames import _durable
-from traceprop_frames.attribution import GradientStore
-from traceprop_frames.estimators import TorchLogisticRegression
-from traceprop_frames.unlearn import generate_key, ledger, parameter_fingerprint
-from traceprop_frames.unlearn.bundle import final_estimator, load_model, save_model
-from traceprop_frames.unlearn.folder import erase_in_folder, erase_requests_in_folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout this harness belongs to
+import traceprop_frames as tpf  # noqa: E402
+from traceprop_frames import _durable  # noqa: E402
+from traceprop_frames.attribution import GradientStore  # noqa: E402
+from traceprop_frames.estimators import TorchLogisticRegression  # noqa: E402
+from traceprop_frames.unlearn import generate_key, ledger, parameter_fingerprint  # noqa: E402
+from traceprop_frames.unlearn.bundle import ModelFolder, final_estimator  # noqa: E402
+from traceprop_frames.unlearn.folder import erase_in_folder, erase_requests_in_folder  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- the operations
@@ -65,15 +66,15 @@ class Erase:
         clf = TorchLogisticRegression(store=str(root / "state" / "store"), k=16)
         clf.fit(frame[list("abcde")], frame["y"])
         self.key = generate_key()
-        folder = save_model(clf, root / "state" / "model")
-        erase_in_folder(folder, samples=[1, 2], key=self.key)  # the ledger already holds one entry
+        folder = ModelFolder(root / "state" / "model").save(clf)
+        erase_in_folder(folder.path, samples=[1, 2], key=self.key)  # the ledger already holds one entry
         return root / "state"
 
     def run(self, state: Path) -> None:
         erase_in_folder(state / "model", samples=[10, 11, 12], key=self.key)
 
     def observe(self, state: Path):
-        est = final_estimator(load_model(state / "model"))  # recovers an interrupted erasure
+        est = final_estimator(ModelFolder(state / "model").load())  # recovers an interrupted erasure
         certs = ledger.verify_chain(state / "model", self.key.public_key())
         return (
             parameter_fingerprint(est.module_),
@@ -109,15 +110,15 @@ class Save:
     def setup(self, root: Path) -> Path:
         rng = np.random.default_rng(1)
         X1, X2 = rng.normal(size=(400, 5)), rng.normal(size=(600, 5))
-        save_model(TorchLogisticRegression().fit(X1, X1[:, 0] > 0), root / "state" / "model")
+        ModelFolder(root / "state" / "model").save(TorchLogisticRegression().fit(X1, X1[:, 0] > 0))
         self.new = TorchLogisticRegression().fit(X2, X2[:, 1] > 0)
         return root / "state"
 
     def run(self, state: Path) -> None:
-        save_model(self.new, state / "model")
+        ModelFolder(state / "model").save(self.new)
 
     def observe(self, state: Path):
-        est = load_model(state / "model")  # recovers; checks each data file's sha256
+        est = ModelFolder(state / "model").load()  # recovers; checks each data file's sha256
         return (
             parameter_fingerprint(est.module_),
             hashlib.sha256(np.ascontiguousarray(est.X_train_).tobytes()).hexdigest(),

@@ -148,7 +148,10 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
     def _wants_ckpts(self) -> bool:
         return self.store is not None and getattr(self, "n_checkpoints", 1) > 1
 
-    def _fill_store(self, ckpts: list[dict]) -> GradientStore:
+    def _fill_store(self, ckpts: list[dict], removed=None) -> GradientStore:
+        """A new gradient store for ``module_`` (its checkpoints ``ckpts``, and every extra ensemble member
+        trained here on ``sample_weight_``). ``removed``: samples marked removed before the store is
+        committed (a store refilled after an erasure: :mod:`traceprop_frames.unlearn.refresh`)."""
         path = None if self.store is True or self.store == "memory" else self.store
         store = GradientStore(
             k=self.k,
@@ -186,6 +189,9 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             "n_models": len(members),
             "ensemble_fraction": frac,
         }
+        if removed is not None:  # erased before this fill: no checkpoint saw them
+            store.removed[np.asarray(removed, dtype=np.int64)] = True
+            extra["n_removed_at_fill"] = int(store.removed.sum())
         store.finalize(self.module_, extra=extra)
         return store
 

@@ -13,16 +13,30 @@ run with START and COMPLETE (or FAIL) events, linked to one pipeline run by the 
   ``artifact_dir``, the Parquet file holding every row's source rows;
 - ``traceprop_erasure`` on erasure runs: certificate id and hash, forget-set size, method, bound.
 
-Every event is validated against :mod:`traceprop_frames.integrations.schemas` before it is sent; an
-invalid event raises :class:`~traceprop_frames.errors.LineageEventError` (inside a step it surfaces as a
-``LineageEmitWarning`` and the step goes on).
+Emission stays off the pipeline's path: a step only reads what its events need from the user's objects
+(for a pandas step: the output's lineage, columns and dtypes, the column lineage); describing the
+datasets, composing the row-lineage facet, serialising and sending happen on the emitter's own thread, in
+the order the steps ran. :meth:`OpenLineageEmitter.flush` waits for every event so far; ``close()`` (and
+the end of the process) flushes. An emitter error (a transport down, an invalid event) surfaces as a
+:class:`~traceprop_frames.errors.LineageEmitWarning` at the next step or at ``flush``/``close``; the
+steps themselves always run normally.
+
+Validation against :mod:`traceprop_frames.integrations.schemas` (the RunEvent and our facets' JSON
+Schemas) is a debugging switch: ``validate=True`` or ``TRACEPROP_OPENLINEAGE_VALIDATE=1``. It costs about
+as much as describing a step; the test suite validates every event the library emits.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
 import datetime as _dt
 import os
 import re
+import threading
+import time
+import warnings
+import weakref
 from pathlib import Path
 
 from openlineage.client import OpenLineageClient
@@ -36,7 +50,7 @@ from openlineage.client.naming.dataset import LocalFileSystem
 from openlineage.client.serde import Serde
 from openlineage.client.uuid import generate_new_uuid
 
-from traceprop_frames.errors import LineageEventError
+from traceprop_frames.errors import LineageEmitWarning, LineageEventError
 from traceprop_frames.integrations import steps
 from traceprop_frames.integrations.facets import (
     PRODUCER,
@@ -46,7 +60,96 @@ from traceprop_frames.integrations.schemas import validate_event
 from traceprop_frames.lineage import REGISTRY, events
 
 NAMESPACE = "traceprop"
+ENV_VALIDATE = "TRACEPROP_OPENLINEAGE_VALIDATE"
 _emitter: OpenLineageEmitter | None = None
+_live: weakref.WeakSet = weakref.WeakSet()  # emitters whose queued events the end of the process flushes
+
+
+def _validate_default() -> bool:
+    return os.environ.get(ENV_VALIDATE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class _Worker:
+    """One thread that runs submitted calls in order, once the submitting thread has paused.
+
+    A burst of steps (an ETL) only queues its events; they are built and sent once no step is running and
+    none has ended for ``idle`` seconds, when ``max_pending`` are waiting, or when someone drains
+    (``flush``, ``close``, the end of the process, a step described in place). Errors are kept for the
+    submitting thread."""
+
+    def __init__(self, idle: float = 0.2, max_pending: int = 256) -> None:
+        self.idle, self.max_pending = idle, max_pending
+        self._cv = threading.Condition()
+        self._items: collections.deque = collections.deque()
+        self._submitted = self._done = self._urgent = 0
+        self._last = 0.0
+        self.active = 0  # steps running now (START heard, COMPLETE/FAIL not yet)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.errors: list[str] = []
+
+    def submit(self, fn, *args) -> None:
+        with self._cv:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="traceprop-openlineage", daemon=True)
+                self._thread.start()
+            self._items.append((fn, args))
+            self._submitted += 1
+            self._last = time.monotonic()
+            self._cv.notify_all()
+
+    def drain(self) -> None:
+        """Run every call submitted so far now, and wait for them."""
+        with self._cv:
+            target, self._urgent = self._submitted, self._urgent + 1
+            self._cv.notify_all()
+            while self._done < target and self._thread is not None and self._thread.is_alive():
+                self._cv.wait(0.5)
+            self._urgent -= 1
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            with self._cv:
+                self._stopping = True
+                self._cv.notify_all()
+            thread.join()
+        self._thread, self._stopping = None, False
+
+    def _next_batch(self) -> list | None:
+        with self._cv:
+            while True:
+                if self._items and (self._urgent or self._stopping or len(self._items) >= self.max_pending):
+                    break
+                if not self._items:
+                    if self._stopping:
+                        return None
+                    self._cv.wait()
+                    continue
+                wait = self._last + self.idle - time.monotonic()
+                if wait <= 0 and not self.active:
+                    break
+                self._cv.wait(wait if wait > 0 else self.idle)
+            batch = list(self._items)
+            self._items.clear()
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            for fn, args in batch:
+                try:
+                    fn(*args)
+                except Exception as e:  # reported on the submitting thread (OpenLineageEmitter._report)
+                    self.errors.append(f"{type(e).__name__}: {e}")
+            with self._cv:
+                self._done += len(batch)
+                self._cv.notify_all()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for em in list(_live):
+        em.flush(report=False)
 
 
 def _now() -> str:
@@ -70,17 +173,19 @@ class OpenLineageEmitter:
         Job namespace (and namespace of intermediate frames and models).
     artifact_dir : path, optional
         Where to write each output's row lineage as Parquet (named in ``traceprop_rowLineage``).
-    validate : bool
-        Check every event against the shipped JSON Schemas before sending (default True).
+    validate : bool, optional
+        Check every event against the shipped JSON Schemas before sending (a debugging switch; default:
+        the environment variable ``TRACEPROP_OPENLINEAGE_VALIDATE``, else False).
     """
 
     def __init__(self, client: OpenLineageClient, pipeline: str = "traceprop", namespace: str = NAMESPACE,
-                 artifact_dir=None, validate: bool = True) -> None:  # fmt: skip
+                 artifact_dir=None, validate: bool | None = None) -> None:  # fmt: skip
         self.client = client
         self.pipeline = pipeline
         self.namespace = namespace
         self.artifact_dir = None if artifact_dir is None else Path(artifact_dir)
-        self.validate = validate
+        self.validate = _validate_default() if validate is None else bool(validate)
+        self._worker = _Worker()
         self.run_id = str(generate_new_uuid())
         self.n_events = 0
         self._datasets: dict[int, tuple[str, str, list[str]]] = {}  # op node id -> (ns, name, columns)
@@ -92,18 +197,38 @@ class OpenLineageEmitter:
     def start(self) -> OpenLineageEmitter:
         """Send the pipeline's START and subscribe to step events."""
         if not self._open:
-            self._send(self._pipeline_event(RunState.START))
+            self._submit_send(self._pipeline_event(RunState.START))
             events.subscribe(self)
+            _live.add(self)
             self._open = True
         return self
 
     def close(self, failed: bool = False) -> None:
-        """Unsubscribe and send the pipeline's COMPLETE (or FAIL)."""
+        """Unsubscribe, send the pipeline's COMPLETE (or FAIL) and wait for every queued event."""
         if self._open:
             events.unsubscribe(self)
             state = RunState.FAIL if failed else RunState.COMPLETE
-            self._send(self._pipeline_event(state))
+            self._submit_send(self._pipeline_event(state))
             self._open = False
+            _live.discard(self)
+        self._worker.stop()
+        self._report()
+
+    def flush(self, report: bool = True) -> None:
+        """Wait until every event of the steps so far has been sent (errors: ``LineageEmitWarning``)."""
+        self._worker.drain()
+        if report:
+            self._report()
+
+    def _report(self) -> None:
+        errors, self._worker.errors = self._worker.errors, []
+        for message in errors:
+            warnings.warn(
+                f"OpenLineage emitter for pipeline {self.pipeline!r} failed: {message}; the step itself ran "
+                "normally. Check the transport, or set validate=True to find an invalid event.",
+                LineageEmitWarning,
+                stacklevel=3,
+            )
 
     def __enter__(self) -> OpenLineageEmitter:
         return self.start()
@@ -116,6 +241,9 @@ class OpenLineageEmitter:
         describe = steps.DESCRIBERS.get(ev.kind)
         if describe is None:
             return
+        if self._worker.errors:
+            self._report()
+        self._worker.active += 1 if state == "START" else -1
         if state == "START":
             name = steps.begin(ev)
             if name is None:
@@ -124,7 +252,7 @@ class OpenLineageEmitter:
             n = self._counts[name] = self._counts.get(name, 0) + 1
             ev.state["job"] = f"{self.pipeline}.{name}.{n}"
             ev.state["run"] = str(generate_new_uuid())
-            self._send(self._event(RunState.START, ev, [], [], {}))
+            self._submit_send(self._event(RunState.START, ev, [], [], {}))
             return
         if ev.state.get("skip") or "job" not in ev.state:
             return
@@ -132,12 +260,20 @@ class OpenLineageEmitter:
             facet = error_message_run.ErrorMessageRunFacet(
                 message=f"{type(ev.error).__name__}: {ev.error}", programmingLanguage="python"
             )
-            self._send(self._event(RunState.FAIL, ev, [], [], {"errorMessage": facet}))
+            self._submit_send(self._event(RunState.FAIL, ev, [], [], {"errorMessage": facet}))
             return
-        step = describe(self, ev)
-        self._send(
-            self._event(RunState.COMPLETE, ev, step.inputs, step.outputs, step.run_facets, step.job_facets)
-        )
+        ev.state["time"] = _now()  # when the step ended, whenever its event is built
+        if ev.kind in steps.DEFERRED:  # read the user's objects now, describe on the worker
+            self._worker.submit(self._complete, steps.DEFERRED[ev.kind], ev, steps.CAPTURES[ev.kind](ev))
+            return
+        self._worker.drain()  # the datasets of earlier steps are known before this one is described
+        self._submit_send(self._completed(ev, describe(self, ev)))
+
+    def _complete(self, describe, ev, capture) -> None:
+        self._send(self._completed(ev, describe(self, ev, capture)))
+
+    def _completed(self, ev, step) -> RunEvent:
+        return self._event(RunState.COMPLETE, ev, step.inputs, step.outputs, step.run_facets, step.job_facets)
 
     def _pipeline_event(self, state) -> RunEvent:
         job = self._job(self.pipeline)
@@ -157,13 +293,16 @@ class OpenLineageEmitter:
         jf.update(job_facets or {})
         return RunEvent(
             eventType=state,
-            eventTime=_now(),
+            eventTime=ev.state.get("time") or _now(),
             run=Run(runId=ev.state["run"], facets={"parent": parent, **run_facets}),
             job=self._job(ev.state["job"], jf),
             inputs=inputs,
             outputs=outputs,
             producer=PRODUCER,
         )
+
+    def _submit_send(self, event: RunEvent) -> None:
+        self._worker.submit(self._send, event)
 
     def _send(self, event: RunEvent) -> None:
         if self.validate:

@@ -111,11 +111,15 @@ def _edges_checked(fields, dataset, sides):
     return fields, [e for e in dataset if ok(e)]
 
 
-def _frame_output(em, ev, frame, lin, fields=None, dataset=None, sides=None):
+def frame_shape(frame) -> tuple[list[str], dict[str, str]]:
+    """A frame's column names and dtypes as plain strings (what an output dataset's facets need)."""
+    return [str(c) for c in frame.columns], {str(c): str(t) for c, t in frame.dtypes.items()}
 
+
+def _frame_output(em, ev, shape, lin, fields=None, dataset=None, sides=None):
     name = ev.state["job"]
-    columns = [str(c) for c in frame.columns]
-    facets = {"schema": schema_facet({str(c): str(t) for c, t in frame.dtypes.items()})}
+    columns, dtypes = shape
+    facets = {"schema": schema_facet(dtypes)}
     facets["traceprop_rowLineage"] = em.row_lineage_facet(lin, name)
     if fields is not None:
         fields, dataset = _edges_checked(fields, dataset, sides)
@@ -127,11 +131,23 @@ def _frame_output(em, ev, frame, lin, fields=None, dataset=None, sides=None):
 
 
 # ---------------------------------------------------------------------------- pandas
-def _pandas(em, ev) -> Step:
+@dataclass
+class PandasCapture:
+    """What a pandas step's event needs from the user's frames, read when the step returns (the frames
+    may change afterwards): the output's lineage and shape, the column lineage, each input's lineage."""
+
+    lin: object
+    shape: tuple
+    fields: dict
+    dataset: list
+    side_lineages: list
+
+
+def capture_pandas(ev) -> PandasCapture:
+    """Read a finished pandas step's frames (cheap; on the caller's thread)."""
     from traceprop_frames.frames import ops, resolve
 
     out = ev.result
-    lin = resolve(out)
     if ev.kind == "pandas.merge":
         b = inspect.signature(ops.merge.__wrapped__).bind(*ev.args, **ev.kwargs)
         b.apply_defaults()
@@ -152,9 +168,20 @@ def _pandas(em, ev) -> Step:
         gb, fn, *args = ev.args
         frames = [gb._df]
         fields, dataset = cols.groupby_columns(gb._df, gb._by, gb._selection, fn, tuple(args), ev.kwargs, out)
-    sides = [_one(em, resolve(f)) if _has(f) else None for f in frames]
-    found = walk_inputs(em, lin.node)
-    return Step(_input_datasets(found), [_frame_output(em, ev, out, lin, fields, dataset, sides)])
+    sides = [resolve(f) if _has(f) else None for f in frames]
+    return PandasCapture(resolve(out), frame_shape(out), fields, dataset, sides)
+
+
+def describe_pandas(em, ev, cap: PandasCapture) -> Step:
+    """The datasets of a pandas step from its capture (may run on the emitter's thread)."""
+    sides = [None if lin is None else _one(em, lin) for lin in cap.side_lineages]
+    found = walk_inputs(em, cap.lin.node)
+    output = _frame_output(em, ev, cap.shape, cap.lin, cap.fields, cap.dataset, sides)
+    return Step(_input_datasets(found), [output])
+
+
+def _pandas(em, ev) -> Step:
+    return describe_pandas(em, ev, capture_pandas(ev))
 
 
 def _has(df) -> bool:
@@ -221,9 +248,8 @@ def _sql(em, ev) -> Step:
         except (sqlglot.errors.SqlglotError, KeyError, ValueError):
             fields, dataset = None, None
         found = walk_inputs(em, lin.node)
-        return Step(
-            _input_datasets(found), [_frame_output(em, ev, out, lin, fields, dataset, sides)], {}, job_facets
-        )
+        output = _frame_output(em, ev, frame_shape(out), lin, fields, dataset, sides)
+        return Step(_input_datasets(found), [output], {}, job_facets)
     node = con._nodes.get(target)
     src_node = node.parents[1] if node is not None and node.op == "sql_insert" else node
     found = walk_inputs(em, src_node) if src_node is not None else []
@@ -297,6 +323,16 @@ def _erase(em, ev) -> Step:
     outputs = [_model_output(em, est, True, b["model"]["fingerprint_after"])]
     return Step(inputs, outputs, {"traceprop_erasure": facet})
 
+
+# step kinds whose events are described off the caller's thread: ``CAPTURES[kind](ev)`` reads what the
+# event needs from the user's objects when the step returns; ``DEFERRED[kind](em, ev, capture)`` does the
+# rest (walking the DAG, the row-lineage facet, which may compose deferred lineage) on the emitter's thread
+CAPTURES = {"pandas.merge": capture_pandas, "pandas.concat": capture_pandas, "pandas.groupby": capture_pandas}
+DEFERRED = {
+    "pandas.merge": describe_pandas,
+    "pandas.concat": describe_pandas,
+    "pandas.groupby": describe_pandas,
+}
 
 DESCRIBERS = {
     "pandas.merge": _pandas,

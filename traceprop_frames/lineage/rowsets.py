@@ -8,6 +8,7 @@ Python loop over rows.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from traceprop_frames.lineage.graph import LineageDAG, OpNode
 from traceprop_frames.lineage.sources import REGISTRY, Source, decode, encode
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+_COMPOSE_LOCK = threading.RLock()  # RowLineage.materialize: one thread composes deferred lineage at a time
 
 
 def sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -251,9 +253,15 @@ class RowLineage:
         return self._offsets is not None
 
     def materialize(self) -> RowLineage:
-        """Compose the CSR arrays now (iteratively, so arbitrarily deep chains never recurse)."""
+        """Compose the CSR arrays now (iteratively, so arbitrarily deep chains never recurse).
+
+        Thread-safe: an integration (the OpenLineage emitter) may compose lineage on its own thread."""
         if self._offsets is not None:
             return self
+        with _COMPOSE_LOCK:
+            return self._materialize()
+
+    def _materialize(self) -> RowLineage:
         order: list[RowLineage] = []
         stack, seen = [self], set()
         while stack:

@@ -123,10 +123,8 @@ def erase_requests(est, requests, *, method=None, key=None,
     >>> [c.body["chain"]["sequence"] for c in certs]
     [1, 2]
     """
-    from traceprop_frames.lineage import OpNode
     from traceprop_frames.unlearn.certificate import Signer
     from traceprop_frames.unlearn.correction import _adopt, check_fitted, run_unlearning
-    from traceprop_frames.unlearn.ledger import link_of
 
     check_fitted(est)
     if not requests:
@@ -134,28 +132,53 @@ def erase_requests(est, requests, *, method=None, key=None,
     signer = Signer(key)  # the key loaded, its id and PEM computed once, not per certificate
     link = dict(chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None})
     lineage = getattr(est, "lineage_", None)
-    mapped = forget_from_requests(lineage, requests, {})  # every row checked before anything changes
+    mapped = forget_from_requests(lineage, requests, {})  # 1. select: every row checked before any change
     union = np.unique(np.concatenate([f for f, _ in mapped]))
     w_before = np.asarray(est.sample_weight_)
-    after, w_after, result = run_unlearning(est, union, method, **params)
+    after, w_after, result = run_unlearning(est, union, method, **params)  # 2. solve, 3. evidence
+    batch = _batch_section(result, union, link, len(requests))
+    new_lineage = _lineage_after(lineage, result, batch)
+    own = _own_samples(result, [f for f, _ in mapped], w_before, _losses(est, after, result.forget))
+    bodies = _Bodies(est, result, signer, regulations, lineage, new_lineage, own)
+    log = list(getattr(est, "erasures_", []))
+    certs, link = _sign_each(requests, mapped, bodies, own, log, batch, signer, link)  # 4. sign
+    if result.forget.size:  # 5. record
+        _adopt(est, after, w_after, result, new_lineage)
+    est.erasures_ = log
+    est.ledger_head_ = link
+    return certs
+
+
+def _batch_section(result, union: np.ndarray, link: dict, n_requests: int) -> dict:
+    """What every certificate of the batch says about the shared solve (its id, counts, fingerprints)."""
     solve_id = hashlib.sha256(  # the ledger position makes it unique even for a repeated no-op batch
         (result.fingerprint_before + result.fingerprint_after + json.dumps(link)).encode() + union.tobytes()
     ).hexdigest()[:32]
-    batch = {
+    return {
         "solve_id": solve_id,
-        "n_requests": len(requests),
+        "n_requests": n_requests,
         "n_samples": int(result.forget.size),
         "fingerprint_before": result.fingerprint_before,
         "fingerprint_after": result.fingerprint_after,
     }
-    new_lineage = lineage
-    if lineage is not None and result.forget.size:
-        params = {"solve_id": solve_id, "n_requests": len(requests), "n_samples": int(result.forget.size),
-                  "method": result.method}  # fmt: skip
-        new_lineage = lineage.with_node(OpNode("erase", params, (lineage.node,)))
-    own = _own_samples(result, [f for f, _ in mapped], w_before, _losses(est, after, result.forget))
-    bodies = _Bodies(est, result, signer, regulations, lineage, new_lineage, own)
-    log = list(getattr(est, "erasures_", []))
+
+
+def _lineage_after(lineage, result, batch: dict):
+    """The training lineage with the batch's ``erase`` op (unchanged when nothing was erased)."""
+    from traceprop_frames.lineage import OpNode
+
+    if lineage is None or not result.forget.size:
+        return lineage
+    params = {"solve_id": batch["solve_id"], "n_requests": batch["n_requests"],
+              "n_samples": int(result.forget.size), "method": result.method}  # fmt: skip
+    return lineage.with_node(OpNode("erase", params, (lineage.node,)))
+
+
+def _sign_each(requests, mapped, bodies, own, log: list, batch: dict, signer, link: dict):
+    """One signed certificate per request, chained in the ledger; appends to ``log`` the certificates
+    that erased samples. Returns ``(certificates, the link after the last)``."""
+    from traceprop_frames.unlearn.ledger import link_of
+
     erased_by: dict[int, list[int]] = {}  # sample -> positions in the log of the certificates that erased it
     for at, e in enumerate(log):
         for s in e["samples"]:
@@ -171,11 +194,7 @@ def erase_requests(est, requests, *, method=None, key=None,
         certs.append(cert)
         if own["forget"][i]:
             log.append({"certificate_id": cert.id, "samples": own["forget"][i]})
-    if result.forget.size:
-        _adopt(est, after, w_after, result, new_lineage)
-    est.erasures_ = log
-    est.ledger_head_ = link
-    return certs
+    return certs, link
 
 
 def _own_samples(result, forgets: list, w_before: np.ndarray, losses) -> dict:

@@ -15,6 +15,11 @@ Layout of a model folder::
     .lock            taken by every writer and reader of the folder (``filelock``)
     journal.json     only while a write is in progress, or after a crash interrupted one
 
+:class:`ModelFolder` is the folder as one object, in the order a writer uses it: ``open`` → ``lock`` →
+``recover`` → ``load`` → ``stage`` → ``commit``; the module's functions (:func:`save_model`,
+:func:`load_model`, ...) are its shortcuts, and the erasures of :mod:`.folder`, the CLI and the fault
+harness call its methods.
+
 Crash safety: every write of the folder (:func:`save_model`, :func:`.folder.erase_in_folder`) stages its files
 and commits them through a two-phase journal (:class:`traceprop_frames._durable.Journal`), under the
 folder's lock. An erasure changes the model files, the gradient store's ``removed`` marks and the
@@ -75,14 +80,147 @@ def locked(folder, timeout: float | None = None):
         lk.release()
 
 
-def recover(folder, timeout: float | None = None) -> str:
-    """Roll an interrupted write of ``folder`` forward or back; returns what was done.
+class ModelFolder:
+    """One model folder, in the order a writer uses it: open → lock → recover → load → stage → commit.
 
-    ``"clean"``, ``"rolled back"`` (the crash came before the commit point: the folder is as before the
-    write) or ``"rolled forward"`` (after it: the write is complete).
+    ``open`` checks the folder (a named error before anything touches it), ``lock`` holds its lock
+    (re-entrant within a process), ``recover`` rolls an interrupted write forward or back, ``load``
+    reads the model, and ``commit`` stages the model's files with any others (a ledger entry, the
+    store's manifest) and commits them through one journal. Readers that never unpickle (``lineage``,
+    ``parameters``, ``verify_data``) refuse a folder with an interrupted write instead of recovering it.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from traceprop_frames.estimators import TorchLogisticRegression
+    >>> X = np.random.default_rng(0).normal(size=(50, 2))
+    >>> folder = ModelFolder(tempfile.mkdtemp()).save(TorchLogisticRegression().fit(X, X[:, 0] > 0))
+    >>> with folder.lock():
+    ...     model = folder.load()
+    ...     folder.commit(model)      # what an erasure does, with its ledger entry and store marks
+    >>> ModelFolder.open(folder.path).meta()["format"]
+    2
     """
-    with locked(folder, timeout):
-        return recover_journal(folder)
+
+    def __init__(self, path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ModelFolder({os.fspath(self.path)!r})"
+
+    # ------------------------------------------------------------------ open, lock, recover
+    @classmethod
+    def open(cls, path) -> ModelFolder:
+        """The folder at ``path``, checked to be a model folder (unless a crash left a journal there)."""
+        folder = cls(path)
+        if not folder.pending():
+            read_meta(folder.path)
+        return folder
+
+    def lock(self, timeout: float | None = None):
+        """Context manager holding the folder's lock (:func:`locked`)."""
+        return locked(self.path, timeout)
+
+    def pending(self) -> bool:
+        """True while a write is in progress, or after a crash interrupted one."""
+        return pending_journal(self.path) is not None
+
+    def recover(self, timeout: float | None = None) -> str:
+        """Roll an interrupted write forward or back (under the lock); returns what was done.
+
+        ``"clean"``, ``"rolled back"`` (the crash came before the commit point: the folder is as before
+        the write) or ``"rolled forward"`` (after it: the write is complete).
+        """
+        with self.lock(timeout):
+            return recover_journal(self.path)
+
+    def meta(self) -> dict:
+        """``bundle.json``, checked (:func:`read_meta`)."""
+        return read_meta(self.path)
+
+    # ------------------------------------------------------------------ load
+    def load(self, *, recover: bool = True, timeout: float | None = None):
+        """The model (:func:`load_model`: trusted input only; an interrupted write is recovered first,
+        or with ``recover=False`` raises :class:`InterruptedWriteError`)."""
+        if not self.pending():
+            self.meta()  # a named error before anything touches the folder
+        with self.lock(timeout):
+            if self.pending():
+                if not recover:
+                    raise interrupted(self.path)
+                recover_journal(self.path)
+            meta = self.meta()
+            model = _unpickle(self.path / "model.pkl")
+            _attach(self.path, final_estimator(model), meta)
+        return model
+
+    def lineage(self):
+        """The training rows' lineage without unpickling the model (None: trained without lineage)."""
+        from traceprop_frames.lineage import persist
+
+        self._refuse_interrupted()
+        meta = self.meta()
+        return persist.load(str(self.path / "lineage.parquet")) if meta.get("lineage") else None
+
+    def parameters(self) -> dict:
+        """The final estimator's weights from ``parameters.pt`` (:func:`load_parameters`)."""
+        self._refuse_interrupted()
+        if not self.meta().get("parameters"):
+            raise ModelFolderError(
+                f"{self.path} has no parameters.pt (written by an older version, or no torch model)"
+            )
+        return _read_parameters(self.path / "parameters.pt")
+
+    def verify_data(self) -> int:
+        """Check every training data file ``bundle.json`` records; returns how many (:func:`verify_data`)."""
+        self._refuse_interrupted()
+        with self.lock():  # a save into the folder replaces the files and bundle.json together
+            entries = self.meta()["data"]
+            for attr, entry in entries.items():
+                datafiles.open_checked(self.path, attr, entry)
+        return len(entries)
+
+    def _refuse_interrupted(self) -> None:
+        if self.pending():
+            raise interrupted(self.path)
+
+    # ------------------------------------------------------------------ stage, commit
+    def stage(self, model, journal: Journal, data: tuple[dict, dict]) -> None:
+        """Stage ``model``'s files in ``journal`` (``data``: :func:`datafiles.plan`)."""
+        _stage_model(model, self.path, journal, data)
+
+    def commit(self, model, files: dict | None = None) -> None:
+        """Write ``model``'s files and ``files`` (``{path: write(staged_path)}``) in one journal commit.
+
+        The caller holds the lock (and has recovered the folder): after a crash the folder holds every
+        file before or every file after, never a mix. Data files the new model no longer names are
+        removed after the commit.
+        """
+        files = dict(files or {})
+        est = final_estimator(model)
+        data = datafiles.plan(self.path, est)  # files a load mapped from this folder: not written again
+
+        def stage(journal: Journal) -> None:
+            self.stage(model, journal, data)
+            for path, write in files.items():
+                write(journal.staged(path))
+
+        _commit(self.path, [*_targets(self.path, est, data[1]), *files], stage)
+        datafiles.prune(self.path, data[0])
+
+    def save(self, model, *, timeout: float | None = None) -> ModelFolder:
+        """Write ``model`` into the folder, atomically (lock, recover, commit); returns ``self``."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.lock(timeout):
+            recover_journal(self.path)
+            self.commit(model)
+        return self
+
+
+def recover(folder, timeout: float | None = None) -> str:
+    """Roll an interrupted write of ``folder`` forward or back; returns what was done
+    (:meth:`ModelFolder.recover`)."""
+    return ModelFolder(folder).recover(timeout)
 
 
 def _targets(folder: Path, est, writes: dict) -> list[Path]:
@@ -111,15 +249,7 @@ def _stage_model(model, folder: Path, journal: Journal, data: tuple[dict, dict])
     for rel, arr in writes.items():
         datafiles.write(journal.staged(folder / rel), arr)
     lineage, store = getattr(est, "lineage_", None), getattr(est, "store_", None)
-    cache = est.__dict__.pop("_unlearn_hessian_", None)
-    try:
-        est.lineage_, est.store_ = None, None
-        with datafiles.detached(est, entries), open(journal.staged(folder / "model.pkl"), "wb") as f:
-            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        est.lineage_, est.store_ = lineage, store
-        if cache is not None:
-            est._unlearn_hessian_ = cache
+    _pickle_detached(model, est, entries, journal.staged(folder / "model.pkl"))
     module = getattr(est, "module_", None)
     if module is not None:  # the weights alone, readable without unpickling (load_parameters)
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
@@ -138,6 +268,20 @@ def _stage_model(model, folder: Path, journal: Journal, data: tuple[dict, dict])
     journal.staged(folder / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def _pickle_detached(model, est, entries: dict, path: Path) -> None:
+    """Pickle ``model`` without its lineage, store, training matrices and unlearning caches."""
+    lineage, store = getattr(est, "lineage_", None), getattr(est, "store_", None)
+    cache = est.__dict__.pop("_unlearn_hessian_", None)
+    try:
+        est.lineage_, est.store_ = None, None
+        with datafiles.detached(est, entries), open(path, "wb") as f:
+            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        est.lineage_, est.store_ = lineage, store
+        if cache is not None:
+            est._unlearn_hessian_ = cache
+
+
 def _commit(folder: Path, targets, stage) -> None:
     journal = Journal(folder, targets)
     try:
@@ -153,21 +297,13 @@ def save_model(model, folder, *, timeout: float | None = None) -> Path:
     """Write ``model`` (fitted estimator or Pipeline ending in one) into ``folder``, atomically.
 
     The folder holds the old model or the new one after a crash, never a mix. ``timeout``: seconds to
-    wait for another process writing the folder (None: wait).
+    wait for another process writing the folder (None: wait). :meth:`ModelFolder.save`.
     """
-    folder = Path(folder)
-    est = final_estimator(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    with locked(folder, timeout):
-        recover_journal(folder)
-        data = datafiles.plan(folder, est)
-        _commit(folder, _targets(folder, est, data[1]), lambda j: _stage_model(model, folder, j, data))
-        datafiles.prune(folder, data[0])
-    return folder
+    return ModelFolder(folder).save(model, timeout=timeout).path
 
 
 def load_model(folder, *, recover: bool = True, timeout: float | None = None):
-    """Read a model folder written by :func:`save_model`.
+    """Read a model folder written by :func:`save_model` (:meth:`ModelFolder.load`).
 
     **Trusted input only**: ``model.pkl`` is a pickle, and unpickling runs code named in the file. Load
     model folders you (or your pipeline) wrote; to inspect a folder someone sent you, use
@@ -176,83 +312,56 @@ def load_model(folder, *, recover: bool = True, timeout: float | None = None):
     An erasure a crash interrupted is rolled forward or back first (``recover=False``: raise
     :class:`InterruptedWriteError` and leave the folder untouched).
     """
+    return ModelFolder(folder).load(recover=recover, timeout=timeout)
+
+
+def _attach(folder: Path, est, meta: dict) -> None:
+    """Give a freshly unpickled estimator its data files, lineage and store; check its weights."""
     from traceprop_frames.lineage import persist
 
-    folder = Path(folder)
-    if pending_journal(folder) is None:
-        read_meta(folder)  # a named error before anything touches the folder
-    with locked(folder, timeout):
-        if pending_journal(folder) is not None:
-            if not recover:
-                raise interrupted(folder)
-            recover_journal(folder)
-        meta = read_meta(folder)
-        model = _unpickle(folder / "model.pkl")
-        est = final_estimator(model)
-        kind = f"{type(est).__module__}.{type(est).__qualname__}"
-        if meta.get("estimator") is not None and kind != meta["estimator"]:
+    kind = f"{type(est).__module__}.{type(est).__qualname__}"
+    if meta.get("estimator") is not None and kind != meta["estimator"]:
+        raise ModelFolderError(f"{folder}: model.pkl holds a {kind}, bundle.json says {meta['estimator']}")
+    datafiles.attach(folder, est, meta["data"])
+    if meta.get("parameters"):
+        from traceprop_frames.unlearn.objective import parameter_fingerprint, state_fingerprint
+
+        if parameter_fingerprint(est.module_) != state_fingerprint(load_parameters(folder)):
             raise ModelFolderError(
-                f"{folder}: model.pkl holds a {kind}, bundle.json says {meta['estimator']}"
+                f"{folder}: model.pkl and parameters.pt hold different weights (one was replaced or edited)"
             )
-        datafiles.attach(folder, est, meta["data"])
-        if meta.get("parameters"):
-            from traceprop_frames.unlearn.objective import parameter_fingerprint, state_fingerprint
+    est.lineage_ = persist.load(str(folder / "lineage.parquet")) if meta.get("lineage") else None
+    est.store_ = None
+    if meta.get("store") and os.path.exists(meta["store"]):
+        from traceprop_frames.attribution import GradientStore
 
-            if parameter_fingerprint(est.module_) != state_fingerprint(load_parameters(folder)):
-                raise ModelFolderError(
-                    f"{folder}: model.pkl and parameters.pt hold different weights (one was replaced or edited)"
-                )
-        est.lineage_ = persist.load(str(folder / "lineage.parquet")) if meta.get("lineage") else None
-        est.store_ = None
-        if meta.get("store") and os.path.exists(meta["store"]):
-            from traceprop_frames.attribution import GradientStore
-
-            est.store_ = GradientStore.open(meta["store"], mode="r+")
-            est.store_.lineage = est.lineage_
-    return model
+        est.store_ = GradientStore.open(meta["store"], mode="r+")
+        est.store_.lineage = est.lineage_
 
 
 def load_lineage(folder):
     """The training rows' lineage of a model folder, without unpickling the model (safe on any folder).
 
-    Returns None when the model was trained without lineage.
+    Returns None when the model was trained without lineage. :meth:`ModelFolder.lineage`.
     """
-    from traceprop_frames.lineage import persist
-
-    folder = Path(folder)
-    if pending_journal(folder) is not None:
-        raise interrupted(folder)
-    meta = read_meta(folder)
-    return persist.load(str(folder / "lineage.parquet")) if meta.get("lineage") else None
+    return ModelFolder(folder).lineage()
 
 
 def verify_data(folder) -> int:
     """Check every training data file ``bundle.json`` records (sha256, dtype, shape), without unpickling
     anything; returns how many (0 for a format-1 folder). Raises :class:`ModelFolderError` naming a bad
-    file. ``traceprop verify MODEL`` runs it."""
-    folder = Path(folder)
-    if pending_journal(folder) is not None:
-        raise interrupted(folder)
-    with locked(folder):  # a save into the folder replaces the files and bundle.json together
-        entries = read_meta(folder)["data"]
-        for attr, entry in entries.items():
-            datafiles.open_checked(folder, attr, entry)
-    return len(entries)
+    file. ``traceprop verify MODEL`` runs it. :meth:`ModelFolder.verify_data`."""
+    return ModelFolder(folder).verify_data()
 
 
 def load_parameters(folder) -> dict:
     """The final estimator's weights (``state_dict``) from ``parameters.pt``, without unpickling the
     model: ``torch.load(weights_only=True)`` reads tensors and containers only. For checks such as
-    fingerprinting the model on disk from a folder you did not write."""
-    folder = Path(folder)
-    if pending_journal(folder) is not None:
-        raise interrupted(folder)
-    meta = read_meta(folder)
-    if not meta.get("parameters"):
-        raise ModelFolderError(
-            f"{folder} has no parameters.pt (written by an older version, or no torch model)"
-        )
-    path = folder / "parameters.pt"
+    fingerprinting the model on disk from a folder you did not write. :meth:`ModelFolder.parameters`."""
+    return ModelFolder(folder).parameters()
+
+
+def _read_parameters(path: Path) -> dict:
     try:
         state = torch.load(path, weights_only=True)
     except FileNotFoundError:

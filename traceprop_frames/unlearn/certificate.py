@@ -25,7 +25,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from traceprop_frames._durable import atomic_write_text
@@ -33,6 +32,12 @@ from traceprop_frames.errors import CertificateError, CertificateFormatError, Ce
 
 SCHEMA_PATH = Path(__file__).with_name("certificate.schema.json")
 ENV_KEY = "TRACEPROP_SIGNING_KEY"
+# DER prefixes of an Ed25519 key (RFC 8410): PKCS#8 private key + 32-byte seed, SubjectPublicKeyInfo +
+# 32-byte public key. Reading and writing these two fixed forms by hand spares a fresh process importing
+# ``cryptography``'s serialization package (~25 ms, a large share of a first erasure); every other form
+# (an encrypted key, another algorithm) still goes through it.
+_PKCS8_ED25519 = bytes.fromhex("302e020100300506032b657004220420")
+_SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
 
 
 # ---------------------------------------------------------------------------- keys
@@ -43,6 +48,8 @@ def generate_key() -> Ed25519PrivateKey:
 
 def save_private_key(key: Ed25519PrivateKey, path, password: bytes | None = None) -> Path:
     """Write ``key`` as PKCS#8 PEM (encrypted when ``password`` is given), readable by the owner only."""
+    from cryptography.hazmat.primitives import serialization
+
     enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
     p = Path(path)
@@ -56,8 +63,32 @@ def save_private_key(key: Ed25519PrivateKey, path, password: bytes | None = None
 def public_key_pem(key) -> str:
     """PEM (SubjectPublicKeyInfo) text of a public key, or of a private key's public half."""
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    if isinstance(pub, Ed25519PublicKey):
+        return _pem("PUBLIC KEY", _SPKI_ED25519 + pub.public_bytes_raw())
+    from cryptography.hazmat.primitives import serialization
+
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     return pub.public_bytes(serialization.Encoding.PEM, fmt).decode("ascii")
+
+
+def _pem(label: str, der: bytes) -> str:
+    """PEM text as OpenSSL writes it: base64 in lines of 64 characters."""
+    b64 = base64.b64encode(der).decode("ascii")
+    lines = "\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
+    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n"
+
+
+def _ed25519_der(data: bytes, label: bytes, prefix: bytes) -> bytes | None:
+    """The 32 key bytes of a PEM holding exactly one unencrypted Ed25519 ``label`` block; else None."""
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    text = data.strip()
+    if not (text.startswith(begin) and text.endswith(end)) or text.count(b"-----BEGIN") != 1:
+        return None
+    try:
+        der = base64.b64decode(b"".join(text[len(begin) : -len(end)].split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return der[len(prefix) :] if len(der) == len(prefix) + 32 and der.startswith(prefix) else None
 
 
 def save_public_key(key, path) -> Path:
@@ -71,8 +102,7 @@ def save_public_key(key, path) -> Path:
 def key_id(key) -> str:
     """sha256 hex of the raw 32-byte public key."""
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(pub.public_bytes_raw()).hexdigest()
 
 
 def _pem_bytes(source) -> bytes:
@@ -90,8 +120,14 @@ def load_private_key(source, password: bytes | None = None) -> Ed25519PrivateKey
     """An Ed25519 private key from a PEM file path, PEM text/bytes, or a key object."""
     if isinstance(source, Ed25519PrivateKey):
         return source
+    data = _pem_bytes(source)
+    seed = None if password else _ed25519_der(data, b"PRIVATE KEY", _PKCS8_ED25519)
+    if seed is not None:
+        return Ed25519PrivateKey.from_private_bytes(seed)
+    from cryptography.hazmat.primitives import serialization
+
     try:
-        key = serialization.load_pem_private_key(_pem_bytes(source), password=password)
+        key = serialization.load_pem_private_key(data, password=password)
     except (ValueError, TypeError) as e:
         raise CertificateError(
             f"not a usable PEM private key ({e}); generate one with `generate_key()`"
@@ -108,6 +144,14 @@ def load_public_key(source) -> Ed25519PublicKey:
     if isinstance(source, Ed25519PrivateKey):
         return source.public_key()
     data = _pem_bytes(source)
+    raw = _ed25519_der(data, b"PUBLIC KEY", _SPKI_ED25519)
+    if raw is not None:
+        try:
+            return Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError:
+            pass  # cryptography's reader below words the error
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:
@@ -221,16 +265,15 @@ def schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
 
-@lru_cache(maxsize=1)
 def _validator():
-    """The schema compiled to Python code once per process (``fastjsonschema``), after checking the
-    schema itself against its meta-schema (``jsonschema``). Validating a certificate then costs ~25 µs
-    instead of ~0.6 ms interpreting the schema tree, which matters for batches of 1,000 requests."""
-    import fastjsonschema
-    import jsonschema
+    """The schema compiled to Python ahead of time (``_certificate_validator.py``, generated by
+    ``make validator`` with ``fastjsonschema``; the schema itself is checked against its meta-schema there
+    and in the tests, not at run time). Validating a certificate costs ~25 µs instead of ~0.6 ms
+    interpreting the schema tree, which matters for batches of 1,000 requests, and a fresh process pays
+    no compilation."""
+    from traceprop_frames.unlearn import _certificate_validator
 
-    jsonschema.validators.validator_for(schema()).check_schema(schema())
-    return fastjsonschema.compile(schema(), use_default=False)
+    return _certificate_validator.validate
 
 
 @lru_cache(maxsize=1)
@@ -243,12 +286,12 @@ def _explainer():
 
 def validate(doc: dict) -> None:
     """Raise :class:`CertificateFormatError` if ``doc`` does not match the schema."""
-    import fastjsonschema
+    from traceprop_frames.unlearn._certificate_validator import JsonSchemaValueException
 
     try:
         _validator()(doc)
         return
-    except fastjsonschema.JsonSchemaValueException as e:
+    except JsonSchemaValueException as e:
         first = e
     err = next(iter(sorted(_explainer().iter_errors(doc), key=lambda e: list(e.path))), None)
     if err is None:  # the two validators disagree: still refuse, with the compiled one's words

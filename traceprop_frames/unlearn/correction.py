@@ -309,6 +309,34 @@ def run_unlearning(
     returned unchanged with ``method="none"``.
     """
     check_fitted(est)
+    sel = select_forget_set(est, forget)
+    method, params = _method_and_params(est, method, params)
+    result = _start_result(est, sel, method, params, holdout)
+    if sel.new.size == 0:
+        result.fingerprint_after = result.fingerprint_before
+        if result.holdout is not None:
+            result.holdout.update(accuracy_after=result.holdout["accuracy_before"], delta=0.0)
+        return est.module_, sel.w_after, result
+    if method == "newton" and factored.applicable(est, sel.w_before):  # the fit kept its Hessian
+        after = _solve_factored(est, sel, params, result)
+    else:
+        after = _solve_objective(est, sel, method, params, result)
+    return _finish(est, after, sel.w_after, result, holdout)
+
+
+@dataclass
+class ForgetSet:
+    """The samples an erasure forgets: ``new`` (still active), ``already`` (erased before), and the sample
+    weights before and after (the forgotten samples' set to 0)."""
+
+    new: np.ndarray
+    already: np.ndarray
+    w_before: np.ndarray
+    w_after: np.ndarray
+
+
+def select_forget_set(est, forget) -> ForgetSet:
+    """Step 1 of an erasure: the requested training samples, split into new and already erased."""
     n = len(est.X_train_)
     forget = np.unique(np.asarray(forget, dtype=np.int64).reshape(-1))
     bad = forget[(forget < 0) | (forget >= n)]
@@ -319,9 +347,12 @@ def run_unlearning(
     new, already = forget[~removed], forget[removed]
     w_after = w_before.copy()
     w_after[new] = 0.0
-    module = est.module_
-    convex = is_convex(est)
-    method = method or ("newton" if convex else "gradient")
+    return ForgetSet(new, already, w_before, w_after)
+
+
+def _method_and_params(est, method: str | None, params: dict) -> tuple[str, dict]:
+    """The method (default: newton for convex models, gradient otherwise) and its full parameters."""
+    method = method or ("newton" if is_convex(est) else "gradient")
     if method not in METHODS:
         raise UnlearningError(f"unknown unlearning method {method!r}; choose one of {list(METHODS)}")
     unknown = set(params) - set(DEFAULTS[method])
@@ -329,132 +360,167 @@ def run_unlearning(
         raise UnlearningError(
             f"method {method!r} takes parameters {sorted(DEFAULTS[method])}, not {sorted(unknown)}"
         )
-    params = {**DEFAULTS[method], **params}
+    return method, {**DEFAULTS[method], **params}
+
+
+def _start_result(est, sel: ForgetSet, method: str, params: dict, holdout) -> UnlearnResult:
+    """The result record before solving: the request's counts, the model before, holdout accuracy."""
+    module = est.module_
     result = UnlearnResult(
-        method=method if new.size else "none",
-        params=params if new.size else {},
-        forget=new,
-        already_removed=already,
-        n_train=n,
-        n_active_before=int((w_before > 0).sum()),
-        n_active_after=int((w_after > 0).sum()),
+        method=method if sel.new.size else "none",
+        params=params if sel.new.size else {},
+        forget=sel.new,
+        already_removed=sel.already,
+        n_train=len(est.X_train_),
+        n_active_before=int((sel.w_before > 0).sum()),
+        n_active_after=int((sel.w_after > 0).sum()),
         fingerprint_before=parameter_fingerprint(module),
         n_parameters=sum(p.numel() for p in module.parameters()),
     )
     if holdout is not None:
         result.holdout = {"n": len(holdout[1]), "accuracy_before": _accuracy(est, module, *holdout)}
-    if new.size == 0:
-        result.fingerprint_after = result.fingerprint_before
-        if result.holdout is not None:
-            result.holdout.update(accuracy_after=result.holdout["accuracy_before"], delta=0.0)
-        return module, w_after, result
+    return result
 
-    if method == "newton" and factored.applicable(est, w_before):  # the fit kept its Hessian: no O(nd²)
-        t0 = time.perf_counter()
-        after, info = factored.erase(
-            est, new, w_before, w_after, float(params["bound"]), int(params["max_iter"])
-        )
-        result.seconds = time.perf_counter() - t0
-        result.iterations = info.pop("iterations")
-        result.extra["hessian_passes"] = info.pop("hessian_passes")
-        result.extra["newton_state"] = info.pop("newton_state")
-        result.params = {**result.params, "bound_terms": info.pop("bound_terms")}
-        for k, v in info.items():
-            setattr(result, k, v)
-        return _finish(est, after, w_after, result, holdout)
 
-    g_all = cache = None
+def _solve_factored(est, sel: ForgetSet, params: dict, result: UnlearnResult) -> torch.nn.Module:
+    """Step 2 (convex, the fit's Hessian kept): the factored Newton solve and its certified bound."""
+    t0 = time.perf_counter()
+    after, info = factored.erase(
+        est, sel.new, sel.w_before, sel.w_after, float(params["bound"]), int(params["max_iter"])
+    )
+    result.seconds = time.perf_counter() - t0
+    result.iterations = info.pop("iterations")
+    result.extra["hessian_passes"] = info.pop("hessian_passes")
+    result.extra["newton_state"] = info.pop("newton_state")
+    result.params = {**result.params, "bound_terms": info.pop("bound_terms")}
+    for k, v in info.items():
+        setattr(result, k, v)
+    return after
+
+
+def _solve_objective(est, sel: ForgetSet, method: str, params: dict, result: UnlearnResult):
+    """Step 2 (every other case): solve on the remaining samples' objective, then measure the evidence."""
+    module, convex = est.module_, is_convex(est)
     # the non-certified gradient correction runs in the model's own precision (float32 for the MLP)
     native = next(module.parameters()).dtype
     ftype = torch.float32 if method == "gradient" and native == torch.float32 else torch.float64
+    before = _before_weights_change(est, method, params, sel.w_before, ftype)
+    saved_w = est.sample_weight_
+    est.sample_weight_ = sel.w_after  # the penalty may scale with the number of active samples
+    try:
+        t0 = time.perf_counter()
+        obj = Objective(est, module, est.X_train_, est.y_train_, sel.w_after, affine=convex, dtype=ftype)
+        theta0 = obj.flat(module)
+        after = _SOLVERS[method](est, obj, theta0, sel, params, result, before)
+        result.seconds = time.perf_counter() - t0
+        measure_evidence(obj, theta0, after, sel.new, convex, result)
+    finally:
+        est.sample_weight_ = saved_w
+    if method == "retrain" and getattr(after, "_newton_state", None) is not None:
+        state = after.__dict__.pop("_newton_state")
+        result.extra["newton_state"] = {**state, "weights": weights_digest(sel.w_after)}
+    return after
+
+
+def _before_weights_change(est, method: str, params: dict, w_before, ftype):
+    """What a solve needs from the full data: newton's Hessian cache, gradient's full-data gradient."""
     if method == "newton":  # reuse (or build) the full-data Hessian, before the weights change
         cache = getattr(est, "_unlearn_hessian_", None)
         if not (
             cache is not None and cache["x_id"] == id(est.X_train_) and np.array_equal(cache["w"], w_before)
         ):
             cache = prepare_unlearning(est)
+        return cache
     if method == "gradient" and params["eta"] is None:  # the full-data gradient, before the weights change
-        full = Objective(est, module, est.X_train_, est.y_train_, w_before, dtype=ftype)
-        g_all = full.grad(full.flat(module)).detach()
-        del full
-    saved_w = est.sample_weight_
-    est.sample_weight_ = w_after  # the penalty may scale with the number of active samples
-    try:
-        t0 = time.perf_counter()
-        obj = Objective(est, module, est.X_train_, est.y_train_, w_after, affine=convex, dtype=ftype)
-        theta0 = obj.flat(module)
-        if method == "newton":
-            W_rem = float(obj.w.sum())
-            if cache["pen_unit"] is not None:
-                obj._pen_H = (theta0, cache["pen_unit"] / W_rem)
-            if cache["J"] is not None:
-                obj._J = cache["J"]
-                obj.enable_fast_path(theta0, trusted=True)
-            w_old = torch.as_tensor(w_before, dtype=torch.float64)
-            S_rem = cache["S"] - obj.data_hessian(cache["theta"], idx=new, w=w_old)
-            H0 = S_rem / W_rem + obj.penalty_hessian(theta0)
-            refresh = None
-            if obj._fast is not None:
-                J, theta_c = obj._fast[0], cache["theta"]
-                with torch.no_grad():
-                    p_c = torch.sigmoid(J @ theta_c)
-                    s_c = obj.w * p_c * (1 - p_c)
+        full = Objective(est, est.module_, est.X_train_, est.y_train_, w_before, dtype=ftype)
+        return full.grad(full.flat(est.module_)).detach()
+    return None
 
-                def refresh(theta, share: float = 0.1):
-                    """The cached Hessian corrected on the 10% of samples whose curvature moved most."""
-                    with torch.no_grad():
-                        p = torch.sigmoid(J @ theta)
-                        ds = obj.w * p * (1 - p) - s_c
-                        k = max(1, int(share * len(ds)))
-                        idx = torch.topk(ds.abs(), k).indices
-                        Jk = J[idx]
-                        return (S_rem + Jk.T @ (Jk * ds[idx, None])) / W_rem + obj.penalty_hessian(theta)
 
-            tol, lam = float(params["tol"]), obj.penalty_min_eig(theta0) if convex else 0.0
-            tol = min(tol, float(params["bound"]) * lam) if lam > 0 else tol
-            theta, result.iterations, n_exact = _newton(
-                obj, theta0, tol, int(params["max_iter"]), H0=H0, refresh=refresh
-            )
-            result.extra["exact_hessians"] = n_exact
-            after = obj.to_module(theta, module)
-            new_cache = {**cache, "w": w_after, "S": S_rem}
-        elif method == "gradient":
-            theta = _gradient(
-                obj, theta0, g_all, params["steps"], params["eta"], float(params["damping"]),
-                params["curvature_samples"],
-            )  # fmt: skip
-            result.iterations = int(params["steps"])
-            after = obj.to_module(theta, module)
-        elif method == "sketch":
-            state, record = _sketch(est, w_after, params["degree"])
-            params.update(record)
-            after = copy.deepcopy(module)
-            after.load_state_dict(state)
-            est.sketch_.applied.add(_fingerprint(after))
-            result.iterations = 1
-        else:
-            after = est._fit_module(est.X_train_, est.y_train_, w_after)
-            result.iterations = 1
-        result.seconds = time.perf_counter() - t0
-        theta_after = obj.flat(after)  # as stored (after the cast back to the module's dtype)
-        # the closed form when it was verified against autograd through the estimator's own functions
-        # (prepare_unlearning); autograd otherwise
-        result.residual_grad_norm = float(obj.grad(theta_after).norm())
-        if convex:
-            lam = obj.penalty_min_eig(theta_after)
-            if lam > 0:
-                result.strong_convexity = lam
-                result.certified_bound = result.residual_grad_norm / lam
-        result.forget_loss_before = float(obj.per_sample(theta0, new).mean())
-        result.forget_loss_after = float(obj.per_sample(theta_after, new).mean())
-    finally:
-        est.sample_weight_ = saved_w
-    if method == "newton":
-        result.extra["hessian_cache"] = new_cache
-    if method == "retrain" and getattr(after, "_newton_state", None) is not None:
-        state = after.__dict__.pop("_newton_state")
-        result.extra["newton_state"] = {**state, "weights": weights_digest(w_after)}
-    return _finish(est, after, w_after, result, holdout)
+def _solve_newton(est, obj, theta0, sel: ForgetSet, params, result, cache):
+    """Newton steps from θ with the cached full-data Hessian downdated by the forgotten samples."""
+    convex = is_convex(est)
+    W_rem = float(obj.w.sum())
+    if cache["pen_unit"] is not None:
+        obj._pen_H = (theta0, cache["pen_unit"] / W_rem)
+    if cache["J"] is not None:
+        obj._J = cache["J"]
+        obj.enable_fast_path(theta0, trusted=True)
+    w_old = torch.as_tensor(sel.w_before, dtype=torch.float64)
+    S_rem = cache["S"] - obj.data_hessian(cache["theta"], idx=sel.new, w=w_old)
+    H0 = S_rem / W_rem + obj.penalty_hessian(theta0)
+    refresh = _hessian_refresher(obj, cache, S_rem, W_rem) if obj._fast is not None else None
+    tol, lam = float(params["tol"]), obj.penalty_min_eig(theta0) if convex else 0.0
+    tol = min(tol, float(params["bound"]) * lam) if lam > 0 else tol
+    theta, result.iterations, n_exact = _newton(
+        obj, theta0, tol, int(params["max_iter"]), H0=H0, refresh=refresh
+    )
+    result.extra["exact_hessians"] = n_exact
+    result.extra["hessian_cache"] = {**cache, "w": sel.w_after, "S": S_rem}
+    return obj.to_module(theta, est.module_)
+
+
+def _hessian_refresher(obj, cache, S_rem, W_rem):
+    """``refresh(theta)``: the cached Hessian corrected on the 10% of samples whose curvature moved most."""
+    J, theta_c = obj._fast[0], cache["theta"]
+    with torch.no_grad():
+        p_c = torch.sigmoid(J @ theta_c)
+        s_c = obj.w * p_c * (1 - p_c)
+
+    def refresh(theta, share: float = 0.1):
+        """The cached Hessian corrected on the 10% of samples whose curvature moved most."""
+        with torch.no_grad():
+            p = torch.sigmoid(J @ theta)
+            ds = obj.w * p * (1 - p) - s_c
+            k = max(1, int(share * len(ds)))
+            idx = torch.topk(ds.abs(), k).indices
+            Jk = J[idx]
+            return (S_rem + Jk.T @ (Jk * ds[idx, None])) / W_rem + obj.penalty_hessian(theta)
+
+    return refresh
+
+
+def _solve_gradient(est, obj, theta0, sel, params, result, g_all):
+    theta = _gradient(
+        obj, theta0, g_all, params["steps"], params["eta"], float(params["damping"]),
+        params["curvature_samples"],
+    )  # fmt: skip
+    result.iterations = int(params["steps"])
+    return obj.to_module(theta, est.module_)
+
+
+def _solve_sketch(est, obj, theta0, sel, params, result, _):
+    state, record = _sketch(est, sel.w_after, params["degree"])
+    params.update(record)
+    after = copy.deepcopy(est.module_)
+    after.load_state_dict(state)
+    est.sketch_.applied.add(_fingerprint(after))
+    result.iterations = 1
+    return after
+
+
+def _solve_retrain(est, obj, theta0, sel, params, result, _):
+    result.iterations = 1
+    return est._fit_module(est.X_train_, est.y_train_, sel.w_after)
+
+
+_SOLVERS = {"newton": _solve_newton, "gradient": _solve_gradient, "sketch": _solve_sketch,
+            "retrain": _solve_retrain}  # fmt: skip
+
+
+def measure_evidence(obj, theta0, after, new: np.ndarray, convex: bool, result: UnlearnResult) -> None:
+    """Step 3 of an erasure: the residual gradient on the remaining data (the closed form when it was
+    verified against autograd through the estimator's own functions, autograd otherwise), the certified
+    bound where the objective is strongly convex, and the forget set's loss before and after."""
+    theta_after = obj.flat(after)  # as stored (after the cast back to the module's dtype)
+    result.residual_grad_norm = float(obj.grad(theta_after).norm())
+    if convex:
+        lam = obj.penalty_min_eig(theta_after)
+        if lam > 0:
+            result.strong_convexity = lam
+            result.certified_bound = result.residual_grad_norm / lam
+    result.forget_loss_before = float(obj.per_sample(theta0, new).mean())
+    result.forget_loss_after = float(obj.per_sample(theta_after, new).mean())
 
 
 def _finish(est, after, w_after, result: UnlearnResult, holdout):
@@ -527,7 +593,7 @@ def approximate_unlearn(model, forget, method: str | None = None, *, holdout=Non
 @lineage_step("erase")
 def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str | None = None,
                       holdout=None, key=None, regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), chain=None,
-                      **params):  # fmt: skip
+                      refresh: bool = False, **params):  # fmt: skip
     """Erase source rows (or training samples) from a fitted estimator in place; returns a signed Certificate.
 
     This is the body of ``est.unlearn(...)``.
@@ -553,29 +619,50 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
     chain : dict, optional
         The certificate's link in the model folder's erasure ledger (:func:`.ledger.next_link`); default:
         the link after the last certificate this estimator issued (``est.ledger_head_``), or entry 1.
+    refresh : bool
+        Also refill the gradient store without the erased samples (retrain its ensemble members,
+        recompute every checkpoint's gradients; :mod:`.refresh`) before signing; the certificate records
+        it (``store.refreshed``). Costs about a fit per ensemble member.
     **params
         Method parameters (``tol``, ``max_iter``; ``steps``, ``eta``).
 
     Returns
     -------
     Certificate
-        ``status="no-op"`` when every requested sample had been erased before (nothing changes).
+        ``status="no-op"`` when every requested sample had been erased before (nothing changes but,
+        with ``refresh``, the store).
 
     Raises
     ------
     UnknownSourceError, UnknownRowError
         The request names a source or rows the training data does not come from (nothing changes).
     UnlearningError
-        Unfitted model, no request, unknown method or parameter.
+        Unfitted model, no request, unknown method or parameter; ``refresh`` without a gradient store.
     """
-    from traceprop_frames.unlearn.certificate import Certificate
-    from traceprop_frames.unlearn.ledger import link_of
+    from traceprop_frames.unlearn.refresh import has_store, refill
 
     check_fitted(est)
-    lineage = getattr(est, "lineage_", None)
+    if refresh and not has_store(est):
+        raise UnlearningError(f"refresh=True, but {type(est).__name__} keeps no gradient store to refresh")
+    forget, request_sources = requested_samples(est, source, rows, samples)  # 1. select the forget set
+    after, w_after, result = run_unlearning(est, forget, method, holdout=holdout, **params)  # 2. 3.
+    new_store = refill(est, after, w_after)[0] if refresh else None
+    body = certificate_body(
+        est, result, lineage=getattr(est, "lineage_", None), request_sources=request_sources,
+        samples=None if samples is None else np.unique(samples).tolist(), regulations=regulations,
+        previous=_earlier_certificates(est, result), store_refreshed=new_store is not None,
+    )  # fmt: skip
+    cert, new_lineage = sign_erasure(est, body, key, chain)  # 4. sign
+    record_erasure(est, cert, after, w_after, result, new_lineage, new_store)  # 5. record
+    return cert
+
+
+def requested_samples(est, source=None, rows=None, samples=None) -> tuple[np.ndarray, list]:
+    """The training samples an erasure request names (source rows through the lineage, and/or sample
+    indices), sorted and unique, with the request's source records for the certificate."""
     parts, request_sources = [], []
     if source is not None:
-        f, request_sources = forget_from_request(lineage, source, rows)
+        f, request_sources = forget_from_request(getattr(est, "lineage_", None), source, rows)
         parts.append(f)
     elif rows is not None:
         raise UnlearningError("rows= needs source= (the path of the file the rows come from)")
@@ -583,27 +670,40 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
         parts.append(np.atleast_1d(np.asarray(samples, dtype=np.int64)))
     if not parts:
         raise UnlearningError("nothing to erase: pass source= and rows=, or samples=")
-    forget = np.unique(np.concatenate(parts))
-    after, w_after, result = run_unlearning(est, forget, method, holdout=holdout, **params)
-    log = list(getattr(est, "erasures_", []))
+    return np.unique(np.concatenate(parts)), request_sources
+
+
+def _earlier_certificates(est, result: UnlearnResult) -> list[str]:
+    """The ids of the certificates that erased some of this request's samples before."""
     done = set(result.already_removed.tolist())
-    previous = [e["certificate_id"] for e in log if done & set(e["samples"])]
-    body = certificate_body(
-        est, result, lineage=lineage, request_sources=request_sources,
-        samples=None if samples is None else np.unique(samples).tolist(), regulations=regulations,
-        previous=previous,
-    )  # fmt: skip
+    return [e["certificate_id"] for e in getattr(est, "erasures_", []) if done & set(e["samples"])]
+
+
+def sign_erasure(est, body: dict, key, chain=None):
+    """Step 4: link the body into the ledger (``chain``, else after ``est.ledger_head_``), add the erase
+    op to the lineage, and sign; returns ``(certificate, new lineage)``."""
+    from traceprop_frames.unlearn.certificate import Certificate
+
     body["chain"] = dict(
         chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None}
     )
-    new_lineage = _record_erasure(est, lineage, body)
-    cert = Certificate.sign(body, key)
+    new_lineage = _record_erasure(est, getattr(est, "lineage_", None), body)
+    return Certificate.sign(body, key), new_lineage
+
+
+def record_erasure(est, cert, after, w_after, result: UnlearnResult, new_lineage, new_store=None) -> None:
+    """Step 5: the estimator adopts the erasure: ledger head, store (refreshed or marked), parameters,
+    weights, lineage and the list of certificates issued."""
+    from traceprop_frames.unlearn.ledger import link_of
+
+    log = list(getattr(est, "erasures_", []))
     est.ledger_head_ = link_of(cert)
+    if new_store is not None:
+        est.store_ = new_store
     if result.forget.size:
         _adopt(est, after, w_after, result, new_lineage)
         log.append({"certificate_id": cert.id, "samples": result.forget.tolist()})
     est.erasures_ = log
-    return cert
 
 
 def _set_fitted_state(est, after, w_after, result: UnlearnResult) -> None:

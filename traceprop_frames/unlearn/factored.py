@@ -138,43 +138,18 @@ def erase(est, new: np.ndarray, w_before, w_after, bound: float, max_iter: int):
     st = est.newton_state_
     C, icpt = float(est.C), bool(est.fit_intercept)
     X = est.X_train_
-    n = len(X)
     y, w_after = np.asarray(est.y_train_), np.asarray(w_after)  # float32: the passes widen per block
-    theta0 = st["theta"]
     xmax = st.get("xmax") or row_norm_max(X, icpt)  # model folders saved before xmax was kept
     xf, yf = _rows(X, new, icpt), y[new].astype(np.float64)
     wf = np.asarray(w_before)[new].astype(np.float64)
-    z0 = xf @ theta0
+    z0 = xf @ st["theta"]
     G = st["grad"] - (wf * (_sigmoid(z0) - yf)) @ xf  # at θ0, from the fit's pass: steers the first step
     ph = _sigmoid(xf @ st["theta_h"])
     S = st["S"] - xf.T @ (xf * (wf * ph * (1 - ph))[:, None])  # the rank-|new| downdate
-    theta_h, eye = st["theta_h"], np.eye(len(theta0)) / C
-    fac, lam = cho_factor(S + eye), curvature_floor(S, n)
-    theta, gn, it, passes, cert = theta0, float(np.linalg.norm(G)), 0, 0, None
-    # stop at the bound, or once the gradient is within its own rounding bound (no step can improve it)
-    while it < max(int(max_iter), 1) and (cert is None or (cert["bound"] > bound and gn > cert["rounding"])):
-        it += 1
-        cand = theta - cho_solve(fac, G)
-        G1, err = residual_grad(X, y, w_after, cand, C, icpt, xmax)
-        g1 = float(np.linalg.norm(G1))
-        c1 = certify(g1, err, cand, theta_h, lam, xmax, C)
-        if g1 > 0.1 * gn and c1["bound"] > bound:  # the kept Hessian is stale here: re-form it
-            at = cand if g1 < gn else theta
-            S, theta_h = data_hessian(X, w_after, at, icpt), at.copy()
-            fac, lam, passes = cho_factor(S + eye), curvature_floor(S, n), passes + 1
-            if g1 >= gn:  # the step went uphill: retry it from the same point with the exact Hessian
-                continue
-            c1 = certify(g1, err, cand, theta_h, lam, xmax, C)
-        theta, G, gn, cert = cand, G1, g1, c1
-    if cert is None:  # every step went uphill: certify the starting point by a pass there
-        G, err = residual_grad(X, y, w_after, theta, C, icpt, xmax)
-        gn = float(np.linalg.norm(G))
-        cert = certify(gn, err, theta, theta_h, lam, xmax, C)
-    rng = np.random.default_rng(0)
-    others = rng.choice(n, min(2 * CHECK_ROWS, n), replace=False)
-    probe = np.union1d(new[:CHECK_ROWS], others[w_after[others] > 0][:CHECK_ROWS])
+    steps = _newton_steps(X, y, w_after, C, icpt, xmax, st["theta"], G, S, st["theta_h"], bound, max_iter)
+    theta, G, gn, it, passes, cert, S, theta_h, lam = steps
     after = _module(est.module_, theta)
-    _check_closed_form(est, after, theta, probe)
+    _check_closed_form(est, after, theta, _probe_rows(new, w_after, len(X)))
     W = float(np.sum(w_after, dtype=np.float64))
     info = {
         "iterations": it,
@@ -202,3 +177,40 @@ def erase(est, new: np.ndarray, w_before, w_after, bound: float, max_iter: int):
         },  # fmt: skip
     }
     return after, info
+
+
+def _newton_steps(X, y, w_after, C, icpt, xmax, theta, G, S, theta_h, bound, max_iter):
+    """Newton steps preconditioned by the downdated Hessian ``S`` until the certified bound is met (or
+    the gradient is within its own rounding bound); the Hessian is re-formed where it went stale.
+    Returns ``(theta, G, ‖G‖, steps, hessian passes, certificate, S, theta_h, curvature floor)``."""
+    n = len(X)
+    eye = np.eye(len(theta)) / C
+    fac, lam = cho_factor(S + eye), curvature_floor(S, n)
+    gn, it, passes, cert = float(np.linalg.norm(G)), 0, 0, None
+    # stop at the bound, or once the gradient is within its own rounding bound (no step can improve it)
+    while it < max(int(max_iter), 1) and (cert is None or (cert["bound"] > bound and gn > cert["rounding"])):
+        it += 1
+        cand = theta - cho_solve(fac, G)
+        G1, err = residual_grad(X, y, w_after, cand, C, icpt, xmax)
+        g1 = float(np.linalg.norm(G1))
+        c1 = certify(g1, err, cand, theta_h, lam, xmax, C)
+        if g1 > 0.1 * gn and c1["bound"] > bound:  # the kept Hessian is stale here: re-form it
+            at = cand if g1 < gn else theta
+            S, theta_h = data_hessian(X, w_after, at, icpt), at.copy()
+            fac, lam, passes = cho_factor(S + eye), curvature_floor(S, n), passes + 1
+            if g1 >= gn:  # the step went uphill: retry it from the same point with the exact Hessian
+                continue
+            c1 = certify(g1, err, cand, theta_h, lam, xmax, C)
+        theta, G, gn, cert = cand, G1, g1, c1
+    if cert is None:  # every step went uphill: certify the starting point by a pass there
+        G, err = residual_grad(X, y, w_after, theta, C, icpt, xmax)
+        gn = float(np.linalg.norm(G))
+        cert = certify(gn, err, theta, theta_h, lam, xmax, C)
+    return theta, G, gn, it, passes, cert, S, theta_h, lam
+
+
+def _probe_rows(new: np.ndarray, w_after: np.ndarray, n: int) -> np.ndarray:
+    """The rows the closed form is checked on: some forgotten, some remaining (seeded)."""
+    rng = np.random.default_rng(0)
+    others = rng.choice(n, min(2 * CHECK_ROWS, n), replace=False)
+    return np.union1d(new[:CHECK_ROWS], others[w_after[others] > 0][:CHECK_ROWS])

@@ -10,17 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from traceprop_frames._durable import Journal
 from traceprop_frames.errors import UnlearningError
-from traceprop_frames.unlearn import datafiles, ledger
-from traceprop_frames.unlearn.bundle import (
-    _commit,
-    _stage_model,
-    _targets,
-    final_estimator,
-    load_model,
-    locked,
-)
+from traceprop_frames.unlearn import ledger
+from traceprop_frames.unlearn.bundle import ModelFolder, final_estimator
 from traceprop_frames.unlearn.correction import unlearn_estimator
 
 
@@ -28,11 +20,17 @@ def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = Fal
     """Erase from the model saved in ``folder`` and record it, as one crash-safe commit; returns the Certificate.
 
     ``request``: the arguments of :func:`~traceprop_frames.unlearn.unlearn_estimator` (``source``,
-    ``rows``, ``samples``, ``method``, ``key``, ``regulations``...). Under the folder's lock (a second
+    ``rows``, ``samples``, ``method``, ``key``, ``regulations``...; not ``refresh``: refresh the store
+    afterwards with :func:`refresh_in_folder`). Under the folder's lock (a second
     process waits up to ``timeout`` seconds, then gets :class:`FolderLockedError`), the new parameters and
     lineage, the gradient store's ``removed`` marks and the certificate (appended to the ledger) are
     committed together. ``dry_run``: the certificate is returned, nothing on disk changes.
     """
+    if request.get("refresh"):
+        raise UnlearningError(
+            "refresh=True is not part of a folder erasure: erase, then refresh the store with "
+            "refresh_in_folder(folder) (`traceprop refresh MODEL`)"
+        )
     if request.get("rebuild") is not None:  # the pipeline re-run (unlearn/rebuild.py)
         from traceprop_frames.unlearn.rebuild import unlearn_with_rebuild
 
@@ -96,37 +94,75 @@ def erase_requests_in_folder(folder, requests, *, timeout: float | None = None, 
 
 
 def _erase(folder, timeout, dry_run, run) -> list:
-    """Load, erase by ``run(est, ledger_link) -> certificates``, and commit everything in one journal."""
-    folder = Path(folder)
-    with locked(folder, timeout):
-        model = load_model(folder)
+    """Load, erase by ``run(est, ledger_link) -> certificates``, and commit everything in one journal:
+    the model's files, the certificates (ledger entries) and the gradient store's ``removed`` marks."""
+    folder = ModelFolder(folder)
+    with folder.lock(timeout):
+        model = folder.load()
         est = final_estimator(model)
         store = est.store_
-        est.store_ = None  # the store's marks are staged below, not written directly
-        certs = run(est, ledger.next_link(folder))
-        est.store_ = store
-        if dry_run:
-            return certs
-        texts = [c.to_json() for c in certs]
-        entries = [ledger.entry_path(folder, c.body["chain"]["sequence"]) for c in certs]
-        manifest = None if store is None or store.path is None else Path(store.path) / "manifest.json"
-        if manifest is not None:
-            forgotten = [c.body["forget_set"]["training_indices"] for c in certs]
-            store.mark_removed(
-                np.concatenate([np.asarray(f, dtype=np.int64) for f in forgotten]), persist=False
-            )
-
-        data = datafiles.plan(folder, est)  # files a load mapped from this folder: not written again
-
-        def stage(j: Journal) -> None:
-            _stage_model(model, folder, j, data)
-            for entry, text in zip(entries, texts):
-                with open(j.staged(entry), "w", encoding="ascii") as f:
-                    f.write(text)
-            if manifest is not None:
-                j.staged(manifest).write_text(store.manifest_json())
-
-        targets = [*_targets(folder, est, data[1]), *entries, *([manifest] if manifest else [])]
-        _commit(folder, targets, stage)
-        datafiles.prune(folder, data[0])
+        if store is not None:  # the certificates see the store; its marks are staged below, not written
+            est.store_ = _StagedStore(store)
+        try:
+            certs = run(est, ledger.next_link(folder.path))
+        finally:
+            est.store_ = store
+        if not dry_run:
+            folder.commit(model, _ledger_and_store_files(folder.path, certs, store))
     return certs
+
+
+class _StagedStore:
+    """The folder's gradient store as an erasure committed through the folder's journal sees it: every
+    read passes through (the certificate's ``store`` section and note), but ``mark_removed`` only marks
+    in memory: the manifest is staged with the rest of the erasure."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def mark_removed(self, indices, persist: bool = True) -> None:
+        self._store.mark_removed(indices, persist=False)
+
+
+def _ledger_and_store_files(folder: Path, certs: list, store) -> dict:
+    """``{path: write(staged_path)}``: each certificate's ledger entry, and the store's manifest with the
+    erased samples marked removed (an on-disk store)."""
+    files = {}
+    for c in certs:
+        text = c.to_json()
+        files[ledger.entry_path(folder, c.body["chain"]["sequence"])] = lambda p, t=text: _write_ascii(p, t)
+    if store is not None and store.path is not None:
+        forgotten = [np.asarray(c.body["forget_set"]["training_indices"], dtype=np.int64) for c in certs]
+        store.mark_removed(np.concatenate(forgotten), persist=False)
+        manifest = store.manifest_json()
+        files[Path(store.path) / "manifest.json"] = lambda p: p.write_text(manifest)
+    return files
+
+
+def _write_ascii(path: Path, text: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(text)
+
+
+def refresh_in_folder(folder, *, timeout: float | None = None) -> dict:
+    """Refill the gradient store of the model saved in ``folder`` without the samples erased so far.
+
+    Under the folder's lock; the store (on disk, named in ``bundle.json``) commits a new generation with
+    one atomic manifest write, so a crash leaves the old store or the new one. Returns
+    :func:`.refresh.refresh_store`'s summary. Raises :class:`ModelFolderError` when the model keeps no
+    on-disk store.
+    """
+    from traceprop_frames.errors import ModelFolderError
+    from traceprop_frames.unlearn.refresh import refresh_store
+
+    folder = ModelFolder(folder)
+    with folder.lock(timeout):
+        est = final_estimator(folder.load())
+        if est.store_ is None or est.store_.path is None:
+            raise ModelFolderError(
+                f"{folder.path}: the model keeps no gradient store on disk: nothing to refresh"
+            )
+        return refresh_store(est)

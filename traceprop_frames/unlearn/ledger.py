@@ -147,9 +147,9 @@ def verify_chain(model_dir, public_key, *, model_fingerprint: str | None = None)
     InterruptedWriteError
         A crash interrupted an erasure; ``traceprop recover MODEL`` first (verification changes nothing).
     """
-    from traceprop_frames.unlearn.bundle import locked
+    from traceprop_frames.unlearn.bundle import ModelFolder
 
-    with locked(model_dir):  # the ledger and the model are read as one snapshot
+    with ModelFolder(model_dir).lock():  # the ledger and the model are read as one snapshot
         return _verify(model_dir, public_key, model_fingerprint)
 
 
@@ -232,7 +232,7 @@ def _check_batch_complete(model_dir, solve: dict) -> None:
 
 def _fingerprint_on_disk(model_dir) -> str:
     """From ``parameters.pt`` (tensors only): verifying a folder someone sent you runs no code from it."""
-    from traceprop_frames.unlearn.bundle import load_parameters
+    from traceprop_frames.unlearn.bundle import ModelFolder
     from traceprop_frames.unlearn.objective import state_fingerprint
 
-    return state_fingerprint(load_parameters(model_dir))
+    return state_fingerprint(ModelFolder(model_dir).parameters())

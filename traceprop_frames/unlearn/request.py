@@ -183,33 +183,15 @@ def _contains(sorted_unique: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def certificate_body(est, result, *, lineage=None, request_sources=(), samples=None,
-                     regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=()) -> dict:  # fmt: skip
-    """The certificate record of one unlearning run (unsigned)."""
+                     regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=(),
+                     store_refreshed: bool = False) -> dict:  # fmt: skip
+    """The certificate record of one unlearning run (unsigned); ``store_refreshed``: the gradient store
+    was refilled without the erased samples before signing (:mod:`.refresh`)."""
     forget = result.forget
     source_rows = {}
     if lineage is not None and forget.size:
         # the rows the samples carry; statistics they also read are listed in ``shared_statistics``
         source_rows = {k: v.tolist() for k, v in lineage.sources(rows=forget, direct=True).items()}
-    convex = is_convex(est)
-    ball = (result.params or {}).get("bound_terms", {}).get("ball_radius")
-    if result.certified_bound is not None and ball is not None:
-        statement = (
-            f"The objective is {result.strong_convexity:.3e}-strongly convex on the ball of radius "
-            f"{ball:.3e} around the parameters after erasure, a ball that holds the exact optimum on the "
-            "remaining data (by the penalty's global modulus), so the parameters are within "
-            f"{result.certified_bound:.3e} (Euclidean norm, float64 rounding of the measured gradient "
-            "included) of that optimum, i.e. of retraining from scratch to convergence."
-        )
-    elif result.certified_bound is not None:
-        statement = (
-            f"The objective is {result.strong_convexity:.3e}-strongly convex, so the parameters after "
-            f"erasure are within {result.certified_bound:.3e} (Euclidean norm) of the exact optimum on the "
-            "remaining data, i.e. of retraining from scratch to convergence."
-        )
-    elif result.method == "none":
-        statement = "No-op: every requested sample had been erased before; the model was not changed."
-    else:
-        statement = "No certified bound: the objective is not convex; see the measured evidence."
     body = new_body(
         status="erased" if forget.size else "no-op",
         regulations=list(regulations),
@@ -232,31 +214,68 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
         },
         model={
             "estimator": f"{type(est).__module__}.{type(est).__qualname__}",
-            "convex": convex,
+            "convex": is_convex(est),
             "n_parameters": int(result.n_parameters),
             "fingerprint_before": result.fingerprint_before,
             "fingerprint_after": result.fingerprint_after,
         },
-        evidence={
-            "forget_loss_before": result.forget_loss_before,
-            "forget_loss_after": result.forget_loss_after,
-            "holdout": result.holdout,
-            "residual_grad_norm": result.residual_grad_norm,
-            "strong_convexity": result.strong_convexity,
-            "certified_bound": result.certified_bound,
-            "bound_statement": statement,
-        },
+        evidence=_evidence_section(result),
         lineage={"erase_op": None, "ops": []},
         previous_certificates=list(previous),
     )
-    note = store_statement(getattr(est, "store_", None), int(forget.size))
-    if note:
-        body["not_guaranteed"].append(note)
+    _add_store_section(body, est, store_refreshed, int(forget.size))
     if forget.size:
         from traceprop_frames.unlearn.shared_effects import attach_section
 
         attach_section(body, lineage, request_sources, forget)
     return body
+
+
+def _evidence_section(result) -> dict:
+    """The certificate's ``evidence``: what was measured, and the bound statement it supports."""
+    return {
+        "forget_loss_before": result.forget_loss_before,
+        "forget_loss_after": result.forget_loss_after,
+        "holdout": result.holdout,
+        "residual_grad_norm": result.residual_grad_norm,
+        "strong_convexity": result.strong_convexity,
+        "certified_bound": result.certified_bound,
+        "bound_statement": bound_statement(result),
+    }
+
+
+def bound_statement(result) -> str:
+    """What the measured evidence proves about the parameters after erasure, in one sentence."""
+    ball = (result.params or {}).get("bound_terms", {}).get("ball_radius")
+    if result.certified_bound is not None and ball is not None:
+        return (
+            f"The objective is {result.strong_convexity:.3e}-strongly convex on the ball of radius "
+            f"{ball:.3e} around the parameters after erasure, a ball that holds the exact optimum on the "
+            "remaining data (by the penalty's global modulus), so the parameters are within "
+            f"{result.certified_bound:.3e} (Euclidean norm, float64 rounding of the measured gradient "
+            "included) of that optimum, i.e. of retraining from scratch to convergence."
+        )
+    if result.certified_bound is not None:
+        return (
+            f"The objective is {result.strong_convexity:.3e}-strongly convex, so the parameters after "
+            f"erasure are within {result.certified_bound:.3e} (Euclidean norm) of the exact optimum on the "
+            "remaining data, i.e. of retraining from scratch to convergence."
+        )
+    if result.method == "none":
+        return "No-op: every requested sample had been erased before; the model was not changed."
+    return "No certified bound: the objective is not convex; see the measured evidence."
+
+
+def _add_store_section(body: dict, est, store_refreshed: bool, n_forgotten: int) -> None:
+    """The ``store`` section, and the not-guaranteed note of a store that still carries erased samples."""
+    from traceprop_frames.unlearn.refresh import store_section
+
+    section = store_section(est, store_refreshed)
+    if section is not None:
+        body["store"] = section
+    note = None if store_refreshed else store_statement(getattr(est, "store_", None), n_forgotten)
+    if note:
+        body["not_guaranteed"].append(note)
 
 
 def store_statement(store, n_forgotten: int) -> str | None:
@@ -273,8 +292,9 @@ def store_statement(store, n_forgotten: int) -> str | None:
         f"The gradient store's {n_ckpt} checkpoint(s) (ensemble members included) were saved during "
         "training, before this erasure: the erased samples' gradients are marked removed and are never "
         "returned by influence, but those checkpoints' parameters and the other samples' stored gradients "
-        "were computed by models trained with the erased samples. To remove that too, refit the estimator "
-        "on the remaining data (a new store) and delete the old store folder."
+        "were computed by models trained with the erased samples. To remove that too, refresh the store "
+        "(est.unlearn(..., refresh=True), traceprop_frames.unlearn.refresh.refresh_store(est), or "
+        "`traceprop refresh MODEL`)."
     )
 
 
