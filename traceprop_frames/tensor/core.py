@@ -19,6 +19,7 @@ from traceprop_frames.errors import (
 )
 from traceprop_frames.lineage import LineageDAG, OpNode, RowLineage, SourceRow
 from traceprop_frames.tensor import tracking as tr
+from traceprop_frames.tensor.queries import one_row, row_index
 
 GRANULARITIES = ("op", "row", "cell")
 
@@ -297,13 +298,20 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         the rows a broadcast statistic read are included; ``direct=True`` gives only the rows whose
         values the rows carry."""
         self._need_rows("sources()")
+        if rows is not None and not self.is_statistic:
+            i = one_row(rows, len(self))
+            if i is not None:  # one row: microseconds after the first query (tensor/queries.py)
+                return row_index(self.lineage).sources(i, direct)
         pos = None if rows is None or self.is_statistic else self._row_positions(rows)
         return self.lineage.sources(pos, direct=direct)
 
     def trace(self, i: int, strict: bool = True, direct: bool = False) -> list[SourceRow]:
+        """The source rows behind row ``i`` (:meth:`RowLineage.trace`), each checked against its file."""
         self._need_rows("trace()")
-        row = 0 if self.is_statistic else int(self._row_positions([i])[0])
-        return self.lineage.trace(row, strict=strict, direct=direct)
+        row = 0 if self.is_statistic else one_row(i, len(self))
+        if row is None:
+            row = int(self._row_positions([i])[0])
+        return row_index(self.lineage).trace(row, strict, direct)
 
     def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
         self._need_rows("rows_from_source()")
