@@ -16,6 +16,7 @@ numpy operations are tracked through numpy's protocols, so plain numpy code runs
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import numpy as np
@@ -87,11 +88,12 @@ def _from_array(data, source: str, dtype, backend: str, granularity: str) -> Pro
     if arr.ndim == 0:
         raise UnsupportedOperationError("a 0-d value has no rows")
     n = len(arr)
-    width = int(np.prod(arr.shape[1:], dtype=np.int64))
-    values = arr if arr.dtype == np.dtype(dtype) else arr.astype(dtype)
+    width = math.prod(arr.shape[1:])
+    values = arr if arr.dtype == dtype else arr.astype(dtype)
     src = REGISTRY.register_memory(source, n, partial(_array_sha256, arr))
-    track = OpNode("track", {"name": source})
-    node = OpNode("tensor", {"n_columns": width, "backend": backend, "granularity": granularity}, (track,))
+    track = OpNode.trusted("track", {"name": source})
+    params = {"n_columns": width, "backend": backend, "granularity": granularity}
+    node = OpNode.trusted("tensor", params, (track,))
     lin = _tr.identity_rows(src.id, n, node) if granularity != "op" else _tr.op_rows(n, node)
     if backend == "torch":
         import torch

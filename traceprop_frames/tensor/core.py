@@ -155,7 +155,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
                 data = self.data[_as_torch_index(self.data, pos) if torch_data else pos]
                 op, mask = "row_select", None
         n_out = len(data)
-        node = OpNode(op, {"rows_in": n, "rows_out": int(n_out)}, (self.lineage.node,))
+        node = OpNode.trusted(op, {"rows_in": int(n), "rows_out": int(n_out)}, (self.lineage.node,))
         if self.granularity == "op":
             return data, tr.op_rows(n_out, node)
         if isinstance(rows, slice):
@@ -244,9 +244,9 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
     def _elementwise(self, fn, kwargs: dict, inputs, name: str):
         pts = [a for a in inputs if isinstance(a, ProvenanceTensor)]
         data = fn(*[_plain(a) if isinstance(a, ProvenanceTensor) else a for a in inputs], **kwargs)
-        if isinstance(data, tuple):
+        if type(data) is tuple:
             raise LineageLostError(f"{name} returns several arrays; call it on np.asarray(X)")
-        node = tr.op_node("elementwise", {"fn": name}, tuple(p.lineage.node for p in pts))
+        node = tr.op_node("elementwise", {"fn": name}, tuple([p.lineage.node for p in pts]))
         gran = _granularity(pts)
         cols = _cols_elementwise(pts, np.shape(data)) if gran == "cell" else None
         if all(p.is_statistic for p in pts):
@@ -419,6 +419,9 @@ def _axis0(axis, ndim: int) -> str:
     """'rows' (reduces over rows), 'within' (within each row), or 'all'."""
     if axis is None:
         return "all"
+    if type(axis) is int:  # the usual X.mean(axis=0): no array calls
+        a = axis % ndim
+        return ("all" if ndim == 1 else "rows") if a == 0 else "within"
     axes = (axis,) if np.isscalar(axis) else tuple(axis)
     axes = tuple(a % ndim for a in axes)
     if 0 in axes:

@@ -26,7 +26,13 @@ from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.sources import encode
 
 _EMPTY = np.zeros(0, dtype=np.int64)
-_state = threading.local()
+
+
+class _State(threading.local):
+    step = None  # a class default: reading it never raises inside getattr (the hot path of every op)
+
+
+_state = _State()
 # lineage -> the lineage whose rows it shares (relabelled at another op node without a copy)
 _SAME_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _step_ids = itertools.count(1)
@@ -101,8 +107,12 @@ def op_node(op: str, params: dict, parents: tuple[OpNode, ...]) -> OpNode:
     parents and the ops listed in ``params["ops"]``.
     """
     st = getattr(_state, "step", None)
-    if st is None and (op != "elementwise" or all(p.op != "elementwise" for p in parents)):
-        return OpNode(op, {"ops": [params.get("fn", op)]}, tuple(dict.fromkeys(parents)))  # nothing to absorb
+    if st is None:
+        if len(parents) == 1:
+            if op != "elementwise" or parents[0].op != "elementwise":
+                return OpNode.trusted(op, {"ops": [str(params.get("fn", op))]}, parents)  # nothing to absorb
+        elif op != "elementwise" or all(p.op != "elementwise" for p in parents):
+            return OpNode.trusted(op, {"ops": [str(params.get("fn", op))]}, tuple(dict.fromkeys(parents)))
     label, token = st if st is not None else (op, None)
     parents = tuple(dict.fromkeys(parents))  # drop repeats, keep order
     mergeable = [
@@ -120,10 +130,10 @@ def op_node(op: str, params: dict, parents: tuple[OpNode, ...]) -> OpNode:
         else:
             new_parents.append(p)
     new_parents = list(dict.fromkeys(new_parents))
-    out_params = {"ops": ops_list}
+    out_params = {"ops": [str(o) for o in ops_list]}
     if token is not None:
-        out_params["_step"] = token
-    return OpNode(label, out_params, tuple(new_parents))
+        out_params["_step"] = int(token)
+    return OpNode.trusted(label, out_params, tuple(new_parents))
 
 
 def op_rows(n: int, node: OpNode) -> RowLineage:
