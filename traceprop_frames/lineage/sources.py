@@ -133,10 +133,11 @@ class LazyHashSource(Source):
     lineage, a certificate, ``trace()``'s ``SourceRow.sha256``). The hash is of the data as it is then.
     """
 
+    _hash_lock = threading.Lock()  # one for all: hashing is rare, registering must stay cheap
+
     def __init__(self, *, hasher: Callable[[], str], **kw) -> None:
         self._hasher = hasher
         self._digest = None
-        self._hash_lock = threading.Lock()
         super().__init__(sha256="", **kw)
 
     @property

@@ -17,7 +17,7 @@ numpy operations are tracked through numpy's protocols, so plain numpy code runs
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 import pandas as pd
@@ -101,9 +101,16 @@ def _from_array(data, source: str, dtype, backend: str, granularity: str) -> Pro
         values = torch.from_numpy(values) if values.flags.writeable else torch.tensor(values)
     cols = None
     if granularity == "cell":
-        cols = [frozenset([str(j)]) for j in range(width)]
+        cols = _array_columns(width)
         cols = cols[0] if values.ndim == 1 else cols
     return ProvenanceTensor(values, lin, granularity, columns=cols)
+
+
+@lru_cache(maxsize=64)
+def _array_columns(width: int) -> list[frozenset]:
+    """Column ``j`` of an array reads source column ``"j"``; one shared list per width (never mutated:
+    operations build new lists, ``columns_lineage()`` returns a copy)."""
+    return [frozenset([str(j)]) for j in range(width)]
 
 
 def _array_sha256(arr: np.ndarray) -> str:
