@@ -188,3 +188,28 @@ def test_creation_hashes_lazily_and_persists(tmp_path):
 
     again = pickle.loads(pickle.dumps(X.lineage))
     assert again.sources([4])["lazy_src"].tolist() == [4]
+
+
+def test_influence_for_one_row_given_as_a_row_1d_or_2d():
+    from traceprop_frames.attribution import GradientStore, TrainingContext, compute_influence_scores
+
+    rng = np.random.default_rng(3)
+    X = tp.tensor(rng.normal(size=(64, 4)), source="influence_one_row_src")
+    Xt = X.to_torch()
+    y = torch.tensor((np.asarray(X)[:, 0] > 0).astype(np.float32)).reshape(-1, 1)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    store = GradientStore(k=32, path=None)
+    with TrainingContext(model, store) as ctx:
+        for i, (xb, yb) in enumerate(DataLoader(TensorDataset(Xt, y), batch_size=16, shuffle=True)):
+            opt.zero_grad()
+            ctx.backward(torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb), i)
+            opt.step()
+    several = compute_influence_scores(model, store, Xt[:2].as_plain(), top_k=3)
+    want = list(several)[0]  # several rows: one list of (sample, score) pairs per row
+    assert len(list(several)) == 2 and len(want) == 3
+    for one in (Xt[0], Xt[:1], Xt[0][None], Xt[0].as_plain(), Xt[0].as_plain().numpy()):
+        pairs = list(compute_influence_scores(model, store, one, top_k=3))
+        assert [i for i, _ in pairs] == [i for i, _ in want]
+        np.testing.assert_allclose([s for _, s in pairs], [s for _, s in want], rtol=1e-5)

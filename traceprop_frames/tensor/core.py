@@ -297,7 +297,8 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         """``{source path: sorted row numbers}`` behind all rows (or ``rows``). Sufficient by default:
         the rows a broadcast statistic read are included; ``direct=True`` gives only the rows whose
         values the rows carry."""
-        self._need_rows("sources()")
+        if self.granularity == "op":
+            self._need_rows("sources()")
         if rows is not None and not self.is_statistic:
             i = one_row(rows, len(self))
             if i is not None:  # one row: microseconds after the first query (tensor/queries.py)
@@ -307,7 +308,8 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
 
     def trace(self, i: int, strict: bool = True, direct: bool = False) -> list[SourceRow]:
         """The source rows behind row ``i`` (:meth:`RowLineage.trace`), each checked against its file."""
-        self._need_rows("trace()")
+        if self.granularity == "op":
+            self._need_rows("trace()")
         row = 0 if self.is_statistic else one_row(i, len(self))
         if row is None:
             row = int(self._row_positions([i])[0])

@@ -20,13 +20,18 @@ from traceprop_frames.lineage.rowsets import sorted_unique
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 
 _INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LAST: list[RowIndex | None] = [None]  # the index asked last (keeps that one lineage alive until the next)
 
 
 def row_index(lin: RowLineage) -> RowIndex:
     """The cached :class:`RowIndex` of ``lin`` (built, and ``lin`` composed, on first use)."""
+    last = _LAST[0]
+    if last is not None and last.lin is lin:  # the usual loop asks one tensor many times
+        return last
     idx = _INDEX.get(lin)
     if idx is None:
         idx = _INDEX[lin] = RowIndex(lin)
+    _LAST[0] = idx
     return idx
 
 

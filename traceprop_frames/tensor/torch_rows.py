@@ -134,6 +134,12 @@ def _fast_rows(src, samples: np.ndarray, key):
         return samples[rows : rows + 1] if rows != -1 else samples[-1:]
     if type(rows) is slice:
         return samples[rows]
+    if type(rows) is list and rows and all(type(k) is int for k in rows):
+        return samples[np.asarray(rows, dtype=np.int64)]  # torch reads a list of ints as an index tensor
+    if isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.dtype.kind in "iub":
+        if rows.dtype.kind == "b":
+            return samples[rows] if len(rows) == len(samples) else None
+        return samples[rows]
     if isinstance(rows, torch.Tensor) and rows.ndim == 1:
         if rows.dtype == torch.bool:
             return samples[rows.cpu().numpy()] if len(rows) == len(samples) else None
