@@ -71,3 +71,36 @@ def test_lazy_lineage_matches_row_tags(n, ops, seed):
     assert X.sources().get(SRC, np.zeros(0)).tolist() == every
     if len(data) > 1:  # several rows at once go through the general path: the same answer
         assert X.sources(rows=[0, len(data) - 1]).get(SRC, np.zeros(0)).tolist() == sorted(full[0] | full[-1])
+
+
+def test_reusing_temporaries_never_changes_what_the_user_holds():
+    rng = np.random.default_rng(7)
+    raw = rng.normal(size=(400, 200)).astype(np.float32)  # 320 KB: above the reuse threshold
+    keep = raw.copy()
+    X = tp.tensor(raw, source="elide_src")
+    m, s = X.mean(axis=0), X.std(axis=0)
+    Z = X - m  # X's array is the user's: never written
+    Zc = np.asarray(Z).copy()
+    W = Z / s  # Z is held by a variable: never written
+    held = [X * 2.0]
+    _ = held[0] - m  # held by a list: never written
+    also = X[:]  # shares X's array
+    _ = (X[:] - m) / s
+    np.testing.assert_array_equal(raw, keep)
+    np.testing.assert_array_equal(np.asarray(Z), Zc)
+    np.testing.assert_array_equal(np.asarray(held[0]), keep * 2.0)
+    np.testing.assert_array_equal(np.asarray(also), keep)
+    want = (keep - keep.mean(axis=0)) / keep.std(axis=0)
+    np.testing.assert_allclose(np.asarray((X - m) / s), want, rtol=1e-6)  # a temporary: may be reused
+    np.testing.assert_allclose(np.asarray(W), want, rtol=1e-6)
+    assert W.sources(rows=[3], direct=True)["elide_src"].tolist() == [3]
+    import tracemalloc
+
+    from traceprop_frames.tensor import elide
+
+    if elide.temp_counts():  # this interpreter lets temporaries be told apart: the division reuses one
+        tracemalloc.start()
+        _ = (X - m) / s
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 1.5 * raw.nbytes
