@@ -15,6 +15,7 @@ nothing is ever reused.
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 
@@ -22,19 +23,25 @@ UFUNCS = frozenset({np.add, np.subtract, np.multiply, np.true_divide, np.maximum
 MIN_BYTES = 1 << 18  # numpy's own threshold: smaller temporaries are cheap to allocate
 _OPERATOR = np.lib.mixins.NDArrayOperatorsMixin.__sub__.__code__  # shared by all binary operators
 
-_state: dict = {"temp": None, "seen": None}
+_state: dict = {"temp": None}
+_calibration = threading.local()  # this thread's calibration run (other threads never record into it)
+_lock = threading.Lock()
 
 
 def calibrating() -> list | None:
-    """The list a calibration run records counts into, or None outside calibration."""
-    return _state["seen"]
+    """The list this thread's calibration run records counts into, or None outside calibration."""
+    return getattr(_calibration, "seen", None)
 
 
 def temp_counts():
     """(tensor refcount, array refcount) of a temporary left operand, or False if they cannot be read."""
     if _state["temp"] is None:
-        _state["temp"] = False  # while calibrating (and if it fails): never reuse
-        _state["temp"] = _calibrate()
+        with _lock:
+            if _state["temp"] is None:
+                try:
+                    _state["temp"] = _calibrate()
+                except Exception:  # noqa: BLE001 - any surprise: never reuse
+                    _state["temp"] = False
     return _state["temp"]
 
 
@@ -47,14 +54,14 @@ def _calibrate():
         )
 
     seen: list = []
-    _state["seen"] = seen
+    _calibration.seen = seen
     try:
         base = fresh()
         held = base * 1.0  # a tensor owning its array, held by a variable
         _ = (base * 1.0) - 1.0  # the temporary case, recorded first
         _ = held - 1.0  # the held case
     finally:
-        _state["seen"] = None
+        _calibration.seen = None
     temp, var = seen[-2], seen[-1]
     if var[0] != temp[0] + 1 or var[1] != temp[1]:
         return False
