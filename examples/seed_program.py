@@ -50,7 +50,7 @@ def main(workdir: str) -> dict:
     criterion = torch.nn.BCEWithLogitsLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     epochs = 5
-    declined_application = X_t[0].as_plain()  # one applicant's features
+    declined_application = X_t[0]  # one applicant's features (a row of the row-carrying tensor)
 
     store = GradientStore(k=4096, path="./grad/")
     with TrainingContext(model, store) as ctx:  # no lineage argument: it comes with the batches

@@ -53,6 +53,8 @@ def test_store_samples_are_the_filtered_rows(run):
         assert [r.row for r in store.get_provenance(k).rows] == [int(want[k])]
     idx, sc = run["scores"].indices, run["scores"].scores
     assert len(idx) == 5 and np.all(np.diff(sc) <= 0)
+    pairs = list(run["scores"])  # the seed's `for idx, score in scores:` over one applicant's row
+    assert [i for i, _ in pairs] == idx.tolist() and [s for _, s in pairs] == sc.tolist()
     assert run["forget_set"].tolist() == [int(np.searchsorted(want, run["top_row"]))]
 
 

@@ -292,13 +292,16 @@ class TopK:
     """Top-k training samples per test point: ``indices`` and ``scores``, shape ``(n_test, top_k)``
     (``(top_k,)`` for a single 1-D test sample).
 
-    Iterating a single test point's result gives ``(training sample, score)`` pairs, best first; for
-    several test points it gives one list of such pairs per test point.
+    Iterating a single test point's result (a 1-D sample, or a batch of one row) gives
+    ``(training sample, score)`` pairs, best first; for several test points it gives one list of such
+    pairs per test point. ``len`` counts what iterating gives.
 
     Examples
     --------
     >>> top = TopK(np.array([4, 1]), np.array([0.9, 0.2]))
     >>> [(i, round(s, 1)) for i, s in top]
+    [(4, 0.9), (1, 0.2)]
+    >>> [(i, round(s, 1)) for i, s in TopK(np.array([[4, 1]]), np.array([[0.9, 0.2]]))]  # one test row
     [(4, 0.9), (1, 0.2)]
     """
 
@@ -308,12 +311,12 @@ class TopK:
         self.indices, self.scores = indices, scores
 
     def __iter__(self):
-        if np.ndim(self.indices) == 1:
-            return iter(zip(self.indices.tolist(), self.scores.tolist()))
+        if np.ndim(self.indices) == 1 or len(self.indices) == 1:
+            return iter(zip(np.ravel(self.indices).tolist(), np.ravel(self.scores).tolist()))
         return iter([list(zip(i.tolist(), s.tolist())) for i, s in zip(self.indices, self.scores)])
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return np.size(self.indices) if len(self.indices) == 1 else len(self.indices)
 
     def __repr__(self) -> str:
         return f"TopK(indices={self.indices!r}, scores={self.scores!r})"
@@ -343,7 +346,9 @@ def compute_influence_scores(model, store: GradientStore, test_input, top_k: int
     store : GradientStore
         Filled during or after training (:class:`TrainingContext` or ``fit`` with ``store=``).
     test_input : array-like or torch.Tensor
-        ``(n_test, ...)``, or one sample without the batch axis (then the results are 1-D).
+        ``(n_test, ...)``, or one sample without the batch axis (then the results are 1-D). A row of a
+        row-carrying tensor (``X_t[0]``) works as it is. For one test row (1-D, or ``(1, d)``) iterating
+        the result gives ``(sample, score)`` pairs; for several, one list of pairs per row.
     top_k : int, default=10
     **kw
         ``damping`` and ``weighted`` for :class:`TRAKScorer`.

@@ -37,6 +37,18 @@ class OpNode:
 
     def __post_init__(self) -> None:
         self.params = _jsonable(self.params)
+        self._link()
+
+    @classmethod
+    def trusted(cls, op: str, params: dict, parents: tuple[OpNode, ...] = ()) -> OpNode:
+        """An OpNode from ``params`` the caller guarantees JSON-able (str keys; str, number, bool, None,
+        list or dict values): skips the conversion, for ops recorded at numpy speed (tensor ops)."""
+        node = cls.__new__(cls)
+        node.op, node.params, node.parents, node.id, node._topo = op, params, tuple(parents), next(_ids), None
+        node._link()
+        return node
+
+    def _link(self) -> None:
         # Build the ancestor list when the op is created (a tuple copy of the parent's, microseconds,
         # paid once per op) so ancestors() is a look-up. Deep chains (> EAGER_DEPTH) fall back to the
         # lazy walk in topo(), keeping memory linear for pathological 10k-op chains.

@@ -232,14 +232,17 @@ class RowLineage:
         self._sids: np.ndarray | None = None
 
     @classmethod
-    def deferred(cls, n: int, build, deps: tuple[RowLineage, ...], node: OpNode | None) -> RowLineage:
+    def deferred(
+        cls, n: int, build, deps: tuple[RowLineage, ...], node: OpNode | None, has_context: bool | None = None
+    ) -> RowLineage:
         """``n`` rows whose arrays ``build()`` computes from the lineages ``deps`` when first needed.
 
-        ``build`` returns ``(offsets, ids)`` or ``(offsets, ids, context)``.
+        ``build`` returns ``(offsets, ids)`` or ``(offsets, ids, context)``. ``has_context`` says whether the
+        built rows will refer to shared sets (default: whether any of ``deps`` does).
         """
         obj = cls.__new__(cls)
         obj._offsets = obj._ids = obj._ctx = None
-        obj._has_ctx = any(d._has_ctx for d in deps)
+        obj._has_ctx = any(d._has_ctx for d in deps) if has_context is None else bool(has_context)
         obj._n = int(n)
         obj._build = build
         obj._deps = tuple(deps)

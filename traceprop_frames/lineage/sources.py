@@ -13,6 +13,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +126,39 @@ class Source:
         }
 
 
+class LazyHashSource(Source):
+    """An in-memory source whose content hash is computed on first read of :attr:`sha256`.
+
+    Registering one costs O(1): nothing hashes the data until a reader asks for the hash (saving
+    lineage, a certificate, ``trace()``'s ``SourceRow.sha256``). The hash is of the data as it is then.
+    """
+
+    _hash_lock = threading.Lock()  # one for all: hashing is rare, registering must stay cheap
+
+    def __init__(self, *, hasher: Callable[[], str], **kw) -> None:
+        self._hasher = hasher
+        self._digest = None
+        super().__init__(sha256="", **kw)
+
+    @property
+    def sha256(self) -> str:  # type: ignore[override]
+        if self._digest is None:
+            with self._hash_lock:
+                if self._digest is None:
+                    self._digest = self._hasher()
+                    self._hasher = None  # release the data reference once hashed
+        return self._digest
+
+    @sha256.setter
+    def sha256(self, value: str) -> None:
+        if value:
+            self._digest = value
+
+    @property
+    def is_hashed(self) -> bool:
+        return self._digest is not None
+
+
 class SourceRegistry:
     """Process-wide table of sources. The same (path, sha256, format) is registered once."""
 
@@ -168,6 +202,23 @@ class SourceRegistry:
                 src.loaded_at = loaded_at
             self._sources.append(src)
             self._by_key[key] = sid
+            return src
+
+    def register_memory(self, path: str, n_rows: int, hasher: Callable[[], str], schema=None) -> Source:
+        """Register an in-memory source in O(1): its sha256 is ``hasher()``, called on first use.
+
+        Every call registers a new source (the content is not hashed, so two calls cannot be told apart
+        as the same data); :meth:`find` returns all sources of one name and readers merge them by name.
+        """
+        with self._lock:
+            sid = len(self._sources)
+            if sid >= MAX_SOURCES:
+                raise OverflowError(f"more than {MAX_SOURCES} sources registered in one process")
+            src = LazyHashSource(
+                hasher=hasher, id=sid, path=str(path), abspath=None, format="memory", n_rows=int(n_rows),
+                schema=dict(schema or {}),
+            )  # fmt: skip
+            self._sources.append(src)
             return src
 
     def register_file(self, path: str | os.PathLike, format: str, n_rows: int, schema=None) -> Source:

@@ -16,11 +16,15 @@ numpy operations are tracked through numpy's protocols, so plain numpy code runs
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache, partial
+
 import numpy as np
 import pandas as pd
 
 from traceprop_frames.errors import UnsupportedOperationError
-from traceprop_frames.lineage import OpNode
+from traceprop_frames.lineage import REGISTRY, OpNode
+from traceprop_frames.tensor import tracking as _tr
 from traceprop_frames.tensor.core import GRANULARITIES, ProvenanceTensor
 from traceprop_frames.tensor.tracking import op_group, step
 
@@ -49,39 +53,83 @@ def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, sourc
     backend : ``"numpy"`` or ``"torch"``
     source : name of an in-memory source for a plain array (required then)
     granularity : ``"op"``, ``"row"`` (default) or ``"cell"``
-    """
-    from traceprop_frames.frames import resolve, track
 
+    Notes
+    -----
+    From an array, making the tensor costs O(1) in its size: the values are the array itself when it
+    already has ``dtype`` (shared, as ``np.asarray`` shares; otherwise converted), the row lineage
+    is composed on the first lineage query, and the source's content sha256 is computed when first
+    asked for (saving lineage, a certificate, ``trace()``), from the array as it is then.
+    """
+    if granularity not in GRANULARITIES:
+        raise UnsupportedOperationError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    if backend not in ("numpy", "torch"):
+        raise UnsupportedOperationError(f"backend must be 'numpy' or 'torch', not {backend!r}")
     if not isinstance(data, pd.DataFrame):
         if source is None:
             raise UnsupportedOperationError(
                 "a plain array has no lineage: pass source='name' to start lineage for it, or build the "
                 "tensor from a traced frame (tpf.read_csv(...) then tpf.tensor(df))"
             )
-        arr = np.asarray(data)
-        if arr.ndim == 0:
-            raise UnsupportedOperationError("a 0-d value has no rows")
-        frame = pd.DataFrame(arr.reshape(len(arr), -1))
-        frame.columns = [str(c) for c in frame.columns]
-        data = track(frame, source)
-        values = arr.astype(dtype)
-    else:
-        _check_numeric(data, columns)
-        values = (data if columns is None else data[columns]).to_numpy(dtype=dtype)
+        return _from_array(data, source, dtype, backend, granularity)
+    from traceprop_frames.frames import resolve
+
+    _check_numeric(data, columns)
+    values = (data if columns is None else data[columns]).to_numpy(dtype=dtype)
     lin = resolve(data)
     names = list(data.columns if columns is None else columns)
     if backend == "torch":
         import torch
 
         values = torch.tensor(values)  # a copy: pandas may hand out a read-only view
-    elif backend != "numpy":
-        raise UnsupportedOperationError(f"backend must be 'numpy' or 'torch', not {backend!r}")
     node = OpNode("tensor", {"columns": names, "backend": backend, "granularity": granularity}, (lin.node,))
     lin = lin.with_node(node) if granularity != "op" else _op_only(lin, node)
     cols = [frozenset([str(c)]) for c in names] if granularity == "cell" else None
     if cols is not None and np.ndim(values) == 1:
         cols = cols[0]
     return ProvenanceTensor(values, lin, granularity, columns=cols)
+
+
+def _from_array(data, source: str, dtype, backend: str, granularity: str) -> ProvenanceTensor:
+    """An in-memory source of ``len(data)`` rows, registered in O(1) (hashed lazily), and its tensor."""
+    if not isinstance(source, str) or not source:
+        raise UnsupportedOperationError("source= needs a non-empty name, e.g. tp.tensor(a, source='scores')")
+    arr = data if type(data) is np.ndarray else np.asarray(data)
+    if arr.ndim == 0:
+        raise UnsupportedOperationError("a 0-d value has no rows")
+    n = len(arr)
+    width = math.prod(arr.shape[1:])
+    values = arr if arr.dtype == dtype else arr.astype(dtype)
+    src = REGISTRY.register_memory(source, n, partial(_array_sha256, arr))
+    track = OpNode.trusted("track", {"name": source})
+    params = {"n_columns": width, "backend": backend, "granularity": granularity}
+    node = OpNode.trusted("tensor", params, (track,))
+    lin = _tr.identity_rows(src.id, n, node) if granularity != "op" else _tr.op_rows(n, node)
+    if backend == "torch":
+        import torch
+
+        values = torch.from_numpy(values) if values.flags.writeable else torch.tensor(values)
+    cols = None
+    if granularity == "cell":
+        cols = _array_columns(width)
+        cols = cols[0] if values.ndim == 1 else cols
+    return ProvenanceTensor(values, lin, granularity, columns=cols)
+
+
+@lru_cache(maxsize=64)
+def _array_columns(width: int) -> list[frozenset]:
+    """Column ``j`` of an array reads source column ``"j"``; one shared list per width (never mutated:
+    operations build new lists, ``columns_lineage()`` returns a copy)."""
+    return [frozenset([str(j)]) for j in range(width)]
+
+
+def _array_sha256(arr: np.ndarray) -> str:
+    """The content sha256 ``tp.track`` gives the same values as a frame (column ``j`` named ``"j"``)."""
+    from traceprop_frames.frames.readers import _content_sha256
+
+    frame = pd.DataFrame(arr.reshape(len(arr), -1))
+    frame.columns = [str(c) for c in frame.columns]
+    return _content_sha256(frame)
 
 
 def _op_only(lin, node):

@@ -7,6 +7,7 @@ numpy operations are tracked through numpy's own protocols (``__array_ufunc__``,
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -18,7 +19,9 @@ from traceprop_frames.errors import (
     UnsupportedOperationError,
 )
 from traceprop_frames.lineage import LineageDAG, OpNode, RowLineage, SourceRow
+from traceprop_frames.tensor import elide
 from traceprop_frames.tensor import tracking as tr
+from traceprop_frames.tensor.queries import one_row, row_index
 
 GRANULARITIES = ("op", "row", "cell")
 
@@ -95,18 +98,14 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         return np.asarray(self)
 
     def _like(self, data, lineage: RowLineage, *, statistic: bool = False, columns=None) -> ProvenanceTensor:
-        return ProvenanceTensor(data, lineage, self.granularity, statistic=statistic, columns=columns)
+        return _make(data, lineage, self.granularity, statistic, columns)
 
     # ------------------------------------------------------------------ row selection
     def _row_positions(self, key) -> np.ndarray:
         n = len(self)
         if isinstance(key, slice):
             return np.arange(n, dtype=np.int64)[key]
-        if isinstance(key, ProvenanceTensor):
-            key = np.asarray(key)
-        if hasattr(key, "detach"):  # a torch index tensor
-            key = key.detach().cpu().numpy()
-        pos = np.asarray(key)
+        pos = _plain_key(key)
         if pos.dtype == bool:
             if pos.shape != (n,):
                 raise UnknownRowError(f"boolean row mask of shape {pos.shape} for {n} rows")
@@ -131,24 +130,48 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         rows, cols = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
         if len(cols) > 1:
             raise UnsupportedOperationError("index rows and one column axis: X[rows, cols]")
-        all_rows = isinstance(rows, slice) and rows == slice(None)
-        pos = np.arange(len(self), dtype=np.int64) if all_rows else self._row_positions(rows)
-        index = pos if not hasattr(self.data, "detach") else _as_torch_index(self.data, pos)
-        data = self.data if all_rows else self.data[index]
-        columns = self._cols
-        if cols:
-            c = cols[0]
-            data = data[:, c]
-            columns = _cols_take(columns, c)
-        if all_rows:
-            node = (
-                tr.op_node("column_select", {"fn": "column_select"}, (self.lineage.node,)) if cols else None
-            )
-            return self._like(data, self.lineage.with_node(node) if node else self.lineage, columns=columns)
-        is_mask = np.asarray(rows).dtype == bool if not isinstance(rows, slice) else False
-        op = "row_filter" if is_mask else "row_select"
-        node = OpNode(op, {"rows_in": len(self), "rows_out": int(pos.size)}, (self.lineage.node,))
-        return self._like(data, self.lineage.take(pos, node=node), columns=columns)
+        if isinstance(rows, slice) and rows == slice(None):
+            return self._columns(cols[0]) if cols else self._like(self.data, self.lineage, columns=self._cols)
+        data, lin = self._select_rows(rows)
+        out = self._like(data, lin, columns=self._cols)
+        return out._columns(cols[0], node=False) if cols else out
+
+    def _select_rows(self, rows):
+        """(data, lineage) of the rows picked by ``rows`` (a mask, integers or a slice); the positions
+        are computed now only where the data needs them, the lineage on the first query."""
+        n = len(self)
+        torch_data = hasattr(self.data, "detach")
+        if isinstance(rows, slice):
+            data = self.data[rows]
+            op, mask, pos = "row_select", None, None
+        else:
+            key = _plain_key(rows)
+            if key.dtype == bool:
+                if key.shape != (n,):
+                    raise UnknownRowError(f"boolean row mask of shape {key.shape} for {n} rows")
+                mask = key.copy() if self.granularity != "op" else None  # ours: later writes cannot change it
+                data = self.data[_as_torch_index(self.data, key) if torch_data else key]
+                op, pos = "row_filter", None
+            else:
+                pos = self._row_positions(key)
+                data = self.data[_as_torch_index(self.data, pos) if torch_data else pos]
+                op, mask = "row_select", None
+        n_out = len(data)
+        node = OpNode.trusted(op, {"rows_in": int(n), "rows_out": int(n_out)}, (self.lineage.node,))
+        if self.granularity == "op":
+            return data, tr.op_rows(n_out, node)
+        if isinstance(rows, slice):
+            pos = np.arange(n, dtype=np.int64)[rows]
+        return data, tr.take_rows(self.lineage, n_out, node, positions=pos, mask=mask)
+
+    def _columns(self, c, node: bool = True) -> ProvenanceTensor:
+        """Columns ``c`` of every row: rows (and their lineage) unchanged."""
+        data = self.data[:, c]
+        columns = _cols_take(self._cols, c)
+        if not node:
+            return self._like(data, self.lineage, columns=columns)
+        n = tr.op_node("column_select", {"fn": "column_select"}, (self.lineage.node,))
+        return self._like(data, tr.relabel(self.lineage, n), columns=columns)
 
     @property
     def T(self):
@@ -182,7 +205,16 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         if method == "__call__" and ufunc is np.matmul:
             return _matmul(inputs[0], inputs[1], np.matmul)
         if method == "__call__":
-            return self._elementwise(lambda *a: ufunc(*a, **kwargs), inputs, ufunc.__name__)
+            if (ufunc in elide.UFUNCS and len(inputs) == 2 and inputs[0] is self and not kwargs
+                    and type(self.data) is np.ndarray and self.data.nbytes >= elide.MIN_BYTES
+                    and not self.is_statistic):  # fmt: skip
+                counts = (sys.getrefcount(self), sys.getrefcount(self.data))
+                seen = elide.calibrating()
+                if seen is not None:
+                    seen.append(counts)
+                elif elide.temp_counts() and elide.reusable(self, inputs[1], counts):
+                    kwargs = {"out": self.data}  # as numpy reuses a plain temporary's buffer
+            return self._elementwise(ufunc, kwargs, inputs, ufunc.__name__)
         if method == "reduce":
             fn = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min}.get(ufunc)
             if fn is not None:
@@ -197,7 +229,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __array_function__(self, func, types, args, kwargs):
         if func in tr.ELEMENTWISE_FUNCS:
-            return self._elementwise(lambda *a: func(*a, **kwargs), args, func.__name__)
+            return self._elementwise(func, kwargs, args, func.__name__)
         if func in tr.ROW_REDUCTIONS:
             return _reduce(func, tr.ROW_REDUCTIONS[func], args[0], kwargs, extra=args[1:])
         if func in tr.PREFIX_FUNCS:
@@ -220,22 +252,24 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
             "elementwise ops, reductions, np.concatenate or @."
         )
 
-    def _elementwise(self, fn, inputs, name: str):
+    def _elementwise(self, fn, kwargs: dict, inputs, name: str):
         pts = [a for a in inputs if isinstance(a, ProvenanceTensor)]
-        plain = [np.asarray(a) if isinstance(a, ProvenanceTensor) else a for a in inputs]
-        data = fn(*plain)
-        if isinstance(data, tuple):
+        data = fn(*[_plain(a) if isinstance(a, ProvenanceTensor) else a for a in inputs], **kwargs)
+        if type(data) is tuple:
             raise LineageLostError(f"{name} returns several arrays; call it on np.asarray(X)")
-        node = tr.op_node("elementwise", {"fn": name}, tuple(p.lineage.node for p in pts))
+        node = tr.op_node("elementwise", {"fn": name}, tuple([p.lineage.node for p in pts]))
         gran = _granularity(pts)
-        cols = _cols_elementwise(pts, np.shape(data))
+        cols = _cols_elementwise(pts, np.shape(data)) if gran == "cell" else None
         if all(p.is_statistic for p in pts):
-            lin = pts[0].lineage if len(pts) == 1 else tr.combine_rows(pts, 1, np.ndim(data), node)
-            return ProvenanceTensor(data, lin.with_node(node), gran, statistic=True, columns=cols)
-        if np.ndim(data) == 0:
+            if len(pts) == 1:
+                lin = tr.relabel(pts[0].lineage, node)
+            else:
+                lin = tr.combine_rows(pts, 1, np.ndim(data), node, gran)
+            return _make(data, lin, gran, True, cols)
+        ndim = np.ndim(data)
+        if ndim == 0:
             raise LineageLostError(f"{name} produced a scalar from rows; reduce with X.sum() etc. instead")
-        lin = tr.combine_rows(pts, len(data), np.ndim(data), node, gran)
-        return ProvenanceTensor(data, lin, gran, columns=cols)
+        return _make(data, tr.combine_rows(pts, len(data), ndim, node, gran), gran, False, cols)
 
     # ------------------------------------------------------------------ reductions as methods
     def mean(self, axis=None, **kw):
@@ -274,14 +308,23 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         """``{source path: sorted row numbers}`` behind all rows (or ``rows``). Sufficient by default:
         the rows a broadcast statistic read are included; ``direct=True`` gives only the rows whose
         values the rows carry."""
-        self._need_rows("sources()")
+        if self.granularity == "op":
+            self._need_rows("sources()")
+        if rows is not None and not self.is_statistic:
+            i = one_row(rows, len(self))
+            if i is not None:  # one row: microseconds after the first query (tensor/queries.py)
+                return row_index(self.lineage).sources(i, direct)
         pos = None if rows is None or self.is_statistic else self._row_positions(rows)
         return self.lineage.sources(pos, direct=direct)
 
     def trace(self, i: int, strict: bool = True, direct: bool = False) -> list[SourceRow]:
-        self._need_rows("trace()")
-        row = 0 if self.is_statistic else int(self._row_positions([i])[0])
-        return self.lineage.trace(row, strict=strict, direct=direct)
+        """The source rows behind row ``i`` (:meth:`RowLineage.trace`), each checked against its file."""
+        if self.granularity == "op":
+            self._need_rows("trace()")
+        row = 0 if self.is_statistic else one_row(i, len(self))
+        if row is None:
+            row = int(self._row_positions([i])[0])
+        return row_index(self.lineage).trace(row, strict, direct)
 
     def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
         self._need_rows("rows_from_source()")
@@ -320,7 +363,23 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
 def _as_torch_index(data, pos: np.ndarray):
     import torch
 
+    if pos.dtype == bool:
+        return torch.as_tensor(pos, device=data.device)
     return torch.as_tensor(pos, dtype=torch.long, device=data.device)
+
+
+def _plain(x: ProvenanceTensor):
+    """The numpy values of ``x`` (its own array when it holds one: no conversion call)."""
+    return x.data if type(x.data) is np.ndarray else np.asarray(x)
+
+
+def _plain_key(key) -> np.ndarray:
+    """A row key (ProvenanceTensor, torch tensor, list, array) as a numpy array."""
+    if isinstance(key, ProvenanceTensor):
+        return np.asarray(_plain(key))
+    if hasattr(key, "detach"):  # a torch index tensor
+        return key.detach().cpu().numpy()
+    return np.asarray(key)
 
 
 def _paths(lin: RowLineage) -> list[str]:
@@ -328,7 +387,18 @@ def _paths(lin: RowLineage) -> list[str]:
                   | {n.params["name"] for n in lin.node.topo() if n.op == "track" and "name" in n.params})  # fmt: skip
 
 
+def _make(data, lineage: RowLineage, granularity: str, statistic: bool, columns) -> ProvenanceTensor:
+    """A ProvenanceTensor from parts the operations built consistent (no validation)."""
+    out = object.__new__(ProvenanceTensor)
+    out.data, out.lineage, out.granularity, out.is_statistic, out._cols = (
+        data, lineage, granularity, statistic, columns,
+    )  # fmt: skip
+    return out
+
+
 def _granularity(pts) -> str:
+    if len(pts) == 1:
+        return pts[0].granularity
     g = {p.granularity for p in pts}
     return "op" if "op" in g else "row" if "row" in g else "cell"
 
@@ -336,6 +406,8 @@ def _granularity(pts) -> str:
 def _cols_take(cols, key):
     if cols is None:
         return None
+    if isinstance(cols, list) and isinstance(key, (int, slice)):
+        return cols[key]
     picked = np.asarray(cols, dtype=object)[key]
     return list(picked) if isinstance(picked, np.ndarray) else picked
 
@@ -343,6 +415,10 @@ def _cols_take(cols, key):
 def _cols_elementwise(pts, shape) -> list | None:
     if not pts or any(p._cols is None for p in pts) or len(shape) < 1:
         return None
+    first = pts[0]._cols
+    if all(p._cols is first for p in pts) and isinstance(first, list) == (len(shape) > 1):
+        if not isinstance(first, list) or len(first) == shape[-1]:
+            return first  # every operand reads the same columns (X - X.mean(axis=0)): shared, no copy
     width = shape[-1] if len(shape) > 1 else 1
     out = [frozenset() for _ in range(width)]
     for p in pts:
@@ -356,6 +432,9 @@ def _axis0(axis, ndim: int) -> str:
     """'rows' (reduces over rows), 'within' (within each row), or 'all'."""
     if axis is None:
         return "all"
+    if type(axis) is int:  # the usual X.mean(axis=0): no array calls
+        a = axis % ndim
+        return ("all" if ndim == 1 else "rows") if a == 0 else "within"
     axes = (axis,) if np.isscalar(axis) else tuple(axis)
     axes = tuple(a % ndim for a in axes)
     if 0 in axes:
@@ -367,21 +446,22 @@ def _reduce(func, name: str, x, kwargs, extra=()):
     if not isinstance(x, ProvenanceTensor):
         raise LineageLostError(f"{name}: unexpected operand {type(x).__name__}")
     axis = kwargs.get("axis")
-    data = func(np.asarray(x), *extra, **kwargs)
+    data = func(_plain(x), *extra, **kwargs)
     if x.is_statistic:
         node = tr.op_node(name, {"fn": name}, (x.lineage.node,))
-        return x._like(data, x.lineage.with_node(node), statistic=True)
+        return x._like(data, tr.relabel(x.lineage, node), statistic=True)
     kind = _axis0(axis, x.ndim)
     if kind == "within":
         node = tr.op_node("elementwise", {"fn": f"{name}(axis={axis})"}, (x.lineage.node,))
         cols = (
             None if x._cols is None else frozenset().union(*x._cols) if isinstance(x._cols, list) else x._cols
         )
-        return x._like(data, x.lineage.with_node(node), columns=cols)
+        return x._like(data, tr.relabel(x.lineage, node), columns=cols)
     label = f"{name}(axis={axis})"
     node = tr.op_node(label, {"fn": label}, (x.lineage.node,))
     cols = x._cols if kind == "rows" else None
-    return x._like(data, tr.statistic_lineage(x.lineage, label, node), statistic=True, columns=cols)
+    lin = tr.statistic_lineage(x.lineage, label, node, x.granularity)
+    return x._like(data, lin, statistic=True, columns=cols)
 
 
 def _prefix(fn, name: str, x, axis):
@@ -389,13 +469,13 @@ def _prefix(fn, name: str, x, axis):
         raise LineageLostError(f"{name} is tracked on row tensors only")
     if axis is None:
         raise LineageLostError(f"{name} without axis flattens rows; pass axis=0 (down rows) or axis=1")
-    data = fn(np.asarray(x))
+    data = fn(_plain(x))
     if axis % x.ndim != 0:
         node = tr.op_node("elementwise", {"fn": f"{name}(axis={axis})"}, (x.lineage.node,))
-        return x._like(data, x.lineage.with_node(node), columns=x._cols)
+        return x._like(data, tr.relabel(x.lineage, node), columns=x._cols)
     label = f"{name}(axis=0)"
     node = tr.op_node(label, {"fn": label}, (x.lineage.node,))
-    return x._like(data, tr.prefix_lineage(x.lineage, label, node), columns=x._cols)
+    return x._like(data, tr.prefix_lineage(x.lineage, label, node, x.granularity), columns=x._cols)
 
 
 def _stack(func, args, kwargs):
@@ -416,7 +496,9 @@ def _stack(func, args, kwargs):
             else:
                 n = 1 if np.ndim(a) < 2 and func is np.vstack else len(np.atleast_2d(np.asarray(a)))
                 if isinstance(a, ProvenanceTensor):
-                    lins.append(a.lineage.take(np.zeros(n, dtype=np.int64)))
+                    lins.append(
+                        tr.take_rows(a.lineage, n, a.lineage.node, positions=np.zeros(n, dtype=np.int64))
+                    )
                     continue
                 warnings.warn(
                     f"np.{func.__name__}: {n} rows come from a plain array without lineage and get none. "
@@ -428,7 +510,8 @@ def _stack(func, args, kwargs):
     if func is np.stack:
         raise LineageLostError("np.stack adds an axis in front of the rows; use np.concatenate / np.hstack")
     # side by side (hstack, column_stack, concatenate axis=1): rows align, lineage unions per row
-    return ProvenanceTensor(data, tr.combine_rows(pts, len(data), np.ndim(data), node), _granularity(pts))
+    gran = _granularity(pts)
+    return ProvenanceTensor(data, tr.combine_rows(pts, len(data), np.ndim(data), node, gran), gran)
 
 
 def _matmul(a, b, func):
@@ -436,8 +519,11 @@ def _matmul(a, b, func):
     if isinstance(a, ProvenanceTensor) and not a.is_statistic:
         parents = [a.lineage.node] + ([b.lineage.node] if isinstance(b, ProvenanceTensor) else [])
         node = tr.op_node("matmul", {"fn": "matmul"}, tuple(parents))
-        lin = a.lineage.with_node(node)
-        if isinstance(b, ProvenanceTensor):
+        lin = tr.relabel(a.lineage, node)
+        gran = _granularity([a] + ([b] if isinstance(b, ProvenanceTensor) else []))
+        if gran == "op":
+            lin = tr.op_rows(len(a), node)
+        elif isinstance(b, ProvenanceTensor):
             # every output row reads all of b's rows (its rows are contracted away): one shared set
             stat = b.lineage if b.is_statistic else tr.statistic_lineage(b.lineage, "matmul operand", node)
             n = len(a)
@@ -445,8 +531,7 @@ def _matmul(a, b, func):
         cols = None
         if a._cols is not None and np.ndim(data) > 1:
             cols = [frozenset().union(*a._cols)] * data.shape[1]  # X @ W mixes every column
-        return ProvenanceTensor(data, lin, _granularity([a] + ([b] if isinstance(b, ProvenanceTensor) else [])),
-                                columns=cols)  # fmt: skip
+        return ProvenanceTensor(data, lin, gran, columns=cols)
     raise LineageLostError(
         "only X @ W with the rows on the left keeps row lineage; a ProvenanceTensor on the right has its "
         "rows contracted away. Use np.asarray(...) to compute without lineage."

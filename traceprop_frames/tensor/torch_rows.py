@@ -24,11 +24,16 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset, get_worker_info
+from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from traceprop_frames.errors import LineageLostError
 from traceprop_frames.lineage import RowLineage
+from traceprop_frames.tensor.queries import one_row, row_index
 
 _GETITEM = torch.Tensor.__getitem__
 _STACKS = (torch.stack, torch.cat, torch.concat)
@@ -62,11 +67,21 @@ class RowTensor(torch.Tensor):
         return self._tp_root.take(self._tp_samples)
 
     def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
-        lin = self.lineage
-        return lin.sources(None if rows is None else np.atleast_1d(rows), direct=direct)
+        """``{source path: sorted row numbers}`` behind these rows (or rows ``rows`` of them)."""
+        samples = self._tp_samples
+        if rows is not None:
+            i = one_row(rows, len(samples))
+            if i is not None:  # one row: microseconds after the first query
+                return row_index(self._tp_root).sources(int(samples[i]), direct)
+            rows = np.atleast_1d(np.asarray(rows))
+            rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+            return self._tp_root.sources(samples[rows], direct=direct)
+        return self._tp_root.sources(samples, direct=direct)
 
     def trace(self, i: int, strict: bool = True, direct: bool = False):
-        return self.lineage.trace(int(i), strict=strict, direct=direct)
+        """The source rows behind row ``i`` of these rows, each checked against its file's sha256."""
+        i = one_row(int(i), len(self._tp_samples))
+        return row_index(self._tp_root).trace(int(self._tp_samples[i]), strict, direct)
 
     def ops(self) -> list[str]:
         return self._tp_root.ops()
@@ -87,25 +102,75 @@ class RowTensor(torch.Tensor):
 
 
 def _index(src: RowTensor, key, out):
-    if not isinstance(out, torch.Tensor) or getattr(src, "_tp_samples", None) is None:
+    """``src[key]`` as torch computed it (``out``), with the samples of its rows.
+
+    The result keeps row lineage when its axis 0 holds rows of ``src`` (each entry of axis 0 comes from
+    one row) or when all of it comes from one row (``X[i]``, ``X[i, j]``, ``X[i][None]``); otherwise its
+    rows mix samples (``X[None]`` of a batch, ``X[mask2d]``) and it is a plain tensor, like the result
+    of any other op on the batch.
+    """
+    samples = getattr(src, "_tp_samples", None)
+    if not isinstance(out, torch.Tensor) or samples is None:
         return out
-    rows = key[0] if isinstance(key, tuple) else key
+    picked = _fast_rows(src, samples, key)
+    if picked is None:
+        picked = _probe_rows(src, samples, key, out)
+        if picked is None:
+            return out
+    return RowTensor.wrap(out, picked, src._tp_root)
+
+
+_BASIC = (slice, int, type(Ellipsis))
+
+
+def _fast_rows(src, samples: np.ndarray, key):
+    """The samples of ``src[key]`` for the common keys (one row key, then basic indices), else None."""
+    if len(samples) == 1 and (src.ndim == 0 or src.shape[0] != 1):
+        return None  # one sample without a row axis: the probe decides (empty results have none)
+    rows, rest = (key[0], key[1:]) if type(key) is tuple and key else (key, ())
+    if any(type(k) not in _BASIC or k is Ellipsis for k in rest):
+        return None
+    if type(rows) is int:
+        return samples[rows : rows + 1] if rows != -1 else samples[-1:]
+    if type(rows) is slice:
+        return samples[rows]
+    if type(rows) is list and rows and all(type(k) is int for k in rows):
+        return samples[np.asarray(rows, dtype=np.int64)]  # torch reads a list of ints as an index tensor
+    if isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.dtype.kind in "iub":
+        if rows.dtype.kind == "b":
+            return samples[rows] if len(rows) == len(samples) else None
+        return samples[rows]
+    if isinstance(rows, torch.Tensor) and rows.ndim == 1:
+        if rows.dtype == torch.bool:
+            return samples[rows.cpu().numpy()] if len(rows) == len(samples) else None
+        if not rows.is_floating_point():
+            return samples[rows.cpu().numpy()]
+    return None
+
+
+def _probe_rows(src, samples: np.ndarray, key, out) -> np.ndarray | None:
+    """Index a stand-in of ``src`` that holds each element's flat position the same way, and read off
+    which rows the result's entries come from (any key torch accepts; O(result) extra work)."""
+    if len(samples) == 1 and (src.ndim == 0 or src.shape[0] != 1):  # one sample: all of it is that sample
+        return samples if out.numel() else samples[:0]
     n = src.shape[0]
-    if type(rows) is int:  # dataset[i], once per sample: a view of one position, no new array
-        i = rows % n
-        return RowTensor.wrap(out, src._tp_samples[i : i + 1], src._tp_root)
-    if isinstance(rows, torch.Tensor):
-        rows = rows.detach().cpu().numpy()
-    if isinstance(rows, (int, np.integer)):
-        pos = np.array([int(rows) % n], dtype=np.int64)  # one sample: the row axis is gone, lineage is 1
-    elif isinstance(rows, slice):
-        pos = np.arange(n, dtype=np.int64)[rows]
-    elif rows is Ellipsis:
-        pos = np.arange(n, dtype=np.int64)
-    else:
-        arr = np.asarray(rows)
-        pos = np.flatnonzero(arr) if arr.dtype == bool else arr.astype(np.int64).reshape(-1) % max(n, 1)
-    return RowTensor.wrap(out, src._tp_samples[pos], src._tp_root)
+    width = max(src.numel() // max(n, 1), 1)
+    uid = torch.arange(src.numel(), device=src.device).reshape(src.shape)
+    with torch._C.DisableTorchFunctionSubclass():
+        hit = uid[key]
+    if hit.numel() == 0:
+        return samples[:0] if hit.ndim and hit.shape[0] == 0 else None
+    if hit.ndim == 0:
+        return samples[[int(hit) // width]]
+    flat = hit.reshape(hit.shape[0], -1)
+    rows, cols = flat // width, flat % width
+    if bool((rows == rows[:, :1]).all()):  # each entry of axis 0 comes from one row
+        first = rows[:, 0]
+        if bool((first != first[0]).any()) or bool((cols == cols[:1]).all()):
+            return samples[first.cpu().numpy()]  # ... and axis 0 runs over rows
+    if bool((rows == rows.reshape(-1)[0]).all()):
+        return samples[[int(rows.reshape(-1)[0])]]  # all of it from one row: one sample
+    return None
 
 
 def _stack(func, args, kwargs, out):
@@ -128,3 +193,69 @@ def _stack(func, args, kwargs, out):
 def batch_samples(x) -> np.ndarray | None:
     """The training-sample positions a batch carries, or None for a plain tensor."""
     return getattr(x, "_tp_samples", None)
+
+
+# ---------------------------------------------------------------------------- batch-wise DataLoader fetch
+class _Sample(Sequence):
+    """Sample ``k`` of a batch fetched at once: indexes like the ``(x, y, ...)`` tuple ``dataset[i]``
+    gives (each item computed when read); the default collate turns the whole batch into its tensors
+    without looking at the samples one by one."""
+
+    __slots__ = ("_batch", "_k")
+
+    def __init__(self, batch: _Batch, k: int) -> None:
+        self._batch, self._k = batch, k
+
+    def __len__(self) -> int:
+        return len(self._batch.tensors)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return tuple(self)[j]
+        return self._batch.tensors[j][self._batch.indices[self._k]]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class _Batch(list):
+    """The list of :class:`_Sample` that ``TensorDataset.__getitems__`` returns for row-carrying tensors."""
+
+    __slots__ = ("tensors", "indices")
+
+
+def _getitems(self, indices):
+    """``TensorDataset.__getitems__``: batch-wise for datasets holding a :class:`RowTensor`, else exactly
+    what the DataLoader does without it (``[dataset[i] for i in indices]``)."""
+    if type(self).__getitem__ is not TensorDataset.__getitem__ or not any(
+        type(t) is RowTensor for t in self.tensors
+    ):
+        if _PREVIOUS_GETITEMS is not None:
+            return _PREVIOUS_GETITEMS(self, indices)
+        return [self[i] for i in indices]
+    batch = _Batch()
+    batch.tensors, batch.indices = self.tensors, list(indices)
+    batch.extend([_Sample(batch, k) for k in range(len(batch.indices))])
+    return batch
+
+
+def _collate_samples(batch, *, collate_fn_map=None):
+    """default_collate of a fetched batch: one index op per tensor (rows keep their samples)."""
+    first = batch[0]._batch
+    if batch is not first or get_worker_info() is not None:  # re-listed samples, or a worker: one by one
+        return collate([tuple(s) for s in batch], collate_fn_map=collate_fn_map)
+    idx = torch.as_tensor(first.indices, dtype=torch.long)
+    out = []
+    for t in first.tensors:
+        if type(t) is RowTensor:
+            with torch._C.DisableTorchFunctionSubclass():
+                picked = _GETITEM(t, idx.to(t.device))
+            out.append(RowTensor.wrap(picked, t._tp_samples[idx.numpy()], t._tp_root))
+        else:
+            out.append(t[idx.to(t.device)])
+    return out
+
+
+_PREVIOUS_GETITEMS = getattr(TensorDataset, "__getitems__", None)
+TensorDataset.__getitems__ = _getitems
+default_collate_fn_map[_Sample] = _collate_samples

@@ -17,13 +17,24 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import weakref
 
 import numpy as np
 
 from traceprop_frames.errors import LineageLostError
 from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage.sources import encode
 
-_state = threading.local()
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class _State(threading.local):
+    step = None  # a class default: reading it never raises inside getattr (the hot path of every op)
+
+
+_state = _State()
+# lineage -> the lineage whose rows it shares (relabelled at another op node without a copy)
+_SAME_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _step_ids = itertools.count(1)
 
 ELEMENTWISE_FUNCS = {
@@ -98,7 +109,13 @@ def op_node(op: str, params: dict, parents: tuple[OpNode, ...]) -> OpNode:
     elementwise node followed by another elementwise op) is replaced by a node with the union of the
     parents and the ops listed in ``params["ops"]``.
     """
-    st = current_step()
+    st = getattr(_state, "step", None)
+    if st is None:
+        if len(parents) == 1:
+            if op != "elementwise" or parents[0].op != "elementwise":
+                return OpNode.trusted(op, {"ops": [str(params.get("fn", op))]}, parents)  # nothing to absorb
+        elif op != "elementwise" or all(p.op != "elementwise" for p in parents):
+            return OpNode.trusted(op, {"ops": [str(params.get("fn", op))]}, tuple(dict.fromkeys(parents)))
     label, token = st if st is not None else (op, None)
     parents = tuple(dict.fromkeys(parents))  # drop repeats, keep order
     mergeable = [
@@ -116,36 +133,90 @@ def op_node(op: str, params: dict, parents: tuple[OpNode, ...]) -> OpNode:
         else:
             new_parents.append(p)
     new_parents = list(dict.fromkeys(new_parents))
-    out_params = {"ops": ops_list}
+    out_params = {"ops": [str(o) for o in ops_list]}
     if token is not None:
-        out_params["_step"] = token
-    return OpNode(label, out_params, tuple(new_parents))
+        out_params["_step"] = int(token)
+    return OpNode.trusted(label, out_params, tuple(new_parents))
 
 
-def statistic_lineage(lin: RowLineage, label: str, node: OpNode) -> RowLineage:
-    """One lineage row referring to one shared set: all rows of ``lin`` (stored once)."""
-    n = len(lin)
-    block = lin.shared_sets(np.arange(n, dtype=np.int64), [0], [n], label)
-    return RowLineage.empty(1).with_context(np.zeros(1, dtype=np.int64), block, node=node)
-
-
-def prefix_lineage(lin: RowLineage, label: str, node: OpNode) -> RowLineage:
-    """Row i refers to the prefix set rows 0..i (one pool, n overlapping segments: O(n))."""
-    n = len(lin)
-    block = lin.shared_sets(
-        np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.arange(1, n + 1), label
+def op_rows(n: int, node: OpNode) -> RowLineage:
+    """``n`` rows without row lineage (granularity ``"op"``): O(1), nothing is allocated until read."""
+    return RowLineage.deferred(
+        n, lambda: (np.zeros(n + 1, dtype=np.int64), _EMPTY), (), node, has_context=False
     )
-    return lin.with_context(np.arange(n, dtype=np.int64), block, node=node)
+
+
+def identity_rows(source_id: int, n: int, node: OpNode) -> RowLineage:
+    """Row ``i`` is row ``i`` of source ``source_id``; the arrays are built on the first query."""
+
+    def build():
+        return np.arange(n + 1, dtype=np.int64), encode(source_id, np.arange(n, dtype=np.int64))
+
+    return RowLineage.deferred(n, build, (), node, has_context=False)
+
+
+def take_rows(lin: RowLineage, n_out: int, node: OpNode, *, positions=None, mask=None) -> RowLineage:
+    """Rows ``positions`` (or the rows where ``mask`` holds) of ``lin``, composed on the first query.
+
+    The caller passes arrays it owns (a copy of a user's mask), so later writes cannot change them.
+    """
+
+    def build():
+        pos = np.flatnonzero(mask) if mask is not None else positions
+        out = lin.take(pos)
+        return out.offsets, out.ids, out._ctx
+
+    return RowLineage.deferred(n_out, build, (lin,), node)
+
+
+def statistic_lineage(lin: RowLineage, label: str, node: OpNode, granularity: str = "row") -> RowLineage:
+    """One lineage row referring to one shared set: all rows of ``lin`` (stored once, built on the
+    first query)."""
+    if granularity == "op":
+        return op_rows(1, node)
+
+    def build():
+        n = len(lin)
+        block = lin.shared_sets(np.arange(n, dtype=np.int64), [0], [n], label)
+        out = RowLineage.empty(1).with_context(np.zeros(1, dtype=np.int64), block)
+        return out.offsets, out.ids, out._ctx
+
+    return RowLineage.deferred(1, build, (lin,), node, has_context=True)
+
+
+def prefix_lineage(lin: RowLineage, label: str, node: OpNode, granularity: str = "row") -> RowLineage:
+    """Row i refers to the prefix set rows 0..i (one pool, n overlapping segments: O(n), on the first
+    query)."""
+    n = len(lin)
+    if granularity == "op":
+        return op_rows(n, node)
+
+    def build():
+        block = lin.shared_sets(
+            np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.arange(1, n + 1), label
+        )
+        out = lin.with_context(np.arange(n, dtype=np.int64), block)
+        return out.offsets, out.ids, out._ctx
+
+    return RowLineage.deferred(n, build, (lin,), node, has_context=n > 0)
+
+
+def relabel(lin: RowLineage, node: OpNode) -> RowLineage:
+    """The same rows at another op node (no copy); remembered as the same rows for :func:`combine_rows`."""
+    out = lin.with_node(node)
+    _SAME_ROWS[out] = _SAME_ROWS.get(lin, lin)
+    return out
 
 
 def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity: str = "row") -> RowLineage:
     """Row-aligned union of the operands' lineages for an elementwise result of ``n_out`` rows.
 
-    Fast paths: operands that share one lineage table are one operand; statistics (and one-row
-    operands without direct ids) add their shared-set references to every row without copying ids.
+    Only the shapes are checked now; the union is composed on the first query. Operands that share
+    one lineage table are one operand; statistics (and one-row operands without direct ids) add their
+    shared-set references to every row without copying ids.
     """
     if granularity == "op":
-        return RowLineage.empty(n_out, node)
+        return op_rows(n_out, node)
     rows: list[RowLineage] = []
     broadcast: list[RowLineage] = []
     for pt in operands:
@@ -162,6 +233,17 @@ def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity:
             )
         if not any(_same_rows(lin, r) for r in rows):
             rows.append(lin)
+    if len(rows) == 1 and not broadcast:
+        return relabel(rows[0], node)
+
+    def build():
+        out = _union_all(rows, broadcast, n_out)
+        return out.offsets, out.ids, out._ctx
+
+    return RowLineage.deferred(n_out, build, tuple(rows + broadcast), node)
+
+
+def _union_all(rows: list[RowLineage], broadcast: list[RowLineage], n_out: int) -> RowLineage:
     every = np.arange(n_out, dtype=np.int64)
     if rows:
         out = rows[0]
@@ -174,11 +256,11 @@ def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity:
             out = RowLineage.union_rows(out, every, lin, np.zeros(n_out, dtype=np.int64))
         else:
             out = out.with_refs_for_all(lin)
-    return out.with_node(node)
+    return out.materialize()
 
 
 def _same_rows(a: RowLineage, b: RowLineage) -> bool:
-    if a is b:
+    if a is b or _SAME_ROWS.get(a, a) is _SAME_ROWS.get(b, b):
         return True
     if not (a.is_materialized and b.is_materialized) or a.has_context != b.has_context:
         return False
