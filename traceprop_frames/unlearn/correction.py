@@ -433,7 +433,8 @@ def run_unlearning(
             est.sketch_.applied.add(_fingerprint(after))
             result.iterations = 1
         else:
-            after = est._fit_module(est.X_train_, est.y_train_, w_after)
+            keep = w_after > 0  # from scratch on the rows that remain (not zero weights in their slots)
+            after = est._fit_module(est.X_train_[keep], est.y_train_[keep], w_after[keep])
             result.iterations = 1
         result.seconds = time.perf_counter() - t0
         theta_after = obj.flat(after)  # as stored (after the cast back to the module's dtype)
