@@ -59,9 +59,14 @@ def test_estimator_replay_is_the_derivative_of_its_own_retrains(tiny):
         hidden_layer_sizes=(4,), activation="softplus", max_iter=4, batch_size=8, learning_rate_init=0.05,
         alpha=0.1, random_state=0,
     ).fit(X, y)  # fmt: skip
-    S = est.influence_scores(Xt, method="replay")
+    S = est.influence_scores(Xt, method="replay", dtype=torch.float64)
     run = est._replay_run(3, 30, 0, torch.float64)  # the run fit trains with, in float64
     np.testing.assert_allclose(S, _retrain_fd(run, est.X_train_, est.y_train_, np.ones(30), Xt), atol=1e-6)
+    # the default replays in the fit's float32, from the states fit kept (no forward pass)
+    assert est.replay_states_ is not None
+    np.testing.assert_allclose(
+        est.influence_scores(Xt, method="replay"), S, rtol=0, atol=1e-4 * np.abs(S).max()
+    )
     # fit(X, y, sample_weight=mask) IS that run at the mask (float32 fit vs float64 run)
     mask = np.ones(30)
     mask[[0, 5, 9]] = 0

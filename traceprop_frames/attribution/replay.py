@@ -175,7 +175,7 @@ class ReplayableRun:
         return torch.cat([theta, *opt]), state
 
     def run(self, X, y, w, keep_every: int | None = None, on_step=None):
-        """Train: the final state and, with ``keep_every = L``, the states after steps ``0, L, 2L, …``.
+        """Train: the final state and, with ``keep_every = L``, the states after steps ``0, L, 2L, …`` and ``T``.
 
         ``on_step(k, state)`` is called after every step (e.g. to keep per-epoch checkpoints).
         """
@@ -187,7 +187,7 @@ class ReplayableRun:
             for k, B in enumerate(self.batches, start=1):
                 Bt = torch.as_tensor(B)
                 s = self.step(k, s, X[Bt], y[Bt], w[Bt], W)
-                if keep_every and k % keep_every == 0:
+                if keep_every and (k % keep_every == 0 or k == len(self.batches)):
                     kept[k] = s
                 if on_step is not None:
                     on_step(k, s)
@@ -217,7 +217,14 @@ class ReplayResult:
     seconds: dict = field(default_factory=dict)
 
 
-def replay_scores(run: ReplayableRun, X, y, w, X_test, segment: int | None = None) -> ReplayResult:
+def segment_length(n_steps: int) -> int:
+    """The default checkpoint spacing ``⌈√T⌉`` (memory ``O(√T)`` states, one extra forward pass)."""
+    return max(1, math.ceil(math.sqrt(n_steps)))
+
+
+def replay_scores(
+    run: ReplayableRun, X, y, w, X_test, segment: int | None = None, kept: dict | None = None
+) -> ReplayResult:
     """Exact first-order metagradient of ``run.output(θ_T(w), X_test)`` with respect to every ``w_i``.
 
     Parameters
@@ -228,6 +235,9 @@ def replay_scores(run: ReplayableRun, X, y, w, X_test, segment: int | None = Non
     X_test : array-like of shape (n_test, d)
     segment : int or None
         Steps between kept states (default ``⌈√T⌉``).
+    kept : dict or None
+        States the training run kept (``{step: state}`` every ``segment`` steps and the final one, e.g.
+        recorded by ``fit``): the forward pass is skipped.
 
     Returns
     -------
@@ -236,10 +246,13 @@ def replay_scores(run: ReplayableRun, X, y, w, X_test, segment: int | None = Non
     T = len(run.batches)
     if T == 0:
         raise ReplayError("the run has no steps: nothing to replay (max_iter=0 or no rows)")
-    L = int(segment or max(1, math.ceil(math.sqrt(T))))
+    L = int(segment or segment_length(T))
     X, y, w, Xt = (run.tensor(a) for a in (X, y, w, X_test))
     t0 = time.perf_counter()
-    final, kept = run.run(X, y, w, keep_every=L)
+    if kept is None:
+        final, kept = run.run(X, y, w, keep_every=L)
+    else:
+        final = kept[T]
     t1 = time.perf_counter()
     theta = final[: run.n_params]
     with torch.no_grad():
@@ -275,7 +288,7 @@ def _reverse_segment(run, s0, lo, hi, X, y, w, W, cot, scores, gW):
         caches.append(cache)
     for k in range(hi, lo, -1):
         Bt = torch.as_tensor(run.batches[k - 1])
-        cot, c_w, c_W = run.vjp_step(k, caches[k - 1 - lo], states[k - lo], X[Bt], y[Bt], w[Bt], W, cot)
+        cot, c_w, c_W = run.vjp_step(k, caches[k - 1 - lo], states[k - lo], None, y[Bt], w[Bt], W, cot)
         scores[:, Bt] += c_w
         gW += c_W
     return cot
@@ -335,6 +348,11 @@ class MLPRun(ReplayableRun):
         self._sizes = [s.numel() for s in self.shapes]
         mask = [torch.full((n,), float(i % 2 == 0), dtype=self.dtype) for i, n in enumerate(self._sizes)]
         self._weight_mask = torch.cat(mask)  # 1 on weight matrices (penalised), 0 on biases
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Like :meth:`params`, but views only (raises rather than copy): for in-place accumulation."""
+        lead = flat.shape[:-1]
+        return [p.view(*lead, *s) for p, s in zip(torch.split(flat, self._sizes, -1), self.shapes)]
 
     def params(self, theta: torch.Tensor) -> list[torch.Tensor]:
         """Per-layer views ``[W_1, b_1, …]`` of flat parameters (a leading batch axis is kept)."""
@@ -401,9 +419,8 @@ class MLPRun(ReplayableRun):
         _, opt_next = self.split(s_next)
         theta_bar, opt_bar = self.split(cot)
         g_bar = self.optimizer.adjoint(k, g, opt_next, theta_bar, opt_bar)
-        Hg, Rf = self._hvp(params, hs, pre, p, c, y, g_bar)
-        theta_bar.add_(Hg)
-        theta_bar.add_(g_bar * self._weight_mask, alpha=self.alpha / float(W))
+        Rf = self._add_hvp(params, hs, pre, p, c, y, g_bar, theta_bar)  # θ̄ += H_data ḡ
+        theta_bar.addcmul_(g_bar, self._weight_mask * (self.alpha / float(W)))  # + the penalty's Hessian
         c_W = -(self.alpha / float(W) ** 2) * (g_bar @ (theta * self._weight_mask))
         if sB > 0:
             c_w = ((p - y)[None, :] * Rf - (g_bar @ g_data)[:, None]) / sB
@@ -411,47 +428,48 @@ class MLPRun(ReplayableRun):
             c_w = torch.zeros(len(g_bar), len(wB), dtype=self.dtype)
         return cot, c_w, c_W
 
-    def _hvp(self, params, hs, pre, p, c, y, U_flat):
-        """Data Hessian of the batch objective times each row of ``U_flat`` ``(N, P)``, and the
-        directional derivatives ``R{f}`` ``(N, B)`` of the batch logits (Pearlmutter's R-operator).
+    def _add_hvp(self, params, hs, pre, p, c, y, U_flat, out_flat):
+        """Add the data Hessian of the batch objective times each row of ``U_flat`` ``(N, P)`` to
+        ``out_flat`` (in place); return the directional derivatives ``R{f}`` ``(N, B)`` of the batch logits
+        (Pearlmutter's R-operator).
 
         Directional quantities are laid out ``(B, N, width)`` so that every product with the ``N``
         directions is one matrix product (``(B, in) @ (in, N·out)`` and its transposes)."""
         n_layers = len(params) // 2
         d_act = ACTIVATIONS[self.activation][1]
-        U = self.params(U_flat)
+        U, out = self.params(U_flat), self._views(out_flat)
         N, B = U_flat.shape[0], hs[0].shape[0]
         Ra, Rh = [], [None]  # R{a_l}, R{h_l} as (B, N, width); h_0 = X is constant
         for layer in range(n_layers):
             Wl, Ul, ul = params[2 * layer], U[2 * layer], U[2 * layer + 1]
             out_w = Wl.shape[0]
-            a = (hs[layer] @ Ul.reshape(N * out_w, -1).T).view(B, N, out_w) + ul
+            a = torch.addmm(ul.reshape(1, N * out_w), hs[layer], Ul.reshape(N * out_w, -1).T).view(
+                B, N, out_w
+            )
             if Rh[-1] is not None:
-                a = a + Rh[-1] @ Wl.T
+                a = a.add_(Rh[-1] @ Wl.T)
             Ra.append(a)
             if layer < n_layers - 1:
                 Rh.append(d_act(pre[layer], hs[layer + 1])[0][:, None, :] * a)
         delta = (c * (p - y))[:, None]
         Rdelta = (c * p * (1 - p))[:, None, None] * Ra[-1]
-        out: list = [None] * len(params)
         for layer in reversed(range(n_layers)):
             Wl, Ul = params[2 * layer], U[2 * layer]
             out_w, in_w = Wl.shape
-            RgW = (Rdelta.reshape(B, N * out_w).T @ hs[layer]).view(N, out_w * in_w)
+            RgW = (Rdelta.reshape(B, N * out_w).T @ hs[layer]).view(N, out_w, in_w)
             if layer:
-                RgW = RgW + (delta.T @ Rh[layer].reshape(B, N * in_w)).view(out_w, N, in_w).transpose(
-                    0, 1
-                ).reshape(N, -1)
-            out[2 * layer], out[2 * layer + 1] = RgW, Rdelta.sum(0)
+                RgW.add_((delta.T @ Rh[layer].reshape(B, N * in_w)).view(out_w, N, in_w).transpose(0, 1))
+            out[2 * layer].add_(RgW)
+            out[2 * layer + 1].add_(Rdelta.sum(0))
             if layer:
                 d1, d2 = d_act(pre[layer - 1], hs[layer])
                 back = delta @ Wl
-                dU = (delta @ Ul.transpose(0, 1).reshape(out_w, N * in_w)).view(B, N, in_w)
-                Rdelta = (Rdelta @ Wl + dU) * d1[:, None, :]
+                new = (delta @ Ul.transpose(0, 1).reshape(out_w, N * in_w)).view(B, N, in_w)
+                new.add_(Rdelta @ Wl).mul_(d1[:, None, :])
                 if d2 is not None:
-                    Rdelta = Rdelta + (back * d2)[:, None, :] * Ra[layer - 1]
-                delta = back * d1
-        return torch.cat(out, -1), Ra[-1][..., 0].T
+                    new.addcmul_(Ra[layer - 1], (back * d2)[:, None, :])
+                Rdelta, delta = new, back * d1
+        return Ra[-1][..., 0].T
 
 
 # ---------------------------------------------------------------------- the convex model: Newton's run
@@ -524,18 +542,19 @@ class NewtonRun:
 
 
 # ---------------------------------------------------------------------- estimators
-def estimator_replay_scores(est, X_test, segment: int | None = None, dtype=torch.float64) -> np.ndarray:
+def estimator_replay_scores(est, X_test, segment: int | None = None, dtype=None) -> np.ndarray:
     """``(n_test, n_train)`` replay scores of a fitted traceprop estimator (erased rows: NaN).
 
-    The estimator supplies its run through ``_replay_run`` (the same object its ``fit`` trains with);
-    ``dtype`` is the precision of the replay (float64 by default, whatever the fit's).
+    The estimator supplies its run through ``_replay_run`` (the same object its ``fit`` trains with).
+    ``dtype``: the precision of the replay; default the fit's own (float32 for the MLP, whose ``fit``
+    keeps its training states in ``replay_states_``, so the reverse pass starts at once); ``torch.float64``
+    re-runs the forward pass in double precision.
     """
     if not hasattr(est, "_replay_run"):
         raise ReplayError(f"{type(est).__name__} does not record a replayable training run")
     X, y, w = est.X_train_, est.y_train_, est.sample_weight_
     if getattr(est, "_convex", False):
-        run = est._replay_run()
-        res = run.replay(X, y, w, X_test)
+        res = est._replay_run().replay(X, y, w, X_test)
     else:
         rs = getattr(est, "random_state", None)
         if not isinstance(rs, (int, np.integer)):
@@ -543,8 +562,10 @@ def estimator_replay_scores(est, X_test, segment: int | None = None, dtype=torch
                 f"replay needs the run's seed, but random_state={rs!r}: refit {type(est).__name__} "
                 "with an integer random_state (it fixes the initialisation and the batch order)"
             )
+        dtype = dtype or getattr(est, "_dtype", torch.float32)
         run = est._replay_run(X.shape[1], len(X), int(rs), dtype)
-        res = run.replay(X, y, w, X_test, segment)
+        kept = _recorded_states(est, run, dtype) if segment is None else None
+        res = replay_scores(run, X, y, w, X_test, segment, kept=kept)
     S = res.scores
     removed = np.asarray(w) == 0
     store = getattr(est, "store_", None)
@@ -552,3 +573,17 @@ def estimator_replay_scores(est, X_test, segment: int | None = None, dtype=torch
         removed = removed | store.removed
     S[:, removed] = np.nan
     return S
+
+
+def _recorded_states(est, run: ReplayableRun, dtype) -> dict | None:
+    """The states ``fit`` kept, when they belong to this run: same precision, the weights the model was
+    fit with, and a final state equal to the current model (not changed since, e.g. by unlearning)."""
+    rec = getattr(est, "replay_states_", None)
+    if rec is None or dtype != torch.float32 or not np.array_equal(rec["weights"], est.sample_weight_):
+        return None
+    states = rec["states"]
+    final = states.get(len(run.batches))
+    current = torch.cat([p.detach().reshape(-1) for p in est.module_.parameters()])
+    if final is None or not torch.equal(final[: run.n_params], current.to(final.dtype)):
+        return None
+    return states

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from traceprop_frames.attribution.replay import Adam, MLPRun, fixed_batches
+from traceprop_frames.attribution.replay import Adam, MLPRun, fixed_batches, segment_length
 from traceprop_frames.estimators.base import TorchBinaryClassifier
+
+REPLAY_STATE_BYTES = 64 << 20  # fit keeps its √T training states for replay up to this size
 
 _ACT_MODULES = {"relu": torch.nn.ReLU, "softplus": torch.nn.Softplus, "tanh": torch.nn.Tanh}
 
@@ -203,9 +205,29 @@ class TorchMLPClassifier(TorchBinaryClassifier):
         with torch.random.fork_rng(devices=[]):  # the values are overwritten below
             module = MLPLogit(X.shape[1], self._hidden(), self.activation)
         names = [n for n, _ in module.named_parameters()]
-        final, _ = run.run(X, y, w, on_step=on_step)
+        T = len(run.batches)
+        L = segment_length(T)
+        keep = (
+            L if (T // L + 2) * (run.n_params * (1 + run.optimizer.slots)) * 4 <= REPLAY_STATE_BYTES else None
+        )
+        final, kept = run.run(X, y, w, keep_every=keep, on_step=on_step)
         with torch.no_grad():
             for p, v in zip(module.parameters(), run.params(final[: run.n_params])):
                 p.copy_(v)
         module._n_iter = int(self.max_iter)
+        module._replay_states = kept or None
         return module
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit (see :meth:`TorchBinaryClassifier.fit`); also keeps ``replay_states_``.
+
+        ``replay_states_``: the training states (parameters and Adam moments, float32) every ``⌈√T⌉``
+        of the ``T`` steps, so ``influence_scores(..., method="replay")`` starts its reverse pass at once
+        (None when they would exceed ``REPLAY_STATE_BYTES``; replay then re-runs the forward pass).
+        """
+        super().fit(X, y, sample_weight)
+        states = self.module_.__dict__.pop("_replay_states", None)
+        self.replay_states_ = (
+            None if states is None else {"states": states, "weights": self.sample_weight_.copy()}
+        )
+        return self
