@@ -125,3 +125,53 @@ def test_replay_needs_a_seeded_run(tiny):
     est = TorchMLPClassifier(hidden_layer_sizes=(3,), max_iter=2, batch_size=8).fit(X, y)
     with pytest.raises(ReplayError, match="integer random_state"):
         est.influence_scores(Xt, method="replay")
+
+
+def _loop(X, y, *, optimizer_for_ctx=True, clip=False, lr_drop=False):
+    """A user's own loop (float64, mean BCE) under a TrainingContext; returns (ctx, model)."""
+    from traceprop_frames.attribution import GradientStore, TrainingContext
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Softplus(), torch.nn.Linear(4, 1)).double()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    with TrainingContext(
+        model, GradientStore(k=8), n_samples=len(X), optimizer=opt if optimizer_for_ctx else None
+    ) as ctx:
+        for k, idx in enumerate(fixed_batches(len(X), 8, 3, 1)):
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(Xt[idx])[:, 0], yt[idx])
+            ctx.backward(loss, batch_idx=idx)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+            if lr_drop and k == 5:
+                opt.param_groups[0]["lr"] = 0.01
+            opt.step()
+    return ctx, model
+
+
+def test_training_context_replays_a_users_loop(tiny):
+    X, y, Xt = tiny
+    ctx, model = _loop(X, y)
+    S = ctx.replay_scores(X, y, Xt)
+    rec = ctx.loop_record
+    from traceprop_frames.attribution.replay import mlp_spec, optimizer_spec
+
+    shapes, act = mlp_spec(model)
+    run = MLPRun(shapes, rec.theta0, act, 0.0, optimizer_spec(ctx.optimizer), rec.batches)
+    np.testing.assert_allclose(S, _retrain_fd(run, X, y, np.ones(30), Xt), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(optimizer_for_ctx=False), "optimizer="),
+        (dict(clip=True), "does not reproduce the trained parameters"),
+        (dict(lr_drop=True), "learning rate changed"),
+    ],
+)
+def test_training_context_says_what_it_could_not_record(tiny, kw, match):
+    X, y, Xt = tiny
+    ctx, _ = _loop(X, y, **kw)
+    with pytest.raises(ReplayError, match=match):
+        ctx.replay_scores(X, y, Xt)
