@@ -350,6 +350,7 @@ def main():
     ap.add_argument("--replay-test", type=int, default=100, help="test points (--only replay)")
     ap.add_argument("--replay-n-train", type=int, default=4000, help="UCI Adult rows (--only replay)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved timing runs (--only replay)")
+    ap.add_argument("--replay-cost-only", action="store_true", help="--only replay: the cost rows alone")
     ap.add_argument(
         "--models", type=int, nargs="+", default=[1, 2, 4, 8], help="ensemble sizes (--only ensemble)"
     )
@@ -409,11 +410,24 @@ def main_replay(a):
 
     kw = dict(hidden_layer_sizes=(32,), max_iter=20, batch_size=128, learning_rate_init=1e-3, alpha=1e-4)
     Xtr, ytr, Xte, _ = load(a.replay_n_train, a.replay_test)
+    lds_rows = not a.replay_cost_only
     bench_dataset(row_, "Adult", Xtr.to_numpy(), ytr, Xte.to_numpy(), kw, a.replay_subsets, a.replay_test,
-                  a.repeat, a.versus > 0)  # fmt: skip
+                  a.repeat, a.versus > 0, lds_rows=lds_rows)  # fmt: skip
     Xd, yd, Xdt, _ = digits_binary()
     kw_d = dict(hidden_layer_sizes=(32,), max_iter=30, batch_size=100, learning_rate_init=1e-3, alpha=1e-4)
-    bench_dataset(row_, "digits", Xd, yd, Xdt, kw_d, a.replay_subsets, a.replay_test, a.repeat, a.versus > 0)
+    bench_dataset(
+        row_,
+        "digits",
+        Xd,
+        yd,
+        Xdt,
+        kw_d,
+        a.replay_subsets,
+        a.replay_test,
+        a.repeat,
+        a.versus > 0,
+        lds_rows=lds_rows,
+    )
 
 
 if __name__ == "__main__":

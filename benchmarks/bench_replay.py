@@ -53,14 +53,16 @@ def _time(fn):
 
 def cost_in_fits(est, X, y, Xte, n_test: int, repeat: int):
     """Median seconds of (fit, replay for 1 test point, replay for ``n_test``), interleaved."""
-    fit, one, many = [], [], []
+    fit, one, many, mem = [], [], [], {}
     for _ in range(repeat):
         t, fitted = _time(lambda: clone(est).fit(X, y))
         fit.append(t)
         for out, m in ((one, 1), (many, n_test)):
             Xt = fitted._validate_test(Xte[:m])
-            out.append(_time(lambda f=fitted, Xt=Xt: estimator_replay_scores(f, Xt))[0])
-    return statistics.median(fit), statistics.median(one), statistics.median(many)
+            t, res = _time(lambda f=fitted, Xt=Xt: estimator_replay_scores(f, Xt, full=True))
+            out.append(t)
+            mem[m] = res.state_bytes
+    return statistics.median(fit), statistics.median(one), statistics.median(many), mem
 
 
 def trak_rows(row, est, X, y, Xte, rt_half, rt_drop, t_fit, versus: bool):
@@ -95,7 +97,7 @@ def trak_rows(row, est, X, y, Xte, rt_half, rt_drop, t_fit, versus: bool):
         )
 
 
-def bench_dataset(row, name, X, y, Xte, kw, subsets, n_test, repeat, versus, relu=True):
+def bench_dataset(row, name, X, y, Xte, kw, subsets, n_test, repeat, versus, relu=True, lds_rows=True):
     """All rows for one data set (see the module docstring)."""
     Xte = Xte[:n_test]
     X = np.asarray(X, dtype=np.float64)
@@ -104,7 +106,7 @@ def bench_dataset(row, name, X, y, Xte, kw, subsets, n_test, repeat, versus, rel
     masks_drop = random_subsets(len(X), subsets, 0.95, random_state=2)
     base = TorchMLPClassifier(**kw, activation="softplus", random_state=0)
     base.fit(X, y)  # warm-up (first torch calls), not timed
-    t_fit, t_one, t_many = cost_in_fits(base, X, y, Xte, n_test, repeat)
+    t_fit, t_one, t_many, mem = cost_in_fits(base, X, y, Xte, n_test, repeat)
     row(
         f"{name}: fit (median of {repeat})",
         f"{t_fit:.2f} s",
@@ -113,6 +115,13 @@ def bench_dataset(row, name, X, y, Xte, kw, subsets, n_test, repeat, versus, rel
     )
     row(f"{name}: replay cost, 1 test point", f"{t_one / t_fit:.2f} fits", "<=3", f"{t_one:.2f} s")
     row(f"{name}: replay cost, {n_test} test points", f"{t_many / t_fit:.2f} fits", "<=15", f"{t_many:.2f} s")
+    kept = base.replay_states_["states"]
+    kept_mb = sum(v.numel() * v.element_size() for v in kept.values()) / 2**20
+    T = max(kept)
+    row(f"{name}: replay memory, 1 / {n_test} test points", f"{mem[1] / 2**20:.1f} / {mem[n_test] / 2**20:.1f} MiB",
+        "", f"incl. the {len(kept)} states fit keeps ({kept_mb:.2f} MiB) of T = {T} steps")  # fmt: skip
+    if not lds_rows:
+        return
     for act in ("softplus", "relu") if relu else ("softplus",):
         est = clone(base).set_params(activation=act).fit(X, y)
         rt_half = retrains(est, X, y, Xte, masks_half)

@@ -61,30 +61,29 @@ class Adam:
     slots = 2
 
     def update(self, k: int, theta, opt, g):
+        return self.update_cached(k, theta, opt, g, want=False)[:2]
+
+    def update_cached(self, k: int, theta, opt, g, want: bool = True):
+        """``(θ', (m', v'), coefficients of the adjoint)``: ``θ' = θ + A ⊙ m'`` and ``∂θ'/∂v' = K``."""
         m, v = opt
         m = self.beta1 * m + (1 - self.beta1) * g
         v = self.beta2 * v + (1 - self.beta2) * g * g
-        return theta - self._scale(k) * m / self._denom(k, v)[0], (m, v)
-
-    def _scale(self, k: int) -> float:
-        return self.lr / (1 - self.beta1**k)
-
-    def _denom(self, k: int, v):
         pos = v > 0
         root = torch.where(pos, torch.sqrt(torch.where(pos, v, torch.ones_like(v))), torch.zeros_like(v))
-        c2 = math.sqrt(1 - self.beta2**k)
-        return root / c2 + self.eps, root, c2
+        c1, c2 = self.lr / (1 - self.beta1**k), math.sqrt(1 - self.beta2**k)
+        A = (-c1) / (root / c2 + self.eps)
+        coef = None
+        if want:  # dθ'/dv' = A² m' / c1 · d(root/c2)/dv', and d root/dv' = 1 / (2 root) (0 at v' = 0)
+            coef = (A, torch.where(pos, (0.5 / c1 / c2) * A * A * m / torch.where(pos, root, 1.0), 0.0))
+        return theta + A * m, (m, v), coef
 
-    def adjoint(self, k: int, g, opt_next, theta_bar, opt_bar) -> torch.Tensor:
+    def adjoint(self, k: int, g, coef, theta_bar, opt_bar) -> torch.Tensor:
         """Cotangent of ``g`` (``(N, P)``) from those of the new state; turns ``opt_bar`` (in place) into the
         cotangents of the previous optimizer state."""
-        m, v = opt_next
-        D, root, c2 = self._denom(k, v)
-        c1 = self._scale(k)
-        dD = torch.where(root > 0, 0.5 / (c2 * torch.where(root > 0, root, torch.ones_like(root))), 0.0)
+        A, K = coef
         m_bar, v_bar = opt_bar
-        m_bar.addcmul_(theta_bar, -c1 / D)
-        v_bar.addcmul_(theta_bar, c1 * m / (D * D) * dD)
+        m_bar.addcmul_(theta_bar, A)
+        v_bar.addcmul_(theta_bar, K)
         g_bar = m_bar * (1 - self.beta1)
         g_bar.addcmul_(v_bar, (2 * (1 - self.beta2)) * g)
         m_bar.mul_(self.beta1)
@@ -106,7 +105,10 @@ class SGD:
         b = g if k == 1 or self.momentum == 0 else self.momentum * b + g
         return theta - self.lr * b, (b,)
 
-    def adjoint(self, k: int, g, opt_next, theta_bar, opt_bar) -> torch.Tensor:
+    def update_cached(self, k: int, theta, opt, g, want: bool = True):
+        return (*self.update(k, theta, opt, g), None)
+
+    def adjoint(self, k: int, g, coef, theta_bar, opt_bar) -> torch.Tensor:
         (b_bar,) = opt_bar
         b_bar.add_(theta_bar, alpha=-self.lr)
         g_bar = b_bar.clone()
@@ -207,8 +209,9 @@ class ReplayableRun:
 @dataclass
 class ReplayResult:
     """``scores`` ``(n_test, n)`` = ``∂ output_t / ∂ w_i``; ``outputs`` the test outputs at ``w``;
-    ``segment`` the checkpoint spacing ``L``; ``state_bytes`` the memory of the kept states, one
-    segment's states, the cotangents and the score matrix; ``seconds`` per phase."""
+    ``segment`` the checkpoint spacing ``L``; ``state_bytes`` the memory of the kept states, the largest
+    segment's recomputed states and step caches, the cotangents and the score matrix; ``seconds`` per
+    phase."""
 
     scores: np.ndarray
     outputs: np.ndarray
@@ -263,12 +266,14 @@ def replay_scores(
         scores = torch.zeros(len(Xt), len(X), dtype=run.dtype)
         gW = torch.zeros(len(Xt), dtype=run.dtype)
         W = w.sum()
+        seg_bytes = 0
         for lo in reversed(range(0, T, L)):
-            cot = _reverse_segment(run, kept[lo], lo, min(lo + L, T), X, y, w, W, cot, scores, gW)
+            cot, nb = _reverse_segment(run, kept[lo], lo, min(lo + L, T), X, y, w, W, cot, scores, gW)
+            seg_bytes = max(seg_bytes, nb)
         scores += gW[:, None]  # ∂W/∂w_i = 1 for every row
     t2 = time.perf_counter()
     item = final.element_size()
-    state_bytes = final.numel() * item * (len(kept) + L + 1 + len(Xt)) + scores.numel() * item
+    state_bytes = final.numel() * item * (len(kept) + 1 + len(Xt)) + scores.numel() * item + seg_bytes
     return ReplayResult(
         scores.numpy().astype(np.float64),
         out.numpy().astype(np.float64),
@@ -293,7 +298,16 @@ def _reverse_segment(run, s0, lo, hi, X, y, w, W, cot, scores, gW):
         cot, c_w, c_W = run.vjp_step(k, caches[k - 1 - lo], states[k - lo], None, y[Bt], w[Bt], W, cot)
         scores[:, Bt] += c_w
         gW += c_W
-    return cot
+    return cot, _nbytes(states) + _nbytes(caches)
+
+
+def _nbytes(obj) -> int:
+    """Bytes of the tensors in nested lists / tuples (a segment's states and step caches)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(o) for o in obj)
+    return 0
 
 
 # ---------------------------------------------------------------------- the MLP / logistic model
@@ -413,14 +427,13 @@ class MLPRun(ReplayableRun):
         theta, opt = self.split(state)
         batch = self._batch(theta, X, y, wB, W)
         g = batch[-1] + (self.alpha / W) * theta * self._weight_mask
-        new, opt = self.optimizer.update(k, theta, opt, g)
-        return torch.cat([new, *opt]), (theta, g, batch)
+        new, opt, coef = self.optimizer.update_cached(k, theta, opt, g)
+        return torch.cat([new, *opt]), (theta, g, batch, coef)
 
     def vjp_step(self, k, cache, s_next, X, y, wB, W, cot):
-        theta, g, (params, hs, pre, f, p, c, sB, g_data) = cache
-        _, opt_next = self.split(s_next)
+        theta, g, (params, hs, pre, f, p, c, sB, g_data), coef = cache
         theta_bar, opt_bar = self.split(cot)
-        g_bar = self.optimizer.adjoint(k, g, opt_next, theta_bar, opt_bar)
+        g_bar = self.optimizer.adjoint(k, g, coef, theta_bar, opt_bar)
         Rf = self._add_hvp(params, hs, pre, p, c, y, g_bar, theta_bar)  # θ̄ += H_data ḡ
         theta_bar.addcmul_(g_bar, self._weight_mask * (self.alpha / float(W)))  # + the penalty's Hessian
         c_W = -(self.alpha / float(W) ** 2) * (g_bar @ (theta * self._weight_mask))
@@ -544,13 +557,14 @@ class NewtonRun:
 
 
 # ---------------------------------------------------------------------- estimators
-def estimator_replay_scores(est, X_test, segment: int | None = None, dtype=None) -> np.ndarray:
+def estimator_replay_scores(est, X_test, segment: int | None = None, dtype=None, full: bool = False):
     """``(n_test, n_train)`` replay scores of a fitted traceprop estimator (erased rows: NaN).
 
     The estimator supplies its run through ``_replay_run`` (the same object its ``fit`` trains with).
     ``dtype``: the precision of the replay; default the fit's own (float32 for the MLP, whose ``fit``
     keeps its training states in ``replay_states_``, so the reverse pass starts at once); ``torch.float64``
-    re-runs the forward pass in double precision.
+    re-runs the forward pass in double precision. ``full``: return the :class:`ReplayResult` (memory,
+    timings) with the masked scores instead of the score matrix alone.
     """
     if not hasattr(est, "_replay_run"):
         raise ReplayError(f"{type(est).__name__} does not record a replayable training run")
@@ -574,7 +588,7 @@ def estimator_replay_scores(est, X_test, segment: int | None = None, dtype=None)
     if store is not None:
         removed = removed | store.removed
     S[:, removed] = np.nan
-    return S
+    return res if full else S
 
 
 def _recorded_states(est, run: ReplayableRun, dtype) -> dict | None:
