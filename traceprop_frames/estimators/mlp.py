@@ -95,10 +95,12 @@ class TorchMLPClassifier(TorchBinaryClassifier):
         benchmarks/bench_attribution.py).
 
     activation : {"relu", "softplus", "tanh"}, default="relu"
-        Hidden-unit non-linearity. For replay attribution use ``"softplus"``: the trained model is then
-        a smooth function of the sample weights and first-order predictions of deletions hold far better
-        (UCI Adult, 4,000 rows: LDS over random halves 0.96 with softplus against 0.86 with ReLU; see
-        benchmarks/bench_attribution.py ``--only replay``).
+        Hidden-unit non-linearity. For replay attribution use ``"softplus"``: the trained model is then a
+        smooth function of the sample weights, and first-order predictions of deletions hold much better.
+        LDS of replay against ``fit(X, y, sample_weight=mask)`` retrains (40 random halves / 40 random 5 %
+        drops; 32 hidden units): UCI Adult 0.980 / 0.995 with softplus against 0.946 / 0.962 with ReLU;
+        scikit-learn's digits (binary) 0.938 / 0.995 against 0.786 / 0.726
+        (``benchmarks/bench_attribution.py --only replay``).
 
     Examples
     --------
