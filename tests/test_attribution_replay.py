@@ -5,7 +5,8 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 
-from traceprop_frames.attribution.replay import SGD, Adam, MLPRun, fixed_batches, replay_scores
+from traceprop_frames.attribution.replay import SGD, Adam, fixed_batches, replay_scores
+from traceprop_frames.attribution.replay_models import MLPRun
 from traceprop_frames.errors import ReplayError
 from traceprop_frames.estimators import TorchLogisticRegression, TorchMLPClassifier
 
@@ -155,7 +156,7 @@ def test_training_context_replays_a_users_loop(tiny):
     ctx, model = _loop(X, y)
     S = ctx.replay_scores(X, y, Xt)
     rec = ctx.loop_record
-    from traceprop_frames.attribution.replay import mlp_spec, optimizer_spec
+    from traceprop_frames.attribution.replay_loop import mlp_spec, optimizer_spec
 
     shapes, act = mlp_spec(model)
     run = MLPRun(shapes, rec.theta0, act, 0.0, optimizer_spec(ctx.optimizer), rec.batches)

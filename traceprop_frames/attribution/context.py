@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from traceprop_frames.attribution.gradients import last_linear_name, per_sample_output_grads
-from traceprop_frames.attribution.replay import LoopRecord, replay_loop
+from traceprop_frames.attribution.replay_loop import LoopRecord, replay_loop
 from traceprop_frames.attribution.store import GradientStore, StoreError
 from traceprop_frames.errors import ReplayError
 

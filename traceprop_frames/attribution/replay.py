@@ -8,11 +8,16 @@ function, so ``fit(X, y, sample_weight=mask)`` is exactly the retrain the scores
 
 One reverse pass (MAGIC, Ilyas & Engstrom 2025) gives the derivative of every test output with respect
 to every row's weight at once: the cotangents of the ``n_test`` outputs are carried backwards through
-the steps as one ``(n_test, |s|)`` batch (``is_grads_batched``), and each step deposits its batch's
-``(n_test, |B|)`` share into the score matrix. Memory is bounded by checkpointing: the forward pass
-keeps the state every ``L ≈ √T`` steps; the reverse pass recomputes one segment at a time, holding
-that segment's graphs only, so memory is ``O((T/L + L) · |s|)`` plus ``O(n_test · (|s| + n))`` for the
-cotangents and scores (:attr:`ReplayResult.peak_state_bytes` reports it).
+the steps as one ``(n_test, |s|)`` matrix, and each step deposits its batch's ``(n_test, |B|)`` share
+into the score matrix. A run supplies its step's adjoint (:class:`~.replay_models.MLPRun` writes it out:
+the optimizer's adjoint and Hessian-vector products by the R-operator, no autograd graph). Memory is
+bounded by checkpointing: the forward pass keeps the state every ``L = ⌈√T⌉`` steps; the reverse pass
+recomputes one segment at a time, so memory is ``O((T/L + L) · |s|)`` plus ``O(n_test · (|s| + n))``
+for the cotangents and scores (:attr:`ReplayResult.state_bytes` reports it).
+
+Modules: this one (schedule, optimizers, the run protocol, the reverse pass, the estimators' entry
+point); :mod:`.replay_models` (the MLP / logistic-regression run and the Newton run);
+:mod:`.replay_loop` (a user's own loop recorded by :class:`~.context.TrainingContext`).
 
 The first-order prediction of deleting the set ``D`` is ``f(w) − Σ_{i∈D} scores[:, i]``; ``scores[t, i]``
 follows the package's sign convention (positive: including row ``i`` raises test logit ``t``).
@@ -246,6 +251,24 @@ def replay_scores(
     Returns
     -------
     ReplayResult
+
+    Examples
+    --------
+    A logistic regression trained by SGD (no hidden layer); row 0's score against a retrain without it
+    (first order: a batch of 10 loses a tenth of its weight, so within ~12 %):
+
+    >>> import numpy as np, torch
+    >>> from traceprop_frames.attribution.replay_models import MLPRun
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(40, 3)); y = (X[:, 0] > 0).astype(float)
+    >>> run = MLPRun([(1, 3), (1,)], torch.zeros(4, dtype=torch.float64), "relu", 0.0, SGD(0.5),
+    ...              fixed_batches(40, 10, 5, seed=0))
+    >>> res = replay_scores(run, X, y, np.ones(40), X[:2])
+    >>> w = np.ones(40); w[0] = 0
+    >>> final, _ = run.run(X, y, w)
+    >>> actual = res.outputs - run.output(final[:4], run.tensor(X[:2])).numpy()
+    >>> bool(np.allclose(res.scores[:, 0], actual, rtol=0.2))
+    True
     """
     T = len(run.batches)
     if T == 0:
@@ -310,252 +333,6 @@ def _nbytes(obj) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- the MLP / logistic model
-def _relu_d(a, h):
-    return (a > 0).to(a.dtype), None
-
-
-def _softplus_d(a, h):
-    s = torch.sigmoid(a)
-    return s, s * (1 - s)
-
-
-def _tanh_d(a, h):
-    d1 = 1 - h * h
-    return d1, -2 * h * d1
-
-
-# activation, its first and second derivatives given (pre-activation, activation); None = 0
-ACTIVATIONS = {
-    "relu": (torch.relu, _relu_d),
-    "softplus": (torch.nn.functional.softplus, _softplus_d),
-    "tanh": (torch.tanh, _tanh_d),
-}
-
-
-class MLPRun(ReplayableRun):
-    """Mini-batch training of a ``d -> hidden... -> 1`` logit MLP (no hidden layer: logistic regression).
-
-    Batch objective: ``Σ_B w_i BCE(f_i, y_i) / Σ_B w_i + alpha Σ_l ||W_l||² / (2 W)`` (a batch whose
-    weights are all zero contributes the penalty only). The batch gradient is written out (one forward
-    and one backward of the batch), and so is its adjoint: Pearlmutter's R-operator gives the batch
-    Hessian times all ``N`` cotangents at once in a handful of matrix products, with no autograd graph.
-
-    Parameters
-    ----------
-    shapes : list of torch.Size
-        ``[W_1, b_1, …, W_L, b_L]`` in ``torch.nn.Linear`` layout (``W_l`` is ``(out, in)``).
-    theta0 : torch.Tensor
-        The flat initial parameters (their dtype is the run's dtype).
-    activation : {"relu", "softplus", "tanh"}
-    alpha : float
-        L2 strength on the weight matrices (biases are not penalised).
-    optimizer : Adam or SGD
-    batches : list of index arrays
-    """
-
-    def __init__(self, shapes, theta0, activation, alpha, optimizer, batches) -> None:
-        if activation not in ACTIVATIONS:
-            raise ReplayError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.shapes = [torch.Size(s) for s in shapes]
-        self.theta0 = theta0.detach().reshape(-1)
-        self.activation, self.alpha = activation, float(alpha)
-        self.optimizer, self.batches = optimizer, batches
-        self._sizes = [s.numel() for s in self.shapes]
-        mask = [torch.full((n,), float(i % 2 == 0), dtype=self.dtype) for i, n in enumerate(self._sizes)]
-        self._weight_mask = torch.cat(mask)  # 1 on weight matrices (penalised), 0 on biases
-
-    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Like :meth:`params`, but views only (raises rather than copy): for in-place accumulation."""
-        lead = flat.shape[:-1]
-        return [p.view(*lead, *s) for p, s in zip(torch.split(flat, self._sizes, -1), self.shapes)]
-
-    def params(self, theta: torch.Tensor) -> list[torch.Tensor]:
-        """Per-layer views ``[W_1, b_1, …]`` of flat parameters (a leading batch axis is kept)."""
-        lead = theta.shape[:-1]
-        return [p.reshape(*lead, *s) for p, s in zip(torch.split(theta, self._sizes, -1), self.shapes)]
-
-    def _forward(self, params, X):
-        act = ACTIVATIONS[self.activation][0]
-        hs, pre = [X], []
-        n_layers = len(params) // 2
-        for layer in range(n_layers):
-            a = torch.addmm(params[2 * layer + 1], hs[-1], params[2 * layer].T)
-            pre.append(a)
-            hs.append(act(a) if layer < n_layers - 1 else a)
-        return hs, pre
-
-    def output(self, theta, X):
-        return self._forward(self.params(theta), X)[0][-1][:, 0]
-
-    def _backward(self, params, hs, pre, delta, per_sample: bool = False):
-        """Gradients of ``Σ delta · f`` (``delta`` ``(B, 1)``); per sample: ``(B, P)``."""
-        n_layers = len(params) // 2
-        d_act = ACTIVATIONS[self.activation][1]
-        grads: list = [None] * len(params)
-        for layer in reversed(range(n_layers)):
-            if per_sample:
-                grads[2 * layer] = (delta[:, :, None] * hs[layer][:, None, :]).flatten(1)
-                grads[2 * layer + 1] = delta
-            else:
-                grads[2 * layer] = (delta.T @ hs[layer]).reshape(-1)
-                grads[2 * layer + 1] = delta.sum(0)
-            if layer:
-                delta = (delta @ params[2 * layer]) * d_act(pre[layer - 1], hs[layer])[0]
-        return torch.cat(grads, -1)
-
-    def output_grads(self, theta, X):
-        params = self.params(theta)
-        hs, pre = self._forward(params, X)
-        return self._backward(params, hs, pre, torch.ones(len(X), 1, dtype=self.dtype), per_sample=True)
-
-    def _batch(self, theta, X, y, wB, W):
-        params = self.params(theta)
-        hs, pre = self._forward(params, X)
-        f = hs[-1][:, 0]
-        sB = float(wB.sum())
-        c = wB / sB if sB > 0 else torch.zeros_like(wB)
-        p = torch.sigmoid(f)
-        g_data = self._backward(params, hs, pre, (c * (p - y))[:, None])
-        return params, hs, pre, f, p, c, sB, g_data
-
-    def grad(self, theta, X, y, wB, W):
-        g_data = self._batch(theta, X, y, wB, W)[-1]
-        return g_data + (self.alpha / W) * theta * self._weight_mask
-
-    def step_cached(self, k, state, X, y, wB, W):
-        theta, opt = self.split(state)
-        batch = self._batch(theta, X, y, wB, W)
-        g = batch[-1] + (self.alpha / W) * theta * self._weight_mask
-        new, opt, coef = self.optimizer.update_cached(k, theta, opt, g)
-        return torch.cat([new, *opt]), (theta, g, batch, coef)
-
-    def vjp_step(self, k, cache, s_next, X, y, wB, W, cot):
-        theta, g, (params, hs, pre, f, p, c, sB, g_data), coef = cache
-        theta_bar, opt_bar = self.split(cot)
-        g_bar = self.optimizer.adjoint(k, g, coef, theta_bar, opt_bar)
-        Rf = self._add_hvp(params, hs, pre, p, c, y, g_bar, theta_bar)  # θ̄ += H_data ḡ
-        theta_bar.addcmul_(g_bar, self._weight_mask * (self.alpha / float(W)))  # + the penalty's Hessian
-        c_W = -(self.alpha / float(W) ** 2) * (g_bar @ (theta * self._weight_mask))
-        if sB > 0:
-            c_w = ((p - y)[None, :] * Rf - (g_bar @ g_data)[:, None]) / sB
-        else:
-            c_w = torch.zeros(len(g_bar), len(wB), dtype=self.dtype)
-        return cot, c_w, c_W
-
-    def _add_hvp(self, params, hs, pre, p, c, y, U_flat, out_flat):
-        """Add the data Hessian of the batch objective times each row of ``U_flat`` ``(N, P)`` to
-        ``out_flat`` (in place); return the directional derivatives ``R{f}`` ``(N, B)`` of the batch logits
-        (Pearlmutter's R-operator).
-
-        Directional quantities are laid out ``(B, N, width)`` so that every product with the ``N``
-        directions is one matrix product (``(B, in) @ (in, N·out)`` and its transposes)."""
-        n_layers = len(params) // 2
-        d_act = ACTIVATIONS[self.activation][1]
-        U, out = self.params(U_flat), self._views(out_flat)
-        N, B = U_flat.shape[0], hs[0].shape[0]
-        Ra, Rh = [], [None]  # R{a_l}, R{h_l} as (B, N, width); h_0 = X is constant
-        for layer in range(n_layers):
-            Wl, Ul, ul = params[2 * layer], U[2 * layer], U[2 * layer + 1]
-            out_w = Wl.shape[0]
-            a = torch.addmm(ul.reshape(1, N * out_w), hs[layer], Ul.reshape(N * out_w, -1).T).view(
-                B, N, out_w
-            )
-            if Rh[-1] is not None:
-                a = a.add_(Rh[-1] @ Wl.T)
-            Ra.append(a)
-            if layer < n_layers - 1:
-                Rh.append(d_act(pre[layer], hs[layer + 1])[0][:, None, :] * a)
-        delta = (c * (p - y))[:, None]
-        Rdelta = (c * p * (1 - p))[:, None, None] * Ra[-1]
-        for layer in reversed(range(n_layers)):
-            Wl, Ul = params[2 * layer], U[2 * layer]
-            out_w, in_w = Wl.shape
-            RgW = (Rdelta.reshape(B, N * out_w).T @ hs[layer]).view(N, out_w, in_w)
-            if layer:
-                RgW.add_((delta.T @ Rh[layer].reshape(B, N * in_w)).view(out_w, N, in_w).transpose(0, 1))
-            out[2 * layer].add_(RgW)
-            out[2 * layer + 1].add_(Rdelta.sum(0))
-            if layer:
-                d1, d2 = d_act(pre[layer - 1], hs[layer])
-                back = delta @ Wl
-                new = (delta @ Ul.transpose(0, 1).reshape(out_w, N * in_w)).view(B, N, in_w)
-                new.add_(Rdelta @ Wl).mul_(d1[:, None, :])
-                if d2 is not None:
-                    new.addcmul_(Ra[layer - 1], (back * d2)[:, None, :])
-                Rdelta, delta = new, back * d1
-        return Ra[-1][..., 0].T
-
-
-# ---------------------------------------------------------------------- the convex model: Newton's run
-class NewtonRun:
-    """The logistic regression's damped Newton run (``estimators.newton.newton_fit``) replayed in torch.
-
-    Unnormalised objective ``F(θ) = Σ w_i BCE(x̃_i·θ, y_i) + ||θ||² / (2C)`` (``x̃ = [x, 1]`` with an
-    intercept). Each iteration stops when ``max|∇F| / Σw < tol``, else steps ``θ ← θ − t (∇²F)⁻¹ ∇F``
-    with the Armijo step ``t`` chosen exactly as the fit chooses it (``t`` is piecewise constant in
-    ``w``). The whole run (a few iterations) is differentiated by autograd; at convergence the
-    metagradient is the exact influence function ``−∇f_tᵀ H⁻¹ ∇ℓ_i``.
-    """
-
-    def __init__(self, C: float, tol: float, max_iter: int, intercept: bool = True, theta0=None) -> None:
-        self.C, self.tol, self.max_iter, self.intercept = float(C), float(tol), int(max_iter), intercept
-        self.theta0 = theta0
-
-    def _design(self, X) -> torch.Tensor:
-        X = torch.as_tensor(np.asarray(X, dtype=np.float64))
-        return torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1) if self.intercept else X
-
-    def _objective(self, Xd, y, w, theta) -> torch.Tensor:
-        z = Xd @ theta
-        return (w * (torch.nn.functional.softplus(z) - y * z)).sum() + theta @ theta / (2 * self.C)
-
-    def run(self, X, y, w) -> tuple[torch.Tensor, int]:
-        """The final parameters (a graph in ``w`` when ``w`` requires grad) and the iteration count."""
-        Xd = self._design(X)
-        y = torch.as_tensor(np.asarray(y, dtype=np.float64))
-        p_dim = Xd.shape[1]
-        theta = torch.zeros(p_dim, dtype=torch.float64) if self.theta0 is None else self.theta0.clone()
-        W = float(w.detach().sum())
-        eye = torch.eye(p_dim, dtype=torch.float64) / self.C
-        it = 0
-        for it in range(1, self.max_iter + 1):
-            p = torch.sigmoid(Xd @ theta)
-            G = Xd.T @ (w * (p - y)) + theta / self.C
-            if float(G.detach().abs().max()) / W < self.tol:
-                it -= 1
-                break
-            S = Xd.T @ (Xd * (w * p * (1 - p))[:, None])
-            step = torch.linalg.solve(S + eye, G)
-            theta = theta - self._armijo(Xd, y, w.detach(), theta.detach(), G.detach(), step.detach()) * step
-        return theta, it
-
-    def _armijo(self, Xd, y, w, theta, G, step) -> float:
-        with torch.no_grad():
-            F = float(self._objective(Xd, y, w, theta))
-            t, slope = 1.0, float(G @ step)
-            while True:
-                F1 = float(self._objective(Xd, y, w, theta - t * step))
-                if F1 <= F - 1e-4 * t * slope + 1e-12 * abs(F) or t <= 1e-12:
-                    return t
-                t *= 0.5
-
-    def replay(self, X, y, w, X_test) -> ReplayResult:
-        """``∂ logit_t / ∂ w_i`` through the whole Newton run (one batched reverse pass)."""
-        t0 = time.perf_counter()
-        w = torch.as_tensor(np.asarray(w, dtype=np.float64)).requires_grad_(True)
-        theta, _ = self.run(X, y, w)
-        out = self._design(X_test) @ theta
-        eye = torch.eye(len(out), dtype=out.dtype)
-        if theta.requires_grad:
-            (S,) = torch.autograd.grad(out, w, grad_outputs=eye, is_grads_batched=True)
-        else:  # no step taken (warm start at the optimum): nothing depends on w along the run
-            S = torch.zeros(len(out), len(w), dtype=torch.float64)
-        P = theta.numel()
-        nbytes = 8 * (len(w) * P * 2 + S.numel())
-        return ReplayResult(S.numpy(), out.detach().numpy(), 0, nbytes, {"reverse": time.perf_counter() - t0})
-
-
 # ---------------------------------------------------------------------- estimators
 def estimator_replay_scores(est, X_test, segment: int | None = None, dtype=None, full: bool = False):
     """``(n_test, n_train)`` replay scores of a fitted traceprop estimator (erased rows: NaN).
@@ -603,99 +380,3 @@ def _recorded_states(est, run: ReplayableRun, dtype) -> dict | None:
     if final is None or not torch.equal(final[: run.n_params], current.to(final.dtype)):
         return None
     return states
-
-
-# ---------------------------------------------------------------------- a user's own loop
-_ACT_OF_MODULE = {torch.nn.ReLU: "relu", torch.nn.Softplus: "softplus", torch.nn.Tanh: "tanh"}
-
-
-def mlp_spec(model: torch.nn.Module) -> tuple[list[torch.Size], str]:
-    """``(parameter shapes, activation)`` of a model replay can rebuild: ``Linear`` layers (with biases)
-    and one kind of ``ReLU`` / ``Softplus`` (default ``beta``) / ``Tanh`` between them, one output."""
-    leaves = [m for m in model.modules() if not list(m.children())]
-    acts = {_ACT_OF_MODULE.get(type(m)) for m in leaves if not isinstance(m, torch.nn.Linear)}
-    linears = [m for m in leaves if isinstance(m, torch.nn.Linear)]
-    bad = [
-        type(m).__name__
-        for m in leaves
-        if not isinstance(m, torch.nn.Linear) and type(m) not in _ACT_OF_MODULE
-    ]
-    soft = [m for m in leaves if isinstance(m, torch.nn.Softplus) and (m.beta != 1 or m.threshold != 20)]
-    if bad or soft or len(acts) > 1 or not linears or any(m.bias is None for m in linears):
-        raise ReplayError(
-            "replay rebuilds the model as Linear layers (with biases) and one activation among ReLU, "
-            f"Softplus, Tanh; this model has {bad or soft or sorted(map(str, acts)) or 'no Linear layer'}"
-        )
-    if linears[-1].out_features != 1:
-        raise ReplayError("replay needs one output per sample (a logit); the last Linear has more")
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    want = [s for m in linears for s in (m.weight.shape, m.bias.shape)]
-    if shapes != want:
-        raise ReplayError(f"the model's parameters {names} are not those of its Linear layers in order")
-    return shapes, (acts.pop() if acts else "relu")
-
-
-def optimizer_spec(optimizer) -> Adam | SGD:
-    """:class:`Adam` / :class:`SGD` with a torch optimizer's settings, or a ReplayError naming the gap."""
-    if optimizer is None:
-        raise ReplayError(
-            "replay needs the update rule: pass the optimizer, TrainingContext(..., optimizer=opt) "
-            "(torch.optim.Adam or torch.optim.SGD)"
-        )
-    if len(optimizer.param_groups) != 1:
-        raise ReplayError("replay supports one parameter group (one lr for all parameters)")
-    g = optimizer.param_groups[0]
-    if isinstance(optimizer, torch.optim.Adam):
-        unsupported = {k: g.get(k) for k in ("weight_decay", "amsgrad", "maximize") if g.get(k)}
-        if not unsupported:
-            return Adam(float(g["lr"]), float(g["betas"][0]), float(g["betas"][1]), float(g["eps"]))
-    elif isinstance(optimizer, torch.optim.SGD):
-        unsupported = {k: g.get(k) for k in ("weight_decay", "dampening", "nesterov", "maximize") if g.get(k)}
-        if not unsupported:
-            return SGD(float(g["lr"]), float(g.get("momentum", 0.0)))
-    else:
-        raise ReplayError(
-            f"replay knows torch.optim.Adam and torch.optim.SGD, not {type(optimizer).__name__}"
-        )
-    raise ReplayError(f"replay does not model these optimizer settings: {unsupported}")
-
-
-@dataclass
-class LoopRecord:
-    """What a :class:`TrainingContext` records of a loop for replay: the initial parameters, each step's
-    batch (row indices), the learning rate seen at each step, and the final parameters."""
-
-    theta0: torch.Tensor
-    batches: list = field(default_factory=list)
-    lrs: list = field(default_factory=list)
-    final: torch.Tensor | None = None
-
-
-def replay_loop(
-    model, optimizer, record: LoopRecord, X, y, X_test, segment: int | None = None
-) -> ReplayResult:
-    """Replay a recorded loop (mean BCE-with-logits per batch, no penalty) and check it reproduces the
-    trained parameters before trusting its derivative."""
-    shapes, activation = mlp_spec(model)
-    opt = optimizer_spec(optimizer)
-    if not record.batches:
-        raise ReplayError("no training step was recorded: call ctx.backward(loss, batch_idx=...) in the loop")
-    if len(set(record.lrs)) > 1:
-        raise ReplayError(
-            "the learning rate changed during training (a scheduler?): replay needs a constant lr"
-        )
-    dtype = torch.float64
-    run = MLPRun(
-        shapes, record.theta0.to(dtype), activation, 0.0, opt, [np.asarray(b) for b in record.batches]
-    )
-    res = replay_scores(run, X, y, np.ones(len(X)), X_test, segment)
-    gap = float((res.final[: run.n_params] - record.final.to(dtype)).abs().max())
-    scale = float(record.final.abs().max()) + 1e-12
-    if gap > 1e-3 * scale:
-        raise ReplayError(
-            f"the replayed run does not reproduce the trained parameters (max difference {gap:.3g}): the "
-            "loop does something the context cannot record — a loss other than the batch mean of "
-            "BCE-with-logits on the model's output, gradient clipping, dropout, a changed lr or data order"
-        )
-    return res

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from traceprop_frames.attribution.replay import NewtonRun
+from traceprop_frames.attribution.replay_models import NewtonRun
 from traceprop_frames.estimators.base import TorchBinaryClassifier
 from traceprop_frames.estimators.newton import newton_fit, weights_digest
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from traceprop_frames.attribution.replay import Adam, MLPRun, fixed_batches, segment_length
+from traceprop_frames.attribution.replay import Adam, fixed_batches, segment_length
+from traceprop_frames.attribution.replay_models import MLPRun
 from traceprop_frames.estimators.base import TorchBinaryClassifier
 
 REPLAY_STATE_BYTES = 64 << 20  # fit keeps its √T training states for replay up to this size
