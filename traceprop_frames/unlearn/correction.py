@@ -433,8 +433,11 @@ def run_unlearning(
             est.sketch_.applied.add(_fingerprint(after))
             result.iterations = 1
         else:
-            keep = w_after > 0  # from scratch on the rows that remain (not zero weights in their slots)
-            after = est._fit_module(est.X_train_[keep], est.y_train_[keep], w_after[keep])
+            Xr, yr, wr = est.X_train_, est.y_train_, w_after
+            if not getattr(est, "_convex", False):  # a mini-batch model fits on the remaining rows alone
+                keep = w_after > 0  # (zero weights would keep the erased rows' batch slots)
+                Xr, yr, wr = Xr[keep], yr[keep], wr[keep]
+            after = est._fit_module(Xr, yr, wr)
             result.iterations = 1
         result.seconds = time.perf_counter() - t0
         theta_after = obj.flat(after)  # as stored (after the cast back to the module's dtype)
