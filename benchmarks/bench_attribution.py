@@ -345,7 +345,12 @@ def main():
     ap.add_argument("--mlp-k", type=int, default=1024)
     ap.add_argument("--n-train", type=int, default=8000)
     ap.add_argument("--quick", action="store_true", help="tiny run to check the script")
-    ap.add_argument("--only", choices=["lr", "mlp", "store", "ensemble"], default=None)
+    ap.add_argument("--only", choices=["lr", "mlp", "store", "ensemble", "replay"], default=None)
+    ap.add_argument("--replay-subsets", type=int, default=40, help="retrains per LDS kind (--only replay)")
+    ap.add_argument("--replay-test", type=int, default=100, help="test points (--only replay)")
+    ap.add_argument("--replay-n-train", type=int, default=4000, help="UCI Adult rows (--only replay)")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved timing runs (--only replay)")
+    ap.add_argument("--replay-cost-only", action="store_true", help="--only replay: the cost rows alone")
     ap.add_argument(
         "--models", type=int, nargs="+", default=[1, 2, 4, 8], help="ensemble sizes (--only ensemble)"
     )
@@ -366,7 +371,10 @@ def main():
     a = ap.parse_args()
     if a.quick:
         a.subsets, a.mlp_subsets, a.n_train = 10, 5, 1000
+        a.replay_subsets, a.replay_test, a.replay_n_train, a.repeat = 8, 10, 1000, 1
     torch.set_num_threads(a.threads or os.cpu_count() or 1)
+    if a.only == "replay":
+        return main_replay(a)
     Xtr, ytr, Xte, yte = load(a.n_train, 500)
     global _YTE
     _YTE = yte
@@ -387,6 +395,39 @@ def main():
                 Xtr, ytr, Xte, a.mlp_subsets, a.mlp_k, tuple(a.models), tuple(a.ensemble_checkpoints),
                 a.subset_seed, a.versus, a.rel_damping,
             )  # fmt: skip
+
+
+def main_replay(a):
+    """``--only replay``: UCI Adult and scikit-learn's bundled digits (see bench_replay.py)."""
+    from bench_replay import bench_dataset, digits_binary
+
+    print(f"torch threads {torch.get_num_threads()}")
+    print(f"| {'case':<72} | {'value':>13} | {'target':>6} | note")
+    print(f"|{'-' * 74}|{'-' * 15}|{'-' * 8}|------")
+
+    def row_(name, value, target="", note=""):
+        print(f"| {name:<72} | {value:>13} | {target:>6} | {note}", flush=True)
+
+    kw = dict(hidden_layer_sizes=(32,), max_iter=20, batch_size=128, learning_rate_init=1e-3, alpha=1e-4)
+    Xtr, ytr, Xte, _ = load(a.replay_n_train, a.replay_test)
+    lds_rows = not a.replay_cost_only
+    bench_dataset(row_, "Adult", Xtr.to_numpy(), ytr, Xte.to_numpy(), kw, a.replay_subsets, a.replay_test,
+                  a.repeat, a.versus > 0, lds_rows=lds_rows)  # fmt: skip
+    Xd, yd, Xdt, _ = digits_binary()
+    kw_d = dict(hidden_layer_sizes=(32,), max_iter=30, batch_size=100, learning_rate_init=1e-3, alpha=1e-4)
+    bench_dataset(
+        row_,
+        "digits",
+        Xd,
+        yd,
+        Xdt,
+        kw_d,
+        a.replay_subsets,
+        a.replay_test,
+        a.repeat,
+        a.versus > 0,
+        lds_rows=lds_rows,
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ MODULES = [
     "traceprop_frames.attribution.taylor",
     "traceprop_frames.attribution.weighted",
     "traceprop_frames.attribution.sketch",
+    "traceprop_frames.attribution.replay",
     "traceprop_frames.estimators.logistic",
     "traceprop_frames.estimators.mlp",
 ]

@@ -75,6 +75,10 @@ class SketchError(TracepropError, ValueError):
     """A training sketch is missing, malformed, or does not describe the model it is applied to."""
 
 
+class ReplayError(TracepropError, ValueError):
+    """A training run cannot be replayed (not deterministic, or something it needs was not recorded)."""
+
+
 class UnlearningError(TracepropError, ValueError):
     """An erasure request that cannot be carried out (unfitted model, bad method, empty remainder...)."""
 

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from traceprop_frames.attribution.gradients import last_linear_name, per_sample_output_grads
+from traceprop_frames.attribution.replay_loop import LoopRecord, replay_loop
 from traceprop_frames.attribution.store import GradientStore, StoreError
+from traceprop_frames.errors import ReplayError
 
 
 def _as_lineage(lineage):
@@ -70,6 +72,9 @@ class TrainingContext:
     buffer_bytes : int, default=256 MiB
         "LL": while the raw last-layer features of all samples fit in this many bytes they are kept in
         memory and projected in large chunks when a checkpoint closes (cheaper than per step).
+    optimizer : torch.optim.Adam, torch.optim.SGD or None
+        The loop's optimizer, for :meth:`replay_scores` (the context also records the initial parameters,
+        every step's batch and the final parameters; a few bytes per step).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class TrainingContext:
         rel_damping: float = 1e-6,
         buffer_bytes: int = 256 << 20,
         output_hessian: str = "bce",
+        optimizer=None,
     ) -> None:
         if reduction not in ("mean", "sum"):
             raise ValueError("reduction must be 'mean' or 'sum'")
@@ -104,10 +110,15 @@ class TrainingContext:
         self._x = self._out = self._act = None
         self._c = -1
         self._written = 0
+        self.optimizer = optimizer
+        self.loop_record: LoopRecord | None = None
 
     # ----------------------------------------------------------------- hooks
     def __enter__(self) -> TrainingContext:
         self._begun = False
+        fresh = self.optimizer is None or not any(self.optimizer.state.values())
+        theta0 = torch.cat([p.detach().reshape(-1).clone() for p in self.model.parameters()])
+        self.loop_record = LoopRecord(theta0) if fresh else None  # an optimizer with history: no replay
         if self.n_samples is not None:
             self._begin()
 
@@ -151,6 +162,10 @@ class TrainingContext:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        if self.loop_record is not None:
+            self.loop_record.final = torch.cat(
+                [p.detach().reshape(-1).clone() for p in self.model.parameters()]
+            )
         if exc[0] is not None or not self._begun:
             return
         if self._written == 0 and len(self.store.checkpoints) > 1:
@@ -191,6 +206,26 @@ class TrainingContext:
         self.store.set_params(self._c, self._params())
         self._open_slot()
 
+    # ----------------------------------------------------------------- replay
+    def replay_scores(self, X, y, X_test, segment: int | None = None) -> np.ndarray:
+        """``(n_test, n_samples)`` exact derivatives of the test logits with respect to every sample's weight
+        through the recorded loop (:mod:`~traceprop_frames.attribution.replay`); positive: including the
+        sample raises the logit.
+
+        Needs ``optimizer=`` (Adam or SGD, constant lr), a model of ``Linear`` layers and one of ReLU /
+        Softplus / Tanh, a loss that is the batch mean of BCE-with-logits, and ``X``, ``y``: all training
+        samples in the order of ``batch_idx``. The replayed run must reproduce the trained parameters;
+        otherwise a ReplayError says what the context could not record.
+        """
+        if self.loop_record is None:
+            raise ReplayError(
+                "nothing to replay: use the context as `with TrainingContext(..., optimizer=opt) as ctx:` "
+                "with a fresh optimizer (its state was not empty when the context opened)"
+            )
+        if self.loop_record.final is None:
+            raise ReplayError("the context is still open: call replay_scores after the `with` block")
+        return replay_loop(self.model, self.optimizer, self.loop_record, X, y, X_test, segment).scores
+
     # ----------------------------------------------------------------- backward
     def backward(self, loss: torch.Tensor, batch_idx=None) -> None:
         """``loss.backward()`` plus the store rows of this batch's samples.
@@ -217,6 +252,10 @@ class TrainingContext:
             idx = np.asarray(
                 batch_idx.cpu() if isinstance(batch_idx, torch.Tensor) else batch_idx, dtype=np.int64
             )
+        if self.loop_record is not None:
+            self.loop_record.batches.append(idx.copy())
+            if self.optimizer is not None:
+                self.loop_record.lrs.append(float(self.optimizer.param_groups[0]["lr"]))
         store, P = self.store, self.store.projector
         if store.variant == "BM":
             params = [p for p in self.model.parameters() if p.requires_grad]

@@ -5,8 +5,8 @@ retrain on each, and record the test outputs ``f_m(x_t)`` (``decision_function``
 prediction for subset ``m`` is ``Σ_{i ∈ S_m} scores[t, i]``. LDS is the Spearman correlation over the
 ``M`` subsets between predicted and actual outputs, averaged over test points.
 
-Retraining uses the estimator's ``_fit_module`` with 0/1 sample weights when it has one (no data copy,
-same code path as unlearning), else ``sklearn.base.clone(est).fit(X[S_m], y[S_m])``. Retrains are
+Retraining uses the estimator's ``_fit_module`` on the subset's rows when it has one (same code path
+as unlearning), else ``sklearn.base.clone(est).fit(X[S_m], y[S_m])``. Retrains are
 separate from scoring (:func:`retrain_subsets`, then :func:`lds` per score matrix), so several
 attribution methods are compared on the same retrains.
 
@@ -86,8 +86,9 @@ def retrain_subsets(
             import torch
 
             init = estimator.module_ if getattr(estimator, "_convex", False) else None  # same optimum, faster
+            keep = (base_w * masks[j]) > 0  # the rows of the subset alone, as clone().fit(X[S], y[S])
             module = estimator._fit_module(
-                estimator.X_train_, estimator.y_train_, base_w * masks[j], init_module=init
+                estimator.X_train_[keep], estimator.y_train_[keep], base_w[keep], init_module=init
             )
             with torch.no_grad():
                 p = next(module.parameters())

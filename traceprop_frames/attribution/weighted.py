@@ -99,6 +99,7 @@ class WeightedTraining:
             epochs=int(est.max_iter),
             batch_size=int(est.batch_size),
             seed=int(est.random_state),
+            activation=str(getattr(est, "activation", "relu")),
         )
         kw.update(overrides)
         return cls(**kw)

@@ -170,8 +170,9 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"ensemble_fraction must be in (0, 1], got {frac}")
         for seed in self._member_seeds():  # ensembling: independently trained models (own init and order)
             ck: list[dict] = []
+            keep = _member_subset(self.sample_weight_, frac, seed) > 0  # the member fits on its rows alone
             m = self._fit_module(
-                self.X_train_, self.y_train_, self.sample_weight_ * _member_subset(self.sample_weight_, frac, seed),
+                self.X_train_[keep], self.y_train_[keep], self.sample_weight_[keep],
                 callback=ck.append if n_ck > 1 else None, seed=seed,
             )  # fmt: skip
             last = {k: v.detach().clone() for k, v in m.named_parameters()}
@@ -228,15 +229,21 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X_test : array-like of shape (n_test, n_features)
-        method : {"trak", "exact"} or None
+        method : {"trak", "exact", "replay"} or None
             ``"trak"``: the gradient store (default when the model was fit with ``store=``);
-            ``"exact"``: full-Hessian influence function (default without a store; meant for convex models).
+            ``"exact"``: full-Hessian influence function (default without a store; meant for convex models);
+            ``"replay"``: the exact derivative of the test logits with respect to every row's weight
+            through the whole deterministic training run (:mod:`traceprop_frames.attribution.replay`).
         **kw
-            ``damping`` / ``weighted`` for the TRAK scorer.
+            ``damping`` / ``weighted`` for the TRAK scorer; ``segment`` / ``dtype`` for replay.
         """
         X = self._validate_test(X_test)
         if method is None:
             method = "trak" if self.store_ is not None else "exact"
+        if method == "replay":
+            from traceprop_frames.attribution.replay import estimator_replay_scores
+
+            return estimator_replay_scores(self, X, **kw)
         if method == "trak":
             if self.store_ is None:
                 raise ValueError(
@@ -244,7 +251,7 @@ class TorchBinaryClassifier(ClassifierMixin, BaseEstimator):
                 )
             return TRAKScorer(self.store_, **kw).scores(self.module_, X)
         if method != "exact":
-            raise ValueError(f"unknown influence method {method!r}; use 'trak' or 'exact'")
+            raise ValueError(f"unknown influence method {method!r}; use 'trak', 'exact' or 'replay'")
         removed = self.sample_weight_ == 0
         if self.store_ is not None:
             removed = removed | self.store_.removed

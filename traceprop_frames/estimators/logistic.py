@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from traceprop_frames.attribution.replay_models import NewtonRun
 from traceprop_frames.estimators.base import TorchBinaryClassifier
 from traceprop_frames.estimators.newton import newton_fit, weights_digest
 
@@ -145,6 +146,10 @@ class TorchLogisticRegression(TorchBinaryClassifier):
         if callback is not None:
             callback({n: p.detach().clone() for n, p in module.named_parameters()})
         return module
+
+    def _replay_run(self) -> NewtonRun:
+        """The fit as a function of the sample weights (:class:`~traceprop_frames.attribution.replay.NewtonRun`)."""
+        return NewtonRun(self.C, self.tol, self.max_iter, self.fit_intercept)
 
     @property
     def coef_(self) -> np.ndarray:

@@ -500,8 +500,12 @@ def _solve_sketch(est, obj, theta0, sel, params, result, _):
 
 
 def _solve_retrain(est, obj, theta0, sel, params, result, _):
+    Xr, yr, wr = est.X_train_, est.y_train_, sel.w_after
+    if not getattr(est, "_convex", False):  # a mini-batch model fits on the remaining rows alone
+        keep = wr > 0  # (zero weights would keep the erased rows' batch slots)
+        Xr, yr, wr = Xr[keep], yr[keep], wr[keep]
     result.iterations = 1
-    return est._fit_module(est.X_train_, est.y_train_, sel.w_after)
+    return est._fit_module(Xr, yr, wr)
 
 
 _SOLVERS = {"newton": _solve_newton, "gradient": _solve_gradient, "sketch": _solve_sketch,
