@@ -58,11 +58,35 @@ def _type(spec: dict) -> str:
     return " or ".join(t) if isinstance(t, list) else t
 
 
+# What the main fields hold, where the schema itself has no description (the schema's own wins).
+NOTES = {
+    "certificate": "the signed record",
+    "signature": "Ed25519 signature over the canonical JSON of `certificate`",
+    "schema_version": "version of this schema",
+    "certificate_id": "random id, 32 hex digits",
+    "created_at": "UTC time of the erasure",
+    "library": "name and version of the library that issued it",
+    "regulations": "regulation tags the request is made under",
+    "request": "the source files and rows asked for (path, sha256 at load and now, rows), or sample indices",
+    "forget_set": "the training samples removed: indices, count, share, and the source rows behind them",
+    "method": "newton / gradient / retrain / sketch, its parameters, iterations and time",
+    "model": "estimator, convexity, parameter count, sha256 fingerprints of the parameters before and after",
+    "evidence": "measured at erasure time: forget-set loss before/after, holdout, residual gradient, bound",
+    "lineage": "the erase op added to the lineage DAG",
+    "previous_certificates": "ids of earlier certificates of the same model",
+    "not_guaranteed": "plain statements of what the certificate does not promise",
+    "differential_privacy": "whether the model was trained with differential privacy",
+    "key_id": "sha256 of the public key",
+    "public_key_pem": "the signer's public key (never trusted on its own: verify with the issuer's key)",
+    "value": "the signature, base64",
+}
+
+
 def _table(obj: dict) -> list[str]:
     req = set(obj.get("required", []))
     rows = ["| field | type | required | description |", "|---|---|---|---|"]
     for name, spec in obj.get("properties", {}).items():
-        desc = spec.get("description", "").replace("|", "\\|")
+        desc = spec.get("description", NOTES.get(name, "")).replace("|", "\\|")
         rows.append(f"| `{name}` | {_type(spec)} | {'yes' if name in req else 'no'} | {desc} |")
     return rows
 
