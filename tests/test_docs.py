@@ -54,3 +54,18 @@ def test_generated_reference_pages_are_up_to_date():
         [sys.executable, str(ROOT / ".ci" / "gen_reference.py"), "--check"], capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_pandas_guide_example_runs_and_its_comments_hold(tmp_path, monkeypatch):
+    text = (ROOT / "docs" / "guides" / "pandas.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(block, "docs/guides/pandas.md", "exec"), ns)
+    train = ns["train"]
+    assert [r.trace_to_file() for r in train.tp.trace(0)][:2] == [
+        "application.csv row 0",
+        "bureau.csv row 1018",
+    ]
+    assert train.tp.rows_from_source("bureau.csv", [2803]).tolist() == [0]
+    assert train.tp.ops() == ["read_csv", "read_csv", "groupby_agg", "merge", "select"]
