@@ -5,7 +5,8 @@
 
 Generated: the command-line reference (each command's ``--help``), the certificate schema's field tables
 (``traceprop_frames/unlearn/certificate.schema.json``) and the table of exception classes on
-docs/reference/errors.md (between the ``<!-- errors:begin -->`` / ``<!-- errors:end -->`` markers).
+docs/reference/errors.md and the facet field tables on docs/reference/openlineage-facets.md (between
+``<!-- errors:begin -->`` / ``<!-- errors:end -->`` and ``<!-- facets:...`` markers).
 """
 
 from __future__ import annotations
@@ -58,11 +59,35 @@ def _type(spec: dict) -> str:
     return " or ".join(t) if isinstance(t, list) else t
 
 
-def _table(obj: dict) -> list[str]:
+# What the main fields hold, where the schema itself has no description (the schema's own wins).
+NOTES = {
+    "certificate": "the signed record",
+    "signature": "Ed25519 signature over the canonical JSON of `certificate`",
+    "schema_version": "version of this schema",
+    "certificate_id": "random id, 32 hex digits",
+    "created_at": "UTC time of the erasure",
+    "library": "name and version of the library that issued it",
+    "regulations": "regulation tags the request is made under",
+    "request": "the source files and rows asked for (path, sha256 at load and now, rows), or sample indices",
+    "forget_set": "the training samples removed: indices, count, share, and the source rows behind them",
+    "method": "newton / gradient / retrain / sketch, its parameters, iterations and time",
+    "model": "estimator, convexity, parameter count, sha256 fingerprints of the parameters before and after",
+    "evidence": "measured at erasure time: forget-set loss before/after, holdout, residual gradient, bound",
+    "lineage": "the erase op added to the lineage DAG",
+    "previous_certificates": "ids of earlier certificates of the same model",
+    "not_guaranteed": "plain statements of what the certificate does not promise",
+    "differential_privacy": "whether the model was trained with differential privacy",
+    "key_id": "sha256 of the public key",
+    "public_key_pem": "the signer's public key (never trusted on its own: verify with the issuer's key)",
+    "value": "the signature, base64",
+}
+
+
+def _table(obj: dict, notes: dict | None = None) -> list[str]:
     req = set(obj.get("required", []))
     rows = ["| field | type | required | description |", "|---|---|---|---|"]
     for name, spec in obj.get("properties", {}).items():
-        desc = spec.get("description", "").replace("|", "\\|")
+        desc = spec.get("description", (notes or {}).get(name, "")).replace("|", "\\|")
         rows.append(f"| `{name}` | {_type(spec)} | {'yes' if name in req else 'no'} | {desc} |")
     return rows
 
@@ -75,7 +100,7 @@ def certificate_page() -> str:
            f"{schema['$schema'].split('/')[-2]}), which every certificate is validated against on save and load.",
            "What the fields mean for an auditor: [What a certificate promises](../auditors/promises.md).", "",
            schema["description"], "", "## Top level", ""]  # fmt: skip
-    out += _table(schema)
+    out += _table(schema, NOTES)
     sections = [
         ("certificate", schema["properties"]["certificate"]),
         ("signature", schema["properties"]["signature"]),
@@ -86,7 +111,7 @@ def certificate_page() -> str:
     ]
     sections += [(f"$defs.{k}", v) for k, v in schema.get("$defs", {}).items() if "properties" in v]
     for name, obj in sections:
-        out += ["", f"## `{name}`", ""] + _table(obj)
+        out += ["", f"## `{name}`", ""] + _table(obj, NOTES)
     return "\n".join(out) + "\n"
 
 
@@ -101,11 +126,30 @@ def errors_table() -> str:
     return "\n".join(rows)
 
 
-def errors_page(current: str) -> str:
-    begin, end = "<!-- errors:begin -->", "<!-- errors:end -->"
+def _between(current: str, tag: str, body: str) -> str:
+    """``current`` with the text between ``<!-- tag:begin -->`` and ``<!-- tag:end -->`` replaced."""
+    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
     head, rest = current.split(begin, 1)
     _, tail = rest.split(end, 1)
-    return f"{head}{begin}\n{errors_table()}\n{end}{tail}"
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def errors_page(current: str) -> str:
+    return _between(current, "errors", errors_table())
+
+
+def facets_tables() -> str:
+    out = []
+    for name in ("traceprop_rowLineage", "traceprop_erasure"):
+        path = ROOT / "traceprop_frames" / "integrations" / "schemas" / f"{name}.json"
+        schema = json.loads(path.read_text())
+        out += [f"### `{name}`", "", f"{schema.get('title', name)}: `{path.relative_to(ROOT)}`.", ""]
+        out += _table(schema) + [""]
+        for key, spec in schema.get("properties", {}).items():
+            item = spec.get("items", spec)
+            if item.get("type") == "object" and "properties" in item:
+                out += [f"`{key}`{'[]' if spec.get('type') == 'array' else ''}:", ""] + _table(item) + [""]
+    return "\n".join(out).rstrip("\n")
 
 
 def main(argv=None) -> int:
@@ -113,9 +157,10 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a page is out of date")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    errors = DOCS / "errors.md"
+    errors, facets = DOCS / "errors.md", DOCS / "openlineage-facets.md"
     pages = {DOCS / "cli.md": cli_page(), DOCS / "certificate.md": certificate_page(),
-             errors: errors_page(errors.read_text())}  # fmt: skip
+             errors: errors_page(errors.read_text()),
+             facets: _between(facets.read_text(), "facets", facets_tables())}  # fmt: skip
     stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
     if args.check:
         for p in stale:

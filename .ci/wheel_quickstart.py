@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,10 @@ def _readme_helpers():
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     print("+", " ".join(map(str, cmd)), flush=True)
-    return subprocess.run(cmd, check=True, **kw)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, check=True, **kw)
+    print(f"  ({time.perf_counter() - start:.1f} s)", flush=True)
+    return done
 
 
 def main(argv=None) -> int:

@@ -33,9 +33,8 @@ def test_readme_and_getting_started_show_the_same_quickstart():
 def test_nothing_a_user_reads_names_the_development_machine():
     pages = [README, *sorted((ROOT / "docs").rglob("*.md"))]
     pages = [p for p in pages if "incoming" not in p.parts]
-    pattern = re.compile(
-        r"2-core box|load average|other sessions|\.\./shared|\b\d\d:\d\d UTC\b|\b[0-9a-f]{10,40}\b"
-    )
+    commit = r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b"  # a commit hash: hex with letters and digits
+    pattern = re.compile(rf"2-core box|load average|other sessions|\.\./shared|\b\d\d:\d\d UTC\b|{commit}")
     hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in pages for m in pattern.finditer(p.read_text())]
     assert not hits, hits
 
@@ -55,3 +54,18 @@ def test_generated_reference_pages_are_up_to_date():
         [sys.executable, str(ROOT / ".ci" / "gen_reference.py"), "--check"], capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_pandas_guide_example_runs_and_its_comments_hold(tmp_path, monkeypatch):
+    text = (ROOT / "docs" / "guides" / "pandas.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(block, "docs/guides/pandas.md", "exec"), ns)
+    train = ns["train"]
+    assert [r.trace_to_file() for r in train.tp.trace(0)][:2] == [
+        "application.csv row 0",
+        "bureau.csv row 1018",
+    ]
+    assert train.tp.rows_from_source("bureau.csv", [2803]).tolist() == [0]
+    assert train.tp.ops() == ["read_csv", "read_csv", "groupby_agg", "merge", "select"]

@@ -296,7 +296,7 @@ class RowLineage:
 
     @property
     def ids(self) -> np.ndarray:
-        """The direct ids (see the class docstring); ``context`` holds the shared part."""
+        """The direct ids (see the class docstring); ``context`` holds the shared sets."""
         if self._offsets is None:
             self.materialize()
         return self._ids
