@@ -16,13 +16,17 @@ from traceprop_frames.lineage import RowLineage, SourceRow
 from traceprop_frames.tensor import ProvenanceTensor, load_csv, load_parquet, step, tensor
 
 
-def connect(database: str = ":memory:", **kwargs):
+def connect(database: str = ":memory:", capture: str = "eager", **kwargs):
     """A traced DuckDB connection (see :mod:`traceprop_frames.sql`): query results are traced frames.
 
     Parameters
     ----------
     database : str
         ``":memory:"`` (default) or a DuckDB database file.
+    capture : {"eager", "lazy"}
+        ``"eager"``: lineage is computed with every query. ``"lazy"``: a query keeps one cheap key per
+        result row and computes a row's lineage by a backward query when it is asked for (the same
+        answers; see :mod:`traceprop_frames.sql.lazy`).
     **kwargs
         Passed to :func:`duckdb.connect`.
 
@@ -42,7 +46,7 @@ def connect(database: str = ":memory:", **kwargs):
     """
     from traceprop_frames.sql import connect as _connect
 
-    return _connect(database, **kwargs)
+    return _connect(database, capture=capture, **kwargs)
 
 
 def verify_certificate(path, public_key):
