@@ -185,6 +185,8 @@ class Resolver:
         if self.shape.mode == "one" or not self.keys.num_columns:
             return self._one(sql, hidden, blocks, rows)
         uniq = np.unique(rows)
+        if not uniq.size:
+            return RowLineage.empty(0, self.node)
         lin = self._keyed(sql, hidden, blocks, uniq)
         if len(uniq) == self.n:
             self._all = lin
