@@ -139,6 +139,8 @@ class TracedConnection:
         self._closed = False
         self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
         self._versions: dict[str, int] = {}  # table -> statements run through this connection that changed it
+        self._oids: tuple | None = None
+        self._backward_plans: dict = {}  # (query, tables' fingerprint) -> lazy backward plan
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
         self._cat: Catalog | None = None
@@ -366,6 +368,7 @@ class TracedConnection:
             out = self._run_lazy(stmt, text, simple_names)
             if out is not None:
                 return out
+            stmt = self._parse(text)[0]  # lazy capture may have changed it in place
         fresh = self._cat is None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
             sql, what, rw = self._plan(stmt, self._catalog(fresh=fresh))
@@ -434,45 +437,61 @@ class TracedConnection:
     # ------------------------------------------------------------------ lazy capture
     def _run_lazy(self, stmt: exp.Expression, text: str, simple_names: bool) -> pd.DataFrame | None:
         """Run ``stmt`` keeping one key per row (see :mod:`traceprop_frames.sql.lazy`); None where its
-        shape is captured eagerly."""
+        shape is captured eagerly. Changes ``stmt`` in place (no copies: they cost more than the rest)."""
         fresh = self._cat is None
         cat = self._catalog(fresh=fresh)
         oids = self._table_oids()
         shape = shape_of(stmt, cat, set(oids))
         if shape is None:
             return None
-        rw = rewrite_query(stmt, cat, split=True)  # what eager capture refuses, lazy refuses too
+        tables = read_tables(stmt, cat)
+        capture_sql = self._capture_sql(stmt, cat, shape)
+        rw = rewrite_query(stmt, cat, split=True, copy=False)  # what eager capture refuses, lazy refuses
         if rw.untraced and not fresh:  # a cached catalog may be stale (tables changed through con.raw)
             self._cat = None
-            return self._run_lazy(stmt, text, simple_names)
-        capture = rewrite_query(stmt, cat, trace=False).expression  # stars hide the hidden columns
-        n_keys = add_keys(capture, shape)
+            return self._run_lazy(self._parse(text)[0], text, simple_names)
         try:
-            rel = self.raw.sql(capture.sql(dialect="duckdb"))
-            key_types = [str(t) for t in rel.types[len(rel.types) - n_keys :]]
+            rel = self.raw.sql(capture_sql)
+            key_types = [str(t) for t in rel.types[len(rel.types) - shape.n_keys :]]
             table = rel.to_arrow_table()
         except duckdb.Error:
             return None  # the eager path reports the failure as it always has
-        n_data = table.num_columns - n_keys
+        n_data = table.num_columns - shape.n_keys
         table = self._fix_names(table, text, n_data, simple_names)
         params = {"query": text}
         if rw.untraced:
             params["missing_lineage"] = sorted(rw.untraced)
         node = OpNode("sql", params, tuple(self._node(t) for t in sorted(rw.traced)))
         keys = table.select(list(range(n_data, table.num_columns)))
-        fp = self._fingerprint(read_tables(stmt, cat), oids)
-        resolver = Resolver(self, stmt, text, keys, key_types, shape, node, fp)
+        fp = self._fingerprint(tables, oids)
+        resolver = Resolver(self, text, keys, key_types, shape, node, fp)
         data = table.select(list(range(n_data)))
         df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
         return attach(df, LazyRowLineage(resolver, np.arange(table.num_rows, dtype=np.int64)))
 
+    @staticmethod
+    def _capture_sql(stmt: exp.Expression, cat: Catalog, shape) -> str:
+        """``stmt`` with its key columns appended (and stars hiding the hidden columns), as SQL."""
+        if stmt.find(exp.Star) is not None:
+            rewrite_query(stmt, cat, trace=False, copy=False)
+        shape.n_keys = add_keys(stmt, shape)
+        sql = stmt.sql(dialect="duckdb", copy=False)
+        for _ in range(shape.n_keys):
+            stmt.expressions[-1].pop()
+        return sql
+
     def _table_oids(self) -> dict[str, int]:
-        rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
-        return {name.lower(): oid for name, oid in rows}
+        """DuckDB table oids by name, cached with the catalog (both refresh after DDL through ``sql``)."""
+        if self._oids is None or self._oids[0] is not self._cat:
+            rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
+            self._oids = (self._cat, {name.lower(): oid for name, oid in rows})
+        return self._oids[1]
 
     def _fingerprint(self, tables: list[str], oids: dict[str, int] | None = None) -> dict[str, tuple]:
         """Per table: (DuckDB table oid or None for a view, statements that changed it here)."""
-        oids = self._table_oids() if oids is None else oids
+        if oids is None:  # now, not cached: a table replaced through con.raw gets a new oid
+            rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
+            oids = {name.lower(): oid for name, oid in rows}
         return {t: (oids.get(t), self._versions.get(t, 0)) for t in tables}
 
     def _changed(self, table: str | None) -> None:

@@ -39,6 +39,7 @@ from traceprop_frames.sql.rewrite import LIN, RID, Catalog, _has_agg, _windows_i
 _LITERAL_ROWS = 64  # up to this many rows asked: also filter the backward query by their key values
 _LITERAL_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                   "UINTEGER", "UBIGINT", "DECIMAL", "VARCHAR", "DATE", "BOOLEAN", "DOUBLE", "FLOAT")  # fmt: skip
+_PLANS = 64  # backward plans (and their witness sets) kept per connection
 _names = itertools.count()
 
 
@@ -48,6 +49,7 @@ class Shape:
 
     mode: str  # "group" | "rows" | "one"
     items: list[tuple[exp.Identifier, str]]
+    n_keys: int = 0
 
 
 def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str]) -> Shape | None:
@@ -77,24 +79,65 @@ def _row_shape(stmt: exp.Select, cat: Catalog, tables: set[str]) -> Shape | None
     from_ = stmt.args.get("from_")
     if from_ is None:
         return Shape("one", [])
-    ctes = {c.alias_or_name.lower() for c in (stmt.args.get("with_") or exp.With()).expressions}
+    ctes = {c.alias_or_name.lower(): c.this for c in (stmt.args.get("with_") or exp.With()).expressions}
     joins = stmt.args.get("joins") or []
     if any((j.args.get("kind") or "").upper() in ("SEMI", "ANTI") or j.args.get("method") for j in joins):
         return None
-    items = []
+    items: list[tuple[exp.Identifier, str]] = []
     for t in [from_.this] + [j.this for j in joins]:
-        if not isinstance(t, exp.Table) or not isinstance(t.this, exp.Identifier) or t.args.get("db"):
+        keys = _item_keys(t, ctes, cat, tables)
+        if keys is None:
             return None
-        name = t.name.lower()
-        kind = cat.hidden.get(name)
-        if name in ctes or kind is None or (kind == LIN and name not in tables):
-            return None
-        alias = t.args.get("alias")
-        if alias is not None and alias.columns:
-            return None
-        ref = alias.this if alias is not None and alias.this else t.this
-        items.append((ref, RID if kind == RID else "rowid"))
+        items += keys
     return Shape("rows", items)
+
+
+def _item_keys(t, ctes: dict, cat: Catalog, tables: set[str]) -> list[tuple[exp.Identifier, str]] | None:
+    """(table reference, column) pairs naming a FROM item's row: a table's row id; for a CTE or derived
+    table that groups, its group-key columns (one row per group; none for a one-row aggregate)."""
+    alias = t.args.get("alias")
+    if alias is not None and alias.columns:
+        return None
+    if isinstance(t, exp.Subquery) and isinstance(t.this, exp.Select) and alias is not None:
+        return _grouped_keys(t.this, alias.this, cat)
+    if not isinstance(t, exp.Table) or not isinstance(t.this, exp.Identifier) or t.args.get("db"):
+        return None
+    ref = alias.this if alias is not None and alias.this else t.this
+    name = t.name.lower()
+    if name in ctes:
+        return _grouped_keys(ctes[name], ref, cat) if isinstance(ctes[name], exp.Select) else None
+    kind = cat.hidden.get(name)
+    if kind is None or (kind == LIN and name not in tables):
+        return None
+    return [(ref, RID if kind == RID else "rowid")]
+
+
+def _grouped_keys(
+    body: exp.Select, ref: exp.Identifier, cat: Catalog
+) -> list[tuple[exp.Identifier, str]] | None:
+    """The output columns of a grouping ``body`` that hold its group keys, or None."""
+    group = body.args.get("group")
+    if group is None:
+        aggs = cat.aggregates
+        one = any(_has_agg(e, aggs) for e in body.expressions) and body.args.get("distinct") is None
+        return [] if one else None
+    if any(group.args.get(k) for k in ("all", "rollup", "cube", "grouping_sets", "totals")):
+        return None
+    out = []
+    for g in group.expressions:
+        hit = None
+        for e in body.expressions:
+            inner = e.this if isinstance(e, exp.Alias) else e
+            if _has_agg(inner, cat.aggregates):
+                continue
+            named = isinstance(g, exp.Column) and not g.table and e.alias_or_name.lower() == g.name.lower()
+            if inner == g or named:
+                hit = e.alias_or_name
+                break
+        if not hit:
+            return None
+        out.append((ref, hit))
+    return out
 
 
 def key_columns(sel: exp.Select, shape: Shape) -> list[exp.Expression]:
@@ -128,12 +171,12 @@ def read_tables(stmt: exp.Expression, cat: Catalog) -> list[str]:
 class Resolver:
     """Answers the lineage of a lazily captured result's rows by backward queries (one per request).
 
-    Holds the connection, the parsed statement, the result's key columns (an Arrow table) and the
+    Holds the connection, the statement's text, the result's key columns (an Arrow table) and the
     fingerprint of the tables read. Once every row is resolved, the whole lineage is kept.
     """
 
-    def __init__(self, con, stmt, text: str, keys: pa.Table, key_types: list[str], shape: Shape, node, fp):
-        self.con, self.stmt, self.text, self.shape = con, stmt, text, shape
+    def __init__(self, con, text: str, keys: pa.Table, key_types: list[str], shape: Shape, node, fp):
+        self.con, self.text, self.shape = con, text, shape
         self.keys, self.key_types = keys, key_types
         self.node = node
         self.fingerprint = fp
@@ -144,17 +187,24 @@ class Resolver:
 
     # ------------------------------------------------------------------ backward query
     def _backward(self):
-        """(backward SELECT expression, hidden column names, witness blocks): planned once."""
+        """(backward SQL, hidden column names, witness blocks): planned once per query text and state of
+        the tables it read (shared by every result of that query on this connection)."""
         if self._plan is None:
-            stmt = self.stmt.copy()
-            _sql, _what, rw = self.con._plan(stmt, self.con._catalog())
-            sel = rw.expression
-            hidden = [e.alias for e in sel.expressions[-rw.n_hidden :]]
-            for k in ("order", "limit", "offset"):
-                sel.set(k, None)
-            add_keys(sel, self.shape)
-            blocks = self.con._witness_blocks(rw.constants)
-            self._plan = (sel.sql(dialect="duckdb"), hidden, blocks)
+            key = (self.text, tuple(sorted(self.fingerprint.items())))
+            cache = self.con._backward_plans
+            if key not in cache:
+                stmt = self.con._parse(self.text)[0]
+                _sql, _what, rw = self.con._plan(stmt, self.con._catalog())
+                sel = rw.expression
+                hidden = [e.alias for e in sel.expressions[-rw.n_hidden :]]
+                for k in ("order", "limit", "offset"):
+                    sel.set(k, None)
+                add_keys(sel, self.shape)
+                blocks = self.con._witness_blocks(rw.constants)
+                while len(cache) >= _PLANS:
+                    cache.pop(next(iter(cache)))
+                cache[key] = (sel.sql(dialect="duckdb", copy=False), hidden, blocks)
+            self._plan = cache[key]
         return self._plan
 
     def check(self) -> None:
