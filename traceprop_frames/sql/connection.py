@@ -141,6 +141,7 @@ class TracedConnection:
         self._versions: dict[str, int] = {}  # table -> statements run through this connection that changed it
         self._oids: tuple | None = None
         self._backward_plans: dict = {}  # (query, tables' fingerprint) -> lazy backward plan
+        self._captures: dict = {}  # query -> (catalog, shape, capture SQL, traced, untraced, tables read)
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
         self._cat: Catalog | None = None
@@ -441,15 +442,23 @@ class TracedConnection:
         fresh = self._cat is None
         cat = self._catalog(fresh=fresh)
         oids = self._table_oids()
-        shape = shape_of(stmt, cat, set(oids))
-        if shape is None:
-            return None
-        tables = read_tables(stmt, cat)
-        capture_sql = self._capture_sql(stmt, cat, shape)
-        rw = rewrite_query(stmt, cat, split=True, copy=False)  # what eager capture refuses, lazy refuses
-        if rw.untraced and not fresh:  # a cached catalog may be stale (tables changed through con.raw)
-            self._cat = None
-            return self._run_lazy(self._parse(text)[0], text, simple_names)
+        hit = self._captures.get(text)
+        if hit is not None and hit[0] is cat:  # the same query on the same catalog: planned before
+            _, shape, capture_sql, traced, untraced, tables = hit
+        else:
+            shape = shape_of(stmt, cat, set(oids))
+            if shape is None:
+                return None
+            tables = read_tables(stmt, cat)
+            capture_sql = self._capture_sql(stmt, cat, shape)
+            rw = rewrite_query(stmt, cat, split=True, copy=False)  # what eager refuses, lazy refuses too
+            traced, untraced = sorted(rw.traced), sorted(rw.untraced)
+            if untraced and not fresh:  # a cached catalog may be stale (tables changed through con.raw)
+                self._cat = None
+                return self._run_lazy(self._parse(text)[0], text, simple_names)
+            while len(self._captures) >= 256:
+                self._captures.pop(next(iter(self._captures)))
+            self._captures[text] = (cat, shape, capture_sql, traced, untraced, tables)
         try:
             rel = self.raw.sql(capture_sql)
             key_types = [str(t) for t in rel.types[len(rel.types) - shape.n_keys :]]
@@ -459,9 +468,9 @@ class TracedConnection:
         n_data = table.num_columns - shape.n_keys
         table = self._fix_names(table, text, n_data, simple_names)
         params = {"query": text}
-        if rw.untraced:
-            params["missing_lineage"] = sorted(rw.untraced)
-        node = OpNode("sql", params, tuple(self._node(t) for t in sorted(rw.traced)))
+        if untraced:
+            params["missing_lineage"] = untraced
+        node = OpNode("sql", params, tuple(self._node(t) for t in traced))
         keys = table.select(list(range(n_data, table.num_columns)))
         fp = self._fingerprint(tables, oids)
         resolver = Resolver(self, text, keys, key_types, shape, node, fp)
