@@ -265,3 +265,17 @@ def test_file_database_lazy(tmp_path):
 def test_bad_capture_value():
     with pytest.raises(tpf.errors.UnsupportedOperationError, match="capture='lazy'"):
         tpf.connect(capture="later")
+
+
+def test_group_members_listed_flat(small):
+    """A plain GROUP BY is answered from its member rows (no list() per group): the same sets."""
+    (eager, lazy), *_ = small
+    for query, flat in [
+        ("SELECT g, count(*) FROM t JOIN u USING (k) GROUP BY g", True),
+        ("SELECT count(*) FROM t LEFT JOIN u USING (k)", True),
+        ("SELECT round(v, 1) AS rv, count(*) FROM t GROUP BY rv", False),  # the key names a SELECT alias
+        ("SELECT g, count(*) FROM t WHERE v > (SELECT avg(v) FROM t) GROUP BY g", False),  # a witness
+    ]:
+        got = lazy.sql(query)
+        assert _rows(got) == _rows(eager.sql(query))
+        assert (got.tp.lineage()._resolver._plan[3] is not None) == flat, query

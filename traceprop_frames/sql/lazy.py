@@ -28,6 +28,7 @@ import itertools
 import weakref
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 from sqlglot import exp
@@ -199,11 +200,12 @@ class Resolver:
                 hidden = [e.alias for e in sel.expressions[-rw.n_hidden :]]
                 for k in ("order", "limit", "offset"):
                     sel.set(k, None)
+                flat = _flat_members(sel, self.shape) if not rw.constants else None
                 add_keys(sel, self.shape)
                 blocks = self.con._witness_blocks(rw.constants)
                 while len(cache) >= _PLANS:
                     cache.pop(next(iter(cache)))
-                cache[key] = (sel.sql(dialect="duckdb", copy=False), hidden, blocks)
+                cache[key] = (sel.sql(dialect="duckdb", copy=False), hidden, blocks, flat)
             self._plan = cache[key]
         return self._plan
 
@@ -231,13 +233,21 @@ class Resolver:
         if self._all is not None:
             return self._all.take(rows)
         self.check()
-        sql, hidden, blocks = self._backward()
+        sql, hidden, blocks, flat = self._backward()
+        if flat is not None:  # a group's member rows straight from the scan, no list() per group
+            try:
+                return self._rows_of(*flat, blocks, rows, True)
+            except duckdb.Error:  # e.g. a GROUP BY naming a SELECT alias the flat query drops
+                self._plan = (sql, hidden, blocks, None)
+        return self._rows_of(sql, hidden, blocks, rows, False)
+
+    def _rows_of(self, sql: str, hidden: list[str], blocks, rows: np.ndarray, flat: bool) -> RowLineage:
         if self.shape.mode == "one" or not self.keys.num_columns:
-            return self._one(sql, hidden, blocks, rows)
+            return self._one(sql, hidden, blocks, rows, flat)
         uniq = np.unique(rows)
         if not uniq.size:
             return RowLineage.empty(0, self.node)
-        lin = self._keyed(sql, hidden, blocks, uniq)
+        lin = self._keyed(sql, hidden, blocks, uniq, flat)
         if len(uniq) == self.n:
             self._all = lin
         return lin.take(np.searchsorted(uniq, rows))
@@ -247,9 +257,13 @@ class Resolver:
             self._all = self.lineage(np.arange(self.n, dtype=np.int64))
         return self._all
 
-    def _one(self, sql: str, hidden: list[str], blocks, rows: np.ndarray) -> RowLineage:
+    def _one(self, sql: str, hidden: list[str], blocks, rows: np.ndarray, flat: bool) -> RowLineage:
         cols = ", ".join(f"__tp_b.{h}" for h in hidden)
         table = self.con.raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b").to_arrow_table()
+        if flat:  # every member row of the one result row
+            members = self.con._lineage_of(table, 0, len(hidden), self.node, blocks)
+            lin = members.group_union(np.zeros(len(members), dtype=np.int64), 1, self.node).materialize()
+            return lin.take(np.zeros(len(rows), dtype=np.int64))
         if table.num_rows != min(self.n, 1) and self.n:
             raise SourceChangedError(
                 f"the backward query returned {table.num_rows} rows for a result of {self.n}: its tables "
@@ -260,7 +274,7 @@ class Resolver:
             self._all = lin
         return lin.take(np.zeros(len(rows), dtype=np.int64)) if rows.size else lin.take(rows)
 
-    def _keyed(self, sql: str, hidden: list[str], blocks, uniq: np.ndarray) -> RowLineage:
+    def _keyed(self, sql: str, hidden: list[str], blocks, uniq: np.ndarray, flat: bool) -> RowLineage:
         """Lineage of the result rows ``uniq`` (sorted, distinct positions), in that order."""
         nk = self.keys.num_columns
         req = self.keys.take(pa.array(uniq)).append_column("__tp_pos", pa.array(uniq, pa.int64()))
@@ -287,6 +301,9 @@ class Resolver:
                 "changed since it ran; re-run the query"
             )
         lin = self.con._lineage_of(table, 1, len(hidden), self.node, blocks)
+        if flat:  # one row per member: the union per result row
+            codes = np.searchsorted(uniq, pos)
+            return lin.group_union(codes, len(uniq), self.node).materialize()
         return lin.take(order[first])
 
     def _literal_filter(self, req: pa.Table) -> str:
@@ -306,6 +323,34 @@ class Resolver:
                     parts.append(f"__tp_b0.__tp_k{i} = CAST('{text.replace(chr(39), chr(39) * 2)}' AS {t})")
             conds.append("(" + " AND ".join(parts) + ")")
         return " WHERE " + " OR ".join(conds)
+
+
+def _flat_members(sel: exp.Select, shape: Shape) -> tuple[str, list[str]] | None:
+    """For an eager aggregate whose lineage is ``list(a.__tp_rid)`` (``list_concat`` of several): the
+    query listing its member rows' ids and keys (no GROUP BY, no list), or None. A group's lineage is
+    the union of its members' ids, so both give the same sets; the flat one is cheaper to run."""
+    if shape.mode not in ("group", "one") or not isinstance(sel, exp.Select):
+        return None
+    expr = sel.expressions[-1].this if isinstance(sel.expressions[-1], exp.Alias) else None
+    if expr is None:
+        return None
+    args = (
+        expr.expressions if isinstance(expr, exp.Anonymous) and expr.name.lower() == "list_concat" else [expr]
+    )
+    cols = []
+    for a in args:
+        if not (isinstance(a, exp.Anonymous) and a.name.lower() == "list" and len(a.expressions) == 1):
+            return None
+        c = a.expressions[0]
+        if not (isinstance(c, exp.Column) and c.name == RID):
+            return None
+        cols.append(c)
+    flat = sel.copy()
+    keys = [exp.alias_(k, f"__tp_k{i}") for i, k in enumerate(key_columns(flat, shape))]
+    for k in ("group", "having", "order", "limit", "offset", "qualify", "windows", "distinct"):
+        flat.set(k, None)
+    flat.set("expressions", [exp.alias_(c.copy(), f"__tp_f{i}") for i, c in enumerate(cols)] + keys)
+    return flat.sql(dialect="duckdb", copy=False), [f"__tp_f{i}" for i in range(len(cols))]
 
 
 class LazyRowLineage(RowLineage):
