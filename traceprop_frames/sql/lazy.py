@@ -261,8 +261,7 @@ class Resolver:
         cols = ", ".join(f"__tp_b.{h}" for h in hidden)
         table = self.con.raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b").to_arrow_table()
         if flat:  # every member row of the one result row
-            members = self.con._lineage_of(table, 0, len(hidden), self.node, blocks)
-            lin = members.group_union(np.zeros(len(members), dtype=np.int64), 1, self.node).materialize()
+            lin = _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks))
             return lin.take(np.zeros(len(rows), dtype=np.int64))
         if table.num_rows != min(self.n, 1) and self.n:
             raise SourceChangedError(
@@ -281,6 +280,15 @@ class Resolver:
         name = f"__tp_req{next(_names)}"
         on = " AND ".join(f"__tp_b.__tp_k{i} IS NOT DISTINCT FROM __tp_r.__tp_k{i}" for i in range(nk))
         where = self._literal_filter(req) if len(uniq) <= _LITERAL_ROWS else ""
+        if flat and where and len(uniq) == 1:  # the filter alone selects the group's members
+            cols = ", ".join(f"__tp_b0.{h}" for h in hidden)
+            table = self.con.raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b0{where}").to_arrow_table()
+            if not table.num_rows:
+                raise SourceChangedError(
+                    f"the backward query found no row for result row {int(uniq[0])}: the tables the query "
+                    "read changed since it ran; re-run the query"
+                )
+            return _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks))
         cols = ", ".join(f"__tp_b.{h}" for h in hidden)
         query = (
             f"SELECT __tp_r.__tp_pos, {cols} FROM (SELECT * FROM ({sql}) AS __tp_b0{where}) AS __tp_b "
@@ -323,6 +331,12 @@ class Resolver:
                     parts.append(f"__tp_b0.__tp_k{i} = CAST('{text.replace(chr(39), chr(39) * 2)}' AS {t})")
             conds.append("(" + " AND ".join(parts) + ")")
         return " WHERE " + " OR ".join(conds)
+
+
+def _one_row(members: RowLineage) -> RowLineage:
+    """One row holding every id of ``members`` (direct ids only: a flat query has no shared sets)."""
+    ids = members.ids
+    return RowLineage(np.array([0, ids.size], dtype=np.int64), ids, members.node)
 
 
 def _flat_members(sel: exp.Select, shape: Shape) -> tuple[str, list[str]] | None:
