@@ -208,11 +208,14 @@ def test_lazy_join_brute_force(small):
 
 
 # ---------------------------------------------------------------- changes, closing, persistence
-def test_changed_table_raises(small):
+@pytest.mark.parametrize(
+    "change", ["UPDATE t SET v = v + 1 WHERE k = 3", "DELETE FROM t WHERE k = 3", "TRUNCATE t"]
+)
+def test_changed_table_raises(small, change):
     (_, lazy), *_ = small
     df = lazy.sql("SELECT g, count(*) AS n FROM t GROUP BY g")
     other = lazy.sql("SELECT k, w FROM u")
-    lazy.execute("UPDATE t SET v = v + 1 WHERE k = 3")
+    lazy.execute(change)
     with pytest.raises(SourceChangedError, match="changed since this query ran"):
         df.tp.sources(rows=[0])
     assert other.tp.sources(rows=[0])  # a query that did not read t is unaffected

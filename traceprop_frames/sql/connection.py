@@ -503,8 +503,8 @@ class TracedConnection:
             oids = {name.lower(): oid for name, oid in rows}
         return {t: (oids.get(t), self._versions.get(t, 0)) for t in tables}
 
-    def _changed(self, table: str | None) -> None:
-        if table is not None:
+    def _changed(self, tables: str | list[str]) -> None:
+        for table in [tables] if isinstance(tables, str) else tables:
             self._versions[table.lower()] = self._versions.get(table.lower(), 0) + 1
 
     def _node(self, table: str) -> OpNode:
@@ -606,15 +606,15 @@ def _names_survive(stmt: exp.Expression) -> bool:
     return all(isinstance(e, (exp.Alias, exp.Column, exp.Star)) for e in stmt.expressions)
 
 
-def _written(stmt: exp.Expression) -> str | None:
-    """The table a DDL / DML statement creates, changes or drops (None if not one table)."""
-    t = (
-        stmt.this
-        if isinstance(stmt, (exp.Create, exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Alter))
-        else None
-    )
-    t = t.this if isinstance(t, exp.Schema) else t
-    return t.name if isinstance(t, exp.Table) else None
+def _written(stmt: exp.Expression) -> list[str]:
+    """The tables a DDL / DML statement creates, changes or drops (``COPY`` counts either way)."""
+    kinds = (exp.Create, exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Alter, exp.Copy, exp.Merge)
+    if isinstance(stmt, exp.TruncateTable):
+        targets = list(stmt.expressions)
+    else:
+        targets = [stmt.this] if isinstance(stmt, kinds) else []
+    targets = [t.this if isinstance(t, exp.Schema) else t for t in targets]
+    return [t.name for t in targets if isinstance(t, exp.Table)]
 
 
 def _target(stmt: exp.Expression) -> str | None:
