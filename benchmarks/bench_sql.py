@@ -80,7 +80,7 @@ def credit_rows(applicants: int, repeat: int, folder: Path) -> list[tuple[str, f
         return con
 
     def traced_load():
-        con = tpf.connect()
+        con = tpf.connect(capture="eager")
         con.read_csv(app, name="application")
         con.read_csv(bur, name="bureau")
         con.read_parquet(prev, name="previous_application")
@@ -105,7 +105,7 @@ def credit_rows(applicants: int, repeat: int, folder: Path) -> list[tuple[str, f
 
 
 def tpch_rows(root: Path, repeat: int) -> list[tuple[str, float, float]]:
-    plain, con = duckdb.connect(), tpf.connect()
+    plain, con = duckdb.connect(), tpf.connect(capture="eager")
     for t in TPCH_TABLES:
         p = root / f"{t}.parquet"
         plain.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{p}')")
@@ -264,7 +264,7 @@ def _peak_child(mode: str, case: str, root: Path) -> None:
         if case == "tpch-q11"
         else (tpcds_like.TABLES, tpcds_like.Q23_ROWS if case == "q23-rows" else tpcds_like.Q23_SUM)
     )
-    con = duckdb.connect() if mode == "plain" else tpf.connect()
+    con = duckdb.connect() if mode == "plain" else tpf.connect(capture="eager")
     for t in tables:
         if mode == "plain":
             con.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{root / t}.parquet')")

@@ -45,7 +45,7 @@ def _by_values(df: pd.DataFrame) -> dict[tuple, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def cons(spark):
-    scon, dcon = tpf.spark.connect(spark, capture="lazy"), tpf.connect()
+    scon, dcon = tpf.spark.connect(spark, capture="lazy"), tpf.connect(capture="eager")
     for t in TABLES:
         scon.read_parquet(TPCH / f"{t}.parquet", t)
         dcon.read_parquet(str(TPCH / f"{t}.parquet"), t)

@@ -54,7 +54,7 @@ def _same(eager_con, lazy_con, query: str, lazy_expected: bool = True) -> pd.Dat
 def tpch():
     if not (TPCH / "q01.sql").exists():
         pytest.skip(f"no TPC-H data at {TPCH}")
-    cons = tpf.connect(), tpf.connect(capture="lazy")
+    cons = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
     for t in TPCH_TABLES:
         for con in cons:
             con.read_parquet(TPCH / f"{t}.parquet", name=t)
@@ -89,7 +89,7 @@ def test_tpch_one_row_is_resolved_alone(tpch):
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
     paths = tpcds_like.make_tables(tmp_path_factory.mktemp("tpcds"), store_sales=400, seed=0)
-    cons = tpf.connect(), tpf.connect(capture="lazy")
+    cons = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
     for name, path in paths.items():
         for con in cons:
             con.read_parquet(path, name=name)
@@ -126,7 +126,7 @@ def small(tmp_path):
     u = pd.DataFrame({"k": rng.integers(0, 15, 30), "w": rng.integers(0, 100, 30)})
     t.to_csv(tmp_path / "t.csv", index=False)
     u.to_parquet(tmp_path / "u.parquet")
-    cons = tpf.connect(), tpf.connect(capture="lazy")
+    cons = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
     for con in cons:
         con.read_csv(tmp_path / "t.csv", name="t")
         con.read_parquet(tmp_path / "u.parquet", name="u")
@@ -263,6 +263,10 @@ def test_file_database_lazy(tmp_path):
     assert isinstance(df.tp.lineage(), LazyRowLineage)
     assert [df.tp.sources(i)[str(csv)].tolist() for i in range(3)] == [[0, 2], [1], [3]]
     con.close()
+
+
+def test_default_is_lazy():
+    assert tpf.connect().capture == "lazy"
 
 
 def test_bad_capture_value():

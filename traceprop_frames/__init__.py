@@ -16,17 +16,18 @@ from traceprop_frames.lineage import RowLineage, SourceRow
 from traceprop_frames.tensor import ProvenanceTensor, load_csv, load_parquet, step, tensor
 
 
-def connect(database: str = ":memory:", capture: str = "eager", **kwargs):
+def connect(database: str = ":memory:", capture: str = "lazy", **kwargs):
     """A traced DuckDB connection (see :mod:`traceprop_frames.sql`): query results are traced frames.
 
     Parameters
     ----------
     database : str
         ``":memory:"`` (default) or a DuckDB database file.
-    capture : {"eager", "lazy"}
-        ``"eager"``: lineage is computed with every query. ``"lazy"``: a query keeps one cheap key per
-        result row and computes a row's lineage by a backward query when it is asked for (the same
-        answers; see :mod:`traceprop_frames.sql.lazy`).
+    capture : {"lazy", "eager"}
+        ``"lazy"`` (default): a query keeps one cheap key per result row and computes a row's lineage by
+        a backward query when it is asked for (see :mod:`traceprop_frames.sql.lazy`); a table changed
+        since the query ran makes that raise ``SourceChangedError``. ``"eager"``: lineage is computed
+        with every query and outlives changes to its tables. The answers are the same.
     **kwargs
         Passed to :func:`duckdb.connect`.
 

@@ -114,10 +114,10 @@ class TracedConnection:
     ----------
     database : str
         ``":memory:"`` (default) or a DuckDB database file.
-    capture : {"eager", "lazy"}
-        ``"eager"`` (default): every query carries its rows' source-row ids through the SQL.
-        ``"lazy"``: a query keeps one cheap key per row and answers lineage by a backward query when
-        asked (see :mod:`traceprop_frames.sql.lazy`); the answers are the same.
+    capture : {"lazy", "eager"}
+        ``"lazy"`` (default): a query keeps one cheap key per row and answers lineage by a backward
+        query when asked (see :mod:`traceprop_frames.sql.lazy`). ``"eager"``: every query carries its
+        rows' source-row ids through the SQL. The answers are the same.
     **kwargs
         Passed to :func:`duckdb.connect`.
 
@@ -130,7 +130,7 @@ class TracedConnection:
     'SELECT *, CAST(NULL AS BIGINT[]) AS __tp_lin FROM plain'
     """
 
-    def __init__(self, database: str = ":memory:", capture: str = "eager", **kwargs) -> None:
+    def __init__(self, database: str = ":memory:", capture: str = "lazy", **kwargs) -> None:
         if capture not in ("eager", "lazy"):
             raise UnsupportedOperationError(f"capture={capture!r}: use capture='eager' or capture='lazy'")
         self.database = database
@@ -624,6 +624,6 @@ def _target(stmt: exp.Expression) -> str | None:
     return None
 
 
-def connect(database: str = ":memory:", capture: str = "eager", **kwargs) -> TracedConnection:
-    """A traced DuckDB connection (``tpf.connect()``); ``capture`` is ``"eager"`` or ``"lazy"``."""
+def connect(database: str = ":memory:", capture: str = "lazy", **kwargs) -> TracedConnection:
+    """A traced DuckDB connection (``tpf.connect()``); ``capture`` is ``"lazy"`` (default) or ``"eager"``."""
     return TracedConnection(database, capture=capture, **kwargs)
