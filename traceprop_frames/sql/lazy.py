@@ -4,16 +4,19 @@
 *key* that names the row again later:
 
 - ``group``: a ``GROUP BY`` query keeps its group-key values (one row per group);
-- ``rows``: a query that neither aggregates nor deduplicates, over loaded tables only, keeps each
-  table's row id (``__tp_rid``; ``rowid`` for a table made by ``CREATE TABLE ... AS``);
+- ``rows``: a query that neither aggregates nor deduplicates keeps, per FROM item, a loaded table's
+  row id (``__tp_rid``; ``rowid`` for a table made by ``CREATE TABLE ... AS``), or the group-key
+  columns of a CTE / derived table that groups (nothing for a one-row aggregate);
 - ``one``: an aggregate without ``GROUP BY`` (or a query without FROM) has at most one row: no key.
 
 Asking for lineage (``df.tp.sources()``, ``trace()``, ``rows_from_source()``, saving it) runs the
 *eager* rewrite of the same query (see :mod:`traceprop_frames.sql.rewrite`) as a backward query,
 joined on the keys of just the rows asked (and filtered by them, so DuckDB reads only those groups
 or rows where it can), and builds their lineage exactly as eager capture does: the answers are the
-same sets. Other query shapes (DISTINCT, set operations, window functions at the top, a join with a
-derived table) are captured eagerly.
+same sets. A plain ``GROUP BY`` whose lineage is ``list()`` of its tables' row ids lists its member
+rows' ids directly instead (the union is the same set). The backward plan and its witness sets are
+cached per query text and table state. Other query shapes (DISTINCT, set operations, window
+functions at the top, a join with a derived table that does not group) are captured eagerly.
 
 The tables a query read are fingerprinted when it runs (DuckDB's table oid, and a per-connection
 count of the statements that changed them); a backward query on changed tables raises
