@@ -10,6 +10,10 @@ without lineage (CSV without ``multiLine``, as one would read it plainly);
 "traced" runs ``con.sql(q).frame`` (the rewritten query with its lineage column). Both are executed in
 full with Spark's ``noop`` writer, so nothing is collected to the driver.
 
+TPC-H at a scale factor, plain / eager / lazy capture (tables from ``bench_sql.tpch_tables``)::
+
+    python benchmarks/bench_spark.py --tpch-sf 1 --queries 1 4 6 13 18 --repeat 3
+
 Lineage storage: ids per output row (the size of each row's lineage list) x 8 bytes, against the bytes
 of the source files it refers to — the ratio that scales a 1 TB source to its lineage size.
 """
@@ -30,7 +34,7 @@ import traceprop_frames as tpf
 from traceprop_frames.datasets import make_credit_risk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sql import _median_pair  # noqa: E402  (warm-up, then alternating plain/traced medians)
+from bench_sql import _median_pair, _median_three, tpch_tables  # noqa: E402  (interleaved medians)
 
 TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
 AGGS = {
@@ -75,6 +79,30 @@ def tpch_rows(spark, root: Path, repeat: int, check: bool):
     return rows
 
 
+def tpch_modes(spark, data: Path, queries: Path, numbers: list[int], repeat: int) -> None:
+    """Plain / eager / lazy capture of TPC-H queries on one session's views, interleaved medians."""
+    eager, lazy = tpf.spark.connect(spark), tpf.spark.connect(spark, capture="lazy")
+    plain = spark.newSession()
+    for t in TPCH_TABLES:
+        p = data / f"{t}.parquet"
+        eager.read_parquet(p, t)
+        lazy._hidden, lazy._nodes = eager._hidden, eager._nodes  # the same views
+        plain.read.parquet(str(p)).createOrReplaceTempView(t)
+    print(f"{'case':<12} {'plain s':>9} {'eager s':>9} {'ratio':>6} {'lazy s':>9} {'ratio':>6}", flush=True)
+    ratios = []
+    for n in numbers:
+        q = (queries / f"q{n:02d}.sql").read_text()
+        p, e, lz = _median_three(
+            [lambda q=q: _run(plain.sql(q)), lambda q=q: _run(eager.sql(q).frame),
+             lambda q=q: _run(lazy.sql(q).frame)], repeat)  # fmt: skip
+        ratios.append((e / p, lz / p))
+        print(f"TPC-H q{n:02d}    {p:>9.3f} {e:>9.3f} {e / p:>6.2f} {lz:>9.3f} {lz / p:>6.2f}", flush=True)
+    print(
+        f"median ratio: eager {statistics.median(r[0] for r in ratios):.2f}, "
+        f"lazy {statistics.median(r[1] for r in ratios):.2f} ({len(numbers)} queries)"
+    )
+
+
 def credit_rows(spark, applicants: int, repeat: int, folder: Path):
     paths = {k: str(v) for k, v in make_credit_risk(folder / f"credit_{applicants}", applicants, 0).items()}
     con = tpf.spark.connect(spark)
@@ -107,6 +135,10 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--check", action="store_true", help="also check all 22 results against Spark's own")
     ap.add_argument("--data", default=None, help="folder for generated credit data (default: a temp dir)")
+    ap.add_argument(
+        "--tpch-sf", type=float, default=None, help="TPC-H at this scale factor: plain/eager/lazy"
+    )
+    ap.add_argument("--queries", type=int, nargs="*", default=list(range(1, 23)))
     args = ap.parse_args(argv)
     spark = (
         SparkSession.builder.master("local[2]")
@@ -116,6 +148,10 @@ def main(argv=None) -> None:
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
+    if args.tpch_sf is not None:
+        tpch_modes(spark, tpch_tables(args.tpch_sf), Path(args.tpch), args.queries, args.repeat)
+        spark.stop()
+        return
     folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_spark_"))
     print(f"{'case':<22} {'plain s':>9} {'traced s':>9} {'ratio':>6} {'ids/row':>10} {'lineage/src':>12}")
     rows = []

@@ -10,6 +10,16 @@ query once and reports its peak resident set size (``ru_maxrss``), plus the trac
 Measured in one process, interleaved (plain, traced, plain, traced, ...), median of ``--repeat`` runs.
 "Plain" is ``duckdb.sql(q).df()`` on the same tables; "traced" is ``con.sql(q)`` (rewrite, run, lineage
 to CSR, traced DataFrame).
+
+TPC-H at a given scale factor, eager and lazy capture side by side (tables generated once with
+``tpchgen-cli`` into ``data/tpch_sf<SF>``, not committed; queries from ``--tpch``)::
+
+    python benchmarks/bench_sql.py --tpch-sf 1 --repeat 5            # plain / eager / lazy, one-row lineage
+    python benchmarks/bench_sql.py --tpch-sf 1 --memory-sf           # peak RSS: plain / eager / lazy, 22 queries
+
+Plain, eager and lazy run on the same loaded tables of one connection (``con.raw.sql(q).df()``, then
+``con.sql(q)`` with ``con.capture = "eager"`` and ``"lazy"``), interleaved, median of ``--repeat``.
+"one row" is the time of ``df.tp.sources(rows=[0])`` on a fresh lazy result (the backward query).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,7 +80,7 @@ def credit_rows(applicants: int, repeat: int, folder: Path) -> list[tuple[str, f
         return con
 
     def traced_load():
-        con = tpf.connect()
+        con = tpf.connect(capture="eager")
         con.read_csv(app, name="application")
         con.read_csv(bur, name="bureau")
         con.read_parquet(prev, name="previous_application")
@@ -94,7 +105,7 @@ def credit_rows(applicants: int, repeat: int, folder: Path) -> list[tuple[str, f
 
 
 def tpch_rows(root: Path, repeat: int) -> list[tuple[str, float, float]]:
-    plain, con = duckdb.connect(), tpf.connect()
+    plain, con = duckdb.connect(), tpf.connect(capture="eager")
     for t in TPCH_TABLES:
         p = root / f"{t}.parquet"
         plain.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{p}')")
@@ -108,6 +119,142 @@ def tpch_rows(root: Path, repeat: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def tpch_tables(sf: float) -> Path:
+    """TPC-H tables at scale factor ``sf`` as Parquet, generated once with ``tpchgen-cli`` (PyPI)."""
+    root = Path(__file__).resolve().parents[1] / "data" / f"tpch_sf{sf:g}"
+    if not (root / "lineitem.parquet").exists():
+        exe = shutil.which("tpchgen-cli") or str(Path(sys.executable).parent / "tpchgen-cli")
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run([exe, "parquet", "-s", f"{sf:g}", "--output-dir", str(root)], check=True)
+    return root
+
+
+def _median_three(fns, repeat: int) -> list[float]:
+    """Median seconds of each function, run interleaved (one warm-up round first)."""
+    for f in fns:
+        f()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for f, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
+def _one_row(con, q: str, repeat: int) -> tuple[float, float]:
+    """Seconds of one result row's lineage (``df.tp.sources(rows=[0])``) on a fresh lazy result: the
+    first request for this query (plans the backward query, runs its witness side queries), and the
+    median of later ones (plan cached per query and table state)."""
+    out = []
+    for _ in range(max(repeat, 3) + 1):
+        con.capture = "lazy"
+        df = con.sql(q)
+        t0 = time.perf_counter()
+        df.tp.sources(rows=[0])
+        out.append(time.perf_counter() - t0)
+    return out[0], statistics.median(out[1:])
+
+
+def tpch_modes(data: Path, queries: Path, repeat: int) -> list[tuple]:
+    """(query, plain s, eager s, lazy s, one-row lineage s) per TPC-H query, tables loaded once."""
+    con = tpf.connect()
+    for t in TPCH_TABLES:
+        con.read_parquet(data / f"{t}.parquet", name=t)
+
+    def traced(q: str, mode: str):
+        con.capture = mode
+        return con.sql(q)
+
+    rows = []
+    for n in range(1, 23):
+        q = (queries / f"q{n:02d}.sql").read_text()
+        p, e, lz = _median_three(
+            [lambda q=q: con.raw.sql(q).df(), lambda q=q: traced(q, "eager"), lambda q=q: traced(q, "lazy")],
+            repeat,
+        )
+        rows.append((f"TPC-H q{n:02d}", p, e, lz, *_one_row(con, q, repeat)))
+        print(
+            f"  q{n:02d} plain {p:.4f} eager {e:.4f} ({e / p:.2f}x) lazy {lz:.4f} ({lz / p:.2f}x)", flush=True
+        )
+    return rows
+
+
+def credit_modes(applicants: int, repeat: int, folder: Path) -> tuple:
+    """(case, plain s, eager s, lazy s, None) for the credit SQL ETL on loaded tables."""
+    paths = make_credit_risk(folder / f"credit_{applicants}", applicants=applicants, seed=0)
+    con = tpf.connect()
+    con.read_csv(paths["application"], name="application")
+    con.read_csv(paths["bureau"], name="bureau")
+    con.read_parquet(paths["previous_application"], name="previous_application")
+
+    def plain():
+        for s in ETL:
+            con.raw.execute(s)
+        return con.raw.sql(TRAIN).df()
+
+    def traced(mode: str):
+        con.capture = mode
+        for s in ETL:
+            con.execute(s)
+        return con.sql(TRAIN)
+
+    p, e, lz = _median_three([plain, lambda: traced("eager"), lambda: traced("lazy")], repeat)
+    return (f"credit {applicants // 1000}k: ETL on loaded tables", p, e, lz, None, None)
+
+
+def print_modes(rows: list[tuple]) -> None:
+    print(
+        f"{'case':<36} {'plain s':>9} {'eager s':>9} {'ratio':>6} {'lazy s':>9} {'ratio':>6} "
+        f"{'1 row ms':>9} {'cached':>7}"
+    )
+    for name, p, e, lz, first, later in rows:
+        extra = f"{first * 1000:>9.1f} {later * 1000:>7.1f}" if first is not None else ""
+        print(f"{name:<36} {p:>9.4f} {e:>9.4f} {e / p:>6.2f} {lz:>9.4f} {lz / p:>6.2f} {extra}")
+    tp = [r for r in rows if r[0].startswith("TPC-H")]
+    if tp:
+        for label, j in (("eager", 2), ("lazy", 3)):
+            ratios = [(r[j] / r[1], r[0]) for r in tp]
+            worst = max(ratios)
+            med = statistics.median(x for x, _ in ratios)
+            print(f"TPC-H {label}: median ratio {med:.2f}, worst {worst[0]:.2f} ({worst[1]})")
+        first = statistics.median(r[4] for r in tp) * 1000
+        later = statistics.median(r[5] for r in tp) * 1000
+        print(
+            f"TPC-H one-row lineage (lazy): median {first:.1f} ms first request, {later:.1f} ms plan cached"
+        )
+
+
+def _peak_all(mode: str, data: Path, queries: Path) -> None:
+    """In a fresh process: load TPC-H, run the 22 queries (``mode``: plain / eager / lazy), print peak RSS."""
+    con = tpf.connect(capture="lazy" if mode == "lazy" else "eager")
+    for t in TPCH_TABLES:
+        con.read_parquet(data / f"{t}.parquet", name=t)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    for n in range(1, 23):
+        q = (queries / f"q{n:02d}.sql").read_text()
+        df = con.raw.sql(q).df() if mode == "plain" else con.sql(q)
+        del df
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"loaded": loaded, "peak": peak, "s": seconds}))
+
+
+def memory_all(data: Path, queries: Path) -> None:
+    out = {}
+    for mode in ("plain", "eager", "lazy"):
+        cmd = [sys.executable, __file__, "--_peak_all", mode, str(data), str(queries)]
+        out[mode] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        print(
+            f"{mode:<6} peak RSS {out[mode]['peak']:>8.0f} MiB (after load {out[mode]['loaded']:.0f} MiB), "
+            f"22 queries {out[mode]['s']:.2f} s",
+            flush=True,
+        )
+    for mode in ("eager", "lazy"):
+        print(f"peak RSS {mode} / plain: {out[mode]['peak'] / out['plain']['peak']:.2f}")
+
+
 def _peak_child(mode: str, case: str, root: Path) -> None:
     """In a fresh process: load, run once, print peak RSS (MiB), seconds and lineage bytes as JSON."""
     import tpcds_like
@@ -117,7 +264,7 @@ def _peak_child(mode: str, case: str, root: Path) -> None:
         if case == "tpch-q11"
         else (tpcds_like.TABLES, tpcds_like.Q23_ROWS if case == "q23-rows" else tpcds_like.Q23_SUM)
     )
-    con = duckdb.connect() if mode == "plain" else tpf.connect()
+    con = duckdb.connect() if mode == "plain" else tpf.connect(capture="eager")
     for t in tables:
         if mode == "plain":
             con.execute(f"CREATE TABLE {t} AS SELECT * FROM read_parquet('{root / t}.parquet')")
@@ -157,10 +304,25 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default=None, help="folder for generated credit data (default: a temp dir)")
     ap.add_argument("--memory", action="store_true", help="only the peak-memory table")
     ap.add_argument("--q23-sales", type=int, nargs="*", default=[20_000, 200_000], help="store_sales rows")
+    ap.add_argument(
+        "--tpch-sf", type=float, default=None, help="TPC-H at this scale factor: plain/eager/lazy"
+    )
+    ap.add_argument("--memory-sf", action="store_true", help="with --tpch-sf: peak RSS of the 22 queries")
     ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--_peak_all", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._peak:
         return _peak_child(args._peak[0], args._peak[1], Path(args._peak[2]))
+    if args._peak_all:
+        return _peak_all(args._peak_all[0], Path(args._peak_all[1]), Path(args._peak_all[2]))
+    if args.tpch_sf is not None:
+        data = tpch_tables(args.tpch_sf)
+        if args.memory_sf:
+            return memory_all(data, Path(args.tpch))
+        folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
+        rows = [credit_modes(n, args.repeat, folder) for n in args.applicants]
+        print_modes(rows + tpch_modes(data, Path(args.tpch), args.repeat))
+        return None
     folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
     tpch = Path(args.tpch)
     if args.memory:

@@ -27,13 +27,18 @@ from traceprop_frames.tensor import (
 )
 
 
-def connect(database: str = ":memory:", **kwargs):
+def connect(database: str = ":memory:", capture: str = "lazy", **kwargs):
     """A traced DuckDB connection (see :mod:`traceprop_frames.sql`): query results are traced frames.
 
     Parameters
     ----------
     database : str
         ``":memory:"`` (default) or a DuckDB database file.
+    capture : {"lazy", "eager"}
+        ``"lazy"`` (default): a query keeps one cheap key per result row and computes a row's lineage by
+        a backward query when it is asked for (see :mod:`traceprop_frames.sql.lazy`); a table changed
+        since the query ran makes that raise ``SourceChangedError``. ``"eager"``: lineage is computed
+        with every query and outlives changes to its tables. The answers are the same.
     **kwargs
         Passed to :func:`duckdb.connect`.
 
@@ -53,7 +58,7 @@ def connect(database: str = ":memory:", **kwargs):
     """
     from traceprop_frames.sql import connect as _connect
 
-    return _connect(database, **kwargs)
+    return _connect(database, capture=capture, **kwargs)
 
 
 def verify_certificate(path, public_key):

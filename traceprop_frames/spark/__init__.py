@@ -11,8 +11,11 @@ from __future__ import annotations
 from traceprop_frames.errors import MissingDependencyError
 
 
-def connect(spark):
-    """A traced connection on ``spark`` (a ``pyspark.sql.SparkSession``); see :class:`SparkConnection`."""
+def connect(spark, capture: str = "eager"):
+    """A traced connection on ``spark`` (a ``pyspark.sql.SparkSession``); see :class:`SparkConnection`.
+
+    ``capture="lazy"`` keeps one cheap key per result row and answers lineage by a backward Spark job.
+    """
     try:
         import pyspark  # noqa: F401
     except ImportError as e:
@@ -21,7 +24,7 @@ def connect(spark):
         ) from e
     from traceprop_frames.spark.connection import SparkConnection
 
-    return SparkConnection(spark)
+    return SparkConnection(spark, capture)
 
 
 def __getattr__(name: str):

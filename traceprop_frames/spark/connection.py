@@ -15,13 +15,15 @@ import sqlglot
 from pyspark.sql import DataFrame, SparkSession
 from sqlglot import exp
 
-from traceprop_frames.errors import UnsupportedSQLError
+from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 from traceprop_frames.frames import has_lineage, resolve
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.spark import sources
 from traceprop_frames.spark.dialect import AGGREGATES, to_spark
+from traceprop_frames.spark.lazy import LazySparkTraced
 from traceprop_frames.spark.result import SparkTraced
+from traceprop_frames.sql.lazy import add_keys, shape_of
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 
 
@@ -37,6 +39,9 @@ class SparkConnection:
     ----------
     spark : pyspark.sql.SparkSession
         The session queries run on; views are created in it (temporary views, session scoped).
+    capture : {"eager", "lazy"}
+        ``"eager"`` (default): the query carries its lineage column. ``"lazy"``: the query carries one
+        cheap key per row and lineage questions run a backward job (see :mod:`traceprop_frames.spark.lazy`).
 
     Examples
     --------
@@ -47,8 +52,11 @@ class SparkConnection:
     {'orders.parquet': array([17, 3084, ...])}
     """
 
-    def __init__(self, spark: SparkSession) -> None:
+    def __init__(self, spark: SparkSession, capture: str = "eager") -> None:
+        if capture not in ("eager", "lazy"):
+            raise UnsupportedOperationError(f"capture={capture!r}: use capture='eager' or capture='lazy'")
         self.spark = spark
+        self.capture = capture
         self._hidden: dict[str, str] = {}  # view name (lower case) -> RID | LIN
         self._nodes: dict[str, OpNode] = {}
 
@@ -161,6 +169,10 @@ class SparkConnection:
                 if rw.untraced:
                     params["missing_lineage"] = sorted(rw.untraced)
                 node = OpNode("spark_sql", params, parents)
+            lazy = self._lazy(stmt, kind, node) if self.capture == "lazy" and kind is not None else None
+            if lazy is not None:
+                result = lazy
+                continue
             df = self._run(sql, stmt)
             if isinstance(stmt, exp.Query):
                 result = SparkTraced(df, kind, node)
@@ -173,6 +185,27 @@ class SparkConnection:
         return result
 
     sql = execute
+
+    def _lazy(self, stmt: exp.Expression, kind: str, node: OpNode) -> LazySparkTraced | None:
+        """The query with one key per row (None where its shape is captured eagerly)."""
+        cat = self._catalog()
+        shape = shape_of(stmt, cat, set())  # temporary views have no rowid
+        if shape is None:
+            return None
+        capture = rewrite_query(stmt, cat, trace=False).expression
+        n_keys = add_keys(capture, shape)
+        frame = self._run(to_spark(capture), stmt)
+        keys = [f"__tp_k{i}" for i in range(n_keys)]
+        text = stmt.sql(dialect="spark")
+
+        def backward() -> DataFrame:
+            sel = rewrite_query(self._parse(text)[0], self._catalog()).expression
+            for k in ("order", "limit", "offset"):
+                sel.set(k, None)
+            add_keys(sel, shape)
+            return self.spark.sql(to_spark(sel))
+
+        return LazySparkTraced(frame, keys, backward, kind, node)
 
     def _run(self, sql: str, stmt: exp.Expression) -> DataFrame:
         """Run the rewritten SQL; if only the rewrite fails in Spark, say so (the user's query is valid)."""
@@ -191,6 +224,6 @@ class SparkConnection:
             ) from err
 
 
-def connect(spark: SparkSession) -> SparkConnection:
-    """A traced connection on a SparkSession (``tpf.spark.connect(spark)``)."""
-    return SparkConnection(spark)
+def connect(spark: SparkSession, capture: str = "eager") -> SparkConnection:
+    """A traced connection on a SparkSession (``tpf.spark.connect(spark, capture="eager" | "lazy")``)."""
+    return SparkConnection(spark, capture)

@@ -19,12 +19,20 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
+from traceprop_frames.errors import TracepropError, UnsupportedOperationError, UnsupportedSQLError
 from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql.erasure_scan import scan_filter
+from traceprop_frames.sql.lazy import (
+    LazyRowLineage,
+    Resolver,
+    add_keys,
+    live_resolvers,
+    read_tables,
+    shape_of,
+)
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
     MAX_WITNESSES,
@@ -107,6 +115,10 @@ class TracedConnection:
     ----------
     database : str
         ``":memory:"`` (default) or a DuckDB database file.
+    capture : {"lazy", "eager"}
+        ``"lazy"`` (default): a query keeps one cheap key per row and answers lineage by a backward
+        query when asked (see :mod:`traceprop_frames.sql.lazy`). ``"eager"``: every query carries its
+        rows' source-row ids through the SQL. The answers are the same.
     **kwargs
         Passed to :func:`duckdb.connect`.
 
@@ -119,9 +131,18 @@ class TracedConnection:
     'SELECT *, CAST(NULL AS BIGINT[]) AS __tp_lin FROM plain'
     """
 
-    def __init__(self, database: str = ":memory:", **kwargs) -> None:
+    def __init__(self, database: str = ":memory:", capture: str = "lazy", **kwargs) -> None:
+        if capture not in ("eager", "lazy"):
+            raise UnsupportedOperationError(f"capture={capture!r}: use capture='eager' or capture='lazy'")
         self.database = database
+        self.capture = capture
         self.raw = duckdb.connect(database, **kwargs)
+        self._closed = False
+        self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
+        self._versions: dict[str, int] = {}  # table -> statements run through this connection that changed it
+        self._oids: tuple | None = None
+        self._backward_plans: dict = {}  # (query, tables' fingerprint) -> lazy backward plan
+        self._captures: dict = {}  # query -> (catalog, shape, capture SQL, traced, untraced, tables read)
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
         self._cat: Catalog | None = None
@@ -196,11 +217,13 @@ class TracedConnection:
 
     def _source_loaded(self, name: str, src, op: str) -> None:
         self._cat = None
+        self._changed(name)
         self._registered.pop(name.lower(), None)
         self._nodes[name.lower()] = OpNode(op, {"path": src.path, "sha256": src.sha256, "table": name})
 
     def register(self, name: str, df: pd.DataFrame) -> TracedConnection:
         """Register a pandas frame as view ``name``; a traced frame's row lineage carries over."""
+        self._changed(name)
         if not has_lineage(df):
             self._cat = None
             self.raw.register(name, df)
@@ -347,6 +370,11 @@ class TracedConnection:
 
     @lineage_step("sql.statement")
     def _run_one(self, stmt, text: str, simple_names: bool, target: str | None, single: bool):
+        if self.capture == "lazy" and isinstance(stmt, exp.Query):
+            out = self._run_lazy(stmt, text, simple_names)
+            if out is not None:
+                return out
+            stmt = self._parse(text)[0]  # lazy capture may have changed it in place
         fresh = self._cat is None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
             sql, what, rw = self._plan(stmt, self._catalog(fresh=fresh))
@@ -361,6 +389,7 @@ class TracedConnection:
                 else:
                     self._cat = None  # DDL / DML may change which tables carry lineage
                     self.raw.execute(sql)
+                    self._changed(_written(stmt))
                     table = None
                 break
             except duckdb.Error as e:
@@ -384,17 +413,104 @@ class TracedConnection:
         if table is None:
             return None
         n_data = table.num_columns - rw.n_hidden
-        if not simple_names:  # column names exactly as DuckDB names them for the original (binds only)
-            try:
-                names = self.raw.sql(text).columns
-            except duckdb.Error:
-                names = None
-            if names is not None and len(names) == n_data:
-                table = table.rename_columns([*names, *table.column_names[n_data:]])
-        sides = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.constants]
-        blocks = witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
+        table = self._fix_names(table, text, n_data, simple_names)
+        blocks = self._witness_blocks(rw.constants)
         frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         return _frame(self.raw, table, n_data, node, self._sources, blocks, frames)
+
+    def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool) -> pa.Table:
+        """Column names exactly as DuckDB names them for the original query (binds it, does not run it)."""
+        if simple_names:
+            return table
+        try:
+            names = self.raw.sql(text).columns
+        except duckdb.Error:
+            names = None
+        if names is not None and len(names) == n_data:
+            table = table.rename_columns([*names, *table.column_names[n_data:]])
+        return table
+
+    def _witness_blocks(self, constants: list) -> list:
+        """Run the side queries of a rewrite's marker ids; their shared sets (see ``sql.shared``)."""
+        sides = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in constants]
+        return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
+
+    def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks) -> RowLineage:
+        """RowLineage of ``table``'s rows from its hidden columns ``start .. start + n_hidden``."""
+        parts = [lineage_from_arrow(table.column(i)) for i in range(start, start + n_hidden)]
+        return resolve_markers(*_concat_csr(parts), list(blocks), self._sources.to_process, node)
+
+    # ------------------------------------------------------------------ lazy capture
+    def _run_lazy(self, stmt: exp.Expression, text: str, simple_names: bool) -> pd.DataFrame | None:
+        """Run ``stmt`` keeping one key per row (see :mod:`traceprop_frames.sql.lazy`); None where its
+        shape is captured eagerly. Changes ``stmt`` in place (no copies: they cost more than the rest)."""
+        fresh = self._cat is None
+        cat = self._catalog(fresh=fresh)
+        oids = self._table_oids()
+        hit = self._captures.get(text)
+        if hit is not None and hit[0] is cat:  # the same query on the same catalog: planned before
+            _, shape, capture_sql, traced, untraced, tables = hit
+        else:
+            shape = shape_of(stmt, cat, set(oids))
+            if shape is None:
+                return None
+            tables = read_tables(stmt, cat)
+            capture_sql = self._capture_sql(stmt, cat, shape)
+            rw = rewrite_query(stmt, cat, split=True, copy=False)  # what eager refuses, lazy refuses too
+            traced, untraced = sorted(rw.traced), sorted(rw.untraced)
+            if untraced and not fresh:  # a cached catalog may be stale (tables changed through con.raw)
+                self._cat = None
+                return self._run_lazy(self._parse(text)[0], text, simple_names)
+            while len(self._captures) >= 256:
+                self._captures.pop(next(iter(self._captures)))
+            self._captures[text] = (cat, shape, capture_sql, traced, untraced, tables)
+        try:
+            rel = self.raw.sql(capture_sql)
+            key_types = [str(t) for t in rel.types[len(rel.types) - shape.n_keys :]]
+            table = rel.to_arrow_table()
+        except duckdb.Error:
+            return None  # the eager path reports the failure as it always has
+        n_data = table.num_columns - shape.n_keys
+        table = self._fix_names(table, text, n_data, simple_names)
+        params = {"query": text}
+        if untraced:
+            params["missing_lineage"] = untraced
+        node = OpNode("sql", params, tuple(self._node(t) for t in traced))
+        keys = table.select(list(range(n_data, table.num_columns)))
+        fp = self._fingerprint(tables, oids)
+        resolver = Resolver(self, text, keys, key_types, shape, node, fp)
+        data = table.select(list(range(n_data)))
+        df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+        return attach(df, LazyRowLineage(resolver, np.arange(table.num_rows, dtype=np.int64)))
+
+    @staticmethod
+    def _capture_sql(stmt: exp.Expression, cat: Catalog, shape) -> str:
+        """``stmt`` with its key columns appended (and stars hiding the hidden columns), as SQL."""
+        if stmt.find(exp.Star) is not None:
+            rewrite_query(stmt, cat, trace=False, copy=False)
+        shape.n_keys = add_keys(stmt, shape)
+        sql = stmt.sql(dialect="duckdb", copy=False)
+        for _ in range(shape.n_keys):
+            stmt.expressions[-1].pop()
+        return sql
+
+    def _table_oids(self) -> dict[str, int]:
+        """DuckDB table oids by name, cached with the catalog (both refresh after DDL through ``sql``)."""
+        if self._oids is None or self._oids[0] is not self._cat:
+            rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
+            self._oids = (self._cat, {name.lower(): oid for name, oid in rows})
+        return self._oids[1]
+
+    def _fingerprint(self, tables: list[str], oids: dict[str, int] | None = None) -> dict[str, tuple]:
+        """Per table: (DuckDB table oid or None for a view, statements that changed it here)."""
+        if oids is None:  # now, not cached: a table replaced through con.raw gets a new oid
+            rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
+            oids = {name.lower(): oid for name, oid in rows}
+        return {t: (oids.get(t), self._versions.get(t, 0)) for t in tables}
+
+    def _changed(self, tables: str | list[str]) -> None:
+        for table in [tables] if isinstance(tables, str) else tables:
+            self._versions[table.lower()] = self._versions.get(table.lower(), 0) + 1
 
     def _node(self, table: str) -> OpNode:
         """The op behind a traced table (a table from an earlier session gets a placeholder op)."""
@@ -417,6 +533,14 @@ class TracedConnection:
         ) from err
 
     def close(self) -> None:
+        """Close the connection; the lineage of lazily captured results still alive is resolved first."""
+        if not self._closed:
+            for resolver in list(self._lazy):
+                try:
+                    resolver.resolve_all()
+                except TracepropError as e:
+                    resolver._closed_error = str(e)
+            self._closed = True
         self.raw.close()
 
     def __enter__(self) -> TracedConnection:
@@ -487,6 +611,17 @@ def _names_survive(stmt: exp.Expression) -> bool:
     return all(isinstance(e, (exp.Alias, exp.Column, exp.Star)) for e in stmt.expressions)
 
 
+def _written(stmt: exp.Expression) -> list[str]:
+    """The tables a DDL / DML statement creates, changes or drops (``COPY`` counts either way)."""
+    kinds = (exp.Create, exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Alter, exp.Copy, exp.Merge)
+    if isinstance(stmt, exp.TruncateTable):
+        targets = list(stmt.expressions)
+    else:
+        targets = [stmt.this] if isinstance(stmt, kinds) else []
+    targets = [t.this if isinstance(t, exp.Schema) else t for t in targets]
+    return [t.name for t in targets if isinstance(t, exp.Table)]
+
+
 def _target(stmt: exp.Expression) -> str | None:
     if isinstance(stmt, (exp.Create, exp.Insert)):
         t = stmt.this.this if isinstance(stmt.this, exp.Schema) else stmt.this
@@ -494,6 +629,6 @@ def _target(stmt: exp.Expression) -> str | None:
     return None
 
 
-def connect(database: str = ":memory:", **kwargs) -> TracedConnection:
-    """A traced DuckDB connection (``tpf.connect()``)."""
-    return TracedConnection(database, **kwargs)
+def connect(database: str = ":memory:", capture: str = "lazy", **kwargs) -> TracedConnection:
+    """A traced DuckDB connection (``tpf.connect()``); ``capture`` is ``"lazy"`` (default) or ``"eager"``."""
+    return TracedConnection(database, capture=capture, **kwargs)

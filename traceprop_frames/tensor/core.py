@@ -212,7 +212,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
                 seen = elide.calibrating()
                 if seen is not None:
                     seen.append(counts)
-                elif elide.temp_counts() and elide.reusable(self, inputs[1], counts):
+                elif elide.temp_counts(_calibration_tensor) and elide.reusable(self, inputs[1], counts):
                     kwargs = {"out": self.data}  # as numpy reuses a plain temporary's buffer
             return self._elementwise(ufunc, kwargs, inputs, ufunc.__name__)
         if method == "reduce":
@@ -385,6 +385,12 @@ def _plain_key(key) -> np.ndarray:
 def _paths(lin: RowLineage) -> list[str]:
     return sorted({n.params["path"] for n in lin.node.topo() if n.op.startswith(("read_", "load_")) and "path" in n.params}
                   | {n.params["name"] for n in lin.node.topo() if n.op == "track" and "name" in n.params})  # fmt: skip
+
+
+def _calibration_tensor() -> ProvenanceTensor:
+    """A tensor owning a fresh array just over the reuse threshold (for :func:`elide.temp_counts`)."""
+    n = elide.MIN_BYTES // 8 + 1
+    return _make(np.ones(n), tr.op_rows(n, OpNode.trusted("elide_calibration", {})), "op", False, None)
 
 
 def _make(data, lineage: RowLineage, granularity: str, statistic: bool, columns) -> ProvenanceTensor:

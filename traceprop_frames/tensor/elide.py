@@ -33,26 +33,22 @@ def calibrating() -> list | None:
     return getattr(_calibration, "seen", None)
 
 
-def temp_counts():
-    """(tensor refcount, array refcount) of a temporary left operand, or False if they cannot be read."""
+def temp_counts(fresh):
+    """(tensor refcount, array refcount) of a temporary left operand, or False if they cannot be read.
+
+    ``fresh()`` makes a tensor of :data:`MIN_BYTES` or more that owns its array (used once, to calibrate).
+    """
     if _state["temp"] is None:
         with _lock:
             if _state["temp"] is None:
                 try:
-                    _state["temp"] = _calibrate()
+                    _state["temp"] = _calibrate(fresh)
                 except Exception:  # noqa: BLE001 - any surprise: never reuse
                     _state["temp"] = False
     return _state["temp"]
 
 
-def _calibrate():
-    from traceprop_frames.tensor import tensor
-
-    def fresh():
-        return tensor(
-            np.ones(MIN_BYTES // 8 + 1), source="_tp_elide_calibration", dtype="float64", granularity="op"
-        )
-
+def _calibrate(fresh):
     seen: list = []
     _calibration.seen = seen
     try:

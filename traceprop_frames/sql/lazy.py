@@ -1,0 +1,425 @@
+"""Lazy lineage capture: a query records what it needs to answer later; lineage is a backward query.
+
+``tpf.connect(capture="lazy")`` runs a query almost as it is and keeps, per result row, only a cheap
+*key* that names the row again later:
+
+- ``group``: a ``GROUP BY`` query keeps its group-key values (one row per group);
+- ``rows``: a query that neither aggregates nor deduplicates keeps, per FROM item, a loaded table's
+  row id (``__tp_rid``; ``rowid`` for a table made by ``CREATE TABLE ... AS``), or the group-key
+  columns of a CTE / derived table that groups (nothing for a one-row aggregate);
+- ``one``: an aggregate without ``GROUP BY`` (or a query without FROM) has at most one row: no key.
+
+Asking for lineage (``df.tp.sources()``, ``trace()``, ``rows_from_source()``, saving it) runs the
+*eager* rewrite of the same query (see :mod:`traceprop_frames.sql.rewrite`) as a backward query,
+joined on the keys of just the rows asked (and filtered by them, so DuckDB reads only those groups
+or rows where it can), and builds their lineage exactly as eager capture does: the answers are the
+same sets. A plain ``GROUP BY`` whose lineage is ``list()`` of its tables' row ids lists its member
+rows' ids directly instead (the union is the same set). The backward plan and its witness sets are
+cached per query text and table state. Other query shapes (DISTINCT, set operations, window
+functions at the top, a join with a derived table that does not group) are captured eagerly.
+
+The tables a query read are fingerprinted when it runs (DuckDB's table oid, and a per-connection
+count of the statements that changed them); a backward query on changed tables raises
+:class:`~traceprop_frames.errors.SourceChangedError`, never a wrong row. Changes made through
+``con.raw`` are seen only when they replace the table (its oid changes). Closing the connection
+resolves the lineage of results still alive, so it survives the connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from sqlglot import exp
+
+from traceprop_frames.errors import SourceChangedError, UnknownRowError
+from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.sql.rewrite import LIN, RID, Catalog, _has_agg, _windows_in, select_like_roots
+
+_LITERAL_ROWS = 64  # up to this many rows asked: also filter the backward query by their key values
+_LITERAL_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                  "UINTEGER", "UBIGINT", "DECIMAL", "VARCHAR", "DATE", "BOOLEAN", "DOUBLE", "FLOAT")  # fmt: skip
+_PLANS = 64  # backward plans (and their witness sets) kept per connection
+_names = itertools.count()
+
+
+@dataclass
+class Shape:
+    """How a query's rows are named again: ``mode`` and, for ``rows``, (table reference, id column)."""
+
+    mode: str  # "group" | "rows" | "one"
+    items: list[tuple[exp.Identifier, str]]
+    n_keys: int = 0
+
+
+def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str]) -> Shape | None:
+    """The lazy shape of a top-level query, or None where lazy capture does not apply (eager then).
+
+    ``tables`` are the names of DuckDB base tables (they have ``rowid``)."""
+    if not isinstance(stmt, exp.Select) or stmt.args.get("distinct") is not None:
+        return None
+    if any(True for root in select_like_roots(stmt) for _ in _windows_in(root)):
+        return None
+    group = stmt.args.get("group")
+    if group is not None:
+        if any(group.args.get(k) for k in ("all", "rollup", "cube", "grouping_sets", "totals")):
+            return None
+        exprs = group.expressions
+        if not exprs or any(isinstance(e, exp.Literal) for e in exprs):
+            return None
+        return Shape("group", [])
+    aggs = cat.aggregates
+    having = stmt.args.get("having")
+    if any(_has_agg(e, aggs) for e in stmt.expressions) or (having is not None and _has_agg(having, aggs)):
+        return Shape("one", [])
+    return _row_shape(stmt, cat, tables)
+
+
+def _row_shape(stmt: exp.Select, cat: Catalog, tables: set[str]) -> Shape | None:
+    from_ = stmt.args.get("from_")
+    if from_ is None:
+        return Shape("one", [])
+    ctes = {c.alias_or_name.lower(): c.this for c in (stmt.args.get("with_") or exp.With()).expressions}
+    joins = stmt.args.get("joins") or []
+    if any((j.args.get("kind") or "").upper() in ("SEMI", "ANTI") or j.args.get("method") for j in joins):
+        return None
+    items: list[tuple[exp.Identifier, str]] = []
+    for t in [from_.this] + [j.this for j in joins]:
+        keys = _item_keys(t, ctes, cat, tables)
+        if keys is None:
+            return None
+        items += keys
+    return Shape("rows", items)
+
+
+def _item_keys(t, ctes: dict, cat: Catalog, tables: set[str]) -> list[tuple[exp.Identifier, str]] | None:
+    """(table reference, column) pairs naming a FROM item's row: a table's row id; for a CTE or derived
+    table that groups, its group-key columns (one row per group; none for a one-row aggregate)."""
+    alias = t.args.get("alias")
+    if alias is not None and alias.columns:
+        return None
+    if isinstance(t, exp.Subquery) and isinstance(t.this, exp.Select) and alias is not None:
+        return _grouped_keys(t.this, alias.this, cat)
+    if not isinstance(t, exp.Table) or not isinstance(t.this, exp.Identifier) or t.args.get("db"):
+        return None
+    ref = alias.this if alias is not None and alias.this else t.this
+    name = t.name.lower()
+    if name in ctes:
+        return _grouped_keys(ctes[name], ref, cat) if isinstance(ctes[name], exp.Select) else None
+    kind = cat.hidden.get(name)
+    if kind is None or (kind == LIN and name not in tables):
+        return None
+    return [(ref, RID if kind == RID else "rowid")]
+
+
+def _grouped_keys(
+    body: exp.Select, ref: exp.Identifier, cat: Catalog
+) -> list[tuple[exp.Identifier, str]] | None:
+    """The output columns of a grouping ``body`` that hold its group keys, or None."""
+    group = body.args.get("group")
+    if group is None:
+        aggs = cat.aggregates
+        one = any(_has_agg(e, aggs) for e in body.expressions) and body.args.get("distinct") is None
+        return [] if one else None
+    if any(group.args.get(k) for k in ("all", "rollup", "cube", "grouping_sets", "totals")):
+        return None
+    out = []
+    for g in group.expressions:
+        hit = None
+        for e in body.expressions:
+            inner = e.this if isinstance(e, exp.Alias) else e
+            if _has_agg(inner, cat.aggregates):
+                continue
+            named = isinstance(g, exp.Column) and not g.table and e.alias_or_name.lower() == g.name.lower()
+            if inner == g or named:
+                hit = e.alias_or_name
+                break
+        if not hit:
+            return None
+        out.append((ref, hit))
+    return out
+
+
+def key_columns(sel: exp.Select, shape: Shape) -> list[exp.Expression]:
+    """The key expressions of ``sel``'s rows (its GROUP BY expressions, or its tables' row ids)."""
+    if shape.mode == "group":
+        return [e.copy() for e in sel.args["group"].expressions]
+    if shape.mode == "rows":
+        return [exp.Column(this=exp.to_identifier(col), table=ref.copy()) for ref, col in shape.items]
+    return []
+
+
+def add_keys(sel: exp.Select, shape: Shape) -> int:
+    """Append the key columns ``__tp_k0, __tp_k1, ...`` to ``sel``; returns how many."""
+    keys = key_columns(sel, shape)
+    for i, k in enumerate(keys):
+        sel.append("expressions", exp.alias_(k, f"__tp_k{i}"))
+    return len(keys)
+
+
+def read_tables(stmt: exp.Expression, cat: Catalog) -> list[str]:
+    """Names of the traced tables ``stmt`` reads (CTE names excluded), sorted."""
+    ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
+    names = {
+        t.name.lower()
+        for t in stmt.find_all(exp.Table)
+        if isinstance(t.this, exp.Identifier) and t.name.lower() in cat.hidden and t.name.lower() not in ctes
+    }
+    return sorted(names)
+
+
+class Resolver:
+    """Answers the lineage of a lazily captured result's rows by backward queries (one per request).
+
+    Holds the connection, the statement's text, the result's key columns (an Arrow table) and the
+    fingerprint of the tables read. Once every row is resolved, the whole lineage is kept.
+    """
+
+    def __init__(self, con, text: str, keys: pa.Table, key_types: list[str], shape: Shape, node, fp):
+        self.con, self.text, self.shape = con, text, shape
+        self.keys, self.key_types = keys, key_types
+        self.node = node
+        self.fingerprint = fp
+        self.n = keys.num_rows
+        self._all: RowLineage | None = None
+        self._plan = None
+        self._closed_error: str | None = None
+
+    # ------------------------------------------------------------------ backward query
+    def _backward(self):
+        """(backward SQL, hidden column names, witness blocks): planned once per query text and state of
+        the tables it read (shared by every result of that query on this connection)."""
+        if self._plan is None:
+            key = (self.text, tuple(sorted(self.fingerprint.items())))
+            cache = self.con._backward_plans
+            if key not in cache:
+                stmt = self.con._parse(self.text)[0]
+                _sql, _what, rw = self.con._plan(stmt, self.con._catalog())
+                sel = rw.expression
+                hidden = [e.alias for e in sel.expressions[-rw.n_hidden :]]
+                for k in ("order", "limit", "offset"):
+                    sel.set(k, None)
+                flat = _flat_members(sel, self.shape) if not rw.constants else None
+                add_keys(sel, self.shape)
+                blocks = self.con._witness_blocks(rw.constants)
+                while len(cache) >= _PLANS:
+                    cache.pop(next(iter(cache)))
+                cache[key] = (sel.sql(dialect="duckdb", copy=False), hidden, blocks, flat)
+            self._plan = cache[key]
+        return self._plan
+
+    def check(self) -> None:
+        """Raise if a table the query read changed since it ran (or the connection is closed)."""
+        if self._closed_error is not None:
+            raise SourceChangedError(self._closed_error)
+        if self.con._closed:
+            raise SourceChangedError(
+                "the connection that ran this query is closed and its lineage was not resolved: ask for "
+                "lineage before con.close(), or use tpf.connect(capture='eager')"
+            )
+        now = self.con._fingerprint(list(self.fingerprint))
+        changed = sorted(t for t, v in self.fingerprint.items() if now.get(t) != v)
+        if changed:
+            raise SourceChangedError(
+                f"table(s) {changed} changed since this query ran, so its lineage (captured lazily) can no "
+                "longer be computed exactly: re-run the query, or use tpf.connect(capture='eager') to keep "
+                "lineage that outlives changes to its tables"
+            )
+
+    def lineage(self, rows: np.ndarray) -> RowLineage:
+        """Eager-identical lineage of result rows ``rows`` (positions, repeats allowed), in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._all is not None:
+            return self._all.take(rows)
+        self.check()
+        sql, hidden, blocks, flat = self._backward()
+        if flat is not None:  # a group's member rows straight from the scan, no list() per group
+            try:
+                return self._rows_of(*flat, blocks, rows, True)
+            except duckdb.Error:  # e.g. a GROUP BY naming a SELECT alias the flat query drops
+                self._plan = (sql, hidden, blocks, None)
+        return self._rows_of(sql, hidden, blocks, rows, False)
+
+    def _rows_of(self, sql: str, hidden: list[str], blocks, rows: np.ndarray, flat: bool) -> RowLineage:
+        if self.shape.mode == "one" or not self.keys.num_columns:
+            return self._one(sql, hidden, blocks, rows, flat)
+        uniq = np.unique(rows)
+        if not uniq.size:
+            return RowLineage.empty(0, self.node)
+        lin = self._keyed(sql, hidden, blocks, uniq, flat)
+        if len(uniq) == self.n:
+            self._all = lin
+        return lin.take(np.searchsorted(uniq, rows))
+
+    def resolve_all(self) -> RowLineage:
+        if self._all is None:
+            self._all = self.lineage(np.arange(self.n, dtype=np.int64))
+        return self._all
+
+    def _one(self, sql: str, hidden: list[str], blocks, rows: np.ndarray, flat: bool) -> RowLineage:
+        cols = ", ".join(f"__tp_b.{h}" for h in hidden)
+        table = self.con.raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b").to_arrow_table()
+        if flat:  # every member row of the one result row
+            lin = _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks))
+            return lin.take(np.zeros(len(rows), dtype=np.int64))
+        if table.num_rows != min(self.n, 1) and self.n:
+            raise SourceChangedError(
+                f"the backward query returned {table.num_rows} rows for a result of {self.n}: its tables "
+                "changed since the query ran; re-run the query"
+            )
+        lin = self.con._lineage_of(table, 0, len(hidden), self.node, blocks)
+        if self.n == 1 and rows.size:
+            self._all = lin
+        return lin.take(np.zeros(len(rows), dtype=np.int64)) if rows.size else lin.take(rows)
+
+    def _keyed(self, sql: str, hidden: list[str], blocks, uniq: np.ndarray, flat: bool) -> RowLineage:
+        """Lineage of the result rows ``uniq`` (sorted, distinct positions), in that order."""
+        nk = self.keys.num_columns
+        req = self.keys.take(pa.array(uniq)).append_column("__tp_pos", pa.array(uniq, pa.int64()))
+        name = f"__tp_req{next(_names)}"
+        on = " AND ".join(f"__tp_b.__tp_k{i} IS NOT DISTINCT FROM __tp_r.__tp_k{i}" for i in range(nk))
+        where = self._literal_filter(req) if len(uniq) <= _LITERAL_ROWS else ""
+        if flat and where and len(uniq) == 1:  # the filter alone selects the group's members
+            cols = ", ".join(f"__tp_b0.{h}" for h in hidden)
+            table = self.con.raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b0{where}").to_arrow_table()
+            if not table.num_rows:
+                raise SourceChangedError(
+                    f"the backward query found no row for result row {int(uniq[0])}: the tables the query "
+                    "read changed since it ran; re-run the query"
+                )
+            return _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks))
+        cols = ", ".join(f"__tp_b.{h}" for h in hidden)
+        query = (
+            f"SELECT __tp_r.__tp_pos, {cols} FROM (SELECT * FROM ({sql}) AS __tp_b0{where}) AS __tp_b "
+            f"JOIN {name} AS __tp_r ON {on}"
+        )
+        self.con.raw.register(name, req)
+        try:
+            table = self.con.raw.sql(query).to_arrow_table()
+        finally:
+            self.con.raw.unregister(name)
+        pos = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        order = np.argsort(pos, kind="stable")
+        found, first = np.unique(pos[order], return_index=True)
+        if len(found) != len(uniq):
+            missing = np.setdiff1d(uniq, found)[:5].tolist()
+            raise SourceChangedError(
+                f"the backward query found no row for result rows {missing}: the tables the query read "
+                "changed since it ran; re-run the query"
+            )
+        lin = self.con._lineage_of(table, 1, len(hidden), self.node, blocks)
+        if flat:  # one row per member: the union per result row
+            codes = np.searchsorted(uniq, pos)
+            return lin.group_union(codes, len(uniq), self.node).materialize()
+        return lin.take(order[first])
+
+    def _literal_filter(self, req: pa.Table) -> str:
+        """`` WHERE (k0 = v AND k1 IS NULL ...) OR ...`` for the rows asked, where every key's type has
+        an exact literal; "" otherwise (the join alone then selects the rows)."""
+        types = self.key_types
+        if not all(t.split("(")[0] in _LITERAL_TYPES for t in types):
+            return ""
+        conds = []
+        for row in req.drop_columns(["__tp_pos"]).to_pylist():
+            parts = []
+            for i, (v, t) in enumerate(zip(row.values(), types)):
+                if v is None:
+                    parts.append(f"__tp_b0.__tp_k{i} IS NULL")
+                else:
+                    text = repr(v) if isinstance(v, float) else str(v)
+                    parts.append(f"__tp_b0.__tp_k{i} = CAST('{text.replace(chr(39), chr(39) * 2)}' AS {t})")
+            conds.append("(" + " AND ".join(parts) + ")")
+        return " WHERE " + " OR ".join(conds)
+
+
+def _one_row(members: RowLineage) -> RowLineage:
+    """One row holding every id of ``members`` (direct ids only: a flat query has no shared sets)."""
+    ids = members.ids
+    return RowLineage(np.array([0, ids.size], dtype=np.int64), ids, members.node)
+
+
+def _flat_members(sel: exp.Select, shape: Shape) -> tuple[str, list[str]] | None:
+    """For an eager aggregate whose lineage is ``list(a.__tp_rid)`` (``list_concat`` of several): the
+    query listing its member rows' ids and keys (no GROUP BY, no list), or None. A group's lineage is
+    the union of its members' ids, so both give the same sets; the flat one is cheaper to run."""
+    if shape.mode not in ("group", "one") or not isinstance(sel, exp.Select):
+        return None
+    expr = sel.expressions[-1].this if isinstance(sel.expressions[-1], exp.Alias) else None
+    if expr is None:
+        return None
+    args = (
+        expr.expressions if isinstance(expr, exp.Anonymous) and expr.name.lower() == "list_concat" else [expr]
+    )
+    cols = []
+    for a in args:
+        if not (isinstance(a, exp.Anonymous) and a.name.lower() == "list" and len(a.expressions) == 1):
+            return None
+        c = a.expressions[0]
+        if not (isinstance(c, exp.Column) and c.name == RID):
+            return None
+        cols.append(c)
+    flat = sel.copy()
+    keys = [exp.alias_(k, f"__tp_k{i}") for i, k in enumerate(key_columns(flat, shape))]
+    for k in ("group", "having", "order", "limit", "offset", "qualify", "windows", "distinct"):
+        flat.set(k, None)
+    flat.set("expressions", [exp.alias_(c.copy(), f"__tp_f{i}") for i, c in enumerate(cols)] + keys)
+    return flat.sql(dialect="duckdb", copy=False), [f"__tp_f{i}" for i in range(len(cols))]
+
+
+class LazyRowLineage(RowLineage):
+    """Lineage of rows of a lazily captured SQL result: resolved by a backward query when first read.
+
+    Taking rows (a filter, ``df.tp.trace(i)``, ``df.tp.sources(rows=...)``) stays lazy, so asking for
+    one row runs a backward query for that row only. Reading the arrays (``offsets``, ``ids``, saving,
+    pickling) resolves every row this object covers, once.
+    """
+
+    __slots__ = ("_resolver", "_rows", "_node")
+
+    def __init__(self, resolver: Resolver, rows: np.ndarray, node: OpNode | None = None) -> None:
+        self._offsets = self._ids = self._ctx = None
+        self._has_ctx = True  # not known before resolving: readers ask has_context, which resolves
+        self._n = len(rows)
+        self._build = self._resolve
+        self._deps = ()
+        self._inv = None
+        self._sids = None
+        self._resolver = resolver
+        self._rows = np.asarray(rows, dtype=np.int64)
+        self._node = node
+        resolver.con._lazy.add(resolver)
+
+    def _resolve(self):
+        lin = self._resolver.lineage(self._rows)
+        return lin.offsets, lin.ids, (lin.context if lin.has_context else None)
+
+    @property
+    def node(self) -> OpNode:
+        return self._node if self._node is not None else self._resolver.node
+
+    @node.setter
+    def node(self, value: OpNode) -> None:
+        self._node = value
+
+    @property
+    def has_context(self) -> bool:
+        if self._offsets is None:
+            self.materialize()
+        return self._has_ctx
+
+    def take(self, rows, node: OpNode | None = None) -> RowLineage:
+        if self._offsets is not None:
+            return super().take(rows, node)
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise UnknownRowError(f"positions outside 0..{len(self) - 1}")
+        return LazyRowLineage(self._resolver, self._rows[rows], node if node is not None else self._node)
+
+
+def live_resolvers() -> weakref.WeakSet:
+    """A set of the resolvers whose results are still alive (resolved when the connection closes)."""
+    return weakref.WeakSet()
