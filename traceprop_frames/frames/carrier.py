@@ -99,6 +99,23 @@ def attach(df: pd.DataFrame, lin: RowLineage) -> pd.DataFrame:
     return df
 
 
+_MULTI = pd.MultiIndex
+
+
+def keyed(obj) -> bool:
+    """True if the Series/DataFrame ``obj`` holds lineage keys in its index (a level of it, or all of it).
+
+    The wrappers' first test on every pandas call they see, so it reads pandas' attributes directly."""
+    idx = obj.index
+    return idx._name == LID or (isinstance(idx, _MULTI) and LID in idx._names)
+
+
+def untouched(obj) -> bool:
+    """True if ``obj`` neither holds lineage keys nor carries any ``attrs`` (where lineage handles and
+    statistics ride): the wrappers hand such an object straight to pandas."""
+    return not obj._attrs and not keyed(obj)
+
+
 def lineage_keys(df: pd.DataFrame) -> pd.Index | np.ndarray | None:
     """The lineage keys of ``df``'s rows (index, MultiIndex level or column), or None."""
     idx = df.index

@@ -44,8 +44,8 @@ from pandas.core.groupby import DataFrameGroupBy, SeriesGroupBy
 from pandas.core.groupby.groupby import GroupBy
 
 from traceprop_frames.errors import LineageLostError
-from traceprop_frames.frames import alignment, reductions
-from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve
+from traceprop_frames.frames import alignment, reductions, transparent
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve, untouched
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.rowsets import _stable_group_order
 
@@ -312,12 +312,17 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
     sig = inspect.signature(orig)
     var_kw = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
     plain_fill = name == "fillna" and get_obj is not _group_obj  # method= is keyword-only in pandas 2
+    in_place = name in _IN_PLACE and get_obj is not _group_obj  # pandas checks these for chained assignment
 
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
+        if in_place and kwargs.get("inplace"):
+            transparent.chained_method(self)
         obj = get_obj(self)
-        if getattr(_state, "busy", False) or not _is_traced(obj) or (plain_fill and "method" not in kwargs):
-            return orig(self, *args, **kwargs)  # untraced, or fillna(value): row-preserving
+        if untouched(obj) or getattr(_state, "busy", False) or not _is_traced(obj):
+            return orig(self, *args, **kwargs)  # untraced
+        if plain_fill and "method" not in kwargs:
+            return orig(self, *args, **kwargs)  # fillna(value): row-preserving
         idx = obj.index
         if idx.name != LID and not (isinstance(idx, pd.MultiIndex) and LID in idx.names):
             if _detached(obj):
@@ -352,6 +357,9 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
     _installed.append((owner, name, orig))
 
 
+_IN_PLACE = ("fillna", "ffill", "bfill", "interpolate")
+
+
 def _group_obj(gb):
     return gb.obj
 
@@ -361,7 +369,9 @@ def _cut_wrapper(orig, name: str):
     def wrapper(x, *args, **kwargs):
         bins = args[0] if args else kwargs.get("bins", kwargs.get("q"))
         reads_column = name == "qcut" or isinstance(bins, (int, np.integer))
-        if getattr(_state, "busy", False) or not _is_traced(x) or _row_keys(x) is None:
+        if not isinstance(x, (pd.Series, pd.DataFrame)) or untouched(x) or getattr(_state, "busy", False):
+            return orig(x, *args, **kwargs)
+        if not _is_traced(x) or _row_keys(x) is None:
             return orig(x, *args, **kwargs)
         if not reads_column:  # explicit bins: computed from statistics (s.quantile(...)) they carry rows
             reductions.absorb(x, reductions.stats_in([bins]), name)
@@ -382,6 +392,7 @@ def _cut_wrapper(orig, name: str):
 def install() -> None:
     """Wrap the cross-row pandas methods and the label-matching ones of :mod:`frames.alignment`
     (idempotent)."""
+    transparent.install()
     alignment.install()
     if _installed:
         return
@@ -406,6 +417,7 @@ def install() -> None:
 def uninstall() -> None:
     """Restore plain pandas (cross-row and label-matching calls then silently return row-only lineage
     again: use with care, e.g. to time plain pandas)."""
+    transparent.uninstall()
     alignment.uninstall()
     reductions.uninstall()
     while _installed:

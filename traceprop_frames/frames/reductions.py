@@ -38,7 +38,8 @@ import pandas as pd
 from pandas.api.extensions import ExtensionArray
 
 from traceprop_frames.errors import LineageLostError, UntracedValuesWarning
-from traceprop_frames.frames.carrier import ATTRS_KEY, LID, _tables_for, add_context, resolve
+from traceprop_frames.frames import transparent
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, _tables_for, add_context, resolve, untouched
 from traceprop_frames.frames.traced_values import TRACED, Stat, carry
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.context import SetBlock
@@ -69,9 +70,9 @@ def run_busy(fn, *args, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------- sets
-def _keyed(obj) -> bool:
-    idx = obj.index
-    return idx.name == LID or (isinstance(idx, pd.MultiIndex) and LID in idx.names)
+from traceprop_frames.frames.carrier import keyed as _keyed  # noqa: E402  (one definition, in carrier)
+
+_NDFRAME = pd.core.generic.NDFrame
 
 
 def _row_keys(obj) -> np.ndarray:
@@ -221,7 +222,7 @@ _REDUCTIONS = (
 def _reduction_wrapper(orig, name: str):
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
-        if _busy():
+        if untouched(self) or _busy():
             return orig(self, *args, **kwargs)
         if _keyed(self):
             return finish(self, run_busy(orig, self, *args, **kwargs), name)
@@ -264,6 +265,8 @@ def finish(obj, result, name: str):
 def _binop_wrapper(orig, name: str):
     @functools.wraps(orig)
     def wrapper(self, other, *args, **kwargs):
+        if not (isinstance(other, _NDFRAME) and other._attrs) and not isinstance(other, TRACED):
+            return orig(self, other, *args, **kwargs)  # a plain operand brings no statistic
         st = stat_of(other)
         if st is None:
             return orig(self, other, *args, **kwargs)
@@ -281,10 +284,15 @@ def _binop_wrapper(orig, name: str):
 
 
 def _consumer_wrapper(orig, name: str):
-    """fillna / where / mask / clip / replace: a statistic among the arguments flows into the rows."""
+    """fillna / where / mask / clip / replace: a statistic among the arguments flows into the rows.
+
+    fillna's wrapper sits inside cross_row's, which runs the chained-assignment check for both."""
+    outermost = name != "fillna"
 
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
+        if outermost and kwargs.get("inplace"):
+            transparent.chained_method(self)
         if args or kwargs:
             st = stats_in(args + tuple(kwargs.values()))
             if st is not None:
@@ -295,12 +303,27 @@ def _consumer_wrapper(orig, name: str):
 
 
 def _getitem_wrapper(orig, indexer: bool):
+    if indexer:
+
+        @functools.wraps(orig)
+        def __getitem__(self, key):
+            obj = self.obj
+            if not obj._attrs:
+                return orig(self, key)
+            result = orig(self, key)
+            if type(obj) is pd.Series and not _keyed(obj):
+                return carry(result, stat_of(obj))
+            return result
+
+        return __getitem__
+
     @functools.wraps(orig)
-    def __getitem__(self, key):
+    def __getitem__(self, key):  # noqa: F811  (the Series' own, not an indexer's)
+        if not self._attrs:
+            return orig(self, key)
         result = orig(self, key)
-        obj = self.obj if indexer else self
-        if type(obj) is pd.Series and obj.attrs and not _keyed(obj):
-            return carry(result, stat_of(obj))
+        if type(self) is pd.Series and not _keyed(self):
+            return carry(result, stat_of(self))
         return result
 
     return __getitem__
@@ -336,6 +359,13 @@ def check_value(target, value, call: str) -> bool:
 def _series_setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
+        transparent.chained_setitem(self)
+        if (
+            untouched(self)
+            and not isinstance(value, TRACED)
+            and not (isinstance(value, _NDFRAME) and value._attrs)
+        ):
+            return orig(self, key, value)
         if check_value(self, value, "s[...] = value"):
             return run_busy(orig, self, key, value)
         return orig(self, key, value)
