@@ -60,7 +60,7 @@ def _wrap_method(owner, name: str, pick, by_label=lambda a, k: False, values: bo
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
         if update:
-            transparent.chained_method(self, update=True)
+            _held = transparent.chained_method(self, update=True)  # noqa: F841  (see transparent)
         if untouched(self) and not values:  # an untraced target: nothing to refuse, warn or record
             return orig(self, *args, **kwargs)
         other = pick(args, kwargs)
@@ -88,7 +88,7 @@ def _join_on(a, k) -> bool:
 def _setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
-        transparent.chained_setitem(self)
+        _held = transparent.chained_setitem(self)  # noqa: F841  (see transparent)
         if (
             untouched(self)
             and not isinstance(value, reductions.TRACED)
@@ -108,7 +108,7 @@ def _setitem_wrapper(orig):
 def _loc_setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
-        transparent.chained_indexer(self)
+        _held = transparent.chained_indexer(self)  # noqa: F841  (see transparent)
         # ``target`` stays referenced while pandas runs: its own chained-assignment check (which would
         # name this frame) stays quiet; the check above ran as pandas' would have, naming the user's line.
         target = self.obj

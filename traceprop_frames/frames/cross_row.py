@@ -317,7 +317,7 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
         if in_place and kwargs.get("inplace"):
-            transparent.chained_method(self)
+            _held = transparent.chained_method(self)  # noqa: F841  (see transparent)
         obj = get_obj(self)
         if untouched(obj) or getattr(_state, "busy", False) or not _is_traced(obj):
             return orig(self, *args, **kwargs)  # untraced

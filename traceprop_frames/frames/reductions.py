@@ -292,7 +292,7 @@ def _consumer_wrapper(orig, name: str):
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
         if outermost and kwargs.get("inplace"):
-            transparent.chained_method(self)
+            _held = transparent.chained_method(self)  # noqa: F841  (see transparent)
         if args or kwargs:
             st = stats_in(args + tuple(kwargs.values()))
             if st is not None:
@@ -359,7 +359,7 @@ def check_value(target, value, call: str) -> bool:
 def _series_setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
-        transparent.chained_setitem(self)
+        _held = transparent.chained_setitem(self)  # noqa: F841  (see transparent)
         if (
             untouched(self)
             and not isinstance(value, TRACED)

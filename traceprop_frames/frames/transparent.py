@@ -18,8 +18,8 @@ wrappers invisible, on traced and untraced objects alike:
   would have run it without the wrapper, and name the user's line. pandas' check inside the wrapped
   method then sees the wrapper's extra reference and stays quiet, so the warning comes once.
 
-pandas 2.x (``pandas>=2.2``) checks only under copy-on-write (``pd.options.mode.copy_on_write = True`` or
-``"warn"``); the checks here follow it.
+pandas 2.2 has three regimes (copy-on-write on: ChainedAssignmentError; ``"warn"`` mode and the legacy
+mode on views: FutureWarning); the checks here follow each, with its constants.
 """
 
 from __future__ import annotations
@@ -92,31 +92,31 @@ if _V3:
         _chained_assignment_method_update_msg,
         _chained_assignment_msg,
     )
-else:  # pandas 2.2: copy-on-write is an option; its checks run only when it is on
-    from pandas._config import using_copy_on_write
+else:  # pandas 2.2: copy-on-write is an option ("warn" mode: FutureWarning; off: FutureWarning on views)
+    from pandas._config import using_copy_on_write, warn_copy_on_write
     from pandas.compat import PYPY as CHAINED_WARNING_DISABLED
     from pandas.compat._constants import REF_COUNT as REF_COUNT_METHOD
     from pandas.errors import (
         ChainedAssignmentError,
         _chained_assignment_method_msg,
         _chained_assignment_msg,
+        _chained_assignment_warning_method_msg,
+        _chained_assignment_warning_msg,
+        _check_cacher,
     )
 
     _chained_assignment_method_update_msg = _chained_assignment_method_msg
     REF_COUNT, REF_COUNT_IDX = 3, 2
-    _SETITEM_OPCODES = frozenset()
 
-# A check below is called from a wrapper's first line with the object as an argument: its own local
-# holds one more reference than pandas' method would have seen; frame 2 is the user's frame.
+# A check below is called from a wrapper's first line with the object as an argument: its own local holds
+# one more reference than pandas' method would have seen. Frame 3 (0: a helper, 1: the check, 2: the
+# wrapper) is the user's. Each check returns the object: the wrapper keeps it in a local while pandas runs,
+# so pandas' own check (which would name the wrapper's line) sees two more references and stays quiet.
 _MINE = 1
 
 
-def _active() -> bool:
-    return not CHAINED_WARNING_DISABLED and (_V3 or using_copy_on_write())
-
-
 def _local_in_caller(obj) -> bool:
-    frame = sys._getframe(3)  # 0: this, 1: the check, 2: the wrapper, 3: the user's frame
+    frame = sys._getframe(3)
     return any(v is obj for v in frame.f_locals.values())
 
 
@@ -128,28 +128,58 @@ def _setitem_syntax_in_caller() -> bool:
     return frame.f_code.co_code[frame.f_lasti] in _SETITEM_OPCODES
 
 
-def chained_setitem(obj) -> None:
+def _warn(msg: str, category) -> None:
+    warnings.warn(msg, category, stacklevel=4)  # 1: here, 2: the check, 3: the wrapper, 4: the user
+
+
+def chained_setitem(obj):
     """``obj[key] = value`` on a temporary (``df["a"][0] = 1``): pandas' ChainedAssignmentError."""
-    if sys.getrefcount(obj) - _MINE > REF_COUNT or not _active():
-        return
-    if _V3 and (_local_in_caller(obj) or not _setitem_syntax_in_caller()):
-        return
-    warnings.warn(_chained_assignment_msg, ChainedAssignmentError, stacklevel=3)
+    rc = sys.getrefcount(obj) - _MINE
+    if rc > REF_COUNT + 1 or CHAINED_WARNING_DISABLED:
+        return obj
+    if _V3:
+        if rc <= REF_COUNT and not _local_in_caller(obj) and _setitem_syntax_in_caller():
+            _warn(_chained_assignment_msg, ChainedAssignmentError)
+    elif using_copy_on_write():
+        if rc <= 3:
+            _warn(_chained_assignment_msg, ChainedAssignmentError)
+    elif isinstance(obj, pd.Series):
+        warn_mode = warn_copy_on_write()
+        limit = 3 + (not warn_mode and _check_cacher(obj))
+        if rc <= limit and (warn_mode or obj._mgr.blocks[0].refs.has_reference()):
+            _warn(_chained_assignment_warning_msg, FutureWarning)
+    elif rc <= 3 and (warn_copy_on_write() or any(b.refs.has_reference() for b in obj._mgr.blocks)):
+        _warn(_chained_assignment_warning_msg, FutureWarning)
+    return obj
 
 
-def chained_indexer(indexer) -> None:
-    """``df["a"].loc[0] = 1``: the indexer's object is a temporary."""
+def chained_indexer(indexer):
+    """``df["a"].loc[0] = 1``: the indexer's object is a temporary. Returns the object."""
     obj = indexer.obj
-    if sys.getrefcount(obj) - 1 > REF_COUNT_IDX or not _active():  # -1: the local ``obj``
-        return
-    warnings.warn(_chained_assignment_msg, ChainedAssignmentError, stacklevel=3)
+    rc = sys.getrefcount(obj) - 1  # -1: the local ``obj``
+    if rc > REF_COUNT_IDX + 1 or CHAINED_WARNING_DISABLED:
+        return obj
+    if _V3 or using_copy_on_write():
+        if rc <= REF_COUNT_IDX:
+            _warn(_chained_assignment_msg, ChainedAssignmentError)
+    elif rc <= 2 + (not warn_copy_on_write() and _check_cacher(obj)):
+        _warn(_chained_assignment_warning_msg, FutureWarning)
+    return obj
 
 
-def chained_method(obj, update: bool = False) -> None:
+def chained_method(obj, update: bool = False):
     """``df["a"].fillna(0, inplace=True)`` / ``df["a"].update(other)``: an in-place method on a temporary."""
-    if sys.getrefcount(obj) - _MINE > REF_COUNT_METHOD or not _active():
-        return
-    if _V3 and _local_in_caller(obj):
-        return
-    msg = _chained_assignment_method_update_msg if update else _chained_assignment_method_msg
-    warnings.warn(msg, ChainedAssignmentError, stacklevel=3)
+    rc = sys.getrefcount(obj) - _MINE
+    if rc > REF_COUNT_METHOD + 1 or CHAINED_WARNING_DISABLED:
+        return obj
+    if _V3:
+        if rc <= REF_COUNT_METHOD and not _local_in_caller(obj):
+            msg = _chained_assignment_method_update_msg if update else _chained_assignment_method_msg
+            _warn(msg, ChainedAssignmentError)
+    elif using_copy_on_write():
+        if rc <= REF_COUNT_METHOD:
+            _warn(_chained_assignment_method_msg, ChainedAssignmentError)
+    elif obj._is_view_after_cow_rules():
+        if rc <= REF_COUNT_METHOD + (isinstance(obj, pd.Series) and _check_cacher(obj)):
+            _warn(_chained_assignment_warning_method_msg, FutureWarning)
+    return obj
