@@ -177,7 +177,8 @@ def _sets(kind: str, codes: np.ndarray, arg=None):
 
 
 def _record(obj, order, starts, ends, set_of_row, label: str) -> None:
-    keys = _row_keys(obj)
+    idx = obj.index
+    keys = idx if isinstance(idx, pd.RangeIndex) else _row_keys(obj)  # a RangeIndex: add_context's O(1) case
     lin = resolve(obj)
     block = lin.shared_sets(order, starts, ends, label)
     add_context(keys, set_of_row, block, OpNode(f"pandas.{label}", {"rows": len(obj)}))

@@ -73,6 +73,7 @@ def run_busy(fn, *args, **kwargs):
 from traceprop_frames.frames.carrier import keyed as _keyed  # noqa: E402  (one definition, in carrier)
 
 _NDFRAME = pd.core.generic.NDFrame
+_MULTI = pd.MultiIndex
 
 
 def _row_keys(obj) -> np.ndarray:
@@ -184,7 +185,10 @@ def attach(target, st: Stat, call: str) -> None:
             f"{call} brings a statistic of traced rows into the rows of a traced frame and tpf cross-row "
             "mode is 'raise'. Use tpf.frames.cross_row.set_mode('context') to record the rows it read."
         )
-    keys = _row_keys(target)
+    idx = target.index
+    keys = (
+        idx if isinstance(idx, pd.RangeIndex) else _row_keys(target)
+    )  # a RangeIndex: add_context's O(1) case
     add_context(keys, np.zeros(len(keys), dtype=np.int64), st.block(), OpNode(f"pandas.{call}", {}))
 
 
@@ -222,7 +226,11 @@ _REDUCTIONS = (
 def _reduction_wrapper(orig, name: str):
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
-        if untouched(self) or _busy():
+        if not self._attrs:  # untouched(self), inlined
+            idx = self.index
+            if idx._name != LID and not (isinstance(idx, _MULTI) and LID in idx._names):
+                return orig(self, *args, **kwargs)
+        if _busy():
             return orig(self, *args, **kwargs)
         if _keyed(self):
             return finish(self, run_busy(orig, self, *args, **kwargs), name)
