@@ -24,8 +24,10 @@ mode on views: FutureWarning); the checks here follow each, with its constants.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
+import textwrap
 import warnings
 
 import pandas as pd
@@ -34,7 +36,9 @@ import pandas.util._exceptions as _pd_exceptions
 _FRAMES_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _original_code = []
 
-_FIND_STACK_LEVEL = """
+_RULE = "if filename.startswith(pkg_dir) and not filename.startswith(test_dir):"
+
+_FALLBACK = """
 def find_stack_level() -> int:
     import pandas as pd
 
@@ -45,9 +49,7 @@ def find_stack_level() -> int:
         n = 0
         while frame:
             filename = frame.f_code.co_filename
-            if (filename.startswith(pkg_dir) and not filename.startswith(test_dir)) or filename.startswith(
-                {frames_dir!r}
-            ):
+            RULE
                 frame = frame.f_back
                 n += 1
             else:
@@ -58,16 +60,33 @@ def find_stack_level() -> int:
 """
 
 
+def _stepping_over_frames(fn):
+    """pandas' own ``find_stack_level`` source with one more condition in its loop (a generic version if
+    this pandas words the loop differently); compiled at pandas' file and line numbers."""
+    ours = (
+        "if (filename.startswith(pkg_dir) and not filename.startswith(test_dir)) "
+        f"or filename.startswith({_FRAMES_DIR!r}):"
+    )
+    try:
+        src = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        src = ""
+    first = fn.__code__.co_firstlineno
+    if _RULE not in src:
+        src, first = _FALLBACK.replace("RULE", ours), 1
+    namespace: dict = {}
+    exec(compile(src.replace(_RULE, ours), fn.__code__.co_filename, "exec"), dict(fn.__globals__), namespace)
+    return namespace[fn.__name__].__code__.replace(co_firstlineno=first)
+
+
 def install() -> None:
     """Make pandas' warnings step over this package's wrapper frames (idempotent)."""
     if _original_code:
         return
     fn = _pd_exceptions.find_stack_level
-    namespace: dict = {}
-    src = _FIND_STACK_LEVEL.format(frames_dir=_FRAMES_DIR)
-    exec(compile(src, fn.__code__.co_filename, "exec"), dict(fn.__globals__), namespace)
+    code = _stepping_over_frames(fn)
     _original_code.append(fn.__code__)
-    fn.__code__ = namespace["find_stack_level"].__code__
+    fn.__code__ = code
 
 
 def uninstall() -> None:
