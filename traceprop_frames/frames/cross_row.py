@@ -319,7 +319,7 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
     def wrapper(self, *args, **kwargs):
         if in_place and kwargs.get("inplace"):
             _held = transparent.chained_method(self)  # noqa: F841  (see transparent)
-        obj = get_obj(self)
+        obj = self if get_obj is None else get_obj(self)
         if untouched(obj) or getattr(_state, "busy", False) or not _is_traced(obj):
             return orig(self, *args, **kwargs)  # untraced
         if plain_fill and "method" not in kwargs:
@@ -390,6 +390,14 @@ def _cut_wrapper(orig, name: str):
     return wrapper
 
 
+def _own(owner: type, name: str, base: type, subclasses: tuple) -> bool:
+    """Whether to wrap ``owner.name``: defined there, and not a base method that every subclass overrides
+    (then it is reached only through a subclass's method, already wrapped: one wrapper per call)."""
+    if name not in owner.__dict__:
+        return False
+    return owner is not base or not all(name in c.__dict__ for c in subclasses)
+
+
 def install() -> None:
     """Wrap the cross-row pandas methods and the label-matching ones of :mod:`frames.alignment`
     (idempotent)."""
@@ -400,11 +408,13 @@ def install() -> None:
     reductions.install(lambda: _mode[0], _state, _detached)
     for owner in (pd.Series, pd.DataFrame, pd.core.generic.NDFrame):
         for name in _FRAME_METHODS:
-            if name in owner.__dict__ and not (owner is pd.core.generic.NDFrame and name in ("apply",)):
-                _wrap(owner, name, _frame_rule(name), lambda s: s)
+            if _own(owner, name, pd.core.generic.NDFrame, (pd.Series, pd.DataFrame)) and name != "apply":
+                _wrap(owner, name, _frame_rule(name), None)
+            elif name == "apply" and owner is not pd.core.generic.NDFrame and name in owner.__dict__:
+                _wrap(owner, name, _frame_rule(name), None)
     for owner in (GroupBy, SeriesGroupBy, DataFrameGroupBy):
         for name in _GROUP_METHODS:
-            if name in owner.__dict__:
+            if _own(owner, name, GroupBy, (SeriesGroupBy, DataFrameGroupBy)):
                 _wrap(owner, name, _group_rule(name), _group_obj)
     orig = pd.DataFrame.__dict__["reset_index"]
     pd.DataFrame.reset_index = _reset_index_wrapper(orig)
