@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,9 +108,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="the CI subset of areas")
     ap.add_argument("--areas", nargs="*", help="pandas.tests sub-packages/modules (dotted), e.g. copy_view")
     ap.add_argument("--python", default=sys.executable, help="interpreter whose pandas is tested")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per run before giving up")
+    ap.add_argument("--timeout", type=float, default=5400, help="seconds per run before giving up")
     ap.add_argument("--out", help="folder for the JUnit reports (default: a temporary one)")
     ap.add_argument("--reuse-plain", action="store_true", help="take the plain run from --out's plain.xml")
+    ap.add_argument("--parallel", action="store_true", help="run both ways at once (two processes)")
     args = ap.parse_args(argv)
     areas = args.areas or (QUICK if args.quick else AREAS)
     out = Path(args.out or tempfile.mkdtemp(prefix="pandas-compat-"))
@@ -123,9 +125,14 @@ def main(argv=None) -> int:
     print(f"pandas {version} ({args.python}); {len(areas)} area(s); reports in {out}", flush=True)
     if args.reuse_plain and (out / "plain.xml").exists():
         plain, t_plain = _outcomes(out / "plain.xml"), float("nan")
+        imported, t_imp = _run(args.python, areas, True, out, args.timeout)
+    elif args.parallel:
+        with ThreadPoolExecutor(2) as pool:
+            both = [pool.submit(_run, args.python, areas, w, out, args.timeout) for w in (False, True)]
+            (plain, t_plain), (imported, t_imp) = (f.result() for f in both)
     else:
         plain, t_plain = _run(args.python, areas, False, out, args.timeout)
-    imported, t_imp = _run(args.python, areas, True, out, args.timeout)
+        imported, t_imp = _run(args.python, areas, True, out, args.timeout)
     print("| | plain | with `import traceprop_frames` |\n|---|---|---|")
     cp, ci = _counts(plain), _counts(imported)
     for k in ("failed", "error", "passed", "skipped"):
