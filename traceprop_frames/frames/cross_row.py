@@ -147,9 +147,24 @@ def _group_layout(codes: np.ndarray | int):
     return order, k, gs, ge
 
 
+def _offset_sets(n: int, p: int):
+    """The "offset" rule over one group of all n rows, in four array passes: row k reads row k - p and
+    the rows between (rows k-p..k, or k..k-p for p < 0); rows whose k - p lies outside 0..n-1 read none."""
+    k = np.arange(n, dtype=np.int64)
+    starts, ends = k - max(p, 0), k + 1 + max(-p, 0)
+    lo, hi = min(max(p, 0), n), max(min(n + p, n), 0)  # valid rows: lo <= k < hi
+    set_of_row = k.copy()
+    for part in (slice(0, lo), slice(max(hi, lo), n)):
+        starts[part] = ends[part] = k[part]
+        set_of_row[part] = -1
+    return k, starts, ends, set_of_row
+
+
 def _sets(kind: str, codes: np.ndarray, arg=None):
     """(order, starts, ends, set_of_row) for a rule over n rows grouped by ``codes`` (-1: no group)."""
     n = codes if isinstance(codes, (int, np.integer)) else len(codes)
+    if kind == "offset" and isinstance(codes, (int, np.integer)):
+        return _offset_sets(int(n), int(arg))
     order, k, gs, ge = _group_layout(codes)
     set_of_row = np.full(n, -1, dtype=np.int64)
     if kind == "all" and isinstance(codes, (int, np.integer)):  # one set that every row refers to
