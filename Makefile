@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fresh lint bench docs wheel-check faults validator clean
+.PHONY: demo test test-fresh lint bench docs wheel-check faults validator pandas-compat clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -54,5 +54,18 @@ docs: $(STAMP)
 wheel-check: $(STAMP)
 	$(BIN)/python .ci/wheel_quickstart.py
 
+# pandas' own tests over the areas the library touches, plain vs with `import traceprop_frames`; exit 1 on
+# any test failing only with it. Then the same on the oldest pandas pyproject.toml allows, in $(OLDEST)
+# (its pandas and numpy; every other package from .venv through a .pth file).
+PANDAS_OLDEST ?= 2.2.3
+OLDEST := .venv-pandas-oldest
+pandas-compat: $(STAMP)
+	$(BIN)/python tools/pandas_compat.py
+	test -x $(OLDEST)/bin/python || { $(PY) -m venv $(OLDEST) && \
+	  $(OLDEST)/bin/pip install -q 'pandas==$(PANDAS_OLDEST)' 'numpy==2.1.3' 'pytest>=8' hypothesis && \
+	  $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+	  "$$($(OLDEST)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_project_venv.pth"; }
+	$(BIN)/python tools/pandas_compat.py --python $(OLDEST)/bin/python
+
 clean:
-	rm -rf $(VENV) demo_output site
+	rm -rf $(VENV) $(OLDEST) demo_output site

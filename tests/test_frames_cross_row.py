@@ -299,3 +299,15 @@ def test_concat_axis1_accepts_a_generator_of_plain_frames():
     parts = [pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"b": [3, 4]})]
     out = pd.concat((p for p in parts), axis=1)
     pd.testing.assert_frame_equal(out, pd.DataFrame({"a": [1, 2], "b": [3, 4]}))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 9])
+def test_ungrouped_offset_sets_equal_the_one_group_rule(n):
+    """The fast rule for shift/diff on a whole column gives the general rule's sets (one group of all rows)."""
+    from traceprop_frames.frames.cross_row import _offset_sets, _sets
+
+    for p in range(-n - 2, n + 3):
+        fast = _offset_sets(n, p)
+        general = _sets("offset", np.zeros(n, dtype=np.int64), p)
+        for a, b in zip(fast, general, strict=True):
+            np.testing.assert_array_equal(a, b)

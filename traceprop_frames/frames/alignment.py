@@ -22,15 +22,12 @@ from collections.abc import Mapping
 import pandas as pd
 
 from traceprop_frames.errors import LineageLostError, MissingLineageWarning
-from traceprop_frames.frames import reductions
-from traceprop_frames.frames.carrier import ATTRS_KEY, LID
+from traceprop_frames.frames import reductions, transparent
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, untouched
+from traceprop_frames.frames.carrier import keyed as _keyed
 
 _installed: list[tuple[object, str, object]] = []
-
-
-def _keyed(obj) -> bool:
-    idx = obj.index
-    return idx.name == LID or (isinstance(idx, pd.MultiIndex) and LID in idx.names)
+_NDFRAME = pd.core.generic.NDFrame
 
 
 def _check(target, others, call: str, by_label: bool = False) -> None:
@@ -58,9 +55,14 @@ def _check(target, others, call: str, by_label: bool = False) -> None:
 
 def _wrap_method(owner, name: str, pick, by_label=lambda a, k: False, values: bool = False) -> None:
     orig = owner.__dict__[name]
+    update = name == "update"  # an in-place method: pandas checks it for chained assignment
 
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
+        if update:
+            _held = transparent.chained_method(self, update=True)  # noqa: F841  (see transparent)
+        if untouched(self) and not values:  # an untraced target: nothing to refuse, warn or record
+            return orig(self, *args, **kwargs)
         other = pick(args, kwargs)
         if values and not isinstance(other, (pd.Series, pd.DataFrame)):
             reductions.check_value(self, other, f"{type(self).__name__}.{name}")
@@ -86,6 +88,13 @@ def _join_on(a, k) -> bool:
 def _setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
+        _held = transparent.chained_setitem(self)  # noqa: F841  (see transparent)
+        if (
+            untouched(self)
+            and not isinstance(value, reductions.TRACED)
+            and not (isinstance(value, _NDFRAME) and value._attrs)
+        ):
+            return orig(self, key, value)
         if not isinstance(value, (pd.Series, pd.DataFrame)):
             if reductions.check_value(self, value, "df[...] = value"):
                 return reductions.run_busy(orig, self, key, value)
@@ -99,7 +108,16 @@ def _setitem_wrapper(orig):
 def _loc_setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
+        _held = transparent.chained_indexer(self)  # noqa: F841  (see transparent)
+        # ``target`` stays referenced while pandas runs: its own chained-assignment check (which would
+        # name this frame) stays quiet; the check above ran as pandas' would have, naming the user's line.
         target = self.obj
+        if (
+            untouched(target)
+            and not isinstance(value, reductions.TRACED)
+            and not (isinstance(value, _NDFRAME) and value._attrs)
+        ):
+            return orig(self, key, value)
         if not isinstance(value, (pd.Series, pd.DataFrame)):
             if reductions.check_value(target, value, f"df.{self.name}[...] = value"):
                 return reductions.run_busy(orig, self, key, value)

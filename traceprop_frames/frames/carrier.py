@@ -99,6 +99,26 @@ def attach(df: pd.DataFrame, lin: RowLineage) -> pd.DataFrame:
     return df
 
 
+_MULTI = pd.MultiIndex
+
+
+def keyed(obj) -> bool:
+    """True if the Series/DataFrame ``obj`` holds lineage keys in its index (a level of it, or all of it).
+
+    The wrappers' first test on every pandas call they see, so it reads pandas' attributes directly."""
+    idx = obj.index
+    return idx._name == LID or (isinstance(idx, _MULTI) and LID in idx._names)
+
+
+def untouched(obj) -> bool:
+    """True if ``obj`` neither holds lineage keys nor carries any ``attrs`` (where lineage handles and
+    statistics ride): the wrappers hand such an object straight to pandas."""
+    if obj._attrs:
+        return False
+    idx = obj.index  # keyed(obj), inlined: this runs on every wrapped pandas call
+    return idx._name != LID and not (isinstance(idx, _MULTI) and LID in idx._names)
+
+
 def lineage_keys(df: pd.DataFrame) -> pd.Index | np.ndarray | None:
     """The lineage keys of ``df``'s rows (index, MultiIndex level or column), or None."""
     idx = df.index
@@ -208,6 +228,24 @@ def _one_table(keys: np.ndarray):
     return np.zeros(len(keys), dtype=np.int64), [t]
 
 
+def _whole_table(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> bool:
+    """The common case in O(1) checks: ``keys`` is a RangeIndex over all rows of one live table, in
+    order (a frame straight from a reader, merge or group-by): ``set_of_row`` is the per-row reference."""
+    if not (
+        isinstance(keys, pd.RangeIndex) and keys.step == 1 and len(keys) == len(set_of_row) and len(keys)
+    ):
+        return False
+    with _lock:
+        ref = _tables.get(keys.start)
+    t = ref() if ref is not None else None
+    if t is None or t.stop != keys.stop:
+        return False
+    t.lin = t.lin.with_context(set_of_row, block, node=OpNode(node.op, node.params, (t.lin.node,)))
+    with _lock:
+        _generation[0] += 1
+    return True
+
+
 def add_context(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> None:
     """Make the lineage rows behind ``keys`` also refer to set ``set_of_row[i]`` of ``block`` (-1: none).
 
@@ -216,8 +254,10 @@ def add_context(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> 
     so the extra dependency belongs to the rows themselves, in every frame that holds them. A key that
     occurs several times (sampling with replacement, explode) gets the union of its rows' sets.
     """
-    keys = np.asarray(keys, dtype=np.int64)
     set_of_row = np.asarray(set_of_row, dtype=np.int64)
+    if _whole_table(keys, set_of_row, block, node):
+        return
+    keys = np.asarray(keys, dtype=np.int64)
     keep = set_of_row >= 0
     keys, sets = keys[keep], set_of_row[keep]
     if not keys.size:

@@ -44,8 +44,8 @@ from pandas.core.groupby import DataFrameGroupBy, SeriesGroupBy
 from pandas.core.groupby.groupby import GroupBy
 
 from traceprop_frames.errors import LineageLostError
-from traceprop_frames.frames import alignment, reductions
-from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve
+from traceprop_frames.frames import alignment, reductions, transparent
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve, untouched
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.rowsets import _stable_group_order
 
@@ -147,9 +147,24 @@ def _group_layout(codes: np.ndarray | int):
     return order, k, gs, ge
 
 
+def _offset_sets(n: int, p: int):
+    """The "offset" rule over one group of all n rows, in four array passes: row k reads row k - p and
+    the rows between (rows k-p..k, or k..k-p for p < 0); rows whose k - p lies outside 0..n-1 read none."""
+    k = np.arange(n, dtype=np.int64)
+    starts, ends = k - max(p, 0), k + 1 + max(-p, 0)
+    lo, hi = min(max(p, 0), n), max(min(n + p, n), 0)  # valid rows: lo <= k < hi
+    set_of_row = k.copy()
+    for part in (slice(0, lo), slice(max(hi, lo), n)):
+        starts[part] = ends[part] = k[part]
+        set_of_row[part] = -1
+    return k, starts, ends, set_of_row
+
+
 def _sets(kind: str, codes: np.ndarray, arg=None):
     """(order, starts, ends, set_of_row) for a rule over n rows grouped by ``codes`` (-1: no group)."""
     n = codes if isinstance(codes, (int, np.integer)) else len(codes)
+    if kind == "offset" and isinstance(codes, (int, np.integer)):
+        return _offset_sets(int(n), int(arg))
     order, k, gs, ge = _group_layout(codes)
     set_of_row = np.full(n, -1, dtype=np.int64)
     if kind == "all" and isinstance(codes, (int, np.integer)):  # one set that every row refers to
@@ -177,7 +192,8 @@ def _sets(kind: str, codes: np.ndarray, arg=None):
 
 
 def _record(obj, order, starts, ends, set_of_row, label: str) -> None:
-    keys = _row_keys(obj)
+    idx = obj.index
+    keys = idx if isinstance(idx, pd.RangeIndex) else _row_keys(obj)  # a RangeIndex: add_context's O(1) case
     lin = resolve(obj)
     block = lin.shared_sets(order, starts, ends, label)
     add_context(keys, set_of_row, block, OpNode(f"pandas.{label}", {"rows": len(obj)}))
@@ -312,12 +328,17 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
     sig = inspect.signature(orig)
     var_kw = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
     plain_fill = name == "fillna" and get_obj is not _group_obj  # method= is keyword-only in pandas 2
+    in_place = name in _IN_PLACE and get_obj is not _group_obj  # pandas checks these for chained assignment
 
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
-        obj = get_obj(self)
-        if getattr(_state, "busy", False) or not _is_traced(obj) or (plain_fill and "method" not in kwargs):
-            return orig(self, *args, **kwargs)  # untraced, or fillna(value): row-preserving
+        if in_place and kwargs.get("inplace"):
+            _held = transparent.chained_method(self)  # noqa: F841  (see transparent)
+        obj = self if get_obj is None else get_obj(self)
+        if untouched(obj) or getattr(_state, "busy", False) or not _is_traced(obj):
+            return orig(self, *args, **kwargs)  # untraced
+        if plain_fill and "method" not in kwargs:
+            return orig(self, *args, **kwargs)  # fillna(value): row-preserving
         idx = obj.index
         if idx.name != LID and not (isinstance(idx, pd.MultiIndex) and LID in idx.names):
             if _detached(obj):
@@ -352,6 +373,9 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
     _installed.append((owner, name, orig))
 
 
+_IN_PLACE = ("fillna", "ffill", "bfill", "interpolate")
+
+
 def _group_obj(gb):
     return gb.obj
 
@@ -361,7 +385,9 @@ def _cut_wrapper(orig, name: str):
     def wrapper(x, *args, **kwargs):
         bins = args[0] if args else kwargs.get("bins", kwargs.get("q"))
         reads_column = name == "qcut" or isinstance(bins, (int, np.integer))
-        if getattr(_state, "busy", False) or not _is_traced(x) or _row_keys(x) is None:
+        if not isinstance(x, (pd.Series, pd.DataFrame)) or untouched(x) or getattr(_state, "busy", False):
+            return orig(x, *args, **kwargs)
+        if not _is_traced(x) or _row_keys(x) is None:
             return orig(x, *args, **kwargs)
         if not reads_column:  # explicit bins: computed from statistics (s.quantile(...)) they carry rows
             reductions.absorb(x, reductions.stats_in([bins]), name)
@@ -379,20 +405,31 @@ def _cut_wrapper(orig, name: str):
     return wrapper
 
 
+def _own(owner: type, name: str, base: type, subclasses: tuple) -> bool:
+    """Whether to wrap ``owner.name``: defined there, and not a base method that every subclass overrides
+    (then it is reached only through a subclass's method, already wrapped: one wrapper per call)."""
+    if name not in owner.__dict__:
+        return False
+    return owner is not base or not all(name in c.__dict__ for c in subclasses)
+
+
 def install() -> None:
     """Wrap the cross-row pandas methods and the label-matching ones of :mod:`frames.alignment`
     (idempotent)."""
+    transparent.install()
     alignment.install()
     if _installed:
         return
     reductions.install(lambda: _mode[0], _state, _detached)
     for owner in (pd.Series, pd.DataFrame, pd.core.generic.NDFrame):
         for name in _FRAME_METHODS:
-            if name in owner.__dict__ and not (owner is pd.core.generic.NDFrame and name in ("apply",)):
-                _wrap(owner, name, _frame_rule(name), lambda s: s)
+            if _own(owner, name, pd.core.generic.NDFrame, (pd.Series, pd.DataFrame)) and name != "apply":
+                _wrap(owner, name, _frame_rule(name), None)
+            elif name == "apply" and owner is not pd.core.generic.NDFrame and name in owner.__dict__:
+                _wrap(owner, name, _frame_rule(name), None)
     for owner in (GroupBy, SeriesGroupBy, DataFrameGroupBy):
         for name in _GROUP_METHODS:
-            if name in owner.__dict__:
+            if _own(owner, name, GroupBy, (SeriesGroupBy, DataFrameGroupBy)):
                 _wrap(owner, name, _group_rule(name), _group_obj)
     orig = pd.DataFrame.__dict__["reset_index"]
     pd.DataFrame.reset_index = _reset_index_wrapper(orig)
@@ -406,6 +443,7 @@ def install() -> None:
 def uninstall() -> None:
     """Restore plain pandas (cross-row and label-matching calls then silently return row-only lineage
     again: use with care, e.g. to time plain pandas)."""
+    transparent.uninstall()
     alignment.uninstall()
     reductions.uninstall()
     while _installed:

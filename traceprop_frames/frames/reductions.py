@@ -38,7 +38,8 @@ import pandas as pd
 from pandas.api.extensions import ExtensionArray
 
 from traceprop_frames.errors import LineageLostError, UntracedValuesWarning
-from traceprop_frames.frames.carrier import ATTRS_KEY, LID, _tables_for, add_context, resolve
+from traceprop_frames.frames import transparent
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, _tables_for, add_context, resolve, untouched
 from traceprop_frames.frames.traced_values import TRACED, Stat, carry
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.context import SetBlock
@@ -69,9 +70,10 @@ def run_busy(fn, *args, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------- sets
-def _keyed(obj) -> bool:
-    idx = obj.index
-    return idx.name == LID or (isinstance(idx, pd.MultiIndex) and LID in idx.names)
+from traceprop_frames.frames.carrier import keyed as _keyed  # noqa: E402  (one definition, in carrier)
+
+_NDFRAME = pd.core.generic.NDFrame
+_MULTI = pd.MultiIndex
 
 
 def _row_keys(obj) -> np.ndarray:
@@ -183,7 +185,10 @@ def attach(target, st: Stat, call: str) -> None:
             f"{call} brings a statistic of traced rows into the rows of a traced frame and tpf cross-row "
             "mode is 'raise'. Use tpf.frames.cross_row.set_mode('context') to record the rows it read."
         )
-    keys = _row_keys(target)
+    idx = target.index
+    keys = (
+        idx if isinstance(idx, pd.RangeIndex) else _row_keys(target)
+    )  # a RangeIndex: add_context's O(1) case
     add_context(keys, np.zeros(len(keys), dtype=np.int64), st.block(), OpNode(f"pandas.{call}", {}))
 
 
@@ -221,6 +226,10 @@ _REDUCTIONS = (
 def _reduction_wrapper(orig, name: str):
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
+        if not self._attrs:  # untouched(self), inlined
+            idx = self.index
+            if idx._name != LID and not (isinstance(idx, _MULTI) and LID in idx._names):
+                return orig(self, *args, **kwargs)
         if _busy():
             return orig(self, *args, **kwargs)
         if _keyed(self):
@@ -264,6 +273,8 @@ def finish(obj, result, name: str):
 def _binop_wrapper(orig, name: str):
     @functools.wraps(orig)
     def wrapper(self, other, *args, **kwargs):
+        if not (isinstance(other, _NDFRAME) and other._attrs) and not isinstance(other, TRACED):
+            return orig(self, other, *args, **kwargs)  # a plain operand brings no statistic
         st = stat_of(other)
         if st is None:
             return orig(self, other, *args, **kwargs)
@@ -281,10 +292,15 @@ def _binop_wrapper(orig, name: str):
 
 
 def _consumer_wrapper(orig, name: str):
-    """fillna / where / mask / clip / replace: a statistic among the arguments flows into the rows."""
+    """fillna / where / mask / clip / replace: a statistic among the arguments flows into the rows.
+
+    fillna's wrapper sits inside cross_row's, which runs the chained-assignment check for both."""
+    outermost = name != "fillna"
 
     @functools.wraps(orig)
     def wrapper(self, *args, **kwargs):
+        if outermost and kwargs.get("inplace"):
+            _held = transparent.chained_method(self)  # noqa: F841  (see transparent)
         if args or kwargs:
             st = stats_in(args + tuple(kwargs.values()))
             if st is not None:
@@ -295,12 +311,27 @@ def _consumer_wrapper(orig, name: str):
 
 
 def _getitem_wrapper(orig, indexer: bool):
+    if indexer:
+
+        @functools.wraps(orig)
+        def __getitem__(self, key):
+            obj = self.obj
+            if not obj._attrs:
+                return orig(self, key)
+            result = orig(self, key)
+            if type(obj) is pd.Series and not _keyed(obj):
+                return carry(result, stat_of(obj))
+            return result
+
+        return __getitem__
+
     @functools.wraps(orig)
-    def __getitem__(self, key):
+    def __getitem__(self, key):  # noqa: F811  (the Series' own, not an indexer's)
+        if not self._attrs:
+            return orig(self, key)
         result = orig(self, key)
-        obj = self.obj if indexer else self
-        if type(obj) is pd.Series and obj.attrs and not _keyed(obj):
-            return carry(result, stat_of(obj))
+        if type(self) is pd.Series and not _keyed(self):
+            return carry(result, stat_of(self))
         return result
 
     return __getitem__
@@ -336,6 +367,13 @@ def check_value(target, value, call: str) -> bool:
 def _series_setitem_wrapper(orig):
     @functools.wraps(orig)
     def __setitem__(self, key, value):
+        _held = transparent.chained_setitem(self)  # noqa: F841  (see transparent)
+        if (
+            untouched(self)
+            and not isinstance(value, TRACED)
+            and not (isinstance(value, _NDFRAME) and value._attrs)
+        ):
+            return orig(self, key, value)
         if check_value(self, value, "s[...] = value"):
             return run_busy(orig, self, key, value)
         return orig(self, key, value)
