@@ -24,6 +24,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import step as lineage_step
 from traceprop_frames.lineage.persist import to_arrow
+from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
     MAX_WITNESSES,
@@ -228,16 +229,35 @@ class TracedConnection:
             ).fetchall()
             hidden = {t.lower(): c for t, c in rows}
             hidden.update(self._registered)
-            self._cat = Catalog(hidden, _AGGREGATES)
+            self._cat = Catalog(hidden, _AGGREGATES, self._columns())
         return self._cat
+
+    def _columns(self) -> dict[str, list[str]]:
+        """Visible columns of every table and view (for ``NATURAL JOIN``, ``*`` and row structs)."""
+        rows = self.raw.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE column_name NOT IN "
+            f"('{RID}', '{LIN}') ORDER BY database_name, schema_name, table_name, column_index"
+        ).fetchall()
+        out: dict[str, list[str]] = {}
+        for t, c in rows:
+            out.setdefault(t.lower(), []).append(c)
+        return out
 
     # ------------------------------------------------------------------ statements
     def _parse(self, query: str) -> list[exp.Expression]:
         try:
-            stmts = [s for s in sqlglot.parse(query, read="duckdb") if s is not None]
+            stmts = [s for s in sqlglot.parse(query, read=DIALECT) if s is not None]
         except sqlglot.errors.SqlglotError as e:
             self.raw.extract_statements(query)  # DuckDB's own syntax error, unchanged
             raise UnsupportedSQLError(f"the SQL rewriter (sqlglot) cannot parse this statement: {e}") from e
+        for s in stmts:
+            if isinstance(s, exp.Command):  # sqlglot kept the text unparsed: a query would lose its lineage
+                kinds = [st.type for st in self.raw.extract_statements(s.sql(dialect=DIALECT))]
+                if duckdb.StatementType.SELECT in kinds:
+                    raise UnsupportedSQLError(
+                        "the SQL rewriter (sqlglot) cannot parse this query, so its rows cannot be traced: "
+                        f"{s.sql(dialect=DIALECT)[:120]!r}; rewrite it in standard SQL or run it on con.raw"
+                    )
         return stmts
 
     def rewrite(self, query: str) -> str:
@@ -259,7 +279,7 @@ class TracedConnection:
                 out.set("expression", rw.expression)
                 if isinstance(out.this, exp.Schema) and out.this.expressions:
                     out.this.append("expressions", exp.to_identifier(rw.kind))
-                return out.sql(dialect="duckdb"), "create", rw
+                return out.sql(dialect=DIALECT), "create", rw
         if isinstance(stmt, exp.Insert) and isinstance(stmt.expression, exp.Query):
             return self._plan_insert(stmt, cat)
         if isinstance(stmt, exp.Update) and (
@@ -272,7 +292,7 @@ class TracedConnection:
             if q.find_ancestor(exp.Query) is None and q.parent is not None:
                 q.replace(rewrite_query(q, cat, trace=False).expression)
                 changed = True
-        return out.sql(dialect="duckdb"), ("other" if changed else "original"), None
+        return out.sql(dialect=DIALECT), ("other" if changed else "original"), None
 
     def _constant_witness(self, consts: list):
         """A callback for the rewriter: an uncorrelated witness (it binds on its own) becomes a marker
@@ -308,7 +328,7 @@ class TracedConnection:
         out = stmt.copy()
         if kind is None:
             out.set("expression", rewrite_query(stmt.expression, cat, trace=False).expression)
-            return out.sql(dialect="duckdb"), "other", None
+            return out.sql(dialect=DIALECT), "other", None
         if kind == RID:
             raise UnsupportedSQLError(
                 f"INSERT INTO {target.name}: it is a loaded source table (its rows are file rows); "
@@ -318,7 +338,7 @@ class TracedConnection:
         out.set("expression", rw.expression)
         if isinstance(out.this, exp.Schema) and out.this.expressions:
             out.this.append("expressions", exp.to_identifier(LIN))
-        return out.sql(dialect="duckdb"), "insert", rw
+        return out.sql(dialect=DIALECT), "insert", rw
 
     def execute(self, query: str, parameters=None) -> pd.DataFrame | None:
         """Run one or more statements; returns the traced result of the last one if it is a query.
@@ -334,7 +354,7 @@ class TracedConnection:
         single = len(stmts) == 1 and parameters is None
         result = None
         for stmt in stmts:
-            text = query if single else stmt.sql(dialect="duckdb")
+            text = query if single else stmt.sql(dialect=DIALECT)
             result = self._run_one(stmt, text, _names_survive(stmt), _target(stmt), single=single)
         return result
 

@@ -56,6 +56,7 @@ import sqlglot
 from sqlglot import exp
 
 from traceprop_frames.errors import UnsupportedSQLError
+from traceprop_frames.sql.dialect import DIALECT
 
 RID = "__tp_rid"  # BIGINT: one global row id
 LIN = "__tp_lin"  # BIGINT[]: a set of global row ids
@@ -65,7 +66,7 @@ _UNTRACED_OK = {"range", "generate_series", "unnest", "values"}
 
 
 def _t(sql: str) -> exp.Expression:
-    return sqlglot.parse_one(sql, read="duckdb")
+    return sqlglot.parse_one(sql, read=DIALECT)
 
 
 def _col(name: str, table: str | exp.Identifier | None = None) -> exp.Column:
@@ -89,6 +90,7 @@ class Catalog:
 
     hidden: dict[str, str] = field(default_factory=dict)  # table -> RID | LIN
     aggregates: frozenset[str] = frozenset()
+    columns: dict[str, list[str]] = field(default_factory=dict)  # table/view -> visible columns, in order
 
 
 @dataclass
@@ -140,7 +142,7 @@ class RewriteResult:
 
     @property
     def sql(self) -> str:
-        return self.expression.sql(dialect="duckdb")
+        return self.expression.sql(dialect=DIALECT)
 
 
 _SUBQ = (exp.Exists, exp.Any, exp.All, exp.Subquery, exp.Query)
@@ -294,6 +296,8 @@ class Rewriter:
         self._ids = itertools.count()
         self._aggregated: dict[int, bool] = {}  # id(rewritten SELECT) -> whether it aggregates
         self._parts: dict[int, Lineage] = {}  # id(rewritten non-aggregate SELECT) -> its lineage parts
+        self._cte_cols: dict[str, list[str] | None] = {}  # CTE name -> its visible columns, if known
+        self._scopes: list[dict[str, tuple]] = []  # per open SELECT: FROM alias -> (columns | None, traced)
 
     def _alias(self, prefix: str) -> str:
         return f"__tp_{prefix}{next(self._ids)}"
@@ -327,6 +331,7 @@ class Rewriter:
             new, kind = self.query(cte.this, ctes, trace)
         cte.set("this", new)
         ctes[name] = kind
+        self._cte_cols[name] = _column_list(new, cte.args.get("alias") or exp.TableAlias())
         self._cte_defs[name] = cte
         if recursive:
             self._recursive.add(name)
@@ -335,6 +340,13 @@ class Rewriter:
             alias.append("columns", exp.to_identifier(kind))
 
     def _select(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
+        self._scopes.append({})
+        try:
+            return self._select_scope(sel, ctes, trace, force_list)
+        finally:
+            self._scopes.pop()
+
+    def _select_scope(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
         aggs = self.catalog.aggregates
         distinct = sel.args.get("distinct")
         if trace:
@@ -345,19 +357,19 @@ class Rewriter:
         items = ([from_.this] if from_ is not None else []) + [j.this for j in sel.args.get("joins") or []]
         skip = set()
         for j in sel.args.get("joins") or []:
-            if (j.args.get("method") or "").upper() == "NATURAL":
-                raise UnsupportedSQLError("NATURAL JOIN: write the join with USING (...) so lineage is exact")
             kind = (j.args.get("kind") or "").upper()
             if kind == "ANTI":
                 skip.add(id(j.this))
-        for item in items:
-            parts = self._from_item(item, ctes, trace, exposed)
+        for item, parts in zip(
+            items, self._join_items(items, sel.args.get("joins") or [], ctes, trace, exposed)
+        ):
             if trace and parts and len(items) > 1 and self.constant is not None:
                 parts = self._one_row_marker(item, ctes) or parts
             if trace and id(item) not in skip:
                 for e, k in parts:
                     lin.add(e, k)
         self._hide_stars(sel, exposed)
+        self._row_structs(sel, exposed)
         is_agg = sel.args.get("group") is not None or any(
             _has_agg(sel.args.get(k), aggs) for k in ("having",) if sel.args.get(k) is not None
         )
@@ -427,6 +439,8 @@ class Rewriter:
         for e in sel.expressions:
             if isinstance(e, exp.Columns) or e.find(exp.Columns):
                 raise UnsupportedSQLError("COLUMNS(...) expressions: list the columns explicitly")
+            while isinstance(e, (exp.Like, exp.ILike, exp.SimilarTo, exp.Glob, exp.RegexpLike)):
+                e = e.this  # * LIKE '...' / * SIMILAR TO '...': the pattern could match a hidden column
             if isinstance(e, exp.Star):
                 star, names = e, every
             elif isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
@@ -437,6 +451,51 @@ class Rewriter:
                 have = star.args.get("except_") or []
                 star.set("except_", list(have) + [_col(n) for n in sorted(names)])
 
+    def _row_structs(self, sel: exp.Select, exposed: dict[str, set[str]]) -> None:
+        """A FROM item named as a value (``SELECT t FROM t``, ``(SELECT t)``) is its row as a STRUCT, which
+        would show the hidden column: write it as ``{'a': t.a, ...}`` (a missing outer-join row gives
+        NULL fields, as DuckDB's does), or refuse where the item's columns are not known."""
+        for col in list(sel.find_all(exp.Column)):
+            if col.table or not isinstance(col.this, exp.Identifier) or isinstance(col.parent, exp.Star):
+                continue
+            if col.find_ancestor(exp.Select) is not sel:
+                continue
+            cols = self._struct_of(col.name.lower())
+            if cols is not None:
+                pairs = ", ".join(
+                    f"{exp.Literal.string(c).sql(dialect=DIALECT)}: {col.this.sql(dialect=DIALECT)}."
+                    f"{exp.to_identifier(c, quoted=True).sql(dialect=DIALECT)}"
+                    for c in cols
+                )
+                struct = _t(f"SELECT {{{pairs}}}").expressions[0]
+                col.replace(exp.alias_(struct, col.this.copy()) if col.parent is sel else struct)
+
+    def _struct_of(self, name: str) -> list[str] | None:
+        """The columns of the traced FROM item that the bare name ``name`` refers to as a row, or None
+        if it names a column (or no traced item); raises where DuckDB's choice is not known here."""
+        unsure = False
+        for scope in reversed(self._scopes):
+            known = [c for c, _ in scope.values() if c is not None]
+            if any(name in (x.lower() for x in c) for c in known):
+                return None  # a column: DuckDB binds columns before row values
+            unsure = unsure or len(known) < len(scope)
+            if name in scope:
+                cols, traced = scope[name]
+                if not traced:
+                    return None
+                if unsure or cols is None:
+                    raise UnsupportedSQLError(
+                        f"{name} as a row value (a STRUCT of its columns): its columns are not known to the "
+                        f"rewriter; write {{'a': {name}.a, ...}} or struct_pack(a := {name}.a, ...)"
+                    )
+                return cols
+        return None
+
+    def _item(self, alias: str, cols: list[str] | None, traced: bool) -> None:
+        """Record a FROM item of the SELECT being rewritten (for row values, see ``_row_structs``)."""
+        if self._scopes:
+            self._scopes[-1][alias.lower()] = (cols, traced)
+
     # ------------------------------------------------------------------ FROM items
     def _from_item(self, item, ctes: dict, trace: bool, exposed: dict) -> list[tuple[exp.Expression, str]]:
         rule = _FROM_RULES.get(type(item))
@@ -445,48 +504,106 @@ class Rewriter:
         return rule(self, item, ctes, trace, exposed)
 
     def _table(self, t: exp.Table, ctes: dict, trace: bool, exposed: dict):
+        alias = t.args.get("alias")
         if not isinstance(t.this, exp.Identifier):  # a table function: read_csv(...), range(...)
             fname = t.this.name if isinstance(t.this, exp.Anonymous) else t.this.sql_name()
             if trace and str(fname).lower() not in _UNTRACED_OK:
-                self.untraced.add(t.this.sql(dialect="duckdb")[:80])
+                self.untraced.add(t.this.sql(dialect=DIALECT)[:80])
+            self._item(t.alias_or_name or str(fname), None, False)
             return []
         name = t.name.lower()
-        alias = t.args.get("alias")
         ref = alias.this if alias is not None and alias.this else t.this
-        if name in ctes and not t.args.get("db"):
+        cte = name in ctes and not t.args.get("db")
+        if cte:
             kind = ctes[name]
         else:
             kind = self.catalog.hidden.get(name)
             if trace:
                 (self.traced if kind else self.untraced).add(name)
+        cols = self._cte_cols.get(name) if cte else self.catalog.columns.get(name)
+        renamed = [c.name for c in alias.columns] if alias is not None and alias.columns else []
+        if cols is not None and renamed:
+            cols = renamed + cols[len(renamed) :]
+        self._item(ref.name, cols, bool(kind))
         if not kind:
             return []
         exposed[ref.name.lower()] = {kind}
-        if alias is not None and alias.columns:
-            alias.append("columns", exp.to_identifier(kind))
+        if renamed:
+            ref = self._hidden_first(t, kind).args["alias"].this
         return [(_col(kind, ref), kind)]
+
+    def _join_items(self, items: list, joins: list, ctes: dict, trace: bool, exposed: dict) -> list[list]:
+        """Rewrite the FROM items of one join tree (``items[k + 1]`` is ``joins[k]``'s right side); each
+        item's lineage parts. A NATURAL JOIN becomes ``USING (the columns both sides have)``."""
+        out, groups = [], []
+        for i, item in enumerate(items):
+            before = set(self._scopes[-1]) if self._scopes else set()
+            out.append(self._from_item(item, ctes, trace, exposed))
+            groups.append([a for a in (self._scopes[-1] if self._scopes else {}) if a not in before])
+            if i and (joins[i - 1].args.get("method") or "").upper() == "NATURAL":
+                # joins bind tighter than commas: the left side starts after the last comma
+                start = max((k for k in range(1, i) if _is_comma(joins[k - 1])), default=0)
+                self._natural(joins[i - 1], [a for g in groups[start:i] for a in g], groups[i])
+        return out
+
+    def _natural(self, join: exp.Join, left: list[str], right: list[str]) -> None:
+        """``a NATURAL JOIN b`` as ``a JOIN b USING (...)`` (NATURAL would also match the hidden columns)."""
+        scope = self._scopes[-1] if self._scopes else {}
+        sides = [[scope[a][0] for a in aliases] for aliases in (left, right)]
+        if not all(sides) or any(c is None for side in sides for c in side):
+            raise UnsupportedSQLError(
+                "NATURAL JOIN: the columns of its sides are not known to the rewriter (a table function, a "
+                "subquery with *, ...); write the join with USING (the shared columns)"
+            )
+        lcols = [c for cols in sides[0] for c in cols]
+        rnames = {c.lower() for cols in sides[1] for c in cols}
+        common = list(dict.fromkeys(c for c in lcols if c.lower() in rnames))
+        if not common:
+            raise UnsupportedSQLError("NATURAL JOIN: the two sides share no column name; write CROSS JOIN")
+        join.set("method", None)
+        join.set("using", [exp.to_identifier(c) for c in common])
+
+    def _hidden_first(self, item: exp.Expression, kind: str) -> exp.Subquery:
+        """``t AS v(a)`` renames t's first columns: the hidden column must not be one of them, wherever the
+        list ends. ``(SELECT __tp_rid, * EXCLUDE (__tp_rid) FROM t) AS v(__tp_rid, a)`` renames the rest as
+        written (the same for a derived table); the new item replaces ``item`` in the tree."""
+        alias = item.args["alias"].pop()
+        inner = _t(f"SELECT {kind}, * EXCLUDE ({kind}) FROM x")
+        body = item.copy()
+        if isinstance(body, exp.Subquery):
+            body.set("alias", exp.TableAlias(this=exp.to_identifier(self._alias("h"))))
+        inner.set("from_", exp.From(this=body))
+        alias.set("columns", [exp.to_identifier(kind), *alias.columns])
+        new = exp.Subquery(this=inner, alias=alias)
+        item.replace(new)
+        return new
 
     def _derived(self, sub: exp.Subquery, ctes: dict, trace: bool, exposed: dict):
         inner = sub.this
         if not isinstance(inner, exp.Query):  # a parenthesised join: (a JOIN b ON ...)
-            out = self._from_item(inner, ctes, trace, exposed)
-            for j in inner.args.get("joins") or []:
-                out += self._from_item(j.this, ctes, trace, exposed)
-            return out
+            joins = inner.args.get("joins") or []
+            items = [inner] + [j.this for j in joins]
+            return [p for parts in self._join_items(items, joins, ctes, trace, exposed) for p in parts]
         new, kind = self.query(inner, ctes, trace)
         sub.set("this", new)
+        alias = sub.args.get("alias")
+        if alias is not None and alias.name:
+            self._item(alias.name, _column_list(new, alias), bool(kind))
         if not kind:
             return []
-        alias = sub.args.get("alias")
-        if alias is None:
-            alias = exp.TableAlias(this=exp.to_identifier(self._alias("d")))
+        if alias is None or not alias.name:
+            alias = exp.TableAlias(
+                this=exp.to_identifier(self._alias("d")), columns=alias.columns if alias else []
+            )
             sub.set("alias", alias)
-        elif alias.columns:
-            alias.append("columns", exp.to_identifier(kind))
+        if alias.columns:
+            alias = self._hidden_first(sub, kind).args["alias"]
         exposed[alias.name.lower()] = {kind}
         return [(_col(kind, alias.this), kind)]
 
     def _no_lineage(self, item, ctes: dict, trace: bool, exposed: dict):
+        if item.alias_or_name:
+            self._item(item.alias_or_name, None, False)
         return []
 
     def _unsupported_from(self, item, ctes: dict, trace: bool, exposed: dict):
@@ -567,7 +684,7 @@ class Rewriter:
         if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier):
             cte = self._cte_defs.get(item.name.lower()) if item.name.lower() in ctes else None
             body = cte.this if cte is not None else None
-            wq = _t(f"SELECT * FROM {exp.to_identifier(item.name).sql(dialect='duckdb')}") if cte else None
+            wq = _t(f"SELECT * FROM {exp.to_identifier(item.name).sql(dialect=DIALECT)}") if cte else None
         elif isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select):
             body, wq = item.this, item.this.copy()
         else:
@@ -586,7 +703,7 @@ class Rewriter:
         if names not in self._with_sql:
             defs = [self._cte_defs[n].copy() for n in names]
             w = exp.With(expressions=defs, recursive=any(n in self._recursive for n in names))
-            self._with_sql[names] = w.sql(dialect="duckdb") + " " if defs else ""
+            self._with_sql[names] = w.sql(dialect=DIALECT) + " " if defs else ""
         return self._with_sql[names]
 
     def _simple_witness(self, wq, kind: str, mode: str, node) -> exp.Expression | None:
@@ -634,6 +751,8 @@ class Rewriter:
                 new, kind = self.query(q.args[key], ctes, True, force_list=force_list or by_name)
                 q.set(key, new)
                 kinds.append(kind)
+            if by_name:  # columns match by name: the hidden one is wherever the left side has it
+                return self._hidden_last(q), LIN
             if kinds[0] == kinds[1]:
                 return q, kinds[0]
             for key in ("this", "expression"):
@@ -660,10 +779,16 @@ class Rewriter:
         outer.set(
             "from_", exp.From(this=exp.Subquery(this=both, alias=exp.TableAlias(this=self._alias("s"))))
         )
-        for key in ("order", "limit", "offset"):
-            if q.args.get(key) is not None:
-                outer.set(key, q.args[key])
+        _move_order(q, outer)
         return outer, LIN
+
+    def _hidden_last(self, q: exp.Union) -> exp.Select:
+        """``SELECT * EXCLUDE (__tp_lin), __tp_lin FROM (q)``: a BY NAME union puts the columns only the
+        right side has after the left side's hidden column; the hidden column must come last."""
+        outer = _t(f"SELECT * EXCLUDE ({LIN}), {LIN} FROM x")
+        _move_order(q, outer)
+        outer.set("from_", exp.From(this=exp.Subquery(this=q, alias=exp.TableAlias(this=self._alias("s")))))
+        return outer
 
     def _tagged(self, q: exp.Expression, side: int, null_lineage: bool = False) -> exp.Select:
         extra = f"CAST(NULL AS BIGINT[]) AS {LIN}, " if null_lineage else ""
@@ -675,6 +800,55 @@ class Rewriter:
         new, kind = self.query(q.this, ctes, trace, force_list)
         q.set("this", new)
         return q, kind
+
+
+def _is_comma(join: exp.Join) -> bool:
+    return not any(join.args.get(k) for k in ("kind", "side", "method", "on", "using"))
+
+
+def _column_list(q: exp.Expression, alias: exp.TableAlias) -> list[str] | None:
+    """Visible output columns of a rewritten derived table under ``alias`` (None if not known here)."""
+    while isinstance(q, exp.Subquery):
+        q = q.this
+    if not isinstance(q, exp.Select) or any(e.find(exp.Star) for e in q.expressions):
+        return None
+    names = [e.alias_or_name for e in q.expressions if e.alias_or_name not in HIDDEN]
+    renamed = [c.name for c in alias.columns]
+    return renamed + names[len(renamed) :]
+
+
+def _output_names(q: exp.Expression) -> set[str] | None:
+    """Lower-case output column names of a query (every branch's, for a set operation); None if a
+    branch selects ``*`` (its names are only known to DuckDB)."""
+    while isinstance(q, exp.Subquery):
+        q = q.this
+    if isinstance(q, exp.SetOperation):
+        left, right = _output_names(q.this), _output_names(q.expression)
+        return None if left is None or right is None else left | right
+    if not isinstance(q, exp.Select) or any(e.find(exp.Star) for e in q.expressions):
+        return None
+    return {e.alias_or_name.lower() for e in q.expressions}
+
+
+def _move_order(q: exp.SetOperation, outer: exp.Select) -> None:
+    """Move a set operation's ORDER BY / LIMIT / OFFSET to the query that wraps it. DuckDB binds the
+    set operation's ORDER BY against the columns of any branch (``ORDER BY t1.x``); outside, only the
+    output columns exist, so an ORDER BY that names anything else is refused (never bound otherwise)."""
+    order = q.args.get("order")
+    if order is not None:
+        names = _output_names(q)
+        for col in order.find_all(exp.Column):
+            if col.find_ancestor(exp.Subquery, exp.Select) is not None and col.find_ancestor(exp.Select):
+                continue
+            if col.table or (names is not None and col.name.lower() not in names):
+                raise UnsupportedSQLError(
+                    f"ORDER BY {col.sql(dialect=DIALECT)} after a set operation names a column of one of its "
+                    "branches: order by the output column's name or position (ORDER BY 1)"
+                )
+    for key in ("order", "limit", "offset"):
+        if q.args.get(key) is not None:
+            outer.set(key, q.args[key])
+            q.set(key, None)
 
 
 def select_like_roots(sel: exp.Select) -> list[exp.Expression]:
@@ -778,7 +952,5 @@ def _frame_columns(
             new.append("expressions", exp.alias_(e, f"__tp_f{j}{name}"))
         q = side.copy()
         q.set("expressions", [pid.copy(), pos, exp.alias_(lin.copy(), kind)])
-        out.append(
-            (q.sql(dialect="duckdb"), f"window frame: {_over(exp.Star(), frame).sql(dialect='duckdb')}")
-        )
+        out.append((q.sql(dialect=DIALECT), f"window frame: {_over(exp.Star(), frame).sql(dialect=DIALECT)}"))
     return out

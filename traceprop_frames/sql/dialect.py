@@ -1,0 +1,56 @@
+"""sqlglot's DuckDB dialect, corrected where its round trip (parse, then generate) changes a query's answer.
+
+The rewriter parses the user's SQL and generates SQL again; everything it does not touch must come out
+meaning exactly what was written. sqlglot's DuckDB dialect loses a few things on that round trip, and each
+fix below keeps one of them (see ``tests/test_sql_compat_constructs.py``):
+
+- ``NULLS FIRST`` / ``NULLS LAST`` written by the user: sqlglot drops the one it takes for DuckDB's default,
+  but the default is a setting (``SET default_null_order``); an explicit clause is always written back.
+- ``last(x IGNORE NULLS)`` / ``first(x IGNORE NULLS)``: written back as they are (sqlglot drops IGNORE
+  NULLS from ``last`` and turns ``first`` into ``any_value``).
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
+from sqlglot.generators.duckdb import DuckDBGenerator
+from sqlglot.parsers.duckdb import DuckDBParser
+
+_NULLS = "tp_nulls"  # Ordered.meta key: "FIRST" | "LAST" when the query names the null order
+
+
+class _Parser(DuckDBParser):
+    def _parse_ordered(self, parse_method=None):
+        start = self._index
+        node = super()._parse_ordered(parse_method)
+        if node is not None:
+            words = [t.text.upper() for t in self._tokens[max(start, self._index - 2) : self._index]]
+            if len(words) == 2 and words[0] == "NULLS" and words[1] in ("FIRST", "LAST"):
+                node.meta[_NULLS] = words[1]
+        return node
+
+
+class _Generator(DuckDBGenerator):
+    IGNORE_RESPECT_NULLS_WINDOW_FUNCTIONS = (
+        *DuckDBGenerator.IGNORE_RESPECT_NULLS_WINDOW_FUNCTIONS,
+        exp.First,
+        exp.Last,
+    )
+
+    def ordered_sql(self, expression: exp.Ordered) -> str:
+        sql = super().ordered_sql(expression)
+        explicit = expression.meta.get(_NULLS)
+        if explicit is None:
+            return sql
+        return f"{sql.removesuffix(' NULLS FIRST').removesuffix(' NULLS LAST')} NULLS {explicit}"
+
+
+class TracedDuckDB(DuckDB):
+    """DuckDB, with the round-trip fixes above; pass it wherever sqlglot takes ``dialect=``/``read=``."""
+
+    Parser = _Parser
+    Generator = _Generator
+
+
+DIALECT = TracedDuckDB
