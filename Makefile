@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fresh lint bench docs faults clean
+.PHONY: demo test test-fresh lint bench docs faults sql-compat clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ test-fresh: $(STAMP)
 # SIGKILL erase / store fill / to_parquet / CREATE TABLE AS at 70 points each; exit 1 on any half-done state
 faults: $(STAMP)
 	$(BIN)/python tests/faults/harness.py --kills 70
+
+# DuckDB's own test queries (tests/sql_compat/duckdb, MIT) through tpf.connect(), each compared with plain
+# DuckDB: identical / refused / different / crash counts; exit 1 on any different answer or crash
+sql-compat: $(STAMP)
+	$(BIN)/python tests/sql_compat/replay.py -v --report sql_compat_report.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check traceprop_frames tests examples benchmarks

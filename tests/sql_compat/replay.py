@@ -56,11 +56,16 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 TIMEOUT_S = 10.0
 CLASSES = ("identical", "refused", "different", "crash", "order-dependent")
 _REWRITE_FAILED = "the lineage-carrying rewrite of this query failed"
-_QUERY_START = re.compile(
-    r"^\s*(\(|select\b|with\b|from\b|values\b|table\b|pivot\b|unpivot\b|describe\b|show\b|summarize\b|"
-    r"pragma\s+(table_info|show)\b)",
-    re.I,
-)
+_VOLATILE = re.compile(r"\b(nextval|currval|setseed|duckdb_logs\w*|current_query)\s*\(", re.I)
+
+
+def _is_query(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+    """True if DuckDB runs ``sql`` as one query (SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE ...)."""
+    try:
+        kinds = [s.type for s in con.extract_statements(sql)]
+    except Exception:
+        return bool(re.match(r"^\s*(\(|select\b|with\b|from\b|values\b)", sql, re.I))
+    return kinds == [duckdb.StatementType.SELECT]
 
 
 def _norm(v):
@@ -123,8 +128,8 @@ def _plain_answer(con: duckdb.DuckDBPyConnection, sql: str) -> tuple:
         rel = con.sql(sql)
         if rel is None:
             return None
-        table = rel.to_arrow_table()
-        return (list(table.column_names), _rows(con.from_arrow(table).df()))
+        df = con.from_arrow(rel.to_arrow_table()).df()  # the names pandas gets (duplicates made unique)
+        return (list(df.columns), _rows(df))
 
     return _with_timeout(con, run)
 
@@ -301,12 +306,17 @@ def replay_file(path: Path, rel: str) -> dict:
                 if slt.unresolved(sql):
                     out["counts"]["skip:unresolved ${variable}"] += rec.kind == "query"
                     continue
-                if rec.kind == "statement" and (rec.expect_error or not _QUERY_START.match(sql)):
+                is_query = _is_query(rp.plain, sql)
+                if rec.kind == "statement" and (rec.expect_error or not is_query):
                     rp.statement(sql)
                     continue
-                if not _QUERY_START.match(sql):  # INSERT ... RETURNING, EXPLAIN, ...: state only
+                if not is_query:  # INSERT ... RETURNING, EXPLAIN, PRAGMA ...: state only
                     rp.statement(sql)
-                    out["counts"]["skip:not a query (EXPLAIN, RETURNING ...)"] += 1
+                    out["counts"]["skip:not a query (EXPLAIN, RETURNING, PRAGMA ...)"] += 1
+                    continue
+                if _VOLATILE.search(sql):
+                    rp.statement(sql)
+                    out["counts"]["skip:reads or advances state (nextval, currval, setseed, logs)"] += 1
                     continue
                 cls, detail = rp.query(sql, rec.sort)
                 out["counts"][cls] += 1

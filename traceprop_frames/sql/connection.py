@@ -246,19 +246,33 @@ class TracedConnection:
     # ------------------------------------------------------------------ statements
     def _parse(self, query: str) -> list[exp.Expression]:
         try:
-            stmts = [s for s in sqlglot.parse(query, read=DIALECT) if s is not None]
+            stmts = [
+                s
+                for s in sqlglot.parse(query, read=DIALECT)
+                if s is not None and not isinstance(s, exp.Semicolon)
+            ]
         except sqlglot.errors.SqlglotError as e:
             self.raw.extract_statements(query)  # DuckDB's own syntax error, unchanged
             raise UnsupportedSQLError(f"the SQL rewriter (sqlglot) cannot parse this statement: {e}") from e
         for s in stmts:
-            if isinstance(s, exp.Command):  # sqlglot kept the text unparsed: a query would lose its lineage
-                kinds = [st.type for st in self.raw.extract_statements(s.sql(dialect=DIALECT))]
-                if duckdb.StatementType.SELECT in kinds:
-                    raise UnsupportedSQLError(
-                        "the SQL rewriter (sqlglot) cannot parse this query, so its rows cannot be traced: "
-                        f"{s.sql(dialect=DIALECT)[:120]!r}; rewrite it in standard SQL or run it on con.raw"
-                    )
+            if isinstance(s, (exp.Command, exp.Describe, exp.Show, exp.Summarize)):
+                self._refuse_unparsed_query(s)
         return stmts
+
+    def _refuse_unparsed_query(self, stmt: exp.Expression) -> None:
+        """A statement DuckDB runs as a query but sqlglot does not see as one (kept as text, DESCRIBE,
+        SHOW, SUMMARIZE): its answer would either lose its lineage or list the hidden columns."""
+        text = stmt.sql(dialect=DIALECT)
+        try:
+            kinds = [st.type for st in self.raw.extract_statements(text)]
+        except duckdb.Error:
+            return  # DuckDB's own error comes when the statement runs
+        if duckdb.StatementType.SELECT in kinds:
+            raise UnsupportedSQLError(
+                f"the SQL rewriter (sqlglot) cannot carry lineage through this query: {text[:120]!r}; "
+                "write it as a plain SELECT, or run it on con.raw (which also shows the hidden lineage "
+                f"columns {RID} / {LIN})"
+            )
 
     def rewrite(self, query: str) -> str:
         """The lineage-carrying SQL that :meth:`sql` runs for ``query`` (statements joined by ``;``)."""

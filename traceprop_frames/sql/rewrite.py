@@ -63,6 +63,13 @@ LIN = "__tp_lin"  # BIGINT[]: a set of global row ids
 HIDDEN = (RID, LIN)
 _SIDE = "__tp_side"
 _UNTRACED_OK = {"range", "generate_series", "unnest", "values"}
+# catalog table functions / views that list columns: the hidden ones are filtered out (name column)
+_COLUMN_LISTS = {
+    "pragma_table_info": "name",
+    "pragma_storage_info": "column_name",
+    "duckdb_columns": "column_name",
+    "columns": "column_name",  # information_schema.columns
+}
 
 
 def _t(sql: str) -> exp.Expression:
@@ -337,7 +344,27 @@ class Rewriter:
             self._recursive.add(name)
         alias = cte.args.get("alias")
         if kind and alias is not None and alias.columns:
-            alias.append("columns", exp.to_identifier(kind))
+            self._cte_hidden_column(cte, kind, recursive)
+
+    def _cte_hidden_column(self, cte: exp.CTE, kind: str, recursive: bool) -> None:
+        """``WITH c(a) AS (...)`` renames the body's first columns; the hidden column keeps its name."""
+        alias = cte.args["alias"]
+        if not recursive:
+            inner = _t(f"SELECT {kind}, * EXCLUDE ({kind}) FROM x")
+            inner.set("from_", exp.From(this=exp.Subquery(this=cte.this, alias=self._alias("h"))))
+            cte.set("this", inner)
+            alias.set("columns", [exp.to_identifier(kind), *alias.columns])
+            return
+        anchor = cte.this
+        while isinstance(anchor, (exp.SetOperation, exp.Subquery)):
+            anchor = anchor.this
+        names = _column_list(anchor, exp.TableAlias())
+        if names is None or len(names) != len(alias.columns):
+            raise UnsupportedSQLError(
+                f"WITH RECURSIVE {cte.alias}({', '.join(c.name for c in alias.columns)}): name every column "
+                "of the CTE in its column list (or none)"
+            )
+        alias.append("columns", exp.to_identifier(kind))
 
     def _select(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
         self._scopes.append({})
@@ -505,6 +532,9 @@ class Rewriter:
 
     def _table(self, t: exp.Table, ctes: dict, trace: bool, exposed: dict):
         alias = t.args.get("alias")
+        if _lists_columns(t):
+            self._hide_column_rows(t)
+            return []
         if not isinstance(t.this, exp.Identifier):  # a table function: read_csv(...), range(...)
             fname = t.this.name if isinstance(t.this, exp.Anonymous) else t.this.sql_name()
             if trace and str(fname).lower() not in _UNTRACED_OK:
@@ -531,6 +561,18 @@ class Rewriter:
         if renamed:
             ref = self._hidden_first(t, kind).args["alias"].this
         return [(_col(kind, ref), kind)]
+
+    def _hide_column_rows(self, t: exp.Table) -> None:
+        """``pragma_table_info('t')`` and the like, without the rows of the hidden columns."""
+        fname = _table_function_name(t)
+        alias = t.args.get("alias")
+        body = t.copy()
+        body.set("alias", None)
+        inner = _t(f"SELECT * FROM x WHERE {_COLUMN_LISTS[fname]} NOT IN ('{RID}', '{LIN}')")
+        inner.set("from_", exp.From(this=body))
+        alias = alias.pop() if alias is not None else exp.TableAlias(this=exp.to_identifier(t.name or fname))
+        t.replace(exp.Subquery(this=inner, alias=alias))
+        self._item(alias.name, None, False)
 
     def _join_items(self, items: list, joins: list, ctes: dict, trace: bool, exposed: dict) -> list[list]:
         """Rewrite the FROM items of one join tree (``items[k + 1]`` is ``joins[k]``'s right side); each
@@ -802,6 +844,23 @@ class Rewriter:
         return q, kind
 
 
+def _table_function_name(t: exp.Table) -> str:
+    if isinstance(t.this, exp.Identifier):
+        return t.name.lower()
+    return str(t.this.name if isinstance(t.this, exp.Anonymous) else t.this.sql_name()).lower()
+
+
+def _lists_columns(t: exp.Table) -> bool:
+    name = _table_function_name(t)
+    if name == "columns":
+        return (
+            isinstance(t.this, exp.Identifier)
+            and t.args.get("db") is not None
+            and t.db.lower() == ("information_schema")
+        )
+    return name in _COLUMN_LISTS and (not isinstance(t.this, exp.Identifier) or name == "duckdb_columns")
+
+
 def _is_comma(join: exp.Join) -> bool:
     return not any(join.args.get(k) for k in ("kind", "side", "method", "on", "using"))
 
@@ -818,12 +877,15 @@ def _column_list(q: exp.Expression, alias: exp.TableAlias) -> list[str] | None:
 
 
 def _output_names(q: exp.Expression) -> set[str] | None:
-    """Lower-case output column names of a query (every branch's, for a set operation); None if a
-    branch selects ``*`` (its names are only known to DuckDB)."""
+    """Lower-case output column names of a query (a set operation's left side, or every side's BY NAME);
+    None if a side selects ``*`` (its names are only known to DuckDB)."""
     while isinstance(q, exp.Subquery):
         q = q.this
     if isinstance(q, exp.SetOperation):
-        left, right = _output_names(q.this), _output_names(q.expression)
+        left = _output_names(q.this)
+        if not q.args.get("by_name"):
+            return left  # columns are named by the left side
+        right = _output_names(q.expression)
         return None if left is None or right is None else left | right
     if not isinstance(q, exp.Select) or any(e.find(exp.Star) for e in q.expressions):
         return None
