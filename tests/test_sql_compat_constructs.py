@@ -62,6 +62,14 @@ SAME = [
     "SELECT * FROM t1, n NATURAL JOIN k",
     "SELECT * FROM (n NATURAL JOIN k) NATURAL JOIN n AS n2",
     "WITH c AS (SELECT i, 'q' AS w FROM n) SELECT * FROM k NATURAL JOIN c",
+    # an ANTI JOIN's right side: no columns under *, no witnesses from its condition
+    "SELECT * FROM n ANTI JOIN k ON n.i = k.i",
+    "SELECT * FROM n ANTI JOIN k ON EXISTS (SELECT 1 WHERE n.i = k.i AND k.w <> 'z')",
+    # IN a list of NULL; a comment after the last statement
+    "SELECT i IN (SELECT NULL) AS b FROM n",
+    "SELECT i FROM n WHERE j > 10; -- a trailing comment",
+    # parenthesised joins of VALUES
+    "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
 ]
 
 REFUSED = [
@@ -70,6 +78,12 @@ REFUSED = [
     ("(SELECT x FROM t1 UNION ALL SELECT y FROM t1) UNION ALL BY NAME SELECT 5 ORDER BY y", "ORDER BY"),
     ("SELECT * FROM n NATURAL JOIN range(3) r(i)", "USING"),
     ("SELECT * FROM n NATURAL JOIN t1", "CROSS JOIN"),
+    ("SELECT DISTINCT i % 2 FROM n ORDER BY i", "DISTINCT"),
+    ("SELECT (SELECT sum(n2.i) + sum(n.i) FROM n n2) FROM n", "outer query"),
+    ("SELECT avg(i) EXPORT_STATE FROM n", "EXPORT_STATE"),
+    ("DESCRIBE n", "con.raw"),
+    ("SUMMARIZE n", "con.raw"),
+    ("WITH c(a) AS (SELECT i, j FROM n) SELECT a FROM c NATURAL JOIN range(3) r(a)", "USING"),
 ]
 
 

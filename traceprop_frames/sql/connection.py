@@ -324,7 +324,7 @@ class TracedConnection:
                     value_type = str(types[0]) if value is not None else None
                 except duckdb.Error:
                     value_type = ""
-                if value_type == "" or len(consts) >= MAX_WITNESSES:
+                if value_type in ("", '"NULL"') or len(consts) >= MAX_WITNESSES:
                     bound[sql] = None
                 else:
                     bound[sql] = (len(consts), value_type)

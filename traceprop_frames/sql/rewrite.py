@@ -395,8 +395,12 @@ class Rewriter:
             if trace and id(item) not in skip:
                 for e, k in parts:
                     lin.add(e, k)
+        for item in items:  # an ANTI JOIN's right side has no columns in the output
+            if id(item) in skip:
+                exposed.pop(item.alias_or_name.lower(), None)
         self._hide_stars(sel, exposed)
         self._row_structs(sel, exposed)
+        self._outer_aggregates(sel)
         is_agg = sel.args.get("group") is not None or any(
             _has_agg(sel.args.get(k), aggs) for k in ("having",) if sel.args.get(k) is not None
         )
@@ -413,6 +417,7 @@ class Rewriter:
             elif any(e.find(exp.Window) for e in sel.expressions):
                 raise UnsupportedSQLError("SELECT DISTINCT with window functions")
             else:
+                _distinct_order_check(sel)
                 sel.set("distinct", None)
                 sel.set("group", exp.Group(all=True))
                 is_agg = True
@@ -497,6 +502,26 @@ class Rewriter:
                 struct = _t(f"SELECT {{{pairs}}}").expressions[0]
                 col.replace(exp.alias_(struct, col.this.copy()) if col.parent is sel else struct)
 
+    def _outer_aggregates(self, sel: exp.Select) -> None:
+        """``(SELECT sum(o.x) FROM t)`` with ``o`` a FROM item of an outer query aggregates the outer query
+        (DuckDB binds it there), which the outer rewrite does not know: refused."""
+        if len(self._scopes) < 2:
+            return
+        own = set(self._scopes[-1])
+        outer = set().union(*self._scopes[:-1])
+        for node in sel.find_all(exp.AggFunc, exp.Anonymous):
+            if not _is_agg(node, self.catalog.aggregates) or isinstance(node.parent, exp.Window):
+                continue
+            if node.find_ancestor(exp.Select) is not sel:
+                continue
+            cols = list(node.find_all(exp.Column))
+            tables = {c.table.lower() for c in cols}
+            if cols and "" not in tables and not tables & own and tables <= outer:
+                raise UnsupportedSQLError(
+                    f"{node.sql(dialect=DIALECT)[:60]} inside a subquery aggregates the outer query's rows: "
+                    "compute it in the outer query (or a CTE) and refer to the result"
+                )
+
     def _struct_of(self, name: str) -> list[str] | None:
         """The columns of the traced FROM item that the bare name ``name`` refers to as a row, or None
         if it names a column (or no traced item); raises where DuckDB's choice is not known here."""
@@ -536,8 +561,8 @@ class Rewriter:
             self._hide_column_rows(t)
             return []
         if not isinstance(t.this, exp.Identifier):  # a table function: read_csv(...), range(...)
-            fname = t.this.name if isinstance(t.this, exp.Anonymous) else t.this.sql_name()
-            if trace and str(fname).lower() not in _UNTRACED_OK:
+            fname = _table_function_name(t)
+            if trace and fname not in _UNTRACED_OK:
                 self.untraced.add(t.this.sql(dialect=DIALECT)[:80])
             self._item(t.alias_or_name or str(fname), None, False)
             return []
@@ -655,7 +680,14 @@ class Rewriter:
     def _subqueries(self, sel: exp.Select, ctes: dict, trace: bool, lin: Lineage, is_agg: bool):
         """Hide stars inside every subquery of this scope; add witness lineage; return group-level parts."""
         aggs = self.catalog.aggregates
-        where_like = [sel.args.get("where")] + [j.args.get("on") for j in sel.args.get("joins") or []]
+        joins = sel.args.get("joins") or []
+        anti = [j.args.get("on") for j in joins if (j.args.get("kind") or "").upper() == "ANTI"]
+        where_like = [sel.args.get("where")] + [
+            j.args.get("on") for j in joins if (j.args.get("kind") or "").upper() != "ANTI"
+        ]
+        for root in anti:  # an ANTI JOIN's condition held for no row: nothing witnesses it (as NOT EXISTS)
+            for node, neg, _ in list(_scope_walk(root, aggs=aggs)) if root is not None else []:
+                self._subquery(node, neg, ctes, trace=False)
         select_like = list(sel.expressions) + [sel.args.get("having"), sel.args.get("qualify")]
         for key in ("group", "order"):
             node = sel.args.get(key)
@@ -847,7 +879,9 @@ class Rewriter:
 def _table_function_name(t: exp.Table) -> str:
     if isinstance(t.this, exp.Identifier):
         return t.name.lower()
-    return str(t.this.name if isinstance(t.this, exp.Anonymous) else t.this.sql_name()).lower()
+    if isinstance(t.this, exp.Anonymous):
+        return t.this.name.lower()
+    return t.this.sql_name().lower() if isinstance(t.this, exp.Func) else type(t.this).__name__.lower()
 
 
 def _lists_columns(t: exp.Table) -> bool:
@@ -859,6 +893,27 @@ def _lists_columns(t: exp.Table) -> bool:
             and t.db.lower() == ("information_schema")
         )
     return name in _COLUMN_LISTS and (not isinstance(t.this, exp.Identifier) or name == "duckdb_columns")
+
+
+def _distinct_order_check(sel: exp.Select) -> None:
+    """SELECT DISTINCT becomes GROUP BY ALL; an ORDER BY on anything but an output column would not bind."""
+    order = sel.args.get("order")
+    if order is None or any(e.find(exp.Star) for e in sel.expressions):
+        return
+    names = {e.alias_or_name.lower() for e in sel.expressions}
+    exprs = {(e.this if isinstance(e, exp.Alias) else e).sql(dialect=DIALECT) for e in sel.expressions}
+    for o in order.expressions:
+        key = o.this
+        if isinstance(key, exp.Literal) or key.sql(dialect=DIALECT) in exprs:
+            continue
+        if isinstance(key, exp.Column) and not key.table and key.name.lower() in names:
+            continue
+        if isinstance(key, exp.Var) and key.name.upper() == "ALL":
+            continue
+        raise UnsupportedSQLError(
+            f"SELECT DISTINCT ... ORDER BY {key.sql(dialect=DIALECT)}: order by a column of the SELECT list "
+            "(add it there, or use DISTINCT ON)"
+        )
 
 
 def _is_comma(join: exp.Join) -> bool:
@@ -975,6 +1030,7 @@ def rewrite_query(
     the caller resolves after the query into a shared set (so the rows a scalar subquery or an IN list
     read are stored once, never copied into every row). ``with_`` is the SQL of the CTEs it may use.
     """  # fmt: skip
+    _refuse_export_state(q)
     rw = Rewriter(catalog, constant)
     q = q.copy() if copy else q
     rw.top = q if split and trace and constant is not None else None
@@ -992,6 +1048,16 @@ def rewrite_query(
         out.frames = _frame_columns(new, side, rw.top_frames, kind)
         out.n_hidden += 3 * len(out.frames)
     return out
+
+
+def _refuse_export_state(q: exp.Expression) -> None:
+    """sqlglot reads ``agg(x) EXPORT_STATE`` as a column alias: the answer would be the aggregate's value."""
+    for a in q.find_all(exp.Alias):
+        ident = a.args.get("alias")
+        if isinstance(ident, exp.Identifier) and not ident.quoted and ident.name.upper() == "EXPORT_STATE":
+            raise UnsupportedSQLError(
+                "EXPORT_STATE (aggregate states) is not understood by the SQL rewriter; run it on con.raw"
+            )
 
 
 def _frame_columns(
