@@ -68,6 +68,14 @@ SAME = [
     # IN a list of NULL; a comment after the last statement
     "SELECT i IN (SELECT NULL) AS b FROM n",
     "SELECT i FROM n WHERE j > 10; -- a trailing comment",
+    # tuples IN a subquery; subqueries in LIMIT; slices; reduce's argument order; names with hidden stars
+    "SELECT (i, j) IN (SELECT i, j FROM n WHERE i > 2) AS b FROM n",
+    "SELECT row(i, 1) IN (SELECT i, 1 FROM n WHERE i < 3) AS b FROM n",
+    "SELECT i FROM n ORDER BY i LIMIT (SELECT count(*) - 2 FROM k)",
+    "SELECT [i, i + 1, i + 2][:j // 10] AS l FROM n",
+    "SELECT reduce([i, 2, 3], lambda x, y: x * y, 10) AS r FROM n",
+    "SELECT 2 > ANY (SELECT * EXCLUDE (j, s) FROM n)",
+    "SELECT i = ANY (SELECT * EXCLUDE (w) FROM k), i FROM n",
     # parenthesised joins of VALUES
     "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
 ]

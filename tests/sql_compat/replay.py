@@ -295,6 +295,13 @@ def _changes_tables(sql: str) -> bool:
 
 def replay_file(path: Path, rel: str) -> dict:
     """Replay one file; returns its counts and the details of every query not identical."""
+    t0 = time.perf_counter()
+    out = _replay(path, rel)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _replay(path: Path, rel: str) -> dict:
     tf = slt.parse(path, rel)
     out = {"file": rel, "counts": Counter(), "details": [], "skip_file": tf.skip_file}
     out["counts"].update({f"skip:{k}": v for k, v in tf.skipped.items()})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 
 import duckdb
 import numpy as np
@@ -37,6 +38,20 @@ from traceprop_frames.sql.shared import (
 from traceprop_frames.sql.sources import SourceMap
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+_EXCLUDE = re.compile(r" EXCLUDE \(([^()]*)\)")
+
+
+def _without_hidden(name: str) -> str:
+    """A column name DuckDB derived from SQL with hidden stars, as from the user's SQL:
+    ``EXCLUDE (__tp_rid, s)`` -> ``EXCLUDE (s)``, ``EXCLUDE (__tp_rid)`` -> nothing."""
+
+    def keep(m: re.Match) -> str:
+        items = [x for x in m.group(1).split(", ") if x.strip('"') not in (RID, LIN)]
+        return f" EXCLUDE ({', '.join(items)})" if items else ""
+
+    return _EXCLUDE.sub(keep, name)
+
+
 _AGGREGATES: frozenset[str] | None = None
 # read_csv options that change which file records become rows: row numbers could not be trusted
 _CSV_REJECT = {"skip", "ignore_errors", "comment", "store_rejects", "rejects_table", "rejects_scan"}
@@ -414,16 +429,31 @@ class TracedConnection:
             return None
         n_data = table.num_columns - rw.n_hidden
         if not simple_names:  # column names exactly as DuckDB names them for the original (binds only)
-            try:
-                names = self.raw.sql(text).columns
-            except duckdb.Error:
-                names = None
-            if names is not None and len(names) == n_data:
+            names = self._original_names(text, n_data)
+            if names is not None:
                 table = table.rename_columns([*names, *table.column_names[n_data:]])
         sides = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.constants]
         blocks = witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
         frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         return _frame(self.raw, table, n_data, node, self._sources, blocks, frames)
+
+    def _original_names(self, text: str, n_data: int) -> list[str] | None:
+        """The result's column names as DuckDB gives them to ``text`` (binding only). Where the text does
+        not bind alone (``ANY (SELECT * ...)`` also sees the hidden columns), the names of its copy with
+        stars hidden, without the ``EXCLUDE`` that hides them."""
+        try:
+            names = self.raw.sql(text).columns
+        except duckdb.Error:
+            names = None
+        if names is not None and len(names) == n_data:
+            return names
+        try:
+            stmt = self._parse(text)[0]
+            names = self.raw.sql(rewrite_query(stmt, self._catalog(), trace=False).sql).columns
+        except (duckdb.Error, UnsupportedSQLError):
+            return None
+        names = [_without_hidden(n) for n in names]
+        return names if len(names) == n_data else None
 
     def _node(self, table: str) -> OpNode:
         """The op behind a traced table (a table from an earlier session gets a placeholder op)."""

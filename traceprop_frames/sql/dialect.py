@@ -8,6 +8,8 @@ fix below keeps one of them (see ``tests/test_sql_compat_constructs.py``):
   but the default is a setting (``SET default_null_order``); an explicit clause is always written back.
 - ``last(x IGNORE NULLS)`` / ``first(x IGNORE NULLS)``: written back as they are (sqlglot drops IGNORE
   NULLS from ``last`` and turns ``first`` into ``any_value``).
+- ``arr[:x]`` stays a slice (sqlglot read ``:x`` as a named parameter, ``arr[$x]``).
+- ``reduce(list, lambda, initial)`` keeps its argument order (sqlglot swapped lambda and initial value).
 """
 
 from __future__ import annotations
@@ -16,11 +18,28 @@ from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.generators.duckdb import DuckDBGenerator
 from sqlglot.parsers.duckdb import DuckDBParser
+from sqlglot.tokens import TokenType
 
 _NULLS = "tp_nulls"  # Ordered.meta key: "FIRST" | "LAST" when the query names the null order
 
 
+def _reduce(args: list) -> exp.Expression:
+    """DuckDB's ``reduce(list, lambda[, initial])`` (sqlglot reads the lambda as the initial value)."""
+    if len(args) != 3:
+        return exp.Anonymous(this="list_reduce", expressions=args)
+    return exp.Reduce(this=args[0], merge=args[1], initial=args[2])
+
+
 class _Parser(DuckDBParser):
+    # ``arr[:x]`` is a slice; DuckDB has no ``:name`` parameters (sqlglot read ``:x`` as one)
+    PLACEHOLDER_PARSERS = {k: v for k, v in DuckDBParser.PLACEHOLDER_PARSERS.items() if k != TokenType.COLON}
+    FUNCTIONS = {
+        **DuckDBParser.FUNCTIONS,
+        "REDUCE": _reduce,
+        "LIST_REDUCE": _reduce,
+        "ARRAY_REDUCE": _reduce,
+    }
+
     def _parse_ordered(self, parse_method=None):
         start = self._index
         node = super()._parse_ordered(parse_method)

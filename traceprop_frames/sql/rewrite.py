@@ -685,7 +685,9 @@ class Rewriter:
         where_like = [sel.args.get("where")] + [
             j.args.get("on") for j in joins if (j.args.get("kind") or "").upper() != "ANTI"
         ]
-        for root in anti:  # an ANTI JOIN's condition held for no row: nothing witnesses it (as NOT EXISTS)
+        # an ANTI JOIN's condition held for no row: nothing witnesses it (as NOT EXISTS); a LIMIT / OFFSET
+        # subquery only bounds how many rows are kept: like NOT EXISTS, its tables count as kept whole
+        for root in [*anti, sel.args.get("limit"), sel.args.get("offset")]:
             for node, neg, _ in list(_scope_walk(root, aggs=aggs)) if root is not None else []:
                 self._subquery(node, neg, ctes, trace=False)
         select_like = list(sel.expressions) + [sel.args.get("having"), sel.args.get("qualify")]
@@ -719,6 +721,8 @@ class Rewriter:
         """Rewrite one subquery in place (stars hidden); return its witness expression or None."""
         if isinstance(node, exp.In):
             q, mode = node.args["query"], "in"
+            if isinstance(node.this, exp.Anonymous) and node.this.name.lower() == "row":
+                node.set("this", exp.Tuple(expressions=node.this.expressions))  # row(a, b) is (a, b)
         elif isinstance(node, (exp.Exists, exp.Any, exp.All)):
             q, mode = node.this, ("exists" if isinstance(node, exp.Exists) else "all")
         else:
@@ -733,6 +737,8 @@ class Rewriter:
         if witness_q is None:
             return None
         wq, kind = self.query(witness_q, ctes, trace=True)
+        if _reads_nothing(wq):  # no traced table inside: no witness rows to name
+            return None
         if self.constant is not None:
             marker = self.constant(wq, kind, node.this if mode == "in" else None, self._with(ctes))
             if marker is not None:
@@ -742,9 +748,13 @@ class Rewriter:
             return simple, False
         alias = self._alias("w")
         agg = f"list({alias}.{RID})" if kind == RID else f"flatten(list({alias}.{LIN}))"
-        if mode == "in":
-            w = _t(f"(SELECT {agg} FROM x AS {alias}(__tp_v, {kind}) WHERE {alias}.__tp_v = y)")
-            w.this.find(exp.EQ).set("expression", node.this.copy())
+        if mode == "in":  # (a, b) IN (SELECT x, y ...): one column per element of the tuple
+            values = node.this.expressions if isinstance(node.this, exp.Tuple) else [node.this]
+            names = [f"__tp_v{i}" for i in range(len(values))]
+            cond = " AND ".join(f"{alias}.{n} = y" for n in names)
+            w = _t(f"(SELECT {agg} FROM x AS {alias}({', '.join(names)}, {kind}) WHERE {cond})")
+            for eq, v in zip(w.this.find_all(exp.EQ), values):
+                eq.set("expression", v.copy())
         else:
             w = _t(f"(SELECT {agg} FROM x AS {alias})")
         w.this.args["from_"].this.replace(
@@ -914,6 +924,14 @@ def _distinct_order_check(sel: exp.Select) -> None:
             f"SELECT DISTINCT ... ORDER BY {key.sql(dialect=DIALECT)}: order by a column of the SELECT list "
             "(add it there, or use DISTINCT ON)"
         )
+
+
+def _reads_nothing(q: exp.Expression) -> bool:
+    """True for a rewritten SELECT whose lineage is the constant NULL list (it reads no traced table)."""
+    if not isinstance(q, exp.Select) or not q.expressions:
+        return False
+    last = q.expressions[-1]
+    return (last.this if isinstance(last, exp.Alias) else last) == _null_list()
 
 
 def _is_comma(join: exp.Join) -> bool:
