@@ -60,6 +60,8 @@ SAME = [
     "SELECT * FROM n NATURAL LEFT JOIN k",
     "SELECT * FROM k NATURAL FULL JOIN (SELECT i, j FROM n) s",
     "SELECT * FROM t1, n NATURAL JOIN k",
+    "SELECT * FROM n NATURAL JOIN range(3) r(i)",
+    "WITH c(a) AS (SELECT i, j FROM n) SELECT * FROM c NATURAL JOIN range(3) r(a)",
     "SELECT * FROM (n NATURAL JOIN k) NATURAL JOIN n AS n2",
     "WITH c AS (SELECT i, 'q' AS w FROM n) SELECT * FROM k NATURAL JOIN c",
     # an ANTI JOIN's right side: no columns under *, no witnesses from its condition
@@ -76,6 +78,13 @@ SAME = [
     "SELECT reduce([i, 2, 3], lambda x, y: x * y, 10) AS r FROM n",
     "SELECT 2 > ANY (SELECT * EXCLUDE (j, s) FROM n)",
     "SELECT i = ANY (SELECT * EXCLUDE (w) FROM k), i FROM n",
+    # unnamed subqueries, aliased parenthesised joins, nested EXISTS in an outer join's condition
+    "SELECT unnamed_subquery.a, unnamed_subquery2.i FROM (SELECT 42 a), (SELECT i FROM n)",
+    "SELECT l.i, l.w FROM (n JOIN k USING (i)) l WHERE l.i > 1",
+    "SELECT n.i, k.w FROM n LEFT JOIN k ON EXISTS (SELECT 1 FROM t1 WHERE EXISTS (SELECT 1 WHERE EXISTS ("
+    "SELECT 1 FROM t2 WHERE t2.y = t1.x + 1 AND n.i = k.i AND t2.z > t1.y)))",
+    # a named window ordered by a SELECT alias
+    "SELECT i, i % 3 AS g, lead(i) OVER w AS a, sum(i) OVER w AS b FROM n WINDOW w AS (ORDER BY g, i) ORDER BY i",
     # parenthesised joins of VALUES
     "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
 ]
@@ -84,14 +93,14 @@ REFUSED = [
     # DuckDB binds a set operation's ORDER BY against any branch's columns; outside, that is not known
     ("SELECT x FROM t1 UNION SELECT y FROM t2 ORDER BY t2.y", "ORDER BY"),
     ("(SELECT x FROM t1 UNION ALL SELECT y FROM t1) UNION ALL BY NAME SELECT 5 ORDER BY y", "ORDER BY"),
-    ("SELECT * FROM n NATURAL JOIN range(3) r(i)", "USING"),
+    ("SELECT * FROM n NATURAL JOIN (SELECT * FROM k) s", "USING"),
     ("SELECT * FROM n NATURAL JOIN t1", "CROSS JOIN"),
     ("SELECT DISTINCT i % 2 FROM n ORDER BY i", "DISTINCT"),
     ("SELECT (SELECT sum(n2.i) + sum(n.i) FROM n n2) FROM n", "outer query"),
     ("SELECT avg(i) EXPORT_STATE FROM n", "EXPORT_STATE"),
+    ("SELECT n.i, __mark_join_marker FROM n JOIN BY (TYPE mark) k ON (n.i = k.i)", "EXISTS"),
     ("DESCRIBE n", "con.raw"),
     ("SUMMARIZE n", "con.raw"),
-    ("WITH c(a) AS (SELECT i, j FROM n) SELECT a FROM c NATURAL JOIN range(3) r(a)", "USING"),
 ]
 
 

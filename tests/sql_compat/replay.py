@@ -228,6 +228,7 @@ class Replay:
             return True
         if _changes_tables(sql):
             return True
+        self.sync()  # a macro or view may read the tables
         for c in (self.shuffled, self.traced.raw):
             _try(c, sql)
         return True

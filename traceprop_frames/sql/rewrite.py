@@ -84,7 +84,14 @@ def _col(name: str, table: str | exp.Identifier | None = None) -> exp.Column:
 
 
 def _fn(name: str, *args: exp.Expression) -> exp.Expression:
-    return exp.Anonymous(this=name, expressions=list(args))
+    # a subquery as the only argument would be printed without its parentheses: list(SELECT ...)
+    args = [exp.Paren(this=a) if isinstance(a, exp.Subquery) else a for a in args]
+    return exp.Anonymous(this=name, expressions=args)
+
+
+def _named(expr: exp.Expression, name: str) -> exp.Alias:
+    """``expr AS name`` (``exp.alias_`` would give a subquery a table alias instead)."""
+    return exp.Alias(this=expr, alias=exp.to_identifier(name))
 
 
 def _null_list() -> exp.Expression:
@@ -197,9 +204,9 @@ _VALUE = {"first_value", "last_value", "nth_value", "any_value"}  # read their f
 _OFFSET = {"lag": "PRECEDING", "lead": "FOLLOWING"}
 
 
-def _frame_lineage(win: exp.Window, row_list: exp.Expression, named: dict, aggs) -> exp.Expression:
+def _frame_lineage(frame: tuple, row_list: exp.Expression) -> exp.Expression:
     """``flatten(list(row_list) OVER (frame))``: the lineage of every row the window value read."""
-    return _fn("flatten", _over(_fn("list", row_list.copy()), _frame_of(win, named, aggs)))
+    return _fn("flatten", _over(_fn("list", row_list.copy()), frame))
 
 
 def _over(fn: exp.Expression, frame: tuple, spec=None) -> exp.Window:
@@ -385,6 +392,10 @@ class Rewriter:
         skip = set()
         for j in sel.args.get("joins") or []:
             kind = (j.args.get("kind") or "").upper()
+            if kind == "MARK":
+                raise UnsupportedSQLError(
+                    "JOIN BY (TYPE mark): write the condition as EXISTS (...) or IN (...)"
+                )
             if kind == "ANTI":
                 skip.add(id(j.this))
         for item, parts in zip(
@@ -423,27 +434,53 @@ class Rewriter:
                 is_agg = True
         named = {w.name.lower(): w for w in sel.args.get("windows") or []}
         windows = [w for root in select_like_roots(sel) for w in _windows_in(root)]
+        frames = [self._unalias(_frame_of(w, named, aggs), sel) for w in windows]
         if is_agg:
             base = lin.aggregated(group_extra)
-            frames = [_frame_lineage(w, base, named, aggs) for w in windows]
-            expr, kind = lin.aggregated(group_extra + frames), LIN
+            reads = [_frame_lineage(f, base) for f in frames]
+            expr, kind = lin.aggregated(group_extra + reads), LIN
         else:
             if windows and sel is self.top and distinct is None:  # frames as shared sets, after the query
-                self.top_frames = [_frame_of(w, named, aggs) for w in windows]
+                self.top_frames = frames
             elif windows:
                 base = _as_list(*lin.row())
-                for w in windows:
-                    lin.add(_frame_lineage(w, base, named, aggs), LIN)
+                for f in frames:
+                    lin.add(_frame_lineage(f, base), LIN)
             expr, kind = lin.row()
         if force_list or wrap_distinct:
             expr, kind = _as_list(expr, kind), LIN
-        sel.append("expressions", exp.alias_(expr, kind))
+        sel.append("expressions", _named(expr, kind))
         self._aggregated[id(sel)] = is_agg
         if not is_agg:
             self._parts[id(sel)] = lin
         if wrap_distinct:
             return self._distinct_wrap(sel), LIN
         return sel, kind
+
+    def _unalias(self, frame: tuple, sel: exp.Select) -> tuple:
+        """A window's PARTITION BY / ORDER BY may name a SELECT alias (``WINDOW w AS (ORDER BY a)``);
+        copied into the lineage's own window, the alias is written out as its expression."""
+        aliases = {e.alias.lower(): e.this for e in sel.expressions if isinstance(e, exp.Alias)}
+        partition, order, spec = frame
+        partition = [p.copy() for p in partition or []]
+        order = order.copy() if order is not None else None
+        if not aliases:
+            return partition, order, spec
+        items = list((self._scopes[-1] if self._scopes else {}).values())
+        for node in [*partition, order]:
+            for col in list(node.find_all(exp.Column)) if node is not None else []:
+                name = col.name.lower()
+                if col.table or name not in aliases:
+                    continue
+                if any(name in (c.lower() for c in cols) for cols, _ in items if cols is not None):
+                    continue  # a column of a FROM item: DuckDB binds the column
+                if any(cols is None for cols, _ in items):
+                    raise UnsupportedSQLError(
+                        f"a window's PARTITION BY / ORDER BY names {col.name}, a SELECT alias or a column the "
+                        "rewriter cannot see: write the expression itself"
+                    )
+                col.replace(aliases[name].copy())
+        return partition, order, spec
 
     def _semi_to_exists(self, sel: exp.Select) -> None:
         """``a SEMI JOIN b ON c`` is ``a WHERE EXISTS (SELECT 1 FROM b WHERE c)``: its witnesses join."""
@@ -564,7 +601,9 @@ class Rewriter:
             fname = _table_function_name(t)
             if trace and fname not in _UNTRACED_OK:
                 self.untraced.add(t.this.sql(dialect=DIALECT)[:80])
-            self._item(t.alias_or_name or str(fname), None, False)
+            cols = [c.name for c in alias.columns] if alias is not None and alias.columns else None
+            one_column = fname in ("range", "generate_series", "unnest")  # one column each: renamed
+            self._item(t.alias_or_name or fname, cols if one_column else None, False)
             return []
         name = t.name.lower()
         ref = alias.this if alias is not None and alias.this else t.this
@@ -647,22 +686,25 @@ class Rewriter:
 
     def _derived(self, sub: exp.Subquery, ctes: dict, trace: bool, exposed: dict):
         inner = sub.this
+        alias = sub.args.get("alias")
         if not isinstance(inner, exp.Query):  # a parenthesised join: (a JOIN b ON ...)
+            if alias is not None and alias.name:  # (a JOIN b) AS j: the inner names are hidden
+                sub.set("this", exp.select("*").from_(inner))
+                return self._derived(sub, ctes, trace, exposed)
             joins = inner.args.get("joins") or []
             items = [inner] + [j.this for j in joins]
             return [p for parts in self._join_items(items, joins, ctes, trace, exposed) for p in parts]
         new, kind = self.query(inner, ctes, trace)
         sub.set("this", new)
-        alias = sub.args.get("alias")
-        if alias is not None and alias.name:
-            self._item(alias.name, _column_list(new, alias), bool(kind))
+        if alias is None or not alias.name:  # DuckDB's names: unnamed_subquery, unnamed_subquery2, ...
+            n = sum(1 for a in (self._scopes[-1] if self._scopes else {}) if a.startswith("unnamed_subquery"))
+            name = "unnamed_subquery" + (str(n + 1) if n else "")
+            alias = exp.TableAlias(this=exp.to_identifier(name), columns=alias.columns if alias else [])
+            if kind:
+                sub.set("alias", alias)
+        self._item(alias.name, _column_list(new, alias), bool(kind))
         if not kind:
             return []
-        if alias is None or not alias.name:
-            alias = exp.TableAlias(
-                this=exp.to_identifier(self._alias("d")), columns=alias.columns if alias else []
-            )
-            sub.set("alias", alias)
         if alias.columns:
             alias = self._hidden_first(sub, kind).args["alias"]
         exposed[alias.name.lower()] = {kind}
@@ -1060,7 +1102,7 @@ def rewrite_query(
         new.expressions[-1].pop()
         parts = lin.scalars + lin.lists
         for i, part in enumerate(parts):
-            new.append("expressions", exp.alias_(part.copy(), f"__tp_l{i}"))
+            new.append("expressions", _named(part.copy(), f"__tp_l{i}"))
         out.n_hidden = len(parts)
     if side is not None:
         out.frames = _frame_columns(new, side, rw.top_frames, kind)
@@ -1097,6 +1139,6 @@ def _frame_columns(
         for name, e in (("p", pid), ("s", start), ("e", end)):
             new.append("expressions", exp.alias_(e, f"__tp_f{j}{name}"))
         q = side.copy()
-        q.set("expressions", [pid.copy(), pos, exp.alias_(lin.copy(), kind)])
+        q.set("expressions", [pid.copy(), pos, _named(lin.copy(), kind)])
         out.append((q.sql(dialect=DIALECT), f"window frame: {_over(exp.Star(), frame).sql(dialect=DIALECT)}"))
     return out
