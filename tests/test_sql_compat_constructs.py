@@ -85,6 +85,12 @@ SAME = [
     "SELECT 1 FROM t2 WHERE t2.y = t1.x + 1 AND n.i = k.i AND t2.z > t1.y)))",
     # a named window ordered by a SELECT alias
     "SELECT i, i % 3 AS g, lead(i) OVER w AS a, sum(i) OVER w AS b FROM n WINDOW w AS (ORDER BY g, i) ORDER BY i",
+    # LATERAL subqueries and table functions
+    "SELECT * FROM n, LATERAL (SELECT n.i + k.i AS q, k.w FROM k WHERE k.i <= n.i) s(q2) ORDER BY ALL",
+    "SELECT * FROM n LEFT JOIN LATERAL (SELECT k.w FROM k WHERE k.i > n.i) s ON true ORDER BY ALL",
+    "SELECT n.i, x FROM n, LATERAL unnest([n.i, 5]) u(x) ORDER BY ALL",
+    # windows whose offset is known only at run time
+    "SELECT i, lag(i, i % 2) OVER (ORDER BY i) AS l, lead(i, -1) OVER (ORDER BY i) AS m FROM n",
     # parenthesised joins of VALUES
     "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
 ]
@@ -154,3 +160,14 @@ def test_pragma_table_info_hides_lineage_columns(cons):
         "SELECT name FROM pragma_table_info('k') ORDER BY cid",
     ):
         assert _rows(traced.sql(sql)) == _rows(plain.sql(sql).df())
+
+
+def test_lateral_subquery_lineage(cons):
+    """Row i reads n's row i - 1 and, through the LATERAL aggregate, every row with a smaller or equal i."""
+    plain, traced = cons
+    sql = "SELECT i, m FROM n, LATERAL (SELECT max(u.i) AS m FROM n u WHERE u.i <= n.i) ORDER BY i"
+    got = traced.sql(sql)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), plain.sql(sql).df(), check_dtype=False)
+    for r in range(len(got)):
+        rows = {int(x) for rows in got.tp.sources(r).values() for x in rows}
+        assert rows == set(range(int(got["i"].iloc[r])))

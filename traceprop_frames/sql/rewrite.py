@@ -18,12 +18,13 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
   its window value read - the window's frame (an aggregate without ORDER BY: the partition; with ORDER BY,
   by default every row ordered before it and its peers; an explicit ROWS / RANGE / GROUPS frame as written,
   ``EXCLUDE`` ignored); ranking functions: the rows ordered before it and its peers (``percent_rank``,
-  ``cume_dist``, ``ntile``: the partition); ``lag``/``lead`` with offset k: the k rows up to the one read
-  (the partition's start / end with IGNORE NULLS). Other window functions raise.
+  ``cume_dist``, ``ntile``, ``fill``: the partition); ``lag``/``lead`` with offset k: the k rows up to the
+  one read (the partition's start / end with IGNORE NULLS; the whole partition for an offset that is not a
+  constant, or an ORDER BY among the arguments). Other window functions raise.
 - join (inner, outer, cross, comma, USING/ON, ASOF, POSITIONAL): the ids of both rows are concatenated;
   the missing side of an outer join adds nothing. ANTI JOIN adds nothing from its right side; SEMI JOIN
-  ... ON is rewritten as EXISTS (its witnesses join); NATURAL JOIN and SEMI JOIN ... USING raise
-  :class:`UnsupportedSQLError` (write them with USING / ON).
+  ... ON is rewritten as EXISTS (its witnesses join); NATURAL JOIN becomes USING (the columns both sides
+  have, from the catalog); SEMI JOIN ... USING and MARK joins raise :class:`UnsupportedSQLError`.
 - DISTINCT ON: a kept row keeps its own lineage (alone, it is the first of its group again).
 - GROUP BY, aggregates without GROUP BY, DISTINCT: the union of the members of the group.
 - UNION ALL: each row keeps its branch row's ids; UNION / INTERSECT: the union over every input row (of
@@ -40,7 +41,8 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
     witness row, and the result stays true on any subset of the source rows.
   A subquery's witnesses join the row's lineage; in an aggregate query, a subquery inside WHERE or inside
   an aggregate's argument adds to each member row, one in the SELECT list or HAVING to the group.
-  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)``, LATERAL and PIVOT raise.
+  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)`` and PIVOT raise. ``LATERAL (q)`` is a derived table
+  (its rows' lineage joins the row's); a subquery in LIMIT / OFFSET or an ANTI JOIN's condition adds nothing.
 
 Guarantee (tested on TPC-H and on random queries against a brute-force oracle): without negation,
 re-running the original query on only a row's lineage rows reproduces the row; with NOT EXISTS / NOT IN
@@ -199,7 +201,7 @@ def _windows_in(node):
 
 
 _RANKING = {"row_number", "rank", "dense_rank", "rank_dense"}  # the rows ordered before it and its peers
-_WHOLE = {"percent_rank", "cume_dist", "ntile"}  # they divide by the partition's size
+_WHOLE = {"percent_rank", "cume_dist", "ntile", "fill"}  # the partition's size / its nearest values
 _VALUE = {"first_value", "last_value", "nth_value", "any_value"}  # read their frame, like aggregates
 _OFFSET = {"lag": "PRECEDING", "lead": "FOLLOWING"}
 
@@ -257,7 +259,9 @@ def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
         partition = partition or base.args.get("partition_by")
         order = order or base.args.get("order")
         spec = spec or base.args.get("spec")
-    if name in _RANKING:
+    if (name in _RANKING or name in _OFFSET) and fn.find(exp.Order) is not None:
+        order = spec = None  # an argument ORDER BY (lead(x ORDER BY y)) counts rows in another order
+    elif name in _RANKING:
         spec = (
             _t("SELECT sum(1) OVER (RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)")
             .expressions[0]
@@ -270,12 +274,15 @@ def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
         if k is None:
             k = exp.Literal.number(1)
         if not (isinstance(k, exp.Literal) and not k.is_string and str(k.this).isdigit()):
-            raise UnsupportedSQLError(f"{name.upper()} with a non-constant offset: its frame is unknown")
-        reach = "UNBOUNDED" if ignore_nulls else str(k.this)
-        frame = (
-            f"{reach} PRECEDING AND CURRENT ROW" if name == "lag" else f"CURRENT ROW AND {reach} FOLLOWING"
-        )
-        spec = _t(f"SELECT sum(1) OVER (ROWS BETWEEN {frame})").expressions[0].args["spec"]
+            order = spec = None  # an offset known only when it runs (or negative): the whole partition
+        else:
+            reach = "UNBOUNDED" if ignore_nulls else str(k.this)
+            frame = (
+                f"{reach} PRECEDING AND CURRENT ROW"
+                if name == "lag"
+                else f"CURRENT ROW AND {reach} FOLLOWING"
+            )
+            spec = _t(f"SELECT sum(1) OVER (ROWS BETWEEN {frame})").expressions[0].args["spec"]
     elif name in _VALUE or _is_agg(fn, aggs):
         if spec is not None and spec.args.get("exclude") is not None:
             spec = spec.copy()  # EXCLUDE drops rows that still decide which rows the frame reaches
@@ -696,10 +703,8 @@ class Rewriter:
             return [p for parts in self._join_items(items, joins, ctes, trace, exposed) for p in parts]
         new, kind = self.query(inner, ctes, trace)
         sub.set("this", new)
-        if alias is None or not alias.name:  # DuckDB's names: unnamed_subquery, unnamed_subquery2, ...
-            n = sum(1 for a in (self._scopes[-1] if self._scopes else {}) if a.startswith("unnamed_subquery"))
-            name = "unnamed_subquery" + (str(n + 1) if n else "")
-            alias = exp.TableAlias(this=exp.to_identifier(name), columns=alias.columns if alias else [])
+        if alias is None or not alias.name:
+            alias = self._unnamed(alias)
             if kind:
                 sub.set("alias", alias)
         self._item(alias.name, _column_list(new, alias), bool(kind))
@@ -707,6 +712,35 @@ class Rewriter:
             return []
         if alias.columns:
             alias = self._hidden_first(sub, kind).args["alias"]
+        exposed[alias.name.lower()] = {kind}
+        return [(_col(kind, alias.this), kind)]
+
+    def _unnamed(self, alias: exp.TableAlias | None) -> exp.TableAlias:
+        """The name DuckDB gives an unaliased subquery: unnamed_subquery, unnamed_subquery2, ..."""
+        n = sum(1 for a in (self._scopes[-1] if self._scopes else {}) if a.startswith("unnamed_subquery"))
+        name = "unnamed_subquery" + (str(n + 1) if n else "")
+        return exp.TableAlias(this=exp.to_identifier(name), columns=alias.columns if alias else [])
+
+    def _lateral(self, item: exp.Lateral, ctes: dict, trace: bool, exposed: dict):
+        """``LATERAL (q) AS s``: a derived table that may read the FROM items before it; a LATERAL table
+        function (``unnest(t.l)``) reads only the current row, whose lineage the row has already."""
+        inner, alias = item.this, item.args.get("alias")
+        if not (isinstance(inner, exp.Subquery) and isinstance(inner.this, exp.Query)):
+            self._item(item.alias_or_name or "lateral", None, False)
+            return []
+        new, kind = self.query(inner.this, ctes, trace)
+        if alias is None or not alias.name:
+            alias = self._unnamed(alias)
+        self._item(alias.name, _column_list(new, alias), bool(kind))
+        if kind and alias.columns:  # hidden column first, as in _hidden_first
+            wrapped = _t(f"SELECT {kind}, * EXCLUDE ({kind}) FROM x")
+            wrapped.set("from_", exp.From(this=exp.Subquery(this=new, alias=self._alias("h"))))
+            new = wrapped
+            alias.set("columns", [exp.to_identifier(kind), *alias.columns])
+        inner.set("this", new)
+        if not kind:
+            return []
+        item.set("alias", alias)
         exposed[alias.name.lower()] = {kind}
         return [(_col(kind, alias.this), kind)]
 
@@ -1065,7 +1099,7 @@ _FROM_RULES = {
     exp.Subquery: Rewriter._derived,
     exp.Values: Rewriter._no_lineage,
     exp.Unnest: Rewriter._no_lineage,
-    exp.Lateral: Rewriter._unsupported_from,
+    exp.Lateral: Rewriter._lateral,
     exp.Pivot: Rewriter._unsupported_from,
 }
 
