@@ -441,8 +441,8 @@ class TracedConnection:
         """The result's column names as DuckDB gives them to ``text`` (binding only). Where the text does
         not bind alone (``ANY (SELECT * ...)`` also sees the hidden columns), the names of its copy with
         stars hidden, without the ``EXCLUDE`` that hides them."""
-        try:
-            names = self.raw.sql(text).columns
+        try:  # a star also lists the hidden columns: they are not the user's
+            names = [n for n in self.raw.sql(text).columns if n not in (RID, LIN)]
         except duckdb.Error:
             names = None
         if names is not None and len(names) == n_data:
@@ -543,7 +543,8 @@ def _names_survive(stmt: exp.Expression) -> bool:
         stmt = stmt.this
     if not isinstance(stmt, exp.Select):
         return False
-    return all(isinstance(e, (exp.Alias, exp.Column, exp.Star)) for e in stmt.expressions)
+    # a star may expand a subquery's columns, which DuckDB names from their SQL text (not sqlglot's)
+    return all(isinstance(e, (exp.Alias, exp.Column)) and not e.find(exp.Star) for e in stmt.expressions)
 
 
 def _target(stmt: exp.Expression) -> str | None:

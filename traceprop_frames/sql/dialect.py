@@ -10,6 +10,7 @@ fix below keeps one of them (see ``tests/test_sql_compat_constructs.py``):
   NULLS from ``last`` and turns ``first`` into ``any_value``).
 - ``arr[:x]`` stays a slice (sqlglot read ``:x`` as a named parameter, ``arr[$x]``).
 - ``reduce(list, lambda, initial)`` keeps its argument order (sqlglot swapped lambda and initial value).
+- ``agg(x) EXPORT_STATE`` is read as one expression (sqlglot read EXPORT_STATE as a column alias).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from sqlglot.parsers.duckdb import DuckDBParser
 from sqlglot.tokens import TokenType
 
 _NULLS = "tp_nulls"  # Ordered.meta key: "FIRST" | "LAST" when the query names the null order
+
+
+class ExportState(exp.Expression, exp.Func):
+    """``agg(x) EXPORT_STATE``: the aggregate's state instead of its value (DuckDB)."""
+
+    arg_types = {"this": True}
 
 
 def _reduce(args: list) -> exp.Expression:
@@ -49,8 +56,23 @@ class _Parser(DuckDBParser):
                 node.meta[_NULLS] = words[1]
         return node
 
+    def _parse_column_ops(self, this):
+        this = super()._parse_column_ops(this)
+        if (
+            isinstance(this, exp.Func)
+            and self._curr is not None
+            and self._curr.text.upper() == "EXPORT_STATE"
+        ):
+            self._advance()  # sqlglot read it as the column's alias, or failed inside a call's parentheses
+            this = super()._parse_column_ops(ExportState(this=this))
+        return this
+
 
 class _Generator(DuckDBGenerator):
+    TRANSFORMS = {
+        **DuckDBGenerator.TRANSFORMS,
+        ExportState: lambda self, e: f"{self.sql(e, 'this')} EXPORT_STATE",
+    }
     IGNORE_RESPECT_NULLS_WINDOW_FUNCTIONS = (
         *DuckDBGenerator.IGNORE_RESPECT_NULLS_WINDOW_FUNCTIONS,
         exp.First,

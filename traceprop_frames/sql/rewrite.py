@@ -1124,7 +1124,6 @@ def rewrite_query(
     the caller resolves after the query into a shared set (so the rows a scalar subquery or an IN list
     read are stored once, never copied into every row). ``with_`` is the SQL of the CTEs it may use.
     """  # fmt: skip
-    _refuse_export_state(q)
     rw = Rewriter(catalog, constant)
     q = q.copy() if copy else q
     rw.top = q if split and trace and constant is not None else None
@@ -1142,16 +1141,6 @@ def rewrite_query(
         out.frames = _frame_columns(new, side, rw.top_frames, kind)
         out.n_hidden += 3 * len(out.frames)
     return out
-
-
-def _refuse_export_state(q: exp.Expression) -> None:
-    """sqlglot reads ``agg(x) EXPORT_STATE`` as a column alias: the answer would be the aggregate's value."""
-    for a in q.find_all(exp.Alias):
-        ident = a.args.get("alias")
-        if isinstance(ident, exp.Identifier) and not ident.quoted and ident.name.upper() == "EXPORT_STATE":
-            raise UnsupportedSQLError(
-                "EXPORT_STATE (aggregate states) is not understood by the SQL rewriter; run it on con.raw"
-            )
 
 
 def _frame_columns(
