@@ -19,6 +19,7 @@ SETUP = [
     " (5, 30, 'e')) v(i, j, s)",
     "CREATE TABLE k AS SELECT * FROM (VALUES (1, 'x'), (3, 'y'), (9, 'z')) v(i, w)",
 ]
+MACROS = ["CREATE MACRO max_plus_one(x) AS max(x) + 1"]
 
 SAME = [
     # UNION [ALL] BY NAME: columns match by name, the right side's new columns come last
@@ -95,6 +96,17 @@ SAME = [
     "SELECT finalize(avg(i) EXPORT_STATE) AS a FROM n",
     "SELECT j // 10 AS g, finalize(combine(sum(i) EXPORT_STATE, sum(i) EXPORT_STATE)) AS s FROM n GROUP BY g",
     "SELECT * FROM (SELECT list(i ORDER BY i), i::VARCHAR FROM n GROUP BY i)",
+    # FROM-first SQL, VALUES as a query, * LIKE ... AS, set operations ordered by a column of SELECT *
+    "FROM n v(a), k u WHERE v.a = u.i",
+    "FROM (SELECT 42) t(x), (SELECT x * 2 AS y QUALIFY row_number() OVER () < 10)",
+    "VALUES (1, 3), (2, 4)",
+    "(VALUES (1, 3), (2, 4))",
+    "SELECT i, j FROM n UNION ALL VALUES (7, 8)",
+    "SELECT * LIKE 'j%' AS val FROM n",
+    "SELECT * FROM k UNION SELECT * FROM k ORDER BY w",
+    # a correlated subquery as a GROUP BY key; a macro that aggregates
+    "SELECT EXISTS (SELECT 1 FROM k WHERE k.i = n.i) AS g, count(*) AS c FROM n GROUP BY g ORDER BY g",
+    "SELECT max_plus_one(i) AS m FROM n",
     # parenthesised joins of VALUES
     "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
 ]
@@ -106,6 +118,7 @@ REFUSED = [
     ("SELECT * FROM n NATURAL JOIN (SELECT * FROM k) s", "USING"),
     ("SELECT * FROM n NATURAL JOIN t1", "CROSS JOIN"),
     ("SELECT DISTINCT i % 2 FROM n ORDER BY i", "DISTINCT"),
+    ("SELECT (SELECT max(j)) FROM n", "outer query"),
     ("SELECT (SELECT sum(n2.i) + sum(n.i) FROM n n2) FROM n", "outer query"),
     ("SELECT n.i, __mark_join_marker FROM n JOIN BY (TYPE mark) k ON (n.i = k.i)", "EXISTS"),
     ("DESCRIBE n", "con.raw"),
@@ -125,6 +138,8 @@ def cons(tmp_path_factory):
         traced.read_parquet(d / f"{name}.parquet", name)
     for c in (plain, traced.raw):  # explicit NULLS LAST must survive a session default of NULLS FIRST
         c.execute("SET default_null_order = 'nulls_first'")
+        for sql in MACROS:
+            c.execute(sql)
     yield plain, traced
     traced.close()
 

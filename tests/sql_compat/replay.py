@@ -231,6 +231,7 @@ class Replay:
         self.sync()  # a macro or view may read the tables
         for c in (self.shuffled, self.traced.raw):
             _try(c, sql)
+        self.dirty = True  # whatever the copies did to table data, the next sync copies plain's again
         return True
 
     def query(self, sql: str, sort: str) -> tuple[str, str]:

@@ -244,8 +244,20 @@ class TracedConnection:
             ).fetchall()
             hidden = {t.lower(): c for t, c in rows}
             hidden.update(self._registered)
-            self._cat = Catalog(hidden, _AGGREGATES, self._columns())
+            self._cat = Catalog(hidden, _AGGREGATES | self._aggregate_macros(), self._columns())
         return self._cat
+
+    def _aggregate_macros(self) -> frozenset[str]:
+        """User macros whose body calls an aggregate (``CREATE MACRO m(x) AS max(x) + 1``): a query that
+        calls one aggregates, as DuckDB expands it."""
+        rows = self.raw.execute(
+            "SELECT function_name, macro_definition FROM duckdb_functions() "
+            "WHERE function_type = 'macro' AND NOT internal"
+        ).fetchall()
+        if not rows:
+            return frozenset()
+        calls = re.compile(r"\b(" + "|".join(map(re.escape, sorted(_AGGREGATES))) + r")\s*\(", re.I)
+        return frozenset(name.lower() for name, body in rows if body and calls.search(body))
 
     def _columns(self) -> dict[str, list[str]]:
         """Visible columns of every table and view (for ``NATURAL JOIN``, ``*`` and row structs)."""
@@ -296,7 +308,7 @@ class TracedConnection:
 
     def _plan(self, stmt: exp.Expression, cat: Catalog) -> tuple[str, str, object]:
         """(SQL to run, what it is: "query" | "create" | "insert" | "other" | "original", rewrite)."""
-        if isinstance(stmt, exp.Query):
+        if isinstance(stmt, (exp.Query, exp.Values)):  # a bare VALUES list is a query too
             consts: list[str] = []
             rw = rewrite_query(stmt, cat, split=True, copy=False, constant=self._constant_witness(consts))
             rw.constants = consts

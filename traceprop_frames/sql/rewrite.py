@@ -332,6 +332,10 @@ class Rewriter:
             for cte in with_.expressions:
                 self._cte(cte, ctes, trace, bool(with_.args.get("recursive")))
         rule = _QUERY_RULES.get(type(q))
+        if isinstance(q, exp.Values) and trace:  # a query of its own: SELECT * FROM (VALUES ...), no lineage
+            sel = _t("SELECT * FROM x")
+            sel.set("from_", exp.From(this=exp.Subquery(this=q, alias=exp.TableAlias(this=self._alias("v")))))
+            return self.query(sel, ctes, trace, force_list)
         if rule is None:
             if isinstance(q, exp.Values) or not trace:
                 return q, None
@@ -389,6 +393,11 @@ class Rewriter:
 
     def _select_scope(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
         aggs = self.catalog.aggregates
+        from_ = sel.args.get("from_")
+        if from_ is not None and from_.this.args.get("joins"):  # FROM-first SQL: FROM a, b hangs b on a
+            hanging = from_.this.args["joins"]
+            from_.this.set("joins", None)
+            sel.set("joins", [*hanging, *(sel.args.get("joins") or [])])
         distinct = sel.args.get("distinct")
         if trace:
             self._semi_to_exists(sel)
@@ -515,7 +524,9 @@ class Rewriter:
         for e in sel.expressions:
             if isinstance(e, exp.Columns) or e.find(exp.Columns):
                 raise UnsupportedSQLError("COLUMNS(...) expressions: list the columns explicitly")
-            while isinstance(e, (exp.Like, exp.ILike, exp.SimilarTo, exp.Glob, exp.RegexpLike)):
+            while isinstance(
+                e, (exp.Alias, exp.Escape, exp.Like, exp.ILike, exp.SimilarTo, exp.Glob, exp.RegexpLike)
+            ):
                 e = e.this  # * LIKE '...' / * SIMILAR TO '...': the pattern could match a hidden column
             if isinstance(e, exp.Star):
                 star, names = e, every
@@ -560,6 +571,8 @@ class Rewriter:
                 continue
             cols = list(node.find_all(exp.Column))
             tables = {c.table.lower() for c in cols}
+            if not own and cols:  # no FROM here: every column is the outer query's
+                tables = {t or next(iter(outer), "") for t in tables}
             if cols and "" not in tables and not tables & own and tables <= outer:
                 raise UnsupportedSQLError(
                     f"{node.sql(dialect=DIALECT)[:60]} inside a subquery aggregates the outer query's rows: "
@@ -639,10 +652,12 @@ class Rewriter:
         alias = t.args.get("alias")
         body = t.copy()
         body.set("alias", None)
+        joins = body.args.get("joins")
+        body.set("joins", None)
         inner = _t(f"SELECT * FROM x WHERE {_COLUMN_LISTS[fname]} NOT IN ('{RID}', '{LIN}')")
         inner.set("from_", exp.From(this=body))
         alias = alias.pop() if alias is not None else exp.TableAlias(this=exp.to_identifier(t.name or fname))
-        t.replace(exp.Subquery(this=inner, alias=alias))
+        t.replace(exp.Subquery(this=inner, alias=alias, joins=joins))
         self._item(alias.name, None, False)
 
     def _join_items(self, items: list, joins: list, ctes: dict, trace: bool, exposed: dict) -> list[list]:
@@ -683,11 +698,13 @@ class Rewriter:
         alias = item.args["alias"].pop()
         inner = _t(f"SELECT {kind}, * EXCLUDE ({kind}) FROM x")
         body = item.copy()
+        joins = body.args.get("joins")  # FROM-first SQL can hang the next items on this one: keep them out
+        body.set("joins", None)
         if isinstance(body, exp.Subquery):
             body.set("alias", exp.TableAlias(this=exp.to_identifier(self._alias("h"))))
         inner.set("from_", exp.From(this=body))
         alias.set("columns", [exp.to_identifier(kind), *alias.columns])
-        new = exp.Subquery(this=inner, alias=alias)
+        new = exp.Subquery(this=inner, alias=alias, joins=joins)
         item.replace(new)
         return new
 
@@ -772,10 +789,13 @@ class Rewriter:
             if node is not None and any(True for _ in _scope_walk(node, aggs=aggs)):
                 raise UnsupportedSQLError(f"a subquery in {key.upper()} BY")
         group_extra: list[exp.Expression] = []
-        for region, row_level in ((where_like, True), (select_like, False)):
+        keys = _group_keys(sel)
+        for region, region_row_level in ((where_like, True), (select_like, False)):
             for root in region:
                 if root is None:
                     continue
+                # a subquery in a GROUP BY key is evaluated per input row: its witnesses are the members'
+                row_level = region_row_level or _is_group_key(root, keys)
                 for node, neg, in_agg in list(_scope_walk(root, aggs=aggs)):
                     found = self._subquery(node, neg, ctes, trace)
                     if found is None:
@@ -939,14 +959,14 @@ class Rewriter:
         outer.set(
             "from_", exp.From(this=exp.Subquery(this=both, alias=exp.TableAlias(this=self._alias("s"))))
         )
-        _move_order(q, outer)
+        _move_order(q, outer, self.catalog.columns)
         return outer, LIN
 
     def _hidden_last(self, q: exp.Union) -> exp.Select:
         """``SELECT * EXCLUDE (__tp_lin), __tp_lin FROM (q)``: a BY NAME union puts the columns only the
         right side has after the left side's hidden column; the hidden column must come last."""
         outer = _t(f"SELECT * EXCLUDE ({LIN}), {LIN} FROM x")
-        _move_order(q, outer)
+        _move_order(q, outer, self.catalog.columns)
         outer.set("from_", exp.From(this=exp.Subquery(this=q, alias=exp.TableAlias(this=self._alias("s")))))
         return outer
 
@@ -979,6 +999,25 @@ def _lists_columns(t: exp.Table) -> bool:
             and t.db.lower() == ("information_schema")
         )
     return name in _COLUMN_LISTS and (not isinstance(t.this, exp.Identifier) or name == "duckdb_columns")
+
+
+def _group_keys(sel: exp.Select) -> set[str]:
+    """GROUP BY keys as SQL text, lower-case names and 1-based positions."""
+    group = sel.args.get("group")
+    out: set[str] = set()
+    for g in group.expressions if group is not None else []:
+        out.add(g.sql(dialect=DIALECT))
+        if isinstance(g, exp.Column) and not g.table:
+            out.add(g.name.lower())
+    return out
+
+
+def _is_group_key(root: exp.Expression, keys: set[str]) -> bool:
+    if not keys or root.parent is None or root.arg_key != "expressions":
+        return False
+    position = str(root.parent.expressions.index(root) + 1)
+    expr = root.this if isinstance(root, exp.Alias) else root
+    return bool({position, expr.sql(dialect=DIALECT), root.alias_or_name.lower()} & keys)
 
 
 def _distinct_order_check(sel: exp.Select) -> None:
@@ -1025,29 +1064,38 @@ def _column_list(q: exp.Expression, alias: exp.TableAlias) -> list[str] | None:
     return renamed + names[len(renamed) :]
 
 
-def _output_names(q: exp.Expression) -> set[str] | None:
+def _output_names(q: exp.Expression, columns: dict | None = None) -> set[str] | None:
     """Lower-case output column names of a query (a set operation's left side, or every side's BY NAME);
     None if a side selects ``*`` (its names are only known to DuckDB)."""
     while isinstance(q, exp.Subquery):
         q = q.this
     if isinstance(q, exp.SetOperation):
-        left = _output_names(q.this)
+        left = _output_names(q.this, columns)
         if not q.args.get("by_name"):
             return left  # columns are named by the left side
-        right = _output_names(q.expression)
+        right = _output_names(q.expression, columns)
         return None if left is None or right is None else left | right
-    if not isinstance(q, exp.Select) or any(e.find(exp.Star) for e in q.expressions):
+    if not isinstance(q, exp.Select):
         return None
-    return {e.alias_or_name.lower() for e in q.expressions}
+    names = {e.alias_or_name.lower() for e in q.expressions if not e.find(exp.Star)}
+    if len(names) < len(q.expressions):  # a star: the columns of the tables it reads, from the catalog
+        from_ = q.args.get("from_")
+        items = ([from_.this] if from_ is not None else []) + [j.this for j in q.args.get("joins") or []]
+        for item in items:
+            cols = (columns or {}).get(item.name.lower()) if isinstance(item, exp.Table) else None
+            if cols is None or not isinstance(item.this, exp.Identifier):
+                return None
+            names |= {c.lower() for c in cols}
+    return names
 
 
-def _move_order(q: exp.SetOperation, outer: exp.Select) -> None:
+def _move_order(q: exp.SetOperation, outer: exp.Select, columns: dict | None = None) -> None:
     """Move a set operation's ORDER BY / LIMIT / OFFSET to the query that wraps it. DuckDB binds the
     set operation's ORDER BY against the columns of any branch (``ORDER BY t1.x``); outside, only the
     output columns exist, so an ORDER BY that names anything else is refused (never bound otherwise)."""
     order = q.args.get("order")
     if order is not None:
-        names = _output_names(q)
+        names = _output_names(q, columns)
         for col in order.find_all(exp.Column):
             if col.find_ancestor(exp.Subquery, exp.Select) is not None and col.find_ancestor(exp.Select):
                 continue
