@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent / "sql_compat"))
 
 import replay  # noqa: E402
 
-FAST = ["test/sql/setops", "test/sql/order", "test/sql/limit", "test/sql/select", "test/sql/filter"]
+FAST = ["test/sql/setops", "test/sql/limit", "test/sql/select", "test/sql/filter"]
 
 
 @pytest.mark.parametrize("folder", FAST)

@@ -107,6 +107,7 @@ SAME = [
     # a correlated subquery as a GROUP BY key; a macro that aggregates
     "SELECT EXISTS (SELECT 1 FROM k WHERE k.i = n.i) AS g, count(*) AS c FROM n GROUP BY g ORDER BY g",
     "SELECT max_plus_one(i) AS m FROM n",
+    "SELECT i FROM n ORDER BY i LIMIT (30 + 10) %",
     # parenthesised joins of VALUES
     "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
 ]

@@ -10,6 +10,7 @@ fix below keeps one of them (see ``tests/test_sql_compat_constructs.py``):
   NULLS from ``last`` and turns ``first`` into ``any_value``).
 - ``arr[:x]`` stays a slice (sqlglot read ``:x`` as a named parameter, ``arr[$x]``).
 - ``reduce(list, lambda, initial)`` keeps its argument order (sqlglot swapped lambda and initial value).
+- ``LIMIT (expr) %`` is written with ``%`` (DuckDB rejects ``(expr) PERCENT``).
 - ``agg(x) EXPORT_STATE`` is read as one expression (sqlglot read EXPORT_STATE as a column alias).
 """
 
@@ -78,6 +79,10 @@ class _Generator(DuckDBGenerator):
         exp.First,
         exp.Last,
     )
+
+    def limitoptions_sql(self, expression: exp.LimitOptions) -> str:
+        sql = super().limitoptions_sql(expression)  # DuckDB reads "(expr) PERCENT" as an error; "%" always
+        return sql.replace(" PERCENT", " %", 1) if expression.args.get("percent") else sql
 
     def ordered_sql(self, expression: exp.Ordered) -> str:
         sql = super().ordered_sql(expression)
