@@ -108,6 +108,9 @@ SAME = [
     "SELECT EXISTS (SELECT 1 FROM k WHERE k.i = n.i) AS g, count(*) AS c FROM n GROUP BY g ORDER BY g",
     "SELECT max_plus_one(i) AS m FROM n",
     "SELECT i FROM n ORDER BY i LIMIT (30 + 10) %",
+    "SELECT * ILIKE 'J%' FROM n",
+    "SELECT i // 2 AS p, i, string_agg(i, ',' ORDER BY i DESC) OVER (PARTITION BY p) AS c FROM n ORDER BY ALL",
+    "SELECT 'q' IN (SELECT w FROM k WHERE w IS NOT NULL)",
     # parenthesised joins of VALUES
     "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
 ]

@@ -240,6 +240,8 @@ class Replay:
             want = _plain_answer(self.plain, sql)
         except Exception:
             return "skip:plain DuckDB rejects it", ""
+        finally:
+            self.dirty = self.dirty or bool(re.search(r"\b(insert|update|delete)\b", sql, re.I))
         if want is None:
             return "skip:not a query", ""
         if self.attached:

@@ -80,6 +80,12 @@ class _Generator(DuckDBGenerator):
         exp.Last,
     )
 
+    def not_sql(self, expression: exp.Not) -> str:
+        inner = expression.this  # "x IS NOT NULL", as DuckDB names a column computed from it
+        if isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Null):
+            return f"{self.sql(inner, 'this')} IS NOT NULL"
+        return super().not_sql(expression)
+
     def limitoptions_sql(self, expression: exp.LimitOptions) -> str:
         sql = super().limitoptions_sql(expression)  # DuckDB reads "(expr) PERCENT" as an error; "%" always
         return sql.replace(" PERCENT", " %", 1) if expression.args.get("percent") else sql

@@ -483,19 +483,24 @@ class Rewriter:
         if not aliases:
             return partition, order, spec
         items = list((self._scopes[-1] if self._scopes else {}).values())
-        for node in [*partition, order]:
-            for col in list(node.find_all(exp.Column)) if node is not None else []:
-                name = col.name.lower()
-                if col.table or name not in aliases:
-                    continue
-                if any(name in (c.lower() for c in cols) for cols, _ in items if cols is not None):
-                    continue  # a column of a FROM item: DuckDB binds the column
-                if any(cols is None for cols, _ in items):
-                    raise UnsupportedSQLError(
-                        f"a window's PARTITION BY / ORDER BY names {col.name}, a SELECT alias or a column the "
-                        "rewriter cannot see: write the expression itself"
-                    )
-                col.replace(aliases[name].copy())
+
+        def written_out(col: exp.Expression) -> exp.Expression:
+            name = col.name.lower() if isinstance(col, exp.Column) else ""
+            if col.table if isinstance(col, exp.Column) else True:
+                return col
+            if name not in aliases:
+                return col
+            if any(name in (c.lower() for c in cols) for cols, _ in items if cols is not None):
+                return col  # a column of a FROM item: DuckDB binds the column
+            if any(cols is None for cols, _ in items):
+                raise UnsupportedSQLError(
+                    f"a window's PARTITION BY / ORDER BY names {col.name}, a SELECT alias or a column the "
+                    "rewriter cannot see: write the expression itself"
+                )
+            return aliases[name].copy()
+
+        partition = [p.transform(written_out) for p in partition]
+        order = order.transform(written_out) if order is not None else None
         return partition, order, spec
 
     def _semi_to_exists(self, sel: exp.Select) -> None:
@@ -524,10 +529,16 @@ class Rewriter:
         for e in sel.expressions:
             if isinstance(e, exp.Columns) or e.find(exp.Columns):
                 raise UnsupportedSQLError("COLUMNS(...) expressions: list the columns explicitly")
+            if isinstance(e, exp.Alias) and "\\" in e.alias and e.find(exp.Star):
+                raise UnsupportedSQLError(
+                    f"{e.sql(dialect=DIALECT)[:60]}: renaming the columns a star pattern matches: list them"
+                )
             while isinstance(
                 e, (exp.Alias, exp.Escape, exp.Like, exp.ILike, exp.SimilarTo, exp.Glob, exp.RegexpLike)
             ):
                 e = e.this  # * LIKE '...' / * SIMILAR TO '...': the pattern could match a hidden column
+            if isinstance(e, exp.Star) and e.args.get("ilike") is not None:  # * ILIKE 'p': EXCLUDE first
+                e = e.replace(exp.ILike(this=exp.Star(), expression=e.args["ilike"])).this
             if isinstance(e, exp.Star):
                 star, names = e, every
             elif isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
