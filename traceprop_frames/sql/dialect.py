@@ -60,7 +60,7 @@ class _Parser(DuckDBParser):
     def _parse_column_ops(self, this):
         this = super()._parse_column_ops(this)
         if (
-            isinstance(this, exp.Func)
+            isinstance(this, (exp.Func, exp.IgnoreNulls))
             and self._curr is not None
             and self._curr.text.upper() == "EXPORT_STATE"
         ):
