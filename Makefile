@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fresh lint bench docs wheel-check faults validator pandas-compat clean
+.PHONY: demo test test-fresh lint bench docs wheel-check faults validator pandas-compat sql-compat clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,11 @@ faults: $(STAMP)
 # run after editing certificate.schema.json (tests/test_certificate_validator.py fails until you do)
 validator: $(STAMP)
 	$(BIN)/python tools/regen_certificate_validator.py
+
+# DuckDB's own test queries (tests/sql_compat/duckdb, MIT) through tpf.connect(), each compared with plain
+# DuckDB: identical / refused / different / crash counts; exit 1 on any different answer or crash
+sql-compat: $(STAMP)
+	$(BIN)/python tests/sql_compat/replay.py -v --report sql_compat_report.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check traceprop_frames tests examples benchmarks tools .ci

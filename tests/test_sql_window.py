@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
-from traceprop_frames.errors import UnsupportedSQLError
 from traceprop_frames.lineage import decode
 
 SEEDS = [0, 1]
@@ -145,10 +144,17 @@ def test_frame_lineage_equals_definition(env, which):
         assert set(_lineage_rows(got, i)["t"].tolist()) == want[int(got["x"].iloc[i])]
 
 
-def test_unknown_window_forms_raise(env):
-    con, _, _ = env
-    with pytest.raises(UnsupportedSQLError, match="LAG with a non-constant offset"):
-        con.sql("SELECT lag(x, k) OVER (ORDER BY x) FROM t")
+def test_offset_known_only_at_run_time_reads_the_partition(env):
+    """lag(x, k) / lead(x, -1): which row is read is known only when it runs: the whole partition."""
+    con, t, _ = env
+    want = _expected_frames(t, "partition")
+    for q in (
+        "SELECT x, lag(x, k) OVER (PARTITION BY k ORDER BY x) AS l FROM t",
+        "SELECT x, lead(x, -1) OVER (PARTITION BY k ORDER BY x) AS l FROM t",
+    ):
+        got = con.sql(q)
+        for i in range(len(got)):
+            assert set(_lineage_rows(got, i)["t"].tolist()) == want[int(got["x"].iloc[i])]
 
 
 def test_running_frames_are_stored_once(tmp_path):

@@ -51,12 +51,16 @@ def to_spark(tree: exp.Expression) -> str:
     >>> to_spark(rewrite_query(q, Catalog({"a": "__tp_rid"})).expression)
     'SELECT k, COUNT(*) AS n, COLLECT_LIST(a.__tp_rid) AS __tp_lin FROM a GROUP BY k'
     """
-    for node in reversed(list(tree.find_all(exp.Anonymous, bfs=False))):  # inner calls first
-        fn = FUNCTIONS.get(node.name.lower())
-        if fn is not None:
-            new = fn(node)
-            if node is tree:
-                tree = new
-            else:
-                node.replace(new)
+
+    def to_spark_call(node: exp.Expression) -> exp.Expression:
+        fn = FUNCTIONS.get(node.name.lower()) if isinstance(node, exp.Anonymous) else None
+        return node if fn is None else fn(node)
+
+    # a copy first: the rewriter may place one call object at two spots of the tree (a copy gives each its
+    # own), and a call may sit inside another's arguments (again until none is left)
+    tree = tree.copy()
+    for _ in range(16):  # a call may sit inside another's arguments: again until none is left
+        tree = tree.transform(to_spark_call, copy=False)
+        if not any(n.name.lower() in FUNCTIONS for n in tree.find_all(exp.Anonymous)):
+            break
     return tree.sql(dialect="spark")

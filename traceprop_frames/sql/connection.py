@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 
 import duckdb
 import numpy as np
@@ -24,6 +25,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step
 from traceprop_frames.lineage.persist import to_arrow
+from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
@@ -45,6 +47,20 @@ from traceprop_frames.sql.shared import (
 from traceprop_frames.sql.sources import SourceMap
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+_EXCLUDE = re.compile(r" EXCLUDE \(([^()]*)\)")
+
+
+def _without_hidden(name: str) -> str:
+    """A column name DuckDB derived from SQL with hidden stars, as from the user's SQL:
+    ``EXCLUDE (__tp_rid, s)`` -> ``EXCLUDE (s)``, ``EXCLUDE (__tp_rid)`` -> nothing."""
+
+    def keep(m: re.Match) -> str:
+        items = [x for x in m.group(1).split(", ") if x.strip('"') not in (RID, LIN)]
+        return f" EXCLUDE ({', '.join(items)})" if items else ""
+
+    return _EXCLUDE.sub(keep, name)
+
+
 _AGGREGATES: frozenset[str] | None = None
 # read_csv options that change which file records become rows: row numbers could not be trusted
 _CSV_REJECT = {"skip", "ignore_errors", "comment", "store_rejects", "rejects_table", "rejects_scan"}
@@ -256,17 +272,62 @@ class TracedConnection:
             ).fetchall()
             hidden = {t.lower(): c for t, c in rows}
             hidden.update(self._registered)
-            self._cat = Catalog(hidden, _AGGREGATES)
+            self._cat = Catalog(hidden, _AGGREGATES | self._aggregate_macros(), self._columns())
         return self._cat
+
+    def _aggregate_macros(self) -> frozenset[str]:
+        """User macros whose body calls an aggregate (``CREATE MACRO m(x) AS max(x) + 1``): a query that
+        calls one aggregates, as DuckDB expands it."""
+        rows = self.raw.execute(
+            "SELECT function_name, macro_definition FROM duckdb_functions() "
+            "WHERE function_type = 'macro' AND NOT internal"
+        ).fetchall()
+        if not rows:
+            return frozenset()
+        calls = re.compile(r"\b(" + "|".join(map(re.escape, sorted(_AGGREGATES))) + r")\s*\(", re.I)
+        return frozenset(name.lower() for name, body in rows if body and calls.search(body))
+
+    def _columns(self) -> dict[str, list[str]]:
+        """Visible columns of every table and view (for ``NATURAL JOIN``, ``*`` and row structs)."""
+        rows = self.raw.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE column_name NOT IN "
+            f"('{RID}', '{LIN}') ORDER BY database_name, schema_name, table_name, column_index"
+        ).fetchall()
+        out: dict[str, list[str]] = {}
+        for t, c in rows:
+            out.setdefault(t.lower(), []).append(c)
+        return out
 
     # ------------------------------------------------------------------ statements
     def _parse(self, query: str) -> list[exp.Expression]:
         try:
-            stmts = [s for s in sqlglot.parse(query, read="duckdb") if s is not None]
+            stmts = [
+                s
+                for s in sqlglot.parse(query, read=DIALECT)
+                if s is not None and not isinstance(s, exp.Semicolon)
+            ]
         except sqlglot.errors.SqlglotError as e:
             self.raw.extract_statements(query)  # DuckDB's own syntax error, unchanged
             raise UnsupportedSQLError(f"the SQL rewriter (sqlglot) cannot parse this statement: {e}") from e
+        for s in stmts:
+            if isinstance(s, (exp.Command, exp.Describe, exp.Show, exp.Summarize)):
+                self._refuse_unparsed_query(s)
         return stmts
+
+    def _refuse_unparsed_query(self, stmt: exp.Expression) -> None:
+        """A statement DuckDB runs as a query but sqlglot does not see as one (kept as text, DESCRIBE,
+        SHOW, SUMMARIZE): its answer would either lose its lineage or list the hidden columns."""
+        text = stmt.sql(dialect=DIALECT)
+        try:
+            kinds = [st.type for st in self.raw.extract_statements(text)]
+        except duckdb.Error:
+            return  # DuckDB's own error comes when the statement runs
+        if duckdb.StatementType.SELECT in kinds:
+            raise UnsupportedSQLError(
+                f"the SQL rewriter (sqlglot) cannot carry lineage through this query: {text[:120]!r}; "
+                "write it as a plain SELECT, or run it on con.raw (which also shows the hidden lineage "
+                f"columns {RID} / {LIN})"
+            )
 
     def rewrite(self, query: str) -> str:
         """The lineage-carrying SQL that :meth:`sql` runs for ``query`` (statements joined by ``;``)."""
@@ -275,7 +336,7 @@ class TracedConnection:
 
     def _plan(self, stmt: exp.Expression, cat: Catalog) -> tuple[str, str, object]:
         """(SQL to run, what it is: "query" | "create" | "insert" | "other" | "original", rewrite)."""
-        if isinstance(stmt, exp.Query):
+        if isinstance(stmt, (exp.Query, exp.Values)):  # a bare VALUES list is a query too
             consts: list[str] = []
             rw = rewrite_query(stmt, cat, split=True, copy=False, constant=self._constant_witness(consts))
             rw.constants = consts
@@ -287,7 +348,7 @@ class TracedConnection:
                 out.set("expression", rw.expression)
                 if isinstance(out.this, exp.Schema) and out.this.expressions:
                     out.this.append("expressions", exp.to_identifier(rw.kind))
-                return out.sql(dialect="duckdb"), "create", rw
+                return out.sql(dialect=DIALECT), "create", rw
         if isinstance(stmt, exp.Insert) and isinstance(stmt.expression, exp.Query):
             return self._plan_insert(stmt, cat)
         if isinstance(stmt, exp.Update) and (
@@ -300,7 +361,7 @@ class TracedConnection:
             if q.find_ancestor(exp.Query) is None and q.parent is not None:
                 q.replace(rewrite_query(q, cat, trace=False).expression)
                 changed = True
-        return out.sql(dialect="duckdb"), ("other" if changed else "original"), None
+        return out.sql(dialect=DIALECT), ("other" if changed else "original"), None
 
     def _constant_witness(self, consts: list):
         """A callback for the rewriter: an uncorrelated witness (it binds on its own) becomes a marker
@@ -318,7 +379,7 @@ class TracedConnection:
                     value_type = str(types[0]) if value is not None else None
                 except duckdb.Error:
                     value_type = ""
-                if value_type == "" or len(consts) >= MAX_WITNESSES:
+                if value_type in ("", '"NULL"') or len(consts) >= MAX_WITNESSES:
                     bound[sql] = None
                 else:
                     bound[sql] = (len(consts), value_type)
@@ -336,7 +397,7 @@ class TracedConnection:
         out = stmt.copy()
         if kind is None:
             out.set("expression", rewrite_query(stmt.expression, cat, trace=False).expression)
-            return out.sql(dialect="duckdb"), "other", None
+            return out.sql(dialect=DIALECT), "other", None
         if kind == RID:
             raise UnsupportedSQLError(
                 f"INSERT INTO {target.name}: it is a loaded source table (its rows are file rows); "
@@ -346,7 +407,7 @@ class TracedConnection:
         out.set("expression", rw.expression)
         if isinstance(out.this, exp.Schema) and out.this.expressions:
             out.this.append("expressions", exp.to_identifier(LIN))
-        return out.sql(dialect="duckdb"), "insert", rw
+        return out.sql(dialect=DIALECT), "insert", rw
 
     def execute(self, query: str, parameters=None) -> pd.DataFrame | None:
         """Run one or more statements; returns the traced result of the last one if it is a query.
@@ -362,7 +423,7 @@ class TracedConnection:
         single = len(stmts) == 1 and parameters is None
         result = None
         for stmt in stmts:
-            text = query if single else stmt.sql(dialect="duckdb")
+            text = query if single else stmt.sql(dialect=DIALECT)
             result = self._run_one(stmt, text, _names_survive(stmt), _target(stmt), single=single)
         return result
 
@@ -422,13 +483,28 @@ class TracedConnection:
         """Column names exactly as DuckDB names them for the original query (binds it, does not run it)."""
         if simple_names:
             return table
-        try:
-            names = self.raw.sql(text).columns
+        names = self._original_names(text, n_data)
+        if names is not None:
+            table = table.rename_columns([*names, *table.column_names[n_data:]])
+        return table
+
+    def _original_names(self, text: str, n_data: int) -> list[str] | None:
+        """The result's column names as DuckDB gives them to ``text`` (binding only). Where the text does
+        not bind alone (``ANY (SELECT * ...)`` also sees the hidden columns), the names of its copy with
+        stars hidden, without the ``EXCLUDE`` that hides them."""
+        try:  # a star also lists the hidden columns: they are not the user's
+            names = [n for n in self.raw.sql(text).columns if n not in (RID, LIN)]
         except duckdb.Error:
             names = None
         if names is not None and len(names) == n_data:
-            table = table.rename_columns([*names, *table.column_names[n_data:]])
-        return table
+            return names
+        try:
+            stmt = self._parse(text)[0]
+            names = self.raw.sql(rewrite_query(stmt, self._catalog(), trace=False).sql).columns
+        except (duckdb.Error, UnsupportedSQLError):
+            return None
+        names = [_without_hidden(n) for n in names]
+        return names if len(names) == n_data else None
 
     def _witness_blocks(self, constants: list) -> list:
         """Run the side queries of a rewrite's marker ids; their shared sets (see ``sql.shared``)."""
@@ -486,10 +562,10 @@ class TracedConnection:
     @staticmethod
     def _capture_sql(stmt: exp.Expression, cat: Catalog, shape) -> str:
         """``stmt`` with its key columns appended (and stars hiding the hidden columns), as SQL."""
-        if stmt.find(exp.Star) is not None:
-            rewrite_query(stmt, cat, trace=False, copy=False)
+        # what the eager rewrite hides from the user (stars, row structs, catalog listings) hidden here too
+        rewrite_query(stmt, cat, trace=False, copy=False)
         shape.n_keys = add_keys(stmt, shape)
-        sql = stmt.sql(dialect="duckdb", copy=False)
+        sql = stmt.sql(dialect=DIALECT, copy=False)
         for _ in range(shape.n_keys):
             stmt.expressions[-1].pop()
         return sql
@@ -608,7 +684,8 @@ def _names_survive(stmt: exp.Expression) -> bool:
         stmt = stmt.this
     if not isinstance(stmt, exp.Select):
         return False
-    return all(isinstance(e, (exp.Alias, exp.Column, exp.Star)) for e in stmt.expressions)
+    # a star may expand a subquery's columns, which DuckDB names from their SQL text (not sqlglot's)
+    return all(isinstance(e, (exp.Alias, exp.Column)) and not e.find(exp.Star) for e in stmt.expressions)
 
 
 def _written(stmt: exp.Expression) -> list[str]:

@@ -38,6 +38,7 @@ from sqlglot import exp
 
 from traceprop_frames.errors import SourceChangedError, UnknownRowError
 from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, _has_agg, _windows_in, select_like_roots
 
 _LITERAL_ROWS = 64  # up to this many rows asked: also filter the backward query by their key values
@@ -208,7 +209,7 @@ class Resolver:
                 blocks = self.con._witness_blocks(rw.constants)
                 while len(cache) >= _PLANS:
                     cache.pop(next(iter(cache)))
-                cache[key] = (sel.sql(dialect="duckdb", copy=False), hidden, blocks, flat)
+                cache[key] = (sel.sql(dialect=DIALECT, copy=False), hidden, blocks, flat)
             self._plan = cache[key]
         return self._plan
 
@@ -367,7 +368,7 @@ def _flat_members(sel: exp.Select, shape: Shape) -> tuple[str, list[str]] | None
     for k in ("group", "having", "order", "limit", "offset", "qualify", "windows", "distinct"):
         flat.set(k, None)
     flat.set("expressions", [exp.alias_(c.copy(), f"__tp_f{i}") for i, c in enumerate(cols)] + keys)
-    return flat.sql(dialect="duckdb", copy=False), [f"__tp_f{i}" for i in range(len(cols))]
+    return flat.sql(dialect=DIALECT, copy=False), [f"__tp_f{i}" for i in range(len(cols))]
 
 
 class LazyRowLineage(RowLineage):

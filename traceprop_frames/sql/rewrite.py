@@ -18,12 +18,13 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
   its window value read - the window's frame (an aggregate without ORDER BY: the partition; with ORDER BY,
   by default every row ordered before it and its peers; an explicit ROWS / RANGE / GROUPS frame as written,
   ``EXCLUDE`` ignored); ranking functions: the rows ordered before it and its peers (``percent_rank``,
-  ``cume_dist``, ``ntile``: the partition); ``lag``/``lead`` with offset k: the k rows up to the one read
-  (the partition's start / end with IGNORE NULLS). Other window functions raise.
+  ``cume_dist``, ``ntile``, ``fill``: the partition); ``lag``/``lead`` with offset k: the k rows up to the
+  one read (the partition's start / end with IGNORE NULLS; the whole partition for an offset that is not a
+  constant, or an ORDER BY among the arguments). Other window functions raise.
 - join (inner, outer, cross, comma, USING/ON, ASOF, POSITIONAL): the ids of both rows are concatenated;
   the missing side of an outer join adds nothing. ANTI JOIN adds nothing from its right side; SEMI JOIN
-  ... ON is rewritten as EXISTS (its witnesses join); NATURAL JOIN and SEMI JOIN ... USING raise
-  :class:`UnsupportedSQLError` (write them with USING / ON).
+  ... ON is rewritten as EXISTS (its witnesses join); NATURAL JOIN becomes USING (the columns both sides
+  have, from the catalog); SEMI JOIN ... USING and MARK joins raise :class:`UnsupportedSQLError`.
 - DISTINCT ON: a kept row keeps its own lineage (alone, it is the first of its group again).
 - GROUP BY, aggregates without GROUP BY, DISTINCT: the union of the members of the group.
 - UNION ALL: each row keeps its branch row's ids; UNION / INTERSECT: the union over every input row (of
@@ -40,7 +41,8 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
     witness row, and the result stays true on any subset of the source rows.
   A subquery's witnesses join the row's lineage; in an aggregate query, a subquery inside WHERE or inside
   an aggregate's argument adds to each member row, one in the SELECT list or HAVING to the group.
-  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)``, LATERAL and PIVOT raise.
+  Subqueries in GROUP BY / ORDER BY, ``COLUMNS(...)`` and PIVOT raise. ``LATERAL (q)`` is a derived table
+  (its rows' lineage joins the row's); a subquery in LIMIT / OFFSET or an ANTI JOIN's condition adds nothing.
 
 Guarantee (tested on TPC-H and on random queries against a brute-force oracle): without negation,
 re-running the original query on only a row's lineage rows reproduces the row; with NOT EXISTS / NOT IN
@@ -56,16 +58,24 @@ import sqlglot
 from sqlglot import exp
 
 from traceprop_frames.errors import UnsupportedSQLError
+from traceprop_frames.sql.dialect import DIALECT
 
 RID = "__tp_rid"  # BIGINT: one global row id
 LIN = "__tp_lin"  # BIGINT[]: a set of global row ids
 HIDDEN = (RID, LIN)
 _SIDE = "__tp_side"
 _UNTRACED_OK = {"range", "generate_series", "unnest", "values"}
+# catalog table functions / views that list columns: the hidden ones are filtered out (name column)
+_COLUMN_LISTS = {
+    "pragma_table_info": "name",
+    "pragma_storage_info": "column_name",
+    "duckdb_columns": "column_name",
+    "columns": "column_name",  # information_schema.columns
+}
 
 
 def _t(sql: str) -> exp.Expression:
-    return sqlglot.parse_one(sql, read="duckdb")
+    return sqlglot.parse_one(sql, read=DIALECT)
 
 
 def _col(name: str, table: str | exp.Identifier | None = None) -> exp.Column:
@@ -76,7 +86,14 @@ def _col(name: str, table: str | exp.Identifier | None = None) -> exp.Column:
 
 
 def _fn(name: str, *args: exp.Expression) -> exp.Expression:
-    return exp.Anonymous(this=name, expressions=list(args))
+    # a subquery as the only argument would be printed without its parentheses: list(SELECT ...)
+    args = [exp.Paren(this=a) if isinstance(a, exp.Subquery) else a for a in args]
+    return exp.Anonymous(this=name, expressions=args)
+
+
+def _named(expr: exp.Expression, name: str) -> exp.Alias:
+    """``expr AS name`` (``exp.alias_`` would give a subquery a table alias instead)."""
+    return exp.Alias(this=expr, alias=exp.to_identifier(name))
 
 
 def _null_list() -> exp.Expression:
@@ -89,6 +106,7 @@ class Catalog:
 
     hidden: dict[str, str] = field(default_factory=dict)  # table -> RID | LIN
     aggregates: frozenset[str] = frozenset()
+    columns: dict[str, list[str]] = field(default_factory=dict)  # table/view -> visible columns, in order
 
 
 @dataclass
@@ -140,7 +158,7 @@ class RewriteResult:
 
     @property
     def sql(self) -> str:
-        return self.expression.sql(dialect="duckdb")
+        return self.expression.sql(dialect=DIALECT)
 
 
 _SUBQ = (exp.Exists, exp.Any, exp.All, exp.Subquery, exp.Query)
@@ -183,14 +201,14 @@ def _windows_in(node):
 
 
 _RANKING = {"row_number", "rank", "dense_rank", "rank_dense"}  # the rows ordered before it and its peers
-_WHOLE = {"percent_rank", "cume_dist", "ntile"}  # they divide by the partition's size
+_WHOLE = {"percent_rank", "cume_dist", "ntile", "fill"}  # the partition's size / its nearest values
 _VALUE = {"first_value", "last_value", "nth_value", "any_value"}  # read their frame, like aggregates
 _OFFSET = {"lag": "PRECEDING", "lead": "FOLLOWING"}
 
 
-def _frame_lineage(win: exp.Window, row_list: exp.Expression, named: dict, aggs) -> exp.Expression:
+def _frame_lineage(frame: tuple, row_list: exp.Expression) -> exp.Expression:
     """``flatten(list(row_list) OVER (frame))``: the lineage of every row the window value read."""
-    return _fn("flatten", _over(_fn("list", row_list.copy()), _frame_of(win, named, aggs)))
+    return _fn("flatten", _over(_fn("list", row_list.copy()), frame))
 
 
 def _over(fn: exp.Expression, frame: tuple, spec=None) -> exp.Window:
@@ -241,7 +259,9 @@ def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
         partition = partition or base.args.get("partition_by")
         order = order or base.args.get("order")
         spec = spec or base.args.get("spec")
-    if name in _RANKING:
+    if (name in _RANKING or name in _OFFSET) and fn.find(exp.Order) is not None:
+        order = spec = None  # an argument ORDER BY (lead(x ORDER BY y)) counts rows in another order
+    elif name in _RANKING:
         spec = (
             _t("SELECT sum(1) OVER (RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)")
             .expressions[0]
@@ -254,12 +274,15 @@ def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
         if k is None:
             k = exp.Literal.number(1)
         if not (isinstance(k, exp.Literal) and not k.is_string and str(k.this).isdigit()):
-            raise UnsupportedSQLError(f"{name.upper()} with a non-constant offset: its frame is unknown")
-        reach = "UNBOUNDED" if ignore_nulls else str(k.this)
-        frame = (
-            f"{reach} PRECEDING AND CURRENT ROW" if name == "lag" else f"CURRENT ROW AND {reach} FOLLOWING"
-        )
-        spec = _t(f"SELECT sum(1) OVER (ROWS BETWEEN {frame})").expressions[0].args["spec"]
+            order = spec = None  # an offset known only when it runs (or negative): the whole partition
+        else:
+            reach = "UNBOUNDED" if ignore_nulls else str(k.this)
+            frame = (
+                f"{reach} PRECEDING AND CURRENT ROW"
+                if name == "lag"
+                else f"CURRENT ROW AND {reach} FOLLOWING"
+            )
+            spec = _t(f"SELECT sum(1) OVER (ROWS BETWEEN {frame})").expressions[0].args["spec"]
     elif name in _VALUE or _is_agg(fn, aggs):
         if spec is not None and spec.args.get("exclude") is not None:
             spec = spec.copy()  # EXCLUDE drops rows that still decide which rows the frame reaches
@@ -294,6 +317,8 @@ class Rewriter:
         self._ids = itertools.count()
         self._aggregated: dict[int, bool] = {}  # id(rewritten SELECT) -> whether it aggregates
         self._parts: dict[int, Lineage] = {}  # id(rewritten non-aggregate SELECT) -> its lineage parts
+        self._cte_cols: dict[str, list[str] | None] = {}  # CTE name -> its visible columns, if known
+        self._scopes: list[dict[str, tuple]] = []  # per open SELECT: FROM alias -> (columns | None, traced)
 
     def _alias(self, prefix: str) -> str:
         return f"__tp_{prefix}{next(self._ids)}"
@@ -307,6 +332,10 @@ class Rewriter:
             for cte in with_.expressions:
                 self._cte(cte, ctes, trace, bool(with_.args.get("recursive")))
         rule = _QUERY_RULES.get(type(q))
+        if isinstance(q, exp.Values) and trace:  # a query of its own: SELECT * FROM (VALUES ...), no lineage
+            sel = _t("SELECT * FROM x")
+            sel.set("from_", exp.From(this=exp.Subquery(this=q, alias=exp.TableAlias(this=self._alias("v")))))
+            return self.query(sel, ctes, trace, force_list)
         if rule is None:
             if isinstance(q, exp.Values) or not trace:
                 return q, None
@@ -327,15 +356,48 @@ class Rewriter:
             new, kind = self.query(cte.this, ctes, trace)
         cte.set("this", new)
         ctes[name] = kind
+        self._cte_cols[name] = _column_list(new, cte.args.get("alias") or exp.TableAlias())
         self._cte_defs[name] = cte
         if recursive:
             self._recursive.add(name)
         alias = cte.args.get("alias")
         if kind and alias is not None and alias.columns:
-            alias.append("columns", exp.to_identifier(kind))
+            self._cte_hidden_column(cte, kind, recursive)
+
+    def _cte_hidden_column(self, cte: exp.CTE, kind: str, recursive: bool) -> None:
+        """``WITH c(a) AS (...)`` renames the body's first columns; the hidden column keeps its name."""
+        alias = cte.args["alias"]
+        if not recursive:
+            inner = _t(f"SELECT {kind}, * EXCLUDE ({kind}) FROM x")
+            inner.set("from_", exp.From(this=exp.Subquery(this=cte.this, alias=self._alias("h"))))
+            cte.set("this", inner)
+            alias.set("columns", [exp.to_identifier(kind), *alias.columns])
+            return
+        anchor = cte.this
+        while isinstance(anchor, (exp.SetOperation, exp.Subquery)):
+            anchor = anchor.this
+        names = _column_list(anchor, exp.TableAlias())
+        if names is None or len(names) != len(alias.columns):
+            raise UnsupportedSQLError(
+                f"WITH RECURSIVE {cte.alias}({', '.join(c.name for c in alias.columns)}): name every column "
+                "of the CTE in its column list (or none)"
+            )
+        alias.append("columns", exp.to_identifier(kind))
 
     def _select(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
+        self._scopes.append({})
+        try:
+            return self._select_scope(sel, ctes, trace, force_list)
+        finally:
+            self._scopes.pop()
+
+    def _select_scope(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
         aggs = self.catalog.aggregates
+        from_ = sel.args.get("from_")
+        if from_ is not None and from_.this.args.get("joins"):  # FROM-first SQL: FROM a, b hangs b on a
+            hanging = from_.this.args["joins"]
+            from_.this.set("joins", None)
+            sel.set("joins", [*hanging, *(sel.args.get("joins") or [])])
         distinct = sel.args.get("distinct")
         if trace:
             self._semi_to_exists(sel)
@@ -345,19 +407,27 @@ class Rewriter:
         items = ([from_.this] if from_ is not None else []) + [j.this for j in sel.args.get("joins") or []]
         skip = set()
         for j in sel.args.get("joins") or []:
-            if (j.args.get("method") or "").upper() == "NATURAL":
-                raise UnsupportedSQLError("NATURAL JOIN: write the join with USING (...) so lineage is exact")
             kind = (j.args.get("kind") or "").upper()
+            if kind == "MARK":
+                raise UnsupportedSQLError(
+                    "JOIN BY (TYPE mark): write the condition as EXISTS (...) or IN (...)"
+                )
             if kind == "ANTI":
                 skip.add(id(j.this))
-        for item in items:
-            parts = self._from_item(item, ctes, trace, exposed)
+        for item, parts in zip(
+            items, self._join_items(items, sel.args.get("joins") or [], ctes, trace, exposed)
+        ):
             if trace and parts and len(items) > 1 and self.constant is not None:
                 parts = self._one_row_marker(item, ctes) or parts
             if trace and id(item) not in skip:
                 for e, k in parts:
                     lin.add(e, k)
+        for item in items:  # an ANTI JOIN's right side has no columns in the output
+            if id(item) in skip:
+                exposed.pop(item.alias_or_name.lower(), None)
         self._hide_stars(sel, exposed)
+        self._row_structs(sel, exposed)
+        self._outer_aggregates(sel)
         is_agg = sel.args.get("group") is not None or any(
             _has_agg(sel.args.get(k), aggs) for k in ("having",) if sel.args.get(k) is not None
         )
@@ -374,32 +444,64 @@ class Rewriter:
             elif any(e.find(exp.Window) for e in sel.expressions):
                 raise UnsupportedSQLError("SELECT DISTINCT with window functions")
             else:
+                _distinct_order_check(sel)
                 sel.set("distinct", None)
                 sel.set("group", exp.Group(all=True))
                 is_agg = True
         named = {w.name.lower(): w for w in sel.args.get("windows") or []}
         windows = [w for root in select_like_roots(sel) for w in _windows_in(root)]
+        frames = [self._unalias(_frame_of(w, named, aggs), sel) for w in windows]
         if is_agg:
             base = lin.aggregated(group_extra)
-            frames = [_frame_lineage(w, base, named, aggs) for w in windows]
-            expr, kind = lin.aggregated(group_extra + frames), LIN
+            reads = [_frame_lineage(f, base) for f in frames]
+            expr, kind = lin.aggregated(group_extra + reads), LIN
         else:
             if windows and sel is self.top and distinct is None:  # frames as shared sets, after the query
-                self.top_frames = [_frame_of(w, named, aggs) for w in windows]
+                self.top_frames = frames
             elif windows:
                 base = _as_list(*lin.row())
-                for w in windows:
-                    lin.add(_frame_lineage(w, base, named, aggs), LIN)
+                for f in frames:
+                    lin.add(_frame_lineage(f, base), LIN)
             expr, kind = lin.row()
         if force_list or wrap_distinct:
             expr, kind = _as_list(expr, kind), LIN
-        sel.append("expressions", exp.alias_(expr, kind))
+        sel.append("expressions", _named(expr, kind))
         self._aggregated[id(sel)] = is_agg
         if not is_agg:
             self._parts[id(sel)] = lin
         if wrap_distinct:
             return self._distinct_wrap(sel), LIN
         return sel, kind
+
+    def _unalias(self, frame: tuple, sel: exp.Select) -> tuple:
+        """A window's PARTITION BY / ORDER BY may name a SELECT alias (``WINDOW w AS (ORDER BY a)``);
+        copied into the lineage's own window, the alias is written out as its expression."""
+        aliases = {e.alias.lower(): e.this for e in sel.expressions if isinstance(e, exp.Alias)}
+        partition, order, spec = frame
+        partition = [p.copy() for p in partition or []]
+        order = order.copy() if order is not None else None
+        if not aliases:
+            return partition, order, spec
+        items = list((self._scopes[-1] if self._scopes else {}).values())
+
+        def written_out(col: exp.Expression) -> exp.Expression:
+            name = col.name.lower() if isinstance(col, exp.Column) else ""
+            if col.table if isinstance(col, exp.Column) else True:
+                return col
+            if name not in aliases:
+                return col
+            if any(name in (c.lower() for c in cols) for cols, _ in items if cols is not None):
+                return col  # a column of a FROM item: DuckDB binds the column
+            if any(cols is None for cols, _ in items):
+                raise UnsupportedSQLError(
+                    f"a window's PARTITION BY / ORDER BY names {col.name}, a SELECT alias or a column the "
+                    "rewriter cannot see: write the expression itself"
+                )
+            return aliases[name].copy()
+
+        partition = [p.transform(written_out) for p in partition]
+        order = order.transform(written_out) if order is not None else None
+        return partition, order, spec
 
     def _semi_to_exists(self, sel: exp.Select) -> None:
         """``a SEMI JOIN b ON c`` is ``a WHERE EXISTS (SELECT 1 FROM b WHERE c)``: its witnesses join."""
@@ -427,6 +529,16 @@ class Rewriter:
         for e in sel.expressions:
             if isinstance(e, exp.Columns) or e.find(exp.Columns):
                 raise UnsupportedSQLError("COLUMNS(...) expressions: list the columns explicitly")
+            if isinstance(e, exp.Alias) and "\\" in e.alias and e.find(exp.Star):
+                raise UnsupportedSQLError(
+                    f"{e.sql(dialect=DIALECT)[:60]}: renaming the columns a star pattern matches: list them"
+                )
+            while isinstance(
+                e, (exp.Alias, exp.Escape, exp.Like, exp.ILike, exp.SimilarTo, exp.Glob, exp.RegexpLike)
+            ):
+                e = e.this  # * LIKE '...' / * SIMILAR TO '...': the pattern could match a hidden column
+            if isinstance(e, exp.Star) and e.args.get("ilike") is not None:  # * ILIKE 'p': EXCLUDE first
+                e = e.replace(exp.ILike(this=exp.Star(), expression=e.args["ilike"])).this
             if isinstance(e, exp.Star):
                 star, names = e, every
             elif isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
@@ -437,6 +549,73 @@ class Rewriter:
                 have = star.args.get("except_") or []
                 star.set("except_", list(have) + [_col(n) for n in sorted(names)])
 
+    def _row_structs(self, sel: exp.Select, exposed: dict[str, set[str]]) -> None:
+        """A FROM item named as a value (``SELECT t FROM t``, ``(SELECT t)``) is its row as a STRUCT, which
+        would show the hidden column: write it as ``{'a': t.a, ...}`` (a missing outer-join row gives
+        NULL fields, as DuckDB's does), or refuse where the item's columns are not known."""
+        for col in list(sel.find_all(exp.Column)):
+            if col.table or not isinstance(col.this, exp.Identifier) or isinstance(col.parent, exp.Star):
+                continue
+            if col.find_ancestor(exp.Select) is not sel:
+                continue
+            cols = self._struct_of(col.name.lower())
+            if cols is not None:
+                pairs = ", ".join(
+                    f"{exp.Literal.string(c).sql(dialect=DIALECT)}: {col.this.sql(dialect=DIALECT)}."
+                    f"{exp.to_identifier(c, quoted=True).sql(dialect=DIALECT)}"
+                    for c in cols
+                )
+                struct = _t(f"SELECT {{{pairs}}}").expressions[0]
+                col.replace(exp.alias_(struct, col.this.copy()) if col.parent is sel else struct)
+
+    def _outer_aggregates(self, sel: exp.Select) -> None:
+        """``(SELECT sum(o.x) FROM t)`` with ``o`` a FROM item of an outer query aggregates the outer query
+        (DuckDB binds it there), which the outer rewrite does not know: refused."""
+        if len(self._scopes) < 2:
+            return
+        own = set(self._scopes[-1])
+        outer = set().union(*self._scopes[:-1])
+        for node in sel.find_all(exp.AggFunc, exp.Anonymous):
+            if not _is_agg(node, self.catalog.aggregates) or isinstance(node.parent, exp.Window):
+                continue
+            if node.find_ancestor(exp.Select) is not sel:
+                continue
+            cols = list(node.find_all(exp.Column))
+            tables = {c.table.lower() for c in cols}
+            if not own and cols:  # no FROM here: every column is the outer query's
+                tables = {t or next(iter(outer), "") for t in tables}
+            if cols and "" not in tables and not tables & own and tables <= outer:
+                raise UnsupportedSQLError(
+                    f"{node.sql(dialect=DIALECT)[:60]} inside a subquery aggregates the outer query's rows: "
+                    "compute it in the outer query (or a CTE) and refer to the result"
+                )
+
+    def _struct_of(self, name: str) -> list[str] | None:
+        """The columns of the traced FROM item that the bare name ``name`` refers to as a row, or None
+        if it names a column (or no traced item); raises where DuckDB's choice is not known here."""
+        unsure = False
+        for scope in reversed(self._scopes):
+            known = [c for c, _ in scope.values() if c is not None]
+            if any(name in (x.lower() for x in c) for c in known):
+                return None  # a column: DuckDB binds columns before row values
+            unsure = unsure or len(known) < len(scope)
+            if name in scope:
+                cols, traced = scope[name]
+                if not traced:
+                    return None
+                if unsure or cols is None:
+                    raise UnsupportedSQLError(
+                        f"{name} as a row value (a STRUCT of its columns): its columns are not known to the "
+                        f"rewriter; write {{'a': {name}.a, ...}} or struct_pack(a := {name}.a, ...)"
+                    )
+                return cols
+        return None
+
+    def _item(self, alias: str, cols: list[str] | None, traced: bool) -> None:
+        """Record a FROM item of the SELECT being rewritten (for row values, see ``_row_structs``)."""
+        if self._scopes:
+            self._scopes[-1][alias.lower()] = (cols, traced)
+
     # ------------------------------------------------------------------ FROM items
     def _from_item(self, item, ctes: dict, trace: bool, exposed: dict) -> list[tuple[exp.Expression, str]]:
         rule = _FROM_RULES.get(type(item))
@@ -445,48 +624,157 @@ class Rewriter:
         return rule(self, item, ctes, trace, exposed)
 
     def _table(self, t: exp.Table, ctes: dict, trace: bool, exposed: dict):
+        alias = t.args.get("alias")
+        if _lists_columns(t):
+            self._hide_column_rows(t)
+            return []
         if not isinstance(t.this, exp.Identifier):  # a table function: read_csv(...), range(...)
-            fname = t.this.name if isinstance(t.this, exp.Anonymous) else t.this.sql_name()
-            if trace and str(fname).lower() not in _UNTRACED_OK:
-                self.untraced.add(t.this.sql(dialect="duckdb")[:80])
+            fname = _table_function_name(t)
+            if trace and fname not in _UNTRACED_OK:
+                self.untraced.add(t.this.sql(dialect=DIALECT)[:80])
+            cols = [c.name for c in alias.columns] if alias is not None and alias.columns else None
+            one_column = fname in ("range", "generate_series", "unnest")  # one column each: renamed
+            self._item(t.alias_or_name or fname, cols if one_column else None, False)
             return []
         name = t.name.lower()
-        alias = t.args.get("alias")
         ref = alias.this if alias is not None and alias.this else t.this
-        if name in ctes and not t.args.get("db"):
+        cte = name in ctes and not t.args.get("db")
+        if cte:
             kind = ctes[name]
         else:
             kind = self.catalog.hidden.get(name)
             if trace:
                 (self.traced if kind else self.untraced).add(name)
+        cols = self._cte_cols.get(name) if cte else self.catalog.columns.get(name)
+        renamed = [c.name for c in alias.columns] if alias is not None and alias.columns else []
+        if cols is not None and renamed:
+            cols = renamed + cols[len(renamed) :]
+        self._item(ref.name, cols, bool(kind))
         if not kind:
             return []
         exposed[ref.name.lower()] = {kind}
-        if alias is not None and alias.columns:
-            alias.append("columns", exp.to_identifier(kind))
+        if renamed:
+            ref = self._hidden_first(t, kind).args["alias"].this
         return [(_col(kind, ref), kind)]
+
+    def _hide_column_rows(self, t: exp.Table) -> None:
+        """``pragma_table_info('t')`` and the like, without the rows of the hidden columns."""
+        fname = _table_function_name(t)
+        alias = t.args.get("alias")
+        body = t.copy()
+        body.set("alias", None)
+        joins = body.args.get("joins")
+        body.set("joins", None)
+        inner = _t(f"SELECT * FROM x WHERE {_COLUMN_LISTS[fname]} NOT IN ('{RID}', '{LIN}')")
+        inner.set("from_", exp.From(this=body))
+        alias = alias.pop() if alias is not None else exp.TableAlias(this=exp.to_identifier(t.name or fname))
+        t.replace(exp.Subquery(this=inner, alias=alias, joins=joins))
+        self._item(alias.name, None, False)
+
+    def _join_items(self, items: list, joins: list, ctes: dict, trace: bool, exposed: dict) -> list[list]:
+        """Rewrite the FROM items of one join tree (``items[k + 1]`` is ``joins[k]``'s right side); each
+        item's lineage parts. A NATURAL JOIN becomes ``USING (the columns both sides have)``."""
+        out, groups = [], []
+        for i, item in enumerate(items):
+            before = set(self._scopes[-1]) if self._scopes else set()
+            out.append(self._from_item(item, ctes, trace, exposed))
+            groups.append([a for a in (self._scopes[-1] if self._scopes else {}) if a not in before])
+            if i and (joins[i - 1].args.get("method") or "").upper() == "NATURAL":
+                # joins bind tighter than commas: the left side starts after the last comma
+                start = max((k for k in range(1, i) if _is_comma(joins[k - 1])), default=0)
+                self._natural(joins[i - 1], [a for g in groups[start:i] for a in g], groups[i])
+        return out
+
+    def _natural(self, join: exp.Join, left: list[str], right: list[str]) -> None:
+        """``a NATURAL JOIN b`` as ``a JOIN b USING (...)`` (NATURAL would also match the hidden columns)."""
+        scope = self._scopes[-1] if self._scopes else {}
+        sides = [[scope[a][0] for a in aliases] for aliases in (left, right)]
+        if not all(sides) or any(c is None for side in sides for c in side):
+            raise UnsupportedSQLError(
+                "NATURAL JOIN: the columns of its sides are not known to the rewriter (a table function, a "
+                "subquery with *, ...); write the join with USING (the shared columns)"
+            )
+        lcols = [c for cols in sides[0] for c in cols]
+        rnames = {c.lower() for cols in sides[1] for c in cols}
+        common = list(dict.fromkeys(c for c in lcols if c.lower() in rnames))
+        if not common:
+            raise UnsupportedSQLError("NATURAL JOIN: the two sides share no column name; write CROSS JOIN")
+        join.set("method", None)
+        join.set("using", [exp.to_identifier(c) for c in common])
+
+    def _hidden_first(self, item: exp.Expression, kind: str) -> exp.Subquery:
+        """``t AS v(a)`` renames t's first columns: the hidden column must not be one of them, wherever the
+        list ends. ``(SELECT __tp_rid, * EXCLUDE (__tp_rid) FROM t) AS v(__tp_rid, a)`` renames the rest as
+        written (the same for a derived table); the new item replaces ``item`` in the tree."""
+        alias = item.args["alias"].pop()
+        inner = _t(f"SELECT {kind}, * EXCLUDE ({kind}) FROM x")
+        body = item.copy()
+        joins = body.args.get("joins")  # FROM-first SQL can hang the next items on this one: keep them out
+        body.set("joins", None)
+        if isinstance(body, exp.Subquery):
+            body.set("alias", exp.TableAlias(this=exp.to_identifier(self._alias("h"))))
+        inner.set("from_", exp.From(this=body))
+        alias.set("columns", [exp.to_identifier(kind), *alias.columns])
+        new = exp.Subquery(this=inner, alias=alias, joins=joins)
+        item.replace(new)
+        return new
 
     def _derived(self, sub: exp.Subquery, ctes: dict, trace: bool, exposed: dict):
         inner = sub.this
+        alias = sub.args.get("alias")
         if not isinstance(inner, exp.Query):  # a parenthesised join: (a JOIN b ON ...)
-            out = self._from_item(inner, ctes, trace, exposed)
-            for j in inner.args.get("joins") or []:
-                out += self._from_item(j.this, ctes, trace, exposed)
-            return out
+            if alias is not None and alias.name:  # (a JOIN b) AS j: the inner names are hidden
+                sub.set("this", exp.select("*").from_(inner))
+                return self._derived(sub, ctes, trace, exposed)
+            joins = inner.args.get("joins") or []
+            items = [inner] + [j.this for j in joins]
+            return [p for parts in self._join_items(items, joins, ctes, trace, exposed) for p in parts]
         new, kind = self.query(inner, ctes, trace)
         sub.set("this", new)
+        if alias is None or not alias.name:
+            alias = self._unnamed(alias)
+            if kind:
+                sub.set("alias", alias)
+        self._item(alias.name, _column_list(new, alias), bool(kind))
         if not kind:
             return []
-        alias = sub.args.get("alias")
-        if alias is None:
-            alias = exp.TableAlias(this=exp.to_identifier(self._alias("d")))
-            sub.set("alias", alias)
-        elif alias.columns:
-            alias.append("columns", exp.to_identifier(kind))
+        if alias.columns:
+            alias = self._hidden_first(sub, kind).args["alias"]
+        exposed[alias.name.lower()] = {kind}
+        return [(_col(kind, alias.this), kind)]
+
+    def _unnamed(self, alias: exp.TableAlias | None) -> exp.TableAlias:
+        """The name DuckDB gives an unaliased subquery: unnamed_subquery, unnamed_subquery2, ..."""
+        n = sum(1 for a in (self._scopes[-1] if self._scopes else {}) if a.startswith("unnamed_subquery"))
+        name = "unnamed_subquery" + (str(n + 1) if n else "")
+        return exp.TableAlias(this=exp.to_identifier(name), columns=alias.columns if alias else [])
+
+    def _lateral(self, item: exp.Lateral, ctes: dict, trace: bool, exposed: dict):
+        """``LATERAL (q) AS s``: a derived table that may read the FROM items before it; a LATERAL table
+        function (``unnest(t.l)``) reads only the current row, whose lineage the row has already."""
+        inner, alias = item.this, item.args.get("alias")
+        if not (isinstance(inner, exp.Subquery) and isinstance(inner.this, exp.Query)):
+            self._item(item.alias_or_name or "lateral", None, False)
+            return []
+        new, kind = self.query(inner.this, ctes, trace)
+        if alias is None or not alias.name:
+            alias = self._unnamed(alias)
+        self._item(alias.name, _column_list(new, alias), bool(kind))
+        if kind and alias.columns:  # hidden column first, as in _hidden_first
+            wrapped = _t(f"SELECT {kind}, * EXCLUDE ({kind}) FROM x")
+            wrapped.set("from_", exp.From(this=exp.Subquery(this=new, alias=self._alias("h"))))
+            new = wrapped
+            alias.set("columns", [exp.to_identifier(kind), *alias.columns])
+        inner.set("this", new)
+        if not kind:
+            return []
+        item.set("alias", alias)
         exposed[alias.name.lower()] = {kind}
         return [(_col(kind, alias.this), kind)]
 
     def _no_lineage(self, item, ctes: dict, trace: bool, exposed: dict):
+        if item.alias_or_name:
+            self._item(item.alias_or_name, None, False)
         return []
 
     def _unsupported_from(self, item, ctes: dict, trace: bool, exposed: dict):
@@ -496,17 +784,29 @@ class Rewriter:
     def _subqueries(self, sel: exp.Select, ctes: dict, trace: bool, lin: Lineage, is_agg: bool):
         """Hide stars inside every subquery of this scope; add witness lineage; return group-level parts."""
         aggs = self.catalog.aggregates
-        where_like = [sel.args.get("where")] + [j.args.get("on") for j in sel.args.get("joins") or []]
+        joins = sel.args.get("joins") or []
+        anti = [j.args.get("on") for j in joins if (j.args.get("kind") or "").upper() == "ANTI"]
+        where_like = [sel.args.get("where")] + [
+            j.args.get("on") for j in joins if (j.args.get("kind") or "").upper() != "ANTI"
+        ]
+        # an ANTI JOIN's condition held for no row: nothing witnesses it (as NOT EXISTS); a LIMIT / OFFSET
+        # subquery only bounds how many rows are kept: like NOT EXISTS, its tables count as kept whole
+        for root in [*anti, sel.args.get("limit"), sel.args.get("offset")]:
+            for node, neg, _ in list(_scope_walk(root, aggs=aggs)) if root is not None else []:
+                self._subquery(node, neg, ctes, trace=False)
         select_like = list(sel.expressions) + [sel.args.get("having"), sel.args.get("qualify")]
         for key in ("group", "order"):
             node = sel.args.get(key)
             if node is not None and any(True for _ in _scope_walk(node, aggs=aggs)):
                 raise UnsupportedSQLError(f"a subquery in {key.upper()} BY")
         group_extra: list[exp.Expression] = []
-        for region, row_level in ((where_like, True), (select_like, False)):
+        keys = _group_keys(sel)
+        for region, region_row_level in ((where_like, True), (select_like, False)):
             for root in region:
                 if root is None:
                     continue
+                # a subquery in a GROUP BY key is evaluated per input row: its witnesses are the members'
+                row_level = region_row_level or _is_group_key(root, keys)
                 for node, neg, in_agg in list(_scope_walk(root, aggs=aggs)):
                     found = self._subquery(node, neg, ctes, trace)
                     if found is None:
@@ -528,6 +828,8 @@ class Rewriter:
         """Rewrite one subquery in place (stars hidden); return its witness expression or None."""
         if isinstance(node, exp.In):
             q, mode = node.args["query"], "in"
+            if isinstance(node.this, exp.Anonymous) and node.this.name.lower() == "row":
+                node.set("this", exp.Tuple(expressions=node.this.expressions))  # row(a, b) is (a, b)
         elif isinstance(node, (exp.Exists, exp.Any, exp.All)):
             q, mode = node.this, ("exists" if isinstance(node, exp.Exists) else "all")
         else:
@@ -542,6 +844,8 @@ class Rewriter:
         if witness_q is None:
             return None
         wq, kind = self.query(witness_q, ctes, trace=True)
+        if _reads_nothing(wq):  # no traced table inside: no witness rows to name
+            return None
         if self.constant is not None:
             marker = self.constant(wq, kind, node.this if mode == "in" else None, self._with(ctes))
             if marker is not None:
@@ -551,9 +855,13 @@ class Rewriter:
             return simple, False
         alias = self._alias("w")
         agg = f"list({alias}.{RID})" if kind == RID else f"flatten(list({alias}.{LIN}))"
-        if mode == "in":
-            w = _t(f"(SELECT {agg} FROM x AS {alias}(__tp_v, {kind}) WHERE {alias}.__tp_v = y)")
-            w.this.find(exp.EQ).set("expression", node.this.copy())
+        if mode == "in":  # (a, b) IN (SELECT x, y ...): one column per element of the tuple
+            values = node.this.expressions if isinstance(node.this, exp.Tuple) else [node.this]
+            names = [f"__tp_v{i}" for i in range(len(values))]
+            cond = " AND ".join(f"{alias}.{n} = y" for n in names)
+            w = _t(f"(SELECT {agg} FROM x AS {alias}({', '.join(names)}, {kind}) WHERE {cond})")
+            for eq, v in zip(w.this.find_all(exp.EQ), values):
+                eq.set("expression", v.copy())
         else:
             w = _t(f"(SELECT {agg} FROM x AS {alias})")
         w.this.args["from_"].this.replace(
@@ -567,7 +875,7 @@ class Rewriter:
         if isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier):
             cte = self._cte_defs.get(item.name.lower()) if item.name.lower() in ctes else None
             body = cte.this if cte is not None else None
-            wq = _t(f"SELECT * FROM {exp.to_identifier(item.name).sql(dialect='duckdb')}") if cte else None
+            wq = _t(f"SELECT * FROM {exp.to_identifier(item.name).sql(dialect=DIALECT)}") if cte else None
         elif isinstance(item, exp.Subquery) and isinstance(item.this, exp.Select):
             body, wq = item.this, item.this.copy()
         else:
@@ -586,7 +894,7 @@ class Rewriter:
         if names not in self._with_sql:
             defs = [self._cte_defs[n].copy() for n in names]
             w = exp.With(expressions=defs, recursive=any(n in self._recursive for n in names))
-            self._with_sql[names] = w.sql(dialect="duckdb") + " " if defs else ""
+            self._with_sql[names] = w.sql(dialect=DIALECT) + " " if defs else ""
         return self._with_sql[names]
 
     def _simple_witness(self, wq, kind: str, mode: str, node) -> exp.Expression | None:
@@ -634,6 +942,8 @@ class Rewriter:
                 new, kind = self.query(q.args[key], ctes, True, force_list=force_list or by_name)
                 q.set(key, new)
                 kinds.append(kind)
+            if by_name:  # columns match by name: the hidden one is wherever the left side has it
+                return self._hidden_last(q), LIN
             if kinds[0] == kinds[1]:
                 return q, kinds[0]
             for key in ("this", "expression"):
@@ -660,10 +970,16 @@ class Rewriter:
         outer.set(
             "from_", exp.From(this=exp.Subquery(this=both, alias=exp.TableAlias(this=self._alias("s"))))
         )
-        for key in ("order", "limit", "offset"):
-            if q.args.get(key) is not None:
-                outer.set(key, q.args[key])
+        _move_order(q, outer, self.catalog.columns)
         return outer, LIN
+
+    def _hidden_last(self, q: exp.Union) -> exp.Select:
+        """``SELECT * EXCLUDE (__tp_lin), __tp_lin FROM (q)``: a BY NAME union puts the columns only the
+        right side has after the left side's hidden column; the hidden column must come last."""
+        outer = _t(f"SELECT * EXCLUDE ({LIN}), {LIN} FROM x")
+        _move_order(q, outer, self.catalog.columns)
+        outer.set("from_", exp.From(this=exp.Subquery(this=q, alias=exp.TableAlias(this=self._alias("s")))))
+        return outer
 
     def _tagged(self, q: exp.Expression, side: int, null_lineage: bool = False) -> exp.Select:
         extra = f"CAST(NULL AS BIGINT[]) AS {LIN}, " if null_lineage else ""
@@ -675,6 +991,134 @@ class Rewriter:
         new, kind = self.query(q.this, ctes, trace, force_list)
         q.set("this", new)
         return q, kind
+
+
+def _table_function_name(t: exp.Table) -> str:
+    if isinstance(t.this, exp.Identifier):
+        return t.name.lower()
+    if isinstance(t.this, exp.Anonymous):
+        return t.this.name.lower()
+    return t.this.sql_name().lower() if isinstance(t.this, exp.Func) else type(t.this).__name__.lower()
+
+
+def _lists_columns(t: exp.Table) -> bool:
+    name = _table_function_name(t)
+    if name == "columns":
+        return (
+            isinstance(t.this, exp.Identifier)
+            and t.args.get("db") is not None
+            and t.db.lower() == ("information_schema")
+        )
+    return name in _COLUMN_LISTS and (not isinstance(t.this, exp.Identifier) or name == "duckdb_columns")
+
+
+def _group_keys(sel: exp.Select) -> set[str]:
+    """GROUP BY keys as SQL text, lower-case names and 1-based positions."""
+    group = sel.args.get("group")
+    out: set[str] = set()
+    for g in group.expressions if group is not None else []:
+        out.add(g.sql(dialect=DIALECT))
+        if isinstance(g, exp.Column) and not g.table:
+            out.add(g.name.lower())
+    return out
+
+
+def _is_group_key(root: exp.Expression, keys: set[str]) -> bool:
+    if not keys or root.parent is None or root.arg_key != "expressions":
+        return False
+    position = str(root.parent.expressions.index(root) + 1)
+    expr = root.this if isinstance(root, exp.Alias) else root
+    return bool({position, expr.sql(dialect=DIALECT), root.alias_or_name.lower()} & keys)
+
+
+def _distinct_order_check(sel: exp.Select) -> None:
+    """SELECT DISTINCT becomes GROUP BY ALL; an ORDER BY on anything but an output column would not bind."""
+    order = sel.args.get("order")
+    if order is None or any(e.find(exp.Star) for e in sel.expressions):
+        return
+    names = {e.alias_or_name.lower() for e in sel.expressions}
+    exprs = {(e.this if isinstance(e, exp.Alias) else e).sql(dialect=DIALECT) for e in sel.expressions}
+    for o in order.expressions:
+        key = o.this
+        if isinstance(key, exp.Literal) or key.sql(dialect=DIALECT) in exprs:
+            continue
+        if isinstance(key, exp.Column) and not key.table and key.name.lower() in names:
+            continue
+        if isinstance(key, exp.Var) and key.name.upper() == "ALL":
+            continue
+        raise UnsupportedSQLError(
+            f"SELECT DISTINCT ... ORDER BY {key.sql(dialect=DIALECT)}: order by a column of the SELECT list "
+            "(add it there, or use DISTINCT ON)"
+        )
+
+
+def _reads_nothing(q: exp.Expression) -> bool:
+    """True for a rewritten SELECT whose lineage is the constant NULL list (it reads no traced table)."""
+    if not isinstance(q, exp.Select) or not q.expressions:
+        return False
+    last = q.expressions[-1]
+    return (last.this if isinstance(last, exp.Alias) else last) == _null_list()
+
+
+def _is_comma(join: exp.Join) -> bool:
+    return not any(join.args.get(k) for k in ("kind", "side", "method", "on", "using"))
+
+
+def _column_list(q: exp.Expression, alias: exp.TableAlias) -> list[str] | None:
+    """Visible output columns of a rewritten derived table under ``alias`` (None if not known here)."""
+    while isinstance(q, exp.Subquery):
+        q = q.this
+    if not isinstance(q, exp.Select) or any(e.find(exp.Star) for e in q.expressions):
+        return None
+    names = [e.alias_or_name for e in q.expressions if e.alias_or_name not in HIDDEN]
+    renamed = [c.name for c in alias.columns]
+    return renamed + names[len(renamed) :]
+
+
+def _output_names(q: exp.Expression, columns: dict | None = None) -> set[str] | None:
+    """Lower-case output column names of a query (a set operation's left side, or every side's BY NAME);
+    None if a side selects ``*`` (its names are only known to DuckDB)."""
+    while isinstance(q, exp.Subquery):
+        q = q.this
+    if isinstance(q, exp.SetOperation):
+        left = _output_names(q.this, columns)
+        if not q.args.get("by_name"):
+            return left  # columns are named by the left side
+        right = _output_names(q.expression, columns)
+        return None if left is None or right is None else left | right
+    if not isinstance(q, exp.Select):
+        return None
+    names = {e.alias_or_name.lower() for e in q.expressions if not e.find(exp.Star)}
+    if len(names) < len(q.expressions):  # a star: the columns of the tables it reads, from the catalog
+        from_ = q.args.get("from_")
+        items = ([from_.this] if from_ is not None else []) + [j.this for j in q.args.get("joins") or []]
+        for item in items:
+            cols = (columns or {}).get(item.name.lower()) if isinstance(item, exp.Table) else None
+            if cols is None or not isinstance(item.this, exp.Identifier):
+                return None
+            names |= {c.lower() for c in cols}
+    return names
+
+
+def _move_order(q: exp.SetOperation, outer: exp.Select, columns: dict | None = None) -> None:
+    """Move a set operation's ORDER BY / LIMIT / OFFSET to the query that wraps it. DuckDB binds the
+    set operation's ORDER BY against the columns of any branch (``ORDER BY t1.x``); outside, only the
+    output columns exist, so an ORDER BY that names anything else is refused (never bound otherwise)."""
+    order = q.args.get("order")
+    if order is not None:
+        names = _output_names(q, columns)
+        for col in order.find_all(exp.Column):
+            if col.find_ancestor(exp.Subquery, exp.Select) is not None and col.find_ancestor(exp.Select):
+                continue
+            if col.table or (names is not None and col.name.lower() not in names):
+                raise UnsupportedSQLError(
+                    f"ORDER BY {col.sql(dialect=DIALECT)} after a set operation names a column of one of its "
+                    "branches: order by the output column's name or position (ORDER BY 1)"
+                )
+    for key in ("order", "limit", "offset"):
+        if q.args.get(key) is not None:
+            outer.set(key, q.args[key])
+            q.set(key, None)
 
 
 def select_like_roots(sel: exp.Select) -> list[exp.Expression]:
@@ -714,7 +1158,7 @@ _FROM_RULES = {
     exp.Subquery: Rewriter._derived,
     exp.Values: Rewriter._no_lineage,
     exp.Unnest: Rewriter._no_lineage,
-    exp.Lateral: Rewriter._unsupported_from,
+    exp.Lateral: Rewriter._lateral,
     exp.Pivot: Rewriter._unsupported_from,
 }
 
@@ -750,7 +1194,7 @@ def rewrite_query(
         new.expressions[-1].pop()
         parts = lin.scalars + lin.lists
         for i, part in enumerate(parts):
-            new.append("expressions", exp.alias_(part.copy(), f"__tp_l{i}"))
+            new.append("expressions", _named(part.copy(), f"__tp_l{i}"))
         out.n_hidden = len(parts)
     if side is not None:
         out.frames = _frame_columns(new, side, rw.top_frames, kind)
@@ -777,8 +1221,6 @@ def _frame_columns(
         for name, e in (("p", pid), ("s", start), ("e", end)):
             new.append("expressions", exp.alias_(e, f"__tp_f{j}{name}"))
         q = side.copy()
-        q.set("expressions", [pid.copy(), pos, exp.alias_(lin.copy(), kind)])
-        out.append(
-            (q.sql(dialect="duckdb"), f"window frame: {_over(exp.Star(), frame).sql(dialect='duckdb')}")
-        )
+        q.set("expressions", [pid.copy(), pos, _named(lin.copy(), kind)])
+        out.append((q.sql(dialect=DIALECT), f"window frame: {_over(exp.Star(), frame).sql(dialect=DIALECT)}"))
     return out

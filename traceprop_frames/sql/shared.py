@@ -23,6 +23,7 @@ from sqlglot import exp
 from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.context import Context
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
+from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.sources import MARKER_SID
 
 KEY_BITS = 32
@@ -39,7 +40,7 @@ def marker_base(k: int) -> int:
 def side_query(wq: exp.Expression, kind: str, with_: str, keyed: bool) -> tuple[str, str]:
     """(SQL returning ``(key, lineage)`` per witness row, SQL to bind it with: its first column is the
     IN value, so binding it checks the witness runs on its own and gives the value's type)."""
-    sub = f"({wq.sql(dialect='duckdb')}) AS __tp_w(__tp_v)"
+    sub = f"({wq.sql(dialect=DIALECT)}) AS __tp_w(__tp_v)"
     key = f"CAST(hash(__tp_w.__tp_v) % {1 << KEY_BITS} AS BIGINT)" if keyed else "CAST(0 AS BIGINT)"
     prefix = with_
     return (

@@ -1,0 +1,108 @@
+"""sqlglot's DuckDB dialect, corrected where its round trip (parse, then generate) changes a query's answer.
+
+The rewriter parses the user's SQL and generates SQL again; everything it does not touch must come out
+meaning exactly what was written. sqlglot's DuckDB dialect loses a few things on that round trip, and each
+fix below keeps one of them (see ``tests/test_sql_compat_constructs.py``):
+
+- ``NULLS FIRST`` / ``NULLS LAST`` written by the user: sqlglot drops the one it takes for DuckDB's default,
+  but the default is a setting (``SET default_null_order``); an explicit clause is always written back.
+- ``last(x IGNORE NULLS)`` / ``first(x IGNORE NULLS)``: written back as they are (sqlglot drops IGNORE
+  NULLS from ``last`` and turns ``first`` into ``any_value``).
+- ``arr[:x]`` stays a slice (sqlglot read ``:x`` as a named parameter, ``arr[$x]``).
+- ``reduce(list, lambda, initial)`` keeps its argument order (sqlglot swapped lambda and initial value).
+- ``LIMIT (expr) %`` is written with ``%`` (DuckDB rejects ``(expr) PERCENT``).
+- ``agg(x) EXPORT_STATE`` is read as one expression (sqlglot read EXPORT_STATE as a column alias).
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
+from sqlglot.generators.duckdb import DuckDBGenerator
+from sqlglot.parsers.duckdb import DuckDBParser
+from sqlglot.tokens import TokenType
+
+_NULLS = "tp_nulls"  # Ordered.meta key: "FIRST" | "LAST" when the query names the null order
+
+
+class ExportState(exp.Expression, exp.Func):
+    """``agg(x) EXPORT_STATE``: the aggregate's state instead of its value (DuckDB)."""
+
+    arg_types = {"this": True}
+
+
+def _reduce(args: list) -> exp.Expression:
+    """DuckDB's ``reduce(list, lambda[, initial])`` (sqlglot reads the lambda as the initial value)."""
+    if len(args) != 3:
+        return exp.Anonymous(this="list_reduce", expressions=args)
+    return exp.Reduce(this=args[0], merge=args[1], initial=args[2])
+
+
+class _Parser(DuckDBParser):
+    # ``arr[:x]`` is a slice; DuckDB has no ``:name`` parameters (sqlglot read ``:x`` as one)
+    PLACEHOLDER_PARSERS = {k: v for k, v in DuckDBParser.PLACEHOLDER_PARSERS.items() if k != TokenType.COLON}
+    FUNCTIONS = {
+        **DuckDBParser.FUNCTIONS,
+        "REDUCE": _reduce,
+        "LIST_REDUCE": _reduce,
+        "ARRAY_REDUCE": _reduce,
+    }
+
+    def _parse_ordered(self, parse_method=None):
+        start = self._index
+        node = super()._parse_ordered(parse_method)
+        if node is not None:
+            words = [t.text.upper() for t in self._tokens[max(start, self._index - 2) : self._index]]
+            if len(words) == 2 and words[0] == "NULLS" and words[1] in ("FIRST", "LAST"):
+                node.meta[_NULLS] = words[1]
+        return node
+
+    def _parse_column_ops(self, this):
+        this = super()._parse_column_ops(this)
+        if (
+            isinstance(this, (exp.Func, exp.IgnoreNulls))
+            and self._curr is not None
+            and self._curr.text.upper() == "EXPORT_STATE"
+        ):
+            self._advance()  # sqlglot read it as the column's alias, or failed inside a call's parentheses
+            this = super()._parse_column_ops(ExportState(this=this))
+        return this
+
+
+class _Generator(DuckDBGenerator):
+    TRANSFORMS = {
+        **DuckDBGenerator.TRANSFORMS,
+        ExportState: lambda self, e: f"{self.sql(e, 'this')} EXPORT_STATE",
+    }
+    IGNORE_RESPECT_NULLS_WINDOW_FUNCTIONS = (
+        *DuckDBGenerator.IGNORE_RESPECT_NULLS_WINDOW_FUNCTIONS,
+        exp.First,
+        exp.Last,
+    )
+
+    def not_sql(self, expression: exp.Not) -> str:
+        inner = expression.this  # "x IS NOT NULL", as DuckDB names a column computed from it
+        if isinstance(inner, exp.Is) and isinstance(inner.expression, exp.Null):
+            return f"{self.sql(inner, 'this')} IS NOT NULL"
+        return super().not_sql(expression)
+
+    def limitoptions_sql(self, expression: exp.LimitOptions) -> str:
+        sql = super().limitoptions_sql(expression)  # DuckDB reads "(expr) PERCENT" as an error; "%" always
+        return sql.replace(" PERCENT", " %", 1) if expression.args.get("percent") else sql
+
+    def ordered_sql(self, expression: exp.Ordered) -> str:
+        sql = super().ordered_sql(expression)
+        explicit = expression.meta.get(_NULLS)
+        if explicit is None:
+            return sql
+        return f"{sql.removesuffix(' NULLS FIRST').removesuffix(' NULLS LAST')} NULLS {explicit}"
+
+
+class TracedDuckDB(DuckDB):
+    """DuckDB, with the round-trip fixes above; pass it wherever sqlglot takes ``dialect=``/``read=``."""
+
+    Parser = _Parser
+    Generator = _Generator
+
+
+DIALECT = TracedDuckDB
