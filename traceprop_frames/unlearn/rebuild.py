@@ -66,14 +66,9 @@ def request_records(lineage, source, rows) -> tuple[np.ndarray, list[dict]]:
 
     if lineage is None:
         raise UnlearningError("this model was trained without lineage: rebuild= needs source rows to skip")
-    if isinstance(source, dict):
-        if rows is not None:
-            raise UnlearningError("pass either source={path: rows} or source=path with rows=, not both")
-        requests = list(source.items())
-    else:
-        if rows is None:
-            raise UnlearningError(f"which rows of {source!r}? pass rows=[...] (0-based data rows)")
-        requests = [(source, rows)]
+    from traceprop_frames.unlearn.request import split_request
+
+    requests = split_request(source, rows)
     cand = lineage.source_ids()
     parts, records = [], []
     for path, r in requests:

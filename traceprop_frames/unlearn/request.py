@@ -35,14 +35,7 @@ def forget_from_request(
             "this model was trained without lineage, so source rows cannot be mapped to training samples; "
             "train on a traced frame (tpf.read_csv ...) or pass samples=[training indices]."
         )
-    if isinstance(source, dict):
-        if rows is not None:
-            raise UnlearningError("pass either source={path: rows} or source=path with rows=, not both")
-        requests = list(source.items())
-    else:
-        if rows is None:
-            raise UnlearningError(f"which rows of {os.fspath(source)!r}? pass rows=[...] (0-based data rows)")
-        requests = [(source, rows)]
+    requests = split_request(source, rows)
     cand = None if cache is None else cache.get("_source_ids")
     if cand is None:
         cand = lineage.source_ids()
@@ -73,6 +66,18 @@ def forget_from_request(
         ids = None
     out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
     return out, records
+
+
+def split_request(source, rows) -> list:
+    """``[(path, rows), ...]`` of an erasure request given as ``source={path: rows}`` or ``source=path,
+    rows=[...]``."""
+    if isinstance(source, dict):
+        if rows is not None:
+            raise UnlearningError("pass either source={path: rows} or source=path with rows=, not both")
+        return list(source.items())
+    if rows is None:
+        raise UnlearningError(f"which rows of {os.fspath(source)!r}? pass rows=[...] (0-based data rows)")
+    return [(source, rows)]
 
 
 def _source_entry(lineage, path, cand, cache: dict) -> tuple[dict, np.ndarray]:
