@@ -104,6 +104,27 @@ def curvature_floor(S: np.ndarray, n_rows: int) -> float:
     return max(lam - (2 * gamma(n_rows + p + 10) + p * EPS) * tr, 0.0)
 
 
+def newton_info(it: int, passes: int, gn: float, W: float, cert: dict, xmax: float, C: float,
+                lam: float | None) -> dict:  # fmt: skip
+    """What a certified Newton solve reports: iterations, the residual gradient and the bound with its
+    terms (``cert`` from :func:`certify`, or the penalty-only bound with ``radius`` inf and ``lam`` None)."""
+    return {
+        "iterations": it,
+        "hessian_passes": passes,
+        "residual_grad_norm": gn / W,
+        "strong_convexity": cert["modulus"] / W,
+        "certified_bound": cert["bound"],
+        "bound_terms": {
+            "ball_radius": None if np.isinf(cert["radius"]) else cert["radius"],
+            "row_norm_max": xmax,
+            "curvature_floor": lam,
+            "hessian_point_distance": cert["hessian_point_distance"],
+            "gradient_rounding": cert["rounding"],
+            "penalty_only_bound": C * (gn + cert["rounding"]),
+        },
+    }
+
+
 def certify(g: float, err: float, theta, theta_h, lam: float, xmax: float, C: float) -> dict:
     """Certified ``‖θ − θ*‖`` from a measured gradient norm ``g`` (rounding bound ``err``) at ``θ``.
 
@@ -152,19 +173,7 @@ def erase(est, new: np.ndarray, w_before, w_after, bound: float, max_iter: int):
     _check_closed_form(est, after, theta, _probe_rows(new, w_after, len(X)))
     W = float(np.sum(w_after, dtype=np.float64))
     info = {
-        "iterations": it,
-        "hessian_passes": passes,
-        "residual_grad_norm": gn / W,
-        "strong_convexity": cert["modulus"] / W,
-        "certified_bound": cert["bound"],
-        "bound_terms": {
-            "ball_radius": None if np.isinf(cert["radius"]) else cert["radius"],
-            "row_norm_max": xmax,
-            "curvature_floor": lam,
-            "hessian_point_distance": cert["hessian_point_distance"],
-            "gradient_rounding": cert["rounding"],
-            "penalty_only_bound": C * (gn + cert["rounding"]),
-        },
+        **newton_info(it, passes, gn, W, cert, xmax, C, lam),
         "forget_loss_before": float(_bce(z0, yf).mean()),
         "forget_loss_after": float(_bce(xf @ theta, yf).mean()),
         "newton_state": {

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from traceprop_frames.estimators.newton import data_hessian, residual_grad, row_norm_max, weights_digest
-from traceprop_frames.unlearn.factored import _flat, _module, certify, curvature_floor
+from traceprop_frames.unlearn.factored import _flat, _module, certify, curvature_floor, newton_info
 
 
 def _preconditioner(est, X, w, theta, d: int):
@@ -64,25 +64,15 @@ def newton_to_table(est, X, y, w, bound: float = 1e-6, max_iter: int = 25) -> tu
                 continue
         theta, G, gn, err = cand, G1, g1, err1
     W = float(w64.sum())
+    lam = curvature_floor(S, len(X)) if exact else None
     if exact:
-        cert = certify(gn, err, theta, theta_h, curvature_floor(S, len(X)), xmax, C)
+        cert = certify(gn, err, theta, theta_h, lam, xmax, C)
     else:
         cert = {"bound": C * (gn + err), "modulus": 1.0 / C, "radius": np.inf, "rounding": err,
                 "hessian_point_distance": float(np.linalg.norm(theta - theta_h))}  # fmt: skip
-    info = {
-        "iterations": it,
-        "hessian_passes": passes,
-        "residual_grad_norm": gn / W,
-        "strong_convexity": cert["modulus"] / W,
-        "certified_bound": cert["bound"],
-        "bound_terms": {
-            "row_norm_max": xmax,
-            "gradient_rounding": err,
-            "penalty_only_bound": C * (gn + err),
-            "curvature": "rebuilt table" if exact else "penalty only",
-        },
-        "newton_state": None,
-    }
+    info = newton_info(it, passes, gn, W, cert, xmax, C, lam)
+    info["bound_terms"]["curvature"] = "rebuilt table" if exact else "penalty only"
+    info["newton_state"] = None
     if exact:
         info["newton_state"] = {"theta": theta.copy(), "grad": G, "theta_h": theta_h, "S": S, "xmax": xmax,
                                 "weights": weights_digest(np.asarray(w, dtype=np.float32))}  # fmt: skip
