@@ -80,6 +80,7 @@ def _grad_pass(X, y, w, theta, C: float, intercept: bool, need_loss: bool):
     gx, gb, abs_r = np.zeros(len(coef)), 0.0, 0.0
     F = 0.5 * float(theta @ theta) / C
     z = np.empty(min(len(y), _block_rows(len(coef))))
+    gblock = np.empty(len(coef))  # one block's r·x, reused
     for a, b, x in _row_blocks(X):
         zb = z[: b - a]
         np.dot(x, coef, out=zb)
@@ -89,9 +90,9 @@ def _grad_pass(X, y, w, theta, C: float, intercept: bool, need_loss: bool):
         r = _sigmoid(zb, out=zb)
         r -= y[a:b]
         r *= w[a:b]
-        gx += r @ x
+        gx += np.dot(r, x, out=gblock)
         gb += float(r.sum())
-        abs_r += float(np.abs(r).sum())
+        abs_r += float(np.abs(r, out=r).sum())  # r is not needed after this
     G = theta / C
     G[: len(coef)] += gx
     if intercept:
@@ -206,4 +207,4 @@ def weights_digest(w) -> str:
     """sha256 of the float32 sample weights: ties a kept Hessian to the active set it was formed on."""
     import hashlib
 
-    return hashlib.sha256(np.ascontiguousarray(w, dtype=np.float32).tobytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(w, dtype=np.float32)).hexdigest()  # the buffer: no copy
