@@ -30,14 +30,14 @@ import sys
 import tempfile
 
 CHILD = r"""
-import copy, json, sys, time
+import copy, json, os, sys, time
 import numpy as np
 import torch
 import traceprop_frames
 from traceprop_frames.estimators import TorchLogisticRegression
 
 n, d, k, key, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 rng = np.random.default_rng(0)
 X = rng.standard_normal((n, d), dtype=np.float32)
 beta = rng.standard_normal(d) / np.sqrt(d)
