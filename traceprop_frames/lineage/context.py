@@ -55,6 +55,26 @@ def segments_flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + np.repeat(starts - off[:-1], lengths)
 
 
+def merge_segments(owners: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(owner, start, end) pieces covering the union of each owner's segments ``[starts, ends)``, each
+    position once: segments sorted by (owner, start), each clipped to begin after the furthest end
+    reached before it by the same owner."""
+    keep = ends > starts
+    if not keep.all():
+        owners, starts, ends = owners[keep], starts[keep], ends[keep]
+    if owners.size < 2:
+        return owners, starts, ends
+    order = np.lexsort((starts, owners))
+    owners, starts, ends = owners[order], starts[order], ends[order]
+    group = np.zeros(owners.size, dtype=np.int64)
+    np.cumsum(owners[1:] != owners[:-1], out=group[1:])
+    shift = group * np.int64(ends.max() + 1)  # the reach of earlier owners stays below this owner's shift
+    reach = np.maximum.accumulate(shift + ends)
+    lo = np.maximum(starts, np.concatenate(([-1], reach[:-1])) - shift)
+    keep = lo < ends
+    return owners[keep], lo[keep], ends[keep]
+
+
 class SetBlock:
     """``m`` shared sets made by one operation (see the module docstring).
 
@@ -280,7 +300,9 @@ class Context:
     def expand(self, owners: np.ndarray, set_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For (owner, set) pairs, the (owner, global row id) pairs of each set's closure.
 
-        One vectorised step per block generation; an owner reaching a set twice expands it once.
+        One vectorised step per block generation; an owner reaching a set twice expands it once, and
+        the overlapping segments of its sets (prefixes, windows) are read once: a row that reaches all
+        n prefixes of a column costs O(n log n), not O(n^2).
         """
         owners = np.asarray(owners, dtype=np.int64)
         sets = np.asarray(set_ids, dtype=np.int64)
@@ -299,12 +321,12 @@ class Context:
                 b = blist[k]
                 sel = which == k
                 local, own = sets[sel] - b.base, owners[sel]
-                lengths = b.ends[local] - b.starts[local]
-                out_i.append(b.pool[segments_flat(b.starts[local], b.ends[local])])
-                out_o.append(np.repeat(own, lengths))
-                rl = b.ref_ends[local] - b.ref_starts[local]
-                nxt_s.append(b.set_refs(local))
-                nxt_o.append(np.repeat(own, rl))
+                o, lo, hi = merge_segments(own, b.starts[local], b.ends[local])
+                out_i.append(b.pool[segments_flat(lo, hi)])
+                out_o.append(np.repeat(o, hi - lo))
+                o, lo, hi = merge_segments(own, b.ref_starts[local], b.ref_ends[local])
+                nxt_s.append(b.ref_pool[segments_flat(lo, hi)])
+                nxt_o.append(np.repeat(o, hi - lo))
             owners = np.concatenate(nxt_o) if nxt_o else _EMPTY
             sets = np.concatenate(nxt_s) if nxt_s else _EMPTY
         if not out_i:

@@ -205,7 +205,7 @@ class AllRefs:
         return _EMPTY
 
     def distinct(self) -> np.ndarray:
-        return self.set_ids
+        return self.set_ids if self.n else _EMPTY
 
     @property
     def nbytes(self) -> int:
