@@ -49,6 +49,56 @@ def _positions(col: pd.Series) -> np.ndarray:
     return col.to_numpy(dtype=np.int64)
 
 
+def _merge_with_rows(ldf: pd.DataFrame, rdf: pd.DataFrame, how_etc: dict):
+    """``pd.merge(ldf, rdf, **how_etc)`` and, per output row, its left and right input row (-1: none).
+
+    pandas computes the join's row indexers once and takes every column with them; reading those
+    indexers costs nothing more. Where pandas' merge machinery is not the one expected (another
+    version, a cross join), each side carries a position column through the merge instead (two extra
+    columns taken and dropped: a few per cent of a merge)."""
+    found = _pandas_join_rows(ldf, rdf, how_etc)
+    if found is not None:
+        return found
+    ldf = ldf.assign(**{_POS_L: np.arange(len(ldf), dtype=np.int64)})
+    rdf = rdf.assign(**{_POS_R: np.arange(len(rdf), dtype=np.int64)})
+    out = pd.merge(ldf, rdf, **how_etc)
+    pl, pr = _positions(out[_POS_L]), _positions(out[_POS_R])
+    return out.drop(columns=[_POS_L, _POS_R]), pl, pr
+
+
+def _pandas_join_rows(ldf: pd.DataFrame, rdf: pd.DataFrame, how_etc: dict):
+    """pandas' own merge (``pd.merge`` runs exactly this: ``_MergeOperation(...).get_result()``) with its
+    join indexers read as they are computed; None if that machinery is not there as expected."""
+    if how_etc["how"] == "cross":
+        return None
+    try:
+        from pandas.core.reshape.merge import _MergeOperation
+
+        op = _MergeOperation(ldf, rdf, **how_etc)
+        join_info = op._get_join_info
+    except (ImportError, AttributeError, TypeError):
+        return None
+    seen = []
+
+    def _get_join_info():
+        info = join_info()
+        seen.append(info)
+        return info
+
+    op._get_join_info = _get_join_info
+    out = op.get_result()
+    if len(seen) != 1 or len(seen[0]) != 3:
+        return None
+    rows = []
+    for indexer, side in zip(seen[0][1:], (ldf, rdf)):
+        if indexer is None:  # pandas took that side's rows as they are
+            indexer = np.arange(len(side), dtype=np.int64)
+        rows.append(np.asarray(indexer, dtype=np.int64))
+    if any(len(r) != len(out) for r in rows):
+        return None
+    return out, rows[0], rows[1]
+
+
 @lineage_step("pandas.merge")
 def merge(
     left: pd.DataFrame,
@@ -79,24 +129,10 @@ def merge(
         ldf.index = lkeep
     if rkeep is not None:
         rdf.index = rkeep
-    ldf = ldf.assign(**{_POS_L: np.arange(len(ldf), dtype=np.int64)})
-    rdf = rdf.assign(**{_POS_R: np.arange(len(rdf), dtype=np.int64)})
-    out = pd.merge(
-        ldf,
-        rdf,
-        how=how,
-        on=on,
-        left_on=left_on,
-        right_on=right_on,
-        left_index=left_index,
-        right_index=right_index,
-        sort=sort,
-        suffixes=suffixes,
-        indicator=indicator,
-        validate=validate,
-    )
-    pl, pr = _positions(out[_POS_L]), _positions(out[_POS_R])
-    out = out.drop(columns=[_POS_L, _POS_R])
+    how_etc = dict(how=how, on=on, left_on=left_on, right_on=right_on, left_index=left_index,
+                   right_index=right_index, sort=sort, suffixes=suffixes, indicator=indicator,
+                   validate=validate)  # fmt: skip
+    out, pl, pr = _merge_with_rows(ldf, rdf, how_etc)
     if left_index or right_index:
         # pandas gave the result a meaningful index (the join key); keep it as columns
         idx = out.index
