@@ -219,7 +219,7 @@ class TracedGroupBy:
         gb = data.groupby(self._by, as_index=False, **self._kwargs)
         codes_raw = gb.ngroup()
         codes = _positions(codes_raw) if codes_raw.dtype.kind == "f" else codes_raw.to_numpy(dtype=np.int64)
-        n_groups = int(codes.max()) + 1 if codes.size and codes.max() >= 0 else 0
+        n_groups = max(int(codes.max()) + 1, 0) if codes.size else 0
         target = gb[self._selection] if self._selection is not None else gb
         out = getattr(target, fn)(*args, **kwargs)
         if isinstance(out, pd.Series):
