@@ -28,7 +28,6 @@ from traceprop_frames.lineage import OpNode, RowLineage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "credit_risk"))
 from etl import plain_etl, traced_etl  # noqa: E402
 
-
 CLOCK = [time.perf_counter]  # --clock cpu: time.process_time (steadier on a shared machine)
 
 
@@ -156,7 +155,8 @@ def bench_cross_row(n: int, repeats: int, rows: list) -> None:
 
         t = interleaved({"plain": lambda call=call: call(plain), "traced": traced_run}, repeats)
         rows.append((f"{label}, {n:,} rows (traced: pandas + recording the sets)", t["plain"], t["traced"], t["ratio"]))  # fmt: skip
-        out = call(tpf.track(base, "bench_xr"))
+        src = tpf.track(base, "bench_xr")  # kept alive: a Series result may not hold the table's handle
+        out = call(src)
         out = out.to_frame() if isinstance(out, pd.Series) else out
         t0 = time.perf_counter()
         out.tp.sources(rows=[n // 2])
