@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from traceprop_frames.errors import MissingLineageWarning, UnsupportedOperationError
-from traceprop_frames.frames.carrier import LID, attach, lineage_keys, resolve
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, attach, lineage_keys, resolve
 from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.events import lineage_step
 
@@ -33,13 +33,18 @@ def _lineage_or_empty(df: pd.DataFrame, role: str) -> RowLineage:
 
 
 def _strip_lid(df: pd.DataFrame) -> pd.DataFrame:
-    """The frame without its lineage keys (index reset to positions, tp_lid column dropped)."""
+    """The frame without its lineage keys (index reset to positions, tp_lid column dropped) nor its
+    lineage handle: pandas' internal steps on it (and the result, which gets its own) see a plain frame."""
+    original = df
     if df.index.name == LID:
         df = df.set_axis(pd.RangeIndex(len(df)), axis=0)
     elif isinstance(df.index, pd.MultiIndex) and LID in df.index.names:
         df = df.droplevel(LID)
     if LID in df.columns:
         df = df.drop(columns=LID)
+    if ATTRS_KEY in df.attrs:
+        df = df.copy(deep=False) if df is original else df
+        df.attrs = {k: v for k, v in df.attrs.items() if k != ATTRS_KEY}
     return df
 
 
@@ -217,11 +222,11 @@ class TracedGroupBy:
         lin = resolve(self._df)
         data = _strip_lid(self._df)
         gb = data.groupby(self._by, as_index=False, **self._kwargs)
-        codes_raw = gb.ngroup()
-        codes = _positions(codes_raw) if codes_raw.dtype.kind == "f" else codes_raw.to_numpy(dtype=np.int64)
-        n_groups = max(int(codes.max()) + 1, 0) if codes.size else 0
         target = gb[self._selection] if self._selection is not None else gb
         out = getattr(target, fn)(*args, **kwargs)
+        codes_raw = gb.ngroup()  # after the aggregation, which leaves the group codes computed (cheaper)
+        codes = _positions(codes_raw) if codes_raw.dtype.kind == "f" else codes_raw.to_numpy(dtype=np.int64)
+        n_groups = max(int(codes.max()) + 1, 0) if codes.size else 0
         if isinstance(out, pd.Series):
             out = out.to_frame()
         if len(out) != n_groups and n_groups:
