@@ -200,3 +200,24 @@ def test_merge_rows_read_from_pandas_join_equal_position_columns(lk, rk, how, by
     slow = pd.merge(la, ra, **kw)
     np.testing.assert_array_equal(pl, ops._positions(slow[ops._POS_L]))
     np.testing.assert_array_equal(pr, ops._positions(slow[ops._POS_R]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    k=st.lists(st.one_of(st.none(), st.integers(0, 3)), min_size=1, max_size=12),
+    j=st.integers(0, 2),
+    sort=st.booleans(),
+    dropna=st.booleans(),
+    two_keys=st.booleans(),
+    categorical=st.booleans(),
+)
+def test_group_codes_are_ngroup(k, j, sort, dropna, two_keys, categorical):
+    """The group numbers df.tp.groupby reads (the grouper's own codes where it can) are ngroup()'s."""
+    from traceprop_frames.frames.ops import _group_codes
+
+    keys = pd.Categorical(k, categories=[3, 2, 1, 0]) if categorical else pd.array(k, dtype="Int64")
+    df = pd.DataFrame({"k": keys, "j": [(i * j) % 3 for i in range(len(k))], "x": range(len(k))})
+    gb = df.groupby(["k", "j"] if two_keys else "k", as_index=False, sort=sort, dropna=dropna, observed=True)
+    gb.agg(s=("x", "sum"))
+    want = gb.ngroup()
+    np.testing.assert_array_equal(_group_codes(gb), want.fillna(-1).to_numpy(dtype=np.int64))

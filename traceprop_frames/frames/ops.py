@@ -177,6 +177,22 @@ def concat(objs, axis=0, join="outer", ignore_index=False, keys=None, **kwargs) 
     return attach(out, RowLineage.concat(lins, node=node))
 
 
+def _group_codes(gb) -> np.ndarray:
+    """Each row's group number in the output's order (-1: a dropped NaN key): ``gb.ngroup()``. The
+    grouper's own codes are the same numbers unless a key is categorical (ngroup renumbers those); read
+    them directly where pandas has them, saving a Series of n rows and a conversion."""
+    grouper = getattr(gb, "_grouper", None)
+    try:
+        plain_keys = not any(g._passed_categorical for g in grouper.groupings)
+        ids = grouper.ids if plain_keys else None
+    except AttributeError:
+        ids = None
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "i" and len(ids) == len(gb.obj):
+        return ids.astype(np.int64, copy=False)
+    codes = gb.ngroup()
+    return _positions(codes) if codes.dtype.kind == "f" else codes.to_numpy(dtype=np.int64)
+
+
 class TracedGroupBy:
     """``df.tp.groupby(...)``: reducing aggregations whose rows depend on all members of their group.
 
@@ -224,8 +240,7 @@ class TracedGroupBy:
         gb = data.groupby(self._by, as_index=False, **self._kwargs)
         target = gb[self._selection] if self._selection is not None else gb
         out = getattr(target, fn)(*args, **kwargs)
-        codes_raw = gb.ngroup()  # after the aggregation, which leaves the group codes computed (cheaper)
-        codes = _positions(codes_raw) if codes_raw.dtype.kind == "f" else codes_raw.to_numpy(dtype=np.int64)
+        codes = _group_codes(gb)  # after the aggregation, which leaves them computed
         n_groups = max(int(codes.max()) + 1, 0) if codes.size else 0
         if isinstance(out, pd.Series):
             out = out.to_frame()
