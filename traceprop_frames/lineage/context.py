@@ -12,8 +12,13 @@ list costs O(rows x set size); here it is stored once, in a :class:`SetBlock`, a
   not O(n^2).
 - Every set has one *global set id* (``block.base + j``); ids are unique in the process, so lineages
   that meet in a join or a concat merge their blocks by id, never by copying.
-- A :class:`Context` is the per-row side of it: a CSR of global set ids (``ref_offsets``, ``refs``)
-  and the blocks those ids (and their own references, transitively) live in.
+- A :class:`Context` is the per-row side of it: which global set ids each row refers to, and the
+  blocks those ids (and their own references, transitively) live in. The references are kept as
+  compact layers (:mod:`~traceprop_frames.lineage.refs`: "row i refers to set base + i" for a shift or
+  a cumsum, "every row refers to set s" for a statistic, group codes for a group transform) and
+  expanded to one CSR (``ref_offsets``, ``refs``) only for readers that walk every row.
+- A block made by :meth:`SetBlock.deferred` is a recipe until a reader first asks about its sets, so
+  recording a cross-row call costs O(1); the first question lays the sets out, once.
 
 Readers compute the *closure* of a row's references (the pool segments of the referenced sets and of
 the sets those refer to) with array operations, one step per block generation - the depth of the
