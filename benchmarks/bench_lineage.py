@@ -1,6 +1,7 @@
 """Lineage overhead, measured side by side in one process (interleaved runs, medians).
 
     .venv/bin/python benchmarks/bench_lineage.py [--applicants 20000 200000] [--repeats 7]
+        [--only-rows | --only-etl] [--clock cpu]
 
 Prints one table: case, plain time, traced time, ratio; then the look-up latencies.
 """
@@ -27,6 +28,8 @@ from traceprop_frames.lineage import OpNode, RowLineage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "credit_risk"))
 from etl import plain_etl, traced_etl  # noqa: E402
 
+CLOCK = [time.perf_counter]  # --clock cpu: time.process_time (steadier on a shared machine)
+
 
 def interleaved(fns: dict, repeats: int) -> dict[str, float]:
     """Median seconds of each callable, runs interleaved (the order alternates every round, so neither
@@ -37,9 +40,9 @@ def interleaved(fns: dict, repeats: int) -> dict[str, float]:
     for r in range(repeats):
         for k in keys if r % 2 == 0 else keys[::-1]:
             gc.collect()
-            t0 = time.perf_counter()
+            t0 = CLOCK[0]()
             fns[k]()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(CLOCK[0]() - t0)
     out = {k: statistics.median(v) for k, v in times.items()}
     out["ratio"] = statistics.median(t / p for t, p in zip(times["traced"], times["plain"]))
     return out
@@ -152,6 +155,16 @@ def bench_cross_row(n: int, repeats: int, rows: list) -> None:
 
         t = interleaved({"plain": lambda call=call: call(plain), "traced": traced_run}, repeats)
         rows.append((f"{label}, {n:,} rows (traced: pandas + recording the sets)", t["plain"], t["traced"], t["ratio"]))  # fmt: skip
+        src = tpf.track(base, "bench_xr")  # kept alive: a Series result may not hold the table's handle
+        out = call(src)
+        out = out.to_frame() if isinstance(out, pd.Series) else out
+        t0 = time.perf_counter()
+        out.tp.sources(rows=[n // 2])
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out.tp.sources(rows=[n // 3])
+        print(f"  {label}: first sources(row) {first * 1e3:.1f} ms (lays out the recorded sets), "
+              f"then {(time.perf_counter() - t0) * 1e3:.1f} ms")  # fmt: skip
 
     def chain(d):
         d = d[d["a"] > -1.0]
@@ -197,14 +210,18 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--only-rows", action="store_true", help="skip the ETL cases")
+    ap.add_argument("--only-etl", action="store_true", help="skip the row-operation cases")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process time")
     args = ap.parse_args(argv)
+    CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     rows: list = []
     print("lineage benchmark (medians of interleaved runs)")
     for a in [] if args.only_rows else args.applicants:
         bench_etl(a, args.repeats, rows)
-    bench_row_ops(args.rows, args.repeats, rows)
-    bench_cross_row(args.rows, args.repeats, rows)
-    bench_ancestors(1000)
+    if not args.only_etl:
+        bench_row_ops(args.rows, args.repeats, rows)
+        bench_cross_row(args.rows, args.repeats, rows)
+        bench_ancestors(1000)
     print()
     print(
         "| case | plain pandas (s), median | traced (s), median | traced / plain, median of per-round ratios |"

@@ -301,13 +301,71 @@ def test_concat_axis1_accepts_a_generator_of_plain_frames():
     pd.testing.assert_frame_equal(out, pd.DataFrame({"a": [1, 2], "b": [3, 4]}))
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 9])
-def test_ungrouped_offset_sets_equal_the_one_group_rule(n):
-    """The fast rule for shift/diff on a whole column gives the general rule's sets (one group of all rows)."""
-    from traceprop_frames.frames.cross_row import _offset_sets, _sets
+def _read_by_plan(plan, n: int) -> list[list[int]]:
+    """Per row, the positions a rule's recorded plan says it read (its sets laid out and expanded)."""
+    m, layout, refs = plan
+    order, starts, ends = (np.asarray(a, dtype=np.int64) for a in layout())
+    off, ids = refs(100).csr()
+    assert len(starts) == len(ends) == m and len(off) == n + 1
+    return [
+        sorted({int(p) for s in ids[off[i] : off[i + 1]] - 100 for p in order[starts[s] : ends[s]]})
+        for i in range(n)
+    ]
 
-    for p in range(-n - 2, n + 3):
-        fast = _offset_sets(n, p)
-        general = _sets("offset", np.zeros(n, dtype=np.int64), p)
-        for a, b in zip(fast, general, strict=True):
-            np.testing.assert_array_equal(a, b)
+
+def _read_by_rule(kind: str, codes: np.ndarray, arg) -> list[list[int]]:
+    """The rules of the module docstring, by brute force: each row's group, in row order."""
+    out = []
+    for i, c in enumerate(codes):
+        if c < 0:
+            out.append([])
+            continue
+        g = np.flatnonzero(codes == c).tolist()
+        k = g.index(i)
+        if kind == "all":
+            out.append(g)
+        elif kind == "prefix":
+            out.append(g[: k + 1])
+        elif kind == "suffix":
+            out.append(g[k:])
+        elif kind == "window":
+            out.append(g[max(k - arg + 1, 0) : k + 1])
+        else:  # offset: the row k - arg and the rows between, if it exists
+            j = k - arg
+            out.append(sorted(g[min(j, k) : max(j, k) + 1]) if 0 <= j < len(g) else [])
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    codes=st.lists(st.integers(-1, 3), min_size=1, max_size=14),
+    kind=st.sampled_from(["all", "prefix", "suffix", "window", "offset"]),
+    arg=st.integers(-4, 4),
+)
+def test_compact_plans_read_what_the_rules_say(codes, kind, arg):
+    """The offset / prefix / suffix / window / group parts a call records (compact references, sets laid
+    out on demand) expand to exactly the rows the rule reads, grouped and over a whole column."""
+    arg = max(arg, 1) if kind == "window" else arg
+    codes = np.array(codes, dtype=np.int64)
+    want = _read_by_rule(kind, codes, arg)
+    assert _read_by_plan(cross_row._group_plan(kind, codes, arg), len(codes)) == want
+    whole = np.zeros(len(codes), dtype=np.int64)
+    assert _read_by_plan(cross_row._column_plan(kind, len(codes), arg), len(codes)) == _read_by_rule(
+        kind, whole, arg
+    )
+
+
+def test_cross_row_calls_record_without_laying_out():
+    """Recording shift / cumsum / transform lays out no set (the first question does); a statistic's one
+    set is the rows' own id array, not a copy."""
+    df = tpf.track(pd.DataFrame({"x": np.arange(6.0), "g": [0, 1, 0, 1, 0, 1]}), "xr_lazy")
+    df["lag"] = df["x"].shift(1)
+    df["run"] = df["x"].cumsum()
+    df["tot"] = df.groupby("g")["x"].transform("sum")
+    df["share"] = df["x"] / df["x"].sum()
+    blocks = list(df.tp.lineage().context.blocks.values())
+    assert [b.label for b in blocks] == ["shift", "cumsum", "groupby.transform", "sum"]
+    assert not any(b.is_laid_out for b in blocks[:3])
+    assert np.shares_memory(blocks[3].pool, df.tp.lineage().ids)
+    assert df.tp.sources(rows=[3])["xr_lazy"].tolist() == list(range(6))
+    assert df.tp.sources(rows=[3], direct=True)["xr_lazy"].tolist() == [3]

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 import traceprop_frames as tpf
 from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage import persist as lpersist
+from traceprop_frames.lineage.context import Context
+from traceprop_frames.lineage.refs import AllRefs, CodeRefs, CsrRefs, EachRefs
 
 
 def _fresh(n: int):
@@ -68,15 +70,65 @@ def _broadcast(lin, direct, full, kind: str, rng):
     return out, list(direct), new_full
 
 
+def _compact(lin, direct, full, kind: str, rng):
+    """The compact parts (:mod:`traceprop_frames.lineage.refs`) with deferred sets, as the pandas calls
+    record them: 'offset' (row i reads rows i-p..i), 'each' (row i reads a random prefix of a random order
+    ending at i's place), 'group' (a row reads its group), 'all' (one statistic in every row)."""
+    n = len(lin)
+    if kind == "offset":
+        p = int(rng.integers(-n - 1, n + 2))
+        lo, hi = min(max(p, 0), n), max(min(n + p, n), 0)
+        k = np.arange(n)
+        starts, ends = np.minimum(k, k - p).clip(0, n), np.maximum(k, k - p).clip(-1, n - 1) + 1
+        valid = (k >= lo) & (k < hi)
+        starts, ends = np.where(valid, starts, 0), np.where(valid, ends, 0)
+        block = lin.deferred_sets(n, lambda: (k, starts, ends), "shift")
+        layer = EachRefs(n, block.base, lo, hi)
+        members = [list(range(starts[i], ends[i])) if valid[i] else [] for i in range(n)]
+        set_of_row = np.where(valid, k, -1)
+    elif kind == "each":
+        order = rng.permutation(n)
+        place = np.empty(n, dtype=np.int64)
+        place[order] = np.arange(n)
+        starts = np.zeros(n, dtype=np.int64)
+        block = lin.deferred_sets(n, lambda: (order, starts, place + 1), "cumsum")
+        layer = EachRefs(n, block.base)
+        members = [order[: place[i] + 1].tolist() for i in range(n)]
+        set_of_row = np.arange(n)
+    elif kind == "group":
+        codes = rng.integers(-1, 3, size=n)
+        order = np.argsort(codes, kind="stable")
+        order = order[codes[order] >= 0]
+        counts = np.bincount(codes[codes >= 0], minlength=3)
+        g_end = np.cumsum(counts)
+        block = lin.deferred_sets(3, lambda: (order, g_end - counts, g_end), "transform")
+        layer = CodeRefs(block.base, codes, 3)
+        members = [np.flatnonzero(codes == g).tolist() for g in range(3)]
+        set_of_row = codes
+    else:
+        block = lin.deferred_sets(1, lambda: (rng.permutation(n), [0], [n]), "sum")
+        layer = AllRefs(n, [block.base])
+        members = [list(range(n))]
+        set_of_row = np.zeros(n, dtype=np.int64)
+    assert not block.is_laid_out  # recording laid nothing out
+    out = lin.with_refs(layer, [block], node=OpNode(kind, {}, (lin.node,)))
+    sets = [frozenset().union(*(full[r] for r in mem)) for mem in members]
+    new_full = [full[i] | (sets[set_of_row[i]] if set_of_row[i] >= 0 else frozenset()) for i in range(n)]
+    return out, list(direct), new_full
+
+
 def pick(xs, ys, i, j):
     return (xs[i] if i >= 0 else frozenset()) | (ys[j] if j >= 0 else frozenset())
 
 
 OPS = ["total", "prefix", "window", "filter", "join", "group", "concat"]
+COMPACT = ["c_offset", "c_each", "c_group", "c_all"]
 
 
 @given(
-    n=st.integers(1, 12), ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=5), seed=st.integers(0, 99)
+    n=st.integers(1, 12),
+    ops=st.lists(st.sampled_from(OPS + COMPACT), min_size=1, max_size=5),
+    seed=st.integers(0, 99),
 )
 def test_context_chains_match_brute_force(n, ops, seed):
     rng = np.random.default_rng(seed)
@@ -86,6 +138,8 @@ def test_context_chains_match_brute_force(n, ops, seed):
         m = len(lin)
         if op in ("total", "prefix", "window") and m:
             lin, direct, full = _broadcast(lin, direct, full, op, rng)
+        elif op in COMPACT and m:
+            lin, direct, full = _compact(lin, direct, full, op[2:], rng)
         elif op == "filter":
             rows = (
                 np.sort(rng.choice(m, size=rng.integers(0, m + 1), replace=False)) if m else np.zeros(0, int)
@@ -190,3 +244,102 @@ def test_bad_segments_raise():
     block = lin.shared_sets(np.arange(4), [0], [4], "x")
     with pytest.raises(ValueError, match="set index"):
         lin.with_context(np.array([0, 1, 0, 0]), block)
+
+
+def _layer(kind: str, n: int, rng):
+    """A random reference layer over n rows and its rows' reference lists (the brute-force form)."""
+    base = 1000
+    if kind == "each":
+        lo, hi = sorted(rng.integers(-2, n + 3, size=2).tolist())
+        return EachRefs(n, base, lo, hi), [
+            [base + i] if max(lo, 0) <= i < min(hi, n) else [] for i in range(n)
+        ]
+    if kind == "code":
+        codes = rng.integers(-1, 4, size=n)
+        return CodeRefs(base, codes, 4), [[base + int(c)] if c >= 0 else [] for c in codes]
+    if kind == "all":
+        ids = rng.integers(base, base + 5, size=int(rng.integers(0, 4)))
+        return AllRefs(n, ids), [sorted(set(ids.tolist())) for _ in range(n)]
+    lists = [rng.integers(base, base + 6, size=int(rng.integers(0, 3))).tolist() for _ in range(n)]
+    off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in lists], out=off[1:])
+    return CsrRefs(off, np.array(sum(lists, []), dtype=np.int64)), lists
+
+
+@given(
+    n=st.integers(0, 9),
+    kinds=st.lists(st.sampled_from(["each", "code", "all", "csr"]), min_size=1, max_size=10),
+    seed=st.integers(0, 999),
+)
+def test_reference_layers_answer_like_their_expanded_lists(n, kinds, seed):
+    """Each compact layer, and a context of several, against per-row Python lists: the expanded CSR,
+    row_refs, take, rows_referring and distinct_refs."""
+    rng = np.random.default_rng(seed)
+    made = [_layer(k, n, rng) for k in kinds]
+    ctx = Context.layered([m[0] for m in made], {})
+    want = [sorted(x for m in made for x in m[1][i]) for i in range(n)]
+    off, refs = ctx.ref_offsets, ctx.refs
+    assert [sorted(refs[off[i] : off[i + 1]].tolist()) for i in range(n)] == want
+    assert ctx.has_refs() == any(want)
+    rows = rng.integers(0, n, size=int(rng.integers(0, 2 * n + 1))) if n else np.zeros(0, dtype=np.int64)
+    assert sorted(ctx.row_refs(rows).tolist()) == sorted(x for r in rows for x in want[r])
+    taken = ctx.take(rows)
+    assert [
+        sorted(taken.refs[taken.ref_offsets[j] : taken.ref_offsets[j + 1]].tolist()) for j in range(len(rows))
+    ] == [want[r] for r in rows]
+    probe = rng.integers(997, 1008, size=3)
+    assert ctx.rows_referring(probe).tolist() == [i for i in range(n) if set(want[i]) & set(probe.tolist())]
+    assert sorted(set(ctx.distinct_refs().tolist())) == sorted({x for w in want for x in w})
+
+
+def test_deferred_sets_are_the_eager_sets_and_lay_out_once():
+    rng = np.random.default_rng(5)
+    lin, direct, full = _fresh(40)
+    lin, direct, full = _broadcast(lin, direct, full, "window", rng)  # rows with context of their own
+    order = rng.permutation(40)
+    starts = rng.integers(0, 20, size=15)
+    ends = starts + rng.integers(0, 20, size=15)
+    calls = []
+    lazy = lin.deferred_sets(15, lambda: calls.append(1) or (order, starts, ends), "x")
+    eager = lin.shared_sets(order, starts, ends, "x")
+    assert not calls and lazy.nbytes == 0 and "not laid out" in repr(lazy)
+    for name in ("pool", "starts", "ends", "ref_pool", "ref_starts", "ref_ends"):
+        np.testing.assert_array_equal(getattr(lazy, name), getattr(eager, name))
+    assert calls == [1] and lazy.is_laid_out and lazy.nbytes == eager.nbytes
+
+
+def test_compact_parts_keep_storage_constant_until_asked():
+    """A shift, a cumsum and two statistics over a million rows store no per-row array at record time."""
+    n = 1_000_000
+    lin = RowLineage(np.arange(n + 1), np.arange(n))
+    k = np.arange(n)
+    prefixes = (lambda: (k, np.zeros(n, dtype=np.int64), k + 1), n)
+    whole = (lambda: (k, [0], [n]), 1)
+    parts = [
+        ("shift", prefixes, lambda b: EachRefs(n, b, 1, n)),  # row i reads rows 0..i: a stand-in layout
+        ("cumsum", prefixes, lambda b: EachRefs(n, b)),
+        ("sum", whole, lambda b: AllRefs(n, [b])),
+        ("std", whole, lambda b: AllRefs(n, [b])),
+    ]
+    for label, (layout, m), layer_of in parts:
+        block = lin.deferred_sets(m, layout, label)
+        lin = lin.with_refs(layer_of(block.base), [block])
+    assert lin.context.nbytes < 1000  # compact layers (the two statistics merged into one), nothing laid out
+    assert len(lin.context.layers) == 3
+    assert lin.row_ids(5).tolist() == list(range(n))  # ... until a row is asked about
+    assert lin.row_ids(5, direct=True).tolist() == [5]
+
+
+@given(
+    segs=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 12), st.integers(0, 12)), max_size=25),
+)
+def test_merged_segments_cover_each_owners_union_once(segs):
+    from traceprop_frames.lineage.context import merge_segments
+
+    o = np.array([s[0] for s in segs], dtype=np.int64)
+    a = np.array([s[1] for s in segs], dtype=np.int64)
+    b = np.array([s[2] for s in segs], dtype=np.int64)
+    mo, lo, hi = merge_segments(o, a, b)
+    got = sorted((int(w), p) for w, x, y in zip(mo, lo, hi) for p in range(x, y))
+    want = sorted({(w, p) for w, x, y in segs for p in range(x, y)})
+    assert got == want  # the union, and no position twice

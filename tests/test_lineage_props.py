@@ -155,3 +155,69 @@ def test_every_merge_kind_against_tags(how):
     mo = lo.merge(ro, **kw)
     mo[TAG] = [_union(a, b) for a, b in zip(mo[TAG + "_x"], mo[TAG + "_y"])]
     check_same(mt, mo.drop(columns=[TAG + "_x", TAG + "_y"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lk=st.lists(st.one_of(st.none(), st.integers(0, 4)), max_size=9),
+    rk=st.lists(st.one_of(st.none(), st.integers(0, 4)), max_size=9),
+    how=st.sampled_from(["inner", "left", "right", "outer", "left_anti", "right_anti"]),
+    by_index=st.sampled_from(["", "left", "right", "both"]),
+    sort=st.booleans(),
+    indicator=st.booleans(),
+)
+def test_merge_rows_read_from_pandas_join_equal_position_columns(lk, rk, how, by_index, sort, indicator):
+    """The matched rows read from pandas' own join indexers are those that position columns carried
+    through the same merge give, and the merged frame is pandas' own."""
+    from traceprop_frames.frames import ops
+
+    if how.endswith("anti") and not hasattr(pd.core.reshape.merge, "_MergeOperation"):
+        return
+    left = pd.DataFrame({"k": pd.array(lk, dtype="Int64"), "a": range(len(lk))})
+    right = pd.DataFrame({"k": pd.array(rk, dtype="Int64"), "b": range(len(rk))})
+    kw = dict(how=how, on=None, left_on=None, right_on=None, left_index=False, right_index=False, sort=sort,
+              suffixes=("_x", "_y"), indicator=indicator, validate=None)  # fmt: skip
+    if by_index in ("left", "both"):
+        left = left.set_index("k")
+        kw["left_index"] = True
+    else:
+        kw["left_on"] = "k"
+    if by_index in ("right", "both"):
+        right = right.set_index("k")
+        kw["right_index"] = True
+    else:
+        kw["right_on"] = "k"
+    try:
+        want = pd.merge(left, right, **kw)
+    except (ValueError, NotImplementedError):
+        return  # a combination pandas refuses: nothing to compare
+    fast = ops._pandas_join_rows(left, right, kw)
+    assert fast is not None
+    out, pl, pr = fast
+    pd.testing.assert_frame_equal(out, want)
+    la = left.assign(**{ops._POS_L: np.arange(len(left))})
+    ra = right.assign(**{ops._POS_R: np.arange(len(right))})
+    slow = pd.merge(la, ra, **kw)
+    np.testing.assert_array_equal(pl, ops._positions(slow[ops._POS_L]))
+    np.testing.assert_array_equal(pr, ops._positions(slow[ops._POS_R]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    k=st.lists(st.one_of(st.none(), st.integers(0, 3)), min_size=1, max_size=12),
+    j=st.integers(0, 2),
+    sort=st.booleans(),
+    dropna=st.booleans(),
+    two_keys=st.booleans(),
+    categorical=st.booleans(),
+)
+def test_group_codes_are_ngroup(k, j, sort, dropna, two_keys, categorical):
+    """The group numbers df.tp.groupby reads (the grouper's own codes where it can) are ngroup()'s."""
+    from traceprop_frames.frames.ops import _group_codes
+
+    keys = pd.Categorical(k, categories=[3, 2, 1, 0]) if categorical else pd.array(k, dtype="Int64")
+    df = pd.DataFrame({"k": keys, "j": [(i * j) % 3 for i in range(len(k))], "x": range(len(k))})
+    gb = df.groupby(["k", "j"] if two_keys else "k", as_index=False, sort=sort, dropna=dropna, observed=True)
+    gb.agg(s=("x", "sum"))
+    want = gb.ngroup()
+    np.testing.assert_array_equal(_group_codes(gb), want.fillna(-1).to_numpy(dtype=np.int64))

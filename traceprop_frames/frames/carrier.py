@@ -25,6 +25,7 @@ import pandas as pd
 from traceprop_frames.errors import LineageLostError
 from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.context import SetBlock
+from traceprop_frames.lineage.refs import AllRefs, CodeRefs, CsrRefs, EachRefs
 
 LID = "tp_lid"
 ATTRS_KEY = "traceprop"
@@ -228,9 +229,10 @@ def _one_table(keys: np.ndarray):
     return np.zeros(len(keys), dtype=np.int64), [t]
 
 
-def _whole_table(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> bool:
+def _whole_table(keys, set_of_row, block: SetBlock, node: OpNode) -> bool:
     """The common case in O(1) checks: ``keys`` is a RangeIndex over all rows of one live table, in
-    order (a frame straight from a reader, merge or group-by): ``set_of_row`` is the per-row reference."""
+    order (a frame straight from a reader, merge or group-by): ``set_of_row`` is the per-row reference
+    (an array or a reference layer), recorded as it is."""
     if not (
         isinstance(keys, pd.RangeIndex) and keys.step == 1 and len(keys) == len(set_of_row) and len(keys)
     ):
@@ -240,23 +242,45 @@ def _whole_table(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) ->
     t = ref() if ref is not None else None
     if t is None or t.stop != keys.stop:
         return False
-    t.lin = t.lin.with_context(set_of_row, block, node=OpNode(node.op, node.params, (t.lin.node,)))
+    layer = set_of_row if _is_layer(set_of_row) else CodeRefs(block.base, set_of_row, block.m)
+    t.lin = t.lin.with_refs(layer, [block], node=OpNode(node.op, node.params, (t.lin.node,)))
     with _lock:
         _generation[0] += 1
     return True
 
 
-def add_context(keys, set_of_row: np.ndarray, block: SetBlock, node: OpNode) -> None:
+def _is_layer(x) -> bool:
+    return isinstance(x, (AllRefs, CodeRefs, CsrRefs, EachRefs))
+
+
+def _local_codes(layer, block: SetBlock) -> np.ndarray:
+    """The set of ``block`` each row of a one-reference-per-row layer refers to (-1: none)."""
+    off, refs = layer.csr()
+    counts = np.diff(off)
+    if counts.size and counts.max() > 1:
+        raise ValueError("add_context takes at most one reference per row")
+    out = np.full(len(layer), -1, dtype=np.int64)
+    out[counts == 1] = refs - block.base
+    return out
+
+
+def add_context(keys, set_of_row, block: SetBlock, node: OpNode) -> None:
     """Make the lineage rows behind ``keys`` also refer to set ``set_of_row[i]`` of ``block`` (-1: none).
 
     Used for pandas calls that read other rows but return their result under the *same* index (shift,
     cumsum, rolling, groupby transform ...): pandas aligns that result with any frame holding these keys,
     so the extra dependency belongs to the rows themselves, in every frame that holds them. A key that
     occurs several times (sampling with replacement, explode) gets the union of its rows' sets.
+    ``set_of_row`` may also be a reference layer (:mod:`traceprop_frames.lineage.refs`) over the rows
+    of ``keys``, one reference per row at most: recorded as it is (O(1)) when ``keys`` are all rows of
+    one table in order.
     """
-    set_of_row = np.asarray(set_of_row, dtype=np.int64)
+    if not _is_layer(set_of_row):
+        set_of_row = np.asarray(set_of_row, dtype=np.int64)
     if _whole_table(keys, set_of_row, block, node):
         return
+    if _is_layer(set_of_row):
+        set_of_row = _local_codes(set_of_row, block)
     keys = np.asarray(keys, dtype=np.int64)
     keep = set_of_row >= 0
     keys, sets = keys[keep], set_of_row[keep]

@@ -47,6 +47,7 @@ from traceprop_frames.errors import LineageLostError
 from traceprop_frames.frames import alignment, reductions, transparent
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve, untouched
 from traceprop_frames.lineage import OpNode
+from traceprop_frames.lineage.refs import AllRefs, CodeRefs, EachRefs
 from traceprop_frames.lineage.rowsets import _stable_group_order
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -160,47 +161,98 @@ def _offset_sets(n: int, p: int):
     return k, starts, ends, set_of_row
 
 
-def _sets(kind: str, codes: np.ndarray, arg=None):
-    """(order, starts, ends, set_of_row) for a rule over n rows grouped by ``codes`` (-1: no group)."""
-    n = codes if isinstance(codes, (int, np.integer)) else len(codes)
-    if kind == "offset" and isinstance(codes, (int, np.integer)):
-        return _offset_sets(int(n), int(arg))
-    order, k, gs, ge = _group_layout(codes)
-    set_of_row = np.full(n, -1, dtype=np.int64)
-    if kind == "all" and isinstance(codes, (int, np.integer)):  # one set that every row refers to
-        set_of_row[:] = 0
-        return order, np.zeros(1, dtype=np.int64), np.full(1, n, dtype=np.int64), set_of_row
-    if kind == "prefix":
-        starts, ends = gs, k + 1
-    elif kind == "suffix":
-        starts, ends = k, ge
-    elif kind == "all":
-        starts, ends = gs, ge
-    elif kind == "offset":
+def _column_plan(kind: str, n: int, arg=None):
+    """(m, layout, refs) for a rule over all n rows in order. ``layout()`` gives the sets' (order,
+    starts, ends), computed only when a reader asks; ``refs(base)`` says which set each row refers to,
+    in O(1): set k of an offset / prefix / suffix / window is the rows row k read, and an "all" is one
+    set for every row."""
+    if kind == "all":
+        return 1, lambda: (np.arange(n, dtype=np.int64), [0], [n]), lambda base: AllRefs(n, [base])
+    if kind == "offset":
+        p = int(arg)
+        lo, hi = min(max(p, 0), n), max(min(n + p, n), 0)
+        return n, lambda: _offset_sets(n, p)[:3], lambda base: EachRefs(n, base, lo, hi)
+
+    def layout():
+        k = np.arange(n, dtype=np.int64)
+        if kind == "prefix":
+            return k, np.zeros(n, dtype=np.int64), k + 1
+        if kind == "suffix":
+            return k, k, np.full(n, n, dtype=np.int64)
+        if kind == "window":
+            return k, np.maximum(k - int(arg) + 1, 0), k + 1
+        raise ValueError(kind)  # pragma: no cover - the rule table names only the kinds above
+
+    return n, layout, lambda base: EachRefs(n, base)
+
+
+def _group_plan(kind: str, codes: np.ndarray, arg=None):
+    """(m, layout, refs) for a rule within the groups ``codes`` (-1: no group). "all" is one set per
+    group (each stored once, a row refers to its group's); prefix / suffix / window are one set per row
+    (set i: what row i read), laid out in the group order when first asked."""
+    n = len(codes)
+    if kind == "all":
+        m = int(codes.max()) + 1 if n else 0
+
+        def layout_all():
+            order, _, gs, ge = _group_layout(codes)
+            starts, ends = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+            sc = codes[order]
+            starts[sc], ends[sc] = gs, ge
+            return order, starts, ends
+
+        return m, layout_all, lambda base: CodeRefs(base, codes, m)
+    if kind == "offset":  # which rows read a row depends on their place in the group: laid out now
+        order, k, gs, ge = _group_layout(codes)
         j = k - int(arg)  # the row read; re-running needs the rows between too (shift is positional)
         valid = (j >= gs) & (j < ge)
         starts = np.where(valid, np.minimum(j, k), k)
         ends = np.where(valid, np.maximum(j, k) + 1, k)
+        set_of_row = np.full(n, -1, dtype=np.int64)
         set_of_row[order] = np.where(valid, k, -1)
-        return order, starts, ends, set_of_row
-    elif kind == "window":
-        starts, ends = np.maximum(gs, k - int(arg) + 1), k + 1
-    else:  # pragma: no cover - the rule table names only the kinds above
-        raise ValueError(kind)
-    set_of_row[order] = k
-    return order, starts, ends, set_of_row
+        return len(k), lambda: (order, starts, ends), lambda base: CodeRefs(base, set_of_row, len(k))
+
+    def layout():
+        order, k, gs, ge = _group_layout(codes)
+        if kind == "prefix":
+            s, e = gs, k + 1
+        elif kind == "suffix":
+            s, e = k, ge
+        elif kind == "window":
+            s, e = np.maximum(gs, k - int(arg) + 1), k + 1
+        else:  # pragma: no cover - the rule table names only the kinds above
+            raise ValueError(kind)
+        starts, ends = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        starts[order], ends[order] = s, e  # set i: row i's segment (rows without a group: empty)
+        return order, starts, ends
+
+    def refs(base):
+        if n and codes.min() >= 0:
+            return EachRefs(n, base)
+        return CodeRefs(base, np.where(codes >= 0, np.arange(n, dtype=np.int64), -1), n)
+
+    return n, layout, refs
 
 
-def _record(obj, order, starts, ends, set_of_row, label: str) -> None:
+def _record(obj, plan, label: str) -> None:
+    m, layout, refs = plan
     idx = obj.index
     keys = idx if isinstance(idx, pd.RangeIndex) else _row_keys(obj)  # a RangeIndex: add_context's O(1) case
     lin = resolve(obj)
-    block = lin.shared_sets(order, starts, ends, label)
-    add_context(keys, set_of_row, block, OpNode(f"pandas.{label}", {"rows": len(obj)}))
+    block = lin.deferred_sets(m, layout, label)
+    add_context(keys, refs(block.base), block, OpNode(f"pandas.{label}", {"rows": len(obj)}))
+
+
+def _explicit(order, starts, ends, set_of_row):
+    """A plan from sets computed already (fill sources, pandas' own window bounds)."""
+    m = len(starts)
+    if len(set_of_row) == m and m and set_of_row[0] == 0 and np.array_equal(set_of_row, np.arange(m)):
+        return m, lambda: (order, starts, ends), lambda base: EachRefs(m, base)
+    return m, lambda: (order, starts, ends), lambda base: CodeRefs(base, set_of_row, m)
 
 
 def _plain(obj, kind: str, label: str, arg=None) -> None:
-    _record(obj, *_sets(kind, len(obj), arg), label)
+    _record(obj, _column_plan(kind, len(obj), arg), label)
 
 
 def _fill_sources(obj, result, forward: bool, label: str) -> None:
@@ -220,7 +272,7 @@ def _fill_sources(obj, result, forward: bool, label: str) -> None:
     ends = np.cumsum(counts)
     starts = ends - counts
     set_of_row = np.where(counts > 0, np.arange(n), -1)
-    _record(obj, order.astype(np.int64), starts, ends, set_of_row, label)
+    _record(obj, _explicit(order.astype(np.int64), starts, ends, set_of_row), label)
 
 
 def _window_bounds(r, n: int):
@@ -272,7 +324,7 @@ def _frame_rule(name: str):
                 return
             set_of_row = np.full(len(obj), -1, dtype=np.int64)
             set_of_row[np.arange(0, len(obj), result.step or 1)] = np.arange(len(start))
-            _record(obj, np.arange(len(obj), dtype=np.int64), start, end, set_of_row, "rolling")
+            _record(obj, _explicit(np.arange(len(obj), dtype=np.int64), start, end, set_of_row), "rolling")
         elif name in ("apply", "agg", "aggregate", "transform") and (
             not isinstance(result, (pd.Series, pd.DataFrame)) or _row_keys(result) is None
         ):
@@ -307,7 +359,7 @@ def _group_rule(name: str):
             kind, arg = "window", _window(ba)
         else:
             kind, arg = "all", None
-        _record(obj, *_sets(kind, codes, arg), f"groupby.{name}")
+        _record(obj, _group_plan(kind, codes, arg), f"groupby.{name}")
 
     return rule
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from traceprop_frames.errors import MissingLineageWarning, UnsupportedOperationError
-from traceprop_frames.frames.carrier import LID, attach, lineage_keys, resolve
+from traceprop_frames.frames.carrier import ATTRS_KEY, LID, attach, lineage_keys, resolve
 from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.events import lineage_step
 
@@ -33,13 +33,18 @@ def _lineage_or_empty(df: pd.DataFrame, role: str) -> RowLineage:
 
 
 def _strip_lid(df: pd.DataFrame) -> pd.DataFrame:
-    """The frame without its lineage keys (index reset to positions, tp_lid column dropped)."""
+    """The frame without its lineage keys (index reset to positions, tp_lid column dropped) nor its
+    lineage handle: pandas' internal steps on it (and the result, which gets its own) see a plain frame."""
+    original = df
     if df.index.name == LID:
         df = df.set_axis(pd.RangeIndex(len(df)), axis=0)
     elif isinstance(df.index, pd.MultiIndex) and LID in df.index.names:
         df = df.droplevel(LID)
     if LID in df.columns:
         df = df.drop(columns=LID)
+    if ATTRS_KEY in df.attrs:
+        df = df.copy(deep=False) if df is original else df
+        df.attrs = {k: v for k, v in df.attrs.items() if k != ATTRS_KEY}
     return df
 
 
@@ -47,6 +52,56 @@ def _positions(col: pd.Series) -> np.ndarray:
     if col.hasnans:
         return col.fillna(-1).to_numpy(dtype=np.int64)
     return col.to_numpy(dtype=np.int64)
+
+
+def _merge_with_rows(ldf: pd.DataFrame, rdf: pd.DataFrame, how_etc: dict):
+    """``pd.merge(ldf, rdf, **how_etc)`` and, per output row, its left and right input row (-1: none).
+
+    pandas computes the join's row indexers once and takes every column with them; reading those
+    indexers costs nothing more. Where pandas' merge machinery is not the one expected (another
+    version, a cross join), each side carries a position column through the merge instead (two extra
+    columns taken and dropped: a few per cent of a merge)."""
+    found = _pandas_join_rows(ldf, rdf, how_etc)
+    if found is not None:
+        return found
+    ldf = ldf.assign(**{_POS_L: np.arange(len(ldf), dtype=np.int64)})
+    rdf = rdf.assign(**{_POS_R: np.arange(len(rdf), dtype=np.int64)})
+    out = pd.merge(ldf, rdf, **how_etc)
+    pl, pr = _positions(out[_POS_L]), _positions(out[_POS_R])
+    return out.drop(columns=[_POS_L, _POS_R]), pl, pr
+
+
+def _pandas_join_rows(ldf: pd.DataFrame, rdf: pd.DataFrame, how_etc: dict):
+    """pandas' own merge (``pd.merge`` runs exactly this: ``_MergeOperation(...).get_result()``) with its
+    join indexers read as they are computed; None if that machinery is not there as expected."""
+    if how_etc["how"] == "cross":
+        return None
+    try:
+        from pandas.core.reshape.merge import _MergeOperation
+
+        op = _MergeOperation(ldf, rdf, **how_etc)
+        join_info = op._get_join_info
+    except (ImportError, AttributeError, TypeError):
+        return None
+    seen = []
+
+    def _get_join_info():
+        info = join_info()
+        seen.append(info)
+        return info
+
+    op._get_join_info = _get_join_info
+    out = op.get_result()
+    if len(seen) != 1 or len(seen[0]) != 3:
+        return None
+    rows = []
+    for indexer, side in zip(seen[0][1:], (ldf, rdf)):
+        if indexer is None:  # pandas took that side's rows as they are
+            indexer = np.arange(len(side), dtype=np.int64)
+        rows.append(np.asarray(indexer, dtype=np.int64))
+    if any(len(r) != len(out) for r in rows):
+        return None
+    return out, rows[0], rows[1]
 
 
 @lineage_step("pandas.merge")
@@ -79,24 +134,10 @@ def merge(
         ldf.index = lkeep
     if rkeep is not None:
         rdf.index = rkeep
-    ldf = ldf.assign(**{_POS_L: np.arange(len(ldf), dtype=np.int64)})
-    rdf = rdf.assign(**{_POS_R: np.arange(len(rdf), dtype=np.int64)})
-    out = pd.merge(
-        ldf,
-        rdf,
-        how=how,
-        on=on,
-        left_on=left_on,
-        right_on=right_on,
-        left_index=left_index,
-        right_index=right_index,
-        sort=sort,
-        suffixes=suffixes,
-        indicator=indicator,
-        validate=validate,
-    )
-    pl, pr = _positions(out[_POS_L]), _positions(out[_POS_R])
-    out = out.drop(columns=[_POS_L, _POS_R])
+    how_etc = dict(how=how, on=on, left_on=left_on, right_on=right_on, left_index=left_index,
+                   right_index=right_index, sort=sort, suffixes=suffixes, indicator=indicator,
+                   validate=validate)  # fmt: skip
+    out, pl, pr = _merge_with_rows(ldf, rdf, how_etc)
     if left_index or right_index:
         # pandas gave the result a meaningful index (the join key); keep it as columns
         idx = out.index
@@ -134,6 +175,22 @@ def concat(objs, axis=0, join="outer", ignore_index=False, keys=None, **kwargs) 
         )
     node = OpNode("concat", {"n_inputs": len(frames), "rows": len(out)}, tuple(lin.node for lin in lins))
     return attach(out, RowLineage.concat(lins, node=node))
+
+
+def _group_codes(gb) -> np.ndarray:
+    """Each row's group number in the output's order (-1: a dropped NaN key): ``gb.ngroup()``. The
+    grouper's own codes are the same numbers unless a key is categorical (ngroup renumbers those); read
+    them directly where pandas has them, saving a Series of n rows and a conversion."""
+    grouper = getattr(gb, "_grouper", None)
+    try:
+        plain_keys = not any(g._passed_categorical for g in grouper.groupings)
+        ids = grouper.ids if plain_keys else None
+    except AttributeError:
+        ids = None
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "i" and len(ids) == len(gb.obj):
+        return ids.astype(np.int64, copy=False)
+    codes = gb.ngroup()
+    return _positions(codes) if codes.dtype.kind == "f" else codes.to_numpy(dtype=np.int64)
 
 
 class TracedGroupBy:
@@ -181,11 +238,10 @@ class TracedGroupBy:
         lin = resolve(self._df)
         data = _strip_lid(self._df)
         gb = data.groupby(self._by, as_index=False, **self._kwargs)
-        codes_raw = gb.ngroup()
-        codes = _positions(codes_raw) if codes_raw.dtype.kind == "f" else codes_raw.to_numpy(dtype=np.int64)
-        n_groups = int(codes.max()) + 1 if codes.size and codes.max() >= 0 else 0
         target = gb[self._selection] if self._selection is not None else gb
         out = getattr(target, fn)(*args, **kwargs)
+        codes = _group_codes(gb)  # after the aggregation, which leaves them computed
+        n_groups = max(int(codes.max()) + 1, 0) if codes.size else 0
         if isinstance(out, pd.Series):
             out = out.to_frame()
         if len(out) != n_groups and n_groups:

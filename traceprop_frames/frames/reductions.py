@@ -43,6 +43,7 @@ from traceprop_frames.frames.carrier import ATTRS_KEY, LID, _tables_for, add_con
 from traceprop_frames.frames.traced_values import TRACED, Stat, carry
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.context import SetBlock
+from traceprop_frames.lineage.refs import AllRefs
 
 STAT_KEY = "traceprop_stat"
 _installed: list[tuple[object, str, object]] = []
@@ -106,7 +107,7 @@ def _one_set(lin, label: str) -> SetBlock:
     if not lin.has_context:
         return SetBlock(ids, [0], [len(ids)], label)
     ctx = lin.context
-    refs = pd.unique(ctx.refs)  # hashing, not sorting: rows that read k statistics hold n * k references
+    refs = ctx.distinct_refs()  # from the compact layers: rows that read k statistics refer to k sets
     return SetBlock(ids, [0], [len(ids)], label, refs, [0], [len(refs)], tuple(ctx.blocks.values()))
 
 
@@ -189,7 +190,8 @@ def attach(target, st: Stat, call: str) -> None:
     keys = (
         idx if isinstance(idx, pd.RangeIndex) else _row_keys(target)
     )  # a RangeIndex: add_context's O(1) case
-    add_context(keys, np.zeros(len(keys), dtype=np.int64), st.block(), OpNode(f"pandas.{call}", {}))
+    block = st.block()
+    add_context(keys, AllRefs(len(keys), [block.base]), block, OpNode(f"pandas.{call}", {}))
 
 
 def _detached_refuse(target, call: str) -> None:

@@ -12,8 +12,13 @@ list costs O(rows x set size); here it is stored once, in a :class:`SetBlock`, a
   not O(n^2).
 - Every set has one *global set id* (``block.base + j``); ids are unique in the process, so lineages
   that meet in a join or a concat merge their blocks by id, never by copying.
-- A :class:`Context` is the per-row side of it: a CSR of global set ids (``ref_offsets``, ``refs``)
-  and the blocks those ids (and their own references, transitively) live in.
+- A :class:`Context` is the per-row side of it: which global set ids each row refers to, and the
+  blocks those ids (and their own references, transitively) live in. The references are kept as
+  compact layers (:mod:`~traceprop_frames.lineage.refs`: "row i refers to set base + i" for a shift or
+  a cumsum, "every row refers to set s" for a statistic, group codes for a group transform) and
+  expanded to one CSR (``ref_offsets``, ``refs``) only for readers that walk every row.
+- A block made by :meth:`SetBlock.deferred` is a recipe until a reader first asks about its sets, so
+  recording a cross-row call costs O(1); the first question lays the sets out, once.
 
 Readers compute the *closure* of a row's references (the pool segments of the referenced sets and of
 the sets those refer to) with array operations, one step per block generation - the depth of the
@@ -29,8 +34,10 @@ import threading
 import numpy as np
 
 from traceprop_frames.errors import LineageFormatError
+from traceprop_frames.lineage.refs import AllRefs, CsrRefs, union_csr
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+LAYOUT_LOCK = threading.RLock()  # one lock for laying out deferred sets and composing deferred lineage
 _base_lock = threading.Lock()
 _base_cursor = [0]
 
@@ -51,6 +58,26 @@ def segments_flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     off = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=off[1:])
     return np.arange(total, dtype=np.int64) + np.repeat(starts - off[:-1], lengths)
+
+
+def merge_segments(owners: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(owner, start, end) pieces covering the union of each owner's segments ``[starts, ends)``, each
+    position once: segments sorted by (owner, start), each clipped to begin after the furthest end
+    reached before it by the same owner."""
+    keep = ends > starts
+    if not keep.all():
+        owners, starts, ends = owners[keep], starts[keep], ends[keep]
+    if owners.size < 2:
+        return owners, starts, ends
+    order = np.lexsort((starts, owners))
+    owners, starts, ends = owners[order], starts[order], ends[order]
+    group = np.zeros(owners.size, dtype=np.int64)
+    np.cumsum(owners[1:] != owners[:-1], out=group[1:])
+    shift = group * np.int64(ends.max() + 1)  # the reach of earlier owners stays below this owner's shift
+    reach = np.maximum.accumulate(shift + ends)
+    lo = np.maximum(starts, np.concatenate(([-1], reach[:-1])) - shift)
+    keep = lo < ends
+    return owners[keep], lo[keep], ends[keep]
 
 
 class SetBlock:
@@ -74,45 +101,90 @@ class SetBlock:
     (2, True)
     """
 
-    __slots__ = ("base", "m", "pool", "starts", "ends", "label", "ref_pool", "ref_starts", "ref_ends", "deps")
+    __slots__ = ("base", "m", "label", "deps", "_arrays", "_build")
 
     def __init__(self, pool, starts, ends, label: str, ref_pool=None, ref_starts=None, ref_ends=None,
                  deps=()) -> None:  # fmt: skip
-        self.pool = np.ascontiguousarray(pool, dtype=np.int64)
-        self.starts = np.ascontiguousarray(starts, dtype=np.int64)
-        self.ends = np.ascontiguousarray(ends, dtype=np.int64)
-        if self.starts.shape != self.ends.shape:
-            raise ValueError("starts and ends must have the same length")
-        self.m = len(self.starts)
-        if self.m and (self.starts.min() < 0 or self.ends.max() > len(self.pool)):
-            raise ValueError("set segments outside the pool")
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        self.m = len(starts)
         self.label = str(label)
+        self.deps = tuple(deps)
+        self._build = None
+        self._arrays = self._checked(pool, starts, ends, ref_pool, ref_starts, ref_ends)
+        self.base = _allocate(self.m)
+
+    @classmethod
+    def deferred(cls, m: int, build, label: str, deps=()) -> SetBlock:
+        """``m`` sets whose arrays ``build()`` returns (``pool, starts, ends[, ref_pool, ref_starts,
+        ref_ends]``) when a reader first needs them: recording a cross-row call costs O(1), the first
+        question about its sets pays for laying them out (once; the result is kept). ``deps`` must be the
+        blocks the built references point into, known now."""
+        obj = cls.__new__(cls)
+        obj.m, obj.label, obj.deps = int(m), str(label), tuple(deps)
+        obj._arrays, obj._build = None, build
+        obj.base = _allocate(obj.m)
+        return obj
+
+    def _checked(self, pool, starts, ends, ref_pool=None, ref_starts=None, ref_ends=None) -> tuple:
+        pool = np.ascontiguousarray(pool, dtype=np.int64)
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        ends = np.ascontiguousarray(ends, dtype=np.int64)
+        if starts.shape != ends.shape or len(starts) != self.m:
+            raise ValueError("starts and ends must have the same length")
+        if self.m and (starts.min() < 0 or ends.max() > len(pool)):
+            raise ValueError("set segments outside the pool")
         if ref_pool is None:
             ref_pool, ref_starts, ref_ends = _EMPTY, np.zeros(self.m, np.int64), np.zeros(self.m, np.int64)
-        self.ref_pool = np.ascontiguousarray(ref_pool, dtype=np.int64)
-        self.ref_starts = np.ascontiguousarray(ref_starts, dtype=np.int64)
-        self.ref_ends = np.ascontiguousarray(ref_ends, dtype=np.int64)
-        if self.ref_starts.shape != (self.m,) or self.ref_ends.shape != (self.m,):
+        ref_pool = np.ascontiguousarray(ref_pool, dtype=np.int64)
+        ref_starts = np.ascontiguousarray(ref_starts, dtype=np.int64)
+        ref_ends = np.ascontiguousarray(ref_ends, dtype=np.int64)
+        if ref_starts.shape != (self.m,) or ref_ends.shape != (self.m,):
             raise ValueError("ref_starts and ref_ends need one entry per set")
-        if self.m and (self.ref_starts.min() < 0 or self.ref_ends.max() > len(self.ref_pool)):
+        if self.m and (ref_starts.min() < 0 or ref_ends.max() > len(ref_pool)):
             raise ValueError("reference segments outside the reference pool")
-        self.deps = tuple(deps)
-        self.base = _allocate(self.m)
+        return pool, starts, ends, ref_pool, ref_starts, ref_ends
+
+    def _get(self, k: int) -> np.ndarray:
+        arrays = self._arrays
+        if arrays is None:
+            with LAYOUT_LOCK:
+                if self._arrays is None:
+                    self._arrays = self._checked(*self._build())
+                    self._build = None  # release what the layout was computed from
+                arrays = self._arrays
+        return arrays[k]
+
+    pool = property(
+        lambda self: self._get(0), doc="int64 global row ids, in the order the operation read them"
+    )
+    starts = property(lambda self: self._get(1))
+    ends = property(lambda self: self._get(2))
+    ref_pool = property(lambda self: self._get(3))
+    ref_starts = property(lambda self: self._get(4))
+    ref_ends = property(lambda self: self._get(5))
+
+    @property
+    def is_laid_out(self) -> bool:
+        """False while the sets are still a recipe (:meth:`deferred`) no reader has asked about."""
+        return self._arrays is not None
 
     def __contains__(self, set_id: int) -> bool:
         return self.base <= set_id < self.base + self.m
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.pool, self.starts, self.ends, self.ref_pool, self.ref_starts, self.ref_ends)
-        return sum(a.nbytes for a in arrays)
+        """Bytes of the laid-out arrays (0 while deferred: the recipe holds arrays of the lineage)."""
+        return sum(a.nbytes for a in self._arrays) if self._arrays is not None else 0
 
     def set_refs(self, local: np.ndarray) -> np.ndarray:
         """The global set ids the sets ``local`` (0-based in this block) refer to, with repeats."""
         return self.ref_pool[segments_flat(self.ref_starts[local], self.ref_ends[local])]
 
     def __repr__(self) -> str:
-        return f"SetBlock({self.label!r}, {self.m} sets over a pool of {len(self.pool)} ids)"
+        pool = (
+            f"a pool of {len(self._arrays[0])} ids" if self._arrays is not None else "rows not laid out yet"
+        )
+        return f"SetBlock({self.label!r}, {self.m} sets over {pool})"
 
 
 def all_blocks(blocks) -> dict[int, SetBlock]:
@@ -128,22 +200,84 @@ def all_blocks(blocks) -> dict[int, SetBlock]:
 
 
 class Context:
-    """Per-row references to shared sets: CSR ``ref_offsets`` (n + 1), ``refs`` (global set ids)."""
+    """Per-row references to shared sets, and the blocks they live in.
 
-    __slots__ = ("ref_offsets", "refs", "blocks", "_bases")
+    The references are a list of *layers* (:mod:`~traceprop_frames.lineage.refs`: compact forms such as
+    "row i refers to set base + i"); a row refers to the union over the layers. ``ref_offsets`` /
+    ``refs`` give them as one CSR (n + 1 offsets, global set ids), expanded on first use and kept;
+    :meth:`row_refs`, :meth:`take` and :meth:`rows_referring` answer from the layers without expanding.
+    """
+
+    __slots__ = ("layers", "blocks", "n", "_csr", "_bases")
+
+    MAX_LAYERS = 8  # more than this many compact layers are folded into one CSR layer
 
     def __init__(self, ref_offsets, refs, blocks) -> None:
-        self.ref_offsets = np.ascontiguousarray(ref_offsets, dtype=np.int64)
-        self.refs = np.ascontiguousarray(refs, dtype=np.int64)
+        self._init((CsrRefs(ref_offsets, refs),), blocks)
+
+    def _init(self, layers, blocks) -> None:
+        self.layers = tuple(layer for layer in layers if layer.any()) or tuple(layers[:1])
+        self.n = len(layers[0])
         self.blocks = blocks if isinstance(blocks, dict) else all_blocks(blocks)
+        self._csr = None
         self._bases = None
+        if len(self.layers) > self.MAX_LAYERS:
+            self.layers = (CsrRefs(*union_csr(self.layers)),)
+
+    @classmethod
+    def layered(cls, layers, blocks) -> Context:
+        """A context whose rows refer to the union of ``layers`` (all of the same length)."""
+        if len({len(layer) for layer in layers}) != 1:
+            raise ValueError("reference layers of different lengths")
+        obj = cls.__new__(cls)
+        obj._init(tuple(layers), blocks)
+        return obj
 
     @classmethod
     def none(cls, n: int) -> Context:
         return cls(np.zeros(n + 1, dtype=np.int64), _EMPTY, {})
 
     def __len__(self) -> int:
-        return len(self.ref_offsets) - 1
+        return self.n
+
+    def has_refs(self) -> bool:
+        """True if some row refers to a set (without expanding the layers)."""
+        return any(layer.any() for layer in self.layers)
+
+    def _expanded(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._csr is None:
+            self._csr = union_csr(self.layers)
+        return self._csr
+
+    @property
+    def ref_offsets(self) -> np.ndarray:
+        return self._expanded()[0]
+
+    @property
+    def refs(self) -> np.ndarray:
+        return self._expanded()[1]
+
+    def with_layer(self, layer, blocks) -> Context:
+        """These references plus ``layer``'s (rows refer to both); ``blocks``: the new layer's."""
+        if len(layer) != self.n:
+            raise ValueError(f"a reference layer of {len(layer)} rows for a context of {self.n}")
+        merged = merge_blocks(self, Context.layered([layer], blocks))
+        last = self.layers[-1] if self.layers and self.layers[-1].any() else None
+        if isinstance(last, AllRefs) and isinstance(layer, AllRefs):  # statistics broadcast one by one
+            layers = self.layers[:-1] + (AllRefs(self.n, np.concatenate([last.set_ids, layer.set_ids])),)
+        else:
+            layers = self.layers + (layer,)
+        return Context.layered(layers, merged)
+
+    def take(self, rows: np.ndarray) -> Context:
+        """The references of the rows at positions ``rows`` (repeats allowed), layer by layer."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Context.layered([layer.take(rows) for layer in self.layers], self.blocks)
+
+    def distinct_refs(self) -> np.ndarray:
+        """The global set ids some row refers to (each once, unordered)."""
+        parts = [layer.distinct() for layer in self.layers]
+        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
 
     @property
     def n_sets(self) -> int:
@@ -151,7 +285,10 @@ class Context:
 
     @property
     def nbytes(self) -> int:
-        return self.ref_offsets.nbytes + self.refs.nbytes + sum(b.nbytes for b in self.blocks.values())
+        refs = sum(layer.nbytes for layer in self.layers)
+        if self._csr is not None and not (len(self.layers) == 1 and isinstance(self.layers[0], CsrRefs)):
+            refs += self._csr[0].nbytes + self._csr[1].nbytes
+        return refs + sum(b.nbytes for b in self.blocks.values())
 
     def _locate(self, set_ids: np.ndarray) -> tuple[np.ndarray, list[SetBlock]]:
         if self._bases is None:
@@ -168,7 +305,9 @@ class Context:
     def expand(self, owners: np.ndarray, set_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For (owner, set) pairs, the (owner, global row id) pairs of each set's closure.
 
-        One vectorised step per block generation; an owner reaching a set twice expands it once.
+        One vectorised step per block generation; an owner reaching a set twice expands it once, and
+        the overlapping segments of its sets (prefixes, windows) are read once: a row that reaches all
+        n prefixes of a column costs O(n log n), not O(n^2).
         """
         owners = np.asarray(owners, dtype=np.int64)
         sets = np.asarray(set_ids, dtype=np.int64)
@@ -187,12 +326,12 @@ class Context:
                 b = blist[k]
                 sel = which == k
                 local, own = sets[sel] - b.base, owners[sel]
-                lengths = b.ends[local] - b.starts[local]
-                out_i.append(b.pool[segments_flat(b.starts[local], b.ends[local])])
-                out_o.append(np.repeat(own, lengths))
-                rl = b.ref_ends[local] - b.ref_starts[local]
-                nxt_s.append(b.set_refs(local))
-                nxt_o.append(np.repeat(own, rl))
+                o, lo, hi = merge_segments(own, b.starts[local], b.ends[local])
+                out_i.append(b.pool[segments_flat(lo, hi)])
+                out_o.append(np.repeat(o, hi - lo))
+                o, lo, hi = merge_segments(own, b.ref_starts[local], b.ref_ends[local])
+                nxt_s.append(b.ref_pool[segments_flat(lo, hi)])
+                nxt_o.append(np.repeat(o, hi - lo))
             owners = np.concatenate(nxt_o) if nxt_o else _EMPTY
             sets = np.concatenate(nxt_s) if nxt_s else _EMPTY
         if not out_i:
@@ -212,7 +351,8 @@ class Context:
     def row_refs(self, rows: np.ndarray) -> np.ndarray:
         """Global set ids referred to by the given row positions (with repeats)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return self.refs[segments_flat(self.ref_offsets[rows], self.ref_offsets[rows + 1])]
+        parts = [layer.gather(rows)[1] for layer in self.layers]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def hit_sets(self, ids: np.ndarray) -> np.ndarray:
         """Sorted global set ids whose closure contains any of the global row ids ``ids``."""
@@ -236,11 +376,13 @@ class Context:
 
     def rows_referring(self, set_ids: np.ndarray) -> np.ndarray:
         """Sorted row positions whose references include any of ``set_ids``."""
-        if not self.refs.size or not len(set_ids):
+        set_ids = np.asarray(set_ids, dtype=np.int64)
+        if not set_ids.size:
             return _EMPTY
-        hit = np.isin(self.refs, set_ids)
-        row_of = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.ref_offsets))
-        return np.unique(row_of[hit])
+        parts = [layer.rows_referring(set_ids) for layer in self.layers if layer.any()]
+        if not parts:
+            return _EMPTY
+        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
 
     def labels(self, set_ids: np.ndarray) -> list[str]:
         which, blist = self._locate(np.asarray(set_ids, dtype=np.int64))

@@ -8,7 +8,6 @@ Python loop over rows.
 
 from __future__ import annotations
 
-import threading
 import warnings
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from traceprop_frames.errors import (
 )
 from traceprop_frames.lineage import manifest
 from traceprop_frames.lineage.context import (
+    LAYOUT_LOCK,
     Context,
     SetBlock,
     context_from_payload,
@@ -31,10 +31,11 @@ from traceprop_frames.lineage.context import (
     segments_flat,
 )
 from traceprop_frames.lineage.graph import LineageDAG, OpNode
+from traceprop_frames.lineage.refs import AllRefs, CodeRefs
 from traceprop_frames.lineage.sources import REGISTRY, Source, decode, encode
 
 _EMPTY = np.zeros(0, dtype=np.int64)
-_COMPOSE_LOCK = threading.RLock()  # RowLineage.materialize: one thread composes deferred lineage at a time
+_COMPOSE_LOCK = LAYOUT_LOCK  # one thread composes deferred lineage (or lays out deferred sets) at a time
 
 
 def sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -223,7 +224,7 @@ class RowLineage:
         self._n = len(self._offsets) - 1
         if context is not None and len(context) != self._n:
             raise ValueError(f"context has {len(context)} rows, lineage has {self._n}")
-        self._ctx = context if context is not None and context.refs.size else None
+        self._ctx = context if context is not None and context.has_refs() else None
         self._has_ctx = self._ctx is not None
         self._build = None
         self._deps: tuple[RowLineage, ...] = ()
@@ -283,7 +284,7 @@ class RowLineage:
                 lin._offsets = np.ascontiguousarray(built[0], dtype=np.int64)
                 lin._ids = np.ascontiguousarray(built[1], dtype=np.int64)
                 ctx = built[2] if len(built) > 2 else None
-                lin._ctx = ctx if ctx is not None and ctx.refs.size else None
+                lin._ctx = ctx if ctx is not None and ctx.has_refs() else None
                 lin._has_ctx = lin._ctx is not None
                 lin._build, lin._deps = None, ()  # release the inputs once composed
         return self
@@ -373,6 +374,19 @@ class RowLineage:
         >>> out.row_ids(0).tolist(), out.row_ids(0, direct=True).tolist()
         ([7, 8, 9], [7])
         """
+        pool, lo, hi, *refs = self._set_arrays(order, starts, ends)
+        deps = self.context.blocks.values() if self.has_context else ()
+        return SetBlock(pool, lo, hi, label, *refs, deps=deps)
+
+    def deferred_sets(self, m: int, layout, label: str) -> SetBlock:
+        """:meth:`shared_sets` whose ``(order, starts, ends) = layout()`` is computed, and the sets laid
+        out, only when a reader first asks about them: recording costs O(1). Set ``j`` of the result is
+        then exactly set ``j`` of ``shared_sets(*layout(), label)`` (``layout`` gives ``m`` sets)."""
+        deps = tuple(self.context.blocks.values()) if self.has_context else ()
+        return SetBlock.deferred(m, lambda: self._set_arrays(*layout()), label, deps)
+
+    def _set_arrays(self, order, starts, ends) -> tuple[np.ndarray, ...]:
+        """(pool, starts, ends, ref_pool, ref_starts, ref_ends) of :meth:`shared_sets`."""
         order = np.asarray(order, dtype=np.int64)
         starts = np.asarray(starts, dtype=np.int64)
         ends = np.asarray(ends, dtype=np.int64)
@@ -392,12 +406,11 @@ class RowLineage:
             _, flat = _segments_gather(off, order)
             pool = self.ids[flat]
         if not self.has_context:
-            return SetBlock(pool, pos[starts], pos[ends], label)
+            return pool, pos[starts], pos[ends]
         # the members' references, laid out in `order` like the ids: set j refers to its members' slice
         ctx = self.context
         rpos, rflat = _segments_gather(ctx.ref_offsets, order)
-        return SetBlock(pool, pos[starts], pos[ends], label, ctx.refs[rflat], rpos[starts], rpos[ends],
-                        ctx.blocks.values())  # fmt: skip
+        return pool, pos[starts], pos[ends], ctx.refs[rflat], rpos[starts], rpos[ends]
 
     def with_context(self, set_of_row, block: SetBlock, node: OpNode | None = None) -> RowLineage:
         """These rows, each also referring to set ``set_of_row[i]`` of ``block`` (-1: none)."""
@@ -406,24 +419,12 @@ class RowLineage:
             raise ValueError(f"{len(set_of_row)} set references for {len(self)} rows")
         if set_of_row.size and set_of_row.max() >= block.m:
             raise ValueError(f"set index outside the block's {block.m} sets")
-        old = self.context
-        new_off = np.zeros(len(self) + 1, dtype=np.int64)
-        np.cumsum(set_of_row >= 0, out=new_off[1:])
-        new_refs = block.base + set_of_row[set_of_row >= 0]
-        if old.refs.size and new_refs.size == len(self):  # one new reference per row: append it
-            roff = old.ref_offsets + np.arange(len(self) + 1, dtype=np.int64)
-            refs = np.empty(int(roff[-1]), dtype=np.int64)
-            last = roff[1:] - 1
-            keep = np.ones(len(refs), dtype=bool)
-            keep[last] = False
-            refs[keep] = old.refs
-            refs[last] = new_refs
-        elif old.refs.size:
-            every = np.arange(len(self), dtype=np.int64)
-            roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
-        else:
-            roff, refs = new_off, new_refs
-        ctx = Context(roff, refs, merge_blocks(old, Context(new_off, new_refs, [block])))
+        return self.with_refs(CodeRefs(block.base, set_of_row, block.m), [block], node)
+
+    def with_refs(self, layer, blocks, node: OpNode | None = None) -> RowLineage:
+        """These rows, each also referring to the sets the reference layer ``layer`` gives it
+        (:mod:`~traceprop_frames.lineage.refs`: O(1) for its compact forms), which live in ``blocks``."""
+        ctx = self.context.with_layer(layer, blocks)
         out = RowLineage(self.offsets, self.ids, node if node is not None else self.node, ctx)
         out._sids = self._sids
         return out
@@ -440,29 +441,7 @@ class RowLineage:
         if not other.has_context:
             return self.with_node(node) if node is not None else self
         oc = other.context
-        extra = np.unique(oc.refs)
-        n, k = len(self), len(extra)
-        new_off = np.arange(n + 1, dtype=np.int64) * k
-        new_refs = np.tile(extra, n)
-        if self.has_context:
-            old = self.context
-            k0 = int(old.ref_offsets[1] - old.ref_offsets[0]) if n else 0
-            uniform = n and np.array_equal(old.ref_offsets, np.arange(n + 1, dtype=np.int64) * k0)
-            if uniform and k0 and (old.refs.reshape(n, k0) == old.refs[:k0]).all():
-                # every row refers to the same sets (statistics broadcast one after another): tile once
-                row = np.concatenate([old.refs[:k0], extra])
-                roff, refs = np.arange(n + 1, dtype=np.int64) * (k0 + k), np.tile(row, n)
-            else:
-                every = np.arange(n, dtype=np.int64)
-                roff, refs = _union_csr(old.ref_offsets, old.refs, every, new_off, new_refs, every, False)
-            blocks = merge_blocks(old, oc)
-        else:
-            roff, refs, blocks = new_off, new_refs, oc.blocks
-        out = RowLineage(
-            self.offsets, self.ids, node if node is not None else self.node, Context(roff, refs, blocks)
-        )
-        out._sids = self._sids
-        return out
+        return self.with_refs(AllRefs(len(self), oc.distinct_refs()), oc.blocks.values(), node)
 
     def direct(self, node: OpNode | None = None) -> RowLineage:
         """The same rows without their shared sets (only the rows whose values they carry)."""
@@ -499,11 +478,7 @@ class RowLineage:
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise UnknownRowError(f"positions outside 0..{len(self) - 1}")
         off, flat = _segments_gather(self.offsets, rows)
-        ctx = None
-        if self.has_context:
-            c = self.context
-            roff, rflat = _segments_gather(c.ref_offsets, rows)
-            ctx = Context(roff, c.refs[rflat], c.blocks)
+        ctx = self.context.take(rows) if self.has_context else None
         return RowLineage(off, self.ids[flat], node if node is not None else self.node, ctx)
 
     def group_union(self, codes, n_groups: int, node: OpNode | None = None) -> RowLineage:

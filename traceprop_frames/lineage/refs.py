@@ -1,0 +1,230 @@
+"""Per-row references to shared sets, in compact forms that are expanded only when asked.
+
+A :class:`~traceprop_frames.lineage.context.Context` says, for each of ``n`` rows, which global set ids
+the row refers to. Most cross-row calls give every row a reference of one simple shape, so a context is
+a list of *layers*, each one of the shapes below, and a row's references are the union over the layers:
+
+==================  ===============================================  ===================================
+layer               row ``i`` refers to                              made by
+==================  ===============================================  ===================================
+:class:`CsrRefs`    ``refs[offsets[i]:offsets[i+1]]``                 anything (the general form)
+:class:`EachRefs`   ``base + i`` if ``lo <= i < hi``, else nothing    ``shift`` (offset), ``cumsum``
+                                                                     (prefix), ``rolling`` (window):
+                                                                     set ``i`` is the rows row ``i`` read
+:class:`CodeRefs`   ``base + codes[i]`` if ``codes[i] >= 0``          group ``transform`` (set = group),
+                                                                     a subset of rows, a ``take``
+:class:`AllRefs`    every id of ``set_ids``                           a statistic broadcast into rows
+                                                                     (``s / s.sum()``, a z-score)
+==================  ===============================================  ===================================
+
+Recording one costs O(1) (or keeps an array the call computed anyway); :meth:`csr` expands a layer to the
+general form for readers that walk all rows, while the per-row questions (:meth:`gather`,
+:meth:`take`, :meth:`rows_referring`, :meth:`distinct`) are answered on the compact form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return _EMPTY
+    off = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=off[1:])
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - off[:-1], lengths)
+
+
+class CsrRefs:
+    """Row ``i`` refers to ``refs[offsets[i]:offsets[i+1]]`` (the general form)."""
+
+    __slots__ = ("offsets", "refs")
+
+    def __init__(self, offsets, refs) -> None:
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        self.refs = np.ascontiguousarray(refs, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def any(self) -> bool:
+        return bool(self.refs.size)
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.offsets, self.refs
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(count per row, the references of ``rows`` one row after another)."""
+        lo, hi = self.offsets[rows], self.offsets[rows + 1]
+        return hi - lo, self.refs[_flat(lo, hi)]
+
+    def take(self, rows: np.ndarray) -> CsrRefs:
+        counts, refs = self.gather(rows)
+        off = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=off[1:])
+        return CsrRefs(off, refs)
+
+    def rows_referring(self, set_ids: np.ndarray) -> np.ndarray:
+        hit = np.isin(self.refs, set_ids)
+        if not hit.any():
+            return _EMPTY
+        row_of = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.offsets))
+        return np.unique(row_of[hit])
+
+    def distinct(self) -> np.ndarray:
+        return np.unique(self.refs)
+
+    @property
+    def nbytes(self) -> int:
+        return self.offsets.nbytes + self.refs.nbytes
+
+
+class EachRefs:
+    """Row ``i`` refers to set ``base + i`` when ``lo <= i < hi`` (one set per row: offsets, prefixes,
+    windows), and to nothing otherwise."""
+
+    __slots__ = ("n", "base", "lo", "hi")
+
+    def __init__(self, n: int, base: int, lo: int = 0, hi: int | None = None) -> None:
+        self.n, self.base = int(n), int(base)
+        self.lo = min(max(int(lo), 0), self.n)
+        self.hi = max(min(self.n if hi is None else int(hi), self.n), self.lo)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def any(self) -> bool:
+        return self.hi > self.lo
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        off = np.clip(np.arange(self.n + 1, dtype=np.int64) - self.lo, 0, self.hi - self.lo)
+        return off, np.arange(self.base + self.lo, self.base + self.hi, dtype=np.int64)
+
+    def _valid(self, rows: np.ndarray) -> np.ndarray:
+        return (rows >= self.lo) & (rows < self.hi)
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        valid = self._valid(rows)
+        return valid.astype(np.int64), self.base + rows[valid]
+
+    def take(self, rows: np.ndarray) -> CodeRefs:
+        return CodeRefs(self.base, np.where(self._valid(rows), rows, -1), self.n)
+
+    def rows_referring(self, set_ids: np.ndarray) -> np.ndarray:
+        local = np.unique(np.asarray(set_ids, dtype=np.int64) - self.base)
+        return local[(local >= self.lo) & (local < self.hi)]
+
+    def distinct(self) -> np.ndarray:
+        return np.arange(self.base + self.lo, self.base + self.hi, dtype=np.int64)
+
+    nbytes = 0
+
+
+class CodeRefs:
+    """Row ``i`` refers to set ``base + codes[i]`` when ``codes[i] >= 0`` (all codes below ``m``)."""
+
+    __slots__ = ("base", "codes", "m", "_any")
+
+    def __init__(self, base: int, codes, m: int) -> None:
+        self.base, self.m = int(base), int(m)
+        self.codes = np.ascontiguousarray(codes, dtype=np.int64)
+        self._any = None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def any(self) -> bool:
+        if self._any is None:
+            self._any = bool(self.codes.size) and bool(self.codes.max() >= 0)
+        return self._any
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        valid = self.codes >= 0
+        off = np.zeros(len(self.codes) + 1, dtype=np.int64)
+        np.cumsum(valid, out=off[1:])
+        return off, self.base + self.codes[valid]
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = self.codes[rows]
+        valid = c >= 0
+        return valid.astype(np.int64), self.base + c[valid]
+
+    def take(self, rows: np.ndarray) -> CodeRefs:
+        return CodeRefs(self.base, self.codes[rows], self.m)
+
+    def rows_referring(self, set_ids: np.ndarray) -> np.ndarray:
+        local = np.asarray(set_ids, dtype=np.int64) - self.base
+        local = local[(local >= 0) & (local < self.m)]
+        if not local.size:
+            return _EMPTY
+        wanted = np.zeros(self.m + 1, dtype=bool)  # slot m: the rows without a set (code -1)
+        wanted[local] = True
+        return np.flatnonzero(wanted[self.codes])
+
+    def distinct(self) -> np.ndarray:
+        c = self.codes[self.codes >= 0]
+        return self.base + np.flatnonzero(np.bincount(c, minlength=self.m)) if c.size else _EMPTY
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes
+
+
+class AllRefs:
+    """Every one of ``n`` rows refers to every id of ``set_ids`` (sorted, distinct)."""
+
+    __slots__ = ("n", "set_ids")
+
+    def __init__(self, n: int, set_ids) -> None:
+        self.n = int(n)
+        self.set_ids = np.unique(np.asarray(set_ids, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def any(self) -> bool:
+        return self.n > 0 and self.set_ids.size > 0
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        k = len(self.set_ids)
+        return np.arange(self.n + 1, dtype=np.int64) * k, np.tile(self.set_ids, self.n)
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.full(len(rows), len(self.set_ids), dtype=np.int64), np.tile(self.set_ids, len(rows))
+
+    def take(self, rows: np.ndarray) -> AllRefs:
+        return AllRefs(len(rows), self.set_ids)
+
+    def rows_referring(self, set_ids: np.ndarray) -> np.ndarray:
+        if np.isin(self.set_ids, set_ids).any():
+            return np.arange(self.n, dtype=np.int64)
+        return _EMPTY
+
+    def distinct(self) -> np.ndarray:
+        return self.set_ids if self.n else _EMPTY
+
+    @property
+    def nbytes(self) -> int:
+        return self.set_ids.nbytes
+
+
+def union_csr(layers) -> tuple[np.ndarray, np.ndarray]:
+    """One CSR of the per-row union of ``layers`` (each row: layer 0's references, then layer 1's ...)."""
+    csrs = [layer.csr() for layer in layers]
+    if len(csrs) == 1:
+        return csrs[0]
+    n = len(csrs[0][0]) - 1
+    counts = [np.diff(off) for off, _ in csrs]
+    off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.sum(counts, axis=0), out=off[1:])
+    out = np.empty(int(off[-1]), dtype=np.int64)
+    before = off[:-1].copy()  # where each row's entries of the next layer go
+    for (l_off, l_refs), c in zip(csrs, counts):
+        if l_refs.size:
+            out[np.arange(l_refs.size, dtype=np.int64) + np.repeat(before - l_off[:-1], c)] = l_refs
+        before += c
+    return off, out
