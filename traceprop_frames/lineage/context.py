@@ -53,6 +53,31 @@ def segments_flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + np.repeat(starts - off[:-1], lengths)
 
 
+def isin_ids(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``np.isin(values, members)`` for int64 ids, by the method that suits the members' count.
+
+    A handful of members (an erasure request's rows) is compared one by one, a pass per member; numpy's
+    default would pick a lookup table over the members' value range, about 20 times slower over a large
+    pool. Many members go to numpy's default.
+    """
+    members = np.asarray(members)
+    if members.size <= 32:
+        return np.isin(values, members, kind="sort")
+    return np.isin(values, members)
+
+
+def segments_any(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per segment ``j``, whether ``mask[starts[j]:ends[j]]`` holds a True (one prefix sum; none when the
+    mask is all False)."""
+    if not len(starts) or not mask.any():
+        return np.zeros(len(starts), dtype=bool)
+    if len(starts) == 1:
+        return np.array([bool(mask[int(starts[0]) : int(ends[0])].any())])
+    cum = np.zeros(len(mask) + 1, dtype=np.int64)
+    np.cumsum(mask, out=cum[1:])
+    return cum[ends] - cum[starts] > 0
+
+
 class SetBlock:
     """``m`` shared sets made by one operation (see the module docstring).
 
@@ -220,14 +245,9 @@ class Context:
         hits: list[np.ndarray] = []
         hit_so_far = _EMPTY
         for b in self.blocks.values():  # creation order: a block refers only to earlier ones
-            mark = np.zeros(len(b.pool) + 1, dtype=np.int64)
-            np.cumsum(np.isin(b.pool, ids), out=mark[1:])
-            seg_hit = mark[b.ends] - mark[b.starts] > 0
+            seg_hit = segments_any(isin_ids(b.pool, ids), b.starts, b.ends)
             if b.ref_pool.size and hit_so_far.size:
-                ref_hit = np.isin(b.ref_pool, hit_so_far).astype(np.int64)
-                cum = np.zeros(len(ref_hit) + 1, dtype=np.int64)
-                np.cumsum(ref_hit, out=cum[1:])
-                seg_hit |= cum[b.ref_ends] - cum[b.ref_starts] > 0
+                seg_hit |= segments_any(isin_ids(b.ref_pool, hit_so_far), b.ref_starts, b.ref_ends)
             new = b.base + np.flatnonzero(seg_hit)
             if new.size:
                 hits.append(new)
@@ -238,7 +258,7 @@ class Context:
         """Sorted row positions whose references include any of ``set_ids``."""
         if not self.refs.size or not len(set_ids):
             return _EMPTY
-        hit = np.isin(self.refs, set_ids)
+        hit = isin_ids(self.refs, set_ids)
         row_of = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.ref_offsets))
         return np.unique(row_of[hit])
 
