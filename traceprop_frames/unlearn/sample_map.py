@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traceprop_frames.lineage.context import segments_flat
+from traceprop_frames.lineage.context import isin_ids, segments_flat
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -94,6 +94,9 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     ([1, 0, -1], [])
     """
     erased = np.unique(np.asarray(erased, dtype=np.int64))
+    fast = _in_order(old_lineage, new_lineage, erased)
+    if fast is not None:
+        return fast
     n_old, n_new = len(old_lineage), len(new_lineage)
     ro, io = _distinct(old_lineage.offsets, old_lineage.ids, erased)
     rn, inew = _distinct(new_lineage.offsets, new_lineage.ids, np.zeros(0, np.int64))
@@ -113,6 +116,32 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     taken[new_of_old[new_of_old >= 0]] = True
     new_rows = np.flatnonzero(~taken)
     return SampleMap(new_of_old, new_rows)
+
+
+def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
+    """The usual re-run in one pass, no hashing or sorting: the rebuilt rows are the old samples in the
+    same order, each carrying exactly its old direct ids minus the erased ones (same ids, same order
+    within the row), samples left with none dropped. Returns None when the re-run is not of that form
+    (rows reordered, filtered by a changed statistic, new): :func:`match_samples` then matches by keys.
+
+    Equal id sequences are equal id sets, and equal keys pair up in order in both, so the map is the one
+    the keyed match gives.
+    """
+    ids, off = old.ids, old.offsets
+    keep = ~isin_ids(ids, erased) if erased.size else np.ones(len(ids), dtype=bool)
+    if int(np.count_nonzero(keep)) != len(new.ids):
+        return None
+    if not np.array_equal(ids[keep] if erased.size else ids, new.ids):
+        return None
+    kept = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept[1:])
+    size = kept[off[1:]] - kept[off[:-1]]  # each old sample's ids that are not erased
+    live = np.flatnonzero(size)
+    if len(live) != len(new) or not np.array_equal(size[live], np.diff(new.offsets)):
+        return None
+    new_of_old = np.full(len(old), -1, dtype=np.int64)
+    new_of_old[live] = np.arange(len(live), dtype=np.int64)
+    return SampleMap(new_of_old, np.zeros(0, dtype=np.int64))
 
 
 def _check_pairs(new_of_old, ro, io, rn, inew) -> None:
