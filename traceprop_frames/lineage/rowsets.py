@@ -581,9 +581,12 @@ class RowLineage:
         """Sorted unique source ids referred to, shared sets included."""
         if not self.has_context:
             return self._direct_source_ids()
-        parts = [self._direct_source_ids()]  # per pool a count of its (few, small) source ids, no sort
-        parts += [np.flatnonzero(np.bincount(b.pool >> np.int64(ROW_BITS))) for b in self.context.blocks.values()
-                  if b.pool.size]  # fmt: skip
+        parts = [self._direct_source_ids()]
+        for b in self.context.blocks.values():
+            if b.pool.size:  # usually one or two sources a pool: their range, sorted only when wider
+                sids = b.pool >> np.int64(ROW_BITS)
+                lo, hi = int(sids.min()), int(sids.max())
+                parts.append(np.array([lo]) if lo == hi else np.flatnonzero(np.bincount(sids - lo)) + lo)
         return np.unique(np.concatenate(parts))
 
     def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:

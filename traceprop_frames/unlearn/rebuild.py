@@ -178,8 +178,25 @@ def run_rebuild(rebuild, erased: np.ndarray):
     return X, y, lin, seconds
 
 
+def _plain_frame(est, X) -> np.ndarray | None:
+    """``X``'s values as float32 when scikit-learn's validation could only pass them through: a frame
+    with exactly the fitted columns, in order, of numpy numeric dtypes, every value finite. None
+    otherwise (validated by scikit-learn, which words the error)."""
+    names = getattr(est, "feature_names_in_", None)
+    columns = getattr(X, "columns", None)
+    if names is None or columns is None or not hasattr(X, "dtypes") or columns.tolist() != names.tolist():
+        return None
+    if not all(isinstance(t, np.dtype) and t.kind in "biuf" for t in X.dtypes.tolist()):
+        return None
+    values = X.to_numpy(dtype=np.float64)
+    return values.astype(np.float32) if np.isfinite(values).all() else None
+
+
 def _features(est, X) -> np.ndarray:
     """The rebuilt features as the model validates test inputs (same columns, float32)."""
+    plain = _plain_frame(est, X)
+    if plain is not None:
+        return plain
     try:
         return est._validate_test(X)
     except ValueError as e:
@@ -200,18 +217,28 @@ def _labels(est, y) -> np.ndarray:
     return (y == est.classes_[1]).astype(np.float32)
 
 
+def _is_range(j: np.ndarray, n: int) -> bool:
+    return len(j) == n and (n == 0 or (int(j[0]) == 0 and bool(np.all(np.diff(j) == 1))))
+
+
 def layout(est, Xn: np.ndarray, yn: np.ndarray, smap) -> dict:
     """The corrected training table with stable sample indices: old index ``i`` holds its rebuilt row (or
     its old row with weight 0 if it vanished); rows no old sample maps to are appended with weight 1."""
     X_old, y_old, w_old = est.X_train_, est.y_train_, est.sample_weight_
     matched, vanished, new_rows = smap.matched, smap.vanished, smap.new_rows
     j = smap.new_of_old[matched]
-    X = np.concatenate([X_old, Xn[new_rows]]).astype(np.float32, copy=False)
-    y = np.concatenate([y_old, yn[new_rows]]).astype(np.float32, copy=False)
+    Xj, yj = (Xn, yn) if _is_range(j, len(Xn)) else (Xn[j], yn[j])  # the matched samples' rebuilt rows
+    every = len(matched) == len(X_old)
+    Xm, ym = (X_old, y_old) if every else (X_old[matched], y_old[matched])
+    changed = matched[(Xm != Xj).any(axis=1) | (ym != yj)]
     w = np.concatenate([w_old, np.ones(len(new_rows), dtype=np.float32)])
-    changed = matched[(X_old[matched] != Xn[j]).any(axis=1) | (y_old[matched] != yn[j])]
-    X[matched], y[matched] = Xn[j], yn[j]
     w[vanished] = 0.0
+    if every and not len(new_rows):  # nothing vanished or appeared: the rebuilt table is the table
+        X, y = np.ascontiguousarray(Xj, dtype=np.float32), np.asarray(yj, dtype=np.float32)
+    else:
+        X = np.concatenate([X_old, Xn[new_rows]]).astype(np.float32, copy=False)
+        y = np.concatenate([y_old, yn[new_rows]]).astype(np.float32, copy=False)
+        X[matched], y[matched] = Xj, yj
     return {"X": np.ascontiguousarray(X), "y": y, "w": w, "changed": changed,
             "forget": vanished[w_old[vanished] > 0], "already": vanished[w_old[vanished] == 0]}  # fmt: skip
 
@@ -221,12 +248,14 @@ def layout_lineage(old, new, smap):
     from traceprop_frames.lineage import OpNode, RowLineage
 
     vanished = smap.vanished
-    cat = RowLineage.concat([new, old.take(vanished).direct()])
+    node = OpNode("rebuild", {"vanished": int(len(vanished)), "new": int(len(smap.new_rows))},
+                  tuple(n for n in (new.node, old.node) if n is not None))  # fmt: skip
+    if not len(vanished) and _is_range(smap.new_of_old, len(new)):
+        return new.with_node(node)  # the rebuilt rows, in the old samples' order: no copy
+    cat = RowLineage.concat([new, old.take(vanished).direct()]) if len(vanished) else new
     pos = np.empty(len(old), dtype=np.int64)
     pos[smap.matched] = smap.new_of_old[smap.matched]
     pos[vanished] = len(new) + np.arange(len(vanished))
-    node = OpNode("rebuild", {"vanished": int(len(vanished)), "new": int(len(smap.new_rows))},
-                  tuple(n for n in (new.node, old.node) if n is not None))  # fmt: skip
     return cat.take(np.concatenate([pos, smap.new_rows]), node=node)
 
 

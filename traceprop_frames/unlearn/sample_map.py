@@ -12,6 +12,7 @@ collision can never pair two different samples (it only unpairs them: vanished +
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -29,11 +30,11 @@ class SampleMap:
     new_of_old: np.ndarray
     new_rows: np.ndarray
 
-    @property
+    @cached_property
     def vanished(self) -> np.ndarray:
         return np.flatnonzero(self.new_of_old < 0)
 
-    @property
+    @cached_property
     def matched(self) -> np.ndarray:
         return np.flatnonzero(self.new_of_old >= 0)
 
