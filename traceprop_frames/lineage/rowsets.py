@@ -583,10 +583,14 @@ class RowLineage:
             return self._direct_source_ids()
         parts = [self._direct_source_ids()]
         for b in self.context.blocks.values():
-            if b.pool.size:  # usually one or two sources a pool: their range, sorted only when wider
-                sids = b.pool >> np.int64(ROW_BITS)
-                lo, hi = int(sids.min()), int(sids.max())
-                parts.append(np.array([lo]) if lo == hi else np.flatnonzero(np.bincount(sids - lo)) + lo)
+            if (
+                b.pool.size
+            ):  # the sources of the smallest and largest id; counted only when others lie between
+                lo, hi = int(b.pool.min()) >> ROW_BITS, int(b.pool.max()) >> ROW_BITS
+                if hi - lo < 2:
+                    parts.append(np.arange(lo, hi + 1, dtype=np.int64))
+                else:
+                    parts.append(np.flatnonzero(np.bincount((b.pool >> np.int64(ROW_BITS)) - lo)) + lo)
         return np.unique(np.concatenate(parts))
 
     def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
