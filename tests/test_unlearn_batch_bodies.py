@@ -15,7 +15,7 @@ import traceprop_frames as tpf
 from traceprop_frames.estimators import TorchLogisticRegression
 from traceprop_frames.unlearn import Certificate, generate_key, verify_certificate
 from traceprop_frames.unlearn.batch import erase_requests
-from traceprop_frames.unlearn.certificate import Signer, key_id, public_key_pem
+from traceprop_frames.unlearn.certificate import Signer, key_id, public_key_pem, validate
 from traceprop_frames.unlearn.request import forget_from_request
 
 
@@ -134,3 +134,37 @@ def test_grouped_lineage_queries_equal_one_query_per_group(tmp_path, with_contex
     for direct in (True, False):
         got = lin.rows_from_ids_grouped(np.concatenate(ids), [len(i) for i in ids], direct=direct)
         assert [x.tolist() for x in got] == [lin.rows_from_ids(i, direct=direct).tolist() for i in ids]
+
+
+def test_batch_certificates_name_the_shared_statistics_of_each_request(tmp_path):
+    """A batch of one request says what the single erasure says about shared statistics; in a larger
+    batch each request's section names the statistics its own rows fed, counted against the samples the
+    whole batch leaves (the z-score's mean and std read every row; a cumsum's prefixes from the row on)."""
+    rng = np.random.default_rng(3)
+    src = tmp_path / "a.csv"
+    pd.DataFrame({"x": rng.normal(size=60), "y": rng.integers(0, 2, 60)}).to_csv(src, index=False)
+
+    def fitted():
+        a = tpf.read_csv(src)
+        a["z"] = (a["x"] - a["x"].mean()) / a["x"].std()
+        a["cs"] = a["x"].cumsum()
+        return TorchLogisticRegression().fit(a[["z", "cs"]], a["y"])
+
+    single = fitted().unlearn(source=str(src), rows=[50], key=generate_key()).body
+    (one,) = erase_requests(fitted(), [{"request_id": "r", "source": str(src), "rows": [50], "received": ""}],
+                            key=generate_key())  # fmt: skip
+    assert one.body["shared_statistics"] == single["shared_statistics"]
+    assert single["shared_statistics"]["effect_removed"] is False
+    assert [n for n in one.body["not_guaranteed"] if n.startswith("Shared statistics")] == [
+        n for n in single["not_guaranteed"] if n.startswith("Shared statistics")
+    ]
+    reqs = [{"request_id": str(r), "source": str(src), "rows": [r], "received": ""} for r in (10, 50)]
+    certs = erase_requests(fitted(), reqs, key=generate_key())
+    for r, cert in zip((10, 50), certs):
+        sets = {s["op"]: s for s in cert.body["shared_statistics"]["sets"]}
+        assert sets["cumsum"]["sets_hit"] == 60 - r  # prefixes r..59 read row r
+        # remaining samples (58) computed from a hit set: mean/std feed all; the prefixes feed rows r..59
+        assert sets["mean"]["samples_affected"] == 58 and sets["cumsum"]["samples_affected"] == 60 - r - (
+            2 if r == 10 else 1
+        )
+        validate(cert.to_dict())  # the schema holds the section

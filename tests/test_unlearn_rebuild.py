@@ -243,3 +243,31 @@ def test_rebuild_with_a_gradient_store(credit):
     assert any("1995 samples whose features the rebuild changed" in s for s in cert.body["not_guaranteed"])
     top = clf.influence(X.iloc[[0]], top_k=5)
     assert not set(top["train_row"]) & set(ERASE)
+
+
+@pytest.mark.parametrize("case", ["same", "bool_int", "nan", "reordered", "extra", "nullable"])
+def test_rebuilt_frame_values_match_scikit_learn_validation(case):
+    """The direct path for the rebuilt frame's values answers exactly what scikit-learn's validation
+    answers, and steps aside (None) wherever that validation could refuse or convert differently."""
+    from traceprop_frames.unlearn.rebuild import _plain_frame
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=30), "b": rng.integers(0, 5, 30), "c": rng.normal(size=30) > 0})
+    clf = TorchLogisticRegression().fit(X, rng.integers(0, 2, 30))
+    Z = X.copy()
+    if case == "bool_int":
+        Z["b"] = Z["b"].astype(np.int8)
+    elif case == "nan":
+        Z.loc[3, "a"] = np.nan
+    elif case == "reordered":
+        Z = Z[["b", "a", "c"]]
+    elif case == "extra":
+        Z["d"] = 1.0
+    elif case == "nullable":
+        Z["b"] = Z["b"].astype("Int64")
+    got = _plain_frame(clf, Z)
+    if case in ("same", "bool_int"):
+        np.testing.assert_array_equal(got, clf._validate_test(Z))
+        assert got.dtype == np.float32
+    else:
+        assert got is None

@@ -69,3 +69,37 @@ def test_sql_head_refuses_a_pandas_pipeline(credit):
     app = tpf.read_csv(credit["application"])
     with pytest.raises(UnsupportedOperationError, match="not built by a query"):
         sql_head((app[["AMT_CREDIT"]] / app["AMT_CREDIT"].mean()).tp.lineage().node)
+
+
+def test_sql_replay_reads_files_with_the_loader_options_used_at_training(tmp_path):
+    """A semicolon-separated file with a decimal comma, loaded with sep=, decimal_separator= and types=:
+    the replay loads it with the same options (recorded on the DAG), so the rebuilt model equals a fit on
+    the file without the rows read the same way."""
+    rng = np.random.default_rng(4)
+    raw = pd.DataFrame(
+        {"x": rng.normal(size=80).round(3), "g": rng.integers(0, 5, 80), "y": rng.integers(0, 2, 80)}
+    )
+    path, gone = tmp_path / "a.csv", tmp_path / "gone.csv"
+    opts = {"sep": ";", "decimal_separator": ",", "types": {"g": "VARCHAR"}}
+    raw.to_csv(path, sep=";", decimal=",", index=False)
+    raw.drop(index=[3, 40]).to_csv(gone, sep=";", decimal=",", index=False)
+    query = "SELECT x / (SELECT avg(abs(x)) FROM a) AS x, length(g) + x AS gx, y FROM a ORDER BY x"
+
+    def build(p):
+        con = tpf.connect()
+        con.read_csv(p, "a", **opts)
+        df = con.execute(query)
+        return df.drop(columns="y"), df["y"]
+
+    X, y = build(path)
+    clf = TorchLogisticRegression().fit(X, y)
+    assert sql_head(clf.lineage_.node).parents[0].params["options"] == opts
+    cert = clf.unlearn(
+        source=str(path),
+        rows=[3, 40],
+        rebuild=rerun(clf.lineage_, lambda df: (df.drop(columns="y"), df["y"])),
+    )
+    ref = TorchLogisticRegression().fit(*build(gone))
+    grid = build(gone)[0].to_numpy()
+    assert np.abs(clf.predict_proba(grid)[:, 1] - ref.predict_proba(grid)[:, 1]).max() <= 1e-6
+    assert cert.body["rebuild"]["samples_vanished"] == 2

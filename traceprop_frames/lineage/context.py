@@ -34,7 +34,7 @@ import threading
 import numpy as np
 
 from traceprop_frames.errors import LineageFormatError
-from traceprop_frames.lineage.refs import AllRefs, CsrRefs, union_csr
+from traceprop_frames.lineage.refs import AllRefs, CsrRefs, isin_ids, union_csr
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 LAYOUT_LOCK = threading.RLock()  # one lock for laying out deferred sets and composing deferred lineage
@@ -78,6 +78,18 @@ def merge_segments(owners: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
     lo = np.maximum(starts, np.concatenate(([-1], reach[:-1])) - shift)
     keep = lo < ends
     return owners[keep], lo[keep], ends[keep]
+
+
+def segments_any(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per segment ``j``, whether ``mask[starts[j]:ends[j]]`` holds a True (one prefix sum; none when the
+    mask is all False)."""
+    if not len(starts) or not mask.any():
+        return np.zeros(len(starts), dtype=bool)
+    if len(starts) == 1:
+        return np.array([bool(mask[int(starts[0]) : int(ends[0])].any())])
+    cum = np.zeros(len(mask) + 1, dtype=np.int64)
+    np.cumsum(mask, out=cum[1:])
+    return cum[ends] - cum[starts] > 0
 
 
 class SetBlock:
@@ -360,14 +372,9 @@ class Context:
         hits: list[np.ndarray] = []
         hit_so_far = _EMPTY
         for b in self.blocks.values():  # creation order: a block refers only to earlier ones
-            mark = np.zeros(len(b.pool) + 1, dtype=np.int64)
-            np.cumsum(np.isin(b.pool, ids), out=mark[1:])
-            seg_hit = mark[b.ends] - mark[b.starts] > 0
+            seg_hit = segments_any(isin_ids(b.pool, ids), b.starts, b.ends)
             if b.ref_pool.size and hit_so_far.size:
-                ref_hit = np.isin(b.ref_pool, hit_so_far).astype(np.int64)
-                cum = np.zeros(len(ref_hit) + 1, dtype=np.int64)
-                np.cumsum(ref_hit, out=cum[1:])
-                seg_hit |= cum[b.ref_ends] - cum[b.ref_starts] > 0
+                seg_hit |= segments_any(isin_ids(b.ref_pool, hit_so_far), b.ref_starts, b.ref_ends)
             new = b.base + np.flatnonzero(seg_hit)
             if new.size:
                 hits.append(new)

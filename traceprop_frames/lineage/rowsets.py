@@ -32,7 +32,7 @@ from traceprop_frames.lineage.context import (
 )
 from traceprop_frames.lineage.graph import LineageDAG, OpNode
 from traceprop_frames.lineage.refs import AllRefs, CodeRefs
-from traceprop_frames.lineage.sources import REGISTRY, Source, decode, encode
+from traceprop_frames.lineage.sources import REGISTRY, ROW_BITS, ROW_MASK, Source, decode, encode
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _COMPOSE_LOCK = LAYOUT_LOCK  # one thread composes deferred lineage (or lays out deferred sets) at a time
@@ -47,6 +47,29 @@ def sorted_unique(a: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(a[1:], a[:-1], out=keep[1:])
     return a[keep]
+
+
+def count_distinct(ids: np.ndarray) -> int:
+    """The number of distinct global row ids in ``ids``: marked in a bitmap over each source's row range
+    when that is dense (one pass, no sort), else counted by sorting.
+
+    Examples
+    --------
+    >>> count_distinct(np.array([5, 3, 5, (1 << 40) | 3]))
+    3
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size < 2:
+        return int(ids.size)
+    sids, rows = ids >> np.int64(ROW_BITS), ids & np.int64(ROW_MASK)
+    s0, s1, span = int(sids.min()), int(sids.max()), int(rows.max()) + 1
+    if (s1 - s0 + 1) * span > 8 * ids.size + (1 << 16):  # sparse: a bitmap would be mostly empty
+        return len(sorted_unique(ids))
+    if s1 != s0:
+        rows += (sids - s0) * span  # one slot of ``span`` bits per source id in s0..s1
+    mark = np.zeros((s1 - s0 + 1) * span, dtype=bool)
+    mark[rows] = True
+    return int(np.count_nonzero(mark))
 
 
 def _distinct_sorted(*keys: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -533,9 +556,17 @@ class RowLineage:
         """Sorted unique source ids referred to, shared sets included."""
         if not self.has_context:
             return self._direct_source_ids()
-        ctx = self.context
-        extra = np.concatenate([b.pool for b in ctx.blocks.values()]) >> np.int64(40)
-        return np.union1d(self._direct_source_ids(), extra)
+        parts = [self._direct_source_ids()]
+        for b in self.context.blocks.values():
+            if (
+                b.pool.size
+            ):  # the sources of the smallest and largest id; counted only when others lie between
+                lo, hi = int(b.pool.min()) >> ROW_BITS, int(b.pool.max()) >> ROW_BITS
+                if hi - lo < 2:
+                    parts.append(np.arange(lo, hi + 1, dtype=np.int64))
+                else:
+                    parts.append(np.flatnonzero(np.bincount((b.pool >> np.int64(ROW_BITS)) - lo)) + lo)
+        return np.unique(np.concatenate(parts))
 
     def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
         """``{path: sorted int64 row numbers}`` behind all rows (or the given positions).

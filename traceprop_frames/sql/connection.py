@@ -87,6 +87,18 @@ def _sql_value(v) -> str:
     return _literal(str(v))
 
 
+def _recordable(v):
+    """An option value in the JSON form the op DAG keeps, rendered by :func:`_sql_value` exactly as ``v``
+    (anything but str, bool, number, None, list and dict is rendered by its ``str``, so kept as that)."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_recordable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _recordable(x) for k, x in v.items()}
+    return str(v)
+
+
 def lineage_from_arrow(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """CSR (offsets, ids) from a BIGINT or LIST<BIGINT> Arrow column; NULL ids and NULL lists are empty."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
@@ -193,7 +205,7 @@ class TracedConnection:
                 + scan_filter(src, "rowid")  # an erasure's pipeline re-run drops the erased rows here
             )
             self.raw.execute(f"DROP TABLE {stage}")
-        self._source_loaded(name, src, "read_csv")
+        self._source_loaded(name, src, "read_csv", kwargs)
         return self
 
     def read_parquet(self, path, name: str) -> TracedConnection:
@@ -231,11 +243,14 @@ class TracedConnection:
             raise
         return self
 
-    def _source_loaded(self, name: str, src, op: str) -> None:
+    def _source_loaded(self, name: str, src, op: str, options: dict | None = None) -> None:
         self._cat = None
         self._changed(name)
         self._registered.pop(name.lower(), None)
-        self._nodes[name.lower()] = OpNode(op, {"path": src.path, "sha256": src.sha256, "table": name})
+        params = {"path": src.path, "sha256": src.sha256, "table": name}
+        if options:  # the loader's options, so a replay (sql.replay) reads the file the same way
+            params["options"] = {k: _recordable(v) for k, v in options.items()}
+        self._nodes[name.lower()] = OpNode(op, params)
 
     def register(self, name: str, df: pd.DataFrame) -> TracedConnection:
         """Register a pandas frame as view ``name``; a traced frame's row lineage carries over."""

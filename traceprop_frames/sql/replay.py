@@ -1,7 +1,7 @@
 """Re-run the SQL a training table was built with, from its lineage DAG (for erasure by rebuild).
 
 A traced connection records, on the op DAG, every file it loaded (``read_csv`` / ``read_parquet`` with
-path, sha256 and table name) and every statement (``sql`` with the query text). :func:`replay` loads
+path, sha256, table name and the loader's options) and every statement (``sql`` with the query text). :func:`replay` loads
 the same files into a fresh connection and runs the recorded statements in dependency order; inside
 an erasure's re-run (:func:`traceprop_frames.lineage.erasure_scope.skipping_rows`) the loaders filter
 the erased rows at the scan, so group-by aggregates, scalar subqueries and windows are recomputed
@@ -47,7 +47,7 @@ def _load(con, node) -> None:
             f"cannot replay {node.op} of {p.get('path')!r}: it was not loaded by con.{node.op} (no table name "
             "recorded). Pass rebuild= a function that re-runs your pipeline instead."
         )
-    getattr(con, node.op)(p["path"], p["table"])
+    getattr(con, node.op)(p["path"], p["table"], **p.get("options", {}))  # the options recorded at load
     from traceprop_frames.lineage import REGISTRY
 
     now = REGISTRY.find(p["path"])[0].sha256

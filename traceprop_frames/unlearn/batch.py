@@ -25,7 +25,7 @@ import os
 import numpy as np
 
 from traceprop_frames.errors import RequestFileError, UnlearningError
-from traceprop_frames.unlearn.request import forget_from_requests
+from traceprop_frames.unlearn.request import forget_from_requests, ids_by_request
 
 COLUMNS = ("request_id", "source", "rows", "received")
 
@@ -132,7 +132,8 @@ def erase_requests(est, requests, *, method=None, key=None,
     signer = Signer(key)  # the key loaded, its id and PEM computed once, not per certificate
     link = dict(chain or getattr(est, "ledger_head_", None) or {"sequence": 1, "previous_sha256": None})
     lineage = getattr(est, "lineage_", None)
-    mapped = forget_from_requests(lineage, requests, {})  # 1. select: every row checked before any change
+    cache: dict = {}
+    mapped = forget_from_requests(lineage, requests, cache)  # 1. select: every row checked before any change
     union = np.unique(np.concatenate([f for f, _ in mapped]))
     w_before = np.asarray(est.sample_weight_)
     after, w_after, result = run_unlearning(est, union, method, **params)  # 2. solve, 3. evidence
@@ -140,12 +141,17 @@ def erase_requests(est, requests, *, method=None, key=None,
     new_lineage = _lineage_after(lineage, result, batch)
     own = _own_samples(result, [f for f, _ in mapped], w_before, _losses(est, after, result.forget))
     bodies = _Bodies(est, result, signer, regulations, lineage, new_lineage, own)
+    bodies.shared = _shared_sections(lineage, requests, cache, own, result.forget)
     log = list(getattr(est, "erasures_", []))
     certs, link = _sign_each(requests, mapped, bodies, own, log, batch, signer, link)  # 4. sign
     if result.forget.size:  # 5. record
         _adopt(est, after, w_after, result, new_lineage)
     est.erasures_ = log
     est.ledger_head_ = link
+    from traceprop_frames.unlearn.rebuild import note_erased_rows
+
+    for cert in certs:  # a later rebuild= re-run leaves these rows out too, as after a single erasure
+        note_erased_rows(est, cert.body)
     return certs
 
 
@@ -161,6 +167,27 @@ def _batch_section(result, union: np.ndarray, link: dict, n_requests: int) -> di
         "fingerprint_before": result.fingerprint_before,
         "fingerprint_after": result.fingerprint_after,
     }
+
+
+def _shared_sections(lineage, requests, cache: dict, own: dict, forget: np.ndarray) -> list:
+    """Each request's ``shared_statistics`` section (None for a request that erased no sample, as a single
+    erasure has none then): the shared statistics that read the request's rows, and the training samples
+    still computed from them once the whole batch is erased (``forget``). One analysis of the batch's rows
+    first: when no statistic read any of them, every section says so without a pass per request."""
+    from traceprop_frames.unlearn.shared_effects import SharedHits, section
+
+    if lineage is None:
+        return [None] * len(requests)
+    ids = ids_by_request(lineage, requests, cache)
+    every = SharedHits(lineage, np.concatenate(ids) if ids else np.zeros(0, np.int64))
+    out = []
+    for i, request_ids in enumerate(ids):
+        if not own["forget"][i]:
+            out.append(None)
+            continue
+        hits = SharedHits(lineage, request_ids) if every.ops else every
+        out.append(section(lineage, request_ids, forget, removed=False, hits=hits))
+    return out
 
 
 def _lineage_after(lineage, result, batch: dict):
@@ -232,6 +259,7 @@ class _Bodies:
         from traceprop_frames.unlearn.request import certificate_body
 
         self.result = result
+        self.shared: list = []  # each request's shared_statistics section or None (_shared_sections)
         fresh, n_new = own["positions"]
         self.own = own
         self.source_rows = [{}] * len(n_new)
@@ -275,6 +303,14 @@ class _Bodies:
             body["evidence"] = {**t["evidence"], "forget_loss_before": own["loss_before"][i],
                                 "forget_loss_after": own["loss_after"][i]}  # fmt: skip
         body["previous_certificates"] = previous
+        sec = self.shared[i] if self.shared else None
+        if sec is not None:
+            from traceprop_frames.unlearn.shared_effects import not_guaranteed_statement
+
+            body["shared_statistics"] = sec
+            note = not_guaranteed_statement(sec)
+            if note:
+                body["not_guaranteed"] = [*t["not_guaranteed"], note]
         return body
 
 

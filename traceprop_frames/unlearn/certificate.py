@@ -167,11 +167,25 @@ def default_key_path() -> Path:
     return Path(env) if env else Path.home() / ".config" / "traceprop" / "signing_key.pem"
 
 
+_KEY_CACHE: dict = {}  # path -> (mtime_ns, size, key): the default key, parsed once while its file stays
+
+
 def default_key() -> Ed25519PrivateKey:
-    """The signing key at :func:`default_key_path`, generated there (mode 0600) on first use."""
+    """The signing key at :func:`default_key_path`, generated there (mode 0600) on first use. The parsed
+    key is kept while the file's modification time and size stay the same (one parse per process)."""
     p = default_key_path()
-    if p.exists():
-        return load_private_key(p)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        hit = _KEY_CACHE.get(str(p))
+        if hit is not None and hit[:2] == (st.st_mtime_ns, st.st_size):
+            return hit[2]
+        key = load_private_key(p)
+        _KEY_CACHE.clear()
+        _KEY_CACHE[str(p)] = (st.st_mtime_ns, st.st_size, key)
+        return key
     key = generate_key()
     save_private_key(key, p)
     save_public_key(key, p.with_name(p.stem + ".pub.pem"))

@@ -32,19 +32,14 @@ def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = Fal
             "refresh_in_folder(folder) (`traceprop refresh MODEL`)"
         )
     if request.get("rebuild") is not None:  # the pipeline re-run (unlearn/rebuild.py)
-        from traceprop_frames.unlearn.rebuild import unlearn_with_rebuild
-
         fn = request.pop("rebuild")
         if request.pop("method", None) is not None:
             raise UnlearningError("rebuild= chooses its own method: leave method unset")
         return _erase(
-            folder,
-            timeout,
-            dry_run,
-            lambda est, link: [unlearn_with_rebuild(est, rebuild=fn, chain=link, **request)],
+            folder, timeout, dry_run, lambda est, link, model: [_rebuild(model, est, fn, link, request)]
         )[0]
 
-    def plain(est, link):
+    def plain(est, link, model):
         from traceprop_frames.unlearn.rebuild import note_erased_rows
 
         cert = unlearn_estimator(est, chain=link, **request)
@@ -52,6 +47,19 @@ def erase_in_folder(folder, *, timeout: float | None = None, dry_run: bool = Fal
         return [cert]
 
     return _erase(folder, timeout, dry_run, plain)[0]
+
+
+def _rebuild(model, est, fn, link, request: dict):
+    """A rebuild erasure of the saved model: through :func:`~.rebuild_pipeline.unlearn_pipeline` for a
+    scikit-learn Pipeline (``fn`` returns the pipeline's input; its transformers are refitted and saved
+    with the model), else :func:`~.rebuild.unlearn_with_rebuild`."""
+    if hasattr(model, "steps") and len(model.steps) >= 2:
+        from traceprop_frames.unlearn.rebuild_pipeline import unlearn_pipeline
+
+        return unlearn_pipeline(model, rebuild=fn, chain=link, **request)
+    from traceprop_frames.unlearn.rebuild import unlearn_with_rebuild
+
+    return unlearn_with_rebuild(est, rebuild=fn, chain=link, **request)
 
 
 def erase_requests_in_folder(folder, requests, *, timeout: float | None = None, dry_run: bool = False,
@@ -89,12 +97,12 @@ def erase_requests_in_folder(folder, requests, *, timeout: float | None = None, 
     from traceprop_frames.unlearn.batch import erase_requests
 
     return _erase(
-        folder, timeout, dry_run, lambda est, link: erase_requests(est, requests, chain=link, **options)
+        folder, timeout, dry_run, lambda est, link, _: erase_requests(est, requests, chain=link, **options)
     )
 
 
 def _erase(folder, timeout, dry_run, run) -> list:
-    """Load, erase by ``run(est, ledger_link) -> certificates``, and commit everything in one journal:
+    """Load, erase by ``run(est, ledger_link, model) -> certificates``, and commit everything in one journal:
     the model's files, the certificates (ledger entries) and the gradient store's ``removed`` marks."""
     folder = ModelFolder(folder)
     with folder.lock(timeout):
@@ -104,7 +112,7 @@ def _erase(folder, timeout, dry_run, run) -> list:
         if store is not None:  # the certificates see the store; its marks are staged below, not written
             est.store_ = _StagedStore(store)
         try:
-            certs = run(est, ledger.next_link(folder.path))
+            certs = run(est, ledger.next_link(folder.path), model)
         finally:
             est.store_ = store
         if not dry_run:

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from traceprop_frames.errors import UnlearningError
+from traceprop_frames.lineage.context import isin_ids
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -54,20 +55,21 @@ def skip_map(ids: np.ndarray) -> dict:
     return out
 
 
-def request_records(lineage, source, rows) -> tuple[np.ndarray, list[dict]]:
-    """The request's global row ids and its certificate records, in one scan of the lineage's direct ids
+def request_records(lineage, source, rows) -> tuple[np.ndarray, list[dict], object]:
+    """The request's global row ids, its certificate records and the analysis of the shared statistics
+    that read those rows (:class:`~.shared_effects.SharedHits`), from one scan of the lineage's direct ids
     (no inverted index: a rebuild maps samples by the re-run, not by a look-up of the rows).
 
-    Same records as :func:`~.request.forget_from_request` (``samples_via_shared_context`` is filled in
-    from the ``shared_statistics`` section later); unknown sources or rows raise before anything changes.
+    Same records as :func:`~.request.forget_from_request`; unknown sources or rows raise before anything
+    changes.
     """
     from traceprop_frames.errors import UnknownRowError, UnknownSourceError
     from traceprop_frames.lineage import REGISTRY
+    from traceprop_frames.unlearn.request import split_request
+    from traceprop_frames.unlearn.shared_effects import SharedHits
 
     if lineage is None:
         raise UnlearningError("this model was trained without lineage: rebuild= needs source rows to skip")
-    from traceprop_frames.unlearn.request import split_request
-
     requests = split_request(source, rows)
     cand = lineage.source_ids()
     parts, records = [], []
@@ -81,15 +83,18 @@ def request_records(lineage, source, rows) -> tuple[np.ndarray, list[dict]]:
             _record(REGISTRY.find(path, cand)[0], np.atleast_1d(np.asarray(r, dtype=np.int64)), ids)
         )
     erased = np.unique(np.concatenate(parts)) if parts else _EMPTY
-    fed = np.unique(lineage.ids[np.isin(lineage.ids, erased)])  # requested rows some sample carries
-    from traceprop_frames.unlearn.shared_effects import _touched
-
-    row_of = np.repeat(np.arange(len(lineage), dtype=np.int64), np.diff(lineage.offsets))
+    hits = SharedHits(lineage, erased)
+    carried = isin_ids(lineage.ids, erased)  # entries of the direct ids that are requested rows
+    fed = np.unique(lineage.ids[carried])  # requested rows some sample carries
     for rec, ids in zip(records, parts):
-        rec["rows_without_samples"] = sorted({int(x) for x in (ids[~np.isin(ids, fed)] & np.int64(ROW_MASK))})
-        carriers = np.unique(row_of[np.isin(lineage.ids, ids)])  # samples that carry the rows themselves
-        rec["samples_via_shared_context"] = _touched(lineage, ids, carriers)[1]
-    return erased, records
+        rec["rows_without_samples"] = sorted(
+            {int(x) for x in (ids[~isin_ids(ids, fed)] & np.int64(ROW_MASK))}
+        )
+        mine = carried if len(parts) == 1 else isin_ids(lineage.ids, ids)
+        carriers = np.searchsorted(lineage.offsets, np.flatnonzero(mine), side="right") - 1  # their samples
+        own = hits if len(parts) == 1 else SharedHits(lineage, ids)
+        rec["samples_via_shared_context"] = own.touched(carriers)[1]
+    return erased, records, hits
 
 
 def _record(src, rows: np.ndarray, ids) -> dict:
@@ -134,9 +139,12 @@ def _reads_any(lin, ids: np.ndarray) -> bool:
     the direct ids and of the shared sets' pools, no inverted index."""
     if not ids.size:
         return False
-    if np.isin(lin.ids, ids).any():
+    if isin_ids(lin.ids, ids).any():
         return True
-    return bool(lin.has_context and lin.context.hit_sets(ids).size)
+    if not lin.has_context:
+        return False
+    blocks = lin.context.blocks.values()
+    return any(isin_ids(b.pool, ids).any() for b in blocks) and bool(lin.context.hit_sets(ids).size)
 
 
 def run_rebuild(rebuild, erased: np.ndarray):
@@ -170,8 +178,25 @@ def run_rebuild(rebuild, erased: np.ndarray):
     return X, y, lin, seconds
 
 
+def _plain_frame(est, X) -> np.ndarray | None:
+    """``X``'s values as float32 when scikit-learn's validation could only pass them through: a frame
+    with exactly the fitted columns, in order, of numpy numeric dtypes, every value finite. None
+    otherwise (validated by scikit-learn, which words the error)."""
+    names = getattr(est, "feature_names_in_", None)
+    columns = getattr(X, "columns", None)
+    if names is None or columns is None or not hasattr(X, "dtypes") or columns.tolist() != names.tolist():
+        return None
+    if not all(isinstance(t, np.dtype) and t.kind in "biuf" for t in X.dtypes.tolist()):
+        return None
+    values = X.to_numpy(dtype=np.float64)
+    return values.astype(np.float32) if np.isfinite(values).all() else None
+
+
 def _features(est, X) -> np.ndarray:
     """The rebuilt features as the model validates test inputs (same columns, float32)."""
+    plain = _plain_frame(est, X)
+    if plain is not None:
+        return plain
     try:
         return est._validate_test(X)
     except ValueError as e:
@@ -192,18 +217,28 @@ def _labels(est, y) -> np.ndarray:
     return (y == est.classes_[1]).astype(np.float32)
 
 
+def _is_range(j: np.ndarray, n: int) -> bool:
+    return len(j) == n and (n == 0 or (int(j[0]) == 0 and bool(np.all(np.diff(j) == 1))))
+
+
 def layout(est, Xn: np.ndarray, yn: np.ndarray, smap) -> dict:
     """The corrected training table with stable sample indices: old index ``i`` holds its rebuilt row (or
     its old row with weight 0 if it vanished); rows no old sample maps to are appended with weight 1."""
     X_old, y_old, w_old = est.X_train_, est.y_train_, est.sample_weight_
     matched, vanished, new_rows = smap.matched, smap.vanished, smap.new_rows
     j = smap.new_of_old[matched]
-    X = np.concatenate([X_old, Xn[new_rows]]).astype(np.float32, copy=False)
-    y = np.concatenate([y_old, yn[new_rows]]).astype(np.float32, copy=False)
+    Xj, yj = (Xn, yn) if _is_range(j, len(Xn)) else (Xn[j], yn[j])  # the matched samples' rebuilt rows
+    every = len(matched) == len(X_old)
+    Xm, ym = (X_old, y_old) if every else (X_old[matched], y_old[matched])
+    changed = matched[(Xm != Xj).any(axis=1) | (ym != yj)]
     w = np.concatenate([w_old, np.ones(len(new_rows), dtype=np.float32)])
-    changed = matched[(X_old[matched] != Xn[j]).any(axis=1) | (y_old[matched] != yn[j])]
-    X[matched], y[matched] = Xn[j], yn[j]
     w[vanished] = 0.0
+    if every and not len(new_rows):  # nothing vanished or appeared: the rebuilt table is the table
+        X, y = np.ascontiguousarray(Xj, dtype=np.float32), np.asarray(yj, dtype=np.float32)
+    else:
+        X = np.concatenate([X_old, Xn[new_rows]]).astype(np.float32, copy=False)
+        y = np.concatenate([y_old, yn[new_rows]]).astype(np.float32, copy=False)
+        X[matched], y[matched] = Xj, yj
     return {"X": np.ascontiguousarray(X), "y": y, "w": w, "changed": changed,
             "forget": vanished[w_old[vanished] > 0], "already": vanished[w_old[vanished] == 0]}  # fmt: skip
 
@@ -213,12 +248,14 @@ def layout_lineage(old, new, smap):
     from traceprop_frames.lineage import OpNode, RowLineage
 
     vanished = smap.vanished
-    cat = RowLineage.concat([new, old.take(vanished).direct()])
+    node = OpNode("rebuild", {"vanished": int(len(vanished)), "new": int(len(smap.new_rows))},
+                  tuple(n for n in (new.node, old.node) if n is not None))  # fmt: skip
+    if not len(vanished) and _is_range(smap.new_of_old, len(new)):
+        return new.with_node(node)  # the rebuilt rows, in the old samples' order: no copy
+    cat = RowLineage.concat([new, old.take(vanished).direct()]) if len(vanished) else new
     pos = np.empty(len(old), dtype=np.int64)
     pos[smap.matched] = smap.new_of_old[smap.matched]
     pos[vanished] = len(new) + np.arange(len(vanished))
-    node = OpNode("rebuild", {"vanished": int(len(vanished)), "new": int(len(smap.new_rows))},
-                  tuple(n for n in (new.node, old.node) if n is not None))  # fmt: skip
     return cat.take(np.concatenate([pos, smap.new_rows]), node=node)
 
 
@@ -272,15 +309,23 @@ def _pipeline_name(rebuild) -> str:
     return f"{mod}:{getattr(rebuild, '__qualname__', type(rebuild).__name__)}"
 
 
-def _body(est, result, lineage, records, tab, smap, n_rebuilt, rerun_s, rebuild, regulations, previous):
-    """The unsigned certificate body of a rebuild erasure."""
+_REMOVED = (
+    "the feature pipeline was re-run without the erased rows (rebuild) and the model corrected to the "
+    "rebuilt training table"
+)
+
+
+def _body(est, result, lineage, records, hits, tab, smap, n_rebuilt, rerun_s, rebuild, regulations):
+    """The unsigned certificate body of a rebuild erasure. ``shared_statistics`` is there even when no
+    sample vanished (an aggregate changed): it names the statistics the re-run recomputed."""
     from traceprop_frames.unlearn.request import certificate_body
-    from traceprop_frames.unlearn.shared_effects import mark_removed
+    from traceprop_frames.unlearn.shared_effects import attach_section, mark_removed
 
     body = certificate_body(est, result, lineage=lineage, request_sources=records, samples=None,
-                            regulations=regulations, previous=previous)  # fmt: skip
-    mark_removed(body, "the feature pipeline was re-run without the erased rows (rebuild) and the model "
-                       "corrected to the rebuilt training table")  # fmt: skip
+                            regulations=regulations, previous=(), shared_hits=hits)  # fmt: skip
+    if "shared_statistics" not in body:
+        attach_section(body, lineage, records, result.forget, removed=True, how=_REMOVED, hits=hits)
+    mark_removed(body, _REMOVED)
     body["rebuild"] = {
         "pipeline": _pipeline_name(rebuild),
         "rows_skipped": {r["path"]: list(r["rows"]) for r in records},
@@ -335,7 +380,7 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     lineage = getattr(est, "lineage_", None)
     if source is None:
         raise UnlearningError("rebuild= erases source rows: pass source= and rows= (or source={path: rows})")
-    requested, records = request_records(lineage, source, rows)  # validates the request
+    requested, records, hits = request_records(lineage, source, rows)  # validates the request
     erased = np.union1d(requested, earlier_ids(est, lineage))
     X_new, y_new, new_lin, rerun_s = run_rebuild(rebuild, erased)
     Xn, yn = _features(est, X_new), _labels(est, y_new)
@@ -350,7 +395,7 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     after, method, info = _solve(est, tab, params)
     result = _result(est, tab, after, method, info, params, time.perf_counter() - t0, holdout)
     log = list(getattr(est, "erasures_", []))
-    body = _body(est, result, lineage, records, tab, smap, len(new_lin), rerun_s, rebuild, regulations, [])
+    body = _body(est, result, lineage, records, hits, tab, smap, len(new_lin), rerun_s, rebuild, regulations)
     if fitted_statistics is not None:
         _add_fitted(body, fitted_statistics(int((est.sample_weight_ > 0).sum()), int((tab["w"] > 0).sum())))
     body["chain"] = dict(

@@ -189,9 +189,11 @@ def _contains(sorted_unique: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def certificate_body(est, result, *, lineage=None, request_sources=(), samples=None,
                      regulations=("EU_AI_ACT_ART26", "GDPR_ART17"), previous=(),
-                     store_refreshed: bool = False) -> dict:  # fmt: skip
+                     store_refreshed: bool = False, shared_hits=None) -> dict:  # fmt: skip
     """The certificate record of one unlearning run (unsigned); ``store_refreshed``: the gradient store
-    was refilled without the erased samples before signing (:mod:`.refresh`)."""
+    was refilled without the erased samples before signing (:mod:`.refresh`); ``shared_hits``: the
+    analysis of the shared statistics that read the request's rows, when the caller made it already
+    (:class:`~.shared_effects.SharedHits`)."""
     forget = result.forget
     source_rows = {}
     if lineage is not None and forget.size:
@@ -232,7 +234,7 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
     if forget.size:
         from traceprop_frames.unlearn.shared_effects import attach_section
 
-        attach_section(body, lineage, request_sources, forget)
+        attach_section(body, lineage, request_sources, forget, hits=shared_hits)
     return body
 
 

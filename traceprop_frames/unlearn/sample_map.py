@@ -12,10 +12,11 @@ collision can never pair two different samples (it only unpairs them: vanished +
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from traceprop_frames.lineage.context import segments_flat
+from traceprop_frames.lineage.context import isin_ids, segments_flat
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -29,11 +30,11 @@ class SampleMap:
     new_of_old: np.ndarray
     new_rows: np.ndarray
 
-    @property
+    @cached_property
     def vanished(self) -> np.ndarray:
         return np.flatnonzero(self.new_of_old < 0)
 
-    @property
+    @cached_property
     def matched(self) -> np.ndarray:
         return np.flatnonzero(self.new_of_old >= 0)
 
@@ -94,6 +95,9 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     ([1, 0, -1], [])
     """
     erased = np.unique(np.asarray(erased, dtype=np.int64))
+    fast = _in_order(old_lineage, new_lineage, erased)
+    if fast is not None:
+        return fast
     n_old, n_new = len(old_lineage), len(new_lineage)
     ro, io = _distinct(old_lineage.offsets, old_lineage.ids, erased)
     rn, inew = _distinct(new_lineage.offsets, new_lineage.ids, np.zeros(0, np.int64))
@@ -113,6 +117,53 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     taken[new_of_old[new_of_old >= 0]] = True
     new_rows = np.flatnonzero(~taken)
     return SampleMap(new_of_old, new_rows)
+
+
+def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
+    """The usual re-run in one pass, no hashing: the rebuilt rows are the old samples in the same order,
+    each carrying exactly its old direct ids minus the erased ones (in the same order within the row, or
+    in another order: then only the rows that differ are sorted), samples left with none dropped. Returns None when the re-run is not of that form
+    (rows reordered, filtered by a changed statistic, new): :func:`match_samples` then matches by keys.
+
+    Rows holding the same ids hold equal id sets, and equal keys pair up in order in both, so the map is
+    the one the keyed match gives.
+    """
+    ids, off = old.ids, old.offsets
+    keep = ~isin_ids(ids, erased) if erased.size else np.ones(len(ids), dtype=bool)
+    if int(np.count_nonzero(keep)) != len(new.ids):
+        return None
+    kept = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept[1:])
+    size = kept[off[1:]] - kept[off[:-1]]  # each old sample's ids that are not erased
+    live = np.flatnonzero(size)
+    if len(live) != len(new) or not np.array_equal(size[live], np.diff(new.offsets)):
+        return None
+    a = ids[keep] if erased.size else ids
+    if not np.array_equal(a, new.ids) and not _same_rows_unordered(a, new.ids, new.offsets):
+        return None
+    new_of_old = np.full(len(old), -1, dtype=np.int64)
+    new_of_old[live] = np.arange(len(live), dtype=np.int64)
+    return SampleMap(new_of_old, np.zeros(0, dtype=np.int64))
+
+
+def _same_rows_unordered(a: np.ndarray, b: np.ndarray, off: np.ndarray) -> bool:
+    """Whether every row of the CSR ``(off, a)`` holds the same ids as the row of ``(off, b)``, in any order
+    (a parallel SQL ``list()`` returns a row's ids in another order each run). Only the rows that differ
+    are compared, by one sort of ``row · width + dense id`` per side (no lexsort)."""
+    rows = np.unique(np.searchsorted(off, np.flatnonzero(a != b), side="right") - 1)
+    seg = segments_flat(off[rows], off[rows + 1])
+    xa, xb = a[seg], b[seg]
+    lo = min(int(xa.min()), int(xb.min()))
+    xa, xb = xa - lo, xb - lo  # non-negative; (x >> 40, x & mask) still tells ids apart
+    bits, mask = np.int64(40), np.int64((1 << 40) - 1)
+    span = max(int((xa & mask).max()), int((xb & mask).max())) + 1
+    width = (max(int(xa.max()), int(xb.max())) >> 40) * span + span
+    if width * (len(rows) + 1) >= 1 << 62:  # the combined key would overflow: sort pairs instead
+        r = np.repeat(np.arange(len(rows)), off[rows + 1] - off[rows])
+        return bool(np.array_equal(xa[np.lexsort((xa, r))], xb[np.lexsort((xb, r))]))
+    base = np.repeat(np.arange(len(rows), dtype=np.int64) * width, off[rows + 1] - off[rows])
+    key_a = np.sort(base + (xa >> bits) * span + (xa & mask))
+    return bool(np.array_equal(key_a, np.sort(base + (xb >> bits) * span + (xb & mask))))
 
 
 def _check_pairs(new_of_old, ro, io, rn, inew) -> None:

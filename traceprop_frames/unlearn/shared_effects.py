@@ -13,63 +13,80 @@ from __future__ import annotations
 
 import numpy as np
 
+from traceprop_frames.lineage.context import isin_ids, segments_any
+from traceprop_frames.lineage.rowsets import count_distinct
+
 _EMPTY = np.zeros(0, dtype=np.int64)
-
-
-def _segment_hits(pool: np.ndarray, starts, ends, members: np.ndarray) -> np.ndarray:
-    """Which segments ``pool[starts[j]:ends[j]]`` contain a value of ``members`` (bool per segment)."""
-    if not len(starts) or not members.size or not pool.size:
-        return np.zeros(len(starts), dtype=bool)
-    cum = np.zeros(len(pool) + 1, dtype=np.int64)
-    np.cumsum(np.isin(pool, members), out=cum[1:])
-    return cum[ends] - cum[starts] > 0
 
 
 def _reaching(ctx, seeds: np.ndarray) -> np.ndarray:
     """``seeds`` and every set that refers to one of them, transitively (sorted global set ids)."""
     reach = np.unique(seeds)
+    first = int(reach[0]) if reach.size else 0
     for b in ctx.blocks.values():  # creation order: a block refers only to earlier ones
-        hit = _segment_hits(b.ref_pool, b.ref_starts, b.ref_ends, reach)
+        if b.base + b.m <= first or not b.ref_pool.size:
+            continue  # made before the seeds (cannot refer to them), or refers to nothing
+        hit = segments_any(isin_ids(b.ref_pool, reach), b.ref_starts, b.ref_ends)
         if hit.any():
             reach = np.union1d(reach, b.base + np.flatnonzero(hit))
     return reach
 
 
-def _n_distinct(a: np.ndarray) -> int:
-    if not a.size:
-        return 0
-    a = np.sort(a)
-    return int(1 + np.count_nonzero(a[1:] != a[:-1]))
-
-
 def _rows_read(ctx, block, local: np.ndarray) -> int:
     """Distinct source rows read by the sets ``local`` of ``block`` (their own ids and their references')."""
-    cover = np.zeros(len(block.pool) + 1, dtype=np.int64)
-    np.add.at(cover, block.starts[local], 1)
-    np.add.at(cover, block.ends[local], -1)
-    own = block.pool[np.cumsum(cover[:-1]) > 0]
+    if local.size == 1:
+        own = block.pool[int(block.starts[local[0]]) : int(block.ends[local[0]])]
+    else:
+        cover = np.zeros(len(block.pool) + 1, dtype=np.int64)
+        np.add.at(cover, block.starts[local], 1)
+        np.add.at(cover, block.ends[local], -1)
+        own = block.pool[np.cumsum(cover[:-1]) > 0]
     refs = np.unique(block.set_refs(local))
     extra = ctx.closure(refs) if refs.size else _EMPTY
-    return _n_distinct(np.concatenate([own, extra]))
+    if len(extra) == len(own) and np.array_equal(extra, own):
+        extra = _EMPTY  # a statistic of a statistic over the same rows (a std's mean): read them once
+    return count_distinct(np.concatenate([own, extra]) if extra.size else own)
 
 
-class _Rows:
-    """Row positions referring to given sets, as boolean masks (no sorting of ``n``-long arrays)."""
+class SharedHits:
+    """The shared sets behind a lineage that read any of the global row ids ``ids``, analysed once.
 
-    def __init__(self, ctx, exclude: np.ndarray) -> None:
-        self.ctx = ctx
-        self.n = len(ctx)
-        self.row_of = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(ctx.ref_offsets))
-        self.keep = np.ones(self.n, dtype=bool)
-        self.keep[np.asarray(exclude, dtype=np.int64)] = False
-        self.total = np.zeros(self.n, dtype=bool)
+    Per operation whose own sets read an id (a block, in creation order): the label, how many of its
+    sets were hit, how many it made, the distinct source rows the hit sets read, and a mask of the rows
+    computed from a hit set (directly or through a later statistic). :meth:`touched` counts those rows
+    against an exclusion (the erased samples, or the samples that carry the rows themselves), so one
+    analysis serves the certificate's section and each request record.
+    """
 
-    def count(self, sets: np.ndarray) -> int:
-        mask = np.zeros(self.n, dtype=bool)
-        mask[self.row_of[np.isin(self.ctx.refs, sets)]] = True
-        mask &= self.keep
-        self.total |= mask
-        return int(np.count_nonzero(mask))
+    def __init__(self, lineage, ids) -> None:
+        self.ops: list[tuple] = []
+        self.n = 0 if lineage is None else len(lineage)
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        if lineage is None or not lineage.has_context or not ids.size:
+            return
+        ctx = lineage.context
+        for b in ctx.blocks.values():
+            direct = np.flatnonzero(segments_any(isin_ids(b.pool, ids), b.starts, b.ends))
+            if not direct.size:
+                continue  # hit only through an earlier statistic, if at all: reported with that one
+            mask = np.zeros(len(ctx), dtype=bool)
+            mask[ctx.rows_referring(_reaching(ctx, b.base + direct))] = True  # read from the compact parts
+            self.ops.append((b.label, int(direct.size), int(b.m), _rows_read(ctx, b, direct), mask))
+
+    def touched(self, exclude_samples) -> tuple[list[dict], int]:
+        """(one entry per operation, the number of distinct samples affected over all of them), counting
+        only samples not in ``exclude_samples``."""
+        if not self.ops:
+            return [], 0
+        keep = np.ones(self.n, dtype=bool)
+        keep[np.asarray(exclude_samples, dtype=np.int64)] = False
+        total, out = np.zeros(self.n, dtype=bool), []
+        for label, hit, m, read, mask in self.ops:
+            mine = mask & keep
+            total |= mine
+            out.append({"op": label, "sets_hit": hit, "sets_in_op": m, "rows_read": read,
+                        "samples_affected": int(np.count_nonzero(mine))})  # fmt: skip
+        return out, int(np.count_nonzero(total))
 
 
 def touched_sets(lineage, ids: np.ndarray, exclude_samples: np.ndarray) -> list[dict]:
@@ -85,39 +102,19 @@ def touched_sets(lineage, ids: np.ndarray, exclude_samples: np.ndarray) -> list[
 
 def _touched(lineage, ids, exclude_samples) -> tuple[list[dict], int]:
     """(:func:`touched_sets`, the number of distinct samples affected over all of them)."""
-    if lineage is None or not lineage.has_context or not len(ids):
-        return [], 0
-    ctx = lineage.context
-    hit = ctx.hit_sets(np.asarray(ids, dtype=np.int64))
-    if not hit.size:
-        return [], 0
-    which, blist = ctx._locate(hit)
-    rows, out = _Rows(ctx, exclude_samples), []
-    for k in np.unique(which).tolist():
-        b = blist[k]
-        local = hit[which == k] - b.base
-        direct_hit = local[_segment_hits(b.pool, b.starts[local], b.ends[local], np.asarray(ids))]
-        if not direct_hit.size:
-            continue  # hit only through an earlier statistic: reported with that one
-        out.append(
-            {
-                "op": b.label,
-                "sets_hit": int(direct_hit.size),
-                "sets_in_op": int(b.m),
-                "rows_read": _rows_read(ctx, b, direct_hit),
-                "samples_affected": rows.count(_reaching(ctx, b.base + direct_hit)),
-            }
-        )
-    return out, int(np.count_nonzero(rows.total))
+    return SharedHits(lineage, ids).touched(exclude_samples)
 
 
-def section(lineage, ids, forget, removed: bool, how: str | None = None) -> dict:
+def section(
+    lineage, ids, forget, removed: bool, how: str | None = None, hits: SharedHits | None = None
+) -> dict:
     """The certificate's ``shared_statistics`` section for an erasure of global row ids ``ids``.
 
     ``removed``: the erasure recomputed the features without the rows (a pipeline re-run); ``how`` says
-    how (default: a statement matching ``removed``).
+    how (default: a statement matching ``removed``); ``hits``: the analysis of ``ids``, made already.
     """
-    sets, total = _touched(lineage, np.asarray(ids, dtype=np.int64), np.asarray(forget, dtype=np.int64))
+    hits = SharedHits(lineage, ids) if hits is None else hits
+    sets, total = hits.touched(np.asarray(forget, dtype=np.int64))
     if not sets:
         how = how or "no shared statistic behind the training samples read an erased row"
         return {"effect_removed": True, "how": how, "sets": [], "samples_affected": 0}
@@ -159,12 +156,14 @@ def request_ids(lineage, request_sources, forget) -> np.ndarray:
     return np.unique(np.concatenate(parts)) if parts else _EMPTY
 
 
-def attach_section(body: dict, lineage, request_sources, forget, removed: bool = False, how=None) -> None:
-    """Add ``shared_statistics`` to a certificate body (and its ``not_guaranteed`` line when not removed)."""
+def attach_section(body: dict, lineage, request_sources, forget, removed: bool = False, how=None,
+                   hits: SharedHits | None = None) -> None:  # fmt: skip
+    """Add ``shared_statistics`` to a certificate body (and its ``not_guaranteed`` line when not removed).
+    ``hits``: the analysis of the request's rows (:class:`SharedHits`), when the caller made it already."""
     if lineage is None:
         return
-    ids = request_ids(lineage, request_sources, forget)
-    sec = section(lineage, ids, forget, removed, how)
+    ids = request_ids(lineage, request_sources, forget) if hits is None else _EMPTY
+    sec = section(lineage, ids, forget, removed, how, hits)
     body["shared_statistics"] = sec
     note = not_guaranteed_statement(sec)
     if note:
