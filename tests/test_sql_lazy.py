@@ -318,6 +318,8 @@ def test_group_members_listed_flat(small):
         "SELECT t.v FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.k = t.k AND u.w > 20)",
         "WITH c AS (SELECT k, count(*) AS n FROM u GROUP BY k) SELECT t.k, c.n FROM t JOIN c USING (k) "
         "WHERE c.n > 1",
+        "SELECT t.v, agg.sw FROM t JOIN agg USING (k) WHERE agg.n > 1",  # a CREATE TABLE AS table: rowid
+        "SELECT a.v, b.v FROM t AS a JOIN t AS b ON a.k = b.k AND a.g < b.g",  # a self-join
     ],
 )
 def test_each_row_asked_alone_equals_eager(small, query):
