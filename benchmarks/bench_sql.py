@@ -16,6 +16,7 @@ TPC-H at a given scale factor, eager and lazy capture side by side (tables gener
 
     python benchmarks/bench_sql.py --tpch-sf 1 --repeat 5            # plain / eager / lazy, one-row lineage
     python benchmarks/bench_sql.py --tpch-sf 1 --memory-sf           # peak RSS: plain / eager / lazy, 22 queries
+    python benchmarks/bench_sql.py --tpch-sf 1 --cpu                 # CPU seconds instead of wall clock
 
 Plain, eager and lazy run on the same loaded tables of one connection (``con.raw.sql(q).df()``, then
 ``con.sql(q)`` with ``con.capture = "eager"`` and ``"lazy"``), interleaved, median of ``--repeat``.
@@ -129,6 +130,9 @@ def tpch_tables(sf: float) -> Path:
     return root
 
 
+CLOCK = time.perf_counter  # --cpu: time.process_time (CPU seconds of every thread of this process)
+
+
 def _median_three(fns, repeat: int) -> list[float]:
     """Median seconds of each function, run interleaved (one warm-up round first)."""
     for f in fns:
@@ -136,9 +140,9 @@ def _median_three(fns, repeat: int) -> list[float]:
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for f, ts in zip(fns, times):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             f()
-            ts.append(time.perf_counter() - t0)
+            ts.append(CLOCK() - t0)
     return [statistics.median(ts) for ts in times]
 
 
@@ -150,9 +154,9 @@ def _one_row(con, q: str, repeat: int) -> tuple[float, float]:
     for _ in range(max(repeat, 3) + 1):
         con.capture = "lazy"
         df = con.sql(q)
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         df.tp.sources(rows=[0])
-        out.append(time.perf_counter() - t0)
+        out.append(CLOCK() - t0)
     return out[0], statistics.median(out[1:])
 
 
@@ -308,6 +312,9 @@ def main(argv=None) -> None:
         "--tpch-sf", type=float, default=None, help="TPC-H at this scale factor: plain/eager/lazy"
     )
     ap.add_argument("--memory-sf", action="store_true", help="with --tpch-sf: peak RSS of the 22 queries")
+    ap.add_argument(
+        "--cpu", action="store_true", help="with --tpch-sf: CPU seconds (all threads) instead of wall clock"
+    )
     ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_peak_all", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -316,6 +323,8 @@ def main(argv=None) -> None:
     if args._peak_all:
         return _peak_all(args._peak_all[0], Path(args._peak_all[1]), Path(args._peak_all[2]))
     if args.tpch_sf is not None:
+        global CLOCK
+        CLOCK = time.process_time if args.cpu else time.perf_counter
         data = tpch_tables(args.tpch_sf)
         if args.memory_sf:
             return memory_all(data, Path(args.tpch))

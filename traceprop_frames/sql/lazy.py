@@ -45,6 +45,7 @@ _LITERAL_ROWS = 64  # up to this many rows asked: also filter the backward query
 _LITERAL_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
                   "UINTEGER", "UBIGINT", "DECIMAL", "VARCHAR", "DATE", "BOOLEAN", "DOUBLE", "FLOAT")  # fmt: skip
 _PLANS = 64  # backward plans (and their witness sets) kept per connection
+_PIN = "__tp_pin__"  # where one row's key values go in a backward query for that row
 _names = itertools.count()
 
 
@@ -204,14 +205,37 @@ class Resolver:
                 hidden = [e.alias for e in sel.expressions[-rw.n_hidden :]]
                 for k in ("order", "limit", "offset"):
                     sel.set(k, None)
-                flat = _flat_members(sel, self.shape) if not rw.constants else None
+                flat, one = self._flat_and_one(sel)
+                pins = [k.sql(dialect=DIALECT) for k in key_columns(sel, self.shape)]
                 add_keys(sel, self.shape)
                 blocks = self.con._witness_blocks(rw.constants)
                 while len(cache) >= _PLANS:
                     cache.pop(next(iter(cache)))
-                cache[key] = (sel.sql(dialect=DIALECT, copy=False), hidden, blocks, flat)
+                cache[key] = (sel.sql(dialect=DIALECT, copy=False), hidden, blocks, flat, one, pins)
             self._plan = cache[key]
         return self._plan
+
+    def _flat_and_one(self, sel: exp.Select) -> tuple[tuple[str, list[str]] | None, str | None]:
+        """The flat member listing of ``sel`` (see :func:`_flat_members`), and the query for one row
+        asked: the flat one without the conjuncts its group keys decide (:func:`_without_key_conjuncts`),
+        or a ``rows`` query without its WHERE (:func:`_pinned`); its WHERE holds the :data:`_PIN`
+        placeholder for the row's key values (in the query itself: DuckDB does not push a filter on a
+        derived table through a correlated subquery's join into the scans)."""
+        aggs = self.con._catalog().aggregates
+        flat = _flat_members(sel, self.shape, aggs)
+        if flat is None:
+            pinned = _pinned(sel, self.shape)
+            return None, (_pin_sql(pinned) if pinned is not None else None)
+        lean = _flat_members(_without_key_conjuncts(sel, self._binds), self.shape, aggs)
+        return (flat[0].sql(dialect=DIALECT), flat[1]), _pin_sql(lean[0])
+
+    def _binds(self, query: exp.Expression) -> bool:
+        """True if ``query`` binds on its own (it is not correlated with the query around it)."""
+        try:
+            _ = self.con.raw.sql(query.sql(dialect=DIALECT)).types
+        except duckdb.Error:
+            return False
+        return True
 
     def check(self) -> None:
         """Raise if a table the query read changed since it ran (or the connection is closed)."""
@@ -237,12 +261,12 @@ class Resolver:
         if self._all is not None:
             return self._all.take(rows)
         self.check()
-        sql, hidden, blocks, flat = self._backward()
+        sql, hidden, blocks, flat, one, pins = self._backward()
         if flat is not None:  # a group's member rows straight from the scan, no list() per group
             try:
                 return self._rows_of(*flat, blocks, rows, True)
             except duckdb.Error:  # e.g. a GROUP BY naming a SELECT alias the flat query drops
-                self._plan = (sql, hidden, blocks, None)
+                self._plan = (sql, hidden, blocks, None, None, pins)
         return self._rows_of(sql, hidden, blocks, rows, False)
 
     def _rows_of(self, sql: str, hidden: list[str], blocks, rows: np.ndarray, flat: bool) -> RowLineage:
@@ -283,16 +307,27 @@ class Resolver:
         req = self.keys.take(pa.array(uniq)).append_column("__tp_pos", pa.array(uniq, pa.int64()))
         name = f"__tp_req{next(_names)}"
         on = " AND ".join(f"__tp_b.__tp_k{i} IS NOT DISTINCT FROM __tp_r.__tp_k{i}" for i in range(nk))
-        where = self._literal_filter(req) if len(uniq) <= _LITERAL_ROWS else ""
-        if flat and where and len(uniq) == 1:  # the filter alone selects the group's members
-            cols = ", ".join(f"__tp_b0.{h}" for h in hidden)
-            table = self.con.raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b0{where}").to_arrow_table()
-            if not table.num_rows:
-                raise SourceChangedError(
-                    f"the backward query found no row for result row {int(uniq[0])}: the tables the query "
-                    "read changed since it ran; re-run the query"
-                )
-            return _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks))
+        where = ""
+        if len(uniq) <= _LITERAL_ROWS:
+            where = self._literal_filter(req, [f"__tp_b0.__tp_k{i}" for i in range(nk)])
+            where = f" WHERE {where}" if where else ""
+        one, pins = self._plan[4], self._plan[5]
+        if one is not None and len(uniq) == 1 and (flat or not any(c.null_count for c in req.columns[:nk])):
+            pin = self._literal_filter(req, pins)
+            if pin:  # the row's key values, in the query itself
+                cols = ", ".join(f"__tp_b0.{h}" for h in hidden)
+                query = one.replace(_PIN, f"({pin})")
+                table = self.con.raw.sql(f"SELECT {cols} FROM ({query}) AS __tp_b0").to_arrow_table()
+                if not table.num_rows:
+                    raise SourceChangedError(
+                        f"the backward query found no row for result row {int(uniq[0])}: the tables the "
+                        "query read changed since it ran; re-run the query"
+                    )
+                lin = self.con._lineage_of(table, 0, len(hidden), self.node, blocks)
+                if flat:  # one row per member: their union
+                    return _one_row(lin)
+                if table.num_rows == 1:
+                    return lin
         cols = ", ".join(f"__tp_b.{h}" for h in hidden)
         query = (
             f"SELECT __tp_r.__tp_pos, {cols} FROM (SELECT * FROM ({sql}) AS __tp_b0{where}) AS __tp_b "
@@ -318,9 +353,9 @@ class Resolver:
             return lin.group_union(codes, len(uniq), self.node).materialize()
         return lin.take(order[first])
 
-    def _literal_filter(self, req: pa.Table) -> str:
-        """`` WHERE (k0 = v AND k1 IS NULL ...) OR ...`` for the rows asked, where every key's type has
-        an exact literal; "" otherwise (the join alone then selects the rows)."""
+    def _literal_filter(self, req: pa.Table, cols: list[str]) -> str:
+        """``(c0 = v AND c1 IS NULL ...) OR ...`` for the rows asked (key ``i`` is ``cols[i]``), where
+        every key's type has an exact literal; "" otherwise (the join alone then selects the rows)."""
         types = self.key_types
         if not all(t.split("(")[0] in _LITERAL_TYPES for t in types):
             return ""
@@ -329,46 +364,118 @@ class Resolver:
             parts = []
             for i, (v, t) in enumerate(zip(row.values(), types)):
                 if v is None:
-                    parts.append(f"__tp_b0.__tp_k{i} IS NULL")
+                    parts.append(f"({cols[i]}) IS NULL")
                 else:
                     text = repr(v) if isinstance(v, float) else str(v)
-                    parts.append(f"__tp_b0.__tp_k{i} = CAST('{text.replace(chr(39), chr(39) * 2)}' AS {t})")
+                    parts.append(f"({cols[i]}) = CAST('{text.replace(chr(39), chr(39) * 2)}' AS {t})")
             conds.append("(" + " AND ".join(parts) + ")")
-        return " WHERE " + " OR ".join(conds)
+        return " OR ".join(conds)
 
 
 def _one_row(members: RowLineage) -> RowLineage:
-    """One row holding every id of ``members`` (direct ids only: a flat query has no shared sets)."""
+    """One row holding every id of ``members`` (and every shared set they refer to)."""
+    if members.has_context:
+        return members.group_union(np.zeros(len(members), dtype=np.int64), 1, members.node).materialize()
     ids = members.ids
     return RowLineage(np.array([0, ids.size], dtype=np.int64), ids, members.node)
 
 
-def _flat_members(sel: exp.Select, shape: Shape) -> tuple[str, list[str]] | None:
-    """For an eager aggregate whose lineage is ``list(a.__tp_rid)`` (``list_concat`` of several): the
-    query listing its member rows' ids and keys (no GROUP BY, no list), or None. A group's lineage is
-    the union of its members' ids, so both give the same sets; the flat one is cheaper to run."""
+def _flat_members(sel: exp.Select, shape: Shape, aggs: frozenset[str]) -> tuple[exp.Select, list[str]] | None:
+    """For an eager aggregate whose lineage is a union of per-member parts (``list(a.__tp_rid)``,
+    ``flatten(list(d.__tp_lin))``, ``list(marker)``, a correlated subquery's ``flatten(list((SELECT
+    list(...) ...)))``, a constant ``[marker]``; ``list_concat`` of several): the query listing each
+    member row's parts and keys (no GROUP BY, no list), or None. A group's lineage is the union of its
+    members' parts, so both give the same sets; the flat one is cheaper to run."""
     if shape.mode not in ("group", "one") or not isinstance(sel, exp.Select):
         return None
     expr = sel.expressions[-1].this if isinstance(sel.expressions[-1], exp.Alias) else None
     if expr is None:
         return None
-    args = (
-        expr.expressions if isinstance(expr, exp.Anonymous) and expr.name.lower() == "list_concat" else [expr]
-    )
+    args = expr.expressions if _call(expr, "list_concat") else [expr]
     cols = []
     for a in args:
-        if not (isinstance(a, exp.Anonymous) and a.name.lower() == "list" and len(a.expressions) == 1):
+        if _call(a, "flatten", 1) and _call(a.expressions[0], "list", 1):
+            part = a.expressions[0].expressions[0]  # a list per member row
+        elif _call(a, "list", 1):
+            part = a.expressions[0]  # an id (or a marker id) per member row
+        elif isinstance(a, exp.Array) and not a.find(exp.Column, exp.Subquery):
+            part = a  # a group-level constant (an uncorrelated subquery's marker)
+        else:
             return None
-        c = a.expressions[0]
-        if not (isinstance(c, exp.Column) and c.name == RID):
+        if _has_agg(part, aggs):
             return None
-        cols.append(c)
+        cols.append(part)
     flat = sel.copy()
     keys = [exp.alias_(k, f"__tp_k{i}") for i, k in enumerate(key_columns(flat, shape))]
     for k in ("group", "having", "order", "limit", "offset", "qualify", "windows", "distinct"):
         flat.set(k, None)
     flat.set("expressions", [exp.alias_(c.copy(), f"__tp_f{i}") for i, c in enumerate(cols)] + keys)
-    return flat.sql(dialect=DIALECT, copy=False), [f"__tp_f{i}" for i in range(len(cols))]
+    return flat, [f"__tp_f{i}" for i in range(len(cols))]
+
+
+def _pin_sql(sel: exp.Select) -> str:
+    """SQL of ``sel`` with the :data:`_PIN` placeholder added to its WHERE clause."""
+    return sel.where(exp.column(_PIN), copy=True).sql(dialect=DIALECT, copy=False)
+
+
+def _pinned(sel: exp.Select, shape: Shape) -> exp.Select | None:
+    """For a ``rows`` query: its backward query without the WHERE clause, or None.
+
+    A result row is one combination of its FROM items' rows, each named by its key (a row id, or a
+    grouping item's group keys). Filtered by the (non-NULL) keys of one row in the result, the WHERE
+    clause holds for it already, and the lineage columns are functions of the pinned rows alone (a
+    correlated subquery's witnesses included), so the clause is not run again: DuckDB reads the pinned
+    rows only. (For one row only: an OR of several rows' keys is not pushed into the scans.)"""
+    if shape.mode != "rows" or not shape.items:
+        return None
+    pinned = sel.copy()
+    pinned.set("where", None)
+    add_keys(pinned, shape)
+    return pinned
+
+
+def _without_key_conjuncts(sel: exp.Select, binds) -> exp.Select:
+    """``sel`` without the WHERE conjuncts that depend on its group keys only (``o_orderkey IN (SELECT
+    ...)`` grouped by ``o_orderkey``): such a conjunct has one value per group, and a group in the result
+    had a member for which it held, so it holds for every member. Subqueries in a dropped conjunct must
+    bind on their own (``binds``): a correlated one could depend on other columns."""
+    where, group = sel.args.get("where"), sel.args.get("group")
+    if where is None or group is None:
+        return sel
+    keys = [g for g in group.expressions if isinstance(g, exp.Column)]
+    conj = list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+    keep = [c for c in conj if not keys or not _key_only(c, keys, binds)]
+    if len(keep) == len(conj):
+        return sel
+    out = sel.copy()
+    out.set("where", exp.Where(this=exp.and_(*(c.copy() for c in keep))) if keep else None)
+    return out
+
+
+def _key_only(cond: exp.Expression, keys: list[exp.Column], binds) -> bool:
+    """True if ``cond`` reads only the group-key columns ``keys`` and subqueries that bind alone."""
+    stack, subqueries = [cond], []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, exp.Query):
+            subqueries.append(node)
+            continue
+        if isinstance(node, exp.Column):
+            name, table = node.name.lower(), node.table.lower()
+            if not any(
+                k.name.lower() == name and (not table or not k.table or k.table.lower() == table)
+                for k in keys
+            ):
+                return False
+        elif isinstance(node, (exp.Star, exp.Window, exp.Rand, exp.Uuid, exp.Anonymous)):
+            return False  # (an unknown function may not be deterministic)
+        stack.extend(node.iter_expressions())
+    return all(binds(q) for q in subqueries)
+
+
+def _call(e: exp.Expression, name: str, n: int | None = None) -> bool:
+    """``e`` is a call of function ``name`` (with ``n`` arguments, if given)."""
+    return isinstance(e, exp.Anonymous) and e.name.lower() == name and (n is None or len(e.expressions) == n)
 
 
 class LazyRowLineage(RowLineage):
