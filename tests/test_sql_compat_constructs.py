@@ -113,6 +113,13 @@ SAME = [
     "SELECT 'q' IN (SELECT w FROM k WHERE w IS NOT NULL)",
     # parenthesised joins of VALUES
     "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
+    # an aliased parenthesised join whose first item is a subquery; a lateral subquery reading no table
+    "SELECT * FROM ((SELECT i // 2 AS a FROM n) s JOIN k ON a = k.i) j, LATERAL (SELECT a) s2(b)",
+    "SELECT * FROM n, t1, (SELECT DISTINCT t1.x AS a, n.j AS b FROM t1) AS s CROSS JOIN (SELECT n.i AS c)",
+    # string_agg's exported state keeps its name (to_aggregate_state names it)
+    "SELECT i % 2 AS g, finalize(combine(string_agg(s, '-') EXPORT_STATE, to_aggregate_state(string_agg(s, "
+    "'-') EXPORT_STATE, 'string_agg', ['VARCHAR', 'VARCHAR'], [NULL, '-']))) AS c FROM n GROUP BY g",
+    "SELECT group_concat(s ORDER BY i) AS a, listagg(s, ';') AS b FROM n",
 ]
 
 REFUSED = [

@@ -722,14 +722,15 @@ class Rewriter:
     def _derived(self, sub: exp.Subquery, ctes: dict, trace: bool, exposed: dict):
         inner = sub.this
         alias = sub.args.get("alias")
-        if not isinstance(inner, exp.Query):  # a parenthesised join: (a JOIN b ON ...)
+        if not isinstance(inner, exp.Query) or (isinstance(inner, exp.Subquery) and inner.args.get("joins")):
+            # a parenthesised join: (a JOIN b ON ...), ((q) s JOIN b ON ...)
             if alias is not None and alias.name:  # (a JOIN b) AS j: the inner names are hidden
                 sub.set("this", exp.select("*").from_(inner))
                 return self._derived(sub, ctes, trace, exposed)
             joins = inner.args.get("joins") or []
             items = [inner] + [j.this for j in joins]
             return [p for parts in self._join_items(items, joins, ctes, trace, exposed) for p in parts]
-        new, kind = self.query(inner, ctes, trace)
+        new, kind = _no_constant_lineage(*self.query(inner, ctes, trace))
         sub.set("this", new)
         if alias is None or not alias.name:
             alias = self._unnamed(alias)
@@ -756,7 +757,7 @@ class Rewriter:
         if not (isinstance(inner, exp.Subquery) and isinstance(inner.this, exp.Query)):
             self._item(item.alias_or_name or "lateral", None, False)
             return []
-        new, kind = self.query(inner.this, ctes, trace)
+        new, kind = _no_constant_lineage(*self.query(inner.this, ctes, trace))
         if alias is None or not alias.name:
             alias = self._unnamed(alias)
         self._item(alias.name, _column_list(new, alias), bool(kind))
@@ -1058,6 +1059,15 @@ def _reads_nothing(q: exp.Expression) -> bool:
         return False
     last = q.expressions[-1]
     return (last.this if isinstance(last, exp.Alias) else last) == _null_list()
+
+
+def _no_constant_lineage(q: exp.Expression, kind: str | None) -> tuple[exp.Expression, str | None]:
+    """A derived table that reads no traced table goes without a hidden column (its rows' lineage is
+    the outer row's); DuckDB's binder loses a constant column of a lateral join in some plans."""
+    if kind and _reads_nothing(q):
+        q.expressions[-1].pop()
+        return q, None
+    return q, kind
 
 
 def _is_comma(join: exp.Join) -> bool:
