@@ -28,8 +28,9 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
 - DISTINCT ON: a kept row keeps its own lineage (alone, it is the first of its group again).
 - GROUP BY, aggregates without GROUP BY, DISTINCT: the union of the members of the group.
 - UNION ALL: each row keeps its branch row's ids; UNION / INTERSECT: the union over every input row (of
-  either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL and
-  EXCEPT ALL raise.
+  either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL:
+  output copy i of a value keeps the i-th equal row of each side; EXCEPT ALL: every copy keeps all equal
+  rows of both sides (the right side's rows decide how many copies remain, see ``_setop_all``).
 - CTEs (chained, and WITH RECURSIVE ... UNION ALL) and derived tables are rewritten recursively.
 - Subqueries in WHERE / SELECT / HAVING / JOIN ON (see ``Rewriter._subquery``):
   * ``EXISTS (q)``: the rows of ``q`` that witnessed it (for a correlated ``q``, those matching the
@@ -344,12 +345,12 @@ class Rewriter:
 
     def _cte(self, cte: exp.CTE, ctes: dict, trace: bool, recursive: bool) -> None:
         name = cte.alias_or_name.lower()
-        if recursive and trace:
-            body = cte.this
-            if isinstance(body, exp.SetOperation) and not (
-                isinstance(body, exp.Union) and not body.args.get("distinct")
-            ):
-                raise UnsupportedSQLError("WITH RECURSIVE with UNION (without ALL): lineage needs UNION ALL")
+        recursive = recursive and _reads_table(cte.this, name)
+        body = cte.this
+        if recursive and trace and isinstance(body, exp.SetOperation) and not _is_union_all(body):
+            new, kind = self._recursive_union(cte, ctes)
+            recursive = False  # the recursion moved into the CTE's own WITH RECURSIVE
+        elif recursive and trace:
             ctes[name] = LIN
             new, kind = self.query(body, ctes, trace, force_list=True)
         else:
@@ -363,6 +364,68 @@ class Rewriter:
         alias = cte.args.get("alias")
         if kind and alias is not None and alias.columns:
             self._cte_hidden_column(cte, kind, recursive)
+
+    def _recursive_union(self, cte: exp.CTE, ctes: dict) -> tuple[exp.Select, str | None]:
+        """``WITH RECURSIVE c AS (anchor UNION recursive part)``: UNION removes rows equal to earlier ones,
+        so lineage cannot travel through the recursion (rows with other lineage would never be equal).
+        The recursion runs untraced, as written, under a new name inside ``c`` itself; every row of ``c``
+        gets one shared set: the lineage of every anchor row and every row of each traced table the
+        recursive part reads. Re-run on those rows, the anchor gives the same rows and the recursive part
+        reads whole tables, so ``c`` comes out the same (sufficient; coarse: not the one derivation)."""
+        name, body = cte.alias_or_name, cte.this
+        wq = self._recursive_witness(body, name.lower(), ctes)
+        inner = self._alias("rec")
+        new, _ = self.query(body, {**ctes, name.lower(): None}, False)
+        for t in new.find_all(exp.Table):
+            if t.name.lower() == name.lower() and isinstance(t.this, exp.Identifier) and not t.args.get("db"):
+                if not t.alias:
+                    t.set("alias", exp.TableAlias(this=t.this.copy()))
+                t.set("this", exp.to_identifier(inner))
+        alias = cte.args.get("alias")
+        columns = list(alias.columns) if alias is not None else []
+        anchor = body
+        while isinstance(anchor, (exp.SetOperation, exp.Subquery)):
+            anchor = anchor.this
+        self._cte_cols[name.lower()] = [c.name for c in columns] or _column_list(anchor, exp.TableAlias())
+        if alias is not None:
+            alias.set("columns", None)
+        rec = exp.CTE(this=new, alias=exp.TableAlias(this=exp.to_identifier(inner), columns=columns))
+        out = exp.select("*").from_(inner)
+        out.set("with_", exp.With(expressions=[rec], recursive=True))
+        if wq is None:
+            return out, None
+        marker = self.constant(wq, LIN, None, self._with(ctes)) if self.constant is not None else None
+        if marker is not None:
+            out.append("expressions", _named(marker, RID))
+            return out, RID
+        shared = _t(f"(SELECT flatten(list(__tp_w.{LIN})) FROM x AS __tp_w)")
+        shared.this.args["from_"].this.replace(exp.Subquery(this=wq, alias=exp.TableAlias(this="__tp_w")))
+        out.append("expressions", _named(shared, LIN))
+        return out, LIN
+
+    def _recursive_witness(self, body: exp.SetOperation, name: str, ctes: dict) -> exp.Expression | None:
+        """``SELECT 1, lineage`` over the anchor's rows and every row of each traced table (or CTE) the
+        recursive part reads, rewritten; None if none of them is traced."""
+        one = exp.alias_(exp.Literal.number(1), "__tp_v")
+        anchor = exp.Subquery(
+            this=body.this.copy(), alias=exp.TableAlias(this=exp.to_identifier(self._alias("a")))
+        )
+        parts, seen = [exp.select(one.copy()).from_(anchor)], set()
+        for t in body.expression.find_all(exp.Table):
+            key = t.name.lower()
+            if not isinstance(t.this, exp.Identifier) or key == name or key in seen or t.args.get("db"):
+                continue
+            seen.add(key)
+            if ctes.get(key) if key in ctes else self.catalog.hidden.get(key):
+                parts.append(exp.select(one.copy()).from_(exp.Table(this=t.this.copy())))
+        union = parts[0]
+        for part in parts[1:]:
+            union = exp.Union(this=union, expression=part, distinct=False)
+        wq, _ = self.query(union, ctes, True, force_list=True)
+        branches = [wq]
+        while isinstance(branches[0], exp.SetOperation):
+            branches[:1] = [branches[0].this, branches[0].expression]
+        return None if all(_reads_nothing(b) for b in branches) else wq
 
     def _cte_hidden_column(self, cte: exp.CTE, kind: str, recursive: bool) -> None:
         """``WITH c(a) AS (...)`` renames the body's first columns; the hidden column keeps its name."""
@@ -934,9 +997,9 @@ class Rewriter:
                 new, _ = self.query(q.args[key], ctes, False)
                 q.set(key, new)
             return q, None
-        if isinstance(q, (exp.Intersect, exp.Except)) and not distinct:
-            raise UnsupportedSQLError(f"{type(q).__name__.upper()} ALL: multiset lineage is not defined")
         by_name = bool(q.args.get("by_name"))
+        if isinstance(q, (exp.Intersect, exp.Except)) and not distinct:
+            return self._setop_all(q, ctes, by_name), LIN
         if isinstance(q, exp.Union) and not distinct:
             kinds = []
             for key in ("this", "expression"):
@@ -973,6 +1036,42 @@ class Rewriter:
         )
         _move_order(q, outer, self.catalog.columns)
         return outer, LIN
+
+    def _setop_all(self, q: exp.SetOperation, ctes: dict, by_name: bool) -> exp.Select:
+        """INTERSECT ALL / EXCEPT ALL: the sides tagged and grouped by every column, with each group's
+        left and right lineage lists (``__tp_a``, ``__tp_b``); the group's output copies are a ``range``.
+        INTERSECT ALL pairs copies: copy i keeps the i-th equal row of each side (re-run on any c copies'
+        rows, each side has at least c and min(m, n) caps it: c copies again). EXCEPT ALL: each of the
+        m - n copies keeps every equal row of both sides (re-run on them, the left side has its m rows
+        again and the right side its n: the same m - n copies, so counts over them hold too)."""
+        intersect = isinstance(q, exp.Intersect)
+        left, _ = self.query(q.this, ctes, True, force_list=True)
+        right, _ = self.query(q.expression, ctes, True, force_list=True)
+        right = self._tagged(right, 1)
+        both = exp.Union(this=self._tagged(left, 0), expression=right, distinct=False, by_name=by_name)
+        group = _t(
+            f"SELECT * EXCLUDE ({LIN}, {_SIDE}), list({LIN}) FILTER (WHERE {_SIDE} = 0) AS __tp_a, "
+            f"list({LIN}) FILTER (WHERE {_SIDE} = 1) AS __tp_b FROM x GROUP BY ALL HAVING min({_SIDE}) = 0"
+        )
+        group.set(
+            "from_", exp.From(this=exp.Subquery(this=both, alias=exp.TableAlias(this=self._alias("s"))))
+        )
+        g = self._alias("g")
+        if intersect:
+            copies = f"least(len({g}.__tp_a), coalesce(len({g}.__tp_b), 0))"
+            lin = f"list_concat({g}.__tp_a[__tp_u + 1], {g}.__tp_b[__tp_u + 1])"
+        else:
+            copies = f"len({g}.__tp_a) - coalesce(len({g}.__tp_b), 0)"
+            lin = f"list_concat(flatten({g}.__tp_a), flatten({g}.__tp_b))"
+        outer = _t(
+            f"SELECT * EXCLUDE (__tp_a, __tp_b, __tp_u), {lin} AS {LIN} FROM x AS {g}, "
+            f"range({copies}) AS {self._alias('r')}(__tp_u)"
+        )
+        outer.args["from_"].this.replace(
+            exp.Subquery(this=group, alias=exp.TableAlias(this=exp.to_identifier(g)))
+        )
+        _move_order(q, outer, self.catalog.columns)
+        return outer
 
     def _hidden_last(self, q: exp.Union) -> exp.Select:
         """``SELECT * EXCLUDE (__tp_lin), __tp_lin FROM (q)``: a BY NAME union puts the columns only the
@@ -1059,6 +1158,18 @@ def _reads_nothing(q: exp.Expression) -> bool:
         return False
     last = q.expressions[-1]
     return (last.this if isinstance(last, exp.Alias) else last) == _null_list()
+
+
+def _reads_table(q: exp.Expression, name: str) -> bool:
+    """True if ``q`` reads a table (or CTE) called ``name`` (a recursive CTE reading itself)."""
+    return any(
+        t.name.lower() == name and isinstance(t.this, exp.Identifier) and not t.args.get("db")
+        for t in q.find_all(exp.Table)
+    )
+
+
+def _is_union_all(q: exp.Expression) -> bool:
+    return isinstance(q, exp.Union) and not q.args.get("distinct")
 
 
 def _no_constant_lineage(q: exp.Expression, kind: str | None) -> tuple[exp.Expression, str | None]:
