@@ -120,6 +120,8 @@ SAME = [
     "SELECT i % 2 AS g, finalize(combine(string_agg(s, '-') EXPORT_STATE, to_aggregate_state(string_agg(s, "
     "'-') EXPORT_STATE, 'string_agg', ['VARCHAR', 'VARCHAR'], [NULL, '-']))) AS c FROM n GROUP BY g",
     "SELECT group_concat(s ORDER BY i) AS a, listagg(s, ';') AS b FROM n",
+    # GROUP BY * is GROUP BY ALL
+    "SELECT i % 2 AS p, sum(j) AS s FROM n GROUP BY * ORDER BY 1",
 ]
 
 REFUSED = [

@@ -69,6 +69,13 @@ QUERIES = [
     "WITH RECURSIVE c AS (SELECT k FROM t WHERE x > 3), r(n) AS (SELECT k FROM c UNION "
     "SELECT g.b FROM r JOIN g ON g.a = r.n WHERE g.b IN (SELECT k FROM u)) SELECT n FROM r",
     "WITH RECURSIVE c AS (SELECT k FROM t UNION SELECT k FROM u) SELECT k FROM c",  # not recursive
+    # USING KEY: the recursion keeps one row per key (a plain UNION would keep every step's row)
+    "WITH RECURSIVE r(k, v) USING KEY (k) AS (SELECT DISTINCT k, 0 FROM t UNION SELECT k, v + 1 FROM r "
+    "WHERE v < 2) SELECT k, v FROM r",
+    "WITH RECURSIVE r(n, d) USING KEY (n) AS (SELECT DISTINCT a, 0 FROM g WHERE a < 2 UNION "
+    "SELECT g.b, 1 FROM r JOIN g ON g.a = r.n WHERE r.d = 0) SELECT count(*) AS c FROM r",
+    # a WITH inside a set operation's branch
+    "WITH RECURSIVE c(b) AS ((WITH h(c) AS (SELECT k FROM t) SELECT * FROM h UNION SELECT 7)) SELECT b FROM c",
 ]
 
 

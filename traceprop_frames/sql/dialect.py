@@ -12,6 +12,8 @@ fix below keeps one of them (see ``tests/test_sql_compat_constructs.py``):
 - ``reduce(list, lambda, initial)`` keeps its argument order (sqlglot swapped lambda and initial value).
 - ``LIMIT (expr) %`` is written with ``%`` (DuckDB rejects ``(expr) PERCENT``).
 - ``agg(x) EXPORT_STATE`` is read as one expression (sqlglot read EXPORT_STATE as a column alias).
+- ``GROUP BY *`` is read as ``GROUP BY ALL`` (what DuckDB means by it; a star would also take the
+  columns the rewrite adds).
 - ``string_agg`` / ``group_concat`` keep the name written (sqlglot wrote ``LISTAGG``, whose exported state
   ``to_aggregate_state(..., 'string_agg', ...)`` then cannot combine with).
 """
@@ -75,6 +77,13 @@ class _Parser(DuckDBParser):
             words = [t.text.upper() for t in self._tokens[max(start, self._index - 2) : self._index]]
             if len(words) == 2 and words[0] == "NULLS" and words[1] in ("FIRST", "LAST"):
                 node.meta[_NULLS] = words[1]
+        return node
+
+    def _parse_group(self, skip_group_by_token: bool = False):
+        node = super()._parse_group(skip_group_by_token)
+        star = node.expressions[0] if node is not None and len(node.expressions) == 1 else None
+        if isinstance(star, exp.Star) and not any(star.args.values()) and list(node.args) == ["expressions"]:
+            return exp.Group(all=True)  # GROUP BY * is GROUP BY ALL (not "every column", lineage keys too)
         return node
 
     def _parse_column_ops(self, this):

@@ -377,8 +377,8 @@ class Rewriter:
         inner = self._alias("rec")
         new, _ = self.query(body, {**ctes, name.lower(): None}, False)
         for t in new.find_all(exp.Table):
-            if t.name.lower() == name.lower() and isinstance(t.this, exp.Identifier) and not t.args.get("db"):
-                if not t.alias:
+            if _names_cte(t, name.lower()):
+                if not t.alias and not t.args.get("db"):
                     t.set("alias", exp.TableAlias(this=t.this.copy()))
                 t.set("this", exp.to_identifier(inner))
         alias = cte.args.get("alias")
@@ -390,6 +390,8 @@ class Rewriter:
         if alias is not None:
             alias.set("columns", None)
         rec = exp.CTE(this=new, alias=exp.TableAlias(this=exp.to_identifier(inner), columns=columns))
+        rec.set("key_expressions", cte.args.get("key_expressions"))  # USING KEY (k): the recursion's own
+        cte.set("key_expressions", None)
         out = exp.select("*").from_(inner)
         out.set("with_", exp.With(expressions=[rec], recursive=True))
         if wq is None:
@@ -413,7 +415,12 @@ class Rewriter:
         parts, seen = [exp.select(one.copy()).from_(anchor)], set()
         for t in body.expression.find_all(exp.Table):
             key = t.name.lower()
-            if not isinstance(t.this, exp.Identifier) or key == name or key in seen or t.args.get("db"):
+            if (
+                not isinstance(t.this, exp.Identifier)
+                or _names_cte(t, name)
+                or key in seen
+                or t.args.get("db")
+            ):
                 continue
             seen.add(key)
             if ctes.get(key) if key in ctes else self.catalog.hidden.get(key):
@@ -1160,12 +1167,19 @@ def _reads_nothing(q: exp.Expression) -> bool:
     return (last.this if isinstance(last, exp.Alias) else last) == _null_list()
 
 
+def _names_cte(t: exp.Table, name: str) -> bool:
+    """True if ``t`` reads the recursive CTE ``name`` (or its ``recurring.name`` table, USING KEY)."""
+    db = t.args.get("db")
+    return (
+        t.name.lower() == name
+        and isinstance(t.this, exp.Identifier)
+        and (db is None or (db.name.lower() == "recurring" and not t.args.get("catalog")))
+    )
+
+
 def _reads_table(q: exp.Expression, name: str) -> bool:
     """True if ``q`` reads a table (or CTE) called ``name`` (a recursive CTE reading itself)."""
-    return any(
-        t.name.lower() == name and isinstance(t.this, exp.Identifier) and not t.args.get("db")
-        for t in q.find_all(exp.Table)
-    )
+    return any(_names_cte(t, name) for t in q.find_all(exp.Table))
 
 
 def _is_union_all(q: exp.Expression) -> bool:
@@ -1236,7 +1250,7 @@ def _move_order(q: exp.SetOperation, outer: exp.Select, columns: dict | None = N
                     f"ORDER BY {col.sql(dialect=DIALECT)} after a set operation names a column of one of its "
                     "branches: order by the output column's name or position (ORDER BY 1)"
                 )
-    for key in ("order", "limit", "offset"):
+    for key in ("order", "limit", "offset", "with_"):  # its own WITH too: every branch may read it
         if q.args.get(key) is not None:
             outer.set(key, q.args[key])
             q.set(key, None)
