@@ -74,6 +74,13 @@ QUERIES = [
     "WHERE v < 2) SELECT k, v FROM r",
     "WITH RECURSIVE r(n, d) USING KEY (n) AS (SELECT DISTINCT a, 0 FROM g WHERE a < 2 UNION "
     "SELECT g.b, 1 FROM r JOIN g ON g.a = r.n WHERE r.d = 0) SELECT count(*) AS c FROM r",
+    # UNION ALL recursion with a column list over a VALUES / SELECT * anchor (its width from the catalog)
+    "WITH RECURSIVE r(n, d) AS (VALUES (0, 0) UNION ALL SELECT g.b, r.d + 1 FROM r JOIN g ON g.a = r.n "
+    "WHERE r.d < 2) SELECT n, d FROM r",
+    "WITH RECURSIVE r(p) AS (SELECT * FROM g UNION ALL SELECT r.p + 10, r.b FROM r WHERE r.p < 20) "
+    "SELECT p, b FROM r",
+    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3), d(n) AS (SELECT * FROM c "
+    "UNION ALL SELECT d.n + t.x FROM d, t WHERE d.n < 6) SELECT n FROM d",
     # a WITH inside a set operation's branch
     "WITH RECURSIVE c(b) AS ((WITH h(c) AS (SELECT k FROM t) SELECT * FROM h UNION SELECT 7)) SELECT b FROM c",
 ]

@@ -357,13 +357,16 @@ class Rewriter:
             new, kind = self.query(cte.this, ctes, trace)
         cte.set("this", new)
         ctes[name] = kind
-        self._cte_cols[name] = _column_list(new, cte.args.get("alias") or exp.TableAlias())
+        cols = _column_list(new, cte.args.get("alias") or exp.TableAlias())
+        self._cte_cols[name] = cols if cols is not None else self._cte_cols.get(name)
         self._cte_defs[name] = cte
         if recursive:
             self._recursive.add(name)
         alias = cte.args.get("alias")
         if kind and alias is not None and alias.columns:
             self._cte_hidden_column(cte, kind, recursive)
+            if recursive:  # the column list now names every column
+                self._cte_cols[name] = [c.name for c in alias.columns if c.name not in HIDDEN]
 
     def _recursive_union(self, cte: exp.CTE, ctes: dict) -> tuple[exp.Select, str | None]:
         """``WITH RECURSIVE c AS (anchor UNION recursive part)``: UNION removes rows equal to earlier ones,
@@ -446,13 +449,44 @@ class Rewriter:
         anchor = cte.this
         while isinstance(anchor, (exp.SetOperation, exp.Subquery)):
             anchor = anchor.this
-        names = _column_list(anchor, exp.TableAlias())
-        if names is None or len(names) != len(alias.columns):
+        names = _column_list(anchor, exp.TableAlias()) or self._star_columns(anchor)
+        given = [c.name for c in alias.columns]
+        if names is None or len(names) < len(given):
             raise UnsupportedSQLError(
-                f"WITH RECURSIVE {cte.alias}({', '.join(c.name for c in alias.columns)}): name every column "
-                "of the CTE in its column list (or none)"
+                f"WITH RECURSIVE {cte.alias}({', '.join(given)}): name every column of the CTE in its column "
+                "list (or none)"
             )
-        alias.append("columns", exp.to_identifier(kind))
+        rest = [exp.to_identifier(n) for n in names[len(given) :]]  # the anchor's names for the others
+        alias.set("columns", [*alias.columns, *rest, exp.to_identifier(kind)])
+
+    def _star_columns(self, sel: exp.Expression) -> list[str] | None:
+        """Visible columns of ``SELECT * FROM one item`` (rewritten) where the item's columns are known:
+        a VALUES list (DuckDB names its columns col0, col1, ... unless aliased), a CTE, a table."""
+        if not isinstance(sel, exp.Select) or sel.args.get("joins") or sel.args.get("from_") is None:
+            return None
+        shown = [e for e in sel.expressions if e.alias_or_name not in HIDDEN]
+        star = shown[0] if len(shown) == 1 else None
+        if not isinstance(star, exp.Star) or any(v for k, v in star.args.items() if k != "except_"):
+            return None
+        if any(c.name not in HIDDEN for c in star.args.get("except_") or []):
+            return None
+        item = sel.args["from_"].this
+        alias = item.args.get("alias")
+        renamed = [c.name for c in alias.columns] if alias is not None else []
+        inner = item.this if isinstance(item, exp.Subquery) else item
+        if isinstance(inner, exp.Values) and inner.expressions:
+            renamed = renamed or [c.name for c in (inner.args.get("alias") or exp.TableAlias()).columns]
+            first = inner.expressions[0]
+            n = len(first.expressions) if isinstance(first, exp.Tuple) else 1
+            names = [f"col{i}" for i in range(n)]
+        elif (
+            isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier) and not item.args.get("db")
+        ):
+            name = item.name.lower()
+            names = self._cte_cols.get(name) if name in self._cte_cols else self.catalog.columns.get(name)
+        else:
+            return None
+        return None if names is None else renamed + list(names)[len(renamed) :]
 
     def _select(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
         self._scopes.append({})
