@@ -74,6 +74,10 @@ QUERIES = [
     "WHERE v < 2) SELECT k, v FROM r",
     "WITH RECURSIVE r(n, d) USING KEY (n) AS (SELECT DISTINCT a, 0 FROM g WHERE a < 2 UNION "
     "SELECT g.b, 1 FROM r JOIN g ON g.a = r.n WHERE r.d = 0) SELECT count(*) AS c FROM r",
+    "WITH RECURSIVE r(k, v) USING KEY (k, max(v)) AS (SELECT k, x FROM t UNION ALL SELECT k, v - 1 FROM r "
+    "WHERE v > 5) SELECT k, v FROM r",
+    "WITH RECURSIVE r(k, v) USING KEY (k, sum(v)) AS (SELECT k, x FROM t UNION SELECT k, o FROM u) "
+    "SELECT k, v FROM r",
     # UNION ALL recursion with a column list over a VALUES / SELECT * anchor (its width from the catalog)
     "WITH RECURSIVE r(n, d) AS (VALUES (0, 0) UNION ALL SELECT g.b, r.d + 1 FROM r JOIN g ON g.a = r.n "
     "WHERE r.d < 2) SELECT n, d FROM r",

@@ -12,6 +12,7 @@ fix below keeps one of them (see ``tests/test_sql_compat_constructs.py``):
 - ``reduce(list, lambda, initial)`` keeps its argument order (sqlglot swapped lambda and initial value).
 - ``LIMIT (expr) %`` is written with ``%`` (DuckDB rejects ``(expr) PERCENT``).
 - ``agg(x) EXPORT_STATE`` is read as one expression (sqlglot read EXPORT_STATE as a column alias).
+- ``USING KEY (k, max(v) AS v)`` of a recursive CTE is read with its aggregates (sqlglot read names only).
 - ``GROUP BY *`` is read as ``GROUP BY ALL`` (what DuckDB means by it; a star would also take the
   columns the rewrite adds).
 - ``string_agg`` / ``group_concat`` keep the name written (sqlglot wrote ``LISTAGG``, whose exported state
@@ -78,6 +79,15 @@ class _Parser(DuckDBParser):
             if len(words) == 2 and words[0] == "NULLS" and words[1] in ("FIRST", "LAST"):
                 node.meta[_NULLS] = words[1]
         return node
+
+    def _parse_wrapped_id_vars(self, optional: bool = False):
+        prev = [t.text.upper() for t in self._tokens[max(self._index - 2, 0) : self._index]]
+        if prev == ["USING", "KEY"]:  # USING KEY (k, max(v)): DuckDB's keys may aggregate (sqlglot: names)
+            return self._parse_wrapped_csv(self._parse_assignment_alias)
+        return super()._parse_wrapped_id_vars(optional)
+
+    def _parse_assignment_alias(self):
+        return self._parse_alias(self._parse_assignment())
 
     def _parse_group(self, skip_group_by_token: bool = False):
         node = super()._parse_group(skip_group_by_token)

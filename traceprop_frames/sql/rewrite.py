@@ -31,7 +31,9 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
   either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL:
   output copy i of a value keeps the i-th equal row of each side; EXCEPT ALL: every copy keeps all equal
   rows of both sides (the right side's rows decide how many copies remain, see ``_setop_all``).
-- CTEs (chained, and WITH RECURSIVE ... UNION ALL) and derived tables are rewritten recursively.
+- CTEs (chained, and WITH RECURSIVE ... UNION ALL) and derived tables are rewritten recursively. WITH
+  RECURSIVE ... UNION (and USING KEY): the recursion runs as written; each of its rows gets one shared set,
+  the anchor's rows and every row of the tables the recursive part reads (see ``_recursive_union``).
 - Subqueries in WHERE / SELECT / HAVING / JOIN ON (see ``Rewriter._subquery``):
   * ``EXISTS (q)``: the rows of ``q`` that witnessed it (for a correlated ``q``, those matching the
     current outer row);
@@ -347,7 +349,15 @@ class Rewriter:
         name = cte.alias_or_name.lower()
         recursive = recursive and _reads_table(cte.this, name)
         body = cte.this
-        if recursive and trace and isinstance(body, exp.SetOperation) and not _is_union_all(body):
+        keyed = bool(cte.args.get("key_expressions"))  # USING KEY: rows replace rows (their lineage too)
+        if keyed and trace and not isinstance(body, exp.SetOperation):
+            raise UnsupportedSQLError("USING KEY on a CTE that is not a UNION: write it without USING KEY")
+        if (
+            (recursive or keyed)
+            and trace
+            and isinstance(body, exp.SetOperation)
+            and (keyed or not _is_union_all(body))
+        ):
             new, kind = self._recursive_union(cte, ctes)
             recursive = False  # the recursion moved into the CTE's own WITH RECURSIVE
         elif recursive and trace:
@@ -370,7 +380,8 @@ class Rewriter:
 
     def _recursive_union(self, cte: exp.CTE, ctes: dict) -> tuple[exp.Select, str | None]:
         """``WITH RECURSIVE c AS (anchor UNION recursive part)``: UNION removes rows equal to earlier ones,
-        so lineage cannot travel through the recursion (rows with other lineage would never be equal).
+        so lineage cannot travel through the recursion (rows with other lineage would never be equal);
+        ``USING KEY`` replaces rows by key (its aggregates would merge or drop lineage).
         The recursion runs untraced, as written, under a new name inside ``c`` itself; every row of ``c``
         gets one shared set: the lineage of every anchor row and every row of each traced table the
         recursive part reads. Re-run on those rows, the anchor gives the same rows and the recursive part
