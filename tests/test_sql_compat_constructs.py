@@ -120,6 +120,13 @@ SAME = [
     "SELECT i % 2 AS g, finalize(combine(string_agg(s, '-') EXPORT_STATE, to_aggregate_state(string_agg(s, "
     "'-') EXPORT_STATE, 'string_agg', ['VARCHAR', 'VARCHAR'], [NULL, '-']))) AS c FROM n GROUP BY g",
     "SELECT group_concat(s ORDER BY i) AS a, listagg(s, ';') AS b FROM n",
+    # COLUMNS(*) never shows the hidden column; COLUMNS('pattern') where no FROM item has one
+    "SELECT min(COLUMNS(*)) FROM n",
+    "SELECT COLUMNS(* EXCLUDE (s)) + 1 FROM n WHERE COLUMNS(* EXCLUDE (s)) > 1",
+    "SELECT COLUMNS(n.*) FROM n",
+    "SELECT COLUMNS(* REPLACE (i + 1 AS i)) FROM n",
+    "SELECT COLUMNS('.*') FROM (SELECT 1 AS a, 2 AS b)",
+    "SELECT DISTINCT COLUMNS('key') FROM (VALUES (1, 1, 2), (1, 1, 3)) AS t(key1, key2, v)",
     # GROUP BY * is GROUP BY ALL
     "SELECT i % 2 AS p, sum(j) AS s FROM n GROUP BY * ORDER BY 1",
 ]
@@ -134,6 +141,8 @@ REFUSED = [
     ("SELECT (SELECT max(j)) FROM n", "outer query"),
     ("SELECT (SELECT sum(n2.i) + sum(n.i) FROM n n2) FROM n", "outer query"),
     ("SELECT n.i, __mark_join_marker FROM n JOIN BY (TYPE mark) k ON (n.i = k.i)", "EXISTS"),
+    ("SELECT COLUMNS('.*') FROM n", "COLUMNS"),
+    ("SELECT i FROM n WHERE COLUMNS(lambda c: c LIKE '%') IS NOT NULL", "COLUMNS"),
     ("DESCRIBE n", "con.raw"),
     ("SUMMARIZE n", "con.raw"),
 ]

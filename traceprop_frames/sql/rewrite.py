@@ -641,9 +641,8 @@ class Rewriter:
 
     def _hide_stars(self, sel: exp.Select, exposed: dict[str, set[str]]) -> None:
         every = set().union(*exposed.values()) if exposed else set()
+        self._hide_columns(sel, exposed, every)
         for e in sel.expressions:
-            if isinstance(e, exp.Columns) or e.find(exp.Columns):
-                raise UnsupportedSQLError("COLUMNS(...) expressions: list the columns explicitly")
             if isinstance(e, exp.Alias) and "\\" in e.alias and e.find(exp.Star):
                 raise UnsupportedSQLError(
                     f"{e.sql(dialect=DIALECT)[:60]}: renaming the columns a star pattern matches: list them"
@@ -663,6 +662,27 @@ class Rewriter:
             if names:
                 have = star.args.get("except_") or []
                 star.set("except_", list(have) + [_col(n) for n in sorted(names)])
+
+    def _hide_columns(self, sel: exp.Select, exposed: dict[str, set[str]], every: set[str]) -> None:
+        """``COLUMNS(*)`` / ``COLUMNS(t.*)`` of this SELECT get the hidden columns EXCLUDEd; a pattern or a
+        lambda could match them: refused where a FROM item of this SELECT has a hidden column."""
+        roots = [
+            *sel.expressions,
+            *(sel.args.get(k) for k in ("where", "having", "qualify", "group", "order")),
+        ]
+        for node in [c for r in roots if r is not None for c in r.find_all(exp.Columns)]:
+            if not every or node.find_ancestor(exp.Select) is not sel:
+                continue  # nothing hidden to match here (a subquery's own SELECT handles its COLUMNS)
+            star, names = node.this, every
+            if isinstance(star, exp.Column) and isinstance(star.this, exp.Star):
+                star, names = star.this, exposed.get(star.table.lower(), set())
+            if not isinstance(star, exp.Star) or star.args.get("ilike") is not None:
+                raise UnsupportedSQLError(
+                    f"{node.sql(dialect=DIALECT)[:60]} over a traced table could match its lineage columns: "
+                    "use COLUMNS(*) (with EXCLUDE / REPLACE) or list the columns explicitly"
+                )
+            have = star.args.get("except_") or []
+            star.set("except_", list(have) + [_col(n) for n in sorted(names)])
 
     def _row_structs(self, sel: exp.Select, exposed: dict[str, set[str]]) -> None:
         """A FROM item named as a value (``SELECT t FROM t``, ``(SELECT t)``) is its row as a STRUCT, which
