@@ -21,7 +21,7 @@ import pytest
 
 import traceprop_frames as tpf
 
-SEEDS = [0, 1, 2]
+CASES = [(0, "lazy"), (1, "lazy"), (2, "lazy"), (0, "eager")]  # (seed, capture)
 NAMES = ("t", "u", "g")
 
 
@@ -35,10 +35,11 @@ def _tables(seed: int) -> dict[str, pd.DataFrame]:
     return {"t": t.astype("Int64"), "u": u.astype("Int64"), "g": g.astype("int64")}
 
 
-@pytest.fixture(params=SEEDS)
+@pytest.fixture(params=CASES, ids=[f"{s}-{c}" for s, c in CASES])
 def env(request, tmp_path):
-    frames = _tables(request.param)
-    con = tpf.connect()
+    seed, capture = request.param
+    frames = _tables(seed)
+    con = tpf.connect(capture=capture)
     for name, df in frames.items():
         df.to_parquet(tmp_path / f"{name}.parquet")
         con.read_parquet(tmp_path / f"{name}.parquet", name=name)
