@@ -1070,6 +1070,7 @@ class Rewriter:
                 q.set(key, new)
             return q, None
         by_name = bool(q.args.get("by_name"))
+        _order_positions(q, self.catalog.columns)
         if isinstance(q, (exp.Intersect, exp.Except)) and not distinct:
             return self._setop_all(q, ctes, by_name), LIN
         if isinstance(q, exp.Union) and not distinct:
@@ -1298,6 +1299,51 @@ def _output_names(q: exp.Expression, columns: dict | None = None) -> set[str] | 
                 return None
             names |= {c.lower() for c in cols}
     return names
+
+
+def _order_positions(q: exp.SetOperation, columns: dict | None = None) -> None:
+    """A set operation's ``ORDER BY`` key that is not an output column's name but one branch's SELECT
+    expression (``SELECT a FROM t UNION SELECT b FROM u ORDER BY b``, ``ORDER BY t.a``), as DuckDB binds
+    it: the position of that column (``ORDER BY 1``), where every branch that has it agrees."""
+    order = q.args.get("order")
+    if order is None or q.args.get("by_name"):
+        return
+    names = _output_names(q, columns)
+    branches, leaves = [q.this, q.expression], []
+    while branches:
+        b = branches.pop()
+        if isinstance(b, exp.SetOperation):
+            branches += [b.this, b.expression]
+        elif isinstance(b, exp.Subquery):
+            branches.append(b.this)
+        else:
+            leaves.append(b)
+    if any(not isinstance(b, exp.Select) or any(e.find(exp.Star) for e in b.expressions) for b in leaves):
+        return
+    for o in order.expressions:
+        key = o.this
+        if isinstance(key, exp.Literal) or (
+            isinstance(key, exp.Column) and not key.table and names is not None and key.name.lower() in names
+        ):
+            continue
+        found = {i + 1 for b in leaves for i, e in enumerate(b.expressions) if _same_key(e, key, b)}
+        if len(found) == 1:
+            o.set("this", exp.Literal.number(found.pop()))
+
+
+def _same_key(e: exp.Expression, key: exp.Expression, branch: exp.Select) -> bool:
+    """True if the SELECT expression ``e`` of ``branch`` is what an ORDER BY ``key`` names."""
+    inner = e.this if isinstance(e, exp.Alias) else e
+    if inner.sql(dialect=DIALECT) == key.sql(dialect=DIALECT):
+        return True
+    if not isinstance(key, exp.Column) or not isinstance(key.this, exp.Identifier):
+        return False
+    if not key.table:
+        return e.alias_or_name.lower() == key.name.lower()
+    if not isinstance(inner, exp.Column) or inner.name.lower() != key.name.lower():
+        return False
+    tables = {a.lower() for a in _from_aliases(branch)}
+    return inner.table.lower() == key.table.lower() or (not inner.table and tables == {key.table.lower()})
 
 
 def _move_order(q: exp.SetOperation, outer: exp.Select, columns: dict | None = None) -> None:
