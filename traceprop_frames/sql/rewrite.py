@@ -255,10 +255,14 @@ def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
         fn = fn.this
     name = (fn.name if isinstance(fn, exp.Anonymous) else fn.sql_name()).lower()
     partition, order, spec = win.args.get("partition_by"), win.args.get("order"), win.args.get("spec")
-    if isinstance(win.args.get("alias"), exp.Identifier):  # OVER w / OVER (w ...): a WINDOW clause entry
-        base = named.get(win.args["alias"].name.lower())
-        if base is None or isinstance(base.args.get("alias"), exp.Identifier):
-            raise UnsupportedSQLError(f"window {win.args['alias'].name}: define it without another window")
+    seen = set()
+    base = win
+    while isinstance(base.args.get("alias"), exp.Identifier):  # OVER w / OVER (w ...): a WINDOW entry,
+        ref = base.args["alias"].name.lower()  # which may build on another one (w AS (base ROWS ...))
+        base = named.get(ref)
+        if base is None or ref in seen:
+            raise UnsupportedSQLError(f"window {ref}: define it in the WINDOW clause of the same SELECT")
+        seen.add(ref)
         partition = partition or base.args.get("partition_by")
         order = order or base.args.get("order")
         spec = spec or base.args.get("spec")
