@@ -11,6 +11,7 @@ Oracles (independent of the rewriter):
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
+from traceprop_frames.errors import MissingLineageWarning
 
 CASES = [(0, "lazy"), (1, "lazy"), (2, "lazy"), (0, "eager")]  # (seed, capture)
 NAMES = ("t", "u", "g")
@@ -186,3 +188,16 @@ def test_recursive_union_in_create_table_as(env):
     assert Counter(_rows(got)) == Counter(_rows(_plain(frames).sql(q).df()))
     for i in range(len(got)):
         assert set(_lineage_rows(got, i)["g"].tolist()) == set(range(len(frames["g"])))
+
+
+def test_recursive_union_names_a_table_without_lineage(env):
+    con, _ = env
+    con.raw.execute("CREATE TABLE plain_e AS SELECT * FROM (VALUES (0, 1), (1, 2)) v(a, b)")
+    df = con.sql(
+        "WITH RECURSIVE r(n) AS (SELECT k FROM t WHERE o = 0 UNION "
+        "SELECT plain_e.b FROM r JOIN plain_e ON plain_e.a = r.n) SELECT n FROM r"
+    )
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        df.tp.sources()
+    assert any(issubclass(w.category, MissingLineageWarning) and "plain_e" in str(w.message) for w in rec)

@@ -443,6 +443,8 @@ class Rewriter:
             seen.add(key)
             if ctes.get(key) if key in ctes else self.catalog.hidden.get(key):
                 parts.append(exp.select(one.copy()).from_(exp.Table(this=t.this.copy())))
+            elif key not in ctes and key in self.catalog.columns:
+                self.untraced.add(key)  # a table without lineage: named in the result's missing_lineage
         union = parts[0]
         for part in parts[1:]:
             union = exp.Union(this=union, expression=part, distinct=False)
