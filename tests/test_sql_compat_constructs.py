@@ -133,6 +133,9 @@ SAME = [
     "SELECT COLUMNS(* REPLACE (i + 1 AS i)) FROM n",
     "SELECT COLUMNS('.*') FROM (SELECT 1 AS a, 2 AS b)",
     "SELECT DISTINCT COLUMNS('key') FROM (VALUES (1, 1, 2), (1, 1, 3)) AS t(key1, key2, v)",
+    # a window over rows without lineage adds none (COLUMNS in it makes one window per column)
+    "SELECT rank() OVER (ORDER BY COLUMNS('^(.*)_score$') DESC) AS '\\1_rank' FROM (SELECT range AS "
+    "math_score, 100 - range AS reading_score FROM range(65, 100, 5))",
     # GROUP BY * is GROUP BY ALL
     "SELECT i % 2 AS p, sum(j) AS s FROM n GROUP BY * ORDER BY 1",
 ]
@@ -149,6 +152,7 @@ REFUSED = [
     ("SELECT n.i, __mark_join_marker FROM n JOIN BY (TYPE mark) k ON (n.i = k.i)", "EXISTS"),
     ("SELECT COLUMNS('.*') FROM n", "COLUMNS"),
     ("SELECT i FROM n WHERE COLUMNS(lambda c: c LIKE '%') IS NOT NULL", "COLUMNS"),
+    ("SELECT rank() OVER (ORDER BY COLUMNS(* EXCLUDE (s))) AS r FROM n", "COLUMNS"),
     ("DESCRIBE n", "con.raw"),
     ("SUMMARIZE n", "con.raw"),
 ]

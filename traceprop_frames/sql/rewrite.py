@@ -571,6 +571,10 @@ class Rewriter:
                 is_agg = True
         named = {w.name.lower(): w for w in sel.args.get("windows") or []}
         windows = [w for root in select_like_roots(sel) for w in _windows_in(root)]
+        if not (lin.scalars or lin.lists or group_extra):
+            windows = []  # the rows a window reads carry no lineage: nothing to add
+        if any(w.find(exp.Columns) for w in windows):  # one window per matched column: frames unknown here
+            raise UnsupportedSQLError("COLUMNS(...) in a window over a traced table: list the columns")
         frames = [self._unalias(_frame_of(w, named, aggs), sel) for w in windows]
         if is_agg:
             base = lin.aggregated(group_extra)
