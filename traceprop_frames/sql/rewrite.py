@@ -346,7 +346,15 @@ class Rewriter:
         if rule is None:
             if isinstance(q, exp.Values) or not trace:
                 return q, None
-            raise UnsupportedSQLError(f"cannot carry lineage through a {type(q).__name__} query")
+            if isinstance(q, exp.DML):
+                raise UnsupportedSQLError(
+                    f"{type(q).__name__.upper()} inside a query (a data-modifying CTE): run it as a statement of "
+                    "its own first, then query the table"
+                )
+            raise UnsupportedSQLError(
+                f"cannot carry lineage through a {type(q).__name__} query: write it as a plain SELECT, or run "
+                "it on con.raw (without lineage)"
+            )
         return rule(self, q, ctes, trace, force_list)
 
     def _cte(self, cte: exp.CTE, ctes: dict, trace: bool, recursive: bool) -> None:
@@ -765,7 +773,10 @@ class Rewriter:
     def _from_item(self, item, ctes: dict, trace: bool, exposed: dict) -> list[tuple[exp.Expression, str]]:
         rule = _FROM_RULES.get(type(item))
         if rule is None:
-            raise UnsupportedSQLError(f"{type(item).__name__} in FROM")
+            raise UnsupportedSQLError(
+                f"{type(item).__name__.upper()} in FROM: run it on con.raw (it would list the lineage columns), "
+                "or select from the table itself"
+            )
         return rule(self, item, ctes, trace, exposed)
 
     def _table(self, t: exp.Table, ctes: dict, trace: bool, exposed: dict):
