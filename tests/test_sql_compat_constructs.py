@@ -113,11 +113,36 @@ SAME = [
     "SELECT 'q' IN (SELECT w FROM k WHERE w IS NOT NULL)",
     # parenthesised joins of VALUES
     "SELECT l.a FROM ((VALUES (1), (2)) l(a) FULL JOIN (VALUES (1), (3)) r(b) ON l.a = r.b) CROSS JOIN k",
+    # an aliased parenthesised join whose first item is a subquery; a lateral subquery reading no table
+    "SELECT * FROM ((SELECT i // 2 AS a FROM n) s JOIN k ON a = k.i) j, LATERAL (SELECT a) s2(b)",
+    "SELECT * FROM n, t1, (SELECT DISTINCT t1.x AS a, n.j AS b FROM t1) AS s CROSS JOIN (SELECT n.i AS c)",
+    # string_agg's exported state keeps its name (to_aggregate_state names it)
+    "SELECT i % 2 AS g, finalize(combine(string_agg(s, '-') EXPORT_STATE, to_aggregate_state(string_agg(s, "
+    "'-') EXPORT_STATE, 'string_agg', ['VARCHAR', 'VARCHAR'], [NULL, '-']))) AS c FROM n GROUP BY g",
+    "SELECT group_concat(s ORDER BY i) AS a, listagg(s, ';') AS b FROM n",
+    # a set operation's ORDER BY naming one branch's column: that column's position
+    "SELECT x FROM t1 UNION SELECT y FROM t2 ORDER BY t2.y",
+    "SELECT x FROM t1 UNION SELECT z FROM t2 ORDER BY z DESC",
+    "SELECT x - 1 AS a FROM t1 UNION SELECT y - 1 AS b FROM t2 ORDER BY b",
+    "SELECT x - 1 AS a FROM t1 UNION SELECT x - 2 FROM t1 ORDER BY x - 2",
+    "SELECT x FROM t1 INTERSECT ALL SELECT y FROM t2 UNION ALL SELECT 4 ORDER BY t1.x",
+    # COLUMNS(*) never shows the hidden column; COLUMNS('pattern') where no FROM item has one
+    "SELECT min(COLUMNS(*)) FROM n",
+    "SELECT COLUMNS(* EXCLUDE (s)) + 1 FROM n WHERE COLUMNS(* EXCLUDE (s)) > 1",
+    "SELECT COLUMNS(n.*) FROM n",
+    "SELECT COLUMNS(* REPLACE (i + 1 AS i)) FROM n",
+    "SELECT COLUMNS('.*') FROM (SELECT 1 AS a, 2 AS b)",
+    "SELECT DISTINCT COLUMNS('key') FROM (VALUES (1, 1, 2), (1, 1, 3)) AS t(key1, key2, v)",
+    # a window over rows without lineage adds none (COLUMNS in it makes one window per column)
+    "SELECT rank() OVER (ORDER BY COLUMNS('^(.*)_score$') DESC) AS '\\1_rank' FROM (SELECT range AS "
+    "math_score, 100 - range AS reading_score FROM range(65, 100, 5))",
+    # GROUP BY * is GROUP BY ALL
+    "SELECT i % 2 AS p, sum(j) AS s FROM n GROUP BY * ORDER BY 1",
 ]
 
 REFUSED = [
     # DuckDB binds a set operation's ORDER BY against any branch's columns; outside, that is not known
-    ("SELECT x FROM t1 UNION SELECT y FROM t2 ORDER BY t2.y", "ORDER BY"),
+    ("SELECT * FROM t1 UNION SELECT * FROM t2 ORDER BY t2.z", "ORDER BY"),
     ("(SELECT x FROM t1 UNION ALL SELECT y FROM t1) UNION ALL BY NAME SELECT 5 ORDER BY y", "ORDER BY"),
     ("SELECT * FROM n NATURAL JOIN (SELECT * FROM k) s", "USING"),
     ("SELECT * FROM n NATURAL JOIN t1", "CROSS JOIN"),
@@ -125,6 +150,9 @@ REFUSED = [
     ("SELECT (SELECT max(j)) FROM n", "outer query"),
     ("SELECT (SELECT sum(n2.i) + sum(n.i) FROM n n2) FROM n", "outer query"),
     ("SELECT n.i, __mark_join_marker FROM n JOIN BY (TYPE mark) k ON (n.i = k.i)", "EXISTS"),
+    ("SELECT COLUMNS('.*') FROM n", "COLUMNS"),
+    ("SELECT i FROM n WHERE COLUMNS(lambda c: c LIKE '%') IS NOT NULL", "COLUMNS"),
+    ("SELECT rank() OVER (ORDER BY COLUMNS(* EXCLUDE (s))) AS r FROM n", "COLUMNS"),
     ("DESCRIBE n", "con.raw"),
     ("SUMMARIZE n", "con.raw"),
 ]

@@ -110,6 +110,7 @@ def test_group_aggregate_changes_instead_of_vanishing(credit, tmp_path):
     rows = np.flatnonzero(bur["SK_ID_CURR"].to_numpy() == who).tolist()[:2]  # two of the applicant's credits
     cert = clf.unlearn(source=credit["bureau"], rows=rows, rebuild=lambda: bureau_features(credit))
     assert cert.body["rebuild"]["samples_vanished"] == 0  # the applicant stays, with new aggregates
+    assert cert.body["status"] == "erased" and cert.body["rebuild"]["samples_changed"] >= 1
     assert cert.body["forget_set"]["count"] == 0
     deleted = {**credit, "bureau": _without_rows(credit["bureau"], rows, tmp_path / "deleted")}
     ref_X, ref_y = bureau_features(deleted)

@@ -56,7 +56,10 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 TIMEOUT_S = 10.0
 CLASSES = ("identical", "refused", "different", "crash", "order-dependent")
 _REWRITE_FAILED = "the lineage-carrying rewrite of this query failed"
-_VOLATILE = re.compile(r"\b(nextval|currval|setseed|duckdb_logs\w*|current_query)\s*\(", re.I)
+_VOLATILE = re.compile(
+    r"\b(nextval|currval|setseed|duckdb_logs\w*|current_query|random|gen_random_uuid|uuid|uuidv[47])\s*\(",
+    re.I,
+)
 
 
 def _is_query(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
@@ -335,7 +338,9 @@ def _replay(path: Path, rel: str) -> dict:
                     continue
                 if _VOLATILE.search(sql):
                     rp.statement(sql)
-                    out["counts"]["skip:reads or advances state (nextval, currval, setseed, logs)"] += 1
+                    out["counts"][
+                        "skip:reads or advances state (nextval, currval, setseed, logs, random)"
+                    ] += 1
                     continue
                 cls, detail = rp.query(sql, rec.sort)
                 out["counts"][cls] += 1

@@ -12,6 +12,11 @@ fix below keeps one of them (see ``tests/test_sql_compat_constructs.py``):
 - ``reduce(list, lambda, initial)`` keeps its argument order (sqlglot swapped lambda and initial value).
 - ``LIMIT (expr) %`` is written with ``%`` (DuckDB rejects ``(expr) PERCENT``).
 - ``agg(x) EXPORT_STATE`` is read as one expression (sqlglot read EXPORT_STATE as a column alias).
+- ``USING KEY (k, max(v) AS v)`` of a recursive CTE is read with its aggregates (sqlglot read names only).
+- ``GROUP BY *`` is read as ``GROUP BY ALL`` (what DuckDB means by it; a star would also take the
+  columns the rewrite adds).
+- ``string_agg`` / ``group_concat`` keep the name written (sqlglot wrote ``LISTAGG``, whose exported state
+  ``to_aggregate_state(..., 'string_agg', ...)`` then cannot combine with).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from sqlglot.parsers.duckdb import DuckDBParser
 from sqlglot.tokens import TokenType
 
 _NULLS = "tp_nulls"  # Ordered.meta key: "FIRST" | "LAST" when the query names the null order
+_NAME = "tp_name"  # GroupConcat.meta key: the function name the query wrote
+_STRING_AGGS = ("STRING_AGG", "GROUP_CONCAT", "LISTAGG")
 
 
 class ExportState(exp.Expression, exp.Func):
@@ -38,6 +45,18 @@ def _reduce(args: list) -> exp.Expression:
     return exp.Reduce(this=args[0], merge=args[1], initial=args[2])
 
 
+def _named_as(name: str, parse):
+    """A function parser that records the name the query wrote on the node it returns."""
+
+    def parse_named(self):
+        node = parse(self)
+        if isinstance(node, exp.GroupConcat):
+            node.meta[_NAME] = name
+        return node
+
+    return parse_named
+
+
 class _Parser(DuckDBParser):
     # ``arr[:x]`` is a slice; DuckDB has no ``:name`` parameters (sqlglot read ``:x`` as one)
     PLACEHOLDER_PARSERS = {k: v for k, v in DuckDBParser.PLACEHOLDER_PARSERS.items() if k != TokenType.COLON}
@@ -47,6 +66,10 @@ class _Parser(DuckDBParser):
         "LIST_REDUCE": _reduce,
         "ARRAY_REDUCE": _reduce,
     }
+    FUNCTION_PARSERS = {
+        **DuckDBParser.FUNCTION_PARSERS,
+        **{k: _named_as(k, DuckDBParser.FUNCTION_PARSERS[k]) for k in _STRING_AGGS},
+    }
 
     def _parse_ordered(self, parse_method=None):
         start = self._index
@@ -55,6 +78,22 @@ class _Parser(DuckDBParser):
             words = [t.text.upper() for t in self._tokens[max(start, self._index - 2) : self._index]]
             if len(words) == 2 and words[0] == "NULLS" and words[1] in ("FIRST", "LAST"):
                 node.meta[_NULLS] = words[1]
+        return node
+
+    def _parse_wrapped_id_vars(self, optional: bool = False):
+        prev = [t.text.upper() for t in self._tokens[max(self._index - 2, 0) : self._index]]
+        if prev == ["USING", "KEY"]:  # USING KEY (k, max(v)): DuckDB's keys may aggregate (sqlglot: names)
+            return self._parse_wrapped_csv(self._parse_assignment_alias)
+        return super()._parse_wrapped_id_vars(optional)
+
+    def _parse_assignment_alias(self):
+        return self._parse_alias(self._parse_assignment())
+
+    def _parse_group(self, skip_group_by_token: bool = False):
+        node = super()._parse_group(skip_group_by_token)
+        star = node.expressions[0] if node is not None and len(node.expressions) == 1 else None
+        if isinstance(star, exp.Star) and not any(star.args.values()) and list(node.args) == ["expressions"]:
+            return exp.Group(all=True)  # GROUP BY * is GROUP BY ALL (not "every column", lineage keys too)
         return node
 
     def _parse_column_ops(self, this):
@@ -73,12 +112,18 @@ class _Generator(DuckDBGenerator):
     TRANSFORMS = {
         **DuckDBGenerator.TRANSFORMS,
         ExportState: lambda self, e: f"{self.sql(e, 'this')} EXPORT_STATE",
+        exp.GroupConcat: lambda self, e: self.groupconcat_sql(e),
     }
     IGNORE_RESPECT_NULLS_WINDOW_FUNCTIONS = (
         *DuckDBGenerator.IGNORE_RESPECT_NULLS_WINDOW_FUNCTIONS,
         exp.First,
         exp.Last,
     )
+
+    def groupconcat_sql(self, expression: exp.GroupConcat) -> str:
+        sql = DuckDBGenerator.TRANSFORMS[exp.GroupConcat](self, expression)
+        name = expression.meta.get(_NAME)
+        return name + sql[len("LISTAGG") :] if name and sql.startswith("LISTAGG(") else sql
 
     def not_sql(self, expression: exp.Not) -> str:
         inner = expression.this  # "x IS NOT NULL", as DuckDB names a column computed from it

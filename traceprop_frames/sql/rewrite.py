@@ -28,9 +28,12 @@ Rules (one small function per operator kind, see ``_QUERY_RULES`` and ``_FROM_RU
 - DISTINCT ON: a kept row keeps its own lineage (alone, it is the first of its group again).
 - GROUP BY, aggregates without GROUP BY, DISTINCT: the union of the members of the group.
 - UNION ALL: each row keeps its branch row's ids; UNION / INTERSECT: the union over every input row (of
-  either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL and
-  EXCEPT ALL raise.
-- CTEs (chained, and WITH RECURSIVE ... UNION ALL) and derived tables are rewritten recursively.
+  either side) equal to the output row; EXCEPT: the equal rows of the left side only. INTERSECT ALL:
+  output copy i of a value keeps the i-th equal row of each side; EXCEPT ALL: every copy keeps all equal
+  rows of both sides (the right side's rows decide how many copies remain, see ``_setop_all``).
+- CTEs (chained, and WITH RECURSIVE ... UNION ALL) and derived tables are rewritten recursively. WITH
+  RECURSIVE ... UNION (and USING KEY): the recursion runs as written; each of its rows gets one shared set,
+  the anchor's rows and every row of the tables the recursive part reads (see ``_recursive_union``).
 - Subqueries in WHERE / SELECT / HAVING / JOIN ON (see ``Rewriter._subquery``):
   * ``EXISTS (q)``: the rows of ``q`` that witnessed it (for a correlated ``q``, those matching the
     current outer row);
@@ -252,10 +255,14 @@ def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
         fn = fn.this
     name = (fn.name if isinstance(fn, exp.Anonymous) else fn.sql_name()).lower()
     partition, order, spec = win.args.get("partition_by"), win.args.get("order"), win.args.get("spec")
-    if isinstance(win.args.get("alias"), exp.Identifier):  # OVER w / OVER (w ...): a WINDOW clause entry
-        base = named.get(win.args["alias"].name.lower())
-        if base is None or isinstance(base.args.get("alias"), exp.Identifier):
-            raise UnsupportedSQLError(f"window {win.args['alias'].name}: define it without another window")
+    seen = set()
+    base = win
+    while isinstance(base.args.get("alias"), exp.Identifier):  # OVER w / OVER (w ...): a WINDOW entry,
+        ref = base.args["alias"].name.lower()  # which may build on another one (w AS (base ROWS ...))
+        base = named.get(ref)
+        if base is None or ref in seen:
+            raise UnsupportedSQLError(f"window {ref}: define it in the WINDOW clause of the same SELECT")
+        seen.add(ref)
         partition = partition or base.args.get("partition_by")
         order = order or base.args.get("order")
         spec = spec or base.args.get("spec")
@@ -339,30 +346,121 @@ class Rewriter:
         if rule is None:
             if isinstance(q, exp.Values) or not trace:
                 return q, None
-            raise UnsupportedSQLError(f"cannot carry lineage through a {type(q).__name__} query")
+            if isinstance(q, exp.DML):
+                raise UnsupportedSQLError(
+                    f"{type(q).__name__.upper()} inside a query (a data-modifying CTE): run it as a statement of "
+                    "its own first, then query the table"
+                )
+            raise UnsupportedSQLError(
+                f"cannot carry lineage through a {type(q).__name__} query: write it as a plain SELECT, or run "
+                "it on con.raw (without lineage)"
+            )
         return rule(self, q, ctes, trace, force_list)
 
     def _cte(self, cte: exp.CTE, ctes: dict, trace: bool, recursive: bool) -> None:
         name = cte.alias_or_name.lower()
-        if recursive and trace:
-            body = cte.this
-            if isinstance(body, exp.SetOperation) and not (
-                isinstance(body, exp.Union) and not body.args.get("distinct")
-            ):
-                raise UnsupportedSQLError("WITH RECURSIVE with UNION (without ALL): lineage needs UNION ALL")
+        recursive = recursive and _reads_table(cte.this, name)
+        body = cte.this
+        keyed = bool(cte.args.get("key_expressions"))  # USING KEY: rows replace rows (their lineage too)
+        if keyed and trace and not isinstance(body, exp.SetOperation):
+            raise UnsupportedSQLError("USING KEY on a CTE that is not a UNION: write it without USING KEY")
+        if (
+            (recursive or keyed)
+            and trace
+            and isinstance(body, exp.SetOperation)
+            and (keyed or not _is_union_all(body))
+        ):
+            new, kind = self._recursive_union(cte, ctes)
+            recursive = False  # the recursion moved into the CTE's own WITH RECURSIVE
+        elif recursive and trace:
             ctes[name] = LIN
             new, kind = self.query(body, ctes, trace, force_list=True)
         else:
             new, kind = self.query(cte.this, ctes, trace)
         cte.set("this", new)
         ctes[name] = kind
-        self._cte_cols[name] = _column_list(new, cte.args.get("alias") or exp.TableAlias())
+        cols = _column_list(new, cte.args.get("alias") or exp.TableAlias())
+        self._cte_cols[name] = cols if cols is not None else self._cte_cols.get(name)
         self._cte_defs[name] = cte
         if recursive:
             self._recursive.add(name)
         alias = cte.args.get("alias")
         if kind and alias is not None and alias.columns:
             self._cte_hidden_column(cte, kind, recursive)
+            if recursive:  # the column list now names every column
+                self._cte_cols[name] = [c.name for c in alias.columns if c.name not in HIDDEN]
+
+    def _recursive_union(self, cte: exp.CTE, ctes: dict) -> tuple[exp.Select, str | None]:
+        """``WITH RECURSIVE c AS (anchor UNION recursive part)``: UNION removes rows equal to earlier ones,
+        so lineage cannot travel through the recursion (rows with other lineage would never be equal);
+        ``USING KEY`` replaces rows by key (its aggregates would merge or drop lineage).
+        The recursion runs untraced, as written, under a new name inside ``c`` itself; every row of ``c``
+        gets one shared set: the lineage of every anchor row and every row of each traced table the
+        recursive part reads. Re-run on those rows, the anchor gives the same rows and the recursive part
+        reads whole tables, so ``c`` comes out the same (sufficient; coarse: not the one derivation)."""
+        name, body = cte.alias_or_name, cte.this
+        wq = self._recursive_witness(body, name.lower(), ctes)
+        inner = self._alias("rec")
+        new, _ = self.query(body, {**ctes, name.lower(): None}, False)
+        for t in new.find_all(exp.Table):
+            if _names_cte(t, name.lower()):
+                if not t.alias and not t.args.get("db"):
+                    t.set("alias", exp.TableAlias(this=t.this.copy()))
+                t.set("this", exp.to_identifier(inner))
+        alias = cte.args.get("alias")
+        columns = list(alias.columns) if alias is not None else []
+        anchor = body
+        while isinstance(anchor, (exp.SetOperation, exp.Subquery)):
+            anchor = anchor.this
+        self._cte_cols[name.lower()] = [c.name for c in columns] or _column_list(anchor, exp.TableAlias())
+        if alias is not None:
+            alias.set("columns", None)
+        rec = exp.CTE(this=new, alias=exp.TableAlias(this=exp.to_identifier(inner), columns=columns))
+        rec.set("key_expressions", cte.args.get("key_expressions"))  # USING KEY (k): the recursion's own
+        cte.set("key_expressions", None)
+        out = exp.select("*").from_(inner)
+        out.set("with_", exp.With(expressions=[rec], recursive=True))
+        if wq is None:
+            return out, None
+        marker = self.constant(wq, LIN, None, self._with(ctes)) if self.constant is not None else None
+        if marker is not None:
+            out.append("expressions", _named(marker, RID))
+            return out, RID
+        shared = _t(f"(SELECT flatten(list(__tp_w.{LIN})) FROM x AS __tp_w)")
+        shared.this.args["from_"].this.replace(exp.Subquery(this=wq, alias=exp.TableAlias(this="__tp_w")))
+        out.append("expressions", _named(shared, LIN))
+        return out, LIN
+
+    def _recursive_witness(self, body: exp.SetOperation, name: str, ctes: dict) -> exp.Expression | None:
+        """``SELECT 1, lineage`` over the anchor's rows and every row of each traced table (or CTE) the
+        recursive part reads, rewritten; None if none of them is traced."""
+        one = exp.alias_(exp.Literal.number(1), "__tp_v")
+        anchor = exp.Subquery(
+            this=body.this.copy(), alias=exp.TableAlias(this=exp.to_identifier(self._alias("a")))
+        )
+        parts, seen = [exp.select(one.copy()).from_(anchor)], set()
+        for t in body.expression.find_all(exp.Table):
+            key = t.name.lower()
+            if (
+                not isinstance(t.this, exp.Identifier)
+                or _names_cte(t, name)
+                or key in seen
+                or t.args.get("db")
+            ):
+                continue
+            seen.add(key)
+            if ctes.get(key) if key in ctes else self.catalog.hidden.get(key):
+                parts.append(exp.select(one.copy()).from_(exp.Table(this=t.this.copy())))
+            elif key not in ctes and key in self.catalog.columns:
+                self.untraced.add(key)  # a table without lineage: named in the result's missing_lineage
+        union = parts[0]
+        for part in parts[1:]:
+            union = exp.Union(this=union, expression=part, distinct=False)
+        wq, _ = self.query(union, ctes, True, force_list=True)
+        branches = [wq]
+        while isinstance(branches[0], exp.SetOperation):
+            branches[:1] = [branches[0].this, branches[0].expression]
+        return None if all(_reads_nothing(b) for b in branches) else wq
 
     def _cte_hidden_column(self, cte: exp.CTE, kind: str, recursive: bool) -> None:
         """``WITH c(a) AS (...)`` renames the body's first columns; the hidden column keeps its name."""
@@ -376,13 +474,44 @@ class Rewriter:
         anchor = cte.this
         while isinstance(anchor, (exp.SetOperation, exp.Subquery)):
             anchor = anchor.this
-        names = _column_list(anchor, exp.TableAlias())
-        if names is None or len(names) != len(alias.columns):
+        names = _column_list(anchor, exp.TableAlias()) or self._star_columns(anchor)
+        given = [c.name for c in alias.columns]
+        if names is None or len(names) < len(given):
             raise UnsupportedSQLError(
-                f"WITH RECURSIVE {cte.alias}({', '.join(c.name for c in alias.columns)}): name every column "
-                "of the CTE in its column list (or none)"
+                f"WITH RECURSIVE {cte.alias}({', '.join(given)}): name every column of the CTE in its column "
+                "list (or none)"
             )
-        alias.append("columns", exp.to_identifier(kind))
+        rest = [exp.to_identifier(n) for n in names[len(given) :]]  # the anchor's names for the others
+        alias.set("columns", [*alias.columns, *rest, exp.to_identifier(kind)])
+
+    def _star_columns(self, sel: exp.Expression) -> list[str] | None:
+        """Visible columns of ``SELECT * FROM one item`` (rewritten) where the item's columns are known:
+        a VALUES list (DuckDB names its columns col0, col1, ... unless aliased), a CTE, a table."""
+        if not isinstance(sel, exp.Select) or sel.args.get("joins") or sel.args.get("from_") is None:
+            return None
+        shown = [e for e in sel.expressions if e.alias_or_name not in HIDDEN]
+        star = shown[0] if len(shown) == 1 else None
+        if not isinstance(star, exp.Star) or any(v for k, v in star.args.items() if k != "except_"):
+            return None
+        if any(c.name not in HIDDEN for c in star.args.get("except_") or []):
+            return None
+        item = sel.args["from_"].this
+        alias = item.args.get("alias")
+        renamed = [c.name for c in alias.columns] if alias is not None else []
+        inner = item.this if isinstance(item, exp.Subquery) else item
+        if isinstance(inner, exp.Values) and inner.expressions:
+            renamed = renamed or [c.name for c in (inner.args.get("alias") or exp.TableAlias()).columns]
+            first = inner.expressions[0]
+            n = len(first.expressions) if isinstance(first, exp.Tuple) else 1
+            names = [f"col{i}" for i in range(n)]
+        elif (
+            isinstance(item, exp.Table) and isinstance(item.this, exp.Identifier) and not item.args.get("db")
+        ):
+            name = item.name.lower()
+            names = self._cte_cols.get(name) if name in self._cte_cols else self.catalog.columns.get(name)
+        else:
+            return None
+        return None if names is None else renamed + list(names)[len(renamed) :]
 
     def _select(self, sel: exp.Select, ctes: dict, trace: bool, force_list: bool):
         self._scopes.append({})
@@ -450,6 +579,10 @@ class Rewriter:
                 is_agg = True
         named = {w.name.lower(): w for w in sel.args.get("windows") or []}
         windows = [w for root in select_like_roots(sel) for w in _windows_in(root)]
+        if not (lin.scalars or lin.lists or group_extra):
+            windows = []  # the rows a window reads carry no lineage: nothing to add
+        if any(w.find(exp.Columns) for w in windows):  # one window per matched column: frames unknown here
+            raise UnsupportedSQLError("COLUMNS(...) in a window over a traced table: list the columns")
         frames = [self._unalias(_frame_of(w, named, aggs), sel) for w in windows]
         if is_agg:
             base = lin.aggregated(group_extra)
@@ -526,9 +659,8 @@ class Rewriter:
 
     def _hide_stars(self, sel: exp.Select, exposed: dict[str, set[str]]) -> None:
         every = set().union(*exposed.values()) if exposed else set()
+        self._hide_columns(sel, exposed, every)
         for e in sel.expressions:
-            if isinstance(e, exp.Columns) or e.find(exp.Columns):
-                raise UnsupportedSQLError("COLUMNS(...) expressions: list the columns explicitly")
             if isinstance(e, exp.Alias) and "\\" in e.alias and e.find(exp.Star):
                 raise UnsupportedSQLError(
                     f"{e.sql(dialect=DIALECT)[:60]}: renaming the columns a star pattern matches: list them"
@@ -548,6 +680,27 @@ class Rewriter:
             if names:
                 have = star.args.get("except_") or []
                 star.set("except_", list(have) + [_col(n) for n in sorted(names)])
+
+    def _hide_columns(self, sel: exp.Select, exposed: dict[str, set[str]], every: set[str]) -> None:
+        """``COLUMNS(*)`` / ``COLUMNS(t.*)`` of this SELECT get the hidden columns EXCLUDEd; a pattern or a
+        lambda could match them: refused where a FROM item of this SELECT has a hidden column."""
+        roots = [
+            *sel.expressions,
+            *(sel.args.get(k) for k in ("where", "having", "qualify", "group", "order")),
+        ]
+        for node in [c for r in roots if r is not None for c in r.find_all(exp.Columns)]:
+            if not every or node.find_ancestor(exp.Select) is not sel:
+                continue  # nothing hidden to match here (a subquery's own SELECT handles its COLUMNS)
+            star, names = node.this, every
+            if isinstance(star, exp.Column) and isinstance(star.this, exp.Star):
+                star, names = star.this, exposed.get(star.table.lower(), set())
+            if not isinstance(star, exp.Star) or star.args.get("ilike") is not None:
+                raise UnsupportedSQLError(
+                    f"{node.sql(dialect=DIALECT)[:60]} over a traced table could match its lineage columns: "
+                    "use COLUMNS(*) (with EXCLUDE / REPLACE) or list the columns explicitly"
+                )
+            have = star.args.get("except_") or []
+            star.set("except_", list(have) + [_col(n) for n in sorted(names)])
 
     def _row_structs(self, sel: exp.Select, exposed: dict[str, set[str]]) -> None:
         """A FROM item named as a value (``SELECT t FROM t``, ``(SELECT t)``) is its row as a STRUCT, which
@@ -620,7 +773,10 @@ class Rewriter:
     def _from_item(self, item, ctes: dict, trace: bool, exposed: dict) -> list[tuple[exp.Expression, str]]:
         rule = _FROM_RULES.get(type(item))
         if rule is None:
-            raise UnsupportedSQLError(f"{type(item).__name__} in FROM")
+            raise UnsupportedSQLError(
+                f"{type(item).__name__.upper()} in FROM: run it on con.raw (it would list the lineage columns), "
+                "or select from the table itself"
+            )
         return rule(self, item, ctes, trace, exposed)
 
     def _table(self, t: exp.Table, ctes: dict, trace: bool, exposed: dict):
@@ -722,14 +878,15 @@ class Rewriter:
     def _derived(self, sub: exp.Subquery, ctes: dict, trace: bool, exposed: dict):
         inner = sub.this
         alias = sub.args.get("alias")
-        if not isinstance(inner, exp.Query):  # a parenthesised join: (a JOIN b ON ...)
+        if not isinstance(inner, exp.Query) or (isinstance(inner, exp.Subquery) and inner.args.get("joins")):
+            # a parenthesised join: (a JOIN b ON ...), ((q) s JOIN b ON ...)
             if alias is not None and alias.name:  # (a JOIN b) AS j: the inner names are hidden
                 sub.set("this", exp.select("*").from_(inner))
                 return self._derived(sub, ctes, trace, exposed)
             joins = inner.args.get("joins") or []
             items = [inner] + [j.this for j in joins]
             return [p for parts in self._join_items(items, joins, ctes, trace, exposed) for p in parts]
-        new, kind = self.query(inner, ctes, trace)
+        new, kind = _no_constant_lineage(*self.query(inner, ctes, trace))
         sub.set("this", new)
         if alias is None or not alias.name:
             alias = self._unnamed(alias)
@@ -756,7 +913,7 @@ class Rewriter:
         if not (isinstance(inner, exp.Subquery) and isinstance(inner.this, exp.Query)):
             self._item(item.alias_or_name or "lateral", None, False)
             return []
-        new, kind = self.query(inner.this, ctes, trace)
+        new, kind = _no_constant_lineage(*self.query(inner.this, ctes, trace))
         if alias is None or not alias.name:
             alias = self._unnamed(alias)
         self._item(alias.name, _column_list(new, alias), bool(kind))
@@ -933,9 +1090,10 @@ class Rewriter:
                 new, _ = self.query(q.args[key], ctes, False)
                 q.set(key, new)
             return q, None
-        if isinstance(q, (exp.Intersect, exp.Except)) and not distinct:
-            raise UnsupportedSQLError(f"{type(q).__name__.upper()} ALL: multiset lineage is not defined")
         by_name = bool(q.args.get("by_name"))
+        _order_positions(q, self.catalog.columns)
+        if isinstance(q, (exp.Intersect, exp.Except)) and not distinct:
+            return self._setop_all(q, ctes, by_name), LIN
         if isinstance(q, exp.Union) and not distinct:
             kinds = []
             for key in ("this", "expression"):
@@ -972,6 +1130,42 @@ class Rewriter:
         )
         _move_order(q, outer, self.catalog.columns)
         return outer, LIN
+
+    def _setop_all(self, q: exp.SetOperation, ctes: dict, by_name: bool) -> exp.Select:
+        """INTERSECT ALL / EXCEPT ALL: the sides tagged and grouped by every column, with each group's
+        left and right lineage lists (``__tp_a``, ``__tp_b``); the group's output copies are a ``range``.
+        INTERSECT ALL pairs copies: copy i keeps the i-th equal row of each side (re-run on any c copies'
+        rows, each side has at least c and min(m, n) caps it: c copies again). EXCEPT ALL: each of the
+        m - n copies keeps every equal row of both sides (re-run on them, the left side has its m rows
+        again and the right side its n: the same m - n copies, so counts over them hold too)."""
+        intersect = isinstance(q, exp.Intersect)
+        left, _ = self.query(q.this, ctes, True, force_list=True)
+        right, _ = self.query(q.expression, ctes, True, force_list=True)
+        right = self._tagged(right, 1)
+        both = exp.Union(this=self._tagged(left, 0), expression=right, distinct=False, by_name=by_name)
+        group = _t(
+            f"SELECT * EXCLUDE ({LIN}, {_SIDE}), list({LIN}) FILTER (WHERE {_SIDE} = 0) AS __tp_a, "
+            f"list({LIN}) FILTER (WHERE {_SIDE} = 1) AS __tp_b FROM x GROUP BY ALL HAVING min({_SIDE}) = 0"
+        )
+        group.set(
+            "from_", exp.From(this=exp.Subquery(this=both, alias=exp.TableAlias(this=self._alias("s"))))
+        )
+        g = self._alias("g")
+        if intersect:
+            copies = f"least(len({g}.__tp_a), coalesce(len({g}.__tp_b), 0))"
+            lin = f"list_concat({g}.__tp_a[__tp_u + 1], {g}.__tp_b[__tp_u + 1])"
+        else:
+            copies = f"len({g}.__tp_a) - coalesce(len({g}.__tp_b), 0)"
+            lin = f"list_concat(flatten({g}.__tp_a), flatten({g}.__tp_b))"
+        outer = _t(
+            f"SELECT * EXCLUDE (__tp_a, __tp_b, __tp_u), {lin} AS {LIN} FROM x AS {g}, "
+            f"range({copies}) AS {self._alias('r')}(__tp_u)"
+        )
+        outer.args["from_"].this.replace(
+            exp.Subquery(this=group, alias=exp.TableAlias(this=exp.to_identifier(g)))
+        )
+        _move_order(q, outer, self.catalog.columns)
+        return outer
 
     def _hidden_last(self, q: exp.Union) -> exp.Select:
         """``SELECT * EXCLUDE (__tp_lin), __tp_lin FROM (q)``: a BY NAME union puts the columns only the
@@ -1060,6 +1254,34 @@ def _reads_nothing(q: exp.Expression) -> bool:
     return (last.this if isinstance(last, exp.Alias) else last) == _null_list()
 
 
+def _names_cte(t: exp.Table, name: str) -> bool:
+    """True if ``t`` reads the recursive CTE ``name`` (or its ``recurring.name`` table, USING KEY)."""
+    db = t.args.get("db")
+    return (
+        t.name.lower() == name
+        and isinstance(t.this, exp.Identifier)
+        and (db is None or (db.name.lower() == "recurring" and not t.args.get("catalog")))
+    )
+
+
+def _reads_table(q: exp.Expression, name: str) -> bool:
+    """True if ``q`` reads a table (or CTE) called ``name`` (a recursive CTE reading itself)."""
+    return any(_names_cte(t, name) for t in q.find_all(exp.Table))
+
+
+def _is_union_all(q: exp.Expression) -> bool:
+    return isinstance(q, exp.Union) and not q.args.get("distinct")
+
+
+def _no_constant_lineage(q: exp.Expression, kind: str | None) -> tuple[exp.Expression, str | None]:
+    """A derived table that reads no traced table goes without a hidden column (its rows' lineage is
+    the outer row's); DuckDB's binder loses a constant column of a lateral join in some plans."""
+    if kind and _reads_nothing(q):
+        q.expressions[-1].pop()
+        return q, None
+    return q, kind
+
+
 def _is_comma(join: exp.Join) -> bool:
     return not any(join.args.get(k) for k in ("kind", "side", "method", "on", "using"))
 
@@ -1100,6 +1322,51 @@ def _output_names(q: exp.Expression, columns: dict | None = None) -> set[str] | 
     return names
 
 
+def _order_positions(q: exp.SetOperation, columns: dict | None = None) -> None:
+    """A set operation's ``ORDER BY`` key that is not an output column's name but one branch's SELECT
+    expression (``SELECT a FROM t UNION SELECT b FROM u ORDER BY b``, ``ORDER BY t.a``), as DuckDB binds
+    it: the position of that column (``ORDER BY 1``), where every branch that has it agrees."""
+    order = q.args.get("order")
+    if order is None or q.args.get("by_name"):
+        return
+    names = _output_names(q, columns)
+    branches, leaves = [q.this, q.expression], []
+    while branches:
+        b = branches.pop()
+        if isinstance(b, exp.SetOperation):
+            branches += [b.this, b.expression]
+        elif isinstance(b, exp.Subquery):
+            branches.append(b.this)
+        else:
+            leaves.append(b)
+    if any(not isinstance(b, exp.Select) or any(e.find(exp.Star) for e in b.expressions) for b in leaves):
+        return
+    for o in order.expressions:
+        key = o.this
+        if isinstance(key, exp.Literal) or (
+            isinstance(key, exp.Column) and not key.table and names is not None and key.name.lower() in names
+        ):
+            continue
+        found = {i + 1 for b in leaves for i, e in enumerate(b.expressions) if _same_key(e, key, b)}
+        if len(found) == 1:
+            o.set("this", exp.Literal.number(found.pop()))
+
+
+def _same_key(e: exp.Expression, key: exp.Expression, branch: exp.Select) -> bool:
+    """True if the SELECT expression ``e`` of ``branch`` is what an ORDER BY ``key`` names."""
+    inner = e.this if isinstance(e, exp.Alias) else e
+    if inner.sql(dialect=DIALECT) == key.sql(dialect=DIALECT):
+        return True
+    if not isinstance(key, exp.Column) or not isinstance(key.this, exp.Identifier):
+        return False
+    if not key.table:
+        return e.alias_or_name.lower() == key.name.lower()
+    if not isinstance(inner, exp.Column) or inner.name.lower() != key.name.lower():
+        return False
+    tables = {a.lower() for a in _from_aliases(branch)}
+    return inner.table.lower() == key.table.lower() or (not inner.table and tables == {key.table.lower()})
+
+
 def _move_order(q: exp.SetOperation, outer: exp.Select, columns: dict | None = None) -> None:
     """Move a set operation's ORDER BY / LIMIT / OFFSET to the query that wraps it. DuckDB binds the
     set operation's ORDER BY against the columns of any branch (``ORDER BY t1.x``); outside, only the
@@ -1115,7 +1382,7 @@ def _move_order(q: exp.SetOperation, outer: exp.Select, columns: dict | None = N
                     f"ORDER BY {col.sql(dialect=DIALECT)} after a set operation names a column of one of its "
                     "branches: order by the output column's name or position (ORDER BY 1)"
                 )
-    for key in ("order", "limit", "offset"):
+    for key in ("order", "limit", "offset", "with_"):  # its own WITH too: every branch may read it
         if q.args.get(key) is not None:
             outer.set(key, q.args[key])
             q.set(key, None)

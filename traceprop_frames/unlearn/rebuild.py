@@ -326,6 +326,8 @@ def _body(est, result, lineage, records, hits, tab, smap, n_rebuilt, rerun_s, re
     if "shared_statistics" not in body:
         attach_section(body, lineage, records, result.forget, removed=True, how=_REMOVED, hits=hits)
     mark_removed(body, _REMOVED)
+    if records and (len(tab["changed"]) or len(smap.vanished)):
+        body["status"] = "erased"  # no sample vanished, but features computed from the erased rows changed
     body["rebuild"] = {
         "pipeline": _pipeline_name(rebuild),
         "rows_skipped": {r["path"]: list(r["rows"]) for r in records},
