@@ -269,22 +269,22 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
     # ------------------------------------------------------------------ reductions as methods
     # (straight to the tracked reduction: the same call numpy's dispatch would make, without the dispatch)
     def mean(self, axis=None, **kw):
-        return _reduce(np.mean, "mean", self, {"axis": axis, **kw})
+        return _reduce_method(self, "mean", np.mean, axis, kw)
 
     def std(self, axis=None, **kw):
-        return _reduce(np.std, "std", self, {"axis": axis, **kw})
+        return _reduce_method(self, "std", np.std, axis, kw)
 
     def var(self, axis=None, **kw):
-        return _reduce(np.var, "var", self, {"axis": axis, **kw})
+        return _reduce_method(self, "var", np.var, axis, kw)
 
     def sum(self, axis=None, **kw):
-        return _reduce(np.sum, "sum", self, {"axis": axis, **kw})
+        return _reduce_method(self, "sum", np.sum, axis, kw)
 
     def min(self, axis=None, **kw):
-        return _reduce(np.min, "min", self, {"axis": axis, **kw})
+        return _reduce_method(self, "min", np.min, axis, kw)
 
     def max(self, axis=None, **kw):
-        return _reduce(np.max, "max", self, {"axis": axis, **kw})
+        return _reduce_method(self, "max", np.max, axis, kw)
 
     def cumsum(self, axis=None):
         return np.cumsum(self, axis=axis)
@@ -411,6 +411,11 @@ def _elementwise_result(data, pts: list, name: str) -> ProvenanceTensor:
         p = pts[0]
         gran, stat = p.granularity, p.is_statistic
         node = tr.op_node("elementwise", name, (p._node,))
+    elif len(pts) == 2:
+        p, q = pts
+        gran = p.granularity if p.granularity == q.granularity else _granularity(pts)
+        stat = p.is_statistic and q.is_statistic
+        node = tr.op_node("elementwise", name, (p._node, q._node))
     else:
         gran, stat = _granularity(pts), all(p.is_statistic for p in pts)
         node = tr.op_node("elementwise", name, tuple([p._node for p in pts]))
@@ -537,6 +542,35 @@ def _label(name: str, axis) -> str:
     if label is None:
         label = _LABELS[(name, axis)] = f"{name}(axis={axis})"
     return label
+
+
+def _reduce_method(x: ProvenanceTensor, name: str, func, axis, kw: dict) -> ProvenanceTensor:
+    """``x.mean(axis=0)`` and the other reduction methods: what :func:`_reduce` makes of
+    ``func(x, axis=axis, **kw)``; the usual case (a numpy row tensor reduced over its rows by an int
+    axis) calls the array's own method and records the statistic directly."""
+    d = x.data
+    if (
+        kw
+        or type(axis) is not int
+        or type(d) is not np.ndarray
+        or x.is_statistic
+        or d.ndim == 0
+        or axis % d.ndim
+    ):
+        return _reduce(func, name, x, {"axis": axis, **kw})
+    data = getattr(d, name)(axis=axis)  # what numpy's func calls for an ndarray
+    label = _LABELS.get((name, axis)) or _label(name, axis)
+    node = (
+        OpNode.trusted(label, {"ops": [label]}, (x._node,))
+        if tr._state.step is None
+        else tr.op_node(label, label, (x._node,))
+    )
+    gran = x.granularity
+    out = object.__new__(ProvenanceTensor)
+    out.data, out._node, out.granularity, out.is_statistic = data, node, gran, True
+    out._lin = None if gran == "op" else tr.statistic_lineage(x._lin, label, node)
+    out._cols = x._cols if d.ndim > 1 else None
+    return out
 
 
 def _reduce(func, name: str, x, kwargs, extra=()):

@@ -109,15 +109,20 @@ def op_node(op: str, fn: str, parents: tuple[OpNode, ...]) -> OpNode:
     """
     st = _state.step
     if st is None:
-        if len(parents) == 1:
-            p = parents[0]
-            if op != "elementwise" or p.op != "elementwise":
-                return OpNode.trusted(op, {"ops": [fn]}, parents)  # nothing to absorb
-            # the usual chain (X - m) * 2: the parent's ops, then this one, on the parent's parents
-            grand = p.parents if len(p.parents) < 2 else tuple(dict.fromkeys(p.parents))
-            return OpNode.trusted(op, {"ops": [str(o) for o in p.params.get("ops", [])] + [fn]}, grand)
-        if op != "elementwise" or all(p.op != "elementwise" for p in parents):
-            return OpNode.trusted(op, {"ops": [fn]}, tuple(dict.fromkeys(parents)))
+        if op != "elementwise":
+            return OpNode.trusted(
+                op, {"ops": [fn]}, parents if len(parents) < 2 else tuple(dict.fromkeys(parents))
+            )
+        ops, grand = [fn], []
+        for p in parents if len(parents) < 2 else dict.fromkeys(parents):
+            if p.op == "elementwise":  # (X - m) / s: one node lists both ops, on the parents' parents
+                ops[:0] = [str(o) for o in p.params.get("ops", ())]
+                grand.extend(p.parents)
+            else:
+                grand.append(p)
+        return OpNode.trusted(
+            op, {"ops": ops}, tuple(grand) if len(grand) < 2 else tuple(dict.fromkeys(grand))
+        )
     label, token = st if st is not None else (op, None)
     parents = tuple(dict.fromkeys(parents))  # drop repeats, keep order
     ops_list = [fn]
