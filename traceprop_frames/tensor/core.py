@@ -309,7 +309,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         if rows is not None and not self.is_statistic:
             i = one_row(rows, len(self))
             if i is not None:  # one row: microseconds after the first query (tensor/queries.py)
-                return row_index(self.lineage).sources(i, direct)
+                return row_index(self._lin).sources(i, direct)
         pos = None if rows is None or self.is_statistic else self._row_positions(rows)
         return self.lineage.sources(pos, direct=direct)
 
@@ -320,7 +320,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         row = 0 if self.is_statistic else one_row(i, len(self))
         if row is None:
             row = int(self._row_positions([i])[0])
-        return row_index(self.lineage).trace(row, strict, direct)
+        return row_index(self._lin if self._lin is not None else self.lineage).trace(row, strict, direct)
 
     def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
         self._need_rows("rows_from_source()")
