@@ -59,7 +59,9 @@ def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, sourc
     From an array, making the tensor costs O(1) in its size: the values are the array itself when it
     already has ``dtype`` (shared, as ``np.asarray`` shares; otherwise converted), the row lineage
     is composed on the first lineage query, and the source's content sha256 is computed when first
-    asked for (saving lineage, a certificate, ``trace()``), from the array as it is then.
+    asked for (saving lineage, a certificate, ``trace()``), from the array as it is then. With
+    ``granularity="op"`` no source is registered at all (no row ids point into it); its name is in the
+    op DAG (``source_files()``, ``ops()``).
     """
     if granularity not in GRANULARITIES:
         raise UnsupportedOperationError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")

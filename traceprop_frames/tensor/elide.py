@@ -1,13 +1,15 @@
 """Reusing a temporary's buffer, as numpy does for plain arrays (its "temporary elision").
 
-In ``(a - m) / s`` numpy writes the division into the buffer of the temporary ``a - m`` when nothing else
-can see that temporary. On ProvenanceTensors numpy cannot tell (the array sits inside a tensor object),
-so each step would allocate, and first-touch, a new buffer. This module makes the same call for tensors:
+In ``(a - m) / s`` numpy may write the division into the buffer of the temporary ``a - m`` when nothing
+else can see that temporary (where its build can check that the call comes straight from the
+interpreter; some builds never do). On ProvenanceTensors numpy cannot tell (the array sits inside a tensor
+object), so each step would allocate a new buffer. This module makes the same call for tensors:
 a left operand of a binary arithmetic operator whose tensor object and array are referenced by nothing
 but the expression being evaluated gets the result written into its array.
 
-"Referenced by nothing else" is read from reference counts, compared with counts calibrated once, in
-this process, on the same call path (an operator on a fresh tensor vs. on one held by a variable).
+"Referenced by nothing else" is read from reference counts in the tensor's operator (``core._operator``),
+compared with counts calibrated once, in this process, on the same call path (an operator on a fresh
+tensor vs. on one held by a variable).
 When the two calibrated cases cannot be told apart (an interpreter that borrows stack references),
 nothing is ever reused.
 """
