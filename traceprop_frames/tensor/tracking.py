@@ -219,9 +219,9 @@ class _SameRows:
 
 def relabel(lin: RowLineage, node: OpNode) -> RowLineage:
     """The same rows at another op node (no copy); remembered as the same rows for :func:`combine_rows`."""
-    if lin.is_materialized:
+    if lin._offsets is not None:  # composed already
         return lin.with_node(node)  # shares the arrays, which :func:`_same_rows` compares
-    return RowLineage.deferred(len(lin), _SameRows(lin), (lin,), node, has_context=lin.has_context)
+    return RowLineage.deferred(lin._n, _SameRows(lin), (lin,), node, has_context=lin._has_ctx)
 
 
 def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity: str = "row") -> RowLineage:
@@ -236,19 +236,19 @@ def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity:
     rows: list[RowLineage] = []
     broadcast: list[RowLineage] = []
     for pt in operands:
-        lin = pt.lineage
-        if pt.is_statistic or len(lin) == 1 and n_out != 1:
+        lin = pt._lin if pt._lin is not None else pt.lineage
+        if pt.is_statistic or lin._n == 1 and n_out != 1:
             broadcast.append(lin)
             continue
         d = pt.data
-        if (d.ndim if type(d) is np.ndarray else np.ndim(d)) != out_ndim or len(lin) != n_out:
+        if (d.ndim if type(d) is np.ndarray else np.ndim(d)) != out_ndim or lin._n != n_out:
             raise LineageLostError(
                 f"an operand with {len(lin)} rows and shape {np.shape(pt.data)} broadcast into a result "
                 f"of shape with {n_out} rows and {out_ndim} axes would mix rows into columns, so the "
                 "result rows have no row lineage. Align the shapes (e.g. X[:, [j]] keeps 2-D), or use "
                 "np.asarray(...) to compute without lineage."
             )
-        if not any(_same_rows(lin, r) for r in rows):
+        if not rows or not any(_same_rows(lin, r) for r in rows):
             rows.append(lin)
     if len(rows) == 1 and not broadcast:
         return relabel(rows[0], node)
