@@ -215,3 +215,20 @@ def test_operators_fall_back_to_the_protocol_for_other_operands():
     assert np.asarray(X * m).shape == (3, 2)
     with pytest.raises(TypeError):
         X - "a"
+
+
+def test_array_sources_are_registered_on_the_first_lineage_query():
+    from traceprop_frames.lineage import REGISTRY
+
+    before = len(REGISTRY)
+    X = tp.tensor(np.arange(8.0).reshape(4, 2), source=SRC + "_lazy_reg")
+    F = X[X[:, 0] > 2]
+    op = tp.tensor(np.arange(8.0).reshape(4, 2), source=SRC + "_op_reg", granularity="op")
+    assert len(REGISTRY) == before  # nothing queried yet
+    assert F.rows_from_source(SRC + "_lazy_reg", [3]).tolist() == [1]  # composing registers it
+    assert len(REGISTRY) == before + 1
+    assert [r.row for r in F.trace(0)] == [2] and F.trace(0)[0].path == SRC + "_lazy_reg"
+    assert op.source_files() == [SRC + "_op_reg"] and len(op.lineage) == 4 and op.lineage.n_ids == 0
+    assert len(REGISTRY) == before + 1  # op granularity: never registered
+    Y = tp.tensor(np.arange(6.0).reshape(3, 2), source=SRC + "_lazy_torch").to_torch()
+    assert Y.root_lineage.rows_from_source(SRC + "_lazy_torch", [2]).tolist() == [2]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from traceprop_frames.errors import UnsupportedOperationError
-from traceprop_frames.lineage import REGISTRY, OpNode
+from traceprop_frames.lineage import OpNode
 from traceprop_frames.tensor import tracking as _tr
 from traceprop_frames.tensor.core import GRANULARITIES, ProvenanceTensor, _make
 from traceprop_frames.tensor.tracking import op_group, step
@@ -59,9 +59,9 @@ def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, sourc
     From an array, making the tensor costs O(1) in its size: the values are the array itself when it
     already has ``dtype`` (shared, as ``np.asarray`` shares; otherwise converted), the row lineage
     is composed on the first lineage query, and the source's content sha256 is computed when first
-    asked for (saving lineage, a certificate, ``trace()``), from the array as it is then. With
-    ``granularity="op"`` no source is registered at all (no row ids point into it); its name is in the
-    op DAG (``source_files()``, ``ops()``).
+    asked for (saving lineage, a certificate, ``trace()``), from the array as it is then. The in-memory
+    source is registered with the first lineage query; with ``granularity="op"`` it is never registered
+    (no row ids point into it); its name is in the op DAG (``source_files()``, ``ops()``).
     """
     if granularity not in GRANULARITIES:
         raise UnsupportedOperationError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
@@ -95,8 +95,9 @@ def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, sourc
 def _from_array(data, source: str, dtype, backend: str, granularity: str) -> ProvenanceTensor:
     """An in-memory source of ``len(data)`` rows, registered in O(1) (hashed lazily), and its tensor.
 
-    Granularity ``"op"`` registers nothing: it keeps no row ids, so nothing would look the source up;
-    its name is in the DAG's ``track`` node (:meth:`ProvenanceTensor.source_files`)."""
+    The source is registered when the rows' lineage is first composed (the first lineage query, pickling,
+    ``rows_from_source``). Granularity ``"op"`` registers nothing: it keeps no row ids, so nothing would
+    look the source up; its name is in the DAG's ``track`` node (:meth:`ProvenanceTensor.source_files`)."""
     if type(source) is not str or not source:
         raise UnsupportedOperationError("source= needs a non-empty name, e.g. tp.tensor(a, source='scores')")
     arr = data if type(data) is np.ndarray else np.asarray(data)
@@ -110,10 +111,7 @@ def _from_array(data, source: str, dtype, backend: str, granularity: str) -> Pro
     node = OpNode.trusted(
         "tensor", {"n_columns": width, "backend": backend, "granularity": granularity}, (track,)
     )
-    lin = None
-    if granularity != "op":
-        src = REGISTRY.register_memory(source, n, partial(_array_sha256, arr))
-        lin = _tr.identity_rows(src.id, n, node)
+    lin = None if granularity == "op" else _tr.memory_rows(source, n, partial(_array_sha256, arr), node)
     if backend == "torch":
         import torch
 

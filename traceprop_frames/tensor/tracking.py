@@ -21,7 +21,7 @@ import threading
 import numpy as np
 
 from traceprop_frames.errors import LineageLostError
-from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage
 from traceprop_frames.lineage.sources import encode
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -146,11 +146,14 @@ def op_rows(n: int, node: OpNode) -> RowLineage:
     )
 
 
-def identity_rows(source_id: int, n: int, node: OpNode) -> RowLineage:
-    """Row ``i`` is row ``i`` of source ``source_id``; the arrays are built on the first query."""
+def memory_rows(name: str, n: int, hasher, node: OpNode) -> RowLineage:
+    """Row ``i`` is row ``i`` of an in-memory source named ``name``, registered (O(1), content hashed by
+    ``hasher`` when first asked for) when the rows are first composed: a tensor nobody queries registers
+    nothing."""
 
     def build():
-        return np.arange(n + 1, dtype=np.int64), encode(source_id, np.arange(n, dtype=np.int64))
+        src = REGISTRY.register_memory(name, n, hasher)
+        return np.arange(n + 1, dtype=np.int64), encode(src.id, np.arange(n, dtype=np.int64))
 
     return RowLineage.deferred(n, build, (), node, has_context=False)
 
