@@ -739,6 +739,7 @@ class RowLineage:
         Raises :class:`UnknownSourceError` if no row here comes from ``path`` and
         :class:`UnknownRowError` for row numbers the source does not have.
         """
+        self.materialize()  # composing may register a source (an array-made tensor's, on first use)
         ids = REGISTRY.ids_for_rows(path, rows)
         return self.rows_from_ids(ids, direct=direct)
 

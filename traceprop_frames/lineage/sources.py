@@ -140,6 +140,19 @@ class LazyHashSource(Source):
         self._digest = None
         super().__init__(sha256="", **kw)
 
+    @classmethod
+    def memory(
+        cls, sid: int, path: str, n_rows: int, hasher: Callable[[], str], schema: dict
+    ) -> LazyHashSource:
+        """What ``LazyHashSource(hasher=..., id=sid, path=path, abspath=None, format="memory", ...)`` makes,
+        with its fields set at once (registering runs on every ``tp.tensor(array, source=...)``)."""
+        obj = cls.__new__(cls)
+        obj.__dict__.update(
+            _hasher=hasher, _digest=None, id=sid, path=path, abspath=None, format="memory", n_rows=n_rows,
+            loaded_at=time.time(), schema=schema, _stat_cache=None,
+        )  # fmt: skip
+        return obj
+
     @property
     def sha256(self) -> str:  # type: ignore[override]
         if self._digest is None:
@@ -214,10 +227,7 @@ class SourceRegistry:
             sid = len(self._sources)
             if sid >= MAX_SOURCES:
                 raise OverflowError(f"more than {MAX_SOURCES} sources registered in one process")
-            src = LazyHashSource(
-                hasher=hasher, id=sid, path=str(path), abspath=None, format="memory", n_rows=int(n_rows),
-                schema=dict(schema or {}),
-            )  # fmt: skip
+            src = LazyHashSource.memory(sid, str(path), int(n_rows), hasher, dict(schema or {}))
             self._sources.append(src)
             return src
 

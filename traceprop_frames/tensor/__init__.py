@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from traceprop_frames.errors import UnsupportedOperationError
-from traceprop_frames.lineage import REGISTRY, OpNode
+from traceprop_frames.lineage import OpNode
 from traceprop_frames.tensor import tracking as _tr
-from traceprop_frames.tensor.core import GRANULARITIES, ProvenanceTensor
+from traceprop_frames.tensor.core import GRANULARITIES, ProvenanceTensor, _make
 from traceprop_frames.tensor.tracking import op_group, step
 
 __all__ = [
@@ -59,7 +59,9 @@ def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, sourc
     From an array, making the tensor costs O(1) in its size: the values are the array itself when it
     already has ``dtype`` (shared, as ``np.asarray`` shares; otherwise converted), the row lineage
     is composed on the first lineage query, and the source's content sha256 is computed when first
-    asked for (saving lineage, a certificate, ``trace()``), from the array as it is then.
+    asked for (saving lineage, a certificate, ``trace()``), from the array as it is then. The in-memory
+    source is registered with the first lineage query; with ``granularity="op"`` it is never registered
+    (no row ids point into it); its name is in the op DAG (``source_files()``, ``ops()``).
     """
     if granularity not in GRANULARITIES:
         raise UnsupportedOperationError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
@@ -91,20 +93,25 @@ def tensor(data, columns=None, dtype="float32", backend: str = "numpy", *, sourc
 
 
 def _from_array(data, source: str, dtype, backend: str, granularity: str) -> ProvenanceTensor:
-    """An in-memory source of ``len(data)`` rows, registered in O(1) (hashed lazily), and its tensor."""
-    if not isinstance(source, str) or not source:
+    """An in-memory source of ``len(data)`` rows, registered in O(1) (hashed lazily), and its tensor.
+
+    The source is registered when the rows' lineage is first composed (the first lineage query, pickling,
+    ``rows_from_source``). Granularity ``"op"`` registers nothing: it keeps no row ids, so nothing would
+    look the source up; its name is in the DAG's ``track`` node (:meth:`ProvenanceTensor.source_files`)."""
+    if type(source) is not str or not source:
         raise UnsupportedOperationError("source= needs a non-empty name, e.g. tp.tensor(a, source='scores')")
     arr = data if type(data) is np.ndarray else np.asarray(data)
     if arr.ndim == 0:
         raise UnsupportedOperationError("a 0-d value has no rows")
     n = len(arr)
     width = math.prod(arr.shape[1:])
-    values = arr if arr.dtype == dtype else arr.astype(dtype)
-    src = REGISTRY.register_memory(source, n, partial(_array_sha256, arr))
+    want = _DTYPES.get(dtype) if type(dtype) is str else None
+    values = arr if arr.dtype is want or arr.dtype == (want or dtype) else arr.astype(dtype)
     track = OpNode.trusted("track", {"name": source})
-    params = {"n_columns": width, "backend": backend, "granularity": granularity}
-    node = OpNode.trusted("tensor", params, (track,))
-    lin = _tr.identity_rows(src.id, n, node) if granularity != "op" else _tr.op_rows(n, node)
+    node = OpNode.trusted(
+        "tensor", {"n_columns": width, "backend": backend, "granularity": granularity}, (track,)
+    )
+    lin = None if granularity == "op" else _tr.memory_rows(source, n, partial(_array_sha256, arr), node)
     if backend == "torch":
         import torch
 
@@ -113,7 +120,10 @@ def _from_array(data, source: str, dtype, backend: str, granularity: str) -> Pro
     if granularity == "cell":
         cols = _array_columns(width)
         cols = cols[0] if values.ndim == 1 else cols
-    return ProvenanceTensor(values, lin, granularity, columns=cols)
+    return _make(values, lin, node, granularity, False, cols)
+
+
+_DTYPES = {name: np.dtype(name) for name in ("float32", "float64", "float16", "int64", "int32", "bool")}
 
 
 @lru_cache(maxsize=64)

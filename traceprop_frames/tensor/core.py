@@ -35,7 +35,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
     rows it read, stored once; broadcasting it into rows makes every row refer to that set.
     """
 
-    __slots__ = ("data", "lineage", "granularity", "is_statistic", "_cols")
+    __slots__ = ("data", "_lin", "_node", "granularity", "is_statistic", "_cols")
     __array_priority__ = 100
 
     def __init__(self, data, lineage: RowLineage, granularity: str = "row", *, statistic: bool = False,
@@ -48,10 +48,24 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         if len(lineage) != n_lin:
             raise ValueError(f"{n_lin} rows of data but lineage for {len(lineage)}")
         self.data = data
-        self.lineage = lineage
+        self._lin, self._node = lineage, lineage.node
         self.granularity = granularity
         self.is_statistic = statistic
         self._cols = columns
+
+    @property
+    def lineage(self) -> RowLineage:
+        """One lineage row per row (one in all for a statistic). Granularity ``"op"`` keeps none: each
+        operation records its op node only, and this is an empty lineage at that node, made on request."""
+        lin = self._lin
+        if lin is None:
+            n = 1 if self.is_statistic or not np.ndim(self.data) else len(self.data)
+            lin = self._lin = tr.op_rows(n, self._node)
+        return lin
+
+    @lineage.setter
+    def lineage(self, lin: RowLineage) -> None:
+        self._lin, self._node = lin, lin.node
 
     # ------------------------------------------------------------------ array basics
     def __len__(self) -> int:
@@ -97,8 +111,9 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         """The plain array (no lineage)."""
         return np.asarray(self)
 
-    def _like(self, data, lineage: RowLineage, *, statistic: bool = False, columns=None) -> ProvenanceTensor:
-        return _make(data, lineage, self.granularity, statistic, columns)
+    def _like(self, data, lin, node, *, statistic: bool = False, columns=None) -> ProvenanceTensor:
+        """A tensor of this granularity (``lin`` None in granularity "op")."""
+        return _make(data, lin, node, self.granularity, statistic, columns)
 
     # ------------------------------------------------------------------ row selection
     def _row_positions(self, key) -> np.ndarray:
@@ -124,54 +139,57 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         (columns: rows unchanged). A single integer row returns a one-row tensor (the lineage unit)."""
         if self.is_statistic:
             return self._like(np.asarray(self.data)[key] if not hasattr(self.data, "detach") else self.data[key],
-                              self.lineage, statistic=True, columns=_cols_take(self._cols, key))  # fmt: skip
+                              self._lin, self._node, statistic=True, columns=_cols_take(self._cols, key))  # fmt: skip
         if key is Ellipsis:
             key = slice(None)
         rows, cols = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
         if len(cols) > 1:
             raise UnsupportedOperationError("index rows and one column axis: X[rows, cols]")
         if isinstance(rows, slice) and rows == slice(None):
-            return self._columns(cols[0]) if cols else self._like(self.data, self.lineage, columns=self._cols)
-        data, lin = self._select_rows(rows)
-        out = self._like(data, lin, columns=self._cols)
+            if cols:
+                return self._columns(cols[0])
+            return self._like(self.data, self._lin, self._node, columns=self._cols)
+        data, lin, node = self._select_rows(rows)
+        out = self._like(data, lin, node, columns=self._cols)
         return out._columns(cols[0], node=False) if cols else out
 
     def _select_rows(self, rows):
-        """(data, lineage) of the rows picked by ``rows`` (a mask, integers or a slice); the positions
-        are computed now only where the data needs them, the lineage on the first query."""
-        n = len(self)
-        torch_data = hasattr(self.data, "detach")
+        """(data, lineage, node) of the rows picked by ``rows`` (a mask, integers or a slice); the
+        positions are computed now only where the data needs them, the lineage on the first query."""
+        data = self.data
+        n = len(data)
+        torch_data = type(data) is not np.ndarray and hasattr(data, "detach")
         if isinstance(rows, slice):
-            data = self.data[rows]
+            data = data[rows]
             op, mask, pos = "row_select", None, None
         else:
             key = _plain_key(rows)
-            if key.dtype == bool:
+            if key.dtype.kind == "b":
                 if key.shape != (n,):
                     raise UnknownRowError(f"boolean row mask of shape {key.shape} for {n} rows")
                 mask = key.copy() if self.granularity != "op" else None  # ours: later writes cannot change it
-                data = self.data[_as_torch_index(self.data, key) if torch_data else key]
+                data = data[_as_torch_index(data, key) if torch_data else key]
                 op, pos = "row_filter", None
             else:
                 pos = self._row_positions(key)
-                data = self.data[_as_torch_index(self.data, pos) if torch_data else pos]
+                data = data[_as_torch_index(data, pos) if torch_data else pos]
                 op, mask = "row_select", None
-        n_out = len(data)
-        node = OpNode.trusted(op, {"rows_in": int(n), "rows_out": int(n_out)}, (self.lineage.node,))
+        node = OpNode.trusted(op, {"rows_in": n, "rows_out": len(data)}, (self._node,))
         if self.granularity == "op":
-            return data, tr.op_rows(n_out, node)
+            return data, None, node
         if isinstance(rows, slice):
             pos = np.arange(n, dtype=np.int64)[rows]
-        return data, tr.take_rows(self.lineage, n_out, node, positions=pos, mask=mask)
+        return data, tr.take_rows(self._lin, len(data), node, positions=pos, mask=mask), node
 
     def _columns(self, c, node: bool = True) -> ProvenanceTensor:
         """Columns ``c`` of every row: rows (and their lineage) unchanged."""
         data = self.data[:, c]
-        columns = _cols_take(self._cols, c)
+        columns = None if self._cols is None else _cols_take(self._cols, c)
         if not node:
-            return self._like(data, self.lineage, columns=columns)
-        n = tr.op_node("column_select", {"fn": "column_select"}, (self.lineage.node,))
-        return self._like(data, tr.relabel(self.lineage, n), columns=columns)
+            return self._like(data, self._lin, self._node, columns=columns)
+        n = tr.op_node("column_select", "column_select", (self._node,))
+        lin = None if self._lin is None else tr.relabel(self._lin, n)
+        return self._like(data, lin, n, columns=columns)
 
     @property
     def T(self):
@@ -188,14 +206,14 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         if shape and shape[0] in (len(self), -1) and (shape[0] == len(self) or len(shape) > 1):
             out = np.asarray(self).reshape(shape)
             if out.shape[0] == len(self):
-                return self._like(out, self.lineage)
+                return self._like(out, self._lin, self._node)
         raise LineageLostError(
             f"reshape to {shape} moves values between rows, so rows lose their lineage. Keep axis 0 "
             f"(reshape({len(self)}, -1)) or compute on np.asarray(X)."
         )
 
     def astype(self, dtype):
-        return self._like(np.asarray(self).astype(dtype), self.lineage, statistic=self.is_statistic,
+        return self._like(np.asarray(self).astype(dtype), self._lin, self._node, statistic=self.is_statistic,
                           columns=self._cols)  # fmt: skip
 
     # ------------------------------------------------------------------ numpy protocols
@@ -205,15 +223,6 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         if method == "__call__" and ufunc is np.matmul:
             return _matmul(inputs[0], inputs[1], np.matmul)
         if method == "__call__":
-            if (ufunc in elide.UFUNCS and len(inputs) == 2 and inputs[0] is self and not kwargs
-                    and type(self.data) is np.ndarray and self.data.nbytes >= elide.MIN_BYTES
-                    and not self.is_statistic):  # fmt: skip
-                counts = (sys.getrefcount(self), sys.getrefcount(self.data))
-                seen = elide.calibrating()
-                if seen is not None:
-                    seen.append(counts)
-                elif elide.temp_counts(_calibration_tensor) and elide.reusable(self, inputs[1], counts):
-                    kwargs = {"out": self.data}  # as numpy reuses a plain temporary's buffer
             return self._elementwise(ufunc, kwargs, inputs, ufunc.__name__)
         if method == "reduce":
             fn = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min}.get(ufunc)
@@ -255,40 +264,27 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
     def _elementwise(self, fn, kwargs: dict, inputs, name: str):
         pts = [a for a in inputs if isinstance(a, ProvenanceTensor)]
         data = fn(*[_plain(a) if isinstance(a, ProvenanceTensor) else a for a in inputs], **kwargs)
-        if type(data) is tuple:
-            raise LineageLostError(f"{name} returns several arrays; call it on np.asarray(X)")
-        node = tr.op_node("elementwise", {"fn": name}, tuple([p.lineage.node for p in pts]))
-        gran = _granularity(pts)
-        cols = _cols_elementwise(pts, np.shape(data)) if gran == "cell" else None
-        if all(p.is_statistic for p in pts):
-            if len(pts) == 1:
-                lin = tr.relabel(pts[0].lineage, node)
-            else:
-                lin = tr.combine_rows(pts, 1, np.ndim(data), node, gran)
-            return _make(data, lin, gran, True, cols)
-        ndim = np.ndim(data)
-        if ndim == 0:
-            raise LineageLostError(f"{name} produced a scalar from rows; reduce with X.sum() etc. instead")
-        return _make(data, tr.combine_rows(pts, len(data), ndim, node, gran), gran, False, cols)
+        return _elementwise_result(data, pts, name)
 
     # ------------------------------------------------------------------ reductions as methods
+    # (straight to the tracked reduction: the same call numpy's dispatch would make, without the dispatch)
     def mean(self, axis=None, **kw):
-        return np.mean(self, axis=axis, **kw)
+        return _reduce_method(self, "mean", np.mean, axis, kw)
 
     def std(self, axis=None, **kw):
-        return np.std(self, axis=axis, **kw)
+        return _reduce_method(self, "std", np.std, axis, kw)
 
     def var(self, axis=None, **kw):
-        return np.var(self, axis=axis, **kw)
+        return _reduce_method(self, "var", np.var, axis, kw)
 
     def sum(self, axis=None, **kw):
-        return np.sum(self, axis=axis, **kw)
+        return _reduce_method(self, "sum", np.sum, axis, kw)
 
     def min(self, axis=None, **kw):
-        return np.min(self, axis=axis, **kw)
+        return _reduce_method(self, "min", np.min, axis, kw)
 
     def max(self, axis=None, **kw):
-        return np.max(self, axis=axis, **kw)
+        return _reduce_method(self, "max", np.max, axis, kw)
 
     def cumsum(self, axis=None):
         return np.cumsum(self, axis=axis)
@@ -313,7 +309,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         if rows is not None and not self.is_statistic:
             i = one_row(rows, len(self))
             if i is not None:  # one row: microseconds after the first query (tensor/queries.py)
-                return row_index(self.lineage).sources(i, direct)
+                return row_index(self._lin).sources(i, direct)
         pos = None if rows is None or self.is_statistic else self._row_positions(rows)
         return self.lineage.sources(pos, direct=direct)
 
@@ -324,7 +320,7 @@ class ProvenanceTensor(np.lib.mixins.NDArrayOperatorsMixin):
         row = 0 if self.is_statistic else one_row(i, len(self))
         if row is None:
             row = int(self._row_positions([i])[0])
-        return row_index(self.lineage).trace(row, strict, direct)
+        return row_index(self._lin if self._lin is not None else self.lineage).trace(row, strict, direct)
 
     def rows_from_source(self, path, rows, direct: bool = False) -> np.ndarray:
         self._need_rows("rows_from_source()")
@@ -375,6 +371,8 @@ def _plain(x: ProvenanceTensor):
 
 def _plain_key(key) -> np.ndarray:
     """A row key (ProvenanceTensor, torch tensor, list, array) as a numpy array."""
+    if type(key) is ProvenanceTensor and type(key.data) is np.ndarray:  # X[X[:, 0] > 0]: its own array
+        return key.data
     if isinstance(key, ProvenanceTensor):
         return np.asarray(_plain(key))
     if hasattr(key, "detach"):  # a torch index tensor
@@ -389,17 +387,102 @@ def _paths(lin: RowLineage) -> list[str]:
 
 def _calibration_tensor() -> ProvenanceTensor:
     """A tensor owning a fresh array just over the reuse threshold (for :func:`elide.temp_counts`)."""
-    n = elide.MIN_BYTES // 8 + 1
-    return _make(np.ones(n), tr.op_rows(n, OpNode.trusted("elide_calibration", {})), "op", False, None)
+    return _make(np.ones(elide.MIN_BYTES // 8 + 1), None, OpNode.trusted("elide_calibration", {}), "op", False,
+                 None)  # fmt: skip
 
 
-def _make(data, lineage: RowLineage, granularity: str, statistic: bool, columns) -> ProvenanceTensor:
-    """A ProvenanceTensor from parts the operations built consistent (no validation)."""
+def _make(
+    data, lin: RowLineage | None, node: OpNode, granularity: str, statistic: bool, columns
+) -> ProvenanceTensor:
+    """A ProvenanceTensor from parts the operations built consistent (no validation). ``lin`` is None in
+    granularity "op" (the ``lineage`` property makes an empty one at ``node`` when asked)."""
     out = object.__new__(ProvenanceTensor)
-    out.data, out.lineage, out.granularity, out.is_statistic, out._cols = (
-        data, lineage, granularity, statistic, columns,
+    out.data, out._lin, out._node, out.granularity, out.is_statistic, out._cols = (
+        data, lin, node, granularity, statistic, columns,
     )  # fmt: skip
     return out
+
+
+def _elementwise_result(data, pts: list, name: str) -> ProvenanceTensor:
+    """The tensor of an elementwise op's result ``data`` on the ProvenanceTensors ``pts``."""
+    if type(data) is tuple:
+        raise LineageLostError(f"{name} returns several arrays; call it on np.asarray(X)")
+    if len(pts) == 1:
+        p = pts[0]
+        gran, stat = p.granularity, p.is_statistic
+        node = tr.op_node("elementwise", name, (p._node,))
+    elif len(pts) == 2:
+        p, q = pts
+        gran = p.granularity if p.granularity == q.granularity else _granularity(pts)
+        stat = p.is_statistic and q.is_statistic
+        node = tr.op_node("elementwise", name, (p._node, q._node))
+    else:
+        gran, stat = _granularity(pts), all(p.is_statistic for p in pts)
+        node = tr.op_node("elementwise", name, tuple([p._node for p in pts]))
+    ndim = data.ndim if type(data) is np.ndarray else np.ndim(data)
+    cols = _cols_elementwise(pts, np.shape(data)) if gran == "cell" else None
+    if stat:
+        if gran == "op":
+            lin = None
+        elif len(pts) == 1:
+            lin = tr.relabel(pts[0]._lin, node)
+        else:
+            lin = tr.combine_rows(pts, 1, ndim, node)
+        return _make(data, lin, node, gran, True, cols)
+    if ndim == 0:
+        raise LineageLostError(f"{name} produced a scalar from rows; reduce with X.sum() etc. instead")
+    lin = None if gran == "op" else tr.combine_rows(pts, len(data), ndim, node)
+    return _make(data, lin, node, gran, False, cols)
+
+
+def _operator(ufunc, name: str, reflected: bool = False):
+    """``X <op> other`` (``other <op> X`` when ``reflected``): with numpy arrays, Python numbers or numpy
+    scalars on both sides, the ufunc on the arrays and the lineage of :func:`_elementwise_result`, as
+    ``__array_ufunc__`` would compute them, without numpy's override dispatch; anything else goes through
+    the :class:`~numpy.lib.mixins.NDArrayOperatorsMixin` operator.
+
+    A left operand referenced by nothing but the expression (a temporary) receives the result in its
+    array, as numpy does for plain temporaries (:mod:`~traceprop_frames.tensor.elide`)."""
+    fallback = getattr(np.lib.mixins.NDArrayOperatorsMixin, name)
+    reuse = not reflected and ufunc in elide.UFUNCS
+    fname = ufunc.__name__
+
+    def op(self, other):
+        a = self.data
+        t = type(other)
+        if type(a) is not np.ndarray:
+            return fallback(self, other)
+        if t is ProvenanceTensor:
+            b = other.data
+            if type(b) is not np.ndarray:
+                return fallback(self, other)
+            pts = [other, self] if reflected else [self, other]
+        elif t is float or t is int or t is np.ndarray or t is bool or issubclass(t, np.generic):
+            b, pts = other, [self]
+        else:
+            return fallback(self, other)
+        if reflected:
+            return _elementwise_result(ufunc(b, a), pts, fname)
+        if reuse and a.nbytes >= elide.MIN_BYTES and not self.is_statistic:
+            counts = (sys.getrefcount(self), sys.getrefcount(a))
+            seen = elide.calibrating()
+            if seen is not None:
+                seen.append(counts)
+            elif elide.temp_counts(_calibration_tensor) and elide.reusable(a, b, counts):
+                return _elementwise_result(ufunc(a, b, out=a), pts, fname)  # as numpy reuses a temporary
+        return _elementwise_result(ufunc(a, b), pts, fname)
+
+    op.__name__ = op.__qualname__ = name
+    return op
+
+
+for _ufunc, _names in {
+    np.add: ("__add__", "__radd__"), np.subtract: ("__sub__", "__rsub__"),
+    np.multiply: ("__mul__", "__rmul__"), np.true_divide: ("__truediv__", "__rtruediv__"),
+    np.greater: ("__gt__",), np.less: ("__lt__",), np.greater_equal: ("__ge__",), np.less_equal: ("__le__",),
+}.items():  # fmt: skip
+    for _i, _name in enumerate(_names):
+        setattr(ProvenanceTensor, _name, _operator(_ufunc, _name, reflected=_i == 1))
 
 
 def _granularity(pts) -> str:
@@ -448,26 +531,68 @@ def _axis0(axis, ndim: int) -> str:
     return "within"
 
 
+_LABELS: dict = {}
+
+
+def _label(name: str, axis) -> str:
+    """``"mean(axis=0)"``: made once per (reduction, int axis)."""
+    if axis is not None and type(axis) is not int:
+        return f"{name}(axis={axis})"
+    label = _LABELS.get((name, axis))
+    if label is None:
+        label = _LABELS[(name, axis)] = f"{name}(axis={axis})"
+    return label
+
+
+def _reduce_method(x: ProvenanceTensor, name: str, func, axis, kw: dict) -> ProvenanceTensor:
+    """``x.mean(axis=0)`` and the other reduction methods: what :func:`_reduce` makes of
+    ``func(x, axis=axis, **kw)``; the usual case (a numpy row tensor reduced over its rows by an int
+    axis) calls the array's own method and records the statistic directly."""
+    d = x.data
+    if (
+        kw
+        or type(axis) is not int
+        or type(d) is not np.ndarray
+        or x.is_statistic
+        or d.ndim == 0
+        or axis % d.ndim
+    ):
+        return _reduce(func, name, x, {"axis": axis, **kw})
+    data = getattr(d, name)(axis=axis)  # what numpy's func calls for an ndarray
+    label = _LABELS.get((name, axis)) or _label(name, axis)
+    node = (
+        OpNode.trusted(label, {"ops": [label]}, (x._node,))
+        if tr._state.step is None
+        else tr.op_node(label, label, (x._node,))
+    )
+    gran = x.granularity
+    out = object.__new__(ProvenanceTensor)
+    out.data, out._node, out.granularity, out.is_statistic = data, node, gran, True
+    out._lin = None if gran == "op" else tr.statistic_lineage(x._lin, label, node)
+    out._cols = x._cols if d.ndim > 1 else None
+    return out
+
+
 def _reduce(func, name: str, x, kwargs, extra=()):
     if not isinstance(x, ProvenanceTensor):
         raise LineageLostError(f"{name}: unexpected operand {type(x).__name__}")
     axis = kwargs.get("axis")
     data = func(_plain(x), *extra, **kwargs)
     if x.is_statistic:
-        node = tr.op_node(name, {"fn": name}, (x.lineage.node,))
-        return x._like(data, tr.relabel(x.lineage, node), statistic=True)
-    kind = _axis0(axis, x.ndim)
+        node = tr.op_node(name, name, (x._node,))
+        return x._like(data, None if x._lin is None else tr.relabel(x._lin, node), node, statistic=True)
+    kind = _axis0(axis, x.data.ndim)
+    label = _label(name, axis)
     if kind == "within":
-        node = tr.op_node("elementwise", {"fn": f"{name}(axis={axis})"}, (x.lineage.node,))
+        node = tr.op_node("elementwise", label, (x._node,))
         cols = (
             None if x._cols is None else frozenset().union(*x._cols) if isinstance(x._cols, list) else x._cols
         )
-        return x._like(data, tr.relabel(x.lineage, node), columns=cols)
-    label = f"{name}(axis={axis})"
-    node = tr.op_node(label, {"fn": label}, (x.lineage.node,))
+        return x._like(data, None if x._lin is None else tr.relabel(x._lin, node), node, columns=cols)
+    node = tr.op_node(label, label, (x._node,))
     cols = x._cols if kind == "rows" else None
-    lin = tr.statistic_lineage(x.lineage, label, node, x.granularity)
-    return x._like(data, lin, statistic=True, columns=cols)
+    lin = None if x.granularity == "op" else tr.statistic_lineage(x._lin, label, node)
+    return x._like(data, lin, node, statistic=True, columns=cols)
 
 
 def _prefix(fn, name: str, x, axis):
@@ -477,11 +602,12 @@ def _prefix(fn, name: str, x, axis):
         raise LineageLostError(f"{name} without axis flattens rows; pass axis=0 (down rows) or axis=1")
     data = fn(_plain(x))
     if axis % x.ndim != 0:
-        node = tr.op_node("elementwise", {"fn": f"{name}(axis={axis})"}, (x.lineage.node,))
-        return x._like(data, tr.relabel(x.lineage, node), columns=x._cols)
+        node = tr.op_node("elementwise", f"{name}(axis={axis})", (x._node,))
+        return x._like(data, None if x._lin is None else tr.relabel(x._lin, node), node, columns=x._cols)
     label = f"{name}(axis=0)"
-    node = tr.op_node(label, {"fn": label}, (x.lineage.node,))
-    return x._like(data, tr.prefix_lineage(x.lineage, label, node, x.granularity), columns=x._cols)
+    node = tr.op_node(label, label, (x._node,))
+    lin = None if x.granularity == "op" else tr.prefix_lineage(x._lin, label, node)
+    return x._like(data, lin, node, columns=x._cols)
 
 
 def _stack(func, args, kwargs):
@@ -524,7 +650,7 @@ def _matmul(a, b, func):
     data = func(np.asarray(a), np.asarray(b))
     if isinstance(a, ProvenanceTensor) and not a.is_statistic:
         parents = [a.lineage.node] + ([b.lineage.node] if isinstance(b, ProvenanceTensor) else [])
-        node = tr.op_node("matmul", {"fn": "matmul"}, tuple(parents))
+        node = tr.op_node("matmul", "matmul", tuple(parents))
         lin = tr.relabel(a.lineage, node)
         gran = _granularity([a] + ([b] if isinstance(b, ProvenanceTensor) else []))
         if gran == "op":

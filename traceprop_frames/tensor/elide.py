@@ -1,27 +1,27 @@
 """Reusing a temporary's buffer, as numpy does for plain arrays (its "temporary elision").
 
-In ``(a - m) / s`` numpy writes the division into the buffer of the temporary ``a - m`` when nothing else
-can see that temporary. On ProvenanceTensors numpy cannot tell (the array sits inside a tensor object),
-so each step would allocate, and first-touch, a new buffer. This module makes the same call for tensors:
+In ``(a - m) / s`` numpy may write the division into the buffer of the temporary ``a - m`` when nothing
+else can see that temporary (where its build can check that the call comes straight from the
+interpreter; some builds never do). On ProvenanceTensors numpy cannot tell (the array sits inside a tensor
+object), so each step would allocate a new buffer. This module makes the same call for tensors:
 a left operand of a binary arithmetic operator whose tensor object and array are referenced by nothing
 but the expression being evaluated gets the result written into its array.
 
-"Referenced by nothing else" is read from reference counts, compared with counts calibrated once, in
-this process, on the same call path (an operator on a fresh tensor vs. on one held by a variable).
+"Referenced by nothing else" is read from reference counts in the tensor's operator (``core._operator``),
+compared with counts calibrated once, in this process, on the same call path (an operator on a fresh
+tensor vs. on one held by a variable).
 When the two calibrated cases cannot be told apart (an interpreter that borrows stack references),
 nothing is ever reused.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 
 import numpy as np
 
 UFUNCS = frozenset({np.add, np.subtract, np.multiply, np.true_divide, np.maximum, np.minimum})
 MIN_BYTES = 1 << 18  # numpy's own threshold: smaller temporaries are cheap to allocate
-_OPERATOR = np.lib.mixins.NDArrayOperatorsMixin.__sub__.__code__  # shared by all binary operators
 
 _state: dict = {"temp": None}
 _calibration = threading.local()  # this thread's calibration run (other threads never record into it)
@@ -64,14 +64,13 @@ def _calibrate(fresh):
     return temp
 
 
-def reusable(pt, other, counts) -> bool:
-    """Whether ``pt``'s array may receive ``pt <op> other`` (call from ``__array_ufunc__`` only)."""
-    if counts != _state["temp"] or sys._getframe(2).f_code is not _OPERATOR:
+def reusable(a: np.ndarray, o, counts) -> bool:
+    """Whether ``a`` (the left operand's array) may receive ``a <op> o``, given the left operand's
+    reference counts ``counts`` read in the operator (``core._operator``, the path calibrated)."""
+    if counts != _state["temp"]:
         return False
-    a = pt.data
     if a.base is not None or not a.flags.writeable or a.dtype.kind != "f":
         return False
-    o = getattr(other, "data", other)
     if type(o) is not np.ndarray or o.dtype != a.dtype or o is a:
         return False
     return np.broadcast_shapes(o.shape, a.shape) == a.shape

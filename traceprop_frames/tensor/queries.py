@@ -63,7 +63,7 @@ class RowIndex:
         self.refs = self.ctx.refs if self.ctx is not None else None
         self.missing = any(n.params.get("missing_lineage") for n in lin.node.topo())
         self._sets: dict[bytes, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
-        self._traces: dict[tuple, list[SourceRow]] = {}
+        self._traces: dict = {}  # shared-set key (in-memory sources) or (key, file status) -> rows
         self._made: dict[tuple, SourceRow] = {}
 
     def _shared(self, i: int):
@@ -102,8 +102,14 @@ class RowIndex:
         key, ids, _ = shared
         if not _inside(own, ids):
             return self.lin.trace(i, strict=strict, direct=direct)
+        rows = self._traces.get(key)  # sets of in-memory sources only: no file to check, the same rows
+        if rows is not None:
+            return list(rows)
         sids = _distinct_sources(ids)
         status = tuple(_status(s, strict) for s in sids)
+        if not any(REGISTRY.get(s).is_file for s in sids):
+            rows = self._traces[key] = [self._row(x, None) for x in ids.tolist()]
+            return list(rows)
         rows = self._traces.get((key, status))
         if rows is None:
             by_sid = dict(zip(sids, status))

@@ -17,12 +17,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-import weakref
 
 import numpy as np
 
 from traceprop_frames.errors import LineageLostError
-from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage
 from traceprop_frames.lineage.sources import encode
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -33,8 +32,6 @@ class _State(threading.local):
 
 
 _state = _State()
-# lineage -> the lineage whose rows it shares (relabelled at another op node without a copy)
-_SAME_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _step_ids = itertools.count(1)
 
 ELEMENTWISE_FUNCS = {
@@ -102,41 +99,44 @@ def current_step():
     return getattr(_state, "step", None)
 
 
-def op_node(op: str, params: dict, parents: tuple[OpNode, ...]) -> OpNode:
-    """A new op node; inside :func:`step`, or for consecutive elementwise ops, one node absorbs the next.
+def op_node(op: str, fn: str, parents: tuple[OpNode, ...]) -> OpNode:
+    """A new op node for operation ``fn`` (listed in its ``params["ops"]``); inside :func:`step`, or for
+    consecutive elementwise ops, one node absorbs the next.
 
     Absorbing keeps the DAG readable: a node whose parents include one node of the same step (or an
     elementwise node followed by another elementwise op) is replaced by a node with the union of the
     parents and the ops listed in ``params["ops"]``.
     """
-    st = getattr(_state, "step", None)
+    st = _state.step
     if st is None:
-        if len(parents) == 1:
-            if op != "elementwise" or parents[0].op != "elementwise":
-                return OpNode.trusted(op, {"ops": [str(params.get("fn", op))]}, parents)  # nothing to absorb
-        elif op != "elementwise" or all(p.op != "elementwise" for p in parents):
-            return OpNode.trusted(op, {"ops": [str(params.get("fn", op))]}, tuple(dict.fromkeys(parents)))
+        if op != "elementwise":
+            return OpNode.trusted(
+                op, {"ops": [fn]}, parents if len(parents) < 2 else tuple(dict.fromkeys(parents))
+            )
+        ops, grand = [fn], []
+        for p in parents if len(parents) < 2 else dict.fromkeys(parents):
+            if p.op == "elementwise":  # (X - m) / s: one node lists both ops, on the parents' parents
+                ops[:0] = [str(o) for o in p.params.get("ops", ())]
+                grand.extend(p.parents)
+            else:
+                grand.append(p)
+        return OpNode.trusted(
+            op, {"ops": ops}, tuple(grand) if len(grand) < 2 else tuple(dict.fromkeys(grand))
+        )
     label, token = st if st is not None else (op, None)
     parents = tuple(dict.fromkeys(parents))  # drop repeats, keep order
-    mergeable = [
-        p
-        for p in parents
-        if (token is not None and p.params.get("_step") == token)
-        or (token is None and op == "elementwise" and p.op == "elementwise")
-    ]
-    ops_list = [params.get("fn", op)]
+    ops_list = [fn]
     new_parents: list[OpNode] = []
     for p in parents:
-        if p in mergeable:
+        if (p.params.get("_step") == token) if token is not None else p.op == "elementwise":
             ops_list = list(p.params.get("ops", [])) + ops_list
             new_parents.extend(p.parents)
         else:
             new_parents.append(p)
-    new_parents = list(dict.fromkeys(new_parents))
     out_params = {"ops": [str(o) for o in ops_list]}
     if token is not None:
         out_params["_step"] = int(token)
-    return OpNode.trusted(label, out_params, tuple(new_parents))
+    return OpNode.trusted(label, out_params, tuple(dict.fromkeys(new_parents)))
 
 
 def op_rows(n: int, node: OpNode) -> RowLineage:
@@ -146,11 +146,14 @@ def op_rows(n: int, node: OpNode) -> RowLineage:
     )
 
 
-def identity_rows(source_id: int, n: int, node: OpNode) -> RowLineage:
-    """Row ``i`` is row ``i`` of source ``source_id``; the arrays are built on the first query."""
+def memory_rows(name: str, n: int, hasher, node: OpNode) -> RowLineage:
+    """Row ``i`` is row ``i`` of an in-memory source named ``name``, registered (O(1), content hashed by
+    ``hasher`` when first asked for) when the rows are first composed: a tensor nobody queries registers
+    nothing."""
 
     def build():
-        return np.arange(n + 1, dtype=np.int64), encode(source_id, np.arange(n, dtype=np.int64))
+        src = REGISTRY.register_memory(name, n, hasher)
+        return np.arange(n + 1, dtype=np.int64), encode(src.id, np.arange(n, dtype=np.int64))
 
     return RowLineage.deferred(n, build, (), node, has_context=False)
 
@@ -201,11 +204,27 @@ def prefix_lineage(lin: RowLineage, label: str, node: OpNode, granularity: str =
     return RowLineage.deferred(n, build, (lin,), node, has_context=n > 0)
 
 
+class _SameRows:
+    """The build step of a relabelled lineage: ``lin``'s arrays as they are (no copy). ``root`` is the
+    lineage whose rows these are, so :func:`combine_rows` unions them once."""
+
+    __slots__ = ("lin", "root")
+
+    def __init__(self, lin: RowLineage) -> None:
+        self.lin = lin
+        b = lin._build
+        self.root = b.root if type(b) is _SameRows else lin
+
+    def __call__(self):
+        lin = self.lin
+        return lin.offsets, lin.ids, lin._ctx
+
+
 def relabel(lin: RowLineage, node: OpNode) -> RowLineage:
     """The same rows at another op node (no copy); remembered as the same rows for :func:`combine_rows`."""
-    out = lin.with_node(node)
-    _SAME_ROWS[out] = _SAME_ROWS.get(lin, lin)
-    return out
+    if lin._offsets is not None:  # composed already
+        return lin.with_node(node)  # shares the arrays, which :func:`_same_rows` compares
+    return RowLineage.deferred(lin._n, _SameRows(lin), (lin,), node, has_context=lin._has_ctx)
 
 
 def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity: str = "row") -> RowLineage:
@@ -220,18 +239,19 @@ def combine_rows(operands, n_out: int, out_ndim: int, node: OpNode, granularity:
     rows: list[RowLineage] = []
     broadcast: list[RowLineage] = []
     for pt in operands:
-        lin = pt.lineage
-        if pt.is_statistic or len(lin) == 1 and n_out != 1:
+        lin = pt._lin if pt._lin is not None else pt.lineage
+        if pt.is_statistic or lin._n == 1 and n_out != 1:
             broadcast.append(lin)
             continue
-        if np.ndim(pt.data) != out_ndim or len(lin) != n_out:
+        d = pt.data
+        if (d.ndim if type(d) is np.ndarray else np.ndim(d)) != out_ndim or lin._n != n_out:
             raise LineageLostError(
                 f"an operand with {len(lin)} rows and shape {np.shape(pt.data)} broadcast into a result "
                 f"of shape with {n_out} rows and {out_ndim} axes would mix rows into columns, so the "
                 "result rows have no row lineage. Align the shapes (e.g. X[:, [j]] keeps 2-D), or use "
                 "np.asarray(...) to compute without lineage."
             )
-        if not any(_same_rows(lin, r) for r in rows):
+        if not rows or not any(_same_rows(lin, r) for r in rows):
             rows.append(lin)
     if len(rows) == 1 and not broadcast:
         return relabel(rows[0], node)
@@ -259,8 +279,13 @@ def _union_all(rows: list[RowLineage], broadcast: list[RowLineage], n_out: int) 
     return out.materialize()
 
 
+def _root(lin: RowLineage) -> RowLineage:
+    b = lin._build
+    return b.root if type(b) is _SameRows else lin
+
+
 def _same_rows(a: RowLineage, b: RowLineage) -> bool:
-    if a is b or _SAME_ROWS.get(a, a) is _SAME_ROWS.get(b, b):
+    if a is b or _root(a) is _root(b):
         return True
     if not (a.is_materialized and b.is_materialized) or a.has_context != b.has_context:
         return False
