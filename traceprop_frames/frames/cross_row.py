@@ -44,7 +44,7 @@ from pandas.core.groupby import DataFrameGroupBy, SeriesGroupBy
 from pandas.core.groupby.groupby import GroupBy
 
 from traceprop_frames.errors import LineageLostError
-from traceprop_frames.frames import alignment, reductions, transparent
+from traceprop_frames.frames import alignment, inline, reductions, transparent
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve, untouched
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.rowsets import _stable_group_order
@@ -53,7 +53,7 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 _state = threading.local()
 _mode = ["context"]
-_installed: list[tuple[type, str, object]] = []
+_installed: list = []  # undo functions (frames.inline.patch)
 
 
 def set_mode(mode: str) -> None:
@@ -89,30 +89,13 @@ def _row_keys(obj) -> np.ndarray | None:
     return None
 
 
-_DETACHED = "traceprop_keys_in_column"
+_DETACHED = alignment.DETACHED  # set by the insert wrapper when reset_index() moves the keys
 
 
 def _detached(obj) -> bool:
     """A traced frame whose keys left the index (``reset_index()``), or a column of one: its rows cannot
     be attributed. (A frame whose keys a plain aggregation dropped is simply untraced.)"""
     return (isinstance(obj, pd.DataFrame) and LID in obj.columns) or bool(obj.attrs.get(_DETACHED))
-
-
-def _reset_index_wrapper(orig):
-    @functools.wraps(orig)
-    def reset_index(self, *args, **kwargs):
-        busy = getattr(_state, "busy", False)
-        _state.busy = True  # pandas inserts the keys as a column: not a user's row-less array
-        try:
-            out = orig(self, *args, **kwargs)
-        finally:
-            _state.busy = busy
-        target = self if out is None else out
-        if isinstance(target, pd.DataFrame) and LID in target.columns:
-            target.attrs[_DETACHED] = True  # its columns inherit the mark through pandas' attrs
-        return out
-
-    return reset_index
 
 
 def _is_traced(obj) -> bool:
@@ -324,7 +307,11 @@ _GROUP_METHODS = (
 
 
 def _wrap(owner: type, name: str, rule, get_obj) -> None:
-    orig = owner.__dict__[name]
+    test = inline.traced("self" if get_obj is None else "self.obj")
+    _installed.append(inline.patch(owner, name, lambda orig: _hook(orig, owner, name, rule, get_obj), test))
+
+
+def _hook(orig, owner: type, name: str, rule, get_obj):
     sig = inspect.signature(orig)
     var_kw = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
     plain_fill = name == "fillna" and get_obj is not _group_obj  # method= is keyword-only in pandas 2
@@ -368,9 +355,7 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
             _state.busy = False
         return result
 
-    wrapper._traceprop_original = orig
-    setattr(owner, name, wrapper)
-    _installed.append((owner, name, orig))
+    return wrapper
 
 
 _IN_PLACE = ("fillna", "ffill", "bfill", "interpolate")
@@ -431,21 +416,16 @@ def install() -> None:
         for name in _GROUP_METHODS:
             if _own(owner, name, GroupBy, (SeriesGroupBy, DataFrameGroupBy)):
                 _wrap(owner, name, _group_rule(name), _group_obj)
-    orig = pd.DataFrame.__dict__["reset_index"]
-    pd.DataFrame.reset_index = _reset_index_wrapper(orig)
-    _installed.append((pd.DataFrame, "reset_index", orig))
     for name in ("cut", "qcut"):
-        orig = getattr(pd, name)
-        setattr(pd, name, _cut_wrapper(orig, name))
-        _installed.append((pd, name, orig))
+        test = f"isinstance(x, __tp_NDF) and ({inline.traced('x')})"
+        _installed.append(inline.patch(pd, name, lambda orig, n=name: _cut_wrapper(orig, n), test))
 
 
 def uninstall() -> None:
     """Restore plain pandas (cross-row and label-matching calls then silently return row-only lineage
     again: use with care, e.g. to time plain pandas)."""
-    transparent.uninstall()
-    alignment.uninstall()
+    while _installed:  # the reverse of install: a method patched twice (fillna) unwinds in order
+        _installed.pop()()
     reductions.uninstall()
-    while _installed:
-        owner, name, orig = _installed.pop()
-        setattr(owner, name, orig)
+    alignment.uninstall()
+    transparent.uninstall()

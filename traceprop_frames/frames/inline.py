@@ -1,0 +1,222 @@
+"""Install a wrapper as pandas' own function with one more line, so untraced calls never meet it.
+
+A Python wrapper around a pandas method costs every call one more frame (0.05-0.2 us: 5 % of
+``s[i]``), shows pandas one more frame (warnings with a fixed ``stacklevel``, the caller frame of the
+chained-assignment check) and holds one more reference (the reference-count check). :func:`patch`
+instead compiles pandas' own source of the method again, at pandas' file and line numbers, with one
+statement added::
+
+    if <test>: return __tp_hook(<its parameters>)
+
+``<test>`` is the wrapper's own "is there anything to trace here?" check, written as an expression
+over the parameters (``self._attrs``: an attribute look-up). An untraced call runs pandas' code in
+pandas' frame, as if the library were not imported, at the price of that test. A traced call (the test
+is true) goes to the wrapper, which runs the unpatched pandas function.
+
+The statement goes after the docstring, and after pandas' chained-assignment check where the method
+opens with one (``sys.getrefcount(self)``), so that check runs in pandas' frame on traced objects too.
+
+Where the source cannot be recompiled faithfully (no source, a decorator that returns another function,
+name-mangled attributes, free variables other than ``__class__``) the wrapper itself is installed, as
+before; :func:`patched` lists which methods took which way.
+"""
+
+from __future__ import annotations
+import __future__
+
+import ast
+import inspect
+import textwrap
+import types
+
+import pandas as pd
+
+from traceprop_frames.frames.carrier import LID
+from traceprop_frames.frames.traced_values import TRACED
+
+_NDFRAME = pd.core.generic.NDFrame
+
+
+def _maybe_stat(*values) -> bool:
+    """Whether any of ``values`` can carry a statistic (cheap: types and ``attrs`` only)."""
+    for v in values:
+        if isinstance(v, TRACED) or (isinstance(v, _NDFRAME) and v._attrs) or type(v) in (dict, list, tuple):
+            return True
+    return False
+
+
+# Names a test may use (closure cells of the recompiled function, never written into pandas' modules).
+ENV = {
+    "__tp_LID": LID,
+    "__tp_MI": pd.MultiIndex,
+    "__tp_NDF": _NDFRAME,
+    "__tp_TRACED": TRACED,
+    "__tp_maybe": _maybe_stat,
+}
+
+
+def traced(target: str) -> str:
+    """The test "``target`` holds lineage keys or carries attrs" (``carrier.untouched``, negated)."""
+    return f"{target}._attrs or (__tp_i := {target}.index)._name == __tp_LID or __tp_i.__class__ is __tp_MI"
+
+
+def carries(value: str) -> str:
+    """The test "``value`` is a traced scalar or a pandas object with attrs"."""
+    return f"isinstance({value}, __tp_TRACED) or (isinstance({value}, __tp_NDF) and {value}._attrs)"
+
+
+_log: dict[str, str] = {}
+CODES: set = set()  # code objects of the recompiled functions (frames.transparent looks callers up)
+
+
+def patched() -> dict:
+    """``{"Series.sum": "inline" | "wrapper (why)"}`` for the methods patched now."""
+    return dict(_log)
+
+
+def patch(owner, name: str, make_hook, test: str):
+    """Install ``make_hook(current)`` on ``owner.name`` behind ``test`` (see the module docstring); returns
+    a function that undoes it.
+
+    A method behind one of pandas' decorators that returns a wrapper (``functools.wraps``: a keyword
+    deprecation) is patched inside it: the decorator's cell that holds the method gets the recompiled
+    one, so the decorator still runs first. Patching a method patched before keeps both tests: the new
+    hook wraps the previous function, whose own test still guards its hook. An inherited attribute gets
+    the hook itself, on ``owner``."""
+    label = f"{getattr(owner, '__name__', owner)}.{name}"
+    current = owner.__dict__.get(name)
+    cell = _inner_cell(current)
+    target = cell.cell_contents if cell is not None else current
+    try:
+        if target is None:
+            raise _Refused("inherited")
+        new = _recompile(getattr(target, "_tp_pristine", target), (*getattr(target, "_tp_tests", ()), test),
+                         make_hook(target))  # fmt: skip
+    except _Refused as why:
+        _log[label] = f"wrapper ({why})"
+        setattr(owner, name, make_hook(getattr(owner, name)))
+        return lambda: setattr(owner, name, current) if current is not None else delattr(owner, name)
+    _log[label] = "inline"
+    if cell is not None:
+        cell.cell_contents = new
+        return lambda: setattr(cell, "cell_contents", target)
+    setattr(owner, name, new)
+    return lambda: setattr(owner, name, current)
+
+
+def _inner_cell(fn):
+    """The closure cell of a ``functools.wraps`` decorator's wrapper that holds the function it wraps."""
+    inner = getattr(fn, "__wrapped__", None)
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            held = cell.cell_contents
+        except ValueError:
+            continue
+        if inner is not None and (held is inner or getattr(held, "_tp_pristine", None) is inner):
+            return cell
+    return None
+
+
+class _Refused(Exception):
+    pass
+
+
+def _function_ast(fn) -> ast.FunctionDef:
+    if type(fn) is not types.FunctionType or hasattr(fn, "__wrapped__"):
+        raise _Refused("not a plain function")
+    if set(fn.__code__.co_freevars) - {"__class__"}:
+        raise _Refused("free variables")
+    try:
+        src = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(src)
+    except (OSError, TypeError, SyntaxError) as exc:
+        raise _Refused(f"source: {type(exc).__name__}") from None
+    node = tree.body[0] if len(tree.body) == 1 else None
+    if not isinstance(node, ast.FunctionDef) or node.name != fn.__code__.co_name or "__tp_fn" in src:
+        raise _Refused("source is not the function")
+    first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+    if first != 1 or tree.body[0].end_lineno is None:
+        raise _Refused("source lines")
+    for sub in ast.walk(node):
+        ident = getattr(sub, "attr", None) or getattr(sub, "id", None)
+        if isinstance(ident, str) and ident.startswith("__") and not ident.endswith("__"):
+            raise _Refused("name mangling")
+    return node
+
+
+def _forward(node: ast.FunctionDef) -> str:
+    """``node``'s parameters as call arguments: the first positionally, the rest by keyword (positionally
+    when a ``*args`` follows them)."""
+    a = node.args
+    named = [p.arg for p in (*a.posonlyargs, *a.args)]
+    if a.vararg or a.posonlyargs:
+        parts = [*named, f"*{a.vararg.arg}"] if a.vararg else list(named)
+    else:
+        parts = named[:1] + [f"{p}={p}" for p in named[1:]]
+    parts += [f"{p.arg}={p.arg}" for p in a.kwonlyargs]
+    if a.kwarg:
+        parts.append(f"**{a.kwarg.arg}")
+    return ", ".join(parts)
+
+
+def _rest(node: ast.FunctionDef) -> str:
+    """Every parameter but the first, as arguments of ``__tp_maybe`` (``{rest}`` in a test)."""
+    a = node.args
+    parts = [p.arg for p in (*a.posonlyargs, *a.args)][1:] + [p.arg for p in a.kwonlyargs]
+    parts += [f"*{a.vararg.arg}"] if a.vararg else []
+    parts += [f"*{a.kwarg.arg}.values()"] if a.kwarg else []
+    return ", ".join(parts)
+
+
+def _insert_at(body: list) -> int:
+    """After the docstring, and after pandas' leading chained-assignment check (``sys.getrefcount``)."""
+    at = 1 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else 0
+    for i, stmt in enumerate(body[:7]):  # after validation only (pandas 2.2 and 3.1: within 6)
+        if any(isinstance(s, ast.Attribute) and s.attr == "getrefcount" for s in ast.walk(stmt)):
+            at = i + 1
+    return at
+
+
+def _recompile(fn, tests: tuple, hook):
+    node = _function_ast(fn)
+    node.decorator_list = []
+    node.name = "__tp_fn"  # not the method's name: the body may call a module function of that name
+    a = node.args  # defaults are pandas' own objects (set below), not evaluated again here
+    a.defaults = [ast.Constant(None) for _ in a.defaults]
+    a.kw_defaults = [None if d is None else ast.Constant(None) for d in a.kw_defaults]
+    at = _insert_at(node.body)
+    line = node.body[at].lineno if at < len(node.body) else node.body[-1].lineno
+    cond = " or ".join(f"({t})" for t in tests).replace("{rest}", _rest(node))
+    params = {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if p is not None}
+    used = {
+        n.id for n in ast.walk(ast.parse(cond)) if isinstance(n, ast.Name) and not n.id.startswith("__tp")
+    }
+    if used - params - {"isinstance", "type", "True"}:
+        raise _Refused(f"test names {sorted(used - params)}, not parameters")
+    stmt = ast.parse(f"if {cond}:\n    return __tp_hook({_forward(node)})").body[0]
+    for sub in ast.walk(stmt):
+        if hasattr(sub, "lineno"):
+            sub.lineno = sub.end_lineno = line
+    node.body.insert(at, stmt)
+    cells = ["__tp_hook", *ENV, *(["__class__"] if "__class__" in fn.__code__.co_freevars else [])]
+    factory = ast.parse(f"def __tp_factory({', '.join(cells)}):\n    pass").body[0]
+    factory.body = [node, ast.Return(ast.Name("__tp_fn", ast.Load()))]
+    module = ast.Module([factory], [])
+    ast.increment_lineno(module, fn.__code__.co_firstlineno - 1)
+    ast.fix_missing_locations(module)
+    flags = __future__.annotations.compiler_flag
+    code = compile(module, fn.__code__.co_filename, "exec", flags=flags, dont_inherit=True)
+    namespace: dict = {}
+    exec(code, fn.__globals__, namespace)  # defines __tp_factory only; pandas' globals are read, not written
+    env = dict(ENV, __tp_hook=hook)
+    if "__class__" in fn.__code__.co_freevars:
+        env["__class__"] = fn.__closure__[fn.__code__.co_freevars.index("__class__")].cell_contents
+    new = namespace["__tp_factory"](*(env[c] for c in cells))
+    new.__code__ = new.__code__.replace(co_name=fn.__code__.co_name, co_qualname=fn.__code__.co_qualname)
+    new.__defaults__, new.__kwdefaults__ = fn.__defaults__, fn.__kwdefaults__
+    new.__doc__, new.__name__, new.__qualname__ = fn.__doc__, fn.__name__, fn.__qualname__
+    new.__module__ = fn.__module__
+    new.__dict__.update(fn.__dict__)
+    new._tp_pristine, new._tp_tests = fn, tests
+    CODES.add(new.__code__)
+    return new
