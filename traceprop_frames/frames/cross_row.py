@@ -40,6 +40,7 @@ import threading
 
 import numpy as np
 import pandas as pd
+from pandas._libs import lib
 from pandas.core.groupby import DataFrameGroupBy, SeriesGroupBy
 from pandas.core.groupby.groupby import GroupBy
 
@@ -217,7 +218,8 @@ def _window_bounds(r, n: int):
 
 # ---------------------------------------------------------------------------------------------- rules
 def _axis0(ba) -> bool:
-    return ba.get("axis", 0) in (0, "index", None)
+    axis = ba.get("axis", 0)  # pandas' default (0, None or lib.no_default), passed on by frames.inline
+    return axis is lib.no_default or axis in (0, "index", None)
 
 
 def _periods(ba):
@@ -324,7 +326,7 @@ def _hook(orig, owner: type, name: str, rule, get_obj):
         obj = self if get_obj is None else get_obj(self)
         if untouched(obj) or getattr(_state, "busy", False) or not _is_traced(obj):
             return orig(self, *args, **kwargs)  # untraced
-        if plain_fill and "method" not in kwargs:
+        if plain_fill and kwargs.get("method") is None:
             return orig(self, *args, **kwargs)  # fillna(value): row-preserving
         idx = obj.index
         if idx.name != LID and not (isinstance(idx, pd.MultiIndex) and LID in idx.names):

@@ -25,8 +25,8 @@ from __future__ import annotations
 import __future__
 
 import ast
-import inspect
-import textwrap
+import linecache
+import re
 import types
 
 import pandas as pd
@@ -121,26 +121,45 @@ class _Refused(Exception):
     pass
 
 
+_MANGLED = re.compile(r"\b__[A-Za-z_]\w*")
+
+
+def _last_line(code) -> int:
+    """The last source line with bytecode in ``code`` or the functions defined in it."""
+    lines = [line for _, _, line in code.co_lines() if line is not None]
+    lines += [_last_line(c) for c in code.co_consts if isinstance(c, types.CodeType)]
+    return max(lines, default=code.co_firstlineno)
+
+
 def _function_ast(fn) -> ast.FunctionDef:
+    """The ``def`` of ``fn`` parsed from its file, at the file's line numbers (without ``inspect``: its
+    tokenizer would cost ~10 ms a method at import)."""
     if type(fn) is not types.FunctionType or hasattr(fn, "__wrapped__"):
         raise _Refused("not a plain function")
-    if set(fn.__code__.co_freevars) - {"__class__"}:
+    code = fn.__code__
+    if set(code.co_freevars) - {"__class__"}:
         raise _Refused("free variables")
-    try:
-        src = textwrap.dedent(inspect.getsource(fn))
-        tree = ast.parse(src)
-    except (OSError, TypeError, SyntaxError) as exc:
-        raise _Refused(f"source: {type(exc).__name__}") from None
-    node = tree.body[0] if len(tree.body) == 1 else None
-    if not isinstance(node, ast.FunctionDef) or node.name != fn.__code__.co_name or "__tp_fn" in src:
+    lines = linecache.getlines(code.co_filename)
+    first, last = code.co_firstlineno, _last_line(code)
+    if not lines or last > len(lines):
+        raise _Refused("no source")
+    indented = lines[first - 1][:1] in (" ", "\t")
+    head = "\n" * (first - 2) + "if 1:\n" if indented else "\n" * (first - 1)
+    for end in range(last, min(last + 40, len(lines)) + 1):  # a statement may end below its last code line
+        src = "".join(lines[first - 1 : end])
+        try:
+            tree = ast.parse(head + src)
+            break
+        except SyntaxError:
+            continue
+    else:
+        raise _Refused("source does not parse")
+    node = tree.body[0].body[0] if indented else tree.body[0]
+    if not isinstance(node, ast.FunctionDef) or node.name != code.co_name or "__tp_fn" in src:
         raise _Refused("source is not the function")
-    first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-    if first != 1 or tree.body[0].end_lineno is None:
-        raise _Refused("source lines")
-    for sub in ast.walk(node):
-        ident = getattr(sub, "attr", None) or getattr(sub, "id", None)
-        if isinstance(ident, str) and ident.startswith("__") and not ident.endswith("__"):
-            raise _Refused("name mangling")
+    if any(not m.group().endswith("__") for m in _MANGLED.finditer(src)):
+        raise _Refused("name mangling")
+    node.src = src
     return node
 
 
@@ -168,48 +187,30 @@ def _rest(node: ast.FunctionDef) -> str:
     return ", ".join(parts)
 
 
-def _insert_at(body: list) -> int:
+def _insert_at(node: ast.FunctionDef) -> int:
     """After the docstring, and after pandas' leading chained-assignment check (``sys.getrefcount``)."""
+    body = node.body
     at = 1 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else 0
+    lines = node.src.splitlines()
+    first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
     for i, stmt in enumerate(body[:7]):  # after validation only (pandas 2.2 and 3.1: within 6)
-        if any(isinstance(s, ast.Attribute) and s.attr == "getrefcount" for s in ast.walk(stmt)):
+        if any("getrefcount" in x for x in lines[stmt.lineno - first : stmt.end_lineno - first + 1]):
             at = i + 1
     return at
 
 
+_factories: dict = {}  # (pristine function, tests) -> (compiled factory, cell names)
+
+
 def _recompile(fn, tests: tuple, hook):
-    node = _function_ast(fn)
-    node.decorator_list = []
-    node.name = "__tp_fn"  # not the method's name: the body may call a module function of that name
-    a = node.args  # defaults are pandas' own objects (set below), not evaluated again here
-    a.defaults = [ast.Constant(None) for _ in a.defaults]
-    a.kw_defaults = [None if d is None else ast.Constant(None) for d in a.kw_defaults]
-    at = _insert_at(node.body)
-    line = node.body[at].lineno if at < len(node.body) else node.body[-1].lineno
-    cond = " or ".join(f"({t})" for t in tests).replace("{rest}", _rest(node))
-    params = {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if p is not None}
-    used = {
-        n.id for n in ast.walk(ast.parse(cond)) if isinstance(n, ast.Name) and not n.id.startswith("__tp")
-    }
-    if used - params - {"isinstance", "type", "True"}:
-        raise _Refused(f"test names {sorted(used - params)}, not parameters")
-    stmt = ast.parse(f"if {cond}:\n    return __tp_hook({_forward(node)})").body[0]
-    for sub in ast.walk(stmt):
-        if hasattr(sub, "lineno"):
-            sub.lineno = sub.end_lineno = line
-    node.body.insert(at, stmt)
-    cells = ["__tp_hook", *ENV, *(["__class__"] if "__class__" in fn.__code__.co_freevars else [])]
-    factory = ast.parse(f"def __tp_factory({', '.join(cells)}):\n    pass").body[0]
-    factory.body = [node, ast.Return(ast.Name("__tp_fn", ast.Load()))]
-    module = ast.Module([factory], [])
-    ast.increment_lineno(module, fn.__code__.co_firstlineno - 1)
-    ast.fix_missing_locations(module)
-    flags = __future__.annotations.compiler_flag
-    code = compile(module, fn.__code__.co_filename, "exec", flags=flags, dont_inherit=True)
+    key = (fn, tests)
+    if key not in _factories:
+        _factories[key] = _compile(fn, tests)
+    code, cells = _factories[key]
     namespace: dict = {}
     exec(code, fn.__globals__, namespace)  # defines __tp_factory only; pandas' globals are read, not written
     env = dict(ENV, __tp_hook=hook)
-    if "__class__" in fn.__code__.co_freevars:
+    if "__class__" in cells:
         env["__class__"] = fn.__closure__[fn.__code__.co_freevars.index("__class__")].cell_contents
     new = namespace["__tp_factory"](*(env[c] for c in cells))
     new.__code__ = new.__code__.replace(co_name=fn.__code__.co_name, co_qualname=fn.__code__.co_qualname)
@@ -220,3 +221,43 @@ def _recompile(fn, tests: tuple, hook):
     new._tp_pristine, new._tp_tests = fn, tests
     CODES.add(new.__code__)
     return new
+
+
+def _located(node, line: int):
+    for sub in ast.walk(node):
+        if "lineno" in sub._attributes:
+            sub.lineno = sub.end_lineno = line
+            sub.col_offset = sub.end_col_offset = 0
+    return node
+
+
+def _compile(fn, tests: tuple):
+    """The factory ``def __tp_factory(<cells>): def __tp_fn(...): <prologue; pandas' body>``, compiled
+    at pandas' file and line numbers."""
+    node = _function_ast(fn)
+    first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+    node.decorator_list = []
+    node.name = "__tp_fn"  # not the method's name: the body may call a module function of that name
+    a = node.args  # defaults are pandas' own objects (set by _recompile), not evaluated again here
+    a.defaults = [_located(ast.Constant(None), node.lineno) for _ in a.defaults]
+    a.kw_defaults = [None if d is None else _located(ast.Constant(None), node.lineno) for d in a.kw_defaults]
+    at = _insert_at(node)
+    cond = " or ".join(f"({t})" for t in tests).replace("{rest}", _rest(node))
+    params = {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if p is not None}
+    used = {
+        n.id for n in ast.walk(ast.parse(cond)) if isinstance(n, ast.Name) and not n.id.startswith("__tp")
+    }
+    if used - params - {"isinstance", "type"}:
+        raise _Refused(f"test names {sorted(used - params)}, not parameters")
+    stmt = ast.parse(f"if {cond}:\n    return __tp_hook({_forward(node)})").body[0]
+    line = node.body[at].lineno if at < len(node.body) else node.body[-1].lineno
+    node.body.insert(at, _located(stmt, line))
+    cells = ["__tp_hook", *ENV, *(["__class__"] if "__class__" in fn.__code__.co_freevars else [])]
+    factory = ast.parse(f"def __tp_factory({', '.join(cells)}):\n    pass").body[0]
+    factory.body = [node, ast.Return(ast.Name("__tp_fn", ast.Load()))]
+    _located(factory.args, first)
+    _located(factory.body[1], first)
+    factory.lineno, factory.end_lineno, factory.col_offset, factory.end_col_offset = first, first, 0, 0
+    flags = __future__.annotations.compiler_flag
+    code = compile(ast.Module([factory], []), fn.__code__.co_filename, "exec", flags=flags, dont_inherit=True)
+    return code, cells
