@@ -3,10 +3,11 @@
 Everyday calls on untraced frames (scalar access, small arithmetic, reductions, fillna/clip/where,
 ``__setitem__``, shift/cumsum/rolling, group-by transform, concat), on a small frame and a 200k-row one,
 timed with the library's pandas hooks installed and removed in the same process, interleaved: each
-round times every case both ways in alternating order, and the ratio is the median over rounds of
-(installed / removed). A traced frame is alive throughout (the hooks are the same either way).
+round times every case both ways in alternating order (cases shuffled per round), in CPU time of this
+process, and the ratio is the median over rounds of (installed / removed). A traced frame is alive
+throughout (the hooks are the same either way). The load average is printed before and after.
 
-    python benchmarks/bench_untraced.py [--rounds 15] [--quick]
+    python benchmarks/bench_untraced.py [--rounds 31] [--quick]
 
 Targets (issue 20): geometric mean of the ratios <= 1.02, worst <= 1.05.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
+import random
 import statistics
 import time
 
@@ -112,8 +115,11 @@ def run(rounds: int, sizes) -> list[tuple[str, float, float, float]]:
         cases = _cases(n)
         reps = {k: _reps(f) for k, f in cases.items()}
         on, off, ratio = {k: [] for k in cases}, {k: [] for k in cases}, {k: [] for k in cases}
+        names = list(cases)
         for r in range(rounds):
-            for k, f in cases.items():
+            random.Random(r).shuffle(names)
+            for k in names:
+                f = cases[k]
                 order = (True, False) if r % 2 == 0 else (False, True)
                 t = {}
                 for installed in order:
@@ -132,13 +138,17 @@ def run(rounds: int, sizes) -> list[tuple[str, float, float, float]]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=31)
     ap.add_argument("--quick", action="store_true", help="small frame only, 5 rounds")
     args = ap.parse_args(argv)
     sizes = (100,) if args.quick else (100, 200_000)
-    rows = run(5 if args.quick else args.rounds, sizes)
     rounds = 5 if args.quick else args.rounds
+    load0 = os.getloadavg()
+    rows = run(rounds, sizes)
+    load1 = os.getloadavg()
     print(f"pandas {pd.__version__}; {rounds} interleaved rounds; CPU time per call, best over the rounds")
+    print(f"load average (1, 5, 15 min): before {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, after "
+          f"{load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}")  # fmt: skip
     print("| case | hooks removed | hooks installed | ratio (median of rounds) | ratio of bests |")
     print("|---|---|---|---|---|")
     for label, a, b, r, rb in rows:

@@ -180,7 +180,9 @@ def install() -> None:
     for owner in (pd.DataFrame, pd.Series):
         _wrap_method(owner, "update", _arg(0, "other"))
         _wrap_method(owner, "combine_first", _arg(0, "other"))
-    _installed.append(inline.patch(pd.DataFrame, "insert", _insert_wrapper, "True"))
+    _installed.append(
+        inline.patch(pd.DataFrame, "insert", _insert_wrapper, f"{traced('self')} or {carries('value')}")
+    )
     _wrap_method(pd.Series, "map", _arg(0, "func", "arg"), by_label=lambda a, k: True)  # a look-up by value
     _installed.append(
         inline.patch(pd.DataFrame, "__setitem__", _setitem_wrapper, f"{traced('self')} or {carries('value')}")

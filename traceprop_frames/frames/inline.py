@@ -52,6 +52,7 @@ ENV = {
     "__tp_NDF": _NDFRAME,
     "__tp_TRACED": TRACED,
     "__tp_maybe": _maybe_stat,
+    "__tp_SUSPECT": frozenset((*TRACED, dict, list, tuple)),
 }
 
 
@@ -179,12 +180,15 @@ def _forward(node: ast.FunctionDef) -> str:
 
 
 def _rest(node: ast.FunctionDef) -> str:
-    """Every parameter but the first, as arguments of ``__tp_maybe`` (``{rest}`` in a test)."""
+    """``{rest}`` in a test: "a parameter but the first may carry a statistic", inline per parameter
+    (a traced scalar, a dict/list/tuple, a pandas object with attrs); ``*args``/``**kwargs`` through
+    ``__tp_maybe``."""
     a = node.args
-    parts = [p.arg for p in (*a.posonlyargs, *a.args)][1:] + [p.arg for p in a.kwonlyargs]
-    parts += [f"*{a.vararg.arg}"] if a.vararg else []
-    parts += [f"*{a.kwarg.arg}.values()"] if a.kwarg else []
-    return ", ".join(parts)
+    names = [p.arg for p in (*a.posonlyargs, *a.args)][1:] + [p.arg for p in a.kwonlyargs]
+    parts = [f"{p}.__class__ in __tp_SUSPECT or (isinstance({p}, __tp_NDF) and {p}._attrs)" for p in names]
+    parts += [f"({a.vararg.arg} and __tp_maybe(*{a.vararg.arg}))"] if a.vararg else []
+    parts += [f"({a.kwarg.arg} and __tp_maybe(*{a.kwarg.arg}.values()))"] if a.kwarg else []
+    return " or ".join(parts) or "False"
 
 
 def _insert_at(node: ast.FunctionDef) -> int:

@@ -456,7 +456,7 @@ def install(mode, state, detached) -> None:
     _patch(pd.DataFrame, "_flex_arith_method", lambda o: _binop_wrapper(o, "arith"), carries("other"))
     _patch(pd.DataFrame, "_flex_cmp_method", lambda o: _binop_wrapper(o, "cmp"), carries("other"))
     for name in ("fillna", "where", "mask", "clip", "replace"):
-        _patch(_NDFRAME, name, lambda o, n=name: _consumer_wrapper(o, n), "__tp_maybe({rest})")
+        _patch(_NDFRAME, name, lambda o, n=name: _consumer_wrapper(o, n), "{rest}")
     _patch(pd.Series, "__getitem__", lambda o: _getitem_wrapper(o, False), "self._attrs")
     ix = pd.core.indexing
     for owner in (ix._LocationIndexer, ix._ScalarAccessIndexer, ix._AtIndexer):
