@@ -4,8 +4,10 @@
 result under the input's index, so the ``tp_lid`` keys ride along and, unaided, each result row would
 resolve to its own source row only — silently too little. pandas has no hook for this, so this module
 wraps exactly those methods (installed on ``import traceprop_frames``; :func:`uninstall` removes them,
-:func:`set_mode` ``("raise")`` makes them refuse instead). On an untraced object a wrapper costs one
-attribute check; the row-preserving calls (filters, sorts, ``assign``, arithmetic) are not wrapped.
+:func:`set_mode` ``("raise")`` makes them refuse instead). Each wrapper sits behind a test inside
+pandas' own method (:mod:`frames.inline`): an untraced call costs that test (an attribute and the
+index's name) and runs pandas' code in pandas' frame; the row-preserving calls (filters, sorts,
+``assign``, arithmetic) are not wrapped.
 
 On a traced object a wrapper runs the pandas call unchanged, then records what each result row read as
 a shared set (:meth:`RowLineage.shared_sets`: prefixes and windows are overlapping segments of one

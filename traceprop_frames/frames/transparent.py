@@ -18,6 +18,12 @@ wrappers invisible, on traced and untraced objects alike:
   would have run it without the wrapper, and name the user's line. pandas' check inside the wrapped
   method then sees the wrapper's extra reference and stays quiet, so the warning comes once.
 
+Since :mod:`frames.inline` installs most wrappers inside pandas' own method (behind a one-attribute
+test), untraced calls never reach a wrapper, and on traced objects pandas' own chained-assignment check
+runs in pandas' frame before the wrapper is called; the checks below then step aside
+(:func:`_checked_by_pandas`) and only guard the wrappers installed as themselves (where pandas' source
+could not be recompiled).
+
 pandas 2.2 has three regimes (copy-on-write on: ChainedAssignmentError; ``"warn"`` mode and the legacy
 mode on views: FutureWarning); the checks here follow each, with its constants.
 """
