@@ -82,15 +82,15 @@ def patch(owner, name: str, make_hook, test: str):
     A method behind one of pandas' decorators that returns a wrapper (``functools.wraps``: a keyword
     deprecation) is patched inside it: the decorator's cell that holds the method gets the recompiled
     one, so the decorator still runs first. Patching a method patched before keeps both tests: the new
-    hook wraps the previous function, whose own test still guards its hook. An inherited attribute gets
-    the hook itself, on ``owner``."""
+    hook wraps the previous function, whose own test still guards its hook. An inherited method is
+    patched as a copy on ``owner`` (the base class, shared with e.g. ``Index``, is left alone)."""
     label = f"{getattr(owner, '__name__', owner)}.{name}"
-    current = owner.__dict__.get(name)
+    current = owner.__dict__.get(name)  # None: inherited; the patched copy goes on owner only
     cell = _inner_cell(current)
     target = cell.cell_contents if cell is not None else current
+    if target is None:
+        target = getattr(owner, name)
     try:
-        if target is None:
-            raise _Refused("inherited")
         new = _recompile(getattr(target, "_tp_pristine", target), (*getattr(target, "_tp_tests", ()), test),
                          make_hook(target))  # fmt: skip
     except _Refused as why:
@@ -102,7 +102,7 @@ def patch(owner, name: str, make_hook, test: str):
         cell.cell_contents = new
         return lambda: setattr(cell, "cell_contents", target)
     setattr(owner, name, new)
-    return lambda: setattr(owner, name, current)
+    return lambda: setattr(owner, name, current) if current is not None else delattr(owner, name)
 
 
 def _inner_cell(fn):
