@@ -158,7 +158,8 @@ def _function_ast(fn) -> ast.FunctionDef:
     node = tree.body[0].body[0] if indented else tree.body[0]
     if not isinstance(node, ast.FunctionDef) or node.name != code.co_name or "__tp_fn" in src:
         raise _Refused("source is not the function")
-    if any(not m.group().endswith("__") for m in _MANGLED.finditer(src)):
+    body = "".join(lines[node.lineno - 1 : end])  # decorators run outside the class body: not mangled
+    if any(not m.group().endswith("__") for m in _MANGLED.finditer(body)):
         raise _Refused("name mangling")
     node.src = src
     return node
