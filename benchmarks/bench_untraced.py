@@ -20,6 +20,7 @@ import math
 import os
 import random
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -136,6 +137,60 @@ def run(rounds: int, sizes) -> list[tuple[str, float, float, float]]:
     return rows
 
 
+def _test_cost(fn, args: dict) -> float:
+    """CPU seconds of the test frames.inline put in front of pandas' ``fn``, with the arguments of a
+    real call: the test alone, timed in a tight loop against an empty function (noise cannot hide it)."""
+    from traceprop_frames.frames import inline
+
+    node = inline._function_ast(fn._tp_pristine)
+    cond = " or ".join(f"({t})" for t in fn._tp_tests).replace("{rest}", inline._rest(node))
+    params = ", ".join(args)
+    env = dict(inline.ENV)
+    exec(
+        f"def probe({params}):\n    if {cond}:\n        return 1\ndef empty({params}):\n    return None", env
+    )
+    t = {}
+    for name in ("probe", "empty"):
+        f = env[name]
+        t[name] = min(_time(lambda f=f: f(**args), 20000) for _ in range(5))
+    return max(t["probe"] - t["empty"], 0.0)
+
+
+def _tests_run(fn) -> list:
+    """(recompiled pandas function, its arguments) for every test one call of ``fn`` runs."""
+    from traceprop_frames.frames import inline
+
+    seen = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in inline.CODES:
+            seen.append((inline.CODES[frame.f_code], dict(frame.f_locals)))
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return seen
+
+
+def bounds(sizes) -> list[tuple[str, int, float, float]]:
+    """Per case: tests run, their CPU time, and 1 + that / the plain call's: what the hooks cost an
+    untraced call, noise aside (no other code of the library runs on untraced objects: see
+    tests/test_frames_pandas_compat.py::test_untraced_calls_never_enter_this_package)."""
+    rows = []
+    for n in sizes:
+        for k, f in _cases(n).items():
+            run = _tests_run(f)
+            cost = sum(_test_cost(fn, args) for fn, args in run)
+            cross_row.uninstall()
+            plain = min(_time(f, _reps(f)) for _ in range(3))
+            cross_row.install()
+            label = f"{k} ({'small' if n < 1000 else f'{n // 1000}k rows'})"
+            rows.append((label, len(run), cost, 1 + cost / plain))
+    return rows
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=31)
@@ -153,6 +208,14 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|")
     for label, a, b, r, rb in rows:
         print(f"| {label} | {a * 1e6:.1f} us | {b * 1e6:.1f} us | {r:.3f} | {rb:.3f} |")
+    brows = bounds(sizes)
+    print("\nThe tests frames.inline runs in front of pandas' code, timed alone (CPU time, tight loop):")
+    print("| case | tests run per call | their time | 1 + their time / plain call |\n|---|---|---|---|")
+    for label, k, c, b in brows:
+        print(f"| {label} | {k} | {c * 1e9:.0f} ns | {b:.3f} |")
+    geo = math.exp(sum(math.log(x[3]) for x in brows) / len(brows))
+    worst = max(brows, key=lambda x: x[3])
+    print(f"tests alone: geometric mean {geo:.3f}; worst {worst[3]:.3f} {worst[0]}\n")
     for col, name in ((3, "median of rounds"), (4, "ratio of bests")):
         geo = math.exp(sum(math.log(x[col]) for x in rows) / len(rows))
         worst = max(rows, key=lambda x: x[col])

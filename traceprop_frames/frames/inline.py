@@ -67,7 +67,7 @@ def carries(value: str) -> str:
 
 
 _log: dict[str, str] = {}
-CODES: set = set()  # code objects of the recompiled functions (frames.transparent looks callers up)
+CODES: dict = {}  # code object -> recompiled function (frames.transparent looks callers up)
 
 
 def patched() -> dict:
@@ -224,7 +224,7 @@ def _recompile(fn, tests: tuple, hook):
     new.__module__ = fn.__module__
     new.__dict__.update(fn.__dict__)
     new._tp_pristine, new._tp_tests = fn, tests
-    CODES.add(new.__code__)
+    CODES[new.__code__] = new
     return new
 
 
