@@ -16,9 +16,9 @@ is true) goes to the wrapper, which runs the unpatched pandas function.
 The statement goes after the docstring, and after pandas' chained-assignment check where the method
 opens with one (``sys.getrefcount(self)``), so that check runs in pandas' frame on traced objects too.
 
-Where the source cannot be recompiled faithfully (no source, a decorator that returns another function,
-name-mangled attributes, free variables other than ``__class__``) the wrapper itself is installed, as
-before; :func:`patched` lists which methods took which way.
+A method behind a decorator that returns a wrapper is recompiled inside it (see :func:`patch`). Where the
+source cannot be recompiled faithfully (no source, name-mangled attributes, free variables other than
+``__class__``) the wrapper itself is installed, as before; :func:`patched` lists which way each took.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ CODES: dict = {}  # code object -> recompiled function (frames.transparent looks
 
 
 def patched() -> dict:
-    """``{"Series.sum": "inline" | "wrapper (why)"}`` for the methods patched now."""
+    """``{"Series.sum": "inline" | "wrapper (why)"}`` for every method patched since import."""
     return dict(_log)
 
 
