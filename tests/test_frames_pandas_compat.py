@@ -8,6 +8,7 @@ traced frames too, where only this project can test them.
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 
 import numpy as np
@@ -151,3 +152,93 @@ def test_copy_on_write_is_pandas_own():
     for p, t in zip(plain, traced, strict=True):
         np.testing.assert_array_equal(p, t)
     assert plain[0][0, 1] == 1.0  # the parent kept its value
+
+
+def _everyday_calls(df, other):
+    s = df["a"]
+    return [
+        lambda: df.iloc[1, 1], lambda: df.at[1, "a"], lambda: df.loc[1, "a"], lambda: s.iloc[1], lambda: s[1],
+        lambda: s + 1, lambda: s * s, lambda: s > 0, lambda: df[["a", "b"]] + other[["a", "b"]],
+        lambda: s.sum(), lambda: s.mean(), lambda: df.std(), lambda: s.fillna(0), lambda: s.clip(-1, 1),
+        lambda: s.where(s > 0), lambda: df.__setitem__("z", 1.0), lambda: s.iloc.__setitem__(0, 1.5),
+        lambda: df.loc.__setitem__((0, "b"), 2.0), lambda: s.shift(1), lambda: s.cumsum(),
+        lambda: s.rolling(3).mean(), lambda: df.groupby("k")["a"].transform("mean"),
+        lambda: pd.concat([df, other]), lambda: df.reset_index(), lambda: s.isin([1.0]),
+        lambda: pd.cut(s, 2), lambda: df.insert(0, "y", 1.0),
+    ]  # fmt: skip
+
+
+def test_untraced_calls_never_enter_this_package():
+    """On untraced objects every hooked pandas call runs pandas' own code only: not one frame of
+    traceprop_frames/frames/ is entered (the hooks sit behind a test inside pandas' own function).
+    (``pd.concat(..., axis=1)``, which ``df.join`` calls, does reach its hook: the test is the axis.)"""
+    from traceprop_frames.frames import inline
+
+    df, other = _frame(False), _frame(False)
+    ours = tpf.frames.__path__[0]
+    entered = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(ours):
+            entered.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
+
+    calls = _everyday_calls(df, other)
+    sys.setprofile(profile)
+    try:
+        for call in calls:
+            call()
+    finally:
+        sys.setprofile(None)
+    wrapped = {k: v for k, v in inline.patched().items() if v != "inline"}
+    assert not entered, f"untraced calls entered {entered[:5]} (methods not inlined: {wrapped})"
+
+
+def test_patched_methods_are_pandas_own_code():
+    from traceprop_frames.frames import inline
+
+    done = inline.patched()
+    assert len(done) > 100
+    for label in (
+        "Series.sum",
+        "Series.__getitem__",
+        "DataFrame.__setitem__",
+        "_LocationIndexer.__setitem__",
+    ):
+        assert done[label] == "inline", (label, done[label])
+    fn = pd.Series.__getitem__
+    assert fn.__code__.co_filename == pd.core.series.__file__ and fn.__qualname__ == "Series.__getitem__"
+
+
+def test_uninstall_restores_pandas_objects_and_install_is_repeatable():
+    from traceprop_frames.frames import cross_row
+
+    owners = (pd.Series, pd.DataFrame, pd.core.generic.NDFrame, pd.core.indexing._LocationIndexer, pd)
+    snap = lambda: {(o, k): v for o in owners for k, v in vars(o).items() if callable(v)}  # noqa: E731
+    cells = lambda f: [c.cell_contents for c in (getattr(f, "__closure__", None) or ())]  # noqa: E731
+    cross_row.uninstall()
+    try:
+        before, sum_cells = snap(), cells(pd.DataFrame.sum)
+        cross_row.install()
+        assert snap() != before
+        cross_row.uninstall()
+        assert snap() == before and cells(pd.DataFrame.sum) == sum_cells
+    finally:
+        cross_row.install()
+    df = tpf.track(pd.DataFrame({"x": [1.0, 2.0, 4.0]}), "reinstalled")
+    df["run"] = df["x"].cumsum()
+    assert df.tp.sources(rows=[2])["reinstalled"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.skipif(not PANDAS3, reason="pandas 3.1 deprecates reset_index(inplace=...)")
+@pytest.mark.parametrize("traced", [False, True], ids=["untraced", "traced"])
+def test_fixed_stacklevel_warning_names_callers_line(traced):
+    """pandas warns about ``reset_index(inplace=...)`` with a fixed ``stacklevel=3``: no frame of ours
+    may sit between the user and pandas (the keys' move to a column is seen by the insert hook)."""
+    df = _frame(traced)
+    caught = [w for w in _caught(lambda: df.reset_index(inplace=False)) if "inplace" in str(w.message)]
+    if not caught:
+        pytest.skip("this pandas does not deprecate reset_index(inplace=...)")
+    assert all(w.filename == HERE for w in caught), [(w.filename, w.lineno) for w in caught]
+    if traced:
+        with pytest.raises(tpf.errors.LineageLostError, match="set_index"):
+            df.reset_index()["a"].cumsum()

@@ -55,6 +55,18 @@ def _present(python: str, areas) -> list:
     return [a for a in out.splitlines() if a]
 
 
+def _hooks(python: str) -> str:
+    """How the library's hooks went in on this pandas (frames.inline: recompiled, or a plain wrapper)."""
+    code = (
+        "import traceprop_frames\nfrom traceprop_frames.frames import inline\n"
+        "done = inline.patched()\nrest = {k: v for k, v in done.items() if v != 'inline'}\n"
+        "print(f'hooks: {len(done) - len(rest)} of {len(done)} inside pandas\\' own methods; wrappers: {rest}')"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
+    return proc.stdout.strip() or proc.stderr.strip()[-500:]
+
+
 def _run(python: str, areas, with_import: bool, out: Path, timeout: float) -> tuple[dict, float]:
     """Run pytest over ``areas``; returns ({test id: outcome}, wall seconds)."""
     xml = out / ("imported.xml" if with_import else "plain.xml")
@@ -123,6 +135,7 @@ def main(argv=None) -> int:
         print(f"not in this pandas, skipped: {sorted(set(areas) - set(present))}")
     areas = present
     print(f"pandas {version} ({args.python}); {len(areas)} area(s); reports in {out}", flush=True)
+    print(_hooks(args.python), flush=True)
     if args.reuse_plain and (out / "plain.xml").exists():
         plain, t_plain = _outcomes(out / "plain.xml"), float("nan")
         imported, t_imp = _run(args.python, areas, True, out, args.timeout)

@@ -22,11 +22,12 @@ from collections.abc import Mapping
 import pandas as pd
 
 from traceprop_frames.errors import LineageLostError, MissingLineageWarning
-from traceprop_frames.frames import reductions, transparent
+from traceprop_frames.frames import inline, reductions, transparent
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, untouched
 from traceprop_frames.frames.carrier import keyed as _keyed
 
-_installed: list[tuple[object, str, object]] = []
+_installed: list = []  # undo functions (frames.inline.patch)
+DETACHED = "traceprop_keys_in_column"  # attrs mark: the frame's tp_lid keys moved to a column
 _NDFRAME = pd.core.generic.NDFrame
 
 
@@ -53,32 +54,59 @@ def _check(target, others, call: str, by_label: bool = False) -> None:
         )
 
 
-def _wrap_method(owner, name: str, pick, by_label=lambda a, k: False, values: bool = False) -> None:
-    orig = owner.__dict__[name]
+def _method_hook(name: str, pick, by_label=lambda a, k: False, values: bool = False):
     update = name == "update"  # an in-place method: pandas checks it for chained assignment
 
-    @functools.wraps(orig)
-    def wrapper(self, *args, **kwargs):
-        if update:
-            _held = transparent.chained_method(self, update=True)  # noqa: F841  (see transparent)
-        if untouched(self) and not values:  # an untraced target: nothing to refuse, warn or record
+    def make(orig):
+        @functools.wraps(orig)
+        def wrapper(self, *args, **kwargs):
+            if update:
+                _held = transparent.chained_method(self, update=True)  # noqa: F841  (see transparent)
+            if untouched(self) and not values:  # an untraced target: nothing to refuse, warn or record
+                return orig(self, *args, **kwargs)
+            other = pick(args, kwargs)
+            if values and not isinstance(other, (pd.Series, pd.DataFrame)):
+                reductions.check_value(self, other, f"{type(self).__name__}.{name}")
+            elif callable(other) and _keyed(self):  # s.map(func): what the function reads besides its value
+                reductions.absorb(
+                    self, reductions.closure_stat((other,), {}), f"{type(self).__name__}.{name}"
+                )
+            elif other is not None:
+                others = other if isinstance(other, (list, tuple)) else (other,)
+                _check(self, others, f"{type(self).__name__}.{name}", by_label(args, kwargs))
             return orig(self, *args, **kwargs)
-        other = pick(args, kwargs)
-        if values and not isinstance(other, (pd.Series, pd.DataFrame)):
-            reductions.check_value(self, other, f"{type(self).__name__}.{name}")
-        elif callable(other) and _keyed(self):  # s.map(func): what the function reads besides its value
-            reductions.absorb(self, reductions.closure_stat((other,), {}), f"{type(self).__name__}.{name}")
-        elif other is not None:
-            others = other if isinstance(other, (list, tuple)) else (other,)
-            _check(self, others, f"{type(self).__name__}.{name}", by_label(args, kwargs))
-        return orig(self, *args, **kwargs)
 
-    setattr(owner, name, wrapper)
-    _installed.append((owner, name, orig))
+        return wrapper
+
+    return make
 
 
-def _arg(i: int, key: str):
-    return lambda a, k: a[i] if len(a) > i else k.get(key)
+def _wrap_method(owner, name: str, pick, by_label=lambda a, k: False) -> None:
+    _installed.append(inline.patch(owner, name, _method_hook(name, pick, by_label), inline.traced("self")))
+
+
+def _insert_wrapper(orig):
+    """``df.insert``: a value into traced rows (see ``_wrap_method``), and the keys moving to a column
+    (``reset_index()`` inserts them): the frame is marked detached, its columns inherit the mark through
+    pandas' attrs, and pandas' own inserts run with the wrappers passive."""
+    checked = _method_hook("insert", _arg(2, "value"), values=True)(orig)
+
+    @functools.wraps(orig)
+    def insert(self, loc, column, value, *args, **kwargs):
+        if _keyed(self):
+            keys = (isinstance(column, str) and column == LID) or (type(column) is tuple and LID in column)
+            if keys or LID in self.columns:
+                if keys:
+                    self.attrs[DETACHED] = True
+                return reductions.run_busy(orig, self, loc, column, value, *args, **kwargs)
+        return checked(self, loc, column, value, *args, **kwargs)
+
+    return insert
+
+
+def _arg(i: int, *keys: str):
+    """Argument ``i``, passed by position or under one of ``keys`` (pandas 3 renamed ``map(arg)``)."""
+    return lambda a, k: a[i] if len(a) > i else next((k[x] for x in keys if k.get(x) is not None), None)
 
 
 def _join_on(a, k) -> bool:
@@ -147,25 +175,29 @@ def _concat_wrapper(orig):
 def install() -> None:
     if _installed:
         return
+    traced, carries = inline.traced, inline.carries
     _wrap_method(pd.DataFrame, "join", _arg(0, "other"), by_label=_join_on)
     for owner in (pd.DataFrame, pd.Series):
         _wrap_method(owner, "update", _arg(0, "other"))
         _wrap_method(owner, "combine_first", _arg(0, "other"))
-    _wrap_method(pd.DataFrame, "insert", _arg(2, "value"), values=True)
-    _wrap_method(pd.Series, "map", _arg(0, "arg"), by_label=lambda a, k: True)  # a look-up by value
-    orig = pd.DataFrame.__dict__["__setitem__"]
-    pd.DataFrame.__setitem__ = _setitem_wrapper(orig)
-    _installed.append((pd.DataFrame, "__setitem__", orig))
-    loc = pd.core.indexing._LocationIndexer  # .loc and .iloc
-    orig = loc.__dict__["__setitem__"]
-    loc.__setitem__ = _loc_setitem_wrapper(orig)
-    _installed.append((loc, "__setitem__", orig))
-    orig = pd.concat
-    pd.concat = _concat_wrapper(orig)
-    _installed.append((pd, "concat", orig))
+    _installed.append(
+        inline.patch(pd.DataFrame, "insert", _insert_wrapper, f"{traced('self')} or {carries('value')}")
+    )
+    _wrap_method(pd.Series, "map", _arg(0, "func", "arg"), by_label=lambda a, k: True)  # a look-up by value
+    _installed.append(
+        inline.patch(pd.DataFrame, "__setitem__", _setitem_wrapper, f"{traced('self')} or {carries('value')}")
+    )
+    _installed.append(
+        inline.patch(  # .loc and .iloc
+            pd.core.indexing._LocationIndexer,
+            "__setitem__",
+            _loc_setitem_wrapper,
+            f"{traced('self.obj')} or {carries('value')}",
+        )
+    )
+    _installed.append(inline.patch(pd, "concat", _concat_wrapper, 'axis in (1, "columns")'))
 
 
 def uninstall() -> None:
     while _installed:
-        owner, name, orig = _installed.pop()
-        setattr(owner, name, orig)
+        _installed.pop()()

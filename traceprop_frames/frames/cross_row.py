@@ -4,8 +4,10 @@
 result under the input's index, so the ``tp_lid`` keys ride along and, unaided, each result row would
 resolve to its own source row only — silently too little. pandas has no hook for this, so this module
 wraps exactly those methods (installed on ``import traceprop_frames``; :func:`uninstall` removes them,
-:func:`set_mode` ``("raise")`` makes them refuse instead). On an untraced object a wrapper costs one
-attribute check; the row-preserving calls (filters, sorts, ``assign``, arithmetic) are not wrapped.
+:func:`set_mode` ``("raise")`` makes them refuse instead). Each wrapper sits behind a test inside
+pandas' own method (:mod:`frames.inline`): an untraced call costs that test (an attribute and the
+index's name) and runs pandas' code in pandas' frame; the row-preserving calls (filters, sorts,
+``assign``, arithmetic) are not wrapped.
 
 On a traced object a wrapper runs the pandas call unchanged, then records what each result row read as
 a shared set (:meth:`RowLineage.shared_sets`: prefixes and windows are overlapping segments of one
@@ -40,11 +42,12 @@ import threading
 
 import numpy as np
 import pandas as pd
+from pandas._libs import lib
 from pandas.core.groupby import DataFrameGroupBy, SeriesGroupBy
 from pandas.core.groupby.groupby import GroupBy
 
 from traceprop_frames.errors import LineageLostError
-from traceprop_frames.frames import alignment, reductions, transparent
+from traceprop_frames.frames import alignment, inline, reductions, transparent
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, add_context, resolve, untouched
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.refs import AllRefs, CodeRefs, EachRefs
@@ -54,7 +57,7 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 _state = threading.local()
 _mode = ["context"]
-_installed: list[tuple[type, str, object]] = []
+_installed: list = []  # undo functions (frames.inline.patch)
 
 
 def set_mode(mode: str) -> None:
@@ -90,30 +93,13 @@ def _row_keys(obj) -> np.ndarray | None:
     return None
 
 
-_DETACHED = "traceprop_keys_in_column"
+_DETACHED = alignment.DETACHED  # set by the insert wrapper when reset_index() moves the keys
 
 
 def _detached(obj) -> bool:
     """A traced frame whose keys left the index (``reset_index()``), or a column of one: its rows cannot
     be attributed. (A frame whose keys a plain aggregation dropped is simply untraced.)"""
     return (isinstance(obj, pd.DataFrame) and LID in obj.columns) or bool(obj.attrs.get(_DETACHED))
-
-
-def _reset_index_wrapper(orig):
-    @functools.wraps(orig)
-    def reset_index(self, *args, **kwargs):
-        busy = getattr(_state, "busy", False)
-        _state.busy = True  # pandas inserts the keys as a column: not a user's row-less array
-        try:
-            out = orig(self, *args, **kwargs)
-        finally:
-            _state.busy = busy
-        target = self if out is None else out
-        if isinstance(target, pd.DataFrame) and LID in target.columns:
-            target.attrs[_DETACHED] = True  # its columns inherit the mark through pandas' attrs
-        return out
-
-    return reset_index
 
 
 def _is_traced(obj) -> bool:
@@ -286,7 +272,8 @@ def _window_bounds(r, n: int):
 
 # ---------------------------------------------------------------------------------------------- rules
 def _axis0(ba) -> bool:
-    return ba.get("axis", 0) in (0, "index", None)
+    axis = ba.get("axis", 0)  # pandas' default (0, None or lib.no_default), passed on by frames.inline
+    return axis is lib.no_default or axis in (0, "index", None)
 
 
 def _periods(ba):
@@ -376,7 +363,11 @@ _GROUP_METHODS = (
 
 
 def _wrap(owner: type, name: str, rule, get_obj) -> None:
-    orig = owner.__dict__[name]
+    test = inline.traced("self" if get_obj is None else "self.obj")
+    _installed.append(inline.patch(owner, name, lambda orig: _hook(orig, owner, name, rule, get_obj), test))
+
+
+def _hook(orig, owner: type, name: str, rule, get_obj):
     sig = inspect.signature(orig)
     var_kw = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
     plain_fill = name == "fillna" and get_obj is not _group_obj  # method= is keyword-only in pandas 2
@@ -389,7 +380,7 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
         obj = self if get_obj is None else get_obj(self)
         if untouched(obj) or getattr(_state, "busy", False) or not _is_traced(obj):
             return orig(self, *args, **kwargs)  # untraced
-        if plain_fill and "method" not in kwargs:
+        if plain_fill and kwargs.get("method") is None:
             return orig(self, *args, **kwargs)  # fillna(value): row-preserving
         idx = obj.index
         if idx.name != LID and not (isinstance(idx, pd.MultiIndex) and LID in idx.names):
@@ -420,9 +411,7 @@ def _wrap(owner: type, name: str, rule, get_obj) -> None:
             _state.busy = False
         return result
 
-    wrapper._traceprop_original = orig
-    setattr(owner, name, wrapper)
-    _installed.append((owner, name, orig))
+    return wrapper
 
 
 _IN_PLACE = ("fillna", "ffill", "bfill", "interpolate")
@@ -483,21 +472,16 @@ def install() -> None:
         for name in _GROUP_METHODS:
             if _own(owner, name, GroupBy, (SeriesGroupBy, DataFrameGroupBy)):
                 _wrap(owner, name, _group_rule(name), _group_obj)
-    orig = pd.DataFrame.__dict__["reset_index"]
-    pd.DataFrame.reset_index = _reset_index_wrapper(orig)
-    _installed.append((pd.DataFrame, "reset_index", orig))
     for name in ("cut", "qcut"):
-        orig = getattr(pd, name)
-        setattr(pd, name, _cut_wrapper(orig, name))
-        _installed.append((pd, name, orig))
+        test = f"isinstance(x, __tp_NDF) and ({inline.traced('x')})"
+        _installed.append(inline.patch(pd, name, lambda orig, n=name: _cut_wrapper(orig, n), test))
 
 
 def uninstall() -> None:
     """Restore plain pandas (cross-row and label-matching calls then silently return row-only lineage
     again: use with care, e.g. to time plain pandas)."""
-    transparent.uninstall()
-    alignment.uninstall()
+    while _installed:  # the reverse of install: a method patched twice (fillna) unwinds in order
+        _installed.pop()()
     reductions.uninstall()
-    while _installed:
-        owner, name, orig = _installed.pop()
-        setattr(owner, name, orig)
+    alignment.uninstall()
+    transparent.uninstall()

@@ -38,7 +38,7 @@ import pandas as pd
 from pandas.api.extensions import ExtensionArray
 
 from traceprop_frames.errors import LineageLostError, UntracedValuesWarning
-from traceprop_frames.frames import transparent
+from traceprop_frames.frames import inline, transparent
 from traceprop_frames.frames.carrier import ATTRS_KEY, LID, _tables_for, add_context, resolve, untouched
 from traceprop_frames.frames.traced_values import TRACED, Stat, carry
 from traceprop_frames.lineage import OpNode
@@ -46,7 +46,7 @@ from traceprop_frames.lineage.context import SetBlock
 from traceprop_frames.lineage.refs import AllRefs
 
 STAT_KEY = "traceprop_stat"
-_installed: list[tuple[object, str, object]] = []
+_installed: list = []  # undo functions (frames.inline.patch)
 _hooks: dict[str, object] = {  # cross_row's mode, thread state (busy flag) and detached test (its install)
     "mode": lambda: "context",
     "state": threading.local(),
@@ -436,44 +436,37 @@ def _record_matches(s: pd.Series, values: pd.Series, hit: np.ndarray) -> None:
     add_context(_row_keys(s), set_of_row, block, OpNode("pandas.isin", {"rows": n}))
 
 
-def _replace(owner, name: str, new) -> None:
-    orig = owner.__dict__[name]
-    setattr(owner, name, new(orig))
-    _installed.append((owner, name, orig))
+def _patch(owner, name: str, make_hook, test: str) -> None:
+    _installed.append(inline.patch(owner, name, make_hook, test))
 
 
 def install(mode, state, detached) -> None:
     """Install the wrappers (idempotent); ``mode``, ``state`` (its busy flag) and ``detached`` come from
-    cross_row."""
+    cross_row. Each runs only when its test (:mod:`frames.inline`) finds something to trace."""
     if _installed:
         return
     _hooks.update(mode=mode, state=state, detached=detached)
+    traced, carries = inline.traced, inline.carries
     for owner in (pd.Series, pd.DataFrame):
         for name in _REDUCTIONS:
-            if not hasattr(owner, name):
-                continue
-            own = owner.__dict__.get(name)  # None: inherited (Series.nunique), deleted again by uninstall
-            setattr(owner, name, _reduction_wrapper(getattr(owner, name), name))
-            _installed.append((owner, name, own))
+            if hasattr(owner, name):
+                _patch(owner, name, lambda o, n=name: _reduction_wrapper(o, n), traced("self"))
         for name in ("_arith_method", "_cmp_method", "_logical_method"):
-            _replace(owner, name, lambda o, n=name: _binop_wrapper(o, n.strip("_").replace("_method", "")))
-    _replace(pd.Series, "_flex_method", lambda o: _binop_wrapper(o, "arith"))
-    _replace(pd.DataFrame, "_flex_arith_method", lambda o: _binop_wrapper(o, "arith"))
-    _replace(pd.DataFrame, "_flex_cmp_method", lambda o: _binop_wrapper(o, "cmp"))
+            label = name.strip("_").replace("_method", "")
+            _patch(owner, name, lambda o, n=label: _binop_wrapper(o, n), carries("other"))
+    _patch(pd.Series, "_flex_method", lambda o: _binop_wrapper(o, "arith"), carries("other"))
+    _patch(pd.DataFrame, "_flex_arith_method", lambda o: _binop_wrapper(o, "arith"), carries("other"))
+    _patch(pd.DataFrame, "_flex_cmp_method", lambda o: _binop_wrapper(o, "cmp"), carries("other"))
     for name in ("fillna", "where", "mask", "clip", "replace"):
-        _replace(pd.core.generic.NDFrame, name, lambda o, n=name: _consumer_wrapper(o, n))
-    _replace(pd.Series, "__getitem__", lambda o: _getitem_wrapper(o, False))
+        _patch(_NDFRAME, name, lambda o, n=name: _consumer_wrapper(o, n), "{rest}")
+    _patch(pd.Series, "__getitem__", lambda o: _getitem_wrapper(o, False), "self._attrs")
     ix = pd.core.indexing
     for owner in (ix._LocationIndexer, ix._ScalarAccessIndexer, ix._AtIndexer):
-        _replace(owner, "__getitem__", lambda o: _getitem_wrapper(o, True))
-    _replace(pd.Series, "isin", _isin_wrapper)
-    _replace(pd.Series, "__setitem__", _series_setitem_wrapper)
+        _patch(owner, "__getitem__", lambda o: _getitem_wrapper(o, True), "self.obj._attrs")
+    _patch(pd.Series, "isin", _isin_wrapper, traced("self"))
+    _patch(pd.Series, "__setitem__", _series_setitem_wrapper, f"{traced('self')} or {carries('value')}")
 
 
 def uninstall() -> None:
     while _installed:
-        owner, name, orig = _installed.pop()
-        if orig is None:
-            delattr(owner, name)
-        else:
-            setattr(owner, name, orig)
+        _installed.pop()()

@@ -18,6 +18,12 @@ wrappers invisible, on traced and untraced objects alike:
   would have run it without the wrapper, and name the user's line. pandas' check inside the wrapped
   method then sees the wrapper's extra reference and stays quiet, so the warning comes once.
 
+Since :mod:`frames.inline` installs most wrappers inside pandas' own method (behind a one-attribute
+test), untraced calls never reach a wrapper, and on traced objects pandas' own chained-assignment check
+runs in pandas' frame before the wrapper is called; the checks below then step aside
+(:func:`_checked_by_pandas`) and only guard the wrappers installed as themselves (where pandas' source
+could not be recompiled).
+
 pandas 2.2 has three regimes (copy-on-write on: ChainedAssignmentError; ``"warn"`` mode and the legacy
 mode on views: FutureWarning); the checks here follow each, with its constants.
 """
@@ -32,6 +38,8 @@ import warnings
 
 import pandas as pd
 import pandas.util._exceptions as _pd_exceptions
+
+from traceprop_frames.frames import inline
 
 _FRAMES_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _original_code = []
@@ -151,10 +159,16 @@ def _warn(msg: str, category) -> None:
     warnings.warn(msg, category, stacklevel=4)  # 1: here, 2: the check, 3: the wrapper, 4: the user
 
 
+def _checked_by_pandas() -> bool:
+    """The wrapper was called from pandas' own method recompiled by :mod:`frames.inline`, whose
+    chained-assignment check already ran in pandas' frame (0: here, 1: the check, 2: the wrapper)."""
+    return sys._getframe(3).f_code in inline.CODES
+
+
 def chained_setitem(obj):
     """``obj[key] = value`` on a temporary (``df["a"][0] = 1``): pandas' ChainedAssignmentError."""
     rc = sys.getrefcount(obj) - _MINE
-    if rc > REF_COUNT + 1 or CHAINED_WARNING_DISABLED:
+    if rc > REF_COUNT + 1 or CHAINED_WARNING_DISABLED or _checked_by_pandas():
         return obj
     if _V3:
         if rc <= REF_COUNT and not _local_in_caller(obj) and _setitem_syntax_in_caller():
@@ -176,7 +190,7 @@ def chained_indexer(indexer):
     """``df["a"].loc[0] = 1``: the indexer's object is a temporary. Returns the object."""
     obj = indexer.obj
     rc = sys.getrefcount(obj) - 1  # -1: the local ``obj``
-    if rc > REF_COUNT_IDX + 1 or CHAINED_WARNING_DISABLED:
+    if rc > REF_COUNT_IDX + 1 or CHAINED_WARNING_DISABLED or _checked_by_pandas():
         return obj
     if _V3 or using_copy_on_write():
         if rc <= REF_COUNT_IDX:
@@ -189,7 +203,7 @@ def chained_indexer(indexer):
 def chained_method(obj, update: bool = False):
     """``df["a"].fillna(0, inplace=True)`` / ``df["a"].update(other)``: an in-place method on a temporary."""
     rc = sys.getrefcount(obj) - _MINE
-    if rc > REF_COUNT_METHOD + 1 or CHAINED_WARNING_DISABLED:
+    if rc > REF_COUNT_METHOD + 1 or CHAINED_WARNING_DISABLED or _checked_by_pandas():
         return obj
     if _V3:
         if rc <= REF_COUNT_METHOD and not _local_in_caller(obj):
