@@ -242,3 +242,18 @@ def test_fixed_stacklevel_warning_names_callers_line(traced):
     if traced:
         with pytest.raises(tpf.errors.LineageLostError, match="set_index"):
             df.reset_index()["a"].cumsum()
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["untraced", "traced"])
+def test_default_arguments_reach_pandas_as_the_user_gave_them(traced):
+    """A hooked method hands pandas the caller's arguments, not the values pandas' own preamble rewrote
+    (pandas 2.2's ffill turns an omitted ``downcast`` into ``None``; passing that on warns the user about a
+    keyword they never wrote)."""
+    raw = pd.DataFrame({"x": [1.0, np.nan, 3.0], "y": [np.nan, 2.0, 1.0]})
+    df = tpf.track(raw, f"defaults_{traced}") if traced else raw
+    calls = [lambda d: d[["x", "y"]].ffill(), lambda d: d[["x", "y"]].bfill(), lambda d: d["x"].interpolate()]
+    for call in calls:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning pandas would not give for the plain call fails
+            got = call(df)
+        pd.testing.assert_frame_equal(pd.DataFrame(got).reset_index(drop=True), pd.DataFrame(call(raw)))

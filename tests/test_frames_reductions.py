@@ -154,7 +154,17 @@ def _raws(n: int, seed: int, categorical: bool = False):
 
 @pytest.mark.parametrize("call", list(CALLS), ids=list(CALLS))
 def test_every_pattern_is_sufficient(call):
-    check_sufficient(*_raws(17, 3), CALLS[call], f"rd_{call}")
+    raws = _raws(17, 3)
+    try:
+        CALLS[call](*raws)
+    except (
+        TypeError
+    ) as plain_err:  # pandas 2.2 with numpy 2.x: max() of text with None fails in pandas itself
+        with pytest.raises(TypeError) as traced_err:
+            CALLS[call](tpf.track(raws[0], f"rd_{call}_a"), tpf.track(raws[1], f"rd_{call}_b"))
+        assert str(traced_err.value) == str(plain_err)  # the user gets pandas' own error, nothing else
+        return
+    check_sufficient(*raws, CALLS[call], f"rd_{call}")
 
 
 @settings(max_examples=100, deadline=None)

@@ -180,6 +180,15 @@ def _forward(node: ast.FunctionDef) -> str:
     return ", ".join(parts)
 
 
+def _kept(part: str, rewritten: list[str]) -> str:
+    """One forwarded argument (``p``, ``p=p``, ``*p``, ``**p``) reading the caller's kept value of ``p``
+    when pandas' code rewrites it before the hook."""
+    name = part.split("=")[0].lstrip("*")
+    if name not in rewritten:
+        return part
+    return f"{name}=__tp_given_{name}" if "=" in part else part.replace(name, f"__tp_given_{name}")
+
+
 def _rest(node: ast.FunctionDef) -> str:
     """``{rest}`` in a test: "a parameter but the first may carry a statistic", inline per parameter
     (a traced scalar, a dict/list/tuple, a pandas object with attrs); ``*args``/``**kwargs`` through
@@ -192,16 +201,27 @@ def _rest(node: ast.FunctionDef) -> str:
     return " or ".join(parts) or "False"
 
 
-def _insert_at(node: ast.FunctionDef) -> int:
-    """After the docstring, and after pandas' leading chained-assignment check (``sys.getrefcount``)."""
+def _insert_at(node: ast.FunctionDef) -> tuple[int, int, list[str]]:
+    """(after the docstring, after pandas' leading chained-assignment check (``sys.getrefcount``), the
+    parameters pandas' code rewrites in between: pandas 2.2's ffill turns an omitted ``downcast`` into
+    ``None``, which passed on would warn about a keyword the caller never wrote)."""
     body = node.body
     at = 1 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else 0
     lines = node.src.splitlines()
     first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+    start = at
     for i, stmt in enumerate(body[:7]):  # after validation only (pandas 2.2 and 3.1: within 6)
         if any("getrefcount" in x for x in lines[stmt.lineno - first : stmt.end_lineno - first + 1]):
             at = i + 1
-    return at
+    a = node.args
+    params = {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if p is not None}
+    stores = {
+        n.id
+        for st in body[start:at]
+        for n in ast.walk(st)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+    return start, at, sorted(stores & params)
 
 
 _factories: dict = {}  # (pristine function, tests) -> (compiled factory, cell names)
@@ -246,7 +266,7 @@ def _compile(fn, tests: tuple):
     a = node.args  # defaults are pandas' own objects (set by _recompile), not evaluated again here
     a.defaults = [_located(ast.Constant(None), node.lineno) for _ in a.defaults]
     a.kw_defaults = [None if d is None else _located(ast.Constant(None), node.lineno) for d in a.kw_defaults]
-    at = _insert_at(node)
+    start, at, rewritten = _insert_at(node)
     cond = " or ".join(f"({t})" for t in tests).replace("{rest}", _rest(node))
     params = {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if p is not None}
     used = {
@@ -254,9 +274,12 @@ def _compile(fn, tests: tuple):
     }
     if used - params - {"isinstance", "type"}:
         raise _Refused(f"test names {sorted(used - params)}, not parameters")
-    stmt = ast.parse(f"if {cond}:\n    return __tp_hook({_forward(node)})").body[0]
+    call = ", ".join(_kept(part, rewritten) for part in _forward(node).split(", "))
+    stmt = ast.parse(f"if {cond}:\n    return __tp_hook({call})").body[0]
     line = node.body[at].lineno if at < len(node.body) else node.body[-1].lineno
     node.body.insert(at, _located(stmt, line))
+    for p in rewritten:  # the caller's value, kept before pandas rewrites it (one local store)
+        node.body.insert(start, _located(ast.parse(f"__tp_given_{p} = {p}").body[0], node.body[start].lineno))
     cells = ["__tp_hook", *ENV, *(["__class__"] if "__class__" in fn.__code__.co_freevars else [])]
     factory = ast.parse(f"def __tp_factory({', '.join(cells)}):\n    pass").body[0]
     factory.body = [node, ast.Return(ast.Name("__tp_fn", ast.Load()))]
