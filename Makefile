@@ -70,7 +70,7 @@ pandas-compat: $(STAMP)
 	  $(OLDEST)/bin/pip install -q 'pandas==$(PANDAS_OLDEST)' 'numpy==2.1.3' 'pytest>=8' hypothesis && \
 	  $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
 	  "$$($(OLDEST)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_project_venv.pth"; }
-	$(BIN)/python tools/pandas_compat.py --python $(OLDEST)/bin/python
+	$(BIN)/python tools/pandas_compat.py --python $(CURDIR)/$(OLDEST)/bin/python
 
 clean:
 	rm -rf $(VENV) $(OLDEST) demo_output site
