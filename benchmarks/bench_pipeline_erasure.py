@@ -139,7 +139,12 @@ def _case(name, paths, folder):
         return build, lambda X, y: sk_pipe().fit(X, y), (lambda m: lambda: unlearn_pipeline(m, src, rebuild=lambda: raw(paths))), request  # fmt: skip
     if name == "sql":
         to_xy = lambda df: (df.drop(columns="TARGET"), df["TARGET"])  # noqa: E731
-        return build, _fit_lr, (lambda m: (lambda rb: lambda: m.unlearn(src, rebuild=rb))(rerun(m.lineage_, to_xy))), request
+        return (
+            build,
+            _fit_lr,
+            (lambda m: (lambda rb: lambda: m.unlearn(src, rebuild=rb))(rerun(m.lineage_, to_xy))),
+            request,
+        )
     return build, _fit_lr, (lambda m: lambda: m.unlearn(src, rebuild=lambda: build(paths))), request
 
 
