@@ -19,6 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from test_sql_window import _rows  # one normalisation of result rows for the SQL oracle tests
 
 import traceprop_frames as tpf
 from traceprop_frames.errors import MissingLineageWarning
@@ -91,13 +92,6 @@ QUERIES = [
     # a WITH inside a set operation's branch
     "WITH RECURSIVE c(b) AS ((WITH h(c) AS (SELECT k FROM t) SELECT * FROM h UNION SELECT 7)) SELECT b FROM c",
 ]
-
-
-def _rows(df: pd.DataFrame) -> list[tuple]:
-    out = []
-    for row in df.astype(object).itertuples(index=False, name=None):
-        out.append(tuple(None if pd.isna(v) else round(float(v), 6) for v in row))
-    return out
 
 
 def _lineage_rows(df, i) -> dict[str, np.ndarray]:
