@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -56,12 +56,21 @@ class Shape:
     mode: str  # "group" | "rows" | "one"
     items: list[tuple[exp.Identifier, str]]
     n_keys: int = 0
+    keyed: dict = field(default_factory=dict)  # pending tables read (sql.lazy_tables) -> key columns
 
 
-def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str]) -> Shape | None:
+def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str], keyed: dict | None = None) -> Shape | None:
     """The lazy shape of a top-level query, or None where lazy capture does not apply (eager then).
 
-    ``tables`` are the names of DuckDB base tables (they have ``rowid``)."""
+    ``tables`` are the names of DuckDB base tables (they have ``rowid``); ``keyed`` maps tables whose
+    rows are named by key columns instead (pending lazy CTAS tables: their rowids move when filled)."""
+    shape = _shape_of(stmt, cat, tables, keyed or {})
+    if shape is not None:
+        shape.keyed = dict(keyed or {})
+    return shape
+
+
+def _shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str], keyed: dict) -> Shape | None:
     if not isinstance(stmt, exp.Select) or stmt.args.get("distinct") is not None:
         return None
     if any(True for root in select_like_roots(stmt) for _ in _windows_in(root)):
@@ -78,10 +87,10 @@ def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str]) -> Shape | No
     having = stmt.args.get("having")
     if any(_has_agg(e, aggs) for e in stmt.expressions) or (having is not None and _has_agg(having, aggs)):
         return Shape("one", [])
-    return _row_shape(stmt, cat, tables)
+    return _row_shape(stmt, cat, tables, keyed)
 
 
-def _row_shape(stmt: exp.Select, cat: Catalog, tables: set[str]) -> Shape | None:
+def _row_shape(stmt: exp.Select, cat: Catalog, tables: set[str], keyed: dict) -> Shape | None:
     from_ = stmt.args.get("from_")
     if from_ is None:
         return Shape("one", [])
@@ -91,14 +100,16 @@ def _row_shape(stmt: exp.Select, cat: Catalog, tables: set[str]) -> Shape | None
         return None
     items: list[tuple[exp.Identifier, str]] = []
     for t in [from_.this] + [j.this for j in joins]:
-        keys = _item_keys(t, ctes, cat, tables)
+        keys = _item_keys(t, ctes, cat, tables, keyed)
         if keys is None:
             return None
         items += keys
     return Shape("rows", items)
 
 
-def _item_keys(t, ctes: dict, cat: Catalog, tables: set[str]) -> list[tuple[exp.Identifier, str]] | None:
+def _item_keys(
+    t, ctes: dict, cat: Catalog, tables: set[str], keyed: dict
+) -> list[tuple[exp.Identifier, str]] | None:
     """(table reference, column) pairs naming a FROM item's row: a table's row id; for a CTE or derived
     table that groups, its group-key columns (one row per group; none for a one-row aggregate)."""
     alias = t.args.get("alias")
@@ -112,6 +123,8 @@ def _item_keys(t, ctes: dict, cat: Catalog, tables: set[str]) -> list[tuple[exp.
     name = t.name.lower()
     if name in ctes:
         return _grouped_keys(ctes[name], ref, cat) if isinstance(ctes[name], exp.Select) else None
+    if name in keyed:
+        return [(ref, c) for c in keyed[name]]
     kind = cat.hidden.get(name)
     if kind is None or (kind == LIN and name not in tables):
         return None
