@@ -1078,6 +1078,8 @@ def _written(stmt: exp.Expression) -> list[str]:
     kinds = (exp.Create, exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Alter, exp.Copy, exp.Merge)
     if isinstance(stmt, exp.TruncateTable):
         targets = list(stmt.expressions)
+    elif isinstance(stmt, exp.Drop) and stmt.args.get("tables"):
+        targets = list(stmt.args["tables"])
     else:
         targets = [stmt.this] if isinstance(stmt, kinds) else []
     targets = [t.this if isinstance(t, exp.Schema) else t for t in targets]
