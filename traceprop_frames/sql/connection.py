@@ -611,7 +611,10 @@ class TracedConnection:
     def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks) -> RowLineage:
         """RowLineage of ``table``'s rows from its hidden columns ``start .. start + n_hidden``."""
         parts = [lineage_from_arrow(table.column(i)) for i in range(start, start + n_hidden)]
-        return resolve_markers(*_concat_csr(parts), list(blocks), self._sources.to_process, node)
+        off, ids = _concat_csr(parts)
+        if hasattr(blocks, "for_ids"):  # a lazy plan's witness sets: computed for the ids present
+            blocks = blocks.for_ids(ids)
+        return resolve_markers(off, ids, list(blocks), self._sources.to_process, node)
 
     # ------------------------------------------------------------------ lazy capture
     def _run_lazy(self, stmt: exp.Expression, text: str, simple_names: bool) -> pd.DataFrame | None:
