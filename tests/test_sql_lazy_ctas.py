@@ -250,3 +250,27 @@ def test_file_database_input_changed_by_another_program(data):
     raw.execute("DELETE FROM t WHERE k = 3")
     raw.close()
     assert _reader(db).startswith("changed: ")
+
+
+def test_drop_inside_a_rolled_back_transaction(data):
+    _, _, tmp = data
+    eager, lazy = _connect(tmp, "eager"), _connect(tmp, "lazy")
+    for con in (eager, lazy):
+        con.execute("CREATE TABLE agg AS SELECT k, count(*) AS n FROM u GROUP BY k")
+    lazy.execute("BEGIN")
+    lazy.execute("DROP TABLE agg")
+    lazy.execute("ROLLBACK")  # the table is back: its lineage was filled before the drop
+    assert _rows(lazy.sql("SELECT * FROM agg")) == _rows(eager.sql("SELECT * FROM agg"))
+
+
+def test_filled_inside_a_rolled_back_transaction(data):
+    _, _, tmp = data
+    eager, lazy = _connect(tmp, "eager"), _connect(tmp, "lazy")
+    for con in (eager, lazy):
+        con.execute("CREATE TABLE agg AS SELECT k, count(*) AS n FROM u GROUP BY k")
+    want = _rows(eager.sql("SELECT * FROM agg"))
+    lazy.execute("BEGIN")
+    assert _rows(lazy.sql("SELECT * FROM agg")) == want  # filled inside the transaction
+    lazy.execute("ROLLBACK")  # ... and emptied again by the rollback: pending again
+    assert _filled(lazy, "agg") == 0 and "agg" in lazy._pending
+    assert _rows(lazy.sql("SELECT * FROM agg")) == want

@@ -131,6 +131,18 @@ def _recordable(v):
     return str(v)
 
 
+# data column types that reach pandas the same through .df() and through Arrow (the eager path's way): not
+# BIT / BLOB (bytes vs bytearray), TIME WITH TIME ZONE, unnamed STRUCT, INTERVAL, HUGEINT, ENUM, nested
+_SAME_THROUGH_ARROW = frozenset(
+    ["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "FLOAT", "DOUBLE",
+     "VARCHAR", "BOOLEAN", "DATE", "TIMESTAMP"]
+)  # fmt: skip
+
+
+def _same_through_arrow(t: str) -> bool:
+    return t in _SAME_THROUGH_ARROW or (t.startswith("DECIMAL(") and t.endswith(")"))
+
+
 def _unique(names: list[str] | None) -> bool:
     """No name repeats (DuckDB's ``.df()`` renames repeats itself: then the frame goes through Arrow)."""
     return names is None or len(set(names)) == len(names)
@@ -219,7 +231,12 @@ class TracedConnection:
         # tables made by a lazy CREATE TABLE ... AS, their lineage column not yet filled (sql.lazy_tables)
         self._pending: dict[str, PendingTable] = load_records(self.raw) if self._sources.persistent else {}
         self._ctas_plans: dict = {}  # CTAS text -> (catalog, CreatePlan or None)
+        self._in_txn = False  # a transaction opened by BEGIN through this connection is open
+        self._txn_filled: dict[str, PendingTable] = {}  # filled inside it: pending again on ROLLBACK
+        self._txn_versions: dict[str, int] = {}  # table write counts when it began
         self._names: dict = {}  # query text -> (catalog, number of columns, DuckDB's column names)
+
+    _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
 
     # ------------------------------------------------------------------ sources
     def read_csv(self, path, name: str, **kwargs) -> TracedConnection:
@@ -652,7 +669,12 @@ class TracedConnection:
             n_data = len(types) - shape.n_keys
             key_types = types[n_data:]
             names = None if simple_names else self._original_names_cached(text, n_data)
-            if n_data and all(t in _PANDAS_EXACT for t in key_types) and _unique(names):
+            if (
+                n_data
+                and all(t in _PANDAS_EXACT for t in key_types)
+                and all(_same_through_arrow(t) for t in types[:n_data])
+                and _unique(names)
+            ):
                 # one conversion, as plain DuckDB's .df(): the keys' pandas columns hold them exactly
                 df = rel.df()
                 keys = pa.Table.from_pandas(df.iloc[:, n_data:], preserve_index=False)
@@ -763,11 +785,8 @@ class TracedConnection:
         target = plan.target
         persistent = self._sources.persistent
         self._before_write([target], replaced=True)
-        if persistent:
-            try:
-                self.raw.begin()
-            except duckdb.TransactionException:
-                return False
+        if persistent and not self._own_begin():
+            return False
         q = _quote(target)
         try:
             try:
@@ -822,6 +841,17 @@ class TracedConnection:
         hidden = {**cat.hidden, table: LIN}
         self._cat = self._last_cat = Catalog(hidden, cat.aggregates, {**cat.columns, table: list(columns)})
 
+    def _own_begin(self) -> bool:
+        """BEGIN a transaction of our own; False inside one opened with BEGIN through this connection
+        (DuckDB aborts an open transaction when another BEGIN fails: it is not tried then)."""
+        if self._in_txn:
+            return False
+        try:
+            self.raw.begin()
+        except duckdb.TransactionException:
+            return False
+        return True
+
     def _keyed_tables(self, tables) -> dict[str, list[str]]:
         """Pending tables among ``tables``: their key columns (a lazy result names their rows by them)."""
         return {t: self._pending[t].key_columns for t in tables if t in self._pending}
@@ -854,6 +884,15 @@ class TracedConnection:
     def _run_write(self, stmt: exp.Expression, sql: str) -> None:
         """Run a DDL / DML statement; the pending tables it changes or reads from are resolved first, and
         the record of one it replaces or drops goes in the same transaction."""
+        if isinstance(stmt, (exp.Transaction, exp.Commit, exp.Rollback)):
+            self.raw.execute(sql)
+            if isinstance(stmt, exp.Rollback) and self._in_txn:  # what it wrote or filled never happened
+                self._pending.update(self._txn_filled)
+                self._versions = self._txn_versions
+            self._txn_versions = dict(self._versions)
+            self._in_txn = isinstance(stmt, exp.Transaction)
+            self._txn_filled = {}
+            return
         targets = [t.lower() for t in _written(stmt)]
         replaced = isinstance(stmt, exp.Drop) or (isinstance(stmt, exp.Create) and stmt.args.get("replace"))
         self._before_write(targets, replaced=bool(replaced))
@@ -861,11 +900,11 @@ class TracedConnection:
         if not gone:
             self.raw.execute(sql)
             return
-        own = True
-        try:
-            self.raw.begin()
-        except duckdb.TransactionException:
-            own = False  # inside the user's transaction: both go with it
+        own = self._own_begin()
+        if not own:  # inside the user's transaction, which may roll back and bring the table back: fill it
+            for t in gone:
+                self._materialise(t)
+            gone = []
         try:
             self.raw.execute(sql)
             for t in gone:
@@ -890,11 +929,7 @@ class TracedConnection:
             self._materialise_reads(stmt)  # a pending table it read: filled first
             rw = rewrite_query(stmt, self._catalog())
             sql = update_sql(p, rw.expression, _quote)
-            own = True
-            try:
-                self.raw.begin()
-            except duckdb.TransactionException:
-                own = False
+            own = self._own_begin()
             try:
                 updated = self.raw.execute(sql).fetchall()[0][0]
                 n_rows = p.n_rows
@@ -909,6 +944,8 @@ class TracedConnection:
                     delete_record(self.raw, name)
                 if own:
                     self.raw.commit()
+                else:
+                    self._txn_filled[name] = p
             except BaseException:
                 if own:
                     with contextlib.suppress(duckdb.Error):

@@ -277,6 +277,8 @@ class Resolver:
         if self._all is not None:
             return self._all.take(rows)
         self.check()
+        for t in [t for t in self.fingerprint if t in self.con._pending]:
+            self.con._materialise(t)  # a pending table it read (again pending after a ROLLBACK): filled
         sql, hidden, blocks, flat, one, pins = self._backward()
         if flat is not None:  # a group's member rows straight from the scan, no list() per group
             try:
@@ -437,10 +439,8 @@ class WitnessSets:
             blocks[k] = self._part[part]
 
     def _block(self, sql: str, label: str, blocks: list) -> tuple:
-        from traceprop_frames.sql.connection import lineage_from_arrow
-
         table = self.con.raw.sql(sql).to_arrow_table()
-        off, ids = lineage_from_arrow(table.column(1))
+        off, ids = self.con._lineage_csr(table.column(1))
         self._fill(ids, blocks)  # the witnesses of a witness (a CTE that read a scalar subquery)
         lin = resolve_markers(off, ids, blocks, self.con._sources.to_process)
         keys = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
