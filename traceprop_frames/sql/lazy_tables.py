@@ -45,8 +45,8 @@ class PendingTable:
     query: str  # the SELECT it was made by, as SQL
     keys: list[str]  # GROUP BY expressions, as SQL ([] for an aggregate without GROUP BY)
     key_columns: list[str]  # the table's columns holding them, in that order
-    inputs: dict[str, int]  # traced tables read -> their row count when the table was made
-    n_rows: int
+    inputs: dict[str, int]  # traced tables read -> their row count when made (-1 in memory: not counted)
+    n_rows: int  # the table's rows when made (-1 in memory: counted when filled)
     fingerprint: dict = field(default_factory=dict)  # in this process: table -> (oid, version), see con
 
     def record(self) -> str:
