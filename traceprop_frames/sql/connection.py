@@ -20,7 +20,12 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
-from traceprop_frames.errors import TracepropError, UnsupportedOperationError, UnsupportedSQLError
+from traceprop_frames.errors import (
+    SourceChangedError,
+    TracepropError,
+    UnsupportedOperationError,
+    UnsupportedSQLError,
+)
 from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
@@ -34,6 +39,15 @@ from traceprop_frames.sql.lazy import (
     live_resolvers,
     read_tables,
     shape_of,
+)
+from traceprop_frames.sql.lazy_tables import (
+    CreatePlan,
+    PendingTable,
+    delete_record,
+    grouping_keys,
+    load_records,
+    save_record,
+    update_sql,
 )
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
@@ -61,7 +75,25 @@ def _without_hidden(name: str) -> str:
     return _EXCLUDE.sub(keep, name)
 
 
-_AGGREGATES: frozenset[str] | None = None
+_FUNCTIONS: tuple[frozenset[str], frozenset[str]] | None = None
+# key types whose pandas column (DuckDB's .df()) holds every value exactly, NULL included
+_PANDAS_EXACT = frozenset(
+    ["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "VARCHAR", "BOOLEAN"]
+)
+
+
+def _functions(raw) -> tuple[frozenset[str], frozenset[str]]:
+    """(aggregate function names, built-in function names): the same for every connection, read once."""
+    global _FUNCTIONS
+    if _FUNCTIONS is None:
+        rows = raw.execute("SELECT function_name, function_type, internal FROM duckdb_functions()").fetchall()
+        _FUNCTIONS = (
+            frozenset(n.lower() for n, t, _ in rows if t == "aggregate"),
+            frozenset(n.lower() for n, _, internal in rows if internal),
+        )
+    return _FUNCTIONS
+
+
 # read_csv options that change which file records become rows: row numbers could not be trusted
 _CSV_REJECT = {"skip", "ignore_errors", "comment", "store_rejects", "rejects_table", "rejects_scan"}
 
@@ -97,6 +129,23 @@ def _recordable(v):
     if isinstance(v, dict):
         return {str(k): _recordable(x) for k, x in v.items()}
     return str(v)
+
+
+# data column types that reach pandas the same through .df() and through Arrow (the eager path's way): not
+# BIT / BLOB (bytes vs bytearray), TIME WITH TIME ZONE, unnamed STRUCT, INTERVAL, HUGEINT, ENUM, nested
+_SAME_THROUGH_ARROW = frozenset(
+    ["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "FLOAT", "DOUBLE",
+     "VARCHAR", "BOOLEAN", "DATE", "TIMESTAMP"]
+)  # fmt: skip
+
+
+def _same_through_arrow(t: str) -> bool:
+    return t in _SAME_THROUGH_ARROW or (t.startswith("DECIMAL(") and t.endswith(")"))
+
+
+def _unique(names: list[str] | None) -> bool:
+    """No name repeats (DuckDB's ``.df()`` renames repeats itself: then the frame goes through Arrow)."""
+    return names is None or len(set(names)) == len(names)
 
 
 def lineage_from_arrow(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +224,19 @@ class TracedConnection:
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
         self._cat: Catalog | None = None
+        self._last_cat: Catalog | None = None
+        self._macros: frozenset[str] | None = None  # user macros that aggregate (None: read them again)
+        self._macro_names: frozenset[str] = frozenset()
         self._sources = SourceMap(self.raw, persistent=not str(database).startswith(":memory:"))
+        # tables made by a lazy CREATE TABLE ... AS, their lineage column not yet filled (sql.lazy_tables)
+        self._pending: dict[str, PendingTable] = load_records(self.raw) if self._sources.persistent else {}
+        self._ctas_plans: dict = {}  # CTAS text -> (catalog, CreatePlan or None)
+        self._in_txn = False  # a transaction opened by BEGIN through this connection is open
+        self._txn_filled: dict[str, PendingTable] = {}  # filled inside it: pending again on ROLLBACK
+        self._txn_versions: dict[str, int] = {}  # table write counts when it began
+        self._names: dict = {}  # query text -> (catalog, number of columns, DuckDB's column names)
+
+    _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
 
     # ------------------------------------------------------------------ sources
     def read_csv(self, path, name: str, **kwargs) -> TracedConnection:
@@ -193,6 +254,7 @@ class TracedConnection:
         q = _quote(name)
         opts = "".join(f", {k} = {_sql_value(v)}" for k, v in kwargs.items())
         stage = _quote(f"__tp_load_{name}")
+        self._before_write([name.lower()], replaced=True)
         # a fresh, committed table keeps the file's record order, so rowid = 0-based data row (rowids of
         # rows inserted in a still-open transaction are not); a crash here leaves only this hidden table
         self.raw.execute(f"CREATE OR REPLACE TABLE {stage} AS SELECT * FROM read_csv({_literal(p)}{opts})")
@@ -214,6 +276,7 @@ class TracedConnection:
         p = os.fspath(path)
         n = pq.ParquetFile(p).metadata.num_rows
         src = REGISTRY.register_file(p, "parquet", n)
+        self._before_write([name.lower()], replaced=True)
         with self._transaction():
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
             self.raw.execute(
@@ -245,6 +308,7 @@ class TracedConnection:
         return self
 
     def _source_loaded(self, name: str, src, op: str, options: dict | None = None) -> None:
+        self._forget_pending(name)
         self._cat = None
         self._changed(name)
         self._registered.pop(name.lower(), None)
@@ -255,6 +319,7 @@ class TracedConnection:
 
     def register(self, name: str, df: pd.DataFrame) -> TracedConnection:
         """Register a pandas frame as view ``name``; a traced frame's row lineage carries over."""
+        self._before_write([name.lower()], replaced=True)
         self._changed(name)
         if not has_lineage(df):
             self._cat = None
@@ -275,44 +340,58 @@ class TracedConnection:
 
     # ------------------------------------------------------------------ catalog
     def _catalog(self, fresh: bool = False) -> Catalog:
-        """Which tables carry lineage; cached until a statement or loader may have changed the catalog."""
-        global _AGGREGATES
-        if _AGGREGATES is None:  # built-in aggregate names, the same for every connection
-            rows = self.raw.execute(
-                "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'aggregate'"
-            ).fetchall()
-            _AGGREGATES = frozenset(r[0].lower() for r in rows)
+        """Which tables carry lineage; cached until a statement or loader may have changed the catalog.
+
+        A rebuilt catalog equal to the previous one is the previous object, so the plans cached for it
+        (per query text) still hold after a ``CREATE OR REPLACE`` that keeps the table's columns."""
+        builtin_aggregates, _ = _functions(self.raw)
         if self._cat is None or fresh:
+            self._oids = None  # table oids are re-read with the catalog
             rows = self.raw.execute(
-                f"SELECT table_name, column_name FROM duckdb_columns() WHERE column_name IN ('{RID}', '{LIN}')"
+                "SELECT table_name, column_name FROM duckdb_columns() "
+                "ORDER BY database_name, schema_name, table_name, column_index"
             ).fetchall()
-            hidden = {t.lower(): c for t, c in rows}
+            hidden: dict[str, str] = {}
+            columns: dict[str, list[str]] = {}
+            for t, c in rows:
+                if c in (RID, LIN):
+                    hidden[t.lower()] = c
+                else:
+                    columns.setdefault(t.lower(), []).append(c)
             hidden.update(self._registered)
-            self._cat = Catalog(hidden, _AGGREGATES | self._aggregate_macros(), self._columns())
+            if self._macros is None:
+                self._macros = self._aggregate_macros()
+            cat = Catalog(hidden, builtin_aggregates | self._macros, columns)
+            self._cat = self._last_cat if cat == self._last_cat else cat
+            self._last_cat = self._cat
         return self._cat
+
+    def _catalog_for(self, stmt: exp.Expression | None, fresh: bool = False) -> Catalog:
+        """:meth:`_catalog`, re-reading the user's macros first where ``stmt`` calls a function that is
+        neither built in nor a macro known here (one created through ``con.raw`` since)."""
+        if stmt is not None and self._macros is not None:
+            _, builtin = _functions(self.raw)
+            known = builtin | self._macro_names
+            if any(f.name.lower() not in known for f in stmt.find_all(exp.Anonymous)):
+                self._macros = None
+                fresh = True
+        return self._catalog(fresh=fresh)
 
     def _aggregate_macros(self) -> frozenset[str]:
         """User macros whose body calls an aggregate (``CREATE MACRO m(x) AS max(x) + 1``): a query that
-        calls one aggregates, as DuckDB expands it."""
+        calls one aggregates, as DuckDB expands it. (Listing functions costs ~25 ms: read once, and again
+        after ``CREATE`` / ``DROP`` of a function through this connection or a call of an unknown one.)"""
         rows = self.raw.execute(
             "SELECT function_name, macro_definition FROM duckdb_functions() "
-            "WHERE function_type = 'macro' AND NOT internal"
+            "WHERE function_type IN ('macro', 'table_macro') AND NOT internal"
         ).fetchall()
+        self._macro_names = frozenset(name.lower() for name, _ in rows)
+        aggregates, _ = _functions(self.raw)
+        rows = [(n, b) for n, b in rows if b]
         if not rows:
             return frozenset()
-        calls = re.compile(r"\b(" + "|".join(map(re.escape, sorted(_AGGREGATES))) + r")\s*\(", re.I)
+        calls = re.compile(r"\b(" + "|".join(map(re.escape, sorted(aggregates))) + r")\s*\(", re.I)
         return frozenset(name.lower() for name, body in rows if body and calls.search(body))
-
-    def _columns(self) -> dict[str, list[str]]:
-        """Visible columns of every table and view (for ``NATURAL JOIN``, ``*`` and row structs)."""
-        rows = self.raw.execute(
-            "SELECT table_name, column_name FROM duckdb_columns() WHERE column_name NOT IN "
-            f"('{RID}', '{LIN}') ORDER BY database_name, schema_name, table_name, column_index"
-        ).fetchall()
-        out: dict[str, list[str]] = {}
-        for t, c in rows:
-            out.setdefault(t.lower(), []).append(c)
-        return out
 
     # ------------------------------------------------------------------ statements
     def _parse(self, query: str) -> list[exp.Expression]:
@@ -352,6 +431,8 @@ class TracedConnection:
 
     def _plan(self, stmt: exp.Expression, cat: Catalog) -> tuple[str, str, object]:
         """(SQL to run, what it is: "query" | "create" | "insert" | "other" | "original", rewrite)."""
+        if self._pending:
+            self._materialise_reads(stmt)
         if isinstance(stmt, (exp.Query, exp.Values)):  # a bare VALUES list is a query too
             consts: list[str] = []
             rw = rewrite_query(stmt, cat, split=True, copy=False, constant=self._constant_witness(consts))
@@ -437,6 +518,10 @@ class TracedConnection:
             hit = self._captures.get(query)
             if hit is not None and hit[0] is self._cat:  # captured before on this catalog: no parse
                 return self._run_one(None, query, hit[-1], None, single=True)
+            hit = self._ctas_plans.get(query)
+            if hit is not None and hit[0] is self._cat and hit[1] is not None:
+                if self._create_lazy(query, hit[1]):  # a lazy CREATE TABLE ... AS planned before
+                    return None
         stmts = self._parse(query)
         if parameters is not None:
             stmts = [_bind_parameters(s, parameters) for s in stmts]
@@ -451,6 +536,10 @@ class TracedConnection:
 
     @lineage_step("sql.statement")
     def _run_one(self, stmt, text: str, simple_names: bool, target: str | None, single: bool):
+        if self.capture == "lazy" and isinstance(stmt, exp.Create):
+            plan = self._lazy_create_plan(stmt, text)
+            if plan is not None and self._create_lazy(text, plan):
+                return None
         if self.capture == "lazy" and (stmt is None or isinstance(stmt, exp.Query)):
             out = self._run_lazy(stmt, text, simple_names)
             if out is not None:
@@ -458,7 +547,7 @@ class TracedConnection:
             stmt = self._parse(text)[0]  # lazy capture may have changed it in place
         fresh = self._cat is None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
-            sql, what, rw = self._plan(stmt, self._catalog(fresh=fresh))
+            sql, what, rw = self._plan(stmt, self._catalog_for(stmt, fresh=fresh))
             if what == "original" and single:
                 sql = text
             if not fresh and rw is not None and rw.untraced:
@@ -468,8 +557,13 @@ class TracedConnection:
                 if what == "query":
                     table = self.raw.sql(sql).to_arrow_table()
                 else:
+                    self._run_write(stmt, sql)
                     self._cat = None  # DDL / DML may change which tables carry lineage
-                    self.raw.execute(sql)
+                    if isinstance(stmt, (exp.Create, exp.Drop)) and str(stmt.args.get("kind")).upper() in (
+                        "MACRO",
+                        "FUNCTION",
+                    ):
+                        self._macros = None  # a macro that aggregates makes its callers aggregate
                     self._changed(_written(stmt))
                     table = None
                 break
@@ -534,25 +628,32 @@ class TracedConnection:
     def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks) -> RowLineage:
         """RowLineage of ``table``'s rows from its hidden columns ``start .. start + n_hidden``."""
         parts = [lineage_from_arrow(table.column(i)) for i in range(start, start + n_hidden)]
-        return resolve_markers(*_concat_csr(parts), list(blocks), self._sources.to_process, node)
+        off, ids = _concat_csr(parts)
+        if hasattr(blocks, "for_ids"):  # a lazy plan's witness sets: computed for the ids present
+            blocks = blocks.for_ids(ids)
+        return resolve_markers(off, ids, list(blocks), self._sources.to_process, node)
 
     # ------------------------------------------------------------------ lazy capture
     def _run_lazy(self, stmt: exp.Expression, text: str, simple_names: bool) -> pd.DataFrame | None:
         """Run ``stmt`` keeping one key per row (see :mod:`traceprop_frames.sql.lazy`); None where its
         shape is captured eagerly. Changes ``stmt`` in place (no copies: they cost more than the rest)."""
         fresh = self._cat is None
-        cat = self._catalog(fresh=fresh)
+        cat = self._catalog_for(stmt, fresh=fresh)
         oids = self._table_oids()
         hit = self._captures.get(text)
-        if hit is not None and hit[0] is cat:  # the same query on the same catalog: planned before
-            _, shape, capture_sql, traced, untraced, tables, _ = hit
+        if (
+            hit is not None
+            and hit[0] is cat
+            and (not self._pending or hit[1].keyed == self._keyed_tables(hit[5]))
+        ):
+            _, shape, capture_sql, traced, untraced, tables, _ = hit  # the same query and catalog: planned
         else:
             if stmt is None:
                 stmt = self._parse(text)[0]
-            shape = shape_of(stmt, cat, set(oids))
+            tables = read_tables(stmt, cat)
+            shape = shape_of(stmt, cat, set(oids), self._keyed_tables(tables))
             if shape is None:
                 return None
-            tables = read_tables(stmt, cat)
             capture_sql = self._capture_sql(stmt, cat, shape)
             rw = rewrite_query(stmt, cat, split=True, copy=False)  # what eager refuses, lazy refuses too
             traced, untraced = sorted(rw.traced), sorted(rw.untraced)
@@ -564,22 +665,50 @@ class TracedConnection:
             self._captures[text] = (cat, shape, capture_sql, traced, untraced, tables, simple_names)
         try:
             rel = self.raw.sql(capture_sql)
-            key_types = [str(t) for t in rel.types[len(rel.types) - shape.n_keys :]]
-            table = rel.to_arrow_table()
+            types = [str(t) for t in rel.types]
+            n_data = len(types) - shape.n_keys
+            key_types = types[n_data:]
+            names = None if simple_names else self._original_names_cached(text, n_data)
+            if (
+                n_data
+                and all(t in _PANDAS_EXACT for t in key_types)
+                and all(_same_through_arrow(t) for t in types[:n_data])
+                and _unique(names)
+            ):
+                # one conversion, as plain DuckDB's .df(): the keys' pandas columns hold them exactly
+                df = rel.df()
+                keys = pa.Table.from_pandas(df.iloc[:, n_data:], preserve_index=False)
+                df = df.iloc[:, :n_data]
+                n_rows = len(df)
+                if names is not None:
+                    df.columns = names
+            else:
+                table = rel.to_arrow_table()
+                table = self._fix_names(table, text, n_data, simple_names)
+                keys = table.select(list(range(n_data, table.num_columns)))
+                data = table.select(list(range(n_data)))
+                n_rows = table.num_rows
+                df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(n_rows))
         except duckdb.Error:
             return None  # the eager path reports the failure as it always has
-        n_data = table.num_columns - shape.n_keys
-        table = self._fix_names(table, text, n_data, simple_names)
         params = {"query": text}
         if untraced:
             params["missing_lineage"] = untraced
         node = OpNode("sql", params, tuple(self._node(t) for t in traced))
-        keys = table.select(list(range(n_data, table.num_columns)))
         fp = self._fingerprint(tables, oids)
         resolver = Resolver(self, text, keys, key_types, shape, node, fp)
-        data = table.select(list(range(n_data)))
-        df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
-        return attach(df, LazyRowLineage(resolver, np.arange(table.num_rows, dtype=np.int64)))
+        return attach(df, LazyRowLineage(resolver, np.arange(n_rows, dtype=np.int64)))
+
+    def _original_names_cached(self, text: str, n_data: int) -> list[str] | None:
+        """:meth:`_original_names`, kept per query text and catalog."""
+        hit = self._names.get(text)
+        if hit is not None and hit[0] is self._cat and hit[1] == n_data:
+            return hit[2]
+        names = self._original_names(text, n_data)
+        while len(self._names) >= 256:
+            self._names.pop(next(iter(self._names)))
+        self._names[text] = (self._cat, n_data, names)
+        return names
 
     @staticmethod
     def _capture_sql(stmt: exp.Expression, cat: Catalog, shape) -> str:
@@ -591,6 +720,280 @@ class TracedConnection:
         for _ in range(shape.n_keys):
             stmt.expressions[-1].pop()
         return sql
+
+    # ------------------------------------------------------------------ lazy CREATE TABLE ... AS
+    def _lazy_create_plan(self, stmt: exp.Create, text: str) -> CreatePlan | None:
+        """How ``stmt`` runs as a lazy CTAS (see :mod:`traceprop_frames.sql.lazy_tables`), or None where it
+        is captured eagerly (not a grouping query, a column list, TEMP / IF NOT EXISTS, ...)."""
+        cat = self._catalog_for(stmt)
+        hit = self._ctas_plans.get(text)
+        if hit is not None and hit[0] is cat:
+            return hit[1]
+        plan = None
+        sel = stmt.expression
+        if (
+            str(stmt.args.get("kind")).upper() == "TABLE"
+            and isinstance(sel, exp.Select)
+            and isinstance(stmt.this, exp.Table)
+            and not stmt.this.args.get("db")
+            and not stmt.args.get("exists")
+            and not stmt.args.get("properties")
+        ):
+            keys = grouping_keys(sel, cat)
+            if keys is not None:
+                plan = self._build_create_plan(stmt, sel, cat, *keys)
+        while len(self._ctas_plans) >= 256:
+            self._ctas_plans.pop(next(iter(self._ctas_plans)))
+        self._ctas_plans[text] = (cat, plan)
+        return plan
+
+    def _build_create_plan(self, stmt, sel, cat: Catalog, keys: list[str], positions: list[int]):
+        query = sel.sql(dialect=DIALECT)
+        try:
+            rw = rewrite_query(sel.copy(), cat)  # what eager refuses, lazy refuses too
+        except UnsupportedSQLError:
+            return None
+        if rw.kind != LIN or not rw.traced:
+            return None
+        body = sel.copy()
+        rewrite_query(body, cat, trace=False, copy=False)  # stars, row structs: hidden as eagerly
+        try:
+            names = self.raw.sql(body.sql(dialect=DIALECT)).columns  # binds, does not run
+        except duckdb.Error:
+            return None
+        if len(names) != len(sel.expressions) or len(set(n.lower() for n in names)) != len(names):
+            return None
+        body.append("expressions", exp.alias_(exp.cast(exp.null(), "BIGINT[]"), LIN))
+        out = stmt.copy()
+        out.set("expression", body)
+        return CreatePlan(
+            sql=out.sql(dialect=DIALECT),
+            query=query,
+            keys=keys,
+            key_positions=positions,
+            traced=sorted(rw.traced),
+            untraced=sorted(rw.untraced),
+            tables=sorted(rw.traced),
+            target=stmt.this.name.lower(),
+            columns=list(names),
+        )
+
+    def _create_lazy(self, text: str, plan: CreatePlan) -> bool:
+        """Run a lazy CTAS: the table with a NULL lineage column, and (in a database file) its pending
+        record, in one transaction. False where it cannot (in a database file, inside a transaction of the
+        user's): eager capture then. (In memory, a rolled-back CTAS is seen when the table is filled.)"""
+        target = plan.target
+        persistent = self._sources.persistent
+        self._before_write([target], replaced=True)
+        if persistent and not self._own_begin():
+            return False
+        q = _quote(target)
+        try:
+            try:
+                self.raw.execute(plan.sql)
+            except duckdb.Error:
+                if persistent:
+                    self.raw.rollback()
+                return False  # the eager path reports it, as it always has
+            n = -1  # counted when filled, in memory (a table deleted from meanwhile keeps its other rows)
+            counts = {t: -1 for t in plan.tables}
+            if self._sources.persistent:
+                n = self.raw.execute(f"SELECT count(*) FROM {q}").fetchall()[0][0]
+                for t in plan.tables:
+                    counts[t] = self.raw.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0]
+            key_columns = [plan.columns[i] for i in plan.key_positions]
+            pending = PendingTable(target, plan.query, plan.keys, key_columns, counts, n)
+            if persistent:
+                save_record(self.raw, pending)
+                self.raw.commit()
+        except BaseException:
+            if persistent:
+                with contextlib.suppress(duckdb.Error):
+                    self.raw.rollback()
+            raise
+        self._pending[target] = pending
+        self._changed(target)
+        self._patch_catalog(target, plan.columns)
+        rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
+        oids = {name.lower(): oid for name, oid in rows}
+        if self._cat is not None:
+            self._oids = (self._cat, oids)
+        pending.fingerprint = self._fingerprint([*plan.tables, target], oids)
+        params = {"query": text}
+        if plan.untraced:
+            params["missing_lineage"] = plan.untraced
+        self._nodes[target] = OpNode("sql", params, tuple(self._node(t) for t in plan.traced))
+        return True
+
+    def _patch_catalog(self, table: str, columns: list[str]) -> None:
+        """The catalog after this connection made ``table`` (traced, ``columns``): patched, not re-read."""
+        self._oids = None
+        cat = self._cat
+        if cat is None:
+            return
+        if (
+            cat.hidden.get(table) == LIN
+            and cat.columns.get(table) == columns
+            and table not in self._registered
+        ):
+            return  # the same table again (CREATE OR REPLACE): the catalog is unchanged
+        self._registered.pop(table, None)
+        hidden = {**cat.hidden, table: LIN}
+        self._cat = self._last_cat = Catalog(hidden, cat.aggregates, {**cat.columns, table: list(columns)})
+
+    def _own_begin(self) -> bool:
+        """BEGIN a transaction of our own; False inside one opened with BEGIN through this connection
+        (DuckDB aborts an open transaction when another BEGIN fails: it is not tried then)."""
+        if self._in_txn:
+            return False
+        try:
+            self.raw.begin()
+        except duckdb.TransactionException:
+            return False
+        return True
+
+    def _keyed_tables(self, tables) -> dict[str, list[str]]:
+        """Pending tables among ``tables``: their key columns (a lazy result names their rows by them)."""
+        return {t: self._pending[t].key_columns for t in tables if t in self._pending}
+
+    def _materialise_reads(self, stmt: exp.Expression) -> None:
+        """Fill the lineage of the pending tables ``stmt``'s queries read (its write target aside)."""
+        whole = isinstance(stmt, (exp.Query, exp.Values))
+        for t in list(stmt.find_all(exp.Table)):
+            name = t.name.lower()
+            if name in self._pending and (whole or t.find_ancestor(exp.Query) is not None):
+                self._materialise(name)
+
+    def _before_write(self, targets: list[str], replaced: bool) -> None:
+        """Before ``targets`` change: fill the lineage of the pending tables that read them (and of a
+        target itself that is pending and only changed, not ``replaced``)."""
+        if not self._pending:
+            return
+        for target in targets:
+            for p in list(self._pending.values()):
+                if target in p.inputs and p.name in self._pending:
+                    self._materialise(p.name)
+            if target in self._pending and not replaced:
+                self._materialise(target)
+
+    def _forget_pending(self, table: str) -> None:
+        """``table`` was replaced or dropped: its pending record goes."""
+        if self._pending.pop(table.lower(), None) is not None and self._sources.persistent:
+            delete_record(self.raw, table.lower())
+
+    def _run_write(self, stmt: exp.Expression, sql: str) -> None:
+        """Run a DDL / DML statement; the pending tables it changes or reads from are resolved first, and
+        the record of one it replaces or drops goes in the same transaction."""
+        if isinstance(stmt, (exp.Transaction, exp.Commit, exp.Rollback)):
+            self.raw.execute(sql)
+            if isinstance(stmt, exp.Rollback) and self._in_txn:  # what it wrote or filled never happened
+                self._pending.update(self._txn_filled)
+                self._versions = self._txn_versions
+            self._txn_versions = dict(self._versions)
+            self._in_txn = isinstance(stmt, exp.Transaction)
+            self._txn_filled = {}
+            return
+        targets = [t.lower() for t in _written(stmt)]
+        replaced = isinstance(stmt, exp.Drop) or (isinstance(stmt, exp.Create) and stmt.args.get("replace"))
+        self._before_write(targets, replaced=bool(replaced))
+        gone = [t for t in targets if t in self._pending] if replaced else []
+        if not gone:
+            self.raw.execute(sql)
+            return
+        own = self._own_begin()
+        if not own:  # inside the user's transaction, which may roll back and bring the table back: fill it
+            for t in gone:
+                self._materialise(t)
+            gone = []
+        try:
+            self.raw.execute(sql)
+            for t in gone:
+                self._forget_pending(t)
+            if own:
+                self.raw.commit()
+        except BaseException:
+            if own:
+                with contextlib.suppress(duckdb.Error):
+                    self.raw.rollback()
+            raise
+
+    def _materialise(self, name: str) -> None:
+        """Fill pending table ``name``'s lineage column (the eager rewrite of its query, all rows, once)."""
+        p = self._pending.pop(name)
+        try:
+            if not self._check_pending(p):
+                if self._sources.persistent:
+                    delete_record(self.raw, name)
+                return
+            stmt = self._parse(p.query)[0]
+            self._materialise_reads(stmt)  # a pending table it read: filled first
+            rw = rewrite_query(stmt, self._catalog())
+            sql = update_sql(p, rw.expression, _quote)
+            own = self._own_begin()
+            try:
+                updated = self.raw.execute(sql).fetchall()[0][0]
+                n_rows = p.n_rows
+                if n_rows < 0:
+                    n_rows = self.raw.execute(f"SELECT count(*) FROM {_quote(name)}").fetchall()[0][0]
+                if updated != n_rows:
+                    raise SourceChangedError(
+                        f"table {name!r} (made by a lazily captured CREATE TABLE AS) has {n_rows} rows but "
+                        f"its query now gives lineage for {updated}: a table it read changed; re-create it"
+                    )
+                if self._sources.persistent:
+                    delete_record(self.raw, name)
+                if own:
+                    self.raw.commit()
+                else:
+                    self._txn_filled[name] = p
+            except BaseException:
+                if own:
+                    with contextlib.suppress(duckdb.Error):
+                        self.raw.rollback()
+                raise
+        except SourceChangedError:
+            self._pending[name] = p  # never resolvable: every later use of its lineage raises again
+            raise
+        except BaseException:
+            self._pending[name] = p
+            raise
+
+    def _unfilled(self, name: str) -> bool:
+        """True if table ``name`` exists with a lineage column of NULLs only (as a lazy CTAS makes it)."""
+        try:
+            return self.raw.execute(f"SELECT count({LIN}) = 0 FROM {_quote(name)}").fetchall()[0][0]
+        except duckdb.Error:
+            return False
+
+    def _check_pending(self, p: PendingTable) -> bool:
+        """Raise SourceChangedError where a table ``p`` read (or ``p`` itself) changed since it was made;
+        False where ``p``'s record no longer describes the table of that name (another program replaced
+        it: it has no lineage column, or a filled one)."""
+        changed = []
+        if p.fingerprint:  # made in this process: DuckDB oids and this connection's write counts
+            now = self._fingerprint(list(p.fingerprint))
+            if now[p.name][0] != p.fingerprint[p.name][0] and not self._unfilled(p.name):
+                return False  # not the table made (gone, or replaced: a rolled-back CREATE, con.raw)
+            changed = sorted(t for t, v in p.fingerprint.items() if now.get(t) != v)
+        else:  # made by another process: row counts (a change through another program that keeps them is
+            # not seen; through a traced connection, dependent tables are filled before any change)
+            for t, n in [*p.inputs.items(), (p.name, p.n_rows)]:
+                try:
+                    now = self.raw.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0]
+                except duckdb.Error:
+                    now = None
+                if now != n:
+                    changed.append(t)
+            if p.name not in changed and not self._unfilled(p.name):
+                return False
+        if changed:
+            raise SourceChangedError(
+                f"table {p.name!r} was made by a lazily captured CREATE TABLE AS whose lineage is computed when "
+                f"first needed, and table(s) {changed} changed since: it can no longer be computed exactly. "
+                "Re-create the table (or use tpf.connect(capture='eager'), which stores lineage when the "
+                "table is made)"
+            )
+        return True
 
     def _table_oids(self) -> dict[str, int]:
         """DuckDB table oids by name, cached with the catalog (both refresh after DDL through ``sql``)."""
@@ -715,6 +1118,8 @@ def _written(stmt: exp.Expression) -> list[str]:
     kinds = (exp.Create, exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Alter, exp.Copy, exp.Merge)
     if isinstance(stmt, exp.TruncateTable):
         targets = list(stmt.expressions)
+    elif isinstance(stmt, exp.Drop) and stmt.args.get("tables"):
+        targets = list(stmt.args["tables"])
     else:
         targets = [stmt.this] if isinstance(stmt, kinds) else []
     targets = [t.this if isinstance(t, exp.Schema) else t for t in targets]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -38,8 +38,11 @@ from sqlglot import exp
 
 from traceprop_frames.errors import SourceChangedError, UnknownRowError
 from traceprop_frames.lineage import OpNode, RowLineage
+from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, _has_agg, _windows_in, select_like_roots
+from traceprop_frames.sql.shared import KEY_BITS, resolve_markers
+from traceprop_frames.sql.sources import MARKER_SID
 
 _LITERAL_ROWS = 64  # up to this many rows asked: also filter the backward query by their key values
 _LITERAL_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
@@ -56,12 +59,21 @@ class Shape:
     mode: str  # "group" | "rows" | "one"
     items: list[tuple[exp.Identifier, str]]
     n_keys: int = 0
+    keyed: dict = field(default_factory=dict)  # pending tables read (sql.lazy_tables) -> key columns
 
 
-def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str]) -> Shape | None:
+def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str], keyed: dict | None = None) -> Shape | None:
     """The lazy shape of a top-level query, or None where lazy capture does not apply (eager then).
 
-    ``tables`` are the names of DuckDB base tables (they have ``rowid``)."""
+    ``tables`` are the names of DuckDB base tables (they have ``rowid``); ``keyed`` maps tables whose
+    rows are named by key columns instead (pending lazy CTAS tables: their rowids move when filled)."""
+    shape = _shape_of(stmt, cat, tables, keyed or {})
+    if shape is not None:
+        shape.keyed = dict(keyed or {})
+    return shape
+
+
+def _shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str], keyed: dict) -> Shape | None:
     if not isinstance(stmt, exp.Select) or stmt.args.get("distinct") is not None:
         return None
     if any(True for root in select_like_roots(stmt) for _ in _windows_in(root)):
@@ -78,10 +90,10 @@ def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str]) -> Shape | No
     having = stmt.args.get("having")
     if any(_has_agg(e, aggs) for e in stmt.expressions) or (having is not None and _has_agg(having, aggs)):
         return Shape("one", [])
-    return _row_shape(stmt, cat, tables)
+    return _row_shape(stmt, cat, tables, keyed)
 
 
-def _row_shape(stmt: exp.Select, cat: Catalog, tables: set[str]) -> Shape | None:
+def _row_shape(stmt: exp.Select, cat: Catalog, tables: set[str], keyed: dict) -> Shape | None:
     from_ = stmt.args.get("from_")
     if from_ is None:
         return Shape("one", [])
@@ -91,14 +103,16 @@ def _row_shape(stmt: exp.Select, cat: Catalog, tables: set[str]) -> Shape | None
         return None
     items: list[tuple[exp.Identifier, str]] = []
     for t in [from_.this] + [j.this for j in joins]:
-        keys = _item_keys(t, ctes, cat, tables)
+        keys = _item_keys(t, ctes, cat, tables, keyed)
         if keys is None:
             return None
         items += keys
     return Shape("rows", items)
 
 
-def _item_keys(t, ctes: dict, cat: Catalog, tables: set[str]) -> list[tuple[exp.Identifier, str]] | None:
+def _item_keys(
+    t, ctes: dict, cat: Catalog, tables: set[str], keyed: dict
+) -> list[tuple[exp.Identifier, str]] | None:
     """(table reference, column) pairs naming a FROM item's row: a table's row id; for a CTE or derived
     table that groups, its group-key columns (one row per group; none for a one-row aggregate)."""
     alias = t.args.get("alias")
@@ -112,6 +126,8 @@ def _item_keys(t, ctes: dict, cat: Catalog, tables: set[str]) -> list[tuple[exp.
     name = t.name.lower()
     if name in ctes:
         return _grouped_keys(ctes[name], ref, cat) if isinstance(ctes[name], exp.Select) else None
+    if name in keyed:
+        return [(ref, c) for c in keyed[name]]
     kind = cat.hidden.get(name)
     if kind is None or (kind == LIN and name not in tables):
         return None
@@ -208,10 +224,10 @@ class Resolver:
                 flat, one = self._flat_and_one(sel)
                 pins = [k.sql(dialect=DIALECT) for k in key_columns(sel, self.shape)]
                 add_keys(sel, self.shape)
-                blocks = self.con._witness_blocks(rw.constants)
+                blocks = WitnessSets(self.con, rw.constants)  # side queries run when a row refers to them
                 while len(cache) >= _PLANS:
                     cache.pop(next(iter(cache)))
-                cache[key] = (sel.sql(dialect=DIALECT, copy=False), hidden, blocks, flat, one, pins)
+                cache[key] = (_LazySQL(sel), hidden, blocks, flat, one, pins)
             self._plan = cache[key]
         return self._plan
 
@@ -227,7 +243,7 @@ class Resolver:
             pinned = _pinned(sel, self.shape)
             return None, (_pin_sql(pinned) if pinned is not None else None)
         lean = _flat_members(_without_key_conjuncts(sel, self._binds), self.shape, aggs)
-        return (flat[0].sql(dialect=DIALECT), flat[1]), _pin_sql(lean[0])
+        return (_LazySQL(flat[0]), flat[1]), _pin_sql(lean[0])
 
     def _binds(self, query: exp.Expression) -> bool:
         """True if ``query`` binds on its own (it is not correlated with the query around it)."""
@@ -261,6 +277,8 @@ class Resolver:
         if self._all is not None:
             return self._all.take(rows)
         self.check()
+        for t in [t for t in self.fingerprint if t in self.con._pending]:
+            self.con._materialise(t)  # a pending table it read (again pending after a ROLLBACK): filled
         sql, hidden, blocks, flat, one, pins = self._backward()
         if flat is not None:  # a group's member rows straight from the scan, no list() per group
             try:
@@ -370,6 +388,84 @@ class Resolver:
                     parts.append(f"({cols[i]}) = CAST('{text.replace(chr(39), chr(39) * 2)}' AS {t})")
             conds.append("(" + " AND ".join(parts) + ")")
         return " OR ".join(conds)
+
+
+class WitnessSets:
+    """The witness sets (see :mod:`traceprop_frames.sql.shared`) of a backward plan, computed when rows
+    asked refer to them: a scalar subquery's witnesses whole, once; an ``IN`` subquery's only for the
+    hashed values the rows asked refer to (the side query filtered by them, so DuckDB reads the
+    matching witness rows only), kept per set of values. A row's sets are the same either way."""
+
+    def __init__(self, con, constants: list[tuple[str, str]]) -> None:
+        self.con, self.constants = con, constants
+        self._whole: dict[int, tuple] = {}
+        self._part: dict[tuple, tuple] = {}
+
+    def for_ids(self, ids: np.ndarray) -> list:
+        """Blocks for :func:`~traceprop_frames.sql.shared.resolve_markers`: every one ``ids`` refer to."""
+        blocks: list = [None] * len(self.constants)
+        self._fill(ids, blocks)
+        return blocks
+
+    def _fill(self, ids: np.ndarray, blocks: list) -> None:
+        is_m = (ids >> np.int64(ROW_BITS)) == MARKER_SID
+        if not is_m.any():
+            return
+        low = ids[is_m] & np.int64(ROW_MASK)
+        which, keys = low >> np.int64(KEY_BITS), low & np.int64((1 << KEY_BITS) - 1)
+        for k in np.unique(which).tolist():
+            if blocks[k] is not None:
+                continue
+            sql, label = self.constants[k]
+            hashes = np.unique(keys[which == k])
+            partial = label.startswith("IN") and sql.endswith(" AS __tp_w(__tp_v)") and len(hashes) <= 8
+            if k in self._whole or not partial:
+                if k not in self._whole:
+                    self._whole[k] = self._block(sql, label, blocks)
+                blocks[k] = self._whole[k]
+                continue
+            part = (k, tuple(hashes.tolist()))
+            if part not in self._part:
+                # key h = hash(v) >> 32: a range of hash(v), which DuckDB pushes into the witness's scan
+                ranges = " OR ".join(
+                    f"hash(__tp_w.__tp_v) BETWEEN CAST({h << KEY_BITS} AS UBIGINT) AND "
+                    f"CAST({((h + 1) << KEY_BITS) - 1} AS UBIGINT)"
+                    for h in part[1]
+                )
+                query = f"{sql} WHERE {ranges}"
+                while len(self._part) >= _PLANS:
+                    self._part.pop(next(iter(self._part)))
+                self._part[part] = self._block(query, label, blocks)
+            blocks[k] = self._part[part]
+
+    def _block(self, sql: str, label: str, blocks: list) -> tuple:
+        table = self.con.raw.sql(sql).to_arrow_table()
+        off, ids = self.con._lineage_csr(table.column(1))
+        self._fill(ids, blocks)  # the witnesses of a witness (a CTE that read a scalar subquery)
+        lin = resolve_markers(off, ids, blocks, self.con._sources.to_process)
+        keys = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        order = np.argsort(keys, kind="stable")  # as shared.witness_blocks
+        uk, starts = np.unique(keys[order], return_index=True)
+        ends = np.append(starts[1:], len(keys)).astype(np.int64) if len(uk) else starts
+        return lin.shared_sets(order, starts, ends, label), uk
+
+
+class _LazySQL:
+    """SQL text generated when first used (a one-row request with a pinned query never uses the plan's
+    general queries: generating them costs more than planning the rest)."""
+
+    __slots__ = ("_expr", "_text")
+
+    def __init__(self, expr: exp.Expression) -> None:
+        self._expr, self._text = expr, None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text, self._expr = self._expr.sql(dialect=DIALECT, copy=False), None
+        return self._text
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
 
 def _one_row(members: RowLineage) -> RowLineage:

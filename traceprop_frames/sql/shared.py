@@ -41,7 +41,9 @@ def side_query(wq: exp.Expression, kind: str, with_: str, keyed: bool) -> tuple[
     """(SQL returning ``(key, lineage)`` per witness row, SQL to bind it with: its first column is the
     IN value, so binding it checks the witness runs on its own and gives the value's type)."""
     sub = f"({wq.sql(dialect=DIALECT)}) AS __tp_w(__tp_v)"
-    key = f"CAST(hash(__tp_w.__tp_v) % {1 << KEY_BITS} AS BIGINT)" if keyed else "CAST(0 AS BIGINT)"
+    # the hash's high bits: a filter on a range of hash(v) reaches the witness's scan (lazy lineage asks
+    # for the witnesses of a few keys), where one on hash(v) % n is not pushed below an aggregate
+    key = f"CAST(hash(__tp_w.__tp_v) >> {KEY_BITS} AS BIGINT)" if keyed else "CAST(0 AS BIGINT)"
     prefix = with_
     return (
         f"{prefix}SELECT {key} AS __tp_key, __tp_w.{kind} FROM {sub}",
@@ -55,8 +57,8 @@ def marker_expression(k: int, value: exp.Expression | None, value_type: str | No
     if value is None:
         return base
     cast = exp.TryCast(this=value.copy(), to=exp.DataType.build(value_type, dialect="duckdb"))
-    h = exp.Mod(
-        this=exp.Anonymous(this="hash", expressions=[cast]), expression=exp.Literal.number(1 << KEY_BITS)
+    h = exp.BitwiseRightShift(
+        this=exp.Anonymous(this="hash", expressions=[cast]), expression=exp.Literal.number(KEY_BITS)
     )
     return exp.Add(this=exp.cast(exp.Paren(this=h), "BIGINT"), expression=base)
 
