@@ -25,6 +25,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
+from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
 from traceprop_frames.sql.lazy import (
@@ -172,6 +173,7 @@ class TracedConnection:
         self._backward_plans: dict = {}  # (query, tables' fingerprint) -> lazy backward plan
         # query -> (catalog, shape, capture SQL, traced, untraced, tables read, names survive)
         self._captures: dict = {}
+        self._eager_plans: dict = {}  # query text -> [catalog, (SQL, what, rewrite), column names]
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
         self._cat: Catalog | None = None
@@ -458,7 +460,7 @@ class TracedConnection:
             stmt = self._parse(text)[0]  # lazy capture may have changed it in place
         fresh = self._cat is None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
-            sql, what, rw = self._plan(stmt, self._catalog(fresh=fresh))
+            sql, what, rw = self._plan_eager(stmt, text, single, fresh)
             if what == "original" and single:
                 sql = text
             if not fresh and rw is not None and rw.untraced:
@@ -466,7 +468,7 @@ class TracedConnection:
                 continue
             try:
                 if what == "query":
-                    table = self.raw.sql(sql).to_arrow_table()
+                    table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
                 else:
                     self._cat = None  # DDL / DML may change which tables carry lineage
                     self.raw.execute(sql)
@@ -494,16 +496,40 @@ class TracedConnection:
         if table is None:
             return None
         n_data = table.num_columns - rw.n_hidden
-        table = self._fix_names(table, text, n_data, simple_names)
+        table = self._fix_names(table, text, n_data, simple_names, single)
         blocks = self._witness_blocks(rw.constants)
         frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
-        return _frame(self.raw, table, n_data, node, self._sources, blocks, frames)
+        return _frame(self.raw, table, n_data, node, self._sources, blocks, frames, extra)
 
-    def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool) -> pa.Table:
-        """Column names exactly as DuckDB names them for the original query (binds it, does not run it)."""
+    def _plan_eager(self, stmt, text: str, single: bool, fresh: bool):
+        """:meth:`_plan` for a statement run eagerly, correlated witnesses split off (see
+        :mod:`traceprop_frames.sql.correlated`); a query's plan is kept per query text while the catalog
+        is the same (no parse, rewrite or split when the same query runs again)."""
+        cat = self._catalog(fresh=fresh)
+        hit = self._eager_plans.get(text) if single else None
+        if hit is not None and hit[0] is cat:
+            return hit[1]
+        sql, what, rw = self._plan(stmt, cat)
+        if what == "query":
+            prepare(rw, cat)
+            if single:
+                while len(self._eager_plans) >= 256:
+                    self._eager_plans.pop(next(iter(self._eager_plans)))
+                self._eager_plans[text] = [cat, (sql, what, rw), None]
+        return sql, what, rw
+
+    def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool, single: bool = False):
+        """Column names exactly as DuckDB names them for the original query (binds it, does not run it;
+        kept with the query's eager plan)."""
         if simple_names:
             return table
-        names = self._original_names(text, n_data)
+        hit = self._eager_plans.get(text) if single else None
+        if hit is not None and hit[0] is self._cat and hit[2] is not None and len(hit[2]) == n_data:
+            names = hit[2]
+        else:
+            names = self._original_names(text, n_data)
+            if hit is not None and hit[0] is self._cat:
+                hit[2] = names
         if names is not None:
             table = table.rename_columns([*names, *table.column_names[n_data:]])
         return table
@@ -666,9 +692,11 @@ def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     return out_off, out
 
 
-def _frame(raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=()) -> pd.DataFrame:
+def _frame(
+    raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=(), extra=()
+) -> pd.DataFrame:
     n_lin = table.num_columns - 3 * len(frames)
-    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)]
+    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)] + list(extra)
     lin = resolve_markers(*_concat_csr(parts), list(blocks), sources.to_process, node)
     if frames:
         bounds = [[table.column(n_lin + 3 * j + c) for c in range(3)] for j in range(len(frames))]
