@@ -39,10 +39,14 @@ from traceprop_frames.sql.lazy import (
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
     MAX_WITNESSES,
+    PRESENT,
+    flat_side_query,
     marker_expression,
+    present_keys,
     resolve_markers,
     side_query,
     with_frames,
+    with_present,
     witness_blocks,
 )
 from traceprop_frames.sql.sources import SourceMap
@@ -402,12 +406,26 @@ class TracedConnection:
                 else:
                     bound[sql] = (len(consts), value_type)
                     label = ("IN" if value is not None else "subquery") + f" witnesses #{len(consts)}"
-                    consts.append((sql, label))
+                    consts.append((self._flat_witness(wq, kind, with_, value) or sql, label))
             if bound[sql] is None:
                 return None
             return marker_expression(bound[sql][0], value, bound[sql][1])
 
         return constant
+
+    def _flat_witness(self, wq: exp.Expression, kind: str, with_: str, value) -> str | None:
+        """A grouping IN witness's side query as one row per member (see ``shared.flat_side_query``),
+        where it binds; None otherwise."""
+        if value is None:
+            return None
+        sql = flat_side_query(wq, kind, with_)
+        if sql is None:
+            return None
+        try:
+            _ = self.raw.sql(with_present(sql, None)).types
+        except duckdb.Error:
+            return None
+        return sql
 
     def _plan_insert(self, stmt: exp.Insert, cat: Catalog):
         target = stmt.this.this if isinstance(stmt.this, exp.Schema) else stmt.this
@@ -497,7 +515,12 @@ class TracedConnection:
             return None
         n_data = table.num_columns - rw.n_hidden
         table = self._fix_names(table, text, n_data, simple_names, single)
-        blocks = self._witness_blocks(rw.constants)
+        refs = None
+        if not rw.frames and any(PRESENT in sql for sql, _ in rw.constants):  # (frames may refer too)
+            n_lin = table.num_columns - 3 * len(rw.frames)
+            refs = [lineage_from_arrow(table.column(i))[1] for i in range(n_data, n_lin)]
+            refs += [ids for _, ids in extra]
+        blocks = self._witness_blocks(rw.constants, refs)
         frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         return _frame(self.raw, table, n_data, node, self._sources, blocks, frames, extra)
 
@@ -552,9 +575,26 @@ class TracedConnection:
         names = [_without_hidden(n) for n in names]
         return names if len(names) == n_data else None
 
-    def _witness_blocks(self, constants: list) -> list:
-        """Run the side queries of a rewrite's marker ids; their shared sets (see ``sql.shared``)."""
-        sides = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in constants]
+    def _witness_blocks(self, constants: list, refs: list | None = None) -> list:
+        """Run the side queries of a rewrite's marker ids; their shared sets (see ``sql.shared``).
+
+        ``refs``: the result's lineage ids (arrays), where known: a side query that can compute only
+        the groups the result refers to (``shared.with_present``) then does. The side queries run last
+        to first, so the markers of a later one's rows count as referred to as well."""
+        if refs is None or not any(PRESENT in sql for sql, _ in constants):
+            sides = [
+                (self.raw.sql(with_present(sql, None)).to_arrow_table(), label) for sql, label in constants
+            ]
+            return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
+        ids = [np.asarray(r, dtype=np.int64) for r in refs]
+        sides = [None] * len(constants)
+        for k in range(len(constants) - 1, -1, -1):
+            sql, label = constants[k]
+            keys = present_keys(np.concatenate(ids), k) if PRESENT in sql else None
+            table = self.raw.sql(with_present(sql, keys)).to_arrow_table()
+            sides[k] = (table, label)
+            if k:
+                ids.append(lineage_from_arrow(table.column(1))[1])
         return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
 
     def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks) -> RowLineage:
