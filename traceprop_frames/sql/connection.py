@@ -177,7 +177,8 @@ class TracedConnection:
         self._backward_plans: dict = {}  # (query, tables' fingerprint) -> lazy backward plan
         # query -> (catalog, shape, capture SQL, traced, untraced, tables read, names survive)
         self._captures: dict = {}
-        self._eager_plans: dict = {}  # query text -> [catalog, (SQL, what, rewrite), column names]
+        # query text -> [catalog, (SQL, what, rewrite), column names, names survive the rewrite]
+        self._eager_plans: dict = {}
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
         self._cat: Catalog | None = None
@@ -457,6 +458,10 @@ class TracedConnection:
             hit = self._captures.get(query)
             if hit is not None and hit[0] is self._cat:  # captured before on this catalog: no parse
                 return self._run_one(None, query, hit[-1], None, single=True)
+        if parameters is None and self.capture == "eager" and not listening():
+            hit = self._eager_plans.get(query)
+            if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
+                return self._run_one(None, query, hit[3], None, single=True)
         stmts = self._parse(query)
         if parameters is not None:
             stmts = [_bind_parameters(s, parameters) for s in stmts]
@@ -532,13 +537,14 @@ class TracedConnection:
         hit = self._eager_plans.get(text) if single else None
         if hit is not None and hit[0] is cat:
             return hit[1]
+        simple = _names_survive(stmt)  # (before the rewrite changes stmt in place)
         sql, what, rw = self._plan(stmt, cat)
         if what == "query":
             prepare(rw, cat)
             if single:
                 while len(self._eager_plans) >= 256:
                     self._eager_plans.pop(next(iter(self._eager_plans)))
-                self._eager_plans[text] = [cat, (sql, what, rw), None]
+                self._eager_plans[text] = [cat, (sql, what, rw), None, simple]
         return sql, what, rw
 
     def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool, single: bool = False):
