@@ -30,6 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
+from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
 from traceprop_frames.sql.lazy import (
@@ -52,10 +53,14 @@ from traceprop_frames.sql.lazy_tables import (
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
     MAX_WITNESSES,
+    PRESENT,
+    flat_side_query,
     marker_expression,
+    present_keys,
     resolve_markers,
     side_query,
     with_frames,
+    with_present,
     witness_blocks,
 )
 from traceprop_frames.sql.sources import SourceMap
@@ -221,6 +226,8 @@ class TracedConnection:
         self._backward_plans: dict = {}  # (query, tables' fingerprint) -> lazy backward plan
         # query -> (catalog, shape, capture SQL, traced, untraced, tables read, names survive)
         self._captures: dict = {}
+        # query text -> [catalog, (SQL, what, rewrite), column names, names survive the rewrite]
+        self._eager_plans: dict = {}
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
         self._cat: Catalog | None = None
@@ -481,12 +488,26 @@ class TracedConnection:
                 else:
                     bound[sql] = (len(consts), value_type)
                     label = ("IN" if value is not None else "subquery") + f" witnesses #{len(consts)}"
-                    consts.append((sql, label))
+                    consts.append((self._flat_witness(wq, kind, with_, value) or sql, label))
             if bound[sql] is None:
                 return None
             return marker_expression(bound[sql][0], value, bound[sql][1])
 
         return constant
+
+    def _flat_witness(self, wq: exp.Expression, kind: str, with_: str, value) -> str | None:
+        """A grouping IN witness's side query as one row per member (see ``shared.flat_side_query``),
+        where it binds; None otherwise."""
+        if value is None:
+            return None
+        sql = flat_side_query(wq, kind, with_)
+        if sql is None:
+            return None
+        try:
+            _ = self.raw.sql(with_present(sql, None)).types
+        except duckdb.Error:
+            return None
+        return sql
 
     def _plan_insert(self, stmt: exp.Insert, cat: Catalog):
         target = stmt.this.this if isinstance(stmt.this, exp.Schema) else stmt.this
@@ -522,6 +543,10 @@ class TracedConnection:
             if hit is not None and hit[0] is self._cat and hit[1] is not None:
                 if self._create_lazy(query, hit[1]):  # a lazy CREATE TABLE ... AS planned before
                     return None
+        if parameters is None and self.capture == "eager" and not listening():
+            hit = self._eager_plans.get(query)
+            if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
+                return self._run_one(None, query, hit[3], None, single=True)
         stmts = self._parse(query)
         if parameters is not None:
             stmts = [_bind_parameters(s, parameters) for s in stmts]
@@ -547,7 +572,7 @@ class TracedConnection:
             stmt = self._parse(text)[0]  # lazy capture may have changed it in place
         fresh = self._cat is None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
-            sql, what, rw = self._plan(stmt, self._catalog_for(stmt, fresh=fresh))
+            sql, what, rw = self._plan_eager(stmt, text, single, fresh)
             if what == "original" and single:
                 sql = text
             if not fresh and rw is not None and rw.untraced:
@@ -555,7 +580,7 @@ class TracedConnection:
                 continue
             try:
                 if what == "query":
-                    table = self.raw.sql(sql).to_arrow_table()
+                    table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
                 else:
                     self._run_write(stmt, sql)
                     self._cat = None  # DDL / DML may change which tables carry lineage
@@ -588,16 +613,46 @@ class TracedConnection:
         if table is None:
             return None
         n_data = table.num_columns - rw.n_hidden
-        table = self._fix_names(table, text, n_data, simple_names)
-        blocks = self._witness_blocks(rw.constants)
+        table = self._fix_names(table, text, n_data, simple_names, single)
+        refs = None
+        if not rw.frames and any(PRESENT in sql for sql, _ in rw.constants):  # (frames may refer too)
+            n_lin = table.num_columns - 3 * len(rw.frames)
+            refs = [lineage_from_arrow(table.column(i))[1] for i in range(n_data, n_lin)]
+            refs += [ids for _, ids in extra]
+        blocks = self._witness_blocks(rw.constants, refs)
         frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
-        return _frame(self.raw, table, n_data, node, self._sources, blocks, frames)
+        return _frame(self.raw, table, n_data, node, self._sources, blocks, frames, extra)
 
-    def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool) -> pa.Table:
-        """Column names exactly as DuckDB names them for the original query (binds it, does not run it)."""
+    def _plan_eager(self, stmt, text: str, single: bool, fresh: bool):
+        """:meth:`_plan` for a statement run eagerly, correlated witnesses split off (see
+        :mod:`traceprop_frames.sql.correlated`); a query's plan is kept per query text while the catalog
+        is the same (no parse, rewrite or split when the same query runs again)."""
+        cat = self._catalog_for(stmt, fresh=fresh)
+        hit = self._eager_plans.get(text) if single else None
+        if hit is not None and hit[0] is cat:
+            return hit[1]
+        simple = _names_survive(stmt)  # (before the rewrite changes stmt in place)
+        sql, what, rw = self._plan(stmt, cat)
+        if what == "query":
+            prepare(rw, cat)
+            if single:
+                while len(self._eager_plans) >= 256:
+                    self._eager_plans.pop(next(iter(self._eager_plans)))
+                self._eager_plans[text] = [cat, (sql, what, rw), None, simple]
+        return sql, what, rw
+
+    def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool, single: bool = False):
+        """Column names exactly as DuckDB names them for the original query (binds it, does not run it;
+        kept with the query's eager plan)."""
         if simple_names:
             return table
-        names = self._original_names(text, n_data)
+        hit = self._eager_plans.get(text) if single else None
+        if hit is not None and hit[0] is self._cat and hit[2] is not None and len(hit[2]) == n_data:
+            names = hit[2]
+        else:
+            names = self._original_names(text, n_data)
+            if hit is not None and hit[0] is self._cat:
+                hit[2] = names
         if names is not None:
             table = table.rename_columns([*names, *table.column_names[n_data:]])
         return table
@@ -620,9 +675,26 @@ class TracedConnection:
         names = [_without_hidden(n) for n in names]
         return names if len(names) == n_data else None
 
-    def _witness_blocks(self, constants: list) -> list:
-        """Run the side queries of a rewrite's marker ids; their shared sets (see ``sql.shared``)."""
-        sides = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in constants]
+    def _witness_blocks(self, constants: list, refs: list | None = None) -> list:
+        """Run the side queries of a rewrite's marker ids; their shared sets (see ``sql.shared``).
+
+        ``refs``: the result's lineage ids (arrays), where known: a side query that can compute only
+        the groups the result refers to (``shared.with_present``) then does. The side queries run last
+        to first, so the markers of a later one's rows count as referred to as well."""
+        if refs is None or not any(PRESENT in sql for sql, _ in constants):
+            sides = [
+                (self.raw.sql(with_present(sql, None)).to_arrow_table(), label) for sql, label in constants
+            ]
+            return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
+        ids = [np.asarray(r, dtype=np.int64) for r in refs]
+        sides = [None] * len(constants)
+        for k in range(len(constants) - 1, -1, -1):
+            sql, label = constants[k]
+            keys = present_keys(np.concatenate(ids), k) if PRESENT in sql else None
+            table = self.raw.sql(with_present(sql, keys)).to_arrow_table()
+            sides[k] = (table, label)
+            if k:
+                ids.append(lineage_from_arrow(table.column(1))[1])
         return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
 
     def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks) -> RowLineage:
@@ -1069,9 +1141,11 @@ def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     return out_off, out
 
 
-def _frame(raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=()) -> pd.DataFrame:
+def _frame(
+    raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=(), extra=()
+) -> pd.DataFrame:
     n_lin = table.num_columns - 3 * len(frames)
-    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)]
+    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)] + list(extra)
     lin = resolve_markers(*_concat_csr(parts), list(blocks), sources.to_process, node)
     if frames:
         bounds = [[table.column(n_lin + 3 * j + c) for c in range(3)] for j in range(len(frames))]

@@ -41,7 +41,7 @@ from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, _has_agg, _windows_in, select_like_roots
-from traceprop_frames.sql.shared import KEY_BITS, resolve_markers
+from traceprop_frames.sql.shared import KEY_BITS, PRESENT, resolve_markers, with_present
 from traceprop_frames.sql.sources import MARKER_SID
 
 _LITERAL_ROWS = 64  # up to this many rows asked: also filter the backward query by their key values
@@ -418,14 +418,21 @@ class WitnessSets:
                 continue
             sql, label = self.constants[k]
             hashes = np.unique(keys[which == k])
-            partial = label.startswith("IN") and sql.endswith(" AS __tp_w(__tp_v)") and len(hashes) <= 8
+            flat = PRESENT in sql  # shared.flat_side_query: its own filter on the keys referred to
+            partial = (flat or (label.startswith("IN") and sql.endswith(" AS __tp_w(__tp_v)"))) and len(
+                hashes
+            ) <= 8
             if k in self._whole or not partial:
                 if k not in self._whole:
-                    self._whole[k] = self._block(sql, label, blocks)
+                    self._whole[k] = self._block(with_present(sql, None), label, blocks)
                 blocks[k] = self._whole[k]
                 continue
             part = (k, tuple(hashes.tolist()))
-            if part not in self._part:
+            if part not in self._part and flat:
+                while len(self._part) >= _PLANS:
+                    self._part.pop(next(iter(self._part)))
+                self._part[part] = self._block(with_present(sql, hashes), label, blocks)
+            elif part not in self._part:
                 # key h = hash(v) >> 32: a range of hash(v), which DuckDB pushes into the witness's scan
                 ranges = " OR ".join(
                     f"hash(__tp_w.__tp_v) BETWEEN CAST({h << KEY_BITS} AS UBIGINT) AND "

@@ -158,6 +158,8 @@ class RewriteResult:
     n_hidden: int = 1  # hidden columns at the end (``split=True`` gives one per lineage part)
     frames: list = field(default_factory=list)  # (side SQL, label) per window frame left as positions
     constants: list = field(default_factory=list)  # (SQL, label) of the witnesses behind marker ids
+    correlated: list = field(default_factory=list)  # correlated witnesses left to side queries (eager)
+    split_sql: str | None = None  # the query with those witnesses as outer-value columns
 
     @property
     def sql(self) -> str:

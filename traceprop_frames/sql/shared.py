@@ -24,12 +24,15 @@ from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.context import Context
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.rewrite import LIN
 from traceprop_frames.sql.sources import MARKER_SID
 
 KEY_BITS = 32
 MAX_WITNESSES = 1 << (ROW_BITS - KEY_BITS)
 _KEY_MASK = np.int64((1 << KEY_BITS) - 1)
 _EMPTY = np.zeros(0, dtype=np.int64)
+PRESENT = "__tp_present"  # placeholder in a flat side query: the marker keys a result refers to
+_MAX_PRESENT = 10_000
 
 
 def marker_base(k: int) -> int:
@@ -49,6 +52,134 @@ def side_query(wq: exp.Expression, kind: str, with_: str, keyed: bool) -> tuple[
         f"{prefix}SELECT {key} AS __tp_key, __tp_w.{kind} FROM {sub}",
         f"{prefix}SELECT __tp_w.__tp_v, __tp_w.{kind} FROM {sub}",
     )
+
+
+def flat_side_query(wq: exp.Expression, kind: str, with_: str) -> str | None:
+    """For an IN witness that groups (``x IN (SELECT k FROM t GROUP BY k HAVING sum(q) > 300)``): the
+    side query listing each surviving group's member rows as ``(key, lineage)`` rows, one per member,
+    instead of a ``list()`` per group (which DuckDB builds for every group before HAVING drops most).
+
+    The groups are the witness query without its lineage column; its members are the rows of the same
+    FROM / WHERE whose group-key values equal a group's (``IS NOT DISTINCT FROM``). A group's lineage
+    is the union of its members' parts, so the sets are the same. None where the query is not of that
+    form (GROUP BY ALL / ROLLUP / positions / aliases, DISTINCT, LIMIT, windows, a part that aggregates).
+    """
+    if not isinstance(wq, exp.Select) or len(wq.expressions) != 2:
+        return None
+    if any(wq.args.get(k) for k in ("distinct", "limit", "offset", "qualify", "windows")):
+        return None
+    if wq.find(exp.Window) is not None or wq.args.get("from_") is None:
+        return None
+    group = wq.args.get("group")
+    if group is None:
+        return None if wq.args.get("having") else _present_rows(wq, kind, with_)
+    if kind != LIN or any(group.args.get(k) for k in ("all", "rollup", "cube", "grouping_sets", "totals")):
+        return None
+    aliases = {e.alias.lower() for e in wq.expressions if isinstance(e, exp.Alias)}
+    keys = group.expressions
+    if not keys or any(
+        isinstance(k, exp.Literal)
+        or (isinstance(k, exp.Column) and not k.table and k.name.lower() in aliases)
+        for k in keys
+    ):
+        return None
+    lin = wq.expressions[-1]
+    parts = _member_parts(lin.this if isinstance(lin, exp.Alias) else lin)
+    if parts is None:
+        return None
+    members = wq.copy()
+    for k in ("group", "having", "order"):
+        members.set(k, None)
+    members.set(
+        "expressions",
+        [exp.alias_(k.copy(), f"__tp_k{i}") for i, k in enumerate(keys)] + [exp.alias_(parts, "__tp_p")],
+    )
+    groups = wq.copy()
+    groups.set("order", None)
+    value = groups.expressions[0]
+    groups.set(
+        "expressions",
+        [exp.alias_(value.this if isinstance(value, exp.Alias) else value, "__tp_v")]
+        + [exp.alias_(k.copy(), f"__tp_k{i}") for i, k in enumerate(keys)],
+    )
+    if any(value.this == k if isinstance(value, exp.Alias) else value == k for k in keys):
+        # the value is a group key: only the groups of the values the result refers to are computed
+        v = value.this if isinstance(value, exp.Alias) else value
+        for q in (groups, members):
+            q.where(f"hash({v.sql(dialect=DIALECT)}) >> {KEY_BITS} IN ({PRESENT})", copy=False)
+    on = " AND ".join(f"__tp_g.__tp_k{i} IS NOT DISTINCT FROM __tp_m.__tp_k{i}" for i in range(len(keys)))
+    return (
+        f"{with_}SELECT CAST(hash(__tp_g.__tp_v) >> {KEY_BITS} AS BIGINT) AS __tp_key, __tp_m.__tp_p "
+        f"FROM ({groups.sql(dialect=DIALECT)}) AS __tp_g JOIN ({members.sql(dialect=DIALECT)}) AS __tp_m "
+        f"ON {on}"
+    )
+
+
+def _present_rows(wq: exp.Select, kind: str, with_: str) -> str | None:
+    """A witness that does not group: its side query restricted to the rows whose value's key the
+    result refers to (``WHERE ... AND hash(value) >> KEY_BITS IN (keys)``), or None where it aggregates."""
+    value = wq.expressions[0]
+    value = value.this if isinstance(value, exp.Alias) else value
+    if any(_has_agg_call(e) for e in wq.expressions) or value.find(exp.Subquery, exp.Star) is not None:
+        return None
+    rows = wq.copy()
+    rows.where(f"hash({value.sql(dialect=DIALECT)}) >> {KEY_BITS} IN ({PRESENT})", copy=False)
+    return side_query(rows, kind, with_, keyed=True)[0]
+
+
+def _has_agg_call(e: exp.Expression) -> bool:
+    """True if ``e`` calls an aggregate outside subqueries (``list``, ``sum``, ...)."""
+    if isinstance(e, (exp.Subquery, exp.Query)):
+        return False
+    if isinstance(e, exp.AggFunc) or _call(e, "list") or _call(e, "flatten"):
+        return True
+    return any(_has_agg_call(c) for c in e.iter_expressions())
+
+
+def with_present(sql: str, keys: np.ndarray | None) -> str:
+    """``sql`` with the :data:`PRESENT` placeholder of :func:`flat_side_query` bound: the filter keeps
+    the groups whose key is one of ``keys`` (the marker keys the result refers to); with ``keys`` None
+    (not known) or too many of them, every group."""
+    if PRESENT not in sql:
+        return sql
+    if keys is None or len(keys) > _MAX_PRESENT:
+        return sql.replace(f"IN ({PRESENT})", ">= 0")  # hash() >> n is never NULL: always true
+    listed = ", ".join(str(int(k)) for k in keys) if len(keys) else "NULL"
+    return sql.replace(f"IN ({PRESENT})", f"IN ({listed})")
+
+
+def present_keys(ids: np.ndarray, k: int) -> np.ndarray:
+    """The distinct keys of witness query ``k``'s marker ids among ``ids``."""
+    low = ids[(ids >> np.int64(ROW_BITS)) == MARKER_SID] & np.int64(ROW_MASK)
+    return np.unique(low[(low >> np.int64(KEY_BITS)) == k] & _KEY_MASK)
+
+
+def _member_parts(e: exp.Expression) -> exp.Expression | None:
+    """One member row's lineage from a group's lineage expression built of ``list(id)``,
+    ``flatten(list(ids))``, constant ``[marker]`` arrays and ``list_concat`` of those; None otherwise."""
+    args = e.expressions if _call(e, "list_concat") else [e]
+    scalars, lists = [], []
+    for a in args:
+        if _call(a, "flatten", 1) and _call(a.expressions[0], "list", 1):
+            lists.append(a.expressions[0].expressions[0])
+        elif _call(a, "list", 1):
+            scalars.append(a.expressions[0])
+        elif isinstance(a, exp.Array) and not a.find(exp.Column, exp.Subquery):
+            lists.append(a)
+        else:
+            return None
+    if any(p.find(exp.AggFunc) is not None for p in scalars + lists):
+        return None
+    if len(scalars) == 1 and not lists:
+        return scalars[0].copy()
+    parts = ([exp.Array(expressions=[p.copy() for p in scalars])] if scalars else []) + [
+        p.copy() for p in lists
+    ]
+    return parts[0] if len(parts) == 1 else exp.Anonymous(this="list_concat", expressions=parts)
+
+
+def _call(e: exp.Expression, name: str, n: int | None = None) -> bool:
+    return isinstance(e, exp.Anonymous) and e.name.lower() == name and (n is None or len(e.expressions) == n)
 
 
 def marker_expression(k: int, value: exp.Expression | None, value_type: str | None) -> exp.Expression:

@@ -1,0 +1,188 @@
+"""Eager capture's side queries: correlated witnesses by the outer values they read, IN witnesses that
+group listed one row per member and restricted to the values the result refers to.
+
+Oracle: the lineage written out by hand in pandas for each query's known structure (a result row's own
+source rows plus the rows that witnessed its subquery), compared per result row as sets. Each test also
+checks the query took the side-query path, so it cannot pass on the in-query ``list()`` it replaces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+import traceprop_frames as tpf
+from traceprop_frames.sql.shared import PRESENT
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("eager_sides")
+    o = pd.DataFrame(
+        {
+            "ok": rng.integers(0, 12, 40),
+            "g": rng.choice(["a", "b", "c"], 40),
+            "x": rng.integers(0, 100, 40),
+        }
+    )
+    lk = rng.integers(0, 15, 120).astype(float)
+    lk[::17] = np.nan  # NULL keys match nothing
+    l_ = pd.DataFrame(
+        {
+            "ok": pd.array(lk, dtype="Int64"),
+            "sk": rng.integers(0, 4, 120),
+            "f": rng.random(120) < 0.5,
+            "q": rng.integers(0, 10, 120),
+        }
+    )
+    paths = {"o": root / "o.parquet", "l": root / "l.parquet"}
+    o.to_parquet(paths["o"], index=False)
+    l_.to_parquet(paths["l"], index=False)
+    con = tpf.connect(capture="eager")
+    for name, path in paths.items():
+        con.read_parquet(path, name=name)
+    yield con, o, l_
+    con.close()
+
+
+def _sets(df) -> list[set]:
+    out = []
+    for i in range(len(df)):
+        out.append({(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows})
+    return out
+
+
+def _rows(t: str, idx) -> set:
+    return {(t, int(i)) for i in idx}
+
+
+def _plan(con, query):
+    return con._eager_plans[query][1][2]
+
+
+def _eq(a, b) -> np.ndarray:
+    """Element-wise SQL equality of two key columns (NULL equals nothing)."""
+    a, b = pd.array(a, dtype="Int64"), pd.array(b, dtype="Int64")
+    return np.asarray((a == b).fillna(False), dtype=bool)
+
+
+def test_correlated_exists_in_an_aggregate(data):
+    con, o, l_ = data
+    q = "SELECT g, count(*) AS n FROM o WHERE EXISTS (SELECT * FROM l WHERE l.ok = o.ok AND l.f) GROUP BY g ORDER BY g"
+    df = con.sql(q)
+    assert _plan(con, q).correlated, "the witness did not go to a side query"
+    plain = duckdb.connect()
+    plain.register("o", o)
+    plain.register("l", l_)
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(q).df())
+    for g, got in zip(df["g"], _sets(df)):
+        want = set()
+        for i in np.flatnonzero(o["g"].to_numpy() == g):
+            w = np.flatnonzero(_eq(l_["ok"], np.full(len(l_), o["ok"][i])) & l_["f"].to_numpy())
+            if w.size:
+                want |= _rows("o", [i]) | _rows("l", w)
+        assert got == want, g
+
+
+def test_correlated_inequality_with_limit(data):
+    """q21's shape: the correlation has an inequality, the result keeps 2 of its groups."""
+    con, o, l_ = data
+    q = (
+        "SELECT g, count(*) AS n FROM o, l AS l1 WHERE o.ok = l1.ok AND EXISTS (SELECT * FROM l AS l2 "
+        "WHERE l2.ok = l1.ok AND l2.sk <> l1.sk) GROUP BY g ORDER BY g LIMIT 2"
+    )
+    df = con.sql(q)
+    assert _plan(con, q).correlated
+    assert len(df) == 2
+    ok, sk = l_["ok"], l_["sk"].to_numpy()
+    for g, got in zip(df["g"], _sets(df)):
+        want = set()
+        for i in np.flatnonzero(o["g"].to_numpy() == g):
+            for j in np.flatnonzero(_eq(ok, np.full(len(l_), o["ok"][i]))):
+                w = np.flatnonzero(_eq(ok, np.full(len(l_), ok[j])) & (sk != sk[j]))
+                if w.size:
+                    want |= _rows("o", [i]) | _rows("l", [j]) | _rows("l", w)
+        assert got == want, g
+
+
+def test_correlated_scalar_per_row(data):
+    con, o, l_ = data
+    q = "SELECT ok, x FROM o WHERE x > (SELECT 5 * min(q) FROM l WHERE l.ok = o.ok) ORDER BY x, ok"
+    df = con.sql(q)
+    assert _plan(con, q).correlated
+    assert len(df) > 3
+    o_rn = {}
+    for i, (k, x) in enumerate(zip(o["ok"], o["x"])):
+        o_rn.setdefault((k, x), []).append(i)
+    for (k, x), got in zip(df[["ok", "x"]].itertuples(index=False), _sets(df)):
+        w = np.flatnonzero(_eq(l_["ok"], np.full(len(l_), k)))
+        mine = {("o", i) for i in o_rn[(k, x)]}
+        assert got - _rows("l", w) <= mine and len(got - _rows("l", w)) == 1
+        assert got & _rows("l", range(len(l_))) == _rows("l", w)
+
+
+def _in_oracle(o, l_, members_of) -> dict:
+    return {i: _rows("o", [i]) | _rows("l", members_of(o["ok"][i])) for i in range(len(o))}
+
+
+def test_in_witness_that_groups_is_listed_per_member(data):
+    con, o, l_ = data
+    sums = l_.dropna(subset=["ok"]).groupby("ok")["q"].sum()
+    keep = set(sums[sums > 12].index.astype(int))
+    for q, only_in in (
+        (
+            "SELECT ok, x, rowid AS i FROM o WHERE ok IN (SELECT ok FROM l GROUP BY ok HAVING sum(q) > 12)",
+            True,
+        ),
+        (
+            "SELECT ok, x, rowid AS i FROM o WHERE ok IN (SELECT ok FROM l GROUP BY ok HAVING sum(q) > 12) OR x > 60",
+            False,
+        ),
+    ):
+        df = con.sql(q)
+        assert any(PRESENT in sql for sql, _ in _plan(con, q).constants)
+        assert len(df) > 2
+        members = lambda k: np.flatnonzero(_eq(l_["ok"], np.full(len(l_), k))) if k in keep else []  # noqa: E731
+        want = _in_oracle(o, l_, members)
+        for i, got in zip(df["i"], _sets(df)):
+            assert got == want[int(i)]
+        if only_in:
+            assert set(df["ok"]) <= keep
+
+
+def test_in_witnesses_nested_rows(data):
+    """A witness whose rows refer to another witness (markers inside a side query's rows)."""
+    con, o, l_ = data
+    q = "SELECT ok, rowid AS i FROM o WHERE ok IN (SELECT ok FROM l WHERE sk IN (SELECT sk FROM l WHERE q > 7))"
+    df = con.sql(q)
+    assert sum(PRESENT in sql for sql, _ in _plan(con, q).constants) == 2
+    assert len(df) > 2
+    inner = np.flatnonzero(l_["q"].to_numpy() > 7)
+    sks = set(l_["sk"].to_numpy()[inner])
+    for i, got in zip(df["i"], _sets(df)):
+        want = _rows("o", [i])
+        for j in np.flatnonzero(_eq(l_["ok"], np.full(len(l_), o["ok"][i]))):
+            if l_["sk"][j] in sks:
+                want |= _rows("l", [j]) | _rows("l", inner[l_["sk"].to_numpy()[inner] == l_["sk"][j]])
+        assert got == want, i
+
+
+def test_plan_kept_until_the_table_changes(data, tmp_path):
+    con, o, _ = data
+    q = "SELECT g, count(*) AS n FROM o WHERE EXISTS (SELECT * FROM l WHERE l.ok = o.ok) GROUP BY g ORDER BY g"
+    first = con.sql(q)
+    assert con.sql(q).tp.sources(0) is not None and q in con._eager_plans
+    o2 = o.iloc[::-1].reset_index(drop=True)  # the same rows, other row numbers
+    path = tmp_path / "o2.parquet"
+    o2.to_parquet(path, index=False)
+    con.read_parquet(path, name="o")
+    again = con.sql(q)
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True))
+    got = {int(r) for p, rows in again.tp.sources(0).items() if Path(p).stem == "o2" for r in rows}
+    was = {int(r) for p, rows in first.tp.sources(0).items() if Path(p).stem == "o" for r in rows}
+    assert got == {len(o) - 1 - r for r in was}
