@@ -88,7 +88,10 @@ def tpch_modes(spark, data: Path, queries: Path, numbers: list[int], repeat: int
         eager.read_parquet(p, t)
         lazy._hidden, lazy._nodes = eager._hidden, eager._nodes  # the same views
         plain.read.parquet(str(p)).createOrReplaceTempView(t)
-    print(f"{'case':<12} {'plain s':>9} {'eager s':>9} {'ratio':>6} {'lazy s':>9} {'ratio':>6}", flush=True)
+    print(
+        f"{'case':<12} {'plain s':>9} {'eager s':>9} {'ratio':>6} {'lazy s':>9} {'ratio':>6}  load",
+        flush=True,
+    )
     ratios = []
     for n in numbers:
         q = (queries / f"q{n:02d}.sql").read_text()
@@ -96,7 +99,11 @@ def tpch_modes(spark, data: Path, queries: Path, numbers: list[int], repeat: int
             [lambda q=q: _run(plain.sql(q)), lambda q=q: _run(eager.sql(q).frame),
              lambda q=q: _run(lazy.sql(q).frame)], repeat)  # fmt: skip
         ratios.append((e / p, lz / p))
-        print(f"TPC-H q{n:02d}    {p:>9.3f} {e:>9.3f} {e / p:>6.2f} {lz:>9.3f} {lz / p:>6.2f}", flush=True)
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"TPC-H q{n:02d}    {p:>9.3f} {e:>9.3f} {e / p:>6.2f} {lz:>9.3f} {lz / p:>6.2f}  {load}",
+            flush=True,
+        )
     print(
         f"median ratio: eager {statistics.median(r[0] for r in ratios):.2f}, "
         f"lazy {statistics.median(r[1] for r in ratios):.2f} ({len(numbers)} queries)"
@@ -139,12 +146,14 @@ def main(argv=None) -> None:
         "--tpch-sf", type=float, default=None, help="TPC-H at this scale factor: plain/eager/lazy"
     )
     ap.add_argument("--queries", type=int, nargs="*", default=list(range(1, 23)))
+    ap.add_argument("--driver-memory", default="4g", help="Spark driver heap (local mode: the whole JVM)")
     args = ap.parse_args(argv)
     spark = (
         SparkSession.builder.master("local[2]")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.driver.memory", args.driver_memory)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
