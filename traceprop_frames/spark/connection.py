@@ -131,14 +131,14 @@ class SparkConnection:
         cat = self._catalog()
         if isinstance(stmt, exp.Query):
             rw = rewrite_query(stmt, cat)
-            return to_spark(rw.expression, self._plain), rw.kind, rw, None
+            return to_spark(rw.expression, self._plain, self._standalone), rw.kind, rw, None
         if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
             rw = rewrite_query(stmt.expression, cat)
             out = stmt.copy()
             out.set("expression", rw.expression)
             if isinstance(out.this, exp.Schema) and out.this.expressions:
                 out.this.append("expressions", exp.to_identifier(rw.kind))
-            return to_spark(out, self._plain), rw.kind, rw, _target(stmt)
+            return to_spark(out, self._plain, self._standalone), rw.kind, rw, _target(stmt)
         if isinstance(stmt, exp.Insert):
             target = _target(stmt)
             if target in self._hidden:
@@ -151,6 +151,14 @@ class SparkConnection:
             if q.find_ancestor(exp.Query) is None and q.parent is not None:
                 q.replace(rewrite_query(q, cat, trace=False).expression)
         return to_spark(out), None, None, None
+
+    def _standalone(self, sql: str) -> bool:
+        """Whether ``sql`` (a subquery) is valid on its own: Spark analyses it; nothing runs."""
+        try:
+            self.spark.sql(sql)
+        except Exception:  # AnalysisException / ParseException: it names the outer query (or fails)
+            return False
+        return True
 
     def rewrite(self, query: str) -> str:
         """The lineage-carrying Spark SQL that :meth:`sql` runs for ``query`` (statements joined by ``;``)."""
@@ -209,7 +217,7 @@ class SparkConnection:
             for k in ("order", "limit", "offset"):
                 sel.set(k, None)
             add_keys(sel, shape)
-            return self.spark.sql(to_spark(sel, self._plain))
+            return self.spark.sql(to_spark(sel, self._plain, self._standalone))
 
         return LazySparkTraced(frame, keys, backward, kind, node)
 

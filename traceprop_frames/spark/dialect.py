@@ -9,9 +9,11 @@ already prints, and Spark 4 runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlglot import exp
 
-from traceprop_frames.sql.rewrite import RID
+from traceprop_frames.sql.rewrite import LIN, RID
 
 _EMPTY_IDS = "CAST(ARRAY() AS ARRAY<BIGINT>)"
 
@@ -42,11 +44,15 @@ AGGREGATES = frozenset(
 )
 
 
-def to_spark(tree: exp.Expression, plain: dict[str, str] | None = None) -> str:
+def to_spark(
+    tree: exp.Expression, plain: dict[str, str] | None = None, standalone: Callable[[str], bool] | None = None
+) -> str:
     """Spark SQL for a tree rewritten by :func:`traceprop_frames.sql.rewrite_query`.
 
     ``plain`` maps a source view's name to a view of the same files without ``__tp_rid``; a scan whose
-    row ids the query does not use reads that one instead (see :func:`_plain_scans`).
+    row ids the query does not use reads that one instead (see :func:`_plain_scans`). ``standalone(sql)``
+    says whether a subquery's SQL runs on its own (is uncorrelated); given, a shared set that a HAVING
+    query adds to every row is added after the HAVING filter (see :func:`_after_having`).
 
     Examples
     --------
@@ -71,9 +77,68 @@ def to_spark(tree: exp.Expression, plain: dict[str, str] | None = None) -> str:
     n = 0
     for sub in list(tree.find_all(exp.Subquery)):
         n += _split_witness(sub, n)
+    if standalone is not None:
+        if isinstance(tree, exp.Select):
+            tree = _after_having(tree, standalone)
+        elif isinstance(tree, exp.Create) and isinstance(tree.expression, exp.Select):
+            tree.set("expression", _after_having(tree.expression, standalone))
     if plain:
         _plain_scans(tree, plain)
     return tree.sql(dialect="spark")
+
+
+def _after_having(sel: exp.Select, standalone: Callable[[str], bool]) -> exp.Select:
+    """Add an uncorrelated subquery's ids (a shared set) to each row after HAVING, not to every group.
+
+    The rewriter lists ``... HAVING sum(x) > (SELECT ...)``'s subquery rows in every row's lineage:
+    ``concat(<group's ids>, (SELECT collect_list(...) ...)) AS __tp_lin``. Spark computes that in the
+    aggregate, for every group, before HAVING drops most of them (TPC-H q11 at SF 1: ~30,000 groups x
+    ~33,000 ids, for ~1,000 rows kept). ``SELECT * EXCEPT (__tp_lin), concat(__tp_lin, <subquery ids>)
+    AS __tp_lin FROM (<the query, ORDER BY / LIMIT taken out>) ORDER BY ... LIMIT ...`` gives every row
+    the same ids. Done only where the subquery runs on its own (it names nothing of the outer query)
+    and ORDER BY names output columns; otherwise ``sel`` is returned as it is.
+    """
+    last = sel.expressions[-1] if sel.expressions else None
+    if (
+        sel.args.get("having") is None
+        or not isinstance(last, exp.Alias)
+        or last.alias != LIN
+        or not isinstance(last.this, exp.Anonymous)
+        or last.this.name.lower() != "concat"
+        or sel.args.get("distinct") is not None
+    ):
+        return sel
+    names = {e.alias_or_name.lower() for e in sel.expressions[:-1]}
+    order = sel.args.get("order")
+    for o in order.expressions if order is not None else []:
+        key = o.this if isinstance(o, exp.Ordered) else o
+        if not (isinstance(key, exp.Column) and not key.table and key.name.lower() in names):
+            return sel
+    shared, own = [], []
+    for arg in last.this.expressions:
+        subs = list(arg.find_all(exp.Subquery))
+        outside = [c for c in arg.find_all(exp.Column) if not c.find_ancestor(exp.Subquery)]
+        if subs and not outside and all(standalone(q.this.sql(dialect="spark")) for q in subs):
+            shared.append(arg)
+        else:
+            own.append(arg)
+    if not shared or not own:
+        return sel
+    inner = sel.copy()
+    for k in ("order", "limit", "offset"):
+        inner.set(k, None)
+    rest = [a.copy() for a in own]
+    lin = rest[0] if len(rest) == 1 else exp.Anonymous(this="concat", expressions=rest)
+    inner.expressions[-1].set("this", lin)
+    added = ", ".join(a.sql(dialect="spark") for a in shared)
+    outer = exp.maybe_parse(
+        f"SELECT * EXCEPT ({LIN}), CONCAT(__tp_q.{LIN}, {added}) AS {LIN} FROM ({inner.sql(dialect='spark')}) AS __tp_q",
+        dialect="spark",
+    )
+    for k in ("order", "limit", "offset"):
+        if sel.args.get(k) is not None:
+            outer.set(k, sel.args[k].copy())
+    return outer
 
 
 def _plain_scans(tree: exp.Expression, plain: dict[str, str]) -> None:
