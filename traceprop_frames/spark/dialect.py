@@ -95,10 +95,12 @@ def _after_having(sel: exp.Select, standalone: Callable[[str], bool]) -> exp.Sel
     aggregate, for every group, before HAVING drops most of them (TPC-H q11 at SF 1: ~30,000 groups x
     ~33,000 ids, for ~1,000 rows kept). ``SELECT * EXCEPT (__tp_lin), concat(__tp_lin, <subquery ids>)
     AS __tp_lin FROM (<the query, ORDER BY / LIMIT taken out>) ORDER BY ... LIMIT ...`` gives every row
-    the same ids. Done only where the subquery runs on its own (it names nothing of the outer query)
-    and ORDER BY names output columns; otherwise ``sel`` is returned as it is.
+    the same ids (``__tp_lin`` comes last; a lazy backward query selects its columns by name). Done only
+    where the subquery runs on its own (it names nothing of the outer query) and ORDER BY names output
+    columns; otherwise ``sel`` is returned as it is.
     """
-    last = sel.expressions[-1] if sel.expressions else None
+    at = [i for i, e in enumerate(sel.expressions) if isinstance(e, exp.Alias) and e.alias == LIN]
+    last = sel.expressions[at[0]] if len(at) == 1 else None  # last in a query; keys follow it backward
     if (
         sel.args.get("having") is None
         or not isinstance(last, exp.Alias)
@@ -108,7 +110,7 @@ def _after_having(sel: exp.Select, standalone: Callable[[str], bool]) -> exp.Sel
         or sel.args.get("distinct") is not None
     ):
         return sel
-    names = {e.alias_or_name.lower() for e in sel.expressions[:-1]}
+    names = {e.alias_or_name.lower() for e in sel.expressions if e is not last}
     order = sel.args.get("order")
     for o in order.expressions if order is not None else []:
         key = o.this if isinstance(o, exp.Ordered) else o
@@ -129,7 +131,7 @@ def _after_having(sel: exp.Select, standalone: Callable[[str], bool]) -> exp.Sel
         inner.set(k, None)
     rest = [a.copy() for a in own]
     lin = rest[0] if len(rest) == 1 else exp.Anonymous(this="concat", expressions=rest)
-    inner.expressions[-1].set("this", lin)
+    inner.expressions[at[0]].set("this", lin)
     added = ", ".join(a.sql(dialect="spark") for a in shared)
     outer = exp.maybe_parse(
         f"SELECT * EXCEPT ({LIN}), CONCAT(__tp_q.{LIN}, {added}) AS {LIN} FROM ({inner.sql(dialect='spark')}) AS __tp_q",
