@@ -14,6 +14,11 @@ TPC-H at a scale factor, plain / eager / lazy capture (tables from ``bench_sql.t
 
     python benchmarks/bench_spark.py --tpch-sf 1 --queries 1 4 6 13 18 --repeat 3
 
+Lineage at a scale factor: Spark's (eager and lazy) for 2 sampled rows of each query equal to
+``tpf.connect()``'s (DuckDB) for the row with the same values (no timing)::
+
+    python benchmarks/bench_spark.py --tpch-sf 1 --lineage-check 2
+
 Lineage storage: ids per output row (the size of each row's lineage list) x 8 bytes, against the bytes
 of the source files it refers to — the ratio that scales a 1 TB source to its lineage size.
 """
@@ -21,12 +26,18 @@ of the source files it refers to — the ratio that scales a 1 TB source to its 
 from __future__ import annotations
 
 import argparse
+import datetime
+import decimal
+import math
 import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -88,7 +99,10 @@ def tpch_modes(spark, data: Path, queries: Path, numbers: list[int], repeat: int
         eager.read_parquet(p, t)
         lazy._hidden, lazy._nodes = eager._hidden, eager._nodes  # the same views
         plain.read.parquet(str(p)).createOrReplaceTempView(t)
-    print(f"{'case':<12} {'plain s':>9} {'eager s':>9} {'ratio':>6} {'lazy s':>9} {'ratio':>6}", flush=True)
+    print(
+        f"{'case':<12} {'plain s':>9} {'eager s':>9} {'ratio':>6} {'lazy s':>9} {'ratio':>6}  load",
+        flush=True,
+    )
     ratios = []
     for n in numbers:
         q = (queries / f"q{n:02d}.sql").read_text()
@@ -96,11 +110,84 @@ def tpch_modes(spark, data: Path, queries: Path, numbers: list[int], repeat: int
             [lambda q=q: _run(plain.sql(q)), lambda q=q: _run(eager.sql(q).frame),
              lambda q=q: _run(lazy.sql(q).frame)], repeat)  # fmt: skip
         ratios.append((e / p, lz / p))
-        print(f"TPC-H q{n:02d}    {p:>9.3f} {e:>9.3f} {e / p:>6.2f} {lz:>9.3f} {lz / p:>6.2f}", flush=True)
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"TPC-H q{n:02d}    {p:>9.3f} {e:>9.3f} {e / p:>6.2f} {lz:>9.3f} {lz / p:>6.2f}  {load}",
+            flush=True,
+        )
     print(
         f"median ratio: eager {statistics.median(r[0] for r in ratios):.2f}, "
         f"lazy {statistics.median(r[1] for r in ratios):.2f} ({len(numbers)} queries)"
     )
+
+
+def _value(v):
+    """A value both engines agree on: numbers as floats (Spark keeps DECIMAL), timestamps as dates."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
+        return None
+    if isinstance(v, (float, np.floating, decimal.Decimal)):
+        return float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (pd.Timestamp, datetime.datetime)):
+        return v.date()
+    return v
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Keys exact; floats to 1e-9 relative or 1e-6 absolute (Spark rounds a DECIMAL average to 6 places)."""
+    return len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-6)
+        if isinstance(x, float) and isinstance(y, float)
+        else x == y
+        for x, y in zip(a, b)
+    )
+
+
+def _answer(sources: dict) -> dict:
+    return {p: np.asarray(r).tolist() for p, r in sources.items() if len(r)}
+
+
+def tpch_lineage(spark, data: Path, queries: Path, numbers: list[int], k: int) -> None:
+    """Spark's lineage (eager and lazy) of ``k`` sampled rows per query vs ``tpf.connect()``'s (DuckDB).
+
+    Rows are matched by their values (keys exact, numbers to 1e-9 relative / 1e-6 absolute), never by
+    position; where several DuckDB rows carry the same values, Spark's answer must equal one of theirs.
+    """
+    from traceprop_frames.spark.result import POS
+
+    cons = {"eager": tpf.spark.connect(spark), "lazy": tpf.spark.connect(spark, capture="lazy")}
+    duck = tpf.connect()
+    for t in TPCH_TABLES:
+        for con in cons.values():
+            con.read_parquet(data / f"{t}.parquet", t)
+        duck.read_parquet(str(data / f"{t}.parquet"), t)
+    print(
+        f"{'case':<10} {'mode':<6} {'rows':>6} {'checked':>8} {'equal':>6} {'ids':>10} {'s':>7}", flush=True
+    )
+    bad = 0
+    for n in numbers:
+        q = (queries / f"q{n:02d}.sql").read_text()
+        want = duck.sql(q)
+        want_rows = [tuple(map(_value, r)) for r in want.astype(object).itertuples(index=False, name=None)]
+        for mode, con in cons.items():
+            t0 = time.perf_counter()
+            res = con.sql(q)
+            got = res.pinned().select(POS, *[F.col(f"`{c}`") for c in res.df.columns]).toPandas()
+            got = got.sort_values(POS).drop(columns=[POS])
+            got_rows = [tuple(map(_value, r)) for r in got.astype(object).itertuples(index=False, name=None)]
+            sample = np.random.default_rng(n).choice(len(got_rows), size=min(k, len(got_rows)), replace=False)
+            equal, ids = len(got_rows) == len(want_rows), 0
+            for i in sorted(sample.tolist()):
+                matches = [j for j, r in enumerate(want_rows) if _same(got_rows[i], r)]
+                answer = _answer(res.sources(rows=[i]))
+                ids += sum(map(len, answer.values()))
+                equal &= any(answer == _answer(want.tp.sources(rows=[j])) for j in matches)
+            bad += not equal
+            print(f"TPC-H q{n:02d}  {mode:<6} {len(got_rows):>6} {len(sample):>8} {'yes' if equal else 'NO':>6} "
+                  f"{ids:>10} {time.perf_counter() - t0:>7.1f}", flush=True)  # fmt: skip
+    duck.close()
+    print(f"lineage equal to DuckDB's: {2 * len(numbers) - bad} of {2 * len(numbers)} (query, mode) cases")
 
 
 def credit_rows(spark, applicants: int, repeat: int, folder: Path):
@@ -139,15 +226,25 @@ def main(argv=None) -> None:
         "--tpch-sf", type=float, default=None, help="TPC-H at this scale factor: plain/eager/lazy"
     )
     ap.add_argument("--queries", type=int, nargs="*", default=list(range(1, 23)))
+    ap.add_argument(
+        "--lineage-check", type=int, default=0, metavar="K",
+        help="with --tpch-sf: instead of timing, compare K sampled rows' lineage per query with DuckDB's",
+    )  # fmt: skip
+    ap.add_argument("--driver-memory", default="4g", help="Spark driver heap (local mode: the whole JVM)")
     args = ap.parse_args(argv)
     spark = (
         SparkSession.builder.master("local[2]")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.driver.memory", args.driver_memory)
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
+    if args.tpch_sf is not None and args.lineage_check:
+        tpch_lineage(spark, tpch_tables(args.tpch_sf), Path(args.tpch), args.queries, args.lineage_check)
+        spark.stop()
+        return
     if args.tpch_sf is not None:
         tpch_modes(spark, tpch_tables(args.tpch_sf), Path(args.tpch), args.queries, args.repeat)
         spark.stop()

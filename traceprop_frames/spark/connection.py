@@ -59,12 +59,17 @@ class SparkConnection:
         self.capture = capture
         self._hidden: dict[str, str] = {}  # view name (lower case) -> RID | LIN
         self._nodes: dict[str, OpNode] = {}
+        self._plain: dict[str, str] = {}  # Parquet source view -> a view of its files without __tp_rid
 
     # ------------------------------------------------------------------ sources
     def read_parquet(self, path, name: str) -> SparkConnection:
         """View ``name`` over the Parquet file (or folder of files) ``path``; rows keep file row numbers."""
         df, srcs = sources.read_parquet(self.spark, path)
-        return self._source(name, df, srcs, "read_parquet")
+        self._source(name, df, srcs, "read_parquet")
+        plain = f"__tp_plain_{name.lower()}"
+        sources.plain_parquet(self.spark, path).createOrReplaceTempView(plain)
+        self._plain[name.lower()] = plain
+        return self
 
     def read_csv(self, path, name: str, **options) -> SparkConnection:
         """View ``name`` over the CSV file(s) ``path``; row ``i`` is ``pd.read_csv``'s row ``i``.
@@ -81,6 +86,7 @@ class SparkConnection:
         return self
 
     def _set(self, name: str, kind: str | None, node: OpNode | None) -> None:
+        self._plain.pop(name.lower(), None)
         if kind is None:
             self._hidden.pop(name.lower(), None)
             self._nodes.pop(name.lower(), None)
@@ -125,14 +131,14 @@ class SparkConnection:
         cat = self._catalog()
         if isinstance(stmt, exp.Query):
             rw = rewrite_query(stmt, cat)
-            return to_spark(rw.expression), rw.kind, rw, None
+            return to_spark(rw.expression, self._plain, self._standalone), rw.kind, rw, None
         if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
             rw = rewrite_query(stmt.expression, cat)
             out = stmt.copy()
             out.set("expression", rw.expression)
             if isinstance(out.this, exp.Schema) and out.this.expressions:
                 out.this.append("expressions", exp.to_identifier(rw.kind))
-            return to_spark(out), rw.kind, rw, _target(stmt)
+            return to_spark(out, self._plain, self._standalone), rw.kind, rw, _target(stmt)
         if isinstance(stmt, exp.Insert):
             target = _target(stmt)
             if target in self._hidden:
@@ -145,6 +151,14 @@ class SparkConnection:
             if q.find_ancestor(exp.Query) is None and q.parent is not None:
                 q.replace(rewrite_query(q, cat, trace=False).expression)
         return to_spark(out), None, None, None
+
+    def _standalone(self, sql: str) -> bool:
+        """Whether ``sql`` (a subquery) is valid on its own: Spark analyses it; nothing runs."""
+        try:
+            self.spark.sql(sql)
+        except Exception:  # AnalysisException / ParseException: it names the outer query (or fails)
+            return False
+        return True
 
     def rewrite(self, query: str) -> str:
         """The lineage-carrying Spark SQL that :meth:`sql` runs for ``query`` (statements joined by ``;``)."""
@@ -194,7 +208,7 @@ class SparkConnection:
             return None
         capture = rewrite_query(stmt, cat, trace=False).expression
         n_keys = add_keys(capture, shape)
-        frame = self._run(to_spark(capture), stmt)
+        frame = self._run(to_spark(capture, self._plain), stmt)
         keys = [f"__tp_k{i}" for i in range(n_keys)]
         text = stmt.sql(dialect="spark")
 
@@ -203,7 +217,7 @@ class SparkConnection:
             for k in ("order", "limit", "offset"):
                 sel.set(k, None)
             add_keys(sel, shape)
-            return self.spark.sql(to_spark(sel))
+            return self.spark.sql(to_spark(sel, self._plain, self._standalone))
 
         return LazySparkTraced(frame, keys, backward, kind, node)
 
