@@ -186,3 +186,29 @@ def test_plan_kept_until_the_table_changes(data, tmp_path):
     got = {int(r) for p, rows in again.tp.sources(0).items() if Path(p).stem == "o2" for r in rows}
     was = {int(r) for p, rows in first.tp.sources(0).items() if Path(p).stem == "o" for r in rows}
     assert got == {len(o) - 1 - r for r in was}
+
+
+def test_macro_whose_subquery_aggregates_its_own_rows(data, tmp_path):
+    """DuckDB's test_issue_7079: a macro whose body is a subquery aggregating its own FROM is a scalar
+    per caller row (it crashed eager capture: counted as an aggregate of the caller); a macro whose
+    aggregate reads only the caller's columns still aggregates the caller's rows."""
+    _, o, _ = data
+    o.to_parquet(tmp_path / "o.parquet", index=False)
+    con = tpf.connect(capture="eager")
+    con.read_parquet(tmp_path / "o.parquet", name="o")
+    con.raw.execute(
+        "CREATE MACRO rv(arr) AS (SELECT coalesce(l, arr) FROM (SELECT array_agg(e ORDER BY g DESC) AS l "
+        "FROM (SELECT generate_subscripts(arr, 1) AS g, arr[g] AS e)))"
+    )
+    con.raw.execute("CREATE MACRO top(v) AS (SELECT max(v))")
+    con._cat = None
+    assert "rv" not in con._catalog().aggregates and "top" in con._catalog().aggregates
+    q = "SELECT rowid AS i, rv([ok, x]) AS r FROM o ORDER BY i"
+    df = con.sql(q)
+    assert [list(r) for r in df["r"]] == [[x, k] for k, x in zip(o["ok"], o["x"])]
+    for i, got in zip(df["i"], _sets(df)):
+        assert got == _rows("o", [i])
+    df = con.sql("SELECT top(x) AS m FROM o")
+    assert df["m"].tolist() == [o["x"].max()]
+    assert _sets(df) == [_rows("o", range(len(o)))]
+    con.close()

@@ -141,6 +141,27 @@ def lineage_from_arrow(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.
     return off, np.asarray(ids, dtype=np.int64)
 
 
+def _aggregates_outside(body: str) -> bool:
+    """Whether a macro body aggregates at the level of the query that calls it. An aggregate inside a
+    subquery with its own ``FROM`` (``(SELECT array_agg(e) FROM (SELECT ...))``) aggregates that
+    subquery's rows, not the caller's; one in a ``SELECT`` without ``FROM`` (``(SELECT max(x))``) or
+    outside any subquery aggregates the caller's rows. A body sqlglot cannot read, or one that reads a
+    table, counts as aggregating, as before (the rewrite then refuses or fails loudly, never silently)."""
+    try:
+        tree = sqlglot.parse_one(body, read=DIALECT)
+    except Exception:
+        return True
+    if tree.find(exp.Table):  # reads a table: classified as before (this body's lineage is not traced)
+        return True
+    for node in tree.find_all(exp.AggFunc, exp.Anonymous):
+        if isinstance(node, exp.Anonymous) and node.name.lower() not in (_AGGREGATES or ()):
+            continue
+        sel = node.find_ancestor(exp.Select)
+        if sel is None or not (sel.args.get("from_") or sel.args.get("from")):
+            return True
+    return False
+
+
 class TracedConnection:
     """A DuckDB connection that carries row lineage through SQL.
 
@@ -308,7 +329,9 @@ class TracedConnection:
         if not rows:
             return frozenset()
         calls = re.compile(r"\b(" + "|".join(map(re.escape, sorted(_AGGREGATES))) + r")\s*\(", re.I)
-        return frozenset(name.lower() for name, body in rows if body and calls.search(body))
+        return frozenset(
+            name.lower() for name, body in rows if body and calls.search(body) and _aggregates_outside(body)
+        )
 
     def _columns(self) -> dict[str, list[str]]:
         """Visible columns of every table and view (for ``NATURAL JOIN``, ``*`` and row structs)."""
