@@ -44,6 +44,7 @@ from traceprop_frames.sql.shared import (
     marker_expression,
     present_keys,
     resolve_markers,
+    scalar_flat_side_query,
     side_query,
     with_frames,
     with_present,
@@ -440,9 +441,9 @@ class TracedConnection:
     def _flat_witness(self, wq: exp.Expression, kind: str, with_: str, value) -> str | None:
         """A grouping IN witness's side query as one row per member (see ``shared.flat_side_query``),
         where it binds; None otherwise."""
-        if value is None:
-            return None
-        sql = flat_side_query(wq, kind, with_)
+        sql = (
+            flat_side_query(wq, kind, with_) if value is not None else scalar_flat_side_query(wq, kind, with_)
+        )
         if sql is None:
             return None
         try:
