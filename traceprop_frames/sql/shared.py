@@ -150,7 +150,9 @@ def _cte_members(members: exp.Select, with_: str) -> exp.Select | None:
     """``SELECT cte.lin FROM cte`` (every row of a grouping CTE) as the CTE's own member rows, or None."""
     src = members.args["from_"].this
     part = members.expressions[0].this
-    if members.args.get("joins") or members.args.get("where") or not isinstance(src, exp.Table):
+    if any(members.args.get(k) for k in ("joins", "where", "with", "with_")) or not isinstance(
+        src, exp.Table
+    ):
         return None
     if not (isinstance(part, exp.Column) and part.name.lower() == LIN.lower()) or not with_:
         return None
