@@ -172,6 +172,60 @@ def test_in_witnesses_nested_rows(data):
         assert got == want, i
 
 
+def test_macro_whose_subquery_aggregates_its_own_rows(data, tmp_path):
+    """DuckDB's test_issue_7079: a macro whose body is a subquery aggregating its own FROM is a scalar
+    per caller row (it crashed eager capture: counted as an aggregate of the caller); a macro whose
+    aggregate reads only the caller's columns still aggregates the caller's rows."""
+    _, o, _ = data
+    o.to_parquet(tmp_path / "o.parquet", index=False)
+    con = tpf.connect(capture="eager")
+    con.read_parquet(tmp_path / "o.parquet", name="o")
+    con.raw.execute(
+        "CREATE MACRO rv(arr) AS (SELECT coalesce(l, arr) FROM (SELECT array_agg(e ORDER BY g DESC) AS l "
+        "FROM (SELECT generate_subscripts(arr, 1) AS g, arr[g] AS e)))"
+    )
+    con.raw.execute("CREATE MACRO top(v) AS (SELECT max(v))")
+    con._cat = None
+    assert "rv" not in con._catalog().aggregates and "top" in con._catalog().aggregates
+    q = "SELECT rowid AS i, rv([ok, x]) AS r FROM o ORDER BY i"
+    df = con.sql(q)
+    assert [list(r) for r in df["r"]] == [[x, k] for k, x in zip(o["ok"], o["x"])]
+    for i, got in zip(df["i"], _sets(df)):
+        assert got == _rows("o", [i])
+    df = con.sql("SELECT top(x) AS m FROM o")
+    assert df["m"].tolist() == [o["x"].max()]
+    assert _sets(df) == [_rows("o", range(len(o)))]
+    con.close()
+
+
+def test_scalar_witness_listed_per_member(data):
+    """A scalar subquery that aggregates every row it reads (q11's HAVING threshold, q15's max over a
+    grouping CTE): its side query lists the members one row each - for the CTE, the CTE's own source
+    rows - and the shared set is the same rows the in-query list() gave."""
+    con, o, l_ = data
+    q = "SELECT ok, x, rowid AS i FROM o WHERE x > (SELECT avg(q) * 5 FROM l WHERE f) ORDER BY i"
+    df = con.sql(q)
+    ((side, _),) = _plan(con, q).constants
+    assert "__tp_m.__tp_p" in side and "LIST(" not in side.upper()
+    w = _rows("l", np.flatnonzero(l_["f"].to_numpy()))
+    assert set(df["i"]) == set(np.flatnonzero(o["x"].to_numpy() > l_["q"][l_["f"]].mean() * 5))
+    for i, got in zip(df["i"], _sets(df)):
+        assert got == _rows("o", [i]) | w
+    q = (
+        "WITH t AS (SELECT sk, sum(q) AS s FROM l WHERE q > 2 GROUP BY sk) "
+        "SELECT sk, s FROM t WHERE s = (SELECT max(s) FROM t) ORDER BY sk"
+    )
+    df = con.sql(q)
+    ((side, _),) = _plan(con, q).constants
+    assert "FROM l" in side.split("__tp_key")[1], "the CTE's rows were not listed directly"
+    big = l_["q"].to_numpy() > 2
+    sums = l_[big].groupby("sk")["q"].sum()
+    assert list(df["sk"]) == sorted(sums[sums == sums.max()].index)
+    every = _rows("l", np.flatnonzero(big))
+    for sk, got in zip(df["sk"], _sets(df)):
+        assert got == _rows("l", np.flatnonzero(big & (l_["sk"].to_numpy() == sk))) | every
+
+
 def test_plan_kept_until_the_table_changes(data, tmp_path):
     con, o, _ = data
     q = "SELECT g, count(*) AS n FROM o WHERE EXISTS (SELECT * FROM l WHERE l.ok = o.ok) GROUP BY g ORDER BY g"

@@ -151,11 +151,11 @@ def _q(name: str) -> str:
 class Replay:
     """One test file's three connections and its tally."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, capture: str = "lazy") -> None:
         self.dir = workdir
         self.plain = duckdb.connect()
         self.shuffled = duckdb.connect()
-        self.traced = tpf.connect()
+        self.traced = tpf.connect(capture=capture)
         for c in (self.plain, self.shuffled, self.traced.raw):
             c.execute("SET threads = 1")
         self.known: dict[tuple[str, str], str] = {}
@@ -304,15 +304,15 @@ def _changes_tables(sql: str) -> bool:
     )
 
 
-def replay_file(path: Path, rel: str) -> dict:
+def replay_file(path: Path, rel: str, capture: str = "lazy") -> dict:
     """Replay one file; returns its counts and the details of every query not identical."""
     t0 = time.perf_counter()
-    out = _replay(path, rel)
+    out = _replay(path, rel, capture)
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
 
 
-def _replay(path: Path, rel: str) -> dict:
+def _replay(path: Path, rel: str, capture: str = "lazy") -> dict:
     tf = slt.parse(path, rel)
     out = {"file": rel, "counts": Counter(), "details": [], "skip_file": tf.skip_file}
     out["counts"].update({f"skip:{k}": v for k, v in tf.skipped.items()})
@@ -321,7 +321,7 @@ def _replay(path: Path, rel: str) -> dict:
         out["counts"][f"skip:file ({tf.skip_file})"] += n
         return out
     with tempfile.TemporaryDirectory() as d:
-        rp = Replay(Path(d))
+        rp = Replay(Path(d), capture)
         try:
             for rec in tf.records:
                 sql = rec.sql.replace("__TEST_DIR__", d).replace("{TEST_DIR}", d)
@@ -384,12 +384,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--report", help="write every non-identical query to this JSON file")
     ap.add_argument("-v", action="store_true", help="print each silently different answer and crash")
+    ap.add_argument(
+        "--capture",
+        choices=("lazy", "eager"),
+        default="lazy",
+        help="capture mode of the traced connection (tpf.connect(capture=...)); default lazy",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     results = []
     for f, rel in collect(args.paths):
         try:
-            results.append(replay_file(f, rel))
+            results.append(replay_file(f, rel, args.capture))
         except Exception as e:  # the harness itself failed on this file: say so, count nothing from it
             print(f"harness error in {rel}: {type(e).__name__}: {e}", file=sys.stderr)
             results.append(

@@ -58,6 +58,7 @@ from traceprop_frames.sql.shared import (
     marker_expression,
     present_keys,
     resolve_markers,
+    scalar_flat_side_query,
     side_query,
     with_frames,
     with_present,
@@ -188,6 +189,27 @@ def lineage_from_arrow(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.
         return new_off, np.asarray(ids, dtype=np.int64)
     ids = child.to_numpy(zero_copy_only=False) if len(child) else _EMPTY
     return off, np.asarray(ids, dtype=np.int64)
+
+
+def _aggregates_outside(body: str, aggregates: frozenset[str]) -> bool:
+    """Whether a macro body aggregates at the level of the query that calls it. An aggregate inside a
+    subquery with its own ``FROM`` (``(SELECT array_agg(e) FROM (SELECT ...))``) aggregates that
+    subquery's rows, not the caller's; one in a ``SELECT`` without ``FROM`` (``(SELECT max(x))``) or
+    outside any subquery aggregates the caller's rows. A body sqlglot cannot read, or one that reads a
+    table, counts as aggregating, as before (the rewrite then refuses or fails loudly, never silently)."""
+    try:
+        tree = sqlglot.parse_one(body, read=DIALECT)
+    except Exception:
+        return True
+    if tree.find(exp.Table):  # reads a table: classified as before (this body's lineage is not traced)
+        return True
+    for node in tree.find_all(exp.AggFunc, exp.Anonymous):
+        if isinstance(node, exp.Anonymous) and node.name.lower() not in aggregates:
+            continue
+        sel = node.find_ancestor(exp.Select)
+        if sel is None or not (sel.args.get("from_") or sel.args.get("from")):
+            return True
+    return False
 
 
 class TracedConnection:
@@ -398,7 +420,11 @@ class TracedConnection:
         if not rows:
             return frozenset()
         calls = re.compile(r"\b(" + "|".join(map(re.escape, sorted(aggregates))) + r")\s*\(", re.I)
-        return frozenset(name.lower() for name, body in rows if body and calls.search(body))
+        return frozenset(
+            name.lower()
+            for name, body in rows
+            if body and calls.search(body) and _aggregates_outside(body, aggregates)
+        )
 
     # ------------------------------------------------------------------ statements
     def _parse(self, query: str) -> list[exp.Expression]:
@@ -498,9 +524,9 @@ class TracedConnection:
     def _flat_witness(self, wq: exp.Expression, kind: str, with_: str, value) -> str | None:
         """A grouping IN witness's side query as one row per member (see ``shared.flat_side_query``),
         where it binds; None otherwise."""
-        if value is None:
-            return None
-        sql = flat_side_query(wq, kind, with_)
+        sql = (
+            flat_side_query(wq, kind, with_) if value is not None else scalar_flat_side_query(wq, kind, with_)
+        )
         if sql is None:
             return None
         try:

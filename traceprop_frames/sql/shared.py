@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from traceprop_frames.lineage import OpNode, RowLineage
@@ -113,6 +114,82 @@ def flat_side_query(wq: exp.Expression, kind: str, with_: str) -> str | None:
         f"FROM ({groups.sql(dialect=DIALECT)}) AS __tp_g JOIN ({members.sql(dialect=DIALECT)}) AS __tp_m "
         f"ON {on}"
     )
+
+
+def scalar_flat_side_query(wq: exp.Expression, kind: str, with_: str) -> str | None:
+    """For a scalar witness that aggregates every row it reads (``(SELECT sum(v) * 0.0001 FROM t, u
+    WHERE ...)``, ``(SELECT max(total) FROM cte)``): the side query listing its members one row each
+    (key 0) instead of one ``list()`` over all of them, which DuckDB builds as one huge list (and, over
+    a grouping CTE, a list per CTE group first).
+
+    A query without GROUP BY, HAVING, DISTINCT, LIMIT or windows reads every row of its FROM / WHERE,
+    so its lineage is the union of their parts. Where the FROM is one CTE that itself groups (no
+    HAVING, DISTINCT, LIMIT, windows) and the query has no WHERE, every CTE group is read, and the
+    union of the groups' members is every row of the CTE's own FROM / WHERE: those rows are listed
+    directly. None where the query is not of that form."""
+    if kind != LIN or not isinstance(wq, exp.Select) or len(wq.expressions) != 2:
+        return None
+    if any(wq.args.get(k) for k in ("group", "having", "distinct", "limit", "offset", "qualify", "windows")):
+        return None
+    if wq.find(exp.Window) is not None or wq.args.get("from_") is None:
+        return None
+    value, lin = wq.expressions
+    if not _has_agg_call(value.this if isinstance(value, exp.Alias) else value):
+        return None  # a scalar subquery that does not aggregate returns one of its rows, not all
+    parts = _member_parts(lin.this if isinstance(lin, exp.Alias) else lin)
+    if parts is None:
+        return None
+    members = wq.copy()
+    members.set("order", None)
+    members.set("expressions", [exp.alias_(parts, "__tp_p")])
+    inner = _cte_members(members, with_)
+    if inner is not None:
+        members = inner
+    return f"{with_}SELECT CAST(0 AS BIGINT) AS __tp_key, __tp_m.__tp_p FROM ({members.sql(dialect=DIALECT)}) AS __tp_m"
+
+
+def _cte_members(members: exp.Select, with_: str) -> exp.Select | None:
+    """``SELECT cte.lin FROM cte`` (every row of a grouping CTE) as the CTE's own member rows, or None."""
+    src = members.args["from_"].this
+    part = members.expressions[0].this
+    if any(members.args.get(k) for k in ("joins", "where", "with", "with_")) or not isinstance(
+        src, exp.Table
+    ):
+        return None
+    if not (isinstance(part, exp.Column) and part.name.lower() == LIN.lower()) or not with_:
+        return None
+    try:
+        outer = sqlglot.parse_one(f"{with_}SELECT 1", read=DIALECT)
+    except Exception:
+        return None
+    ctes = {c.alias_or_name.lower(): c.this for c in outer.find_all(exp.CTE)}
+    cte = ctes.get(src.name.lower())
+    if not isinstance(cte, exp.Select) or src.args.get("db") or cte.args.get("from_") is None:
+        return None
+    if any(cte.args.get(k) for k in ("having", "distinct", "limit", "offset", "qualify", "windows")):
+        return None
+    group = cte.args.get("group")
+    if cte.find(exp.Window) is not None or (
+        group is not None
+        and any(group.args.get(k) for k in ("all", "rollup", "cube", "grouping_sets", "totals"))
+    ):
+        return None
+    lin = [e for e in cte.expressions if e.alias_or_name.lower() == LIN.lower()]
+    if len(lin) != 1 or not isinstance(lin[0], exp.Alias):
+        return None
+    if group is None and not any(_has_agg_call(e) for e in cte.expressions):
+        return None  # a CTE that does not group: its rows are listed as they are
+    agg = lin[0].this
+    if isinstance(agg, exp.ArrayAgg) and set(k for k, v in agg.args.items() if v) == {"this"}:
+        agg = exp.Anonymous(this="list", expressions=[agg.this.copy()])  # sqlglot reads LIST as ArrayAgg
+    parts = _member_parts(agg)
+    if parts is None:
+        return None
+    out = cte.copy()
+    for k in ("group", "order"):
+        out.set(k, None)
+    out.set("expressions", [exp.alias_(parts, "__tp_p")])
+    return out
 
 
 def _present_rows(wq: exp.Select, kind: str, with_: str) -> str | None:
