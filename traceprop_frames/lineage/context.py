@@ -34,7 +34,7 @@ import threading
 import numpy as np
 
 from traceprop_frames.errors import LineageFormatError
-from traceprop_frames.lineage.refs import AllRefs, CsrRefs, isin_ids, union_csr
+from traceprop_frames.lineage.refs import AllRefs, CsrRefs, isin_ids, sorted_unique, union_csr
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 LAYOUT_LOCK = threading.RLock()  # one lock for laying out deferred sets and composing deferred lineage
@@ -289,7 +289,7 @@ class Context:
     def distinct_refs(self) -> np.ndarray:
         """The global set ids some row refers to (each once, unordered)."""
         parts = [layer.distinct() for layer in self.layers]
-        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+        return parts[0] if len(parts) == 1 else sorted_unique(np.concatenate(parts))
 
     @property
     def n_sets(self) -> int:
@@ -328,9 +328,9 @@ class Context:
         seen = _EMPTY
         span = np.int64(max(self.n_sets_bound(), 1))
         while sets.size:
-            key = np.unique(owners * span + (sets - self._min_base()))
+            key = sorted_unique(owners * span + (sets - self._min_base()))
             key = np.setdiff1d(key, seen, assume_unique=True)
-            seen = np.union1d(seen, key)
+            seen = sorted_unique(np.concatenate([seen, key]))
             owners, sets = key // span, key % span + self._min_base()
             which, blist = self._locate(sets)
             nxt_o, nxt_s = [], []
@@ -368,7 +368,7 @@ class Context:
 
     def hit_sets(self, ids: np.ndarray) -> np.ndarray:
         """Sorted global set ids whose closure contains any of the global row ids ``ids``."""
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        ids = sorted_unique(np.asarray(ids, dtype=np.int64))
         hits: list[np.ndarray] = []
         hit_so_far = _EMPTY
         for b in self.blocks.values():  # creation order: a block refers only to earlier ones
@@ -389,7 +389,7 @@ class Context:
         parts = [layer.rows_referring(set_ids) for layer in self.layers if layer.any()]
         if not parts:
             return _EMPTY
-        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+        return parts[0] if len(parts) == 1 else sorted_unique(np.concatenate(parts))
 
     def labels(self, set_ids: np.ndarray) -> list[str]:
         which, blist = self._locate(np.asarray(set_ids, dtype=np.int64))

@@ -25,6 +25,7 @@ import numpy as np
 
 from traceprop_frames.errors import UnlearningError
 from traceprop_frames.lineage.context import isin_ids
+from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -34,10 +35,10 @@ def skip_map(ids: np.ndarray) -> dict:
     """``{abspath: (sha256, rows)}`` for the global row ids ``ids`` (what the readers must drop)."""
     from traceprop_frames.lineage import REGISTRY
 
-    ids = np.unique(np.asarray(ids, dtype=np.int64))
+    ids = sorted_unique(np.asarray(ids, dtype=np.int64))
     sids = ids >> np.int64(ROW_BITS)
     out: dict = {}
-    for sid in np.unique(sids).tolist():
+    for sid in sorted_unique(sids).tolist():
         src = REGISTRY.get(int(sid))
         if src.abspath is None:
             raise UnlearningError(
@@ -51,7 +52,7 @@ def skip_map(ids: np.ndarray) -> dict:
                 f"{src.abspath!r} was loaded in two versions (sha256 {sha[:12]}… and {src.sha256[:12]}…); "
                 "erase from a model trained on one version of each file."
             )
-        out[src.abspath] = (sha, np.union1d(prev, rows))
+        out[src.abspath] = (sha, sorted_unique(np.concatenate([prev, rows])))
     return out
 
 
@@ -82,10 +83,10 @@ def request_records(lineage, source, rows) -> tuple[np.ndarray, list[dict], obje
         records.append(
             _record(REGISTRY.find(path, cand)[0], np.atleast_1d(np.asarray(r, dtype=np.int64)), ids)
         )
-    erased = np.unique(np.concatenate(parts)) if parts else _EMPTY
+    erased = sorted_unique(np.concatenate(parts)) if parts else _EMPTY
     hits = SharedHits(lineage, erased)
     carried = isin_ids(lineage.ids, erased)  # entries of the direct ids that are requested rows
-    fed = np.unique(lineage.ids[carried])  # requested rows some sample carries
+    fed = sorted_unique(lineage.ids[carried])  # requested rows some sample carries
     for rec, ids in zip(records, parts):
         rec["rows_without_samples"] = sorted(
             {int(x) for x in (ids[~isin_ids(ids, fed)] & np.int64(ROW_MASK))}
@@ -131,7 +132,7 @@ def earlier_ids(est, lineage) -> np.ndarray:
         for src in REGISTRY.find(path, lineage.source_ids()):
             if src.sha256 == sha:
                 parts.append(encode(src.id, np.asarray(rows, dtype=np.int64)))
-    return np.unique(np.concatenate(parts))
+    return sorted_unique(np.concatenate(parts))
 
 
 def _reads_any(lin, ids: np.ndarray) -> bool:
@@ -383,7 +384,7 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     if source is None:
         raise UnlearningError("rebuild= erases source rows: pass source= and rows= (or source={path: rows})")
     requested, records, hits = request_records(lineage, source, rows)  # validates the request
-    erased = np.union1d(requested, earlier_ids(est, lineage))
+    erased = sorted_unique(np.concatenate([requested, earlier_ids(est, lineage)]))
     X_new, y_new, new_lin, rerun_s = run_rebuild(rebuild, erased)
     Xn, yn = _features(est, X_new), _labels(est, y_new)
     smap = match_samples(lineage, new_lin, erased)

@@ -17,6 +17,8 @@ from functools import cached_property
 import numpy as np
 
 from traceprop_frames.lineage.context import isin_ids, segments_flat
+from traceprop_frames.lineage.refs import sorted_unique
+from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -94,7 +96,7 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     >>> m.new_of_old.tolist(), m.new_rows.tolist()
     ([1, 0, -1], [])
     """
-    erased = np.unique(np.asarray(erased, dtype=np.int64))
+    erased = sorted_unique(np.asarray(erased, dtype=np.int64))
     fast = _in_order(old_lineage, new_lineage, erased)
     if fast is not None:
         return fast
@@ -149,10 +151,14 @@ def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
 def _same_rows_unordered(a: np.ndarray, b: np.ndarray, off: np.ndarray) -> bool:
     """Whether every row of the CSR ``(off, a)`` holds the same ids as the row of ``(off, b)``, in any order
     (a parallel SQL ``list()`` returns a row's ids in another order each run). Only the rows that differ
-    are compared, by one sort of ``row · width + dense id`` per side (no lexsort)."""
-    rows = np.unique(np.searchsorted(off, np.flatnonzero(a != b), side="right") - 1)
+    are compared: by :func:`_same_rows_by_owner` (no sort) when their ids are distinct and dense enough,
+    else by one sort of ``row · width + dense id`` per side (no lexsort)."""
+    rows = sorted_unique(np.searchsorted(off, np.flatnonzero(a != b), side="right") - 1)
     seg = segments_flat(off[rows], off[rows + 1])
     xa, xb = a[seg], b[seg]
+    owner = _same_rows_by_owner(xa, xb, off[rows + 1] - off[rows])
+    if owner is not None:
+        return owner
     lo = min(int(xa.min()), int(xb.min()))
     xa, xb = xa - lo, xb - lo  # non-negative; (x >> 40, x & mask) still tells ids apart
     bits, mask = np.int64(40), np.int64((1 << 40) - 1)
@@ -164,6 +170,37 @@ def _same_rows_unordered(a: np.ndarray, b: np.ndarray, off: np.ndarray) -> bool:
     base = np.repeat(np.arange(len(rows), dtype=np.int64) * width, off[rows + 1] - off[rows])
     key_a = np.sort(base + (xa >> bits) * span + (xa & mask))
     return bool(np.array_equal(key_a, np.sort(base + (xb >> bits) * span + (xb & mask))))
+
+
+def _same_rows_by_owner(xa: np.ndarray, xb: np.ndarray, sizes: np.ndarray) -> bool | None:
+    """:func:`_same_rows_unordered` on rows cut by ``sizes`` in O(n), no sort: each id of ``xa`` marks its
+    row in a table indexed by (source, row number); the rows are the same sets iff every id of ``xb``
+    finds its own row there and ``xb`` holds no id twice (equal sizes, no repeats, each a member: the
+    same set). None when ``xa`` holds an id twice or the ids are too sparse for a table (then sort)."""
+    if not xa.size:
+        return True
+    sa, sb = xa >> np.int64(ROW_BITS), xb >> np.int64(ROW_BITS)
+    s0 = min(int(sa.min()), int(sb.min()))
+    present = np.zeros(max(int(sa.max()), int(sb.max())) - s0 + 1, dtype=np.int64)
+    present[sa - s0] = 1
+    present[sb - s0] = 1
+    dense_sid = np.cumsum(present) - 1  # the sources present, numbered 0, 1, ...
+    span = max(int((xa & np.int64(ROW_MASK)).max()), int((xb & np.int64(ROW_MASK)).max())) + 1
+    n_slots = int(present.sum()) * span
+    if n_slots > 8 * xa.size + (1 << 16) or len(sizes) >= 1 << 31:
+        return None
+    slot_a = dense_sid[sa - s0] * span + (xa & np.int64(ROW_MASK))
+    slot_b = dense_sid[sb - s0] * span + (xb & np.int64(ROW_MASK))
+    row = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    owner = np.full(n_slots, -1, dtype=np.int32)
+    owner[slot_a] = row
+    if int(np.count_nonzero(owner >= 0)) != xa.size:
+        return None  # an id twice in xa (a row listing a source row twice, or two rows sharing it)
+    if not np.array_equal(owner[slot_b], row):
+        return False  # some id of xb is not among its row's ids in xa
+    seen = np.zeros(n_slots, dtype=bool)
+    seen[slot_b] = True
+    return int(np.count_nonzero(seen)) == xb.size
 
 
 def _check_pairs(new_of_old, ro, io, rn, inew) -> None:
@@ -178,5 +215,5 @@ def _check_pairs(new_of_old, ro, io, rn, inew) -> None:
     same = ~differ
     a, b = io[segments_flat(so[same], eo[same])], inew[segments_flat(sn[same], en[same])]
     pair = np.repeat(np.flatnonzero(same), (eo - so)[same])
-    differ[np.unique(pair[a != b])] = True
+    differ[pair[a != b]] = True
     new_of_old[olds[differ]] = -1
