@@ -95,12 +95,18 @@ def test_rows_compared_regardless_of_order_within_them(seed, far):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 100_000), change=st.sampled_from(["none", "swap_rows", "repeat", "outsider"]))
-def test_rows_compared_by_owner_table(seed, change):
+@given(seed=st.integers(0, 100_000), change=st.sampled_from(["none", "swap_rows", "repeat", "outsider"]),
+       one_source=st.booleans())  # fmt: skip
+def test_rows_compared_by_owner_table(seed, change, one_source):
     """Distinct, dense ids (the table path, no sort) against Python sets: an id moved to another row, an id
     listed twice or an id from outside makes rows differ; a shuffle within rows does not."""
     rng = np.random.default_rng(seed)
-    ids = rng.permutation(np.concatenate([np.arange(30), (1 << 40) + np.arange(30)]))[:36].astype(np.int64)
+    pool = (
+        (5 << 40) + np.arange(60)
+        if one_source
+        else np.concatenate([np.arange(30), (1 << 40) + np.arange(30)])
+    )
+    ids = rng.permutation(pool)[:36].astype(np.int64)
     sizes = rng.multinomial(36 - 6, np.ones(6) / 6) + 1
     off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     a = ids.copy()
@@ -111,11 +117,12 @@ def test_rows_compared_by_owner_table(seed, change):
     elif change == "repeat":
         b[1] = b[0] if sizes[0] > 1 else b[1]
     elif change == "outsider":
-        b[2] = (1 << 40) + 45
+        b[2] = (5 << 40) + 61 if one_source else (1 << 40) + 45
     want = all(
         sorted(a[off[k] : off[k + 1]].tolist()) == sorted(b[off[k] : off[k + 1]].tolist()) for k in range(6)
     )
-    row_of = sample_map._same_rows_by_owner(a, b, np.diff(off))  # every row, not only those that differ
+    rows = np.repeat(np.arange(6), np.diff(off))  # every entry, not only those that differ
+    row_of = sample_map._same_rows_by_owner(a, b, rows)
     assert row_of is not None and row_of == want
     if not np.array_equal(a, b):
         assert sample_map._same_rows_unordered(a, b, off) == want

@@ -150,13 +150,17 @@ def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
 
 def _same_rows_unordered(a: np.ndarray, b: np.ndarray, off: np.ndarray) -> bool:
     """Whether every row of the CSR ``(off, a)`` holds the same ids as the row of ``(off, b)``, in any order
-    (a parallel SQL ``list()`` returns a row's ids in another order each run). Only the rows that differ
-    are compared: by :func:`_same_rows_by_owner` (no sort) when their ids are distinct and dense enough,
-    else by one sort of ``row · width + dense id`` per side (no lexsort)."""
-    rows = sorted_unique(np.searchsorted(off, np.flatnonzero(a != b), side="right") - 1)
-    seg = segments_flat(off[rows], off[rows + 1])
-    xa, xb = a[seg], b[seg]
-    owner = _same_rows_by_owner(xa, xb, off[rows + 1] - off[rows])
+    (a parallel SQL ``list()`` returns a row's ids in another order each run).
+
+    Entries equal at the same position cancel, so only the differing entries are compared, per row as
+    multisets: by :func:`_same_rows_by_owner` (no sort) when they are distinct and dense enough, else by
+    one sort of ``row · width + dense id`` per side (no lexsort)."""
+    diff = a != b
+    row = np.repeat(np.arange(len(off) - 1, dtype=np.int64), np.diff(off))[diff]
+    xa, xb = a[diff], b[diff]
+    if not xa.size:
+        return True
+    owner = _same_rows_by_owner(xa, xb, row)
     if owner is not None:
         return owner
     lo = min(int(xa.min()), int(xb.min()))
@@ -164,39 +168,49 @@ def _same_rows_unordered(a: np.ndarray, b: np.ndarray, off: np.ndarray) -> bool:
     bits, mask = np.int64(40), np.int64((1 << 40) - 1)
     span = max(int((xa & mask).max()), int((xb & mask).max())) + 1
     width = (max(int(xa.max()), int(xb.max())) >> 40) * span + span
-    if width * (len(rows) + 1) >= 1 << 62:  # the combined key would overflow: sort pairs instead
-        r = np.repeat(np.arange(len(rows)), off[rows + 1] - off[rows])
-        return bool(np.array_equal(xa[np.lexsort((xa, r))], xb[np.lexsort((xb, r))]))
-    base = np.repeat(np.arange(len(rows), dtype=np.int64) * width, off[rows + 1] - off[rows])
+    if width * (int(row[-1]) + 2) >= 1 << 62:  # the combined key would overflow: sort pairs instead
+        return bool(np.array_equal(xa[np.lexsort((xa, row))], xb[np.lexsort((xb, row))]))
+    base = row * width
     key_a = np.sort(base + (xa >> bits) * span + (xa & mask))
     return bool(np.array_equal(key_a, np.sort(base + (xb >> bits) * span + (xb & mask))))
 
 
-def _same_rows_by_owner(xa: np.ndarray, xb: np.ndarray, sizes: np.ndarray) -> bool | None:
-    """:func:`_same_rows_unordered` on rows cut by ``sizes`` in O(n), no sort: each id of ``xa`` marks its
-    row in a table indexed by (source, row number); the rows are the same sets iff every id of ``xb``
-    finds its own row there and ``xb`` holds no id twice (equal sizes, no repeats, each a member: the
-    same set). None when ``xa`` holds an id twice or the ids are too sparse for a table (then sort)."""
+def _same_rows_by_owner(xa: np.ndarray, xb: np.ndarray, row: np.ndarray) -> bool | None:
+    """Whether, per row (``row[k]``: the row of entries ``xa[k]`` and ``xb[k]``), ``xa`` and ``xb`` hold
+    the same ids, in O(n) and no sort: each id of ``xa`` marks its row in a table indexed by (source, row
+    number); the rows hold the same sets iff every id of ``xb`` finds its own row there and ``xb`` holds
+    no id twice (as many entries per row, no repeats, each a member: the same set). None when ``xa`` holds
+    an id twice or the ids are too sparse for a table (the caller sorts then)."""
     if not xa.size:
         return True
-    sa, sb = xa >> np.int64(ROW_BITS), xb >> np.int64(ROW_BITS)
-    s0 = min(int(sa.min()), int(sb.min()))
-    present = np.zeros(max(int(sa.max()), int(sb.max())) - s0 + 1, dtype=np.int64)
-    present[sa - s0] = 1
-    present[sb - s0] = 1
-    dense_sid = np.cumsum(present) - 1  # the sources present, numbered 0, 1, ...
-    span = max(int((xa & np.int64(ROW_MASK)).max()), int((xb & np.int64(ROW_MASK)).max())) + 1
-    n_slots = int(present.sum()) * span
-    if n_slots > 8 * xa.size + (1 << 16) or len(sizes) >= 1 << 31:
+    mask, bits = np.int64(ROW_MASK), np.int64(ROW_BITS)
+    s0 = min(int(xa.min()), int(xb.min())) >> ROW_BITS
+    s1 = max(int(xa.max()), int(xb.max())) >> ROW_BITS
+    if int(row[-1]) >= (1 << 31) - 1:
         return None
-    slot_a = dense_sid[sa - s0] * span + (xa & np.int64(ROW_MASK))
-    slot_b = dense_sid[sb - s0] * span + (xb & np.int64(ROW_MASK))
-    row = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    if s0 == s1:  # one source (the usual case): the row numbers are the slots
+        base = np.int64(s0) << bits
+        n_slots = max(int(xa.max()), int(xb.max())) - s0 * (1 << ROW_BITS) + 1
+        if n_slots > 8 * xa.size + (1 << 16):
+            return None
+        slot_a, slot_b = xa - base, xb - base
+    else:
+        sa, sb = (xa >> bits) - s0, (xb >> bits) - s0
+        present = np.zeros(s1 - s0 + 1, dtype=np.int64)
+        present[sa] = 1
+        present[sb] = 1
+        span = max(int((xa & mask).max()), int((xb & mask).max())) + 1
+        n_slots = int(present.sum()) * span
+        if n_slots > 8 * xa.size + (1 << 16):
+            return None
+        first = (np.cumsum(present) - 1) * span  # the sources present, numbered 0, 1, ...: their first slot
+        slot_a, slot_b = first[sa] + (xa & mask), first[sb] + (xb & mask)
+    row32 = row.astype(np.int32)
     owner = np.full(n_slots, -1, dtype=np.int32)
-    owner[slot_a] = row
+    owner[slot_a] = row32
     if int(np.count_nonzero(owner >= 0)) != xa.size:
         return None  # an id twice in xa (a row listing a source row twice, or two rows sharing it)
-    if not np.array_equal(owner[slot_b], row):
+    if not np.array_equal(owner[slot_b], row32):
         return False  # some id of xb is not among its row's ids in xa
     seen = np.zeros(n_slots, dtype=bool)
     seen[slot_b] = True
