@@ -7,10 +7,14 @@ gradient pass over the rebuilt rows (``O(n d)``), not a Hessian (``O(n d²)``). 
 the gradient tenfold forms the rebuilt table's own Hessian once (exact Newton from then on). Stops when
 the certified bound is below ``bound``.
 
-The bound is measured against the rebuilt table: ``F`` is ``1/C``-strongly convex, so
-``‖θ − θ*‖ ≤ C (‖∇F(θ)‖ + err)`` with ``∇F`` measured by one pass at the final parameters and ``err``
-the float64 rounding bound of that pass; where the rebuilt table's Hessian was formed, the sharper
-data-curvature bound of :func:`traceprop_frames.unlearn.factored.certify` is used.
+The bound is measured against the rebuilt table: ``‖θ − θ*‖ ≤ (‖∇F(θ)‖ + err) / μ`` with ``∇F``
+measured by one pass at the final parameters, ``err`` the float64 rounding bound of that pass and ``μ``
+the strong convexity :func:`traceprop_frames.unlearn.factored.certify` derives from a certified floor on
+the rebuilt table's data curvature: the kept Hessian's floor minus a measured bound on how far the
+rebuild moved it (:func:`_first_pass`), or, where the rebuilt table's Hessian was formed, its own floor.
+Without a kept Hessian for the current table only the penalty's ``1/C`` is used (``C (‖∇F‖ + err)``).
+The rounding term ``err`` grows with ``n``; dividing by the data curvature (which grows with ``n`` too)
+instead of multiplying by ``C`` keeps the bound below the default ``1e-6`` at 200,000 rows.
 
 Non-convex model (the MLP): the documented gradient correction
 (:func:`traceprop_frames.unlearn.correction._gradient`) with the old table's gradient as the reference:
@@ -22,20 +26,100 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from traceprop_frames.estimators.newton import data_hessian, residual_grad, row_norm_max, weights_digest
+from traceprop_frames.estimators.newton import (
+    EPS,
+    _block_rows,
+    _row_blocks,
+    _sigmoid,
+    data_hessian,
+    gamma,
+    gradient_rounding,
+    residual_grad,
+    weights_digest,
+)
 from traceprop_frames.unlearn.factored import _flat, _module, certify, curvature_floor, newton_info
 
 
-def _preconditioner(est, X, w, theta, d: int):
-    """(S, θ_h, formed_on_rebuilt): the fit's kept data Hessian if it fits, else the rebuilt table's."""
+def _kept(est, d: int):
+    """``(S, θ_h)``: the data Hessian the fit (or the last erasure) kept, when it is the current table's
+    (same sample weights; ``X_train_`` is only replaced together with ``newton_state_``), else None."""
     st = getattr(est, "newton_state_", None)
-    if st is not None and np.shape(st.get("S")) == (d, d):
-        return st["S"], st["theta_h"], False
-    return data_hessian(X, w, theta, bool(est.fit_intercept)), theta.copy(), True
+    if st is None or np.shape(st.get("S")) != (d, d):
+        return None
+    if st.get("weights") != weights_digest(est.sample_weight_) or len(est.X_train_) != len(
+        est.sample_weight_
+    ):
+        return None
+    return st["S"], np.asarray(st["theta_h"], dtype=np.float64)
+
+
+def _first_pass(X, y, w, theta, C: float, icpt: bool, old=None):
+    """One blocked pass over the rebuilt rows ``X`` at the starting parameters: ``(∇F, Σ|r_i|, xmax, Δ)``.
+
+    ``∇F`` and ``Σ|r_i|`` exactly as :func:`~traceprop_frames.estimators.newton.residual_grad`'s pass
+    (same blocks, same order: its rounding bound holds), ``xmax`` as
+    :func:`~traceprop_frames.estimators.newton.row_norm_max`, and, given ``old = (X_old, w_old, θ_h)``
+    (row ``i < len(X_old)`` of ``X`` is old sample ``i``'s rebuilt row), a bound on ``‖S_new − S_old‖₂``
+    for the data Hessians at ``θ_h``: per row, ``a uuᵀ − b vvᵀ = (a − b) uuᵀ + b (u(u − v)ᵀ + (u − v)vᵀ)``
+    gives ``|a − b| ‖u‖² + b ‖u − v‖ (‖u‖ + ‖v‖)`` (``a = w_new σ′(u·θ_h)``, ``b = w_old σ′(v·θ_h)``; zero
+    for unchanged rows), plus a few ulps per row for evaluating it. Rows only the rebuilt table has add a
+    positive semidefinite term and are left out (they cannot lower the smallest eigenvalue)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    n, d = X.shape
+    coef, b0 = (theta[:-1], float(theta[-1])) if icpt else (theta, 0.0)
+    gx, gb, abs_r, m2, delta = np.zeros(d), 0.0, 0.0, 0.0, 0.0
+    z = np.empty(min(n, _block_rows(d)))
+    gblock = np.empty(d)
+    if old is not None:
+        X_old, w_old, theta_h = old
+        hc, hb = (theta_h[:-1], float(theta_h[-1])) if icpt else (theta_h, 0.0)
+        vbuf = np.empty((min(n, _block_rows(d)), d))
+    for a, b, x in _row_blocks(X):
+        nx2 = np.einsum("ij,ij->i", x, x) + float(icpt)
+        m2 = max(m2, float(nx2.max()))
+        if old is not None and a < len(X_old):
+            e = min(b, len(X_old))
+            u, v = x[: e - a], vbuf[: e - a]
+            np.copyto(v, X_old[a:e])
+            pu, pv = _sigmoid(u @ hc + hb), _sigmoid(v @ hc + hb)
+            an, ao = w[a:e] * pu * (1 - pu), w_old[a:e] * pv * (1 - pv)
+            nu2, nv2 = nx2[: e - a], np.einsum("ij,ij->i", v, v) + float(icpt)
+            du = np.sqrt(np.einsum("ij,ij->i", u - v, u - v))
+            rows = np.abs(an - ao) * nu2 + ao * du * (np.sqrt(nu2) + np.sqrt(nv2)) + 8 * EPS * (an + ao) * nu2
+            delta += float(rows.sum())
+        zb = z[: b - a]
+        np.dot(x, coef, out=zb)
+        zb += b0
+        r = _sigmoid(zb, out=zb)
+        r -= y[a:b]
+        r *= w[a:b]
+        gx += np.dot(r, x, out=gblock)
+        gb += float(r.sum())
+        abs_r += float(np.abs(r, out=r).sum())
+    G = theta / C
+    G[:d] += gx
+    if icpt:
+        G[-1] += gb
+    xmax = float(np.sqrt(m2)) * (1 + gamma(d + 4))
+    return G, abs_r, xmax, (None if old is None else delta * (1 + 2 * gamma(n + d + 20)))
+
+
+def _certificate(g: float, err: float, theta, theta_h, lam, xmax: float, C: float) -> dict:
+    """:func:`~.factored.certify` with the curvature floor ``lam``, or the penalty-only bound (``lam`` None)."""
+    if lam is None:
+        return {"bound": C * (g + err), "modulus": 1.0 / C, "radius": np.inf, "rounding": err,
+                "hessian_point_distance": float(np.linalg.norm(theta - theta_h))}  # fmt: skip
+    return certify(g, err, theta, theta_h, lam, xmax, C)
 
 
 def newton_to_table(est, X, y, w, bound: float = 1e-6, max_iter: int = 25) -> tuple:
     """Newton from ``est.module_`` to the optimum on ``(X, y, w)``; returns ``(module, info)``.
+
+    The first steps use the data Hessian the fit kept (the old table's, at ``θ_h``) as preconditioner, and
+    a certified floor on the rebuilt table's curvature: the kept Hessian's smallest eigenvalue
+    (:func:`~.factored.curvature_floor`) minus a bound on how much the changed, vanished and rebuilt rows
+    moved it, measured in the first gradient pass (:func:`_first_pass`). A step that does not cut the
+    gradient tenfold forms the rebuilt table's own Hessian (exact Newton and its floor from then on).
 
     ``info``: ``iterations`` (gradient passes after the first), ``hessian_passes`` (rebuilt-table
     Hessians formed), ``residual_grad_norm`` (normalised by ``Σw``), ``strong_convexity`` (normalised),
@@ -45,33 +129,41 @@ def newton_to_table(est, X, y, w, bound: float = 1e-6, max_iter: int = 25) -> tu
     C, icpt = float(est.C), bool(est.fit_intercept)
     y64, w64 = np.asarray(y, dtype=np.float64), np.asarray(w, dtype=np.float64)
     theta = _flat(est.module_)
-    xmax = row_norm_max(X, icpt)
-    S, theta_h, exact = _preconditioner(est, X, w64, theta, len(theta))
+    kept = _kept(est, len(theta))
+    if kept is not None:
+        (S, theta_h), exact = kept, False
+        old = (est.X_train_, np.asarray(est.sample_weight_, dtype=np.float64), theta_h)
+    else:
+        S, theta_h, exact, old = data_hessian(X, w64, theta, icpt), theta.copy(), True, None
     eye = np.eye(len(theta)) / C
     fac = cho_factor(S + eye)
-    G, err = residual_grad(X, y64, w64, theta, C, icpt, xmax)
+    G, abs_r, xmax, delta = _first_pass(X, y64, w64, theta, C, icpt, old)
+    err = gradient_rounding(X.shape, w64, theta, C, xmax, abs_r)
+    lam = curvature_floor(S, len(X)) if exact else max(curvature_floor(S, len(old[0])) - delta, 0.0)
     gn, it, passes = float(np.linalg.norm(G)), 0, int(exact)
-    while it < max_iter and C * (gn + err) > bound and gn > err:  # (below err no step can help)
+    cert = _certificate(gn, err, theta, theta_h, lam, xmax, C)
+    while it < max_iter and cert["bound"] > bound and gn > err:  # (below err no step can help)
         it += 1
         cand = theta - cho_solve(fac, G)
         G1, err1 = residual_grad(X, y64, w64, cand, C, icpt, xmax)
         g1 = float(np.linalg.norm(G1))
-        if g1 > 0.1 * gn and C * (g1 + err1) > bound:  # the curvature used is stale: re-form it here
+        c1 = _certificate(g1, err1, cand, theta_h, lam, xmax, C)
+        if g1 > 0.1 * gn and c1["bound"] > bound:  # the curvature used is stale: re-form it here
             at = cand if g1 < gn else theta
             S, theta_h, exact = data_hessian(X, w64, at, icpt), at.copy(), True
-            fac, passes = cho_factor(S + eye), passes + 1
+            fac, passes, lam = cho_factor(S + eye), passes + 1, curvature_floor(S, len(X))
             if g1 >= gn:  # uphill with the old curvature: retry from the same point
+                cert = _certificate(gn, err, theta, theta_h, lam, xmax, C)
                 continue
-        theta, G, gn, err = cand, G1, g1, err1
+            c1 = _certificate(g1, err1, cand, theta_h, lam, xmax, C)
+        theta, G, gn, err, cert = cand, G1, g1, err1, c1
     W = float(w64.sum())
-    lam = curvature_floor(S, len(X)) if exact else None
-    if exact:
-        cert = certify(gn, err, theta, theta_h, lam, xmax, C)
-    else:
-        cert = {"bound": C * (gn + err), "modulus": 1.0 / C, "radius": np.inf, "rounding": err,
-                "hessian_point_distance": float(np.linalg.norm(theta - theta_h))}  # fmt: skip
     info = newton_info(it, passes, gn, W, cert, xmax, C, lam)
-    info["bound_terms"]["curvature"] = "rebuilt table" if exact else "penalty only"
+    info["bound_terms"]["curvature"] = (
+        "rebuilt table" if exact else "kept Hessian minus the rebuild's perturbation"
+    )
+    if not exact:
+        info["bound_terms"]["curvature_perturbation"] = delta
     info["newton_state"] = None
     if exact:
         info["newton_state"] = {"theta": theta.copy(), "grad": G, "theta_h": theta_h, "S": S, "xmax": xmax,
