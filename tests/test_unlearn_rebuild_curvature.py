@@ -11,9 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from traceprop_frames.estimators import TorchLogisticRegression
-from traceprop_frames.estimators.newton import data_hessian, newton_fit
+from traceprop_frames.estimators.newton import (
+    data_hessian,
+    gradient_rounding,
+    newton_fit,
+    residual_grad,
+    row_norm_max,
+)
 from traceprop_frames.unlearn.factored import _flat, curvature_floor
-from traceprop_frames.unlearn.rebuild_solve import _first_pass, _kept, newton_to_table
+from traceprop_frames.unlearn.rebuild_solve import _first_pass, _kept, newton_to_table, perturbation
 
 
 def _tables(seed: int, n: int, d: int, shift: float, vanish: int):
@@ -38,9 +44,8 @@ def _tables(seed: int, n: int, d: int, shift: float, vanish: int):
 def test_perturbed_floor_is_below_the_rebuilt_tables_curvature(seed, n, d, shift, vanish):
     est, Xn, yn, w = _tables(seed, n, d, shift, vanish)
     S_old, theta_h = _kept(est, d + 1)
-    old = (est.X_train_, np.asarray(est.sample_weight_, dtype=np.float64), theta_h)
-    theta = _flat(est.module_)
-    _, _, _, delta = _first_pass(Xn, yn.astype(np.float64), w.astype(np.float64), theta, est.C, True, old)
+    w_old = np.asarray(est.sample_weight_, dtype=np.float64)
+    delta = perturbation(Xn, w.astype(np.float64), est.X_train_, w_old, theta_h, True)
     floor = curvature_floor(S_old, n) - delta
     exact = float(np.linalg.eigvalsh(data_hessian(Xn, w.astype(np.float64), theta_h, True))[0])
     assert floor <= exact * (1 + 1e-12) + 1e-12
@@ -50,11 +55,28 @@ def test_perturbed_floor_is_below_the_rebuilt_tables_curvature(seed, n, d, shift
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(60, 400), d=st.integers(1, 5),
-       shift=st.sampled_from([1e-4, 1e-2, 0.3]), vanish=st.integers(0, 5))  # fmt: skip
-def test_certified_bound_holds_against_the_rebuilt_optimum(seed, n, d, shift, vanish):
+       shift=st.sampled_from([1e-4, 1e-2, 0.3]), vanish=st.integers(0, 5),
+       target=st.sampled_from([1e-6, 1e-15]))  # fmt: skip
+def test_certified_bound_holds_against_the_rebuilt_optimum(seed, n, d, shift, vanish, target):
+    """``target`` 1e-15 is below the rounding term: the penalty-only bound cannot reach it and the solve
+    falls back on the kept Hessian's perturbed floor (the path 200,000-row tables take at 1e-6)."""
     est, Xn, yn, w = _tables(seed, n, d, shift, vanish)
-    after, info = newton_to_table(copy.deepcopy(est), Xn, yn, w, bound=1e-6, max_iter=25)
+    after, info = newton_to_table(copy.deepcopy(est), Xn, yn, w, bound=target, max_iter=25)
     theta = _flat(after)
     star, _, _ = newton_fit(Xn, yn.astype(np.float64), w.astype(np.float64), theta, est.C, 1e-15, 50)
     assert np.linalg.norm(theta - star) <= info["certified_bound"] * (1 + 1e-9) + 1e-13
-    assert info["certified_bound"] <= 1e-6
+    if target == 1e-6:
+        assert info["certified_bound"] <= 1e-6
+    else:
+        assert info["bound_terms"]["curvature"] != "penalty only"
+        assert info["certified_bound"] <= info["bound_terms"]["penalty_only_bound"]
+
+
+def test_first_pass_is_the_residual_pass_and_the_row_norm_bound():
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((5000, 4)) * 10).astype(np.float32)
+    y, w, theta = (rng.random(5000) > 0.5).astype(np.float64), rng.random(5000), rng.standard_normal(5)
+    G, abs_r, xmax = _first_pass(X, y, w, theta, 1.0, True)
+    G2, err2 = residual_grad(X, y, w, theta, 1.0, True, row_norm_max(X, True))
+    assert np.array_equal(G, G2) and np.isclose(xmax, row_norm_max(X, True), rtol=1e-12, atol=0)
+    assert np.isclose(gradient_rounding(X.shape, w, theta, 1.0, xmax, abs_r), err2, rtol=1e-12, atol=0)

@@ -53,40 +53,18 @@ def _kept(est, d: int):
     return st["S"], np.asarray(st["theta_h"], dtype=np.float64)
 
 
-def _first_pass(X, y, w, theta, C: float, icpt: bool, old=None):
-    """One blocked pass over the rebuilt rows ``X`` at the starting parameters: ``(∇F, Σ|r_i|, xmax, Δ)``.
-
-    ``∇F`` and ``Σ|r_i|`` exactly as :func:`~traceprop_frames.estimators.newton.residual_grad`'s pass
-    (same blocks, same order: its rounding bound holds), ``xmax`` as
-    :func:`~traceprop_frames.estimators.newton.row_norm_max`, and, given ``old = (X_old, w_old, θ_h)``
-    (row ``i < len(X_old)`` of ``X`` is old sample ``i``'s rebuilt row), a bound on ``‖S_new − S_old‖₂``
-    for the data Hessians at ``θ_h``: per row, ``a uuᵀ − b vvᵀ = (a − b) uuᵀ + b (u(u − v)ᵀ + (u − v)vᵀ)``
-    gives ``|a − b| ‖u‖² + b ‖u − v‖ (‖u‖ + ‖v‖)`` (``a = w_new σ′(u·θ_h)``, ``b = w_old σ′(v·θ_h)``; zero
-    for unchanged rows), plus a few ulps per row for evaluating it. Rows only the rebuilt table has add a
-    positive semidefinite term and are left out (they cannot lower the smallest eigenvalue)."""
+def _first_pass(X, y, w, theta, C: float, icpt: bool):
+    """``(∇F, Σ|r_i|, xmax)`` in one blocked pass over the rebuilt rows ``X``: ``∇F`` and ``Σ|r_i|`` exactly
+    as :func:`~traceprop_frames.estimators.newton.residual_grad`'s pass (same blocks, same order: its
+    rounding bound holds), ``xmax`` as :func:`~traceprop_frames.estimators.newton.row_norm_max`."""
     theta = np.asarray(theta, dtype=np.float64)
     n, d = X.shape
     coef, b0 = (theta[:-1], float(theta[-1])) if icpt else (theta, 0.0)
-    gx, gb, abs_r, m2, delta = np.zeros(d), 0.0, 0.0, 0.0, 0.0
+    gx, gb, abs_r, m2 = np.zeros(d), 0.0, 0.0, 0.0
     z = np.empty(min(n, _block_rows(d)))
     gblock = np.empty(d)
-    if old is not None:
-        X_old, w_old, theta_h = old
-        hc, hb = (theta_h[:-1], float(theta_h[-1])) if icpt else (theta_h, 0.0)
-        vbuf = np.empty((min(n, _block_rows(d)), d))
     for a, b, x in _row_blocks(X):
-        nx2 = np.einsum("ij,ij->i", x, x) + float(icpt)
-        m2 = max(m2, float(nx2.max()))
-        if old is not None and a < len(X_old):
-            e = min(b, len(X_old))
-            u, v = x[: e - a], vbuf[: e - a]
-            np.copyto(v, X_old[a:e])
-            pu, pv = _sigmoid(u @ hc + hb), _sigmoid(v @ hc + hb)
-            an, ao = w[a:e] * pu * (1 - pu), w_old[a:e] * pv * (1 - pv)
-            nu2, nv2 = nx2[: e - a], np.einsum("ij,ij->i", v, v) + float(icpt)
-            du = np.sqrt(np.einsum("ij,ij->i", u - v, u - v))
-            rows = np.abs(an - ao) * nu2 + ao * du * (np.sqrt(nu2) + np.sqrt(nv2)) + 8 * EPS * (an + ao) * nu2
-            delta += float(rows.sum())
+        m2 = max(m2, float(np.einsum("ij,ij->i", x, x).max()))
         zb = z[: b - a]
         np.dot(x, coef, out=zb)
         zb += b0
@@ -100,8 +78,36 @@ def _first_pass(X, y, w, theta, C: float, icpt: bool, old=None):
     G[:d] += gx
     if icpt:
         G[-1] += gb
-    xmax = float(np.sqrt(m2)) * (1 + gamma(d + 4))
-    return G, abs_r, xmax, (None if old is None else delta * (1 + 2 * gamma(n + d + 20)))
+    return G, abs_r, float(np.sqrt(m2 + float(icpt))) * (1 + gamma(d + 4))
+
+
+def perturbation(X, w, X_old, w_old, theta_h, icpt: bool) -> float:
+    """A bound on ``‖S_new − S_old‖₂`` for the data Hessians at ``θ_h`` of the rebuilt rows ``X`` (weights
+    ``w``) and the old table (row ``i < len(X_old)`` of ``X`` is old sample ``i``'s rebuilt row).
+
+    Per row, ``a uuᵀ − b vvᵀ = (a − b) uuᵀ + b (u(u − v)ᵀ + (u − v)vᵀ)`` gives ``|a − b| ‖u‖² + b ‖u − v‖
+    (‖u‖ + ‖v‖)`` (``a = w_new σ′(u·θ_h)``, ``b = w_old σ′(v·θ_h)``; zero for unchanged rows), plus a few
+    ulps per row for evaluating it, and the sum is rounded up by ``2 γ_{n+d+20}``. Rows only the rebuilt
+    table has add a positive semidefinite term and are left out (they cannot lower the smallest
+    eigenvalue). One blocked pass over both tables."""
+    n, d = len(X_old), X.shape[1]
+    hc, hb = (theta_h[:-1], float(theta_h[-1])) if icpt else (theta_h, 0.0)
+    block = _block_rows(d)
+    ubuf, vbuf = np.empty((min(n, block), d)), np.empty((min(n, block), d))
+    total = 0.0
+    for a in range(0, n, block):
+        e = min(n, a + block)
+        u, v = ubuf[: e - a], vbuf[: e - a]
+        np.copyto(u, X[a:e])
+        np.copyto(v, X_old[a:e])
+        pu, pv = _sigmoid(u @ hc + hb), _sigmoid(v @ hc + hb)
+        an, ao = w[a:e] * (pu - pu * pu), w_old[a:e] * (pv - pv * pv)
+        nu2, nv2 = np.einsum("ij,ij->i", u, u) + float(icpt), np.einsum("ij,ij->i", v, v) + float(icpt)
+        v -= u  # v − u: the change of the row
+        du = np.sqrt(np.einsum("ij,ij->i", v, v))
+        rows = np.abs(an - ao) * nu2 + ao * du * (np.sqrt(nu2) + np.sqrt(nv2)) + 8 * EPS * (an + ao) * nu2
+        total += float(rows.sum())
+    return total * (1 + 2 * gamma(len(X) + d + 20))
 
 
 def _certificate(g: float, err: float, theta, theta_h, lam, xmax: float, C: float) -> dict:
@@ -132,14 +138,21 @@ def newton_to_table(est, X, y, w, bound: float = 1e-6, max_iter: int = 25) -> tu
     kept = _kept(est, len(theta))
     if kept is not None:
         (S, theta_h), exact = kept, False
-        old = (est.X_train_, np.asarray(est.sample_weight_, dtype=np.float64), theta_h)
     else:
-        S, theta_h, exact, old = data_hessian(X, w64, theta, icpt), theta.copy(), True, None
+        S, theta_h, exact = data_hessian(X, w64, theta, icpt), theta.copy(), True
     eye = np.eye(len(theta)) / C
     fac = cho_factor(S + eye)
-    G, abs_r, xmax, delta = _first_pass(X, y64, w64, theta, C, icpt, old)
+    G, abs_r, xmax = _first_pass(X, y64, w64, theta, C, icpt)
     err = gradient_rounding(X.shape, w64, theta, C, xmax, abs_r)
-    lam = curvature_floor(S, len(X)) if exact else max(curvature_floor(S, len(old[0])) - delta, 0.0)
+    lam = curvature_floor(S, len(X)) if exact else None  # the kept Hessian's floor: only when needed
+    delta = None
+
+    def kept_floor() -> float:  # the rebuilt table's curvature floor from the kept Hessian (one pass)
+        nonlocal delta
+        w_old = np.asarray(est.sample_weight_, dtype=np.float64)
+        delta = perturbation(X, w64, est.X_train_, w_old, theta_h, icpt)
+        return max(curvature_floor(S, len(est.X_train_)) - delta, 0.0)
+
     gn, it, passes = float(np.linalg.norm(G)), 0, int(exact)
     cert = _certificate(gn, err, theta, theta_h, lam, xmax, C)
     while it < max_iter and cert["bound"] > bound and gn > err:  # (below err no step can help)
@@ -147,6 +160,10 @@ def newton_to_table(est, X, y, w, bound: float = 1e-6, max_iter: int = 25) -> tu
         cand = theta - cho_solve(fac, G)
         G1, err1 = residual_grad(X, y64, w64, cand, C, icpt, xmax)
         g1 = float(np.linalg.norm(G1))
+        if lam is None and C * err1 > 0.5 * bound and g1 <= 0.1 * gn:
+            lam = (
+                kept_floor()
+            )  # the penalty-only bound cannot reach ``bound`` here: its rounding term is above
         c1 = _certificate(g1, err1, cand, theta_h, lam, xmax, C)
         if g1 > 0.1 * gn and c1["bound"] > bound:  # the curvature used is stale: re-form it here
             at = cand if g1 < gn else theta
@@ -157,12 +174,19 @@ def newton_to_table(est, X, y, w, bound: float = 1e-6, max_iter: int = 25) -> tu
                 continue
             c1 = _certificate(g1, err1, cand, theta_h, lam, xmax, C)
         theta, G, gn, err, cert = cand, G1, g1, err1, c1
+    if cert["bound"] > bound and lam is None:  # stopped above the target with the penalty only
+        lam = kept_floor()
+        cert = _certificate(gn, err, theta, theta_h, lam, xmax, C)
     W = float(w64.sum())
     info = newton_info(it, passes, gn, W, cert, xmax, C, lam)
     info["bound_terms"]["curvature"] = (
-        "rebuilt table" if exact else "kept Hessian minus the rebuild's perturbation"
+        "rebuilt table"
+        if exact
+        else "penalty only"
+        if lam is None
+        else "kept Hessian minus the rebuild's perturbation"
     )
-    if not exact:
+    if delta is not None:
         info["bound_terms"]["curvature_perturbation"] = delta
     info["newton_state"] = None
     if exact:
