@@ -92,6 +92,25 @@ def segments_any(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     return cum[ends] - cum[starts] > 0
 
 
+def pool_hits(blocks, ids: np.ndarray) -> list[np.ndarray]:
+    """``isin_ids(b.pool, ids)`` for each block, one scan per distinct pool: a block whose pool holds the
+    same ids as an earlier one's (a std and the mean it refers to) reuses that mask (compared, not
+    assumed: one pass instead of one per id)."""
+    out: list[np.ndarray] = []
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    for b in blocks:
+        pool = b.pool
+        for p, hit in seen:
+            if p is pool or (len(p) == len(pool) and np.array_equal(p, pool)):
+                out.append(hit)
+                break
+        else:
+            hit = isin_ids(pool, ids)
+            seen.append((pool, hit))
+            out.append(hit)
+    return out
+
+
 class SetBlock:
     """``m`` shared sets made by one operation (see the module docstring).
 

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from traceprop_frames.errors import UnlearningError
-from traceprop_frames.lineage.context import isin_ids
+from traceprop_frames.lineage.context import isin_ids, pool_hits
 from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 
@@ -86,6 +86,7 @@ def request_records(lineage, source, rows) -> tuple[np.ndarray, list[dict], obje
     erased = sorted_unique(np.concatenate(parts)) if parts else _EMPTY
     hits = SharedHits(lineage, erased)
     carried = isin_ids(lineage.ids, erased)  # entries of the direct ids that are requested rows
+    hits.carried = carried  # the sample match needs the same mask when nothing else is erased
     fed = sorted_unique(lineage.ids[carried])  # requested rows some sample carries
     for rec, ids in zip(records, parts):
         rec["rows_without_samples"] = sorted(
@@ -144,8 +145,8 @@ def _reads_any(lin, ids: np.ndarray) -> bool:
         return True
     if not lin.has_context:
         return False
-    blocks = lin.context.blocks.values()
-    return any(isin_ids(b.pool, ids).any() for b in blocks) and bool(lin.context.hit_sets(ids).size)
+    blocks = list(lin.context.blocks.values())
+    return any(h.any() for h in pool_hits(blocks, ids)) and bool(lin.context.hit_sets(ids).size)
 
 
 def run_rebuild(rebuild, erased: np.ndarray):
@@ -387,7 +388,8 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     erased = sorted_unique(np.concatenate([requested, earlier_ids(est, lineage)]))
     X_new, y_new, new_lin, rerun_s = run_rebuild(rebuild, erased)
     Xn, yn = _features(est, X_new), _labels(est, y_new)
-    smap = match_samples(lineage, new_lin, erased)
+    same = len(erased) == len(requested)  # no rows from earlier erasures: the request's mask is the one
+    smap = match_samples(lineage, new_lin, erased, old_erased=hits.carried if same else None)
     if len(smap.new_rows) and getattr(est, "store_", None) is not None:
         raise UnlearningError(
             f"the re-run produced {len(smap.new_rows)} training rows the model never had (a filter on a "

@@ -84,8 +84,10 @@ def _rank_sorted(sc: np.ndarray) -> np.ndarray:
     return np.arange(len(sc)) - np.repeat(start, np.diff(np.r_[start, len(sc)]))
 
 
-def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
+def match_samples(old_lineage, new_lineage, erased: np.ndarray, old_erased=None) -> SampleMap:
     """Map old samples to rebuilt rows by their direct source rows minus ``erased`` (global row ids).
+
+    ``old_erased``: ``isin(old_lineage.ids, erased)`` when the caller has it already (one scan less).
 
     Examples
     --------
@@ -97,7 +99,7 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     ([1, 0, -1], [])
     """
     erased = sorted_unique(np.asarray(erased, dtype=np.int64))
-    fast = _in_order(old_lineage, new_lineage, erased)
+    fast = _in_order(old_lineage, new_lineage, erased, old_erased)
     if fast is not None:
         return fast
     n_old, n_new = len(old_lineage), len(new_lineage)
@@ -121,7 +123,7 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     return SampleMap(new_of_old, new_rows)
 
 
-def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
+def _in_order(old, new, erased: np.ndarray, old_erased=None) -> SampleMap | None:
     """The usual re-run in one pass, no hashing: the rebuilt rows are the old samples in the same order,
     each carrying exactly its old direct ids minus the erased ones (in the same order within the row, or
     in another order: then only the rows that differ are sorted), samples left with none dropped. Returns None when the re-run is not of that form
@@ -131,7 +133,10 @@ def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
     the one the keyed match gives.
     """
     ids, off = old.ids, old.offsets
-    keep = ~isin_ids(ids, erased) if erased.size else np.ones(len(ids), dtype=bool)
+    if not erased.size:
+        keep = np.ones(len(ids), dtype=bool)
+    else:
+        keep = ~(isin_ids(ids, erased) if old_erased is None else old_erased)
     if int(np.count_nonzero(keep)) != len(new.ids):
         return None
     kept = np.zeros(len(ids) + 1, dtype=np.int64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from traceprop_frames.lineage.context import isin_ids, segments_any
+from traceprop_frames.lineage.context import isin_ids, pool_hits, segments_any
 from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.lineage.rowsets import count_distinct
 
@@ -91,13 +91,15 @@ class SharedHits:
     def __init__(self, lineage, ids) -> None:
         self.ops: list[tuple] = []
         self.n = 0 if lineage is None else len(lineage)
+        self.carried = None  # isin(lineage.ids, ids), where a caller computed it (request_records)
         ids = sorted_unique(np.asarray(ids, dtype=np.int64))
         if lineage is None or not lineage.has_context or not ids.size:
             return
         ctx = lineage.context
         counted: dict = {}
-        for b in ctx.blocks.values():
-            direct = np.flatnonzero(segments_any(isin_ids(b.pool, ids), b.starts, b.ends))
+        blocks = list(ctx.blocks.values())
+        for b, in_pool in zip(blocks, pool_hits(blocks, ids)):
+            direct = np.flatnonzero(segments_any(in_pool, b.starts, b.ends))
             if not direct.size:
                 continue  # hit only through an earlier statistic, if at all: reported with that one
             mask = np.zeros(len(ctx), dtype=bool)
