@@ -27,7 +27,6 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from traceprop_frames.estimators.newton import (
-    EPS,
     _block_rows,
     _row_blocks,
     _sigmoid,
@@ -81,17 +80,22 @@ def _first_pass(X, y, w, theta, C: float, icpt: bool):
     return G, abs_r, float(np.sqrt(m2 + float(icpt))) * (1 + gamma(d + 4))
 
 
+SIGMA2_MAX = 0.0963  # ≥ max |σ″| = 1 / (6 √3) ≈ 0.096225: σ′ is that Lipschitz
+
+
 def perturbation(X, w, X_old, w_old, theta_h, icpt: bool) -> float:
     """A bound on ``‖S_new − S_old‖₂`` for the data Hessians at ``θ_h`` of the rebuilt rows ``X`` (weights
     ``w``) and the old table (row ``i < len(X_old)`` of ``X`` is old sample ``i``'s rebuilt row).
 
-    Per row, ``a uuᵀ − b vvᵀ = (a − b) uuᵀ + b (u(u − v)ᵀ + (u − v)vᵀ)`` gives ``|a − b| ‖u‖² + b ‖u − v‖
-    (‖u‖ + ‖v‖)`` (``a = w_new σ′(u·θ_h)``, ``b = w_old σ′(v·θ_h)``; zero for unchanged rows), plus a few
-    ulps per row for evaluating it, and the sum is rounded up by ``2 γ_{n+d+20}``. Rows only the rebuilt
-    table has add a positive semidefinite term and are left out (they cannot lower the smallest
-    eigenvalue). One blocked pass over both tables."""
+    Per row, with ``u``, ``v`` the new and old row (intercept included), ``Δ = u − v``, ``a = w_new σ′(u·θ_h)``
+    and ``b = w_old σ′(v·θ_h)``: ``a uuᵀ − b vvᵀ = (a − b) uuᵀ + b (uΔᵀ + Δvᵀ)``, so its norm is at most
+    ``|a − b| ‖u‖² + b ‖Δ‖ (‖u‖ + ‖v‖)``; with ``σ′ ≤ ¼``, ``|σ″| ≤ 0.0963`` and ``|Δ·θ_h| ≤ ‖Δ‖ ‖θ_h‖``:
+    ``|a − b| ≤ |w_new − w_old| / 4 + 0.0963 w_old ‖θ_h‖ ‖Δ‖`` and ``b ≤ w_old / 4``, ``‖v‖ ≤ ‖u‖ + ‖Δ‖``.
+    Zero for unchanged rows; no logistic function evaluated (one pass, two norms per row). The sum is
+    rounded up by ``2 γ_{n+d+20}``. Rows only the rebuilt table has add a positive semidefinite term and
+    are left out (they cannot lower the smallest eigenvalue)."""
     n, d = len(X_old), X.shape[1]
-    hc, hb = (theta_h[:-1], float(theta_h[-1])) if icpt else (theta_h, 0.0)
+    th = float(np.linalg.norm(theta_h)) * (1 + gamma(len(theta_h) + 2))
     block = _block_rows(d)
     ubuf, vbuf = np.empty((min(n, block), d)), np.empty((min(n, block), d))
     total = 0.0
@@ -100,12 +104,11 @@ def perturbation(X, w, X_old, w_old, theta_h, icpt: bool) -> float:
         u, v = ubuf[: e - a], vbuf[: e - a]
         np.copyto(u, X[a:e])
         np.copyto(v, X_old[a:e])
-        pu, pv = _sigmoid(u @ hc + hb), _sigmoid(v @ hc + hb)
-        an, ao = w[a:e] * (pu - pu * pu), w_old[a:e] * (pv - pv * pv)
-        nu2, nv2 = np.einsum("ij,ij->i", u, u) + float(icpt), np.einsum("ij,ij->i", v, v) + float(icpt)
-        v -= u  # v − u: the change of the row
-        du = np.sqrt(np.einsum("ij,ij->i", v, v))
-        rows = np.abs(an - ao) * nu2 + ao * du * (np.sqrt(nu2) + np.sqrt(nv2)) + 8 * EPS * (an + ao) * nu2
+        v -= u  # −Δ
+        nu = np.sqrt(np.einsum("ij,ij->i", u, u) + float(icpt))
+        nd = np.sqrt(np.einsum("ij,ij->i", v, v))
+        wn, wo = w[a:e], w_old[a:e]
+        rows = (0.25 * np.abs(wn - wo) + SIGMA2_MAX * th * wo * nd) * nu * nu + 0.25 * wo * nd * (2 * nu + nd)
         total += float(rows.sum())
     return total * (1 + 2 * gamma(len(X) + d + 20))
 
