@@ -229,7 +229,10 @@ def layout(est, Xn: np.ndarray, yn: np.ndarray, smap) -> dict:
     X_old, y_old, w_old = est.X_train_, est.y_train_, est.sample_weight_
     matched, vanished, new_rows = smap.matched, smap.vanished, smap.new_rows
     j = smap.new_of_old[matched]
-    Xj, yj = (Xn, yn) if _is_range(j, len(Xn)) else (Xn[j], yn[j])  # the matched samples' rebuilt rows
+    in_order = _is_range(j, len(Xn))
+    if in_order and not len(new_rows) and 0 < len(vanished) <= _RUNS:
+        return _layout_runs(X_old, y_old, w_old, Xn, yn, vanished)
+    Xj, yj = (Xn, yn) if in_order else (Xn[j], yn[j])  # the matched samples' rebuilt rows
     every = len(matched) == len(X_old)
     Xm, ym = (X_old, y_old) if every else (X_old[matched], y_old[matched])
     changed = matched[(Xm != Xj).any(axis=1) | (ym != yj)]
@@ -242,6 +245,32 @@ def layout(est, Xn: np.ndarray, yn: np.ndarray, smap) -> dict:
         y = np.concatenate([y_old, yn[new_rows]]).astype(np.float32, copy=False)
         X[matched], y[matched] = Xj, yj
     return {"X": np.ascontiguousarray(X), "y": y, "w": w, "changed": changed,
+            "forget": vanished[w_old[vanished] > 0], "already": vanished[w_old[vanished] == 0]}  # fmt: skip
+
+
+_RUNS = 256  # up to this many vanished samples, :func:`layout` copies the runs between them as slices
+
+
+def _layout_runs(X_old, y_old, w_old, Xn, yn, vanished) -> dict:
+    """:func:`layout` when the rebuilt rows are the old samples in order minus a few vanished ones: the
+    runs between vanished samples are copied and compared slice by slice (no gather, no scatter)."""
+    n = len(X_old)
+    X, y = np.empty_like(X_old), np.empty_like(y_old)
+    differ = np.zeros(n, dtype=bool)
+    buf = np.empty(X_old.shape, dtype=bool)
+    src = 0
+    for a, b in zip(np.r_[0, vanished + 1].tolist(), np.r_[vanished, n].tolist()):
+        k = b - a
+        X[a:b], y[a:b] = Xn[src : src + k], yn[src : src + k]
+        np.not_equal(X_old[a:b], X[a:b], out=buf[a:b])
+        np.any(buf[a:b], axis=1, out=differ[a:b])
+        differ[a:b] |= y_old[a:b] != y[a:b]
+        src += k
+    X[vanished], y[vanished] = X_old[vanished], y_old[vanished]
+    differ[vanished] = False
+    w = w_old.copy()
+    w[vanished] = 0.0
+    return {"X": X, "y": y, "w": w, "changed": np.flatnonzero(differ),
             "forget": vanished[w_old[vanished] > 0], "already": vanished[w_old[vanished] == 0]}  # fmt: skip
 
 
