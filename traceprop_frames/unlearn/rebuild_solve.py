@@ -11,7 +11,7 @@ The bound is measured against the rebuilt table: ``‖θ − θ*‖ ≤ (‖∇F
 measured by one pass at the final parameters, ``err`` the float64 rounding bound of that pass and ``μ``
 the strong convexity :func:`traceprop_frames.unlearn.factored.certify` derives from a certified floor on
 the rebuilt table's data curvature: the kept Hessian's floor minus a measured bound on how far the
-rebuild moved it (:func:`_first_pass`), or, where the rebuilt table's Hessian was formed, its own floor.
+rebuild moved it (:func:`perturbation`), or, where the rebuilt table's Hessian was formed, its own floor.
 Without a kept Hessian for the current table only the penalty's ``1/C`` is used (``C (‖∇F‖ + err)``).
 The rounding term ``err`` grows with ``n``; dividing by the data curvature (which grows with ``n`` too)
 instead of multiplying by ``C`` keeps the bound below the default ``1e-6`` at 200,000 rows.
@@ -127,8 +127,9 @@ def newton_to_table(est, X, y, w, bound: float = 1e-6, max_iter: int = 25) -> tu
     The first steps use the data Hessian the fit kept (the old table's, at ``θ_h``) as preconditioner, and
     a certified floor on the rebuilt table's curvature: the kept Hessian's smallest eigenvalue
     (:func:`~.factored.curvature_floor`) minus a bound on how much the changed, vanished and rebuilt rows
-    moved it, measured in the first gradient pass (:func:`_first_pass`). A step that does not cut the
-    gradient tenfold forms the rebuilt table's own Hessian (exact Newton and its floor from then on).
+    moved it (:func:`perturbation`: one pass over both tables, taken only when the penalty-only bound
+    cannot reach ``bound``). A step that does not cut the gradient tenfold forms the rebuilt table's own
+    Hessian (exact Newton and its floor from then on).
 
     ``info``: ``iterations`` (gradient passes after the first), ``hessian_passes`` (rebuilt-table
     Hessians formed), ``residual_grad_norm`` (normalised by ``Σw``), ``strong_convexity`` (normalised),
