@@ -139,64 +139,72 @@ def newton_to_table(est, X, y, w, bound: float = 1e-6, max_iter: int = 25) -> tu
     C, icpt = float(est.C), bool(est.fit_intercept)
     y64, w64 = np.asarray(y, dtype=np.float64), np.asarray(w, dtype=np.float64)
     theta = _flat(est.module_)
-    kept = _kept(est, len(theta))
-    if kept is not None:
-        (S, theta_h), exact = kept, False
-    else:
-        S, theta_h, exact = data_hessian(X, w64, theta, icpt), theta.copy(), True
-    eye = np.eye(len(theta)) / C
-    fac = cho_factor(S + eye)
+    cv = _Curvature(est, X, w64, theta, C, icpt)
     G, abs_r, xmax = _first_pass(X, y64, w64, theta, C, icpt)
     err = gradient_rounding(X.shape, w64, theta, C, xmax, abs_r)
-    lam = curvature_floor(S, len(X)) if exact else None  # the kept Hessian's floor: only when needed
-    delta = None
-
-    def kept_floor() -> float:  # the rebuilt table's curvature floor from the kept Hessian (one pass)
-        nonlocal delta
-        w_old = np.asarray(est.sample_weight_, dtype=np.float64)
-        delta = perturbation(X, w64, est.X_train_, w_old, theta_h, icpt)
-        return max(curvature_floor(S, len(est.X_train_)) - delta, 0.0)
-
-    gn, it, passes = float(np.linalg.norm(G)), 0, int(exact)
-    cert = _certificate(gn, err, theta, theta_h, lam, xmax, C)
+    gn, it = float(np.linalg.norm(G)), 0
+    cert = _certificate(gn, err, theta, cv.theta_h, cv.lam, xmax, C)
     while it < max_iter and cert["bound"] > bound and gn > err:  # (below err no step can help)
         it += 1
-        cand = theta - cho_solve(fac, G)
+        cand = theta - cho_solve(cv.fac, G)
         G1, err1 = residual_grad(X, y64, w64, cand, C, icpt, xmax)
         g1 = float(np.linalg.norm(G1))
-        if lam is None and C * err1 > 0.5 * bound and g1 <= 0.1 * gn:
-            lam = (
-                kept_floor()
-            )  # the penalty-only bound cannot reach ``bound`` here: its rounding term is above
-        c1 = _certificate(g1, err1, cand, theta_h, lam, xmax, C)
+        if cv.lam is None and C * err1 > 0.5 * bound and g1 <= 0.1 * gn:
+            cv.use_kept_floor()  # the penalty-only bound cannot reach ``bound``: its rounding term is above
+        c1 = _certificate(g1, err1, cand, cv.theta_h, cv.lam, xmax, C)
         if g1 > 0.1 * gn and c1["bound"] > bound:  # the curvature used is stale: re-form it here
-            at = cand if g1 < gn else theta
-            S, theta_h, exact = data_hessian(X, w64, at, icpt), at.copy(), True
-            fac, passes, lam = cho_factor(S + eye), passes + 1, curvature_floor(S, len(X))
+            cv.reform(cand if g1 < gn else theta)
             if g1 >= gn:  # uphill with the old curvature: retry from the same point
-                cert = _certificate(gn, err, theta, theta_h, lam, xmax, C)
+                cert = _certificate(gn, err, theta, cv.theta_h, cv.lam, xmax, C)
                 continue
-            c1 = _certificate(g1, err1, cand, theta_h, lam, xmax, C)
+            c1 = _certificate(g1, err1, cand, cv.theta_h, cv.lam, xmax, C)
         theta, G, gn, err, cert = cand, G1, g1, err1, c1
-    if cert["bound"] > bound and lam is None:  # stopped above the target with the penalty only
-        lam = kept_floor()
-        cert = _certificate(gn, err, theta, theta_h, lam, xmax, C)
-    W = float(w64.sum())
-    info = newton_info(it, passes, gn, W, cert, xmax, C, lam)
-    info["bound_terms"]["curvature"] = (
-        "rebuilt table"
-        if exact
-        else "penalty only"
-        if lam is None
-        else "kept Hessian minus the rebuild's perturbation"
-    )
-    if delta is not None:
-        info["bound_terms"]["curvature_perturbation"] = delta
+    if cert["bound"] > bound and cv.lam is None:  # stopped above the target with the penalty only
+        cv.use_kept_floor()
+        cert = _certificate(gn, err, theta, cv.theta_h, cv.lam, xmax, C)
+    info = newton_info(it, cv.passes, gn, float(w64.sum()), cert, xmax, C, cv.lam)
+    info["bound_terms"]["curvature"] = cv.label()
+    if cv.delta is not None:
+        info["bound_terms"]["curvature_perturbation"] = cv.delta
     info["newton_state"] = None
-    if exact:
-        info["newton_state"] = {"theta": theta.copy(), "grad": G, "theta_h": theta_h, "S": S, "xmax": xmax,
-                                "weights": weights_digest(np.asarray(w, dtype=np.float32))}  # fmt: skip
+    if cv.exact:
+        info["newton_state"] = {"theta": theta.copy(), "grad": G, "theta_h": cv.theta_h, "S": cv.S,
+                                "xmax": xmax, "weights": weights_digest(np.asarray(w, dtype=np.float32))}  # fmt: skip
     return _module(est.module_, theta), info
+
+
+class _Curvature:
+    """What a rebuild solve steps and certifies with: the kept Hessian (the old table's; its certified
+    floor for the rebuilt table made on demand, :meth:`use_kept_floor`) or the rebuilt table's own."""
+
+    def __init__(self, est, X, w64, theta, C: float, icpt: bool) -> None:
+        self.est, self.X, self.w64, self.icpt = est, X, w64, icpt
+        kept = _kept(est, len(theta))
+        if kept is not None:
+            (self.S, self.theta_h), self.exact = kept, False
+        else:
+            self.S, self.theta_h, self.exact = data_hessian(X, w64, theta, icpt), theta.copy(), True
+        self.eye = np.eye(len(theta)) / C
+        self.fac = cho_factor(self.S + self.eye)
+        self.lam = curvature_floor(self.S, len(X)) if self.exact else None  # kept: only when needed
+        self.delta, self.passes = None, int(self.exact)
+
+    def use_kept_floor(self) -> None:
+        """The rebuilt table's curvature floor from the kept Hessian (one :func:`perturbation` pass)."""
+        w_old = np.asarray(self.est.sample_weight_, dtype=np.float64)
+        self.delta = perturbation(self.X, self.w64, self.est.X_train_, w_old, self.theta_h, self.icpt)
+        self.lam = max(curvature_floor(self.S, len(self.est.X_train_)) - self.delta, 0.0)
+
+    def reform(self, at) -> None:
+        """The rebuilt table's own Hessian at ``at`` (exact Newton and its floor from then on)."""
+        self.S, self.theta_h, self.exact = data_hessian(self.X, self.w64, at, self.icpt), at.copy(), True
+        self.fac, self.lam = cho_factor(self.S + self.eye), curvature_floor(self.S, len(self.X))
+        self.passes += 1
+
+    def label(self) -> str:
+        if self.exact:
+            return "rebuilt table"
+        return "penalty only" if self.lam is None else "kept Hessian minus the rebuild's perturbation"
 
 
 def gradient_to_table(est, X_old, y_old, w_old, X, y, w, steps: int = 10, damping: float = 1e-3,
