@@ -406,6 +406,10 @@ class Certificate:
             ("certified ‖θ′−θ*‖ bound", fmt(ev["certified_bound"], ".3e")),
             ("signed by key", self.signature["key_id"][:16] + "…"),
         ]
+        want = b["method"]["parameters"].get("bound")
+        if want is not None and ev["certified_bound"] is not None:
+            met = ev["certified_bound"] <= want
+            out.append(("requested bound", f"{want:.3e} ({'met' if met else 'NOT met: see not_guaranteed'})"))
         if ev["holdout"]:
             h = ev["holdout"]
             out.append(("holdout accuracy", f"{h['accuracy_before']:.4f} → {h['accuracy_after']:.4f}"))
