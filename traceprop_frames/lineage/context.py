@@ -408,7 +408,18 @@ class Context:
         parts = [layer.rows_referring(set_ids) for layer in self.layers if layer.any()]
         if not parts:
             return _EMPTY
-        return parts[0] if len(parts) == 1 else sorted_unique(np.concatenate(parts))
+        if len(parts) == 1:
+            return parts[0]
+        n = len(self)
+        for p in parts:
+            if len(p) == n:  # each part: sorted distinct positions in range(n), so this one is every row
+                return p
+        if sum(len(p) for p in parts) * 8 < n:  # few rows: sort them
+            return sorted_unique(np.concatenate(parts))
+        mark = np.zeros(n, dtype=bool)  # many rows: their union in a mask over the rows (no sort)
+        for p in parts:
+            mark[p] = True
+        return np.flatnonzero(mark)
 
     def labels(self, set_ids: np.ndarray) -> list[str]:
         which, blist = self._locate(np.asarray(set_ids, dtype=np.int64))

@@ -55,12 +55,16 @@ def count_distinct(ids: np.ndarray) -> int:
         mark = np.zeros(hi - lo + 1, dtype=bool)
         mark[ids - lo] = True
         return int(np.count_nonzero(mark))
-    sids, rows = ids >> np.int64(ROW_BITS), ids & np.int64(ROW_MASK)
-    s0, s1, span = int(sids.min()), int(sids.max()), int(rows.max()) + 1
+    s0, s1 = lo >> ROW_BITS, hi >> ROW_BITS  # the ids' source range, from their min and max
+    rows = ids & np.int64(ROW_MASK)
+    span = int(rows.max()) + 1
     if (s1 - s0 + 1) * span > 8 * ids.size + (1 << 16):  # sparse: a bitmap would be mostly empty
         return len(sorted_unique(ids))
-    if s1 != s0:
-        rows += (sids - s0) * span  # one slot of ``span`` bits per source id in s0..s1
+    if s1 != s0:  # one slot of ``span`` bits per source id in s0..s1
+        slot = ids >> np.int64(ROW_BITS)
+        slot -= s0
+        slot *= span
+        rows += slot
     mark = np.zeros((s1 - s0 + 1) * span, dtype=bool)
     mark[rows] = True
     return int(np.count_nonzero(mark))
