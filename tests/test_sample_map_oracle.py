@@ -96,15 +96,17 @@ def test_rows_compared_regardless_of_order_within_them(seed, far):
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 100_000), change=st.sampled_from(["none", "swap_rows", "repeat", "outsider"]),
-       one_source=st.booleans())  # fmt: skip
-def test_rows_compared_by_owner_table(seed, change, one_source):
+       one_source=st.booleans(), far=st.booleans())  # fmt: skip
+def test_rows_compared_by_owner_table(seed, change, one_source, far):
     """Distinct, dense ids (the table path, no sort) against Python sets: an id moved to another row, an id
-    listed twice or an id from outside makes rows differ; a shuffle within rows does not."""
+    listed twice or an id from outside makes rows differ; a shuffle within rows does not. ``far``: two
+    source ids far apart (the table numbers only the sources present)."""
     rng = np.random.default_rng(seed)
+    second = (1 << 20) if far else 1
     pool = (
         (5 << 40) + np.arange(60)
         if one_source
-        else np.concatenate([np.arange(30), (1 << 40) + np.arange(30)])
+        else np.concatenate([np.arange(30), (second << 40) + np.arange(30)])
     )
     ids = rng.permutation(pool)[:36].astype(np.int64)
     sizes = rng.multinomial(36 - 6, np.ones(6) / 6) + 1
@@ -117,7 +119,7 @@ def test_rows_compared_by_owner_table(seed, change, one_source):
     elif change == "repeat":
         b[1] = b[0] if sizes[0] > 1 else b[1]
     elif change == "outsider":
-        b[2] = (5 << 40) + 61 if one_source else (1 << 40) + 45
+        b[2] = (5 << 40) + 61 if one_source else (second << 40) + 45
     want = all(
         sorted(a[off[k] : off[k + 1]].tolist()) == sorted(b[off[k] : off[k + 1]].tolist()) for k in range(6)
     )

@@ -146,7 +146,7 @@ def _in_order(old, new, erased: np.ndarray, old_erased=None) -> SampleMap | None
     if len(live) != len(new) or not np.array_equal(size[live], np.diff(new.offsets)):
         return None
     a = ids[keep] if erased.size else ids
-    if not np.array_equal(a, new.ids) and not _same_rows_unordered(a, new.ids, new.offsets):
+    if not _same_rows_unordered(a, new.ids, new.offsets):
         return None
     new_of_old = np.full(len(old), -1, dtype=np.int64)
     new_of_old[live] = np.arange(len(live), dtype=np.int64)
@@ -160,11 +160,13 @@ def _same_rows_unordered(a: np.ndarray, b: np.ndarray, off: np.ndarray) -> bool:
     Entries equal at the same position cancel, so only the differing entries are compared, per row as
     multisets: by :func:`_same_rows_by_owner` (no sort) when they are distinct and dense enough, else by
     one sort of ``row · width + dense id`` per side (no lexsort)."""
-    diff = a != b
-    row = np.repeat(np.arange(len(off) - 1, dtype=np.int64), np.diff(off))[diff]
-    xa, xb = a[diff], b[diff]
-    if not xa.size:
+    if len(a) != len(b):
+        return False
+    at = np.flatnonzero(a != b)  # positions, then gathers: cheaper than three boolean masks
+    if not at.size:
         return True
+    row = np.repeat(np.arange(len(off) - 1, dtype=np.int64), np.diff(off))[at]
+    xa, xb = a[at], b[at]
     owner = _same_rows_by_owner(xa, xb, row)
     if owner is not None:
         return owner
@@ -200,16 +202,26 @@ def _same_rows_by_owner(xa: np.ndarray, xb: np.ndarray, row: np.ndarray) -> bool
             return None
         slot_a, slot_b = xa - base, xb - base
     else:
-        sa, sb = (xa >> bits) - s0, (xb >> bits) - s0
-        present = np.zeros(s1 - s0 + 1, dtype=np.int64)
-        present[sa] = 1
-        present[sb] = 1
-        span = max(int((xa & mask).max()), int((xb & mask).max())) + 1
-        n_slots = int(present.sum()) * span
-        if n_slots > 8 * xa.size + (1 << 16):
-            return None
-        first = (np.cumsum(present) - 1) * span  # the sources present, numbered 0, 1, ...: their first slot
-        slot_a, slot_b = first[sa] + (xa & mask), first[sb] + (xb & mask)
+        slot_a, slot_b = xa & mask, xb & mask  # the row numbers; each source's first slot is added below
+        span = max(int(slot_a.max()), int(slot_b.max())) + 1
+        sa, sb = xa >> bits, xb >> bits
+        sa -= s0
+        sb -= s0
+        n_slots = (s1 - s0 + 1) * span
+        if n_slots <= 8 * xa.size + (1 << 16):  # every source id from s0 to s1 gets ``span`` slots
+            sa *= span
+            sb *= span
+        else:  # only the sources present, numbered 0, 1, ...
+            present = np.zeros(s1 - s0 + 1, dtype=np.int64)
+            present[sa] = 1
+            present[sb] = 1
+            n_slots = int(present.sum()) * span
+            if n_slots > 8 * xa.size + (1 << 16):
+                return None
+            first = (np.cumsum(present) - 1) * span
+            sa, sb = first[sa], first[sb]
+        slot_a += sa
+        slot_b += sb
     row32 = row.astype(np.int32)
     owner = np.full(n_slots, -1, dtype=np.int32)
     owner[slot_a] = row32
