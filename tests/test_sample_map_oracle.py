@@ -92,3 +92,39 @@ def test_rows_compared_regardless_of_order_within_them(seed, far):
     if not np.array_equal(a, c):
         want = sorted(a[3:6].tolist()) == sorted(c[3:6].tolist())
         assert sample_map._same_rows_unordered(a, c, off) == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 100_000), change=st.sampled_from(["none", "swap_rows", "repeat", "outsider"]),
+       one_source=st.booleans(), far=st.booleans())  # fmt: skip
+def test_rows_compared_by_owner_table(seed, change, one_source, far):
+    """Distinct, dense ids (the table path, no sort) against Python sets: an id moved to another row, an id
+    listed twice or an id from outside makes rows differ; a shuffle within rows does not. ``far``: two
+    source ids far apart (the table numbers only the sources present)."""
+    rng = np.random.default_rng(seed)
+    second = (1 << 20) if far else 1
+    pool = (
+        (5 << 40) + np.arange(60)
+        if one_source
+        else np.concatenate([np.arange(30), (second << 40) + np.arange(30)])
+    )
+    ids = rng.permutation(pool)[:36].astype(np.int64)
+    sizes = rng.multinomial(36 - 6, np.ones(6) / 6) + 1
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    a = ids.copy()
+    rows_a = [a[off[k] : off[k + 1]] for k in range(6)]
+    b = np.concatenate([r[rng.permutation(len(r))] for r in rows_a])
+    if change == "swap_rows":  # the first id of row 0 and the last of row 5 trade places
+        b[0], b[-1] = b[-1], b[0]
+    elif change == "repeat":
+        b[1] = b[0] if sizes[0] > 1 else b[1]
+    elif change == "outsider":
+        b[2] = (5 << 40) + 61 if one_source else (second << 40) + 45
+    want = all(
+        sorted(a[off[k] : off[k + 1]].tolist()) == sorted(b[off[k] : off[k + 1]].tolist()) for k in range(6)
+    )
+    rows = np.repeat(np.arange(6), np.diff(off))  # every entry, not only those that differ
+    row_of = sample_map._same_rows_by_owner(a, b, rows)
+    assert row_of is not None and row_of == want
+    if not np.array_equal(a, b):
+        assert sample_map._same_rows_unordered(a, b, off) == want

@@ -98,3 +98,47 @@ def test_count_distinct_matches_unique(seed, n, sparse):
     rows = rng.integers(0, 10**12 if sparse else 30, n)
     ids = (rng.choice(np.array([0, 5, 900], dtype=np.int64), n) << np.int64(40)) | rows
     assert count_distinct(ids) == len(set(ids.tolist()))
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 100_000), n=st.integers(1, 80), n_layers=st.integers(1, 4))
+def test_rows_referring_over_layers_matches_brute_force(seed, n, n_layers):
+    """``Context.rows_referring`` over several layers (the union of their rows: sorted, a mask, or every
+    row) against the rows' reference sets written out in Python."""
+    from traceprop_frames.lineage.refs import AllRefs, CodeRefs, CsrRefs, EachRefs
+
+    rng = np.random.default_rng(seed)
+    m = 30  # global set ids 0..29
+    layers, row_sets = [], [set() for _ in range(n)]
+    for _ in range(n_layers):
+        kind = rng.integers(0, 4)
+        if kind == 0:  # general CSR, rows referring to 0..3 random sets
+            counts = rng.integers(0, 4, n)
+            refs = rng.integers(0, m, int(counts.sum()))
+            off = np.concatenate([[0], np.cumsum(counts)])
+            layers.append(CsrRefs(off, refs))
+            for i in range(n):
+                row_sets[i] |= set(refs[off[i] : off[i + 1]].tolist())
+        elif kind == 1:  # group codes (-1: no set)
+            codes = rng.integers(-1, 5, n)
+            layers.append(CodeRefs(10, codes, 5))
+            for i in range(n):
+                if codes[i] >= 0:
+                    row_sets[i].add(10 + int(codes[i]))
+        elif kind == 2:  # a statistic broadcast into every row
+            sids = rng.choice(m, size=int(rng.integers(1, 3)), replace=False)
+            layers.append(AllRefs(n, sids))
+            for i in range(n):
+                row_sets[i] |= set(sids.tolist())
+        else:  # row i refers to set base + i on lo..hi
+            lo = int(rng.integers(0, n))
+            hi = int(rng.integers(lo, n + 1))
+            layers.append(EachRefs(n, 0, lo, hi))
+            for i in range(lo, hi):
+                row_sets[i].add(i)
+    ctx = Context.layered(layers, [])
+    for _ in range(3):
+        want = set(rng.choice(max(m, n), size=int(rng.integers(1, 6)), replace=False).tolist())
+        got = ctx.rows_referring(np.array(sorted(want), dtype=np.int64))
+        expected = [i for i in range(n) if row_sets[i] & want]
+        assert got.tolist() == expected

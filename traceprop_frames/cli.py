@@ -316,6 +316,9 @@ def _verify_folder(args) -> int:
         fs = c.body["forget_set"]
         print(f"  {c.body['chain']['sequence']:>4}  {c.id[:12]}  {c.body['created_at']}  {c.status:>7}  "
               f"{fs['count']} sample(s)  {c.body['model']['fingerprint_after'][:12]}")  # fmt: skip
+        ev, want = c.body["evidence"], c.body["method"]["parameters"].get("bound")
+        if want is not None and ev["certified_bound"] is not None and not ev["certified_bound"] <= want:
+            print(f"        certified bound {ev['certified_bound']:.3e} NOT met (requested {want:.3e})")
         sec = c.body.get("shared_statistics")
         if sec is not None and sec["sets"]:
             state = "effect removed" if sec["effect_removed"] else "NOT removed"

@@ -124,13 +124,18 @@ def residual_grad(X, y, w, theta, C: float, intercept: bool, xmax: float):
     """
     theta = np.asarray(theta, dtype=np.float64)
     _, G, abs_r = _grad_pass(X, y, w, theta, C, intercept, need_loss=False)
-    n, p = len(y), len(theta)
-    b = min(n, _block_rows(X.shape[1]))
+    return G, gradient_rounding(X.shape, w, theta, C, xmax, abs_r)
+
+
+def gradient_rounding(shape, w, theta, C: float, xmax: float, abs_r: float) -> float:
+    """The float64 rounding bound of one blocked gradient pass (see :func:`residual_grad`) over ``shape``
+    rows x columns, from the pass's ``Σ |r_i|``."""
+    (n, d), p = shape, len(theta)
+    b = min(n, _block_rows(d))
     tn = float(np.linalg.norm(theta))
     per_row = 0.25 * gamma(p + 2) * xmax * tn + 5 * EPS
     terms = gamma(b + -(-n // b) + p + 10) * abs_r
-    err = xmax * (terms + float(np.sum(w, dtype=np.float64)) * per_row) + 2 * EPS * tn / C
-    return G, err
+    return xmax * (terms + float(np.sum(w, dtype=np.float64)) * per_row) + 2 * EPS * tn / C
 
 
 def row_norm_max(X, intercept: bool = True) -> float:

@@ -34,7 +34,7 @@ import threading
 import numpy as np
 
 from traceprop_frames.errors import LineageFormatError
-from traceprop_frames.lineage.refs import AllRefs, CsrRefs, isin_ids, union_csr
+from traceprop_frames.lineage.refs import AllRefs, CsrRefs, isin_ids, sorted_unique, union_csr
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 LAYOUT_LOCK = threading.RLock()  # one lock for laying out deferred sets and composing deferred lineage
@@ -90,6 +90,25 @@ def segments_any(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     cum = np.zeros(len(mask) + 1, dtype=np.int64)
     np.cumsum(mask, out=cum[1:])
     return cum[ends] - cum[starts] > 0
+
+
+def pool_hits(blocks, ids: np.ndarray) -> list[np.ndarray]:
+    """``isin_ids(b.pool, ids)`` for each block, one scan per distinct pool: a block whose pool holds the
+    same ids as an earlier one's (a std and the mean it refers to) reuses that mask (compared, not
+    assumed: one pass instead of one per id)."""
+    out: list[np.ndarray] = []
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    for b in blocks:
+        pool = b.pool
+        for p, hit in seen:
+            if p is pool or (len(p) == len(pool) and np.array_equal(p, pool)):
+                out.append(hit)
+                break
+        else:
+            hit = isin_ids(pool, ids)
+            seen.append((pool, hit))
+            out.append(hit)
+    return out
 
 
 class SetBlock:
@@ -289,7 +308,7 @@ class Context:
     def distinct_refs(self) -> np.ndarray:
         """The global set ids some row refers to (each once, unordered)."""
         parts = [layer.distinct() for layer in self.layers]
-        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+        return parts[0] if len(parts) == 1 else sorted_unique(np.concatenate(parts))
 
     @property
     def n_sets(self) -> int:
@@ -328,9 +347,9 @@ class Context:
         seen = _EMPTY
         span = np.int64(max(self.n_sets_bound(), 1))
         while sets.size:
-            key = np.unique(owners * span + (sets - self._min_base()))
+            key = sorted_unique(owners * span + (sets - self._min_base()))
             key = np.setdiff1d(key, seen, assume_unique=True)
-            seen = np.union1d(seen, key)
+            seen = sorted_unique(np.concatenate([seen, key]))
             owners, sets = key // span, key % span + self._min_base()
             which, blist = self._locate(sets)
             nxt_o, nxt_s = [], []
@@ -368,7 +387,7 @@ class Context:
 
     def hit_sets(self, ids: np.ndarray) -> np.ndarray:
         """Sorted global set ids whose closure contains any of the global row ids ``ids``."""
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        ids = sorted_unique(np.asarray(ids, dtype=np.int64))
         hits: list[np.ndarray] = []
         hit_so_far = _EMPTY
         for b in self.blocks.values():  # creation order: a block refers only to earlier ones
@@ -389,7 +408,18 @@ class Context:
         parts = [layer.rows_referring(set_ids) for layer in self.layers if layer.any()]
         if not parts:
             return _EMPTY
-        return parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+        if len(parts) == 1:
+            return parts[0]
+        n = len(self)
+        for p in parts:
+            if len(p) == n:  # each part: sorted distinct positions in range(n), so this one is every row
+                return p
+        if sum(len(p) for p in parts) * 8 < n:  # few rows: sort them
+            return sorted_unique(np.concatenate(parts))
+        mark = np.zeros(n, dtype=bool)  # many rows: their union in a mask over the rows (no sort)
+        for p in parts:
+            mark[p] = True
+        return np.flatnonzero(mark)
 
     def labels(self, set_ids: np.ndarray) -> list[str]:
         which, blist = self._locate(np.asarray(set_ids, dtype=np.int64))

@@ -39,6 +39,25 @@ def _flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + np.repeat(starts - off[:-1], lengths)
 
 
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int64 id array (sort-based: numpy >= 2.3's hash-based ``np.unique`` is
+    10-40 times slower on int64 ids, e.g. 6 ms against 0.4 ms for 40,000 ids)."""
+    if a.size < 2:
+        return np.array(a, dtype=np.int64).reshape(-1)
+    a = np.sort(a, axis=None)
+    keep = np.empty(a.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
+def _rows_with_hit(hit: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sorted rows ``i`` of a CSR with a True in ``hit[offsets[i]:offsets[i+1]]`` (one prefix sum)."""
+    cum = np.zeros(len(hit) + 1, dtype=np.int64)
+    np.cumsum(hit, out=cum[1:])
+    return np.flatnonzero(cum[offsets[1:]] > cum[offsets[:-1]])
+
+
 def isin_ids(values: np.ndarray, members: np.ndarray) -> np.ndarray:
     """``np.isin(values, members)`` for int64 ids, by the method that suits the members' count.
 
@@ -85,11 +104,10 @@ class CsrRefs:
         hit = isin_ids(self.refs, set_ids)
         if not hit.any():
             return _EMPTY
-        row_of = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.offsets))
-        return np.unique(row_of[hit])
+        return _rows_with_hit(hit, self.offsets)
 
     def distinct(self) -> np.ndarray:
-        return np.unique(self.refs)
+        return sorted_unique(self.refs)
 
     @property
     def nbytes(self) -> int:
@@ -128,7 +146,7 @@ class EachRefs:
         return CodeRefs(self.base, np.where(self._valid(rows), rows, -1), self.n)
 
     def rows_referring(self, set_ids: np.ndarray) -> np.ndarray:
-        local = np.unique(np.asarray(set_ids, dtype=np.int64) - self.base)
+        local = sorted_unique(np.asarray(set_ids, dtype=np.int64) - self.base)
         return local[(local >= self.lo) & (local < self.hi)]
 
     def distinct(self) -> np.ndarray:
@@ -194,7 +212,7 @@ class AllRefs:
 
     def __init__(self, n: int, set_ids) -> None:
         self.n = int(n)
-        self.set_ids = np.unique(np.asarray(set_ids, dtype=np.int64))
+        self.set_ids = sorted_unique(np.asarray(set_ids, dtype=np.int64))
 
     def __len__(self) -> int:
         return self.n

@@ -31,22 +31,11 @@ from traceprop_frames.lineage.context import (
     segments_flat,
 )
 from traceprop_frames.lineage.graph import LineageDAG, OpNode
-from traceprop_frames.lineage.refs import AllRefs, CodeRefs
+from traceprop_frames.lineage.refs import AllRefs, CodeRefs, sorted_unique
 from traceprop_frames.lineage.sources import REGISTRY, ROW_BITS, ROW_MASK, Source, decode, encode
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _COMPOSE_LOCK = LAYOUT_LOCK  # one thread composes deferred lineage (or lays out deferred sets) at a time
-
-
-def sorted_unique(a: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (sort-based; numpy's hash-based ``unique`` is far slower on int64 ids)."""
-    if a.size < 2:
-        return np.array(a, dtype=np.int64)
-    a = np.sort(a)
-    keep = np.empty(a.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(a[1:], a[:-1], out=keep[1:])
-    return a[keep]
 
 
 def count_distinct(ids: np.ndarray) -> int:
@@ -61,12 +50,21 @@ def count_distinct(ids: np.ndarray) -> int:
     ids = np.asarray(ids, dtype=np.int64)
     if ids.size < 2:
         return int(ids.size)
-    sids, rows = ids >> np.int64(ROW_BITS), ids & np.int64(ROW_MASK)
-    s0, s1, span = int(sids.min()), int(sids.max()), int(rows.max()) + 1
+    lo, hi = int(ids.min()), int(ids.max())
+    if hi - lo <= 8 * ids.size + (1 << 16):  # one source's rows, or ids close together: one bitmap
+        mark = np.zeros(hi - lo + 1, dtype=bool)
+        mark[ids - lo] = True
+        return int(np.count_nonzero(mark))
+    s0, s1 = lo >> ROW_BITS, hi >> ROW_BITS  # the ids' source range, from their min and max
+    rows = ids & np.int64(ROW_MASK)
+    span = int(rows.max()) + 1
     if (s1 - s0 + 1) * span > 8 * ids.size + (1 << 16):  # sparse: a bitmap would be mostly empty
         return len(sorted_unique(ids))
-    if s1 != s0:
-        rows += (sids - s0) * span  # one slot of ``span`` bits per source id in s0..s1
+    if s1 != s0:  # one slot of ``span`` bits per source id in s0..s1
+        slot = ids >> np.int64(ROW_BITS)
+        slot -= s0
+        slot *= span
+        rows += slot
     mark = np.zeros((s1 - s0 + 1) * span, dtype=bool)
     mark[rows] = True
     return int(np.count_nonzero(mark))
@@ -566,7 +564,7 @@ class RowLineage:
                     parts.append(np.arange(lo, hi + 1, dtype=np.int64))
                 else:
                     parts.append(np.flatnonzero(np.bincount((b.pool >> np.int64(ROW_BITS)) - lo)) + lo)
-        return np.unique(np.concatenate(parts))
+        return sorted_unique(np.concatenate(parts))
 
     def sources(self, rows=None, direct: bool = False) -> dict[str, np.ndarray]:
         """``{path: sorted int64 row numbers}`` behind all rows (or the given positions).

@@ -406,6 +406,10 @@ class Certificate:
             ("certified ‖θ′−θ*‖ bound", fmt(ev["certified_bound"], ".3e")),
             ("signed by key", self.signature["key_id"][:16] + "…"),
         ]
+        want = b["method"]["parameters"].get("bound")
+        if want is not None and ev["certified_bound"] is not None:
+            met = ev["certified_bound"] <= want
+            out.append(("requested bound", f"{want:.3e} ({'met' if met else 'NOT met: see not_guaranteed'})"))
         if ev["holdout"]:
             h = ev["holdout"]
             out.append(("holdout accuracy", f"{h['accuracy_before']:.4f} → {h['accuracy_after']:.4f}"))
@@ -439,8 +443,7 @@ class Signer:
 
     def __init__(self, key: Ed25519PrivateKey | None = None) -> None:
         self.key = default_key() if key is None else load_private_key(key)
-        self.key_id = key_id(self.key)
-        self.public_key_pem = public_key_pem(self.key)
+        self.key_id, self.public_key_pem = _public_parts(self.key)
         self._shared: dict = {}  # id(section) -> (section, {indentation: text}); holds the section alive
 
     def share(self, section):
@@ -461,6 +464,21 @@ class Signer:
         cert = Certificate(body, sig, self._shared or None)
         validate(cert.to_dict())
         return cert
+
+
+_PUBLIC: list[tuple] = []  # (key, key id, public PEM) of the last few signing keys: derived once each
+
+
+def _public_parts(key) -> tuple[str, str]:
+    """``(key_id(key), public_key_pem(key))``, remembered for the last 8 key objects (each erasure signs
+    with the same default key: its public half is derived once, not twice per certificate)."""
+    for k, kid, pem in _PUBLIC:
+        if k is key:
+            return kid, pem
+    parts = (key_id(key), public_key_pem(key))
+    _PUBLIC.insert(0, (key, *parts))
+    del _PUBLIC[8:]
+    return parts
 
 
 def _parse(data: bytes, name: str, check_schema: bool = True) -> tuple[Certificate, dict]:

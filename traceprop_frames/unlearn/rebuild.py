@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from traceprop_frames.errors import UnlearningError
-from traceprop_frames.lineage.context import isin_ids
+from traceprop_frames.lineage.context import isin_ids, pool_hits
+from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -34,10 +35,10 @@ def skip_map(ids: np.ndarray) -> dict:
     """``{abspath: (sha256, rows)}`` for the global row ids ``ids`` (what the readers must drop)."""
     from traceprop_frames.lineage import REGISTRY
 
-    ids = np.unique(np.asarray(ids, dtype=np.int64))
+    ids = sorted_unique(np.asarray(ids, dtype=np.int64))
     sids = ids >> np.int64(ROW_BITS)
     out: dict = {}
-    for sid in np.unique(sids).tolist():
+    for sid in sorted_unique(sids).tolist():
         src = REGISTRY.get(int(sid))
         if src.abspath is None:
             raise UnlearningError(
@@ -51,7 +52,7 @@ def skip_map(ids: np.ndarray) -> dict:
                 f"{src.abspath!r} was loaded in two versions (sha256 {sha[:12]}… and {src.sha256[:12]}…); "
                 "erase from a model trained on one version of each file."
             )
-        out[src.abspath] = (sha, np.union1d(prev, rows))
+        out[src.abspath] = (sha, sorted_unique(np.concatenate([prev, rows])))
     return out
 
 
@@ -82,10 +83,11 @@ def request_records(lineage, source, rows) -> tuple[np.ndarray, list[dict], obje
         records.append(
             _record(REGISTRY.find(path, cand)[0], np.atleast_1d(np.asarray(r, dtype=np.int64)), ids)
         )
-    erased = np.unique(np.concatenate(parts)) if parts else _EMPTY
+    erased = sorted_unique(np.concatenate(parts)) if parts else _EMPTY
     hits = SharedHits(lineage, erased)
     carried = isin_ids(lineage.ids, erased)  # entries of the direct ids that are requested rows
-    fed = np.unique(lineage.ids[carried])  # requested rows some sample carries
+    hits.carried = carried  # the sample match needs the same mask when nothing else is erased
+    fed = sorted_unique(lineage.ids[carried])  # requested rows some sample carries
     for rec, ids in zip(records, parts):
         rec["rows_without_samples"] = sorted(
             {int(x) for x in (ids[~isin_ids(ids, fed)] & np.int64(ROW_MASK))}
@@ -131,7 +133,7 @@ def earlier_ids(est, lineage) -> np.ndarray:
         for src in REGISTRY.find(path, lineage.source_ids()):
             if src.sha256 == sha:
                 parts.append(encode(src.id, np.asarray(rows, dtype=np.int64)))
-    return np.unique(np.concatenate(parts))
+    return sorted_unique(np.concatenate(parts))
 
 
 def _reads_any(lin, ids: np.ndarray) -> bool:
@@ -143,8 +145,8 @@ def _reads_any(lin, ids: np.ndarray) -> bool:
         return True
     if not lin.has_context:
         return False
-    blocks = lin.context.blocks.values()
-    return any(isin_ids(b.pool, ids).any() for b in blocks) and bool(lin.context.hit_sets(ids).size)
+    blocks = list(lin.context.blocks.values())
+    return any(h.any() for h in pool_hits(blocks, ids)) and bool(lin.context.hit_sets(ids).size)
 
 
 def run_rebuild(rebuild, erased: np.ndarray):
@@ -227,7 +229,10 @@ def layout(est, Xn: np.ndarray, yn: np.ndarray, smap) -> dict:
     X_old, y_old, w_old = est.X_train_, est.y_train_, est.sample_weight_
     matched, vanished, new_rows = smap.matched, smap.vanished, smap.new_rows
     j = smap.new_of_old[matched]
-    Xj, yj = (Xn, yn) if _is_range(j, len(Xn)) else (Xn[j], yn[j])  # the matched samples' rebuilt rows
+    in_order = _is_range(j, len(Xn))
+    if in_order and not len(new_rows) and 0 < len(vanished) <= _RUNS:
+        return _layout_runs(X_old, y_old, w_old, Xn, yn, vanished)
+    Xj, yj = (Xn, yn) if in_order else (Xn[j], yn[j])  # the matched samples' rebuilt rows
     every = len(matched) == len(X_old)
     Xm, ym = (X_old, y_old) if every else (X_old[matched], y_old[matched])
     changed = matched[(Xm != Xj).any(axis=1) | (ym != yj)]
@@ -240,6 +245,32 @@ def layout(est, Xn: np.ndarray, yn: np.ndarray, smap) -> dict:
         y = np.concatenate([y_old, yn[new_rows]]).astype(np.float32, copy=False)
         X[matched], y[matched] = Xj, yj
     return {"X": np.ascontiguousarray(X), "y": y, "w": w, "changed": changed,
+            "forget": vanished[w_old[vanished] > 0], "already": vanished[w_old[vanished] == 0]}  # fmt: skip
+
+
+_RUNS = 256  # up to this many vanished samples, :func:`layout` copies the runs between them as slices
+
+
+def _layout_runs(X_old, y_old, w_old, Xn, yn, vanished) -> dict:
+    """:func:`layout` when the rebuilt rows are the old samples in order minus a few vanished ones: the
+    runs between vanished samples are copied and compared slice by slice (no gather, no scatter)."""
+    n = len(X_old)
+    X, y = np.empty_like(X_old), np.empty_like(y_old)
+    differ = np.zeros(n, dtype=bool)
+    buf = np.empty(X_old.shape, dtype=bool)
+    src = 0
+    for a, b in zip(np.r_[0, vanished + 1].tolist(), np.r_[vanished, n].tolist()):
+        k = b - a
+        X[a:b], y[a:b] = Xn[src : src + k], yn[src : src + k]
+        np.not_equal(X_old[a:b], X[a:b], out=buf[a:b])
+        np.any(buf[a:b], axis=1, out=differ[a:b])
+        differ[a:b] |= y_old[a:b] != y[a:b]
+        src += k
+    X[vanished], y[vanished] = X_old[vanished], y_old[vanished]
+    differ[vanished] = False
+    w = w_old.copy()
+    w[vanished] = 0.0
+    return {"X": X, "y": y, "w": w, "changed": np.flatnonzero(differ),
             "forget": vanished[w_old[vanished] > 0], "already": vanished[w_old[vanished] == 0]}  # fmt: skip
 
 
@@ -383,10 +414,11 @@ def unlearn_with_rebuild(est, source=None, rows=None, *, rebuild, holdout=None, 
     if source is None:
         raise UnlearningError("rebuild= erases source rows: pass source= and rows= (or source={path: rows})")
     requested, records, hits = request_records(lineage, source, rows)  # validates the request
-    erased = np.union1d(requested, earlier_ids(est, lineage))
+    erased = sorted_unique(np.concatenate([requested, earlier_ids(est, lineage)]))
     X_new, y_new, new_lin, rerun_s = run_rebuild(rebuild, erased)
     Xn, yn = _features(est, X_new), _labels(est, y_new)
-    smap = match_samples(lineage, new_lin, erased)
+    same = len(erased) == len(requested)  # no rows from earlier erasures: the request's mask is the one
+    smap = match_samples(lineage, new_lin, erased, old_erased=hits.carried if same else None)
     if len(smap.new_rows) and getattr(est, "store_", None) is not None:
         raise UnlearningError(
             f"the re-run produced {len(smap.new_rows)} training rows the model never had (a filter on a "

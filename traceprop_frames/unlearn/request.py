@@ -231,6 +231,9 @@ def certificate_body(est, result, *, lineage=None, request_sources=(), samples=N
         previous_certificates=list(previous),
     )
     _add_store_section(body, est, store_refreshed, int(forget.size))
+    missed = bound_missed_statement(result)
+    if missed:
+        body["not_guaranteed"].append(missed)
     if forget.size:
         from traceprop_frames.unlearn.shared_effects import attach_section
 
@@ -271,6 +274,41 @@ def bound_statement(result) -> str:
     if result.method == "none":
         return "No-op: every requested sample had been erased before; the model was not changed."
     return "No certified bound: the objective is not convex; see the measured evidence."
+
+
+def bound_missed_statement(result) -> str | None:
+    """The ``not_guaranteed`` line of a certified bound above the requested ``bound`` (None when met,
+    or when nothing was requested or certified).
+
+    The certificate states the bound it reached either way; this line says that it is not the one asked
+    for, by how much, why the solve stopped, and what the user can do about it.
+    """
+    params = result.params or {}
+    want, got = params.get("bound"), result.certified_bound
+    if want is None or got is None or float(got) <= float(want):  # NaN falls through: not met
+        return None
+    want, got = float(want), float(got)
+    max_iter = params.get("max_iter")
+    refit = (
+        "fit the estimator on the re-run pipeline's output" if params.get("rebuild") else "method='retrain'"
+    )
+    retrain = f"retrain from scratch on the remaining data ({refit})"
+    head = (
+        f"The certified bound was not met: the parameters are certified within {got:.3e} of the exact "
+        f"optimum, above the requested bound={want:.3e} (by {got - want:.3e}, {got / want:.3g} times); "
+    )
+    if max_iter is not None and int(result.iterations) >= int(max_iter):
+        return head + (
+            f"the solve stopped at max_iter={int(max_iter)} Newton step(s), so more steps may lower "
+            "it. To meet it, repeat this erasure on a copy "
+            f"of the model saved before it with a larger max_iter, or {retrain}; or accept the stated bound."
+        )
+    return head + (
+        f"the solve stopped after {int(result.iterations)} Newton step(s), before max_iter, because the "
+        "residual gradient stopped decreasing at its float64 rounding level: more steps cannot lower the "
+        f"bound (the float64 rounding of the gradient at this data size dominates it). To be rid of the erased "
+        f"rows without a correction bound, {retrain}; or accept the stated bound."
+    )
 
 
 def _add_store_section(body: dict, est, store_refreshed: bool, n_forgotten: int) -> None:

@@ -17,6 +17,8 @@ from functools import cached_property
 import numpy as np
 
 from traceprop_frames.lineage.context import isin_ids, segments_flat
+from traceprop_frames.lineage.refs import sorted_unique
+from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -82,8 +84,10 @@ def _rank_sorted(sc: np.ndarray) -> np.ndarray:
     return np.arange(len(sc)) - np.repeat(start, np.diff(np.r_[start, len(sc)]))
 
 
-def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
+def match_samples(old_lineage, new_lineage, erased: np.ndarray, old_erased=None) -> SampleMap:
     """Map old samples to rebuilt rows by their direct source rows minus ``erased`` (global row ids).
+
+    ``old_erased``: ``isin(old_lineage.ids, erased)`` when the caller has it already (one scan less).
 
     Examples
     --------
@@ -94,8 +98,8 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     >>> m.new_of_old.tolist(), m.new_rows.tolist()
     ([1, 0, -1], [])
     """
-    erased = np.unique(np.asarray(erased, dtype=np.int64))
-    fast = _in_order(old_lineage, new_lineage, erased)
+    erased = sorted_unique(np.asarray(erased, dtype=np.int64))
+    fast = _in_order(old_lineage, new_lineage, erased, old_erased)
     if fast is not None:
         return fast
     n_old, n_new = len(old_lineage), len(new_lineage)
@@ -119,7 +123,7 @@ def match_samples(old_lineage, new_lineage, erased: np.ndarray) -> SampleMap:
     return SampleMap(new_of_old, new_rows)
 
 
-def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
+def _in_order(old, new, erased: np.ndarray, old_erased=None) -> SampleMap | None:
     """The usual re-run in one pass, no hashing: the rebuilt rows are the old samples in the same order,
     each carrying exactly its old direct ids minus the erased ones (in the same order within the row, or
     in another order: then only the rows that differ are sorted), samples left with none dropped. Returns None when the re-run is not of that form
@@ -129,7 +133,10 @@ def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
     the one the keyed match gives.
     """
     ids, off = old.ids, old.offsets
-    keep = ~isin_ids(ids, erased) if erased.size else np.ones(len(ids), dtype=bool)
+    if not erased.size:
+        keep = np.ones(len(ids), dtype=bool)
+    else:
+        keep = ~(isin_ids(ids, erased) if old_erased is None else old_erased)
     if int(np.count_nonzero(keep)) != len(new.ids):
         return None
     kept = np.zeros(len(ids) + 1, dtype=np.int64)
@@ -139,7 +146,7 @@ def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
     if len(live) != len(new) or not np.array_equal(size[live], np.diff(new.offsets)):
         return None
     a = ids[keep] if erased.size else ids
-    if not np.array_equal(a, new.ids) and not _same_rows_unordered(a, new.ids, new.offsets):
+    if not _same_rows_unordered(a, new.ids, new.offsets):
         return None
     new_of_old = np.full(len(old), -1, dtype=np.int64)
     new_of_old[live] = np.arange(len(live), dtype=np.int64)
@@ -148,22 +155,83 @@ def _in_order(old, new, erased: np.ndarray) -> SampleMap | None:
 
 def _same_rows_unordered(a: np.ndarray, b: np.ndarray, off: np.ndarray) -> bool:
     """Whether every row of the CSR ``(off, a)`` holds the same ids as the row of ``(off, b)``, in any order
-    (a parallel SQL ``list()`` returns a row's ids in another order each run). Only the rows that differ
-    are compared, by one sort of ``row · width + dense id`` per side (no lexsort)."""
-    rows = np.unique(np.searchsorted(off, np.flatnonzero(a != b), side="right") - 1)
-    seg = segments_flat(off[rows], off[rows + 1])
-    xa, xb = a[seg], b[seg]
+    (a parallel SQL ``list()`` returns a row's ids in another order each run).
+
+    Entries equal at the same position cancel, so only the differing entries are compared, per row as
+    multisets: by :func:`_same_rows_by_owner` (no sort) when they are distinct and dense enough, else by
+    one sort of ``row · width + dense id`` per side (no lexsort)."""
+    if len(a) != len(b):
+        return False
+    at = np.flatnonzero(a != b)  # positions, then gathers: cheaper than three boolean masks
+    if not at.size:
+        return True
+    row = np.repeat(np.arange(len(off) - 1, dtype=np.int64), np.diff(off))[at]
+    xa, xb = a[at], b[at]
+    owner = _same_rows_by_owner(xa, xb, row)
+    if owner is not None:
+        return owner
     lo = min(int(xa.min()), int(xb.min()))
     xa, xb = xa - lo, xb - lo  # non-negative; (x >> 40, x & mask) still tells ids apart
     bits, mask = np.int64(40), np.int64((1 << 40) - 1)
     span = max(int((xa & mask).max()), int((xb & mask).max())) + 1
     width = (max(int(xa.max()), int(xb.max())) >> 40) * span + span
-    if width * (len(rows) + 1) >= 1 << 62:  # the combined key would overflow: sort pairs instead
-        r = np.repeat(np.arange(len(rows)), off[rows + 1] - off[rows])
-        return bool(np.array_equal(xa[np.lexsort((xa, r))], xb[np.lexsort((xb, r))]))
-    base = np.repeat(np.arange(len(rows), dtype=np.int64) * width, off[rows + 1] - off[rows])
+    if width * (int(row[-1]) + 2) >= 1 << 62:  # the combined key would overflow: sort pairs instead
+        return bool(np.array_equal(xa[np.lexsort((xa, row))], xb[np.lexsort((xb, row))]))
+    base = row * width
     key_a = np.sort(base + (xa >> bits) * span + (xa & mask))
     return bool(np.array_equal(key_a, np.sort(base + (xb >> bits) * span + (xb & mask))))
+
+
+def _same_rows_by_owner(xa: np.ndarray, xb: np.ndarray, row: np.ndarray) -> bool | None:
+    """Whether, per row (``row[k]``: the row of entries ``xa[k]`` and ``xb[k]``), ``xa`` and ``xb`` hold
+    the same ids, in O(n) and no sort: each id of ``xa`` marks its row in a table indexed by (source, row
+    number); the rows hold the same sets iff every id of ``xb`` finds its own row there and ``xb`` holds
+    no id twice (as many entries per row, no repeats, each a member: the same set). None when ``xa`` holds
+    an id twice or the ids are too sparse for a table (the caller sorts then)."""
+    if not xa.size:
+        return True
+    mask, bits = np.int64(ROW_MASK), np.int64(ROW_BITS)
+    s0 = min(int(xa.min()), int(xb.min())) >> ROW_BITS
+    s1 = max(int(xa.max()), int(xb.max())) >> ROW_BITS
+    if int(row[-1]) >= (1 << 31) - 1:
+        return None
+    if s0 == s1:  # one source (the usual case): the row numbers are the slots
+        base = np.int64(s0) << bits
+        n_slots = max(int(xa.max()), int(xb.max())) - s0 * (1 << ROW_BITS) + 1
+        if n_slots > 8 * xa.size + (1 << 16):
+            return None
+        slot_a, slot_b = xa - base, xb - base
+    else:
+        slot_a, slot_b = xa & mask, xb & mask  # the row numbers; each source's first slot is added below
+        span = max(int(slot_a.max()), int(slot_b.max())) + 1
+        sa, sb = xa >> bits, xb >> bits
+        sa -= s0
+        sb -= s0
+        n_slots = (s1 - s0 + 1) * span
+        if n_slots <= 8 * xa.size + (1 << 16):  # every source id from s0 to s1 gets ``span`` slots
+            sa *= span
+            sb *= span
+        else:  # only the sources present, numbered 0, 1, ...
+            present = np.zeros(s1 - s0 + 1, dtype=np.int64)
+            present[sa] = 1
+            present[sb] = 1
+            n_slots = int(present.sum()) * span
+            if n_slots > 8 * xa.size + (1 << 16):
+                return None
+            first = (np.cumsum(present) - 1) * span
+            sa, sb = first[sa], first[sb]
+        slot_a += sa
+        slot_b += sb
+    row32 = row.astype(np.int32)
+    owner = np.full(n_slots, -1, dtype=np.int32)
+    owner[slot_a] = row32
+    if int(np.count_nonzero(owner >= 0)) != xa.size:
+        return None  # an id twice in xa (a row listing a source row twice, or two rows sharing it)
+    if not np.array_equal(owner[slot_b], row32):
+        return False  # some id of xb is not among its row's ids in xa
+    seen = np.zeros(n_slots, dtype=bool)
+    seen[slot_b] = True
+    return int(np.count_nonzero(seen)) == xb.size
 
 
 def _check_pairs(new_of_old, ro, io, rn, inew) -> None:
@@ -178,5 +246,5 @@ def _check_pairs(new_of_old, ro, io, rn, inew) -> None:
     same = ~differ
     a, b = io[segments_flat(so[same], eo[same])], inew[segments_flat(sn[same], en[same])]
     pair = np.repeat(np.flatnonzero(same), (eo - so)[same])
-    differ[np.unique(pair[a != b])] = True
+    differ[pair[a != b]] = True
     new_of_old[olds[differ]] = -1

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from traceprop_frames.lineage.context import isin_ids, segments_any
+from traceprop_frames.lineage.context import isin_ids, pool_hits, segments_any
+from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.lineage.rowsets import count_distinct
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -21,19 +22,34 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 def _reaching(ctx, seeds: np.ndarray) -> np.ndarray:
     """``seeds`` and every set that refers to one of them, transitively (sorted global set ids)."""
-    reach = np.unique(seeds)
+    reach = sorted_unique(seeds)
     first = int(reach[0]) if reach.size else 0
     for b in ctx.blocks.values():  # creation order: a block refers only to earlier ones
         if b.base + b.m <= first or not b.ref_pool.size:
             continue  # made before the seeds (cannot refer to them), or refers to nothing
         hit = segments_any(isin_ids(b.ref_pool, reach), b.ref_starts, b.ref_ends)
         if hit.any():
-            reach = np.union1d(reach, b.base + np.flatnonzero(hit))
+            reach = sorted_unique(np.concatenate([reach, b.base + np.flatnonzero(hit)]))
     return reach
 
 
-def _rows_read(ctx, block, local: np.ndarray) -> int:
-    """Distinct source rows read by the sets ``local`` of ``block`` (their own ids and their references')."""
+def _one_set_pool(ctx, set_id: int) -> np.ndarray | None:
+    """The ids of the set ``set_id`` when it refers to no other set (a view into its block's pool), else None."""
+    which, blist = ctx._locate(np.array([set_id], dtype=np.int64))
+    blk = blist[int(which[0])]
+    j = set_id - blk.base
+    if blk.ref_pool.size and blk.ref_ends[j] > blk.ref_starts[j]:
+        return None
+    return blk.pool[int(blk.starts[j]) : int(blk.ends[j])]
+
+
+def _rows_read(ctx, block, local: np.ndarray, counted: dict | None = None) -> int:
+    """Distinct source rows read by the sets ``local`` of ``block`` (their own ids and their references').
+
+    ``counted``: ``{global set id: distinct rows}`` of single sets counted before in this analysis. A
+    statistic of a statistic over the same rows (a std's mean) is counted once: its count is the
+    referenced set's when that set holds exactly the same ids (compared, not assumed)."""
+    counted = {} if counted is None else counted
     if local.size == 1:
         own = block.pool[int(block.starts[local[0]]) : int(block.ends[local[0]])]
     else:
@@ -41,11 +57,25 @@ def _rows_read(ctx, block, local: np.ndarray) -> int:
         np.add.at(cover, block.starts[local], 1)
         np.add.at(cover, block.ends[local], -1)
         own = block.pool[np.cumsum(cover[:-1]) > 0]
-    refs = np.unique(block.set_refs(local))
-    extra = ctx.closure(refs) if refs.size else _EMPTY
-    if len(extra) == len(own) and np.array_equal(extra, own):
+    refs = sorted_unique(block.set_refs(local))
+    same_as = None  # the single referenced set holding exactly ``own``'s ids, if any
+    if refs.size == 1:
+        extra = _one_set_pool(ctx, int(refs[0]))
+        if extra is None:
+            extra = ctx.closure(refs)
+        elif len(extra) == len(own) and np.array_equal(extra, own):
+            same_as = int(refs[0])
+    else:
+        extra = ctx.closure(refs) if refs.size else _EMPTY
+    if same_as is not None or (len(extra) == len(own) and np.array_equal(extra, own)):
         extra = _EMPTY  # a statistic of a statistic over the same rows (a std's mean): read them once
-    return count_distinct(np.concatenate([own, extra]) if extra.size else own)
+    if same_as is not None and same_as in counted:
+        n = counted[same_as]
+    else:
+        n = count_distinct(np.concatenate([own, extra]) if extra.size else own)
+    if local.size == 1 and not extra.size:
+        counted[int(block.base + local[0])] = n
+    return n
 
 
 class SharedHits:
@@ -61,17 +91,20 @@ class SharedHits:
     def __init__(self, lineage, ids) -> None:
         self.ops: list[tuple] = []
         self.n = 0 if lineage is None else len(lineage)
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        self.carried = None  # isin(lineage.ids, ids), where a caller computed it (request_records)
+        ids = sorted_unique(np.asarray(ids, dtype=np.int64))
         if lineage is None or not lineage.has_context or not ids.size:
             return
         ctx = lineage.context
-        for b in ctx.blocks.values():
-            direct = np.flatnonzero(segments_any(isin_ids(b.pool, ids), b.starts, b.ends))
+        counted: dict = {}
+        blocks = list(ctx.blocks.values())
+        for b, in_pool in zip(blocks, pool_hits(blocks, ids)):
+            direct = np.flatnonzero(segments_any(in_pool, b.starts, b.ends))
             if not direct.size:
                 continue  # hit only through an earlier statistic, if at all: reported with that one
             mask = np.zeros(len(ctx), dtype=bool)
             mask[ctx.rows_referring(_reaching(ctx, b.base + direct))] = True  # read from the compact parts
-            self.ops.append((b.label, int(direct.size), int(b.m), _rows_read(ctx, b, direct), mask))
+            self.ops.append((b.label, int(direct.size), int(b.m), _rows_read(ctx, b, direct, counted), mask))
 
     def touched(self, exclude_samples) -> tuple[list[dict], int]:
         """(one entry per operation, the number of distinct samples affected over all of them), counting
@@ -153,7 +186,7 @@ def request_ids(lineage, request_sources, forget) -> np.ndarray:
     parts = [REGISTRY.ids_for_rows(r["path"], r["rows"], lineage.source_ids()) for r in request_sources]
     if not parts and len(forget):
         parts = [lineage.take(np.asarray(forget, dtype=np.int64)).ids]
-    return np.unique(np.concatenate(parts)) if parts else _EMPTY
+    return sorted_unique(np.concatenate(parts)) if parts else _EMPTY
 
 
 def attach_section(body: dict, lineage, request_sources, forget, removed: bool = False, how=None,
