@@ -219,13 +219,19 @@ def _reader(db: str):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_file_database_resolved_by_a_later_process(data):
-    t, _, tmp = data
+def _lazy_table_in_file(tmp) -> str:
+    """A database file holding t (loaded from t.csv) and agg, a lazily made grouping table over it."""
     db = str(tmp / "etl.duckdb")
     con = tpf.connect(db, capture="lazy")
     con.read_csv(tmp / "t.csv", name="t")
     con.execute("CREATE TABLE agg AS SELECT k, count(*) AS n FROM t GROUP BY k")
     con.close()
+    return db
+
+
+def test_file_database_resolved_by_a_later_process(data):
+    t, _, tmp = data
+    db = _lazy_table_in_file(tmp)
     raw = duckdb.connect(db)
     assert raw.execute("SELECT count(*) FROM __tp_lazy_tables").fetchall() == [(1,)]
     assert raw.execute("SELECT count(__tp_lin) FROM agg").fetchall() == [(0,)]
@@ -241,11 +247,7 @@ def test_file_database_resolved_by_a_later_process(data):
 
 def test_file_database_input_changed_by_another_program(data):
     _, _, tmp = data
-    db = str(tmp / "etl.duckdb")
-    con = tpf.connect(db, capture="lazy")
-    con.read_csv(tmp / "t.csv", name="t")
-    con.execute("CREATE TABLE agg AS SELECT k, count(*) AS n FROM t GROUP BY k")
-    con.close()
+    db = _lazy_table_in_file(tmp)
     raw = duckdb.connect(db)
     raw.execute("DELETE FROM t WHERE k = 3")
     raw.close()
