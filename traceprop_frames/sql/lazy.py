@@ -419,27 +419,23 @@ class WitnessSets:
             sql, label = self.constants[k]
             hashes = np.unique(keys[which == k])
             flat = PRESENT in sql  # shared.flat_side_query: its own filter on the keys referred to
-            partial = (flat or (label.startswith("IN") and sql.endswith(" AS __tp_w(__tp_v)"))) and len(
-                hashes
-            ) <= 8
-            if k in self._whole or not partial:
+            by_value = label.startswith("IN") and sql.endswith(" AS __tp_w(__tp_v)")
+            if k in self._whole or not (flat or by_value) or len(hashes) > 8:
                 if k not in self._whole:
                     self._whole[k] = self._block(with_present(sql, None), label, blocks)
                 blocks[k] = self._whole[k]
                 continue
             part = (k, tuple(hashes.tolist()))
-            if part not in self._part and flat:
-                while len(self._part) >= _PLANS:
-                    self._part.pop(next(iter(self._part)))
-                self._part[part] = self._block(with_present(sql, hashes), label, blocks)
-            elif part not in self._part:
-                # key h = hash(v) >> 32: a range of hash(v), which DuckDB pushes into the witness's scan
-                ranges = " OR ".join(
-                    f"hash(__tp_w.__tp_v) BETWEEN CAST({h << KEY_BITS} AS UBIGINT) AND "
-                    f"CAST({((h + 1) << KEY_BITS) - 1} AS UBIGINT)"
-                    for h in part[1]
-                )
-                query = f"{sql} WHERE {ranges}"
+            if part not in self._part:
+                if flat:
+                    query = with_present(sql, hashes)
+                else:  # key h = hash(v) >> 32: a range of hash(v), which DuckDB pushes into the scan
+                    ranges = " OR ".join(
+                        f"hash(__tp_w.__tp_v) BETWEEN CAST({h << KEY_BITS} AS UBIGINT) AND "
+                        f"CAST({((h + 1) << KEY_BITS) - 1} AS UBIGINT)"
+                        for h in part[1]
+                    )
+                    query = f"{sql} WHERE {ranges}"
                 while len(self._part) >= _PLANS:
                     self._part.pop(next(iter(self._part)))
                 self._part[part] = self._block(query, label, blocks)
