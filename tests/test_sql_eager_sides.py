@@ -352,3 +352,29 @@ def test_outer_join_to_grouping_derived_table_in_an_aggregate(data, tmp_path):
         us = [u for u in range(16) if u % 2 == par]
         want = _rows("u", us).union(*(_rows("l", groups[u]) for u in us if u in groups))
         assert got == want, par
+
+
+def test_in_witness_with_a_correlated_aggregate_scans_once(data, tmp_path):
+    """q20's shape: the IN list's rows compare with a correlated sum, and their lineage lists the sum's
+    rows; the side query computes both in one subquery (one struct) instead of two."""
+    _, o, l_ = data
+    con = _fresh(tmp_path, o, l_)
+    q = (
+        "SELECT u FROM u WHERE u IN (SELECT l.ok FROM l WHERE l.q * 20 > (SELECT sum(o.x) FROM o "
+        "WHERE o.ok = l.ok AND o.g <> 'c')) ORDER BY u"
+    )
+    df = con.sql(q)
+    sides = [sql for sql, _ in _plan(con, q).constants if "__tp_s.__tp_v" in sql]
+    assert len(sides) == 1 and sides[0].count("FROM o") == 1, "the two subqueries were not merged"
+    ok, gx = o["ok"].to_numpy(), o["g"].to_numpy() != "c"
+    want_rows = {}
+    for j in range(len(l_)):
+        if pd.isna(l_["ok"][j]):
+            continue
+        k = int(l_["ok"][j])
+        read = np.flatnonzero((ok == k) & gx)
+        if read.size and l_["q"][j] * 20 > o["x"].to_numpy()[read].sum():
+            want_rows.setdefault(k, set()).update(_rows("l", [j]) | _rows("o", read))
+    assert list(df["u"]) == sorted(want_rows)
+    for u, got in zip(df["u"], _sets(df)):
+        assert got == _rows("u", [u]) | want_rows[u], u
