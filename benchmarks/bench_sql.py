@@ -17,6 +17,7 @@ TPC-H at a given scale factor, eager and lazy capture side by side (tables gener
     python benchmarks/bench_sql.py --tpch-sf 1 --repeat 5            # plain / eager / lazy, one-row lineage
     python benchmarks/bench_sql.py --tpch-sf 1 --memory-sf           # peak RSS: plain / eager / lazy, 22 queries
     python benchmarks/bench_sql.py --tpch-sf 1 --cpu                 # CPU seconds instead of wall clock
+    python benchmarks/bench_sql.py --tpch-sf 1 --queries 4 13        # only these TPC-H queries
 
 Plain, eager and lazy run on the same loaded tables of one connection (``con.raw.sql(q).df()``, then
 ``con.sql(q)`` with ``con.capture = "eager"`` and ``"lazy"``), interleaved, median of ``--repeat``.
@@ -160,8 +161,9 @@ def _one_row(con, q: str, repeat: int) -> tuple[float, float]:
     return out[0], statistics.median(out[1:])
 
 
-def tpch_modes(data: Path, queries: Path, repeat: int) -> list[tuple]:
-    """(query, plain s, eager s, lazy s, one-row lineage s) per TPC-H query, tables loaded once."""
+def tpch_modes(data: Path, queries: Path, repeat: int, only: list[int] | None = None) -> list[tuple]:
+    """(query, plain s, eager s, lazy s, one-row lineage s) per TPC-H query (``only``: these query
+    numbers), tables loaded once."""
     con = tpf.connect()
     for t in TPCH_TABLES:
         con.read_parquet(data / f"{t}.parquet", name=t)
@@ -171,7 +173,7 @@ def tpch_modes(data: Path, queries: Path, repeat: int) -> list[tuple]:
         return con.sql(q)
 
     rows = []
-    for n in range(1, 23):
+    for n in only or range(1, 23):
         q = (queries / f"q{n:02d}.sql").read_text()
         p, e, lz = _median_three(
             [lambda q=q: con.raw.sql(q).df(), lambda q=q: traced(q, "eager"), lambda q=q: traced(q, "lazy")],
@@ -315,6 +317,9 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--cpu", action="store_true", help="with --tpch-sf: CPU seconds (all threads) instead of wall clock"
     )
+    ap.add_argument(
+        "--queries", type=int, nargs="*", default=None, help="with --tpch-sf: only these TPC-H query numbers"
+    )
     ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_peak_all", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -329,8 +334,8 @@ def main(argv=None) -> None:
         if args.memory_sf:
             return memory_all(data, Path(args.tpch))
         folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
-        rows = [credit_modes(n, args.repeat, folder) for n in args.applicants]
-        print_modes(rows + tpch_modes(data, Path(args.tpch), args.repeat))
+        rows = [] if args.queries else [credit_modes(n, args.repeat, folder) for n in args.applicants]
+        print_modes(rows + tpch_modes(data, Path(args.tpch), args.repeat, args.queries))
         return None
     folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
     tpch = Path(args.tpch)

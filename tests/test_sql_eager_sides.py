@@ -240,3 +240,141 @@ def test_plan_kept_until_the_table_changes(data, tmp_path):
     got = {int(r) for p, rows in again.tp.sources(0).items() if Path(p).stem == "o2" for r in rows}
     was = {int(r) for p, rows in first.tp.sources(0).items() if Path(p).stem == "o" for r in rows}
     assert got == {len(o) - 1 - r for r in was}
+
+
+def _group_side(con, q) -> str:
+    """The side query that lists a grouping derived table's members (asserts the path was taken)."""
+    sides = [s.sql for s in _plan(con, q).correlated if "IS NOT DISTINCT FROM __tp_cv.__tp_c0" in s.sql]
+    assert sides, "the derived table's groups were not left to a side query"
+    return sides[0]
+
+
+def _fresh(tmp_path, o, l_):
+    """A connection of its own with o and l (another test of this module reloads o from another file)."""
+    con = tpf.connect(capture="eager")
+    for name, df in (("o", o), ("l", l_), ("u", pd.DataFrame({"u": np.arange(16)}))):
+        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
+        con.read_parquet(tmp_path / f"{name}.parquet", name=name)
+    return con
+
+
+def _l_groups(l_, mask) -> dict:
+    """l's rows under ``mask`` grouped by ok as GROUP BY groups them (NULL keys form one group)."""
+    ok = l_["ok"].astype("float").to_numpy()
+    keys = np.where(np.isnan(ok), -1, ok)
+    return {k: np.flatnonzero(mask & (keys == k)) for k in np.unique(keys[mask])}
+
+
+def test_aggregate_over_a_grouping_derived_table(data, tmp_path):
+    """q13's shape, with a NULL group key (its members are found with IS NOT DISTINCT FROM)."""
+    _, o, l_ = data
+    con = _fresh(tmp_path, o, l_)
+    q = "SELECT n, count(*) AS c FROM (SELECT l.ok, count(*) FROM l GROUP BY l.ok) AS t(ok, n) GROUP BY n ORDER BY n"
+    df = con.sql(q)
+    _group_side(con, q)
+    groups = _l_groups(l_, np.ones(len(l_), dtype=bool))
+    assert any(k == -1 for k in groups), "the data has no NULL key"
+    for n, got in zip(df["n"], _sets(df)):
+        want = set().union(*(_rows("l", m) for m in groups.values() if len(m) == n))
+        assert got == want, n
+
+
+def test_aggregate_over_an_outer_join_derived_table(data, tmp_path):
+    """q13 itself: a LEFT JOIN inside the groups (a group without a match has its own row only)."""
+    _, o, l_ = data
+    con = _fresh(tmp_path, o, l_)
+    q = (
+        "SELECT c, count(*) AS k FROM (SELECT o.ok, count(l.q) FROM o LEFT JOIN l ON o.ok = l.ok AND l.f "
+        "GROUP BY o.ok) AS t(ok, c) GROUP BY c ORDER BY k DESC, c DESC"
+    )
+    df = con.sql(q)
+    _group_side(con, q)
+    plain = duckdb.connect()
+    plain.register("o", o)
+    plain.register("l", l_)
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(q).df())
+    members = {}
+    for k in np.unique(o["ok"]):
+        w = np.flatnonzero(_eq(l_["ok"], np.full(len(l_), k)) & l_["f"].to_numpy())
+        members[k] = (
+            len(w) * np.sum(o["ok"].to_numpy() == k),
+            _rows("o", np.flatnonzero(o["ok"] == k)) | _rows("l", w),
+        )
+    for c, got in zip(df["c"], _sets(df)):
+        assert got == set().union(*(m for n, m in members.values() if n == c)), c
+
+
+def test_rows_of_a_grouping_derived_table_with_having(data, tmp_path):
+    """No outer aggregate: one group per row; a LEFT JOIN leaves some rows without a group (NULL)."""
+    _, o, l_ = data
+    con = _fresh(tmp_path, o, l_)
+    q = (
+        "SELECT u.u, t.n FROM u LEFT JOIN (SELECT ok, count(*) AS n FROM l WHERE f GROUP BY ok "
+        "HAVING count(*) > 1) AS t ON u.u = t.ok ORDER BY u.u"
+    )
+    df = con.sql(q)
+    _group_side(con, q)
+    groups = _l_groups(l_, l_["f"].to_numpy())
+    assert df["n"].isna().any() and df["n"].notna().any()
+    for u, n, got in zip(df["u"], df["n"], _sets(df)):
+        want = _rows("u", [u])
+        if not pd.isna(n):
+            assert len(groups[u]) == n
+            want |= _rows("l", groups[u])
+        assert got == want, u
+
+
+def test_grouping_derived_table_by_an_alias_keeps_its_list(data, tmp_path):
+    """GROUP BY a select alias: the members query could not name it, so the in-query list stays."""
+    _, o, l_ = data
+    con = _fresh(tmp_path, o, l_)
+    q = "SELECT n, count(*) AS c FROM (SELECT ok + 1 AS k, count(*) AS n FROM l GROUP BY k) AS t GROUP BY n ORDER BY n"
+    df = con.sql(q)
+    assert not any("IS NOT DISTINCT FROM __tp_cv" in s.sql for s in _plan(con, q).correlated)
+    groups = _l_groups(l_, np.ones(len(l_), dtype=bool))
+    for n, got in zip(df["n"], _sets(df)):
+        assert got == set().union(*(_rows("l", m) for m in groups.values() if len(m) == n)), n
+
+
+def test_outer_join_to_grouping_derived_table_in_an_aggregate(data, tmp_path):
+    """A row the LEFT JOIN leaves without a group reads no group, not the NULL-key group's members."""
+    _, o, l_ = data
+    con = _fresh(tmp_path, o, l_)
+    q = (
+        "SELECT u.u % 2 AS par, count(t.n) AS c FROM u LEFT JOIN (SELECT ok, count(*) AS n FROM l GROUP BY ok) "
+        "AS t ON u.u = t.ok GROUP BY par ORDER BY par"
+    )
+    df = con.sql(q)
+    _group_side(con, q)
+    groups = _l_groups(l_, np.ones(len(l_), dtype=bool))
+    assert -1 in groups and not set(range(16)) <= set(groups), "needs a NULL key and unmatched rows"
+    for par, got in zip(df["par"], _sets(df)):
+        us = [u for u in range(16) if u % 2 == par]
+        want = _rows("u", us).union(*(_rows("l", groups[u]) for u in us if u in groups))
+        assert got == want, par
+
+
+def test_in_witness_with_a_correlated_aggregate_scans_once(data, tmp_path):
+    """q20's shape: the IN list's rows compare with a correlated sum, and their lineage lists the sum's
+    rows; the side query computes both in one subquery (one struct) instead of two."""
+    _, o, l_ = data
+    con = _fresh(tmp_path, o, l_)
+    q = (
+        "SELECT u FROM u WHERE u IN (SELECT l.ok FROM l WHERE l.q * 20 > (SELECT sum(o.x) FROM o "
+        "WHERE o.ok = l.ok AND o.g <> 'c')) ORDER BY u"
+    )
+    df = con.sql(q)
+    sides = [sql for sql, _ in _plan(con, q).constants if "__tp_s.__tp_v" in sql]
+    assert len(sides) == 1 and sides[0].count("FROM o") == 1, "the two subqueries were not merged"
+    ok, gx = o["ok"].to_numpy(), o["g"].to_numpy() != "c"
+    want_rows = {}
+    for j in range(len(l_)):
+        if pd.isna(l_["ok"][j]):
+            continue
+        k = int(l_["ok"][j])
+        read = np.flatnonzero((ok == k) & gx)
+        if read.size and l_["q"][j] * 20 > o["x"].to_numpy()[read].sum():
+            want_rows.setdefault(k, set()).update(_rows("l", [j]) | _rows("o", read))
+    assert list(df["u"]) == sorted(want_rows)
+    for u, got in zip(df["u"], _sets(df)):
+        assert got == _rows("u", [u]) | want_rows[u], u

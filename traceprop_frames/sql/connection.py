@@ -1151,6 +1151,8 @@ class TracedConnection:
 
 def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Row i = the concatenation of row i of every part (vectorised, no loop over rows)."""
+    if len(parts) > 1:  # parts without any id (a NULL lineage column) add nothing
+        parts = [p for p in parts if len(p[1])] or parts[:1]
     if len(parts) == 1:
         return parts[0]
     lengths = [np.diff(off) for off, _ in parts]

@@ -201,7 +201,109 @@ def _present_rows(wq: exp.Select, kind: str, with_: str) -> str | None:
         return None
     rows = wq.copy()
     rows.where(f"hash({value.sql(dialect=DIALECT)}) >> {KEY_BITS} IN ({PRESENT})", copy=False)
-    return side_query(rows, kind, with_, keyed=True)[0]
+    return side_query(_one_scan(rows), kind, with_, keyed=True)[0]
+
+
+def _conjuncts(e: exp.Expression) -> list[exp.Expression]:
+    while isinstance(e, exp.Paren):
+        e = e.this
+    if isinstance(e, exp.And):
+        return _conjuncts(e.this) + _conjuncts(e.expression)
+    return [e]
+
+
+def _scalar_body(s: exp.Subquery) -> exp.Select | None:
+    """The SELECT of a one-expression scalar subquery with a FROM and no grouping, limit or nesting."""
+    q = s.this
+    if not isinstance(q, exp.Select) or len(q.expressions) != 1 or q.args.get("from_") is None:
+        return None
+    if any(
+        q.args.get(k) for k in ("group", "having", "distinct", "limit", "offset", "qualify", "with_", "order")
+    ):
+        return None
+    if q.find(exp.Window) is not None or any(x is not q for x in q.find_all(exp.Query)):
+        return None
+    return q
+
+
+def _field(table: str, name: str) -> exp.Expression:
+    return exp.Dot(this=exp.column("__tp_s", table=table), expression=exp.to_identifier(name))
+
+
+def _same_scan(body: exp.Select) -> str:
+    """A subquery's FROM, joins and WHERE as text: two subqueries with the same read the same rows."""
+    return "|".join(
+        body.args[k].sql(dialect=DIALECT) if body.args.get(k) else "" for k in ("from_", "where")
+    ) + ("|".join(j.sql(dialect=DIALECT) for j in body.args.get("joins") or []))
+
+
+def _one_scan(wq: exp.Select) -> exp.Select:
+    """A witness row query whose WHERE compares with a correlated aggregate and whose lineage lists the
+    same subquery's rows (TPC-H q20's ``ps_availqty > (SELECT 0.5 * sum(l_quantity) FROM lineitem WHERE
+    l_partkey = ps_partkey ...)`` beside ``(SELECT list(lineitem.__tp_rid) FROM lineitem WHERE <same>)``),
+    with both computed by one subquery: DuckDB decorrelates each subquery into its own scan and
+    aggregate of ``lineitem``. The query's single table becomes a derived table of the same name with
+    the other conjuncts and a ``struct_pack(__tp_v := value, __tp_l := list)`` column ``__tp_s``; the
+    comparison reads ``__tp_s.__tp_v`` and the lineage ``__tp_s.__tp_l``. A scalar subquery that
+    aggregates returns one row whether or not rows match, so both read what they read before. ``wq``
+    unchanged where it is not of that form."""
+    src = wq.args.get("from_")
+    where = wq.args.get("where")
+    if where is None or src is None or not isinstance(src.this, exp.Table) or wq.args.get("joins"):
+        return wq
+    if any(wq.args.get(k) for k in ("group", "having", "distinct", "limit", "offset", "qualify", "windows")):
+        return wq
+    lin = wq.expressions[-1]
+    lists = {}
+    for s in lin.find_all(exp.Subquery):
+        body = _scalar_body(s)
+        if (
+            body is not None
+            and _call(body.expressions[0], "list", 1)
+            and s.find_ancestor(exp.Subquery) is None
+        ):
+            lists.setdefault(_same_scan(body), s)
+    conj = _conjuncts(where.this)
+    for i, c in enumerate(conj):
+        for sv in c.find_all(exp.Subquery):
+            body = _scalar_body(sv)
+            if body is None or not _has_agg_call(body.expressions[0]):
+                continue
+            sl = lists.get(_same_scan(body))
+            if sl is None or sv.find_ancestor(exp.Subquery) is not None:
+                continue
+            name = src.this.alias_or_name
+            both = body.copy()
+            value = both.expressions[0]
+            both.set(
+                "expressions",
+                [
+                    exp.Anonymous(
+                        this="struct_pack",
+                        expressions=[
+                            exp.PropertyEQ(this=exp.to_identifier("__tp_v"), expression=value),
+                            exp.PropertyEQ(
+                                this=exp.to_identifier("__tp_l"), expression=sl.this.expressions[0].copy()
+                            ),
+                        ],
+                    )
+                ],
+            )
+            inner = exp.select("*", exp.alias_(exp.Subquery(this=both), "__tp_s")).from_(src.this.copy())
+            rest = [x.copy() for j, x in enumerate(conj) if j != i]
+            if rest:
+                inner.where(exp.and_(*rest), copy=False)
+            out = wq.copy()
+            cmp_ = c.copy()  # the comparison and the lineage read the struct's fields
+            next(x for x in cmp_.find_all(exp.Subquery) if x == sv).replace(_field(name, "__tp_v"))
+            out.set("where", exp.Where(this=cmp_))
+            next(x for x in out.expressions[-1].find_all(exp.Subquery) if x == sl).replace(
+                _field(name, "__tp_l")
+            )
+            alias = exp.TableAlias(this=exp.to_identifier(name))
+            out.set("from_", exp.From(this=exp.Subquery(this=inner, alias=alias)))
+            return out
+    return wq
 
 
 def _has_agg_call(e: exp.Expression) -> bool:
