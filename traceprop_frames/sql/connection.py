@@ -33,6 +33,7 @@ from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
+from traceprop_frames.sql.join_refs import JoinRefs, gather_lists, ids_csr, plan_join_refs
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
     Resolver,
@@ -264,6 +265,7 @@ class TracedConnection:
         self._txn_filled: dict[str, PendingTable] = {}  # filled inside it: pending again on ROLLBACK
         self._txn_versions: dict[str, int] = {}  # table write counts when it began
         self._names: dict = {}  # query text -> (catalog, number of columns, DuckDB's column names)
+        self._join_refs: dict = {}  # query text -> (catalog, rewrite, JoinRefs or None): see sql.join_refs
 
     _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
 
@@ -606,6 +608,13 @@ class TracedConnection:
                 continue
             try:
                 if what == "query":
+                    refs = self._join_refs_plan(text, rw, single)
+                    by_refs = (
+                        None if refs is None else self._query_by_refs(refs, rw, text, simple_names, single)
+                    )
+                    if by_refs is not None:
+                        table = None
+                        break
                     table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
                 else:
                     self._run_write(stmt, sql)
@@ -636,6 +645,15 @@ class TracedConnection:
                 self._nodes[target] = node
             else:
                 self._nodes[target] = OpNode("sql_insert", {"table": target}, (self._nodes[target], node))
+        if what == "query" and by_refs is not None:
+            df, parts = by_refs
+            to_process = self._sources.to_process
+
+            def compose():  # the arrays read at capture, composed when the lineage is first read
+                off, ids = _concat_csr([p() for p in parts])
+                return off, to_process(ids)
+
+            return attach(df, RowLineage.deferred(len(df), compose, (), node, has_context=False))
         if table is None:
             return None
         n_data = table.num_columns - rw.n_hidden
@@ -670,18 +688,83 @@ class TracedConnection:
     def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool, single: bool = False):
         """Column names exactly as DuckDB names them for the original query (binds it, does not run it;
         kept with the query's eager plan)."""
-        if simple_names:
-            return table
-        hit = self._eager_plans.get(text) if single else None
-        if hit is not None and hit[0] is self._cat and hit[2] is not None and len(hit[2]) == n_data:
-            names = hit[2]
-        else:
-            names = self._original_names(text, n_data)
-            if hit is not None and hit[0] is self._cat:
-                hit[2] = names
+        names = self._result_names(text, n_data, simple_names, single)
         if names is not None:
             table = table.rename_columns([*names, *table.column_names[n_data:]])
         return table
+
+    def _result_names(self, text: str, n_data: int, simple_names: bool, single: bool) -> list[str] | None:
+        """The names :meth:`_fix_names` gives the data columns; None where the rewrite keeps them."""
+        if simple_names:
+            return None
+        hit = self._eager_plans.get(text) if single else None
+        if hit is not None and hit[0] is self._cat and hit[2] is not None and len(hit[2]) == n_data:
+            return hit[2]
+        names = self._original_names(text, n_data)
+        if hit is not None and hit[0] is self._cat:
+            hit[2] = names
+        return names
+
+    def _join_refs_plan(self, text: str, rw, single: bool) -> JoinRefs | None:
+        """The :class:`~traceprop_frames.sql.join_refs.JoinRefs` of eager rewrite ``rw``, kept per query
+        text while the catalog and the rewrite are the same."""
+        hit = self._join_refs.get(text) if single else None
+        if hit is not None and hit[0] is self._cat and hit[1] is rw:
+            return hit[2]
+        plan = plan_join_refs(rw, self._catalog(), self._table_oids())
+        if single:
+            while len(self._join_refs) >= 256:
+                self._join_refs.pop(next(iter(self._join_refs)))
+            self._join_refs[text] = (self._cat, rw, plan)
+        return plan
+
+    def _query_by_refs(self, refs: JoinRefs, rw, text: str, simple_names: bool, single: bool):
+        """Run an eager query whose joined tables' lineage lists are read once and gathered by ``rowid``
+        (see :mod:`traceprop_frames.sql.join_refs`): (frame, one function per lineage part giving its CSR
+        arrays from what was read now), or None where DuckDB refuses it (the usual path then runs the
+        query and reports any error as it always has)."""
+        own = self._own_begin()  # the query and the list reads see the same rows
+        try:
+            rel = self.raw.sql(refs.sql)
+            types = [str(t) for t in rel.types]
+            n_hidden = len(refs.tables)
+            n_data = len(types) - n_hidden
+            names = self._result_names(text, n_data, simple_names, single)
+            if n_data and all(_same_through_arrow(t) for t in types[:n_data]) and _unique(names):
+                # one conversion, as the plain query's .df(): every hidden column is an integer
+                df = rel.df()
+                hidden = [
+                    df.iloc[:, n_data + i].to_numpy(dtype=np.int64, na_value=-1) for i in range(n_hidden)
+                ]
+                df = df.iloc[:, :n_data]
+                if names is not None:
+                    df.columns = names
+            else:
+                table = self._fix_names(rel.to_arrow_table(), text, n_data, simple_names, single)
+                hidden = [
+                    np.asarray(table.column(n_data + i).fill_null(-1).to_numpy(), dtype=np.int64)
+                    for i in range(n_hidden)
+                ]
+                data = table.select(list(range(n_data)))
+                df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+            lists = {
+                t: self.raw.sql(f"SELECT rowid, {LIN} FROM {_quote(t)}").to_arrow_table()
+                for t in dict.fromkeys(t for t in refs.tables if t is not None)
+            }
+            if own:
+                self.raw.commit()
+        except duckdb.Error:
+            if own:
+                with contextlib.suppress(duckdb.Error):
+                    self.raw.rollback()
+            return None
+        parts = [
+            (lambda v=v: ids_csr(v))
+            if t is None
+            else (lambda v=v, t=lists[t]: gather_lists(t, v, lineage_from_arrow))
+            for v, t in zip(hidden, refs.tables)
+        ]
+        return df, parts
 
     def _original_names(self, text: str, n_data: int) -> list[str] | None:
         """The result's column names as DuckDB gives them to ``text`` (binding only). Where the text does

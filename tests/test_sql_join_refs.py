@@ -1,0 +1,183 @@
+"""Eager queries that join tables with stored lineage read it by ``rowid`` (``sql.join_refs``).
+
+Oracles: brute force (pandas: the source rows of ``t`` and ``u`` whose values make each result row) for
+the lineage; the plain query on ``con.raw`` and the same connection with the path switched off for the
+frame. Every test also asserts which path ran.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import traceprop_frames as tpf
+from traceprop_frames.sql import connection as sql_connection
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(5)
+    t = pd.DataFrame({"id": np.arange(60), "k": rng.integers(0, 12, 60), "v": rng.normal(size=60).round(3)})
+    u = pd.DataFrame({"k": rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, None], 90), "w": rng.integers(0, 100, 90)})
+    t.to_csv(tmp_path / "t.csv", index=False)
+    u.to_parquet(tmp_path / "u.parquet")
+    return t, u, tmp_path
+
+
+def _connect(tmp, capture="eager", database=":memory:"):
+    con = tpf.connect(database, capture=capture)
+    con.read_csv(tmp / "t.csv", name="t")
+    con.read_parquet(tmp / "u.parquet", name="u")
+    return con
+
+
+def _expected(df: pd.DataFrame, t: pd.DataFrame, u: pd.DataFrame, tmp, sides: list[str]) -> list[dict]:
+    """Per result row: {file: sorted rows}: t's row with the result's ``id``, and for each side column
+    (a key the result joined an aggregate of u on; NULL: nothing joined) u's rows with that key."""
+    out = []
+    for _, r in df.iterrows():
+        exp = {str(tmp / "t.csv"): [int(r["id"])]}
+        rows: list[int] = []
+        for side in sides:
+            key = r[side]
+            if not pd.isna(key):
+                rows += np.flatnonzero(u["k"].to_numpy(dtype=float) == float(key)).tolist()
+        if rows:
+            exp[str(tmp / "u.parquet")] = sorted(rows)
+        out.append(exp)
+    return out
+
+
+def _got(df: pd.DataFrame) -> list[dict]:
+    lin = df.tp.lineage()
+    out = []
+    for i in range(len(df)):
+        src = df.tp.sources(rows=[i])
+        out.append({k: sorted(int(x) for x in v) for k, v in src.items() if len(v)})
+        assert len(lin.row_ids(i)) == sum(len(v) for v in out[-1].values())  # no id twice
+    return out
+
+
+def _taken(con, query: str) -> bool:
+    hit = con._join_refs.get(query)
+    return hit is not None and hit[2] is not None and "rowid" in hit[2].sql
+
+
+AGG = "CREATE OR REPLACE TABLE agg AS SELECT k, sum(w) AS sw, count(*) AS n FROM u GROUP BY k"
+QUERIES = [
+    ("SELECT t.id, t.v, a.sw, a.k AS ak FROM t LEFT JOIN agg a USING (k)", ["ak"]),
+    ("SELECT t.id, a.n, a.k AS ak FROM t JOIN agg a ON t.k = a.k WHERE t.v > 0 ORDER BY t.id LIMIT 7", ["ak"]),
+    ("SELECT t.*, a.sw, b.k AS bk, a.k AS ak FROM t LEFT JOIN agg a ON a.k = t.k "
+     "LEFT JOIN agg b ON b.k = t.k - 1", ["ak", "bk"]),  # the same table twice
+    ("SELECT agg.k AS ak, t.id FROM agg, t WHERE agg.k = t.k AND t.id % 3 = 0", ["ak"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("query,sides", QUERIES)
+def test_joined_lineage_by_rowid_matches_brute_force(data, query, sides):
+    t, u, tmp = data
+    con = _connect(tmp)
+    con.execute(AGG)
+    df = con.sql(query)
+    assert _taken(con, query)
+    assert _got(df) == _expected(df, t, u, tmp, sides)
+    plain = con.raw.sql(query.replace("t.*", "t.* EXCLUDE (__tp_rid)")).df()
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), plain)
+
+
+def test_same_frame_and_lineage_as_the_list_path(data, monkeypatch):
+    t, u, tmp = data
+    query = QUERIES[2][0]
+    out = []
+    for on in (True, False):
+        if not on:
+            monkeypatch.setattr(sql_connection, "plan_join_refs", lambda *a: None)
+        con = _connect(tmp)
+        con.execute(AGG)
+        df = con.sql(query)
+        assert _taken(con, query) == on
+        out.append((df.reset_index(drop=True), _got(df)))
+    pd.testing.assert_frame_equal(out[0][0], out[1][0])
+    assert out[0][1] == out[1][1]
+
+
+def test_table_filled_later_by_update(data):
+    """A lazy CREATE TABLE AS filled by UPDATE (DuckDB moves the rows: new rowids) read eagerly."""
+    t, u, tmp = data
+    con = _connect(tmp, capture="lazy")
+    con.execute(AGG)
+    con.capture = "eager"
+    query = QUERIES[0][0]
+    df = con.sql(query)
+    assert _taken(con, query)
+    assert con.raw.execute("SELECT min(rowid) FROM agg").fetchall()[0][0] > 0  # the rows moved
+    assert _got(df) == _expected(df, t, u, tmp, ["ak"])
+
+
+def test_a_column_named_rowid_keeps_the_list_path(data):
+    t, u, tmp = data
+    con = _connect(tmp)
+    con.execute("CREATE TABLE agg AS SELECT k, sum(w) AS rowid FROM u GROUP BY k")
+    query = "SELECT t.id, a.rowid AS r, a.k AS ak FROM t LEFT JOIN agg a USING (k)"
+    df = con.sql(query)
+    assert not _taken(con, query)
+    assert _got(df) == _expected(df, t, u, tmp, ["ak"])
+
+
+def test_inside_a_transaction_and_after_rollback(data):
+    t, u, tmp = data
+    con = _connect(tmp)
+    con.execute(AGG)
+    query = QUERIES[0][0]
+    con.execute("BEGIN")
+    con.execute("DELETE FROM agg WHERE k = 3")
+    df = con.sql(query)
+    assert _taken(con, query)
+    got = _got(df)
+    assert got == _expected(df, t, u, tmp, ["ak"])
+    assert all(df["ak"].dropna() != 3)
+    con.execute("ROLLBACK")
+    df = con.sql(query)
+    assert (df["ak"] == 3).any()
+    assert _got(df) == _expected(df, t, u, tmp, ["ak"])
+
+
+def test_types_that_leave_through_arrow(data):
+    """A BLOB column: the frame goes through Arrow as before (one .df() would give bytes)."""
+    t, u, tmp = data
+    con = _connect(tmp)
+    con.execute(AGG)
+    query = "SELECT t.id, encode(CAST(t.v AS VARCHAR)) AS b, a.k AS ak FROM t LEFT JOIN agg a USING (k)"
+    df = con.sql(query)
+    assert _taken(con, query)
+    assert isinstance(df["b"].iloc[0], bytearray)
+    assert _got(df) == _expected(df, t, u, tmp, ["ak"])
+
+
+def test_file_database_read_by_a_later_process(data):
+    t, u, tmp = data
+    db = str(tmp / "x.duckdb")
+    con = _connect(tmp, database=db)
+    con.execute(AGG)
+    con.close()
+    query = QUERIES[0][0]
+    script = (
+        "import json, traceprop_frames as tpf\n"
+        f"con = tpf.connect({db!r}, capture='eager')\n"
+        f"df = con.sql({query!r})\n"
+        f"hit = con._join_refs[{query!r}][2]\n"
+        "rows = [{k: sorted(int(x) for x in v) for k, v in df.tp.sources(rows=[i]).items() if len(v)}\n"
+        "        for i in range(len(df))]\n"
+        "print(json.dumps({'taken': hit is not None, 'id': df['id'].tolist(), "
+        "'ak': [None if a != a else a for a in df['ak'].astype(float)], 'rows': rows}))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    out = json.loads(res.stdout)
+    assert out["taken"]
+    df = pd.DataFrame({"id": out["id"], "ak": out["ak"]})
+    assert out["rows"] == _expected(df, t, u, tmp, ["ak"])
