@@ -181,3 +181,51 @@ def test_file_database_read_by_a_later_process(data):
     assert out["taken"]
     df = pd.DataFrame({"id": out["id"], "ak": out["ak"]})
     assert out["rows"] == _expected(df, t, u, tmp, ["ak"])
+
+
+def test_eager_ctas_again_parses_nothing_and_keeps_the_catalog(data, monkeypatch):
+    """The same CREATE OR REPLACE TABLE AS again: planned once, catalog patched (not re-read); the
+    table's lineage is that of the rows it has now (brute force), also after its source changed."""
+    t, u, tmp = data
+    con = _connect(tmp)
+    query = QUERIES[0][0]
+    for _ in range(2):  # the first plan was made before agg existed: the second is the one kept
+        con.execute(AGG)
+        con.sql(query)
+    cat = con._cat
+    parsed = []
+    real = con._parse
+    monkeypatch.setattr(con, "_parse", lambda q: parsed.append(q) or real(q))
+    for _ in range(2):
+        con.execute(AGG)
+        df = con.sql(query)
+    assert parsed == [] and con._cat is cat and AGG in con._eager_ctas
+    assert _got(df) == _expected(df, t, u, tmp, ["ak"])
+    con.execute("DELETE FROM agg WHERE k = 2")  # not a CTAS: the catalog is read again
+    assert con._cat is None
+    con.execute(AGG)  # back, through the cached plan
+    df = con.sql(query)
+    assert (df["ak"] == 2).any()
+    assert _got(df) == _expected(df, t, u, tmp, ["ak"])
+
+
+def test_eager_ctas_that_changes_the_table_kind(data):
+    """agg made again as a row-preserving table (row ids, not lists): the catalog follows."""
+    t, u, tmp = data
+    con = _connect(tmp)
+    query = "SELECT t.id, a.w, a.k AS ak FROM t JOIN agg a USING (k)"
+    con.execute(AGG)
+    con.sql("SELECT t.id, a.sw, a.k AS ak FROM t JOIN agg a USING (k)")
+    con.execute("CREATE OR REPLACE TABLE agg AS SELECT k, w FROM u WHERE w > 50")
+    df = con.sql(query)
+    assert not _taken(con, query)  # only row ids: nothing to gather
+    plain = con.raw.sql("SELECT t.id, a.w, a.k AS ak, a.__tp_rid AS r FROM t JOIN agg a USING (k)").df()
+    u_rows = plain["r"].to_numpy() & ((1 << 40) - 1)
+    exp = [
+        {str(tmp / "t.csv"): [int(i)], str(tmp / "u.parquet"): [int(r)]} for i, r in zip(plain["id"], u_rows)
+    ]
+    assert sorted(map(str, _got(df))) == sorted(map(str, exp))
+    con.execute(AGG)
+    df = con.sql(QUERIES[0][0])
+    assert _taken(con, QUERIES[0][0])
+    assert _got(df) == _expected(df, t, u, tmp, ["ak"])

@@ -266,6 +266,8 @@ class TracedConnection:
         self._txn_versions: dict[str, int] = {}  # table write counts when it began
         self._names: dict = {}  # query text -> (catalog, number of columns, DuckDB's column names)
         self._join_refs: dict = {}  # query text -> (catalog, rewrite, JoinRefs or None): see sql.join_refs
+        # eager CREATE TABLE ... AS text -> (catalog, statement, (SQL, "create", rewrite), table, columns)
+        self._eager_ctas: dict = {}
 
     _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
 
@@ -575,6 +577,9 @@ class TracedConnection:
             hit = self._eager_plans.get(query)
             if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
                 return self._run_one(None, query, hit[3], None, single=True)
+            hit = self._eager_ctas.get(query)
+            if hit is not None and hit[0] is self._cat:  # a CREATE TABLE ... AS planned before
+                return self._run_one(hit[1], query, False, hit[3], single=True)
         stmts = self._parse(query)
         if parameters is not None:
             stmts = [_bind_parameters(s, parameters) for s in stmts]
@@ -618,7 +623,11 @@ class TracedConnection:
                     table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
                 else:
                     self._run_write(stmt, sql)
-                    self._cat = None  # DDL / DML may change which tables carry lineage
+                    made = self._eager_ctas.get(text) if single and what == "create" else None
+                    if made is not None and made[2][2] is rw:  # a table of known columns: patched
+                        self._patch_catalog(made[3], made[4], rw.kind)
+                    else:
+                        self._cat = None  # DDL / DML may change which tables carry lineage
                     if isinstance(stmt, (exp.Create, exp.Drop)) and str(stmt.args.get("kind")).upper() in (
                         "MACRO",
                         "FUNCTION",
@@ -675,8 +684,15 @@ class TracedConnection:
         hit = self._eager_plans.get(text) if single else None
         if hit is not None and hit[0] is cat:
             return hit[1]
+        made = self._eager_ctas.get(text) if single else None
+        if made is not None and made[0] is cat:
+            if self._pending:
+                self._materialise_reads(stmt)
+            return made[2]
         simple = _names_survive(stmt)  # (before the rewrite changes stmt in place)
         sql, what, rw = self._plan(stmt, cat)
+        if what == "create" and single:
+            self._plan_eager_ctas(stmt, text, cat, (sql, what, rw))
         if what == "query":
             prepare(rw, cat)
             if single:
@@ -684,6 +700,31 @@ class TracedConnection:
                     self._eager_plans.pop(next(iter(self._eager_plans)))
                 self._eager_plans[text] = [cat, (sql, what, rw), None, simple]
         return sql, what, rw
+
+    def _plan_eager_ctas(self, stmt: exp.Create, text: str, cat: Catalog, plan: tuple) -> None:
+        """Keep an eager ``CREATE [OR REPLACE] TABLE t AS SELECT ...``'s plan with the columns ``t`` gets
+        (bound, not run), so running it again parses nothing and patches the catalog instead of
+        re-reading it. Only the plain form (no column list, schema, TEMP or IF NOT EXISTS)."""
+        rw = plan[2]
+        if (
+            str(stmt.args.get("kind")).upper() != "TABLE"
+            or not isinstance(stmt.this, exp.Table)
+            or stmt.this.args.get("db")
+            or stmt.args.get("exists")
+            or stmt.args.get("properties")
+            or rw is None
+            or rw.kind not in (RID, LIN)
+        ):
+            return
+        try:
+            names = self.raw.sql(rw.sql).columns
+        except duckdb.Error:
+            return
+        if not names or names[-1] != rw.kind or len({n.lower() for n in names}) != len(names):
+            return
+        while len(self._eager_ctas) >= 256:
+            self._eager_ctas.pop(next(iter(self._eager_ctas)))
+        self._eager_ctas[text] = (cat, stmt, plan, stmt.this.name.lower(), list(names[:-1]))
 
     def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool, single: bool = False):
         """Column names exactly as DuckDB names them for the original query (binds it, does not run it;
@@ -1006,20 +1047,21 @@ class TracedConnection:
         self._nodes[target] = OpNode("sql", params, tuple(self._node(t) for t in plan.traced))
         return True
 
-    def _patch_catalog(self, table: str, columns: list[str]) -> None:
-        """The catalog after this connection made ``table`` (traced, ``columns``): patched, not re-read."""
+    def _patch_catalog(self, table: str, columns: list[str], kind: str = LIN) -> None:
+        """The catalog after this connection made ``table`` (hidden column ``kind``, ``columns``):
+        patched, not re-read."""
         self._oids = None
         cat = self._cat
         if cat is None:
             return
         if (
-            cat.hidden.get(table) == LIN
+            cat.hidden.get(table) == kind
             and cat.columns.get(table) == columns
             and table not in self._registered
         ):
             return  # the same table again (CREATE OR REPLACE): the catalog is unchanged
         self._registered.pop(table, None)
-        hidden = {**cat.hidden, table: LIN}
+        hidden = {**cat.hidden, table: kind}
         self._cat = self._last_cat = Catalog(hidden, cat.aggregates, {**cat.columns, table: list(columns)})
 
     def _own_begin(self) -> bool:
