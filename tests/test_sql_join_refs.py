@@ -229,3 +229,19 @@ def test_eager_ctas_that_changes_the_table_kind(data):
     df = con.sql(QUERIES[0][0])
     assert _taken(con, QUERIES[0][0])
     assert _got(df) == _expected(df, t, u, tmp, ["ak"])
+
+
+def test_inside_a_transaction_opened_through_raw(data):
+    """The path's own BEGIN is not tried inside the user's transaction (a failed BEGIN would abort it)."""
+    t, u, tmp = data
+    con = _connect(tmp)
+    con.execute(AGG)
+    query = QUERIES[0][0]
+    con.raw.begin()
+    con.raw.execute("DELETE FROM agg WHERE k = 4")
+    df = con.sql(query)
+    assert _taken(con, query)
+    assert not (df["ak"] == 4).any()
+    assert _got(df) == _expected(df, t, u, tmp, ["ak"])
+    con.raw.commit()  # the user's transaction is still open and commits
+    assert con.raw.execute("SELECT count(*) FROM agg WHERE k = 4").fetchall()[0][0] == 0

@@ -1065,9 +1065,13 @@ class TracedConnection:
         self._cat = self._last_cat = Catalog(hidden, cat.aggregates, {**cat.columns, table: list(columns)})
 
     def _own_begin(self) -> bool:
-        """BEGIN a transaction of our own; False inside one opened with BEGIN through this connection
-        (DuckDB aborts an open transaction when another BEGIN fails: it is not tried then)."""
+        """BEGIN a transaction of our own; False inside one opened with BEGIN through this connection or
+        through ``con.raw`` (DuckDB aborts an open transaction when another BEGIN fails: it is not tried
+        then)."""
         if self._in_txn:
+            return False
+        txid = "SELECT txid_current()"  # the same id twice: inside a transaction (opened through con.raw)
+        if self.raw.execute(txid).fetchall() == self.raw.execute(txid).fetchall():
             return False
         try:
             self.raw.begin()
