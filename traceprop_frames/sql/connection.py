@@ -33,7 +33,7 @@ from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
-from traceprop_frames.sql.join_refs import JoinRefs, gather_lists, ids_csr, plan_join_refs
+from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join_refs, rows_of
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
     Resolver,
@@ -658,11 +658,11 @@ class TracedConnection:
             df, parts = by_refs
             to_process = self._sources.to_process
 
-            def compose():  # the arrays read at capture, composed when the lineage is first read
-                off, ids = _concat_csr([p() for p in parts])
+            def build():  # the arrays read at capture, composed when the lineage is first read
+                off, ids = compose(parts)
                 return off, to_process(ids)
 
-            return attach(df, RowLineage.deferred(len(df), compose, (), node, has_context=False))
+            return attach(df, RowLineage.deferred(len(df), build, (), node, has_context=False))
         if table is None:
             return None
         n_data = table.num_columns - rw.n_hidden
@@ -761,8 +761,8 @@ class TracedConnection:
 
     def _query_by_refs(self, refs: JoinRefs, rw, text: str, simple_names: bool, single: bool):
         """Run an eager query whose joined tables' lineage lists are read once and gathered by ``rowid``
-        (see :mod:`traceprop_frames.sql.join_refs`): (frame, one function per lineage part giving its CSR
-        arrays from what was read now), or None where DuckDB refuses it (the usual path then runs the
+        (see :mod:`traceprop_frames.sql.join_refs`): (frame, the lineage parts for ``join_refs.compose``,
+        read now), or None where DuckDB refuses it (the usual path then runs the
         query and reports any error as it always has)."""
         own = self._own_begin()  # the query and the list reads see the same rows
         try:
@@ -800,9 +800,7 @@ class TracedConnection:
                     self.raw.rollback()
             return None
         parts = [
-            (lambda v=v: ids_csr(v))
-            if t is None
-            else (lambda v=v, t=lists[t]: gather_lists(t, v, lineage_from_arrow))
+            id_part(v) if t is None else rows_of(lists[t], v, lineage_from_arrow)
             for v, t in zip(hidden, refs.tables)
         ]
         return df, parts

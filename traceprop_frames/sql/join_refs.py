@@ -83,43 +83,52 @@ def plan_join_refs(rw, cat: Catalog, base_tables) -> JoinRefs | None:
     return JoinRefs(out.sql(dialect=DIALECT), tables)
 
 
-def ids_csr(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CSR of a row id column read as int64 with -1 for NULL (no id)."""
-    valid = vals >= 0
-    if valid.all():
-        return np.arange(len(vals) + 1, dtype=np.int64), vals
-    off = np.zeros(len(vals) + 1, dtype=np.int64)
-    np.cumsum(valid, out=off[1:])
-    return off, vals[valid]
-
-
-def gather_lists(lists: pa.Table, rowids: np.ndarray, lineage_from_arrow) -> tuple[np.ndarray, np.ndarray]:
-    """CSR of the result rows' lineage: row ``r`` gets the ``__tp_lin`` list of the row whose ``rowid`` is
-    ``rowids[r]`` in ``lists`` (``SELECT rowid, __tp_lin``); -1 (no row joined) gets none."""
+def rows_of(lists: pa.Table, rowids: np.ndarray, lineage_from_arrow) -> tuple[np.ndarray, ...]:
+    """(offsets, ids, row) of a joined table's lists (``SELECT rowid, __tp_lin``): ``row[r]`` is the
+    position in them of the row whose ``rowid`` is ``rowids[r]``; -1 (no row joined) stays -1."""
     off, ids = lineage_from_arrow(lists.column(1))
     have = np.asarray(lists.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
     valid = rowids >= 0
+    row = np.full(len(rowids), -1, dtype=np.int64)
     if have.size and have.max() < 4 * len(have) + 1024:  # dense enough: a position per rowid
         pos = np.full(int(have.max()) + 1, -1, dtype=np.int64)
         pos[have] = np.arange(len(have), dtype=np.int64)
         ok = valid & (rowids < len(pos))
-        row = np.full(len(rowids), -1, dtype=np.int64)
         row[ok] = pos[rowids[ok]]
-    else:
+    elif have.size:
         order = np.argsort(have, kind="stable")
-        at = np.searchsorted(have[order], rowids)
-        at = np.minimum(at, max(len(have) - 1, 0))
-        row = np.where(valid & (len(have) > 0), order[at] if len(have) else -1, -1)
-        if len(have):
-            row = np.where(have[np.maximum(row, 0)] == rowids, row, -1)
+        at = np.minimum(np.searchsorted(have[order], rowids), len(have) - 1)
+        hit = valid & (have[order[at]] == rowids)
+        row[hit] = order[at[hit]]
     if np.any(valid & (row < 0)):
         raise LookupError("a joined row's rowid is not in its table (the table changed during the query)")
-    r = np.maximum(row, 0)
-    lengths = np.where(row >= 0, off[r + 1] - off[r], 0)
-    out_off = np.zeros(len(rowids) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out_off[1:])
+    return off, ids, row
+
+
+def compose(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of the result rows: row ``r`` is the concatenation over ``parts`` of ``ids[off[row[r]] :
+    off[row[r] + 1]]`` (nothing where ``row[r]`` is -1). One pool, one gather for all parts."""
+    n = len(parts[0][2])
+    pools, starts, lengths, base = [], [], [], 0
+    for off, ids, row in parts:
+        r = np.maximum(row, 0)
+        lengths.append(np.where(row >= 0, off[r + 1] - off[r], 0))
+        starts.append(off[r] + base)
+        pools.append(ids)
+        base += len(ids)
+    lengths_rm = np.stack(lengths, axis=1).ravel()  # row-major: row r's parts in order
+    starts_rm = np.stack(starts, axis=1).ravel()
+    out_off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths_rm.reshape(n, len(parts)).sum(axis=1), out=out_off[1:])
     total = int(out_off[-1])
     if not total:
         return out_off, _EMPTY
-    flat = np.arange(total, dtype=np.int64) + np.repeat(off[r] - out_off[:-1], lengths)
-    return out_off, ids[flat]
+    seg_off = np.zeros(len(lengths_rm), dtype=np.int64)
+    np.cumsum(lengths_rm[:-1], out=seg_off[1:])
+    flat = np.arange(total, dtype=np.int64) + np.repeat(starts_rm - seg_off, lengths_rm)
+    return out_off, np.concatenate(pools)[flat]
+
+
+def id_part(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A row id column (int64, -1 for NULL) as a part for :func:`compose`: one id per row."""
+    return np.arange(len(vals) + 1, dtype=np.int64), vals, np.where(vals >= 0, np.arange(len(vals)), -1)
