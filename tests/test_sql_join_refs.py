@@ -245,3 +245,26 @@ def test_inside_a_transaction_opened_through_raw(data):
     assert _got(df) == _expected(df, t, u, tmp, ["ak"])
     con.raw.commit()  # the user's transaction is still open and commits
     assert con.raw.execute("SELECT count(*) FROM agg WHERE k = 4").fetchall()[0][0] == 0
+
+
+@pytest.mark.parametrize("spread", [1, 10_000])  # dense rowids (a position table) and sparse (a search)
+def test_rows_of_and_compose_against_brute_force(spread):
+    import pyarrow as pa
+
+    from traceprop_frames.sql.connection import lineage_from_arrow
+    from traceprop_frames.sql.join_refs import compose, id_part, rows_of
+
+    rng = np.random.default_rng(spread)
+    lists = [rng.integers(0, 100, rng.integers(0, 4)).tolist() for _ in range(30)]
+    lists[5] = None  # a NULL list: no ids
+    rowids = rng.permutation(30) * spread + 7
+    table = pa.table({"rowid": pa.array(rowids, pa.int64()), "l": pa.array(lists, pa.list_(pa.int64()))})
+    asked = np.concatenate([rng.choice(rowids, 50), [-1, -1]])
+    first = np.arange(len(asked), dtype=np.int64) * 1000 - 1  # -1 for row 0: no id there
+    off, ids = compose([id_part(first), rows_of(table, asked, lineage_from_arrow)])
+    by_rowid = dict(zip(rowids.tolist(), lists))
+    for r, rid in enumerate(asked.tolist()):
+        want = ([int(first[r])] if first[r] >= 0 else []) + (by_rowid[rid] or [] if rid >= 0 else [])
+        assert ids[off[r] : off[r + 1]].tolist() == want
+    with pytest.raises(LookupError):
+        rows_of(table, np.array([rowids.max() + 1]), lineage_from_arrow)
