@@ -90,9 +90,19 @@ def test_joined_lineage_by_rowid_matches_brute_force(data, query, sides):
     pd.testing.assert_frame_equal(df.reset_index(drop=True), plain)
 
 
-def test_same_frame_and_lineage_as_the_list_path(data, monkeypatch):
+SAME = [
+    QUERIES[2][0],
+    "SELECT t.k, a.k, a.sw FROM t LEFT JOIN agg a ON t.k = a.k ORDER BY t.v",  # a repeated name
+    "SELECT t.k, a.k AS K, a.sw FROM t LEFT JOIN agg a ON t.k = a.k ORDER BY t.v",
+    "SELECT * FROM t LEFT JOIN agg a USING (k) ORDER BY t.v",  # stars
+    "SELECT * FROM t LEFT JOIN agg a ON t.k = a.k ORDER BY t.v",
+    "SELECT t.v::DECIMAL(8, 2) AS d, DATE '2020-01-01' + t.k::INT AS dt, a.sw FROM t JOIN agg a USING (k)",
+]
+
+
+@pytest.mark.parametrize("query", SAME)
+def test_same_frame_and_lineage_as_the_list_path(data, monkeypatch, query):
     t, u, tmp = data
-    query = QUERIES[2][0]
     out = []
     for on in (True, False):
         if not on:
@@ -101,7 +111,7 @@ def test_same_frame_and_lineage_as_the_list_path(data, monkeypatch):
         con.execute(AGG)
         df = con.sql(query)
         assert _taken(con, query) == on
-        out.append((df.reset_index(drop=True), _got(df)))
+        out.append((df.reset_index(drop=True), [df.tp.lineage().row_ids(i).tolist() for i in range(len(df))]))
     pd.testing.assert_frame_equal(out[0][0], out[1][0])
     assert out[0][1] == out[1][1]
 
