@@ -10,8 +10,11 @@ Where every lineage part of the result is a plain column of a table of the FROM 
 ``b.__tp_lin``), the query instead returns ``b.rowid`` (one BIGINT: NULL where an outer join found no
 row), so every hidden column is an integer and the whole result converts with one ``.df()`` as the plain
 query's does; then ``SELECT rowid, __tp_lin FROM b`` reads each joined table's lists once, and row ``r``
-of the result gets the list of the row ``b.rowid`` names (a numpy gather). The query and the list reads
-run in one transaction, so the row ids they see are the same rows. The lineage is the same, id for id.
+of the result gets the list of the row ``b.rowid`` names (a numpy gather, done when the lineage is first
+read: the arrays it needs are read at capture). The query and the list reads run in one transaction (the
+user's, where one is open), so the row ids they see are the same rows; they differ from the list query
+only in what DuckDB checks when binding, so they cannot fail at run time where it would not (a failed
+statement would abort the user's transaction). The lineage is the same, id for id.
 
 Applies to a top-level SELECT without DISTINCT, GROUP BY or aggregates whose lineage parts are each a
 column ``alias.__tp_rid`` / ``alias.__tp_lin`` of a base table (not a CTE, view or registered frame) in
