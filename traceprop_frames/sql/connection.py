@@ -33,6 +33,7 @@ from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
+from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join_refs, rows_of
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
     Resolver,
@@ -264,6 +265,9 @@ class TracedConnection:
         self._txn_filled: dict[str, PendingTable] = {}  # filled inside it: pending again on ROLLBACK
         self._txn_versions: dict[str, int] = {}  # table write counts when it began
         self._names: dict = {}  # query text -> (catalog, number of columns, DuckDB's column names)
+        self._join_refs: dict = {}  # query text -> (catalog, rewrite, JoinRefs or None): see sql.join_refs
+        # eager CREATE TABLE ... AS text -> (catalog, statement, (SQL, "create", rewrite), table, columns)
+        self._eager_ctas: dict = {}
 
     _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
 
@@ -573,6 +577,9 @@ class TracedConnection:
             hit = self._eager_plans.get(query)
             if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
                 return self._run_one(None, query, hit[3], None, single=True)
+            hit = self._eager_ctas.get(query)
+            if hit is not None and hit[0] is self._cat:  # a CREATE TABLE ... AS planned before
+                return self._run_one(hit[1], query, False, hit[3], single=True)
         stmts = self._parse(query)
         if parameters is not None:
             stmts = [_bind_parameters(s, parameters) for s in stmts]
@@ -606,10 +613,21 @@ class TracedConnection:
                 continue
             try:
                 if what == "query":
+                    refs = self._join_refs_plan(text, rw, single)
+                    by_refs = (
+                        None if refs is None else self._query_by_refs(refs, rw, text, simple_names, single)
+                    )
+                    if by_refs is not None:
+                        table = None
+                        break
                     table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
                 else:
                     self._run_write(stmt, sql)
-                    self._cat = None  # DDL / DML may change which tables carry lineage
+                    made = self._eager_ctas.get(text) if single and what == "create" else None
+                    if made is not None and made[2][2] is rw:  # a table of known columns: patched
+                        self._patch_catalog(made[3], made[4], rw.kind)
+                    else:
+                        self._cat = None  # DDL / DML may change which tables carry lineage
                     if isinstance(stmt, (exp.Create, exp.Drop)) and str(stmt.args.get("kind")).upper() in (
                         "MACRO",
                         "FUNCTION",
@@ -636,6 +654,15 @@ class TracedConnection:
                 self._nodes[target] = node
             else:
                 self._nodes[target] = OpNode("sql_insert", {"table": target}, (self._nodes[target], node))
+        if what == "query" and by_refs is not None:
+            df, parts = by_refs
+            to_process = self._sources.to_process
+
+            def build():  # the arrays read at capture, composed when the lineage is first read
+                off, ids = compose(parts)
+                return off, to_process(ids)
+
+            return attach(df, RowLineage.deferred(len(df), build, (), node, has_context=False))
         if table is None:
             return None
         n_data = table.num_columns - rw.n_hidden
@@ -657,8 +684,15 @@ class TracedConnection:
         hit = self._eager_plans.get(text) if single else None
         if hit is not None and hit[0] is cat:
             return hit[1]
+        made = self._eager_ctas.get(text) if single else None
+        if made is not None and made[0] is cat:
+            if self._pending:
+                self._materialise_reads(stmt)
+            return made[2]
         simple = _names_survive(stmt)  # (before the rewrite changes stmt in place)
         sql, what, rw = self._plan(stmt, cat)
+        if what == "create" and single:
+            self._plan_eager_ctas(stmt, text, cat, (sql, what, rw))
         if what == "query":
             prepare(rw, cat)
             if single:
@@ -667,21 +701,109 @@ class TracedConnection:
                 self._eager_plans[text] = [cat, (sql, what, rw), None, simple]
         return sql, what, rw
 
+    def _plan_eager_ctas(self, stmt: exp.Create, text: str, cat: Catalog, plan: tuple) -> None:
+        """Keep an eager ``CREATE [OR REPLACE] TABLE t AS SELECT ...``'s plan with the columns ``t`` gets
+        (bound, not run), so running it again parses nothing and patches the catalog instead of
+        re-reading it. Only the plain form (no column list, schema, TEMP or IF NOT EXISTS)."""
+        rw = plan[2]
+        if (
+            str(stmt.args.get("kind")).upper() != "TABLE"
+            or not isinstance(stmt.this, exp.Table)
+            or stmt.this.args.get("db")
+            or stmt.args.get("exists")
+            or stmt.args.get("properties")
+            or rw is None
+            or rw.kind not in (RID, LIN)
+        ):
+            return
+        try:
+            names = self.raw.sql(rw.sql).columns
+        except duckdb.Error:
+            return
+        if not names or names[-1] != rw.kind or len({n.lower() for n in names}) != len(names):
+            return
+        while len(self._eager_ctas) >= 256:
+            self._eager_ctas.pop(next(iter(self._eager_ctas)))
+        self._eager_ctas[text] = (cat, stmt, plan, stmt.this.name.lower(), list(names[:-1]))
+
     def _fix_names(self, table: pa.Table, text: str, n_data: int, simple_names: bool, single: bool = False):
         """Column names exactly as DuckDB names them for the original query (binds it, does not run it;
         kept with the query's eager plan)."""
-        if simple_names:
-            return table
-        hit = self._eager_plans.get(text) if single else None
-        if hit is not None and hit[0] is self._cat and hit[2] is not None and len(hit[2]) == n_data:
-            names = hit[2]
-        else:
-            names = self._original_names(text, n_data)
-            if hit is not None and hit[0] is self._cat:
-                hit[2] = names
+        names = self._result_names(text, n_data, simple_names, single)
         if names is not None:
             table = table.rename_columns([*names, *table.column_names[n_data:]])
         return table
+
+    def _result_names(self, text: str, n_data: int, simple_names: bool, single: bool) -> list[str] | None:
+        """The names :meth:`_fix_names` gives the data columns; None where the rewrite keeps them."""
+        if simple_names:
+            return None
+        hit = self._eager_plans.get(text) if single else None
+        if hit is not None and hit[0] is self._cat and hit[2] is not None and len(hit[2]) == n_data:
+            return hit[2]
+        names = self._original_names(text, n_data)
+        if hit is not None and hit[0] is self._cat:
+            hit[2] = names
+        return names
+
+    def _join_refs_plan(self, text: str, rw, single: bool) -> JoinRefs | None:
+        """The :class:`~traceprop_frames.sql.join_refs.JoinRefs` of eager rewrite ``rw``, kept per query
+        text while the catalog and the rewrite are the same."""
+        hit = self._join_refs.get(text) if single else None
+        if hit is not None and hit[0] is self._cat and hit[1] is rw:
+            return hit[2]
+        plan = plan_join_refs(rw, self._catalog(), self._table_oids())
+        if single:
+            while len(self._join_refs) >= 256:
+                self._join_refs.pop(next(iter(self._join_refs)))
+            self._join_refs[text] = (self._cat, rw, plan)
+        return plan
+
+    def _query_by_refs(self, refs: JoinRefs, rw, text: str, simple_names: bool, single: bool):
+        """Run an eager query whose joined tables' lineage lists are read once and gathered by ``rowid``
+        (see :mod:`traceprop_frames.sql.join_refs`): (frame, the lineage parts for ``join_refs.compose``,
+        read now), or None where DuckDB refuses it (the usual path then runs the
+        query and reports any error as it always has)."""
+        own = self._own_begin()  # the query and the list reads see the same rows
+        try:
+            rel = self.raw.sql(refs.sql)
+            types = [str(t) for t in rel.types]
+            n_hidden = len(refs.tables)
+            n_data = len(types) - n_hidden
+            names = self._result_names(text, n_data, simple_names, single)
+            if n_data and all(_same_through_arrow(t) for t in types[:n_data]) and _unique(names):
+                # one conversion, as the plain query's .df(): every hidden column is an integer
+                df = rel.df()
+                hidden = [
+                    df.iloc[:, n_data + i].to_numpy(dtype=np.int64, na_value=-1) for i in range(n_hidden)
+                ]
+                df = df.iloc[:, :n_data]
+                if names is not None:
+                    df.columns = names
+            else:
+                table = self._fix_names(rel.to_arrow_table(), text, n_data, simple_names, single)
+                hidden = [
+                    np.asarray(table.column(n_data + i).fill_null(-1).to_numpy(), dtype=np.int64)
+                    for i in range(n_hidden)
+                ]
+                data = table.select(list(range(n_data)))
+                df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+            lists = {
+                t: self.raw.sql(f"SELECT rowid, {LIN} FROM {_quote(t)}").to_arrow_table()
+                for t in dict.fromkeys(t for t in refs.tables if t is not None)
+            }
+            if own:
+                self.raw.commit()
+        except duckdb.Error:
+            if own:
+                with contextlib.suppress(duckdb.Error):
+                    self.raw.rollback()
+            return None
+        parts = [
+            id_part(v) if t is None else rows_of(lists[t], v, lineage_from_arrow)
+            for v, t in zip(hidden, refs.tables)
+        ]
+        return df, parts
 
     def _original_names(self, text: str, n_data: int) -> list[str] | None:
         """The result's column names as DuckDB gives them to ``text`` (binding only). Where the text does
@@ -923,26 +1045,31 @@ class TracedConnection:
         self._nodes[target] = OpNode("sql", params, tuple(self._node(t) for t in plan.traced))
         return True
 
-    def _patch_catalog(self, table: str, columns: list[str]) -> None:
-        """The catalog after this connection made ``table`` (traced, ``columns``): patched, not re-read."""
+    def _patch_catalog(self, table: str, columns: list[str], kind: str = LIN) -> None:
+        """The catalog after this connection made ``table`` (hidden column ``kind``, ``columns``):
+        patched, not re-read."""
         self._oids = None
         cat = self._cat
         if cat is None:
             return
         if (
-            cat.hidden.get(table) == LIN
+            cat.hidden.get(table) == kind
             and cat.columns.get(table) == columns
             and table not in self._registered
         ):
             return  # the same table again (CREATE OR REPLACE): the catalog is unchanged
         self._registered.pop(table, None)
-        hidden = {**cat.hidden, table: LIN}
+        hidden = {**cat.hidden, table: kind}
         self._cat = self._last_cat = Catalog(hidden, cat.aggregates, {**cat.columns, table: list(columns)})
 
     def _own_begin(self) -> bool:
-        """BEGIN a transaction of our own; False inside one opened with BEGIN through this connection
-        (DuckDB aborts an open transaction when another BEGIN fails: it is not tried then)."""
+        """BEGIN a transaction of our own; False inside one opened with BEGIN through this connection or
+        through ``con.raw`` (DuckDB aborts an open transaction when another BEGIN fails: it is not tried
+        then)."""
         if self._in_txn:
+            return False
+        txid = "SELECT txid_current()"  # the same id twice: inside a transaction (opened through con.raw)
+        if self.raw.execute(txid).fetchall() == self.raw.execute(txid).fetchall():
             return False
         try:
             self.raw.begin()
