@@ -331,3 +331,31 @@ def test_each_row_asked_alone_equals_eager(small, query):
     values = [tuple(_value(v) for v in r) for r in got.itertuples(index=False, name=None)]
     alone = Counter((v, tuple(got.tp.lineage().take([i]).row_ids(0).tolist())) for i, v in enumerate(values))
     assert alone == _rows(want)
+
+
+@pytest.mark.parametrize("qualified", [True, False])
+def test_exists_witness_joined_brute_force(small, qualified):
+    """A group's EXISTS witnesses come from a join (no mark join, no list per member): each group's
+    lineage is its member rows of t and the rows of u that made their EXISTS true (pandas oracle).
+    Unqualified, ``k`` would be ambiguous in the join: the general backward query answers instead."""
+    (_, lazy), t, u, tmp = small
+    k = "u.k" if qualified else "k"
+    query = f"SELECT g, count(*) AS n FROM t WHERE EXISTS (SELECT 1 FROM u WHERE {k} = t.k AND u.w > 20) GROUP BY g"
+    hits = u[u["w"] > 20]
+    got = lazy.sql(query)
+    assert len(got) > 1
+    for i, g in enumerate(got["g"].tolist()):
+        lin = lazy.sql(query).tp.lineage()  # a fresh result: the one-row query
+        member = (t["g"].to_numpy() == g) & t["k"].isin(hits["k"]).to_numpy()
+        want_t = np.flatnonzero(member).tolist()
+        want_u = np.flatnonzero(u["k"].isin(t["k"][member]).to_numpy() & (u["w"].to_numpy() > 20)).tolist()
+        ids = lin.take([i]).row_ids(0)
+        assert ids.tolist() == sorted(got.tp.lineage().take([i]).row_ids(0).tolist())
+        have = got.tp.sources(rows=[i])
+        assert have[str(tmp / "t.csv")].tolist() == want_t
+        assert have[str(tmp / "u.parquet")].tolist() == want_u
+        one = lin._resolver._plan[4]
+        if qualified:  # the join ran
+            assert "EXISTS" not in one and "JOIN" not in one and ", u" in one, one
+        else:  # the joined query did not bind: the general backward query answered
+            assert one is None
