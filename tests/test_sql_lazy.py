@@ -303,7 +303,7 @@ def test_group_members_listed_flat(small):
     ]:
         got = lazy.sql(query)
         assert _rows(got) == _rows(eager.sql(query))
-        assert (got.tp.lineage()._resolver._plan[3] is not None) == flat, query
+        assert (got.tp.lineage()._resolver._plan.flat is not None) == flat, query
 
 
 @pytest.mark.parametrize(
@@ -354,7 +354,7 @@ def test_exists_witness_joined_brute_force(small, qualified):
         have = got.tp.sources(rows=[i])
         assert have[str(tmp / "t.csv")].tolist() == want_t
         assert have[str(tmp / "u.parquet")].tolist() == want_u
-        one = lin._resolver._plan[4]
+        one = lin._resolver._plan.one
         if qualified:  # the join ran
             assert "EXISTS" not in one and "JOIN" not in one and ", u" in one, one
         else:  # the joined query did not bind: the general backward query answered
