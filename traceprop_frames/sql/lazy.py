@@ -14,8 +14,11 @@ Asking for lineage (``df.tp.sources()``, ``trace()``, ``rows_from_source()``, sa
 joined on the keys of just the rows asked (and filtered by them, so DuckDB reads only those groups
 or rows where it can), and builds their lineage exactly as eager capture does: the answers are the
 same sets. A plain ``GROUP BY`` whose lineage is ``list()`` of its tables' row ids lists its member
-rows' ids directly instead (the union is the same set). The backward plan and its witness sets are
-cached per query text and table state. Other query shapes (DISTINCT, set operations, window
+rows' ids directly instead (the union is the same set); an ``EXISTS`` whose witnesses a member lists
+joins them instead (:func:`_exists_joined`). The backward plan (:class:`BackwardPlan`) and its witness
+sets are cached per query text and table state (a table changed or replaced: another key, and the
+fingerprint check raises first); the first request plans only the query for one row, the queries for
+several rows wait until asked. Other query shapes (DISTINCT, set operations, window
 functions at the top, a join with a derived table that does not group) are captured eagerly.
 
 The tables a query read are fingerprinted when it runs (DuckDB's table oid, and a per-connection
