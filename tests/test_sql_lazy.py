@@ -359,3 +359,21 @@ def test_exists_witness_joined_brute_force(small, qualified):
             assert "EXISTS" not in one and "JOIN" not in one and ", u" in one, one
         else:  # the joined query did not bind: the general backward query answered
             assert one is None
+
+
+def test_one_row_plan_then_table_changed(small):
+    """The first request plans the one-row query only; the queries for several rows are planned later
+    from the query text. A table changed in between: the old result raises, a new one is planned anew."""
+    (eager, lazy), *_ = small
+    query = "SELECT g, count(*) AS n FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.k = t.k) GROUP BY g"
+    old = lazy.sql(query)
+    assert old.tp.lineage().take([0]).row_ids(0).size
+    plan = old.tp.lineage()._resolver._plan
+    assert plan.sql is None and plan.one is not None  # only the one-row query was planned
+    for con in (eager, lazy):
+        con.execute("DELETE FROM u WHERE w < 50")
+    with pytest.raises(SourceChangedError, match="changed since this query ran"):
+        old.tp.sources(rows=[0, 1])  # would plan the general queries: the check comes first
+    new = lazy.sql(query)
+    assert _rows(new) == _rows(eager.sql(query))
+    assert new.tp.lineage()._resolver._plan is not plan
