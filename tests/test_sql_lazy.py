@@ -377,3 +377,33 @@ def test_one_row_plan_then_table_changed(small):
     new = lazy.sql(query)
     assert _rows(new) == _rows(eager.sql(query))
     assert new.tp.lineage()._resolver._plan is not plan
+
+
+@pytest.mark.parametrize("combos", [4096, 1])
+def test_join_rows_asked_together_pinned_brute_force(small, monkeypatch, combos):
+    """Several rows of a join asked together: their tables' rows pinned by row ids (``IN`` lists, no
+    WHERE clause), not the whole backward query; with too many combinations, the general query. The
+    answer is each row's pair of source rows either way (pandas oracle)."""
+    from traceprop_frames.sql import lazy as lazy_mod
+
+    (_, lazy), t, u, tmp = small
+    query = "SELECT t.v, u.w FROM t JOIN u ON t.k = u.k WHERE u.w > 30"
+    t2, u2 = t.assign(tr=range(len(t))), u.assign(ur=range(len(u)))
+    want = Counter(
+        (round(r.v, 6), r.w, r.tr, r.ur) for r in t2.merge(u2, on="k").query("w > 30").itertuples()
+    )
+    monkeypatch.setattr(lazy_mod, "_PIN_COMBOS", combos)
+    general = []
+    real = lazy_mod.Resolver._query
+    monkeypatch.setattr(lazy_mod.Resolver, "_query", lambda self, *a: general.append(1) or real(self, *a))
+    got = lazy.sql(query)
+    rows = list(range(1, min(len(got), 13)))
+    together = got.tp.lineage().take(rows)
+    together.materialize()  # one request for all of them
+    have = Counter()
+    for j, i in enumerate(rows):
+        src = together.take([j]).sources()
+        have[(round(got["v"].iloc[i], 6), got["w"].iloc[i], *src[str(tmp / "t.csv")].tolist(),
+              *src[str(tmp / "u.parquet")].tolist())] += 1  # fmt: skip
+    assert len(rows) > 3 and sum(have.values()) == len(rows) and not have - want
+    assert bool(general) == (combos == 1)

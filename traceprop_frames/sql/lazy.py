@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 from sqlglot import exp
 
 from traceprop_frames.errors import SourceChangedError, UnknownRowError
@@ -60,6 +61,7 @@ _LITERAL_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYI
                   "UINTEGER", "UBIGINT", "DECIMAL", "VARCHAR", "DATE", "BOOLEAN", "DOUBLE", "FLOAT")  # fmt: skip
 _PLANS = 64  # backward plans (and their witness sets) kept per connection
 _PIN = "__tp_pin__"  # where one row's key values go in a backward query for that row
+_PIN_COMBOS = 4096  # rows of a join asked together: pinned while their keys' combinations are this few
 _names = itertools.count()
 
 
@@ -403,8 +405,52 @@ class Resolver:
                     return _one_row(lin)
                 if table.num_rows == 1:
                     return lin
+        sql = None
+        if not flat and one is not None and 1 < len(uniq) <= _LITERAL_ROWS:
+            pin = self._pins_together(req, pins)
+            if pin:  # several rows of a join: their tables' rows pinned together, no WHERE clause
+                sql, hidden = one.replace(_PIN, f"({pin})"), plan.one_columns
+                try:
+                    lin = self._joined(sql, hidden, blocks, req, uniq, flat, exact=True)
+                except duckdb.Error:  # a combination no result row has can fail (a cast): run the query
+                    lin = None
+                if lin is not None:
+                    return lin
         sql, hidden = self._query(plan, flat)
-        blocks = plan.blocks
+        return self._joined(sql, hidden, blocks, req, uniq, flat)
+
+    def _pins_together(self, req: pa.Table, pins: list[str]) -> str:
+        """``k0 IN (...) AND k1 IN (...)`` over the rows asked (each key's distinct values), for the
+        pinned query of a ``rows`` shape; "" where a key is NULL, a type has no exact literal, or the
+        combinations of values (the pinned rows' cross product) exceed :data:`_PIN_COMBOS`.
+
+        The pinned query has no WHERE clause: it computes each combination of the pinned rows, and the
+        join on all keys keeps the rows asked; each one's lineage columns depend on its own rows only
+        (see :func:`_pinned`), so they are the ones a row asked alone gets."""
+        nk = len(pins)
+        if any(req.column(i).null_count for i in range(nk)):
+            return ""
+        if not all(t.split("(")[0] in _LITERAL_TYPES for t in self.key_types):
+            return ""
+        values = [pa.compute.unique(req.column(i)).to_pylist() for i in range(nk)]
+        if np.prod([len(v) for v in values], dtype=np.float64) > _PIN_COMBOS:
+            return ""
+        parts = []
+        for i, (vals, t) in enumerate(zip(values, self.key_types)):
+            lits = ", ".join(
+                f"CAST('{(repr(v) if isinstance(v, float) else str(v)).replace(chr(39), chr(39) * 2)}' AS {t})"
+                for v in vals
+            )
+            parts.append(f"({pins[i]}) IN ({lits})")
+        return " AND ".join(parts)
+
+    def _joined(
+        self, sql, hidden: list[str], blocks, req: pa.Table, uniq: np.ndarray, flat: bool, exact: bool = False
+    ) -> RowLineage | None:
+        """Lineage of the rows asked (``req``: their keys and positions ``uniq``) from ``sql`` (the
+        general or pinned backward query with key columns), joined null-safely on their keys. ``exact``:
+        None where a row asked matched more than one row of ``sql`` (the caller runs the general query)."""
+        nk = self.keys.num_columns
         name = f"__tp_req{next(_names)}"
         on = " AND ".join(f"__tp_b.__tp_k{i} IS NOT DISTINCT FROM __tp_r.__tp_k{i}" for i in range(nk))
         where = ""
@@ -424,6 +470,8 @@ class Resolver:
         pos = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         order = np.argsort(pos, kind="stable")
         found, first = np.unique(pos[order], return_index=True)
+        if exact and len(found) != len(pos):
+            return None
         if len(found) != len(uniq):
             missing = np.setdiff1d(uniq, found)[:5].tolist()
             raise SourceChangedError(
