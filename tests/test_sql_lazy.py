@@ -407,3 +407,26 @@ def test_join_rows_asked_together_pinned_brute_force(small, monkeypatch, combos)
               *src[str(tmp / "u.parquet")].tolist())] += 1  # fmt: skip
     assert len(rows) > 3 and sum(have.values()) == len(rows) and not have - want
     assert bool(general) == (combos == 1)
+
+
+def test_groups_asked_together_use_the_one_row_query_brute_force(small, monkeypatch):
+    """Several groups asked together run the one-row query (the conjunct the group key decides dropped)
+    with their keys in it, not the general backward query; each group's lineage is its t rows and the
+    u rows whose k equals it (the IN witnesses; pandas oracle)."""
+    from traceprop_frames.sql import lazy as lazy_mod
+
+    (_, lazy), t, u, tmp = small
+    general = []
+    real = lazy_mod.Resolver._query
+    monkeypatch.setattr(lazy_mod.Resolver, "_query", lambda self, *a: general.append(1) or real(self, *a))
+    got = lazy.sql("SELECT g, count(*) AS n FROM t WHERE g IN (SELECT k FROM u) GROUP BY g")
+    rows = list(range(len(got)))
+    assert len(rows) > 1
+    together = got.tp.lineage().take(rows)
+    together.materialize()
+    for j, g in enumerate(got["g"].tolist()):
+        src = together.take([j]).sources()
+        assert src[str(tmp / "t.csv")].tolist() == np.flatnonzero(t["g"].to_numpy() == g).tolist()
+        assert src[str(tmp / "u.parquet")].tolist() == np.flatnonzero(u["k"].to_numpy() == g).tolist()
+    assert not general
+    assert "IN (SELECT" not in got.tp.lineage()._resolver._plan.one

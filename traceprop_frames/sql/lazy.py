@@ -331,7 +331,11 @@ class Resolver:
             self.con._materialise(t)  # a pending table it read (again pending after a ROLLBACK): filled
         plan = self._backward()
         flat = self.shape.mode != "rows" and plan.flat is not None
-        if flat and plan.flat is _UNPLANNED and not (plan.one is not None and np.unique(rows).size == 1):
+        if (
+            flat
+            and plan.flat is _UNPLANNED
+            and not (plan.one is not None and np.unique(rows).size <= _LITERAL_ROWS)
+        ):
             self._general(plan)
             flat = plan.flat is not None
         if flat:  # a group's member rows straight from the scan, no list() per group
@@ -405,7 +409,11 @@ class Resolver:
                     return _one_row(lin)
                 if table.num_rows == 1:
                     return lin
-        sql = None
+        if flat and one is not None and 1 < len(uniq) <= _LITERAL_ROWS:
+            pin = self._literal_filter(req, pins)
+            if pin:  # several groups: the one-row query (key-decided conjuncts dropped), their keys in it
+                sql = one.replace(_PIN, f"({pin})")
+                return self._joined(sql, plan.one_columns, blocks, req, uniq, flat)
         if not flat and one is not None and 1 < len(uniq) <= _LITERAL_ROWS:
             pin = self._pins_together(req, pins)
             if pin:  # several rows of a join: their tables' rows pinned together, no WHERE clause
