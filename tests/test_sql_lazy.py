@@ -303,7 +303,7 @@ def test_group_members_listed_flat(small):
     ]:
         got = lazy.sql(query)
         assert _rows(got) == _rows(eager.sql(query))
-        assert (got.tp.lineage()._resolver._plan[3] is not None) == flat, query
+        assert (got.tp.lineage()._resolver._plan.flat is not None) == flat, query
 
 
 @pytest.mark.parametrize(
@@ -331,3 +331,102 @@ def test_each_row_asked_alone_equals_eager(small, query):
     values = [tuple(_value(v) for v in r) for r in got.itertuples(index=False, name=None)]
     alone = Counter((v, tuple(got.tp.lineage().take([i]).row_ids(0).tolist())) for i, v in enumerate(values))
     assert alone == _rows(want)
+
+
+@pytest.mark.parametrize("qualified", [True, False])
+def test_exists_witness_joined_brute_force(small, qualified):
+    """A group's EXISTS witnesses come from a join (no mark join, no list per member): each group's
+    lineage is its member rows of t and the rows of u that made their EXISTS true (pandas oracle).
+    Unqualified, ``k`` would be ambiguous in the join: the general backward query answers instead."""
+    (_, lazy), t, u, tmp = small
+    k = "u.k" if qualified else "k"
+    query = f"SELECT g, count(*) AS n FROM t WHERE EXISTS (SELECT 1 FROM u WHERE {k} = t.k AND u.w > 20) GROUP BY g"
+    hits = u[u["w"] > 20]
+    got = lazy.sql(query)
+    assert len(got) > 1
+    for i, g in enumerate(got["g"].tolist()):
+        lin = lazy.sql(query).tp.lineage()  # a fresh result: the one-row query
+        member = (t["g"].to_numpy() == g) & t["k"].isin(hits["k"]).to_numpy()
+        want_t = np.flatnonzero(member).tolist()
+        want_u = np.flatnonzero(u["k"].isin(t["k"][member]).to_numpy() & (u["w"].to_numpy() > 20)).tolist()
+        ids = lin.take([i]).row_ids(0)
+        assert ids.tolist() == sorted(got.tp.lineage().take([i]).row_ids(0).tolist())
+        have = got.tp.sources(rows=[i])
+        assert have[str(tmp / "t.csv")].tolist() == want_t
+        assert have[str(tmp / "u.parquet")].tolist() == want_u
+        one = lin._resolver._plan.one
+        if qualified:  # the join ran
+            assert "EXISTS" not in one and "JOIN" not in one and ", u" in one, one
+        else:  # the joined query did not bind: the general backward query answered
+            assert one is None
+
+
+def test_one_row_plan_then_table_changed(small):
+    """The first request plans the one-row query only; the queries for several rows are planned later
+    from the query text. A table changed in between: the old result raises, a new one is planned anew."""
+    (eager, lazy), *_ = small
+    query = "SELECT g, count(*) AS n FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.k = t.k) GROUP BY g"
+    old = lazy.sql(query)
+    assert old.tp.lineage().take([0]).row_ids(0).size
+    plan = old.tp.lineage()._resolver._plan
+    assert plan.sql is None and plan.one is not None  # only the one-row query was planned
+    for con in (eager, lazy):
+        con.execute("DELETE FROM u WHERE w < 50")
+    with pytest.raises(SourceChangedError, match="changed since this query ran"):
+        old.tp.sources(rows=[0, 1])  # would plan the general queries: the check comes first
+    new = lazy.sql(query)
+    assert _rows(new) == _rows(eager.sql(query))
+    assert new.tp.lineage()._resolver._plan is not plan
+
+
+@pytest.mark.parametrize("combos", [4096, 1])
+def test_join_rows_asked_together_pinned_brute_force(small, monkeypatch, combos):
+    """Several rows of a join asked together: their tables' rows pinned by row ids (``IN`` lists, no
+    WHERE clause), not the whole backward query; with too many combinations, the general query. The
+    answer is each row's pair of source rows either way (pandas oracle)."""
+    from traceprop_frames.sql import lazy as lazy_mod
+
+    (_, lazy), t, u, tmp = small
+    query = "SELECT t.v, u.w FROM t JOIN u ON t.k = u.k WHERE u.w > 30"
+    t2, u2 = t.assign(tr=range(len(t))), u.assign(ur=range(len(u)))
+    want = Counter(
+        (round(r.v, 6), r.w, r.tr, r.ur) for r in t2.merge(u2, on="k").query("w > 30").itertuples()
+    )
+    monkeypatch.setattr(lazy_mod, "_PIN_COMBOS", combos)
+    general = []
+    real = lazy_mod.Resolver._query
+    monkeypatch.setattr(lazy_mod.Resolver, "_query", lambda self, *a: general.append(1) or real(self, *a))
+    got = lazy.sql(query)
+    rows = list(range(1, min(len(got), 13)))
+    together = got.tp.lineage().take(rows)
+    together.materialize()  # one request for all of them
+    have = Counter()
+    for j, i in enumerate(rows):
+        src = together.take([j]).sources()
+        have[(round(got["v"].iloc[i], 6), got["w"].iloc[i], *src[str(tmp / "t.csv")].tolist(),
+              *src[str(tmp / "u.parquet")].tolist())] += 1  # fmt: skip
+    assert len(rows) > 3 and sum(have.values()) == len(rows) and not have - want
+    assert bool(general) == (combos == 1)
+
+
+def test_groups_asked_together_use_the_one_row_query_brute_force(small, monkeypatch):
+    """Several groups asked together run the one-row query (the conjunct the group key decides dropped)
+    with their keys in it, not the general backward query; each group's lineage is its t rows and the
+    u rows whose k equals it (the IN witnesses; pandas oracle)."""
+    from traceprop_frames.sql import lazy as lazy_mod
+
+    (_, lazy), t, u, tmp = small
+    general = []
+    real = lazy_mod.Resolver._query
+    monkeypatch.setattr(lazy_mod.Resolver, "_query", lambda self, *a: general.append(1) or real(self, *a))
+    got = lazy.sql("SELECT g, count(*) AS n FROM t WHERE g IN (SELECT k FROM u) GROUP BY g")
+    rows = list(range(len(got)))
+    assert len(rows) > 1
+    together = got.tp.lineage().take(rows)
+    together.materialize()
+    for j, g in enumerate(got["g"].tolist()):
+        src = together.take([j]).sources()
+        assert src[str(tmp / "t.csv")].tolist() == np.flatnonzero(t["g"].to_numpy() == g).tolist()
+        assert src[str(tmp / "u.parquet")].tolist() == np.flatnonzero(u["k"].to_numpy() == g).tolist()
+    assert not general
+    assert "IN (SELECT" not in got.tp.lineage()._resolver._plan.one

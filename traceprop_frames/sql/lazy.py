@@ -14,8 +14,11 @@ Asking for lineage (``df.tp.sources()``, ``trace()``, ``rows_from_source()``, sa
 joined on the keys of just the rows asked (and filtered by them, so DuckDB reads only those groups
 or rows where it can), and builds their lineage exactly as eager capture does: the answers are the
 same sets. A plain ``GROUP BY`` whose lineage is ``list()`` of its tables' row ids lists its member
-rows' ids directly instead (the union is the same set). The backward plan and its witness sets are
-cached per query text and table state. Other query shapes (DISTINCT, set operations, window
+rows' ids directly instead (the union is the same set); an ``EXISTS`` whose witnesses a member lists
+joins them instead (:func:`_exists_joined`). The backward plan (:class:`BackwardPlan`) and its witness
+sets are cached per query text and table state (a table changed or replaced: another key, and the
+fingerprint check raises first); the first request plans only the query for one row, the queries for
+several rows wait until asked. Other query shapes (DISTINCT, set operations, window
 functions at the top, a join with a derived table that does not group) are captured eagerly.
 
 The tables a query read are fingerprinted when it runs (DuckDB's table oid, and a per-connection
@@ -34,13 +37,22 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 from sqlglot import exp
 
 from traceprop_frames.errors import SourceChangedError, UnknownRowError
 from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.dialect import DIALECT
-from traceprop_frames.sql.rewrite import LIN, RID, Catalog, _has_agg, _windows_in, select_like_roots
+from traceprop_frames.sql.rewrite import (
+    LIN,
+    RID,
+    Catalog,
+    _has_agg,
+    _windows_in,
+    rewrite_query,
+    select_like_roots,
+)
 from traceprop_frames.sql.shared import KEY_BITS, PRESENT, resolve_markers, with_present
 from traceprop_frames.sql.sources import MARKER_SID
 
@@ -49,6 +61,7 @@ _LITERAL_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYI
                   "UINTEGER", "UBIGINT", "DECIMAL", "VARCHAR", "DATE", "BOOLEAN", "DOUBLE", "FLOAT")  # fmt: skip
 _PLANS = 64  # backward plans (and their witness sets) kept per connection
 _PIN = "__tp_pin__"  # where one row's key values go in a backward query for that row
+_PIN_COMBOS = 4096  # rows of a join asked together: pinned while their keys' combinations are this few
 _names = itertools.count()
 
 
@@ -208,42 +221,79 @@ class Resolver:
         self._closed_error: str | None = None
 
     # ------------------------------------------------------------------ backward query
-    def _backward(self):
-        """(backward SQL, hidden column names, witness blocks): planned once per query text and state of
-        the tables it read (shared by every result of that query on this connection)."""
+    def _backward(self) -> BackwardPlan:
+        """The backward plan of this query, once per query text and state of the tables it read (shared
+        by every result of that query on this connection). Planned for one row asked first: the general
+        queries (several rows, or a fallback) are planned when first needed (:meth:`_general`)."""
         if self._plan is None:
             key = (self.text, tuple(sorted(self.fingerprint.items())))
             cache = self.con._backward_plans
             if key not in cache:
-                stmt = self.con._parse(self.text)[0]
-                _sql, _what, rw = self.con._plan(stmt, self.con._catalog())
-                sel = rw.expression
-                hidden = [e.alias for e in sel.expressions[-rw.n_hidden :]]
-                for k in ("order", "limit", "offset"):
-                    sel.set(k, None)
-                flat, one = self._flat_and_one(sel)
-                pins = [k.sql(dialect=DIALECT) for k in key_columns(sel, self.shape)]
-                add_keys(sel, self.shape)
-                blocks = WitnessSets(self.con, rw.constants)  # side queries run when a row refers to them
                 while len(cache) >= _PLANS:
                     cache.pop(next(iter(cache)))
-                cache[key] = (_LazySQL(sel), hidden, blocks, flat, one, pins)
+                cache[key] = self._plan_one_row()
             self._plan = cache[key]
         return self._plan
 
-    def _flat_and_one(self, sel: exp.Select) -> tuple[tuple[str, list[str]] | None, str | None]:
-        """The flat member listing of ``sel`` (see :func:`_flat_members`), and the query for one row
-        asked: the flat one without the conjuncts its group keys decide (:func:`_without_key_conjuncts`),
-        or a ``rows`` query without its WHERE (:func:`_pinned`); its WHERE holds the :data:`_PIN`
-        placeholder for the row's key values (in the query itself: DuckDB does not push a filter on a
-        derived table through a correlated subquery's join into the scans)."""
+    def _rewrite(self) -> tuple[exp.Select, list[str], list]:
+        """(the eager rewrite of the query, its hidden column names, its witness queries), from a fresh
+        parse (changed in place after; nothing generates its SQL unless asked)."""
+        con = self.con
+        stmt = con._parse(self.text)[0]
+        if con._pending:
+            con._materialise_reads(stmt)
+        consts: list = []
+        rw = rewrite_query(
+            stmt, con._catalog(), split=True, copy=False, constant=con._constant_witness(consts)
+        )
+        sel = rw.expression
+        for k in ("order", "limit", "offset"):
+            sel.set(k, None)
+        return sel, [e.alias for e in sel.expressions[-rw.n_hidden :]], consts
+
+    def _plan_one_row(self) -> BackwardPlan:
+        """The plan's query for one row asked (``one``): the flat member listing without the conjuncts
+        its group keys decide (:func:`_without_key_conjuncts`), or a ``rows`` query without its WHERE
+        (:func:`_pinned`); its WHERE holds the :data:`_PIN` placeholder for the row's key values (in the
+        query itself: DuckDB does not push a filter on a derived table through a correlated subquery's
+        join into the scans). Built in place on one rewrite, no copies: for an aggregate without GROUP
+        BY it is the flat listing itself (``flat``); otherwise the general queries wait."""
+        sel, hidden, consts = self._rewrite()
+        plan = BackwardPlan(hidden, WitnessSets(self.con, consts), consts)
+        plan.pins = [k.sql(dialect=DIALECT) for k in key_columns(sel, self.shape)]
         aggs = self.con._catalog().aggregates
-        flat = _flat_members(sel, self.shape, aggs)
-        if flat is None:
-            pinned = _pinned(sel, self.shape)
-            return None, (_pin_sql(pinned) if pinned is not None else None)
-        lean = _flat_members(_without_key_conjuncts(sel, self._binds), self.shape, aggs)
-        return (_LazySQL(flat[0]), flat[1]), _pin_sql(lean[0])
+        if _member_parts(sel, self.shape, aggs) is not None:
+            if self.shape.mode == "one":
+                flat = _flat_members(sel, self.shape, aggs, copy=False)
+                plan.flat = (_LazySQL(flat[0]), flat[1])
+            else:
+                lean_sel = _without_key_conjuncts(sel, self._binds, copy=False)
+                lean = _flat_members(lean_sel, self.shape, aggs, copy=False)
+                plan.one, plan.one_columns = _pin_sql(lean[0]), lean[1]
+        elif self.shape.mode == "rows":
+            pinned = _pinned(sel, self.shape, copy=False)
+            plan.one = _pin_sql(pinned) if pinned is not None else None
+            if pinned is None:
+                self._general(plan, sel)
+        else:
+            self._general(plan, sel)
+        return plan
+
+    def _general(self, plan: BackwardPlan, sel: exp.Select | None = None) -> None:
+        """Fill ``plan``'s general queries: the backward query with the key columns, and for a group's
+        lineage its flat member listing (see :func:`_flat_members`). From ``sel`` (the rewrite, not yet
+        changed), or a fresh rewrite whose witness queries must be the plan's (they are: one text)."""
+        if plan.sql is not None:
+            return
+        if sel is None:
+            sel, _, consts = self._rewrite()
+            if consts != plan.constants:  # not expected: the markers would name other witness queries
+                plan.blocks, plan.constants = WitnessSets(self.con, consts), consts
+        if plan.flat is _UNPLANNED:
+            flat = _flat_members(sel, self.shape, self.con._catalog().aggregates)
+            plan.flat = (_LazySQL(flat[0]), flat[1]) if flat is not None else None
+        add_keys(sel, self.shape)
+        plan.sql = _LazySQL(sel)
 
     def _binds(self, query: exp.Expression) -> bool:
         """True if ``query`` binds on its own (it is not correlated with the query around it)."""
@@ -279,21 +329,36 @@ class Resolver:
         self.check()
         for t in [t for t in self.fingerprint if t in self.con._pending]:
             self.con._materialise(t)  # a pending table it read (again pending after a ROLLBACK): filled
-        sql, hidden, blocks, flat, one, pins = self._backward()
-        if flat is not None:  # a group's member rows straight from the scan, no list() per group
+        plan = self._backward()
+        flat = self.shape.mode != "rows" and plan.flat is not None
+        if (
+            flat
+            and plan.flat is _UNPLANNED
+            and not (plan.one is not None and np.unique(rows).size <= _LITERAL_ROWS)
+        ):
+            self._general(plan)
+            flat = plan.flat is not None
+        if flat:  # a group's member rows straight from the scan, no list() per group
             try:
-                return self._rows_of(*flat, blocks, rows, True)
+                return self._rows_of(plan, rows, True)
             except duckdb.Error:  # e.g. a GROUP BY naming a SELECT alias the flat query drops
-                self._plan = (sql, hidden, blocks, None, None, pins)
-        return self._rows_of(sql, hidden, blocks, rows, False)
+                plan.flat, plan.one = None, None  # the plan is shared: later results do not try again
+        return self._rows_of(plan, rows, False)
 
-    def _rows_of(self, sql: str, hidden: list[str], blocks, rows: np.ndarray, flat: bool) -> RowLineage:
+    def _query(self, plan: BackwardPlan, flat: bool) -> tuple[str, list[str]]:
+        """(SQL, hidden column names) of the plan's flat listing or its general backward query."""
+        if flat and isinstance(plan.flat, tuple):
+            return plan.flat
+        self._general(plan)
+        return plan.flat if flat else (plan.sql, plan.hidden)
+
+    def _rows_of(self, plan: BackwardPlan, rows: np.ndarray, flat: bool) -> RowLineage:
         if self.shape.mode == "one" or not self.keys.num_columns:
-            return self._one(sql, hidden, blocks, rows, flat)
+            return self._one(plan, rows, flat)
         uniq = np.unique(rows)
         if not uniq.size:
             return RowLineage.empty(0, self.node)
-        lin = self._keyed(sql, hidden, blocks, uniq, flat)
+        lin = self._keyed(plan, uniq, flat)
         if len(uniq) == self.n:
             self._all = lin
         return lin.take(np.searchsorted(uniq, rows))
@@ -303,7 +368,9 @@ class Resolver:
             self._all = self.lineage(np.arange(self.n, dtype=np.int64))
         return self._all
 
-    def _one(self, sql: str, hidden: list[str], blocks, rows: np.ndarray, flat: bool) -> RowLineage:
+    def _one(self, plan: BackwardPlan, rows: np.ndarray, flat: bool) -> RowLineage:
+        sql, hidden = self._query(plan, flat)
+        blocks = plan.blocks
         cols = ", ".join(f"__tp_b.{h}" for h in hidden)
         table = self.con.raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b").to_arrow_table()
         if flat:  # every member row of the one result row
@@ -319,20 +386,16 @@ class Resolver:
             self._all = lin
         return lin.take(np.zeros(len(rows), dtype=np.int64)) if rows.size else lin.take(rows)
 
-    def _keyed(self, sql: str, hidden: list[str], blocks, uniq: np.ndarray, flat: bool) -> RowLineage:
+    def _keyed(self, plan: BackwardPlan, uniq: np.ndarray, flat: bool) -> RowLineage:
         """Lineage of the result rows ``uniq`` (sorted, distinct positions), in that order."""
         nk = self.keys.num_columns
+        blocks = plan.blocks
         req = self.keys.take(pa.array(uniq)).append_column("__tp_pos", pa.array(uniq, pa.int64()))
-        name = f"__tp_req{next(_names)}"
-        on = " AND ".join(f"__tp_b.__tp_k{i} IS NOT DISTINCT FROM __tp_r.__tp_k{i}" for i in range(nk))
-        where = ""
-        if len(uniq) <= _LITERAL_ROWS:
-            where = self._literal_filter(req, [f"__tp_b0.__tp_k{i}" for i in range(nk)])
-            where = f" WHERE {where}" if where else ""
-        one, pins = self._plan[4], self._plan[5]
+        one, pins = plan.one, plan.pins
         if one is not None and len(uniq) == 1 and (flat or not any(c.null_count for c in req.columns[:nk])):
             pin = self._literal_filter(req, pins)
             if pin:  # the row's key values, in the query itself
+                hidden = plan.one_columns
                 cols = ", ".join(f"__tp_b0.{h}" for h in hidden)
                 query = one.replace(_PIN, f"({pin})")
                 table = self.con.raw.sql(f"SELECT {cols} FROM ({query}) AS __tp_b0").to_arrow_table()
@@ -346,6 +409,62 @@ class Resolver:
                     return _one_row(lin)
                 if table.num_rows == 1:
                     return lin
+        if flat and one is not None and 1 < len(uniq) <= _LITERAL_ROWS:
+            pin = self._literal_filter(req, pins)
+            if pin:  # several groups: the one-row query (key-decided conjuncts dropped), their keys in it
+                sql = one.replace(_PIN, f"({pin})")
+                return self._joined(sql, plan.one_columns, blocks, req, uniq, flat)
+        if not flat and one is not None and 1 < len(uniq) <= _LITERAL_ROWS:
+            pin = self._pins_together(req, pins)
+            if pin:  # several rows of a join: their tables' rows pinned together, no WHERE clause
+                sql, hidden = one.replace(_PIN, f"({pin})"), plan.one_columns
+                try:
+                    lin = self._joined(sql, hidden, blocks, req, uniq, flat, exact=True)
+                except duckdb.Error:  # a combination no result row has can fail (a cast): run the query
+                    lin = None
+                if lin is not None:
+                    return lin
+        sql, hidden = self._query(plan, flat)
+        return self._joined(sql, hidden, blocks, req, uniq, flat)
+
+    def _pins_together(self, req: pa.Table, pins: list[str]) -> str:
+        """``k0 IN (...) AND k1 IN (...)`` over the rows asked (each key's distinct values), for the
+        pinned query of a ``rows`` shape; "" where a key is NULL, a type has no exact literal, or the
+        combinations of values (the pinned rows' cross product) exceed :data:`_PIN_COMBOS`.
+
+        The pinned query has no WHERE clause: it computes each combination of the pinned rows, and the
+        join on all keys keeps the rows asked; each one's lineage columns depend on its own rows only
+        (see :func:`_pinned`), so they are the ones a row asked alone gets."""
+        nk = len(pins)
+        if any(req.column(i).null_count for i in range(nk)):
+            return ""
+        if not all(t.split("(")[0] in _LITERAL_TYPES for t in self.key_types):
+            return ""
+        values = [pa.compute.unique(req.column(i)).to_pylist() for i in range(nk)]
+        if np.prod([len(v) for v in values], dtype=np.float64) > _PIN_COMBOS:
+            return ""
+        parts = []
+        for i, (vals, t) in enumerate(zip(values, self.key_types)):
+            lits = ", ".join(
+                f"CAST('{(repr(v) if isinstance(v, float) else str(v)).replace(chr(39), chr(39) * 2)}' AS {t})"
+                for v in vals
+            )
+            parts.append(f"({pins[i]}) IN ({lits})")
+        return " AND ".join(parts)
+
+    def _joined(
+        self, sql, hidden: list[str], blocks, req: pa.Table, uniq: np.ndarray, flat: bool, exact: bool = False
+    ) -> RowLineage | None:
+        """Lineage of the rows asked (``req``: their keys and positions ``uniq``) from ``sql`` (the
+        general or pinned backward query with key columns), joined null-safely on their keys. ``exact``:
+        None where a row asked matched more than one row of ``sql`` (the caller runs the general query)."""
+        nk = self.keys.num_columns
+        name = f"__tp_req{next(_names)}"
+        on = " AND ".join(f"__tp_b.__tp_k{i} IS NOT DISTINCT FROM __tp_r.__tp_k{i}" for i in range(nk))
+        where = ""
+        if len(uniq) <= _LITERAL_ROWS:
+            where = self._literal_filter(req, [f"__tp_b0.__tp_k{i}" for i in range(nk)])
+            where = f" WHERE {where}" if where else ""
         cols = ", ".join(f"__tp_b.{h}" for h in hidden)
         query = (
             f"SELECT __tp_r.__tp_pos, {cols} FROM (SELECT * FROM ({sql}) AS __tp_b0{where}) AS __tp_b "
@@ -359,6 +478,8 @@ class Resolver:
         pos = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         order = np.argsort(pos, kind="stable")
         found, first = np.unique(pos[order], return_index=True)
+        if exact and len(found) != len(pos):
+            return None
         if len(found) != len(uniq):
             missing = np.setdiff1d(uniq, found)[:5].tolist()
             raise SourceChangedError(
@@ -388,6 +509,27 @@ class Resolver:
                     parts.append(f"({cols[i]}) = CAST('{text.replace(chr(39), chr(39) * 2)}' AS {t})")
             conds.append("(" + " AND ".join(parts) + ")")
         return " OR ".join(conds)
+
+
+_UNPLANNED = "unplanned"  # a plan's flat listing not planned yet (None: there is none)
+
+
+class BackwardPlan:
+    """A query's backward queries: ``one`` (one row asked, its key values in place of :data:`_PIN`;
+    its columns ``one_columns``), ``flat`` (SQL and column names of the member listing, None where
+    there is none, :data:`_UNPLANNED` before it is planned), ``sql`` (the general backward query with
+    the key columns ``__tp_k*``; None before it is planned), the hidden column names, the key
+    expressions (``pins``) and the witness sets of the marker ids."""
+
+    __slots__ = ("hidden", "blocks", "constants", "pins", "one", "one_columns", "flat", "sql")
+
+    def __init__(self, hidden: list[str], blocks: WitnessSets, constants: list) -> None:
+        self.hidden, self.blocks, self.constants = hidden, blocks, constants
+        self.pins: list[str] = []
+        self.one: str | None = None
+        self.one_columns: list[str] = hidden
+        self.flat = _UNPLANNED
+        self.sql = None
 
 
 class WitnessSets:
@@ -479,12 +621,29 @@ def _one_row(members: RowLineage) -> RowLineage:
     return RowLineage(np.array([0, ids.size], dtype=np.int64), ids, members.node)
 
 
-def _flat_members(sel: exp.Select, shape: Shape, aggs: frozenset[str]) -> tuple[exp.Select, list[str]] | None:
+def _flat_members(
+    sel: exp.Select, shape: Shape, aggs: frozenset[str], copy: bool = True
+) -> tuple[exp.Select, list[str]] | None:
     """For an eager aggregate whose lineage is a union of per-member parts (``list(a.__tp_rid)``,
     ``flatten(list(d.__tp_lin))``, ``list(marker)``, a correlated subquery's ``flatten(list((SELECT
     list(...) ...)))``, a constant ``[marker]``; ``list_concat`` of several): the query listing each
     member row's parts and keys (no GROUP BY, no list), or None. A group's lineage is the union of its
-    members' parts, so both give the same sets; the flat one is cheaper to run."""
+    members' parts, so both give the same sets; the flat one is cheaper to run. ``copy=False``: ``sel``
+    itself becomes the listing (where there is one)."""
+    cols = _member_parts(sel, shape, aggs)
+    if cols is None:
+        return None
+    flat = sel.copy() if copy else sel
+    keys = [exp.alias_(k, f"__tp_k{i}") for i, k in enumerate(key_columns(flat, shape))]
+    for k in ("group", "having", "order", "limit", "offset", "qualify", "windows", "distinct"):
+        flat.set(k, None)
+    flat.set("expressions", [exp.alias_(c.copy(), f"__tp_f{i}") for i, c in enumerate(cols)] + keys)
+    _exists_joined(flat)
+    return flat, [f"__tp_f{i}" for i in range(len(cols))]
+
+
+def _member_parts(sel: exp.Select, shape: Shape, aggs: frozenset[str]) -> list[exp.Expression] | None:
+    """The per-member parts of ``sel``'s lineage expression (see :func:`_flat_members`), or None."""
     if shape.mode not in ("group", "one") or not isinstance(sel, exp.Select):
         return None
     expr = sel.expressions[-1].this if isinstance(sel.expressions[-1], exp.Alias) else None
@@ -504,20 +663,92 @@ def _flat_members(sel: exp.Select, shape: Shape, aggs: frozenset[str]) -> tuple[
         if _has_agg(part, aggs):
             return None
         cols.append(part)
-    flat = sel.copy()
-    keys = [exp.alias_(k, f"__tp_k{i}") for i, k in enumerate(key_columns(flat, shape))]
-    for k in ("group", "having", "order", "limit", "offset", "qualify", "windows", "distinct"):
-        flat.set(k, None)
-    flat.set("expressions", [exp.alias_(c.copy(), f"__tp_f{i}") for i, c in enumerate(cols)] + keys)
-    return flat, [f"__tp_f{i}" for i in range(len(cols))]
+    return cols
+
+
+_ONE_BODY = (
+    "group",
+    "having",
+    "distinct",
+    "limit",
+    "offset",
+    "order",
+    "qualify",
+    "windows",
+    "with_",
+    "joins",
+)
+
+
+def _exists_joined(flat: exp.Select) -> None:
+    """In a flat member listing, a correlated witness part ``(SELECT list(w.__tp_rid) FROM w WHERE p)``
+    whose rows are also a WHERE conjunct ``EXISTS (SELECT ... FROM w WHERE p)`` becomes a join: ``w``
+    joins the FROM with ``p`` as a WHERE conjunct, the EXISTS goes and the part is ``w.__tp_rid``.
+
+    A member row then repeats once per witness row instead of carrying their list; a row without one
+    is dropped, as the EXISTS dropped it. The union over members is the same set, and DuckDB runs a
+    join instead of a mark join for the EXISTS beside a list per member (TPC-H q04, q21: several times
+    the query's own cost). ``p`` is read in the outer scope now: an unqualified column that both
+    ``w`` and an outer table have is ambiguous there, a binder error (the caller then falls back to
+    the general backward query), never another column. Changes ``flat`` in place."""
+    where = flat.args.get("where")
+    if where is None:
+        return
+    conj = list(where.this.flatten()) if isinstance(where.this, exp.And) else [where.this]
+    outer = {
+        t.alias_or_name.lower()
+        for t in [flat.args["from_"].this] + [j.this for j in flat.args.get("joins") or []]
+    }
+    changed = False
+    for e in flat.expressions:
+        if not isinstance(e, exp.Alias) or not e.alias.startswith("__tp_f"):
+            continue
+        sub = e.this
+        while isinstance(sub, exp.Paren):
+            sub = sub.this
+        w = sub.this if isinstance(sub, exp.Subquery) else None
+        if not isinstance(w, exp.Select) or w.args.get("where") is None or w.args.get("from_") is None:
+            continue
+        if (
+            any(w.args.get(k) for k in _ONE_BODY)
+            or len(w.expressions) != 1
+            or not _call(w.expressions[0], "list", 1)
+        ):
+            continue
+        rid, table = w.expressions[0].expressions[0], w.args["from_"].this
+        if not isinstance(rid, exp.Column) or rid.name != RID or not isinstance(table, exp.Table):
+            continue
+        if table.alias_or_name.lower() in outer or rid.table.lower() != table.alias_or_name.lower():
+            continue
+        match = next(
+            (
+                c
+                for c in conj
+                if isinstance(c, exp.Exists)
+                and isinstance(c.this, exp.Select)
+                and not any(c.this.args.get(k) for k in _ONE_BODY)
+                and c.this.args.get("from_") == w.args["from_"]
+                and c.this.args.get("where") == w.args["where"]
+            ),
+            None,
+        )
+        if match is None:
+            continue
+        conj = [c for c in conj if c is not match] + [w.args["where"].this.copy()]
+        flat.append("joins", exp.Join(this=table.copy()))
+        e.set("this", rid.copy())
+        outer.add(table.alias_or_name.lower())
+        changed = True
+    if changed:
+        flat.set("where", exp.Where(this=exp.and_(*conj)))
 
 
 def _pin_sql(sel: exp.Select) -> str:
-    """SQL of ``sel`` with the :data:`_PIN` placeholder added to its WHERE clause."""
-    return sel.where(exp.column(_PIN), copy=True).sql(dialect=DIALECT, copy=False)
+    """SQL of ``sel`` with the :data:`_PIN` placeholder added to its WHERE clause (changes ``sel``)."""
+    return sel.where(exp.column(_PIN), copy=False).sql(dialect=DIALECT, copy=False)
 
 
-def _pinned(sel: exp.Select, shape: Shape) -> exp.Select | None:
+def _pinned(sel: exp.Select, shape: Shape, copy: bool = True) -> exp.Select | None:
     """For a ``rows`` query: its backward query without the WHERE clause, or None.
 
     A result row is one combination of its FROM items' rows, each named by its key (a row id, or a
@@ -527,13 +758,13 @@ def _pinned(sel: exp.Select, shape: Shape) -> exp.Select | None:
     rows only. (For one row only: an OR of several rows' keys is not pushed into the scans.)"""
     if shape.mode != "rows" or not shape.items:
         return None
-    pinned = sel.copy()
+    pinned = sel.copy() if copy else sel
     pinned.set("where", None)
     add_keys(pinned, shape)
     return pinned
 
 
-def _without_key_conjuncts(sel: exp.Select, binds) -> exp.Select:
+def _without_key_conjuncts(sel: exp.Select, binds, copy: bool = True) -> exp.Select:
     """``sel`` without the WHERE conjuncts that depend on its group keys only (``o_orderkey IN (SELECT
     ...)`` grouped by ``o_orderkey``): such a conjunct has one value per group, and a group in the result
     had a member for which it held, so it holds for every member. Subqueries in a dropped conjunct must
@@ -546,7 +777,7 @@ def _without_key_conjuncts(sel: exp.Select, binds) -> exp.Select:
     keep = [c for c in conj if not keys or not _key_only(c, keys, binds)]
     if len(keep) == len(conj):
         return sel
-    out = sel.copy()
+    out = sel.copy() if copy else sel
     out.set("where", exp.Where(this=exp.and_(*(c.copy() for c in keep))) if keep else None)
     return out
 
