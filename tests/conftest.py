@@ -1,4 +1,4 @@
-"""Hypothesis profiles and the ``spark`` fixture.
+"""Hypothesis profiles, the ``spark`` fixture, and step listeners restored after each test.
 
 ``ci`` (the default; ``make test`` and ``.ci/run`` select it explicitly): derandomized, so every fresh
 clone runs the same examples and a green suite stays green; no example database, no deadline (the CI
@@ -57,6 +57,17 @@ def pytest_sessionfinish(session, exitstatus):
         listed = "\n  ".join(f"{event}: {path}" for event, path in HOME_GUARD.writes[:20])
         sys.stderr.write(f"\nthe test run wrote into the real home {REAL_HOME}:\n  {listed}\n")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _step_listeners_restored():
+    """Each test starts with the step listeners the run started with: a test that subscribes one (an MLflow
+    watch, an OpenLineage run left open) must not switch later tests onto the listener path."""
+    from traceprop_frames.lineage import events
+
+    before = list(events._listeners)
+    yield
+    events._listeners[:] = before
 
 
 @pytest.fixture(scope="session")

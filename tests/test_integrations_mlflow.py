@@ -68,3 +68,26 @@ def test_model_run_holds_lineage_manifest_and_certificates(tmp_path, tracking):
     assert set(top["source"]) == {str(path)}
     cert2 = wrapped.unlearn(source=str(path), rows=[int(np.flatnonzero(raw["z"] > -1.0)[1])])
     assert cert2.body["forget_set"]["count"] == 1
+
+
+def test_watch_ends_when_the_estimator_is_gone(tmp_path, tracking):
+    """Watching erasures subscribes a step listener; once no watched estimator is alive it unsubscribes,
+    so later untraced work runs without a listener again."""
+    import gc
+
+    from traceprop_frames.lineage import events
+
+    rng = np.random.default_rng(1)
+    raw = pd.DataFrame({"x": rng.normal(size=40)})
+    raw["y"] = (raw["x"] > 0).astype(int)
+    path = tmp_path / "p.csv"
+    raw.to_csv(path, index=False)
+    df = tpf.read_csv(path)
+    assert not events.listening()
+    clf = TorchLogisticRegression(k=8).fit(df[["x"]], df["y"])
+    with mlflow.start_run(experiment_id=tracking):
+        tmlf.log_estimator(clf)
+    assert events.listening()
+    del clf
+    gc.collect()
+    assert not events.listening()

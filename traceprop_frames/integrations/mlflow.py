@@ -89,9 +89,20 @@ def log_estimator(model, run_id: str | None = None, *, watch_erasures: bool = Tr
         client.set_tag(run_id, f"traceprop.source.{i}.path", s["path"])
         client.set_tag(run_id, f"traceprop.source.{i}.sha256", s["sha256_at_load"])
     if watch_erasures:
-        _watched[id(est)] = (weakref.ref(est), run_id)
+        key = id(est)
+        _watched[key] = (weakref.ref(est, lambda _ref, key=key: _unwatch(key)), run_id)
         events.subscribe(_on_step)
     return run_id
+
+
+def _unwatch(key: int) -> None:
+    """A watched estimator was garbage-collected: forget it; with none left, stop listening to steps (so
+    untraced work goes back to the no-listener path)."""
+    hit = _watched.get(key)
+    if hit is not None and hit[0]() is None:
+        del _watched[key]
+    if not _watched:
+        events.unsubscribe(_on_step)
 
 
 def log_certificate(cert, run_id: str | None = None) -> str:
