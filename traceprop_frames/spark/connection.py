@@ -23,6 +23,7 @@ from traceprop_frames.spark import sources
 from traceprop_frames.spark.dialect import AGGREGATES, to_spark
 from traceprop_frames.spark.lazy import LazySparkTraced
 from traceprop_frames.spark.result import SparkTraced
+from traceprop_frames.spark.shared import new_marker
 from traceprop_frames.sql.lazy import add_keys, shape_of
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 
@@ -130,7 +131,7 @@ class SparkConnection:
         """(Spark SQL, kind of the hidden column, RewriteResult or None, target view or None)."""
         cat = self._catalog()
         if isinstance(stmt, exp.Query):
-            rw = rewrite_query(stmt, cat)
+            rw = rewrite_query(stmt, cat, constant=self._shared_witness)
             return to_spark(rw.expression, self._plain, self._standalone), rw.kind, rw, None
         if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
             rw = rewrite_query(stmt.expression, cat)
@@ -151,6 +152,25 @@ class SparkConnection:
             if q.find_ancestor(exp.Query) is None and q.parent is not None:
                 q.replace(rewrite_query(q, cat, trace=False).expression)
         return to_spark(out), None, None, None
+
+    def _shared_witness(self, wq: exp.Expression, kind: str, value, with_: str) -> exp.Expression | None:
+        """The rewriter's ``constant`` callback: an uncorrelated scalar subquery's (or joined one-row
+        aggregate's) rows as one marker id per row, its set a DataFrame run once when asked (see
+        :mod:`traceprop_frames.spark.shared`). None (the rows copied into each row, as before) for an
+        ``IN`` list, a witness over the query's CTEs, or where the witness does not run on its own (it
+        is correlated)."""
+        if value is not None or with_:  # (CTEs come as DuckDB SQL text: not reprinted for Spark)
+            return None
+        w = exp.Subquery(this=wq.copy(), alias=exp.TableAlias(this=exp.to_identifier("__tp_w")))
+        col = f"__tp_w.{kind}"
+        ids = f"EXPLODE({col})" if kind == LIN else col
+        side = exp.select(f"{ids} AS id").from_(w)
+        try:
+            frame = self.spark.sql(to_spark(side, self._plain, self._standalone))
+        except Exception:  # correlated (names the outer query) or not valid alone: rows copied per row
+            return None
+        marker = new_marker(frame)
+        return None if marker is None else exp.cast(exp.Literal.number(marker), "BIGINT")
 
     def _standalone(self, sql: str) -> bool:
         """Whether ``sql`` (a subquery) is valid on its own: Spark analyses it; nothing runs."""
@@ -213,7 +233,9 @@ class SparkConnection:
         text = stmt.sql(dialect="spark")
 
         def backward() -> DataFrame:
-            sel = rewrite_query(self._parse(text)[0], self._catalog()).expression
+            sel = rewrite_query(
+                self._parse(text)[0], self._catalog(), constant=self._shared_witness
+            ).expression
             for k in ("order", "limit", "offset"):
                 sel.set(k, None)
             add_keys(sel, shape)
