@@ -70,6 +70,9 @@ def test_scalar_subquery_rows_stored_once(spark, table, tmp_path, capture):
     assert lin.has_context  # the set is stored once and referenced
     for i, k in enumerate(df["k"]):
         assert sorted((lin.row_ids(i) & ((1 << 40) - 1)).tolist()) == want[k]
+    con.register("r", res)  # a later query over the result: its rows keep the shared set
+    again = con.sql("SELECT k FROM r WHERE n > 2")
+    assert [_rows(again.sources(rows=[i]), table) for i in range(len(again))] == [want["a"]]
     res.write_parquet(tmp_path / "out")
     back = tpf.read_traced(tmp_path / "out")
     for i, k in enumerate(back["k"]):

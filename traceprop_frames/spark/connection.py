@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlglot
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from sqlglot import exp
 
 from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
@@ -99,9 +100,14 @@ class SparkConnection:
         """View ``name`` over a traced pandas frame, a :class:`SparkTraced` result or a plain frame.
 
         A traced pandas frame goes to Spark through Arrow with its lineage as an ``array<bigint>``
-        column; a :class:`SparkTraced` keeps its lineage column; anything else has no lineage.
+        column; a :class:`SparkTraced` keeps its lineage column (a lazily captured one is pinned and
+        gets its rows' lineage from its backward job); anything else has no lineage.
         """
-        if isinstance(df, SparkTraced):
+        if isinstance(df, LazySparkTraced):  # its frame holds keys: the pinned rows with their lineage
+            cols = [F.col(f"`{c}`") for c in df.df.columns]
+            df._with_lineage(df.pinned()).select(*cols, F.col(df.kind)).createOrReplaceTempView(name)
+            self._set(name, df.kind, df.node)
+        elif isinstance(df, SparkTraced):
             df.frame.createOrReplaceTempView(name)
             self._set(name, df.kind, df.node)
         elif isinstance(df, pd.DataFrame) and has_lineage(df):
