@@ -107,7 +107,7 @@ def _jvm_cpu(spark):
 def tpch_modes(spark, data: Path, queries: Path, numbers: list[int], repeat: int) -> None:
     """Plain / eager / lazy capture of TPC-H queries on one session's views, interleaved medians of
     wall clock and of the JVM's CPU seconds (one warm-up round first)."""
-    eager, lazy = tpf.spark.connect(spark), tpf.spark.connect(spark, capture="lazy")
+    eager, lazy = tpf.spark.connect(spark, capture="eager"), tpf.spark.connect(spark, capture="lazy")
     plain = spark.newSession()
     for t in TPCH_TABLES:
         p = data / f"{t}.parquet"
@@ -185,7 +185,7 @@ def tpch_lineage(spark, data: Path, queries: Path, numbers: list[int], k: int) -
     """
     from traceprop_frames.spark.result import POS
 
-    cons = {"eager": tpf.spark.connect(spark), "lazy": tpf.spark.connect(spark, capture="lazy")}
+    cons = {"eager": tpf.spark.connect(spark, capture="eager"), "lazy": tpf.spark.connect(spark, capture="lazy")}
     duck = tpf.connect()
     for t in TPCH_TABLES:
         for con in cons.values():
