@@ -71,7 +71,7 @@ def _storage(res, source_bytes: int) -> tuple[float, float]:
 
 
 def tpch_rows(spark, root: Path, repeat: int, check: bool):
-    con = tpf.spark.connect(spark)
+    con = tpf.spark.connect(spark, capture="eager")  # (the lineage column is measured)
     plain = spark.newSession()  # its own temp views: the same names over the files, without lineage
     for t in TPCH_TABLES:
         p = root / f"{t}.parquet"
@@ -185,7 +185,10 @@ def tpch_lineage(spark, data: Path, queries: Path, numbers: list[int], k: int) -
     """
     from traceprop_frames.spark.result import POS
 
-    cons = {"eager": tpf.spark.connect(spark, capture="eager"), "lazy": tpf.spark.connect(spark, capture="lazy")}
+    cons = {
+        "eager": tpf.spark.connect(spark, capture="eager"),
+        "lazy": tpf.spark.connect(spark, capture="lazy"),
+    }
     duck = tpf.connect()
     for t in TPCH_TABLES:
         for con in cons.values():
@@ -221,7 +224,7 @@ def tpch_lineage(spark, data: Path, queries: Path, numbers: list[int], k: int) -
 
 def credit_rows(spark, applicants: int, repeat: int, folder: Path):
     paths = {k: str(v) for k, v in make_credit_risk(folder / f"credit_{applicants}", applicants, 0).items()}
-    con = tpf.spark.connect(spark)
+    con = tpf.spark.connect(spark, capture="eager")  # (the lineage column is measured)
     con.read_csv(paths["application"], "application").read_csv(paths["bureau"], "bureau")
     con.read_parquet(paths["previous_application"], "previous_application")
     plain = spark.newSession()
