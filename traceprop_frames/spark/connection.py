@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 import sqlglot
+from pyspark.logger import PySparkLogger
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sqlglot import exp
@@ -171,20 +172,28 @@ class SparkConnection:
         col = f"__tp_w.{kind}"
         ids = f"EXPLODE({col})" if kind == LIN else col
         side = exp.select(f"{ids} AS id").from_(w)
-        try:
-            frame = self.spark.sql(to_spark(side, self._plain, self._standalone))
-        except Exception:  # correlated (names the outer query) or not valid alone: rows copied per row
+        frame = self._analysed(to_spark(side, self._plain, self._standalone))
+        if frame is None:  # correlated (names the outer query) or not valid alone: rows copied per row
             return None
         marker = new_marker(frame)
         return None if marker is None else exp.cast(exp.Literal.number(marker), "BIGINT")
 
     def _standalone(self, sql: str) -> bool:
         """Whether ``sql`` (a subquery) is valid on its own: Spark analyses it; nothing runs."""
+        return self._analysed(sql) is not None
+
+    def _analysed(self, sql: str) -> DataFrame | None:
+        """``spark.sql(sql)`` (analysed, not run), or None where it does not analyse on its own (a
+        correlated subquery names the outer query). pyspark's query-context logger, which logs every
+        failed analysis as an ERROR with its stack, is muted for this probe only."""
+        log = PySparkLogger.getLogger("SQLQueryContextLogger")  # (pyspark's class: it logs with extras)
+        was, log.disabled = log.disabled, True
         try:
-            self.spark.sql(sql)
-        except Exception:  # AnalysisException / ParseException: it names the outer query (or fails)
-            return False
-        return True
+            return self.spark.sql(sql)
+        except Exception:  # AnalysisException / ParseException
+            return None
+        finally:
+            log.disabled = was
 
     def rewrite(self, query: str) -> str:
         """The lineage-carrying Spark SQL that :meth:`sql` runs for ``query`` (statements joined by ``;``)."""
