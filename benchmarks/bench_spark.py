@@ -45,7 +45,7 @@ import traceprop_frames as tpf
 from traceprop_frames.datasets import make_credit_risk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sql import _median_pair, _median_three, tpch_tables  # noqa: E402  (interleaved medians)
+from bench_sql import _median_pair, tpch_tables  # noqa: E402  (interleaved medians)
 
 TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
 AGGS = {
@@ -71,7 +71,7 @@ def _storage(res, source_bytes: int) -> tuple[float, float]:
 
 
 def tpch_rows(spark, root: Path, repeat: int, check: bool):
-    con = tpf.spark.connect(spark)
+    con = tpf.spark.connect(spark, capture="eager")  # (the lineage column is measured)
     plain = spark.newSession()  # its own temp views: the same names over the files, without lineage
     for t in TPCH_TABLES:
         p = root / f"{t}.parquet"
@@ -90,34 +90,63 @@ def tpch_rows(spark, root: Path, repeat: int, check: bool):
     return rows
 
 
+def _jvm_cpu(spark):
+    """A function returning the Spark JVM's CPU seconds so far (user + system, from /proc): only
+    Spark's own work, so steadier under a loaded machine than wall clock (local mode: one JVM)."""
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15)
+
+    return cpu
+
+
 def tpch_modes(spark, data: Path, queries: Path, numbers: list[int], repeat: int) -> None:
-    """Plain / eager / lazy capture of TPC-H queries on one session's views, interleaved medians."""
-    eager, lazy = tpf.spark.connect(spark), tpf.spark.connect(spark, capture="lazy")
+    """Plain / eager / lazy capture of TPC-H queries on one session's views, interleaved medians of
+    wall clock and of the JVM's CPU seconds (one warm-up round first)."""
+    eager, lazy = tpf.spark.connect(spark, capture="eager"), tpf.spark.connect(spark, capture="lazy")
     plain = spark.newSession()
     for t in TPCH_TABLES:
         p = data / f"{t}.parquet"
         eager.read_parquet(p, t)
-        lazy._hidden, lazy._nodes = eager._hidden, eager._nodes  # the same views
+        lazy._hidden, lazy._nodes, lazy._plain = eager._hidden, eager._nodes, eager._plain  # the same views
         plain.read.parquet(str(p)).createOrReplaceTempView(t)
+    cpu = _jvm_cpu(spark)
     print(
-        f"{'case':<12} {'plain s':>9} {'eager s':>9} {'ratio':>6} {'lazy s':>9} {'ratio':>6}  load",
+        f"{'case':<12} {'plain s':>8} {'eager s':>8} {'ratio':>6} {'lazy s':>8} {'ratio':>6}   "
+        f"{'plain cpu':>9} {'eager cpu':>9} {'ratio':>6} {'lazy cpu':>9} {'ratio':>6}  load",
         flush=True,
     )
     ratios = []
     for n in numbers:
         q = (queries / f"q{n:02d}.sql").read_text()
-        p, e, lz = _median_three(
-            [lambda q=q: _run(plain.sql(q)), lambda q=q: _run(eager.sql(q).frame),
-             lambda q=q: _run(lazy.sql(q).frame)], repeat)  # fmt: skip
-        ratios.append((e / p, lz / p))
+        fns = [lambda q=q: _run(plain.sql(q)), lambda q=q: _run(eager.sql(q).frame),
+               lambda q=q: _run(lazy.sql(q).frame)]  # fmt: skip
+        for f in fns:  # warm-up
+            f()
+        wall: list[list[float]] = [[], [], []]
+        jvm: list[list[float]] = [[], [], []]
+        for _ in range(repeat):
+            for f, w, c in zip(fns, wall, jvm):
+                t0, c0 = time.perf_counter(), cpu()
+                f()
+                w.append(time.perf_counter() - t0)
+                c.append(cpu() - c0)
+        (p, e, lz), (pc, ec, lc) = ([statistics.median(x) for x in xs] for xs in (wall, jvm))
+        ratios.append((e / p, lz / p, ec / pc, lc / pc))
         load = " ".join(f"{x:.1f}" for x in os.getloadavg())
         print(
-            f"TPC-H q{n:02d}    {p:>9.3f} {e:>9.3f} {e / p:>6.2f} {lz:>9.3f} {lz / p:>6.2f}  {load}",
+            f"TPC-H q{n:02d}    {p:>8.2f} {e:>8.2f} {e / p:>6.2f} {lz:>8.2f} {lz / p:>6.2f}   "
+            f"{pc:>9.2f} {ec:>9.2f} {ec / pc:>6.2f} {lc:>9.2f} {lc / pc:>6.2f}  {load}",
             flush=True,
         )
+    med = [statistics.median(r[i] for r in ratios) for i in range(4)]
     print(
-        f"median ratio: eager {statistics.median(r[0] for r in ratios):.2f}, "
-        f"lazy {statistics.median(r[1] for r in ratios):.2f} ({len(numbers)} queries)"
+        f"median ratio, wall clock: eager {med[0]:.2f}, lazy {med[1]:.2f}; JVM CPU: eager {med[2]:.2f}, "
+        f"lazy {med[3]:.2f} ({len(numbers)} queries, repeat {repeat})"
     )
 
 
@@ -156,7 +185,10 @@ def tpch_lineage(spark, data: Path, queries: Path, numbers: list[int], k: int) -
     """
     from traceprop_frames.spark.result import POS
 
-    cons = {"eager": tpf.spark.connect(spark), "lazy": tpf.spark.connect(spark, capture="lazy")}
+    cons = {
+        "eager": tpf.spark.connect(spark, capture="eager"),
+        "lazy": tpf.spark.connect(spark, capture="lazy"),
+    }
     duck = tpf.connect()
     for t in TPCH_TABLES:
         for con in cons.values():
@@ -192,7 +224,7 @@ def tpch_lineage(spark, data: Path, queries: Path, numbers: list[int], k: int) -
 
 def credit_rows(spark, applicants: int, repeat: int, folder: Path):
     paths = {k: str(v) for k, v in make_credit_risk(folder / f"credit_{applicants}", applicants, 0).items()}
-    con = tpf.spark.connect(spark)
+    con = tpf.spark.connect(spark, capture="eager")  # (the lineage column is measured)
     con.read_csv(paths["application"], "application").read_csv(paths["bureau"], "bureau")
     con.read_parquet(paths["previous_application"], "previous_application")
     plain = spark.newSession()

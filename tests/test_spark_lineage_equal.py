@@ -70,7 +70,11 @@ def _sources(answer: dict) -> dict[str, list[int]]:
 
 @pytest.fixture(scope="module")
 def engines(spark):
-    eager, lazy, duck = tpf.spark.connect(spark), tpf.spark.connect(spark, capture="lazy"), tpf.connect()
+    eager, lazy, duck = (
+        tpf.spark.connect(spark, capture="eager"),
+        tpf.spark.connect(spark, capture="lazy"),
+        tpf.connect(),
+    )
     for t in TABLES:
         eager.read_parquet(TPCH / f"{t}.parquet", t)
         lazy.read_parquet(TPCH / f"{t}.parquet", t)

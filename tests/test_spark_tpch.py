@@ -40,7 +40,7 @@ def _query(n: int) -> str:
 
 @pytest.fixture(scope="module")
 def tpch(spark):
-    scon, dcon = tpf.spark.connect(spark), tpf.connect()
+    scon, dcon = tpf.spark.connect(spark, capture="eager"), tpf.connect()
     for t in TABLES:
         scon.read_parquet(TPCH / f"{t}.parquet", t)
         dcon.read_parquet(str(TPCH / f"{t}.parquet"), t)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from traceprop_frames.errors import MissingDependencyError
 
 
-def connect(spark, capture: str = "eager"):
+def connect(spark, capture: str = "lazy"):
     """A traced connection on ``spark`` (a ``pyspark.sql.SparkSession``); see :class:`SparkConnection`.
 
-    ``capture="lazy"`` keeps one cheap key per result row and answers lineage by a backward Spark job.
+    ``capture="lazy"`` (the default) keeps one cheap key per result row and answers lineage by a
+    backward Spark job; ``capture="eager"`` carries every row's lineage column with the query.
     """
     try:
         import pyspark  # noqa: F401

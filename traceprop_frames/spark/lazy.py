@@ -16,8 +16,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from traceprop_frames.frames import attach
-from traceprop_frames.lineage import OpNode, RowLineage
-from traceprop_frames.spark.result import POS, SparkTraced
+from traceprop_frames.lineage import OpNode
+from traceprop_frames.spark.result import POS, SparkTraced, split_sids, with_shared_sets
+from traceprop_frames.spark.shared import expand
 from traceprop_frames.sql.connection import lineage_from_arrow
 from traceprop_frames.sql.rewrite import LIN
 
@@ -55,13 +56,11 @@ class LazySparkTraced(SparkTraced):
             picked = picked.where(F.col(POS).isin(self._check_rows(rows).tolist()))
         got = self._with_lineage(F.broadcast(picked.select(POS, *self.keys)) if rows is not None else picked)
         got = got.select(F.explode(self._ids()).alias("id")).distinct().toArrow()
-        return np.sort(np.asarray(got.column("id").to_numpy(), dtype=np.int64))
+        return expand(np.sort(np.asarray(got.column("id").to_numpy(), dtype=np.int64)))
 
     def rows_from_source(self, path, rows) -> np.ndarray:
-        from traceprop_frames.lineage import REGISTRY
-
-        ids = REGISTRY.ids_for_rows(path, rows)
-        hit = F.arrays_overlap(self._ids(), F.array(*[F.lit(int(x)) for x in ids]).cast("array<bigint>"))
+        self._collect_sids()  # (the shared sets' markers)
+        hit = self._hits(path, rows, candidates=False)
         got = self._with_lineage(self.pinned().select(POS, *self.keys)).where(hit).select(POS).distinct()
         return np.sort(np.asarray(got.toArrow().column(POS).to_numpy(), dtype=np.int64))
 
@@ -71,7 +70,7 @@ class LazySparkTraced(SparkTraced):
         table = joined.select(POS, *cols, self._ids().alias(LIN)).orderBy(POS).toArrow()
         off, ids = lineage_from_arrow(table.column(LIN))
         data = table.drop_columns([LIN, POS]).to_pandas()
-        return attach(data, RowLineage(off, ids, self.node))
+        return attach(data, with_shared_sets(off, ids, self.node))
 
     toPandas = to_pandas
 
@@ -81,12 +80,11 @@ class LazySparkTraced(SparkTraced):
         joined = self._with_lineage(self.pinned()).select(*cols, self._ids().alias(self.kind), POS)
         eager = SparkTraced(joined.drop(POS), self.kind, self.node)
         eager._pinned, eager._n = joined.orderBy(POS), len(self)
-        eager._sids = self._collect_sids()
+        eager._sids, eager._markers = self._collect_sids(), self._markers
         eager.write_parquet(path, mode)
 
     def _collect_sids(self) -> np.ndarray:
         if self._sids is None:
-            sid = F.explode(F.array_distinct(F.transform(self._ids(), lambda x: F.shiftright(x, 40))))
-            got = self._with_lineage(self.pinned().select(POS, *self.keys)).select(sid.alias("s")).distinct()
-            self._sids = np.sort(np.asarray(got.toArrow().column("s").to_numpy(), dtype=np.int64))
+            joined = self._with_lineage(self.pinned().select(POS, *self.keys))
+            self._sids, self._markers = split_sids(joined, self._ids())
         return self._sids

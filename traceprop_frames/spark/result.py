@@ -24,8 +24,12 @@ from traceprop_frames.frames.persist import FOLDER_MANIFEST, LINEAGE_COL
 from traceprop_frames.lineage import REGISTRY, LineageDAG, OpNode, RowLineage
 from traceprop_frames.lineage.manifest import build
 from traceprop_frames.lineage.rowsets import sorted_unique
+from traceprop_frames.lineage.sources import ROW_BITS
+from traceprop_frames.spark.shared import SPARK_K, expand, is_marker, marker_ids
 from traceprop_frames.sql.connection import lineage_from_arrow
 from traceprop_frames.sql.rewrite import LIN, RID
+from traceprop_frames.sql.shared import resolve_markers
+from traceprop_frames.sql.sources import MARKER_SID
 
 POS = "__tp_pos"
 _PART = (1 << 33) - 1  # monotonically_increasing_id(): partition index << 33 | row within partition
@@ -40,6 +44,7 @@ class SparkTraced:
         self.node = node
         self._pinned: DataFrame | None = None
         self._sids: np.ndarray | None = None
+        self._markers: np.ndarray | None = None  # the shared-set marker ids in the lineage column
         self._n = 0
 
     @property
@@ -94,7 +99,7 @@ class SparkTraced:
         else:  # a few rows: no shuffle, their ids come back and are deduplicated here
             picked = self.pinned().where(F.col(POS).isin(self._check_rows(rows).tolist()))
             got = picked.select(F.explode(self._ids()).alias("id")).toArrow()
-        return sorted_unique(np.asarray(got.column("id").to_numpy(), dtype=np.int64))
+        return expand(sorted_unique(np.asarray(got.column("id").to_numpy(), dtype=np.int64)))
 
     def sources(self, rows=None) -> dict[str, np.ndarray]:
         """``{path: sorted row numbers}`` behind all rows (or the given positions), as ``df.tp.sources``."""
@@ -109,17 +114,48 @@ class SparkTraced:
     def rows_from_source(self, path, rows) -> np.ndarray:
         """Sorted positions of the result rows that depend on any of ``rows`` of source ``path``."""
         self._collect_sids()  # which sources these rows come from, to name the right one for ``path``
-        ids = REGISTRY.ids_for_rows(path, rows, candidates=self._sids)
-        hit = F.arrays_overlap(self._ids(), F.array(*[F.lit(int(x)) for x in ids]).cast("array<bigint>"))
-        got = self.pinned().where(hit).select(POS).toArrow()
+        got = self.pinned().where(self._hits(path, rows)).select(POS).toArrow()
         return np.sort(np.asarray(got.column(POS).to_numpy(), dtype=np.int64))
+
+    def _hits(self, path, rows, candidates: bool = True) -> Column:
+        """Whether a row's lineage holds any of ``rows`` of ``path`` (directly or in a shared set)."""
+        ids = REGISTRY.ids_for_rows(path, rows, candidates=self._sids if candidates else None)
+        ids = np.asarray(ids, dtype=np.int64)
+        sets = [m for m in self._markers.tolist() if np.isin(marker_ids(m), ids).any()]
+        want = ids.tolist() + sets
+        return F.arrays_overlap(self._ids(), F.array(*[F.lit(int(x)) for x in want]).cast("array<bigint>"))
 
     def _collect_sids(self) -> np.ndarray:
         if self._sids is None:
-            sid = F.explode(F.array_distinct(F.transform(self._ids(), lambda x: F.shiftright(x, 40))))
-            got = self.frame.select(sid.alias("s")).distinct().toArrow()
-            self._sids = np.sort(np.asarray(got.column("s").to_numpy(), dtype=np.int64))
+            self._sids, self._markers = split_sids(self.frame, self._ids())
         return self._sids
+
+    def _expanded(self, ids: Column) -> Column:
+        """``ids`` with each marker replaced by its set, in Spark (for ``write_parquet``): the sets come
+        as one broadcast row's array columns, joined by :meth:`_with_sets`."""
+        markers = self._markers.tolist()
+        if not markers:
+            return ids
+
+        def one(x):
+            e = F.array(x)
+            for i, m in enumerate(markers):
+                e = F.when(x == F.lit(m), F.col(f"__tp_set{i}")).otherwise(e)
+            return e
+
+        return F.flatten(F.transform(ids, one))
+
+    def _with_sets(self, frame: DataFrame) -> DataFrame:
+        """``frame`` with one column ``__tp_set{i}`` per marker of :attr:`_markers` (its set)."""
+        markers = self._markers.tolist()
+        if not markers:
+            return frame
+        import pyarrow as pa
+
+        sets = pa.table(
+            {f"__tp_set{i}": pa.array([marker_ids(m)], pa.list_(pa.int64())) for i, m in enumerate(markers)}
+        )
+        return frame.crossJoin(F.broadcast(frame.sparkSession.createDataFrame(sets)))
 
     def to_pandas(self) -> pd.DataFrame:
         """The pinned result as a traced pandas frame (Arrow from Spark; lineage straight into CSR)."""
@@ -127,7 +163,7 @@ class SparkTraced:
         table = self.pinned().select(*cols, self._ids().alias(LIN)).toArrow()  # partitions in order
         off, ids = lineage_from_arrow(table.column(LIN))
         data = table.drop_columns([LIN]).to_pandas()
-        return attach(data, RowLineage(off, ids, self.node))
+        return attach(data, with_shared_sets(off, ids, self.node))
 
     toPandas = to_pandas
 
@@ -137,9 +173,11 @@ class SparkTraced:
         ``tpf.read_traced(path)`` reads it back as a traced pandas frame (rows in position order).
         """
         cols = [F.col(f"`{c}`") for c in self.df.columns]
-        out = self.pinned().select(*cols, self._ids().alias(LINEAGE_COL))  # part files in position order
-        out.write.mode(mode).parquet(os.fspath(path))
-        meta = build(self._collect_sids(), self.node, len(self))
+        sids = self._collect_sids()  # (and the shared sets' markers, each written into its rows)
+        pinned = self._with_sets(self.pinned())
+        out = pinned.select(*cols, self._expanded(self._ids()).alias(LINEAGE_COL))
+        out.write.mode(mode).parquet(os.fspath(path))  # part files in position order
+        meta = build(sids, self.node, len(self))
         target = os.path.join(os.fspath(path), FOLDER_MANIFEST)
         with open(target + ".tmp", "w") as fh:  # Spark and pyarrow skip names starting with "_"
             json.dump(meta, fh)
@@ -157,3 +195,33 @@ class SparkTraced:
 
     def __repr__(self) -> str:
         return f"<SparkTraced {self.df.columns} lineage={self.kind} ops={self.node.topo()[-1].op if self.node else None}>"
+
+
+def split_sids(frame: DataFrame, ids: Column) -> tuple[np.ndarray, np.ndarray]:
+    """(source ids, shared-set marker ids) of the lineage column ``ids`` of ``frame`` (one Spark job);
+    the source ids include those of the rows inside the shared sets."""
+    marker = F.lit(MARKER_SID)
+    key = F.transform(
+        ids, lambda x: F.when(F.shiftright(x, ROW_BITS) == marker, x).otherwise(F.shiftright(x, ROW_BITS))
+    )
+    got = frame.select(F.explode(F.array_distinct(key)).alias("s")).distinct().toArrow()
+    vals = np.sort(np.asarray(got.column("s").to_numpy(), dtype=np.int64))
+    m = is_marker(vals)
+    sids = [vals[~m]] + [np.unique(marker_ids(x) >> np.int64(ROW_BITS)) for x in vals[m].tolist()]
+    return np.unique(np.concatenate(sids)), vals[m]
+
+
+def with_shared_sets(off: np.ndarray, ids: np.ndarray, node) -> RowLineage:
+    """RowLineage of rows ``(off, ids)``; each shared-set marker becomes a reference to its set, stored
+    once (see :mod:`traceprop_frames.spark.shared`)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    m = is_marker(ids)
+    if not m.any():
+        return RowLineage(off, ids, node)
+    present = np.unique(ids[m])
+    sets = [marker_ids(x) for x in present.tolist()]  # (raises for a marker this process did not make)
+    sizes = np.array([len(x) for x in sets], dtype=np.int64)
+    side = RowLineage(np.concatenate([[0], np.cumsum(sizes)]), np.concatenate(sets))
+    n = len(present)
+    block = side.shared_sets(np.arange(n), np.arange(n), np.arange(1, n + 1), "scalar subquery (Spark)")
+    return resolve_markers(off, ids, {SPARK_K: (block, present & np.int64((1 << 32) - 1))}, lambda x: x, node)
