@@ -157,39 +157,41 @@ def _unique(names: list[str] | None) -> bool:
 
 def lineage_from_arrow(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """CSR (offsets, ids) from a BIGINT or LIST<BIGINT> Arrow column; NULL ids and NULL lists are empty."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):  # one chunk (the usual case): read in place, no combined copy
+        arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    else:
+        arr = col
     n = len(arr)
     if pa.types.is_integer(arr.type):
-        vals = arr.to_numpy(zero_copy_only=False)
         if arr.null_count:
             valid = arr.is_valid().to_numpy(zero_copy_only=False)
             off = np.zeros(n + 1, dtype=np.int64)
             np.cumsum(valid, out=off[1:])
             return off, np.asarray(arr.drop_null().to_numpy(), dtype=np.int64)
-        return np.arange(n + 1, dtype=np.int64), np.asarray(vals, dtype=np.int64)
+        return np.arange(n + 1, dtype=np.int64), np.asarray(
+            arr.to_numpy(zero_copy_only=False), dtype=np.int64
+        )
     if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
         raise TypeError(f"lineage column has type {arr.type}")
     off = np.asarray(arr.offsets, dtype=np.int64)
     child = arr.values.slice(off[0], off[-1] - off[0])
     off = off - off[0]
-    lengths = np.diff(off)
+    if not len(child):
+        return np.zeros(n + 1, dtype=np.int64), _EMPTY
+    if not (arr.null_count or child.null_count):
+        return off, np.asarray(child.to_numpy(zero_copy_only=False), dtype=np.int64)
+    # NULL ids (and the ids a NULL list may span) dropped. Never through to_numpy() of a column with
+    # NULLs: that gives float64, which rounds ids above 2**53 (marker ids, large source ids)
+    keep = child.is_valid().to_numpy(zero_copy_only=False).copy()
     if arr.null_count:
-        lengths = np.where(arr.is_valid().to_numpy(zero_copy_only=False), lengths, 0)
-        keep_rows = np.repeat(lengths > 0, np.diff(off))
-    else:
-        keep_rows = None
-    if child.null_count or keep_rows is not None:
-        keep = child.is_valid().to_numpy(zero_copy_only=False)
-        if keep_rows is not None:
-            keep &= keep_rows
-        row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(off))
-        counts = np.bincount(row_of[keep], minlength=n)
-        new_off = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(counts, out=new_off[1:])
-        ids = child.to_numpy(zero_copy_only=False)[keep] if len(child) else _EMPTY
-        return new_off, np.asarray(ids, dtype=np.int64)
-    ids = child.to_numpy(zero_copy_only=False) if len(child) else _EMPTY
-    return off, np.asarray(ids, dtype=np.int64)
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+        spans = np.diff(off)
+        if spans[~valid].any():  # Arrow lets a NULL list span values: they are not its members
+            keep &= np.repeat(valid, spans)
+    kept = np.zeros(len(keep) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept[1:])
+    ids = np.asarray(child.fill_null(0).to_numpy(), dtype=np.int64)[keep]
+    return kept[off], ids
 
 
 def _aggregates_outside(body: str, aggregates: frozenset[str]) -> bool:

@@ -30,6 +30,7 @@ from traceprop_frames.sql.sources import MARKER_SID
 
 KEY_BITS = 32
 MAX_WITNESSES = 1 << (ROW_BITS - KEY_BITS)
+_FIRST_MARKER = MARKER_SID << ROW_BITS  # the smallest marker id (no larger source id fits an int64)
 _KEY_MASK = np.int64((1 << KEY_BITS) - 1)
 _EMPTY = np.zeros(0, dtype=np.int64)
 PRESENT = "__tp_present"  # placeholder in a flat side query: the marker keys a result refers to
@@ -391,9 +392,11 @@ def resolve_markers(off, ids, blocks, to_process, node: OpNode | None = None) ->
     """
     off = np.asarray(off, dtype=np.int64)
     ids = np.asarray(ids, dtype=np.int64)
-    is_m = (ids >> np.int64(ROW_BITS)) == MARKER_SID
-    if not is_m.any():
+    # MARKER_SID is the largest source id an int64 can hold: an id is a marker iff it is >= _FIRST_MARKER,
+    # so one max() (no temporaries) tells whether there is any; most results have none
+    if not ids.size or int(ids.max()) < _FIRST_MARKER:
         return RowLineage(off, to_process(ids), node)
+    is_m = (ids >> np.int64(ROW_BITS)) == MARKER_SID
     n = len(off) - 1
     row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(off))
     direct_off = np.zeros(n + 1, dtype=np.int64)
