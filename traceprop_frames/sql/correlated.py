@@ -65,13 +65,16 @@ def _call(e: exp.Expression, name: str, n: int | None = None) -> bool:
     return isinstance(e, exp.Anonymous) and e.name.lower() == name and (n is None or len(e.expressions) == n)
 
 
-def _lineage_exprs(e: exp.Expression) -> list[exp.Expression] | None:
+def _lineage_exprs(e: exp.Expression, constants: bool = False) -> list[exp.Expression] | None:
     """The per-row lineage expressions of a witness select's one expression ``list(x)``,
-    ``flatten(list(x))`` or ``list_concat`` of those, or None."""
+    ``flatten(list(x))`` or ``list_concat`` of those, or None. ``constants``: a constant array (a HAVING
+    subquery's ``[marker]``) is kept as it is."""
     args = e.expressions if _call(e, "list_concat") else [e]
     out = []
     for a in args:
-        if _call(a, "flatten", 1) and _call(a.expressions[0], "list", 1):
+        if constants and isinstance(a, exp.Array) and not a.find(exp.Column, exp.Subquery):
+            out.append(a)
+        elif _call(a, "flatten", 1) and _call(a.expressions[0], "list", 1):
             out.append(a.expressions[0].expressions[0])
         elif _call(a, "list", 1):
             out.append(a.expressions[0])
@@ -160,18 +163,8 @@ def _group_parts(e: exp.Expression) -> list[exp.Expression] | None:
     ``flatten(list(l))`` gives ``l``, a constant ``[marker]`` array (a HAVING subquery's witness) stays
     as it is; ``list_concat`` of those. None for anything else (an aggregate or subquery inside a part:
     its value is not one member row's)."""
-    args = e.expressions if _call(e, "list_concat") else [e]
-    out = []
-    for a in args:
-        if isinstance(a, exp.Array) and not a.find(exp.Column, exp.Subquery):
-            out.append(a)
-        elif _call(a, "flatten", 1) and _call(a.expressions[0], "list", 1):
-            out.append(a.expressions[0].expressions[0])
-        elif _call(a, "list", 1):
-            out.append(a.expressions[0])
-        else:
-            return None
-    if any(p.find(exp.AggFunc, exp.Subquery, exp.Window) is not None for p in out):
+    out = _lineage_exprs(e, constants=True)
+    if out is None or any(p.find(exp.AggFunc, exp.Subquery, exp.Window) is not None for p in out):
         return None
     return out
 
