@@ -44,8 +44,8 @@ class SparkConnection:
         The session queries run on; views are created in it (temporary views, session scoped).
     capture : {"eager", "lazy"}
         ``"lazy"`` (default): the query carries one cheap key per row and lineage questions run a
-        backward job (see :mod:`traceprop_frames.spark.lazy`); TPC-H SF 1 costs a median ~1.04x plain
-        Spark in wall clock against eager's ~1.59x. ``"eager"``: the query carries its lineage column
+        backward job (see :mod:`traceprop_frames.spark.lazy`); TPC-H SF 1 costs a median ~1.02x plain
+        Spark in wall clock against eager's ~1.42x. ``"eager"``: the query carries its lineage column
         (no backward job per question: for asking about most rows, or saving the lineage at once).
 
     Examples
