@@ -44,9 +44,9 @@ class SparkConnection:
         The session queries run on; views are created in it (temporary views, session scoped).
     capture : {"eager", "lazy"}
         ``"lazy"`` (default): the query carries one cheap key per row and lineage questions run a
-        backward job (see :mod:`traceprop_frames.spark.lazy`); TPC-H SF 1 costs a median ~1.06x plain
-        Spark against eager's ~1.45x. ``"eager"``: the query carries its lineage column (no backward
-        job per question: for asking about most rows, or saving the lineage at once).
+        backward job (see :mod:`traceprop_frames.spark.lazy`); TPC-H SF 1 costs a median ~1.02x plain
+        Spark in wall clock against eager's ~1.42x. ``"eager"``: the query carries its lineage column
+        (no backward job per question: for asking about most rows, or saving the lineage at once).
 
     Examples
     --------
