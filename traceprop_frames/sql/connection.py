@@ -766,40 +766,39 @@ class TracedConnection:
         (see :mod:`traceprop_frames.sql.join_refs`): (frame, the lineage parts for ``join_refs.compose``,
         read now), or None where DuckDB refuses it (the usual path then runs the
         query and reports any error as it always has)."""
-        own = self._own_begin()  # the query and the list reads see the same rows
         try:
-            rel = self.raw.sql(refs.sql)
-            types = [str(t) for t in rel.types]
-            n_hidden = len(refs.tables)
-            n_data = len(types) - n_hidden
-            names = self._result_names(text, n_data, simple_names, single)
-            if n_data and all(_same_through_arrow(t) for t in types[:n_data]) and _unique(names):
-                # one conversion, as the plain query's .df(): every hidden column is an integer
-                df = rel.df()
-                hidden = [
-                    df.iloc[:, n_data + i].to_numpy(dtype=np.int64, na_value=-1) for i in range(n_hidden)
-                ]
-                df = df.iloc[:, :n_data]
-                if names is not None:
-                    df.columns = names
-            else:
-                table = self._fix_names(rel.to_arrow_table(), text, n_data, simple_names, single)
-                hidden = [
-                    np.asarray(table.column(n_data + i).fill_null(-1).to_numpy(), dtype=np.int64)
-                    for i in range(n_hidden)
-                ]
-                data = table.select(list(range(n_data)))
-                df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
-            lists = {
-                t: self.raw.sql(f"SELECT rowid, {LIN} FROM {_quote(t)}").to_arrow_table()
-                for t in dict.fromkeys(t for t in refs.tables if t is not None)
-            }
-            if own:
-                self.raw.commit()
+            with self._own_transaction():  # the query and the list reads see the same rows
+                rel = self.raw.sql(refs.sql)
+                types = [str(t) for t in rel.types]
+                n_hidden = len(refs.tables)
+                n_data = len(types) - n_hidden
+                names = self._result_names(text, n_data, simple_names, single)
+                if n_data and all(_same_through_arrow(t) for t in types[:n_data]) and _unique(names):
+                    # one conversion, as the plain query's .df(): every hidden column is an integer
+                    df = rel.df()
+                    hidden = [
+                        df.iloc[:, n_data + i].to_numpy(dtype=np.int64, na_value=-1) for i in range(n_hidden)
+                    ]
+                    df = df.iloc[:, :n_data]
+                    if names is not None:
+                        df.columns = names
+                else:
+                    table = self._fix_names(rel.to_arrow_table(), text, n_data, simple_names, single)
+                    hidden = [
+                        np.asarray(table.column(n_data + i).fill_null(-1).to_numpy(), dtype=np.int64)
+                        for i in range(n_hidden)
+                    ]
+                    data = table.select(list(range(n_data)))
+                    df = (
+                        self.raw.from_arrow(data).df()
+                        if n_data
+                        else pd.DataFrame(index=range(table.num_rows))
+                    )
+                lists = {
+                    t: self.raw.sql(f"SELECT rowid, {LIN} FROM {_quote(t)}").to_arrow_table()
+                    for t in dict.fromkeys(t for t in refs.tables if t is not None)
+                }
         except duckdb.Error:
-            if own:
-                with contextlib.suppress(duckdb.Error):
-                    self.raw.rollback()
             return None
         parts = [
             id_part(v) if t is None else rows_of(lists[t], v, lineage_from_arrow)
@@ -1079,6 +1078,22 @@ class TracedConnection:
             return False
         return True
 
+    @contextlib.contextmanager
+    def _own_transaction(self):
+        """Run the block in a transaction of our own where :meth:`_own_begin` can open one (yields whether
+        it did): committed when the block ends, rolled back when it raises. Inside the user's
+        transaction the block just runs (it commits or rolls back with theirs)."""
+        own = self._own_begin()
+        try:
+            yield own
+            if own:
+                self.raw.commit()
+        except BaseException:
+            if own:
+                with contextlib.suppress(duckdb.Error):
+                    self.raw.rollback()
+            raise
+
     def _keyed_tables(self, tables) -> dict[str, list[str]]:
         """Pending tables among ``tables``: their key columns (a lazy result names their rows by them)."""
         return {t: self._pending[t].key_columns for t in tables if t in self._pending}
@@ -1127,22 +1142,16 @@ class TracedConnection:
         if not gone:
             self.raw.execute(sql)
             return
-        own = self._own_begin()
-        if not own:  # inside the user's transaction, which may roll back and bring the table back: fill it
-            for t in gone:
-                self._materialise(t)
-            gone = []
-        try:
+        with self._own_transaction() as own:
+            if (
+                not own
+            ):  # inside the user's transaction, which may roll back and bring the table back: fill it
+                for t in gone:
+                    self._materialise(t)
+                gone = []
             self.raw.execute(sql)
             for t in gone:
                 self._forget_pending(t)
-            if own:
-                self.raw.commit()
-        except BaseException:
-            if own:
-                with contextlib.suppress(duckdb.Error):
-                    self.raw.rollback()
-            raise
 
     def _materialise(self, name: str) -> None:
         """Fill pending table ``name``'s lineage column (the eager rewrite of its query, all rows, once)."""
@@ -1156,8 +1165,7 @@ class TracedConnection:
             self._materialise_reads(stmt)  # a pending table it read: filled first
             rw = rewrite_query(stmt, self._catalog())
             sql = update_sql(p, rw.expression, _quote)
-            own = self._own_begin()
-            try:
+            with self._own_transaction() as own:
                 updated = self.raw.execute(sql).fetchall()[0][0]
                 n_rows = p.n_rows
                 if n_rows < 0:
@@ -1169,15 +1177,8 @@ class TracedConnection:
                     )
                 if self._sources.persistent:
                     delete_record(self.raw, name)
-                if own:
-                    self.raw.commit()
-                else:
+                if not own:  # the user's transaction: a ROLLBACK of it makes the table pending again
                     self._txn_filled[name] = p
-            except BaseException:
-                if own:
-                    with contextlib.suppress(duckdb.Error):
-                        self.raw.rollback()
-                raise
         except SourceChangedError:
             self._pending[name] = p  # never resolvable: every later use of its lineage raises again
             raise
