@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
+from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.lineage import events
 from traceprop_frames.sql import connection as sql_connection
 
@@ -278,5 +279,5 @@ def test_rows_of_and_compose_against_brute_force(spread):
     for r, rid in enumerate(asked.tolist()):
         want = ([int(first[r])] if first[r] >= 0 else []) + (by_rowid[rid] or [] if rid >= 0 else [])
         assert ids[off[r] : off[r + 1]].tolist() == want
-    with pytest.raises(LookupError):
+    with pytest.raises(SourceChangedError, match="rowid is not in its table"):
         rows_of(table, np.array([rowids.max() + 1]), lineage_from_arrow)

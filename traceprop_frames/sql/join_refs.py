@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
+from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog
 
@@ -104,7 +105,10 @@ def rows_of(lists: pa.Table, rowids: np.ndarray, lineage_from_arrow) -> tuple[np
         hit = valid & (have[order[at]] == rowids)
         row[hit] = order[at[hit]]
     if np.any(valid & (row < 0)):
-        raise LookupError("a joined row's rowid is not in its table (the table changed during the query)")
+        raise SourceChangedError(
+            "a joined row's rowid is not in its table: the table changed between the query and the read of "
+            "its lineage; run the query again"
+        )
     return off, ids, row
 
 
