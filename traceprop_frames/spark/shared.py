@@ -24,6 +24,7 @@ import threading
 import numpy as np
 
 from traceprop_frames.errors import LineageFormatError
+from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.shared import KEY_BITS, MAX_WITNESSES, marker_base
 from traceprop_frames.sql.sources import MARKER_SID
@@ -66,7 +67,7 @@ def marker_ids(m: int, _seen: frozenset = frozenset()) -> np.ndarray:
             "its result with write_parquet / to_pandas, which store the rows"
         )
     got = side.where("id IS NOT NULL").distinct().toArrow()
-    ids = np.unique(np.asarray(got.column("id").to_numpy(), dtype=np.int64))
+    ids = sorted_unique(np.asarray(got.column("id").to_numpy(), dtype=np.int64))
     ids = expand(ids, _seen | {int(m)})
     with _lock:
         _IDS[int(m)] = ids
@@ -79,5 +80,5 @@ def expand(ids: np.ndarray, _seen: frozenset = frozenset()) -> np.ndarray:
     m = is_marker(ids)
     if not m.any():
         return ids
-    parts = [ids[~m]] + [marker_ids(int(x), _seen) for x in np.unique(ids[m]).tolist()]
-    return np.unique(np.concatenate(parts))
+    parts = [ids[~m]] + [marker_ids(int(x), _seen) for x in sorted_unique(ids[m]).tolist()]
+    return sorted_unique(np.concatenate(parts))
