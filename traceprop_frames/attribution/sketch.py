@@ -41,6 +41,7 @@ from traceprop_frames.attribution import taylor as tj
 from traceprop_frames.attribution.gradients import fingerprint
 from traceprop_frames.attribution.weighted import WeightedTraining, forward
 from traceprop_frames.errors import SketchError
+from traceprop_frames.lineage.refs import sorted_unique
 
 FORMAT_VERSION = 1
 
@@ -267,7 +268,7 @@ class TrainingSketch:
         degree = self.degree if degree is None else int(degree)
         if not 0 <= degree <= self.degree:
             raise SketchError(f"degree must be 0..{self.degree} (the sketch's degree), got {degree}")
-        D = np.unique(np.asarray(D, dtype=np.int64).reshape(-1))
+        D = sorted_unique(np.asarray(D, dtype=np.int64).reshape(-1))
         if D.size and (D[0] < 0 or D[-1] >= self.n_samples):
             raise SketchError(f"sample indices outside 0..{self.n_samples - 1}")
         base, C = (

@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from traceprop_frames.errors import SourceChangedError
+from traceprop_frames.lineage.refs import sorted_unique
 
 _SCOPE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tp_skip_rows", default=None)
 
@@ -42,7 +43,7 @@ def skipping_rows(rows_by_file: dict):
     []
     """
     scope = {
-        os.path.abspath(os.fspath(p)): (sha, np.unique(np.asarray(r, dtype=np.int64)))
+        os.path.abspath(os.fspath(p)): (sha, sorted_unique(np.asarray(r, dtype=np.int64)))
         for p, (sha, r) in rows_by_file.items()
     }
     token = _SCOPE.set(scope)

@@ -62,17 +62,51 @@ def _rows_with_hit(hit: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.flatnonzero(cum[offsets[1:]] > cum[offsets[:-1]])
 
 
+def _in_sorted(values: np.ndarray, sorted_members: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in ``sorted_members`` (sorted, distinct), by binary search."""
+    if sorted_members.size == 0:
+        return np.zeros(np.shape(values), dtype=bool)
+    pos = np.searchsorted(sorted_members, values)
+    np.minimum(pos, sorted_members.size - 1, out=pos)
+    return sorted_members[pos] == values
+
+
 def isin_ids(values: np.ndarray, members: np.ndarray) -> np.ndarray:
     """``np.isin(values, members)`` for int64 ids, by the method that suits the members' count.
 
     A handful of members (an erasure request's rows) is compared one by one, a pass per member; numpy's
     default would pick a lookup table over the members' value range, about 20 times slower over a large
-    pool. Many members go to numpy's default.
+    pool. Many members are sorted once and searched (numpy >= 2.3's default goes through its hash-based
+    ``np.unique``: 2.2 s against 0.3 s for a million ids in a million).
     """
     members = np.asarray(members)
     if members.size <= 32:
         return np.isin(values, members, kind="sort")
-    return np.isin(values, members)
+    values = np.asarray(values)
+    members = sorted_unique(members)
+    if values.size <= 4096:
+        return _in_sorted(values, members)
+    order = np.argsort(values.reshape(-1))  # sorted needles search 4x faster than random ones
+    hit = np.empty(values.size, dtype=bool)
+    hit[order] = _in_sorted(values.reshape(-1)[order], members)
+    return hit.reshape(values.shape)
+
+
+def setdiff_ids(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.setdiff1d(a, b)`` for id arrays: the sorted distinct ids of ``a`` not in ``b``."""
+    ua = sorted_unique(a)
+    return ua[~_in_sorted(ua, sorted_unique(b))]
+
+
+def union_ids(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.union1d(a, b)`` for id arrays (sorted, distinct)."""
+    return sorted_unique(np.concatenate([np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)]))
+
+
+def intersect_ids(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.intersect1d(a, b)`` for id arrays (sorted, distinct)."""
+    ua = sorted_unique(a)
+    return ua[_in_sorted(ua, sorted_unique(b))]
 
 
 class CsrRefs:

@@ -31,7 +31,7 @@ from traceprop_frames.lineage.context import (
     segments_flat,
 )
 from traceprop_frames.lineage.graph import LineageDAG, OpNode
-from traceprop_frames.lineage.refs import AllRefs, CodeRefs, sorted_unique
+from traceprop_frames.lineage.refs import AllRefs, CodeRefs, intersect_ids, sorted_unique, union_ids
 from traceprop_frames.lineage.sources import REGISTRY, ROW_BITS, ROW_MASK, Source, decode, encode
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -183,7 +183,7 @@ def _union_csr(a_off, a_ids, ia, b_off, b_ids, ib, dedupe: bool) -> tuple[np.nda
 
 def _union_rows(a: RowLineage, ia: np.ndarray, b: RowLineage, ib: np.ndarray):
     # both sides may hold the same source row (self-joins): dedupe only then
-    shared = np.intersect1d(a._direct_source_ids(), b._direct_source_ids()).size > 0
+    shared = intersect_ids(a._direct_source_ids(), b._direct_source_ids()).size > 0
     off, ids = _union_csr(a.offsets, a.ids, ia, b.offsets, b.ids, ib, shared)
     if not (a.has_context or b.has_context):
         return off, ids
@@ -534,7 +534,7 @@ class RowLineage:
     def context_labels(self, i: int) -> list[str]:
         """What made the shared sets row ``i`` refers to directly (e.g. ``['mean(axis=0)']``)."""
         ctx = self.context
-        return ctx.labels(np.unique(ctx.row_refs(np.array([int(i) % max(len(self), 1)]))))
+        return ctx.labels(sorted_unique(ctx.row_refs(np.array([int(i) % max(len(self), 1)]))))
 
     def _all_ids(self, rows=None, direct: bool = False) -> np.ndarray:
         lin = self if rows is None else self.take(rows)
@@ -586,7 +586,7 @@ class RowLineage:
         for seg_s, seg_r in zip(np.split(sids, cuts), np.split(rownums, cuts)):
             src = REGISTRY.get(int(seg_s[0]))
             prev = out.get(src.path)
-            out[src.path] = seg_r if prev is None else np.union1d(prev, seg_r)
+            out[src.path] = seg_r if prev is None else union_ids(prev, seg_r)
         return out
 
     def sources_grouped(self, rows, counts, direct: bool = False) -> list[dict[str, np.ndarray]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from traceprop_frames.lineage.refs import sorted_unique
+
 
 def context_sets(lineage, i: int, cache: dict | None = None) -> list[tuple[str, int]]:
     """``(label, distinct source rows read)`` of each shared set row ``i`` refers to directly.
@@ -26,12 +28,12 @@ def context_sets(lineage, i: int, cache: dict | None = None) -> list[tuple[str, 
         return []
     ctx = lineage.context
     n = len(lineage)
-    sets = np.unique(ctx.row_refs(np.array([int(i) % max(n, 1)])))
+    sets = sorted_unique(ctx.row_refs(np.array([int(i) % max(n, 1)])))
     cache = {} if cache is None else cache
     out = []
     for s, label in zip(sets.tolist(), ctx.labels(sets)):
         if s not in cache:
-            cache[s] = int(np.unique(ctx.closure(np.array([s]))).size)
+            cache[s] = int(sorted_unique(ctx.closure(np.array([s]))).size)
         out.append((label, cache[s]))
     return out
 

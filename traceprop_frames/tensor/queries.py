@@ -16,6 +16,7 @@ import numpy as np
 
 from traceprop_frames.errors import UnknownRowError
 from traceprop_frames.lineage import REGISTRY, RowLineage, SourceRow, decode
+from traceprop_frames.lineage.refs import union_ids
 from traceprop_frames.lineage.rowsets import sorted_unique
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 
@@ -154,7 +155,7 @@ def _answer(ids: np.ndarray) -> dict[str, np.ndarray]:
     for seg_s, seg_r in zip(np.split(sids, cuts), np.split(rownums, cuts)):
         path = REGISTRY.get(int(seg_s[0])).path
         prev = out.get(path)
-        out[path] = seg_r if prev is None else np.union1d(prev, seg_r)
+        out[path] = seg_r if prev is None else union_ids(prev, seg_r)
     return out
 
 
@@ -162,7 +163,7 @@ def _distinct_sources(ids: np.ndarray) -> list[int]:
     first, last = int(ids[0]) >> ROW_BITS, int(ids[-1]) >> ROW_BITS
     if first == last:
         return [first]
-    return np.unique(ids >> np.int64(ROW_BITS)).tolist()
+    return sorted_unique(ids >> np.int64(ROW_BITS)).tolist()
 
 
 def _status(sid: int, strict: bool) -> bool | None:

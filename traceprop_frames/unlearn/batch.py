@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from traceprop_frames.errors import RequestFileError, UnlearningError
+from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.unlearn.request import forget_from_requests, ids_by_request
 
 COLUMNS = ("request_id", "source", "rows", "received")
@@ -134,7 +135,7 @@ def erase_requests(est, requests, *, method=None, key=None,
     lineage = getattr(est, "lineage_", None)
     cache: dict = {}
     mapped = forget_from_requests(lineage, requests, cache)  # 1. select: every row checked before any change
-    union = np.unique(np.concatenate([f for f, _ in mapped]))
+    union = sorted_unique(np.concatenate([f for f, _ in mapped]))
     w_before = np.asarray(est.sample_weight_)
     after, w_after, result = run_unlearning(est, union, method, **params)  # 2. solve, 3. evidence
     batch = _batch_section(result, union, link, len(requests))

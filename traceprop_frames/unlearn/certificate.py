@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from traceprop_frames._durable import atomic_write_text
 from traceprop_frames.errors import CertificateError, CertificateFormatError, CertificateSignatureError
+from traceprop_frames.lineage.refs import sorted_unique, union_ids
 
 SCHEMA_PATH = Path(__file__).with_name("certificate.schema.json")
 ENV_KEY = "TRACEPROP_SIGNING_KEY"
@@ -604,8 +605,8 @@ def export_compliance(model_before, model_after, forget_set, store=None, regulat
         raise UnlearningError(
             "model_before is not the model approximate_unlearn started from (fingerprints differ)"
         )
-    asked = np.unique(np.asarray(forget_set, dtype=np.int64))
-    if not np.array_equal(asked, np.union1d(result.forget, result.already_removed)):
+    asked = sorted_unique(np.asarray(forget_set, dtype=np.int64))
+    if not np.array_equal(asked, union_ids(result.forget, result.already_removed)):
         raise UnlearningError("forget_set differs from the samples approximate_unlearn removed")
     lineage = getattr(model_before, "lineage_", None)
     if lineage is None and store is not None:

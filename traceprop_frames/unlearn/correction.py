@@ -45,6 +45,7 @@ from torch.func import functional_call
 from traceprop_frames.errors import UnlearningError
 from traceprop_frames.estimators.newton import weights_digest
 from traceprop_frames.lineage.events import lineage_step
+from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.unlearn import factored
 from traceprop_frames.unlearn.objective import (
     Objective,
@@ -338,7 +339,7 @@ class ForgetSet:
 def select_forget_set(est, forget) -> ForgetSet:
     """Step 1 of an erasure: the requested training samples, split into new and already erased."""
     n = len(est.X_train_)
-    forget = np.unique(np.asarray(forget, dtype=np.int64).reshape(-1))
+    forget = sorted_unique(np.asarray(forget, dtype=np.int64).reshape(-1))
     bad = forget[(forget < 0) | (forget >= n)]
     if bad.size:
         raise UnlearningError(f"training sample indices outside 0..{n - 1}: {bad[:20].tolist()}")
@@ -653,7 +654,7 @@ def unlearn_estimator(est, source=None, rows=None, *, samples=None, method: str 
     new_store = refill(est, after, w_after)[0] if refresh else None
     body = certificate_body(
         est, result, lineage=getattr(est, "lineage_", None), request_sources=request_sources,
-        samples=None if samples is None else np.unique(samples).tolist(), regulations=regulations,
+        samples=None if samples is None else sorted_unique(np.asarray(samples, dtype=np.int64)).tolist(), regulations=regulations,
         previous=_earlier_certificates(est, result), store_refreshed=new_store is not None,
     )  # fmt: skip
     cert, new_lineage = sign_erasure(est, body, key, chain)  # 4. sign
@@ -674,7 +675,7 @@ def requested_samples(est, source=None, rows=None, samples=None) -> tuple[np.nda
         parts.append(np.atleast_1d(np.asarray(samples, dtype=np.int64)))
     if not parts:
         raise UnlearningError("nothing to erase: pass source= and rows=, or samples=")
-    return np.unique(np.concatenate(parts)), request_sources
+    return sorted_unique(np.concatenate(parts)), request_sources
 
 
 def _earlier_certificates(est, result: UnlearnResult) -> list[str]:

@@ -41,6 +41,7 @@ from traceprop_frames.estimators.newton import (
     row_norm_max,
     weights_digest,
 )
+from traceprop_frames.lineage.refs import union_ids
 
 CHECK_ROWS = 256
 
@@ -222,4 +223,4 @@ def _probe_rows(new: np.ndarray, w_after: np.ndarray, n: int) -> np.ndarray:
     """The rows the closed form is checked on: some forgotten, some remaining (seeded)."""
     rng = np.random.default_rng(0)
     others = rng.choice(n, min(2 * CHECK_ROWS, n), replace=False)
-    return np.union1d(new[:CHECK_ROWS], others[w_after[others] > 0][:CHECK_ROWS])
+    return union_ids(new[:CHECK_ROWS], others[w_after[others] > 0][:CHECK_ROWS])

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from traceprop_frames.errors import UnlearningError
+from traceprop_frames.lineage.refs import setdiff_ids, sorted_unique
 from traceprop_frames.unlearn.objective import is_convex
 from traceprop_frames.unlearn.record import new_body
 
@@ -52,9 +53,9 @@ def forget_from_request(
         direct = lineage.rows_from_ids(ids, direct=True)
         forget.append(direct)
         # samples that read these rows only through a shared statistic (a column mean, a partition total)
-        via_context = np.setdiff1d(lineage.rows_from_ids(ids), direct) if lineage.has_context else direct[:0]
+        via_context = setdiff_ids(lineage.rows_from_ids(ids), direct) if lineage.has_context else direct[:0]
         base, fed = _source_entry(lineage, path, cand, entries)
-        req = np.unique(np.atleast_1d(np.asarray(r, dtype=np.int64)))
+        req = sorted_unique(np.atleast_1d(np.asarray(r, dtype=np.int64)))
         records.append(
             {
                 **base,
@@ -64,7 +65,7 @@ def forget_from_request(
             }
         )
         ids = None
-    out = np.unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
+    out = sorted_unique(np.concatenate(forget)) if forget else np.zeros(0, np.int64)
     return out, records
 
 
@@ -92,7 +93,7 @@ def _source_entry(lineage, path, cand, cache: dict) -> tuple[dict, np.ndarray]:
             cache["_behind"] = lineage.sources()
         behind = cache["_behind"]
         parts = [behind.get(s.path, np.zeros(0, np.int64)) for s in hits]  # each sorted and distinct
-        fed = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+        fed = parts[0] if len(parts) == 1 else sorted_unique(np.concatenate(parts))
         src = hits[0]
         now = src.current_sha256()
         unchanged = None if src.abspath is None else (now is not None and now == src.sha256)
@@ -124,7 +125,7 @@ def forget_from_requests(lineage, requests, cache: dict) -> list[tuple[np.ndarra
     direct = lineage.rows_from_ids_grouped(flat, counts, direct=True)
     if lineage.has_context:
         every = lineage.rows_from_ids_grouped(flat, counts)
-        via = [int(np.setdiff1d(e, f).size) for e, f in zip(every, direct)]
+        via = [int(setdiff_ids(e, f).size) for e, f in zip(every, direct)]
     else:
         via = [0] * len(requests)
     wanted = [sorted({int(x) for x in np.atleast_1d(r["rows"]).tolist()}) for r in requests]

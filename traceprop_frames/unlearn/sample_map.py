@@ -51,7 +51,7 @@ def _mix(x: np.ndarray, mult: np.uint64) -> np.ndarray:
 def _distinct(offsets: np.ndarray, ids: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row of each entry, id) with duplicates within a row and the ids in ``drop`` removed, sorted."""
     row = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
-    keep = ~np.isin(ids, drop) if drop.size else np.ones(len(ids), dtype=bool)
+    keep = ~isin_ids(ids, drop) if drop.size else np.ones(len(ids), dtype=bool)
     row, ids = row[keep], ids[keep]
     if not np.any((row[1:] == row[:-1]) & (ids[1:] <= ids[:-1])):  # already sorted and distinct per row
         return row, ids
