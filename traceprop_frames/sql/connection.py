@@ -474,7 +474,9 @@ class TracedConnection:
             self._materialise_reads(stmt)
         if isinstance(stmt, (exp.Query, exp.Values)):  # a bare VALUES list is a query too
             consts: list[str] = []
-            rw = rewrite_query(stmt, cat, split=True, copy=False, constant=self._constant_witness(consts))
+            rw = rewrite_query(
+                stmt, cat, split=True, copy=False, constant=self._constant_witness(consts), cover=True
+            )
             rw.constants = consts
             return rw.sql, "query", rw
         if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
