@@ -126,3 +126,17 @@ def test_not_in_has_no_witness_table(data):
     pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(q).df())
     assert con._eager_plans[q][1][2].temps == []
     assert _sets(df) == [{("s", int(k))} for k in df["sk"]]
+
+
+def test_window_frames_read_after_the_query(data):
+    """A window's frames are read by a query of their own after the result: the table is still there."""
+    cons, plain, frames = data
+    q = Q.replace("SELECT sk, n FROM s", "SELECT sk, n, sum(n) OVER () AS t FROM s")
+    want = _oracle(frames)
+    every = set().union(*want.values())
+    con = cons["eager"]
+    df = con.sql(q)
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(q).df())
+    assert con._eager_plans[q][1][2].frames, "the frames were not read by a query of their own"
+    assert _sets(df) == [every] * len(df)
+    assert _temps_left(con) == 0

@@ -697,9 +697,9 @@ class TracedConnection:
             refs += [ids for _, ids in extra]
         try:
             blocks = self._witness_blocks(rw.constants, refs)
+            frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         finally:
             self._drop_temps(rw)
-        frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         return _frame(self.raw, table, n_data, node, self._sources, blocks, frames, extra)
 
     def _make_temps(self, rw) -> None:
