@@ -30,6 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
+from traceprop_frames.sql import temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
@@ -468,14 +469,19 @@ class TracedConnection:
         cat = self._catalog(fresh=True)
         return ";\n".join(self._plan(s, cat)[0] for s in self._parse(query))
 
-    def _plan(self, stmt: exp.Expression, cat: Catalog) -> tuple[str, str, object]:
-        """(SQL to run, what it is: "query" | "create" | "insert" | "other" | "original", rewrite)."""
+    def _plan(self, stmt: exp.Expression, cat: Catalog, eager: bool = False) -> tuple[str, str, object]:
+        """(SQL to run, what it is: "query" | "create" | "insert" | "other" | "original", rewrite).
+        ``eager``: a query planned to run now (its witness tables, ``rw.temps``, are made by the run)."""
         if self._pending:
             self._materialise_reads(stmt)
         if isinstance(stmt, (exp.Query, exp.Values)):  # a bare VALUES list is a query too
             consts: list[str] = []
-            rw = rewrite_query(stmt, cat, split=True, copy=False, constant=self._constant_witness(consts))
+            temps: list[tuple[str, str]] | None = [] if eager else None
+            rw = rewrite_query(
+                stmt, cat, split=True, copy=False, constant=self._constant_witness(consts, temps), cover=True
+            )
             rw.constants = consts
+            rw.temps = temps or []
             return rw.sql, "query", rw
         if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
             if str(stmt.args.get("kind")).upper() in ("TABLE", "VIEW"):
@@ -499,9 +505,11 @@ class TracedConnection:
                 changed = True
         return out.sql(dialect=DIALECT), ("other" if changed else "original"), None
 
-    def _constant_witness(self, consts: list):
+    def _constant_witness(self, consts: list, temps: list | None = None):
         """A callback for the rewriter: an uncorrelated witness (it binds on its own) becomes a marker
-        (see :mod:`traceprop_frames.sql.shared`)."""
+        (see :mod:`traceprop_frames.sql.shared`). With ``temps`` (a query run eagerly now), an IN
+        witness that compares with a correlated aggregate is written once to a table that the IN reads
+        too (see :mod:`traceprop_frames.sql.temp_witness`): ``temps`` gets its (name, CREATE SQL)."""
 
         bound: dict[str, tuple[int, str | None] | None] = {}  # side SQL -> (witness index, IN value type)
 
@@ -518,11 +526,21 @@ class TracedConnection:
                 if value_type in ("", '"NULL"') or len(consts) >= MAX_WITNESSES:
                     bound[sql] = None
                 else:
-                    bound[sql] = (len(consts), value_type)
                     label = ("IN" if value is not None else "subquery") + f" witnesses #{len(consts)}"
-                    consts.append((self._flat_witness(wq, kind, with_, value) or sql, label))
+                    members = None
+                    if temps is not None and value is not None and isinstance(value.parent, exp.In):
+                        members = temp_witness.members_sql(wq, kind, with_)
+                    name = None if members is None else f"{temp_witness.PREFIX}{len(consts)}"
+                    if name is not None:
+                        temps.append((name, temp_witness.create_sql(name, members)))
+                        consts.append((temp_witness.side_sql(name, kind), label))
+                    else:
+                        consts.append((self._flat_witness(wq, kind, with_, value) or sql, label))
+                    bound[sql] = (len(consts) - 1, value_type, name)
             if bound[sql] is None:
                 return None
+            if bound[sql][2] is not None:
+                temp_witness.read_from(value.parent, bound[sql][2])
             return marker_expression(bound[sql][0], value, bound[sql][1])
 
         return constant
@@ -615,6 +633,7 @@ class TracedConnection:
                 continue
             try:
                 if what == "query":
+                    self._make_temps(rw)
                     refs = self._join_refs_plan(text, rw, single)
                     by_refs = (
                         None if refs is None else self._query_by_refs(refs, rw, text, simple_names, single)
@@ -639,6 +658,7 @@ class TracedConnection:
                     table = None
                 break
             except duckdb.Error as e:
+                self._drop_temps(rw)
                 if not fresh and what == "query":
                     fresh, stmt = True, self._parse(text)[0]
                     continue
@@ -657,6 +677,7 @@ class TracedConnection:
             else:
                 self._nodes[target] = OpNode("sql_insert", {"table": target}, (self._nodes[target], node))
         if what == "query" and by_refs is not None:
+            self._drop_temps(rw)
             df, parts = by_refs
             to_process = self._sources.to_process
 
@@ -674,9 +695,23 @@ class TracedConnection:
             n_lin = table.num_columns - 3 * len(rw.frames)
             refs = [lineage_from_arrow(table.column(i))[1] for i in range(n_data, n_lin)]
             refs += [ids for _, ids in extra]
-        blocks = self._witness_blocks(rw.constants, refs)
-        frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
+        try:
+            blocks = self._witness_blocks(rw.constants, refs)
+            frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
+        finally:
+            self._drop_temps(rw)
         return _frame(self.raw, table, n_data, node, self._sources, blocks, frames, extra)
+
+    def _make_temps(self, rw) -> None:
+        """Write the witness tables of eager rewrite ``rw`` (see :mod:`traceprop_frames.sql.temp_witness`)."""
+        for _, create in getattr(rw, "temps", None) or []:
+            self.raw.execute(create)
+
+    def _drop_temps(self, rw) -> None:
+        """Drop the witness tables of ``rw`` (after its side queries, or when its query failed)."""
+        for name, _ in getattr(rw, "temps", None) or []:
+            with contextlib.suppress(duckdb.Error):
+                self.raw.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
     def _plan_eager(self, stmt, text: str, single: bool, fresh: bool):
         """:meth:`_plan` for a statement run eagerly, correlated witnesses split off (see
@@ -692,7 +727,7 @@ class TracedConnection:
                 self._materialise_reads(stmt)
             return made[2]
         simple = _names_survive(stmt)  # (before the rewrite changes stmt in place)
-        sql, what, rw = self._plan(stmt, cat)
+        sql, what, rw = self._plan(stmt, cat, eager=True)
         if what == "create" and single:
             self._plan_eager_ctas(stmt, text, cat, (sql, what, rw))
         if what == "query":

@@ -61,6 +61,7 @@ import sqlglot
 from sqlglot import exp
 
 from traceprop_frames.errors import UnsupportedSQLError
+from traceprop_frames.sql.covered import covered_items
 from traceprop_frames.sql.dialect import DIALECT
 
 RID = "__tp_rid"  # BIGINT: one global row id
@@ -313,9 +314,11 @@ def _has_agg(node, aggs) -> bool:
 class Rewriter:
     """One rewrite: holds the catalog, a counter for fresh aliases and the tables seen."""
 
-    def __init__(self, catalog: Catalog, constant=None) -> None:
+    def __init__(self, catalog: Catalog, constant=None, cover: bool = False) -> None:
         self.catalog = catalog
         self.constant = constant  # see rewrite_query: uncorrelated witness -> marker id expression, or None
+        self.cover = cover and constant is not None  # see rewrite_query and sql.covered
+        self._scalar_markers: list[exp.Expression] = []  # the last _subqueries' marker scalar subqueries
         self.top: exp.Expression | None = None  # the top-level SELECT, whose frames may leave as positions
         self.top_frames: list[tuple] = []
         self._cte_defs: dict[str, exp.CTE] = {}  # rewritten CTEs, for witnesses that run on their own
@@ -537,6 +540,7 @@ class Rewriter:
         from_ = sel.args.get("from_")
         items = ([from_.this] if from_ is not None else []) + [j.this for j in sel.args.get("joins") or []]
         skip = set()
+        item_parts: dict[int, list] = {}  # id(FROM item) -> its lineage parts (see sql.covered)
         for j in sel.args.get("joins") or []:
             kind = (j.args.get("kind") or "").upper()
             if kind == "MARK":
@@ -551,6 +555,7 @@ class Rewriter:
             if trace and parts and len(items) > 1 and self.constant is not None:
                 parts = self._one_row_marker(item, ctes) or parts
             if trace and id(item) not in skip:
+                item_parts[id(item)] = parts
                 for e, k in parts:
                     lin.add(e, k)
         for item in items:  # an ANTI JOIN's right side has no columns in the output
@@ -564,6 +569,8 @@ class Rewriter:
         )
         is_agg = is_agg or any(_has_agg(e, aggs) for e in sel.expressions)
         group_extra = self._subqueries(sel, ctes, trace, lin, is_agg)
+        if trace and self.cover and self._scalar_markers:
+            self._drop_covered(sel, lin, item_parts)
         if not trace:
             return sel, None
         wrap_distinct = False
@@ -959,6 +966,7 @@ class Rewriter:
             if node is not None and any(True for _ in _scope_walk(node, aggs=aggs)):
                 raise UnsupportedSQLError(f"a subquery in {key.upper()} BY")
         group_extra: list[exp.Expression] = []
+        scalar_markers = []
         keys = _group_keys(sel)
         for region, region_row_level in ((where_like, True), (select_like, False)):
             for root in region:
@@ -971,6 +979,8 @@ class Rewriter:
                     if found is None:
                         continue
                     w, marker = found
+                    if marker and isinstance(node, exp.Subquery):
+                        scalar_markers.append(node)
                     if marker:  # rows shared by many rows: one marker id, a shared set after the query
                         if row_level or in_agg or not is_agg:
                             lin.add(w, RID)
@@ -981,7 +991,26 @@ class Rewriter:
                         lin.add(w, LIN)
                     else:
                         group_extra.append(w)
+        self._scalar_markers = scalar_markers
         return group_extra
+
+    def _drop_covered(self, sel: exp.Select, lin: Lineage, item_parts: dict[int, list]) -> None:
+        """Leave out of ``lin`` the parts of the FROM items whose rows a scalar subquery's shared set
+        (a marker in every row) already holds (see :mod:`traceprop_frames.sql.covered`)."""
+        bodies = []
+        for node in self._scalar_markers:
+            body = node
+            while isinstance(body, exp.Subquery):
+                body = body.this
+            bodies.append(body)
+        drop = {
+            id(e)
+            for i in covered_items(sel, bodies, self.catalog.aggregates)
+            for e, _ in item_parts.get(i, [])
+        }
+        if drop:
+            lin.scalars = [e for e in lin.scalars if id(e) not in drop]
+            lin.lists = [e for e in lin.lists if id(e) not in drop]
 
     def _subquery(self, node, neg: int, ctes: dict, trace: bool):
         """Rewrite one subquery in place (stars hidden); return its witness expression or None."""
@@ -1441,6 +1470,7 @@ def rewrite_query(
     split: bool = False,
     copy: bool = True,
     constant=None,
+    cover: bool = False,
 ) -> RewriteResult:
     """Rewrite one query expression; returns a :class:`RewriteResult`.
 
@@ -1451,8 +1481,10 @@ def rewrite_query(
     of an uncorrelated subquery by one marker id per row (for ``x IN (q)``, one per value of ``x``) that
     the caller resolves after the query into a shared set (so the rows a scalar subquery or an IN list
     read are stored once, never copied into every row). ``with_`` is the SQL of the CTEs it may use.
+    ``cover=True`` (with ``constant``): a FROM item whose rows such a shared set already holds adds no
+    ids of its own (:mod:`traceprop_frames.sql.covered`; the lineage is the same set).
     """  # fmt: skip
-    rw = Rewriter(catalog, constant)
+    rw = Rewriter(catalog, constant, cover)
     q = q.copy() if copy else q
     rw.top = q if split and trace and constant is not None else None
     new, kind = rw.query(q, {}, trace, force_list)
