@@ -28,6 +28,7 @@ from traceprop_frames.spark.dialect import AGGREGATES, to_spark
 from traceprop_frames.spark.lazy import LazySparkTraced
 from traceprop_frames.spark.result import SparkTraced
 from traceprop_frames.spark.shared import SharedSets
+from traceprop_frames.spark.witness import cte_witness, witness_ids
 from traceprop_frames.sql.lazy import add_keys, shape_of
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 
@@ -153,8 +154,7 @@ class SparkConnection:
         query's shared sets go to ``owner`` (a throwaway one if None)."""
         cat = self._catalog()
         if isinstance(stmt, exp.Query):
-            witness = partial(self._shared_witness, owner if owner is not None else self._new_owner(stmt))
-            rw = rewrite_query(stmt, cat, constant=witness)
+            rw = self._rewrite(stmt, owner if owner is not None else self._new_owner(stmt))
             return to_spark(rw.expression, self._plain, self._standalone), rw.kind, rw, None
         if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
             rw = rewrite_query(stmt.expression, cat)
@@ -176,21 +176,47 @@ class SparkConnection:
                 q.replace(rewrite_query(q, cat, trace=False).expression)
         return to_spark(out), None, None, None
 
+    def _rewrite(self, stmt: exp.Expression, owner: SharedSets, over_ctes: bool = True):
+        """``rewrite_query`` of a query with its uncorrelated scalar subqueries' rows as shared sets of
+        ``owner``. A witness over the query's CTEs gets its set once the rewrite is done (the CTEs'
+        rewritten trees are then known); if one does not run on its own, the query is rewritten again
+        with such witnesses copied into each row (``over_ctes=False``)."""
+        pending: list = []
+        witness = partial(self._shared_witness, owner, pending if over_ctes else None)
+        rw = rewrite_query(stmt, self._catalog(), constant=witness)
+        for marker, wq, kind, with_ in pending:
+            frame = cte_witness(rw.expression, wq, kind, with_, self._side_frame)
+            if frame is None:
+                for m, *_ in pending:
+                    owner.forget(m)
+                return self._rewrite(stmt, owner, over_ctes=False)
+            owner.sides[marker] = frame
+        return rw
+
+    def _side_frame(self, side: exp.Select) -> DataFrame | None:
+        """The shared set's DataFrame for ``side`` (a rewritten query of ids), or None where it does not
+        analyse on its own (it is correlated)."""
+        return self._analysed(to_spark(side, self._plain, self._standalone))
+
     def _shared_witness(
-        self, owner: SharedSets, wq: exp.Expression, kind: str, value, with_: str
+        self, owner: SharedSets, pending: list | None, wq: exp.Expression, kind: str, value, with_: str
     ) -> exp.Expression | None:
-        """The rewriter's ``constant`` callback (``owner`` bound): an uncorrelated scalar subquery's (or
-        joined one-row aggregate's) rows as one marker id per row, its set a DataFrame run once when asked
-        and owned by ``owner`` (see :mod:`traceprop_frames.spark.shared`). None (the rows copied into
-        each row, as before) for an ``IN`` list, a witness over the query's CTEs, or where the witness
-        does not run on its own (it is correlated)."""
-        if value is not None or with_:  # (CTEs come as DuckDB SQL text: not reprinted for Spark)
+        """The rewriter's ``constant`` callback (``owner`` and ``pending`` bound): an uncorrelated scalar
+        subquery's (or joined one-row aggregate's) rows as one marker id per row, its set a DataFrame run
+        once when asked and owned by ``owner`` (see :mod:`traceprop_frames.spark.shared`). A witness over
+        the query's CTEs (``with_``: their DuckDB text) is listed in ``pending`` and gets its set after the
+        rewrite (see :meth:`_rewrite`). None (the rows copied into each row, as before) for an ``IN``
+        list, where ``pending`` is None for a witness over CTEs, or where the witness does not run on its
+        own (it is correlated)."""
+        if value is not None:
             return None
-        w = exp.Subquery(this=wq.copy(), alias=exp.TableAlias(this=exp.to_identifier("__tp_w")))
-        col = f"__tp_w.{kind}"
-        ids = f"EXPLODE({col})" if kind == LIN else col
-        side = exp.select(f"{ids} AS id").from_(w)
-        frame = self._analysed(to_spark(side, self._plain, self._standalone))
+        if with_:
+            if pending is None:
+                return None
+            marker = owner.new_marker(None)
+            pending.append((marker, wq.copy(), kind, with_))
+            return exp.cast(exp.Literal.number(marker), "BIGINT")
+        frame = self._side_frame(witness_ids(wq, kind))
         if frame is None:  # correlated (names the outer query) or not valid alone: rows copied per row
             return None
         return exp.cast(exp.Literal.number(owner.new_marker(frame)), "BIGINT")
@@ -273,9 +299,7 @@ class SparkConnection:
         def backward() -> DataFrame:
             again = self._parse(text)[0]
             owner.adopt(self._new_owner(again).parents)  # (the views it reads now)
-            sel = rewrite_query(
-                again, self._catalog(), constant=partial(self._shared_witness, owner)
-            ).expression
+            sel = self._rewrite(again, owner).expression
             for k in ("order", "limit", "offset"):
                 sel.set(k, None)
             add_keys(sel, shape)

@@ -87,6 +87,14 @@ class SharedSets:
             _LIVE[_BASE | n] = self
         return _BASE | n
 
+    def forget(self, marker: int) -> None:
+        """Drop ``marker``'s set (a plan that will not use it); its number is released with the owner."""
+        self.sides.pop(marker, None)
+        self.ids.pop(marker, None)
+        with _lock:
+            if _LIVE.get(marker) is self:
+                del _LIVE[marker]
+
 
 def _release(numbers: list[int]) -> None:
     """An owner is gone: its marker numbers may be handed out again (no live row can carry them)."""
