@@ -274,7 +274,7 @@ class SparkConnection:
             else:
                 result = None
                 if target is not None:
-                    self._set(target, kind, node, owner)
+                    self._set(target, kind, node, owner if kind is not None else None)
                 elif isinstance(stmt, exp.Drop):
                     self._set(stmt.this.name, None, None)
         return result
