@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traceprop_frames.errors import LineageFormatError, SharedSetLimitError
+from traceprop_frames.errors import LineageFormatError, UnsupportedOperationError
 from traceprop_frames.spark import shared
 from traceprop_frames.spark.shared import SharedSets, expand, live_markers, marker_ids
 
@@ -75,7 +75,7 @@ def test_too_many_live_sets_raise_a_project_error(monkeypatch):
     owners = [SharedSets(), SharedSets()]
     owners[0].new_marker(_Side())
     owners[1].new_marker(_Side())
-    with pytest.raises(SharedSetLimitError, match="alive at once"):
+    with pytest.raises(UnsupportedOperationError, match="alive at once"):
         SharedSets().new_marker(_Side())
     owners.pop()
     gc.collect()

@@ -54,10 +54,6 @@ class LineageFormatError(TracepropError, ValueError):
     """A saved lineage artifact is malformed, truncated or from an incompatible version."""
 
 
-class SharedSetLimitError(UnsupportedOperationError):
-    """Too many shared sets (one per scalar subquery of each live Spark result) are alive at once."""
-
-
 class SourceChangedWarning(UserWarning):
     """Emitted (with ``strict=False``) when a source file changed since it was loaded."""
 

@@ -17,7 +17,7 @@ reads, and so does each owner of the query that reads it). The process-wide tabl
 holds owners weakly: when the last result or view that can carry a marker is gone, its set (a Spark
 DataFrame) is released and its number is handed out again, so a long-running session that runs many
 queries holds only the sets of the results still alive. Numbers are unique among live markers; 2^32 sets
-alive at once raise :class:`~traceprop_frames.errors.SharedSetLimitError`.
+alive at once raise :class:`~traceprop_frames.errors.UnsupportedOperationError`.
 
 Markers are process-wide, so a result registered in another connection of the process still resolves;
 a marker id that no live owner holds (one from another process: persisted statements and written files
@@ -31,7 +31,7 @@ import weakref
 
 import numpy as np
 
-from traceprop_frames.errors import LineageFormatError, SharedSetLimitError
+from traceprop_frames.errors import LineageFormatError, UnsupportedOperationError
 from traceprop_frames.lineage.refs import sorted_unique
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.shared import KEY_BITS, MAX_WITNESSES, marker_base
@@ -74,7 +74,7 @@ class SharedSets:
             elif _next[0] <= _KEY_MASK:
                 n, _next[0] = _next[0], _next[0] + 1
             else:
-                raise SharedSetLimitError(
+                raise UnsupportedOperationError(
                     f"{_KEY_MASK + 1} Spark shared sets are alive at once (one per scalar subquery of each "
                     "live result); drop results and views you no longer need (del result) so their sets are "
                     "released, or persist them with to_pandas / write_parquet"
