@@ -9,6 +9,8 @@ its lineage column), so nothing is collected to the driver until asked.
 
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import pyarrow as pa
 import sqlglot
@@ -25,7 +27,8 @@ from traceprop_frames.spark import sources
 from traceprop_frames.spark.dialect import AGGREGATES, to_spark
 from traceprop_frames.spark.lazy import LazySparkTraced
 from traceprop_frames.spark.result import SparkTraced
-from traceprop_frames.spark.shared import new_marker
+from traceprop_frames.spark.shared import SharedSets
+from traceprop_frames.spark.witness import cte_witness, witness_ids
 from traceprop_frames.sql.lazy import add_keys, shape_of
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 
@@ -65,6 +68,7 @@ class SparkConnection:
         self._hidden: dict[str, str] = {}  # view name (lower case) -> RID | LIN
         self._nodes: dict[str, OpNode] = {}
         self._plain: dict[str, str] = {}  # Parquet source view -> a view of its files without __tp_rid
+        self._owners: dict[str, SharedSets] = {}  # view -> the shared sets its rows may carry markers of
 
     # ------------------------------------------------------------------ sources
     def read_parquet(self, path, name: str) -> SparkConnection:
@@ -90,8 +94,12 @@ class SparkConnection:
         self._set(name, RID, nodes[0] if len(nodes) == 1 else OpNode("union", {"table": name}, tuple(nodes)))
         return self
 
-    def _set(self, name: str, kind: str | None, node: OpNode | None) -> None:
+    def _set(self, name: str, kind: str | None, node: OpNode | None, owner: SharedSets | None = None) -> None:
         self._plain.pop(name.lower(), None)
+        if owner is None:
+            self._owners.pop(name.lower(), None)
+        else:
+            self._owners[name.lower()] = owner
         if kind is None:
             self._hidden.pop(name.lower(), None)
             self._nodes.pop(name.lower(), None)
@@ -109,10 +117,10 @@ class SparkConnection:
         if isinstance(df, LazySparkTraced):  # its frame holds keys: the pinned rows with their lineage
             cols = [F.col(f"`{c}`") for c in df.df.columns]
             df._with_lineage(df.pinned()).select(*cols, F.col(df.kind)).createOrReplaceTempView(name)
-            self._set(name, df.kind, df.node)
+            self._set(name, df.kind, df.node, df._owner)
         elif isinstance(df, SparkTraced):
             df.frame.createOrReplaceTempView(name)
-            self._set(name, df.kind, df.node)
+            self._set(name, df.kind, df.node, df._owner)
         elif isinstance(df, pd.DataFrame) and has_lineage(df):
             lin = resolve(df)
             data = df.drop(columns=["tp_lid"], errors="ignore")
@@ -136,11 +144,17 @@ class SparkConnection:
         except sqlglot.errors.SqlglotError as e:
             raise UnsupportedSQLError(f"the SQL rewriter (sqlglot) cannot parse this statement: {e}") from e
 
-    def _plan(self, stmt: exp.Expression):
-        """(Spark SQL, kind of the hidden column, RewriteResult or None, target view or None)."""
+    def _new_owner(self, stmt: exp.Expression) -> SharedSets:
+        """A new owner for the shared sets of ``stmt``, keeping those of the views it reads alive."""
+        names = {t.name.lower() for t in stmt.find_all(exp.Table)}
+        return SharedSets(self._owners[n] for n in names if n in self._owners)
+
+    def _plan(self, stmt: exp.Expression, owner: SharedSets | None = None):
+        """(Spark SQL, kind of the hidden column, RewriteResult or None, target view or None); the
+        query's shared sets go to ``owner`` (a throwaway one if None)."""
         cat = self._catalog()
         if isinstance(stmt, exp.Query):
-            rw = rewrite_query(stmt, cat, constant=self._shared_witness)
+            rw = self._rewrite(stmt, owner if owner is not None else self._new_owner(stmt))
             return to_spark(rw.expression, self._plain, self._standalone), rw.kind, rw, None
         if isinstance(stmt, exp.Create) and isinstance(stmt.expression, exp.Query):
             rw = rewrite_query(stmt.expression, cat)
@@ -162,23 +176,50 @@ class SparkConnection:
                 q.replace(rewrite_query(q, cat, trace=False).expression)
         return to_spark(out), None, None, None
 
-    def _shared_witness(self, wq: exp.Expression, kind: str, value, with_: str) -> exp.Expression | None:
-        """The rewriter's ``constant`` callback: an uncorrelated scalar subquery's (or joined one-row
-        aggregate's) rows as one marker id per row, its set a DataFrame run once when asked (see
-        :mod:`traceprop_frames.spark.shared`). None (the rows copied into each row, as before) for an
-        ``IN`` list, a witness over the query's CTEs, or where the witness does not run on its own (it
-        is correlated)."""
-        if value is not None or with_:  # (CTEs come as DuckDB SQL text: not reprinted for Spark)
+    def _rewrite(self, stmt: exp.Expression, owner: SharedSets, over_ctes: bool = True):
+        """``rewrite_query`` of a query with its uncorrelated scalar subqueries' rows as shared sets of
+        ``owner``. A witness over the query's CTEs gets its set once the rewrite is done (the CTEs'
+        rewritten trees are then known); if one does not run on its own, the query is rewritten again
+        with such witnesses copied into each row (``over_ctes=False``)."""
+        pending: list = []
+        witness = partial(self._shared_witness, owner, pending if over_ctes else None)
+        rw = rewrite_query(stmt, self._catalog(), constant=witness)
+        for marker, wq, kind, with_ in pending:
+            frame = cte_witness(rw.expression, wq, kind, with_, self._side_frame)
+            if frame is None:
+                for m, *_ in pending:
+                    owner.forget(m)
+                return self._rewrite(stmt, owner, over_ctes=False)
+            owner.sides[marker] = frame
+        return rw
+
+    def _side_frame(self, side: exp.Select) -> DataFrame | None:
+        """The shared set's DataFrame for ``side`` (a rewritten query of ids), or None where it does not
+        analyse on its own (it is correlated)."""
+        return self._analysed(to_spark(side, self._plain, self._standalone))
+
+    def _shared_witness(
+        self, owner: SharedSets, pending: list | None, wq: exp.Expression, kind: str, value, with_: str
+    ) -> exp.Expression | None:
+        """The rewriter's ``constant`` callback (``owner`` and ``pending`` bound): an uncorrelated scalar
+        subquery's (or joined one-row aggregate's) rows as one marker id per row, its set a DataFrame run
+        once when asked and owned by ``owner`` (see :mod:`traceprop_frames.spark.shared`). A witness over
+        the query's CTEs (``with_``: their DuckDB text) is listed in ``pending`` and gets its set after the
+        rewrite (see :meth:`_rewrite`). None (the rows copied into each row, as before) for an ``IN``
+        list, where ``pending`` is None for a witness over CTEs, or where the witness does not run on its
+        own (it is correlated)."""
+        if value is not None:
             return None
-        w = exp.Subquery(this=wq.copy(), alias=exp.TableAlias(this=exp.to_identifier("__tp_w")))
-        col = f"__tp_w.{kind}"
-        ids = f"EXPLODE({col})" if kind == LIN else col
-        side = exp.select(f"{ids} AS id").from_(w)
-        frame = self._analysed(to_spark(side, self._plain, self._standalone))
+        if with_:
+            if pending is None:
+                return None
+            marker = owner.new_marker(None)
+            pending.append((marker, wq.copy(), kind, with_))
+            return exp.cast(exp.Literal.number(marker), "BIGINT")
+        frame = self._side_frame(witness_ids(wq, kind))
         if frame is None:  # correlated (names the outer query) or not valid alone: rows copied per row
             return None
-        marker = new_marker(frame)
-        return None if marker is None else exp.cast(exp.Literal.number(marker), "BIGINT")
+        return exp.cast(exp.Literal.number(owner.new_marker(frame)), "BIGINT")
 
     def _standalone(self, sql: str) -> bool:
         """Whether ``sql`` (a subquery) is valid on its own: Spark analyses it; nothing runs."""
@@ -210,7 +251,8 @@ class SparkConnection:
         """
         result = None
         for stmt in self._parse(query):
-            sql, kind, rw, target = self._plan(stmt)
+            owner = self._new_owner(stmt)
+            sql, kind, rw, target = self._plan(stmt, owner)
             node = None
             if rw is not None:
                 parents = tuple(
@@ -220,25 +262,30 @@ class SparkConnection:
                 if rw.untraced:
                     params["missing_lineage"] = sorted(rw.untraced)
                 node = OpNode("spark_sql", params, parents)
-            lazy = self._lazy(stmt, kind, node) if self.capture == "lazy" and kind is not None else None
+            lazy = None
+            if self.capture == "lazy" and kind is not None:  # (the eager plan's sets go with ``owner``)
+                lazy = self._lazy(stmt, kind, node, self._new_owner(stmt))
             if lazy is not None:
                 result = lazy
                 continue
             df = self._run(sql, stmt)
             if isinstance(stmt, exp.Query):
-                result = SparkTraced(df, kind, node)
+                result = SparkTraced(df, kind, node, owner)
             else:
                 result = None
                 if target is not None:
-                    self._set(target, kind, node)
+                    self._set(target, kind, node, owner if kind is not None else None)
                 elif isinstance(stmt, exp.Drop):
                     self._set(stmt.this.name, None, None)
         return result
 
     sql = execute
 
-    def _lazy(self, stmt: exp.Expression, kind: str, node: OpNode) -> LazySparkTraced | None:
-        """The query with one key per row (None where its shape is captured eagerly)."""
+    def _lazy(
+        self, stmt: exp.Expression, kind: str, node: OpNode, owner: SharedSets
+    ) -> LazySparkTraced | None:
+        """The query with one key per row (None where its shape is captured eagerly); the backward
+        query's shared sets go to ``owner``, which the result keeps."""
         cat = self._catalog()
         shape = shape_of(stmt, cat, set())  # temporary views have no rowid
         if shape is None:
@@ -250,15 +297,15 @@ class SparkConnection:
         text = stmt.sql(dialect="spark")
 
         def backward() -> DataFrame:
-            sel = rewrite_query(
-                self._parse(text)[0], self._catalog(), constant=self._shared_witness
-            ).expression
+            again = self._parse(text)[0]
+            owner.adopt(self._new_owner(again).parents)  # (the views it reads now)
+            sel = self._rewrite(again, owner).expression
             for k in ("order", "limit", "offset"):
                 sel.set(k, None)
             add_keys(sel, shape)
             return self.spark.sql(to_spark(sel, self._plain, self._standalone))
 
-        return LazySparkTraced(frame, keys, backward, kind, node)
+        return LazySparkTraced(frame, keys, backward, kind, node, owner)
 
     def _run(self, sql: str, stmt: exp.Expression) -> DataFrame:
         """Run the rewritten SQL; if only the rewrite fails in Spark, say so (the user's query is valid)."""

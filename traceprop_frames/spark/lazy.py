@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from traceprop_frames.frames import attach
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.spark.result import POS, SparkTraced, split_sids, with_shared_sets
-from traceprop_frames.spark.shared import expand
+from traceprop_frames.spark.shared import SharedSets, expand
 from traceprop_frames.sql.connection import lineage_from_arrow
 from traceprop_frames.sql.rewrite import LIN
 
@@ -30,8 +30,16 @@ class LazySparkTraced(SparkTraced):
     columns, as a Spark DataFrame whose lineage column is ``kind``.
     """
 
-    def __init__(self, frame: DataFrame, keys: list[str], backward, kind: str, node: OpNode) -> None:
-        super().__init__(frame, kind, node)
+    def __init__(
+        self,
+        frame: DataFrame,
+        keys: list[str],
+        backward,
+        kind: str,
+        node: OpNode,
+        owner: SharedSets | None = None,
+    ) -> None:
+        super().__init__(frame, kind, node, owner)
         self.keys = keys
         self._backward = backward
         self._bw: DataFrame | None = None
@@ -78,7 +86,7 @@ class LazySparkTraced(SparkTraced):
         """Resolve every row's lineage, then write as an eager result does."""
         cols = [F.col(f"`{c}`") for c in self.df.columns]
         joined = self._with_lineage(self.pinned()).select(*cols, self._ids().alias(self.kind), POS)
-        eager = SparkTraced(joined.drop(POS), self.kind, self.node)
+        eager = SparkTraced(joined.drop(POS), self.kind, self.node, self._owner)
         eager._pinned, eager._n = joined.orderBy(POS), len(self)
         eager._sids, eager._markers = self._collect_sids(), self._markers
         eager.write_parquet(path, mode)

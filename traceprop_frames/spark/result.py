@@ -25,7 +25,7 @@ from traceprop_frames.lineage import REGISTRY, LineageDAG, OpNode, RowLineage
 from traceprop_frames.lineage.manifest import build
 from traceprop_frames.lineage.rowsets import sorted_unique
 from traceprop_frames.lineage.sources import ROW_BITS
-from traceprop_frames.spark.shared import SPARK_K, expand, is_marker, marker_ids
+from traceprop_frames.spark.shared import SPARK_K, SharedSets, expand, is_marker, marker_ids
 from traceprop_frames.sql.connection import lineage_from_arrow
 from traceprop_frames.sql.rewrite import LIN, RID
 from traceprop_frames.sql.shared import resolve_markers
@@ -38,10 +38,13 @@ _PART = (1 << 33) - 1  # monotonically_increasing_id(): partition index << 33 | 
 class SparkTraced:
     """The result of ``con.sql(...)`` on Spark: data stays in Spark, lineage questions run as jobs."""
 
-    def __init__(self, frame: DataFrame, kind: str | None, node: OpNode) -> None:
+    def __init__(
+        self, frame: DataFrame, kind: str | None, node: OpNode, owner: SharedSets | None = None
+    ) -> None:
         self.frame = frame
         self.kind = kind
         self.node = node
+        self._owner = owner  # the shared sets whose markers this result's rows may carry (kept alive)
         self._pinned: DataFrame | None = None
         self._sids: np.ndarray | None = None
         self._markers: np.ndarray | None = None  # the shared-set marker ids in the lineage column
