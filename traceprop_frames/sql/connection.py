@@ -924,7 +924,11 @@ class TracedConnection:
             ):
                 # one conversion, as plain DuckDB's .df(): the keys' pandas columns hold them exactly
                 df = rel.df()
-                keys = pa.Table.from_pandas(df.iloc[:, n_data:], preserve_index=False)
+                # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys)
+                keys = pa.table(
+                    [pa.array(df.iloc[:, i]) for i in range(n_data, df.shape[1])],
+                    names=list(df.columns[n_data:]),
+                )
                 df = df.iloc[:, :n_data]
                 n_rows = len(df)
                 if names is not None:
