@@ -41,6 +41,16 @@ KEY, ROW = "__tp_k", "__tp_r"
 _INT_TYPES = frozenset(["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"])
 
 
+# functions whose value may change between the members query and the statement (and functions sqlglot
+# does not know, user macros among them): in the filter or the key, the members are not read apart
+_VOLATILE = tuple(
+    getattr(exp, n)
+    for n in ("Anonymous", "Rand", "Randn", "Uuid", "CurrentDate", "CurrentTime", "CurrentTimestamp",
+              "CurrentDatetime", "CurrentTimestampLTZ")
+    if hasattr(exp, n)
+)  # fmt: skip
+
+
 @dataclass
 class MemberTable(PendingTable):
     """A pending table made by an eager grouping CTAS: its lineage is ``members`` grouped by key."""
@@ -51,7 +61,8 @@ class MemberTable(PendingTable):
 def members_sql(rw, cat: Catalog) -> str | None:
     """The members query of eager rewrite ``rw`` of a grouping ``SELECT`` (its ``list(s.__tp_rid)`` last),
     or None where the members would not be exactly that list's ids per group: not one ``GROUP BY``
-    expression, not one loaded source table (a join, a CTE, a subquery anywhere), DISTINCT, a window."""
+    expression, not one loaded source table (a join, a CTE, a subquery anywhere), DISTINCT, a window, a
+    sample, a function in the filter or the key whose value may change between two statements."""
     sel = rw.expression
     if (
         rw.kind != LIN
@@ -73,8 +84,15 @@ def members_sql(rw, cat: Catalog) -> str | None:
         or any(group.args.get(k) for k in ("all", "rollup", "cube", "grouping_sets", "totals"))
     ):
         return None
-    if any(q is not sel for q in sel.find_all(exp.Query)) or sel.find(exp.Window):
+    if any(q is not sel for q in sel.find_all(exp.Query)) or sel.find(exp.Window, exp.TableSample):
         return None
+    if sel.args.get("sample") or any(
+        isinstance(f, _VOLATILE)
+        for part in (sel.args.get("where"), group)
+        if part
+        for f in part.find_all(exp.Func)
+    ):
+        return None  # the members query would not pick the rows the statement groups
     src = sel.args.get("from_")
     table = src.this if src is not None else None
     if not isinstance(table, exp.Table) or table.args.get("db") or cat.hidden.get(table.name.lower()) != RID:
