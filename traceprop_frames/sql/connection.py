@@ -54,6 +54,7 @@ from traceprop_frames.sql.lazy_tables import (
 from traceprop_frames.sql.member_lists import (
     MemberTable,
     fill_sql,
+    fill_table,
     key_type_ok,
     member_part,
     members_sql,
@@ -1159,18 +1160,18 @@ class TracedConnection:
 
     def _fill_members(self, p: MemberTable) -> None:
         """Write table ``p``'s lists from its members (in the user's transaction where one is open)."""
-        view = "__tp_members_fill"
-        with self._own_transaction() as own:
-            self.raw.register(view, p.members)
+        view, q = "__tp_members_fill", _quote(p.name)
+        with self._own_transaction() as own:  # the rowids read are the rowids updated
+            rows = self.raw.sql(f"SELECT rowid, {_quote(p.key_columns[0])} FROM {q}").to_arrow_table()
+            self.raw.register(view, fill_table(p.members, rows))  # a row without members raises
             try:
-                updated = self.raw.execute(fill_sql(p.name, p.key_columns[0], view, _quote)).fetchall()[0][0]
+                updated = self.raw.execute(fill_sql(p.name, view, _quote)).fetchall()[0][0]
             finally:
                 self.raw.unregister(view)
-            n_rows = self.raw.execute(f"SELECT count(*) FROM {_quote(p.name)}").fetchall()[0][0]
-            if updated != n_rows:
+            if updated != rows.num_rows:
                 raise SourceChangedError(
-                    f"table {p.name!r} has {n_rows} rows but only {updated} of them find their group's "
-                    "rows (kept when the table was made): it was changed outside this connection; re-create it"
+                    f"table {p.name!r} changed while its lineage was written ({updated} of {rows.num_rows} "
+                    "rows): run the statement again"
                 )
             if not own:  # the user's transaction: a ROLLBACK of it makes the table pending again
                 self._txn_filled[p.name] = p

@@ -14,10 +14,10 @@ memory, the connection instead
 
 The lineage is fixed when the table is made, as eager capture promises: row ``k`` of ``t`` has the
 members with key ``k`` (``IS NOT DISTINCT FROM``: the NULL group has the members with a NULL key), a
-snapshot that later changes to ``s`` do not touch. Whatever reads ``t``'s lineage column fills it first
-from the members (one ``list()`` then, in DuckDB: :func:`fill_sql`), except a query that joins ``t`` by
-``rowid`` (:mod:`traceprop_frames.sql.join_refs`): it reads ``t``'s (rowid, key) and groups the members in
-numpy when the result's lineage is first read (:func:`group_members`). A table changed through
+snapshot that later changes to ``s`` do not touch. A query that joins ``t`` by ``rowid``
+(:mod:`traceprop_frames.sql.join_refs`) reads ``t``'s (rowid, key) and groups the members in numpy when the
+result's lineage is first read (:func:`group_members`); whatever else reads ``t``'s lineage column fills
+it first, once (the members grouped the same way, written by one ``UPDATE``: :func:`fill_sql`). A table changed through
 ``con.raw`` so that a row no longer finds its members (a key changed, a row added) raises
 :class:`~traceprop_frames.errors.SourceChangedError` when its lineage is read; rows deleted there are
 simply gone.
@@ -120,13 +120,16 @@ def key_type_ok(types: list[str]) -> bool:
     return len(types) == 2 and types[0] in _INT_TYPES and types[1] == "BIGINT"
 
 
-def fill_sql(table: str, key_column: str, view: str, quote) -> str:
-    """``UPDATE t SET __tp_lin = ...``: each row's members (registered as ``view``) as its list."""
+def fill_table(members: pa.Table, rows: pa.Table) -> pa.Table:
+    """(rowid, list) per row of a table read as ``rows`` = (rowid, key): the rows for :func:`fill_sql`."""
+    off, ids = group_members(members, rows.column(1))
+    return pa.table({ROW: rows.column(0), LIN: pa.LargeListArray.from_arrays(pa.array(off), pa.array(ids))})
+
+
+def fill_sql(table: str, view: str, quote) -> str:
+    """``UPDATE t SET __tp_lin = ...``: each row's list from ``view`` (:func:`fill_table`), by rowid."""
     t = quote(table)
-    return (
-        f"UPDATE {t} SET {LIN} = __tp_g.l FROM (SELECT {KEY}, list({ROW}) AS l FROM {quote(view)} "
-        f"GROUP BY {KEY}) AS __tp_g WHERE {t}.{quote(key_column)} IS NOT DISTINCT FROM __tp_g.{KEY}"
-    )
+    return f"UPDATE {t} SET {LIN} = __tp_f.{LIN} FROM {quote(view)} AS __tp_f WHERE {t}.rowid = __tp_f.{ROW}"
 
 
 def _int_column(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
