@@ -206,6 +206,7 @@ def test_lazy_reads_an_eager_member_table(data):
         "SELECT t.k, count(*) AS n FROM t JOIN u USING (k) GROUP BY t.k",  # a join
         "SELECT k, count(*) AS n FROM u WHERE w > (SELECT avg(w) FROM u) GROUP BY k",  # a subquery
         "SELECT count(*) AS n FROM u",  # no GROUP BY
+        "SELECT k, sum(w) AS rowid FROM u GROUP BY k",  # a column that hides DuckDB's rowid
         "SELECT k, count(*) AS n FROM u USING SAMPLE 50 PERCENT (bernoulli) GROUP BY k",  # a sample
         "SELECT k, count(*) AS n FROM u WHERE random() < 0.5 GROUP BY k",  # volatile filters
         "SELECT k, count(*) AS n FROM u WHERE now() > TIMESTAMP '2000-01-01' GROUP BY k",

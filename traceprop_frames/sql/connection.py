@@ -1107,7 +1107,9 @@ class TracedConnection:
             return hit[1]
         plan = None
         create = self._lazy_create_plan(stmt, text)
-        if create is not None and len(create.keys) == 1:
+        if (  # (a column named rowid would hide DuckDB's, which the members' readers go by)
+            create is not None and len(create.keys) == 1 and all(c.lower() != "rowid" for c in create.columns)
+        ):
             try:
                 msql = members_sql(rewrite_query(stmt.expression.copy(), cat), cat)
                 if msql is not None and key_type_ok([str(t) for t in self.raw.sql(msql).types]):
