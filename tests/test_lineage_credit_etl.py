@@ -91,3 +91,32 @@ def test_trace_to_file_names_file_and_row(credit):
     app_rows = [r for r in rows if r.path == str(paths["application"])]
     assert len(app_rows) == 1 and all(r.sha256_ok for r in rows)
     assert app_rows[0].trace_to_file() == f"{paths['application']} row {app_rows[0].row}"
+
+
+@pytest.mark.parametrize("capture", ["eager", "lazy"])
+def test_sql_etl_rows_match_oracle(credit, capture):
+    """The same ETL in SQL (benchmarks/bench_sql.py ETL / TRAIN), run twice as a pipeline would: every
+    training row's lineage is its applicant's rows (eager: the grouping tables keep their members, see
+    sql.member_lists, and the join reads them by rowid)."""
+    import traceprop_frames as tpf
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_sql import ETL, TRAIN
+
+    paths, _ = credit
+    con = tpf.connect(capture=capture)
+    con.read_csv(paths["application"], name="application")
+    con.read_csv(paths["bureau"], name="bureau")
+    con.read_parquet(paths["previous_application"], name="previous_application")
+    for _ in range(2):
+        for s in ETL:
+            con.execute(s)
+        train = con.sql(TRAIN)
+    if capture == "eager":
+        assert {type(con._pending.get(t)).__name__ for t in ("bureau_agg", "prev_agg")} == {"MemberTable"}
+    oracle = _oracle(paths)
+    ids = train["SK_ID_CURR"].to_numpy()
+    assert len(train) > 100
+    for i in range(len(train)):
+        got = {p: set(r.tolist()) for p, r in train.tp.sources(rows=[i]).items() if len(r)}
+        assert got == oracle[int(ids[i])], f"training row {i}"

@@ -34,7 +34,7 @@ from traceprop_frames.sql import temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
-from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join_refs, rows_of
+from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join_refs, row_positions, rows_of
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
     Resolver,
@@ -51,6 +51,14 @@ from traceprop_frames.sql.lazy_tables import (
     load_records,
     save_record,
     update_sql,
+)
+from traceprop_frames.sql.member_lists import (
+    MemberTable,
+    fill_sql,
+    fill_table,
+    key_type_ok,
+    member_part,
+    members_sql,
 )
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.shared import (
@@ -271,6 +279,7 @@ class TracedConnection:
         self._join_refs: dict = {}  # query text -> (catalog, rewrite, JoinRefs or None): see sql.join_refs
         # eager CREATE TABLE ... AS text -> (catalog, statement, (SQL, "create", rewrite), table, columns)
         self._eager_ctas: dict = {}
+        self._member_plans: dict = {}  # eager grouping CTAS text -> (catalog, MemberPlan or None)
 
     _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
 
@@ -472,8 +481,8 @@ class TracedConnection:
     def _plan(self, stmt: exp.Expression, cat: Catalog, eager: bool = False) -> tuple[str, str, object]:
         """(SQL to run, what it is: "query" | "create" | "insert" | "other" | "original", rewrite).
         ``eager``: a query planned to run now (its witness tables, ``rw.temps``, are made by the run)."""
-        if self._pending:
-            self._materialise_reads(stmt)
+        if self._pending:  # (a query's member tables: see _fill_reads)
+            self._materialise_reads(stmt, members=not isinstance(stmt, (exp.Query, exp.Values)))
         if isinstance(stmt, (exp.Query, exp.Values)):  # a bare VALUES list is a query too
             consts: list[str] = []
             temps: list[tuple[str, str]] | None = [] if eager else None
@@ -597,6 +606,10 @@ class TracedConnection:
             hit = self._eager_plans.get(query)
             if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
                 return self._run_one(None, query, hit[3], None, single=True)
+            hit = self._member_plans.get(query)
+            if hit is not None and hit[0] is self._cat and hit[1] is not None:
+                if self._create_members(query, hit[1]):  # a grouping CREATE TABLE ... AS planned before
+                    return None
             hit = self._eager_ctas.get(query)
             if hit is not None and hit[0] is self._cat:  # a CREATE TABLE ... AS planned before
                 return self._run_one(hit[1], query, False, hit[3], single=True)
@@ -618,6 +631,10 @@ class TracedConnection:
             plan = self._lazy_create_plan(stmt, text)
             if plan is not None and self._create_lazy(text, plan):
                 return None
+        if self.capture == "eager" and single and isinstance(stmt, exp.Create):
+            plan = self._member_plan(stmt, text)
+            if plan is not None and self._create_members(text, plan):
+                return None
         if self.capture == "lazy" and (stmt is None or isinstance(stmt, exp.Query)):
             out = self._run_lazy(stmt, text, simple_names)
             if out is not None:
@@ -635,6 +652,8 @@ class TracedConnection:
                 if what == "query":
                     self._make_temps(rw)
                     refs = self._join_refs_plan(text, rw, single)
+                    if self._pending:
+                        self._fill_reads(rw, refs)
                     by_refs = (
                         None if refs is None else self._query_by_refs(refs, rw, text, simple_names, single)
                     )
@@ -682,7 +701,7 @@ class TracedConnection:
             to_process = self._sources.to_process
 
             def build():  # the arrays read at capture, composed when the lineage is first read
-                off, ids = compose(parts)
+                off, ids = compose([p() if callable(p) else p for p in parts])
                 return off, to_process(ids)
 
             return attach(df, RowLineage.deferred(len(df), build, (), node, has_context=False))
@@ -829,16 +848,24 @@ class TracedConnection:
                         if n_data
                         else pd.DataFrame(index=range(table.num_rows))
                     )
-                lists = {
-                    t: self.raw.sql(f"SELECT rowid, {LIN} FROM {_quote(t)}").to_arrow_table()
-                    for t in dict.fromkeys(t for t in refs.tables if t is not None)
-                }
+                lists = {}
+                for t in dict.fromkeys(t for t in refs.tables if t is not None):
+                    p = self._pending.get(t)  # a table of members (see _fill_reads): its keys
+                    col = _quote(p.key_columns[0]) if isinstance(p, MemberTable) else LIN
+                    lists[t] = (self.raw.sql(f"SELECT rowid, {col} FROM {_quote(t)}").to_arrow_table(), p)
         except duckdb.Error:
             return None
-        parts = [
-            id_part(v) if t is None else rows_of(lists[t], v, lineage_from_arrow)
-            for v, t in zip(hidden, refs.tables)
-        ]
+        parts = []
+        for v, t in zip(hidden, refs.tables):
+            if t is None:
+                parts.append(id_part(v))
+            elif isinstance(lists[t][1], MemberTable):  # grouped when the lineage is first read
+                table = lists[t][0]
+                parts.append(
+                    member_part(lists[t][1].members, table.column(1), row_positions(table.column(0), v))
+                )
+            else:
+                parts.append(rows_of(lists[t][0], v, lineage_from_arrow))
         return df, parts
 
     def _original_names(self, text: str, n_data: int) -> list[str] | None:
@@ -933,7 +960,11 @@ class TracedConnection:
             ):
                 # one conversion, as plain DuckDB's .df(): the keys' pandas columns hold them exactly
                 df = rel.df()
-                keys = pa.Table.from_pandas(df.iloc[:, n_data:], preserve_index=False)
+                # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys)
+                keys = pa.table(
+                    [pa.array(df.iloc[:, i]) for i in range(n_data, df.shape[1])],
+                    names=list(df.columns[n_data:]),
+                )
                 df = df.iloc[:, :n_data]
                 n_rows = len(df)
                 if names is not None:
@@ -1098,6 +1129,90 @@ class TracedConnection:
         hidden = {**cat.hidden, table: kind}
         self._cat = self._last_cat = Catalog(hidden, cat.aggregates, {**cat.columns, table: list(columns)})
 
+    # ------------------------------------------------------------------ eager grouping CTAS by members
+    def _member_plan(self, stmt: exp.Create, text: str):
+        """How eager ``stmt`` runs keeping its groups' members (see :mod:`traceprop_frames.sql.member_lists`):
+        (CreatePlan, members SQL), or None where it runs as before (a database file: the members live in
+        this process only)."""
+        if self._sources.persistent:
+            return None
+        cat = self._catalog_for(stmt)
+        hit = self._member_plans.get(text)
+        if hit is not None and hit[0] is cat:
+            return hit[1]
+        plan = None
+        create = self._lazy_create_plan(stmt, text)
+        if (  # (a column named rowid would hide DuckDB's, which the members' readers go by)
+            create is not None and len(create.keys) == 1 and all(c.lower() != "rowid" for c in create.columns)
+        ):
+            try:
+                msql = members_sql(rewrite_query(stmt.expression.copy(), cat), cat)
+                if msql is not None and key_type_ok([str(t) for t in self.raw.sql(msql).types]):
+                    plan = (create, msql)
+            except (duckdb.Error, UnsupportedSQLError):
+                plan = None
+        while len(self._member_plans) >= 256:
+            self._member_plans.pop(next(iter(self._member_plans)))
+        self._member_plans[text] = (cat, plan)
+        return plan
+
+    def _create_members(self, text: str, plan) -> bool:
+        """Run an eager grouping CTAS as the plain statement plus its members (read first, so they are
+        the rows the statement groups); False where it cannot (inside a transaction opened through this
+        connection, or DuckDB refuses it: the usual eager path then runs and reports)."""
+        create, msql = plan
+        if self._in_txn:
+            return False
+        target = create.target
+        self._before_write([target], replaced=True)
+        try:
+            members = self.raw.sql(msql).to_arrow_table()
+            self.raw.execute(create.sql)
+        except duckdb.Error:
+            return False
+        key = create.columns[create.key_positions[0]]
+        pending = MemberTable(target, create.query, create.keys, [key], {}, -1, members=members)
+        self._pending[target] = pending
+        self._changed(target)
+        self._patch_catalog(target, create.columns)
+        pending.fingerprint = self._fingerprint([target], self._table_oids())
+        params = {"query": text}
+        if create.untraced:
+            params["missing_lineage"] = create.untraced
+        self._nodes[target] = OpNode("sql", params, tuple(self._node(t) for t in create.traced))
+        return True
+
+    def _fill_reads(self, rw, refs: JoinRefs | None) -> None:
+        """Fill the pending tables eager query ``rw`` reads, except tables of members that ``refs`` (the
+        join by rowid) reads only where it joins them."""
+        for t in sorted(rw.traced):
+            p = self._pending.get(t)
+            if p is None:
+                continue
+            if isinstance(p, MemberTable) and refs is not None and t in refs.tables:
+                n = sum(1 for x in rw.expression.find_all(exp.Table) if x.name.lower() == t)
+                if n == refs.tables.count(t):
+                    continue
+            self._materialise(t)
+
+    def _fill_members(self, p: MemberTable) -> None:
+        """Write table ``p``'s lists from its members (in the user's transaction where one is open)."""
+        view, q = "__tp_members_fill", _quote(p.name)
+        with self._own_transaction() as own:  # the rowids read are the rowids updated
+            rows = self.raw.sql(f"SELECT rowid, {_quote(p.key_columns[0])} FROM {q}").to_arrow_table()
+            self.raw.register(view, fill_table(p.members, rows))  # a row without members raises
+            try:
+                updated = self.raw.execute(fill_sql(p.name, view, _quote)).fetchall()[0][0]
+            finally:
+                self.raw.unregister(view)
+            if updated != rows.num_rows:
+                raise SourceChangedError(
+                    f"table {p.name!r} changed while its lineage was written ({updated} of {rows.num_rows} "
+                    "rows): run the statement again"
+                )
+            if not own:  # the user's transaction: a ROLLBACK of it makes the table pending again
+                self._txn_filled[p.name] = p
+
     def _own_begin(self) -> bool:
         """BEGIN a transaction of our own; False inside one opened with BEGIN through this connection or
         through ``con.raw`` (DuckDB aborts an open transaction when another BEGIN fails: it is not tried
@@ -1133,13 +1248,15 @@ class TracedConnection:
         """Pending tables among ``tables``: their key columns (a lazy result names their rows by them)."""
         return {t: self._pending[t].key_columns for t in tables if t in self._pending}
 
-    def _materialise_reads(self, stmt: exp.Expression) -> None:
-        """Fill the lineage of the pending tables ``stmt``'s queries read (its write target aside)."""
+    def _materialise_reads(self, stmt: exp.Expression, members: bool = True) -> None:
+        """Fill the lineage of the pending tables ``stmt``'s queries read (its write target aside; with
+        ``members=False``, tables made by an eager grouping CTAS aside too)."""
         whole = isinstance(stmt, (exp.Query, exp.Values))
         for t in list(stmt.find_all(exp.Table)):
             name = t.name.lower()
             if name in self._pending and (whole or t.find_ancestor(exp.Query) is not None):
-                self._materialise(name)
+                if members or not isinstance(self._pending[name], MemberTable):
+                    self._materialise(name)
 
     def _before_write(self, targets: list[str], replaced: bool) -> None:
         """Before ``targets`` change: fill the lineage of the pending tables that read them (and of a
@@ -1196,6 +1313,8 @@ class TracedConnection:
                 if self._sources.persistent:
                     delete_record(self.raw, name)
                 return
+            if isinstance(p, MemberTable):
+                return self._fill_members(p)
             stmt = self._parse(p.query)[0]
             self._materialise_reads(stmt)  # a pending table it read: filled first
             rw = rewrite_query(stmt, self._catalog())

@@ -91,7 +91,13 @@ def rows_of(lists: pa.Table, rowids: np.ndarray, lineage_from_arrow) -> tuple[np
     """(offsets, ids, row) of a joined table's lists (``SELECT rowid, __tp_lin``): ``row[r]`` is the
     position in them of the row whose ``rowid`` is ``rowids[r]``; -1 (no row joined) stays -1."""
     off, ids = lineage_from_arrow(lists.column(1))
-    have = np.asarray(lists.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return off, ids, row_positions(lists.column(0), rowids)
+
+
+def row_positions(have_col, rowids: np.ndarray) -> np.ndarray:
+    """``row[r]``: the position in ``have_col`` (a table's ``rowid`` column as read) of ``rowids[r]``;
+    -1 (no row joined) stays -1. Raises SourceChangedError where a rowid is not there."""
+    have = np.asarray(have_col.to_numpy(zero_copy_only=False), dtype=np.int64)
     valid = rowids >= 0
     row = np.full(len(rowids), -1, dtype=np.int64)
     if have.size and have.max() < 4 * len(have) + 1024:  # dense enough: a position per rowid
@@ -109,7 +115,7 @@ def rows_of(lists: pa.Table, rowids: np.ndarray, lineage_from_arrow) -> tuple[np
             "a joined row's rowid is not in its table: the table changed between the query and the read of "
             "its lineage; run the query again"
         )
-    return off, ids, row
+    return row
 
 
 def compose(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
