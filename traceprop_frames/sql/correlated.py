@@ -44,7 +44,7 @@ from sqlglot import exp
 
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.exists_lateral import lateral_exists
-from traceprop_frames.sql.group_members import MEMBERS, materialise, member_rows
+from traceprop_frames.sql.group_members import MEMBERS, materialise, member_parts, member_rows
 from traceprop_frames.sql.rewrite import HIDDEN, LIN, Catalog, _has_agg
 
 VALUES = "__tp_cv"  # the registered (position, values) table a side query joins
@@ -320,7 +320,8 @@ def side_pairs(
 ):
     """Run each side query on the outer values in ``table``'s columns ``first ..``; returns CSR parts
     ``(offsets, ids)`` over ``table``'s rows (one per side query: its lineage columns in order, sorted
-    by result row once) and the table without the outer-values columns. ``members``: the member rows
+    by result row once; one per lineage column for members matched in numpy) and the table without the
+    outer-values columns. ``members``: the member rows
     (an Arrow table) of the side with ``members`` SQL, registered as ``group_members.MEMBERS``."""
     n = table.num_rows
     parts = []
@@ -342,7 +343,11 @@ def side_pairs(
         rows = None
         if side.members is not None and members is not None:
             rows = member_rows(members, pos, values)
-        if rows is not None:  # one integer key: matched in numpy, no join
+        done = member_parts(members, rows, n, side.n_fields) if rows is not None else None
+        if done is not None:  # one integer key: matched in numpy, no join, one part per column
+            parts.extend(done)
+            continue
+        if rows is not None:
             keep = rows >= 0
             rpos = rows[keep]
             res = members.select([f"__tp_x{i}" for i in range(side.n_fields)]).filter(pa.array(keep))

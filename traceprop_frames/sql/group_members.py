@@ -96,17 +96,14 @@ def materialise(sel, ref, body, keys, lin, parts):
     cols = _columns(roots_of(body), aliases)
     if cols is None:
         return None
-    names: dict[str, str] = {}
-    first: list[exp.Column] = []
+    # a key that is a column is read once, as __tp_k{i}; every other column as __tp_v{j}
+    names = {k.sql(dialect=DIALECT): f"__tp_k{i}" for i, k in enumerate(keys) if isinstance(k, exp.Column)}
+    read = [exp.alias_(k.copy(), f"__tp_k{i}") for i, k in enumerate(keys)]
     for c in cols:
         if c.sql(dialect=DIALECT) not in names:
-            names[c.sql(dialect=DIALECT)] = f"__tp_v{len(names)}"
-            first.append(c)
-    members = exp.select(
-        *[exp.alias_(c.copy(), f"__tp_v{i}") for i, c in enumerate(first)],
-        *[exp.alias_(k.copy(), f"__tp_k{i}") for i, k in enumerate(keys)],
-        *[exp.alias_(p.copy(), f"__tp_x{i}") for i, p in enumerate(parts)],
-    )
+            names[c.sql(dialect=DIALECT)] = f"__tp_v{len(read)}"
+            read.append(exp.alias_(c.copy(), f"__tp_v{len(read)}"))
+    members = exp.select(*read, *[exp.alias_(p.copy(), f"__tp_x{i}") for i, p in enumerate(parts)])
     for k in ("from_", "joins", "where"):
         members.set(k, body.args.get(k).copy() if body.args.get(k) is not None else None)
     members_sql = members.sql(dialect=DIALECT)
@@ -165,8 +162,11 @@ def member_rows(members: pa.Table, pos: np.ndarray, values: pa.StructArray) -> n
             slot[k - lo] = kp
             if np.count_nonzero(slot >= 0) != len(k):
                 return None  # a key in two result rows
-            inside = mvalid & (m >= lo) & (m <= hi)
-            out[inside] = slot[m[inside] - lo]
+            if not mk.null_count and len(m) and m.min() >= lo and m.max() <= hi:
+                out = slot[m - lo]  # (every member's key has a slot: one gather)
+            else:
+                inside = mvalid & (m >= lo) & (m <= hi)
+                out[inside] = slot[m[inside] - lo]
         else:
             order = np.argsort(k, kind="stable")
             ks, ps = k[order], kp[order]
@@ -178,3 +178,33 @@ def member_rows(members: pa.Table, pos: np.ndarray, values: pa.StructArray) -> n
     if len(null_pos):
         out[~mvalid] = null_pos[0]
     return out
+
+
+def member_parts(members: pa.Table, rows: np.ndarray, n: int, n_fields: int) -> list | None:
+    """CSR parts ``(offsets, ids)`` over ``n`` result rows, one per lineage column ``__tp_x{i}`` of
+    ``members`` (each member row's id goes to result row ``rows[j]``; -1: none), sorted by result row
+    once for all columns; None where a column is not one id per member (a list: the caller's general
+    path)."""
+    cols = [members.column(f"__tp_x{i}").combine_chunks() for i in range(n_fields)]
+    if not all(pa.types.is_integer(c.type) for c in cols):
+        return None
+    keep = rows >= 0
+    at = None if keep.all() else np.flatnonzero(keep)
+    owner = rows if at is None else rows[at]
+    small = np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else None
+    order = np.argsort(owner.astype(small) if small else owner, kind="stable")  # radix sort: O(len)
+    src = order if at is None else at[order]
+    owner = owner[order]
+    parts = []
+    for col in cols:
+        if col.null_count:
+            ok = col.is_valid().to_numpy(zero_copy_only=False)[src]
+            ids = np.asarray(col.fill_null(0).to_numpy(), dtype=np.int64)[src][ok]
+            counts = np.bincount(owner[ok], minlength=n)
+        else:
+            ids = np.asarray(col.to_numpy(), dtype=np.int64)[src]
+            counts = np.bincount(owner, minlength=n)
+        off = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(counts, out=off[1:])
+        parts.append((off, ids))
+    return parts
