@@ -320,8 +320,7 @@ def side_pairs(
 ):
     """Run each side query on the outer values in ``table``'s columns ``first ..``; returns CSR parts
     ``(offsets, ids)`` over ``table``'s rows (one per side query: its lineage columns in order, sorted
-    by result row once; one per lineage column for members matched in numpy) and the table without the
-    outer-values columns. ``members``: the member rows
+    by result row once) and the table without the outer-values columns. ``members``: the member rows
     (an Arrow table) of the side with ``members`` SQL, registered as ``group_members.MEMBERS``."""
     n = table.num_rows
     parts = []
@@ -344,7 +343,7 @@ def side_pairs(
         if side.members is not None and members is not None:
             rows = member_rows(members, pos, values)
         done = member_parts(members, rows, n, side.n_fields) if rows is not None else None
-        if done is not None:  # one integer key: matched in numpy, no join, one part per column
+        if done is not None:  # one integer key: matched in numpy, no join
             parts.extend(done)
             continue
         if rows is not None:

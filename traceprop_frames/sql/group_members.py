@@ -181,30 +181,24 @@ def member_rows(members: pa.Table, pos: np.ndarray, values: pa.StructArray) -> n
 
 
 def member_parts(members: pa.Table, rows: np.ndarray, n: int, n_fields: int) -> list | None:
-    """CSR parts ``(offsets, ids)`` over ``n`` result rows, one per lineage column ``__tp_x{i}`` of
-    ``members`` (each member row's id goes to result row ``rows[j]``; -1: none), sorted by result row
-    once for all columns; None where a column is not one id per member (a list: the caller's general
-    path)."""
+    """One CSR part ``(offsets, ids)`` over ``n`` result rows: the ids of the lineage columns
+    ``__tp_x{i}`` of ``members`` (member row ``j``'s ids go to result row ``rows[j]``; -1: none, NULL:
+    no id), sorted by result row once; None where a column is not one id per member (a list: the
+    caller's general path)."""
     cols = [members.column(f"__tp_x{i}").combine_chunks() for i in range(n_fields)]
     if not all(pa.types.is_integer(c.type) for c in cols):
         return None
     keep = rows >= 0
-    at = None if keep.all() else np.flatnonzero(keep)
-    owner = rows if at is None else rows[at]
-    small = np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else None
-    order = np.argsort(owner.astype(small) if small else owner, kind="stable")  # radix sort: O(len)
-    src = order if at is None else at[order]
-    owner = owner[order]
-    parts = []
+    small = np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else np.int64
+    owners, ids = [], []
     for col in cols:
-        if col.null_count:
-            ok = col.is_valid().to_numpy(zero_copy_only=False)[src]
-            ids = np.asarray(col.fill_null(0).to_numpy(), dtype=np.int64)[src][ok]
-            counts = np.bincount(owner[ok], minlength=n)
-        else:
-            ids = np.asarray(col.to_numpy(), dtype=np.int64)[src]
-            counts = np.bincount(owner, minlength=n)
-        off = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(counts, out=off[1:])
-        parts.append((off, ids))
-    return parts
+        ok = keep if not col.null_count else keep & col.is_valid().to_numpy(zero_copy_only=False)
+        every = bool(ok.all())
+        owners.append(rows.astype(small) if every else rows[ok].astype(small))
+        values = np.asarray(col.fill_null(0).to_numpy() if col.null_count else col.to_numpy(), dtype=np.int64)
+        ids.append(values if every else values[ok])
+    owner = owners[0] if len(owners) == 1 else np.concatenate(owners)
+    order = np.argsort(owner, kind="stable")  # radix sort for the small types: O(len)
+    off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=n), out=off[1:])
+    return [(off, (ids[0] if len(ids) == 1 else np.concatenate(ids))[order])]
