@@ -71,11 +71,27 @@ def _eq(a, b) -> np.ndarray:
     return np.asarray((a == b).fillna(False), dtype=bool)
 
 
-def test_correlated_exists_in_an_aggregate(data):
+def _exists_path(con, q, path: str) -> None:
+    """Asserts how the EXISTS witness was computed: "lateral" (one LATERAL subquery for the test and
+    the witnesses, see ``sql.exists_lateral``) or "side" (a side query on the outer values)."""
+    rw = _plan(con, q)
+    if path == "lateral":
+        assert "LATERAL (SELECT" in rw.split_sql and not rw.correlated, "the EXISTS was not merged"
+    else:
+        assert rw.correlated and "LATERAL" not in rw.split_sql, "the witness did not go to a side query"
+
+
+# an EXISTS inside OR is not a conjunct of WHERE: it keeps the side query (x >= 0 in every row)
+EXISTS_FORMS = [("lateral", "{}"), ("side", "({} OR o.x < 0)")]
+
+
+@pytest.mark.parametrize("path,form", EXISTS_FORMS)
+def test_correlated_exists_in_an_aggregate(data, path, form):
     con, o, l_ = data
-    q = "SELECT g, count(*) AS n FROM o WHERE EXISTS (SELECT * FROM l WHERE l.ok = o.ok AND l.f) GROUP BY g ORDER BY g"
+    cond = form.format("EXISTS (SELECT * FROM l WHERE l.ok = o.ok AND l.f)")
+    q = f"SELECT g, count(*) AS n FROM o WHERE {cond} GROUP BY g ORDER BY g"
     df = con.sql(q)
-    assert _plan(con, q).correlated, "the witness did not go to a side query"
+    _exists_path(con, q, path)
     plain = duckdb.connect()
     plain.register("o", o)
     plain.register("l", l_)
@@ -89,15 +105,15 @@ def test_correlated_exists_in_an_aggregate(data):
         assert got == want, g
 
 
-def test_correlated_inequality_with_limit(data):
-    """q21's shape: the correlation has an inequality, the result keeps 2 of its groups."""
+@pytest.mark.parametrize("form", [f for _, f in EXISTS_FORMS])
+def test_correlated_inequality_with_limit(data, form):
+    """q21's shape: the correlation has an inequality (so even the WHERE conjunct keeps the side
+    query: see ``exists_lateral.equi_correlated``), the result keeps 2 of its groups."""
     con, o, l_ = data
-    q = (
-        "SELECT g, count(*) AS n FROM o, l AS l1 WHERE o.ok = l1.ok AND EXISTS (SELECT * FROM l AS l2 "
-        "WHERE l2.ok = l1.ok AND l2.sk <> l1.sk) GROUP BY g ORDER BY g LIMIT 2"
-    )
+    cond = form.format("EXISTS (SELECT * FROM l AS l2 WHERE l2.ok = l1.ok AND l2.sk <> l1.sk)")
+    q = f"SELECT g, count(*) AS n FROM o, l AS l1 WHERE o.ok = l1.ok AND {cond} GROUP BY g ORDER BY g LIMIT 2"
     df = con.sql(q)
-    assert _plan(con, q).correlated
+    _exists_path(con, q, "side")
     assert len(df) == 2
     ok, sk = l_["ok"], l_["sk"].to_numpy()
     for g, got in zip(df["g"], _sets(df)):

@@ -43,6 +43,8 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.exists_lateral import lateral_exists
+from traceprop_frames.sql.group_members import MEMBERS, materialise, member_parts, member_rows
 from traceprop_frames.sql.rewrite import HIDDEN, LIN, Catalog, _has_agg
 
 VALUES = "__tp_cv"  # the registered (position, values) table a side query joins
@@ -59,6 +61,7 @@ class CorrelatedSide:
     column: str
     per_row: bool  # True: one struct per result row (no aggregate); False: a list of structs
     n_fields: int
+    members: str | None = None  # SQL of the member rows the query reads first (see group_members)
 
 
 def _call(e: exp.Expression, name: str, n: int | None = None) -> bool:
@@ -224,6 +227,9 @@ def _group_side(sel: exp.Select, ref: exp.Column, ctes: set[str]):
     for t in body.find_all(exp.Table):
         if t.name.lower() in ctes and not t.args.get("db"):
             return None  # reads a CTE of the statement: the side query would not see it
+    once = materialise(sel, ref, body, keys, lin, parts)  # the members read once (group_members)
+    if once is not None:
+        return once
     members = body.copy()
     for k in ("group", "having", "order"):
         members.set(k, None)
@@ -292,11 +298,11 @@ def split_correlated(
             if found is None:
                 keep.append(a)
                 continue
-            struct, side, n = found
+            struct, side, n, *members = found
             name = f"__tp_cw{len(out)}"
             value = struct if per_row else exp.Anonymous(this="list", expressions=[struct])
             side_sql = side if isinstance(side, str) else side.sql(dialect=DIALECT)
-            out.append(CorrelatedSide(side_sql, name, per_row, n))
+            out.append(CorrelatedSide(side_sql, name, per_row, n, *members))
             sel.append("expressions", exp.alias_(value, name))
         if len(keep) == len(args):
             continue
@@ -309,10 +315,13 @@ def split_correlated(
     return out
 
 
-def side_pairs(con_raw, table: pa.Table, sides: list[CorrelatedSide], first: int, lineage_from_arrow):
+def side_pairs(
+    con_raw, table: pa.Table, sides: list[CorrelatedSide], first: int, lineage_from_arrow, members=None
+):
     """Run each side query on the outer values in ``table``'s columns ``first ..``; returns CSR parts
     ``(offsets, ids)`` over ``table``'s rows (one per side query: its lineage columns in order, sorted
-    by result row once) and the table without the outer-values columns."""
+    by result row once) and the table without the outer-values columns. ``members``: the member rows
+    (an Arrow table) of the side with ``members`` SQL, registered as ``group_members.MEMBERS``."""
     n = table.num_rows
     parts = []
     for j, side in enumerate(sides):
@@ -330,12 +339,25 @@ def side_pairs(con_raw, table: pa.Table, sides: list[CorrelatedSide], first: int
         vt = pa.table(
             {_POS: pa.array(pos, pa.int64()), **{values.type.field(i).name: f for i, f in enumerate(fields)}}
         )
-        con_raw.register(VALUES, vt)
-        try:
-            res = con_raw.sql(f"SELECT * FROM ({side.sql}) AS __tp_s").to_arrow_table()
-        finally:
-            con_raw.unregister(VALUES)
-        rpos = np.asarray(res.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        rows = None
+        if side.members is not None and members is not None:
+            rows = member_rows(members, pos, values)
+        done = member_parts(members, rows, n, side.n_fields) if rows is not None else None
+        if done is not None:  # one integer key: matched in numpy, no join
+            parts.extend(done)
+            continue
+        if rows is not None:
+            keep = rows >= 0
+            rpos = rows[keep]
+            res = members.select([f"__tp_x{i}" for i in range(side.n_fields)]).filter(pa.array(keep))
+            res = res.add_column(0, _POS, pa.array(rpos))
+        else:
+            con_raw.register(VALUES, vt)
+            try:
+                res = con_raw.sql(f"SELECT * FROM ({side.sql}) AS __tp_s").to_arrow_table()
+            finally:
+                con_raw.unregister(VALUES)
+            rpos = np.asarray(res.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         owners, all_ids = [], []
         for i in range(side.n_fields):  # every lineage column of the side query: one part, one sort
             col = res.column(1 + i).combine_chunks()
@@ -371,8 +393,16 @@ def prepare(rw, cat: Catalog) -> None:
     """Split ``rw``'s correlated witnesses into side queries (see :func:`split_correlated`): sets
     ``rw.correlated`` and ``rw.split_sql``. Changes ``rw.expression`` in place."""
     n_lineage = rw.n_hidden - 3 * len(rw.frames)
-    rw.correlated = split_correlated(rw.expression, cat, rw.n_hidden, n_lineage)
-    rw.split_sql = rw.expression.sql(dialect=DIALECT) if rw.correlated else None
+    sel = rw.expression
+    merged = 0
+    if isinstance(sel, exp.Select):
+        group = sel.args.get("group")
+        aggregated = group is not None or any(_has_agg(e, cat.aggregates) for e in sel.expressions)
+        ctes = {c.alias_or_name.lower() for c in (sel.args.get("with_") or exp.With()).expressions}
+        outer = lambda s: _outer_columns(s, cat, ctes)  # noqa: E731
+        merged = lateral_exists(sel, rw.n_hidden, n_lineage, aggregated, outer)
+    rw.correlated = split_correlated(sel, cat, rw.n_hidden, n_lineage)
+    rw.split_sql = rw.expression.sql(dialect=DIALECT) if rw.correlated or merged else None
 
 
 def run_eager(raw, sql: str, rw, lineage_from_arrow) -> tuple[pa.Table, list]:
@@ -380,10 +410,19 @@ def run_eager(raw, sql: str, rw, lineage_from_arrow) -> tuple[pa.Table, list]:
     side queries where they apply; returns the result (the layout of ``sql``'s) and the extra CSR lineage
     parts of its rows. Where the split query or a side query fails in DuckDB, ``sql`` runs as it is."""
     sides = rw.correlated
-    if sides:
+    if rw.split_sql is not None:
+        once = [s.members for s in sides if s.members is not None]
+        members = None
         try:
+            if once:  # the member rows the split query groups, read once (see group_members)
+                members = raw.sql(once[0]).to_arrow_table()
+                raw.register(MEMBERS, members)
             table = raw.sql(rw.split_sql).to_arrow_table()
-            return side_pairs(raw, table, sides, table.num_columns - len(sides), lineage_from_arrow)[::-1]
+            first = table.num_columns - len(sides)
+            return side_pairs(raw, table, sides, first, lineage_from_arrow, members)[::-1]
         except duckdb.Error:
             pass
+        finally:
+            if members is not None:
+                raw.unregister(MEMBERS)
     return raw.sql(sql).to_arrow_table(), []
