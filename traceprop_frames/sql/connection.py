@@ -879,7 +879,7 @@ class TracedConnection:
                 return None
             # the rewrite the first backward plan needs, made here from the statement as parsed (see
             # sql.first_plan); with pending lazy tables, the plan rewrites once they are filled
-            tree = None if self._pending else stmt.copy()
+            tree = stmt.copy() if not self._pending and self._first_rewrites.wanted(text) else None
             capture_sql = self._capture_sql(stmt, cat, shape)
             consts: list = []
             rw = (  # what eager refuses, lazy refuses too

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-_KEPT = 32  # rewrites kept per connection (the oldest goes first)
+_KEPT = 16  # rewrites kept per connection (the oldest goes first) ...
+_TEXT_BUDGET = 500_000  # ... while their query texts total at most this many characters (a tree's size
+# follows its text's: a generated query of megabytes is not kept, and planned from a fresh parse)
 
 
 class FirstRewrites:
@@ -26,10 +28,18 @@ class FirstRewrites:
     def __init__(self) -> None:
         self._kept: dict[str, tuple] = {}
 
+    def wanted(self, text: str) -> bool:
+        """Whether a rewrite of ``text`` would be kept (its text fits the budget)."""
+        return len(text) <= _TEXT_BUDGET
+
     def keep(self, text: str, catalog, rw, constants: list) -> None:
         """Keep ``rw`` (``rewrite_query(..., split=True, constant=...)`` of ``text`` on ``catalog``)."""
         self._kept.pop(text, None)
-        while len(self._kept) >= _KEPT:
+        if not self.wanted(text):
+            return
+        while self._kept and (
+            len(self._kept) >= _KEPT or sum(map(len, self._kept)) + len(text) > _TEXT_BUDGET
+        ):
             self._kept.pop(next(iter(self._kept)))
         self._kept[text] = (catalog, rw, constants)
 
