@@ -34,6 +34,7 @@ from traceprop_frames.sql import temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
+from traceprop_frames.sql.first_plan import FirstRewrites
 from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join_refs, row_positions, rows_of
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
@@ -260,6 +261,7 @@ class TracedConnection:
         self._backward_plans: dict = {}  # (query, tables' fingerprint) -> lazy backward plan
         # query -> (catalog, shape, capture SQL, traced, untraced, tables read, names survive)
         self._captures: dict = {}
+        self._first_rewrites = FirstRewrites()  # query -> the capture's rewrite, for its first backward plan
         # query text -> [catalog, (SQL, what, rewrite), column names, names survive the rewrite]
         self._eager_plans: dict = {}
         self._nodes: dict[str, OpNode] = {}
@@ -937,8 +939,16 @@ class TracedConnection:
             shape = shape_of(stmt, cat, set(oids), self._keyed_tables(tables))
             if shape is None:
                 return None
+            # the rewrite the first backward plan needs, made here from the statement as parsed (see
+            # sql.first_plan); with pending lazy tables, the plan rewrites once they are filled
+            tree = stmt.copy() if not self._pending and self._first_rewrites.wanted(text) else None
             capture_sql = self._capture_sql(stmt, cat, shape)
-            rw = rewrite_query(stmt, cat, split=True, copy=False)  # what eager refuses, lazy refuses too
+            consts: list = []
+            rw = (  # what eager refuses, lazy refuses too
+                rewrite_query(stmt, cat, split=True, copy=False)
+                if tree is None
+                else rewrite_query(tree, cat, split=True, copy=False, constant=self._constant_witness(consts))
+            )
             traced, untraced = sorted(rw.traced), sorted(rw.untraced)
             if untraced and not fresh:  # a cached catalog may be stale (tables changed through con.raw)
                 self._cat = None
@@ -946,6 +956,8 @@ class TracedConnection:
             while len(self._captures) >= 256:
                 self._captures.pop(next(iter(self._captures)))
             self._captures[text] = (cat, shape, capture_sql, traced, untraced, tables, simple_names)
+            if tree is not None:
+                self._first_rewrites.keep(text, cat, rw, consts)
         try:
             rel = self.raw.sql(capture_sql)
             types = [str(t) for t in rel.types]

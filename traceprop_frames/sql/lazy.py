@@ -237,8 +237,12 @@ class Resolver:
 
     def _rewrite(self) -> tuple[exp.Select, list[str], list]:
         """(the eager rewrite of the query, its hidden column names, its witness queries), from a fresh
-        parse (changed in place after; nothing generates its SQL unless asked)."""
+        parse (changed in place after; nothing generates its SQL unless asked), or the one the capture
+        made and kept for the first plan (:mod:`traceprop_frames.sql.first_plan`)."""
         con = self.con
+        kept = None if con._pending else con._first_rewrites.take(self.text, con._catalog())
+        if kept is not None:
+            return kept
         stmt = con._parse(self.text)[0]
         if con._pending:
             con._materialise_reads(stmt)
