@@ -664,18 +664,7 @@ class TracedConnection:
                         break
                     table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
                 else:
-                    self._run_write(stmt, sql)
-                    made = self._eager_ctas.get(text) if single and what == "create" else None
-                    if made is not None and made[2][2] is rw:  # a table of known columns: patched
-                        self._patch_catalog(made[3], made[4], rw.kind)
-                    else:
-                        self._cat = None  # DDL / DML may change which tables carry lineage
-                    if isinstance(stmt, (exp.Create, exp.Drop)) and str(stmt.args.get("kind")).upper() in (
-                        "MACRO",
-                        "FUNCTION",
-                    ):
-                        self._macros = None  # a macro that aggregates makes its callers aggregate
-                    self._changed(_written(stmt))
+                    self._write(stmt, sql, text, what, rw, single)
                     table = None
                 break
             except duckdb.Error as e:
@@ -722,6 +711,21 @@ class TracedConnection:
         finally:
             self._drop_temps(rw)
         return _frame(self.raw, table, n_data, node, self._sources, blocks, frames, extra)
+
+    def _write(self, stmt, sql: str, text: str, what: str, rw, single: bool) -> None:
+        """Run a statement that writes (DDL / DML) and bring the cached catalog and plans up to date."""
+        self._run_write(stmt, sql)
+        made = self._eager_ctas.get(text) if single and what == "create" else None
+        if made is not None and made[2][2] is rw:  # a table of known columns: patched
+            self._patch_catalog(made[3], made[4], rw.kind)
+        else:
+            self._cat = None  # DDL / DML may change which tables carry lineage
+        if isinstance(stmt, (exp.Create, exp.Drop)) and str(stmt.args.get("kind")).upper() in (
+            "MACRO",
+            "FUNCTION",
+        ):
+            self._macros = None  # a macro that aggregates makes its callers aggregate
+        self._changed(_written(stmt))
 
     def _make_temps(self, rw) -> None:
         """Write the witness tables of eager rewrite ``rw`` (see :mod:`traceprop_frames.sql.temp_witness`)."""
