@@ -44,7 +44,7 @@ from sqlglot import exp
 
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.exists_lateral import lateral_exists
-from traceprop_frames.sql.group_members import MEMBERS, materialise, member_parts, member_rows
+from traceprop_frames.sql.group_members import MEMBERS, key_struct, materialise, member_parts, member_rows
 from traceprop_frames.sql.rewrite import HIDDEN, LIN, Catalog, _has_agg
 
 VALUES = "__tp_cv"  # the registered (position, values) table a side query joins
@@ -244,16 +244,7 @@ def _group_side(sel: exp.Select, ref: exp.Column, ctes: set[str]):
         f"SELECT {VALUES}.{_POS}, {xs} FROM ({members.sql(dialect=DIALECT)}) AS __tp_m "
         f"JOIN (SELECT DISTINCT * FROM {VALUES}) AS {VALUES} ON {on}"
     )
-    lin.set(
-        "this",
-        exp.Anonymous(
-            this="struct_pack",
-            expressions=[
-                exp.PropertyEQ(this=exp.to_identifier(f"__tp_c{i}"), expression=k.copy())
-                for i, k in enumerate(keys)
-            ],
-        ),
-    )
+    lin.set("this", key_struct(keys))
     return ref.copy(), side, len(parts)
 
 

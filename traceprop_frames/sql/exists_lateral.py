@@ -31,6 +31,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.shared import _conjuncts
 
 _ALIAS = "__tp_ew"
 _LIST = "__tp_w"
@@ -40,14 +41,6 @@ _PLAIN_ONLY = ("group", "having", "limit", "offset", "distinct", "qualify", "wit
 
 def _call(e: exp.Expression, name: str) -> bool:
     return isinstance(e, exp.Anonymous) and e.name.lower() == name and len(e.expressions) == 1
-
-
-def _conjuncts(e: exp.Expression) -> list[exp.Expression]:
-    while isinstance(e, exp.Paren):
-        e = e.this
-    if isinstance(e, exp.And):
-        return _conjuncts(e.this) + _conjuncts(e.expression)
-    return [e]
 
 
 def _body(q: exp.Expression) -> exp.Select | None:

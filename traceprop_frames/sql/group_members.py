@@ -116,16 +116,7 @@ def materialise(sel, ref, body, keys, lin, parts):
     body.set("from_", exp.From(this=exp.to_table(MEMBERS)))
     body.set("joins", None)
     body.set("where", None)
-    lin.set(
-        "this",
-        exp.Anonymous(
-            this="struct_pack",
-            expressions=[
-                exp.PropertyEQ(this=exp.to_identifier(f"__tp_c{i}"), expression=k.copy())
-                for i, k in enumerate(group.expressions)
-            ],
-        ),
-    )
+    lin.set("this", key_struct(group.expressions))
     on = " AND ".join(f"__tp_m.__tp_k{i} IS NOT DISTINCT FROM __tp_cv.__tp_c{i}" for i in range(len(keys)))
     xs = ", ".join(f"__tp_m.__tp_x{i}" for i in range(len(parts)))
     side = (
@@ -202,3 +193,14 @@ def member_parts(members: pa.Table, rows: np.ndarray, n: int, n_fields: int) -> 
     off = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner, minlength=n), out=off[1:])
     return [(off, (ids[0] if len(ids) == 1 else np.concatenate(ids))[order])]
+
+
+def key_struct(keys) -> exp.Anonymous:
+    """``struct_pack(__tp_c0 := key0, ...)``: a group's keys as one value (copies of ``keys``)."""
+    return exp.Anonymous(
+        this="struct_pack",
+        expressions=[
+            exp.PropertyEQ(this=exp.to_identifier(f"__tp_c{i}"), expression=k.copy())
+            for i, k in enumerate(keys)
+        ],
+    )
