@@ -34,7 +34,7 @@ import threading
 import numpy as np
 
 from traceprop_frames.errors import LineageFormatError
-from traceprop_frames.lineage.refs import AllRefs, CsrRefs, isin_ids, sorted_unique, union_csr
+from traceprop_frames.lineage.refs import AllRefs, CsrRefs, isin_ids, segments_flat, sorted_unique, union_csr
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 LAYOUT_LOCK = threading.RLock()  # one lock for laying out deferred sets and composing deferred lineage
@@ -47,17 +47,6 @@ def _allocate(m: int) -> int:
         base = _base_cursor[0]
         _base_cursor[0] += max(int(m), 1)
     return base
-
-
-def segments_flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(starts[k], ends[k])`` for all k (vectorised)."""
-    lengths = np.maximum(ends - starts, 0)
-    total = int(lengths.sum())
-    if total == 0:
-        return _EMPTY
-    off = np.zeros(len(starts) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=off[1:])
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - off[:-1], lengths)
 
 
 def merge_segments(owners: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -29,8 +29,10 @@ import numpy as np
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
-def _flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    lengths = ends - starts
+def segments_flat(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(starts[k], ends[k])`` for all k (vectorised; an empty segment where
+    ``ends[k] <= starts[k]``)."""
+    lengths = np.maximum(ends - starts, 0)
     total = int(lengths.sum())
     if total == 0:
         return _EMPTY
@@ -130,7 +132,7 @@ class CsrRefs:
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(count per row, the references of ``rows`` one row after another)."""
         lo, hi = self.offsets[rows], self.offsets[rows + 1]
-        return hi - lo, self.refs[_flat(lo, hi)]
+        return hi - lo, self.refs[segments_flat(lo, hi)]
 
     def take(self, rows: np.ndarray) -> CsrRefs:
         counts, refs = self.gather(rows)
