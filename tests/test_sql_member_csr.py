@@ -125,11 +125,12 @@ def test_many_rows_take_the_general_path(data, monkeypatch):
 
 
 @pytest.mark.parametrize("n,seed", [(0, 0), (1, 1), (7, 2), (254, 3), (255, 4), (300, 5)])
-def test_owners_and_csr_against_a_loop(n, seed):
+@pytest.mark.parametrize("shift", [0, 100, 10**9])  # keys around 0, from 50, far from 0
+def test_owners_and_csr_against_a_loop(n, seed, shift):
     """Random keys (NULLs, keys of no result row, one NULL-key row), two id columns with NULLs."""
     rng = np.random.default_rng(seed)
     n_keys = int(rng.integers(n, 3 * n + 2)) if n else 0  # (every result row has a key)
-    keys = rng.permutation(np.arange(-50, 4 * n + 60))[:n_keys]
+    keys = rng.permutation(np.arange(-50, 4 * n + 60))[:n_keys] + shift
     pos = np.sort(rng.integers(0, max(n, 1), n_keys)) if n else np.zeros(0, dtype=np.int64)
     kv = keys.astype(object)
     if n:
@@ -169,3 +170,9 @@ def test_owners_not_applied():
     assert member_csr.member_owners(members, pos, twice, 2) is None  # a key in two rows
     text = pa.StructArray.from_arrays([pa.array(["a", "b"])], names=["__tp_c0"])
     assert member_csr.member_owners(members, pos, text, 2) is None
+
+
+def test_ids_of_a_sliced_column_with_nulls():
+    col = pa.array([7, None, 2**41 + 3, None, 5], pa.int64()).slice(1)
+    ids = member_csr._ids(col)
+    assert len(ids) == 4 and ids[1] == 2**41 + 3 and ids[3] == 5

@@ -32,6 +32,14 @@ def _ints(col: pa.Array) -> np.ndarray:
     return np.asarray((col.fill_null(0) if col.null_count else col).to_numpy(), dtype=np.int64)
 
 
+def _ids(col: pa.Array) -> np.ndarray:
+    """An id column as int64 without a copy where it is int64 (the values under a NULL are whatever
+    the buffer holds: the caller reads only valid positions)."""
+    if col.type != pa.int64() or not col.null_count:
+        return _ints(col)
+    return np.frombuffer(col.buffers()[1], dtype=np.int64, count=col.offset + len(col))[col.offset :]
+
+
 def _exact(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) and not pa.types.is_uint64(t)  # (a uint64 may not fit int64)
 
@@ -59,6 +67,8 @@ def member_owners(members: pa.Table, pos: np.ndarray, values: pa.StructArray, n:
         lo, hi = int(k.min()), int(k.max())
         if hi - lo > 4 * (len(m) + len(k)) + 1024:
             return None  # sparse keys: member_rows' sorted lookup
+        if 0 <= lo <= hi - lo + 1024:
+            lo = 0  # keys from near 0: indexed by the key itself (no shifted copy of every key)
         slot = np.full(hi - lo + 2, n, dtype=small)  # the last slot: a key outside [lo, hi]
         slot[k - lo] = kp
         if np.count_nonzero(slot != n) != len(k):
@@ -84,10 +94,11 @@ def member_csr(members: pa.Table, owner: np.ndarray, n: int, n_fields: int) -> l
     runs = []  # per column: (ids, member order of its non-NULL ids, their count per row)
     for c in cols:
         if not c.null_count:
-            runs.append((_ints(c), order, count[:n]))
+            runs.append((_ids(c), order, count[:n]))
             continue
         ok = c.is_valid().to_numpy(zero_copy_only=False)
-        runs.append((_ints(c), order[ok[order]], np.bincount(owner[ok], minlength=n + 1)[:n]))
+        per_row = count - np.bincount(owner[~ok], minlength=n + 1)
+        runs.append((_ids(c), order[ok[order]], per_row[:n]))
     lengths = np.sum([r[2] for r in runs], axis=0)
     off = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=off[1:])
