@@ -45,6 +45,7 @@ from sqlglot import exp
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.exists_lateral import lateral_exists
 from traceprop_frames.sql.group_members import MEMBERS, key_struct, materialise, member_parts, member_rows
+from traceprop_frames.sql.member_csr import member_csr, member_owners
 from traceprop_frames.sql.rewrite import HIDDEN, LIN, Catalog, _has_agg
 
 VALUES = "__tp_cv"  # the registered (position, values) table a side query joins
@@ -332,6 +333,11 @@ def side_pairs(
         )
         rows = None
         if side.members is not None and members is not None:
+            owner = member_owners(members, pos, values, n)  # a result of few rows: member_csr
+            done = member_csr(members, owner, n, side.n_fields) if owner is not None else None
+            if done is not None:
+                parts.extend(done)
+                continue
             rows = member_rows(members, pos, values)
         done = member_parts(members, rows, n, side.n_fields) if rows is not None else None
         if done is not None:  # one integer key: matched in numpy, no join
