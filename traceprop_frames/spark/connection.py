@@ -24,6 +24,7 @@ from traceprop_frames.frames import has_lineage, resolve
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.spark import sources
+from traceprop_frames.spark.changes import ReadState, read_names
 from traceprop_frames.spark.dialect import AGGREGATES, to_spark
 from traceprop_frames.spark.lazy import LazySparkTraced
 from traceprop_frames.spark.result import SparkTraced
@@ -290,6 +291,8 @@ class SparkConnection:
         shape = shape_of(stmt, cat, set())  # temporary views have no rowid
         if shape is None:
             return None
+        names = read_names(stmt)
+        state = ReadState(self.spark, names + [self._plain[n] for n in names if n in self._plain])
         capture = rewrite_query(stmt, cat, trace=False).expression
         n_keys = add_keys(capture, shape)
         frame = self._run(to_spark(capture, self._plain), stmt)
@@ -305,7 +308,7 @@ class SparkConnection:
             add_keys(sel, shape)
             return self.spark.sql(to_spark(sel, self._plain, self._standalone))
 
-        return LazySparkTraced(frame, keys, backward, kind, node, owner)
+        return LazySparkTraced(frame, keys, backward, kind, node, owner, state)
 
     def _run(self, sql: str, stmt: exp.Expression) -> DataFrame:
         """Run the rewritten SQL; if only the rewrite fails in Spark, say so (the user's query is valid)."""
