@@ -132,3 +132,26 @@ def test_lazy_after_an_untraced_file_changes(spark, files, tmp_path):
     pd.DataFrame({"k": ["c", "c", "c"]}).to_parquet(upath, index=False)
     with pytest.raises(SourceChangedError, match="u.parquet"):
         _answer(res, files[0])
+
+
+class _ConnectLike:
+    """A session without the JVM handle (as on Spark Connect): only the public DataFrame surface."""
+
+    def __init__(self, spark):
+        self.table = spark.table
+
+
+def test_view_check_without_the_jvm_catalog(spark, files):
+    """Spark Connect's path: each view's DataFrame, compared with ``sameSemantics`` when asked."""
+    from traceprop_frames.spark.changes import ReadState
+
+    spark.read.parquet(str(files[0])).createOrReplaceTempView("cv")
+    state = ReadState(_ConnectLike(spark), ["cv", "cv_absent"])
+    state.check(None)  # unchanged: no error
+    spark.read.parquet(str(files[1])).createOrReplaceTempView("cv")
+    with pytest.raises(SourceChangedError, match="'cv'.*replaced"):
+        state.check(None)
+    spark.read.parquet(str(files[0])).createOrReplaceTempView("cv")
+    spark.read.parquet(str(files[0])).createOrReplaceTempView("cv_absent")
+    with pytest.raises(SourceChangedError, match="'cv_absent'.*created"):
+        state.check(None)

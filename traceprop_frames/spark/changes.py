@@ -6,7 +6,8 @@ rows and could answer for them. Two kinds of change are checked, and either rais
 :class:`~traceprop_frames.errors.SourceChangedError` (never a different answer):
 
 - **Views.** The temporary views the query names are recorded when it is planned (Spark's own view
-  objects: one cheap catalog call each, no analysis), and with them every temporary view a SQL view
+  objects: one cheap catalog call each, no analysis; on Spark Connect each view's DataFrame, analysed
+  when the query is planned and compared with ``sameSemantics``), and with them every temporary view a SQL view
   refers to (``CREATE TEMP VIEW t AS SELECT ... FROM src`` reads ``src`` again each time it is used).
   A view replaced since (``createOrReplaceTempView``, ``CREATE OR REPLACE``, ``con.register``,
   ``con.read_parquet`` under the same name), created where there was none, or dropped, is a change.
@@ -51,9 +52,13 @@ class ReadState:
 
     def __init__(self, spark: SparkSession, names) -> None:
         self._spark = spark
-        self._catalog = spark._jsparkSession.sessionState().catalog()
+        jss = getattr(spark, "_jsparkSession", None)  # (None on Spark Connect)
+        self._catalog = jss.sessionState().catalog() if jss is not None else None
         self.views: dict[str, object] = {}  # name -> Spark's TemporaryViewRelation, or None (no view)
-        self._record(names)
+        if self._catalog is None:  # Spark Connect: the views' DataFrames, compared by sameSemantics
+            self.views = {n: _table(spark, n) for n in names}
+        else:
+            self._record(names)
         self.files: dict[str, tuple[int, int] | None] = {}  # file URI -> (size, mtime) when pinned
 
     def _record(self, names) -> None:
@@ -75,9 +80,14 @@ class ReadState:
     def check(self, node: OpNode | None) -> None:
         """Raise :class:`SourceChangedError` if a view or file the query read changed."""
         for name, old in self.views.items():
-            opt = self._catalog.getRawTempView(name)
-            now = opt.get() if opt.isDefined() else None
-            if (old is None) != (now is None) or (old is not None and not old.equals(now)):
+            if self._catalog is None:
+                now = _table(self._spark, name)
+                same = now.sameSemantics(old) if old is not None and now is not None else old is now
+            else:
+                opt = self._catalog.getRawTempView(name)
+                now = opt.get() if opt.isDefined() else None
+                same = (old is None) == (now is None) and (old is None or old.equals(now))
+            if not same:
                 what = "dropped" if now is None else ("created" if old is None else "replaced")
                 raise SourceChangedError(
                     f"view {name!r}, which this lazily captured result read, was {what} after the query "
@@ -95,6 +105,14 @@ class ReadState:
                     f"file {f!r}, which this lazily captured result read, changed after its rows were "
                     f"pinned. To get lineage, {_HINT}"
                 )
+
+
+def _table(spark: SparkSession, name: str) -> DataFrame | None:
+    """``spark.table(name)`` (analysed now), or None where there is no such relation."""
+    try:
+        return spark.table(name)
+    except Exception:  # AnalysisException
+        return None
 
 
 def _referred(text: str) -> list[str]:
