@@ -23,7 +23,7 @@ from traceprop_frames.spark.changes import ReadState
 from traceprop_frames.spark.result import POS, SparkTraced, split_sids, with_shared_sets
 from traceprop_frames.spark.shared import SharedSets, expand
 from traceprop_frames.sql.connection import lineage_from_arrow
-from traceprop_frames.sql.rewrite import LIN
+from traceprop_frames.sql.rewrite import LIN, RID
 
 
 class LazySparkTraced(SparkTraced):
@@ -45,9 +45,16 @@ class LazySparkTraced(SparkTraced):
     ) -> None:
         super().__init__(frame, kind, node, owner)
         self.keys = keys
-        self._backward = backward
+        self._plan_backward = backward
         self._bw: DataFrame | None = None
         self._state = state  # the views and files the query read, checked before each backward job
+
+    def _backward(self) -> DataFrame:
+        """The backward query, planned now; its lineage column names :attr:`kind` from then on (the query
+        was planned without the eager rewrite's shared sets, which may turn a row id into a list)."""
+        bw = self._plan_backward()
+        self.kind = RID if RID in bw.columns else LIN
+        return bw
 
     def pinned(self) -> DataFrame:
         if self._pinned is None and self._state is not None:
