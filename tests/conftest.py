@@ -94,3 +94,13 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory):
+    """``_spark_small.DATA`` as a Parquet file (one per test module), for the Spark shared-set tests."""
+    from _spark_small import DATA
+
+    path = tmp_path_factory.mktemp("small") / "t.parquet"
+    DATA.to_parquet(path, index=False)
+    return path

@@ -9,13 +9,12 @@ A correlated subquery over a CTE (it does not run on its own) keeps the copied r
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
+from _spark_small import DATA, answers
 
 import traceprop_frames as tpf
 from traceprop_frames.spark.shared import is_marker
 
-DATA = pd.DataFrame({"k": ["a", "b", "a", "c", "b", "a", "c", "b"], "v": [5, -1, 9, 2, 7, 8, 1, 10]})
 CTE = "WITH g AS (SELECT k, sum(v) AS s FROM t GROUP BY k) "
 UNCORRELATED = CTE + "SELECT k, s FROM g WHERE s >= (SELECT min(s) FROM g WHERE k = 'b') ORDER BY k"
 CORRELATED = CTE + "SELECT k, s FROM g AS o WHERE s <= (SELECT max(s) FROM g WHERE g.k < o.k) ORDER BY k"
@@ -40,21 +39,9 @@ def _oracle_correlated() -> dict[str, list[int]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def table(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cte") / "t.parquet"
-    DATA.to_parquet(path, index=False)
-    return path
-
-
-def _answers(res, table) -> dict[str, list[int]]:
-    keys = [r["k"] for r in res.pinned().orderBy("__tp_pos").select("k").collect()]
-    return {k: sorted(np.asarray(res.sources(rows=[i])[str(table)]).tolist()) for i, k in enumerate(keys)}
-
-
 @pytest.mark.parametrize("capture", ["eager", "lazy"])
-def test_subquery_over_a_cte_is_one_shared_set(spark, table, capture):
-    con = tpf.spark.connect(spark, capture=capture).read_parquet(table, "t")
+def test_subquery_over_a_cte_is_one_shared_set(spark, small_table, capture):
+    con = tpf.spark.connect(spark, capture=capture).read_parquet(small_table, "t")
     want = _oracle_uncorrelated()
     assert len(want) == 2 and len(set(map(tuple, want.values()))) == 2  # the oracle tells rows apart
     sql = con.rewrite(UNCORRELATED)
@@ -63,15 +50,15 @@ def test_subquery_over_a_cte_is_one_shared_set(spark, table, capture):
     col = res._backward() if capture == "lazy" else res.frame
     got = np.asarray(col.selectExpr(f"explode({res.kind}) AS i").toArrow().column("i").to_numpy())
     assert is_marker(got).sum() == len(want)  # one marker per row in place of the subquery's rows
-    assert _answers(res, table) == want
+    assert answers(res, small_table) == want
     df = res.to_pandas()
     assert df.tp.lineage().has_context  # stored once, referenced by both rows
 
 
 @pytest.mark.parametrize("capture", ["eager", "lazy"])
-def test_correlated_subquery_over_a_cte_keeps_copied_rows(spark, table, capture):
-    con = tpf.spark.connect(spark, capture=capture).read_parquet(table, "t")
+def test_correlated_subquery_over_a_cte_keeps_copied_rows(spark, small_table, capture):
+    con = tpf.spark.connect(spark, capture=capture).read_parquet(small_table, "t")
     want = _oracle_correlated()
     assert len(want) == 2 and len(set(map(tuple, want.values()))) == 2
     assert "CAST(9223372" not in con.rewrite(CORRELATED)  # it does not run alone: no shared set
-    assert _answers(con.sql(CORRELATED), table) == want
+    assert answers(con.sql(CORRELATED), small_table) == want

@@ -11,24 +11,12 @@ from __future__ import annotations
 import gc
 
 import numpy as np
-import pandas as pd
 import pytest
+from _spark_small import DATA, SCALAR_QUERY, rows, scalar_oracle
 
 from traceprop_frames.errors import LineageFormatError, UnsupportedOperationError
 from traceprop_frames.spark import shared
 from traceprop_frames.spark.shared import SharedSets, expand, live_markers, marker_ids
-
-DATA = pd.DataFrame({"k": ["a", "b", "a", "c", "b", "a", "c", "b"], "v": [5, -1, 9, 2, 7, 8, 1, 10]})
-QUERY = (
-    "SELECT k, count(*) AS n FROM (SELECT k, v FROM t WHERE v > (SELECT avg(v) FROM t WHERE k <> 'a')) s "
-    "GROUP BY k ORDER BY k"
-)
-
-
-def _oracle() -> dict[str, list[int]]:
-    read = DATA.index[DATA.k != "a"]
-    cut = DATA.v[read].mean()
-    return {k: sorted(set(g.index) | set(read)) for k, g in DATA[DATA.v > cut].groupby("k")}
 
 
 class _Side:
@@ -82,32 +70,20 @@ def test_too_many_live_sets_raise_a_project_error(monkeypatch):
     SharedSets().new_marker(_Side())  # a released number makes room again
 
 
-@pytest.fixture(scope="module")
-def table(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lifetime") / "t.parquet"
-    DATA.to_parquet(path, index=False)
-    return path
-
-
-def _rows(answer: dict, path) -> list[int]:
-    assert set(answer) <= {str(path)}
-    return sorted(np.asarray(answer.get(str(path), [])).tolist())
-
-
 @pytest.mark.parametrize("capture", ["eager", "lazy"])
-def test_many_queries_in_one_session_do_not_grow_the_registry(spark, table, capture):
+def test_many_queries_in_one_session_do_not_grow_the_registry(spark, small_table, capture):
     import traceprop_frames as tpf
 
-    con = tpf.spark.connect(spark, capture=capture).read_parquet(table, "t")
-    want = _oracle()
+    con = tpf.spark.connect(spark, capture=capture).read_parquet(small_table, "t")
+    want = scalar_oracle()
     gc.collect()
     base, start = live_markers(), shared._next[0]
-    kept = con.sql(QUERY)
+    kept = con.sql(SCALAR_QUERY)
     kept_keys = [r["k"] for r in kept.pinned().orderBy("__tp_pos").select("k").collect()]
-    assert _rows(kept.sources(rows=[0]), table) == want[kept_keys[0]]  # (lazy: its backward job's set)
+    assert rows(kept.sources(rows=[0]), small_table) == want[kept_keys[0]]  # (lazy: its backward job's set)
     assert live_markers() == base + 1
     for _ in range(5):
-        res = con.sql(QUERY)
+        res = con.sql(SCALAR_QUERY)
         res.sources()  # the set is made (lazy: at the first question) and run
         assert live_markers() == base + 2
         del res
@@ -115,14 +91,14 @@ def test_many_queries_in_one_session_do_not_grow_the_registry(spark, table, capt
         assert live_markers() == base + 1
     assert shared._next[0] <= start + 2
     for i, k in enumerate(kept_keys):  # the result kept alive still answers, through its own set
-        assert _rows(kept.sources(rows=[i]), table) == want[k]
+        assert rows(kept.sources(rows=[i]), small_table) == want[k]
     con.register("r", kept)  # a view over the result keeps its set once the result is dropped
     marker = next(iter(kept._owner.sides))
     del kept
     gc.collect()
     assert marker in shared._LIVE
     again = con.sql("SELECT k FROM r WHERE n > 2")
-    assert [_rows(again.sources(rows=[i]), table) for i in range(len(again))] == [want["a"]]
+    assert [rows(again.sources(rows=[i]), small_table) for i in range(len(again))] == [want["a"]]
     assert marker_ids(marker).size == len(DATA[DATA.k != "a"])
     del again
     con.register("r", DATA)  # the view replaced by a plain frame: nothing carries the marker any more

@@ -24,6 +24,7 @@ from traceprop_frames.frames import has_lineage, resolve
 from traceprop_frames.lineage import OpNode
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.spark import sources
+from traceprop_frames.spark.changes import ReadState, read_names
 from traceprop_frames.spark.dialect import AGGREGATES, to_spark
 from traceprop_frames.spark.lazy import LazySparkTraced
 from traceprop_frames.spark.result import SparkTraced
@@ -251,19 +252,15 @@ class SparkConnection:
         """
         result = None
         for stmt in self._parse(query):
+            lazy = self._lazy_query(stmt) if self.capture == "lazy" and isinstance(stmt, exp.Query) else None
+            if lazy is not None:
+                result = lazy
+                continue
             owner = self._new_owner(stmt)
             sql, kind, rw, target = self._plan(stmt, owner)
-            node = None
-            if rw is not None:
-                parents = tuple(
-                    self._nodes.get(t) or OpNode("spark_table", {"table": t}) for t in sorted(rw.traced)
-                )
-                params = {"query": stmt.sql(dialect="spark")}
-                if rw.untraced:
-                    params["missing_lineage"] = sorted(rw.untraced)
-                node = OpNode("spark_sql", params, parents)
+            node = self._node(stmt, rw) if rw is not None else None
             lazy = None
-            if self.capture == "lazy" and kind is not None:  # (the eager plan's sets go with ``owner``)
+            if self.capture == "lazy" and kind is not None and not isinstance(stmt, exp.Query):
                 lazy = self._lazy(stmt, kind, node, self._new_owner(stmt))
             if lazy is not None:
                 result = lazy
@@ -281,6 +278,23 @@ class SparkConnection:
 
     sql = execute
 
+    def _node(self, stmt: exp.Expression, rw) -> OpNode:
+        """The op node of a statement rewritten as ``rw``: the nodes of the tables it read as parents."""
+        parents = tuple(self._nodes.get(t) or OpNode("spark_table", {"table": t}) for t in sorted(rw.traced))
+        params = {"query": stmt.sql(dialect="spark")}
+        if rw.untraced:
+            params["missing_lineage"] = sorted(rw.untraced)
+        return OpNode("spark_sql", params, parents)
+
+    def _lazy_query(self, stmt: exp.Query) -> LazySparkTraced | None:
+        """A query's lazy result, planned without the eager rewrite (whose shared sets cost a Spark
+        analysis per scalar subquery: the backward job plans them when a question is asked); None where
+        it reads no traced table or its shape is captured eagerly."""
+        rw = rewrite_query(stmt, self._catalog())
+        if rw.kind is None:
+            return None
+        return self._lazy(stmt, rw.kind, self._node(stmt, rw), self._new_owner(stmt))
+
     def _lazy(
         self, stmt: exp.Expression, kind: str, node: OpNode, owner: SharedSets
     ) -> LazySparkTraced | None:
@@ -290,6 +304,8 @@ class SparkConnection:
         shape = shape_of(stmt, cat, set())  # temporary views have no rowid
         if shape is None:
             return None
+        names = read_names(stmt)
+        state = ReadState(self.spark, names + [self._plain[n] for n in names if n in self._plain])
         capture = rewrite_query(stmt, cat, trace=False).expression
         n_keys = add_keys(capture, shape)
         frame = self._run(to_spark(capture, self._plain), stmt)
@@ -305,7 +321,7 @@ class SparkConnection:
             add_keys(sel, shape)
             return self.spark.sql(to_spark(sel, self._plain, self._standalone))
 
-        return LazySparkTraced(frame, keys, backward, kind, node, owner)
+        return LazySparkTraced(frame, keys, backward, kind, node, owner, state)
 
     def _run(self, sql: str, stmt: exp.Expression) -> DataFrame:
         """Run the rewritten SQL; if only the rewrite fails in Spark, say so (the user's query is valid)."""

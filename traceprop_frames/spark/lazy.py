@@ -3,7 +3,9 @@
 A query runs as written plus one cheap key per row (its group-key values, or its tables' row ids);
 a lineage question runs the eager rewrite of the same query as a backward Spark job, joined null-safely
 on the keys of just the rows asked, so the answers equal eager capture's. Positions refer to the
-result pinned once (``localCheckpoint``), as for eager results.
+result pinned once (``localCheckpoint``), as for eager results. Before each backward job, what the
+query read is checked (:mod:`traceprop_frames.spark.changes`): a view replaced or a source file changed
+since raises :class:`~traceprop_frames.errors.SourceChangedError` instead of answering for other rows.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pyspark.sql import functions as F
 
 from traceprop_frames.frames import attach
 from traceprop_frames.lineage import OpNode
+from traceprop_frames.spark.changes import ReadState
 from traceprop_frames.spark.result import POS, SparkTraced, split_sids, with_shared_sets
 from traceprop_frames.spark.shared import SharedSets, expand
 from traceprop_frames.sql.connection import lineage_from_arrow
-from traceprop_frames.sql.rewrite import LIN
+from traceprop_frames.sql.rewrite import LIN, RID
 
 
 class LazySparkTraced(SparkTraced):
@@ -38,11 +41,25 @@ class LazySparkTraced(SparkTraced):
         kind: str,
         node: OpNode,
         owner: SharedSets | None = None,
+        state: ReadState | None = None,
     ) -> None:
         super().__init__(frame, kind, node, owner)
         self.keys = keys
-        self._backward = backward
+        self._plan_backward = backward
         self._bw: DataFrame | None = None
+        self._state = state  # the views and files the query read, checked before each backward job
+
+    def _backward(self) -> DataFrame:
+        """The backward query, planned now; its lineage column names :attr:`kind` from then on (the query
+        was planned without the eager rewrite's shared sets, which may turn a row id into a list)."""
+        bw = self._plan_backward()
+        self.kind = RID if RID in bw.columns else LIN
+        return bw
+
+    def pinned(self) -> DataFrame:
+        if self._pinned is None and self._state is not None:
+            self._state.pin(self.frame)  # (the files its rows come from, as they are now)
+        return super().pinned()
 
     @property
     def df(self) -> DataFrame:
@@ -50,6 +67,8 @@ class LazySparkTraced(SparkTraced):
 
     def _with_lineage(self, picked: DataFrame) -> DataFrame:
         """``picked`` (pinned rows with their keys) with the backward query's lineage column joined."""
+        if self._state is not None:
+            self._state.check(self.node)
         if self._bw is None:
             self._bw = self._backward()
         bw = self._bw.select(*[F.col(k).alias(f"__tp_b{k}") for k in self.keys], F.col(self.kind))
