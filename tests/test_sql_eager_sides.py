@@ -126,11 +126,23 @@ def test_correlated_inequality_with_limit(data, form):
         assert got == want, g
 
 
-def test_correlated_scalar_per_row(data):
+@pytest.mark.parametrize(
+    "q, side",
+    [
+        # a WHERE conjunct: value and witnesses from one LATERAL (sql.scalar_lateral)
+        ("SELECT ok, x FROM o WHERE x > (SELECT 5 * min(q) FROM l WHERE l.ok = o.ok) ORDER BY x, ok", False),
+        # the same rows, not a comparison conjunct: the side query
+        (
+            "SELECT ok, x FROM o WHERE NOT (x <= (SELECT 5 * min(q) FROM l WHERE l.ok = o.ok)) ORDER BY x, ok",
+            True,
+        ),
+    ],
+)
+def test_correlated_scalar_per_row(data, q, side):
     con, o, l_ = data
-    q = "SELECT ok, x FROM o WHERE x > (SELECT 5 * min(q) FROM l WHERE l.ok = o.ok) ORDER BY x, ok"
     df = con.sql(q)
-    assert _plan(con, q).correlated
+    assert bool(_plan(con, q).correlated) == side
+    assert side or "AS __tp_sv0" in _plan(con, q).split_sql
     assert len(df) > 3
     o_rn = {}
     for i, (k, x) in enumerate(zip(o["ok"], o["x"])):
