@@ -498,7 +498,7 @@ class TracedConnection:
                 cover=True,
             )
             if scalars:
-                scalar_temp.apply(rw.expression, consts, temps, scalars, cat.columns)
+                scalar_temp.apply(rw.expression, consts, temps, scalars)
             rw.constants = consts
             rw.temps = temps or []
             return rw.sql, "query", rw
@@ -749,6 +749,9 @@ class TracedConnection:
         for name, _ in getattr(rw, "temps", None) or []:
             with contextlib.suppress(duckdb.Error):
                 self.raw.execute(f"DROP TABLE IF EXISTS temp.{name}")
+            if scalar_temp.drop_sql(name) is not None:
+                with contextlib.suppress(duckdb.Error):
+                    self.raw.execute(scalar_temp.drop_sql(name))
 
     def _plan_eager(self, stmt, text: str, single: bool, fresh: bool):
         """:meth:`_plan` for a statement run eagerly, correlated witnesses split off (see
