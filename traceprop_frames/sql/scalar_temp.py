@@ -51,7 +51,7 @@ def candidate(index: int, wq: exp.Expression, kind: str, with_: str) -> Candidat
         return None
     value = wq.expressions[0]
     value = value.this if isinstance(value, exp.Alias) else value
-    if value.find(exp.Star) is not None or not _has_agg_call(value):
+    if isinstance(value, exp.Star) or not _has_agg_call(value):
         return None
     return Candidate(index, wq.copy(), kind, with_)
 
