@@ -30,7 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import scalar_temp, temp_witness
+from traceprop_frames.sql import distinct_count, scalar_temp, temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
@@ -772,6 +772,7 @@ class TracedConnection:
             self._plan_eager_ctas(stmt, text, cat, (sql, what, rw))
         if what == "query":
             prepare(rw, cat)
+            sql = distinct_count.apply(rw, sql, self.raw)
             if single:
                 while len(self._eager_plans) >= 256:
                     self._eager_plans.pop(next(iter(self._eager_plans)))
