@@ -101,6 +101,16 @@ def test_with_a_lateral_split(data):
     assert dict(zip(df["g"], df["n"])) == o[keep.fillna(False)].groupby("g")["x"].nunique().to_dict()
 
 
+def test_no_group_by_over_no_rows(data):
+    """Without GROUP BY over no rows: 0, as count(DISTINCT) gives (list() gives NULL there)."""
+    for q in (
+        "SELECT count(DISTINCT x) AS n, count(*) AS m FROM o WHERE id < 0",
+        "SELECT count(DISTINCT x) AS n FROM o WHERE id < 150",
+    ):
+        df = _run(data, q, applied=True)
+        assert df["n"].tolist() == [0 if "< 0" in q else data[3]["x"][:150].nunique()]
+
+
 @pytest.mark.parametrize(
     "q",
     [
