@@ -126,11 +126,23 @@ def test_correlated_inequality_with_limit(data, form):
         assert got == want, g
 
 
-def test_correlated_scalar_per_row(data):
+@pytest.mark.parametrize(
+    "q, side",
+    [
+        # a WHERE conjunct: value and witnesses from one LATERAL (sql.scalar_lateral)
+        ("SELECT ok, x FROM o WHERE x > (SELECT 5 * min(q) FROM l WHERE l.ok = o.ok) ORDER BY x, ok", False),
+        # the same rows, not a comparison conjunct: the side query
+        (
+            "SELECT ok, x FROM o WHERE NOT (x <= (SELECT 5 * min(q) FROM l WHERE l.ok = o.ok)) ORDER BY x, ok",
+            True,
+        ),
+    ],
+)
+def test_correlated_scalar_per_row(data, q, side):
     con, o, l_ = data
-    q = "SELECT ok, x FROM o WHERE x > (SELECT 5 * min(q) FROM l WHERE l.ok = o.ok) ORDER BY x, ok"
     df = con.sql(q)
-    assert _plan(con, q).correlated
+    assert bool(_plan(con, q).correlated) == side
+    assert side or "AS __tp_sv0" in _plan(con, q).split_sql
     assert len(df) > 3
     o_rn = {}
     for i, (k, x) in enumerate(zip(o["ok"], o["x"])):
@@ -222,11 +234,21 @@ def test_scalar_witness_listed_per_member(data):
     q = "SELECT ok, x, rowid AS i FROM o WHERE x > (SELECT avg(q) * 5 FROM l WHERE f) ORDER BY i"
     df = con.sql(q)
     ((side, _),) = _plan(con, q).constants
-    assert "__tp_m.__tp_p" in side and "LIST(" not in side.upper()
+    assert "FROM temp.__tp_sc_0" in side  # value and witnesses computed once (sql.scalar_temp)
     w = _rows("l", np.flatnonzero(l_["f"].to_numpy()))
     assert set(df["i"]) == set(np.flatnonzero(o["x"].to_numpy() > l_["q"][l_["f"]].mean() * 5))
     for i, got in zip(df["i"], _sets(df)):
         assert got == _rows("o", [i]) | w
+    # the query reads the same rows (q11's shape): scalar_temp leaves it, the members listed one a row
+    q = "SELECT sk, sum(q) AS s FROM l WHERE f GROUP BY sk HAVING sum(q) > (SELECT sum(q) * 0.2 FROM l WHERE f) ORDER BY sk"
+    df = con.sql(q)
+    ((side, _),) = _plan(con, q).constants
+    assert "__tp_m.__tp_p" in side and "LIST(" not in side.upper()
+    f, sk = l_["f"].to_numpy(), l_["sk"].to_numpy()
+    sums = l_[f].groupby("sk")["q"].sum()
+    assert list(df["sk"]) == sorted(sums[sums > l_["q"][f].sum() * 0.2].index)
+    for got in _sets(df):
+        assert got == w  # each group's rows are among the subquery's
     q = (
         "WITH t AS (SELECT sk, sum(q) AS s FROM l WHERE q > 2 GROUP BY sk) "
         "SELECT sk, s FROM t WHERE s = (SELECT max(s) FROM t) ORDER BY sk"

@@ -30,7 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import temp_witness
+from traceprop_frames.sql import distinct_count, scalar_temp, temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
@@ -488,9 +488,17 @@ class TracedConnection:
         if isinstance(stmt, (exp.Query, exp.Values)):  # a bare VALUES list is a query too
             consts: list[str] = []
             temps: list[tuple[str, str]] | None = [] if eager else None
+            scalars: list = []  # uncorrelated scalar witnesses that may be computed once (scalar_temp)
             rw = rewrite_query(
-                stmt, cat, split=True, copy=False, constant=self._constant_witness(consts, temps), cover=True
+                stmt,
+                cat,
+                split=True,
+                copy=False,
+                constant=self._constant_witness(consts, temps, scalars),
+                cover=True,
             )
+            if scalars:
+                scalar_temp.apply(rw.expression, consts, temps, scalars)
             rw.constants = consts
             rw.temps = temps or []
             return rw.sql, "query", rw
@@ -516,11 +524,12 @@ class TracedConnection:
                 changed = True
         return out.sql(dialect=DIALECT), ("other" if changed else "original"), None
 
-    def _constant_witness(self, consts: list, temps: list | None = None):
+    def _constant_witness(self, consts: list, temps: list | None = None, scalars: list | None = None):
         """A callback for the rewriter: an uncorrelated witness (it binds on its own) becomes a marker
         (see :mod:`traceprop_frames.sql.shared`). With ``temps`` (a query run eagerly now), an IN
         witness that compares with a correlated aggregate is written once to a table that the IN reads
-        too (see :mod:`traceprop_frames.sql.temp_witness`): ``temps`` gets its (name, CREATE SQL)."""
+        too (see :mod:`traceprop_frames.sql.temp_witness`): ``temps`` gets its (name, CREATE SQL); and a
+        scalar witness that aggregates is added to ``scalars`` (see :mod:`traceprop_frames.sql.scalar_temp`)."""
 
         bound: dict[str, tuple[int, str | None] | None] = {}  # side SQL -> (witness index, IN value type)
 
@@ -547,6 +556,9 @@ class TracedConnection:
                         consts.append((temp_witness.side_sql(name, kind), label))
                     else:
                         consts.append((self._flat_witness(wq, kind, with_, value) or sql, label))
+                        if temps is not None and value is None and scalars is not None:
+                            one = scalar_temp.candidate(len(consts) - 1, wq, kind, with_)
+                            scalars.extend([one] if one is not None else [])
                     bound[sql] = (len(consts) - 1, value_type, name)
             if bound[sql] is None:
                 return None
@@ -737,6 +749,9 @@ class TracedConnection:
         for name, _ in getattr(rw, "temps", None) or []:
             with contextlib.suppress(duckdb.Error):
                 self.raw.execute(f"DROP TABLE IF EXISTS temp.{name}")
+            if scalar_temp.drop_sql(name) is not None:
+                with contextlib.suppress(duckdb.Error):
+                    self.raw.execute(scalar_temp.drop_sql(name))
 
     def _plan_eager(self, stmt, text: str, single: bool, fresh: bool):
         """:meth:`_plan` for a statement run eagerly, correlated witnesses split off (see
@@ -757,6 +772,7 @@ class TracedConnection:
             self._plan_eager_ctas(stmt, text, cat, (sql, what, rw))
         if what == "query":
             prepare(rw, cat)
+            sql = distinct_count.apply(rw, sql, self.raw)
             if single:
                 while len(self._eager_plans) >= 256:
                     self._eager_plans.pop(next(iter(self._eager_plans)))

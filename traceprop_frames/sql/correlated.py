@@ -47,6 +47,7 @@ from traceprop_frames.sql.exists_lateral import lateral_exists
 from traceprop_frames.sql.group_members import MEMBERS, key_struct, materialise, member_parts, member_rows
 from traceprop_frames.sql.member_csr import member_csr, member_owners
 from traceprop_frames.sql.rewrite import HIDDEN, LIN, Catalog, _has_agg
+from traceprop_frames.sql.scalar_lateral import lateral_scalar
 
 VALUES = "__tp_cv"  # the registered (position, values) table a side query joins
 _POS = "__tp_pos"
@@ -398,6 +399,8 @@ def prepare(rw, cat: Catalog) -> None:
         ctes = {c.alias_or_name.lower() for c in (sel.args.get("with_") or exp.With()).expressions}
         outer = lambda s: _outer_columns(s, cat, ctes)  # noqa: E731
         merged = lateral_exists(sel, rw.n_hidden, n_lineage, aggregated, outer)
+        has_agg = lambda e: _has_agg(e, cat.aggregates)  # noqa: E731
+        merged += lateral_scalar(sel, rw.n_hidden, n_lineage, aggregated, outer, has_agg)
     rw.correlated = split_correlated(sel, cat, rw.n_hidden, n_lineage)
     rw.split_sql = rw.expression.sql(dialect=DIALECT) if rw.correlated or merged else None
 
