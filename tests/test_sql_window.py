@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
+from traceprop_frames.errors import UnsupportedSQLError
 from traceprop_frames.lineage import decode
 
 SEEDS = [0, 1]
@@ -172,3 +173,64 @@ def test_running_frames_are_stored_once(tmp_path):
         want = {r for r in range(n) if r % 3 == x % 3 and r <= x}  # the prefix of its partition
         assert set(decode(lin.row_ids(i))[1].tolist()) == want
     con.close()
+
+
+ZERO_OFFSETS = [
+    "RANGE BETWEEN 0 PRECEDING AND 0 PRECEDING",
+    "RANGE BETWEEN 0 FOLLOWING AND 0 FOLLOWING",
+    "RANGE BETWEEN UNBOUNDED PRECEDING AND 0 FOLLOWING",
+    "GROUPS BETWEEN 0 PRECEDING AND 0 FOLLOWING",
+]
+
+
+@pytest.mark.parametrize("spec", ZERO_OFFSETS)
+def test_zero_offset_frames_are_the_peers(env, spec):
+    """A 0 offset bound in RANGE / GROUPS mode is the current row's peers (rows with the same ``o``):
+    the lineage is the frame as the SQL standard defines it, eager and lazy alike. (The positions that
+    place such a frame were once counted with DuckDB's ``RANGE ... AND 0 PRECEDING``, which DuckDB 2.0
+    sometimes cuts short: a frame starting before its partition.)"""
+    _, t, _ = env
+    q = f"SELECT x, count(*) OVER (PARTITION BY k ORDER BY o {spec}) AS c FROM t"
+    k, o, x = (t[c].to_numpy() for c in ("k", "o", "x"))
+    running = "UNBOUNDED" in spec
+    for capture in ("eager", "lazy"):
+        con = tpf.connect(capture=capture)
+        con.register("t", tpf.track(t, "t"))
+        got = con.sql(q)
+        for i in range(len(got)):
+            r = int(np.flatnonzero(x == int(got["x"].iloc[i]))[0])
+            want = {j for j in range(len(t)) if k[j] == k[r] and (o[j] <= o[r] if running else o[j] == o[r])}
+            assert set(_lineage_rows(got, i)["t"].tolist()) == want, (capture, i)
+            assert int(got["c"].iloc[i]) == len(want)
+        con.close()
+
+
+@pytest.mark.parametrize("end", ["0 PRECEDING", "-0 PRECEDING"])
+def test_frame_duckdb_answers_unstably_is_refused(env, end):
+    """``RANGE BETWEEN UNBOUNDED PRECEDING AND 0 PRECEDING``: plain DuckDB 2.0 gives other counts from run
+    to run, so the traced connection refuses it and names the frame to write instead."""
+    con, _, _ = env
+    with pytest.raises(UnsupportedSQLError, match="AND CURRENT ROW, the same frame"):
+        con.sql(
+            f"SELECT x, sum(x) OVER (PARTITION BY k ORDER BY o RANGE BETWEEN UNBOUNDED PRECEDING AND {end}) FROM t"
+        )
+
+
+def test_frame_placed_outside_its_partition_raises():
+    """Frame positions that do not fit their partition (an engine miscount) raise a named error, never
+    lineage from a neighbouring partition."""
+    import pyarrow as pa
+
+    from traceprop_frames.lineage import RowLineage
+    from traceprop_frames.sql.connection import lineage_from_arrow
+    from traceprop_frames.sql.shared import with_frames
+
+    side = pa.table({"p": [1, 1, 2], "pos": [0, 1, 0], "lin": pa.array([7, 8, 9], pa.int64())})
+    lin = RowLineage(np.arange(4), np.array([7, 8, 9]))
+    ok = [pa.array([1, 1, 2]), pa.array([0, 0, 0]), pa.array([2, 2, 1])]  # whole partitions
+    out = with_frames(lin, [ok], [(side, "w")], lineage_from_arrow, [], lambda v: v)
+    assert [out.row_ids(i).tolist() for i in range(3)] == [[7, 8], [7, 8], [9]]
+    for start, end in (([-1, 0, 0], [1, 2, 1]), ([0, 0, 0], [3, 2, 1]), ([1, 0, 0], [0, 2, 1])):
+        bad = [pa.array([1, 1, 2]), pa.array(start), pa.array(end)]
+        with pytest.raises(UnsupportedSQLError, match="outside its partition"):
+            with_frames(lin, [bad], [(side, "w")], lineage_from_arrow, [], lambda v: v)

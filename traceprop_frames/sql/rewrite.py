@@ -236,6 +236,8 @@ def frame_bounds(frame: tuple) -> tuple[exp.Expression, exp.Expression, exp.Expr
     frame end). Start/end count rows in that order: end = rows up to the frame's end bound, start = end
     minus the frame's size (frames without EXCLUDE are contiguous runs of the order)."""
     partition, order, spec = frame
+    spec = _zero_offsets_as_current_row(spec)
+    frame = (partition, order, spec)
     pid = exp.Window(this=_fn("dense_rank"), over="OVER")
     if partition:
         pid.set("order", exp.Order(expressions=[exp.Ordered(this=p.copy()) for p in partition]))
@@ -248,6 +250,50 @@ def frame_bounds(frame: tuple) -> tuple[exp.Expression, exp.Expression, exp.Expr
     to_end.set("start_side", "PRECEDING")
     end = _over(count.copy(), frame, to_end)
     return pid, pos, exp.Sub(this=end, expression=_over(count, frame)), end.copy()
+
+
+def _zero_offsets_as_current_row(spec):
+    """``spec`` with each ``0 PRECEDING`` / ``0 FOLLOWING`` bound written ``CURRENT ROW`` (the same rows
+    in ROWS, RANGE and GROUPS frames). DuckDB 2.0 sometimes counts a RANGE frame ending at ``0 PRECEDING``
+    short of the current row's peers (the user's own window is right; only the counts that place the
+    frame are affected), so the counts are taken over the CURRENT ROW form."""
+    if spec is None:
+        return None
+    spec = spec.copy()
+    for bound, side in (("start", "start_side"), ("end", "end_side")):
+        if _is_zero(spec.args.get(bound)):
+            spec.set(bound, "CURRENT ROW")
+            spec.set(side, None)
+    return spec
+
+
+def _is_zero(value) -> bool:
+    """True for a numeric literal 0 (``0``, ``-0``, ``0.0``) as a frame bound's offset."""
+    if isinstance(value, exp.Neg):
+        value = value.this
+    if not isinstance(value, exp.Literal) or value.is_string:
+        return False
+    try:
+        return float(value.this) == 0
+    except ValueError:
+        return False
+
+
+def _refuse_unstable_frame(spec) -> None:
+    """DuckDB 2.0 answers ``RANGE BETWEEN UNBOUNDED PRECEDING AND 0 PRECEDING`` differently from run to
+    run (plain DuckDB too: the current row's peers are sometimes cut short), so no lineage can match it."""
+    if (
+        spec is not None
+        and str(spec.args.get("kind") or "").upper() == "RANGE"
+        and spec.args.get("start") == "UNBOUNDED"
+        and spec.args.get("end_side") == "PRECEDING"
+        and _is_zero(spec.args.get("end"))
+    ):
+        raise UnsupportedSQLError(
+            "RANGE BETWEEN UNBOUNDED PRECEDING AND 0 PRECEDING: DuckDB computes this frame inconsistently "
+            "(its answer changes between runs); write RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW, "
+            "the same frame"
+        )
 
 
 def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
@@ -294,6 +340,7 @@ def _frame_of(win: exp.Window, named: dict, aggs) -> tuple:
             )
             spec = _t(f"SELECT sum(1) OVER (ROWS BETWEEN {frame})").expressions[0].args["spec"]
     elif name in _VALUE or _is_agg(fn, aggs):
+        _refuse_unstable_frame(spec)
         if spec is not None and spec.args.get("exclude") is not None:
             spec = spec.copy()  # EXCLUDE drops rows that still decide which rows the frame reaches
             spec.set("exclude", None)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from traceprop_frames.errors import UnsupportedSQLError
 from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.context import Context
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
@@ -460,6 +461,14 @@ def with_frames(lin: RowLineage, bounds: list, sides: list, lineage_from_arrow, 
         side = resolve_markers(*lineage_from_arrow(table.column(2)), blocks, to_process)
         order = np.lexsort((spos, spid))
         first = np.searchsorted(spid[order], col[0], "left")
-        block = side.shared_sets(order, first + col[1], first + col[2], label)
+        last = np.searchsorted(spid[order], col[0], "right")
+        starts, ends = first + col[1], first + col[2]
+        if len(starts) and ((starts < first).any() or (ends > last).any() or (ends < starts).any()):
+            raise UnsupportedSQLError(
+                f"{label}: DuckDB placed a frame outside its partition when counting its rows, so its "
+                "lineage cannot be given exactly; write the frame with other bounds (for example "
+                "ROWS instead of RANGE, or CURRENT ROW for a 0 offset)"
+            )
+        block = side.shared_sets(order, starts, ends, label)
         lin = lin.with_context(np.arange(len(lin), dtype=np.int64), block)
     return lin
