@@ -44,6 +44,7 @@ from traceprop_frames.sql.lazy import (
     read_tables,
     shape_of,
 )
+from traceprop_frames.sql.lazy_determined import drop_determined
 from traceprop_frames.sql.lazy_tables import (
     CreatePlan,
     PendingTable,
@@ -943,6 +944,7 @@ class TracedConnection:
             shape = shape_of(stmt, cat, set(oids), self._keyed_tables(tables))
             if shape is None:
                 return None
+            drop_determined(stmt, shape, self.raw)  # keys another item's row decides: not fetched
             # the rewrite the first backward plan needs, made here from the statement as parsed (see
             # sql.first_plan); with pending lazy tables, the plan rewrites once they are filled
             tree = stmt.copy() if not self._pending and self._first_rewrites.wanted(text) else None
