@@ -39,11 +39,12 @@ from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
     Resolver,
-    add_keys,
     live_resolvers,
     read_tables,
     shape_of,
 )
+from traceprop_frames.sql.lazy_determined import drop_determined
+from traceprop_frames.sql.lazy_reuse import add_capture_keys, key_names, key_positions
 from traceprop_frames.sql.lazy_tables import (
     CreatePlan,
     PendingTable,
@@ -959,6 +960,7 @@ class TracedConnection:
             shape = shape_of(stmt, cat, set(oids), self._keyed_tables(tables))
             if shape is None:
                 return None
+            drop_determined(stmt, shape, self.raw)  # keys another item's row decides: not fetched
             # the rewrite the first backward plan needs, made here from the statement as parsed (see
             # sql.first_plan); with pending lazy tables, the plan rewrites once they are filled
             tree = stmt.copy() if not self._pending and self._first_rewrites.wanted(text) else None
@@ -982,7 +984,8 @@ class TracedConnection:
             rel = self.raw.sql(capture_sql)
             types = [str(t) for t in rel.types]
             n_data = len(types) - shape.n_keys
-            key_types = types[n_data:]
+            key_at = key_positions(shape, n_data)  # keys the output holds are read there (sql.lazy_reuse)
+            key_types = [types[i] for i in key_at]
             names = None if simple_names else self._original_names_cached(text, n_data)
             if (
                 n_data
@@ -993,10 +996,7 @@ class TracedConnection:
                 # one conversion, as plain DuckDB's .df(): the keys' pandas columns hold them exactly
                 df = rel.df()
                 # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys)
-                keys = pa.table(
-                    [pa.array(df.iloc[:, i]) for i in range(n_data, df.shape[1])],
-                    names=list(df.columns[n_data:]),
-                )
+                keys = pa.table([pa.array(df.iloc[:, i]) for i in key_at], names=key_names(len(key_at)))
                 df = df.iloc[:, :n_data]
                 n_rows = len(df)
                 if names is not None:
@@ -1004,7 +1004,7 @@ class TracedConnection:
             else:
                 table = rel.to_arrow_table()
                 table = self._fix_names(table, text, n_data, simple_names)
-                keys = table.select(list(range(n_data, table.num_columns)))
+                keys = pa.table([table.column(i) for i in key_at], names=key_names(len(key_at)))
                 data = table.select(list(range(n_data)))
                 n_rows = table.num_rows
                 df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(n_rows))
@@ -1034,7 +1034,7 @@ class TracedConnection:
         """``stmt`` with its key columns appended (and stars hiding the hidden columns), as SQL."""
         # what the eager rewrite hides from the user (stars, row structs, catalog listings) hidden here too
         rewrite_query(stmt, cat, trace=False, copy=False)
-        shape.n_keys = add_keys(stmt, shape)
+        shape.n_keys = add_capture_keys(stmt, shape)
         sql = stmt.sql(dialect=DIALECT, copy=False)
         for _ in range(shape.n_keys):
             stmt.expressions[-1].pop()

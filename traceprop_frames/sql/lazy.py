@@ -73,6 +73,7 @@ class Shape:
     items: list[tuple[exp.Identifier, str]]
     n_keys: int = 0
     keyed: dict = field(default_factory=dict)  # pending tables read (sql.lazy_tables) -> key columns
+    reused: list | None = None  # per key: the output column holding it, None if appended (sql.lazy_reuse)
 
 
 def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str], keyed: dict | None = None) -> Shape | None:
