@@ -9,11 +9,10 @@ main query), and the negative cases that it did not, so no case can pass on the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import lineage_sets, rows_of
 
 import traceprop_frames as tpf
 
@@ -39,24 +38,14 @@ def data(tmp_path_factory):
         con.close()
 
 
-def _sets(df) -> list[set]:
-    return [
-        {(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows} for i in range(len(df))
-    ]
-
-
-def _rows(t: str, idx) -> set:
-    return {(t, int(i)) for i in idx}
-
-
 def _main_sql(con, query) -> str:
     return con._eager_plans[query][1][0]
 
 
 def _check(cons, query, want: list[set]) -> pd.DataFrame:
     df = cons["eager"].sql(query)
-    assert _sets(df) == want
-    assert _sets(cons["lazy"].sql(query)) == want
+    assert lineage_sets(df) == want
+    assert lineage_sets(cons["lazy"].sql(query)) == want
     return df
 
 
@@ -71,7 +60,7 @@ def test_having_threshold_over_the_same_join(data):
     j = j[j["f"]]
     sums = j.groupby("k")["v"].sum()
     keep = sorted(sums[sums > j["v"].sum() * 0.1].index)
-    every = _rows("a", j["index_a"]) | _rows("b", j["index_b"])
+    every = rows_of("a", j["index_a"]) | rows_of("b", j["index_b"])
     df = _check(cons, q, [every] * len(keep))
     assert df["k"].tolist() == keep and len(keep) > 0
     assert "__tp_rid" not in _main_sql(cons["eager"], q).split("HAVING")[0], "the ids were listed per group"
@@ -87,8 +76,8 @@ def test_max_over_the_grouping_cte_it_joins(data):
     big = a["v"].to_numpy() > 5
     sums = a[big].groupby("bk")["v"].sum()
     top = sorted(sums[sums == sums.max()].index)
-    every = _rows("a", np.flatnonzero(big))
-    df = _check(cons, q, [_rows("b", [k]) | every for k in top])
+    every = rows_of("a", np.flatnonzero(big))
+    df = _check(cons, q, [rows_of("b", [k]) | every for k in top])
     assert df["bk"].tolist() == top
     main = _main_sql(cons["eager"], q)
     assert "t.__tp_lin" not in main and "b.__tp_rid" in main
@@ -100,7 +89,7 @@ def test_max_over_the_same_table_with_a_filter(data):
     q = "SELECT k, v FROM a WHERE k > 2 AND v = (SELECT max(v) FROM a) ORDER BY k"
     mx = a["v"].max()
     want_rows = a[(a["k"] > 2) & (a["v"] == mx)]
-    df = _check(cons, q, [_rows("a", range(len(a)))] * len(want_rows))
+    df = _check(cons, q, [rows_of("a", range(len(a)))] * len(want_rows))
     assert df["k"].tolist() == sorted(want_rows["k"])
     assert "a.__tp_rid" not in _main_sql(cons["eager"], q)
 
@@ -111,8 +100,8 @@ def test_subquery_that_reads_fewer_rows_covers_nothing(data):
     q = "SELECT k, v, a.rowid AS i FROM a WHERE v > (SELECT avg(v) FROM a WHERE k < 3) ORDER BY i"
     small = a["k"].to_numpy() < 3
     keep = np.flatnonzero(a["v"].to_numpy() > a["v"][small].mean())
-    w = _rows("a", np.flatnonzero(small))
-    df = _check(cons, q, [_rows("a", [i]) | w for i in keep])
+    w = rows_of("a", np.flatnonzero(small))
+    df = _check(cons, q, [rows_of("a", [i]) | w for i in keep])
     assert df["i"].tolist() == keep.tolist()
     assert any(not small[i] for i in keep), "no row outside the subquery's rows: the case tests nothing"
     assert "a.__tp_rid" in _main_sql(cons["eager"], q)
@@ -129,8 +118,8 @@ def test_having_threshold_over_one_of_the_joined_tables(data):
     j = j[j["f"]]
     sums = j.groupby("k")["v"].sum()
     keep = sorted(sums[sums > a["v"].sum() * 0.1].index)
-    every = _rows("a", range(len(a)))
-    want = [every | _rows("b", j.loc[j["k"] == k, "index_b"]) for k in keep]
+    every = rows_of("a", range(len(a)))
+    want = [every | rows_of("b", j.loc[j["k"] == k, "index_b"]) for k in keep]
     df = _check(cons, q, want)
     assert df["k"].tolist() == keep and len(keep) > 0
     main = _main_sql(cons["eager"], q).split("HAVING")[0]
@@ -149,9 +138,9 @@ def test_threshold_over_another_join_covers_nothing(data):
     j = j[j["f"] & (j["v"] > 3)]
     sums = j.groupby("k")["v"].sum()
     keep = sorted(sums[sums > a["v"][a["v"] > 3].sum() * 0.1].index)
-    every = _rows("a", np.flatnonzero(a["v"].to_numpy() > 3))
+    every = rows_of("a", np.flatnonzero(a["v"].to_numpy() > 3))
     m = [j["k"] == k for k in keep]
-    want = [every | _rows("a", j.loc[s, "index_a"]) | _rows("b", j.loc[s, "index_b"]) for s in m]
+    want = [every | rows_of("a", j.loc[s, "index_a"]) | rows_of("b", j.loc[s, "index_b"]) for s in m]
     df = _check(cons, q, want)
     assert df["k"].tolist() == keep and len(keep) > 0
     assert "b.__tp_rid" in _main_sql(cons["eager"], q)

@@ -8,12 +8,11 @@ which path the query took.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import lineage_sets
 
 import traceprop_frames as tpf
 
@@ -49,12 +48,6 @@ def data(tmp_path_factory):
     plain.close()
 
 
-def _sets(df) -> list[set]:
-    return [
-        {(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows} for i in range(len(df))
-    ]
-
-
 def _run(data, q, applied: bool):
     eager, lazy, plain, *_ = data
     df = eager.sql(q)
@@ -62,7 +55,7 @@ def _run(data, q, applied: bool):
     sql, _, rw = eager._eager_plans[q][1]
     ran = rw.split_sql or sql
     assert ("LIST_UNIQUE(" in ran.upper()) == applied
-    assert _sets(df) == _sets(lazy.sql(q))
+    assert lineage_sets(df) == lineage_sets(lazy.sql(q))
     return df
 
 
@@ -72,7 +65,7 @@ def test_count_distinct_integer_with_nulls(data):
     df = _run(data, q, applied=True)
     want = o.groupby("g")["x"].nunique()  # (pandas' nunique counts no NULL either)
     assert dict(zip(df["g"], df["n"])) == want.to_dict()
-    for g, got in zip(df["g"], _sets(df)):
+    for g, got in zip(df["g"], lineage_sets(df)):
         assert got == {("o", int(i)) for i in np.flatnonzero(o["g"].to_numpy() == g)}
 
 

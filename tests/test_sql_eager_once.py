@@ -12,12 +12,11 @@ it cannot pass on the path it replaces.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import lineage_sets, rows_of
 
 import traceprop_frames as tpf
 
@@ -56,16 +55,6 @@ def data(tmp_path_factory):
     plain.close()
 
 
-def _sets(df) -> list[set]:
-    return [
-        {(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows} for i in range(len(df))
-    ]
-
-
-def _rows(t: str, idx) -> set:
-    return {(t, int(i)) for i in idx}
-
-
 def _rw(con, q):
     return con._eager_plans[q][1][2]
 
@@ -94,9 +83,9 @@ def test_exists_per_row(data):
     for i in range(len(o)):
         w = np.flatnonzero(_match(l_, o["ok"][i]) & f)
         if o["x"][i] > 10 and w.size:
-            want.setdefault((o["ok"][i], o["x"][i]), set()).update(_rows("o", [i]) | _rows("l", w))
+            want.setdefault((o["ok"][i], o["x"][i]), set()).update(rows_of("o", [i]) | rows_of("l", w))
     assert len(df) > 3
-    for key, got in zip(df[["ok", "x"]].itertuples(index=False), _sets(df)):
+    for key, got in zip(df[["ok", "x"]].itertuples(index=False), lineage_sets(df)):
         assert got == want[tuple(key)]  # (rows equal in (ok, x) share their witnesses)
 
 
@@ -110,13 +99,13 @@ def test_two_exists_and_a_join_inside(data):
     df = _run(con, plain, q)
     assert _rw(con, q).split_sql.count("LATERAL (SELECT") == 2 and not _rw(con, q).correlated
     big, sk = l_["q"].to_numpy() > 4, l_["sk"].to_numpy()
-    for g, got in zip(df["g"], _sets(df)):
+    for g, got in zip(df["g"], lineage_sets(df)):
         want = set()
         for i in np.flatnonzero(o["g"].to_numpy() == g):
             w1 = np.flatnonzero(_match(l_, o["ok"][i]) & big)
             w2 = np.flatnonzero(_match(l_, o["ok"][i]) & (sk < 6))  # u holds 0..5: every sk joins
             if w1.size and w2.size:
-                want |= _rows("o", [i]) | _rows("l", w1) | _rows("l", w2) | _rows("u", sk[w2])
+                want |= rows_of("o", [i]) | rows_of("l", w1) | rows_of("l", w2) | rows_of("u", sk[w2])
         assert got == want, g
 
 
@@ -140,10 +129,10 @@ def test_exists_not_merged(data, q):
         w = np.flatnonzero(_match(l_, o["ok"][i]) & f)
         if bool(w.size) != neg:
             want.setdefault((o["ok"][i], o["x"][i], o["g"][i]), set()).update(
-                _rows("o", [i]) | (set() if neg else _rows("l", w))
+                rows_of("o", [i]) | (set() if neg else rows_of("l", w))
             )
     assert len(df) > 3
-    for key, got in zip(df[["ok", "x", "g"]].itertuples(index=False), _sets(df)):
+    for key, got in zip(df[["ok", "x", "g"]].itertuples(index=False), lineage_sets(df)):
         assert got == want[tuple(key)]
 
 
@@ -209,8 +198,8 @@ def test_grouping_members_read_once(data, q, keys, mask, size):
     groups = _groups(l_, keys, m)
     assert "ok" not in keys or any(None in k for k in groups), "no NULL key group"
     value = (lambda rows: int(l_[size].to_numpy()[rows].sum())) if size else len
-    for n, got in zip(df["n"], _sets(df)):
-        want = set().union(*(_rows("l", r) for r in groups.values() if value(r) == n))
+    for n, got in zip(df["n"], lineage_sets(df)):
+        want = set().union(*(rows_of("l", r) for r in groups.values() if value(r) == n))
         assert got == want, n
 
 
@@ -221,8 +210,8 @@ def test_grouping_members_per_row(data):
     df = _run(con, plain, q)
     _members_path(con, q, once=True)
     groups = _groups(l_, ["sk"], l_["q"].to_numpy() > 2)
-    for sk, got in zip(df["sk"], _sets(df)):
-        assert got == _rows("l", groups[(sk,)]), sk
+    for sk, got in zip(df["sk"], lineage_sets(df)):
+        assert got == rows_of("l", groups[(sk,)]), sk
 
 
 @pytest.mark.parametrize(
@@ -241,8 +230,8 @@ def test_grouping_members_not_read_once(data, q):
     _members_path(con, q, once=False)
     groups = _groups(l_, ["ok"])
     keep = [r for r in groups.values() if "n > 8" not in q or len(r) > 8]
-    for n, got in zip(df["n"], _sets(df)):
+    for n, got in zip(df["n"], lineage_sets(df)):
         if "count(*) AS c" in q:
-            assert got == set().union(*(_rows("l", r) for r in keep if len(r) == n)), n
+            assert got == set().union(*(rows_of("l", r) for r in keep if len(r) == n)), n
         else:  # one group per row; groups of equal size cannot be told apart by n
-            assert got in [_rows("l", r) for r in keep if len(r) == n], n
+            assert got in [rows_of("l", r) for r in keep if len(r) == n], n

@@ -14,6 +14,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import rows_of
 
 import traceprop_frames as tpf
 from traceprop_frames.sql.shared import PRESENT
@@ -57,10 +58,6 @@ def _sets(df) -> list[set]:
     return out
 
 
-def _rows(t: str, idx) -> set:
-    return {(t, int(i)) for i in idx}
-
-
 def _plan(con, query):
     return con._eager_plans[query][1][2]
 
@@ -101,7 +98,7 @@ def test_correlated_exists_in_an_aggregate(data, path, form):
         for i in np.flatnonzero(o["g"].to_numpy() == g):
             w = np.flatnonzero(_eq(l_["ok"], np.full(len(l_), o["ok"][i])) & l_["f"].to_numpy())
             if w.size:
-                want |= _rows("o", [i]) | _rows("l", w)
+                want |= rows_of("o", [i]) | rows_of("l", w)
         assert got == want, g
 
 
@@ -122,7 +119,7 @@ def test_correlated_inequality_with_limit(data, form):
             for j in np.flatnonzero(_eq(ok, np.full(len(l_), o["ok"][i]))):
                 w = np.flatnonzero(_eq(ok, np.full(len(l_), ok[j])) & (sk != sk[j]))
                 if w.size:
-                    want |= _rows("o", [i]) | _rows("l", [j]) | _rows("l", w)
+                    want |= rows_of("o", [i]) | rows_of("l", [j]) | rows_of("l", w)
         assert got == want, g
 
 
@@ -150,12 +147,12 @@ def test_correlated_scalar_per_row(data, q, side):
     for (k, x), got in zip(df[["ok", "x"]].itertuples(index=False), _sets(df)):
         w = np.flatnonzero(_eq(l_["ok"], np.full(len(l_), k)))
         mine = {("o", i) for i in o_rn[(k, x)]}
-        assert got - _rows("l", w) <= mine and len(got - _rows("l", w)) == 1
-        assert got & _rows("l", range(len(l_))) == _rows("l", w)
+        assert got - rows_of("l", w) <= mine and len(got - rows_of("l", w)) == 1
+        assert got & rows_of("l", range(len(l_))) == rows_of("l", w)
 
 
 def _in_oracle(o, l_, members_of) -> dict:
-    return {i: _rows("o", [i]) | _rows("l", members_of(o["ok"][i])) for i in range(len(o))}
+    return {i: rows_of("o", [i]) | rows_of("l", members_of(o["ok"][i])) for i in range(len(o))}
 
 
 def test_in_witness_that_groups_is_listed_per_member(data):
@@ -193,10 +190,10 @@ def test_in_witnesses_nested_rows(data):
     inner = np.flatnonzero(l_["q"].to_numpy() > 7)
     sks = set(l_["sk"].to_numpy()[inner])
     for i, got in zip(df["i"], _sets(df)):
-        want = _rows("o", [i])
+        want = rows_of("o", [i])
         for j in np.flatnonzero(_eq(l_["ok"], np.full(len(l_), o["ok"][i]))):
             if l_["sk"][j] in sks:
-                want |= _rows("l", [j]) | _rows("l", inner[l_["sk"].to_numpy()[inner] == l_["sk"][j]])
+                want |= rows_of("l", [j]) | rows_of("l", inner[l_["sk"].to_numpy()[inner] == l_["sk"][j]])
         assert got == want, i
 
 
@@ -219,10 +216,10 @@ def test_macro_whose_subquery_aggregates_its_own_rows(data, tmp_path):
     df = con.sql(q)
     assert [list(r) for r in df["r"]] == [[x, k] for k, x in zip(o["ok"], o["x"])]
     for i, got in zip(df["i"], _sets(df)):
-        assert got == _rows("o", [i])
+        assert got == rows_of("o", [i])
     df = con.sql("SELECT top(x) AS m FROM o")
     assert df["m"].tolist() == [o["x"].max()]
-    assert _sets(df) == [_rows("o", range(len(o)))]
+    assert _sets(df) == [rows_of("o", range(len(o)))]
     con.close()
 
 
@@ -235,10 +232,10 @@ def test_scalar_witness_listed_per_member(data):
     df = con.sql(q)
     ((side, _),) = _plan(con, q).constants
     assert "FROM temp.__tp_sc_0" in side  # value and witnesses computed once (sql.scalar_temp)
-    w = _rows("l", np.flatnonzero(l_["f"].to_numpy()))
+    w = rows_of("l", np.flatnonzero(l_["f"].to_numpy()))
     assert set(df["i"]) == set(np.flatnonzero(o["x"].to_numpy() > l_["q"][l_["f"]].mean() * 5))
     for i, got in zip(df["i"], _sets(df)):
-        assert got == _rows("o", [i]) | w
+        assert got == rows_of("o", [i]) | w
     # the query reads the same rows (q11's shape): scalar_temp leaves it, the members listed one a row
     q = "SELECT sk, sum(q) AS s FROM l WHERE f GROUP BY sk HAVING sum(q) > (SELECT sum(q) * 0.2 FROM l WHERE f) ORDER BY sk"
     df = con.sql(q)
@@ -259,9 +256,9 @@ def test_scalar_witness_listed_per_member(data):
     big = l_["q"].to_numpy() > 2
     sums = l_[big].groupby("sk")["q"].sum()
     assert list(df["sk"]) == sorted(sums[sums == sums.max()].index)
-    every = _rows("l", np.flatnonzero(big))
+    every = rows_of("l", np.flatnonzero(big))
     for sk, got in zip(df["sk"], _sets(df)):
-        assert got == _rows("l", np.flatnonzero(big & (l_["sk"].to_numpy() == sk))) | every
+        assert got == rows_of("l", np.flatnonzero(big & (l_["sk"].to_numpy() == sk))) | every
 
 
 def test_plan_kept_until_the_table_changes(data, tmp_path):
@@ -313,7 +310,7 @@ def test_aggregate_over_a_grouping_derived_table(data, tmp_path):
     groups = _l_groups(l_, np.ones(len(l_), dtype=bool))
     assert any(k == -1 for k in groups), "the data has no NULL key"
     for n, got in zip(df["n"], _sets(df)):
-        want = set().union(*(_rows("l", m) for m in groups.values() if len(m) == n))
+        want = set().union(*(rows_of("l", m) for m in groups.values() if len(m) == n))
         assert got == want, n
 
 
@@ -336,7 +333,7 @@ def test_aggregate_over_an_outer_join_derived_table(data, tmp_path):
         w = np.flatnonzero(_eq(l_["ok"], np.full(len(l_), k)) & l_["f"].to_numpy())
         members[k] = (
             len(w) * np.sum(o["ok"].to_numpy() == k),
-            _rows("o", np.flatnonzero(o["ok"] == k)) | _rows("l", w),
+            rows_of("o", np.flatnonzero(o["ok"] == k)) | rows_of("l", w),
         )
     for c, got in zip(df["c"], _sets(df)):
         assert got == set().union(*(m for n, m in members.values() if n == c)), c
@@ -355,10 +352,10 @@ def test_rows_of_a_grouping_derived_table_with_having(data, tmp_path):
     groups = _l_groups(l_, l_["f"].to_numpy())
     assert df["n"].isna().any() and df["n"].notna().any()
     for u, n, got in zip(df["u"], df["n"], _sets(df)):
-        want = _rows("u", [u])
+        want = rows_of("u", [u])
         if not pd.isna(n):
             assert len(groups[u]) == n
-            want |= _rows("l", groups[u])
+            want |= rows_of("l", groups[u])
         assert got == want, u
 
 
@@ -371,7 +368,7 @@ def test_grouping_derived_table_by_an_alias_keeps_its_list(data, tmp_path):
     assert not any("IS NOT DISTINCT FROM __tp_cv" in s.sql for s in _plan(con, q).correlated)
     groups = _l_groups(l_, np.ones(len(l_), dtype=bool))
     for n, got in zip(df["n"], _sets(df)):
-        assert got == set().union(*(_rows("l", m) for m in groups.values() if len(m) == n)), n
+        assert got == set().union(*(rows_of("l", m) for m in groups.values() if len(m) == n)), n
 
 
 def test_outer_join_to_grouping_derived_table_in_an_aggregate(data, tmp_path):
@@ -388,7 +385,7 @@ def test_outer_join_to_grouping_derived_table_in_an_aggregate(data, tmp_path):
     assert -1 in groups and not set(range(16)) <= set(groups), "needs a NULL key and unmatched rows"
     for par, got in zip(df["par"], _sets(df)):
         us = [u for u in range(16) if u % 2 == par]
-        want = _rows("u", us).union(*(_rows("l", groups[u]) for u in us if u in groups))
+        want = rows_of("u", us).union(*(rows_of("l", groups[u]) for u in us if u in groups))
         assert got == want, par
 
 
@@ -415,7 +412,7 @@ def test_in_witness_with_a_correlated_aggregate_scans_once(data, tmp_path):
         k = int(l_["ok"][j])
         read = np.flatnonzero((ok == k) & gx)
         if read.size and l_["q"][j] * 20 > o["x"].to_numpy()[read].sum():
-            want_rows.setdefault(k, set()).update(_rows("l", [j]) | _rows("o", read))
+            want_rows.setdefault(k, set()).update(rows_of("l", [j]) | rows_of("o", read))
     assert list(df["u"]) == sorted(want_rows)
     for u, got in zip(df["u"], _sets(df)):
-        assert got == _rows("u", [u]) | want_rows[u], u
+        assert got == rows_of("u", [u]) | want_rows[u], u

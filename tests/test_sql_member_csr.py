@@ -8,13 +8,12 @@ with a per-member loop.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from _sql_oracle import lineage_sets
 
 import traceprop_frames as tpf
 from traceprop_frames.sql import correlated, member_csr
@@ -69,12 +68,6 @@ def _groups(c, o) -> dict:
     return out
 
 
-def _sets(df) -> list[set]:
-    return [
-        {(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows} for i in range(len(df))
-    ]
-
-
 @pytest.fixture
 def only_new(monkeypatch):
     def fail(*a, **k):
@@ -91,7 +84,7 @@ def test_q13_shape(data, only_new):
     assert None in groups and any(not g[1] for g in groups.values()), (
         "no NULL key / no customer without orders"
     )
-    for n, got in zip(df["n"], _sets(df)):
+    for n, got in zip(df["n"], lineage_sets(df)):
         want = set().union(*(g[0] | g[1] for g in groups.values() if g[2][0] == n))
         assert got == want, n
 
@@ -104,7 +97,7 @@ def test_one_group_per_row(data, only_new):
         plain.sql(PER_ROW).df().sort_values("ck").reset_index(drop=True),
     )
     groups = _groups(c, o)
-    for k, got in zip(df["ck"], _sets(df)):
+    for k, got in zip(df["ck"], lineage_sets(df)):
         g = groups[None if pd.isna(k) else int(k)]
         assert got == g[0] | g[1], k
 
@@ -120,7 +113,7 @@ def test_many_rows_take_the_general_path(data, monkeypatch):
     df = con.sql(Q13)
     assert calls
     groups = _groups(c, o)
-    for n, got in zip(df["n"], _sets(df)):
+    for n, got in zip(df["n"], lineage_sets(df)):
         assert got == set().union(*(g[0] | g[1] for g in groups.values() if g[2][0] == n)), n
 
 

@@ -9,12 +9,11 @@ on the path it replaces.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import lineage_sets, rows_of
 
 import traceprop_frames as tpf
 
@@ -59,16 +58,6 @@ def data(tmp_path_factory):
     plain.close()
 
 
-def _sets(df) -> list[set]:
-    return [
-        {(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows} for i in range(len(df))
-    ]
-
-
-def _rows(t: str, idx) -> set:
-    return {(t, int(i)) for i in idx}
-
-
 def _run(data, q, merged: int):
     """The eager result (equal to plain DuckDB's, its lineage equal to lazy capture's), after checking
     that ``merged`` scalar subqueries took the LATERAL path."""
@@ -79,7 +68,7 @@ def _run(data, q, merged: int):
     assert (rw.split_sql or "").count("AS __tp_sv") == merged
     if merged:
         assert not rw.correlated  # no side query left
-    assert _sets(df) == _sets(lazy.sql(q))
+    assert lineage_sets(df) == lineage_sets(lazy.sql(q))
     return df
 
 
@@ -103,9 +92,9 @@ def test_scalar_in_an_aggregate(data):
     for i in range(len(o)):
         w = np.flatnonzero(_match(l_, o["ok"][i]) & keep)
         if w.size and o["x"][i] > 10 * lq[w].mean():  # avg over no rows: NULL, the row fails
-            want.setdefault(o["g"][i], set()).update(_rows("o", [i]) | _rows("l", w))
+            want.setdefault(o["g"][i], set()).update(rows_of("o", [i]) | rows_of("l", w))
     assert len(df) >= 2 and list(df["g"]) == sorted(want)
-    for g, got in zip(df["g"], _sets(df)):
+    for g, got in zip(df["g"], lineage_sets(df)):
         assert got == want[g], g
 
 
@@ -119,9 +108,9 @@ def test_scalar_per_row_on_the_left(data):
     for i in range(len(o)):
         w = np.flatnonzero(_match(l_, o["ok"][i]) & f)
         if w.size and lq[w].min() <= o["x"][i] % 10:
-            want[i] = _rows("o", [i]) | _rows("l", w)
+            want[i] = rows_of("o", [i]) | rows_of("l", w)
     assert len(df) > 5 and list(df["id"]) == sorted(want)
-    for i, got in zip(df["id"], _sets(df)):
+    for i, got in zip(df["id"], lineage_sets(df)):
         assert got == want[i], i
 
 
@@ -141,9 +130,9 @@ def test_two_scalars_count_of_no_rows_and_a_join_inside(data):
         w1 = np.flatnonzero(m & (lq > 7))
         w2 = np.flatnonzero(m & (sk < 6))  # u holds 0..5
         if w1.size < 3 and w2.size and o["x"][i] >= 10 * sk[w2].max():
-            want[i] = _rows("o", [i]) | _rows("l", w1) | _rows("l", w2) | _rows("u", sk[w2])
+            want[i] = rows_of("o", [i]) | rows_of("l", w1) | rows_of("l", w2) | rows_of("u", sk[w2])
     assert len(df) > 5 and list(df["id"]) == sorted(want)
-    for i, got in zip(df["id"], _sets(df)):
+    for i, got in zip(df["id"], lineage_sets(df)):
         assert got == want[i], i
 
 
@@ -156,7 +145,7 @@ def test_count_over_no_rows_keeps_the_row(data):
     lq = l_["q"].to_numpy()
     want = [i for i in range(len(o)) if not (_match(l_, o["ok"][i]) & (lq == 9)).any()]
     assert any(pd.isna(o["ok"][i]) for i in want) and list(df["id"]) == want
-    assert _sets(df) == [_rows("o", [i]) for i in want]
+    assert lineage_sets(df) == [rows_of("o", [i]) for i in want]
 
 
 @pytest.mark.parametrize(
@@ -188,7 +177,7 @@ def test_inequality_correlation_lineage(data):
             continue
         w = np.flatnonzero(np.asarray((lk < o["ok"][i]).fillna(False), dtype=bool))
         if w.size and o["x"][i] > 10 * lq[w].mean():
-            want[i] = _rows("o", [i]) | _rows("l", w)
+            want[i] = rows_of("o", [i]) | rows_of("l", w)
     assert list(df["id"]) == sorted(want)
-    for i, got in zip(df["id"], _sets(df)):
+    for i, got in zip(df["id"], lineage_sets(df)):
         assert got == want[i], i

@@ -10,12 +10,12 @@ table, no variable). Each test asserts which path the query took.
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import lineage_sets, rows_of
 
 import traceprop_frames as tpf
 from traceprop_frames.errors import UnsupportedSQLError
@@ -48,16 +48,6 @@ def data(tmp_path_factory):
     plain.close()
 
 
-def _sets(df) -> list[set]:
-    return [
-        {(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows} for i in range(len(df))
-    ]
-
-
-def _rows(t: str, idx) -> set:
-    return {(t, int(i)) for i in idx}
-
-
 def _run(data, q, once: bool):
     eager, lazy, plain, *_ = data
     df = eager.sql(q)
@@ -65,7 +55,7 @@ def _run(data, q, once: bool):
     rw = eager._eager_plans[q][1][2]
     assert ("getvariable('__tp_sc_" in rw.sql.lower()) == once
     assert bool(rw.temps) == once
-    assert _sets(df) == _sets(lazy.sql(q))
+    assert lineage_sets(df) == lineage_sets(lazy.sql(q))
     raw = eager.raw
     assert raw.sql("SELECT count(*) FROM duckdb_variables() WHERE name LIKE '__tp_%'").fetchall() == [(0,)]
     assert raw.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall() == [(0,)]
@@ -85,9 +75,9 @@ def test_q22_shape(data):
     want: dict[str, set] = {}
     for i in range(len(o)):
         if o["x"][i] > avg and i % 3 != 0:
-            want.setdefault(o["g"][i], set()).update(_rows("o", [i]) | _rows("l", w))
+            want.setdefault(o["g"][i], set()).update(rows_of("o", [i]) | rows_of("l", w))
     assert list(df["g"]) == sorted(want)
-    for g, got in zip(df["g"], _sets(df)):
+    for g, got in zip(df["g"], lineage_sets(df)):
         assert got == want[g], g
 
 
@@ -103,7 +93,7 @@ def test_decimal_value_in_select_and_where(data):
     total = sum(o["d"][j] for j in w)
     want = [i for i in range(len(o)) if o["d"][i] * 10 > total]
     assert list(df["id"]) == want and len(want) > 3
-    assert _sets(df) == [_rows("o", [i]) | _rows("o", w) for i in want]
+    assert lineage_sets(df) == [rows_of("o", [i]) | rows_of("o", w) for i in want]
 
 
 def test_over_no_rows_and_in_the_same_subquery(data):
@@ -117,7 +107,7 @@ def test_over_no_rows_and_in_the_same_subquery(data):
     df = _run(data, q, once=True)
     want = [i for i in range(len(o)) if o["x"][i] % 7 == 0]
     assert list(df["id"]) == want and len(want) > 3
-    assert _sets(df) == [_rows("o", [i]) for i in want]
+    assert lineage_sets(df) == [rows_of("o", [i]) for i in want]
 
 
 @pytest.mark.parametrize(

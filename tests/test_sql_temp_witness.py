@@ -9,12 +9,11 @@ checks which path ran, and that no table is left behind.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import lineage_sets
 
 import traceprop_frames as tpf
 
@@ -62,12 +61,6 @@ def data(tmp_path_factory):
     plain.close()
 
 
-def _sets(df) -> list[set]:
-    return [
-        {(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows} for i in range(len(df))
-    ]
-
-
 def _oracle(frames) -> dict[int, set]:
     """Result value -> its lineage, by brute force over the rows."""
     s, p, ps, l_ = (frames[k] for k in ("s", "p", "ps", "l"))
@@ -99,7 +92,7 @@ def test_lineage_and_answer_through_the_witness_table(data):
             df = con.sql(Q)
             pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(Q).df())
             assert df["sk"].tolist() == sorted(want)
-            assert _sets(df) == [want[k] for k in df["sk"]], mode
+            assert lineage_sets(df) == [want[k] for k in df["sk"]], mode
             assert _temps_left(con) == 0
     main = cons["eager"]._eager_plans[Q][1][0]
     assert "__tp_in_" in main, "the IN did not read the witness table"
@@ -114,7 +107,7 @@ def test_inside_the_users_transaction(data):
     df = con.sql(Q)
     assert _temps_left(con) == 0
     con.execute("COMMIT")
-    assert _sets(df) == [want[k] for k in df["sk"]]
+    assert lineage_sets(df) == [want[k] for k in df["sk"]]
     assert _temps_left(con) == 0
 
 
@@ -125,7 +118,7 @@ def test_not_in_has_no_witness_table(data):
     df = con.sql(q)
     pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(q).df())
     assert con._eager_plans[q][1][2].temps == []
-    assert _sets(df) == [{("s", int(k))} for k in df["sk"]]
+    assert lineage_sets(df) == [{("s", int(k))} for k in df["sk"]]
 
 
 def test_window_frames_read_after_the_query(data):
@@ -138,5 +131,5 @@ def test_window_frames_read_after_the_query(data):
     df = con.sql(q)
     pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(q).df())
     assert con._eager_plans[q][1][2].frames, "the frames were not read by a query of their own"
-    assert _sets(df) == [every] * len(df)
+    assert lineage_sets(df) == [every] * len(df)
     assert _temps_left(con) == 0

@@ -134,6 +134,23 @@ def lateral_exists(
     if not exists:
         return 0
     merged = 0
+    for a, s in witness_lists(sel, n_hidden, n_lineage, aggregated):
+        found = exists.get(_reads(s))
+        if not found:
+            continue
+        node = found.pop(0)
+        name = f"{_ALIAS}{merged}"
+        merged += 1
+        sub = s.copy()
+        sub.set("expressions", [exp.alias_(sub.expressions[0], _LIST), exp.alias_(_count_star(), _COUNT)])
+        node.replace(exp.GT(this=exp.column(_COUNT, table=name), expression=exp.Literal.number(0)))
+        join_lateral(sel, name, sub, a, _LIST, aggregated)
+    return merged
+
+
+def witness_lists(sel: exp.Select, n_hidden: int, n_lineage: int, aggregated: bool):
+    """Each witness list among ``sel``'s lineage columns (a ``list_concat``'s arguments one by one), as
+    (the list's expression in the SELECT, the subquery it lists)."""
     for col in sel.expressions[len(sel.expressions) - n_hidden :][:n_lineage]:
         if not isinstance(col, exp.Alias):
             continue
@@ -143,23 +160,20 @@ def lateral_exists(
         )
         for a in args:
             s = _witness_list(a, aggregated)
-            found = exists.get(_reads(s)) if s is not None else None
-            if not found:
-                continue
-            node = found.pop(0)
-            name = f"{_ALIAS}{merged}"
-            merged += 1
-            sub = s.copy()
-            sub.set("expressions", [exp.alias_(sub.expressions[0], _LIST), exp.alias_(_count_star(), _COUNT)])
-            lateral = exp.Lateral(
-                this=exp.Subquery(this=sub), alias=exp.TableAlias(this=exp.to_identifier(name))
-            )
-            sel.append("joins", exp.Join(this=lateral))
-            node.replace(exp.GT(this=exp.column(_COUNT, table=name), expression=exp.Literal.number(0)))
-            ref = exp.column(_LIST, table=name)
-            new = exp.Anonymous(this="flatten", expressions=[exp.Anonymous(this="list", expressions=[ref])])
-            a.replace(new if aggregated else ref)
-    return merged
+            if s is not None:
+                yield a, s
+
+
+def join_lateral(
+    sel: exp.Select, name: str, sub: exp.Select, a: exp.Expression, column: str, aggregated: bool
+):
+    """Join ``sub`` to ``sel`` as ``LATERAL (...) name`` and read the witness list ``a`` from its
+    ``column`` (flattened over the group where ``sel`` aggregates)."""
+    lateral = exp.Lateral(this=exp.Subquery(this=sub), alias=exp.TableAlias(this=exp.to_identifier(name)))
+    sel.append("joins", exp.Join(this=lateral))
+    ref = exp.column(column, table=name)
+    new = exp.Anonymous(this="flatten", expressions=[exp.Anonymous(this="list", expressions=[ref])])
+    a.replace(new if aggregated else ref)
 
 
 def _count_star() -> exp.Expression:

@@ -32,7 +32,14 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from traceprop_frames.sql.exists_lateral import _body, _hidden_star, _reads, _witness_list, equi_correlated
+from traceprop_frames.sql.exists_lateral import (
+    _body,
+    _hidden_star,
+    _reads,
+    equi_correlated,
+    join_lateral,
+    witness_lists,
+)
 from traceprop_frames.sql.shared import _conjuncts
 
 _ALIAS = "__tp_sv"
@@ -87,31 +94,17 @@ def lateral_scalar(
     if not found:
         return 0
     merged = 0
-    for col in sel.expressions[len(sel.expressions) - n_hidden :][:n_lineage]:
-        if not isinstance(col, exp.Alias):
+    for a, w in witness_lists(sel, n_hidden, n_lineage, aggregated):
+        hit = found.get(_reads(w))
+        if not hit:
             continue
-        e = col.this
-        args = (
-            list(e.expressions) if isinstance(e, exp.Anonymous) and e.name.lower() == "list_concat" else [e]
-        )
-        for a in args:
-            w = _witness_list(a, aggregated)
-            hit = found.get(_reads(w)) if w is not None else None
-            if not hit:
-                continue
-            node, s = hit.pop(0)
-            name = f"{_ALIAS}{merged}"
-            merged += 1
-            value = s.expressions[0]
-            value = value.this if isinstance(value, exp.Alias) else value
-            sub = w.copy()
-            sub.set("expressions", [exp.alias_(value.copy(), _VALUE), exp.alias_(sub.expressions[0], _LIST)])
-            lateral = exp.Lateral(
-                this=exp.Subquery(this=sub), alias=exp.TableAlias(this=exp.to_identifier(name))
-            )
-            sel.append("joins", exp.Join(this=lateral))
-            node.replace(exp.column(_VALUE, table=name))
-            ref = exp.column(_LIST, table=name)
-            new = exp.Anonymous(this="flatten", expressions=[exp.Anonymous(this="list", expressions=[ref])])
-            a.replace(new if aggregated else ref)
+        node, s = hit.pop(0)
+        name = f"{_ALIAS}{merged}"
+        merged += 1
+        value = s.expressions[0]
+        value = value.this if isinstance(value, exp.Alias) else value
+        sub = w.copy()
+        sub.set("expressions", [exp.alias_(value.copy(), _VALUE), exp.alias_(sub.expressions[0], _LIST)])
+        node.replace(exp.column(_VALUE, table=name))
+        join_lateral(sel, name, sub, a, _LIST, aggregated)
     return merged
