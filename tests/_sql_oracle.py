@@ -16,3 +16,25 @@ def lineage_sets(df) -> list[set]:
 def rows_of(table: str, idx) -> set:
     """``{(table, row), ...}`` for the row numbers ``idx`` of source ``table`` (the expected side)."""
     return {(table, int(i)) for i in idx}
+
+
+def eager_lazy_plain(root, tables: dict, plain_reads_parquet: bool = True):
+    """(eager, lazy, plain) connections over ``tables`` (name -> DataFrame), each written to
+    ``root/<name>.parquet`` and loaded as a traced source; plain DuckDB reads the same file (or, with
+    ``plain_reads_parquet=False``, the DataFrame itself)."""
+    import duckdb
+
+    import traceprop_frames as tpf
+
+    eager, lazy = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
+    plain = duckdb.connect()
+    for name, df in tables.items():
+        path = root / f"{name}.parquet"
+        df.to_parquet(path, index=False)
+        eager.read_parquet(path, name=name)
+        lazy.read_parquet(path, name=name)
+        if plain_reads_parquet:
+            plain.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{path}')")
+        else:
+            plain.register(name, df)
+    return eager, lazy, plain

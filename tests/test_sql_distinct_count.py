@@ -8,13 +8,10 @@ which path the query took.
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from _sql_oracle import lineage_sets
-
-import traceprop_frames as tpf
+from _sql_oracle import eager_lazy_plain, lineage_sets
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +32,7 @@ def data(tmp_path_factory):
         }
     )
     l_ = pd.DataFrame({"ok": rng.integers(0, 6, 30), "q": rng.integers(0, 9, 30)})
-    eager, lazy = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
-    plain = duckdb.connect()
-    for name, df in (("o", o), ("l", l_)):
-        df.to_parquet(root / f"{name}.parquet", index=False)
-        eager.read_parquet(root / f"{name}.parquet", name=name)
-        lazy.read_parquet(root / f"{name}.parquet", name=name)
-        plain.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{root / name}.parquet')")
+    eager, lazy, plain = eager_lazy_plain(root, {"o": o, "l": l_})
     yield eager, lazy, plain, o, l_
     eager.close()
     lazy.close()

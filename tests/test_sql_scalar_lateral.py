@@ -9,13 +9,10 @@ on the path it replaces.
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from _sql_oracle import lineage_sets, rows_of
-
-import traceprop_frames as tpf
+from _sql_oracle import eager_lazy_plain, lineage_sets, rows_of
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +42,7 @@ def data(tmp_path_factory):
         }
     )
     u = pd.DataFrame({"u": np.arange(6)})
-    eager, lazy = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
-    plain = duckdb.connect()
-    for name, df in (("o", o), ("l", l_), ("u", u)):
-        df.to_parquet(root / f"{name}.parquet", index=False)
-        eager.read_parquet(root / f"{name}.parquet", name=name)
-        lazy.read_parquet(root / f"{name}.parquet", name=name)
-        plain.register(name, df)
+    eager, lazy, plain = eager_lazy_plain(root, {"o": o, "l": l_, "u": u}, plain_reads_parquet=False)
     yield eager, lazy, plain, o, l_
     eager.close()
     lazy.close()

@@ -15,9 +15,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from _sql_oracle import lineage_sets, rows_of
+from _sql_oracle import eager_lazy_plain, lineage_sets, rows_of
 
-import traceprop_frames as tpf
 from traceprop_frames.errors import UnsupportedSQLError
 
 
@@ -35,13 +34,7 @@ def data(tmp_path_factory):
         }
     )
     l_ = pd.DataFrame({"q": rng.integers(0, 100, 120), "s": rng.choice(["p", "q", "r"], 120)})
-    eager, lazy = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
-    plain = duckdb.connect()
-    for name, df in (("o", o), ("l", l_)):
-        df.to_parquet(root / f"{name}.parquet", index=False)
-        eager.read_parquet(root / f"{name}.parquet", name=name)
-        lazy.read_parquet(root / f"{name}.parquet", name=name)
-        plain.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{root / name}.parquet')")
+    eager, lazy, plain = eager_lazy_plain(root, {"o": o, "l": l_})
     yield eager, lazy, plain, o, l_
     eager.close()
     lazy.close()
