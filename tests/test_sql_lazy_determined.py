@@ -8,6 +8,7 @@ asserts how many keys the capture fetched, so the path under test is the one tha
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,6 +124,29 @@ def test_keys_kept_where_not_decided(data, q):
     assert isinstance(df.tp.lineage(), LazyRowLineage)
     assert _n_keys(lazy, q) == 2
     assert _rows(df) == _rows(eager.sql(q))
+
+
+def test_string_keys_kept_a_collation_can_match_two_groups(tmp_path):
+    """``a2.s`` is ``COLLATE NOCASE`` (not visible in its bound type, VARCHAR): ``a2.s = g.s`` matches
+    both groups ``'a'`` and ``'A'``, so a string key is never dropped. Oracle: written by hand."""
+    pd.DataFrame({"id": [1, 2], "s": ["a", "b"]}).to_parquet(tmp_path / "ca.parquet", index=False)
+    pd.DataFrame({"s": ["a", "A", "b"], "v": [10, 20, 30]}).to_parquet(tmp_path / "cb.parquet", index=False)
+    want = {(1, 10): {"ca": [0], "cb": [0]}, (1, 20): {"ca": [0], "cb": [1]}, (2, 30): {"ca": [1], "cb": [2]}}
+    for capture in ("lazy", "eager"):
+        con = tpf.connect(capture=capture)
+        con.read_parquet(tmp_path / "ca.parquet", "a")
+        con.read_parquet(tmp_path / "cb.parquet", "b")
+        con.execute("CREATE TABLE g AS SELECT s, sum(v) AS v FROM b GROUP BY s")
+        con.execute("CREATE TABLE a2 AS SELECT id, s COLLATE NOCASE AS s FROM a")
+        df = con.sql("SELECT a2.id, g.v FROM a2 JOIN g ON a2.s = g.s")
+        got = {
+            (int(df["id"].iloc[i]), int(df["v"].iloc[i])): {
+                Path(p).stem: sorted(int(r) for r in rows) for p, rows in df.tp.sources(i).items()
+            }
+            for i in range(len(df))
+        }
+        assert got == want, capture
+        con.close()
 
 
 Q = DROPPED[0][0]

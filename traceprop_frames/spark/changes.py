@@ -149,7 +149,7 @@ def _stat(spark: SparkSession, uri: str) -> tuple[int, int] | None:
         p = jvm.org.apache.hadoop.fs.Path(uri)
         st = p.getFileSystem(spark._jsc.hadoopConfiguration()).getFileStatus(p)
         return st.getLen(), st.getModificationTime()
-    except (OSError, Exception):  # FileNotFoundError, or the JVM's
+    except Exception:  # FileNotFoundError, or the JVM's
         return None
 
 

@@ -9,7 +9,9 @@ and its own keys are not fetched. The backward query joins on the remaining keys
 as the tables are fingerprinted (a changed one raises first).
 
 Only where the comparison cannot make two distinct group keys equal: both sides the same exact type
-(integers, VARCHAR, DATE, BOOLEAN, UUID) or both signed integers (a wider integer holds both). Types are
+(integers, DATE, BOOLEAN, UUID) or both signed integers (a wider integer holds both). Not strings: a
+column's collation (``s COLLATE NOCASE``) does not show in its bound type, and makes ``'a' = 'A'`` match
+two groups. Types are
 read by binding two small queries once per query plan (cached with the capture).
 """
 
@@ -28,7 +30,6 @@ _EXACT = _SIGNED | {
     "UINTEGER",
     "UBIGINT",
     "UHUGEINT",
-    "VARCHAR",
     "DATE",
     "BOOLEAN",
     "UUID",
