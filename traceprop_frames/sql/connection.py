@@ -30,7 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import distinct_count, scalar_temp, temp_witness
+from traceprop_frames.sql import distinct_count, same_rows, scalar_temp, temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
@@ -500,6 +500,7 @@ class TracedConnection:
             )
             if scalars:
                 scalar_temp.apply(rw.expression, consts, temps, scalars)
+                same_rows.apply(rw.expression, consts, temps, scalars, self._binds)
             rw.constants = consts
             rw.temps = temps or []
             return rw.sql, "query", rw
@@ -568,6 +569,14 @@ class TracedConnection:
             return marker_expression(bound[sql][0], value, bound[sql][1])
 
         return constant
+
+    def _binds(self, sql: str) -> bool:
+        """True if DuckDB binds the query ``sql`` (binds, does not run)."""
+        try:
+            _ = self.raw.sql(sql).types
+        except duckdb.Error:
+            return False
+        return True
 
     def _flat_witness(self, wq: exp.Expression, kind: str, with_: str, value) -> str | None:
         """A grouping IN witness's side query as one row per member (see ``shared.flat_side_query``),
