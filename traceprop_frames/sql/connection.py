@@ -500,7 +500,9 @@ class TracedConnection:
             )
             if scalars:
                 scalar_temp.apply(rw.expression, consts, temps, scalars)
-                same_rows.apply(rw.expression, consts, temps, scalars, self._binds)
+                same_rows.apply(
+                    rw.expression, consts, temps, scalars, lambda s: same_rows.few_rows(self.raw, s)
+                )
             rw.constants = consts
             rw.temps = temps or []
             return rw.sql, "query", rw
@@ -569,14 +571,6 @@ class TracedConnection:
             return marker_expression(bound[sql][0], value, bound[sql][1])
 
         return constant
-
-    def _binds(self, sql: str) -> bool:
-        """True if DuckDB binds the query ``sql`` (binds, does not run)."""
-        try:
-            _ = self.raw.sql(sql).types
-        except duckdb.Error:
-            return False
-        return True
 
     def _flat_witness(self, wq: exp.Expression, kind: str, with_: str, value) -> str | None:
         """A grouping IN witness's side query as one row per member (see ``shared.flat_side_query``),
