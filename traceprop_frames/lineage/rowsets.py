@@ -416,9 +416,11 @@ class RowLineage:
         if starts.size and (starts.min() < 0 or ends.max() > len(order) or np.any(ends < starts)):
             raise ValueError("set segments must lie inside 0..len(order)")
         off = self.offsets
-        if self.ids.size == len(self) and np.all(off[1:] - off[:-1] == 1):  # one id per row: a gather
-            same_order = len(order) == len(self) and np.array_equal(order, np.arange(len(self)))
-            pool = self.ids if same_order else self.ids[order]  # in row order the ids are the pool
+        same_order = len(order) == len(self) and np.array_equal(order, np.arange(len(self)))
+        if same_order and off[0] == 0:  # in row order the ids are the pool and the offsets its positions
+            pool, pos = self.ids[: off[-1]], off
+        elif self.ids.size == len(self) and np.all(off[1:] - off[:-1] == 1):  # one id per row: a gather
+            pool = self.ids[order]
             pos = np.arange(len(order) + 1, dtype=np.int64)
         else:
             lengths = off[order + 1] - off[order]

@@ -30,7 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import distinct_count, scalar_temp, temp_witness
+from traceprop_frames.sql import distinct_count, same_rows, scalar_temp, temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
@@ -500,6 +500,9 @@ class TracedConnection:
             )
             if scalars:
                 scalar_temp.apply(rw.expression, consts, temps, scalars)
+                same_rows.apply(
+                    rw.expression, consts, temps, scalars, lambda s: same_rows.few_rows(self.raw, s)
+                )
             rw.constants = consts
             rw.temps = temps or []
             return rw.sql, "query", rw

@@ -428,11 +428,32 @@ def witness_blocks(tables: list[tuple[pa.Table, str]], lineage_from_arrow, to_pr
     for table, label in tables:
         keys = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         lin = resolve_markers(*lineage_from_arrow(table.column(1)), blocks, to_process)
-        order = np.argsort(keys, kind="stable")
-        uk, starts = np.unique(keys[order], return_index=True)
-        ends = np.append(starts[1:], len(keys)).astype(np.int64) if len(uk) else starts
+        order, uk, starts, ends = key_segments(keys)
         blocks.append((lin.shared_sets(order, starts, ends, label), uk))
     return blocks
+
+
+def key_segments(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, sorted distinct keys, starts, ends)``: the rows of key ``uk[j]`` are
+    ``order[starts[j]:ends[j]]``, in row order within a key. Keys already in order (a scalar witness's
+    side query: one key) are not sorted again (an ``argsort`` and a ``unique`` of every member row).
+
+    Examples
+    --------
+    >>> [a.tolist() for a in key_segments(np.array([0, 0, 0]))]
+    [[0, 1, 2], [0], [0], [3]]
+    >>> [a.tolist() for a in key_segments(np.array([5, 2, 5, 2]))]
+    [[1, 3, 0, 2], [2, 5], [0, 2], [2, 4]]
+    """
+    n = len(keys)
+    if n and bool(np.all(keys[1:] >= keys[:-1])):
+        starts = np.concatenate(([0], np.flatnonzero(keys[1:] != keys[:-1]) + 1)).astype(np.int64)
+        ends = np.append(starts[1:], n).astype(np.int64)
+        return np.arange(n, dtype=np.int64), keys[starts], starts, ends
+    order = np.argsort(keys, kind="stable")
+    uk, starts = np.unique(keys[order], return_index=True)
+    ends = np.append(starts[1:], len(keys)).astype(np.int64) if len(uk) else starts
+    return order, uk, starts, ends
 
 
 def with_frames(lin: RowLineage, bounds: list, sides: list, lineage_from_arrow, blocks, to_process):
