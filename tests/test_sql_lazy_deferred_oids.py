@@ -85,6 +85,11 @@ def test_a_run_of_ctas_reads_the_oids_once(frames):
         del con._read_oids
     a = con.sql("SELECT k FROM a")
     assert lineage_sets(a) == _group_oracle(t, "t", a.k)
+    for _ in range(5):  # a loop of CTAS without a read between: one waiting record per table
+        con.execute(CTAS_A)
+        con.execute(CTAS_B)
+    assert sorted(r.name for r in con._deferred.records) == ["a", "b"]
+    assert con._deferred.records[0] is con._pending["a"]
 
 
 def test_input_replaced_through_raw_after_the_ctas_raises(frames):

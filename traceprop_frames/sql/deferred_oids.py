@@ -54,6 +54,8 @@ class DeferredOids:
         """``record`` (a PendingTable just made) waits for the oids of ``tables``; the count now is the
         one every waiting record is valid at (the caller checked :meth:`unchanged` before its CTAS)."""
         record.fingerprint = {t: (UNREAD, writes.get(t, 0)) for t in tables}
+        # the record of a table it replaces is no longer pending: dropped (a loop of CTAS keeps one each)
+        self.records = [r for r in self.records if r.name != record.name]
         self.records.append(record)
         self.at = self.version()
 
