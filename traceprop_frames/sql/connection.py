@@ -32,6 +32,7 @@ from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql import distinct_count, same_rows, scalar_temp, temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
+from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
 from traceprop_frames.sql.first_plan import FirstRewrites
@@ -79,6 +80,11 @@ from traceprop_frames.sql.shared import (
 from traceprop_frames.sql.sources import SourceMap
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+_UNREAD_NOTE = (  # see sql.deferred_oids
+    "(A statement ran on this database outside the traced connection - through a cursor or another "
+    "connection - right after the table was made, before the state of its tables was recorded: they count "
+    "as changed.) "
+)
 _EXCLUDE = re.compile(r" EXCLUDE \(([^()]*)\)")
 
 
@@ -254,7 +260,8 @@ class TracedConnection:
             raise UnsupportedOperationError(f"capture={capture!r}: use capture='eager' or capture='lazy'")
         self.database = database
         self.capture = capture
-        self.raw = duckdb.connect(database, **kwargs)
+        self._con = duckdb.connect(database, **kwargs)  # (``raw``: see there)
+        self._deferred = DeferredOids(self._con)  # lazy CTAS records whose oids wait (sql.deferred_oids)
         self._closed = False
         self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
         self._versions: dict[str, int] = {}  # table -> statements run through this connection that changed it
@@ -286,6 +293,16 @@ class TracedConnection:
 
     _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
 
+    @property
+    def raw(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection underneath: SQL run on it is not traced (and shows the hidden columns).
+
+        Handing it out first records the table oids a lazy ``CREATE TABLE ... AS`` left unread (see
+        :mod:`traceprop_frames.sql.deferred_oids`), so what is then run on it is told apart."""
+        if self._deferred.records:
+            self._settle_oids()
+        return self._con
+
     # ------------------------------------------------------------------ sources
     def read_csv(self, path, name: str, **kwargs) -> TracedConnection:
         """Load a CSV file into table ``name``; row ``i`` is the file's 0-based data row ``i``.
@@ -302,6 +319,7 @@ class TracedConnection:
         q = _quote(name)
         opts = "".join(f", {k} = {_sql_value(v)}" for k, v in kwargs.items())
         stage = _quote(f"__tp_load_{name}")
+        self._settle_oids()
         self._before_write([name.lower()], replaced=True)
         # a fresh, committed table keeps the file's record order, so rowid = 0-based data row (rowids of
         # rows inserted in a still-open transaction are not); a crash here leaves only this hidden table
@@ -324,6 +342,7 @@ class TracedConnection:
         p = os.fspath(path)
         n = pq.ParquetFile(p).metadata.num_rows
         src = REGISTRY.register_file(p, "parquet", n)
+        self._settle_oids()
         self._before_write([name.lower()], replaced=True)
         with self._transaction():
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
@@ -367,6 +386,7 @@ class TracedConnection:
 
     def register(self, name: str, df: pd.DataFrame) -> TracedConnection:
         """Register a pandas frame as view ``name``; a traced frame's row lineage carries over."""
+        self._settle_oids()
         self._before_write([name.lower()], replaced=True)
         self._changed(name)
         if not has_lineage(df):
@@ -620,6 +640,8 @@ class TracedConnection:
             if hit is not None and hit[0] is self._cat and hit[1] is not None:
                 if self._create_lazy(query, hit[1]):  # a lazy CREATE TABLE ... AS planned before
                     return None
+        if self._deferred.records:  # any other statement: the oids a lazy CTAS left are read first
+            self._settle_oids()
         if parameters is None and self.capture == "eager" and not listening():
             hit = self._eager_plans.get(query)
             if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
@@ -1107,15 +1129,19 @@ class TracedConnection:
         target = plan.target
         persistent = self._sources.persistent
         self._before_write([target], replaced=True)
+        defer = self._deferred.available and not persistent  # the oids read later (sql.deferred_oids)
+        if not (defer and self._deferred.unchanged()):
+            self._settle_oids()
         if persistent and not self._own_begin():
             return False
         q = _quote(target)
         try:
             try:
-                self.raw.execute(plan.sql)
+                self._con.execute(plan.sql)  # (not self.raw: that would read the oids left waiting)
             except duckdb.Error:
                 if persistent:
                     self.raw.rollback()
+                self._deferred.advance()  # (a failed statement replaced nothing)
                 return False  # the eager path reports it, as it always has
             n = -1  # counted when filled, in memory (a table deleted from meanwhile keeps its other rows)
             counts = {t: -1 for t in plan.tables}
@@ -1136,11 +1162,13 @@ class TracedConnection:
         self._pending[target] = pending
         self._changed(target)
         self._patch_catalog(target, plan.columns)
-        rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
-        oids = {name.lower(): oid for name, oid in rows}
-        if self._cat is not None:
-            self._oids = (self._cat, oids)
-        pending.fingerprint = self._fingerprint([*plan.tables, target], oids)
+        if defer:
+            self._deferred.add(pending, [*plan.tables, target], self._versions)
+        else:
+            oids = self._read_oids()
+            if self._cat is not None:
+                self._oids = (self._cat, oids)
+            pending.fingerprint = self._fingerprint([*plan.tables, target], oids)
         params = {"query": text}
         if plan.untraced:
             params["missing_lineage"] = plan.untraced
@@ -1404,26 +1432,41 @@ class TracedConnection:
             if p.name not in changed and not self._unfilled(p.name):
                 return False
         if changed:
+            unread = any(v[0] is UNREAD for v in p.fingerprint.values())
             raise SourceChangedError(
                 f"table {p.name!r} was made by a lazily captured CREATE TABLE AS whose lineage is computed when "
                 f"first needed, and table(s) {changed} changed since: it can no longer be computed exactly. "
-                "Re-create the table (or use tpf.connect(capture='eager'), which stores lineage when the "
+                + (_UNREAD_NOTE if unread else "")
+                + "Re-create the table (or use tpf.connect(capture='eager'), which stores lineage when the "
                 "table is made)"
             )
         return True
 
+    def _read_oids(self) -> dict[str, int]:
+        rows = self._con.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
+        return {name.lower(): oid for name, oid in rows}
+
+    def _settle_oids(self, oids: dict[str, int] | None = None) -> None:
+        """The oids of the lazy CTAS records that wait for them (see :mod:`traceprop_frames.sql.deferred_oids`):
+        ``oids`` (read now) or a read (kept as :meth:`_table_oids` keeps it)."""
+        if oids is None and self._deferred.records:
+            oids = self._read_oids()
+            self._oids = (self._cat, oids)
+        self._deferred.settle(self._read_oids, oids)
+
     def _table_oids(self) -> dict[str, int]:
         """DuckDB table oids by name, cached with the catalog (both refresh after DDL through ``sql``)."""
-        if self._oids is None or self._oids[0] is not self._cat:
-            rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
-            self._oids = (self._cat, {name.lower(): oid for name, oid in rows})
+        if self._oids is None or self._oids[0] is not self._cat or self._deferred.records:
+            oids = self._read_oids()
+            self._settle_oids(oids)
+            self._oids = (self._cat, oids)
         return self._oids[1]
 
     def _fingerprint(self, tables: list[str], oids: dict[str, int] | None = None) -> dict[str, tuple]:
         """Per table: (DuckDB table oid or None for a view, statements that changed it here)."""
         if oids is None:  # now, not cached: a table replaced through con.raw gets a new oid
-            rows = self.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
-            oids = {name.lower(): oid for name, oid in rows}
+            oids = self._read_oids()
+            self._settle_oids(oids)
         return {t: (oids.get(t), self._versions.get(t, 0)) for t in tables}
 
     def _changed(self, tables: str | list[str]) -> None:

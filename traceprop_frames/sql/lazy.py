@@ -30,6 +30,7 @@ resolves the lineage of results still alive, so it survives the connection.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import weakref
 from dataclasses import dataclass, field
@@ -813,6 +814,12 @@ def _call(e: exp.Expression, name: str, n: int | None = None) -> bool:
     return isinstance(e, exp.Anonymous) and e.name.lower() == name and (n is None or len(e.expressions) == n)
 
 
+def _resolve_rows(resolver: Resolver, rows: np.ndarray) -> tuple:
+    """``LazyRowLineage``'s arrays: the lineage of ``rows`` of ``resolver``'s result."""
+    lin = resolver.lineage(rows)
+    return lin.offsets, lin.ids, (lin.context if lin.has_context else None)
+
+
 class LazyRowLineage(RowLineage):
     """Lineage of rows of a lazily captured SQL result: resolved by a backward query when first read.
 
@@ -827,18 +834,16 @@ class LazyRowLineage(RowLineage):
         self._offsets = self._ids = self._ctx = None
         self._has_ctx = True  # not known before resolving: readers ask has_context, which resolves
         self._n = len(rows)
-        self._build = self._resolve
+        # not a bound method of self (a reference cycle: the result's resolver, keys and rows would then
+        # live until Python's cycle collector runs, not until the frame goes)
+        self._rows = np.asarray(rows, dtype=np.int64)
+        self._build = functools.partial(_resolve_rows, resolver, self._rows)
         self._deps = ()
         self._inv = None
         self._sids = None
         self._resolver = resolver
-        self._rows = np.asarray(rows, dtype=np.int64)
         self._node = node
         resolver.con._lazy.add(resolver)
-
-    def _resolve(self):
-        lin = self._resolver.lineage(self._rows)
-        return lin.offsets, lin.ids, (lin.context if lin.has_context else None)
 
     @property
     def node(self) -> OpNode:

@@ -1,0 +1,79 @@
+"""The table oids of lazy ``CREATE TABLE ... AS`` records, read once for a run of them.
+
+A lazily captured CTAS (see :mod:`traceprop_frames.sql.lazy_tables`) records, for the table it made and
+each table it read, the DuckDB table oid: a table replaced through ``con.raw`` or another connection gets
+a new oid, so the record tells "still the table it was made from / the table made" apart from "replaced".
+Reading the oids costs a statement (``duckdb_tables()``, ≈ 0.6 ms); a pipeline of several CTAS paid it
+after each one.
+
+This DuckDB build counts, per database and across all its connections, the statements that may change
+what a name binds to (``_catalog_version()``: DDL, DML, transactions, ``register``, failed statements
+too; not queries or binds). While that count has not moved since a CTAS, the oids read *now* are the oids
+the CTAS left; the connection keeps its count once the CTAS is done and reads the oids when next needed:
+
+- at the next oid read for any reason (a lazy query's fingerprint, a lineage check);
+- before any other statement through the traced connection (``execute``, the loaders, ``register``);
+- a further lazy CTAS run through the traced connection while the count is unchanged *continues* the run
+  (it changes no oid a record holds: pending tables that read its target are filled first, and a pending
+  table it replaces is no longer pending), so the run is read once, after its last CTAS.
+
+If the count moved in between by something else (``con.raw``, a cursor, another connection to the same
+database), the oids the records need can no longer be known: they stay :data:`UNREAD`, equal to no oid,
+so a later check reports the tables as changed (:class:`~traceprop_frames.errors.SourceChangedError`) —
+never a lineage computed from a table that may have been replaced. A DuckDB without the counter reads the
+oids right after each CTAS, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+UNREAD = object()  # a record's oid not read (yet, or ever): equal to no oid
+
+
+class DeferredOids:
+    """Pending-table records whose fingerprints wait for one oid read (see the module docstring)."""
+
+    def __init__(self, raw) -> None:
+        self._count = getattr(raw, "_catalog_version", None)  # None: this DuckDB has no such counter
+        self.records: list = []
+        self.at: int | None = None  # the count the records' oids are valid at
+
+    @property
+    def available(self) -> bool:
+        return self._count is not None
+
+    def version(self) -> int | None:
+        return None if self._count is None else self._count()
+
+    def unchanged(self) -> bool:
+        """True when no record waits, or nothing that may change a name ran since the records' count."""
+        return not self.records or self.version() == self.at
+
+    def add(self, record, tables: list[str], writes: dict[str, int]) -> None:
+        """``record`` (a PendingTable just made) waits for the oids of ``tables``; the count now is the
+        one every waiting record is valid at (the caller checked :meth:`unchanged` before its CTAS)."""
+        record.fingerprint = {t: (UNREAD, writes.get(t, 0)) for t in tables}
+        # the record of a table it replaces is no longer pending: dropped (a loop of CTAS keeps one each)
+        self.records = [r for r in self.records if r.name != record.name]
+        self.records.append(record)
+        self.at = self.version()
+
+    def advance(self) -> None:
+        """The traced connection ran a statement that replaced none of the records' tables (a lazy CTAS
+        that failed): the records stay valid at the count now."""
+        if self.records:
+            self.at = self.version()
+
+    def settle(self, read: Callable[[], dict[str, int]], oids: dict[str, int] | None = None) -> None:
+        """Give the waiting records their oids: ``oids`` (read now) or ``read()``, where the count has not
+        moved; else they keep :data:`UNREAD` (their tables count as changed)."""
+        if not self.records:
+            return
+        records, self.records = self.records, []
+        if self.version() != self.at:
+            return
+        if oids is None:
+            oids = read()
+        for r in records:
+            r.fingerprint = {t: (oids.get(t), w) for t, (_, w) in r.fingerprint.items()}
