@@ -30,7 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import distinct_count, scalar_temp, temp_witness
+from traceprop_frames.sql import dense_bits, distinct_count, scalar_temp, temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
@@ -675,7 +675,9 @@ class TracedConnection:
                     if by_refs is not None:
                         table = None
                         break
-                    table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
+                    table, extra = dense_bits.run(self.raw, rw, sql), []
+                    if table is None:
+                        table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
                 else:
                     self._write(stmt, sql, text, what, rw, single)
                     table = None
@@ -774,6 +776,7 @@ class TracedConnection:
         if what == "query":
             prepare(rw, cat)
             sql = distinct_count.apply(rw, sql, self.raw)
+            rw.dense = dense_bits.plan(rw, sql, self._table_oids)  # few dense groups: bitstrings
             if single:
                 while len(self._eager_plans) >= 256:
                     self._eager_plans.pop(next(iter(self._eager_plans)))
