@@ -43,6 +43,7 @@ from traceprop_frames.sql.rewrite import LIN, RID
 
 CAP = 512 << 20  # bytes: the bitstrings of every group the statistics allow, on every thread
 MIN_RANGE = 1 << 16  # ids: below this a list costs next to nothing
+SAMPLE_ROWS = 1 << 16  # rows the estimate's sample reads (about; all of a smaller table)
 MAX_GROUPS = 256  # groups the statistics allow (numpy decodes the bitstrings one group at a time)
 BITS_PER_MEMBER = 16  # at most this many bits of the groups' bitstrings per (estimated) member row
 
@@ -170,8 +171,9 @@ def _bounds(raw, p: DensePlan) -> tuple[int, int, int, int] | None:
 
 
 def _members(raw, p: DensePlan) -> int:
-    """An estimate of the rows the query groups: its WHERE over a sample of about 1% of the table."""
-    pct = 100.0 * min(1.0, max(0.01, MIN_RANGE / max(p.rows, 1)))
+    """An estimate of the rows the query groups: its WHERE over a sample of about :data:`SAMPLE_ROWS`
+    rows of the table (DuckDB's system sample: whole vectors; 1% of TPC-H SF 1's lineitem, ~2 ms)."""
+    pct = 100.0 * min(1.0, SAMPLE_ROWS / max(p.rows, 1))
     got = raw.sql(
         f"SELECT count(*) FROM (SELECT * FROM {p.table} USING SAMPLE {pct:.6f}% (system)) AS {p.alias} "
         f"{p.where}"
