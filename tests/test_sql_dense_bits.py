@@ -103,7 +103,7 @@ def test_few_groups_with_null_key_and_one_member_group(data, forced):
 
 def test_string_keys_of_one_character_and_the_empty_string(data, forced):
     t = data[3]
-    q = "SELECT s, max(x) AS m FROM t GROUP BY s ORDER BY s NULLS FIRST"
+    q = "SELECT a.s, max(a.x) AS m FROM t AS a GROUP BY a.s ORDER BY a.s NULLS FIRST"
     df, got = _run(data, q, forced, applied=True)
     for k, lin in zip(df["s"], got):
         assert lin == _members(t, "s", _key(k))

@@ -150,7 +150,9 @@ def _bounds(raw, p: DensePlan) -> tuple[int, int, int, int] | None:
     """(lo, hi, most groups, estimated groups) from DuckDB's statistics of the table, or None where a
     bitstring could take more than :data:`CAP` bytes or the ids span fewer than :data:`MIN_RANGE`."""
     cols = ", ".join(f"stats({c})" for c in [p.rid, *p.keys])
-    rows = raw.sql(f"SELECT current_setting('threads'), {cols} FROM {p.table} LIMIT 1").fetchall()
+    rows = raw.sql(
+        f"SELECT current_setting('threads'), {cols} FROM {p.table} AS {p.alias} LIMIT 1"
+    ).fetchall()
     if not rows:
         return None  # an empty table: nothing to gain
     threads, rid, *keys = rows[0]
