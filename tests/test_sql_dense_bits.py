@@ -50,15 +50,27 @@ def data(tmp_path_factory):
     plain.close()
 
 
+def _spy(monkeypatch) -> list:
+    """Counts the queries that took the bitstring path."""
+    used = []
+    real = dense_bits.run
+
+    def run(*a):
+        out = real(*a)
+        if out is not None:
+            used.append(1)
+        return out
+
+    monkeypatch.setattr(dense_bits, "run", run)
+    return used
+
+
 @pytest.fixture
 def forced(monkeypatch):
-    """Small tables qualify and the estimate always says "dense"; counts the decoded results."""
-    used = []
-    real = dense_bits.decode
+    """Small tables qualify and the estimate always says "dense"."""
     monkeypatch.setattr(dense_bits, "MIN_RANGE", 1)
     monkeypatch.setattr(dense_bits, "_members", lambda raw, p: 10**12)
-    monkeypatch.setattr(dense_bits, "decode", lambda col, lo: used.append(1) or real(col, lo))
-    return used
+    return _spy(monkeypatch)
 
 
 def _run(data, q, used, applied: bool):
@@ -148,10 +160,8 @@ def test_refused_shapes_and_unbounded_keys_take_the_list_path(data, forced):
 
 def test_the_estimate_decides_only_the_path(data, monkeypatch):
     """Without forcing: a selective WHERE is estimated sparse (lists), the whole table dense."""
-    used = []
-    real = dense_bits.decode
     monkeypatch.setattr(dense_bits, "MIN_RANGE", 1)
-    monkeypatch.setattr(dense_bits, "decode", lambda col, lo: used.append(1) or real(col, lo))
+    used = _spy(monkeypatch)
     t = data[3]
     _, got = _run(data, "SELECT b, count(*) AS n FROM t GROUP BY b ORDER BY b", used, applied=True)
     assert got == [_members(t, "b", False), _members(t, "b", True)]

@@ -60,6 +60,7 @@ class DensePlan:
     rid: str
     keys: list[str]
     rows: int = 0
+    refused: bool = False
     estimate: tuple[int, int, int] | None = None  # (lo, hi, estimated member rows)
     sqls: dict = field(default_factory=dict)
 
@@ -183,32 +184,31 @@ def _members(raw, p: DensePlan) -> int:
     return int(got * 100.0 / pct)
 
 
-def run(raw, rw, sql: str) -> pa.Table | None:
-    """The result of eager query ``sql`` (rewrite ``rw``) with its lineage column from bitstrings, as a
-    list column of the ids (the layout of ``sql``'s result), or None where :func:`run` does not apply
-    or is not expected to pay (the caller then runs ``sql``)."""
+def run(raw, rw, sql: str) -> tuple[pa.Table, int] | None:
+    """The result of eager query ``sql`` (rewrite ``rw``) with a bitstring of ids as its lineage column
+    (the layout of ``sql``'s result; :func:`decode` with ``lo`` gives the ids), and ``lo``; None where
+    this does not apply or is not expected to pay (the caller then runs ``sql``). A refusal is kept with
+    the plan (later runs skip the statistics: a missed bitstring only costs time)."""
     p = getattr(rw, "dense", None)
-    if p is None:
+    if p is None or p.refused:
         return None
     try:
         b = _bounds(raw, p)
-        if b is None:
-            return None
-        lo, hi, _, groups = b
-        if p.estimate is None or p.estimate[:2] != (lo, hi):  # (an estimate: it only costs time)
-            p.rows = hi - lo + 1
-            p.estimate = (lo, hi, _members(raw, p))
-        if p.estimate[2] * BITS_PER_MEMBER < groups * (hi - lo + 1):
+        if b is not None:
+            lo, hi, _, groups = b
+            if p.estimate is None or p.estimate[:2] != (lo, hi):  # (an estimate: it only costs time)
+                p.rows = hi - lo + 1
+                p.estimate = (lo, hi, _members(raw, p))
+        if b is None or p.estimate[2] * BITS_PER_MEMBER < groups * (hi - lo + 1):
+            p.refused = True
             return None
         q = p.sqls.get((lo, hi))
         if q is None:
             p.sqls.clear()
             q = p.sqls[(lo, hi)] = p.template.format(bits=f"BITSTRING_AGG({p.rid}, {lo}, {hi})")
-        table = raw.sql(q).to_arrow_table()
+        return raw.sql(q).to_arrow_table(), lo
     except duckdb.Error:
         return None
-    i = table.num_columns - 1
-    return table.set_column(i, table.field(i).name, decode(table.column(i), lo))
 
 
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int64)
