@@ -207,3 +207,19 @@ def test_values_of_statistics():
     assert v({**s, "has_unicode": True}) is None
     assert v({"has_null": True}) == 1  # only NULL
     assert v({"min": 1.5, "max": 2.5, "has_null": False}) is None
+
+
+def test_lineage_read_after_the_table_changed_is_the_captured_one(tmp_path, forced):
+    """The bitstrings are read at capture and decoded at the first lineage read: rows deleted in
+    between do not change the lineage of the earlier result."""
+    t = pd.DataFrame({"k": [1, 2, 1, 2, 1], "x": [5, 6, 7, 8, 9]})
+    eager, lazy, plain = eager_lazy_plain(tmp_path, {"t": t})
+    try:
+        df = eager.sql("SELECT k, sum(x) AS s FROM t GROUP BY k ORDER BY k")
+        assert forced
+        eager.sql("DELETE FROM t WHERE k = 1")
+        assert lineage_sets(df) == [rows_of("t", [0, 2, 4]), rows_of("t", [1, 3])]
+    finally:
+        eager.close()
+        lazy.close()
+        plain.close()
