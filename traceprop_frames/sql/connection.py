@@ -30,7 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import distinct_count, same_rows, scalar_temp, temp_witness
+from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_temp, temp_witness
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
 from traceprop_frames.sql.dialect import DIALECT
@@ -680,7 +680,7 @@ class TracedConnection:
             if out is not None:
                 return out
             stmt = self._parse(text)[0]  # lazy capture may have changed it in place
-        fresh = self._cat is None
+        fresh, dense = self._cat is None, None
         while True:  # a cached catalog may be stale (tables changed through con.raw): re-plan once, fresh
             sql, what, rw = self._plan_eager(stmt, text, single, fresh)
             if what == "original" and single:
@@ -700,7 +700,8 @@ class TracedConnection:
                     if by_refs is not None:
                         table = None
                         break
-                    table, extra = run_eager(self.raw, sql, rw, lineage_from_arrow)
+                    dense = dense_bits.run(self.raw, rw, sql)  # (table, lo): bitstrings, decoded when read
+                    table, extra = (None, []) if dense else run_eager(self.raw, sql, rw, lineage_from_arrow)
                 else:
                     self._write(stmt, sql, text, what, rw, single)
                     table = None
@@ -724,6 +725,8 @@ class TracedConnection:
                 self._nodes[target] = node
             else:
                 self._nodes[target] = OpNode("sql_insert", {"table": target}, (self._nodes[target], node))
+        if what == "query" and dense is not None:
+            return self._dense_frame(*dense, node, text, simple_names, single)
         if what == "query" and by_refs is not None:
             self._drop_temps(rw)
             df, parts = by_refs
@@ -799,6 +802,7 @@ class TracedConnection:
         if what == "query":
             prepare(rw, cat)
             sql = distinct_count.apply(rw, sql, self.raw)
+            rw.dense = dense_bits.plan(rw, sql, self._table_oids)  # few dense groups: bitstrings
             if single:
                 while len(self._eager_plans) >= 256:
                     self._eager_plans.pop(next(iter(self._eager_plans)))
@@ -915,6 +919,23 @@ class TracedConnection:
             else:
                 parts.append(rows_of(lists[t][0], v, lineage_from_arrow))
         return df, parts
+
+    def _dense_frame(self, table: pa.Table, lo: int, node, text: str, simple_names: bool, single: bool):
+        """The frame of an eager result whose last column holds each row's ids as a bitstring (see
+        :mod:`traceprop_frames.sql.dense_bits`): the bitstrings are read now, decoded to ids when the
+        lineage is first read."""
+        n_data = table.num_columns - 1
+        table = self._fix_names(table, text, n_data, simple_names, single)
+        bits = table.column(n_data)
+        data = table.select(list(range(n_data)))
+        df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+        to_process = self._sources.to_process
+
+        def build():
+            off, ids = lineage_from_arrow(dense_bits.decode(bits, lo))
+            return off, to_process(ids)
+
+        return attach(df, RowLineage.deferred(len(df), build, (), node, has_context=False))
 
     def _original_names(self, text: str, n_data: int) -> list[str] | None:
         """The result's column names as DuckDB gives them to ``text`` (binding only). Where the text does
