@@ -63,6 +63,7 @@ from traceprop_frames.sql.member_lists import (
     members_sql,
 )
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
+from traceprop_frames.sql.rowid_scan import RowidScans
 from traceprop_frames.sql.shared import (
     MAX_WITNESSES,
     PRESENT,
@@ -255,6 +256,7 @@ class TracedConnection:
         self.database = database
         self.capture = capture
         self._raw = duckdb.connect(database, **kwargs)  # internal code: con.raw is for users (see raw)
+        self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
         self._closed = False
         self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
         self._versions: dict[str, int] = {}  # table -> statements run through this connection that changed it
@@ -286,7 +288,9 @@ class TracedConnection:
 
     @property
     def raw(self) -> duckdb.DuckDBPyConnection:
-        """The underlying DuckDB connection: runs SQL without lineage (and shows the hidden columns)."""
+        """The underlying DuckDB connection: runs SQL without lineage (and shows the hidden columns).
+        Once it is read, eager queries read row ids from the stored column only (see sql.rowid_scan)."""
+        self._rowid.off()
         return self._raw
 
     _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
@@ -308,6 +312,7 @@ class TracedConnection:
         opts = "".join(f", {k} = {_sql_value(v)}" for k, v in kwargs.items())
         stage = _quote(f"__tp_load_{name}")
         self._before_write([name.lower()], replaced=True)
+        self._rowid.forget(name)
         # a fresh, committed table keeps the file's record order, so rowid = 0-based data row (rowids of
         # rows inserted in a still-open transaction are not); a crash here leaves only this hidden table
         self._raw.execute(f"CREATE OR REPLACE TABLE {stage} AS SELECT * FROM read_csv({_literal(p)}{opts})")
@@ -321,6 +326,7 @@ class TracedConnection:
                 + scan_filter(src, "rowid")  # an erasure's pipeline re-run drops the erased rows here
             )
             self._raw.execute(f"DROP TABLE {stage}")
+        self._rowid.loaded(self._raw, name, base, self._in_txn)
         self._source_loaded(name, src, "read_csv", kwargs)
         return self
 
@@ -330,6 +336,7 @@ class TracedConnection:
         n = pq.ParquetFile(p).metadata.num_rows
         src = REGISTRY.register_file(p, "parquet", n)
         self._before_write([name.lower()], replaced=True)
+        self._rowid.forget(name)
         with self._transaction():
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
             self._raw.execute(
@@ -338,6 +345,7 @@ class TracedConnection:
                 f"FROM read_parquet({_literal(p)}, file_row_number = true)"
                 + scan_filter(src, "file_row_number")
             )
+        self._rowid.loaded(self._raw, name, base, self._in_txn)
         self._source_loaded(name, src, "read_parquet")
 
     @contextlib.contextmanager
@@ -374,6 +382,7 @@ class TracedConnection:
         """Register a pandas frame as view ``name``; a traced frame's row lineage carries over."""
         self._before_write([name.lower()], replaced=True)
         self._changed(name)
+        self._rowid.forget(name)  # the view hides a table of that name
         if not has_lineage(df):
             self._cat = None
             self._raw.register(name, df)
@@ -614,6 +623,7 @@ class TracedConnection:
         DuckDB's own exception; constructs the rewriter cannot carry lineage through raise
         :class:`UnsupportedSQLError` naming them.
         """
+        self._rowid.before(self._raw, query)  # (a statement that may change a table: its rowids too)
         if parameters is None and self.capture == "lazy" and not listening():
             hit = self._captures.get(query)
             if hit is not None and hit[0] is self._cat:  # captured before on this catalog: no parse
@@ -680,7 +690,8 @@ class TracedConnection:
                     if by_refs is not None:
                         table = None
                         break
-                    table, extra = run_eager(self._raw, sql, rw, lineage_from_arrow)
+                    fast, fast_rw = self._rowid.apply(sql), self._rowid.apply_split(rw)  # rowid, not __tp_rid
+                    table, extra = run_eager(self._raw, fast, fast_rw, lineage_from_arrow)
                 else:
                     self._write(stmt, sql, text, what, rw, single)
                     table = None
