@@ -223,6 +223,16 @@ def test_a_column_named_rowid_keeps_the_stored_ids(tmp_path):
     assert lineage_sets(df) == [rows_of("r", [0, 2]), rows_of("r", [1])]
 
 
+def test_csv_with_a_column_named_rowid_is_refused(tmp_path):
+    """DuckDB's rowid is hidden by such a column, so the loader could not number the rows (it used to
+    number them by the column's values: a silently wrong lineage)."""
+    pd.DataFrame({"rowid": [7, 7, 3], "k": [0, 1, 0]}).to_csv(tmp_path / "r.csv", index=False)
+    con = tpf.connect(capture="eager")
+    with pytest.raises(UnsupportedOperationError, match="rowid"):
+        con.read_csv(tmp_path / "r.csv", name="r")
+    assert con._raw.execute("SELECT count(*) FROM duckdb_tables()").fetchall()[0][0] == 0
+
+
 def test_load_check_refuses_ids_that_are_not_rowid_plus_base(tmp_path):
     con = _con(tmp_path)
     base = con._rowid.tables["t"]
