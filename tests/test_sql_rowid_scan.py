@@ -254,3 +254,21 @@ def test_cte_and_alias_shadowing(tmp_path):
     t = _t()
     want = [rows_of("t", t.index[t.k == k]) for k in range(3)]  # every t row of k (both sides)
     assert lineage_sets(con.sql(q)) == want
+
+
+def test_a_construct_without_rowid_runs_on_the_stored_ids(tmp_path):
+    """A NEAREST join's right side has no rowid in DuckDB: the rowid version fails to bind, the query runs
+    on the stored ids (no error), and that SQL is not tried by rowid again."""
+    pd.DataFrame({"id": [0, 1, 2], "x": [1.0, 5.0, 9.0]}).to_parquet(tmp_path / "q.parquet", index=False)
+    pd.DataFrame({"y": [0.0, 4.0, 6.0, 10.0]}).to_parquet(tmp_path / "r.parquet", index=False)
+    con = tpf.connect(capture="eager")
+    con.read_parquet(tmp_path / "q.parquet", name="lq")
+    con.read_parquet(tmp_path / "r.parquet", name="rr")
+    query = "SELECT q.id, t.y FROM lq q INNER JOIN rr t NEAREST 1 BY DISTANCE abs(q.x - t.y) ORDER BY q.id"
+    assert _reads_rowid(con, query)
+    df = con.sql(query)
+    assert df.y.tolist() == [0.0, 4.0, 10.0]  # (ties to the first: DuckDB's answer, checked below)
+    assert df.y.tolist() == con._raw.sql(query).df().y.tolist()
+    y = [0.0, 4.0, 6.0, 10.0]
+    assert lineage_sets(df) == [rows_of("q", [i]) | rows_of("r", [y.index(v)]) for i, v in enumerate(df.y)]
+    assert not _reads_rowid(con, query)  # remembered

@@ -696,8 +696,7 @@ class TracedConnection:
                     if by_refs is not None:
                         table = None
                         break
-                    fast, fast_rw = self._rowid.apply(sql), self._rowid.apply_split(rw)  # rowid, not __tp_rid
-                    table, extra = run_eager(self._raw, fast, fast_rw, lineage_from_arrow)
+                    table, extra = self._rowid.run(self._run_eager, sql, rw)  # rowid where sound
                 else:
                     self._write(stmt, sql, text, what, rw, single)
                     table = None
@@ -746,6 +745,9 @@ class TracedConnection:
         finally:
             self._drop_temps(rw)
         return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra)
+
+    def _run_eager(self, sql: str, rw):
+        return run_eager(self._raw, sql, rw, lineage_from_arrow)
 
     def _write(self, stmt, sql: str, text: str, what: str, rw, single: bool) -> None:
         """Run a statement that writes (DDL / DML) and bring the cached catalog and plans up to date."""

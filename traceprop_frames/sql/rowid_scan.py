@@ -43,6 +43,7 @@ class RowidScans:
         self.tables: dict[str, int] = {}
         self._effects: dict[str, tuple[str, ...] | None] = {}  # statement text -> tables it may change
         self._sql: dict[tuple, str] = {}  # (SQL, tables) -> SQL reading rowid
+        self._bad: set[str] = set()  # SQL whose rowid version DuckDB did not bind (then: the stored column)
 
     def off(self) -> None:
         """For good (user code holds the raw connection)."""
@@ -82,7 +83,7 @@ class RowidScans:
 
     def apply(self, sql: str | None) -> str | None:
         """``sql`` with ``t.__tp_rid`` of the tables known safe read as ``(t.rowid + base)``."""
-        if sql is None or not self.tables or RID not in sql:
+        if sql is None or not self.tables or RID not in sql or sql in self._bad:
             return sql
         key = (sql, tuple(sorted(self.tables.items())))
         out = self._sql.get(key)
@@ -91,6 +92,20 @@ class RowidScans:
                 self._sql.pop(next(iter(self._sql)))
             out = self._sql[key] = _with_rowid(sql, self.tables)
         return out
+
+    def run(self, run, sql: str, rw):
+        """``run(sql, rw)`` reading rowid where it may; where DuckDB rejects the rowid version (a construct
+        whose sides have no ``rowid``, e.g. a NEAREST join), the stored column, and not tried again."""
+        fast, fast_rw = self.apply(sql), self.apply_split(rw)
+        if fast is sql and fast_rw is rw:
+            return run(sql, rw)
+        try:
+            return run(fast, fast_rw)
+        except duckdb.Error:
+            self._bad.add(sql)
+            if len(self._bad) > 256:
+                self._bad.clear()
+            return run(sql, rw)
 
     def apply_split(self, rw):
         """``rw``, or a shallow copy whose correlated split query (``rw.split_sql``) reads rowid (the
