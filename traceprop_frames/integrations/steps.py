@@ -214,7 +214,8 @@ def _sqlschema_facet(con, stmt) -> dict[str, dict[str, str]]:
     from traceprop_frames.sql.rewrite import LIN, RID
 
     names = {t.name.lower() for t in stmt.find_all(exp.Table)}
-    rows = con.raw.execute("SELECT table_name, column_name, data_type FROM duckdb_columns()").fetchall()
+    raw = con._raw if hasattr(con, "_raw") else con.raw  # (con.raw would turn sql.rowid_scan off)
+    rows = raw.execute("SELECT table_name, column_name, data_type FROM duckdb_columns()").fetchall()
     schema: dict[str, dict[str, str]] = {}
     for t, c, typ in rows:
         if t.lower() in names and c not in (RID, LIN):

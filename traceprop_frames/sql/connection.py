@@ -64,6 +64,7 @@ from traceprop_frames.sql.member_lists import (
     members_sql,
 )
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
+from traceprop_frames.sql.rowid_scan import RowidScans
 from traceprop_frames.sql.shared import (
     MAX_WITNESSES,
     PRESENT,
@@ -260,8 +261,9 @@ class TracedConnection:
             raise UnsupportedOperationError(f"capture={capture!r}: use capture='eager' or capture='lazy'")
         self.database = database
         self.capture = capture
-        self._con = duckdb.connect(database, **kwargs)  # (``raw``: see there)
+        self._con = duckdb.connect(database, **kwargs)  # internal code reads it as _raw; con.raw is for users
         self._deferred = DeferredOids(self._con)  # lazy CTAS records whose oids wait (sql.deferred_oids)
+        self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
         self._closed = False
         self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
         self._versions: dict[str, int] = {}  # table -> statements run through this connection that changed it
@@ -278,9 +280,9 @@ class TracedConnection:
         self._last_cat: Catalog | None = None
         self._macros: frozenset[str] | None = None  # user macros that aggregate (None: read them again)
         self._macro_names: frozenset[str] = frozenset()
-        self._sources = SourceMap(self.raw, persistent=not str(database).startswith(":memory:"))
+        self._sources = SourceMap(self._raw, persistent=not str(database).startswith(":memory:"))
         # tables made by a lazy CREATE TABLE ... AS, their lineage column not yet filled (sql.lazy_tables)
-        self._pending: dict[str, PendingTable] = load_records(self.raw) if self._sources.persistent else {}
+        self._pending: dict[str, PendingTable] = load_records(self._raw) if self._sources.persistent else {}
         self._ctas_plans: dict = {}  # CTAS text -> (catalog, CreatePlan or None)
         self._in_txn = False  # a transaction opened by BEGIN through this connection is open
         self._txn_filled: dict[str, PendingTable] = {}  # filled inside it: pending again on ROLLBACK
@@ -298,7 +300,15 @@ class TracedConnection:
         """The DuckDB connection underneath: SQL run on it is not traced (and shows the hidden columns).
 
         Handing it out first records the table oids a lazy ``CREATE TABLE ... AS`` left unread (see
-        :mod:`traceprop_frames.sql.deferred_oids`), so what is then run on it is told apart."""
+        :mod:`traceprop_frames.sql.deferred_oids`), so what is then run on it is told apart; from then on,
+        eager queries read row ids from the stored column only (see :mod:`traceprop_frames.sql.rowid_scan`)."""
+        self._rowid.off()
+        return self._raw
+
+    @property
+    def _raw(self) -> duckdb.DuckDBPyConnection:
+        """The connection for the library's own statements: the oids a lazy CTAS left unread are read
+        first (a statement run here may replace a table); not the user's ``raw`` (the rowid guard stays)."""
         if self._deferred.records:
             self._settle_oids()
         return self._con
@@ -321,19 +331,28 @@ class TracedConnection:
         stage = _quote(f"__tp_load_{name}")
         self._settle_oids()
         self._before_write([name.lower()], replaced=True)
+        self._rowid.forget(name)
         # a fresh, committed table keeps the file's record order, so rowid = 0-based data row (rowids of
         # rows inserted in a still-open transaction are not); a crash here leaves only this hidden table
-        self.raw.execute(f"CREATE OR REPLACE TABLE {stage} AS SELECT * FROM read_csv({_literal(p)}{opts})")
-        n = self.raw.execute(f"SELECT count(*) FROM {stage}").fetchall()[0][0]
-        schema = {c: str(t) for c, t, *_ in self.raw.execute(f"DESCRIBE {stage}").fetchall()}
+        self._raw.execute(f"CREATE OR REPLACE TABLE {stage} AS SELECT * FROM read_csv({_literal(p)}{opts})")
+        n = self._raw.execute(f"SELECT count(*) FROM {stage}").fetchall()[0][0]
+        schema = {c: str(t) for c, t, *_ in self._raw.execute(f"DESCRIBE {stage}").fetchall()}
+        if any(c.lower() == "rowid" for c in schema):  # it hides DuckDB's rowid, which numbers the rows
+            self._raw.execute(f"DROP TABLE {stage}")
+            raise UnsupportedOperationError(
+                f"{p}: a column named rowid hides DuckDB's row number, so rows could not be traced; "
+                "rename it on load (names=[...]) or in the file"
+            )
         src = REGISTRY.register_file(p, "csv", n, schema=schema)
         with self._transaction():  # the table, its row ids and its source record: all or none
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
-            self.raw.execute(
+            self._raw.execute(
                 f"CREATE OR REPLACE TABLE {q} AS SELECT *, {base} + rowid AS {RID} FROM {stage}"
                 + scan_filter(src, "rowid")  # an erasure's pipeline re-run drops the erased rows here
             )
-            self.raw.execute(f"DROP TABLE {stage}")
+            self._raw.execute(f"DROP TABLE {stage}")
+        if self.capture == "eager":  # (lazy capture reads no row ids at query time: no check, no cost)
+            self._rowid.loaded(self._raw, name, base, self._in_txn)
         self._source_loaded(name, src, "read_csv", kwargs)
         return self
 
@@ -344,21 +363,24 @@ class TracedConnection:
         src = REGISTRY.register_file(p, "parquet", n)
         self._settle_oids()
         self._before_write([name.lower()], replaced=True)
+        self._rowid.forget(name)
         with self._transaction():
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
-            self.raw.execute(
+            self._raw.execute(
                 f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * EXCLUDE (file_row_number), "
                 f"CAST({base} + file_row_number AS BIGINT) AS {RID} "
                 f"FROM read_parquet({_literal(p)}, file_row_number = true)"
                 + scan_filter(src, "file_row_number")
             )
+        if self.capture == "eager":  # (lazy capture reads no row ids at query time: no check, no cost)
+            self._rowid.loaded(self._raw, name, base, self._in_txn)
         self._source_loaded(name, src, "read_parquet")
 
     @contextlib.contextmanager
     def _transaction(self):
         """One DuckDB transaction around a loader's statements."""
         try:
-            self.raw.begin()
+            self._raw.begin()
         except duckdb.TransactionException as e:
             raise UnsupportedOperationError(
                 "tracing loaders (con.read_csv / con.read_parquet) run their own transaction: call them "
@@ -367,10 +389,10 @@ class TracedConnection:
             ) from None
         try:
             yield
-            self.raw.commit()
+            self._raw.commit()
         except BaseException:
-            self.raw.rollback()
-            self._sources = SourceMap(self.raw, persistent=self._sources.persistent)  # drop unsaved ids
+            self._raw.rollback()
+            self._sources = SourceMap(self._raw, persistent=self._sources.persistent)  # drop unsaved ids
             raise
         return self
 
@@ -389,9 +411,10 @@ class TracedConnection:
         self._settle_oids()
         self._before_write([name.lower()], replaced=True)
         self._changed(name)
+        self._rowid.forget(name)  # the view hides a table of that name
         if not has_lineage(df):
             self._cat = None
-            self.raw.register(name, df)
+            self._raw.register(name, df)
             self._registered.pop(name.lower(), None)
             self._nodes.pop(name.lower(), None)
             return self
@@ -401,7 +424,7 @@ class TracedConnection:
         data.attrs = {}  # the lineage handle is not data
         table = pa.Table.from_pandas(data, preserve_index=False)
         table = table.append_column(LIN, to_arrow(RowLineage(lin.offsets, self._sources.to_db(lin.ids))))
-        self.raw.register(name, table)
+        self._raw.register(name, table)
         self._registered[name.lower()] = LIN
         self._nodes[name.lower()] = lin.node
         return self
@@ -412,10 +435,10 @@ class TracedConnection:
 
         A rebuilt catalog equal to the previous one is the previous object, so the plans cached for it
         (per query text) still hold after a ``CREATE OR REPLACE`` that keeps the table's columns."""
-        builtin_aggregates, _ = _functions(self.raw)
+        builtin_aggregates, _ = _functions(self._raw)
         if self._cat is None or fresh:
             self._oids = None  # table oids are re-read with the catalog
-            rows = self.raw.execute(
+            rows = self._raw.execute(
                 "SELECT table_name, column_name FROM duckdb_columns() "
                 "ORDER BY database_name, schema_name, table_name, column_index"
             ).fetchall()
@@ -438,7 +461,7 @@ class TracedConnection:
         """:meth:`_catalog`, re-reading the user's macros first where ``stmt`` calls a function that is
         neither built in nor a macro known here (one created through ``con.raw`` since)."""
         if stmt is not None and self._macros is not None:
-            _, builtin = _functions(self.raw)
+            _, builtin = _functions(self._raw)
             known = builtin | self._macro_names
             if any(f.name.lower() not in known for f in stmt.find_all(exp.Anonymous)):
                 self._macros = None
@@ -449,12 +472,12 @@ class TracedConnection:
         """User macros whose body calls an aggregate (``CREATE MACRO m(x) AS max(x) + 1``): a query that
         calls one aggregates, as DuckDB expands it. (Listing functions costs ~25 ms: read once, and again
         after ``CREATE`` / ``DROP`` of a function through this connection or a call of an unknown one.)"""
-        rows = self.raw.execute(
+        rows = self._raw.execute(
             "SELECT function_name, macro_definition FROM duckdb_functions() "
             "WHERE function_type IN ('macro', 'table_macro') AND NOT internal"
         ).fetchall()
         self._macro_names = frozenset(name.lower() for name, _ in rows)
-        aggregates, _ = _functions(self.raw)
+        aggregates, _ = _functions(self._raw)
         rows = [(n, b) for n, b in rows if b]
         if not rows:
             return frozenset()
@@ -474,7 +497,7 @@ class TracedConnection:
                 if s is not None and not isinstance(s, exp.Semicolon)
             ]
         except sqlglot.errors.SqlglotError as e:
-            self.raw.extract_statements(query)  # DuckDB's own syntax error, unchanged
+            self._raw.extract_statements(query)  # DuckDB's own syntax error, unchanged
             raise UnsupportedSQLError(f"the SQL rewriter (sqlglot) cannot parse this statement: {e}") from e
         for s in stmts:
             if isinstance(s, (exp.Command, exp.Describe, exp.Show, exp.Summarize)):
@@ -486,7 +509,7 @@ class TracedConnection:
         SHOW, SUMMARIZE): its answer would either lose its lineage or list the hidden columns."""
         text = stmt.sql(dialect=DIALECT)
         try:
-            kinds = [st.type for st in self.raw.extract_statements(text)]
+            kinds = [st.type for st in self._raw.extract_statements(text)]
         except duckdb.Error:
             return  # DuckDB's own error comes when the statement runs
         if duckdb.StatementType.SELECT in kinds:
@@ -521,7 +544,7 @@ class TracedConnection:
             if scalars:
                 scalar_temp.apply(rw.expression, consts, temps, scalars)
                 same_rows.apply(
-                    rw.expression, consts, temps, scalars, lambda s: same_rows.few_rows(self.raw, s)
+                    rw.expression, consts, temps, scalars, lambda s: same_rows.few_rows(self._raw, s)
                 )
             rw.constants = consts
             rw.temps = temps or []
@@ -563,7 +586,7 @@ class TracedConnection:
             sql, check_sql = side_query(wq, kind, with_, keyed=value is not None)
             if sql not in bound:  # the same witness again (e.g. in each UNION branch): bound once
                 try:  # binds, does not run; fails for a correlated subquery
-                    types = self.raw.sql(check_sql).types
+                    types = self._raw.sql(check_sql).types
                     value_type = str(types[0]) if value is not None else None
                 except duckdb.Error:
                     value_type = ""
@@ -601,7 +624,7 @@ class TracedConnection:
         if sql is None:
             return None
         try:
-            _ = self.raw.sql(with_present(sql, None)).types
+            _ = self._raw.sql(with_present(sql, None)).types
         except duckdb.Error:
             return None
         return sql
@@ -632,6 +655,9 @@ class TracedConnection:
         DuckDB's own exception; constructs the rewriter cannot carry lineage through raise
         :class:`UnsupportedSQLError` naming them.
         """
+        self._rowid.before(
+            self._con, query
+        )  # (a statement that may change a table: its rowids too; parsed only)
         if parameters is None and self.capture == "lazy" and not listening():
             hit = self._captures.get(query)
             if hit is not None and hit[0] is self._cat:  # captured before on this catalog: no parse
@@ -700,8 +726,10 @@ class TracedConnection:
                     if by_refs is not None:
                         table = None
                         break
-                    dense = dense_bits.run(self.raw, rw, sql)  # (table, lo): bitstrings, decoded when read
-                    table, extra = (None, []) if dense else run_eager(self.raw, sql, rw, lineage_from_arrow)
+                    dense = dense_bits.run(self._raw, rw, sql)  # (table, lo): bitstrings, decoded when read
+                    table, extra = (
+                        (None, []) if dense else self._rowid.run(self._run_eager, sql, rw)
+                    )  # rowid where sound
                 else:
                     self._write(stmt, sql, text, what, rw, single)
                     table = None
@@ -748,10 +776,13 @@ class TracedConnection:
             refs += [ids for _, ids in extra]
         try:
             blocks = self._witness_blocks(rw.constants, refs)
-            frames = [(self.raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
+            frames = [(self._raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         finally:
             self._drop_temps(rw)
-        return _frame(self.raw, table, n_data, node, self._sources, blocks, frames, extra)
+        return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra)
+
+    def _run_eager(self, sql: str, rw):
+        return run_eager(self._raw, sql, rw, lineage_from_arrow)
 
     def _write(self, stmt, sql: str, text: str, what: str, rw, single: bool) -> None:
         """Run a statement that writes (DDL / DML) and bring the cached catalog and plans up to date."""
@@ -771,16 +802,16 @@ class TracedConnection:
     def _make_temps(self, rw) -> None:
         """Write the witness tables of eager rewrite ``rw`` (see :mod:`traceprop_frames.sql.temp_witness`)."""
         for _, create in getattr(rw, "temps", None) or []:
-            self.raw.execute(create)
+            self._raw.execute(create)
 
     def _drop_temps(self, rw) -> None:
         """Drop the witness tables of ``rw`` (after its side queries, or when its query failed)."""
         for name, _ in getattr(rw, "temps", None) or []:
             with contextlib.suppress(duckdb.Error):
-                self.raw.execute(f"DROP TABLE IF EXISTS temp.{name}")
+                self._raw.execute(f"DROP TABLE IF EXISTS temp.{name}")
             if scalar_temp.drop_sql(name) is not None:
                 with contextlib.suppress(duckdb.Error):
-                    self.raw.execute(scalar_temp.drop_sql(name))
+                    self._raw.execute(scalar_temp.drop_sql(name))
 
     def _plan_eager(self, stmt, text: str, single: bool, fresh: bool):
         """:meth:`_plan` for a statement run eagerly, correlated witnesses split off (see
@@ -801,7 +832,7 @@ class TracedConnection:
             self._plan_eager_ctas(stmt, text, cat, (sql, what, rw))
         if what == "query":
             prepare(rw, cat)
-            sql = distinct_count.apply(rw, sql, self.raw)
+            sql = distinct_count.apply(rw, sql, self._raw)
             rw.dense = dense_bits.plan(rw, sql, self._table_oids)  # few dense groups: bitstrings
             if single:
                 while len(self._eager_plans) >= 256:
@@ -825,7 +856,7 @@ class TracedConnection:
         ):
             return
         try:
-            names = self.raw.sql(rw.sql).columns
+            names = self._raw.sql(rw.sql).columns
         except duckdb.Error:
             return
         if not names or names[-1] != rw.kind or len({n.lower() for n in names}) != len(names):
@@ -874,7 +905,7 @@ class TracedConnection:
         query and reports any error as it always has)."""
         try:
             with self._own_transaction():  # the query and the list reads see the same rows
-                rel = self.raw.sql(refs.sql)
+                rel = self._raw.sql(refs.sql)
                 types = [str(t) for t in rel.types]
                 n_hidden = len(refs.tables)
                 n_data = len(types) - n_hidden
@@ -896,7 +927,7 @@ class TracedConnection:
                     ]
                     data = table.select(list(range(n_data)))
                     df = (
-                        self.raw.from_arrow(data).df()
+                        self._raw.from_arrow(data).df()
                         if n_data
                         else pd.DataFrame(index=range(table.num_rows))
                     )
@@ -904,7 +935,7 @@ class TracedConnection:
                 for t in dict.fromkeys(t for t in refs.tables if t is not None):
                     p = self._pending.get(t)  # a table of members (see _fill_reads): its keys
                     col = _quote(p.key_columns[0]) if isinstance(p, MemberTable) else LIN
-                    lists[t] = (self.raw.sql(f"SELECT rowid, {col} FROM {_quote(t)}").to_arrow_table(), p)
+                    lists[t] = (self._raw.sql(f"SELECT rowid, {col} FROM {_quote(t)}").to_arrow_table(), p)
         except duckdb.Error:
             return None
         parts = []
@@ -928,7 +959,7 @@ class TracedConnection:
         table = self._fix_names(table, text, n_data, simple_names, single)
         bits = table.column(n_data)
         data = table.select(list(range(n_data)))
-        df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+        df = self._raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
         to_process = self._sources.to_process
 
         def build():
@@ -942,14 +973,14 @@ class TracedConnection:
         not bind alone (``ANY (SELECT * ...)`` also sees the hidden columns), the names of its copy with
         stars hidden, without the ``EXCLUDE`` that hides them."""
         try:  # a star also lists the hidden columns: they are not the user's
-            names = [n for n in self.raw.sql(text).columns if n not in (RID, LIN)]
+            names = [n for n in self._raw.sql(text).columns if n not in (RID, LIN)]
         except duckdb.Error:
             names = None
         if names is not None and len(names) == n_data:
             return names
         try:
             stmt = self._parse(text)[0]
-            names = self.raw.sql(rewrite_query(stmt, self._catalog(), trace=False).sql).columns
+            names = self._raw.sql(rewrite_query(stmt, self._catalog(), trace=False).sql).columns
         except (duckdb.Error, UnsupportedSQLError):
             return None
         names = [_without_hidden(n) for n in names]
@@ -963,7 +994,7 @@ class TracedConnection:
         to first, so the markers of a later one's rows count as referred to as well."""
         if refs is None or not any(PRESENT in sql for sql, _ in constants):
             sides = [
-                (self.raw.sql(with_present(sql, None)).to_arrow_table(), label) for sql, label in constants
+                (self._raw.sql(with_present(sql, None)).to_arrow_table(), label) for sql, label in constants
             ]
             return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
         ids = [np.asarray(r, dtype=np.int64) for r in refs]
@@ -971,7 +1002,7 @@ class TracedConnection:
         for k in range(len(constants) - 1, -1, -1):
             sql, label = constants[k]
             keys = present_keys(np.concatenate(ids), k) if PRESENT in sql else None
-            table = self.raw.sql(with_present(sql, keys)).to_arrow_table()
+            table = self._raw.sql(with_present(sql, keys)).to_arrow_table()
             sides[k] = (table, label)
             if k:
                 ids.append(lineage_from_arrow(table.column(1))[1])
@@ -1006,7 +1037,7 @@ class TracedConnection:
             shape = shape_of(stmt, cat, set(oids), self._keyed_tables(tables))
             if shape is None:
                 return None
-            drop_determined(stmt, shape, self.raw)  # keys another item's row decides: not fetched
+            drop_determined(stmt, shape, self._raw)  # keys another item's row decides: not fetched
             # the rewrite the first backward plan needs, made here from the statement as parsed (see
             # sql.first_plan); with pending lazy tables, the plan rewrites once they are filled
             tree = stmt.copy() if not self._pending and self._first_rewrites.wanted(text) else None
@@ -1027,7 +1058,7 @@ class TracedConnection:
             if tree is not None:
                 self._first_rewrites.keep(text, cat, rw, consts)
         try:
-            rel = self.raw.sql(capture_sql)
+            rel = self._raw.sql(capture_sql)
             types = [str(t) for t in rel.types]
             n_data = len(types) - shape.n_keys
             key_at = key_positions(shape, n_data)  # keys the output holds are read there (sql.lazy_reuse)
@@ -1053,7 +1084,7 @@ class TracedConnection:
                 keys = pa.table([table.column(i) for i in key_at], names=key_names(len(key_at)))
                 data = table.select(list(range(n_data)))
                 n_rows = table.num_rows
-                df = self.raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(n_rows))
+                df = self._raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(n_rows))
         except duckdb.Error:
             return None  # the eager path reports the failure as it always has
         params = {"query": text}
@@ -1123,7 +1154,7 @@ class TracedConnection:
         body = sel.copy()
         rewrite_query(body, cat, trace=False, copy=False)  # stars, row structs: hidden as eagerly
         try:
-            names = self.raw.sql(body.sql(dialect=DIALECT)).columns  # binds, does not run
+            names = self._raw.sql(body.sql(dialect=DIALECT)).columns  # binds, does not run
         except duckdb.Error:
             return None
         if len(names) != len(sel.expressions) or len(set(n.lower() for n in names)) != len(names):
@@ -1158,27 +1189,27 @@ class TracedConnection:
         q = _quote(target)
         try:
             try:
-                self._con.execute(plan.sql)  # (not self.raw: that would read the oids left waiting)
+                self._con.execute(plan.sql)  # (not self._raw: that would read the oids left waiting)
             except duckdb.Error:
                 if persistent:
-                    self.raw.rollback()
+                    self._raw.rollback()
                 self._deferred.advance()  # (a failed statement replaced nothing)
                 return False  # the eager path reports it, as it always has
             n = -1  # counted when filled, in memory (a table deleted from meanwhile keeps its other rows)
             counts = {t: -1 for t in plan.tables}
             if self._sources.persistent:
-                n = self.raw.execute(f"SELECT count(*) FROM {q}").fetchall()[0][0]
+                n = self._raw.execute(f"SELECT count(*) FROM {q}").fetchall()[0][0]
                 for t in plan.tables:
-                    counts[t] = self.raw.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0]
+                    counts[t] = self._raw.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0]
             key_columns = [plan.columns[i] for i in plan.key_positions]
             pending = PendingTable(target, plan.query, plan.keys, key_columns, counts, n)
             if persistent:
-                save_record(self.raw, pending)
-                self.raw.commit()
+                save_record(self._raw, pending)
+                self._raw.commit()
         except BaseException:
             if persistent:
                 with contextlib.suppress(duckdb.Error):
-                    self.raw.rollback()
+                    self._raw.rollback()
             raise
         self._pending[target] = pending
         self._changed(target)
@@ -1231,7 +1262,7 @@ class TracedConnection:
         ):
             try:
                 msql = members_sql(rewrite_query(stmt.expression.copy(), cat), cat)
-                if msql is not None and key_type_ok([str(t) for t in self.raw.sql(msql).types]):
+                if msql is not None and key_type_ok([str(t) for t in self._raw.sql(msql).types]):
                     plan = (create, msql)
             except (duckdb.Error, UnsupportedSQLError):
                 plan = None
@@ -1250,8 +1281,8 @@ class TracedConnection:
         target = create.target
         self._before_write([target], replaced=True)
         try:
-            members = self.raw.sql(msql).to_arrow_table()
-            self.raw.execute(create.sql)
+            members = self._raw.sql(msql).to_arrow_table()
+            self._raw.execute(create.sql)
         except duckdb.Error:
             return False
         key = create.columns[create.key_positions[0]]
@@ -1283,12 +1314,12 @@ class TracedConnection:
         """Write table ``p``'s lists from its members (in the user's transaction where one is open)."""
         view, q = "__tp_members_fill", _quote(p.name)
         with self._own_transaction() as own:  # the rowids read are the rowids updated
-            rows = self.raw.sql(f"SELECT rowid, {_quote(p.key_columns[0])} FROM {q}").to_arrow_table()
-            self.raw.register(view, fill_table(p.members, rows))  # a row without members raises
+            rows = self._raw.sql(f"SELECT rowid, {_quote(p.key_columns[0])} FROM {q}").to_arrow_table()
+            self._raw.register(view, fill_table(p.members, rows))  # a row without members raises
             try:
-                updated = self.raw.execute(fill_sql(p.name, view, _quote)).fetchall()[0][0]
+                updated = self._raw.execute(fill_sql(p.name, view, _quote)).fetchall()[0][0]
             finally:
-                self.raw.unregister(view)
+                self._raw.unregister(view)
             if updated != rows.num_rows:
                 raise SourceChangedError(
                     f"table {p.name!r} changed while its lineage was written ({updated} of {rows.num_rows} "
@@ -1304,10 +1335,10 @@ class TracedConnection:
         if self._in_txn:
             return False
         txid = "SELECT txid_current()"  # the same id twice: inside a transaction (opened through con.raw)
-        if self.raw.execute(txid).fetchall() == self.raw.execute(txid).fetchall():
+        if self._raw.execute(txid).fetchall() == self._raw.execute(txid).fetchall():
             return False
         try:
-            self.raw.begin()
+            self._raw.begin()
         except duckdb.TransactionException:
             return False
         return True
@@ -1321,11 +1352,11 @@ class TracedConnection:
         try:
             yield own
             if own:
-                self.raw.commit()
+                self._raw.commit()
         except BaseException:
             if own:
                 with contextlib.suppress(duckdb.Error):
-                    self.raw.rollback()
+                    self._raw.rollback()
             raise
 
     def _keyed_tables(self, tables) -> dict[str, list[str]]:
@@ -1357,13 +1388,13 @@ class TracedConnection:
     def _forget_pending(self, table: str) -> None:
         """``table`` was replaced or dropped: its pending record goes."""
         if self._pending.pop(table.lower(), None) is not None and self._sources.persistent:
-            delete_record(self.raw, table.lower())
+            delete_record(self._raw, table.lower())
 
     def _run_write(self, stmt: exp.Expression, sql: str) -> None:
         """Run a DDL / DML statement; the pending tables it changes or reads from are resolved first, and
         the record of one it replaces or drops goes in the same transaction."""
         if isinstance(stmt, (exp.Transaction, exp.Commit, exp.Rollback)):
-            self.raw.execute(sql)
+            self._raw.execute(sql)
             if isinstance(stmt, exp.Rollback) and self._in_txn:  # what it wrote or filled never happened
                 self._pending.update(self._txn_filled)
                 self._versions = self._txn_versions
@@ -1376,7 +1407,7 @@ class TracedConnection:
         self._before_write(targets, replaced=bool(replaced))
         gone = [t for t in targets if t in self._pending] if replaced else []
         if not gone:
-            self.raw.execute(sql)
+            self._raw.execute(sql)
             return
         with self._own_transaction() as own:
             if (
@@ -1385,7 +1416,7 @@ class TracedConnection:
                 for t in gone:
                     self._materialise(t)
                 gone = []
-            self.raw.execute(sql)
+            self._raw.execute(sql)
             for t in gone:
                 self._forget_pending(t)
 
@@ -1395,7 +1426,7 @@ class TracedConnection:
         try:
             if not self._check_pending(p):
                 if self._sources.persistent:
-                    delete_record(self.raw, name)
+                    delete_record(self._raw, name)
                 return
             if isinstance(p, MemberTable):
                 return self._fill_members(p)
@@ -1404,17 +1435,17 @@ class TracedConnection:
             rw = rewrite_query(stmt, self._catalog())
             sql = update_sql(p, rw.expression, _quote)
             with self._own_transaction() as own:
-                updated = self.raw.execute(sql).fetchall()[0][0]
+                updated = self._raw.execute(sql).fetchall()[0][0]
                 n_rows = p.n_rows
                 if n_rows < 0:
-                    n_rows = self.raw.execute(f"SELECT count(*) FROM {_quote(name)}").fetchall()[0][0]
+                    n_rows = self._raw.execute(f"SELECT count(*) FROM {_quote(name)}").fetchall()[0][0]
                 if updated != n_rows:
                     raise SourceChangedError(
                         f"table {name!r} (made by a lazily captured CREATE TABLE AS) has {n_rows} rows but "
                         f"its query now gives lineage for {updated}: a table it read changed; re-create it"
                     )
                 if self._sources.persistent:
-                    delete_record(self.raw, name)
+                    delete_record(self._raw, name)
                 if not own:  # the user's transaction: a ROLLBACK of it makes the table pending again
                     self._txn_filled[name] = p
         except SourceChangedError:
@@ -1427,7 +1458,7 @@ class TracedConnection:
     def _unfilled(self, name: str) -> bool:
         """True if table ``name`` exists with a lineage column of NULLs only (as a lazy CTAS makes it)."""
         try:
-            return self.raw.execute(f"SELECT count({LIN}) = 0 FROM {_quote(name)}").fetchall()[0][0]
+            return self._raw.execute(f"SELECT count({LIN}) = 0 FROM {_quote(name)}").fetchall()[0][0]
         except duckdb.Error:
             return False
 
@@ -1445,7 +1476,7 @@ class TracedConnection:
             # not seen; through a traced connection, dependent tables are filled before any change)
             for t, n in [*p.inputs.items(), (p.name, p.n_rows)]:
                 try:
-                    now = self.raw.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0]
+                    now = self._raw.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0]
                 except duckdb.Error:
                     now = None
                 if now != n:
@@ -1506,7 +1537,7 @@ class TracedConnection:
         if not isinstance(stmt, exp.Query):
             return
         try:
-            self.raw.execute("EXPLAIN " + text)
+            self._raw.execute("EXPLAIN " + text)
         except duckdb.Error:
             return  # the user's statement itself fails: surface DuckDB's error unchanged
         raise UnsupportedSQLError(
@@ -1523,7 +1554,7 @@ class TracedConnection:
                 except TracepropError as e:
                     resolver._closed_error = str(e)
             self._closed = True
-        self.raw.close()
+        self._raw.close()
 
     def __enter__(self) -> TracedConnection:
         return self

@@ -304,7 +304,7 @@ class Resolver:
     def _binds(self, query: exp.Expression) -> bool:
         """True if ``query`` binds on its own (it is not correlated with the query around it)."""
         try:
-            _ = self.con.raw.sql(query.sql(dialect=DIALECT)).types
+            _ = self.con._raw.sql(query.sql(dialect=DIALECT)).types
         except duckdb.Error:
             return False
         return True
@@ -378,7 +378,7 @@ class Resolver:
         sql, hidden = self._query(plan, flat)
         blocks = plan.blocks
         cols = ", ".join(f"__tp_b.{h}" for h in hidden)
-        table = self.con.raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b").to_arrow_table()
+        table = self.con._raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b").to_arrow_table()
         if flat:  # every member row of the one result row
             lin = _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks))
             return lin.take(np.zeros(len(rows), dtype=np.int64))
@@ -404,7 +404,7 @@ class Resolver:
                 hidden = plan.one_columns
                 cols = ", ".join(f"__tp_b0.{h}" for h in hidden)
                 query = one.replace(_PIN, f"({pin})")
-                table = self.con.raw.sql(f"SELECT {cols} FROM ({query}) AS __tp_b0").to_arrow_table()
+                table = self.con._raw.sql(f"SELECT {cols} FROM ({query}) AS __tp_b0").to_arrow_table()
                 if not table.num_rows:
                     raise SourceChangedError(
                         f"the backward query found no row for result row {int(uniq[0])}: the tables the "
@@ -476,11 +476,11 @@ class Resolver:
             f"SELECT __tp_r.__tp_pos, {cols} FROM (SELECT * FROM ({sql}) AS __tp_b0{where}) AS __tp_b "
             f"JOIN {name} AS __tp_r ON {on}"
         )
-        self.con.raw.register(name, req)
+        self.con._raw.register(name, req)
         try:
-            table = self.con.raw.sql(query).to_arrow_table()
+            table = self.con._raw.sql(query).to_arrow_table()
         finally:
-            self.con.raw.unregister(name)
+            self.con._raw.unregister(name)
         pos = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         order = np.argsort(pos, kind="stable")
         found, first = np.unique(pos[order], return_index=True)
@@ -590,7 +590,7 @@ class WitnessSets:
             blocks[k] = self._part[part]
 
     def _block(self, sql: str, label: str, blocks: list) -> tuple:
-        table = self.con.raw.sql(sql).to_arrow_table()
+        table = self.con._raw.sql(sql).to_arrow_table()
         off, ids = self.con._lineage_csr(table.column(1))
         self._fill(ids, blocks)  # the witnesses of a witness (a CTE that read a scalar subquery)
         lin = resolve_markers(off, ids, blocks, self.con._sources.to_process)
