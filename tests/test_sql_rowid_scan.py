@@ -281,3 +281,15 @@ def test_a_construct_without_rowid_runs_on_the_stored_ids(tmp_path):
     y = [0.0, 4.0, 6.0, 10.0]
     assert lineage_sets(df) == [rows_of("q", [i]) | rows_of("r", [y.index(v)]) for i, v in enumerate(df.y)]
     assert not _reads_rowid(con, query)  # remembered
+
+
+def test_loaded_in_lazy_mode_then_eager_reads_rowid(tmp_path):
+    """A connection that loads while lazy and switches to eager (``con.capture = "eager"``) has the
+    tables checked at load, so its eager queries take the fast path, with the file rows as lineage."""
+    t = _t()
+    t.to_csv(tmp_path / "t.csv", index=False)
+    con = tpf.connect()
+    con.read_csv(tmp_path / "t.csv", name="t")
+    con.capture = "eager"
+    assert _reads_rowid(con, GROUPS)
+    assert lineage_sets(con.sql(GROUPS)) == _groups_oracle(t)

@@ -351,8 +351,7 @@ class TracedConnection:
                 + scan_filter(src, "rowid")  # an erasure's pipeline re-run drops the erased rows here
             )
             self._raw.execute(f"DROP TABLE {stage}")
-        if self.capture == "eager":  # (lazy capture reads no row ids at query time: no check, no cost)
-            self._rowid.loaded(self._raw, name, base, self._in_txn)
+        self._rowid.loaded(self._raw, name, base, self._in_txn)  # (any mode: capture may change later)
         self._source_loaded(name, src, "read_csv", kwargs)
         return self
 
@@ -372,8 +371,7 @@ class TracedConnection:
                 f"FROM read_parquet({_literal(p)}, file_row_number = true)"
                 + scan_filter(src, "file_row_number")
             )
-        if self.capture == "eager":  # (lazy capture reads no row ids at query time: no check, no cost)
-            self._rowid.loaded(self._raw, name, base, self._in_txn)
+        self._rowid.loaded(self._raw, name, base, self._in_txn)  # (any mode: capture may change later)
         self._source_loaded(name, src, "read_parquet")
 
     @contextlib.contextmanager
