@@ -30,7 +30,7 @@ import duckdb
 from sqlglot import exp
 
 from traceprop_frames.sql.dialect import DIALECT
-from traceprop_frames.sql.scalar_temp import Candidate, _reads, _reads_cte
+from traceprop_frames.sql.scalar_temp import Candidate, _reads, matching_subqueries
 from traceprop_frames.sql.shared import _member_parts
 
 PREFIX = "__tp_sr_"
@@ -119,16 +119,7 @@ def apply(stmt: exp.Expression, consts: list, temps: list, found: list[Candidate
     at most one candidate applies (the query's FROM is replaced once). ``few(sql)``: True if the table's
     rows (the SELECT ``sql``) are few enough to write (see :func:`few_rows`); where not, nothing changes."""
     for c in found:
-        body = c.wq.copy()
-        body.set("expressions", body.expressions[:1])
-        text = body.sql(dialect=DIALECT)
-        if _reads_cte(stmt, {t.name.lower() for t in c.wq.find_all(exp.Table)}):
-            continue
-        nodes = [
-            s
-            for s in stmt.find_all(exp.Subquery)
-            if isinstance(s.this, exp.Select) and s.this.sql(dialect=DIALECT) == text
-        ]
+        _, nodes = matching_subqueries(stmt, c)
         lin = c.wq.expressions[1]
         parts = _member_parts(lin.this if isinstance(lin, exp.Alias) else lin)
         if not nodes or parts is None or not _shape_ok(stmt, nodes):

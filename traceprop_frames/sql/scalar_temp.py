@@ -77,21 +77,28 @@ def _same_rows(outer: exp.Select | None, body: exp.Select) -> bool:
     return outer is not None and _reads(outer) == _reads(body)
 
 
+def matching_subqueries(stmt: exp.Expression, c: Candidate) -> tuple[exp.Select, list[exp.Subquery]]:
+    """(candidate ``c``'s subquery as a one-column SELECT, the subqueries of ``stmt`` that are that SELECT);
+    no subqueries where it reads one of ``stmt``'s CTEs (left to the side query)."""
+    body = c.wq.copy()
+    body.set("expressions", body.expressions[:1])
+    text = body.sql(dialect=DIALECT)
+    if _reads_cte(stmt, {t.name.lower() for t in c.wq.find_all(exp.Table)}):
+        return body, []
+    nodes = [
+        s
+        for s in stmt.find_all(exp.Subquery)
+        if isinstance(s.this, exp.Select) and s.this.sql(dialect=DIALECT) == text
+    ]
+    return body, nodes
+
+
 def apply(stmt: exp.Expression, consts: list, temps: list, found: list[Candidate]) -> None:
     """Make each candidate's subquery in ``stmt`` read its value from a one-row temporary table, and its
     witness side query (``consts[index]``) read the lineage from it; appends the table's (name, CREATE
     SQL) to ``temps``. Changes ``stmt`` in place."""
     for c in found:
-        body = c.wq.copy()
-        body.set("expressions", body.expressions[:1])
-        text = body.sql(dialect=DIALECT)
-        if _reads_cte(stmt, {t.name.lower() for t in c.wq.find_all(exp.Table)}):
-            continue
-        nodes = [
-            s
-            for s in stmt.find_all(exp.Subquery)
-            if isinstance(s.this, exp.Select) and s.this.sql(dialect=DIALECT) == text
-        ]
+        body, nodes = matching_subqueries(stmt, c)
         if not nodes or any(_same_rows(s.find_ancestor(exp.Select), body) for s in nodes):
             continue
         name = f"{PREFIX}{c.index}"
