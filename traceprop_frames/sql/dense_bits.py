@@ -17,9 +17,11 @@ groups. The choice is made before running, in two steps:
   number of groups is at most the product, over the GROUP BY columns, of the values their min/max
   allow (integers, dates, booleans, strings of at most one ASCII byte; one more where NULL occurs).
   That bound times the bitstring's size times DuckDB's threads must stay under :data:`CAP` bytes.
-- **An estimate** (time only): DuckDB's own estimate of the aggregate's groups and input rows
-  (``EXPLAIN (FORMAT JSON)``, ~3 ms, once per plan). Bitstrings are used where the members are
-  estimated to fill at least one bit in :data:`BITS_PER_MEMBER` of the groups' bitstrings.
+- **An estimate** (time only): the rows the query groups, from its WHERE run over a system sample of
+  about :data:`SAMPLE_ROWS` rows of the table (:func:`_members`; ~2 ms on TPC-H SF 1's lineitem), taken
+  again only when the id range changes. Bitstrings are used where the members are estimated to fill at
+  least one bit in :data:`BITS_PER_MEMBER` of the groups' bitstrings. (DuckDB's ``EXPLAIN`` estimate was
+  measured and not used: it puts every filter at 20 % of the table.)
 
 A wrong estimate costs time, never lineage: both forms give each group exactly its member ids (the
 bitstring as a set: sorted, a repeated id once). A value outside ``lo .. hi`` (which the statistics
