@@ -216,3 +216,45 @@ def test_uncorrelated_scalar_beside(data):
     assert len(df) >= 2
     for g, s in zip(df["g"], got):
         assert s == _want(o, l_, groups[None if pd.isna(g) else g], l_["f"].to_numpy()) | every_l, g
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_key_correlation_random(tmp_path, seed):
+    """Correlated on two keys (both must be equal and not NULL), random tables with NULLs in keys, in the
+    group key and in an aggregated column; checked against the brute force and plain DuckDB."""
+    rng = np.random.default_rng(seed)
+    n, m = 50, 120
+
+    def keys(size, hi):
+        k = rng.integers(0, hi, size).astype(float)
+        k[rng.random(size) < 0.1] = np.nan
+        return pd.array(k, dtype="Int64")
+
+    o = pd.DataFrame({"a": keys(n, 4), "b": keys(n, 3), "g": keys(n, 3), "x": keys(n, 50)})
+    l_ = pd.DataFrame({"a": keys(m, 4), "b": keys(m, 3), "y": rng.integers(0, 10, m)})
+    con, lazy, plain = tpf.connect(capture="eager"), tpf.connect(capture="lazy"), duckdb.connect()
+    for name, df in (("o", o), ("l", l_)):
+        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
+        con.read_parquet(tmp_path / f"{name}.parquet", name=name)
+        lazy.read_parquet(tmp_path / f"{name}.parquet", name=name)
+        plain.register(name, df)
+    q = (
+        "SELECT g, count(*) AS n, sum(x) AS sx FROM o WHERE coalesce(x, 0) < 40 AND EXISTS "
+        "(SELECT * FROM l WHERE l.a = o.a AND b = o.b AND y < 7) GROUP BY g ORDER BY g NULLS LAST"
+    )
+    df, got = _run(con, lazy, plain, q)
+    assert _joined(con, q)
+    y_ok = l_["y"].to_numpy() < 7
+    eq = lambda col, i: np.asarray((l_[col] == o[col][i]).fillna(False), dtype=bool)  # noqa: E731
+    want: dict = {}
+    for i in range(n):
+        x = o["x"][i]
+        w = np.flatnonzero(eq("a", i) & eq("b", i) & y_ok) if (pd.isna(x) or x < 40) else []
+        if len(w):
+            g = None if pd.isna(o["g"][i]) else int(o["g"][i])
+            want.setdefault(g, set()).update(rows_of("o", [i]) | rows_of("l", w))
+    assert len(df) == len(want)
+    for g, s in zip(df["g"], got):
+        assert s == want[None if pd.isna(g) else int(g)], g
+    for c in (con, lazy, plain):
+        c.close()
