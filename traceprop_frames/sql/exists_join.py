@@ -24,7 +24,7 @@ exactly when the EXISTS holds (the join condition is the subquery's WHERE, every
 resolved in the subquery), and grouping by the outer row's ``rowid`` (unique in a DuckDB table) gives one
 derived row per such outer row with the list of exactly the rows the witness subquery lists. The outer
 query then aggregates the same rows with the same column values as before. TPC-H q04 at SF 1, DuckDB
-alone (CPU): 1.32-1.48x plain against the LATERAL's 1.81-1.92x.
+alone (CPU): 1.32-1.59x plain against the LATERAL's 1.81-1.92x.
 
 Applies only where nothing else can tell the difference: the query aggregates, exactly one EXISTS was
 merged (no other LATERAL), its FROM is one catalog table holding row ids (``__tp_rid``) and no joins, the
