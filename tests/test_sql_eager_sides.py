@@ -71,16 +71,20 @@ def _eq(a, b) -> np.ndarray:
 
 def _exists_path(con, q, path: str) -> None:
     """Asserts how the EXISTS witness was computed: "lateral" (one LATERAL subquery for the test and
-    the witnesses, see ``sql.exists_lateral``) or "side" (a side query on the outer values)."""
+    the witnesses, see ``sql.exists_lateral``), "join" (a join grouped per outer row, see
+    ``sql.exists_join``) or "side" (a side query on the outer values)."""
     rw = _plan(con, q)
-    if path == "lateral":
+    if path == "join":
+        assert " INNER JOIN " in rw.split_sql and "LATERAL" not in rw.split_sql and not rw.correlated
+    elif path == "lateral":
         assert "LATERAL (SELECT" in rw.split_sql and not rw.correlated, "the EXISTS was not merged"
     else:
         assert rw.correlated and "LATERAL" not in rw.split_sql, "the witness did not go to a side query"
 
 
-# an EXISTS inside OR is not a conjunct of WHERE: it keeps the side query (x >= 0 in every row)
-EXISTS_FORMS = [("lateral", "{}"), ("side", "({} OR o.x < 0)")]
+# an EXISTS inside OR is not a conjunct of WHERE: it keeps the side query (x >= 0 in every row); a
+# grouped query's one EXISTS conjunct becomes a join grouped per outer row (sql.exists_join)
+EXISTS_FORMS = [("join", "{}"), ("side", "({} OR o.x < 0)")]
 
 
 @pytest.mark.parametrize("path,form", EXISTS_FORMS)

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.exists_join import join_exists
 from traceprop_frames.sql.exists_lateral import lateral_exists
 from traceprop_frames.sql.group_members import MEMBERS, key_struct, materialise, member_parts, member_rows
 from traceprop_frames.sql.member_csr import member_csr, member_owners
@@ -401,6 +402,8 @@ def prepare(rw, cat: Catalog) -> None:
         merged = lateral_exists(sel, rw.n_hidden, n_lineage, aggregated, outer)
         has_agg = lambda e: _has_agg(e, cat.aggregates)  # noqa: E731
         merged += lateral_scalar(sel, rw.n_hidden, n_lineage, aggregated, outer, has_agg)
+        if merged == 1:  # one EXISTS in a grouped query: a join grouped per outer row (sql.exists_join)
+            join_exists(sel, cat, aggregated, outer)
     rw.correlated = split_correlated(sel, cat, rw.n_hidden, n_lineage)
     rw.split_sql = rw.expression.sql(dialect=DIALECT) if rw.correlated or merged else None
 
