@@ -145,11 +145,29 @@ def plan(rw) -> CountPlan | None:
     return _plans[sql]
 
 
-def _valid(col: pa.Array) -> np.ndarray:
-    """``col``'s validity as a bool array (from the bitmap: no per-value conversion)."""
+def _bitmap(t: pa.DataType) -> bool:
+    """True if a NULL of type ``t`` is marked in its validity bitmap, as DuckDB's ``count()`` counts:
+    not a NULL-typed column (no bitmap), a union or run-end encoded one (NULLs held in children) or a
+    dictionary (a NULL may be a dictionary value)."""
+    return not (
+        pa.types.is_null(t)
+        or pa.types.is_union(t)
+        or pa.types.is_dictionary(t)
+        or pa.types.is_run_end_encoded(t)
+        or isinstance(t, pa.BaseExtensionType)
+    )
+
+
+def _valid(col: pa.Array) -> np.ndarray | None:
+    """``col``'s validity as a bool array (from the bitmap: no per-value conversion); None where its
+    NULLs are not all in a validity bitmap."""
+    if not _bitmap(col.type):
+        return None
     bitmap = col.buffers()[0]
-    if bitmap is None or not col.null_count:
+    if not col.null_count:
         return np.ones(len(col), dtype=bool)
+    if bitmap is None:
+        return None
     bits = np.unpackbits(np.frombuffer(bitmap, np.uint8), bitorder="little", count=col.offset + len(col))
     return bits[col.offset :].view(bool)
 
@@ -184,8 +202,11 @@ def groups(members: pa.Table, counted: tuple[str | None, ...]) -> pa.Table | Non
     for j, name in enumerate(counted):
         c = mk if name == _KEY else None if name is None else members.column(name).combine_chunks()
         n, n_null = per, 0 if kv is None else int(len(k) - np.count_nonzero(kv))
+        ok = _valid(c) if c is not None else None
+        if c is not None and ok is None:
+            return None  # NULLs not (only) in a validity bitmap: the split query over M
         if c is not None and c.null_count:
-            miss = ~_valid(c)
+            miss = ~ok
             if kv is not None:
                 n_null -= int(np.count_nonzero(miss & ~kv))
                 miss &= kv
