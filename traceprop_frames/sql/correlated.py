@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from traceprop_frames.sql import group_counts
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.exists_join import join_exists
 from traceprop_frames.sql.exists_lateral import lateral_exists
@@ -420,7 +421,9 @@ def run_eager(raw, sql: str, rw, lineage_from_arrow) -> tuple[pa.Table, list]:
             if once:  # the member rows the split query groups, read once (see group_members)
                 members = raw.sql(once[0]).to_arrow_table()
                 raw.register(MEMBERS, members)
-            table = raw.sql(rw.split_sql).to_arrow_table()
+            table = group_counts.run(raw, rw, members) if members is not None else None  # counts: numpy
+            if table is None:
+                table = raw.sql(rw.split_sql).to_arrow_table()
             first = table.num_columns - len(sides)
             return side_pairs(raw, table, sides, first, lineage_from_arrow, members)[::-1]
         except duckdb.Error:
