@@ -31,6 +31,7 @@ from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_temp, temp_witness
+from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
 from traceprop_frames.sql.dialect import DIALECT
@@ -263,6 +264,7 @@ class TracedConnection:
         self.capture = capture
         self._con = duckdb.connect(database, **kwargs)  # internal code reads it as _raw; con.raw is for users
         self._deferred = DeferredOids(self._con)  # lazy CTAS records whose oids wait (sql.deferred_oids)
+        self._autocommit = Autocommit(self._con)  # no transaction open, known without asking (sql.autocommit)
         self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
         self._closed = False
         self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
@@ -664,16 +666,17 @@ class TracedConnection:
             if hit is not None and hit[0] is self._cat and hit[1] is not None:
                 if self._create_lazy(query, hit[1]):  # a lazy CREATE TABLE ... AS planned before
                     return None
-        if self._deferred.records:  # any other statement: the oids a lazy CTAS left are read first
+        if parameters is None and self.capture == "eager" and not listening():
+            hit = self._member_plans.get(query)
+            if hit is not None and hit[0] is self._cat and hit[1] is not None:
+                if self._create_members(query, hit[1]):  # a grouping CREATE TABLE ... AS planned before
+                    return None
+        if self._deferred.records:  # any other statement: the oids a CTAS left are read first
             self._settle_oids()
         if parameters is None and self.capture == "eager" and not listening():
             hit = self._eager_plans.get(query)
             if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
                 return self._run_one(None, query, hit[3], None, single=True)
-            hit = self._member_plans.get(query)
-            if hit is not None and hit[0] is self._cat and hit[1] is not None:
-                if self._create_members(query, hit[1]):  # a grouping CREATE TABLE ... AS planned before
-                    return None
             hit = self._eager_ctas.get(query)
             if hit is not None and hit[0] is self._cat:  # a CREATE TABLE ... AS planned before
                 return self._run_one(hit[1], query, False, hit[3], single=True)
@@ -1278,17 +1281,27 @@ class TracedConnection:
             return False
         target = create.target
         self._before_write([target], replaced=True)
-        try:
-            members = self._raw.sql(msql).to_arrow_table()
-            self._raw.execute(create.sql)
+        defer = self._deferred.available  # the oid read later, as a lazy CTAS's (sql.deferred_oids)
+        if not (defer and self._deferred.unchanged()):
+            self._settle_oids()
+        autocommit = self._autocommit.known()
+        try:  # (self._con, not self._raw: that would read the oids left waiting)
+            members = self._con.sql(msql).to_arrow_table()
+            self._con.execute(create.sql)
         except duckdb.Error:
+            self._deferred.advance()  # (a failed statement replaced nothing)
             return False
+        if autocommit:  # a CTAS of our own outside a transaction leaves none open (sql.autocommit)
+            self._autocommit.mark()
         key = create.columns[create.key_positions[0]]
         pending = MemberTable(target, create.query, create.keys, [key], {}, -1, members=members)
         self._pending[target] = pending
         self._changed(target)
         self._patch_catalog(target, create.columns)
-        pending.fingerprint = self._fingerprint([target], self._table_oids())
+        if defer:
+            self._deferred.add(pending, [target], self._versions)
+        else:
+            pending.fingerprint = self._fingerprint([target], self._table_oids())
         params = {"query": text}
         if create.untraced:
             params["missing_lineage"] = create.untraced
@@ -1332,9 +1345,11 @@ class TracedConnection:
         then)."""
         if self._in_txn:
             return False
-        txid = "SELECT txid_current()"  # the same id twice: inside a transaction (opened through con.raw)
-        if self._raw.execute(txid).fetchall() == self._raw.execute(txid).fetchall():
-            return False
+        if not self._autocommit.known():
+            txid = "SELECT txid_current()"  # the same id twice: inside a transaction (opened through con.raw)
+            if self._raw.execute(txid).fetchall() == self._raw.execute(txid).fetchall():
+                return False
+            self._autocommit.mark()
         try:
             self._raw.begin()
         except duckdb.TransactionException:
@@ -1351,6 +1366,7 @@ class TracedConnection:
             yield own
             if own:
                 self._raw.commit()
+                self._autocommit.mark()
         except BaseException:
             if own:
                 with contextlib.suppress(duckdb.Error):
