@@ -64,6 +64,7 @@ from traceprop_frames.sql.member_lists import (
     member_part,
     members_sql,
 )
+from traceprop_frames.sql.reserved_names import HIDDEN, PARQUET, refuse_reserved
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.rowid_scan import RowidScans
 from traceprop_frames.sql.shared import (
@@ -345,6 +346,9 @@ class TracedConnection:
                 f"{p}: a column named rowid hides DuckDB's row number, so rows could not be traced; "
                 "rename it on load (names=[...]) or in the file"
             )
+        if any(c.lower() in HIDDEN for c in schema):
+            self._raw.execute(f"DROP TABLE {stage}")
+            refuse_reserved(schema, HIDDEN, p)
         src = REGISTRY.register_file(p, "csv", n, schema=schema)
         with self._transaction():  # the table, its row ids and its source record: all or none
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
@@ -360,7 +364,9 @@ class TracedConnection:
     def read_parquet(self, path, name: str) -> TracedConnection:
         """Load a Parquet file into table ``name``; row ``i`` is the file's row ``i`` (file order)."""
         p = os.fspath(path)
-        n = pq.ParquetFile(p).metadata.num_rows
+        meta = pq.ParquetFile(p).metadata
+        refuse_reserved(meta.schema.to_arrow_schema().names, PARQUET, p)
+        n = meta.num_rows
         src = REGISTRY.register_file(p, "parquet", n)
         self._settle_oids()
         self._before_write([name.lower()], replaced=True)
@@ -408,6 +414,7 @@ class TracedConnection:
 
     def register(self, name: str, df: pd.DataFrame) -> TracedConnection:
         """Register a pandas frame as view ``name``; a traced frame's row lineage carries over."""
+        refuse_reserved(df.columns, HIDDEN, f"con.register({name!r}, df)")
         self._settle_oids()
         self._before_write([name.lower()], replaced=True)
         self._changed(name)
