@@ -69,7 +69,9 @@ def _count(con, name: str) -> list[int]:
     return n
 
 
-def test_a_run_of_member_ctas_reads_the_oids_once(frames):
+def test_a_run_of_member_ctas_reads_no_oids_until_needed(frames):
+    """CTAS, CTAS, the joined query (its own BEGIN / COMMIT, query and list reads): no oid read; the
+    records wait, and the oids read when they are needed (here: con.raw handed out) are the tables'."""
     t, u, tmp = frames
     con = _connect(tmp)
     for _ in range(3):
@@ -77,16 +79,40 @@ def test_a_run_of_member_ctas_reads_the_oids_once(frames):
         con.execute(CTAS_A)
         con.execute(CTAS_B)
         assert isinstance(con._pending["a"], MemberTable) and isinstance(con._pending["b"], MemberTable)
-        assert reads[0] == 0 and len(con._deferred.records) == 2
         df = con.sql(JOINED)
-        assert reads[0] == 1 and not con._deferred.records
-        oids = dict(con._con.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall())
-        for name in ("a", "b"):  # the oids recorded are the tables' oids
-            assert con._pending[name].fingerprint[name][0] == oids[name]
+        assert reads[0] == 0 and sorted(r.name for r in con._deferred.records) == ["a", "b"]
         assert lineage_sets(df) == _joined_oracle(t, u)
         del con._read_oids
+    raw = con.raw  # handing it out reads the oids left waiting
+    assert not con._deferred.records
+    oids = dict(raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall())
+    for name in ("a", "b"):  # the oids recorded are the tables' oids
+        assert con._pending[name].fingerprint[name][0] == oids[name]
     a = con.sql("SELECT k FROM a")
     assert lineage_sets(a) == _group_oracle(t, "t", a.k)
+
+
+@pytest.mark.parametrize("where", ["before the query", "after the query"])
+def test_statement_through_a_cursor_around_the_joined_query(frames, where):
+    """Something run on another connection while the oids wait: they are unknown (never another
+    table's); the member tables still answer by their keys, the joined query as its oracle."""
+    t, u, tmp = frames
+    con = _connect(tmp)
+    cursor = con._con.cursor()
+    con.execute(CTAS_A)
+    con.execute(CTAS_B)
+    if where == "before the query":
+        cursor.execute("CREATE TABLE other AS SELECT 1 AS x")
+    df = con.sql(JOINED)
+    if where == "after the query":
+        cursor.execute("CREATE TABLE other AS SELECT 1 AS x")
+        con.execute(CTAS_A)  # a's record is replaced by a new one; b's oid is no longer known
+    assert con.raw is not None  # handing it out settles the waiting records
+    assert con._pending["b"].fingerprint["b"][0] is UNREAD
+    assert lineage_sets(df) == _joined_oracle(t, u)
+    assert lineage_sets(con.sql(JOINED)) == _joined_oracle(t, u)
+    b = con.sql("SELECT k FROM b")
+    assert lineage_sets(b) == _group_oracle(u, "u", b.k)
 
 
 @pytest.mark.parametrize(
@@ -196,3 +222,25 @@ class _Counting:
 
     def __getattr__(self, name):
         return getattr(self._raw, name)
+
+
+def test_statement_through_a_cursor_during_the_joined_query(frames):
+    """The catalog count moved by more than the query's own BEGIN and COMMIT: the oids are unknown."""
+    t, u, tmp = frames
+    con = _connect(tmp)
+    cursor = con._con.cursor()
+    read = con._read_by_refs
+
+    def with_a_statement_between(*args):
+        out = read(*args)
+        cursor.execute("CREATE OR REPLACE TABLE other AS SELECT 1 AS x")
+        return out
+
+    con._read_by_refs = with_a_statement_between
+    con.execute(CTAS_A)
+    con.execute(CTAS_B)
+    df = con.sql(JOINED)
+    del con._read_by_refs
+    assert con.raw is not None  # the records settle: the count moved by something else, oids unknown
+    assert con._pending["a"].fingerprint["a"][0] is UNREAD and con._pending["b"].fingerprint["b"][0] is UNREAD
+    assert lineage_sets(df) == _joined_oracle(t, u)

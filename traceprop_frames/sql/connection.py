@@ -266,6 +266,7 @@ class TracedConnection:
         self._con = duckdb.connect(database, **kwargs)  # internal code reads it as _raw; con.raw is for users
         self._deferred = DeferredOids(self._con)  # lazy CTAS records whose oids wait (sql.deferred_oids)
         self._autocommit = Autocommit(self._con)  # no transaction open, known without asking (sql.autocommit)
+        self._hold_oids = False  # True while an eager query's own reads leave the waiting oids waiting
         self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
         self._closed = False
         self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
@@ -312,7 +313,7 @@ class TracedConnection:
     def _raw(self) -> duckdb.DuckDBPyConnection:
         """The connection for the library's own statements: the oids a lazy CTAS left unread are read
         first (a statement run here may replace a table); not the user's ``raw`` (the rowid guard stays)."""
-        if self._deferred.records:
+        if self._deferred.records and not self._hold_oids:
             self._settle_oids()
         return self._con
 
@@ -442,7 +443,7 @@ class TracedConnection:
 
         A rebuilt catalog equal to the previous one is the previous object, so the plans cached for it
         (per query text) still hold after a ``CREATE OR REPLACE`` that keeps the table's columns."""
-        builtin_aggregates, _ = _functions(self._raw)
+        builtin_aggregates, _ = _functions(self._con)  # (a read: the oids left waiting may wait on)
         if self._cat is None or fresh:
             self._oids = None  # table oids are re-read with the catalog
             rows = self._raw.execute(
@@ -678,8 +679,8 @@ class TracedConnection:
             if hit is not None and hit[0] is self._cat and hit[1] is not None:
                 if self._create_members(query, hit[1]):  # a grouping CREATE TABLE ... AS planned before
                     return None
-        if self._deferred.records:  # any other statement: the oids a CTAS left are read first
-            self._settle_oids()
+        if self._deferred.records and not self._kept_query(query, parameters):  # any other statement:
+            self._settle_oids()  # the oids a CTAS left are read first
         if parameters is None and self.capture == "eager" and not listening():
             hit = self._eager_plans.get(query)
             if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
@@ -906,7 +907,31 @@ class TracedConnection:
             self._join_refs[text] = (self._cat, rw, plan)
         return plan
 
+    def _kept_query(self, query: str, parameters) -> bool:
+        """True for an eager query run from its kept plan: it changes no table, so the oids that CTAS
+        statements left waiting (``sql.deferred_oids``) may wait on through its own reads."""
+        if parameters is not None or self.capture != "eager" or listening():
+            return False
+        hit = self._eager_plans.get(query)
+        return hit is not None and hit[0] is self._cat
+
     def _query_by_refs(self, refs: JoinRefs, rw, text: str, simple_names: bool, single: bool):
+        """:meth:`_read_by_refs`, the oids that CTAS statements left waiting kept waiting where nothing
+        else ran since them: its statements (its own BEGIN and COMMIT, a query, list reads) replace no
+        table, so the records stay valid if the catalog count moved by its BEGIN and COMMIT only (else
+        they are settled as before: read, or unknown where something else ran)."""
+        hold = bool(self._deferred.records) and self._deferred.unchanged()
+        before = self._deferred.version()
+        self._hold_oids = hold
+        try:
+            out = self._read_by_refs(refs, rw, text, simple_names, single)
+        finally:
+            self._hold_oids = False
+        if hold and self._deferred.version() - before in (0, 2):
+            self._deferred.advance()
+        return out
+
+    def _read_by_refs(self, refs: JoinRefs, rw, text: str, simple_names: bool, single: bool):
         """Run an eager query whose joined tables' lineage lists are read once and gathered by ``rowid``
         (see :mod:`traceprop_frames.sql.join_refs`): (frame, the lineage parts for ``join_refs.compose``,
         read now), or None where DuckDB refuses it (the usual path then runs the
