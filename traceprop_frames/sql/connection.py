@@ -31,6 +31,7 @@ from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_temp, temp_witness
+from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
 from traceprop_frames.sql.dialect import DIALECT
@@ -63,6 +64,7 @@ from traceprop_frames.sql.member_lists import (
     member_part,
     members_sql,
 )
+from traceprop_frames.sql.reserved_names import HIDDEN, PARQUET, refuse_reserved
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.rowid_scan import RowidScans
 from traceprop_frames.sql.shared import (
@@ -263,6 +265,8 @@ class TracedConnection:
         self.capture = capture
         self._con = duckdb.connect(database, **kwargs)  # internal code reads it as _raw; con.raw is for users
         self._deferred = DeferredOids(self._con)  # lazy CTAS records whose oids wait (sql.deferred_oids)
+        self._autocommit = Autocommit(self._con)  # no transaction open, known without asking (sql.autocommit)
+        self._hold_oids = False  # True while an eager query's own reads leave the waiting oids waiting
         self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
         self._closed = False
         self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
@@ -309,7 +313,7 @@ class TracedConnection:
     def _raw(self) -> duckdb.DuckDBPyConnection:
         """The connection for the library's own statements: the oids a lazy CTAS left unread are read
         first (a statement run here may replace a table); not the user's ``raw`` (the rowid guard stays)."""
-        if self._deferred.records:
+        if self._deferred.records and not self._hold_oids:
             self._settle_oids()
         return self._con
 
@@ -343,6 +347,9 @@ class TracedConnection:
                 f"{p}: a column named rowid hides DuckDB's row number, so rows could not be traced; "
                 "rename it on load (names=[...]) or in the file"
             )
+        if any(c.lower() in HIDDEN for c in schema):
+            self._raw.execute(f"DROP TABLE {stage}")
+            refuse_reserved(schema, HIDDEN, p)
         src = REGISTRY.register_file(p, "csv", n, schema=schema)
         with self._transaction():  # the table, its row ids and its source record: all or none
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])
@@ -358,7 +365,9 @@ class TracedConnection:
     def read_parquet(self, path, name: str) -> TracedConnection:
         """Load a Parquet file into table ``name``; row ``i`` is the file's row ``i`` (file order)."""
         p = os.fspath(path)
-        n = pq.ParquetFile(p).metadata.num_rows
+        meta = pq.ParquetFile(p).metadata
+        refuse_reserved(meta.schema.to_arrow_schema().names, PARQUET, p)
+        n = meta.num_rows
         src = REGISTRY.register_file(p, "parquet", n)
         self._settle_oids()
         self._before_write([name.lower()], replaced=True)
@@ -406,6 +415,7 @@ class TracedConnection:
 
     def register(self, name: str, df: pd.DataFrame) -> TracedConnection:
         """Register a pandas frame as view ``name``; a traced frame's row lineage carries over."""
+        refuse_reserved(df.columns, HIDDEN, f"con.register({name!r}, df)")
         self._settle_oids()
         self._before_write([name.lower()], replaced=True)
         self._changed(name)
@@ -433,7 +443,7 @@ class TracedConnection:
 
         A rebuilt catalog equal to the previous one is the previous object, so the plans cached for it
         (per query text) still hold after a ``CREATE OR REPLACE`` that keeps the table's columns."""
-        builtin_aggregates, _ = _functions(self._raw)
+        builtin_aggregates, _ = _functions(self._con)  # (a read: the oids left waiting may wait on)
         if self._cat is None or fresh:
             self._oids = None  # table oids are re-read with the catalog
             rows = self._raw.execute(
@@ -664,16 +674,17 @@ class TracedConnection:
             if hit is not None and hit[0] is self._cat and hit[1] is not None:
                 if self._create_lazy(query, hit[1]):  # a lazy CREATE TABLE ... AS planned before
                     return None
-        if self._deferred.records:  # any other statement: the oids a lazy CTAS left are read first
-            self._settle_oids()
         if parameters is None and self.capture == "eager" and not listening():
-            hit = self._eager_plans.get(query)
-            if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
-                return self._run_one(None, query, hit[3], None, single=True)
             hit = self._member_plans.get(query)
             if hit is not None and hit[0] is self._cat and hit[1] is not None:
                 if self._create_members(query, hit[1]):  # a grouping CREATE TABLE ... AS planned before
                     return None
+        if self._deferred.records and not self._kept_query(query, parameters):  # any other statement:
+            self._settle_oids()  # the oids a CTAS left are read first
+        if parameters is None and self.capture == "eager" and not listening():
+            hit = self._eager_plans.get(query)
+            if hit is not None and hit[0] is self._cat:  # planned before on this catalog: no parse
+                return self._run_one(None, query, hit[3], None, single=True)
             hit = self._eager_ctas.get(query)
             if hit is not None and hit[0] is self._cat:  # a CREATE TABLE ... AS planned before
                 return self._run_one(hit[1], query, False, hit[3], single=True)
@@ -896,7 +907,31 @@ class TracedConnection:
             self._join_refs[text] = (self._cat, rw, plan)
         return plan
 
+    def _kept_query(self, query: str, parameters) -> bool:
+        """True for an eager query run from its kept plan: it changes no table, so the oids that CTAS
+        statements left waiting (``sql.deferred_oids``) may wait on through its own reads."""
+        if parameters is not None or self.capture != "eager" or listening():
+            return False
+        hit = self._eager_plans.get(query)
+        return hit is not None and hit[0] is self._cat
+
     def _query_by_refs(self, refs: JoinRefs, rw, text: str, simple_names: bool, single: bool):
+        """:meth:`_read_by_refs`, the oids that CTAS statements left waiting kept waiting where nothing
+        else ran since them: its statements (its own BEGIN and COMMIT, a query, list reads) replace no
+        table, so the records stay valid if the catalog count moved by its BEGIN and COMMIT only (else
+        they are settled as before: read, or unknown where something else ran)."""
+        hold = bool(self._deferred.records) and self._deferred.unchanged()
+        before = self._deferred.version()
+        self._hold_oids = hold
+        try:
+            out = self._read_by_refs(refs, rw, text, simple_names, single)
+        finally:
+            self._hold_oids = False
+        if hold and self._deferred.version() - before in (0, 2):
+            self._deferred.advance()
+        return out
+
+    def _read_by_refs(self, refs: JoinRefs, rw, text: str, simple_names: bool, single: bool):
         """Run an eager query whose joined tables' lineage lists are read once and gathered by ``rowid``
         (see :mod:`traceprop_frames.sql.join_refs`): (frame, the lineage parts for ``join_refs.compose``,
         read now), or None where DuckDB refuses it (the usual path then runs the
@@ -1278,17 +1313,27 @@ class TracedConnection:
             return False
         target = create.target
         self._before_write([target], replaced=True)
-        try:
-            members = self._raw.sql(msql).to_arrow_table()
-            self._raw.execute(create.sql)
+        defer = self._deferred.available  # the oid read later, as a lazy CTAS's (sql.deferred_oids)
+        if not (defer and self._deferred.unchanged()):
+            self._settle_oids()
+        autocommit = self._autocommit.known()
+        try:  # (self._con, not self._raw: that would read the oids left waiting)
+            members = self._con.sql(msql).to_arrow_table()
+            self._con.execute(create.sql)
         except duckdb.Error:
+            self._deferred.advance()  # (a failed statement replaced nothing)
             return False
+        if autocommit:  # a CTAS of our own outside a transaction leaves none open (sql.autocommit)
+            self._autocommit.mark()
         key = create.columns[create.key_positions[0]]
         pending = MemberTable(target, create.query, create.keys, [key], {}, -1, members=members)
         self._pending[target] = pending
         self._changed(target)
         self._patch_catalog(target, create.columns)
-        pending.fingerprint = self._fingerprint([target], self._table_oids())
+        if defer:
+            self._deferred.add(pending, [target], self._versions)
+        else:
+            pending.fingerprint = self._fingerprint([target], self._table_oids())
         params = {"query": text}
         if create.untraced:
             params["missing_lineage"] = create.untraced
@@ -1332,9 +1377,11 @@ class TracedConnection:
         then)."""
         if self._in_txn:
             return False
-        txid = "SELECT txid_current()"  # the same id twice: inside a transaction (opened through con.raw)
-        if self._raw.execute(txid).fetchall() == self._raw.execute(txid).fetchall():
-            return False
+        if not self._autocommit.known():
+            txid = "SELECT txid_current()"  # the same id twice: inside a transaction (opened through con.raw)
+            if self._raw.execute(txid).fetchall() == self._raw.execute(txid).fetchall():
+                return False
+            self._autocommit.mark()
         try:
             self._raw.begin()
         except duckdb.TransactionException:
@@ -1351,6 +1398,7 @@ class TracedConnection:
             yield own
             if own:
                 self._raw.commit()
+                self._autocommit.mark()
         except BaseException:
             if own:
                 with contextlib.suppress(duckdb.Error):
