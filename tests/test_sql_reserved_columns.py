@@ -17,7 +17,7 @@ import pytest
 
 import traceprop_frames as tpf
 from tests._sql_oracle import lineage_sets, rows_of
-from traceprop_frames.errors import UnsupportedOperationError
+from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 
 
 def _frame(col: str) -> pd.DataFrame:
@@ -105,3 +105,41 @@ def test_parquet_rowid_column_through_a_table_and_a_join(tmp_path, capture):
         for ti in np.flatnonzero((df.g == k) & (df.v > 1)):
             want.append(rows_of("x", [xi]) | rows_of("t", [ti]))
     assert sorted(map(sorted, lineage_sets(out))) == sorted(map(sorted, want))
+
+
+@pytest.mark.parametrize("capture", ["eager", "lazy"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE u AS SELECT g, 7 AS __tp_rid FROM t",  # was read as u's row ids
+        "CREATE TABLE u AS SELECT g, v AS __TP_LIN FROM t",
+        "SELECT g AS __tp_k0, count(*) FROM t GROUP BY g",
+        "CREATE TABLE u (__tp_side INTEGER)",
+        "SELECT * FROM t AS __tp_gm",
+    ],
+)
+def test_a_statement_naming_a_reserved_name_is_refused(tmp_path, capture, sql):
+    con = tpf.connect(capture=capture)
+    _load(con, "read_csv", _frame("w"), tmp_path)
+    with pytest.raises(UnsupportedSQLError, match="reserved .* rename"):
+        con.execute(sql)
+    assert "u" not in set(con.execute("SELECT table_name FROM duckdb_tables()")["table_name"])
+
+
+@pytest.mark.parametrize("capture", ["eager", "lazy"])
+def test_a_loaded_column_with_the_reserved_prefix_is_refused(tmp_path, capture):
+    con = tpf.connect(capture=capture)
+    with pytest.raises(UnsupportedOperationError, match="__tp_k0.*rename"):
+        _load(con, "read_parquet", _frame("__tp_k0"), tmp_path)
+
+
+@pytest.mark.parametrize("capture", ["eager", "lazy"])
+def test_a_name_that_only_contains_tp_still_traces(tmp_path, capture):
+    """Only the prefix is reserved: ``x__tp_rid`` is an ordinary name (oracle: the frame's rows)."""
+    con = tpf.connect(capture=capture)
+    df = _frame("w")
+    _load(con, "read_csv", df, tmp_path)
+    out = con.execute("SELECT g AS x__tp_rid, sum(v) AS s FROM t GROUP BY g ORDER BY g")
+    assert list(out.columns) == ["x__tp_rid", "s"]
+    want = [rows_of("t", np.flatnonzero(df["g"].to_numpy() == g)) for g in (1, 2, 3)]
+    assert lineage_sets(out) == want

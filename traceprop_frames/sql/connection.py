@@ -64,7 +64,12 @@ from traceprop_frames.sql.member_lists import (
     member_part,
     members_sql,
 )
-from traceprop_frames.sql.reserved_names import HIDDEN, PARQUET, refuse_reserved
+from traceprop_frames.sql.reserved_names import (
+    HIDDEN,
+    PARQUET,
+    refuse_reserved,
+    refuse_reserved_identifiers,
+)
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 from traceprop_frames.sql.rowid_scan import RowidScans
 from traceprop_frames.sql.shared import (
@@ -510,6 +515,7 @@ class TracedConnection:
         for s in stmts:
             if isinstance(s, (exp.Command, exp.Describe, exp.Show, exp.Summarize)):
                 self._refuse_unparsed_query(s)
+            refuse_reserved_identifiers(s)
         return stmts
 
     def _refuse_unparsed_query(self, stmt: exp.Expression) -> None:
