@@ -5,6 +5,7 @@ of types it leaves to DuckDB; and eager results equal to the plain query's ``.df
 from __future__ import annotations
 
 import decimal
+import warnings
 
 import duckdb
 import numpy as np
@@ -102,3 +103,16 @@ def test_eager_results_equal_the_plain_query(monkeypatch):
         expected = con._raw.sql(q).df()
         pd.testing.assert_frame_equal(pd.DataFrame(got).reset_index(drop=True), expected, check_exact=True)
     assert taken  # the direct conversion ran
+
+
+@settings(max_examples=100, deadline=None)
+@given(tables())
+def test_the_frame_is_duckdbs_without_the_str_dtype(table):
+    """With pandas' ``future.infer_string`` off, DuckDB gives text as ``object``: so does this."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the option is deprecated in pandas 3
+        with pd.option_context("future.infer_string", False):
+            con = duckdb.connect()
+            pd.testing.assert_frame_equal(
+                data_frame(con, table), con.from_arrow(table).df(), check_exact=True
+            )
