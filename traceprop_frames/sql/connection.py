@@ -31,6 +31,7 @@ from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_temp, temp_witness
+from traceprop_frames.sql.arrow_frame import data_frame
 from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
@@ -998,7 +999,7 @@ class TracedConnection:
         table = self._fix_names(table, text, n_data, simple_names, single)
         bits = table.column(n_data)
         data = table.select(list(range(n_data)))
-        df = self._raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+        df = data_frame(self._raw, data) if n_data else pd.DataFrame(index=range(table.num_rows))
         to_process = self._sources.to_process
 
         def build():
@@ -1645,7 +1646,7 @@ def _frame(
         bounds = [[table.column(n_lin + 3 * j + c) for c in range(3)] for j in range(len(frames))]
         lin = with_frames(lin, bounds, list(frames), lineage_from_arrow, list(blocks), sources.to_process)
     data = table.select(list(range(n_data)))
-    df = raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+    df = data_frame(raw, data) if n_data else pd.DataFrame(index=range(table.num_rows))
     return attach(df, lin)
 
 

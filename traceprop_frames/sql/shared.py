@@ -414,11 +414,33 @@ def resolve_markers(off, ids, blocks, to_process, node: OpNode | None = None) ->
         ref_rows.append(owners[sel][hit])
         ref_sets.append(block.base + pos[hit])
         used.append(block)
-    pairs = np.unique(np.stack([np.concatenate(ref_rows), np.concatenate(ref_sets)], axis=1), axis=0)
+    pairs = unique_pairs(np.concatenate(ref_rows), np.concatenate(ref_sets))
     roff = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(pairs[:, 0], minlength=n), out=roff[1:])
     ctx = Context(roff, pairs[:, 1], used)
     return RowLineage(direct_off, to_process(ids[~is_m]), node, ctx)
+
+
+def unique_pairs(rows: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """The distinct ``(row, set)`` pairs, sorted by row then set, as an ``(n, 2)`` int64 array: what
+    ``np.unique(np.stack([rows, sets], axis=1), axis=0)`` gives, by a 1-D unique of ``row * m + set``
+    (``axis=0`` sorts the pairs as opaque bytes: 10-30x slower; q22's 6,384 markers 3.5 ms -> 0.1 ms).
+    Both arrays hold non-negative integers; where ``row * m + set`` could overflow, ``axis=0``.
+
+    Examples
+    --------
+    >>> unique_pairs(np.array([1, 0, 1, 1]), np.array([2, 5, 2, 0])).tolist()
+    [[0, 5], [1, 0], [1, 2]]
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    sets = np.asarray(sets, dtype=np.int64)
+    if not rows.size:
+        return np.zeros((0, 2), dtype=np.int64)
+    m = int(sets.max()) + 1
+    if int(rows.max()) * m + m - 1 >= 1 << 62 or int(min(rows.min(), sets.min())) < 0:
+        return np.unique(np.stack([rows, sets], axis=1), axis=0)
+    key = np.unique(rows * np.int64(m) + sets)
+    return np.stack([key // m, key % m], axis=1)
 
 
 def witness_blocks(tables: list[tuple[pa.Table, str]], lineage_from_arrow, to_process) -> list:

@@ -1,0 +1,118 @@
+"""``sql.arrow_frame.data_frame`` against DuckDB's own ``from_arrow(t).df()`` (the conversion it replaces):
+the same frame, dtypes and string storage included, for random tables of every type it converts itself and
+of types it leaves to DuckDB; and eager results equal to the plain query's ``.df()``."""
+
+from __future__ import annotations
+
+import decimal
+import warnings
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import traceprop_frames as tpf
+from traceprop_frames.sql import arrow_frame
+from traceprop_frames.sql.arrow_frame import data_frame
+
+_TEXT = st.one_of(st.none(), st.text(max_size=6))
+_KINDS = {
+    "str": (pa.string(), _TEXT),
+    "large_str": (pa.large_string(), _TEXT),
+    "int32": (pa.int32(), st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1))),
+    "int64": (pa.int64(), st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1))),
+    "float64": (pa.float64(), st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))),
+    "bool": (pa.bool_(), st.one_of(st.none(), st.booleans())),
+    "decimal": (pa.decimal128(15, 2), st.one_of(st.none(), st.decimals(-(10**12), 10**12, places=2))),
+    "date": (pa.date32(), st.one_of(st.none(), st.dates())),
+}
+
+
+@st.composite
+def tables(draw):
+    n = draw(st.integers(0, 8))
+    kinds = draw(st.lists(st.sampled_from(sorted(_KINDS)), min_size=1, max_size=4))
+    names = draw(
+        st.lists(
+            st.sampled_from(["a", "A", "b", "c_1", "d d", "e"]), min_size=len(kinds), max_size=len(kinds)
+        )
+    )
+    cols = {}
+    for i, (kind, name) in enumerate(zip(kinds, names)):
+        typ, values = _KINDS[kind]
+        vals = draw(st.lists(values, min_size=n, max_size=n))
+        if kind == "decimal":
+            vals = [None if v is None else decimal.Decimal(v).quantize(decimal.Decimal("0.01")) for v in vals]
+        arr = pa.array(vals, type=typ)
+        split = draw(st.integers(0, n))  # several chunks, as DuckDB's Arrow results have
+        cols[(i, name)] = pa.chunked_array([arr.slice(0, split), arr.slice(split)], type=typ)
+    return pa.Table.from_arrays(list(cols.values()), names=[name for _, name in cols])
+
+
+@settings(max_examples=300, deadline=None)
+@given(tables())
+def test_the_frame_is_duckdbs(table):
+    con = duckdb.connect()
+    expected = con.from_arrow(table).df()
+    got = data_frame(con, table)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    for name in got.columns:
+        col = got[name]
+        if isinstance(col, pd.Series) and isinstance(col.dtype, pd.StringDtype):
+            assert col.array._pa_array.type == expected[name].array._pa_array.type
+
+
+def test_the_columns_it_converts_itself_skip_duckdb(monkeypatch):
+    """The direct path is taken (the test above would pass if it never were) for the types it names."""
+    table = pa.table(
+        {"s": ["x", None], "i": pa.array([1, 2], pa.int32()), "b": [True, False], "d": [0.5, np.nan]}
+    )
+
+    class NoDuckDB:
+        def from_arrow(self, _):
+            raise AssertionError("went through DuckDB")
+
+    df = data_frame(NoDuckDB(), table)
+    assert df["s"].tolist()[0] == "x" and df["s"].isna().tolist() == [False, True]
+    with pytest.raises(AssertionError, match="through DuckDB"):
+        data_frame(NoDuckDB(), pa.table({"i": pa.array([1, None], pa.int64())}))  # a NULL: DuckDB's Int64
+
+
+def test_eager_results_equal_the_plain_query(monkeypatch):
+    con = tpf.connect(capture="eager")
+    con.register(
+        "t",
+        pd.DataFrame(
+            {"k": ["a", "b", "a", None, "é"], "v": [1, 2, 3, 4, 5], "f": [0.5, 1.0, 2.0, 3.0, np.nan]}
+        ),
+    )
+    taken = []
+    real = arrow_frame._series
+    monkeypatch.setattr(arrow_frame, "_series", lambda c: taken.append(c) or real(c))
+    for q in [
+        "SELECT k, count(*) AS n, sum(v) AS s, max(f) AS m FROM t GROUP BY k ORDER BY k",
+        "SELECT k, v FROM t WHERE v > 1 ORDER BY v",
+        "SELECT upper(k) AS u, v > 2 AS big FROM t ORDER BY v",
+        "SELECT k, v FROM t WHERE v > 10",
+    ]:
+        got = con.sql(q)
+        expected = con._raw.sql(q).df()
+        pd.testing.assert_frame_equal(pd.DataFrame(got).reset_index(drop=True), expected, check_exact=True)
+    assert taken  # the direct conversion ran
+
+
+@settings(max_examples=100, deadline=None)
+@given(tables())
+def test_the_frame_is_duckdbs_without_the_str_dtype(table):
+    """With pandas' ``future.infer_string`` off, DuckDB gives text as ``object``: so does this."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the option is deprecated in pandas 3
+        with pd.option_context("future.infer_string", False):
+            con = duckdb.connect()
+            pd.testing.assert_frame_equal(
+                data_frame(con, table), con.from_arrow(table).df(), check_exact=True
+            )
