@@ -103,3 +103,16 @@ def test_rewrite_is_spark_sql_and_hides_lineage(spark, tmp_path):
     assert res.df.columns == ["k", "n"] and res.ops()[-1] == "spark_sql"
     with pytest.raises(UnsupportedSQLError, match="NATURAL JOIN"):
         con.sql("SELECT * FROM t NATURAL JOIN u")
+
+
+@pytest.mark.parametrize("capture", ["eager", "lazy"])
+def test_a_statement_naming_a_reserved_name_is_refused(spark, tmp_path, capture):
+    """``7 AS __tp_rid`` in a view would be read as its rows' ids: refused, and the view is not made."""
+    path = tmp_path / "k.csv"
+    path.write_text("k,v\n1,a\n2,b\n")
+    con = tpf.spark.connect(spark, capture=capture).read_csv(path, "t")
+    with pytest.raises(UnsupportedSQLError, match="reserved .* rename"):
+        con.sql("CREATE OR REPLACE TEMP VIEW u8 AS SELECT k, 7 AS __tp_rid FROM t")
+    assert not spark.catalog.tableExists("u8")
+    with pytest.raises(UnsupportedSQLError, match="__tp_k0"):
+        con.sql("SELECT k AS __tp_k0 FROM t")

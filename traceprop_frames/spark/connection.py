@@ -31,6 +31,7 @@ from traceprop_frames.spark.result import SparkTraced
 from traceprop_frames.spark.shared import SharedSets
 from traceprop_frames.spark.witness import cte_witness, witness_ids
 from traceprop_frames.sql.lazy import add_keys, shape_of
+from traceprop_frames.sql.reserved_names import refuse_reserved_identifiers
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 
 
@@ -141,9 +142,12 @@ class SparkConnection:
 
     def _parse(self, query: str) -> list[exp.Expression]:
         try:
-            return [s for s in sqlglot.parse(query, read="spark") if s is not None]
+            stmts = [s for s in sqlglot.parse(query, read="spark") if s is not None]
         except sqlglot.errors.SqlglotError as e:
             raise UnsupportedSQLError(f"the SQL rewriter (sqlglot) cannot parse this statement: {e}") from e
+        for s in stmts:
+            refuse_reserved_identifiers(s)  # (a user's `7 AS __tp_rid` would be read as row ids)
+        return stmts
 
     def _new_owner(self, stmt: exp.Expression) -> SharedSets:
         """A new owner for the shared sets of ``stmt``, keeping those of the views it reads alive."""
