@@ -17,24 +17,16 @@ import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
+from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, write_frames
 from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.deferred_oids import UNREAD
 from traceprop_frames.sql.member_lists import MemberTable
 
-CTAS_A = "CREATE OR REPLACE TABLE a AS SELECT k, count(*) AS n FROM t GROUP BY k"
-CTAS_B = "CREATE OR REPLACE TABLE b AS SELECT k, sum(w) AS s FROM u GROUP BY k"
-JOINED = "SELECT t.*, a.n, b.s FROM t LEFT JOIN a USING (k) LEFT JOIN b USING (k)"
-
 
 @pytest.fixture
 def frames(tmp_path):
-    rng = np.random.default_rng(11)
-    t = pd.DataFrame({"k": rng.integers(0, 6, 30), "v": rng.normal(size=30).round(3)})
-    u = pd.DataFrame({"k": rng.integers(2, 9, 20), "w": rng.integers(0, 50, 20)})
-    t.to_parquet(tmp_path / "t.parquet", index=False)
-    u.to_parquet(tmp_path / "u.parquet", index=False)
-    return t, u, tmp_path
+    return write_frames(tmp_path, 11)
 
 
 def _connect(tmp):
