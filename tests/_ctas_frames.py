@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tests._sql_oracle import rows_of
+
 CTAS_A = "CREATE OR REPLACE TABLE a AS SELECT k, count(*) AS n FROM t GROUP BY k"
 CTAS_B = "CREATE OR REPLACE TABLE b AS SELECT k, sum(w) AS s FROM u GROUP BY k"
 JOINED = "SELECT t.*, a.n, b.s FROM t LEFT JOIN a USING (k) LEFT JOIN b USING (k)"
@@ -20,3 +22,17 @@ def write_frames(tmp_path, seed: int):
     t.to_parquet(tmp_path / "t.parquet", index=False)
     u.to_parquet(tmp_path / "u.parquet", index=False)
     return t, u, tmp_path
+
+
+def joined_oracle(t: pd.DataFrame, u: pd.DataFrame) -> list[set]:
+    """``JOINED``'s lineage by the pipeline's structure: row ``i`` of ``t``, every ``t`` and ``u`` row of
+    its key (the groups ``a`` and ``b`` were made of)."""
+    return [
+        rows_of("t", [i]) | rows_of("t", np.flatnonzero(t.k == k)) | rows_of("u", np.flatnonzero(u.k == k))
+        for i, k in enumerate(t.k)
+    ]
+
+
+def group_oracle(df: pd.DataFrame, name: str, keys) -> list[set]:
+    """A grouping CTAS's lineage: per key, the rows of source ``name`` with that key."""
+    return [rows_of(name, np.flatnonzero(df.k == k)) for k in keys]

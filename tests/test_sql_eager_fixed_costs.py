@@ -13,11 +13,10 @@ every ``t`` row and every ``u`` row with its ``k``.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
-from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, write_frames
+from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, group_oracle, joined_oracle, write_frames
 from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.deferred_oids import UNREAD
@@ -36,17 +35,6 @@ def _connect(tmp):
     for s in [CTAS_A, CTAS_B, JOINED] * 2:  # planned once, then run from the kept plans
         con.execute(s)
     return con
-
-
-def _joined_oracle(t: pd.DataFrame, u: pd.DataFrame) -> list[set]:
-    return [
-        rows_of("t", [i]) | rows_of("t", np.flatnonzero(t.k == k)) | rows_of("u", np.flatnonzero(u.k == k))
-        for i, k in enumerate(t.k)
-    ]
-
-
-def _group_oracle(df: pd.DataFrame, name: str, keys) -> list[set]:
-    return [rows_of(name, np.flatnonzero(df.k == k)) for k in keys]
 
 
 def _count(con, name: str) -> list[int]:
@@ -73,7 +61,7 @@ def test_a_run_of_member_ctas_reads_no_oids_until_needed(frames):
         assert isinstance(con._pending["a"], MemberTable) and isinstance(con._pending["b"], MemberTable)
         df = con.sql(JOINED)
         assert reads[0] == 0 and sorted(r.name for r in con._deferred.records) == ["a", "b"]
-        assert lineage_sets(df) == _joined_oracle(t, u)
+        assert lineage_sets(df) == joined_oracle(t, u)
         del con._read_oids
     raw = con.raw  # handing it out reads the oids left waiting
     assert not con._deferred.records
@@ -81,7 +69,7 @@ def test_a_run_of_member_ctas_reads_no_oids_until_needed(frames):
     for name in ("a", "b"):  # the oids recorded are the tables' oids
         assert con._pending[name].fingerprint[name][0] == oids[name]
     a = con.sql("SELECT k FROM a")
-    assert lineage_sets(a) == _group_oracle(t, "t", a.k)
+    assert lineage_sets(a) == group_oracle(t, "t", a.k)
 
 
 @pytest.mark.parametrize("where", ["before the query", "after the query"])
@@ -101,10 +89,10 @@ def test_statement_through_a_cursor_around_the_joined_query(frames, where):
         con.execute(CTAS_A)  # a's record is replaced by a new one; b's oid is no longer known
     assert con.raw is not None  # handing it out settles the waiting records
     assert con._pending["b"].fingerprint["b"][0] is UNREAD
-    assert lineage_sets(df) == _joined_oracle(t, u)
-    assert lineage_sets(con.sql(JOINED)) == _joined_oracle(t, u)
+    assert lineage_sets(df) == joined_oracle(t, u)
+    assert lineage_sets(con.sql(JOINED)) == joined_oracle(t, u)
     b = con.sql("SELECT k FROM b")
-    assert lineage_sets(b) == _group_oracle(u, "u", b.k)
+    assert lineage_sets(b) == group_oracle(u, "u", b.k)
 
 
 @pytest.mark.parametrize(
@@ -126,9 +114,9 @@ def test_statement_through_a_cursor_between_two_runs(frames, statement):
     assert con._pending["a"].fingerprint["a"][0] is UNREAD
     a = con.sql("SELECT k, n FROM a")
     assert statement.startswith("CREATE TABLE") or (a.k > 2).all()
-    assert lineage_sets(a) == _group_oracle(t, "t", a.k)
+    assert lineage_sets(a) == group_oracle(t, "t", a.k)
     b = con.sql("SELECT k FROM b")  # made after it
-    assert lineage_sets(b) == _group_oracle(u, "u", b.k)
+    assert lineage_sets(b) == group_oracle(u, "u", b.k)
 
 
 def test_table_replaced_through_raw_between_two_runs(frames):
@@ -139,9 +127,9 @@ def test_table_replaced_through_raw_between_two_runs(frames):
     assert not con._deferred.records and con._pending["a"].fingerprint["a"][0] is not UNREAD
     raw.execute("CREATE OR REPLACE TABLE a AS SELECT * FROM a WHERE k > 2")
     a = con.sql("SELECT k, n FROM a")
-    assert (a.k > 2).all() and lineage_sets(a) == _group_oracle(t, "t", a.k)
+    assert (a.k > 2).all() and lineage_sets(a) == group_oracle(t, "t", a.k)
     con.execute(CTAS_A)  # made again
-    assert lineage_sets(con.sql(JOINED)) == _joined_oracle(t, u)
+    assert lineage_sets(con.sql(JOINED)) == joined_oracle(t, u)
 
 
 def test_no_transaction_check_where_none_can_be_open(frames):
@@ -153,7 +141,7 @@ def test_no_transaction_check_where_none_can_be_open(frames):
     for _ in range(2):
         con.execute(CTAS_A)
         con.execute(CTAS_B)
-        assert lineage_sets(con.sql(JOINED)) == _joined_oracle(t, u)
+        assert lineage_sets(con.sql(JOINED)) == joined_oracle(t, u)
     assert checks[0] == 0  # the joined query's own transaction began without asking
 
 
@@ -235,4 +223,4 @@ def test_statement_through_a_cursor_during_the_joined_query(frames):
     del con._read_by_refs
     assert con.raw is not None  # the records settle: the count moved by something else, oids unknown
     assert con._pending["a"].fingerprint["a"][0] is UNREAD and con._pending["b"].fingerprint["b"][0] is UNREAD
-    assert lineage_sets(df) == _joined_oracle(t, u)
+    assert lineage_sets(df) == joined_oracle(t, u)

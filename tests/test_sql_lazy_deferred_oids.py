@@ -9,12 +9,11 @@ shape) came from ``t`` row ``i``, every ``t`` row and every ``u`` row with its `
 from __future__ import annotations
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
-from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, write_frames
+from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, group_oracle, joined_oracle, write_frames
 from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.deferred_oids import UNREAD
@@ -30,17 +29,6 @@ def _connect(tmp, capture: str = "lazy"):
     con.read_parquet(tmp / "t.parquet", name="t")
     con.read_parquet(tmp / "u.parquet", name="u")
     return con
-
-
-def _joined_oracle(t: pd.DataFrame, u: pd.DataFrame) -> list[set]:
-    return [
-        rows_of("t", [i]) | rows_of("t", np.flatnonzero(t.k == k)) | rows_of("u", np.flatnonzero(u.k == k))
-        for i, k in enumerate(t.k)
-    ]
-
-
-def _group_oracle(df: pd.DataFrame, name: str, keys) -> list[set]:
-    return [rows_of(name, np.flatnonzero(df.k == k)) for k in keys]
 
 
 def _count_reads(con) -> list[int]:
@@ -73,10 +61,10 @@ def test_a_run_of_ctas_reads_the_oids_once(frames):
             assert {tb: v[0] for tb, v in con._pending[name].fingerprint.items()} == {
                 tb: oids[tb] for tb in con._pending[name].fingerprint
             }
-        assert lineage_sets(df) == _joined_oracle(t, u)
+        assert lineage_sets(df) == joined_oracle(t, u)
         del con._read_oids
     a = con.sql("SELECT k FROM a")
-    assert lineage_sets(a) == _group_oracle(t, "t", a.k)
+    assert lineage_sets(a) == group_oracle(t, "t", a.k)
     for _ in range(5):  # a loop of CTAS without a read between: one waiting record per table
         con.execute(CTAS_A)
         con.execute(CTAS_B)
@@ -124,7 +112,7 @@ def test_statement_through_a_cursor_right_after_counts_as_a_change(frames, state
     with pytest.raises(SourceChangedError, match="outside the traced connection"):
         con.sql("SELECT * FROM a").tp.sources(rows=[0])
     b = con.sql("SELECT k FROM b")  # made after it: answers
-    assert lineage_sets(b) == _group_oracle(u, "u", b.k)
+    assert lineage_sets(b) == group_oracle(u, "u", b.k)
 
 
 def test_failed_ctas_keeps_the_run(frames):
@@ -143,7 +131,7 @@ def test_failed_ctas_keeps_the_run(frames):
         con.execute(bad)  # the lazy CTAS (its plan kept) fails at run time; the eager path reports it
     assert UNREAD not in {v[0] for v in con._pending["a"].fingerprint.values()}
     df = con.sql(JOINED.replace(" LEFT JOIN b USING (k)", "").replace(", b.s", ""))
-    want = [w - rows_of("u", range(len(u))) for w in _joined_oracle(t, u)]
+    want = [w - rows_of("u", range(len(u))) for w in joined_oracle(t, u)]
     assert lineage_sets(df) == want
 
 
@@ -153,7 +141,7 @@ def test_inside_a_user_transaction(frames):
     con.execute("BEGIN")
     con.execute(CTAS_A)
     con.execute(CTAS_B)
-    assert lineage_sets(con.sql(JOINED)) == _joined_oracle(t, u)
+    assert lineage_sets(con.sql(JOINED)) == joined_oracle(t, u)
     con.execute("COMMIT")
     con.execute(CTAS_A)
     con.execute("BEGIN")
@@ -164,7 +152,7 @@ def test_inside_a_user_transaction(frames):
         got = lineage_sets(a)
     except SourceChangedError:
         return
-    assert got == _group_oracle(t, "t", a.k)
+    assert got == group_oracle(t, "t", a.k)
 
 
 def test_persisted_result(frames):
@@ -173,7 +161,7 @@ def test_persisted_result(frames):
     con.execute(CTAS_A)
     con.execute(CTAS_B)
     con.sql(JOINED).tp.to_parquet(tmp / "out.parquet")
-    assert lineage_sets(tpf.read_traced(tmp / "out.parquet")) == _joined_oracle(t, u)
+    assert lineage_sets(tpf.read_traced(tmp / "out.parquet")) == joined_oracle(t, u)
 
 
 def test_without_the_catalog_counter_reads_after_each_ctas(frames):
@@ -184,4 +172,4 @@ def test_without_the_catalog_counter_reads_after_each_ctas(frames):
     con.execute(CTAS_A)
     con.execute(CTAS_B)
     assert reads[0] == 2 and not con._deferred.records
-    assert lineage_sets(con.sql(JOINED)) == _joined_oracle(t, u)
+    assert lineage_sets(con.sql(JOINED)) == joined_oracle(t, u)
