@@ -127,10 +127,12 @@ def test_a_statement_naming_a_reserved_name_is_refused(tmp_path, capture, sql):
 
 
 @pytest.mark.parametrize("capture", ["eager", "lazy"])
-def test_a_loaded_column_with_the_reserved_prefix_is_refused(tmp_path, capture):
+@pytest.mark.parametrize("loader", ["read_parquet", "read_csv", "register", "register_traced"])
+def test_a_loaded_column_with_the_reserved_prefix_is_refused(tmp_path, capture, loader):
     con = tpf.connect(capture=capture)
     with pytest.raises(UnsupportedOperationError, match="__tp_k0.*rename"):
-        _load(con, "read_parquet", _frame("__tp_k0"), tmp_path)
+        _load(con, loader, _frame("__tp_k0"), tmp_path)
+    assert "t" not in set(con.execute("SELECT table_name FROM duckdb_tables()")["table_name"])
 
 
 @pytest.mark.parametrize("capture", ["eager", "lazy"])

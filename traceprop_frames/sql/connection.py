@@ -68,6 +68,7 @@ from traceprop_frames.sql.member_lists import (
 from traceprop_frames.sql.reserved_names import (
     HIDDEN,
     PARQUET,
+    PREFIX,
     refuse_reserved,
     refuse_reserved_identifiers,
 )
@@ -353,7 +354,7 @@ class TracedConnection:
                 f"{p}: a column named rowid hides DuckDB's row number, so rows could not be traced; "
                 "rename it on load (names=[...]) or in the file"
             )
-        if any(c.lower() in HIDDEN for c in schema):
+        if any(c.lower() in HIDDEN or c.lower().startswith(PREFIX) for c in schema):
             self._raw.execute(f"DROP TABLE {stage}")
             refuse_reserved(schema, HIDDEN, p)
         src = REGISTRY.register_file(p, "csv", n, schema=schema)
