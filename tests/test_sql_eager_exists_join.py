@@ -15,6 +15,7 @@ import pytest
 from _sql_oracle import lineage_sets, rows_of
 
 import traceprop_frames as tpf
+from traceprop_frames.errors import UnsupportedSQLError
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +259,29 @@ def test_two_key_correlation_random(tmp_path, seed):
         assert s == want[None if pd.isna(g) else int(g)], g
     for c in (con, lazy, plain):
         c.close()
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "EXISTS (SELECT count(*) FROM l WHERE l.ok = o.ok AND l.f)",
+        "NOT EXISTS (SELECT max(l.q) FROM l WHERE l.ok = o.ok)",
+        "x > 5 AND EXISTS (SELECT sum(q) + 1 FROM l)",
+    ],
+)
+@pytest.mark.parametrize("grouped", [True, False])
+def test_exists_over_an_aggregate_is_refused(data, where, grouped):
+    """An EXISTS over a query that aggregates without GROUP BY holds for every row (one row comes back
+    over no rows). Eager capture answered "a row matched" (outer rows without a match dropped), lazy
+    capture left them out of the lineage: both refuse it now, and the connection stays usable."""
+    con, lazy, plain, o, l_ = data
+    q = (
+        f"SELECT g, count(*) AS n FROM o WHERE {where} GROUP BY g ORDER BY g NULLS LAST"
+        if grouped
+        else f"SELECT x, ok FROM o WHERE {where} ORDER BY x, ok NULLS LAST"
+    )
+    for c in (con, lazy):
+        with pytest.raises(UnsupportedSQLError, match="aggregates without GROUP BY.*write TRUE"):
+            c.sql(q)
+    ok = "SELECT g, count(*) AS n FROM o WHERE EXISTS (SELECT l.ok FROM l WHERE l.ok = o.ok GROUP BY l.ok)"
+    _run(con, lazy, plain, ok + " GROUP BY g ORDER BY g NULLS LAST")  # grouped inside: traced as before

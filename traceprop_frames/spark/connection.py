@@ -30,6 +30,7 @@ from traceprop_frames.spark.lazy import LazySparkTraced
 from traceprop_frames.spark.result import SparkTraced
 from traceprop_frames.spark.shared import SharedSets
 from traceprop_frames.spark.witness import cte_witness, witness_ids
+from traceprop_frames.sql.exists_lateral import refuse_one_row_exists
 from traceprop_frames.sql.lazy import add_keys, shape_of
 from traceprop_frames.sql.reserved_names import refuse_reserved_identifiers
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
@@ -147,6 +148,7 @@ class SparkConnection:
             raise UnsupportedSQLError(f"the SQL rewriter (sqlglot) cannot parse this statement: {e}") from e
         for s in stmts:
             refuse_reserved_identifiers(s)  # (a user's `7 AS __tp_rid` would be read as row ids)
+            refuse_one_row_exists(s)
         return stmts
 
     def _new_owner(self, stmt: exp.Expression) -> SharedSets:

@@ -37,6 +37,7 @@ from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
+from traceprop_frames.sql.exists_lateral import refuse_one_row_exists
 from traceprop_frames.sql.first_plan import FirstRewrites
 from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join_refs, row_positions, rows_of
 from traceprop_frames.sql.lazy import (
@@ -518,6 +519,7 @@ class TracedConnection:
             if isinstance(s, (exp.Command, exp.Describe, exp.Show, exp.Summarize)):
                 self._refuse_unparsed_query(s)
             refuse_reserved_identifiers(s)
+            refuse_one_row_exists(s)
         return stmts
 
     def _refuse_unparsed_query(self, stmt: exp.Expression) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from traceprop_frames.errors import UnsupportedSQLError
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.shared import _conjuncts
 
@@ -55,6 +56,36 @@ def _reads(s: exp.Select) -> str | None:
         return None
     parts = [s.args["from_"], *(s.args.get("joins") or []), s.args.get("where")]
     return " ".join(p.sql(dialect=DIALECT) for p in parts if p is not None)
+
+
+def _one_row(s: exp.Select) -> bool:
+    """True where ``s`` aggregates without GROUP BY (``SELECT count(*) FROM l WHERE ...``): it returns
+    one row whether or not any row matches."""
+    if s.args.get("group") or s.args.get("having"):
+        return False
+    for e in s.expressions:
+        for f in e.find_all(exp.AggFunc):
+            if f.find_ancestor(exp.Window, exp.Select) is s:  # (not in a window, not in a subquery)
+                return True
+    return False
+
+
+def refuse_one_row_exists(stmt: exp.Expression) -> None:
+    """Raise UnsupportedSQLError for an ``EXISTS`` over a query that aggregates without GROUP BY.
+
+    Such a subquery returns one row whether or not any row matches, so the ``EXISTS`` holds for every
+    outer row (``NOT EXISTS`` for none). Eager capture merged it as "a row matched" (outer rows without
+    a match were dropped: a different answer), and lazy capture left those rows out of their group's
+    lineage (an insufficient lineage); refused in both until traced as what it is."""
+    for e in stmt.find_all(exp.Exists):
+        body = _body(e.this)
+        if body is not None and _one_row(body):
+            raise UnsupportedSQLError(
+                f"EXISTS ({body.sql(dialect=DIALECT)[:80]}...) aggregates without GROUP BY, so it holds for "
+                "every row whether or not any row matches; the traced connection cannot carry lineage "
+                "through it yet: write TRUE (NOT EXISTS: FALSE), or EXISTS over the rows themselves "
+                "(SELECT * FROM ... WHERE ...)"
+            )
 
 
 def _witness_list(a: exp.Expression, aggregated: bool) -> exp.Select | None:
