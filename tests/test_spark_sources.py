@@ -116,3 +116,16 @@ def test_a_statement_naming_a_reserved_name_is_refused(spark, tmp_path, capture)
     assert not spark.catalog.tableExists("u8")
     with pytest.raises(UnsupportedSQLError, match="__tp_k0"):
         con.sql("SELECT k AS __tp_k0 FROM t")
+
+
+@pytest.mark.parametrize("capture", ["eager", "lazy"])
+def test_exists_over_an_aggregate_is_refused(spark, tmp_path, capture):
+    """One row comes back over no rows, so the EXISTS holds for every row: refused as on DuckDB."""
+    path = tmp_path / "k.csv"
+    path.write_text("k,v\n1,a\n2,b\n")
+    con = tpf.spark.connect(spark, capture=capture).read_csv(path, "t").read_csv(path, "u")
+    with pytest.raises(UnsupportedSQLError, match="aggregates without GROUP BY"):
+        con.sql("SELECT k FROM t WHERE EXISTS (SELECT count(*) FROM u WHERE u.k = t.k + 5)")
+    assert sorted(
+        con.sql("SELECT k FROM t WHERE EXISTS (SELECT * FROM u WHERE u.k = t.k)").df.toPandas().k
+    ) == [1, 2]
