@@ -105,12 +105,17 @@ def test_rewrite_is_spark_sql_and_hides_lineage(spark, tmp_path):
         con.sql("SELECT * FROM t NATURAL JOIN u")
 
 
+def _two_views(spark, tmp_path, capture: str):
+    """A connection with views ``t`` and ``u`` over the same two-row CSV file (k = 1, 2)."""
+    path = tmp_path / "k.csv"
+    path.write_text("k,v\n1,a\n2,b\n")
+    return tpf.spark.connect(spark, capture=capture).read_csv(path, "t").read_csv(path, "u")
+
+
 @pytest.mark.parametrize("capture", ["eager", "lazy"])
 def test_a_statement_naming_a_reserved_name_is_refused(spark, tmp_path, capture):
     """``7 AS __tp_rid`` in a view would be read as its rows' ids: refused, and the view is not made."""
-    path = tmp_path / "k.csv"
-    path.write_text("k,v\n1,a\n2,b\n")
-    con = tpf.spark.connect(spark, capture=capture).read_csv(path, "t")
+    con = _two_views(spark, tmp_path, capture)
     with pytest.raises(UnsupportedSQLError, match="reserved .* rename"):
         con.sql("CREATE OR REPLACE TEMP VIEW u8 AS SELECT k, 7 AS __tp_rid FROM t")
     assert not spark.catalog.tableExists("u8")
@@ -121,9 +126,7 @@ def test_a_statement_naming_a_reserved_name_is_refused(spark, tmp_path, capture)
 @pytest.mark.parametrize("capture", ["eager", "lazy"])
 def test_exists_over_an_aggregate_is_refused(spark, tmp_path, capture):
     """One row comes back over no rows, so the EXISTS holds for every row: refused as on DuckDB."""
-    path = tmp_path / "k.csv"
-    path.write_text("k,v\n1,a\n2,b\n")
-    con = tpf.spark.connect(spark, capture=capture).read_csv(path, "t").read_csv(path, "u")
+    con = _two_views(spark, tmp_path, capture)
     with pytest.raises(UnsupportedSQLError, match="aggregates without GROUP BY"):
         con.sql("SELECT k FROM t WHERE EXISTS (SELECT count(*) FROM u WHERE u.k = t.k + 5)")
     assert sorted(
