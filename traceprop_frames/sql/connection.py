@@ -67,9 +67,9 @@ from traceprop_frames.sql.member_lists import (
     members_sql,
 )
 from traceprop_frames.sql.reserved_names import (
+    CSV,
     HIDDEN,
     PARQUET,
-    PREFIX,
     refuse_reserved,
     refuse_reserved_identifiers,
 )
@@ -349,15 +349,11 @@ class TracedConnection:
         self._raw.execute(f"CREATE OR REPLACE TABLE {stage} AS SELECT * FROM read_csv({_literal(p)}{opts})")
         n = self._raw.execute(f"SELECT count(*) FROM {stage}").fetchall()[0][0]
         schema = {c: str(t) for c, t, *_ in self._raw.execute(f"DESCRIBE {stage}").fetchall()}
-        if any(c.lower() == "rowid" for c in schema):  # it hides DuckDB's rowid, which numbers the rows
+        try:  # (rowid: it would hide DuckDB's rowid, which numbers the rows)
+            refuse_reserved(schema, CSV, p)
+        except UnsupportedOperationError:
             self._raw.execute(f"DROP TABLE {stage}")
-            raise UnsupportedOperationError(
-                f"{p}: a column named rowid hides DuckDB's row number, so rows could not be traced; "
-                "rename it on load (names=[...]) or in the file"
-            )
-        if any(c.lower() in HIDDEN or c.lower().startswith(PREFIX) for c in schema):
-            self._raw.execute(f"DROP TABLE {stage}")
-            refuse_reserved(schema, HIDDEN, p)
+            raise
         src = REGISTRY.register_file(p, "csv", n, schema=schema)
         with self._transaction():  # the table, its row ids and its source record: all or none
             base = int(encode(self._sources.db_id(src.id), np.zeros(1, dtype=np.int64))[0])

@@ -8,7 +8,7 @@
 - ``file_row_number`` is the column DuckDB adds when ``con.read_parquet`` asks it for each row's position
   in the file (how a Parquet row's id is made); DuckDB refuses a file that has one.
 - ``rowid`` in a CSV file: ``con.read_csv`` numbers the rows by DuckDB's ``rowid``, which such a column
-  hides (checked where the CSV's columns are known, in ``TracedConnection.read_csv``). A Parquet file or a
+  hides (checked once DuckDB has read the CSV's columns, in ``TracedConnection.read_csv``). A Parquet file or a
   frame with a ``rowid`` column loads and traces correctly: its ids come from ``file_row_number`` / the
   frame's lineage, and the readers that go by ``rowid`` skip tables with such a column.
 
@@ -26,6 +26,7 @@ from traceprop_frames.sql.rewrite import LIN, RID
 
 HIDDEN = (RID, LIN)
 PARQUET = (*HIDDEN, "file_row_number")
+CSV = (*HIDDEN, "rowid")
 PREFIX = "__tp_"  # every column and table name the rewrite adds starts with it
 
 
