@@ -176,10 +176,23 @@ def _int_key(col: pa.Array) -> tuple[np.ndarray, np.ndarray | None] | None:
     )
 
 
-def match(left_key: pa.Array, right_key: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(left row of each matched right row, those right rows, the left rows no right row matched) for
-    ``left LEFT JOIN right ON left_key = right_key``; None where a key is not an integer column, the
-    left's non-NULL keys repeat, or the keys are sparse."""
+def _right_slots(rv: np.ndarray, rok: np.ndarray | None, base: int, hi: int) -> np.ndarray:
+    """Each right key's slot in a table of ``hi - base + 2`` slots indexed by ``key - base``: a NULL key
+    or one outside ``[base, hi]`` takes the last slot (no left row)."""
+    if rok is None and len(rv) and base <= int(rv.min()) and int(rv.max()) <= hi:
+        return rv - base if base else rv  # every key inside the table (q13): no masking pass
+    idx = np.clip(rv, base, hi + 1) - base
+    out = (rv < base) | (rv > hi)
+    if rok is not None:
+        out |= ~rok  # a NULL right key matches nothing
+    idx[out] = hi - base + 1
+    return idx
+
+
+def match(left_key: pa.Array, right_key: pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
+    """(left row of each matched right row, those right rows (None: all), the left rows no right row
+    matched) for ``left LEFT JOIN right ON left_key = right_key``; None where a key is not an integer
+    column, the left's non-NULL keys repeat, or the keys are sparse."""
     lk, rk = _int_key(left_key), _int_key(right_key)
     if lk is None or rk is None:
         return None
@@ -191,21 +204,26 @@ def match(left_key: pa.Array, right_key: pa.Array) -> tuple[np.ndarray, np.ndarr
     lo, hi = int(known.min()), int(known.max())
     if hi - lo > 4 * (n_left + len(rv)) + 1024:
         return None  # sparse keys: M's SQL
-    slot = np.full(hi - lo + 2, -1, dtype=np.int64)  # the last slot: a key outside [lo, hi]
-    rows = np.arange(n_left, dtype=np.int64) if lok is None else np.flatnonzero(lok)
-    slot[known - lo] = rows
+    base = 0 if 0 <= lo <= hi - lo + 1024 else lo  # keys from near 0: indexed by the key itself
+    slot = np.full(hi - base + 2, -1, dtype=np.int64)  # the last slot: no left row
+    slot[known - base if base else known] = np.arange(n_left) if lok is None else np.flatnonzero(lok)
     if np.count_nonzero(slot >= 0) != len(known):
         return None  # a left key repeats: each right row would pair with several left rows
-    idx = np.clip(rv, lo, hi + 1) - lo  # (clip: rv below lo lands on slot 0 -- masked next)
-    idx[(rv < lo) | (rv > hi)] = hi - lo + 1
-    if rok is not None:
-        idx[~rok] = hi - lo + 1  # a NULL right key matches nothing
-    li = slot[idx]
-    ri = np.flatnonzero(li >= 0)
-    li = li[ri] if len(ri) != len(li) else li
+    li = slot[_right_slots(rv, rok, base, hi)]
+    ri = None
+    if len(li) and int(li.min()) < 0:
+        ri = np.flatnonzero(li >= 0)
+        li = li[ri]
     hit = np.zeros(n_left, dtype=bool)
     hit[li] = True
     return li, ri, np.flatnonzero(~hit)
+
+
+def _take(col: pa.Array, rows: np.ndarray) -> pa.Array:
+    """``col``'s values at ``rows`` (numpy's gather for an integer column without NULLs)."""
+    if pa.types.is_integer(col.type) and not col.null_count:
+        return pa.array(col.to_numpy()[rows], col.type)
+    return col.take(pa.array(rows))
 
 
 def members(raw: duckdb.DuckDBPyConnection, sql: str) -> pa.Table | None:
@@ -233,9 +251,9 @@ def members(raw: duckdb.DuckDBPyConnection, sql: str) -> pa.Table | None:
         src = (c, o)[s].column(at[s]).combine_chunks()
         at[s] += 1
         if s == 0:
-            pair, rest = src.take(pa.array(li)), src.take(pa.array(lone))
+            pair, rest = _take(src, li), src.take(pa.array(lone))
         else:
-            pair = src if len(ri) == len(src) else src.take(pa.array(ri))
+            pair = src if ri is None else src.take(pa.array(ri))
             rest = pa.nulls(len(lone), src.type)
         cols.append((alias, pa.chunked_array([pair, rest], src.type)))
     return pa.table(dict(cols))
