@@ -233,3 +233,19 @@ def test_left_column_in_the_condition_is_refused(tmp_path, spy):
     sql = Q13.replace("AND NOT bad", "AND c.ck > 3")
     _check_grouped(con, plain, c, o, sql, lambda r: not pd.isna(r["ock"]) and r["ock"] > 3)
     assert spy == [None]
+
+
+@pytest.mark.parametrize("dtype", ["Int32", "Int16"])
+def test_key_types_differ(tmp_path, spy, dtype):
+    """An INTEGER / SMALLINT order key against the BIGINT customer key: compared by value; the group
+    key keeps the customer's type (gathered, not taken from the orders' key)."""
+    c, o = _tables(11, 0)
+    o["ock"] = o["ock"].astype(dtype)
+    con, plain = _connect(tmp_path, c, o)
+    _check_grouped(con, plain, c, o, Q13, _not_bad)
+    df = con.sql(PER_ROW)
+    pd.testing.assert_frame_equal(
+        df.sort_values("ck").reset_index(drop=True),
+        plain.sql(PER_ROW).df().sort_values("ck").reset_index(drop=True),
+    )
+    assert spy and all(m is not None for m in spy)

@@ -162,7 +162,11 @@ def _queries(raw, plan: JoinPlan) -> tuple[str, str, list[int]] | None:
         out.append(
             f"SELECT {', '.join(read)} FROM {t.sql(dialect=DIALECT)}" + (f" WHERE {where}" if where else "")
         )
-    return out[0], out[1], sides
+    # an item that is the left key column: on a matched row, the right key's value (same type: no gather)
+    is_key = [
+        sides[i] == 0 and c.name.lower() == keys[0].name.lower() for i, (_, c, _) in enumerate(plan.items)
+    ]
+    return out[0], out[1], sides, is_key
 
 
 def _int_key(col: pa.Array) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -239,7 +243,8 @@ def members(raw: duckdb.DuckDBPyConnection, sql: str) -> pa.Table | None:
         c, o = (raw.sql(s).to_arrow_table() for s in q[:2])
     except duckdb.Error:
         return None
-    m = match(c.column(_JK).combine_chunks(), o.column(_JK).combine_chunks())
+    rk = o.column(_JK).combine_chunks()
+    m = match(c.column(_JK).combine_chunks(), rk)
     if m is None:
         return None
     li, ri, lone = m
@@ -250,7 +255,9 @@ def members(raw: duckdb.DuckDBPyConnection, sql: str) -> pa.Table | None:
         s = q[2][i]
         src = (c, o)[s].column(at[s]).combine_chunks()
         at[s] += 1
-        if s == 0:
+        if s == 0 and q[3][i] and rk.type == src.type:
+            pair, rest = rk if ri is None else rk.take(pa.array(ri)), src.take(pa.array(lone))
+        elif s == 0:
             pair, rest = _take(src, li), src.take(pa.array(lone))
         else:
             pair = src if ri is None else src.take(pa.array(ri))
