@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from traceprop_frames.sql import group_counts
+from traceprop_frames.sql import group_counts, member_join
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.exists_join import join_exists
 from traceprop_frames.sql.exists_lateral import lateral_exists
@@ -419,7 +419,8 @@ def run_eager(raw, sql: str, rw, lineage_from_arrow) -> tuple[pa.Table, list]:
         members = None
         try:
             if once:  # the member rows the split query groups, read once (see group_members)
-                members = raw.sql(once[0]).to_arrow_table()
+                members = member_join.members(raw, once[0])  # a LEFT JOIN on one key: each table alone
+                members = raw.sql(once[0]).to_arrow_table() if members is None else members
                 raw.register(MEMBERS, members)
             table = group_counts.run(raw, rw, members) if members is not None else None  # counts: numpy
             if table is None:
