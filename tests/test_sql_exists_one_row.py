@@ -170,3 +170,18 @@ def test_shapes_that_can_drop_the_row_stay_refused(data, body):
     df, got = _answer(eager, lazy, plain, w)  # a window alone does not aggregate: a plain EXISTS
     keep = [i for i in o.index if len(_matches(o, l_, i))]
     assert df["i"].tolist() == keep
+
+
+def test_an_aggregate_macro(tmp_path):
+    """An aggregate macro is an aggregate (the connection knows its macros): always true, as ``sum``."""
+    o = pd.DataFrame({"i": np.arange(6), "ok": pd.array([1, 2, 3, None, 5, 6], dtype="Int64")})
+    l_ = pd.DataFrame({"ok": pd.array([1, 1, 3], dtype="Int64"), "q": [1, 2, 3]})
+    eager, lazy, plain = eager_lazy_plain(tmp_path, {"o": o, "l": l_})
+    for c in (eager, lazy):
+        c.sql("CREATE MACRO mysum(x) AS sum(x)")
+    plain.execute("CREATE MACRO mysum(x) AS sum(x)")
+    q = "SELECT i FROM o WHERE EXISTS (SELECT mysum(q) FROM l WHERE l.ok = o.ok) ORDER BY i"
+    df, got = _answer(eager, lazy, plain, q)
+    assert df["i"].tolist() == list(range(6)) and got == [rows_of("o", [i]) for i in range(6)]
+    for c in (eager, lazy, plain):
+        c.close()
