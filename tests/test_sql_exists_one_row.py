@@ -66,6 +66,7 @@ ALWAYS = [
     "EXISTS (SELECT count(*) FROM l WHERE l.ok = o.ok AND l.f)",
     "EXISTS (SELECT max(l.q) FROM l WHERE l.ok = o.ok LIMIT 1)",
     "EXISTS (SELECT sum(q) + 1 FROM l)",  # uncorrelated
+    "EXISTS (SELECT count(*))",  # no FROM
     "EXISTS (SELECT histogram(q) FROM l WHERE l.ok = o.ok)",  # an aggregate sqlglot does not know
     "NOT (NOT EXISTS (SELECT count(*) FROM l WHERE l.ok = o.ok))",
 ]

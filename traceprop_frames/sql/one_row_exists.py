@@ -39,7 +39,7 @@ def always_one_row(s: exp.Expression, has_agg) -> bool:
     over it holds for every row whatever the rows it reads (``NOT EXISTS`` for none): those rows decide
     nothing, so it names no witnesses (the subquery still runs, as written)."""
     s = _select(s)
-    if s is None or s.args.get("from_") is None or not _positive_limit(s):
+    if s is None or not _positive_limit(s):
         return False
     if any(s.args.get(k) for k in ("group", "having", "qualify", "windows")):
         return False
