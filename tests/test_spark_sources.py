@@ -124,11 +124,20 @@ def test_a_statement_naming_a_reserved_name_is_refused(spark, tmp_path, capture)
 
 
 @pytest.mark.parametrize("capture", ["eager", "lazy"])
-def test_exists_over_an_aggregate_is_refused(spark, tmp_path, capture):
-    """One row comes back over no rows, so the EXISTS holds for every row: refused as on DuckDB."""
-    con = _two_views(spark, tmp_path, capture)
+def test_exists_over_an_aggregate(spark, tmp_path, capture):
+    """One row comes back over no rows, so the EXISTS holds for every row: traced as always true (each
+    row's lineage is its own row), as on DuckDB; a LIMIT 0 that can drop the row is refused."""
+    con, path = _two_views(spark, tmp_path, capture), str(tmp_path / "k.csv")
     with pytest.raises(UnsupportedSQLError, match="aggregates without GROUP BY"):
-        con.sql("SELECT k FROM t WHERE EXISTS (SELECT count(*) FROM u WHERE u.k = t.k + 5)")
+        con.sql("SELECT k FROM t WHERE EXISTS (SELECT count(*) FROM u WHERE u.k = t.k + 5 LIMIT 0)")
+    for cond in ("u.k = t.k + 5", "u.k = 2"):  # (no u row matches either; u's row 1 for both)
+        df = con.sql(f"SELECT k FROM t WHERE EXISTS (SELECT count(*) FROM u WHERE {cond}) ORDER BY k")
+        df = df.to_pandas()
+        assert df.k.tolist() == [1, 2]  # both kept; lineage: the row itself (t and u read one file)
+        assert [{p: list(r) for p, r in df.tp.sources(rows=[i]).items()} for i in range(2)] == [
+            {path: [0]},
+            {path: [1]},
+        ]
     assert sorted(
         con.sql("SELECT k FROM t WHERE EXISTS (SELECT * FROM u WHERE u.k = t.k)").df.toPandas().k
     ) == [1, 2]

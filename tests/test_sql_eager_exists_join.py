@@ -264,16 +264,16 @@ def test_two_key_correlation_random(tmp_path, seed):
 @pytest.mark.parametrize(
     "where",
     [
-        "EXISTS (SELECT count(*) FROM l WHERE l.ok = o.ok AND l.f)",
-        "NOT EXISTS (SELECT max(l.q) FROM l WHERE l.ok = o.ok)",
-        "x > 5 AND EXISTS (SELECT sum(q) + 1 FROM l)",
+        "EXISTS (SELECT count(*) FROM l WHERE l.ok = o.ok AND l.f LIMIT 0)",
+        "NOT EXISTS (SELECT max(l.q) FROM l WHERE l.ok = o.ok OFFSET 1)",
+        "x > 5 AND EXISTS (SELECT sum(q) + 1, rank() OVER () FROM l)",
     ],
 )
 @pytest.mark.parametrize("grouped", [True, False])
 def test_exists_over_an_aggregate_is_refused(data, where, grouped):
-    """An EXISTS over a query that aggregates without GROUP BY holds for every row (one row comes back
-    over no rows). Eager capture answered "a row matched" (outer rows without a match dropped), lazy
-    capture left them out of the lineage: both refuse it now, and the connection stays usable."""
+    """An EXISTS over a query that aggregates without GROUP BY where that one row can still be dropped
+    (LIMIT 0, OFFSET, a window): both modes refuse it, and the connection stays usable (the always-true
+    shapes are traced: tests/test_sql_exists_one_row.py)."""
     con, lazy, plain, o, l_ = data
     q = (
         f"SELECT g, count(*) AS n FROM o WHERE {where} GROUP BY g ORDER BY g NULLS LAST"

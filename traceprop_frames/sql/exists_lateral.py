@@ -32,6 +32,7 @@ from sqlglot import exp
 
 from traceprop_frames.errors import UnsupportedSQLError
 from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.one_row_exists import always_one_row
 from traceprop_frames.sql.shared import _conjuncts
 
 _ALIAS = "__tp_ew"
@@ -71,21 +72,33 @@ def _one_row(s: exp.Select) -> bool:
 
 
 def refuse_one_row_exists(stmt: exp.Expression) -> None:
-    """Raise UnsupportedSQLError for an ``EXISTS`` over a query that aggregates without GROUP BY.
+    """Raise UnsupportedSQLError for an ``EXISTS`` over a query that aggregates without GROUP BY where
+    that one row may still be dropped (QUALIFY, a window, OFFSET, LIMIT 0).
 
-    Such a subquery returns one row whether or not any row matches, so the ``EXISTS`` holds for every
-    outer row (``NOT EXISTS`` for none). Eager capture merged it as "a row matched" (outer rows without
-    a match were dropped: a different answer), and lazy capture left those rows out of their group's
-    lineage (an insufficient lineage); refused in both until traced as what it is."""
+    Such a subquery returns one row whether or not any row matches; where nothing can drop that row
+    (:func:`always_one_row`) the rewrite traces the ``EXISTS`` as always true. Otherwise eager capture
+    merged it as "a row matched" (a different answer) and lazy capture left outer rows out of their
+    group's lineage (an insufficient lineage): refused in both."""
     for e in stmt.find_all(exp.Exists):
         body = _body(e.this)
-        if body is not None and _one_row(body):
+        if body is not None and _one_row(body) and not always_one_row(body, _agg_func):
             raise UnsupportedSQLError(
                 f"EXISTS ({body.sql(dialect=DIALECT)[:80]}...) aggregates without GROUP BY, so it holds for "
                 "every row whether or not any row matches; the traced connection cannot carry lineage "
                 "through it yet: write TRUE (NOT EXISTS: FALSE), or EXISTS over the rows themselves "
                 "(SELECT * FROM ... WHERE ...)"
             )
+
+
+def _agg_func(e: exp.Expression) -> bool:
+    """True if ``e`` holds a known aggregate outside windows and subqueries (as :func:`_one_row`)."""
+    s = e.find_ancestor(exp.Select)
+    return any(f.find_ancestor(exp.Window, exp.Select) is s for f in e.find_all(exp.AggFunc))
+
+
+def _calls(s: exp.Select) -> bool:
+    """True if ``s``'s SELECT list calls a function (possibly an aggregate: one row over no rows)."""
+    return any(e.find(exp.Func) is not None for e in s.expressions)
 
 
 def _witness_list(a: exp.Expression, aggregated: bool) -> exp.Select | None:
@@ -158,7 +171,7 @@ def lateral_exists(
     for c in _conjuncts(where.this):
         body = _body(c.this) if isinstance(c, exp.Exists) else None
         reads = _reads(body) if body is not None else None
-        if reads is not None and not equi_correlated(body, outer_columns(body)):
+        if reads is not None and (_calls(body) or not equi_correlated(body, outer_columns(body))):
             reads = None
         if reads is not None:
             exists.setdefault(reads, []).append(c)

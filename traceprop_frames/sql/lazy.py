@@ -733,6 +733,7 @@ def _exists_joined(flat: exp.Select) -> None:
                 if isinstance(c, exp.Exists)
                 and isinstance(c.this, exp.Select)
                 and not any(c.this.args.get(k) for k in _ONE_BODY)
+                and not any(x.find(exp.Func) for x in c.this.expressions)  # (an aggregate: always true)
                 and c.this.args.get("from_") == w.args["from_"]
                 and c.this.args.get("where") == w.args["where"]
             ),

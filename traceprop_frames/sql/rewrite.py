@@ -63,6 +63,7 @@ from sqlglot import exp
 from traceprop_frames.errors import UnsupportedSQLError
 from traceprop_frames.sql.covered import covered_items
 from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.one_row_exists import always_one_row
 
 RID = "__tp_rid"  # BIGINT: one global row id
 LIN = "__tp_lin"  # BIGINT[]: a set of global row ids
@@ -1072,6 +1073,8 @@ class Rewriter:
         while isinstance(q, exp.Subquery) and isinstance(q.this, exp.Query):
             q = q.this
         positive = neg % 2 == 0 or mode == "all"
+        if mode == "exists" and always_one_row(q, lambda e: _has_agg(e, self.catalog.aggregates)):
+            positive = False  # always true: the rows it reads decide nothing (see always_one_row)
         witness_q = q.copy() if trace and positive else None
         new, _ = self.query(q, ctes, trace=False)
         if new is not q:
