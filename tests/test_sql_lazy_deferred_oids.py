@@ -54,13 +54,14 @@ def test_a_run_of_ctas_reads_the_oids_once(frames):
         con.execute(CTAS_A)
         con.execute(CTAS_B)
         assert reads[0] == 0 and len(con._deferred.records) == 2
-        df = con.sql(JOINED)
+        df = con.sql(JOINED)  # the query's oids wait with the records' (test_sql_lazy_query_oids)
+        assert reads[0] == 0 and len(con._deferred.records) == 3
+        query = con._deferred.records[-1]
+        raw = con.raw  # handing it out reads them, once
         assert reads[0] == 1 and not con._deferred.records
-        oids = dict(con.raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall())
-        for name in ("a", "b"):  # the oids recorded are the tables' oids
-            assert {tb: v[0] for tb, v in con._pending[name].fingerprint.items()} == {
-                tb: oids[tb] for tb in con._pending[name].fingerprint
-            }
+        oids = dict(raw.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall())
+        for fp in (con._pending["a"].fingerprint, con._pending["b"].fingerprint, query.fingerprint):
+            assert {tb: v[0] for tb, v in fp.items()} == {tb: oids[tb] for tb in fp}  # the tables' oids
         assert lineage_sets(df) == joined_oracle(t, u)
         del con._read_oids
     a = con.sql("SELECT k FROM a")

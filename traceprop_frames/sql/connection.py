@@ -1061,13 +1061,14 @@ class TracedConnection:
         shape is captured eagerly. Changes ``stmt`` in place (no copies: they cost more than the rest)."""
         fresh = self._cat is None
         cat = self._catalog_for(stmt, fresh=fresh)
-        oids = self._table_oids()
         hit = self._captures.get(text)
-        if (
+        kept = (
             hit is not None
             and hit[0] is cat
             and (not self._pending or hit[1].keyed == self._keyed_tables(hit[5]))
-        ):
+        )
+        oids = None if kept and self._oids_can_wait() else self._table_oids()  # None: read later
+        if kept:
             _, shape, capture_sql, traced, untraced, tables, _ = hit  # the same query and catalog: planned
         else:
             if stmt is None:
@@ -1097,7 +1098,7 @@ class TracedConnection:
             if tree is not None:
                 self._first_rewrites.keep(text, cat, rw, consts)
         try:
-            rel = self._raw.sql(capture_sql)
+            rel = self._con.sql(capture_sql)  # (not self._raw: the oids left waiting may wait on)
             types = [str(t) for t in rel.types]
             n_data = len(types) - shape.n_keys
             key_at = key_positions(shape, n_data)  # keys the output holds are read there (sql.lazy_reuse)
@@ -1119,20 +1120,34 @@ class TracedConnection:
                     df.columns = names
             else:
                 table = rel.to_arrow_table()
-                table = self._fix_names(table, text, n_data, simple_names)
+                if names is not None:  # (kept per text and catalog: no bind, no read of waiting oids)
+                    table = table.rename_columns([*names, *table.column_names[n_data:]])
                 keys = pa.table([table.column(i) for i in key_at], names=key_names(len(key_at)))
                 data = table.select(list(range(n_data)))
                 n_rows = table.num_rows
-                df = self._raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(n_rows))
+                df = self._con.from_arrow(data).df() if n_data else pd.DataFrame(index=range(n_rows))
         except duckdb.Error:
             return None  # the eager path reports the failure as it always has
         params = {"query": text}
         if untraced:
             params["missing_lineage"] = untraced
         node = OpNode("sql", params, tuple(self._node(t) for t in traced))
-        fp = self._fingerprint(tables, oids)
-        resolver = Resolver(self, text, keys, key_types, shape, node, fp)
+        resolver = Resolver(self, text, keys, key_types, shape, node, {})
+        if oids is None:
+            self._deferred.add_result(resolver, tables, self._versions)  # oids read later
+        else:
+            resolver.fingerprint = self._fingerprint(tables, oids)
         return attach(df, LazyRowLineage(resolver, np.arange(n_rows, dtype=np.int64)))
+
+    def _oids_can_wait(self) -> bool:
+        """A lazy query from its kept plan: its tables' oids may wait with the CTAS records' (see
+        :mod:`traceprop_frames.sql.deferred_oids`) where they would be read now (records wait, or a CTAS
+        left the cached oids stale) and nothing moved the catalog count since the records were made."""
+        if self._sources.persistent or not self._deferred.available:
+            return False
+        if self._oids is not None and self._oids[0] is self._cat and not self._deferred.records:
+            return False  # the cached oids hold: nothing to read
+        return self._deferred.unchanged()
 
     def _original_names_cached(self, text: str, n_data: int) -> list[str] | None:
         """:meth:`_original_names`, kept per query text and catalog."""

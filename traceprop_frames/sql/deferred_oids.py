@@ -22,13 +22,51 @@ database), the oids the records need can no longer be known: they stay :data:`UN
 so a later check reports the tables as changed (:class:`~traceprop_frames.errors.SourceChangedError`) —
 never a lineage computed from a table that may have been replaced. A DuckDB without the counter reads the
 oids right after each CTAS, as before.
+
+A lazy *query* run from its kept plan while records wait (or the cached oids are gone after a CTAS) waits
+with them (:meth:`DeferredOids.add_result`): its result's fingerprint holds its tables' write counts now
+and the oids read later. A table that a later CTAS of the run replaces has its write count moved by it,
+so the result still reports it as changed; the result's resolver is held weakly (a result dropped before
+the read needs none). The credit ETL (two CTAS, then the joined query, in a loop) then reads no oids at
+all until lineage is asked for or another statement runs.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 UNREAD = object()  # a record's oid not read (yet, or ever): equal to no oid
+
+
+class _Result:
+    """A lazy query's resolver waiting for its oids (held weakly), read and set as a record's are."""
+
+    __slots__ = ("_ref",)
+    name = None  # (a record's table name: none)
+
+    def __init__(self, resolver) -> None:
+        self._ref = weakref.ref(resolver)
+
+    @property
+    def alive(self) -> bool:
+        return self._ref() is not None
+
+    @property
+    def fingerprint(self) -> dict:
+        resolver = self._ref()
+        return {} if resolver is None else resolver.fingerprint
+
+    @fingerprint.setter
+    def fingerprint(self, fp: dict) -> None:
+        resolver = self._ref()
+        if resolver is not None:
+            resolver.fingerprint = fp
+
+
+def _live(record) -> bool:
+    """False for a result's entry whose result is gone (it needs no oids)."""
+    return not isinstance(record, _Result) or record.alive
 
 
 class DeferredOids:
@@ -55,8 +93,16 @@ class DeferredOids:
         one every waiting record is valid at (the caller checked :meth:`unchanged` before its CTAS)."""
         record.fingerprint = {t: (UNREAD, writes.get(t, 0)) for t in tables}
         # the record of a table it replaces is no longer pending: dropped (a loop of CTAS keeps one each)
-        self.records = [r for r in self.records if r.name != record.name]
+        self.records = [r for r in self.records if r.name != record.name and _live(r)]
         self.records.append(record)
+        self.at = self.version()
+
+    def add_result(self, resolver, tables: list[str], writes: dict[str, int]) -> None:
+        """A lazy query's ``resolver`` waits for the oids of ``tables`` like a record (the caller checked
+        :meth:`unchanged` before its query; a query moves no count)."""
+        resolver.fingerprint = {t: (UNREAD, writes.get(t, 0)) for t in tables}
+        self.records = [r for r in self.records if _live(r)]
+        self.records.append(_Result(resolver))
         self.at = self.version()
 
     def advance(self) -> None:

@@ -44,6 +44,7 @@ from sqlglot import exp
 from traceprop_frames.errors import SourceChangedError, UnknownRowError
 from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
+from traceprop_frames.sql.deferred_oids import UNREAD
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.rewrite import (
     LIN,
@@ -64,6 +65,10 @@ _PLANS = 64  # backward plans (and their witness sets) kept per connection
 _PIN = "__tp_pin__"  # where one row's key values go in a backward query for that row
 _PIN_COMBOS = 4096  # rows of a join asked together: pinned while their keys' combinations are this few
 _names = itertools.count()
+_UNREAD_NOTE = (  # see sql.deferred_oids
+    " (A statement ran on this database outside the traced connection - through a cursor or another "
+    "connection - after the query, before the state of its tables was recorded: they count as changed.)"
+)
 
 
 @dataclass
@@ -321,10 +326,11 @@ class Resolver:
         now = self.con._fingerprint(list(self.fingerprint))
         changed = sorted(t for t, v in self.fingerprint.items() if now.get(t) != v)
         if changed:
+            unread = any(v[0] is UNREAD for v in self.fingerprint.values())
             raise SourceChangedError(
                 f"table(s) {changed} changed since this query ran, so its lineage (captured lazily) can no "
                 "longer be computed exactly: re-run the query, or use tpf.connect(capture='eager') to keep "
-                "lineage that outlives changes to its tables"
+                "lineage that outlives changes to its tables" + (_UNREAD_NOTE if unread else "")
             )
 
     def lineage(self, rows: np.ndarray) -> RowLineage:
