@@ -32,7 +32,7 @@ from traceprop_frames.spark.shared import SharedSets
 from traceprop_frames.spark.witness import cte_witness, witness_ids
 from traceprop_frames.sql.exists_lateral import refuse_one_row_exists
 from traceprop_frames.sql.lazy import add_keys, shape_of
-from traceprop_frames.sql.reserved_names import refuse_reserved_identifiers
+from traceprop_frames.sql.reserved_names import HIDDEN, refuse_reserved, refuse_reserved_identifiers
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog, rewrite_query
 
 
@@ -115,7 +115,8 @@ class SparkConnection:
 
         A traced pandas frame goes to Spark through Arrow with its lineage as an ``array<bigint>``
         column; a :class:`SparkTraced` keeps its lineage column (a lazily captured one is pinned and
-        gets its rows' lineage from its backward job); anything else has no lineage.
+        gets its rows' lineage from its backward job); anything else has no lineage. A frame with a
+        column named ``__tp_rid``, ``__tp_lin`` or ``__tp_...`` is refused (as ``tpf.connect()`` does).
         """
         if isinstance(df, LazySparkTraced):  # its frame holds keys: the pinned rows with their lineage
             cols = [F.col(f"`{c}`") for c in df.df.columns]
@@ -125,6 +126,7 @@ class SparkConnection:
             df.frame.createOrReplaceTempView(name)
             self._set(name, df.kind, df.node, df._owner)
         elif isinstance(df, pd.DataFrame) and has_lineage(df):
+            refuse_reserved(df.columns, HIDDEN, f"con.register({name!r}, df)")
             lin = resolve(df)
             data = df.drop(columns=["tp_lid"], errors="ignore")
             data.attrs = {}
@@ -133,6 +135,7 @@ class SparkConnection:
             self._set(name, LIN, lin.node)
         else:
             sdf = df if isinstance(df, DataFrame) else self.spark.createDataFrame(df)
+            refuse_reserved(sdf.columns, HIDDEN, f"con.register({name!r}, df)")
             sdf.createOrReplaceTempView(name)
             self._set(name, None, None)
         return self

@@ -8,6 +8,9 @@ Row numbers mean what they mean in the pandas and DuckDB readers (0-based data r
   quoted newlines stay inside their record and blank lines are skipped, as in ``pd.read_csv``.
 
 Every file is hashed (sha256) and registered in the process :data:`REGISTRY`, as the other readers do.
+A file with a column named as one the connection uses itself (``__tp_rid``, ``__tp_lin``, any ``__tp_...``
+name; ``_metadata`` in Parquet, which hides Spark's metadata column the row ids come from) is refused as
+DuckDB's loaders refuse theirs (:func:`traceprop_frames.sql.reserved_names.refuse_reserved`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from pyspark.sql import functions as F
 from traceprop_frames.errors import SourceMissingError, UnsupportedOperationError
 from traceprop_frames.lineage import REGISTRY, encode
 from traceprop_frames.lineage.sources import Source
+from traceprop_frames.sql.reserved_names import HIDDEN, refuse_reserved
 from traceprop_frames.sql.rewrite import RID
 
 # CSV options that drop or skip records: row numbers could not be trusted
 _CSV_REJECT = {"mode", "comment", "samplingratio", "linesep"}
 _CSV_DEFAULTS = {"header": True, "inferSchema": True, "escape": '"'}
+# a Parquet column ``_metadata`` hides Spark's file metadata column, whose ``row_index`` numbers the rows
+PARQUET = (*HIDDEN, "_metadata")
 
 
 def _files(path, ext: str) -> list[str]:
@@ -48,8 +54,11 @@ def _base(src: Source) -> int:
 
 def read_parquet(spark: SparkSession, path) -> tuple[DataFrame, list[Source]]:
     """A DataFrame of the Parquet file(s) at ``path`` with ``__tp_rid``; a folder is read file by file."""
+    files = _files(path, "parquet")
+    for f in files:  # all checked before any is registered
+        refuse_reserved(pq.ParquetFile(f).schema_arrow.names, PARQUET, f)
     parts, sources = [], []
-    for f in _files(path, "parquet"):
+    for f in files:
         src = REGISTRY.register_file(f, "parquet", pq.ParquetFile(f).metadata.num_rows)
         df = spark.read.parquet(f)
         rid = (F.lit(_base(src)) + F.col("_metadata.row_index")).cast("bigint").alias(RID)
@@ -79,6 +88,7 @@ def read_csv(spark: SparkSession, path, **options) -> tuple[DataFrame, list[Sour
     parts, sources = [], []
     for f in _files(path, "csv"):
         df = spark.read.options(**opts).csv(f)
+        refuse_reserved(df.columns, HIDDEN, f)
         if df.rdd.getNumPartitions() != 1:  # cannot happen for one multiLine file; the numbering needs it
             raise UnsupportedOperationError(
                 f"Spark split {f!r} into several partitions; row numbers need one"
