@@ -249,3 +249,15 @@ def test_key_types_differ(tmp_path, spy, dtype):
         plain.sql(PER_ROW).df().sort_values("ck").reset_index(drop=True),
     )
     assert spy and all(m is not None for m in spy)
+
+
+def test_plans_kept_are_bounded_and_an_evicted_plan_is_parsed_again():
+    sql = "SELECT a.x AS i, b.y AS j FROM a LEFT JOIN b ON a.k = b.k"
+    member_join._plans.clear()
+    first = member_join.parse(sql)
+    assert first is not None and first.keys[0].name == "k"
+    for n in range(member_join._PLANS + 40):  # distinct texts push the first one out
+        member_join.parse(f"SELECT a.x AS i, b.y AS j FROM a LEFT JOIN b ON a.k = b.k AND b.y > {n}")
+    assert len(member_join._plans) == member_join._PLANS
+    assert sql not in member_join._plans
+    assert member_join.parse(sql) == first  # parsed again, the same plan

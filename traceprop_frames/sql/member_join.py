@@ -68,6 +68,7 @@ class JoinPlan:
 
 
 _plans: dict[str, JoinPlan | None] = {}  # M's SQL -> its plan (None: does not apply)
+_PLANS = 256  # plans kept (the oldest dropped first), as sql.group_counts keeps its own
 
 
 def _table(t: exp.Expression) -> bool:
@@ -91,6 +92,8 @@ def parse(sql: str) -> JoinPlan | None:
         sel = None
     if isinstance(sel, exp.Select) and not {k for k, v in sel.args.items() if v} - _SELECT_ARGS:
         plan = _shape(sel)
+    if len(_plans) >= _PLANS:
+        _plans.pop(next(iter(_plans)))
     _plans[sql] = plan
     return plan
 
