@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+import traceprop_frames as tpf
 from tests._sql_oracle import rows_of
 
 CTAS_A = "CREATE OR REPLACE TABLE a AS SELECT k, count(*) AS n FROM t GROUP BY k"
@@ -36,3 +37,24 @@ def joined_oracle(t: pd.DataFrame, u: pd.DataFrame) -> list[set]:
 def group_oracle(df: pd.DataFrame, name: str, keys) -> list[set]:
     """A grouping CTAS's lineage: per key, the rows of source ``name`` with that key."""
     return [rows_of(name, np.flatnonzero(df.k == k)) for k in keys]
+
+
+def connect(tmp, capture: str = "lazy", database: str = ":memory:"):
+    """A traced connection with ``t`` and ``u`` loaded from ``tmp``."""
+    con = tpf.connect(database, capture=capture)
+    con.read_parquet(tmp / "t.parquet", name="t")
+    con.read_parquet(tmp / "u.parquet", name="u")
+    return con
+
+
+def count_reads(con) -> list[int]:
+    """Count the connection's oid reads (``duckdb_tables()``) from now on: ``n[0]``."""
+    n = [0]
+    read = con._read_oids
+
+    def counted():
+        n[0] += 1
+        return read()
+
+    con._read_oids = counted
+    return n

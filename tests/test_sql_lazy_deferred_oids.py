@@ -13,7 +13,16 @@ import pandas as pd
 import pytest
 
 import traceprop_frames as tpf
-from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, group_oracle, joined_oracle, write_frames
+from tests._ctas_frames import (
+    CTAS_A,
+    CTAS_B,
+    JOINED,
+    connect,
+    count_reads,
+    group_oracle,
+    joined_oracle,
+    write_frames,
+)
 from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.deferred_oids import UNREAD
@@ -24,33 +33,13 @@ def frames(tmp_path):
     return write_frames(tmp_path, 7)
 
 
-def _connect(tmp, capture: str = "lazy"):
-    con = tpf.connect(capture=capture)
-    con.read_parquet(tmp / "t.parquet", name="t")
-    con.read_parquet(tmp / "u.parquet", name="u")
-    return con
-
-
-def _count_reads(con) -> list[int]:
-    """Count the connection's oid reads (``duckdb_tables()``) from now on."""
-    n = [0]
-    read = con._read_oids
-
-    def counted():
-        n[0] += 1
-        return read()
-
-    con._read_oids = counted
-    return n
-
-
 def test_a_run_of_ctas_reads_the_oids_once(frames):
     t, u, tmp = frames
-    con = _connect(tmp)
+    con = connect(tmp)
     for s in [CTAS_A, CTAS_B, JOINED] * 2:  # planned on the catalog that has a and b (a statement
         con.execute(s)  # planned anew reads the oids before it)
     for _ in range(2):
-        reads = _count_reads(con)
+        reads = count_reads(con)
         con.execute(CTAS_A)
         con.execute(CTAS_B)
         assert reads[0] == 0 and len(con._deferred.records) == 2
@@ -75,7 +64,7 @@ def test_a_run_of_ctas_reads_the_oids_once(frames):
 
 def test_input_replaced_through_raw_after_the_ctas_raises(frames):
     _, _, tmp = frames
-    con = _connect(tmp)
+    con = connect(tmp)
     con.execute(CTAS_A)
     assert con._deferred.records
     raw = con.raw  # handing out the connection records the oids first
@@ -87,7 +76,7 @@ def test_input_replaced_through_raw_after_the_ctas_raises(frames):
 
 def test_table_replaced_through_raw_keeping_its_null_lineage_raises(frames):
     _, _, tmp = frames
-    con = _connect(tmp)
+    con = connect(tmp)
     con.execute(CTAS_A)
     con.raw.execute("CREATE OR REPLACE TABLE a AS SELECT * FROM a WHERE k > 2")  # __tp_lin still all NULL
     with pytest.raises(SourceChangedError, match="changed since"):
@@ -104,7 +93,7 @@ def test_table_replaced_through_raw_keeping_its_null_lineage_raises(frames):
 )
 def test_statement_through_a_cursor_right_after_counts_as_a_change(frames, statement):
     t, u, tmp = frames
-    con = _connect(tmp)
+    con = connect(tmp)
     cursor = con.raw.cursor()  # a second connection to the same database, made before the CTAS
     con.execute(CTAS_A)
     cursor.execute(statement)
@@ -118,7 +107,7 @@ def test_statement_through_a_cursor_right_after_counts_as_a_change(frames, state
 
 def test_failed_ctas_keeps_the_run(frames):
     t, u, tmp = frames
-    con = _connect(tmp)
+    con = connect(tmp)
     pd.DataFrame({"k": [1, 2], "s": ["1", "2"]}).to_parquet(tmp / "s1.parquet", index=False)
     pd.DataFrame({"k": [1, 2], "s": ["1", "x"]}).to_parquet(tmp / "s2.parquet", index=False)
     con.read_parquet(tmp / "s1.parquet", name="strs")
@@ -138,7 +127,7 @@ def test_failed_ctas_keeps_the_run(frames):
 
 def test_inside_a_user_transaction(frames):
     t, u, tmp = frames
-    con = _connect(tmp)
+    con = connect(tmp)
     con.execute("BEGIN")
     con.execute(CTAS_A)
     con.execute(CTAS_B)
@@ -158,7 +147,7 @@ def test_inside_a_user_transaction(frames):
 
 def test_persisted_result(frames):
     t, u, tmp = frames
-    con = _connect(tmp)
+    con = connect(tmp)
     con.execute(CTAS_A)
     con.execute(CTAS_B)
     con.sql(JOINED).tp.to_parquet(tmp / "out.parquet")
@@ -167,9 +156,9 @@ def test_persisted_result(frames):
 
 def test_without_the_catalog_counter_reads_after_each_ctas(frames):
     t, u, tmp = frames
-    con = _connect(tmp)
+    con = connect(tmp)
     con._deferred._count = None  # a DuckDB build without _catalog_version()
-    reads = _count_reads(con)
+    reads = count_reads(con)
     con.execute(CTAS_A)
     con.execute(CTAS_B)
     assert reads[0] == 2 and not con._deferred.records

@@ -14,8 +14,7 @@ import gc
 import numpy as np
 import pytest
 
-import traceprop_frames as tpf
-from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, joined_oracle, write_frames
+from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, connect, count_reads, joined_oracle, write_frames
 from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.deferred_oids import UNREAD
@@ -24,26 +23,6 @@ from traceprop_frames.sql.deferred_oids import UNREAD
 @pytest.fixture
 def frames(tmp_path):
     return write_frames(tmp_path, 11)
-
-
-def _connect(tmp, database: str = ":memory:"):
-    con = tpf.connect(database, capture="lazy")
-    con.read_parquet(tmp / "t.parquet", name="t")
-    con.read_parquet(tmp / "u.parquet", name="u")
-    return con
-
-
-def _count_reads(con) -> list[int]:
-    """Count the connection's oid reads (``duckdb_tables()``) from now on."""
-    n = [0]
-    read = con._read_oids
-
-    def counted():
-        n[0] += 1
-        return read()
-
-    con._read_oids = counted
-    return n
 
 
 def _run(con):
@@ -62,7 +41,7 @@ def _oracle_now(con, u) -> list[set]:
 
 
 def _planned(tmp, database: str = ":memory:"):
-    con = _connect(tmp, database)
+    con = connect(tmp, database=database)
     for _ in range(2):  # planned on the catalog that has a and b
         _run(con)
     return con
@@ -71,7 +50,7 @@ def _planned(tmp, database: str = ":memory:"):
 def test_a_run_reads_no_oids_and_the_lineage_is_the_oracle(frames):
     t, u, tmp = frames
     con = _planned(tmp)
-    reads = _count_reads(con)
+    reads = count_reads(con)
     for _ in range(3):
         df = _run(con)
     assert reads[0] == 0
@@ -83,7 +62,7 @@ def test_a_run_reads_no_oids_and_the_lineage_is_the_oracle(frames):
 def test_a_result_of_an_earlier_run_raises_once_a_later_run_replaced_its_tables(frames):
     t, u, tmp = frames
     con = _planned(tmp)
-    reads = _count_reads(con)
+    reads = count_reads(con)
     first = _run(con)
     second = _run(con)  # its CTAS replaced a and b after ``first`` ran: their oids were never read for it
     assert reads[0] == 0
@@ -156,7 +135,7 @@ def test_statement_through_a_cursor_between_ctas_and_query_is_not_absorbed(frame
 def test_a_database_file_reads_as_before(frames, tmp_path):
     t, u, tmp = frames
     con = _planned(tmp, str(tmp_path / "db.duckdb"))
-    reads = _count_reads(con)
+    reads = count_reads(con)
     df = _run(con)
     assert reads[0] >= 1 and not con._deferred.records
     assert lineage_sets(df) == joined_oracle(t, u)
