@@ -135,9 +135,10 @@ def _side(col: exp.Column, names: tuple[str, str], cols: tuple[set[str], set[str
     return sides[0] if len(sides) == 1 and col.name.lower() in cols[sides[0]] else -1
 
 
-def _queries(raw, plan: JoinPlan) -> tuple[str, str, list[int]] | None:
-    """The SQL of ``C`` and ``O`` and each select item's side; None where a column is not resolved to
-    one table, the key is not one column of each, or a condition reads the left table."""
+def _queries(raw, plan: JoinPlan) -> tuple[str, str, list[int], list[bool]] | None:
+    """The SQL of ``C`` and ``O``, each select item's side and whether it is the left key column; None
+    where a column is not resolved to one table, the key is not one column of each, or a condition
+    reads the left table."""
     names = tuple(t.alias_or_name.lower() for t in (plan.left, plan.right))
     if names[0] == names[1]:
         return None
