@@ -38,3 +38,20 @@ def eager_lazy_plain(root, tables: dict, plain_reads_parquet: bool = True):
         else:
             plain.register(name, df)
     return eager, lazy, plain
+
+
+def left_join_groups(c, o, cond) -> dict:
+    """Group key -> (customer rows, order rows, [count(oid)]) of ``c LEFT JOIN o ON ck = ock AND
+    cond(order row)`` grouped by ``ck``, by brute force over every pair (NULL keys: one group, no orders)."""
+    import pandas as pd
+
+    out: dict = {}
+    for i, k in enumerate(c["ck"]):
+        key = None if pd.isna(k) else int(k)
+        rows_c, rows_o, n = out.setdefault(key, (set(), set(), [0]))
+        rows_c.add(("c", i))
+        for j in range(len(o)):
+            if key is not None and not pd.isna(o["ock"][j]) and int(o["ock"][j]) == key and cond(o.iloc[j]):
+                rows_o.add(("o", j))
+                n[0] += 0 if pd.isna(o["oid"][j]) else 1
+    return out

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from _sql_oracle import lineage_sets
+from _sql_oracle import left_join_groups, lineage_sets
 
 import traceprop_frames as tpf
 from traceprop_frames.sql import correlated, member_csr
@@ -55,17 +55,8 @@ def data(tmp_path_factory):
 
 
 def _groups(c, o) -> dict:
-    """Group key -> (customer rows, order rows, count(oid)), by brute force over the LEFT JOIN."""
-    out: dict = {}
-    for i, k in enumerate(c["ck"]):
-        key = None if pd.isna(k) else int(k)
-        rows_c, rows_o, n = out.setdefault(key, (set(), set(), [0]))
-        rows_c.add(("c", i))
-        for j in range(len(o)):
-            if key is not None and not pd.isna(o["ock"][j]) and int(o["ock"][j]) == key and not o["bad"][j]:
-                rows_o.add(("o", j))
-                n[0] += 0 if pd.isna(o["oid"][j]) else 1
-    return out
+    """The brute-force groups of the q13 shape (orders not ``bad``)."""
+    return left_join_groups(c, o, lambda r: not r["bad"])
 
 
 @pytest.fixture

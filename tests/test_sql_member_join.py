@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from _sql_oracle import lineage_sets
+from _sql_oracle import left_join_groups, lineage_sets
 
 import traceprop_frames as tpf
 from traceprop_frames.sql import member_join
@@ -57,20 +57,6 @@ def _connect(tmp_path, c, o):
     return con, plain
 
 
-def _groups(c, o, cond) -> dict:
-    """Group key -> (customer rows, order rows, count(oid)), by brute force over the LEFT JOIN."""
-    out: dict = {}
-    for i, k in enumerate(c["ck"]):
-        key = None if pd.isna(k) else int(k)
-        rows_c, rows_o, n = out.setdefault(key, (set(), set(), [0]))
-        rows_c.add(("c", i))
-        for j in range(len(o)):
-            if key is not None and not pd.isna(o["ock"][j]) and int(o["ock"][j]) == key and cond(o.iloc[j]):
-                rows_o.add(("o", j))
-                n[0] += 0 if pd.isna(o["oid"][j]) else 1
-    return out
-
-
 def _not_bad(r) -> bool:
     return not pd.isna(r["bad"]) and not r["bad"]
 
@@ -90,7 +76,7 @@ def spy(monkeypatch):
 def _check_grouped(con, plain, c, o, sql, cond):
     df = con.sql(sql)
     pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(sql).df())
-    groups = _groups(c, o, cond)
+    groups = left_join_groups(c, o, cond)
     for n, got in zip(df["n"], lineage_sets(df)):
         assert got == set().union(*(g[0] | g[1] for g in groups.values() if g[2][0] == n)), n
     return groups
@@ -118,7 +104,7 @@ def test_one_group_per_row(tmp_path, spy, base):
         plain.sql(PER_ROW).df().sort_values(key).reset_index(drop=True),
     )
     assert spy and spy[0] is not None
-    groups = _groups(c, o, _not_bad)
+    groups = left_join_groups(c, o, _not_bad)
     for k, got in zip(df["ck"], lineage_sets(df)):
         g = groups[None if pd.isna(k) else int(k)]
         assert got == g[0] | g[1], k
@@ -217,7 +203,7 @@ def test_inner_join_keeps_its_path(tmp_path, spy):
     sql = Q13.replace("LEFT JOIN", "JOIN")
     df = con.sql(sql)
     pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(sql).df())
-    groups = {k: g for k, g in _groups(c, o, _not_bad).items() if g[1]}
+    groups = {k: g for k, g in left_join_groups(c, o, _not_bad).items() if g[1]}
     for n, got in zip(df["n"], lineage_sets(df)):
         assert got == set().union(*(g[0] | g[1] for g in groups.values() if g[2][0] == n)), n
     assert all(m is None for m in spy)
