@@ -1098,7 +1098,7 @@ class TracedConnection:
             if tree is not None:
                 self._first_rewrites.keep(text, cat, rw, consts)
         try:
-            rel = self._con.sql(capture_sql)  # (not self._raw: the oids left waiting may wait on)
+            rel = self._con.sql(capture_sql)  # (not self._raw, which would read the oids left to wait)
             types = [str(t) for t in rel.types]
             n_data = len(types) - shape.n_keys
             key_at = key_positions(shape, n_data)  # keys the output holds are read there (sql.lazy_reuse)

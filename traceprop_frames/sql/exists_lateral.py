@@ -64,11 +64,7 @@ def _one_row(s: exp.Select) -> bool:
     one row whether or not any row matches."""
     if s.args.get("group") or s.args.get("having"):
         return False
-    for e in s.expressions:
-        for f in e.find_all(exp.AggFunc):
-            if f.find_ancestor(exp.Window, exp.Select) is s:  # (not in a window, not in a subquery)
-                return True
-    return False
+    return any(_agg_func(e) for e in s.expressions)
 
 
 def refuse_one_row_exists(stmt: exp.Expression) -> None:
@@ -91,7 +87,8 @@ def refuse_one_row_exists(stmt: exp.Expression) -> None:
 
 
 def _agg_func(e: exp.Expression) -> bool:
-    """True if ``e`` holds a known aggregate outside windows and subqueries (as :func:`_one_row`)."""
+    """True if ``e`` (an item of a SELECT list) holds an aggregate sqlglot knows, outside windows and
+    subqueries."""
     s = e.find_ancestor(exp.Select)
     return any(f.find_ancestor(exp.Window, exp.Select) is s for f in e.find_all(exp.AggFunc))
 
