@@ -84,17 +84,20 @@ def _connect(tmp, t, u, w):
     return con, hits
 
 
+@pytest.mark.parametrize(
+    "keys", [(0, 1, 2, 3, 4, 5, -1, BIG), (0, 1, 2, 3, 4, 5, -1, 9)], ids=["sparse", "dense"]
+)
 @pytest.mark.parametrize("ctas_b", [CTAS_B, CTAS_B_DF], ids=["arrow", "df"])
 @pytest.mark.parametrize("query", [USING, NULLSAFE], ids=["using", "nullsafe"])
-def test_keys_read_in_the_query_match_the_oracle(tmp_path, query, ctas_b):
+def test_keys_read_in_the_query_match_the_oracle(tmp_path, query, ctas_b, keys):
     """Three runs, then ``u`` replaced by new rows and a fourth run: the third and fourth answer by keys;
-    every run's its lineage the oracle's (NULL keys, -1, a key beyond a float's precision,
-    repeated keys, applicants without rows); the frame equals plain DuckDB's."""
-    t, u, w = _frames(1)
+    every run's lineage is the oracle's (NULL keys, -1, repeated keys, applicants without rows; keys in a
+    dense range or one beyond a float's precision); the frame equals plain DuckDB's."""
+    t, u, w = _frames(1, keys=keys)
     con, hits = _connect(tmp_path, t, u, w)
     for run in range(4):
         if run == 3:  # the table replaced between runs: the new rows
-            u = _frames(2)[1]
+            u = _frames(2, keys=keys)[1]
             con.read_parquet(_write(tmp_path, "u2", u), name="u")
         con.execute(CTAS_A)
         con.execute(ctas_b)

@@ -32,7 +32,7 @@ from sqlglot import exp
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.join_refs import JoinRefs
-from traceprop_frames.sql.member_lists import MemberTable, group_members, key_positions
+from traceprop_frames.sql.member_lists import MemberTable, _int_column, group_members, key_positions
 
 _KEYED: dict[tuple[str, tuple], str] = {}  # (rowid query, key columns) -> the keyed query
 
@@ -94,10 +94,14 @@ def key_part(members: pa.Table, vals: np.ndarray, nulls: np.ndarray):
     the members whose key is ``vals[r]`` (nothing where ``nulls[r]``: no row joined)."""
 
     def build():
-        keys = pc.unique(members.column(0))
-        off, ids = group_members(members, keys)
-        row = key_positions(keys, pa.array(vals, mask=nulls))
-        if np.any((row < 0) & ~nulls):
+        off, ids, row = _by_key_slot(members, vals, nulls)
+        if row is None:  # sparse keys: one row per distinct key
+            keys = pc.unique(members.column(0))
+            off, ids = group_members(members, keys)
+            row = key_positions(keys, pa.array(vals, mask=nulls))
+        empty = row < 0
+        empty[~empty] = off[row[~empty] + 1] == off[row[~empty]]
+        if np.any(empty & ~nulls):
             raise SourceChangedError(
                 "a joined row's group key is not among the rows its table was made from: the table changed "
                 "between its CREATE TABLE ... AS and the query; re-create it and run the query again"
@@ -105,3 +109,24 @@ def key_part(members: pa.Table, vals: np.ndarray, nulls: np.ndarray):
         return off, ids, row
 
     return build
+
+
+def _by_key_slot(members: pa.Table, vals: np.ndarray, nulls: np.ndarray):
+    """(offsets, ids, row) over one slot per key value from the members' least to their greatest key
+    (empty slots for the values no member has), where that range is dense; (None, None, None) else."""
+    k, _ = _int_column(members.column(0))  # (no NULL key: see key_columns)
+    if not k.size:
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.full(len(vals), -1, np.int64)
+    lo, hi = int(k.min()), int(k.max())
+    if hi - lo >= 4 * len(k) + 1024 or (hi - lo + 1) * len(k) >= 2**62:
+        return None, None, None
+    slot = k - lo
+    off = np.zeros(hi - lo + 2, dtype=np.int64)
+    np.cumsum(np.bincount(slot, minlength=hi - lo + 1), out=off[1:])
+    order = np.argsort(slot * len(k) + np.arange(len(k), dtype=np.int64))  # stable: members' order
+    rid = members.column(1)
+    ids = np.asarray((rid.combine_chunks() if isinstance(rid, pa.ChunkedArray) else rid).to_numpy(), np.int64)
+    row = np.full(len(vals), -1, dtype=np.int64)
+    ok = ~nulls & (vals >= lo) & (vals <= hi)
+    row[ok] = vals[ok] - lo
+    return off, ids[order], row
