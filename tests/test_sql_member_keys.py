@@ -171,3 +171,21 @@ def test_a_row_added_through_a_cursor_during_the_query(tmp_path):
     assert done and hits[0] == before
     with pytest.raises(SourceChangedError):
         lineage_sets(df)
+
+
+@pytest.mark.parametrize("keys_path", [True, False], ids=["keys", "rowid"])
+def test_an_empty_group_table(tmp_path, keys_path, monkeypatch):
+    """``u`` without rows: ``a`` is empty, every applicant joins nothing; the lineage is its ``t`` row
+    alone on both paths (the rowid path raised IndexError in ``compose`` before)."""
+    t, _, w = _frames(6)
+    u = pd.DataFrame({"k": pd.array([], dtype="Int64")})
+    if not keys_path:
+        monkeypatch.setattr("traceprop_frames.sql.connection.key_columns", lambda *a: None)
+    con, hits = _connect(tmp_path, t, u, w)
+    for _ in range(3):
+        con.execute(CTAS_A)
+        con.execute(CTAS_B)
+        df = con.sql(USING)
+    assert hits[0] == (1 if keys_path else 0)
+    assert df["n"].isna().all()
+    assert lineage_sets(df) == _oracle(df, t, {"u": u, "w": w}, False)
