@@ -58,6 +58,7 @@ from traceprop_frames.sql.lazy_tables import (
     save_record,
     update_sql,
 )
+from traceprop_frames.sql.member_keys import key_columns, key_part, key_values, keyed_sql
 from traceprop_frames.sql.member_lists import (
     MemberTable,
     fill_sql,
@@ -172,6 +173,13 @@ _SAME_THROUGH_ARROW = frozenset(
     ["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "FLOAT", "DOUBLE",
      "VARCHAR", "BOOLEAN", "DATE", "TIMESTAMP"]
 )  # fmt: skip
+
+
+def _hidden_ids(col) -> np.ndarray:
+    """A hidden row id column as read (a pandas Series or an Arrow column) as int64, NULL as -1."""
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        return np.asarray(col.fill_null(-1).to_numpy(), dtype=np.int64)
+    return col.to_numpy(dtype=np.int64, na_value=-1)
 
 
 def _same_through_arrow(t: str) -> bool:
@@ -941,35 +949,17 @@ class TracedConnection:
         """Run an eager query whose joined tables' lineage lists are read once and gathered by ``rowid``
         (see :mod:`traceprop_frames.sql.join_refs`): (frame, the lineage parts for ``join_refs.compose``,
         read now), or None where DuckDB refuses it (the usual path then runs the
-        query and reports any error as it always has)."""
+        query and reports any error as it always has). Member tables made since the catalog last moved
+        are read by their group keys instead (:mod:`traceprop_frames.sql.member_keys`)."""
+        keys = key_columns(refs, self._pending, self._deferred)
+        if keys is not None:
+            out = self._read_by_keys(refs, keys, text, simple_names, single)
+            if out is not None:
+                return out
         try:
             with self._own_transaction():  # the query and the list reads see the same rows
                 rel = self._raw.sql(refs.sql)
-                types = [str(t) for t in rel.types]
-                n_hidden = len(refs.tables)
-                n_data = len(types) - n_hidden
-                names = self._result_names(text, n_data, simple_names, single)
-                if n_data and all(_same_through_arrow(t) for t in types[:n_data]) and _unique(names):
-                    # one conversion, as the plain query's .df(): every hidden column is an integer
-                    df = rel.df()
-                    hidden = [
-                        df.iloc[:, n_data + i].to_numpy(dtype=np.int64, na_value=-1) for i in range(n_hidden)
-                    ]
-                    df = df.iloc[:, :n_data]
-                    if names is not None:
-                        df.columns = names
-                else:
-                    table = self._fix_names(rel.to_arrow_table(), text, n_data, simple_names, single)
-                    hidden = [
-                        np.asarray(table.column(n_data + i).fill_null(-1).to_numpy(), dtype=np.int64)
-                        for i in range(n_hidden)
-                    ]
-                    data = table.select(list(range(n_data)))
-                    df = (
-                        self._raw.from_arrow(data).df()
-                        if n_data
-                        else pd.DataFrame(index=range(table.num_rows))
-                    )
+                df, cols = self._refs_frame(rel, len(refs.tables), text, simple_names, single)
                 lists = {}
                 for t in dict.fromkeys(t for t in refs.tables if t is not None):
                     p = self._pending.get(t)  # a table of members (see _fill_reads): its keys
@@ -978,7 +968,7 @@ class TracedConnection:
         except duckdb.Error:
             return None
         parts = []
-        for v, t in zip(hidden, refs.tables):
+        for v, t in zip(map(_hidden_ids, cols), refs.tables):
             if t is None:
                 parts.append(id_part(v))
             elif isinstance(lists[t][1], MemberTable):  # grouped when the lineage is first read
@@ -989,6 +979,48 @@ class TracedConnection:
             else:
                 parts.append(rows_of(lists[t][0], v, lineage_from_arrow))
         return df, parts
+
+    def _read_by_keys(self, refs: JoinRefs, keys, text: str, simple_names: bool, single: bool):
+        """:meth:`_read_by_refs` with each member table's group key in the result instead of its rowid:
+        one statement, no list read (:mod:`traceprop_frames.sql.member_keys`); None where DuckDB refuses
+        it, a key column does not read exactly, or the catalog count moved meanwhile (the rowid path)."""
+        at = self._deferred.version()
+        try:
+            rel = self._raw.sql(keyed_sql(refs, keys))
+            df, cols = self._refs_frame(rel, len(refs.tables), text, simple_names, single)
+        except duckdb.Error:
+            return None
+        if self._deferred.version() != at:  # something else ran beside the query
+            return None
+        parts = []
+        for col, t, key in zip(cols, refs.tables, keys):
+            if key is None:
+                parts.append(id_part(_hidden_ids(col)))
+                continue
+            kv = key_values(col)
+            if kv is None:
+                return None
+            parts.append(key_part(self._pending[t].members, *kv))
+        return df, parts
+
+    def _refs_frame(self, rel, n_hidden: int, text: str, simple_names: bool, single: bool):
+        """(frame of the data columns, the ``n_hidden`` last columns as read) of a join-refs query."""
+        types = [str(t) for t in rel.types]
+        n_data = len(types) - n_hidden
+        names = self._result_names(text, n_data, simple_names, single)
+        if n_data and all(_same_through_arrow(t) for t in types[:n_data]) and _unique(names):
+            # one conversion, as the plain query's .df(): every hidden column is an integer
+            df = rel.df()
+            cols = [df.iloc[:, n_data + i] for i in range(n_hidden)]
+            df = df.iloc[:, :n_data]
+            if names is not None:
+                df.columns = names
+            return df, cols
+        table = self._fix_names(rel.to_arrow_table(), text, n_data, simple_names, single)
+        cols = [table.column(n_data + i) for i in range(n_hidden)]
+        data = table.select(list(range(n_data)))
+        df = self._raw.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+        return df, cols
 
     def _dense_frame(self, table: pa.Table, lo: int, node, text: str, simple_names: bool, single: bool):
         """The frame of an eager result whose last column holds each row's ids as a bitstring (see

@@ -124,6 +124,8 @@ def compose(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.
     n = len(parts[0][2])
     pools, starts, lengths, base = [], [], [], 0
     for off, ids, row in parts:
+        if len(off) < 2:  # a table without rows (every row -1): one empty slot to point at
+            off = np.zeros(2, dtype=np.int64)
         r = np.maximum(row, 0)
         lengths.append(np.where(row >= 0, off[r + 1] - off[r], 0))
         starts.append(off[r] + base)
