@@ -71,6 +71,7 @@ class CreatePlan:
     tables: list[str]  # traced tables read (for the fingerprint and the record)
     target: str  # the table made (lower case)
     columns: list[str]  # its visible columns, as DuckDB names them
+    plain_sql: str = ""  # the statement without the NULL lineage column (see sql.late_column)
 
 
 def grouping_keys(sel: exp.Select, cat: Catalog) -> tuple[list[str], list[int]] | None:
