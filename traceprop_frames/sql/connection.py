@@ -1362,6 +1362,7 @@ class TracedConnection:
         key = create.columns[create.key_positions[0]]
         pending = MemberTable(target, create.query, create.keys, [key], {}, -1, members=members)
         self._pending[target] = pending
+        self._late.forget(target)  # (made with its column)
         self._changed(target)
         self._patch_catalog(target, create.columns)
         if defer:
