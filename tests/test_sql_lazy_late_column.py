@@ -129,3 +129,16 @@ def test_a_database_file_keeps_the_column_and_resolves_after_reopening(frames, t
     con = connect(tmp, database=path)
     a = con.sql("SELECT k, n FROM a")
     assert lineage_sets(a) == group_oracle(t, "t", a.k)
+
+
+def test_the_same_table_made_again_eagerly(frames):
+    t, u, tmp = frames
+    con = connect(tmp)
+    con.execute(CTAS_A)
+    con.capture = "eager"
+    con.execute(CTAS_A)  # an eager grouping CTAS: the table with its column, the late record forgotten
+    assert not con._late.tables and "__tp_lin" in _columns(con._con, "a")
+    con.capture = "lazy"
+    con.execute(CTAS_B)
+    df = con.sql(JOINED)
+    assert lineage_sets(df) == joined_oracle(t, u)
