@@ -1240,8 +1240,9 @@ class TracedConnection:
         )
 
     def _create_lazy(self, text: str, plan: CreatePlan) -> bool:
-        """Run a lazy CTAS: the table with a NULL lineage column, and (in a database file) its pending
-        record, in one transaction. False where it cannot (in a database file, inside a transaction of the
+        """Run a lazy CTAS: the table (in memory without its lineage column, added when needed: see
+        :mod:`traceprop_frames.sql.late_column`; in a database file with a NULL one) and (in a database
+        file) its pending record, in one transaction. False where it cannot (in a database file, inside a transaction of the
         user's): eager capture then. (In memory, a rolled-back CTAS is seen when the table is filled.)"""
         target = plan.target
         persistent = self._sources.persistent
