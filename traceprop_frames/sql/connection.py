@@ -40,6 +40,7 @@ from traceprop_frames.sql.erasure_scan import scan_filter
 from traceprop_frames.sql.exists_lateral import refuse_one_row_exists
 from traceprop_frames.sql.first_plan import FirstRewrites
 from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join_refs, row_positions, rows_of
+from traceprop_frames.sql.late_column import LateColumns, add_sql
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
     Resolver,
@@ -305,6 +306,7 @@ class TracedConnection:
         self._pending: dict[str, PendingTable] = load_records(self._raw) if self._sources.persistent else {}
         self._ctas_plans: dict = {}  # CTAS text -> (catalog, CreatePlan or None)
         self._in_txn = False  # a transaction opened by BEGIN through this connection is open
+        self._late = LateColumns()  # pending tables in memory made without their lineage column
         self._txn_filled: dict[str, PendingTable] = {}  # filled inside it: pending again on ROLLBACK
         self._txn_versions: dict[str, int] = {}  # table write counts when it began
         self._names: dict = {}  # query text -> (catalog, number of columns, DuckDB's column names)
@@ -323,6 +325,8 @@ class TracedConnection:
         :mod:`traceprop_frames.sql.deferred_oids`), so what is then run on it is told apart; from then on,
         eager queries read row ids from the stored column only (see :mod:`traceprop_frames.sql.rowid_scan`)."""
         self._rowid.off()
+        if self._late:
+            self._give_columns()  # user code sees the tables with their lineage column, as before
         return self._raw
 
     @property
@@ -470,6 +474,8 @@ class TracedConnection:
                 else:
                     columns.setdefault(t.lower(), []).append(c)
             hidden.update(self._registered)
+            if self._late:
+                hidden.update(self._late.hidden(columns))
             if self._macros is None:
                 self._macros = self._aggregate_macros()
             cat = Catalog(hidden, builtin_aggregates | self._macros, columns)
@@ -1129,6 +1135,8 @@ class TracedConnection:
             self._captures[text] = (cat, shape, capture_sql, traced, untraced, tables, simple_names)
             if tree is not None:
                 self._first_rewrites.keep(text, cat, rw, consts)
+        if self._late.mentioned(capture_sql):
+            self._give_columns()  # a star's EXCLUDE (__tp_lin) of a table made without it
         try:
             rel = self._con.sql(capture_sql)  # (not self._raw, which would read the oids left to wait)
             types = [str(t) for t in rel.types]
@@ -1245,6 +1253,8 @@ class TracedConnection:
             return None
         if len(names) != len(sel.expressions) or len(set(n.lower() for n in names)) != len(names):
             return None
+        plain = stmt.copy()
+        plain.set("expression", body.copy())  # the table without its lineage column (sql.late_column)
         body.append("expressions", exp.alias_(exp.cast(exp.null(), "BIGINT[]"), LIN))
         out = stmt.copy()
         out.set("expression", body)
@@ -1258,11 +1268,13 @@ class TracedConnection:
             tables=sorted(rw.traced),
             target=stmt.this.name.lower(),
             columns=list(names),
+            plain_sql=plain.sql(dialect=DIALECT),
         )
 
     def _create_lazy(self, text: str, plan: CreatePlan) -> bool:
-        """Run a lazy CTAS: the table with a NULL lineage column, and (in a database file) its pending
-        record, in one transaction. False where it cannot (in a database file, inside a transaction of the
+        """Run a lazy CTAS: the table (in memory without its lineage column, added when needed: see
+        :mod:`traceprop_frames.sql.late_column`; in a database file with a NULL one) and (in a database
+        file) its pending record, in one transaction. False where it cannot (in a database file, inside a transaction of the
         user's): eager capture then. (In memory, a rolled-back CTAS is seen when the table is filled.)"""
         target = plan.target
         persistent = self._sources.persistent
@@ -1273,9 +1285,10 @@ class TracedConnection:
         if persistent and not self._own_begin():
             return False
         q = _quote(target)
+        late = not persistent and not self._in_txn and bool(plan.plain_sql)  # no column yet: late_column
         try:
-            try:
-                self._con.execute(plan.sql)  # (not self._raw: that would read the oids left waiting)
+            try:  # (not self._raw: that would read the oids left waiting)
+                self._con.execute(plan.plain_sql if late else plan.sql)
             except duckdb.Error:
                 if persistent:
                     self._raw.rollback()
@@ -1298,6 +1311,7 @@ class TracedConnection:
                     self._raw.rollback()
             raise
         self._pending[target] = pending
+        self._late.made(target, late)
         self._changed(target)
         self._patch_catalog(target, plan.columns)
         if defer:
@@ -1381,6 +1395,7 @@ class TracedConnection:
         key = create.columns[create.key_positions[0]]
         pending = MemberTable(target, create.query, create.keys, [key], {}, -1, members=members)
         self._pending[target] = pending
+        self._late.forget(target)  # (made with its column)
         self._changed(target)
         self._patch_catalog(target, create.columns)
         if defer:
@@ -1486,13 +1501,32 @@ class TracedConnection:
 
     def _forget_pending(self, table: str) -> None:
         """``table`` was replaced or dropped: its pending record goes."""
+        self._late.forget(table.lower())
         if self._pending.pop(table.lower(), None) is not None and self._sources.persistent:
             delete_record(self._raw, table.lower())
+
+    def _give_columns(self, names: list[str] | None = None, checked: bool = False) -> None:
+        """Add the lineage column to the pending tables ``names`` (all where None) made without it, where
+        the table of that name is the one made (its oid; ``checked``: the caller compared it). The oids
+        left waiting are read first (the ALTER keeps the table's oid but moves DuckDB's catalog count)."""
+        read = bool(self._deferred.records)  # then the settle reads the oids now: used below too
+        self._settle_oids()
+        todo = sorted(self._late.tables if names is None else set(names) & self._late.tables)
+        now = {} if checked else (self._oids[1] if read and self._oids else self._read_oids())
+        done = []
+        for t in todo:
+            p = self._pending.get(t)
+            if checked or (p is not None and t in now and p.fingerprint.get(t, (None,))[0] == now[t]):
+                self._con.execute(add_sql(_quote(t)))
+                done.append(t)
+        self._late.given(done)
 
     def _run_write(self, stmt: exp.Expression, sql: str) -> None:
         """Run a DDL / DML statement; the pending tables it changes or reads from are resolved first, and
         the record of one it replaces or drops goes in the same transaction."""
         if isinstance(stmt, (exp.Transaction, exp.Commit, exp.Rollback)):
+            if self._late and isinstance(stmt, exp.Transaction):
+                self._give_columns()  # a ROLLBACK must not bring back a table without it (sql.late_column)
             self._raw.execute(sql)
             if isinstance(stmt, exp.Rollback) and self._in_txn:  # what it wrote or filled never happened
                 self._pending.update(self._txn_filled)
@@ -1524,11 +1558,14 @@ class TracedConnection:
         p = self._pending.pop(name)
         try:
             if not self._check_pending(p):
+                self._late.forget(name)
                 if self._sources.persistent:
                     delete_record(self._raw, name)
                 return
             if isinstance(p, MemberTable):
                 return self._fill_members(p)
+            if name in self._late.tables:
+                self._give_columns([name], checked=True)  # the table made, unchanged: its column now
             stmt = self._parse(p.query)[0]
             self._materialise_reads(stmt)  # a pending table it read: filled first
             rw = rewrite_query(stmt, self._catalog())
@@ -1555,11 +1592,13 @@ class TracedConnection:
             raise
 
     def _unfilled(self, name: str) -> bool:
-        """True if table ``name`` exists with a lineage column of NULLs only (as a lazy CTAS makes it)."""
+        """True if table ``name`` exists with a lineage column of NULLs only (as a lazy CTAS makes it), or
+        without one where a lazy CTAS made a table of that name without it (sql.late_column): a table
+        replaced under that name outside the traced connection then counts as changed, never as untraced."""
         try:
             return self._raw.execute(f"SELECT count({LIN}) = 0 FROM {_quote(name)}").fetchall()[0][0]
         except duckdb.Error:
-            return False
+            return name in self._late.tables and name in self._read_oids()
 
     def _check_pending(self, p: PendingTable) -> bool:
         """Raise SourceChangedError where a table ``p`` read (or ``p`` itself) changed since it was made;

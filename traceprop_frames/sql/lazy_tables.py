@@ -2,7 +2,8 @@
 
 With ``capture="lazy"``, ``CREATE [OR REPLACE] TABLE t AS SELECT k, agg(...) FROM ... GROUP BY k`` (and
 an aggregate without ``GROUP BY``) runs as the plain statement plus a ``__tp_lin`` column of NULLs (a
-constant: DuckDB stores it for nothing). The table is *pending*: the connection records the query, the
+constant; in memory the column is only added when needed, see :mod:`traceprop_frames.sql.late_column`).
+The table is *pending*: the connection records the query, the
 columns of ``t`` that hold its group keys (each one a GROUP BY expression itself, so one row per key),
 the traced tables it read and their state. Nothing per row is kept beyond the table's own key columns.
 
@@ -71,6 +72,7 @@ class CreatePlan:
     tables: list[str]  # traced tables read (for the fingerprint and the record)
     target: str  # the table made (lower case)
     columns: list[str]  # its visible columns, as DuckDB names them
+    plain_sql: str = ""  # the statement without the NULL lineage column (see sql.late_column)
 
 
 def grouping_keys(sel: exp.Select, cat: Catalog) -> tuple[list[str], list[int]] | None:
