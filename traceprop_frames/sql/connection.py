@@ -68,6 +68,7 @@ from traceprop_frames.sql.member_lists import (
     member_part,
     members_sql,
 )
+from traceprop_frames.sql.oid_reads import OidReads
 from traceprop_frames.sql.reserved_names import (
     CSV,
     HIDDEN,
@@ -283,6 +284,7 @@ class TracedConnection:
         self._con = duckdb.connect(database, **kwargs)  # internal code reads it as _raw; con.raw is for users
         self._deferred = DeferredOids(self._con)  # lazy CTAS records whose oids wait (sql.deferred_oids)
         self._autocommit = Autocommit(self._con)  # no transaction open, known without asking (sql.autocommit)
+        self._oid_reads = OidReads(self._con)  # oids read once per catalog count (sql.oid_reads)
         self._hold_oids = False  # True while an eager query's own reads leave the waiting oids waiting
         self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
         self._closed = False
@@ -1633,6 +1635,11 @@ class TracedConnection:
         return True
 
     def _read_oids(self) -> dict[str, int]:
+        """DuckDB table oids by name now: read, or the last read's while nothing could change them
+        (:mod:`traceprop_frames.sql.oid_reads`)."""
+        return self._oid_reads.read(self._query_oids)
+
+    def _query_oids(self) -> dict[str, int]:
         rows = self._con.execute("SELECT table_name, table_oid FROM duckdb_tables()").fetchall()
         return {name.lower(): oid for name, oid in rows}
 

@@ -55,7 +55,7 @@ from traceprop_frames.sql.rewrite import (
     rewrite_query,
     select_like_roots,
 )
-from traceprop_frames.sql.shared import KEY_BITS, PRESENT, resolve_markers, with_present
+from traceprop_frames.sql.shared import KEY_BITS, PRESENT, key_segments, resolve_markers, with_present
 from traceprop_frames.sql.sources import MARKER_SID
 
 _LITERAL_ROWS = 64  # up to this many rows asked: also filter the backward query by their key values
@@ -601,9 +601,8 @@ class WitnessSets:
         self._fill(ids, blocks)  # the witnesses of a witness (a CTE that read a scalar subquery)
         lin = resolve_markers(off, ids, blocks, self.con._sources.to_process)
         keys = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-        order = np.argsort(keys, kind="stable")  # as shared.witness_blocks
-        uk, starts = np.unique(keys[order], return_index=True)
-        ends = np.append(starts[1:], len(keys)).astype(np.int64) if len(uk) else starts
+        # as shared.witness_blocks: a scalar witness's one key (or keys in order) is not sorted again
+        order, uk, starts, ends = key_segments(keys)
         return lin.shared_sets(order, starts, ends, label), uk
 
 
