@@ -1652,8 +1652,15 @@ class TracedConnection:
         self._deferred.settle(self._read_oids, oids)
 
     def _table_oids(self) -> dict[str, int]:
-        """DuckDB table oids by name, cached with the catalog (both refresh after DDL through ``sql``)."""
-        if self._oids is None or self._oids[0] is not self._cat or self._deferred.records:
+        """DuckDB table oids by name, cached with the catalog (both refresh after DDL through ``sql``) while
+        DuckDB's catalog count holds: a table replaced through ``con.raw`` or a cursor keeps the catalog
+        (same columns) but not its oid, and a new result must record the new one."""
+        if (
+            self._oids is None
+            or self._oids[0] is not self._cat
+            or self._deferred.records
+            or self._oid_reads.stale()
+        ):
             oids = self._read_oids()
             self._settle_oids(oids)
             self._oids = (self._cat, oids)

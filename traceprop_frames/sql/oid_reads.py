@@ -37,5 +37,10 @@ class OidReads:
         self._last = (now, dict(oids)) if self._count() == now else None
         return oids
 
+    def stale(self) -> bool:
+        """Whether oids read earlier may differ now: the count moved since the last read (or none is
+        kept). False where this DuckDB has no counter (nothing to tell by: callers keep their cache)."""
+        return self._count is not None and (self._last is None or self._last[0] != self._count())
+
     def forget(self) -> None:
         self._last = None
