@@ -1188,7 +1188,7 @@ class TracedConnection:
         if self._sources.persistent or not self._deferred.available:
             return False
         if self._oids is not None and self._oids[0] is self._cat and not self._deferred.records:
-            return False  # the cached oids hold: nothing to read
+            return False  # cached oids: _table_oids uses them, or reads anew where the count moved
         return self._deferred.unchanged()
 
     def _original_names_cached(self, text: str, n_data: int) -> list[str] | None:
