@@ -199,3 +199,33 @@ def test_a_run_without_a_known_start_counts_as_changed(frames):
     cur.execute("SET threads = 2")
     with pytest.raises(SourceChangedError, match="outside the traced connection"):
         con.sql("SELECT k FROM a").tp.sources(rows=[0])
+
+
+def test_a_handle_kept_from_before_sees_plain_duckdbs_table_until_the_column_is_added(frames):
+    """What code on a ``con.raw`` handle or a cursor taken before a lazy in-memory CTAS observes: plain
+    DuckDB's table (columns, rows, a positional INSERT) until the lineage column is added — by reading
+    ``con.raw`` again, a lineage question, ``BEGIN`` — then the table with ``__tp_lin`` (NULL until filled),
+    as eager capture makes it, on every handle (the column is in the database, not in the handle)."""
+    t, _, tmp = frames
+    con = connect(tmp)
+    raw = con.raw
+    cur = raw.cursor()
+    con.execute(CTAS_A)
+    plain = duckdb.connect()
+    plain.execute(f"CREATE TABLE t AS SELECT * FROM read_parquet('{tmp / 't.parquet'}')")
+    plain.execute(CTAS_A)
+    want = plain.execute("DESCRIBE a").fetchall()
+    rows = sorted(plain.execute("SELECT * FROM a").fetchall())
+    for c in (raw, cur):
+        assert c.execute("DESCRIBE a").fetchall() == want
+        assert sorted(c.execute("SELECT * FROM a").fetchall()) == rows
+        with pytest.raises(duckdb.BinderException):
+            c.execute("SELECT __tp_lin FROM a")
+    assert con.raw is raw  # reading it again adds the column (the same handle)
+    for c in (raw, cur):
+        assert [d[0] for d in c.execute("SELECT * FROM a").description] == ["k", "n", "__tp_lin"]
+        assert c.execute("SELECT count(__tp_lin) FROM a").fetchall() == [(0,)]
+        with pytest.raises(duckdb.BinderException):  # a positional INSERT now needs the column too
+            c.execute("INSERT INTO a VALUES (100, 1)")
+    a = con.sql("SELECT k FROM a")
+    assert lineage_sets(a) == group_oracle(t, "t", a.k)
