@@ -126,6 +126,7 @@ def test_a_replaced_input_raises(frames, statement, how, planned):
         "CREATE OR REPLACE TABLE a AS SELECT k, count(*) AS n FROM t WHERE v > 0 GROUP BY k",
         "UPDATE a SET n = n + 1 WHERE k = (SELECT min(k) FROM a)",  # changed in place: the same oid
         "DELETE FROM a WHERE k = (SELECT min(k) FROM a)",
+        "INSERT INTO a (k, n) VALUES (100, 1)",
         "CREATE OR REPLACE TABLE a AS SELECT k, count(*)::INTEGER AS n FROM t GROUP BY k",  # another type
         "CREATE OR REPLACE TABLE a AS SELECT k, count(*) AS m FROM t GROUP BY k",  # another name
     ],
