@@ -5,10 +5,12 @@ traced connection (:mod:`traceprop_frames.sql.deferred_oids`: a cursor made earl
 cannot tell by its oid whether the table of that name is the one it made. Its inputs' oids are known
 (they show the inputs are the tables it was made from), so it compares the table's rows with its query's
 rows over those inputs instead: the same column names and types, and the same rows counted with their
-repeats (``EXCEPT ALL`` both ways, NULLs equal). Only then is the query's lineage the table's lineage;
-anything else (another table under that name, rows changed, a query whose answer varies between runs
-such as one that calls ``random()`` or sums floating-point values in another order) counts as changed.
-One run of the query, once per such table, only in that case.
+repeats (as many rows, and none of the table's left over after ``EXCEPT ALL`` the query's; NULLs
+equal). Only then is the query's lineage the table's lineage; anything else (another table under that
+name, rows changed, a query whose answer varies between runs such as one that calls ``random()`` or sums
+floating-point values in another order) counts as changed. One statement that runs the query once (5-6x
+the query's own CPU time on the credit ETL's tables at 20k applicants: 17-23 ms), once per such table,
+only in that case.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ def holds_query_rows(con: duckdb.DuckDBPyConnection, quoted: str, query: str) ->
         made = con.sql(f"SELECT * FROM ({query})")
         if mine.columns != made.columns or [str(t) for t in mine.types] != [str(t) for t in made.types]:
             return False
-        sql = (
-            f"SELECT count(*) FROM (({rows}) EXCEPT ALL (SELECT * FROM ({query}))) UNION ALL "
-            f"SELECT count(*) FROM ((SELECT * FROM ({query})) EXCEPT ALL ({rows}))"
+        sql = (  # as many rows, none of the table's missing from the query's: the same rows (run once)
+            f"WITH __tp_q AS MATERIALIZED ({query}) SELECT (SELECT count(*) FROM __tp_q) = (SELECT count(*) "
+            f"FROM {quoted}) AND NOT EXISTS (({rows}) EXCEPT ALL (SELECT * FROM __tp_q))"
         )
-        return all(n == 0 for (n,) in con.execute(sql).fetchall())
+        return con.execute(sql).fetchall() == [(True,)]
     except duckdb.Error:
         return False
 
