@@ -25,6 +25,7 @@ from tests._ctas_frames import (
 )
 from tests._sql_oracle import lineage_sets
 from traceprop_frames.errors import SourceChangedError
+from traceprop_frames.sql import connection
 
 _N = iter(range(10**6))
 
@@ -230,3 +231,19 @@ def test_a_handle_kept_from_before_sees_plain_duckdbs_table_until_the_column_is_
             c.execute("INSERT INTO a VALUES (100, 1)")
     a = con.sql("SELECT k FROM a")
     assert lineage_sets(a) == group_oracle(t, "t", a.k)
+
+
+def test_a_made_table_that_differs_is_checked_once(frames, monkeypatch):
+    """A table whose rows differ from its query's is not compared again on every ``con.raw`` read."""
+    _, _, tmp = frames
+    con = connect(tmp)
+    cur = con.raw.cursor()
+    df = _pipeline(con, True, lambda: cur.execute("UPDATE a SET n = n + 1"))
+    calls = []
+    check = connection.holds_query_rows
+    monkeypatch.setattr(connection, "holds_query_rows", lambda *a: calls.append(a) or check(*a))
+    for _ in range(3):
+        assert con.raw is not None
+    with pytest.raises(SourceChangedError, match="no longer holds"):
+        df.tp.sources(rows=[0])
+    assert sorted(c[1] for c in calls) == ['"a"', '"b"']  # each once (b holds its rows)

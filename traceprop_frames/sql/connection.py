@@ -1544,9 +1544,13 @@ class TracedConnection:
 
     def _rows_hold(self, p: PendingTable) -> bool:
         """Whether table ``p`` holds its query's rows (see :mod:`traceprop_frames.sql.ctas_rows`); once it
-        did, its oid tells it apart again."""
-        if holds_query_rows(self._con, _quote(p.name), p.query):
-            p.verify = False
+        did, its oid tells it apart again; once it did not, it is not checked again (``con.raw`` read in a
+        loop does not run the query each time): it counts as changed until made again."""
+        if p.verify and not p.differs:
+            if holds_query_rows(self._con, _quote(p.name), p.query):
+                p.verify = False
+            else:
+                p.differs = True
         return not p.verify
 
     def _check_rows(self, p: PendingTable) -> None:
