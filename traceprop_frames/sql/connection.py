@@ -34,6 +34,7 @@ from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_t
 from traceprop_frames.sql.arrow_frame import data_frame
 from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.correlated import prepare, run_eager
+from traceprop_frames.sql.ctas_rows import holds_query_rows
 from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.erasure_scan import scan_filter
@@ -1176,7 +1177,8 @@ class TracedConnection:
         node = OpNode("sql", params, tuple(self._node(t) for t in traced))
         resolver = Resolver(self, text, keys, key_types, shape, node, {})
         if oids is None:
-            self._deferred.add_result(resolver, tables, self._versions)  # oids read later
+            known = self._oid_reads.at(self._deferred.version())  # (where it starts a run)
+            self._deferred.add_result(resolver, tables, self._versions, known)  # oids read later
         else:
             resolver.fingerprint = self._fingerprint(tables, oids)
         return attach(df, LazyRowLineage(resolver, np.arange(n_rows, dtype=np.int64)))
@@ -1284,6 +1286,7 @@ class TracedConnection:
         defer = self._deferred.available and not persistent  # the oids read later (sql.deferred_oids)
         if not (defer and self._deferred.unchanged()):
             self._settle_oids()
+        known = self._run_start() if defer else None
         if persistent and not self._own_begin():
             return False
         q = _quote(target)
@@ -1317,7 +1320,7 @@ class TracedConnection:
         self._changed(target)
         self._patch_catalog(target, plan.columns)
         if defer:
-            self._deferred.add(pending, [*plan.tables, target], self._versions)
+            self._deferred.add(pending, [*plan.tables, target], self._versions, known)
         else:
             oids = self._read_oids()
             if self._cat is not None:
@@ -1328,6 +1331,16 @@ class TracedConnection:
             params["missing_lineage"] = plan.untraced
         self._nodes[target] = OpNode("sql", params, tuple(self._node(t) for t in plan.traced))
         return True
+
+    def _run_start(self) -> dict[str, int] | None:
+        """The oids now where a lazy CTAS about to run starts a run of them (none waiting): the last read's
+        where the catalog count still holds, else read now, once per run (with the run's start known, a
+        statement outside the traced connection before the oids are read does not make every table of
+        the run count as changed: see :mod:`traceprop_frames.sql.deferred_oids`); None within a run."""
+        if self._deferred.records:
+            return None
+        known = self._oid_reads.at(self._deferred.version())
+        return self._read_oids() if known is None else known
 
     def _patch_catalog(self, table: str, columns: list[str], kind: str = LIN) -> None:
         """The catalog after this connection made ``table`` (hidden column ``kind``, ``columns``):
@@ -1385,6 +1398,7 @@ class TracedConnection:
         defer = self._deferred.available  # the oid read later, as a lazy CTAS's (sql.deferred_oids)
         if not (defer and self._deferred.unchanged()):
             self._settle_oids()
+        known = self._oid_reads.at(self._deferred.version())  # (no read of its own: see _run_start)
         autocommit = self._autocommit.known()
         try:  # (self._con, not self._raw: that would read the oids left waiting)
             members = self._con.sql(msql).to_arrow_table()
@@ -1401,7 +1415,7 @@ class TracedConnection:
         self._changed(target)
         self._patch_catalog(target, create.columns)
         if defer:
-            self._deferred.add(pending, [target], self._versions)
+            self._deferred.add(pending, [target], self._versions, known)
         else:
             pending.fingerprint = self._fingerprint([target], self._table_oids())
         params = {"query": text}
@@ -1518,10 +1532,39 @@ class TracedConnection:
         done = []
         for t in todo:
             p = self._pending.get(t)
-            if checked or (p is not None and t in now and p.fingerprint.get(t, (None,))[0] == now[t]):
+            if checked or (
+                p is not None
+                and t in now
+                and p.fingerprint.get(t, (None,))[0] == now[t]
+                and (not p.verify or self._rows_hold(p))
+            ):
                 self._con.execute(add_sql(_quote(t)))
                 done.append(t)
         self._late.given(done)
+
+    def _rows_hold(self, p: PendingTable) -> bool:
+        """Whether table ``p`` holds its query's rows (see :mod:`traceprop_frames.sql.ctas_rows`); once it
+        did, its oid tells it apart again; once it did not, it is not checked again (``con.raw`` read in a
+        loop does not run the query each time): it counts as changed until made again."""
+        if p.verify and not p.differs:
+            if holds_query_rows(self._con, _quote(p.name), p.query):
+                p.verify = False
+            else:
+                p.differs = True
+        return not p.verify
+
+    def _check_rows(self, p: PendingTable) -> None:
+        """Raise SourceChangedError where table ``p`` must be checked row by row and does not hold its
+        query's rows."""
+        if p.verify and not self._rows_hold(p):
+            raise SourceChangedError(
+                f"table {p.name!r} was made by a lazily captured CREATE TABLE AS whose lineage is computed when "
+                "first needed; a statement ran on this database outside the traced connection before the "
+                "state of its tables was recorded, and the table no longer holds the rows its query gives "
+                "(replaced or changed there, or a query whose answer varies): its lineage cannot be computed "
+                "exactly. Re-create the table through the traced connection (or use "
+                "tpf.connect(capture='eager'), which stores lineage when the table is made)"
+            )
 
     def _run_write(self, stmt: exp.Expression, sql: str) -> None:
         """Run a DDL / DML statement; the pending tables it changes or reads from are resolved first, and
@@ -1566,6 +1609,7 @@ class TracedConnection:
                 return
             if isinstance(p, MemberTable):
                 return self._fill_members(p)
+            self._check_rows(p)
             if name in self._late.tables:
                 self._give_columns([name], checked=True)  # the table made, unchanged: its column now
             stmt = self._parse(p.query)[0]
@@ -1649,7 +1693,8 @@ class TracedConnection:
         if oids is None and self._deferred.records:
             oids = self._read_oids()
             self._oids = (self._cat, oids)
-        self._deferred.settle(self._read_oids, oids)
+        for p in self._deferred.settle(self._read_oids, oids, lambda r: not isinstance(r, MemberTable)):
+            p.verify = True  # its oid read after a statement outside: its rows are checked (sql.ctas_rows)
 
     def _table_oids(self) -> dict[str, int]:
         """DuckDB table oids by name, cached with the catalog (both refresh after DDL through ``sql``) while

@@ -18,10 +18,20 @@ the CTAS left; the connection keeps its count once the CTAS is done and reads th
   table it replaces is no longer pending), so the run is read once, after its last CTAS.
 
 If the count moved in between by something else (``con.raw``, a cursor, another connection to the same
-database), the oids the records need can no longer be known: they stay :data:`UNREAD`, equal to no oid,
-so a later check reports the tables as changed (:class:`~traceprop_frames.errors.SourceChangedError`) —
-never a lineage computed from a table that may have been replaced. A DuckDB without the counter reads the
-oids right after each CTAS, as before.
+database, even a ``SET`` or a statement on another table), the oids *now* may not be the oids the records
+saw. The run then keeps what it knew when it started (:attr:`DeferredOids.known`: the oids read at the
+count just before its first CTAS, a read kept by :mod:`~traceprop_frames.sql.oid_reads` or made then):
+while the count held, only the run's own CTAS statements ran, and they replaced only the tables they made
+(:attr:`DeferredOids.made`), so every other table's oid is still the one known at the start. The
+settle gives those tables that oid — a table replaced since then has another one now, and a later check
+reports it as changed (:class:`~traceprop_frames.errors.SourceChangedError`) — and gives the tables the
+run made the oid read now, marking each such record for a check of its rows (``verify``): before its
+lineage is used, the table must hold exactly the rows its recorded query gives over its inputs (which the
+oids show are the tables it was made from), else it raises. A record of an eager grouping CTAS (its
+lineage is the members read when it was made, not its query) keeps :data:`UNREAD` for its table. Where
+the run's start is not known (no oids read at its count), every oid stays :data:`UNREAD`, equal to no
+oid: the tables count as changed, never a lineage computed from a table that may have been replaced. A
+DuckDB without the counter reads the oids right after each CTAS, as before.
 
 A lazy *query* run from its kept plan while records wait (or the cached oids are gone after a CTAS) waits
 with them (:meth:`DeferredOids.add_result`): its result's fingerprint holds its tables' write counts now
@@ -76,6 +86,8 @@ class DeferredOids:
         self._count = getattr(raw, "_catalog_version", None)  # None: this DuckDB has no such counter
         self.records: list = []
         self.at: int | None = None  # the count the records' oids are valid at
+        self.known: dict[str, int] | None = None  # oids at the run's start (None: not known)
+        self.made: set[str] = set()  # tables the run's CTAS statements made (their oids not in known)
 
     @property
     def available(self) -> bool:
@@ -88,18 +100,32 @@ class DeferredOids:
         """True when no record waits, or nothing that may change a name ran since the records' count."""
         return not self.records or self.version() == self.at
 
-    def add(self, record, tables: list[str], writes: dict[str, int]) -> None:
+    def _start(self, known: dict[str, int] | None) -> None:
+        """A run starts where no record waits: ``known`` are the oids at the count just before it."""
+        if not self.records:
+            self.known = None if known is None else dict(known)
+            self.made = set()
+
+    def add(self, record, tables: list[str], writes: dict[str, int], known: dict | None = None) -> None:
         """``record`` (a PendingTable just made) waits for the oids of ``tables``; the count now is the
-        one every waiting record is valid at (the caller checked :meth:`unchanged` before its CTAS)."""
+        one every waiting record is valid at (the caller checked :meth:`unchanged` before its CTAS).
+        ``known``: the oids at the count just before the CTAS, where read (used where a run starts)."""
+        self._start(known)
+        self.made.add(record.name)
+        if self.known is not None:
+            self.known.pop(record.name, None)
         record.fingerprint = {t: (UNREAD, writes.get(t, 0)) for t in tables}
         # the record of a table it replaces is no longer pending: dropped (a loop of CTAS keeps one each)
         self.records = [r for r in self.records if r.name != record.name and _live(r)]
         self.records.append(record)
         self.at = self.version()
 
-    def add_result(self, resolver, tables: list[str], writes: dict[str, int]) -> None:
+    def add_result(
+        self, resolver, tables: list[str], writes: dict[str, int], known: dict | None = None
+    ) -> None:
         """A lazy query's ``resolver`` waits for the oids of ``tables`` like a record (the caller checked
-        :meth:`unchanged` before its query; a query moves no count)."""
+        :meth:`unchanged` before its query; a query moves no count; ``known`` as for :meth:`add`)."""
+        self._start(known)
         resolver.fingerprint = {t: (UNREAD, writes.get(t, 0)) for t in tables}
         self.records = [r for r in self.records if _live(r)]
         self.records.append(_Result(resolver))
@@ -111,15 +137,35 @@ class DeferredOids:
         if self.records:
             self.at = self.version()
 
-    def settle(self, read: Callable[[], dict[str, int]], oids: dict[str, int] | None = None) -> None:
-        """Give the waiting records their oids: ``oids`` (read now) or ``read()``, where the count has not
-        moved; else they keep :data:`UNREAD` (their tables count as changed)."""
+    def settle(
+        self,
+        read: Callable[[], dict[str, int]],
+        oids: dict[str, int] | None = None,
+        checkable: Callable[[object], bool] = lambda record: True,
+    ) -> list:
+        """Give the waiting records their oids: ``oids`` (read now) or ``read()``. Where the count moved,
+        from what the run knew at its start (see the module docstring); returns the records whose table
+        must be checked row by row before use (a record ``checkable`` refuses keeps :data:`UNREAD`)."""
         if not self.records:
-            return
+            return []
         records, self.records = self.records, []
-        if self.version() != self.at:
-            return
+        known, made, self.known, self.made = self.known, self.made, None, set()
+        moved = self.version() != self.at
+        if moved and known is None:
+            return []  # they keep UNREAD: their tables count as changed
         if oids is None:
             oids = read()
+        if not moved:
+            for r in records:
+                r.fingerprint = {t: (oids.get(t), w) for t, (_, w) in r.fingerprint.items()}
+            return []
+        verify = []
         for r in records:
-            r.fingerprint = {t: (oids.get(t), w) for t, (_, w) in r.fingerprint.items()}
+            ok = r.name is None or checkable(r)
+            r.fingerprint = {
+                t: (known.get(t) if t not in made else oids.get(t) if ok or t != r.name else UNREAD, w)
+                for t, (_, w) in r.fingerprint.items()
+            }
+            if r.name is not None and ok:
+                verify.append(r)
+        return verify

@@ -15,10 +15,11 @@ oid, so the pending table's fingerprint stays valid) only when something needs i
 
 Until then the catalog still lists the table as carrying ``__tp_lin`` (:meth:`LateColumns.hidden`, also
 after a re-read of DuckDB's catalog), so every eager rewrite that reads it fills it first, as before. A
-table under that name that is not the one made (another oid, or a statement outside the traced connection
-moved DuckDB's catalog count so the oid is unknown) is never given the column: the pending table's check
-reports it as changed (:class:`~traceprop_frames.errors.SourceChangedError`), never as a table without
-lineage and never a lineage read from another table. In a database file the table keeps its NULL column (its record and
+table under that name that is not the one made (another oid; or, where a statement outside the traced
+connection moved DuckDB's catalog count before the oid was read, rows other than its query's: see
+:mod:`traceprop_frames.sql.ctas_rows`) is never given the column: the pending table's check reports it as
+changed (:class:`~traceprop_frames.errors.SourceChangedError`), never as a table without lineage and
+never a lineage read from another table. In a database file the table keeps its NULL column (its record and
 column are written in one transaction, read by other processes).
 """
 

@@ -49,6 +49,8 @@ class PendingTable:
     inputs: dict[str, int]  # traced tables read -> their row count when made (-1 in memory: not counted)
     n_rows: int  # the table's rows when made (-1 in memory: counted when filled)
     fingerprint: dict = field(default_factory=dict)  # in this process: table -> (oid, version), see con
+    verify: bool = False  # its rows are compared with its query before use (sql.deferred_oids, sql.ctas_rows)
+    differs: bool = False  # compared, and they differ (see TracedConnection._rows_hold)
 
     def record(self) -> str:
         keep = ("query", "keys", "key_columns", "inputs", "n_rows")

@@ -37,6 +37,13 @@ class OidReads:
         self._last = (now, dict(oids)) if self._count() == now else None
         return oids
 
+    def at(self, count: int | None) -> dict[str, int] | None:
+        """The last read's oids where it holds at catalog count ``count`` (else None): what a run of lazy
+        CTAS statements starting at that count knows (:mod:`traceprop_frames.sql.deferred_oids`)."""
+        if count is None or self._last is None or self._last[0] != count:
+            return None
+        return self._last[1]
+
     def stale(self) -> bool:
         """Whether oids read earlier may differ now: the count moved since the last read (or none is
         kept). False where this DuckDB has no counter (nothing to tell by: callers keep their cache)."""
