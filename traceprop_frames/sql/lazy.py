@@ -46,6 +46,7 @@ from traceprop_frames.lineage import OpNode, RowLineage
 from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.deferred_oids import UNREAD
 from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.flat_exists import grouped
 from traceprop_frames.sql.rewrite import (
     LIN,
     RID,
@@ -384,7 +385,8 @@ class Resolver:
         sql, hidden = self._query(plan, flat)
         blocks = plan.blocks
         cols = ", ".join(f"__tp_b.{h}" for h in hidden)
-        table = self.con._raw.sql(f"SELECT {cols} FROM ({sql}) AS __tp_b").to_arrow_table()
+        query = f"SELECT {cols} FROM ({sql}) AS __tp_b"
+        table = self.con._raw.sql(grouped(query) if flat else query).to_arrow_table()
         if flat:  # every member row of the one result row
             lin = _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks))
             return lin.take(np.zeros(len(rows), dtype=np.int64))
@@ -410,7 +412,8 @@ class Resolver:
                 hidden = plan.one_columns
                 cols = ", ".join(f"__tp_b0.{h}" for h in hidden)
                 query = one.replace(_PIN, f"({pin})")
-                table = self.con._raw.sql(f"SELECT {cols} FROM ({query}) AS __tp_b0").to_arrow_table()
+                query = f"SELECT {cols} FROM ({query}) AS __tp_b0"
+                table = self.con._raw.sql(grouped(query) if flat else query).to_arrow_table()
                 if not table.num_rows:
                     raise SourceChangedError(
                         f"the backward query found no row for result row {int(uniq[0])}: the tables the "
@@ -484,7 +487,7 @@ class Resolver:
         )
         self.con._raw.register(name, req)
         try:
-            table = self.con._raw.sql(query).to_arrow_table()
+            table = self.con._raw.sql(grouped(query) if flat else query).to_arrow_table()
         finally:
             self.con._raw.unregister(name)
         pos = np.asarray(table.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
