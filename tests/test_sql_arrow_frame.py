@@ -20,6 +20,7 @@ from traceprop_frames.sql import arrow_frame
 from traceprop_frames.sql.arrow_frame import data_frame
 
 _TEXT = st.one_of(st.none(), st.text(max_size=6))
+_CTX = decimal.Context(prec=60)
 _KINDS = {
     "str": (pa.string(), _TEXT),
     "large_str": (pa.large_string(), _TEXT),
@@ -30,6 +31,21 @@ _KINDS = {
     "decimal": (pa.decimal128(15, 2), st.one_of(st.none(), st.decimals(-(10**12), 10**12, places=2))),
     "date": (pa.date32(), st.one_of(st.none(), st.dates())),
 }
+# DECIMAL (width, scale) as DuckDB returns them (sums are (38, s)); unscaled integers up to 2**70 in
+# magnitude: past 2**53 (not exact in a double) and past 2**63 (left to DuckDB); scale 23 is left to DuckDB
+_DECIMALS = [(38, 0), (38, 2), (38, 4), (38, 6), (18, 4), (9, 2), (4, 1), (18, 18), (38, 22), (38, 23)]
+for _w, _s in _DECIMALS:
+    _KINDS[f"decimal_{_w}_{_s}"] = (
+        pa.decimal128(_w, _s),
+        st.one_of(
+            st.none(),
+            st.one_of(st.integers(-(2**70), 2**70), st.integers(-(10**6), 10**6)).map(
+                lambda v, w=_w: v % 10**w * (1 if v >= 0 else -1)
+            ),
+        ),
+    )
+# a DATE column without NULLs, days DuckDB can convert (+-273,000 years; out of years 1-9999: left to it)
+_KINDS["date_no_null"] = (pa.date32(), st.integers(-(10**8), 10**8))
 
 
 @st.composite
@@ -47,7 +63,12 @@ def tables(draw):
         vals = draw(st.lists(values, min_size=n, max_size=n))
         if kind == "decimal":
             vals = [None if v is None else decimal.Decimal(v).quantize(decimal.Decimal("0.01")) for v in vals]
-        arr = pa.array(vals, type=typ)
+        if kind.startswith("decimal_"):  # unscaled integers drawn: the value is v * 10**-scale
+            vals = [None if v is None else decimal.Decimal(v).scaleb(-typ.scale, _CTX) for v in vals]
+        if kind == "date_no_null":
+            arr = pa.array(vals, pa.int32()).cast(pa.date32())
+        else:
+            arr = pa.array(vals, type=typ)
         split = draw(st.integers(0, n))  # several chunks, as DuckDB's Arrow results have
         cols[(i, name)] = pa.chunked_array([arr.slice(0, split), arr.slice(split)], type=typ)
     return pa.Table.from_arrays(list(cols.values()), names=[name for _, name in cols])
@@ -116,3 +137,78 @@ def test_the_frame_is_duckdbs_without_the_str_dtype(table):
             pd.testing.assert_frame_equal(
                 data_frame(con, table), con.from_arrow(table).df(), check_exact=True
             )
+
+
+class _Spy:
+    """A DuckDB connection that records whether the frame went through it."""
+
+    def __init__(self):
+        self.con, self.used = duckdb.connect(), False
+
+    def from_arrow(self, table):
+        self.used = True
+        return self.con.from_arrow(table)
+
+
+def _unscaled_values(rng, n):
+    """Unscaled DECIMAL integers around the places a conversion goes wrong: small, past 2**53 (not
+    exact in a double), next to +-2**63 (the int64 bound), negative."""
+    small = rng.integers(-(10**6), 10**6, n)
+    big = rng.integers(-(2**62), 2**62, n) * rng.choice([1, 2], n)
+    near = rng.choice([2**53 - 1, 2**53 + 1, 2**63 - 1, -(2**63), -(2**63) + 1, -(2**53) - 3, 0, -1], n)
+    return [int(v) for v in np.concatenate([small, big, near])]
+
+
+@pytest.mark.parametrize("width, scale", _DECIMALS)
+def test_decimals_without_nulls_match_duckdb_and_skip_it(width, scale):
+    rng = np.random.default_rng(width * 100 + scale)
+    vals = [v for v in _unscaled_values(rng, 2000) if abs(v) < 10**width]
+    arr = pa.array([decimal.Decimal(v).scaleb(-scale, _CTX) for v in vals], pa.decimal128(width, scale))
+    table = pa.table({"d": pa.chunked_array([arr.slice(0, 7), arr.slice(7)]), "i": np.arange(len(vals))})
+    spy = _Spy()
+    got = data_frame(spy, table)
+    pd.testing.assert_frame_equal(got, spy.con.from_arrow(table).df(), check_exact=True)
+    assert spy.used == (scale > 22)  # the direct path, except where 10**scale is not an exact double
+    wide = pa.array([decimal.Decimal(2**63 + 5).scaleb(-scale, _CTX)], pa.decimal128(38, scale))
+    spy = _Spy()
+    pd.testing.assert_frame_equal(
+        data_frame(spy, pa.table({"d": wide})),
+        spy.con.from_arrow(pa.table({"d": wide})).df(),
+        check_exact=True,
+    )
+    assert spy.used  # an unscaled integer past 64 bits: DuckDB's conversion
+
+
+def test_dates_without_nulls_match_duckdb_and_skip_it():
+    rng = np.random.default_rng(7)
+    days = np.concatenate([rng.integers(-719_162, 2_932_897, 3000), [-719_162, 2_932_896, 0, -1, 1]])
+    table = pa.table({"d": pa.array(days.astype(np.int32)).cast(pa.date32())})
+    spy = _Spy()
+    got = data_frame(spy, table)
+    pd.testing.assert_frame_equal(got, spy.con.from_arrow(table).df(), check_exact=True)
+    assert not spy.used and str(got["d"].dtype) == "datetime64[us]"
+    for outside in (-719_163, 2_932_897):  # year 0 / 10000: DuckDB's conversion
+        spy = _Spy()
+        data_frame(spy, pa.table({"d": pa.array([outside], pa.int32()).cast(pa.date32())}))
+        assert spy.used
+
+
+def test_eager_decimal_and_date_results_equal_the_plain_query():
+    con = tpf.connect(capture="eager")
+    con.register(
+        "t",
+        pd.DataFrame(
+            {
+                "k": ["a", "b", "a", "c"],
+                "d": pd.to_datetime(["2020-01-02", "1969-12-31", "1900-03-01", "2262-04-12"]),
+                "v": [1.25, -2.5, 3.75, 1e15],
+            }
+        ),
+    )
+    for q in [
+        "SELECT k, sum(CAST(v AS DECIMAL(18, 2))) AS s, min(CAST(d AS DATE)) AS m FROM t GROUP BY k ORDER BY k",
+        "SELECT CAST(d AS DATE) AS day, CAST(v AS DECIMAL(38, 6)) * 3 AS x FROM t ORDER BY v",
+    ]:
+        got = con.sql(q)
+        expected = con._raw.sql(q).df()
+        pd.testing.assert_frame_equal(pd.DataFrame(got).reset_index(drop=True), expected, check_exact=True)

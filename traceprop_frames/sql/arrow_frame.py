@@ -9,14 +9,18 @@ dtype holds Arrow strings, so the column is taken as it is).
 Only columns whose pandas form is known to be DuckDB's are converted here: INTEGER, BIGINT, DOUBLE
 and BOOLEAN without NULLs (DuckDB gives the same numpy dtype; with a NULL it gives a nullable or
 float dtype) and VARCHAR with at least one value (``str``, large_string storage, NULL as NaN, as
-DuckDB's). Any other type (DECIMAL, DATE, ...), a NULL in a numeric column, a VARCHAR column of NULLs
-only or no rows (DuckDB gives those ``object`` dtype) or names that repeat ignoring case (DuckDB renames
-those) leave the whole frame to DuckDB, as before. ``tests/test_sql_arrow_frame.py`` checks the frame
-against DuckDB's own conversion on random tables.
+DuckDB's). DECIMAL and DATE without NULLs too (round 11): DuckDB gives a DECIMAL the double nearest its
+unscaled integer divided by ``10.0 ** scale``, and a DATE ``datetime64[us]``; done here where the unscaled
+integers fit in 64 bits (exactly rounded to double by numpy), the scale is at most 22 (``10 ** scale`` is
+an exact double) and the dates lie in years 1-9999. Any other type, a NULL in a numeric, DECIMAL or DATE
+column, a VARCHAR column of NULLs only or no rows (DuckDB gives those ``object`` dtype) or names that repeat
+ignoring case (DuckDB renames those) leave the whole frame to DuckDB, as before.
+``tests/test_sql_arrow_frame.py`` checks the frame against DuckDB's own conversion on random tables.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -24,15 +28,43 @@ _NUMPY = frozenset([pa.int32(), pa.int64(), pa.float64(), pa.bool_()])
 _STRING = frozenset([pa.string(), pa.large_string()])
 
 
+_DAYS = (-719_162, 2_932_896)  # 0001-01-01 .. 9999-12-31, days since 1970-01-01
+_DAY_US = 86_400_000_000
+
+
 def _direct(col: pa.ChunkedArray) -> bool:
     if col.type in _STRING:
         return col.null_count < len(col)  # DuckDB gives an all-NULL VARCHAR column ``object`` dtype
-    return col.type in _NUMPY and col.null_count == 0
+    return col.null_count == 0 and (
+        col.type in _NUMPY
+        or col.type == pa.date32()
+        or (pa.types.is_decimal128(col.type) and col.type.scale <= 22)
+    )
+
+
+def _unscaled(col: pa.ChunkedArray) -> np.ndarray | None:
+    """A DECIMAL column's unscaled integers as int64 (no NULLs); None where one needs more than 64 bits."""
+    arr = col.combine_chunks()
+    end = arr.offset + len(arr)
+    words = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=2 * end).reshape(-1, 2)[arr.offset :]
+    low = words[:, 0]
+    if not np.array_equal(words[:, 1], low >> 63):  # the high word is not the low word's sign
+        return None
+    return low
 
 
 def _series(col: pa.ChunkedArray):
+    """``col`` as DuckDB's ``.df()`` gives it; None where that is left to DuckDB."""
     if col.type in _STRING:
         return pd.Series(col.cast(pa.large_string()), dtype="str")
+    if col.type == pa.date32():
+        days = col.cast(pa.int32()).to_numpy()
+        if days.size and (days.min() < _DAYS[0] or days.max() > _DAYS[1]):
+            return None
+        return (days.astype(np.int64) * _DAY_US).view("datetime64[us]")
+    if pa.types.is_decimal128(col.type):
+        low = _unscaled(col)
+        return None if low is None else low.astype(np.float64) / 10.0**col.type.scale
     return col.to_numpy()
 
 
@@ -54,4 +86,7 @@ def data_frame(raw, data: pa.Table) -> pd.DataFrame:
         or not all(_direct(c) for c in data.columns)
     ):
         return raw.from_arrow(data).df()
-    return pd.DataFrame({n: _series(c) for n, c in zip(names, data.columns)})
+    cols = {n: _series(c) for n, c in zip(names, data.columns)}
+    if any(c is None for c in cols.values()):
+        return raw.from_arrow(data).df()
+    return pd.DataFrame(cols)
