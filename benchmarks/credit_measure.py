@@ -72,18 +72,22 @@ def _runner(con, side: str):
     return traced
 
 
+def round_order(k: int, r: int) -> list[str]:
+    """The sides in the order process ``k`` runs them in round ``r`` (``r = 0``: the order it makes their
+    connections in)."""
+    return [SIDES[(i + k + r) % len(SIDES)] for i in range(len(SIDES))]
+
+
 def child(paths: dict, repeat: int, k: int) -> dict:
     """In a fresh process: {side: [[wall s, cpu s] per round]} (see the module docstring)."""
-    n = len(SIDES)
-    made = [SIDES[(i + k) % n] for i in range(n)]
+    made = round_order(k, 0)
     cons = _connections(paths, made)
     run = {side: _runner(cons[side], side) for side in SIDES}
     for side in made:
         run[side]()
     times: dict[str, list] = {side: [] for side in SIDES}
     for r in range(repeat):
-        for i in range(n):
-            side = SIDES[(i + k + r) % n]
+        for side in round_order(k, r):
             w0, c0 = time.perf_counter(), time.process_time()
             run[side]()
             times[side].append([time.perf_counter() - w0, time.process_time() - c0])
