@@ -9,7 +9,8 @@ from one process to the next. On the shared two-core machine a process's speed m
 within seconds (the other jobs on the cores; CPU time inflates too, not only wall clock), a 9-run median
 of a 30 ms run moves by more than the 1 ms lazy adds, and the side that runs at a given place in the
 round or whose connection was made first gets a small edge (1-2 %). Two plain connections in one
-process (the A/A control below) differ by 0.95-1.03x per process.
+process (the A/A control below) differ by 0.97-1.02x per process on a lightly loaded machine and by
+0.93-1.11x on a busy one (benchmarks/results/2026-12-07-sql-credit-measure-r11.md).
 
 The measure (the same for every side, never favouring a traced one):
 
