@@ -19,6 +19,11 @@ TPC-H at a given scale factor, eager and lazy capture side by side (tables gener
     python benchmarks/bench_sql.py --tpch-sf 1 --cpu                 # CPU seconds instead of wall clock
     python benchmarks/bench_sql.py --tpch-sf 1 --queries 4 13        # only these TPC-H queries
     python benchmarks/bench_sql.py --credit --cpu --repeat 7         # credit ETL only (20k, 200k)
+    python benchmarks/bench_sql.py --credit --processes 5 --repeat 15  # the credit measure to judge 5 %
+
+``--credit --processes N``: the measure of ``credit_measure.py`` (N fresh processes, sides in a rotated
+order per round, per-round ratios, median with IQR and per-process range, an A/A control, wall and CPU
+together); without ``--processes``, the older single-process medians below.
 
 Plain, eager and lazy run on the same loaded tables of one connection (``con.raw.sql(q).df()``, then
 ``con.sql(q)`` with ``con.capture = "eager"`` and ``"lazy"``), interleaved, median of ``--repeat``.
@@ -341,6 +346,12 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--queries", type=int, nargs="*", default=None, help="with --tpch-sf: only these TPC-H query numbers"
     )
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="with --credit: credit_measure.py's paired measure, N processes",
+    )
     ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_peak_all", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -352,6 +363,12 @@ def main(argv=None) -> None:
     if args.credit:
         CLOCK = time.process_time if args.cpu else time.perf_counter
         folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
+        if args.processes:
+            import credit_measure
+
+            for n in args.applicants:
+                credit_measure.measure(n, args.repeat, args.processes, folder.resolve())
+            return None
         return print_modes([credit_modes(n, args.repeat, folder) for n in args.applicants])
     if args.tpch_sf is not None:
         CLOCK = time.process_time if args.cpu else time.perf_counter
