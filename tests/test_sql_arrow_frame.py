@@ -143,11 +143,18 @@ class _Spy:
     """A DuckDB connection that records whether the frame went through it."""
 
     def __init__(self):
-        self.con, self.used = duckdb.connect(), False
+        self.con, self.used = duckdb.connect(), 0
 
     def from_arrow(self, table):
-        self.used = True
+        self.used += 1
         return self.con.from_arrow(table)
+
+
+@pytest.fixture(autouse=True)
+def _probed():
+    """The once-per-process probe of DuckDB's DECIMAL / DATE conversion asked before each test, so that a
+    spy counts the frame's own conversions only."""
+    arrow_frame._decimal_and_date_direct(duckdb.connect())
 
 
 def _unscaled_values(rng, n):
@@ -212,3 +219,29 @@ def test_eager_decimal_and_date_results_equal_the_plain_query():
         got = con.sql(q)
         expected = con._raw.sql(q).df()
         pd.testing.assert_frame_equal(pd.DataFrame(got).reset_index(drop=True), expected, check_exact=True)
+
+
+def test_a_duckdb_converting_decimals_otherwise_keeps_converting_them(monkeypatch):
+    """The probe asked once per DuckDB version: where DuckDB's ``.df()`` gives one probe value one ulp
+    away from ``_series``, DECIMAL and DATE columns go through DuckDB again; where it agrees, they do not."""
+
+    def nudged(raw, table):
+        frame = raw.from_arrow(table).df()
+        values = frame["d15_2"].to_numpy().copy()
+        values[-1] = np.nextafter(values[-1], np.inf)
+        frame["d15_2"] = values
+        return frame
+
+    table = pa.table(
+        {"d": pa.array([decimal.Decimal("1.25"), decimal.Decimal("-3.50")], pa.decimal128(15, 2))}
+    )
+    monkeypatch.setattr(arrow_frame, "_SELF_CHECK", {})
+    monkeypatch.setattr(arrow_frame, "_duckdb_frame", nudged)
+    spy = _Spy()
+    pd.testing.assert_frame_equal(data_frame(spy, table), spy.con.from_arrow(table).df(), check_exact=True)
+    assert spy.used == 2 and arrow_frame._SELF_CHECK == {duckdb.__version__: False}  # probe, then the frame
+    monkeypatch.undo()
+    monkeypatch.setattr(arrow_frame, "_SELF_CHECK", {})
+    spy = _Spy()
+    data_frame(spy, table)
+    assert spy.used == 1 and arrow_frame._SELF_CHECK == {duckdb.__version__: True}  # the probe only

@@ -20,6 +20,9 @@ ignoring case (DuckDB renames those) leave the whole frame to DuckDB, as before.
 
 from __future__ import annotations
 
+import decimal
+
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -68,6 +71,48 @@ def _series(col: pa.ChunkedArray):
     return col.to_numpy()
 
 
+_SELF_CHECK: dict[str, bool] = {}
+
+
+def _probe() -> pa.Table:
+    """DECIMAL (in DuckDB's 64- and 128-bit storage) and DATE values where a conversion that is not
+    DuckDB's would differ: past 2**53, at the int64 limits, at the scales' edges; dates at both ends."""
+    rng = np.random.default_rng(0)
+    cols = {}
+    for width, scales in ((15, (0, 2, 7, 15)), (18, (3, 18)), (38, (0, 2, 9, 17, 22))):
+        top = 10**width - 1 if width < 19 else 2**63 - 1
+        edge = [0, 1, -1, 2**53 + 1, -(2**53) - 3, 10**14 + 7, top, -top]
+        vals = ([v for v in edge if abs(v) <= top] + [int(v) for v in rng.integers(-top, top, 40)])[:46]
+        for scale in scales:
+            cols[f"d{width}_{scale}"] = pa.array(
+                [decimal.Decimal(v).scaleb(-scale) for v in vals], pa.decimal128(width, scale)
+            )
+    n = len(next(iter(cols.values())))
+    days = np.linspace(_DAYS[0], _DAYS[1], n).astype(np.int32)
+    cols["day"] = pa.array(days, pa.date32())
+    return pa.table(cols)
+
+
+def _duckdb_frame(raw, table: pa.Table) -> pd.DataFrame:
+    return raw.from_arrow(table).df()  # reads the table only: nothing in the connection changes
+
+
+def _decimal_and_date_direct(raw) -> bool:
+    """Whether this DuckDB's ``.df()`` gives DECIMAL and DATE columns as ``_series`` does (asked once
+    per DuckDB version with a probe table; a DuckDB that converts otherwise keeps doing it itself)."""
+    version = getattr(duckdb, "__version__", "")
+    if version not in _SELF_CHECK:
+        probe = _probe()
+        theirs = _duckdb_frame(raw, probe)
+        _SELF_CHECK[version] = all(
+            (ours := _series(col)) is not None
+            and theirs[name].dtype == ours.dtype
+            and np.array_equal(theirs[name].to_numpy().view(np.int64), ours.view(np.int64))
+            for name, col in zip(probe.column_names, probe.columns)
+        )
+    return _SELF_CHECK[version]
+
+
 def data_frame(raw, data: pa.Table) -> pd.DataFrame:
     """``data`` (at least one column) as the frame DuckDB's ``raw.from_arrow(data).df()`` gives.
 
@@ -85,6 +130,9 @@ def data_frame(raw, data: pa.Table) -> pd.DataFrame:
         or len({n.lower() for n in names}) != len(names)
         or not all(_direct(c) for c in data.columns)
     ):
+        return raw.from_arrow(data).df()
+    own = any(c.type not in _NUMPY and c.type not in _STRING for c in data.columns)
+    if own and not _decimal_and_date_direct(raw):
         return raw.from_arrow(data).df()
     cols = {n: _series(c) for n, c in zip(names, data.columns)}
     if any(c is None for c in cols.values()):
