@@ -5,12 +5,12 @@
 
 Why a new measure: the old one (``bench_sql.credit_modes``: one process, sides in a fixed order, the
 ratio of two medians of ``--repeat`` runs) gave lazy / plain between 0.94x and 1.13x for the same code
-from one process to the next. On the shared two-core machine a process's speed moves by up to a third
-within seconds (the other jobs on the cores; CPU time inflates too, not only wall clock), a 9-run median
-of a 30 ms run moves by more than the 1 ms lazy adds, and the side that runs at a given place in the
-round or whose connection was made first gets a small edge (1-2 %). Two plain connections in one
-process (the A/A control below) differ by 0.97-1.02x per process on a lightly loaded machine and by
-0.93-1.11x on a busy one (benchmarks/results/2026-12-07-sql-credit-measure-r11.md).
+from one process to the next. Where other work shares the cores, a process's speed moves by up to a
+third within seconds (CPU time inflates too, not only wall clock), a 9-run median of a 30 ms run moves
+by more than the 1 ms lazy adds, and the side that runs at a given place in the round or whose
+connection was made first gets a small edge (1-2 %). Two plain connections in one process (the A/A
+control below) differ by 0.97-1.02x per process with little other work running and by 0.93-1.11x
+beside much (benchmarks/results/2026-12-07-sql-credit-measure-r11.md).
 
 The measure (the same for every side, never favouring a traced one):
 
