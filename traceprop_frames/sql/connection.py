@@ -1562,8 +1562,8 @@ class TracedConnection:
                 "first needed; a statement ran on this database outside the traced connection before the "
                 "state of its tables was recorded, and the table no longer holds the rows its query gives "
                 "(replaced or changed there, or a query whose answer varies): its lineage cannot be computed "
-                "exactly. Re-create the table through the traced connection (or use "
-                "tpf.connect(capture='eager'), which stores lineage when the table is made)"
+                "exactly. Re-create the table through the traced connection (con.execute) and run other "
+                "statements on this database after it, not between it and its first use"
             )
 
     def _run_write(self, stmt: exp.Expression, sql: str) -> None:
