@@ -37,6 +37,7 @@ from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.ctas_rows import holds_query_rows
 from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
 from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.dialect import quote_name as _quote
 from traceprop_frames.sql.erasure_scan import scan_filter
 from traceprop_frames.sql.exists_lateral import refuse_one_row_exists
 from traceprop_frames.sql.first_plan import FirstRewrites
@@ -135,10 +136,6 @@ def _functions(raw) -> tuple[frozenset[str], frozenset[str]]:
 
 # read_csv options that change which file records become rows: row numbers could not be trusted
 _CSV_REJECT = {"skip", "ignore_errors", "comment", "store_rejects", "rejects_table", "rejects_scan"}
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _literal(s: str) -> str:

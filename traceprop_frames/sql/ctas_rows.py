@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import duckdb
 
+from traceprop_frames.sql.dialect import quote_name
 from traceprop_frames.sql.rewrite import LIN
 
 
@@ -25,7 +26,7 @@ def holds_query_rows(con: duckdb.DuckDBPyConnection, quoted: str, query: str) ->
     try:
         table = con.sql(f"SELECT * FROM {quoted}")
         cols = [c for c in table.columns if c != LIN]
-        rows = f"SELECT {', '.join(_quote(c) for c in cols)} FROM {quoted}"
+        rows = f"SELECT {', '.join(quote_name(c) for c in cols)} FROM {quoted}"
         mine = con.sql(rows)
         made = con.sql(f"SELECT * FROM ({query})")
         if mine.columns != made.columns or [str(t) for t in mine.types] != [str(t) for t in made.types]:
@@ -37,7 +38,3 @@ def holds_query_rows(con: duckdb.DuckDBPyConnection, quoted: str, query: str) ->
         return con.execute(sql).fetchall() == [(True,)]
     except duckdb.Error:
         return False
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

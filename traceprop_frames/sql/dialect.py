@@ -151,3 +151,8 @@ class TracedDuckDB(DuckDB):
 
 
 DIALECT = TracedDuckDB
+
+
+def quote_name(name: str) -> str:
+    """``name`` as a double-quoted DuckDB identifier (embedded quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'

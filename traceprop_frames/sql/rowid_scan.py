@@ -28,7 +28,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 
-from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.dialect import DIALECT, quote_name
 
 RID = "__tp_rid"
 _NAMED = (exp.Insert, exp.Update, exp.Delete)  # change only the table they name
@@ -56,7 +56,7 @@ class RowidScans:
         self.tables.pop(name, None)
         if not self.on or in_txn:
             return
-        q = '"' + name.replace('"', '""') + '"'
+        q = quote_name(name)
         cols = {c.lower() for c, *_ in raw.execute(f"DESCRIBE {q}").fetchall()}
         if "rowid" in cols:
             return
