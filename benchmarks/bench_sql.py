@@ -193,6 +193,35 @@ def tpch_modes(data: Path, queries: Path, repeat: int, only: list[int] | None = 
     return rows
 
 
+def credit_connection(paths: dict, capture: str):
+    """A traced connection with the credit tables loaded (plain DuckDB runs on its ``con.raw``)."""
+    con = tpf.connect(capture=capture)
+    con.read_csv(paths["application"], name="application")
+    con.read_csv(paths["bureau"], name="bureau")
+    con.read_parquet(paths["previous_application"], name="previous_application")
+    return con
+
+
+def credit_run(con, plain: bool):
+    """One run of the credit ETL and its final query: on ``con.raw`` (``plain``, to a frame) or traced."""
+    if plain:
+        raw = con.raw
+
+        def run():
+            for s in ETL:
+                raw.execute(s)
+            return raw.sql(TRAIN).df()
+
+        return run
+
+    def run():
+        for s in ETL:
+            con.execute(s)
+        return con.sql(TRAIN)
+
+    return run
+
+
 def credit_modes(applicants: int, repeat: int, folder: Path) -> tuple:
     """(case, plain s, eager s, lazy s, None) for the credit SQL ETL on loaded tables.
 
@@ -200,29 +229,17 @@ def credit_modes(applicants: int, repeat: int, folder: Path) -> tuple:
     the first), so each side's ``CREATE OR REPLACE`` replaces its own tables, as in a pipeline that keeps
     one capture mode (on one shared connection a side would pay for dropping the other's tables)."""
     paths = make_credit_risk(folder / f"credit_{applicants}", applicants=applicants, seed=0)
-    cons = {}
-    for mode in ("plain", "eager", "lazy"):
-        con = cons[mode] = tpf.connect(capture="eager" if mode == "plain" else mode)
-        con.read_csv(paths["application"], name="application")
-        con.read_csv(paths["bureau"], name="bureau")
-        con.read_parquet(paths["previous_application"], name="previous_application")
-
-    def plain():
-        raw = cons["plain"].raw
-        for s in ETL:
-            raw.execute(s)
-        return raw.sql(TRAIN).df()
-
-    def traced(mode: str):
-        con = cons[mode]
-        for s in ETL:
-            con.execute(s)
-        return con.sql(TRAIN)
+    cons = {
+        mode: credit_connection(paths, "eager" if mode == "plain" else mode)
+        for mode in ("plain", "eager", "lazy")
+    }
+    plain = credit_run(cons["plain"], plain=True)
+    eager, lazy = credit_run(cons["eager"], plain=False), credit_run(cons["lazy"], plain=False)
 
     def composed():  # eager, its result's lineage arrays composed too (deferred until first read)
-        return traced("eager").tp.lineage().materialize()
+        return eager().tp.lineage().materialize()
 
-    p, e, lz, ec = _median_three([plain, lambda: traced("eager"), lambda: traced("lazy"), composed], repeat)
+    p, e, lz, ec = _median_three([plain, eager, lazy, composed], repeat)
     for con in cons.values():
         con.close()
     name = f"credit {applicants // 1000}k: ETL on loaded tables"

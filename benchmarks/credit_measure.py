@@ -41,36 +41,15 @@ SIDES = ("plain", "control", "eager", "lazy")
 
 
 def _connections(paths: dict, order: list[str]) -> dict:
-    import traceprop_frames as tpf
+    from bench_sql import credit_connection
 
-    cons = {}
-    for side in order:
-        con = cons[side] = tpf.connect(capture=side if side in ("eager", "lazy") else "eager")
-        con.read_csv(paths["application"], name="application")
-        con.read_csv(paths["bureau"], name="bureau")
-        con.read_parquet(paths["previous_application"], name="previous_application")
-    return cons
+    return {side: credit_connection(paths, side if side in ("eager", "lazy") else "eager") for side in order}
 
 
 def _runner(con, side: str):
-    from bench_sql import ETL, TRAIN
+    from bench_sql import credit_run
 
-    if side in ("plain", "control"):
-        raw = con.raw
-
-        def plain():
-            for s in ETL:
-                raw.execute(s)
-            return raw.sql(TRAIN).df()
-
-        return plain
-
-    def traced():
-        for s in ETL:
-            con.execute(s)
-        return con.sql(TRAIN)
-
-    return traced
+    return credit_run(con, plain=side in ("plain", "control"))
 
 
 def round_order(k: int, r: int) -> list[str]:
