@@ -1,8 +1,8 @@
-"""Two fixed costs cut on the lazy path (issue 21, round 12), each checked against an independent oracle:
+"""A fixed cost cut on the lazy path (issue 21, round 12), checked against independent oracles, and the
+lazy CTAS bookkeeping it sits beside:
 
-- a lazy ``CREATE TABLE ... AS`` records its op node without the JSON conversion pass (its parameters are
-  built JSON-able): the node equals the one eager capture records for the same statement (``op``,
-  ``params`` including ``missing_lineage``, parents), and survives a JSON round trip;
+- a lazy ``CREATE TABLE ... AS`` (kept plan) records the op node eager capture records for the same
+  statement (``op``, ``params`` including ``missing_lineage``, parents), new per run, JSON-able;
 - a lazy query whose frame already carries DuckDB's column names is not renamed: the frame's columns,
   values and lineage equal plain DuckDB's / eager capture's / the brute-force oracle, both where the names
   already agree (``t.*``, aliases, the credit ETL's shape) and where they do not (a function named in
