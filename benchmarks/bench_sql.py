@@ -193,6 +193,131 @@ def tpch_modes(data: Path, queries: Path, repeat: int, only: list[int] | None = 
     return rows
 
 
+TPCH_SIDES = ("plain", "control", "eager", "lazy")
+# Round orders: row k is (k, k+1, k+3, k+2) mod 4 over TPCH_SIDES, a Williams square. Every side takes every
+# place once in four rows, and every side runs straight after every other side once, so no side always
+# follows the same one (a plain cyclic rotation puts control after plain and lazy after eager in 3 of 4).
+_WILLIAMS_ROW = (0, 1, 3, 2)
+
+
+def side_order(i: int, r: int) -> list[str]:
+    """The order of the sides in round ``r`` of the ``i``-th query measured (``r = -1``: its warm-up)."""
+    n = len(TPCH_SIDES)
+    return [TPCH_SIDES[(j + i + r) % n] for j in _WILLIAMS_ROW]
+
+
+def paired_rounds(fns: dict, repeat: int, i: int) -> dict[str, list[list[float]]]:
+    """{side: [[wall s, cpu s] per round]}: every side once as a warm-up, then ``repeat`` rounds, each
+    side once per round in the order ``side_order(i, r)``; wall and CPU time from the same runs."""
+    for side in side_order(i, -1):
+        fns[side]()
+    times: dict[str, list[list[float]]] = {side: [] for side in fns}
+    for r in range(repeat):
+        for side in side_order(i, r):
+            w0, c0 = time.perf_counter(), time.process_time()
+            fns[side]()
+            times[side].append([time.perf_counter() - w0, time.process_time() - c0])
+    return times
+
+
+def pair_ratios(times: dict, side: str, clock: int) -> list[float]:
+    """Each round's ``side`` time divided by plain's time in the same round (clock 0: wall, 1: CPU)."""
+    return [s[clock] / p[clock] for s, p in zip(times[side], times["plain"])]
+
+
+def query_summary(times: dict) -> dict:
+    """{"plain": (wall s, cpu s) medians, side: ((median, q1, q3) wall, (...) cpu)} for one query."""
+    out: dict = {"plain": tuple(statistics.median(p[c] for p in times["plain"]) for c in (0, 1))}
+    for side in TPCH_SIDES[1:]:
+        per_clock = []
+        for c in (0, 1):
+            ratios = pair_ratios(times, side, c)
+            q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+            per_clock.append((statistics.median(ratios), q[0], q[2]))
+        out[side] = tuple(per_clock)
+    return out
+
+
+def tpch_measure(data: Path, queries: Path, repeat: int, only: list[int] | None = None) -> list[dict]:
+    """The paired TPC-H measure, one process, tables loaded once into one traced connection: per query
+    {"case", "times" (``paired_rounds``), "summary" (``query_summary``), "one_row" (``_one_row``)}.
+
+    Sides: ``plain`` (DuckDB on the traced connection's own DuckDB connection), ``control`` (the same
+    plain call again: the A/A check), ``eager`` and ``lazy`` (``con.sql`` with that capture). All four
+    run on the same tables of the same DuckDB connection, so the control differs from plain in nothing
+    but its place in the rounds: what it reads is the measure's own noise."""
+    con = tpf.connect()
+    for t in TPCH_TABLES:
+        con.read_parquet(data / f"{t}.parquet", name=t)
+    raw = con._raw  # plain DuckDB on the same tables (reading con.raw would turn sql.rowid_scan off)
+
+    def traced(q: str, mode: str):
+        con.capture = mode
+        return con.sql(q)
+
+    out = []
+    for i, n in enumerate(only or range(1, 23)):
+        q = (queries / f"q{n:02d}.sql").read_text()
+        fns = {
+            "plain": lambda q=q: raw.sql(q).df(),
+            "control": lambda q=q: raw.sql(q).df(),
+            "eager": lambda q=q: traced(q, "eager"),
+            "lazy": lambda q=q: traced(q, "lazy"),
+        }
+        times = paired_rounds(fns, repeat, i)
+        s = query_summary(times)
+        out.append(
+            {"case": f"TPC-H q{n:02d}", "times": times, "summary": s, "one_row": _one_row(con, q, repeat)}
+        )
+        print(
+            f"  q{n:02d} plain {s['plain'][0] * 1000:.1f} ms; wall / cpu: control {s['control'][0][0]:.2f} / "
+            f"{s['control'][1][0]:.2f}, eager {s['eager'][0][0]:.2f} / {s['eager'][1][0]:.2f}, lazy "
+            f"{s['lazy'][0][0]:.2f} / {s['lazy'][1][0]:.2f}",
+            flush=True,
+        )
+    return out
+
+
+def measure_summary(results: list[dict]) -> dict:
+    """{side: {clock: (median over queries, (lowest, case), (highest, case))}} of the per-query medians."""
+    out: dict = {}
+    for side in TPCH_SIDES[1:]:
+        out[side] = {}
+        for c, clock in enumerate(("wall", "cpu")):
+            meds = [(r["summary"][side][c][0], r["case"]) for r in results]
+            out[side][clock] = (statistics.median(m for m, _ in meds), min(meds), max(meds))
+    return out
+
+
+def print_measure(results: list[dict], repeat: int) -> None:
+    print(
+        f"TPC-H, paired measure: {repeat} rounds per query after a warm-up, the sides' order rotated per round "
+        "and query; ratio = side / plain in the same round, median of the rounds (lazy: and its IQR)"
+    )
+    print(
+        f"{'case':<11} {'clock':<5} {'plain ms':>9} {'control':>8} {'eager':>7} {'lazy':>7} {'lazy IQR':>12} "
+        f"{'1 row ms':>9} {'cached':>7}"
+    )
+    for r in results:
+        s = r["summary"]
+        for c, clock in enumerate(("wall", "cpu")):
+            extra = f"{r['one_row'][0] * 1000:>9.1f} {r['one_row'][1] * 1000:>7.1f}" if c == 0 else ""
+            lz = s["lazy"][c]
+            print(
+                f"{r['case']:<11} {clock:<5} {s['plain'][c] * 1000:>9.1f} {s['control'][c][0]:>8.3f} "
+                f"{s['eager'][c][0]:>7.3f} {lz[0]:>7.3f} {lz[1]:>6.3f}-{lz[2]:<5.3f} {extra}"
+            )
+    for side, clocks in measure_summary(results).items():
+        for clock, (med, lo, hi) in clocks.items():
+            print(
+                f"TPC-H {side} ({clock}, paired): median ratio {med:.3f}, worst {hi[0]:.3f} ({hi[1]}), "
+                f"lowest {lo[0]:.3f} ({lo[1]})"
+            )
+    first = statistics.median(r["one_row"][0] for r in results) * 1000
+    later = statistics.median(r["one_row"][1] for r in results) * 1000
+    print(f"TPC-H one-row lineage (lazy): median {first:.1f} ms first request, {later:.1f} ms plan cached")
+
+
 def credit_connection(paths: dict, capture: str):
     """A traced connection with the credit tables loaded (plain DuckDB runs on its ``con.raw``)."""
     con = tpf.connect(capture=capture)
@@ -369,6 +494,12 @@ def main(argv=None) -> None:
         default=0,
         help="with --credit: credit_measure.py's paired measure, N processes",
     )
+    ap.add_argument(
+        "--old-measure",
+        action="store_true",
+        help="with --tpch-sf: the measure of rounds <= 11 (fixed order, ratio of medians), to compare with it",
+    )
+    ap.add_argument("--save", default=None, help="with --tpch-sf: write every round's times as JSON here")
     ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_peak_all", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -394,7 +525,17 @@ def main(argv=None) -> None:
             return memory_all(data, Path(args.tpch))
         folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
         rows = [] if args.queries else [credit_modes(n, args.repeat, folder) for n in args.applicants]
-        print_modes(rows + tpch_modes(data, Path(args.tpch), args.repeat, args.queries))
+        if args.old_measure:
+            print("TPC-H, old measure: fixed order plain, eager, lazy; ratio of two medians")
+            return print_modes(rows + tpch_modes(data, Path(args.tpch), args.repeat, args.queries))
+        if rows:
+            print("credit ETL, single-process measure (fixed order; ratio of two medians):")
+            print_modes(rows)
+        results = tpch_measure(data, Path(args.tpch), args.repeat, args.queries)
+        print_measure(results, args.repeat)
+        if args.save:
+            keep = [{k: r[k] for k in ("case", "times", "one_row")} for r in results]
+            Path(args.save).write_text(json.dumps(keep))
         return None
     folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
     tpch = Path(args.tpch)
