@@ -14,20 +14,35 @@ to CSR, traced DataFrame).
 TPC-H at a given scale factor, eager and lazy capture side by side (tables generated once with
 ``tpchgen-cli`` into ``data/tpch_sf<SF>``, not committed; queries from ``--tpch``)::
 
-    python benchmarks/bench_sql.py --tpch-sf 1 --repeat 5            # plain / eager / lazy, one-row lineage
+    python benchmarks/bench_sql.py --tpch-sf 1 --repeat 8            # paired measure, one-row lineage
     python benchmarks/bench_sql.py --tpch-sf 1 --memory-sf           # peak RSS: plain / eager / lazy, 22 queries
-    python benchmarks/bench_sql.py --tpch-sf 1 --cpu                 # CPU seconds instead of wall clock
     python benchmarks/bench_sql.py --tpch-sf 1 --queries 4 13        # only these TPC-H queries
+    python benchmarks/bench_sql.py --tpch-sf 1 --old-measure --cpu   # the measure of rounds <= 11
     python benchmarks/bench_sql.py --credit --cpu --repeat 7         # credit ETL only (20k, 200k)
     python benchmarks/bench_sql.py --credit --processes 5 --repeat 15  # the credit measure to judge 5 %
 
+``--tpch-sf``, the paired measure (``tpch_measure``): one process loads the tables once into one traced
+connection; four sides run on its tables: ``plain`` (``con._raw.sql(q).df()``), ``control`` (the same
+plain call again, an A/A check), ``eager`` and ``lazy`` (``con.sql(q)`` with that capture). Per query,
+every side runs once (warm-up), then ``--repeat`` rounds of every side once, in an order that changes per
+round and per query (``side_order``: rows of a Williams square, so each side runs at each place and
+straight after each other side equally often; use a multiple of 4 for ``--repeat``). Each run's time is
+divided by plain's in the same round (a pair ratio); the table gives, per query and side, the median of
+its pair ratios (lazy: with their IQR), wall clock and CPU time (``time.process_time``, every thread)
+from the same runs; the summary lines give the median over the queries and the worst and lowest query.
+The control's line is the measure's own noise. ``--save F`` writes every round's times as JSON.
+
+``--old-measure`` (kept to compare with numbers published up to round 11): plain, eager, lazy in that
+fixed order every round, the ratio of two medians of ``--repeat`` runs, no control; ``--cpu`` switches it
+(and the one-row timing of either measure) to CPU time.
+
 ``--credit --processes N``: the measure of ``credit_measure.py`` (N fresh processes, sides in a rotated
 order per round, per-round ratios, median with IQR and per-process range, an A/A control, wall and CPU
-together); without ``--processes``, the older single-process medians below.
+together); without ``--processes``, the older single-process medians (fixed order, ratio of medians).
+A ``--tpch-sf`` run without ``--queries`` opens with those credit rows.
 
-Plain, eager and lazy run on the same loaded tables of one connection (``con.raw.sql(q).df()``, then
-``con.sql(q)`` with ``con.capture = "eager"`` and ``"lazy"``), interleaved, median of ``--repeat``.
-"one row" is the time of ``df.tp.sources(rows=[0])`` on a fresh lazy result (the backward query).
+"one row" is the time of ``df.tp.sources(rows=[0])`` on a fresh lazy result (the backward query): the
+first request, and the median of later ones (plan cached).
 """
 
 from __future__ import annotations
@@ -193,6 +208,134 @@ def tpch_modes(data: Path, queries: Path, repeat: int, only: list[int] | None = 
     return rows
 
 
+TPCH_SIDES = ("plain", "control", "eager", "lazy")
+# Round orders: row k is (k, k+1, k+3, k+2) mod 4 over TPCH_SIDES, a Williams square. Every side takes every
+# place once in four rows, and every side runs straight after every other side once, so no side always
+# follows the same one (a plain cyclic rotation puts control after plain and lazy after eager in 3 of 4).
+_WILLIAMS_ROW = (0, 1, 3, 2)
+
+
+def side_order(i: int, r: int) -> list[str]:
+    """The order of the sides in round ``r`` of the ``i``-th query measured (``r = -1``: its warm-up)."""
+    n = len(TPCH_SIDES)
+    return [TPCH_SIDES[(j + i + r) % n] for j in _WILLIAMS_ROW]
+
+
+def paired_rounds(fns: dict, repeat: int, i: int) -> dict[str, list[list[float]]]:
+    """{side: [[wall s, cpu s] per round]}: every side once as a warm-up, then ``repeat`` rounds, each
+    side once per round in the order ``side_order(i, r)``; wall and CPU time from the same runs."""
+    for side in side_order(i, -1):
+        fns[side]()
+    times: dict[str, list[list[float]]] = {side: [] for side in fns}
+    for r in range(repeat):
+        for side in side_order(i, r):
+            w0, c0 = time.perf_counter(), time.process_time()
+            fns[side]()
+            times[side].append([time.perf_counter() - w0, time.process_time() - c0])
+    return times
+
+
+def pair_ratios(times: dict, side: str, clock: int) -> list[float]:
+    """Each round's ``side`` time divided by plain's time in the same round (clock 0: wall, 1: CPU)."""
+    return [s[clock] / p[clock] for s, p in zip(times[side], times["plain"])]
+
+
+def query_summary(times: dict) -> dict:
+    """{"plain": (wall s, cpu s) medians, side: ((median, q1, q3) wall, (...) cpu)} for one query."""
+    out: dict = {"plain": tuple(statistics.median(p[c] for p in times["plain"]) for c in (0, 1))}
+    for side in TPCH_SIDES[1:]:
+        per_clock = []
+        for c in (0, 1):
+            ratios = pair_ratios(times, side, c)
+            q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+            per_clock.append((statistics.median(ratios), q[0], q[2]))
+        out[side] = tuple(per_clock)
+    return out
+
+
+def tpch_measure(data: Path, queries: Path, repeat: int, only: list[int] | None = None) -> list[dict]:
+    """The paired TPC-H measure, one process, tables loaded once into one traced connection: per query
+    {"case", "times" (``paired_rounds``), "summary" (``query_summary``), "one_row" (``_one_row``)}.
+
+    Sides: ``plain`` (DuckDB on the traced connection's own DuckDB connection), ``control`` (the same
+    plain call again: the A/A check), ``eager`` and ``lazy`` (``con.sql`` with that capture). All four
+    run on the same tables of the same DuckDB connection, so the control differs from plain in nothing
+    but its place in the rounds: what it reads is the measure's own noise."""
+    con = tpf.connect()
+    for t in TPCH_TABLES:
+        con.read_parquet(data / f"{t}.parquet", name=t)
+    raw = con._raw  # plain DuckDB on the same tables (reading con.raw would turn sql.rowid_scan off)
+
+    def traced(q: str, mode: str):
+        con.capture = mode
+        return con.sql(q)
+
+    out = []
+    for i, n in enumerate(only or range(1, 23)):
+        q = (queries / f"q{n:02d}.sql").read_text()
+        fns = {
+            "plain": lambda q=q: raw.sql(q).df(),
+            "control": lambda q=q: raw.sql(q).df(),
+            "eager": lambda q=q: traced(q, "eager"),
+            "lazy": lambda q=q: traced(q, "lazy"),
+        }
+        times = paired_rounds(fns, repeat, i)
+        s = query_summary(times)
+        out.append(
+            {"case": f"TPC-H q{n:02d}", "times": times, "summary": s, "one_row": _one_row(con, q, repeat)}
+        )
+        print(
+            f"  q{n:02d} plain {s['plain'][0] * 1000:.1f} ms; wall / cpu: control {s['control'][0][0]:.2f} / "
+            f"{s['control'][1][0]:.2f}, eager {s['eager'][0][0]:.2f} / {s['eager'][1][0]:.2f}, lazy "
+            f"{s['lazy'][0][0]:.2f} / {s['lazy'][1][0]:.2f}",
+            flush=True,
+        )
+    return out
+
+
+def measure_summary(results: list[dict]) -> dict:
+    """{side: {clock: (median over queries, (lowest, case), (highest, case))}} of the per-query medians."""
+    out: dict = {}
+    for side in TPCH_SIDES[1:]:
+        out[side] = {}
+        for c, clock in enumerate(("wall", "cpu")):
+            meds = [(r["summary"][side][c][0], r["case"]) for r in results]
+            out[side][clock] = (statistics.median(m for m, _ in meds), min(meds), max(meds))
+    return out
+
+
+def print_measure(results: list[dict], repeat: int) -> None:
+    print(
+        f"TPC-H, paired measure: {repeat} rounds per query after a warm-up, the sides' order rotated per round "
+        "and query; ratio = side / plain in the same round, median of the rounds (lazy: and its IQR)"
+    )
+    print(
+        f"{'case':<11} {'clock':<5} {'plain ms':>9} {'control':>8} {'eager':>7} {'lazy':>7} {'lazy IQR':>12} "
+        f"{'1 row ms':>9} {'cached':>7}"
+    )
+    for r in results:
+        s = r["summary"]
+        for c, clock in enumerate(("wall", "cpu")):
+            extra = f"{r['one_row'][0] * 1000:>9.1f} {r['one_row'][1] * 1000:>7.1f}" if c == 0 else ""
+            lz = s["lazy"][c]
+            print(
+                f"{r['case']:<11} {clock:<5} {s['plain'][c] * 1000:>9.1f} {s['control'][c][0]:>8.3f} "
+                f"{s['eager'][c][0]:>7.3f} {lz[0]:>7.3f} {lz[1]:>6.3f}-{lz[2]:<5.3f} {extra}"
+            )
+    for side, clocks in measure_summary(results).items():
+        for clock, (med, lo, hi) in clocks.items():
+            print(
+                f"TPC-H {side} ({clock}, paired): median ratio {med:.3f}, worst {hi[0]:.3f} ({hi[1]}), "
+                f"lowest {lo[0]:.3f} ({lo[1]})"
+            )
+    first = statistics.median(r["one_row"][0] for r in results) * 1000
+    later = statistics.median(r["one_row"][1] for r in results) * 1000
+    clock = "cpu" if CLOCK is time.process_time else "wall"
+    print(
+        f"TPC-H one-row lineage (lazy, {clock}): median {first:.1f} ms first request, {later:.1f} ms plan cached"
+    )
+
+
 def credit_connection(paths: dict, capture: str):
     """A traced connection with the credit tables loaded (plain DuckDB runs on its ``con.raw``)."""
     con = tpf.connect(capture=capture)
@@ -355,7 +498,8 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--cpu",
         action="store_true",
-        help="with --tpch-sf / --credit: CPU seconds (all threads), not wall clock",
+        help="with --old-measure / --credit, and the one-row times: CPU seconds (all threads), not wall clock "
+        "(the paired TPC-H measure prints both)",
     )
     ap.add_argument(
         "--credit", action="store_true", help="only the credit ETL (--applicants sizes): plain / eager / lazy"
@@ -369,6 +513,12 @@ def main(argv=None) -> None:
         default=0,
         help="with --credit: credit_measure.py's paired measure, N processes",
     )
+    ap.add_argument(
+        "--old-measure",
+        action="store_true",
+        help="with --tpch-sf: the measure of rounds <= 11 (fixed order, ratio of medians), to compare with it",
+    )
+    ap.add_argument("--save", default=None, help="with --tpch-sf: write every round's times as JSON here")
     ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_peak_all", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -394,7 +544,17 @@ def main(argv=None) -> None:
             return memory_all(data, Path(args.tpch))
         folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
         rows = [] if args.queries else [credit_modes(n, args.repeat, folder) for n in args.applicants]
-        print_modes(rows + tpch_modes(data, Path(args.tpch), args.repeat, args.queries))
+        if args.old_measure:
+            print("TPC-H, old measure: fixed order plain, eager, lazy; ratio of two medians")
+            return print_modes(rows + tpch_modes(data, Path(args.tpch), args.repeat, args.queries))
+        if rows:
+            print("credit ETL, single-process measure (fixed order; ratio of two medians):")
+            print_modes(rows)
+        results = tpch_measure(data, Path(args.tpch), args.repeat, args.queries)
+        print_measure(results, args.repeat)
+        if args.save:
+            keep = [{k: r[k] for k in ("case", "times", "one_row")} for r in results]
+            Path(args.save).write_text(json.dumps(keep))
         return None
     folder = Path(args.data or tempfile.mkdtemp(prefix="tp_bench_sql_"))
     tpch = Path(args.tpch)
