@@ -284,9 +284,7 @@ class TracedConnection:
         self._deferred = DeferredOids(self._con)  # lazy CTAS records whose oids wait (sql.deferred_oids)
         self._autocommit = Autocommit(self._con)  # no transaction open, known without asking (sql.autocommit)
         self._oid_reads = OidReads(self._con)  # oids read once per catalog count (sql.oid_reads)
-        self._bound = BoundCaptures(
-            self._con
-        )  # kept capture statements run with one bind (sql.bound_capture)
+        self._bound = BoundCaptures(self._con)  # kept capture statements bound once (sql.bound_capture)
         self._hold_oids = False  # True while an eager query's own reads leave the waiting oids waiting
         self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
         self._closed = False
@@ -1194,8 +1192,9 @@ class TracedConnection:
             if names is not None:
                 df.columns = names
             return df, keys, key_types
-        if rel is None:  # (kept only where the frame came from .df(): not reached while the count holds)
-            rel = self._con.sql(capture_sql)
+        if rel is None:  # (types are kept for the .df() shape only: its names changed) bound anew
+            self._bound.forget(text)
+            return self._capture_frame(text, capture_sql, shape, simple_names)
         table = rel.to_arrow_table()
         if names is not None:  # (kept per text and catalog: no bind, no read of waiting oids)
             table = table.rename_columns([*names, *table.column_names[n_data:]])
