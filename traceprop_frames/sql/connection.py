@@ -33,6 +33,7 @@ from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_temp, temp_witness
 from traceprop_frames.sql.arrow_frame import data_frame
 from traceprop_frames.sql.autocommit import Autocommit
+from traceprop_frames.sql.bound_capture import BoundCaptures
 from traceprop_frames.sql.correlated import prepare, run_eager
 from traceprop_frames.sql.ctas_rows import holds_query_rows
 from traceprop_frames.sql.deferred_oids import UNREAD, DeferredOids
@@ -283,6 +284,7 @@ class TracedConnection:
         self._deferred = DeferredOids(self._con)  # lazy CTAS records whose oids wait (sql.deferred_oids)
         self._autocommit = Autocommit(self._con)  # no transaction open, known without asking (sql.autocommit)
         self._oid_reads = OidReads(self._con)  # oids read once per catalog count (sql.oid_reads)
+        self._bound = BoundCaptures(self._con)  # kept capture statements bound once (sql.bound_capture)
         self._hold_oids = False  # True while an eager query's own reads leave the waiting oids waiting
         self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
         self._closed = False
@@ -1138,36 +1140,10 @@ class TracedConnection:
         if self._late.mentioned(capture_sql):
             self._give_columns()  # a star's EXCLUDE (__tp_lin) of a table made without it
         try:
-            rel = self._con.sql(capture_sql)  # (not self._raw, which would read the oids left to wait)
-            types = [str(t) for t in rel.types]
-            n_data = len(types) - shape.n_keys
-            key_at = key_positions(shape, n_data)  # keys the output holds are read there (sql.lazy_reuse)
-            key_types = [types[i] for i in key_at]
-            names = None if simple_names else self._original_names_cached(text, n_data)
-            if (
-                n_data
-                and all(t in _PANDAS_EXACT for t in key_types)
-                and all(_same_through_arrow(t) for t in types[:n_data])
-                and _unique(names)
-            ):
-                # one conversion, as plain DuckDB's .df(): the keys' pandas columns hold them exactly
-                df = rel.df()
-                # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys)
-                keys = pa.table([pa.array(df.iloc[:, i]) for i in key_at], names=key_names(len(key_at)))
-                df = df.iloc[:, :n_data]
-                n_rows = len(df)
-                if names is not None and df.columns.tolist() != names:  # (a rename costs ~80 us a query)
-                    df.columns = names
-            else:
-                table = rel.to_arrow_table()
-                if names is not None:  # (kept per text and catalog: no bind, no read of waiting oids)
-                    table = table.rename_columns([*names, *table.column_names[n_data:]])
-                keys = pa.table([table.column(i) for i in key_at], names=key_names(len(key_at)))
-                data = table.select(list(range(n_data)))
-                n_rows = table.num_rows
-                df = self._con.from_arrow(data).df() if n_data else pd.DataFrame(index=range(n_rows))
+            df, keys, key_types = self._capture_frame(text, capture_sql, shape, simple_names)
         except duckdb.Error:
             return None  # the eager path reports the failure as it always has
+        n_rows = len(df)
         params = {"query": text}
         if untraced:
             params["missing_lineage"] = untraced
@@ -1179,6 +1155,53 @@ class TracedConnection:
         else:
             resolver.fingerprint = self._fingerprint(tables, oids)
         return attach(df, LazyRowLineage(resolver, np.arange(n_rows, dtype=np.int64)))
+
+    def _capture_frame(self, text: str, capture_sql: str, shape, simple_names: bool):
+        """Run the capture statement: (data frame, key columns as Arrow, the keys' DuckDB types)."""
+        # (not self._raw, which would read the oids left to wait)
+        types, rel, count = self._bound.types(text, capture_sql), None, None
+        if types is None:  # not bound at this catalog count before: through a relation (sql.bound_capture)
+            count = self._bound.count()
+            rel = self._con.sql(capture_sql)
+            types = [str(t) for t in rel.types]
+        n_data = len(types) - shape.n_keys
+        key_at = key_positions(shape, n_data)  # keys the output holds are read there (sql.lazy_reuse)
+        key_types = [types[i] for i in key_at]
+        names = None if simple_names else self._original_names_cached(text, n_data)
+        if (
+            n_data
+            and all(t in _PANDAS_EXACT for t in key_types)
+            and all(_same_through_arrow(t) for t in types[:n_data])
+            and _unique(names)
+        ):
+            # one conversion, as plain DuckDB's .df(): the keys' pandas columns hold them exactly
+            if rel is None:
+                res = self._con.execute(capture_sql)
+                if [str(d[1]) for d in res.description] != types:  # (a count that moved would say so first)
+                    res.fetchall()
+                    self._bound.forget(text)
+                    return self._capture_frame(text, capture_sql, shape, simple_names)
+                df = res.df()
+            else:
+                df = rel.df()
+                self._bound.keep(text, capture_sql, count, types)
+            # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys)
+            keys = pa.table([pa.array(df.iloc[:, i]) for i in key_at], names=key_names(len(key_at)))
+            if shape.n_keys:  # keys appended after the data columns
+                df = df.iloc[:, :n_data]
+            if names is not None and df.columns.tolist() != names:  # (a rename costs ~80 us a query)
+                df.columns = names
+            return df, keys, key_types
+        if rel is None:  # (types are kept for the .df() shape only: its names changed) bound anew
+            self._bound.forget(text)
+            return self._capture_frame(text, capture_sql, shape, simple_names)
+        table = rel.to_arrow_table()
+        if names is not None:  # (kept per text and catalog: no bind, no read of waiting oids)
+            table = table.rename_columns([*names, *table.column_names[n_data:]])
+        keys = pa.table([table.column(i) for i in key_at], names=key_names(len(key_at)))
+        data = table.select(list(range(n_data)))
+        df = self._con.from_arrow(data).df() if n_data else pd.DataFrame(index=range(table.num_rows))
+        return df, keys, key_types
 
     def _oids_can_wait(self) -> bool:
         """A lazy query from its kept plan: its tables' oids may wait with the CTAS records' (see
