@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from _sql_oracle import rows_of
 
 import traceprop_frames as tpf
-from tests._sql_oracle import rows_of
 
 CTAS_A = "CREATE OR REPLACE TABLE a AS SELECT k, count(*) AS n FROM t GROUP BY k"
 CTAS_B = "CREATE OR REPLACE TABLE b AS SELECT k, sum(w) AS s FROM u GROUP BY k"

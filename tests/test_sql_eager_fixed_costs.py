@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _ctas_frames import CTAS_A, CTAS_B, JOINED, group_oracle, joined_oracle, write_frames
+from _sql_oracle import lineage_sets, rows_of
 
 import traceprop_frames as tpf
-from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, group_oracle, joined_oracle, write_frames
-from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.deferred_oids import UNREAD
 from traceprop_frames.sql.member_lists import MemberTable

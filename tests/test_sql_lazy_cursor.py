@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-
-from tests._ctas_frames import (
+from _ctas_frames import (
     CTAS_A,
     CTAS_B,
     JOINED,
@@ -23,7 +22,8 @@ from tests._ctas_frames import (
     joined_oracle,
     write_frames,
 )
-from tests._sql_oracle import lineage_sets
+from _sql_oracle import lineage_sets
+
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql import connection
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 import pytest
-
-import traceprop_frames as tpf
-from tests._ctas_frames import (
+from _ctas_frames import (
     CTAS_A,
     CTAS_B,
     JOINED,
@@ -23,7 +21,9 @@ from tests._ctas_frames import (
     joined_oracle,
     write_frames,
 )
-from tests._sql_oracle import lineage_sets, rows_of
+from _sql_oracle import lineage_sets, rows_of
+
+import traceprop_frames as tpf
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.deferred_oids import UNREAD
 

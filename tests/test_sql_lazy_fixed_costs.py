@@ -20,9 +20,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-
-from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, connect, joined_oracle, write_frames
-from tests._sql_oracle import lineage_sets, rows_of
+from _ctas_frames import CTAS_A, CTAS_B, JOINED, connect, joined_oracle, write_frames
+from _sql_oracle import lineage_sets, rows_of
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import duckdb
 import pytest
+from _ctas_frames import CTAS_A, CTAS_B, JOINED, connect, group_oracle, joined_oracle, write_frames
+from _sql_oracle import lineage_sets
 
-from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, connect, group_oracle, joined_oracle, write_frames
-from tests._sql_oracle import lineage_sets
 from traceprop_frames.errors import SourceChangedError
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _ctas_frames import connect, write_frames
+from _sql_oracle import lineage_sets, rows_of
 
-from tests._ctas_frames import connect, write_frames
-from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.oid_reads import OidReads
 

@@ -13,9 +13,9 @@ import gc
 
 import numpy as np
 import pytest
+from _ctas_frames import CTAS_A, CTAS_B, JOINED, connect, count_reads, joined_oracle, write_frames
+from _sql_oracle import lineage_sets, rows_of
 
-from tests._ctas_frames import CTAS_A, CTAS_B, JOINED, connect, count_reads, joined_oracle, write_frames
-from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.deferred_oids import UNREAD
 

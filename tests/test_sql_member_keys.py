@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import lineage_sets, rows_of
 
 import traceprop_frames as tpf
-from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.errors import SourceChangedError
 
 CTAS_A = "CREATE OR REPLACE TABLE a AS SELECT k, count(*) AS n FROM u GROUP BY k"

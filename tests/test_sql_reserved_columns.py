@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import lineage_sets, rows_of
 
 import traceprop_frames as tpf
-from tests._sql_oracle import lineage_sets, rows_of
 from traceprop_frames.errors import UnsupportedOperationError, UnsupportedSQLError
 
 
