@@ -205,3 +205,45 @@ def _code(value, got, i) -> str | None:
     if i == len(got) - 1:
         return None
     return "nan" if np.isnan(value) else str(float(value))
+
+
+class _InterruptedResult:
+    """The real connection's ``execute`` ran (its result unfinished); reading it is interrupted."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def df(self):
+        raise KeyboardInterrupt
+
+
+class _Interrupting:
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def execute(self, *args, **kwargs):
+        return _InterruptedResult(self._real.execute(*args, **kwargs))
+
+
+def test_interrupted_direct_run_leaves_the_connection_usable(small, monkeypatch):
+    """Ctrl-C while the direct run's frame is read: DuckDB refuses every later statement on a connection
+    with an unfinished ``execute`` result, so the run aborts it; the next query answers as plain DuckDB."""
+    con, t, u, tmp = small
+    seen = _spy(monkeypatch, con)
+    con.sql(JOIN)
+    real = con._con
+    monkeypatch.setattr(con, "_con", _Interrupting(real))
+    with pytest.raises(KeyboardInterrupt):
+        con.sql(JOIN)
+    assert seen == [False, True]  # the direct path was the one interrupted
+    monkeypatch.setattr(con, "_con", real)
+    assert con.raw.sql("SELECT 42 AS x").fetchall() == [(42,)]  # plain DuckDB work goes on
+    got = con.sql(JOIN)
+    _plain_equal(got, con, JOIN)
+    _join_brute_force(got, t, u, tmp)

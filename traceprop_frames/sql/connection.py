@@ -1177,11 +1177,17 @@ class TracedConnection:
             # one conversion, as plain DuckDB's .df(): the keys' pandas columns hold them exactly
             if rel is None:
                 res = self._con.execute(capture_sql)
-                if [str(d[1]) for d in res.description] != types:  # (a count that moved would say so first)
-                    res.fetchall()
-                    self._bound.forget(text)
-                    return self._capture_frame(text, capture_sql, shape, simple_names)
-                df = res.df()
+                try:
+                    if [str(d[1]) for d in res.description] != types:  # (a moved count would say so first)
+                        res.fetchall()
+                        self._bound.forget(text)
+                        return self._capture_frame(text, capture_sql, shape, simple_names)
+                    df = res.df()
+                except (
+                    BaseException
+                ):  # (an interrupt too) DuckDB refuses all other work on an unfinished result
+                    res.abort()
+                    raise
             else:
                 df = rel.df()
                 self._bound.keep(text, capture_sql, count, types)
