@@ -253,14 +253,19 @@ def query_summary(times: dict) -> dict:
     return out
 
 
-def tpch_measure(data: Path, queries: Path, repeat: int, only: list[int] | None = None) -> list[dict]:
+def tpch_measure(
+    data: Path, queries: Path, repeat: int, only: list[int] | None = None, control: str = "sql"
+) -> list[dict]:
     """The paired TPC-H measure, one process, tables loaded once into one traced connection: per query
     {"case", "times" (``paired_rounds``), "summary" (``query_summary``), "one_row" (``_one_row``)}.
 
     Sides: ``plain`` (DuckDB on the traced connection's own DuckDB connection), ``control`` (the same
     plain call again: the A/A check), ``eager`` and ``lazy`` (``con.sql`` with that capture). All four
     run on the same tables of the same DuckDB connection, so the control differs from plain in nothing
-    but its place in the rounds: what it reads is the measure's own noise."""
+    but its place in the rounds: what it reads is the measure's own noise. ``control="execute"``: the
+    control runs ``raw.execute(q).df()`` instead (DuckDB binds the statement once; ``sql(q).df()`` binds
+    it to make the relation and again to run it), so its line reads what that second bind costs plain
+    DuckDB, and traced / control per round is traced against the one-bind plain call."""
     con = tpf.connect()
     for t in TPCH_TABLES:
         con.read_parquet(data / f"{t}.parquet", name=t)
@@ -275,7 +280,9 @@ def tpch_measure(data: Path, queries: Path, repeat: int, only: list[int] | None 
         q = (queries / f"q{n:02d}.sql").read_text()
         fns = {
             "plain": lambda q=q: raw.sql(q).df(),
-            "control": lambda q=q: raw.sql(q).df(),
+            "control": (lambda q=q: raw.execute(q).df())
+            if control == "execute"
+            else (lambda q=q: raw.sql(q).df()),
             "eager": lambda q=q: traced(q, "eager"),
             "lazy": lambda q=q: traced(q, "lazy"),
         }
@@ -518,6 +525,13 @@ def main(argv=None) -> None:
         action="store_true",
         help="with --tpch-sf: the measure of rounds <= 11 (fixed order, ratio of medians), to compare with it",
     )
+    ap.add_argument(
+        "--control",
+        choices=["sql", "execute"],
+        default="sql",
+        help="with --tpch-sf: the control side runs plain's call again (sql, the A/A check) or "
+        "con.execute(q).df() (one bind instead of two: what the relation API's second bind costs)",
+    )
     ap.add_argument("--save", default=None, help="with --tpch-sf: write every round's times as JSON here")
     ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--_peak_all", nargs=3, help=argparse.SUPPRESS)
@@ -550,7 +564,7 @@ def main(argv=None) -> None:
         if rows:
             print("credit ETL, single-process measure (fixed order; ratio of two medians):")
             print_modes(rows)
-        results = tpch_measure(data, Path(args.tpch), args.repeat, args.queries)
+        results = tpch_measure(data, Path(args.tpch), args.repeat, args.queries, args.control)
         print_measure(results, args.repeat)
         if args.save:
             keep = [{k: r[k] for k in ("case", "times", "one_row")} for r in results]
