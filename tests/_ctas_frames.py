@@ -4,6 +4,7 @@ them by ``k`` and ``JOINED`` reads all three, as the credit ETL's final query do
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 from _sql_oracle import rows_of
@@ -58,3 +59,13 @@ def count_reads(con) -> list[int]:
 
     con._read_oids = counted
     return n
+
+
+def plain_connection(tmp, *statements):
+    """Plain DuckDB over the same Parquet files as :func:`connect`'s tables, ``statements`` run on it."""
+    con = duckdb.connect()
+    for name in ("t", "u"):
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{tmp / (name + '.parquet')}')")
+    for s in statements:
+        con.execute(s)
+    return con

@@ -55,3 +55,40 @@ def left_join_groups(c, o, cond) -> dict:
                 rows_o.add(("o", j))
                 n[0] += 0 if pd.isna(o["oid"][j]) else 1
     return out
+
+
+TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
+
+
+def tpch_connections(root: Path):
+    """For a fixture (``yield from``): (eager, lazy) traced connections with the TPC-H tables of ``root``
+    loaded, closed afterwards (skips without the tables)."""
+    import pytest
+
+    import traceprop_frames as tpf
+
+    if not (root / "q01.sql").exists():
+        pytest.skip(f"no TPC-H data at {root}")
+    cons = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
+    for t in TPCH_TABLES:
+        for con in cons:
+            con.read_parquet(root / f"{t}.parquet", name=t)
+    yield cons
+    for con in cons:
+        con.close()
+
+
+def join_brute_force(got, t, u, t_file, u_file) -> None:
+    """``SELECT t.v, u.w FROM t JOIN u ON t.k = u.k WHERE u.w > 30`` (any order, any LIMIT keeping all rows):
+    each result row's sources against pandas, as the multiset of (v, w, t row, u row)."""
+    from collections import Counter
+
+    t2, u2 = t.assign(tr=range(len(t))), u.assign(ur=range(len(u)))
+    want = Counter(
+        (round(r.v, 6), r.w, r.tr, r.ur) for r in t2.merge(u2, on="k").query("w > 30").itertuples()
+    )
+    have = Counter()
+    for i, (v, w) in enumerate(zip(got["v"], got["w"])):
+        src = got.tp.sources(rows=[i])
+        have[(round(v, 6), w, *src[str(t_file)].tolist(), *src[str(u_file)].tolist())] += 1
+    assert have == want

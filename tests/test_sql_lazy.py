@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import join_brute_force, tpch_connections
 
 import traceprop_frames as tpf
 from traceprop_frames.errors import SourceChangedError
@@ -25,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import tpcds_like  # noqa: E402
 
 TPCH = Path(__file__).resolve().parents[2] / "shared" / "tpch"
-TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
 
 
 def _value(v):
@@ -52,15 +52,7 @@ def _same(eager_con, lazy_con, query: str, lazy_expected: bool = True) -> pd.Dat
 # ---------------------------------------------------------------- TPC-H
 @pytest.fixture(scope="module")
 def tpch():
-    if not (TPCH / "q01.sql").exists():
-        pytest.skip(f"no TPC-H data at {TPCH}")
-    cons = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
-    for t in TPCH_TABLES:
-        for con in cons:
-            con.read_parquet(TPCH / f"{t}.parquet", name=t)
-    yield cons
-    for con in cons:
-        con.close()
+    yield from tpch_connections(TPCH)
 
 
 @pytest.mark.parametrize("n", range(1, 23))
@@ -211,15 +203,7 @@ def test_lazy_group_by_brute_force(small):
 def test_lazy_join_brute_force(small):
     (_, lazy), t, u, tmp = small
     got = lazy.sql("SELECT t.v, u.w FROM t JOIN u ON t.k = u.k WHERE u.w > 30")
-    t2, u2 = t.assign(tr=range(len(t))), u.assign(ur=range(len(u)))
-    want = Counter(
-        (round(r.v, 6), r.w, r.tr, r.ur) for r in t2.merge(u2, on="k").query("w > 30").itertuples()
-    )
-    have = Counter()
-    for i, (v, w) in enumerate(zip(got["v"], got["w"])):
-        src = got.tp.sources(rows=[i])
-        have[(round(v, 6), w, *src[str(tmp / "t.csv")].tolist(), *src[str(tmp / "u.parquet")].tolist())] += 1
-    assert have == want
+    join_brute_force(got, t, u, tmp / "t.csv", tmp / "u.parquet")
 
 
 # ---------------------------------------------------------------- changes, closing, persistence

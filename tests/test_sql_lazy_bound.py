@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import join_brute_force, tpch_connections
 
 import traceprop_frames as tpf
 from traceprop_frames.sql.lazy import LazyRowLineage
 
 TPCH = Path(__file__).resolve().parents[2] / "shared" / "tpch"
-TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
 # fast-path shapes (every key and data type converted exactly by .df()): their second run binds once
 DIRECT = {1, 2, 4, 5, 6, 7, 8, 9, 11, 13, 14, 15, 16, 17, 19, 20, 21, 22}
 
@@ -57,15 +57,7 @@ def _plain_equal(got: pd.DataFrame, con, query: str) -> None:
 
 @pytest.fixture(scope="module")
 def tpch():
-    if not (TPCH / "q01.sql").exists():
-        pytest.skip(f"no TPC-H data at {TPCH}")
-    cons = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
-    for t in TPCH_TABLES:
-        for con in cons:
-            con.read_parquet(TPCH / f"{t}.parquet", name=t)
-    yield cons
-    for con in cons:
-        con.close()
+    yield from tpch_connections(TPCH)
 
 
 @pytest.mark.parametrize("n", range(1, 23))
@@ -98,16 +90,7 @@ def small(tmp_path):
 
 
 def _join_brute_force(got, t, u, tmp) -> None:
-    """Each result row's sources against pandas: the multiset of (v, w, t row, u row)."""
-    t2, u2 = t.assign(tr=range(len(t))), u.assign(ur=range(len(u)))
-    want = Counter(
-        (round(r.v, 6), r.w, r.tr, r.ur) for r in t2.merge(u2, on="k").query("w > 30").itertuples()
-    )
-    have = Counter()
-    for i, (v, w) in enumerate(zip(got["v"], got["w"])):
-        src = got.tp.sources(rows=[i])
-        have[(round(v, 6), w, *src[str(tmp / "t.csv")].tolist(), *src[str(tmp / "u.csv")].tolist())] += 1
-    assert have == want
+    join_brute_force(got, t, u, tmp / "t.csv", tmp / "u.csv")
 
 
 JOIN = "SELECT t.v, u.w FROM t JOIN u ON t.k = u.k WHERE u.w > 30 ORDER BY u.w LIMIT 1000"

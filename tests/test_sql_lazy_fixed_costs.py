@@ -16,27 +16,16 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from _ctas_frames import CTAS_A, CTAS_B, JOINED, connect, joined_oracle, write_frames
+from _ctas_frames import CTAS_A, CTAS_B, JOINED, connect, joined_oracle, plain_connection, write_frames
 from _sql_oracle import lineage_sets, rows_of
 
 
 @pytest.fixture
 def frames(tmp_path):
     return write_frames(tmp_path, 12)
-
-
-def _plain(tmp, *statements):
-    """Plain DuckDB over the same Parquet files, ``statements`` run on it."""
-    con = duckdb.connect()
-    for name in ("t", "u"):
-        con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{tmp / (name + '.parquet')}')")
-    for s in statements:
-        con.execute(s)
-    return con
 
 
 def _node_shape(node) -> tuple:
@@ -89,7 +78,7 @@ QUERIES = [
 @pytest.mark.parametrize("query", QUERIES)
 def test_lazy_frame_names_values_and_lineage(frames, query):
     t, u, tmp = frames
-    plain = _plain(tmp, CTAS_A, CTAS_B).sql(query).df()
+    plain = plain_connection(tmp, CTAS_A, CTAS_B).sql(query).df()
     eager = connect(tmp, "eager")
     lazy = connect(tmp)
     for con in (eager, lazy):

@@ -10,9 +10,17 @@ key ``k``; row ``i`` of ``JOINED`` from ``t`` row ``i`` and every ``t`` / ``u`` 
 
 from __future__ import annotations
 
-import duckdb
 import pytest
-from _ctas_frames import CTAS_A, CTAS_B, JOINED, connect, group_oracle, joined_oracle, write_frames
+from _ctas_frames import (
+    CTAS_A,
+    CTAS_B,
+    JOINED,
+    connect,
+    group_oracle,
+    joined_oracle,
+    plain_connection,
+    write_frames,
+)
 from _sql_oracle import lineage_sets
 
 from traceprop_frames.errors import SourceChangedError
@@ -29,16 +37,6 @@ def _columns(c, table: str) -> list[str]:
         "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
     ).fetchall()
     return [r[0] for r in rows]
-
-
-def _plain(tmp, *statements):
-    """Plain DuckDB over the same Parquet files, ``statements`` run on it."""
-    con = duckdb.connect()
-    for name in ("t", "u"):
-        con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{tmp / (name + '.parquet')}')")
-    for s in statements:
-        con.execute(s)
-    return con
 
 
 def test_a_run_makes_no_lineage_column_and_the_lineage_is_the_oracle(frames):
@@ -61,7 +59,7 @@ def test_a_query_over_the_table_before_its_lineage_is_filled(frames):
     con.execute(CTAS_A)
     few = con.sql("SELECT k, n FROM a WHERE n > 1 ORDER BY k")
     assert _columns(con._con, "a") == ["k", "n"]  # a query that names no lineage column adds none
-    plain = _plain(tmp, CTAS_A)
+    plain = plain_connection(tmp, CTAS_A)
     star = con.sql("SELECT * FROM a ORDER BY k")
     expected = plain.sql("SELECT * FROM a ORDER BY k").df()
     assert list(star.columns) == list(expected.columns) == ["k", "n"]
