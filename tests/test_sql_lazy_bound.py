@@ -230,3 +230,50 @@ def test_interrupted_direct_run_leaves_the_connection_usable(small, monkeypatch)
     got = con.sql(JOIN)
     _plain_equal(got, con, JOIN)
     _join_brute_force(got, t, u, tmp)
+
+
+@pytest.fixture
+def numbered(tmp_path):
+    """``t`` of 5000 rows where ``v`` is the row number (so row ``i``'s source is ``t`` row ``v``)."""
+    n = 5000
+    pd.DataFrame({"k": np.arange(n) % 7, "v": np.arange(n, dtype=float)}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    con = tpf.connect(capture="lazy")
+    con.read_csv(tmp_path / "t.csv", name="t")
+    yield con, tmp_path / "t.csv"
+    con.close()
+
+
+def test_a_result_past_one_vector_keeps_the_relation_path(numbered, monkeypatch):
+    """``execute`` streams its result and ``.df()`` then converts it chunk by chunk (slower than a
+    relation's once there are many chunks): a result of more than 2048 rows binds through a relation on
+    every run; a small one runs directly from its second run. Sources checked against the row numbers."""
+    con, path = numbered
+    seen = _spy(monkeypatch, con)
+    big, small = "SELECT k, v FROM t WHERE v >= 100", "SELECT k, v FROM t WHERE v < 100"
+    runs = [con.sql(big) for _ in range(3)]
+    assert seen == [False, False, False] and all(len(got) == 4900 for got in runs)
+    runs += [con.sql(small) for _ in range(2)]
+    assert seen[3:] == [False, True]
+    for got in runs:
+        _plain_equal(got, con, big if len(got) == 4900 else small)
+        for i in (0, len(got) // 2, len(got) - 1):
+            assert got.tp.sources(rows=[i])[str(path)].tolist() == [int(got["v"].iloc[i])]
+
+
+def test_a_direct_run_that_grew_past_one_vector_goes_back_to_the_relation_path(numbered, monkeypatch):
+    """With the catalog count frozen (a DuckDB whose count missed the INSERT), a direct run that returns
+    more than 2048 rows sends the next run through a relation."""
+    con, _ = numbered
+    frozen = con._bound.count()
+    monkeypatch.setattr(con._bound, "_count", lambda: frozen)
+    seen = _spy(monkeypatch, con)
+    query = "SELECT k, v FROM t WHERE v < 100 OR v >= 10000"
+    assert [len(con.sql(query)) for _ in range(2)] == [100, 100]
+    cur = con._con.cursor()
+    cur.execute("INSERT INTO t SELECT i % 7, i::DOUBLE, i FROM range(10000, 13000) r(i)")
+    cur.close()
+    assert len(con.sql(query)) == 3100  # direct (the frozen count), and past one vector ...
+    con.sql(query)
+    assert seen == [False, True, True, False]  # ... so the next run binds through a relation

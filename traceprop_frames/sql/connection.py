@@ -1183,14 +1183,13 @@ class TracedConnection:
                         self._bound.forget(text)
                         return self._capture_frame(text, capture_sql, shape, simple_names)
                     df = res.df()
-                except (
-                    BaseException
-                ):  # (an interrupt too) DuckDB refuses all other work on an unfinished result
+                    self._bound.ran(text, len(df))
+                except BaseException:  # an interrupt too: DuckDB refuses all work on an unfinished result
                     res.abort()
                     raise
             else:
                 df = rel.df()
-                self._bound.keep(text, capture_sql, count, types)
+                self._bound.keep(text, capture_sql, count, types, len(df))
             # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys)
             keys = pa.table([pa.array(df.iloc[:, i]) for i in key_at], names=key_names(len(key_at)))
             if shape.n_keys:  # keys appended after the data columns
