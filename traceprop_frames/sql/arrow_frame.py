@@ -9,7 +9,7 @@ dtype holds Arrow strings, so the column is taken as it is).
 Only columns whose pandas form is known to be DuckDB's are converted here: INTEGER, BIGINT, DOUBLE
 and BOOLEAN without NULLs (DuckDB gives the same numpy dtype; with a NULL it gives a nullable or
 float dtype) and VARCHAR with at least one value (``str``, large_string storage, NULL as NaN, as
-DuckDB's). DECIMAL and DATE without NULLs too (round 11): DuckDB gives a DECIMAL the double nearest its
+DuckDB's). DECIMAL and DATE without NULLs too: DuckDB gives a DECIMAL the double nearest its
 unscaled integer divided by ``10.0 ** scale``, and a DATE ``datetime64[us]``; done here where the unscaled
 integers fit in 64 bits (exactly rounded to double by numpy), the scale is at most 22 (``10 ** scale`` is
 an exact double) and the dates lie in years 1-9999. Any other type, a NULL in a numeric, DECIMAL or DATE

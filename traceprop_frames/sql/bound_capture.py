@@ -15,7 +15,7 @@ statement that may change what a name binds to (``_catalog_version()``: DDL, DML
 :mod:`traceprop_frames.sql.oid_reads`). While the count equals the count read *before* the statement
 last bound, nothing has run since that could make it bind otherwise: it binds again, to the same column
 types (kept with the count; the direct run's own column types are compared with them all the same, and
-a difference drains it and binds through a relation), and the frame is converted as before. A DuckDB
+a difference aborts it and binds through a relation), and the frame is converted as before. A DuckDB
 without the counter keeps the relation path every time.
 
 Only small results: ``execute`` streams its result, and ``.df()`` of a streamed result converts it chunk

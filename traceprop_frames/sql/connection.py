@@ -1179,7 +1179,7 @@ class TracedConnection:
                 res = self._con.execute(capture_sql)
                 try:
                     if [str(d[1]) for d in res.description] != types:  # (a moved count would say so first)
-                        res.fetchall()
+                        res.abort()  # (its rows are not wanted: no need to fetch them)
                         self._bound.forget(text)
                         return self._capture_frame(text, capture_sql, shape, simple_names)
                     df = res.df()
