@@ -91,10 +91,21 @@ def make_credit_risk(out_dir, applicants: int = 20_000, seed: int = 0) -> dict[s
         "bureau": out / "bureau.csv",
         "previous_application": out / "previous_application.parquet",
     }
-    app.to_csv(paths["application"], index=False)
-    bureau.to_csv(paths["bureau"], index=False)
-    prev.to_parquet(paths["previous_application"], index=False)
+    _replace(paths["application"], lambda tmp: app.to_csv(tmp, index=False))
+    _replace(paths["bureau"], lambda tmp: bureau.to_csv(tmp, index=False))
+    _replace(paths["previous_application"], lambda tmp: prev.to_parquet(tmp, index=False))
     return paths
+
+
+def _replace(path: Path, write) -> None:
+    """Write ``path`` through a temporary file in its folder, then rename it into place: a process that
+    reads the file while another one makes it again (the same bytes) never sees it half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _bureau(rng, ids: np.ndarray):
