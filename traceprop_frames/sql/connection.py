@@ -1456,7 +1456,7 @@ class TracedConnection:
         c0 = reads.version()
         members = reads.reuse(msql, c0)
         reused = members is not None
-        keep = reused or (source is not None and reads.alone())
+        keep = reused or (source is not None and reads.keepable(msql))
         for _ in range(2):  # a second time where something ran beside a statement that used kept members
             try:  # (self._con, not self._raw: that would read the oids left waiting)
                 if members is None:

@@ -11,7 +11,8 @@ that may change a table, on any connection to the database (``con.raw``, a curso
 to a shared in-memory database, this connection itself; DDL, DML, transactions, ``register``, failed
 statements too), and not for queries.
 
-- A read is kept only where it ran with no other connection to the database open
+- A read is kept only where its members query was read before (a statement run once pays nothing for
+  this module) and it ran with no other connection to the database open
   (``duckdb_connection_count()`` is 1, read after the count ``c0`` and before the members): a statement
   of another connection that started before ``c0`` and commits after the read (the count moved before
   the read, the rows after it) is then impossible; statements through this connection's own DuckDB
@@ -36,6 +37,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 _KEEP = 16  # kept reads at most (one per members query)
+_SEEN = 256  # members queries remembered as read before
 
 
 class MemberReads:
@@ -46,6 +48,7 @@ class MemberReads:
         self._count = getattr(con, "_catalog_version", None)  # None: this DuckDB has no such counter
         self.chain: int | None = None  # the count at which every kept read is still valid
         self.kept: dict[str, tuple[str, pa.Table]] = {}  # members SQL -> (source table, members)
+        self._seen: dict[str, None] = {}  # members SQL read before (insertion-ordered, bounded)
 
     def version(self) -> int | None:
         return None if self._count is None else self._count()
@@ -59,11 +62,17 @@ class MemberReads:
         hit = self.kept.get(msql)
         return None if hit is None else hit[1]
 
-    def alone(self) -> bool:
-        """True where no other connection to this database is open (a read may then be kept)."""
+    def keepable(self, msql: str) -> bool:
+        """Whether a read of ``msql`` made now may be kept: it ran before (a statement run once, as in a
+        pipeline run once, pays no check) and no other connection to this database is open (≈ 0.25 ms)."""
         if self._count is None:
             return False
-        return self._con.sql("FROM duckdb_connection_count()").fetchall()[0][0] == 1
+        if msql not in self._seen:
+            while len(self._seen) >= _SEEN:
+                self._seen.pop(next(iter(self._seen)))
+            self._seen[msql] = None
+            return False
+        return self._con.execute("FROM duckdb_connection_count()").fetchall()[0][0] == 1
 
     def ran(self, msql: str, source: str, target: str, members: pa.Table, c0, keep: bool) -> bool:
         """After the plain statement: True where nothing but it started since ``c0`` (the chain then goes on;
