@@ -71,6 +71,7 @@ from traceprop_frames.sql.member_lists import (
     member_part,
     members_sql,
 )
+from traceprop_frames.sql.member_reuse import MemberReads
 from traceprop_frames.sql.oid_reads import OidReads
 from traceprop_frames.sql.reserved_names import (
     CSV,
@@ -316,6 +317,7 @@ class TracedConnection:
         # eager CREATE TABLE ... AS text -> (catalog, statement, (SQL, "create", rewrite), table, columns)
         self._eager_ctas: dict = {}
         self._member_plans: dict = {}  # eager grouping CTAS text -> (catalog, MemberPlan or None)
+        self._member_reads = MemberReads(self._con)  # members kept while their source is unchanged
 
     _lineage_csr = staticmethod(lineage_from_arrow)  # for sql.lazy (which does not import this module)
 
@@ -1425,10 +1427,8 @@ class TracedConnection:
             self._settle_oids()
         known = self._oid_reads.at(self._deferred.version())  # (no read of its own: see _run_start)
         autocommit = self._autocommit.known()
-        try:  # (self._con, not self._raw: that would read the oids left waiting)
-            members = self._con.sql(msql).to_arrow_table()
-            self._con.execute(create.sql)
-        except duckdb.Error:
+        members = self._members_and_create(create, msql)
+        if members is None:
             self._deferred.advance()  # (a failed statement replaced nothing)
             return False
         if autocommit:  # a CTAS of our own outside a transaction leaves none open (sql.autocommit)
@@ -1448,6 +1448,27 @@ class TracedConnection:
             params["missing_lineage"] = create.untraced
         self._nodes[target] = OpNode("sql", params, tuple(self._node(t) for t in create.traced))
         return True
+
+    def _members_and_create(self, create, msql: str) -> pa.Table | None:
+        """Read the members (or take the kept ones: :mod:`traceprop_frames.sql.member_reuse`), then run the
+        statement; None where DuckDB refuses either."""
+        reads, source = self._member_reads, create.tables[0] if len(create.tables) == 1 else None
+        c0 = reads.version()
+        members = reads.reuse(msql, c0)
+        reused = members is not None
+        keep = reused or (source is not None and reads.keepable(msql))
+        for _ in range(2):  # a second time where something ran beside a statement that used kept members
+            try:  # (self._con, not self._raw: that would read the oids left waiting)
+                if members is None:
+                    members = self._con.sql(msql).to_arrow_table()
+                self._con.execute(create.sql)
+            except duckdb.Error:
+                reads.forget()
+                return None
+            if reads.ran(msql, source, create.target, members, c0, keep) or not reused:
+                return members
+            members, reused, keep = None, False, False
+        return members
 
     def _fill_reads(self, rw, refs: JoinRefs | None) -> None:
         """Fill the pending tables eager query ``rw`` reads, except tables of members that ``refs`` (the
