@@ -324,3 +324,25 @@ def test_nothing_accumulates(files):
     con.execute("CREATE TABLE other2 AS SELECT 1 AS one")
     con.execute(ETL[1])
     assert len(reads.kept) == 1
+
+
+def test_a_statement_that_does_not_replace_keeps_nothing(files):
+    """Kept members are for ``CREATE OR REPLACE`` only (a statement that used them may have to run again,
+    harmless only where it replaces): ``CREATE TABLE`` under new names reads its members every time, and
+    ``create or replace table`` written in lower case keeps them."""
+    paths, state = files
+    con = _connect(paths)
+    con.execute(ETL[1])
+    made = []
+    for i in range(6):
+        con.execute(f"CREATE TABLE bagg{i} AS SELECT k, count(w) AS n, sum(w) AS sw FROM u GROUP BY k")
+        made.append(_members(con, f"bagg{i}"))
+    assert len({id(m) for m in made}) == len(made)
+    for i in (0, 5):
+        _check(con.sql(TRAIN.replace("bagg", f"bagg{i}")), paths, state)
+    lower = "create or replace table tagg as select k, count(w) as n from u group by k"
+    kept = []
+    for _ in range(6):
+        con.execute(lower)
+        kept.append(_members(con, "tagg"))
+    assert kept[-1] is kept[-2]

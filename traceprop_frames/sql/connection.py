@@ -1453,8 +1453,10 @@ class TracedConnection:
         """Read the members (or take the kept ones: :mod:`traceprop_frames.sql.member_reuse`), then run the
         statement; None where DuckDB refuses either."""
         reads, source = self._member_reads, create.tables[0] if len(create.tables) == 1 else None
+        if not create.sql.startswith("CREATE OR REPLACE "):
+            source = None  # run again below only where that is harmless: kept reads for OR REPLACE only
         c0 = reads.version()
-        members = reads.reuse(msql, c0)
+        members = reads.reuse(msql, c0) if source is not None else None
         reused = members is not None
         keep = reused or (source is not None and reads.keepable(msql))
         for _ in range(2):  # a second time where something ran beside a statement that used kept members
