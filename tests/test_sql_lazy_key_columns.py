@@ -12,7 +12,6 @@ a later run and the connection's tables as they were.
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,15 +116,3 @@ def test_the_lazy_frame_is_the_users(tmp_path):
     pd.testing.assert_frame_equal(again.reset_index(drop=True), plain.sql(query).df(), check_dtype=True)
     for a, b in zip(_pairs(lazy), before):
         pd.testing.assert_frame_equal(a, b)
-
-
-def test_plain_duckdb_unaffected(tmp_path):
-    """An untraced DuckDB connection beside a lazy one returns its frames as before."""
-    tables = _tables(3)
-    _, lazy, plain = eager_lazy_plain(tmp_path, tables)
-    other = duckdb.connect()
-    other.register("t", tables["t"])
-    lazy.sql(CASES[0][0])
-    pd.testing.assert_frame_equal(
-        other.sql(CASES[0][0]).df(), plain.sql(CASES[0][0]).df(), check_dtype=True, check_exact=True
-    )
