@@ -1192,10 +1192,13 @@ class TracedConnection:
             else:
                 df = rel.df()
                 self._bound.keep(text, capture_sql, count, types, len(df))
-            # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys)
-            keys = pa.table([pa.array(df.iloc[:, i]) for i in key_at], names=key_names(len(key_at)))
+            # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys);
+            # iloc(axis=1) indexes the columns only (iloc[:, ...] also slices every block's rows first:
+            # twice the time on a 16-column result)
+            cols = df.iloc(axis=1)
+            keys = pa.table([pa.array(cols[i]) for i in key_at], names=key_names(len(key_at)))
             if shape.n_keys:  # keys appended after the data columns
-                df = df.iloc[:, :n_data]
+                df = cols[:n_data]
             if names is not None and df.columns.tolist() != names:  # (a rename costs ~80 us a query)
                 df.columns = names
             return df, keys, key_types
