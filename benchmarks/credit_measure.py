@@ -14,11 +14,13 @@ beside much (benchmarks/results/2026-12-07-sql-credit-measure-r11.md).
 
 The measure (the same for every side, never favouring a traced one):
 
-- ``--processes`` fresh Python processes, one after another; each loads the same tables into one
-  connection per side: ``plain`` (DuckDB through ``con.raw``), ``control`` (a second plain connection,
-  the A/A check), ``eager``, ``lazy``. Process ``k`` makes the connections in an order rotated by ``k``.
+- ``--processes`` fresh Python processes, one after another; each loads the same files into one
+  connection per side: ``plain`` (a DuckDB connection of its own, tables read from the files without
+  the library's hidden id column), ``control`` (a second such connection, the A/A check), ``eager``,
+  ``lazy``. Process ``k`` makes the connections in the order of round ``k`` below.
 - Each process runs every side once (warm-up), then ``--repeat`` rounds; round ``r`` runs the sides in
-  an order rotated by ``k + r``, so each side is first, second, ... equally often.
+  the order of row ``k + r`` of a Williams square (as the TPC-H measure): over four rounds each side is
+  first, second, ... once and runs straight after every other side once.
 - Each side's time in a round is divided by plain's time in the same round (per-repeat pair ratio):
   neighbouring runs share the machine's speed of that moment.
 - Printed per side: the median of all ``processes x repeat`` pair ratios, their inter-quartile range,
@@ -43,7 +45,7 @@ SIDES = ("plain", "control", "eager", "lazy")
 def _connections(paths: dict, order: list[str]) -> dict:
     from bench_sql import credit_connection
 
-    return {side: credit_connection(paths, side if side in ("eager", "lazy") else "eager") for side in order}
+    return {side: credit_connection(paths, side if side in ("eager", "lazy") else "plain") for side in order}
 
 
 def _runner(con, side: str):
@@ -54,8 +56,11 @@ def _runner(con, side: str):
 
 def round_order(k: int, r: int) -> list[str]:
     """The sides in the order process ``k`` runs them in round ``r`` (``r = 0``: the order it makes their
-    connections in)."""
-    return [SIDES[(i + k + r) % len(SIDES)] for i in range(len(SIDES))]
+    connections in): row ``k + r`` of the TPC-H measure's Williams square (``bench_sql.side_order``), so
+    over four rounds every side takes every place once and runs straight after every other side once."""
+    from bench_sql import side_order
+
+    return side_order(k, r)
 
 
 def child(paths: dict, repeat: int, k: int) -> dict:
