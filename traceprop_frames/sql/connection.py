@@ -30,7 +30,14 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_temp, temp_witness
+from traceprop_frames.sql import (
+    dense_bits,
+    distinct_count,
+    member_determined,
+    same_rows,
+    scalar_temp,
+    temp_witness,
+)
 from traceprop_frames.sql.arrow_frame import data_frame
 from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.bound_capture import BoundCaptures
@@ -993,22 +1000,26 @@ class TracedConnection:
         one statement, no list read (:mod:`traceprop_frames.sql.member_keys`); None where DuckDB refuses
         it, a key column does not read exactly, or the catalog count moved meanwhile (the rowid path)."""
         at = self._deferred.version()
+        det = member_determined.plan(refs, keys, self._pending)  # b's, p's key from a.k: one column
         try:
-            rel = self._raw.sql(keyed_sql(refs, keys))
-            df, cols = self._refs_frame(rel, len(refs.tables), text, simple_names, single)
+            rel = self._raw.sql(det.sql if det else keyed_sql(refs, keys))
+            df, cols = self._refs_frame(
+                rel, det.n_hidden if det else len(refs.tables), text, simple_names, single
+            )
         except duckdb.Error:
             return None
         if self._deferred.version() != at:  # something else ran beside the query
             return None
         parts = []
-        for col, t, key in zip(cols, refs.tables, keys):
+        for i, (t, key) in enumerate(zip(refs.tables, keys)):
+            col, absent_ok = (cols[det.columns[i]], det.determined[i]) if det else (cols[i], False)
             if key is None:
                 parts.append(id_part(_hidden_ids(col)))
                 continue
-            kv = key_values(col)
+            kv = key_values(col, signed=absent_ok)
             if kv is None:
                 return None
-            parts.append(key_part(self._pending[t].members, *kv))
+            parts.append(key_part(self._pending[t].members, *kv, absent_ok=absent_ok))
         return df, parts
 
     def _refs_frame(self, rel, n_hidden: int, text: str, simple_names: bool, single: bool):
