@@ -187,7 +187,21 @@ def _hidden_ids(col) -> np.ndarray:
     """A hidden row id column as read (a pandas Series or an Arrow column) as int64, NULL as -1."""
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
         return np.asarray(col.fill_null(-1).to_numpy(), dtype=np.int64)
+    if col.dtype == np.int64:  # numpy int64 (no NULL): read in place (copy-on-write keeps it unchanged)
+        return col.to_numpy()
     return col.to_numpy(dtype=np.int64, na_value=-1)
+
+
+def _table_count(rw, table: str) -> int:
+    """How often eager rewrite ``rw`` names ``table`` (kept on ``rw``: its expression is fixed once
+    planned, and a kept plan runs again without the walk)."""
+    kept = rw.__dict__.get("_tp_table_counts")
+    if kept is None or kept[0] is not rw.expression:
+        kept = rw.__dict__["_tp_table_counts"] = (rw.expression, {})
+    counts = kept[1]
+    if table not in counts:
+        counts[table] = sum(1 for x in rw.expression.find_all(exp.Table) if x.name.lower() == table)
+    return counts[table]
 
 
 def _same_through_arrow(t: str) -> bool:
@@ -1468,8 +1482,7 @@ class TracedConnection:
             if p is None:
                 continue
             if isinstance(p, MemberTable) and refs is not None and t in refs.tables:
-                n = sum(1 for x in rw.expression.find_all(exp.Table) if x.name.lower() == t)
-                if n == refs.tables.count(t):
+                if _table_count(rw, t) == refs.tables.count(t):
                     continue
             self._materialise(t)
 

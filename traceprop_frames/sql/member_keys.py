@@ -88,6 +88,8 @@ def key_values(col, signed: bool = False) -> tuple[np.ndarray, np.ndarray] | Non
         return None  # (a nullable UInt64 beyond int64 would not convert)
     if signed and not pd.api.types.is_signed_integer_dtype(col.dtype):
         return None
+    if col.dtype == np.int64:  # numpy int64 (no NULL): read in place (copy-on-write keeps it unchanged)
+        return col.to_numpy(), np.zeros(len(col), dtype=bool)
     return col.to_numpy(dtype=np.int64, na_value=0), col.isna().to_numpy()
 
 
