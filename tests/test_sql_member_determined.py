@@ -203,3 +203,57 @@ def test_a_group_table_changed_through_raw(tmp_path, monkeypatch, change):
         return
     present = _keys(con, "a")
     assert got == _oracle(df, t, {"u": (u, present), "w": (w, _keys(con, "b"))})
+
+
+KEY_FIRST = "SELECT t.k AS key, t.id, a.n, b.s FROM t LEFT JOIN a USING (k) LEFT JOIN b USING (k)"
+REPLACED = "SELECT t.* REPLACE (t.k + 1 AS k), a.n, b.s FROM t LEFT JOIN a USING (k) LEFT JOIN b USING (k)"
+TWICE = "SELECT t.*, a.n, b.s, t.k + 1 AS k FROM t LEFT JOIN a USING (k) LEFT JOIN b USING (k)"  # via Arrow
+
+
+def _spy_relation(monkeypatch) -> list:
+    """Records, per call of :func:`member_determined.relation`, the data column it reads ``t.k`` from."""
+    seen, real = [], member_determined.relation
+
+    def spied(*args):
+        out = real(*args)
+        seen.append(out[2])
+        return out
+
+    monkeypatch.setattr(member_determined, "relation", spied)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("query", "column"), [(LEFT, 1), (KEY_FIRST, 0), (TWICE, 1), (REPLACED, None), (INNER2, None)]
+)
+def test_the_key_read_from_the_result_itself(tmp_path, monkeypatch, query, column):
+    """Where the result's first item is ``t.*`` or ``t.k``, no hidden key column: ``t.k`` is read from
+    the result (the star's first ``k``: column 1 after ``id``); ``t.* REPLACE`` and other first items
+    read the hidden ``t."k"``. The lineage is the oracle's and lazy's; the frame is plain DuckDB's."""
+    seen = _spy_relation(monkeypatch)
+    t, u, w = _frames(7, keys=(0, 1, 2, 3, 4, 5, -1, 9))
+    con = _connect(tmp_path, t, u, w)
+    lazy = _connect(tmp_path, t, u, w, capture="lazy")
+    df, ldf = _run(con, CTAS_A, query), _run(lazy, CTAS_A, query)
+    assert seen and seen[-1] == column
+    srcs = {"u": (u, _keys(con, "a")), "w": (w, _keys(con, "b"))}
+    assert lineage_sets(df) == _oracle(df, t, srcs) == lineage_sets(ldf)
+    plain = con.raw.sql(query.replace("t.*", "t.* EXCLUDE (__tp_rid)")).df()
+    key = ["id"]
+    pd.testing.assert_frame_equal(
+        df.sort_values(key).reset_index(drop=True), plain.sort_values(key).reset_index(drop=True)
+    )
+
+
+def test_the_users_frame_written_before_the_lineage_is_read(tmp_path):
+    """The key read from the result is copied: writing the frame's ``k`` column before the first lineage
+    read leaves the lineage the oracle's."""
+    t, u, w = _frames(8, keys=(0, 1, 2, 3, 4, 5, -1, 9))
+    t["k"] = t["k"].fillna(4)  # no NULL: an int64 column, read in place
+    con = _connect(tmp_path, t, u, w)
+    df = _run(con, CTAS_A, LEFT)
+    assert str(df["k"].dtype) == "int64"
+    expected = _oracle(df, t, {"u": (u, _keys(con, "a")), "w": (w, _keys(con, "b"))})
+    df.loc[:, "k"] = 5
+    df.iloc[0:3, 1] = 0
+    assert lineage_sets(df) == expected

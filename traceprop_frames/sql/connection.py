@@ -1016,14 +1016,17 @@ class TracedConnection:
         at = self._deferred.version()
         det = member_determined.plan(refs, keys, self._pending)  # b's, p's key from a.k: one column
         try:
-            rel = self._raw.sql(det.sql if det else keyed_sql(refs, keys))
-            df, cols = self._refs_frame(
-                rel, det.n_hidden if det else len(refs.tables), text, simple_names, single
-            )
+            if det is None:
+                rel, n_hidden, src = self._raw.sql(keyed_sql(refs, keys)), len(refs.tables), None
+            else:  # (src: the result's own a.k column, where it has one)
+                rel, n_hidden, src = member_determined.relation(self._raw, det)
+            df, cols = self._refs_frame(rel, n_hidden, text, simple_names, single)
         except duckdb.Error:
             return None
         if self._deferred.version() != at:  # something else ran beside the query
             return None
+        if src is not None:
+            cols = [*cols, df.iloc[:, src]]
         parts = []
         for i, (t, key) in enumerate(zip(refs.tables, keys)):
             col, absent_ok = (cols[det.columns[i]], det.determined[i]) if det else (cols[i], False)
@@ -1033,6 +1036,8 @@ class TracedConnection:
             kv = key_values(col, signed=absent_ok)
             if kv is None:
                 return None
+            if absent_ok:  # (a copy: the user's frame may be written to)
+                kv = (np.array(kv[0]), kv[1])
             parts.append(key_part(self._pending[t].members, *kv, absent_ok=absent_ok))
         return df, parts
 

@@ -17,6 +17,11 @@ conditions (the table's rows are exactly what its CTAS made; no NULL group):
 
 Any other join (``ON``, ``RIGHT`` / ``FULL``, ``NATURAL``, ``ASOF``, ``SEMI`` / ``ANTI``, a lateral, two
 key columns) keeps the key path.
+
+Where the result's first item already holds ``a.k`` — ``a.*`` (``EXCLUDE`` of the hidden row id only, no
+``REPLACE`` / ``RENAME``: ``a``'s columns come first, so the first column named ``k`` is ``a``'s) or
+``a.k`` itself — and its bound type is a signed integer, not even that column is added: the key is read
+from the result (:func:`relation`), copied, as the user may write to the frame before reading the lineage.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from sqlglot import exp
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.join_refs import JoinRefs
 from traceprop_frames.sql.member_keys import keyed_sql
+from traceprop_frames.sql.rewrite import RID
 
 SOURCE = "__tp_lk"  # the hidden a."k" column
 _JOIN_ARGS = frozenset(["this", "side", "kind", "using"])
 _SIDES = {("", ""), ("", "INNER"), ("LEFT", ""), ("LEFT", "OUTER")}
 _MISS = object()
+_SIGNED = frozenset(["TINYINT", "SMALLINT", "INTEGER", "BIGINT"])  # exact as int64
 _PLANS: dict[tuple[str, tuple], Determined | None] = {}  # (rowid query, key columns) -> plan
 _COMPLETE: dict[str, bool] = {}  # CTAS query -> complete()
 
@@ -45,6 +52,22 @@ class Determined:
     n_hidden: int
     columns: tuple[int, ...]  # per lineage part: the hidden column it reads
     determined: tuple[bool, ...]  # per lineage part: read from a."k" (a key without members: no row)
+    frame_sql: str | None = None  # the query without the a."k" column, where the result's first item has it
+    star: bool = False  # that item is ``a.*`` (a's k: the first result column named k), else ``a.k``
+    key: str = ""  # k, lower case
+
+
+def relation(raw, det: Determined):
+    """(relation, hidden columns, the data column holding ``a.k`` or None) of ``det``'s query: the
+    result's own ``a.k`` where its first item gives it and its type is a signed integer (then no hidden
+    ``a."k"`` column), else the query with the hidden column."""
+    if det.frame_sql is not None:
+        rel = raw.sql(det.frame_sql)
+        names, n_data = rel.columns, len(rel.columns) - (det.n_hidden - 1)
+        at = next((i for i in range(n_data) if names[i].lower() == det.key), None) if det.star else 0
+        if at is not None and at < n_data and str(rel.types[at]) in _SIGNED:
+            return rel, det.n_hidden - 1, at
+    return raw.sql(det.sql), det.n_hidden, None
 
 
 def plan(refs: JoinRefs, keys: tuple[str | None, ...], pending: dict) -> Determined | None:
@@ -138,13 +161,45 @@ def _plan(refs: JoinRefs, keys: tuple[str | None, ...]) -> Determined | None:
     if not any(determined):
         return None
     kept = [p for p, d in zip(parts, determined) if not d]
+    star = _first_item(sel.expressions[:-n], first, name)
     source = exp.alias_(
         exp.column(exp.to_identifier(ident.name, quoted=True), table=table.copy()),
         SOURCE,
     )
-    sel.set("expressions", [*sel.expressions[:-n], *kept, source])
+    data = sel.expressions[:-n]
+    sel.set("expressions", [*data, *kept])
+    frame_sql = None if star is None else sel.sql(dialect=DIALECT)
+    sel.set("expressions", [*data, *kept, source])
     columns, at = [], 0
     for d in determined:
         columns.append(len(kept) if d else at)
         at += not d
-    return Determined(sel.sql(dialect=DIALECT), len(kept) + 1, tuple(columns), tuple(determined))
+    return Determined(
+        sel.sql(dialect=DIALECT),
+        len(kept) + 1,
+        tuple(columns),
+        tuple(determined),
+        frame_sql,
+        bool(star),
+        name,
+    )
+
+
+def _first_item(data: list[exp.Expression], first: str, name: str) -> bool | None:
+    """True where the result's first item is ``a.*`` (no ``REPLACE`` / ``RENAME``; ``EXCLUDE`` of the
+    hidden row id only): its columns come first, ``k`` among them once; False where it is ``a.k``
+    (aliased or not); None else (the hidden ``a."k"`` column is read)."""
+    if not data:
+        return None
+    col = data[0].this if isinstance(data[0], exp.Alias) else data[0]
+    if not isinstance(col, exp.Column) or col.table.lower() != first:
+        return None
+    if not isinstance(col.this, exp.Star):
+        return False if col.name.lower() == name else None
+    star = col.this
+    if {k for k, v in star.args.items() if v} - {"except", "except_"}:
+        return None
+    dropped = star.args.get("except") or star.args.get("except_") or []
+    if not all(isinstance(c, exp.Column) and c.name.lower() == RID for c in dropped):
+        return None
+    return True
