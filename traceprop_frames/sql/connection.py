@@ -30,7 +30,14 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_temp, temp_witness
+from traceprop_frames.sql import (
+    dense_bits,
+    distinct_count,
+    member_determined,
+    same_rows,
+    scalar_temp,
+    temp_witness,
+)
 from traceprop_frames.sql.arrow_frame import data_frame
 from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.bound_capture import BoundCaptures
@@ -181,7 +188,21 @@ def _hidden_ids(col) -> np.ndarray:
     """A hidden row id column as read (a pandas Series or an Arrow column) as int64, NULL as -1."""
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
         return np.asarray(col.fill_null(-1).to_numpy(), dtype=np.int64)
+    if col.dtype == np.int64:  # numpy int64 (no NULL): read in place (copy-on-write keeps it unchanged)
+        return col.to_numpy()
     return col.to_numpy(dtype=np.int64, na_value=-1)
+
+
+def _table_count(rw, table: str) -> int:
+    """How often eager rewrite ``rw`` names ``table`` (kept on ``rw``: its expression is fixed once
+    planned, and a kept plan runs again without the walk)."""
+    kept = rw.__dict__.get("_tp_table_counts")
+    if kept is None or kept[0] is not rw.expression:
+        kept = rw.__dict__["_tp_table_counts"] = (rw.expression, {})
+    counts = kept[1]
+    if table not in counts:
+        counts[table] = sum(1 for x in rw.expression.find_all(exp.Table) if x.name.lower() == table)
+    return counts[table]
 
 
 def _same_through_arrow(t: str) -> bool:
@@ -995,22 +1016,31 @@ class TracedConnection:
         one statement, no list read (:mod:`traceprop_frames.sql.member_keys`); None where DuckDB refuses
         it, a key column does not read exactly, or the catalog count moved meanwhile (the rowid path)."""
         at = self._deferred.version()
+        det = member_determined.plan(refs, keys, self._pending)  # b's, p's key from a.k: one column
         try:
-            rel = self._raw.sql(keyed_sql(refs, keys))
-            df, cols = self._refs_frame(rel, len(refs.tables), text, simple_names, single)
+            if det is None:
+                rel, n_hidden, src = self._raw.sql(keyed_sql(refs, keys)), len(refs.tables), None
+            else:  # (src: the result's own a.k column, where it has one)
+                rel, n_hidden, src = member_determined.relation(self._raw, det)
+            df, cols = self._refs_frame(rel, n_hidden, text, simple_names, single)
         except duckdb.Error:
             return None
         if self._deferred.version() != at:  # something else ran beside the query
             return None
+        if src is not None:
+            cols = [*cols, df.iloc[:, src]]
         parts = []
-        for col, t, key in zip(cols, refs.tables, keys):
+        for i, (t, key) in enumerate(zip(refs.tables, keys)):
+            col, absent_ok = (cols[det.columns[i]], det.determined[i]) if det else (cols[i], False)
             if key is None:
                 parts.append(id_part(_hidden_ids(col)))
                 continue
-            kv = key_values(col)
+            kv = key_values(col, signed=absent_ok)
             if kv is None:
                 return None
-            parts.append(key_part(self._pending[t].members, *kv))
+            if absent_ok:  # (a copy: the user's frame may be written to)
+                kv = (np.array(kv[0]), kv[1])
+            parts.append(key_part(self._pending[t].members, *kv, absent_ok=absent_ok))
         return df, parts
 
     def _refs_frame(self, rel, n_hidden: int, text: str, simple_names: bool, single: bool):
@@ -1483,8 +1513,7 @@ class TracedConnection:
             if p is None:
                 continue
             if isinstance(p, MemberTable) and refs is not None and t in refs.tables:
-                n = sum(1 for x in rw.expression.find_all(exp.Table) if x.name.lower() == t)
-                if n == refs.tables.count(t):
+                if _table_count(rw, t) == refs.tables.count(t):
                     continue
             self._materialise(t)
 

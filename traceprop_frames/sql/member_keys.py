@@ -76,22 +76,28 @@ def keyed_sql(refs: JoinRefs, keys: tuple[str | None, ...]) -> str:
     return out
 
 
-def key_values(col) -> tuple[np.ndarray, np.ndarray] | None:
+def key_values(col, signed: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """(int64 values, NULL mask) of a hidden key column as read (a pandas Series or an Arrow column), or
-    None where its values would not be exact (a float column)."""
+    None where its values would not be exact (a float column) or, with ``signed``, are unsigned."""
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
-        if not pa.types.is_integer(col.type):
+        if not (pa.types.is_signed_integer if signed else pa.types.is_integer)(col.type):
             return None
         nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         return np.asarray(col.fill_null(0).to_numpy(), dtype=np.int64), nulls
     if not pd.api.types.is_integer_dtype(col.dtype) or str(col.dtype) == "UInt64":
         return None  # (a nullable UInt64 beyond int64 would not convert)
+    if signed and not pd.api.types.is_signed_integer_dtype(col.dtype):
+        return None
+    if col.dtype == np.int64:  # numpy int64 (no NULL): read in place (copy-on-write keeps it unchanged)
+        return col.to_numpy(), np.zeros(len(col), dtype=bool)
     return col.to_numpy(dtype=np.int64, na_value=0), col.isna().to_numpy()
 
 
-def key_part(members: pa.Table, vals: np.ndarray, nulls: np.ndarray):
+def key_part(members: pa.Table, vals: np.ndarray, nulls: np.ndarray, absent_ok: bool = False):
     """A part for :func:`traceprop_frames.sql.join_refs.compose`, made when called: result row ``r`` has
-    the members whose key is ``vals[r]`` (nothing where ``nulls[r]``: no row joined)."""
+    the members whose key is ``vals[r]`` (nothing where ``nulls[r]``: no row joined). A key without
+    members raises, unless ``absent_ok`` (``vals`` is the other side's key: there it means no row joined,
+    see :mod:`traceprop_frames.sql.member_determined`)."""
 
     def build():
         off, ids, row = _by_key_slot(members, vals, nulls)
@@ -101,7 +107,7 @@ def key_part(members: pa.Table, vals: np.ndarray, nulls: np.ndarray):
             row = key_positions(keys, pa.array(vals, mask=nulls))
         empty = row < 0
         empty[~empty] = off[row[~empty] + 1] == off[row[~empty]]
-        if np.any(empty & ~nulls):
+        if not absent_ok and np.any(empty & ~nulls):
             raise SourceChangedError(
                 "a joined row's group key is not among the rows its table was made from: the table changed "
                 "between its CREATE TABLE ... AS and the query; re-create it and run the query again"
