@@ -1028,7 +1028,7 @@ class TracedConnection:
         if self._deferred.version() != at:  # something else ran beside the query
             return None
         if src is not None:
-            cols = [*cols, df.iloc[:, src]]
+            cols = [*cols, df.iloc(axis=1)[src]]
         parts = []
         for i, (t, key) in enumerate(zip(refs.tables, keys)):
             col, absent_ok = (cols[det.columns[i]], det.determined[i]) if det else (cols[i], False)
@@ -1051,8 +1051,9 @@ class TracedConnection:
         if n_data and all(_same_through_arrow(t) for t in types[:n_data]) and _unique(names):
             # one conversion, as the plain query's .df(): every hidden column is an integer
             df = rel.df()
-            cols = [df.iloc[:, n_data + i] for i in range(n_hidden)]
-            df = df.iloc[:, :n_data]
+            by_column = df.iloc(axis=1)  # (columns only: iloc[:, ...] slices every block's rows first)
+            cols = [by_column[n_data + i] for i in range(n_hidden)]
+            df = by_column[:n_data]
             if names is not None:
                 df.columns = names
             return df, cols
