@@ -30,7 +30,7 @@ from traceprop_frames.frames import attach, has_lineage, resolve
 from traceprop_frames.lineage import REGISTRY, OpNode, RowLineage, encode
 from traceprop_frames.lineage.events import lineage_step, listening
 from traceprop_frames.lineage.persist import to_arrow
-from traceprop_frames.sql import dense_bits, distinct_count, same_rows, scalar_temp, temp_witness
+from traceprop_frames.sql import dense_bits, distinct_count, null_rids, same_rows, scalar_temp, temp_witness
 from traceprop_frames.sql.arrow_frame import data_frame
 from traceprop_frames.sql.autocommit import Autocommit
 from traceprop_frames.sql.bound_capture import BoundCaptures
@@ -70,6 +70,7 @@ from traceprop_frames.sql.member_lists import (
     key_type_ok,
     member_part,
     members_sql,
+    with_source,
 )
 from traceprop_frames.sql.oid_reads import OidReads
 from traceprop_frames.sql.reserved_names import (
@@ -799,7 +800,19 @@ class TracedConnection:
         if table is None:
             return None
         n_data = table.num_columns - rw.n_hidden
+        at = range(n_data, table.num_columns - 3 * len(rw.frames))  # a row inserted outside the connection:
+        err = null_rids.found(map(table.column, at), sql, self._catalog, [table.column_names[i] for i in at])
         table = self._fix_names(table, text, n_data, simple_names, single)
+        if err is not None:  # the data as read; a question about its lineage raises
+            self._drop_temps(rw)
+            df = (
+                data_frame(self._raw, table.select(list(range(n_data))))
+                if n_data
+                else pd.DataFrame(index=range(table.num_rows))
+            )
+            return attach(
+                df, RowLineage.deferred(len(df), null_rids.raising(err), (), node, has_context=False)
+            )
         refs = None
         if not rw.frames and any(PRESENT in sql for sql, _ in rw.constants):  # (frames may refer too)
             n_lin = table.num_columns - 3 * len(rw.frames)
@@ -975,7 +988,8 @@ class TracedConnection:
                     lists[t] = (self._raw.sql(f"SELECT rowid, {col} FROM {_quote(t)}").to_arrow_table(), p)
         except duckdb.Error:
             return None
-        parts = []
+        err = null_rids.found([c for c, t in zip(cols, refs.tables) if t is None], refs.sql, self._catalog)
+        parts = [] if err is None else [null_rids.raising(err)]  # (composed when the lineage is read)
         for v, t in zip(map(_hidden_ids, cols), refs.tables):
             if t is None:
                 parts.append(id_part(v))
@@ -1000,7 +1014,8 @@ class TracedConnection:
             return None
         if self._deferred.version() != at:  # something else ran beside the query
             return None
-        parts = []
+        err = null_rids.found([c for c, k in zip(cols, keys) if k is None], refs.sql, self._catalog)
+        parts = [] if err is None else [null_rids.raising(err)]  # (composed when the lineage is read)
         for col, t, key in zip(cols, refs.tables, keys):
             if key is None:
                 parts.append(id_part(_hidden_ids(col)))
@@ -1087,9 +1102,13 @@ class TracedConnection:
                 ids.append(lineage_from_arrow(table.column(1))[1])
         return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
 
-    def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks) -> RowLineage:
-        """RowLineage of ``table``'s rows from its hidden columns ``start .. start + n_hidden``."""
-        parts = [lineage_from_arrow(table.column(i)) for i in range(start, start + n_hidden)]
+    def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks, sql=None) -> RowLineage:
+        """RowLineage of ``table``'s rows from its hidden columns ``start .. start + n_hidden``; ``sql``:
+        the statement that read them, where a NULL id in them may raise (:mod:`~traceprop_frames.sql.null_rids`)."""
+        cols = [table.column(i) for i in range(start, start + n_hidden)]
+        if sql is not None:
+            null_rids.check(cols, sql, self._catalog, table.column_names[start : start + n_hidden])
+        parts = [lineage_from_arrow(c) for c in cols]
         off, ids = _concat_csr(parts)
         if hasattr(blocks, "for_ids"):  # a lazy plan's witness sets: computed for the ids present
             blocks = blocks.for_ids(ids)
@@ -1426,7 +1445,7 @@ class TracedConnection:
         known = self._oid_reads.at(self._deferred.version())  # (no read of its own: see _run_start)
         autocommit = self._autocommit.known()
         try:  # (self._con, not self._raw: that would read the oids left waiting)
-            members = self._con.sql(msql).to_arrow_table()
+            members = with_source(self._con.sql(msql).to_arrow_table(), sorted(create.traced))
             self._con.execute(create.sql)
         except duckdb.Error:
             self._deferred.advance()  # (a failed statement replaced nothing)
