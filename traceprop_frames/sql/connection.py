@@ -800,19 +800,7 @@ class TracedConnection:
         if table is None:
             return None
         n_data = table.num_columns - rw.n_hidden
-        at = range(n_data, table.num_columns - 3 * len(rw.frames))  # a row inserted outside the connection:
-        err = null_rids.found(map(table.column, at), sql, self._catalog, [table.column_names[i] for i in at])
         table = self._fix_names(table, text, n_data, simple_names, single)
-        if err is not None:  # the data as read; a question about its lineage raises
-            self._drop_temps(rw)
-            df = (
-                data_frame(self._raw, table.select(list(range(n_data))))
-                if n_data
-                else pd.DataFrame(index=range(table.num_rows))
-            )
-            return attach(
-                df, RowLineage.deferred(len(df), null_rids.raising(err), (), node, has_context=False)
-            )
         refs = None
         if not rw.frames and any(PRESENT in sql for sql, _ in rw.constants):  # (frames may refer too)
             n_lin = table.num_columns - 3 * len(rw.frames)
@@ -823,7 +811,8 @@ class TracedConnection:
             frames = [(self._raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         finally:
             self._drop_temps(rw)
-        return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra)
+        err = null_rids.in_table(table, n_data, len(rw.frames), sql, self._catalog)  # rows without an id
+        return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra, err)
 
     def _run_eager(self, sql: str, rw):
         return run_eager(self._raw, sql, rw, lineage_from_arrow)
@@ -1825,12 +1814,16 @@ def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
 
 
 def _frame(
-    raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=(), extra=()
+    raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=(), extra=(), err=None
 ) -> pd.DataFrame:
+    """The frame of an eager result; ``err``: its rows' lineage raises it when asked (sql.null_rids)."""
     n_lin = table.num_columns - 3 * len(frames)
-    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)] + list(extra)
-    lin = resolve_markers(*_concat_csr(parts), list(blocks), sources.to_process, node)
-    if frames:
+    if err is not None:
+        lin = RowLineage.deferred(table.num_rows, null_rids.raising(err), (), node, has_context=False)
+    else:
+        parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)] + list(extra)
+        lin = resolve_markers(*_concat_csr(parts), list(blocks), sources.to_process, node)
+    if frames and err is None:
         bounds = [[table.column(n_lin + 3 * j + c) for c in range(3)] for j in range(len(frames))]
         lin = with_frames(lin, bounds, list(frames), lineage_from_arrow, list(blocks), sources.to_process)
     data = table.select(list(range(n_data)))

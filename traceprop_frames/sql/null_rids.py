@@ -114,6 +114,13 @@ def _preserved_table(stmt: exp.Expression, name: str | None, n_outer: int) -> st
     return None
 
 
+def in_table(table: pa.Table, n_data: int, n_frames: int, sql: str, catalog) -> SourceChangedError | None:
+    """:func:`found` for an eager result ``table``: its hidden columns after ``n_data`` data columns, less
+    ``n_frames`` window frames' (three position columns each)."""
+    at = range(n_data, table.num_columns - 3 * n_frames)
+    return found(map(table.column, at), sql, catalog, [table.column_names[i] for i in at])
+
+
 def check(cols, sql: str, catalog, names=None) -> None:
     """Raise the error :func:`found` gives (a lineage question reading ``cols`` now)."""
     err = found(cols, sql, catalog, names)
