@@ -34,6 +34,7 @@ from traceprop_frames.sql import (
     dense_bits,
     distinct_count,
     member_determined,
+    null_rids,
     same_rows,
     scalar_temp,
     temp_witness,
@@ -77,6 +78,7 @@ from traceprop_frames.sql.member_lists import (
     key_type_ok,
     member_part,
     members_sql,
+    with_source,
 )
 from traceprop_frames.sql.member_reuse import MemberReads
 from traceprop_frames.sql.oid_reads import OidReads
@@ -833,7 +835,8 @@ class TracedConnection:
             frames = [(self._raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         finally:
             self._drop_temps(rw)
-        return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra)
+        err = null_rids.in_table(table, n_data, len(rw.frames), sql, self._catalog)  # rows without an id
+        return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra, err)
 
     def _run_eager(self, sql: str, rw):
         return run_eager(self._raw, sql, rw, lineage_from_arrow)
@@ -998,7 +1001,8 @@ class TracedConnection:
                     lists[t] = (self._raw.sql(f"SELECT rowid, {col} FROM {_quote(t)}").to_arrow_table(), p)
         except duckdb.Error:
             return None
-        parts = []
+        err = null_rids.found([c for c, t in zip(cols, refs.tables) if t is None], refs.sql, self._catalog)
+        parts = [] if err is None else [null_rids.raising(err)]  # (composed when the lineage is read)
         for v, t in zip(map(_hidden_ids, cols), refs.tables):
             if t is None:
                 parts.append(id_part(v))
@@ -1029,9 +1033,12 @@ class TracedConnection:
             return None
         if src is not None:
             cols = [*cols, df.iloc(axis=1)[src]]
-        parts = []
-        for i, (t, key) in enumerate(zip(refs.tables, keys)):
-            col, absent_ok = (cols[det.columns[i]], det.determined[i]) if det else (cols[i], False)
+        picked = [
+            (cols[det.columns[i]], det.determined[i]) if det else (cols[i], False) for i in range(len(keys))
+        ]
+        err = null_rids.found([c for (c, _), k in zip(picked, keys) if k is None], refs.sql, self._catalog)
+        parts = [] if err is None else [null_rids.raising(err)]  # (composed when the lineage is read)
+        for (col, absent_ok), t, key in zip(picked, refs.tables, keys):
             if key is None:
                 parts.append(id_part(_hidden_ids(col)))
                 continue
@@ -1120,9 +1127,13 @@ class TracedConnection:
                 ids.append(lineage_from_arrow(table.column(1))[1])
         return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
 
-    def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks) -> RowLineage:
-        """RowLineage of ``table``'s rows from its hidden columns ``start .. start + n_hidden``."""
-        parts = [lineage_from_arrow(table.column(i)) for i in range(start, start + n_hidden)]
+    def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks, sql=None) -> RowLineage:
+        """RowLineage of ``table``'s rows from its hidden columns ``start .. start + n_hidden``; ``sql``:
+        the statement that read them, where a NULL id in them may raise (:mod:`~traceprop_frames.sql.null_rids`)."""
+        cols = [table.column(i) for i in range(start, start + n_hidden)]
+        if sql is not None:
+            null_rids.check(cols, sql, self._catalog, table.column_names[start : start + n_hidden])
+        parts = [lineage_from_arrow(c) for c in cols]
         off, ids = _concat_csr(parts)
         if hasattr(blocks, "for_ids"):  # a lazy plan's witness sets: computed for the ids present
             blocks = blocks.for_ids(ids)
@@ -1496,7 +1507,7 @@ class TracedConnection:
         for _ in range(2):  # a second time where something ran beside a statement that used kept members
             try:  # (self._con, not self._raw: that would read the oids left waiting)
                 if members is None:
-                    members = self._con.sql(msql).to_arrow_table()
+                    members = with_source(self._con.sql(msql).to_arrow_table(), sorted(create.traced))
                 self._con.execute(create.sql)
             except duckdb.Error:
                 reads.forget()
@@ -1862,12 +1873,16 @@ def _concat_csr(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
 
 
 def _frame(
-    raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=(), extra=()
+    raw, table: pa.Table, n_data: int, node, sources: SourceMap, blocks=(), frames=(), extra=(), err=None
 ) -> pd.DataFrame:
+    """The frame of an eager result; ``err``: its rows' lineage raises it when asked (sql.null_rids)."""
     n_lin = table.num_columns - 3 * len(frames)
-    parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)] + list(extra)
-    lin = resolve_markers(*_concat_csr(parts), list(blocks), sources.to_process, node)
-    if frames:
+    if err is not None:
+        lin = RowLineage.deferred(table.num_rows, null_rids.raising(err), (), node, has_context=False)
+    else:
+        parts = [lineage_from_arrow(table.column(i)) for i in range(n_data, n_lin)] + list(extra)
+        lin = resolve_markers(*_concat_csr(parts), list(blocks), sources.to_process, node)
+    if frames and err is None:
         bounds = [[table.column(n_lin + 3 * j + c) for c in range(3)] for j in range(len(frames))]
         lin = with_frames(lin, bounds, list(frames), lineage_from_arrow, list(blocks), sources.to_process)
     data = table.select(list(range(n_data)))

@@ -162,6 +162,8 @@ def _bounds(raw, p: DensePlan) -> tuple[int, int, int, int] | None:
     threads, rid, *keys = rows[0]
     if not isinstance(rid, dict) or type(rid.get("min")) is not int or type(rid.get("max")) is not int:
         return None
+    if rid.get("has_null"):  # a row without an id (inserted outside the connection): BITSTRING_AGG would
+        return None  # skip it silently; the list() path reports it (sql.null_rids)
     lo, hi = rid["min"], rid["max"]
     most = guess = 1
     for s in keys:

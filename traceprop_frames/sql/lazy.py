@@ -388,14 +388,14 @@ class Resolver:
         query = f"SELECT {cols} FROM ({sql}) AS __tp_b"
         table = self.con._raw.sql(grouped(query) if flat else query).to_arrow_table()
         if flat:  # every member row of the one result row
-            lin = _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks))
+            lin = _one_row(self.con._lineage_of(table, 0, len(hidden), self.node, blocks, query))
             return lin.take(np.zeros(len(rows), dtype=np.int64))
         if table.num_rows != min(self.n, 1) and self.n:
             raise SourceChangedError(
                 f"the backward query returned {table.num_rows} rows for a result of {self.n}: its tables "
                 "changed since the query ran; re-run the query"
             )
-        lin = self.con._lineage_of(table, 0, len(hidden), self.node, blocks)
+        lin = self.con._lineage_of(table, 0, len(hidden), self.node, blocks, query)
         if self.n == 1 and rows.size:
             self._all = lin
         return lin.take(np.zeros(len(rows), dtype=np.int64)) if rows.size else lin.take(rows)
@@ -419,7 +419,7 @@ class Resolver:
                         f"the backward query found no row for result row {int(uniq[0])}: the tables the "
                         "query read changed since it ran; re-run the query"
                     )
-                lin = self.con._lineage_of(table, 0, len(hidden), self.node, blocks)
+                lin = self.con._lineage_of(table, 0, len(hidden), self.node, blocks, query)
                 if flat:  # one row per member: their union
                     return _one_row(lin)
                 if table.num_rows == 1:
@@ -501,7 +501,7 @@ class Resolver:
                 f"the backward query found no row for result rows {missing}: the tables the query read "
                 "changed since it ran; re-run the query"
             )
-        lin = self.con._lineage_of(table, 1, len(hidden), self.node, blocks)
+        lin = self.con._lineage_of(table, 1, len(hidden), self.node, blocks, query)
         if flat:  # one row per member: the union per result row
             codes = np.searchsorted(uniq, pos)
             return lin.group_union(codes, len(uniq), self.node).materialize()

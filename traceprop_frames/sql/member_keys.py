@@ -33,7 +33,13 @@ from sqlglot import exp
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.join_refs import JoinRefs
-from traceprop_frames.sql.member_lists import MemberTable, _int_column, group_members, key_positions
+from traceprop_frames.sql.member_lists import (
+    MemberTable,
+    _int_column,
+    group_members,
+    key_positions,
+    member_ids,
+)
 
 _KEYED: dict[tuple[str, tuple], str] = {}  # (rowid query, key columns) -> the keyed query
 
@@ -132,8 +138,7 @@ def _by_key_slot(members: pa.Table, vals: np.ndarray, nulls: np.ndarray):
     # members' order kept within a slot: a unique composite key and numpy's default sort (about 3x faster
     # than kind="stable" at 20k-200k members); the guard above keeps the composite within int64
     order = np.argsort(slot * len(k) + np.arange(len(k), dtype=np.int64))
-    rid = members.column(1)
-    ids = np.asarray((rid.combine_chunks() if isinstance(rid, pa.ChunkedArray) else rid).to_numpy(), np.int64)
+    ids = member_ids(members)
     row = np.full(len(vals), -1, dtype=np.int64)
     ok = ~nulls & (vals >= lo) & (vals <= hi)
     row[ok] = vals[ok] - lo

@@ -32,11 +32,13 @@ import pyarrow as pa
 from sqlglot import exp
 
 from traceprop_frames.errors import SourceChangedError
+from traceprop_frames.sql import null_rids
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.lazy_tables import PendingTable
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog
 
 KEY, ROW = "__tp_k", "__tp_r"
+_SOURCE = b"traceprop_null_rid_tables"  # schema metadata: the tables of members without a row id
 # key types whose values are int64 exactly in numpy (UBIGINT and HUGEINT may not be)
 _INT_TYPES = frozenset(["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"])
 
@@ -167,13 +169,31 @@ def key_positions(keys: pa.ChunkedArray, wanted: pa.ChunkedArray) -> np.ndarray:
     return out
 
 
+def with_source(members: pa.Table, tables: list[str]) -> pa.Table:
+    """``members`` naming the ``tables`` its statement read where a member has no row id (a row inserted
+    outside the traced connection): reading their lineage raises (:func:`member_ids`). No cost otherwise."""
+    if not members.column(1).null_count:
+        return members
+    return members.replace_schema_metadata({_SOURCE: ",".join(tables)})
+
+
+def member_ids(members: pa.Table) -> np.ndarray:
+    """The members' row ids (int64); :class:`SourceChangedError` where one is NULL (no source row)."""
+    rid = members.column(1)
+    if rid.null_count:
+        names = (members.schema.metadata or {}).get(_SOURCE, b"").decode()
+        raise null_rids.error([t for t in names.split(",") if t])
+    return np.asarray(
+        (rid.combine_chunks() if isinstance(rid, pa.ChunkedArray) else rid).to_numpy(), np.int64
+    )
+
+
 def group_members(members: pa.Table, keys: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """CSR (offsets, ids) over the rows whose group keys are ``keys``: row ``i`` has the row ids of the
     members whose key equals ``keys[i]``, in the members' order (as ``list()`` collects them)."""
     n = len(keys)
     row = key_positions(keys, members.column(0))
-    rid = members.column(1)
-    ids = np.asarray((rid.combine_chunks() if isinstance(rid, pa.ChunkedArray) else rid).to_numpy(), np.int64)
+    ids = member_ids(members)
     keep = row >= 0
     if not keep.all():
         row, ids = row[keep], ids[keep]
