@@ -198,6 +198,12 @@ def test_errors(con):
             con.sql(q)
     with pytest.raises(UnsupportedSQLError, match="loaded source table"):
         con.execute("INSERT INTO a SELECT * FROM a")
+    # a table made from a source row for row keeps its row ids: refused too, the message says what to write
+    con.execute("CREATE TABLE a_kept AS SELECT * FROM a WHERE k > 1")
+    with pytest.raises(
+        UnsupportedSQLError, match=r"one for one\); make the combined table instead.*UNION ALL"
+    ):
+        con.execute("INSERT INTO a_kept SELECT * FROM a WHERE k <= 1")
     with pytest.raises(UnsupportedOperationError, match="skip"):
         con.read_csv("whatever.csv", name="w", skip=2)
 

@@ -693,8 +693,10 @@ class TracedConnection:
             return out.sql(dialect=DIALECT), "other", None
         if kind == RID:
             raise UnsupportedSQLError(
-                f"INSERT INTO {target.name}: it is a loaded source table (its rows are file rows); "
-                "insert into a table made with CREATE TABLE ... AS SELECT instead"
+                f"INSERT INTO {target.name}: its rows are source-file rows, named by their row ids (a loaded "
+                "source table, or a table made from one by CREATE TABLE ... AS that keeps its rows one for "
+                "one); make the combined table instead: CREATE TABLE <name> AS SELECT * FROM "
+                f"{target.name} UNION ALL SELECT ..."
             )
         rw = rewrite_query(stmt.expression, cat, force_list=True)
         out.set("expression", rw.expression)
