@@ -257,3 +257,36 @@ def test_the_users_frame_written_before_the_lineage_is_read(tmp_path):
     df.loc[:, "k"] = 5
     df.iloc[0:3, 1] = 0
     assert lineage_sets(df) == expected
+
+
+def test_a_table_joined_and_named_again_has_its_lineage_filled(tmp_path):
+    """``a`` joined ``USING (k)`` and read again by a scalar subquery over all its rows: the subquery reads
+    ``a``'s stored lineage, so ``a`` must be filled first (not only joined by key). Oracle: each row has
+    its ``t`` row, the ``u`` rows of its group, every ``u`` row (the subquery's ``count(*)`` of ``a``'s
+    groups reads them all) and, from the LEFT JOIN of ``b``, the ``w`` rows of its group."""
+    t, u, w = _frames(3, keys=(0, 1, 2, 3, 4, 5, -1, 9))
+    query = (
+        "SELECT t.id, a.n, b.s, (SELECT count(*) FROM a) AS g FROM t JOIN a USING (k) LEFT JOIN b USING (k)"
+    )
+    con, lazy = _connect(tmp_path, t, u, w), _connect(tmp_path, t, u, w, capture="lazy")
+    for _ in range(3):
+        df, ldf = _run(con, CTAS_A, query, runs=1), _run(lazy, CTAS_A, query, runs=1)
+        everything = rows_of("u", np.flatnonzero(u.k.notna().to_numpy()))
+        want = [
+            r | everything for r in _oracle(df, t, {"u": (u, _keys(con, "a")), "w": (w, _keys(con, "b"))})
+        ]
+        assert len(df) and lineage_sets(df) == want
+        assert lineage_sets(ldf) == lineage_sets(df)
+
+
+def test_a_grouped_table_read_only_by_a_scalar_subquery(tmp_path):
+    """``(SELECT count(*) FROM a)`` over a grouped table: every row's lineage is its ``t`` row and every
+    ``u`` row with a key (the rows of all of ``a``'s groups), in both modes (eager read ``a``'s lineage
+    for the subquery's temporary table before filling it, and gave no ``u`` row)."""
+    t, u, w = _frames(4, keys=(0, 1, 2, 3, 4, 5, -1, 9))
+    query = "SELECT t.id, (SELECT count(*) FROM a) AS g FROM t"
+    everything = rows_of("u", np.flatnonzero(u.k.notna().to_numpy()))
+    for capture in ("eager", "lazy"):
+        con = _connect(tmp_path, t, u, w, capture=capture)
+        df = _run(con, CTAS_A, query, runs=2)
+        assert lineage_sets(df) == [rows_of("t", [int(i)]) | everything for i in df["id"]]

@@ -774,10 +774,10 @@ class TracedConnection:
                 continue
             try:
                 if what == "query":
-                    self._make_temps(rw)
                     refs = self._join_refs_plan(text, rw, single)
-                    if self._pending:
+                    if self._pending:  # (before the temps: a scalar subquery's temp reads their lineage)
                         self._fill_reads(rw, refs)
+                    self._make_temps(rw)
                     by_refs = (
                         None if refs is None else self._query_by_refs(refs, rw, text, simple_names, single)
                     )
