@@ -291,3 +291,29 @@ def test_a_duplicate_made_unseen_raises_not_a_wrong_row(data):
     con.raw.execute(f"UPDATE a SET id = {_id_of(con, 0)} WHERE i = 1")
     with pytest.raises(SourceChangedError, match="several rows"):
         df.tp.sources(rows=[row])
+
+
+def test_a_stale_catalog_is_not_followed(data):
+    """A column dropped through ``con.raw`` after the catalog was read: ``a.*`` is laid out otherwise than
+    the catalog says, so no column is taken by the name it would have (``x`` would be ``i``'s values)."""
+    _, tmp = data
+    con = _connect(tmp)
+    con.sql("SELECT a.g FROM a")
+    con.raw.execute("ALTER TABLE a DROP COLUMN id")
+    q = "SELECT a.* FROM a"
+    for _ in range(3):
+        df = con.sql(q)
+        assert df.columns.tolist() == ["g", "k", "x", "i"]
+        assert lineage_sets(df) == [{("a", int(i))} for i in df["i"]]
+    assert not con._unique[q].on
+
+
+def test_a_view_is_not_named_by_value(data):
+    _, tmp = data
+    con = _connect(tmp)
+    con.execute("CREATE VIEW va AS SELECT * FROM a LIMIT 30")
+    q = "SELECT va.id, va.i FROM va"
+    for _ in range(3):
+        df = con.sql(q)
+        assert lineage_sets(df) == [{("a", int(i))} for i in df["i"]]
+    assert q not in con._unique

@@ -1169,7 +1169,9 @@ class TracedConnection:
             # the rewrite the first backward plan needs, made here from the statement as parsed (see
             # sql.first_plan); with pending lazy tables, the plan rewrites once they are filled
             tree = stmt.copy() if not self._pending and self._first_rewrites.wanted(text) else None
-            by_value = lazy_unique.candidates(stmt, shape, cat)  # (read before the capture rewrite)
+            by_value = lazy_unique.candidates(
+                stmt, shape, cat, set(oids)
+            )  # (read before the capture rewrite)
             capture_sql = self._capture_sql(stmt, cat, shape)
             unique = lazy_unique.UniqueKey(shape, by_value, stmt.sql(dialect=DIALECT)) if by_value else None
             consts: list = []
@@ -1192,9 +1194,7 @@ class TracedConnection:
                 self._first_rewrites.keep(text, cat, rw, consts)
         if self._late.mentioned(capture_sql):
             self._give_columns()  # a star's EXCLUDE (__tp_lin) of a table made without it
-        spec = self._unique.get(text)
-        if spec is not None and spec.shape is not shape:
-            spec = None
+        spec = self._unique.get(text)  # (planned with this shape: a new plan replaces it)
         got = (
             self._capture_by_value(text, spec, simple_names)
             if kept and spec is not None and spec.on

@@ -59,10 +59,11 @@ class UniqueKey:
     tried: bool = False
 
 
-def candidates(stmt: exp.Select, shape: Shape, cat) -> list[tuple[int, str, str]]:
+def candidates(stmt: exp.Select, shape: Shape, cat, tables: set[str]) -> list[tuple[int, str, str]]:
     """(output position, table column, output name) of each plain output column of the one table whose
-    row id names ``stmt``'s rows; [] where there is none, or where the statement may not give the same
-    rows when run again (LIMIT / OFFSET / SAMPLE, random(), now(), unknown functions, windows)."""
+    row id names ``stmt``'s rows (a base table: one of ``tables``, not a view, whose query could hold
+    what follows); [] where there is none, or where the statement may not give the same rows when run
+    again (LIMIT / OFFSET / SAMPLE, random(), now(), unknown functions, windows)."""
     if shape.mode != "rows" or len(shape.items) != 1 or shape.items[0][1] != RID:
         return []
     if stmt.find(*_VOLATILE) is not None or stmt.args.get("qualify") is not None:
@@ -71,7 +72,7 @@ def candidates(stmt: exp.Select, shape: Shape, cat) -> list[tuple[int, str, str]
     from_ = stmt.args.get("from_")
     items = [from_.this] + [j.this for j in stmt.args.get("joins") or []]
     table = next((t for t in items if isinstance(t, exp.Table) and t.alias_or_name.lower() == ref), None)
-    if table is None:
+    if table is None or table.name.lower() not in tables or table.args.get("db"):
         return []
     cols = cat.columns.get(table.name.lower())
     out: list[tuple[int, str, str]] = []
