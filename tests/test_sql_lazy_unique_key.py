@@ -9,6 +9,7 @@ asserts which path ran (a run by value, a fallback, or no speculation at all).
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -37,7 +38,7 @@ def data(tmp_path):
             "i": np.arange(n),
         }
     )
-    a.loc[[0, 1, 2], "x"] = 0.0  # rows 0-2 pass the filter
+    a.loc[[0, 1, 2, 10], "x"] = 0.0  # rows 0-2 and 10 pass the filter
     a.loc[[3, 4], "x"] = -3.0  # rows 3, 4 do not
     u = pd.DataFrame({"k": rng.integers(0, 9, 60), "w": rng.integers(0, 100, 60)})
     a.to_csv(tmp_path / "a.csv", index=False)
@@ -76,6 +77,11 @@ def _oracle(con, u, df) -> list[set]:
         {("a", int(i))} | {("u", int(j)) for j in np.flatnonzero(u["k"].to_numpy() == k)}
         for i, k in zip(df["i"], df["k"])
     ]
+
+
+def _union(df, rows) -> set:
+    """The sources of ``rows`` asked in one request."""
+    return {(Path(p).stem, int(r)) for p, ids in df.tp.sources(rows=rows).items() for r in ids}
 
 
 def _by_i(df) -> dict:
@@ -135,6 +141,8 @@ def test_several_rows_and_one_row_of_a_by_value_result(data):
     want = _oracle(con, u, df)
     assert [lineage_sets(df.iloc[[j]])[0] for j in (0, len(df) - 1)] == [want[0], want[-1]]
     assert lineage_sets(df.iloc[list(range(0, len(df), 3))]) == want[::3]
+    assert _union(df, [0, 2, 4]) == want[0] | want[2] | want[4]
+    assert _union(df, list(range(len(df)))) == set().union(*want)
 
 
 def test_duplicates_from_the_first_run_never_speculate(data):
@@ -205,21 +213,22 @@ def test_nulls_in_the_column(data):
 
 
 def test_a_filter_that_removes_the_duplicate(data):
+    """Row 3 (dropped by the WHERE, read first by a scan) gets row 10's id: the table repeats it, the
+    result does not. The pinned query (no WHERE) finds both: the general query answers."""
     u, tmp = data
     con = _connect(tmp)
-    # row 3 (filtered out by x) gets row 0's id: the table repeats it, the result does not
-    con.raw.execute(f"UPDATE a SET id = {_id_of(con, 0)} WHERE i = 3")
+    con.raw.execute(f"UPDATE a SET id = {_id_of(con, 10)} WHERE i = 3")
     runs = _spy(con)
     con.execute(CTAS)
     con.sql(Q)
     df = con.sql(Q)
     assert runs == [True] and con._unique[Q].by_value.items[0][1] == "id"
     _check(con, u, df)
-    row0 = int(np.flatnonzero(df["i"].to_numpy() == 0)[0])
-    assert lineage_sets(df.iloc[[row0]]) == [_oracle(con, u, df)[row0]]  # not row 3's
-    assert (
-        lineage_sets(df.iloc[[row0, row0 + 1 if row0 + 1 < len(df) else 0]])[0] == _oracle(con, u, df)[row0]
-    )
+    want = _oracle(con, u, df)
+    row = int(np.flatnonzero(df["i"].to_numpy() == 10)[0])
+    other = (row + 1) % len(df)
+    assert lineage_sets(df.iloc[[row]]) == [want[row]]  # row 10's, not row 3's
+    assert _union(df, [other, row]) == want[other] | want[row]  # (one request for both rows)
 
 
 @pytest.mark.parametrize(

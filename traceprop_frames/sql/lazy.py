@@ -283,7 +283,7 @@ class Resolver:
                 lean_sel = _without_key_conjuncts(sel, self._binds, copy=False)
                 lean = _flat_members(lean_sel, self.shape, aggs, copy=False)
                 plan.one, plan.one_columns = _pin_sql(lean[0]), lean[1]
-        elif self.shape.mode == "rows" and not self.shape.by_value:  # (a value names a row with the WHERE)
+        elif self.shape.mode == "rows":  # (by value: a key found more than once goes to the general query)
             pinned = _pinned(sel, self.shape, copy=False)
             plan.one = _pin_sql(pinned) if pinned is not None else None
             if pinned is None:

@@ -5,9 +5,12 @@ one loaded table's row id is the only key left (:mod:`traceprop_frames.sql.lazy_
 statement carries it (``a.__tp_rid AS __tp_k0``). Fetching it costs DuckDB and pandas about as much as a
 column of the result (the credit ETL's final query: ≈ 1 ms of ≈ 21 ms). Where the statement outputs a plain
 column of that table (``a.*``, ``a.c``) whose values are distinct among the result's rows, the value names
-the row as well: the backward query re-runs the statement's FROM and WHERE (the general backward query,
-with its WHERE) filtered on that column, and each value finds the one row the result had (same tables:
-fingerprinted, a change raises first; same statement: deterministic, see :func:`candidates`).
+the row as well: the general backward query re-runs the statement's FROM and WHERE filtered on that
+column, and each value finds the one row the result had (same tables: fingerprinted, a change raises
+first; same statement: deterministic, see :func:`candidates`). For one or a few rows asked, the pinned
+query (FROM without the WHERE, filtered on the values: ``lazy._pinned``) runs first: its rows include the
+result's, so a value it finds once is that row; a value found more than once (a row the WHERE dropped
+repeats it) sends the request to the general query, as a repeated key did before.
 
 Uniqueness is known only once the result is there, so it is checked on every result:
 - the first run carries the row id, and checks the candidate columns in its frame; the first column of
