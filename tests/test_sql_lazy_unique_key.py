@@ -326,3 +326,12 @@ def test_a_view_is_not_named_by_value(data):
         df = con.sql(q)
         assert lineage_sets(df) == [{("a", int(i))} for i in df["i"]]
     assert q not in con._unique
+
+
+def test_plans_kept_no_longer_than_their_captures(data):
+    _, tmp = data
+    con = _connect(tmp)
+    for n in range(260):
+        con.sql(f"SELECT a.id, a.i + {n} AS z FROM a")
+    assert len(con._unique) == len(con._captures) <= 256
+    assert set(con._unique) <= set(con._captures)

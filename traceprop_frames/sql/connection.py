@@ -1185,6 +1185,7 @@ class TracedConnection:
                 self._cat = None
                 return self._run_lazy(self._parse(text)[0], text, simple_names)
             while len(self._captures) >= 256:
+                self._unique.pop(next(iter(self._captures)), None)  # (kept with its capture only)
                 self._captures.pop(next(iter(self._captures)))
             self._captures[text] = (cat, shape, capture_sql, traced, untraced, tables, simple_names)
             self._unique.pop(text, None)
