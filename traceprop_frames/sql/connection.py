@@ -33,6 +33,7 @@ from traceprop_frames.lineage.persist import to_arrow
 from traceprop_frames.sql import (
     dense_bits,
     distinct_count,
+    lazy_unique,
     member_determined,
     null_rids,
     same_rows,
@@ -318,6 +319,7 @@ class TracedConnection:
         self._backward_plans: dict = {}  # (query, tables' fingerprint) -> lazy backward plan
         # query -> (catalog, shape, capture SQL, traced, untraced, tables read, names survive)
         self._captures: dict = {}
+        self._unique: dict = {}  # query -> rows named by an output column's value (sql.lazy_unique)
         self._first_rewrites = FirstRewrites()  # query -> the capture's rewrite, for its first backward plan
         # query text -> [catalog, (SQL, what, rewrite), column names, names survive the rewrite]
         self._eager_plans: dict = {}
@@ -1167,7 +1169,11 @@ class TracedConnection:
             # the rewrite the first backward plan needs, made here from the statement as parsed (see
             # sql.first_plan); with pending lazy tables, the plan rewrites once they are filled
             tree = stmt.copy() if not self._pending and self._first_rewrites.wanted(text) else None
+            by_value = lazy_unique.candidates(
+                stmt, shape, cat, set(oids)
+            )  # (read before the capture rewrite)
             capture_sql = self._capture_sql(stmt, cat, shape)
+            unique = lazy_unique.UniqueKey(shape, by_value, stmt.sql(dialect=DIALECT)) if by_value else None
             consts: list = []
             rw = (  # what eager refuses, lazy refuses too
                 rewrite_query(stmt, cat, split=True, copy=False)
@@ -1179,16 +1185,32 @@ class TracedConnection:
                 self._cat = None
                 return self._run_lazy(self._parse(text)[0], text, simple_names)
             while len(self._captures) >= 256:
+                self._unique.pop(next(iter(self._captures)), None)  # (kept with its capture only)
                 self._captures.pop(next(iter(self._captures)))
             self._captures[text] = (cat, shape, capture_sql, traced, untraced, tables, simple_names)
+            self._unique.pop(text, None)
+            if unique is not None:
+                self._unique[text] = unique
             if tree is not None:
                 self._first_rewrites.keep(text, cat, rw, consts)
         if self._late.mentioned(capture_sql):
             self._give_columns()  # a star's EXCLUDE (__tp_lin) of a table made without it
-        try:
-            df, keys, key_types = self._capture_frame(text, capture_sql, shape, simple_names)
-        except duckdb.Error:
-            return None  # the eager path reports the failure as it always has
+        spec = self._unique.get(text)  # (planned with this shape: a new plan replaces it)
+        got = (
+            self._capture_by_value(text, spec, simple_names)
+            if kept and spec is not None and spec.on
+            else None
+        )
+        if got is not None:
+            df, keys, key_types = got
+            shape = spec.by_value
+        else:
+            try:
+                df, keys, key_types = self._capture_frame(text, capture_sql, shape, simple_names)
+            except duckdb.Error:
+                return None  # the eager path reports the failure as it always has
+            if spec is not None and not spec.tried:
+                lazy_unique.choose(spec, df)  # a column naming the rows by value, for the next runs
         n_rows = len(df)
         params = {"query": text}
         if untraced:
@@ -1202,10 +1224,26 @@ class TracedConnection:
             resolver.fingerprint = self._fingerprint(tables, oids)
         return attach(df, LazyRowLineage(resolver, np.arange(n_rows, dtype=np.int64)))
 
-    def _capture_frame(self, text: str, capture_sql: str, shape, simple_names: bool):
-        """Run the capture statement: (data frame, key columns as Arrow, the keys' DuckDB types)."""
+    def _capture_by_value(self, text: str, spec, simple_names: bool):
+        """The capture statement without the row id, its rows named by an output column's values (see
+        :mod:`traceprop_frames.sql.lazy_unique`): (frame, keys, key types), or None where that column is
+        not unique (or not integers without NULLs) in this result: not tried again for ``text``."""
+        try:
+            df, keys, key_types = self._capture_frame(text, spec.sql, spec.by_value, simple_names, "\0u")
+        except duckdb.Error:
+            df = None
+        keys = lazy_unique.checked_keys(keys) if df is not None else None
+        if keys is None:
+            spec.on = False  # (the caller runs the statement again with the row id)
+            return None
+        return df, keys, key_types
+
+    def _capture_frame(self, text: str, capture_sql: str, shape, simple_names: bool, bound: str = ""):
+        """Run the capture statement: (data frame, key columns as Arrow, the keys' DuckDB types);
+        ``bound``: a suffix of ``text`` under which its bind is kept (another capture of the same text)."""
         # (not self._raw, which would read the oids left to wait)
-        types, rel, count = self._bound.types(text, capture_sql), None, None
+        btext = text + bound
+        types, rel, count = self._bound.types(btext, capture_sql), None, None
         if types is None:  # not bound at this catalog count before: through a relation (sql.bound_capture)
             count = self._bound.count()
             rel = self._con.sql(capture_sql)
@@ -1226,16 +1264,16 @@ class TracedConnection:
                 try:
                     if [str(d[1]) for d in res.description] != types:  # (a moved count would say so first)
                         res.abort()  # (its rows are not wanted: no need to fetch them)
-                        self._bound.forget(text)
-                        return self._capture_frame(text, capture_sql, shape, simple_names)
+                        self._bound.forget(btext)
+                        return self._capture_frame(text, capture_sql, shape, simple_names, bound)
                     df = res.df()
-                    self._bound.ran(text, len(df))
+                    self._bound.ran(btext, len(df))
                 except BaseException:  # an interrupt too: DuckDB refuses all work on an unfinished result
                     res.abort()
                     raise
             else:
                 df = rel.df()
-                self._bound.keep(text, capture_sql, count, types, len(df))
+                self._bound.keep(btext, capture_sql, count, types, len(df))
             # column by column: from_pandas starts a thread pool (~0.5 ms a query, the size of the keys);
             # iloc(axis=1) indexes the columns only (iloc[:, ...] also slices every block's rows first:
             # twice the time on a 16-column result)
@@ -1247,8 +1285,8 @@ class TracedConnection:
                 df.columns = names
             return df, keys, key_types
         if rel is None:  # (types are kept for the .df() shape only: its names changed) bound anew
-            self._bound.forget(text)
-            return self._capture_frame(text, capture_sql, shape, simple_names)
+            self._bound.forget(btext)
+            return self._capture_frame(text, capture_sql, shape, simple_names, bound)
         table = rel.to_arrow_table()
         if names is not None:  # (kept per text and catalog: no bind, no read of waiting oids)
             table = table.rename_columns([*names, *table.column_names[n_data:]])

@@ -81,6 +81,7 @@ class Shape:
     n_keys: int = 0
     keyed: dict = field(default_factory=dict)  # pending tables read (sql.lazy_tables) -> key columns
     reused: list | None = None  # per key: the output column holding it, None if appended (sql.lazy_reuse)
+    by_value: bool = False  # a row named by an output column's unique value, not its row id (sql.lazy_unique)
 
 
 def shape_of(stmt: exp.Expression, cat: Catalog, tables: set[str], keyed: dict | None = None) -> Shape | None:
@@ -234,7 +235,7 @@ class Resolver:
         by every result of that query on this connection). Planned for one row asked first: the general
         queries (several rows, or a fallback) are planned when first needed (:meth:`_general`)."""
         if self._plan is None:
-            key = (self.text, tuple(sorted(self.fingerprint.items())))
+            key = (self.text, tuple(sorted(self.fingerprint.items())), self.shape.by_value)
             cache = self.con._backward_plans
             if key not in cache:
                 while len(cache) >= _PLANS:
@@ -282,7 +283,7 @@ class Resolver:
                 lean_sel = _without_key_conjuncts(sel, self._binds, copy=False)
                 lean = _flat_members(lean_sel, self.shape, aggs, copy=False)
                 plan.one, plan.one_columns = _pin_sql(lean[0]), lean[1]
-        elif self.shape.mode == "rows":
+        elif self.shape.mode == "rows":  # (by value: a key found more than once goes to the general query)
             pinned = _pinned(sel, self.shape, copy=False)
             plan.one = _pin_sql(pinned) if pinned is not None else None
             if pinned is None:
@@ -495,6 +496,11 @@ class Resolver:
         found, first = np.unique(pos[order], return_index=True)
         if exact and len(found) != len(pos):
             return None
+        if self.shape.by_value and len(found) != len(pos):  # unique in the result it came from
+            raise SourceChangedError(
+                "the backward query found several rows for one result row: the tables the query read "
+                "changed since it ran; re-run the query"
+            )
         if len(found) != len(uniq):
             missing = np.setdiff1d(uniq, found)[:5].tolist()
             raise SourceChangedError(
