@@ -125,3 +125,21 @@ def test_star_outputs_not_reused(data):
     df = lazy.sql(q)
     assert _shape(lazy, q).reused == [None, None]
     assert _rows(df) == _rows(eager.sql(q))
+
+
+@pytest.mark.parametrize("how", ["loc", "iloc"])
+def test_a_reused_key_is_not_the_users_column(data, how):
+    """The user's frame is theirs: a key read from an output column is a copy, so writing into that
+    column (in place, before any lineage is asked) leaves each row's lineage that of the value it had."""
+    t, tmp = data
+    q = "SELECT g, count(*) AS n FROM t GROUP BY g ORDER BY g"
+    lazy = _connect(tmp, "lazy")
+    df = lazy.sql(q)
+    assert _shape(lazy, q).reused == [0]  # (the path under test ran)
+    values = df["g"].tolist()
+    if how == "loc":
+        df.loc[0, "g"] = 99
+    else:
+        df.iloc[1, 0] = values[0]  # (written into the column's own memory: it failed so before the copy)
+    for r, g in enumerate(values):
+        assert df.tp.sources(rows=[r])[str(tmp / "t.csv")].tolist() == _members(t, ["g"], (g,)), (how, r)

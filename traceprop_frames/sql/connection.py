@@ -1278,7 +1278,12 @@ class TracedConnection:
             # iloc(axis=1) indexes the columns only (iloc[:, ...] also slices every block's rows first:
             # twice the time on a 16-column result)
             cols = df.iloc(axis=1)
-            keys = pa.table([pa.array(cols[i]) for i in key_at], names=key_names(len(key_at)))
+            # a key read from an output column is copied: pa.array shares a numpy column's memory, and the
+            # frame is the user's (a write into it in place would change the rows the lineage names)
+            keys = pa.table(
+                [pa.array(cols[i].copy() if i < n_data else cols[i]) for i in key_at],
+                names=key_names(len(key_at)),
+            )
             if shape.n_keys:  # keys appended after the data columns
                 df = cols[:n_data]
             if names is not None and df.columns.tolist() != names:  # (a rename costs ~80 us a query)
