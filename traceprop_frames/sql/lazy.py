@@ -631,7 +631,10 @@ def _one_row(members: RowLineage) -> RowLineage:
     """One row holding every id of ``members`` (and every shared set they refer to)."""
     if members.has_context:
         return members.group_union(np.zeros(len(members), dtype=np.int64), 1, members.node).materialize()
-    ids = members.ids
+    ids, n = members.ids, len(members)
+    k = ids.size // n if n else 0
+    if k > 1 and ids.size == k * n and np.array_equal(members.offsets, np.arange(0, ids.size + 1, k)):
+        ids = ids.reshape(n, k).T.ravel()  # k ids a member (one per table): each table's ids together
     return RowLineage(np.array([0, ids.size], dtype=np.int64), ids, members.node)
 
 
