@@ -47,6 +47,7 @@ from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.deferred_oids import UNREAD
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.flat_exists import grouped
+from traceprop_frames.sql.lazy_lateral import lateral_witnesses
 from traceprop_frames.sql.rewrite import (
     LIN,
     RID,
@@ -273,8 +274,10 @@ class Resolver:
         sel, hidden, consts = self._rewrite()
         plan = BackwardPlan(hidden, WitnessSets(self.con, consts), consts)
         plan.pins = [k.sql(dialect=DIALECT) for k in key_columns(sel, self.shape)]
-        aggs = self.con._catalog().aggregates
+        cat = self.con._catalog()
+        aggs = cat.aggregates
         if _member_parts(sel, self.shape, aggs) is not None:
+            lateral_witnesses(sel, cat)  # a correlated aggregate and its witnesses: one scan (q17)
             if self.shape.mode == "one":
                 flat = _flat_members(sel, self.shape, aggs, copy=False)
                 plan.flat = (_LazySQL(flat[0]), flat[1])
