@@ -50,9 +50,9 @@ def sorted_unique(a: np.ndarray) -> np.ndarray:
     keep = np.empty(a.size, dtype=bool)
     keep[0] = True
     np.greater(a[1:], a[:-1], out=keep[1:])
-    rises = int(np.count_nonzero(keep))
-    if rises == a.size:  # already strictly increasing (a backward query's answer, a range): one pass, no sort
+    if keep.all():  # already strictly increasing (a backward query's answer, a range): one pass, no sort
         return a.copy()
+    rises = int(np.count_nonzero(keep))
     # Few ascending runs (a backward query's columns one after another, a parallel scan's chunks): timsort
     # (numpy's stable sort of int64) merges them in about one pass; random order, a descent at every
     # other place: quicksort. The values sorted are the same either way.
