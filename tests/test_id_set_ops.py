@@ -65,3 +65,23 @@ def test_isin_ids_keeps_the_shape_of_a_2d_values_array():
     got = isin_ids(values, members)
     assert got.shape == (50, 100)
     np.testing.assert_array_equal(got, np.isin(values, members))
+
+
+runs = st.lists(
+    st.lists(st.integers(min_value=-(2**40), max_value=2**40), max_size=30), min_size=1, max_size=4
+)
+
+
+@given(runs, st.integers(min_value=0, max_value=20))
+def test_few_ascending_runs_equal_np_unique(parts, repeat):
+    """A few ascending runs (the timsort path), repeats inside a run and across runs."""
+    a = np.concatenate([np.sort(np.array(p, dtype=np.int64)) for p in parts] + [np.full(repeat, 5, np.int64)])
+    np.testing.assert_array_equal(sorted_unique(a), np.unique(a))
+
+
+def test_two_large_runs_and_random_order():
+    rng = np.random.default_rng(3)
+    left = np.sort(rng.integers(0, 1 << 40, 5000))
+    right = rng.integers(0, 1 << 40, 5000)  # table by table: one sorted table, one in random order
+    for a in (np.concatenate([left, np.sort(right), left[:100]]), np.concatenate([left, right]), right):
+        np.testing.assert_array_equal(sorted_unique(a), np.unique(a))

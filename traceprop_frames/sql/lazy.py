@@ -47,6 +47,7 @@ from traceprop_frames.lineage.sources import ROW_BITS, ROW_MASK
 from traceprop_frames.sql.deferred_oids import UNREAD
 from traceprop_frames.sql.dialect import DIALECT
 from traceprop_frames.sql.flat_exists import grouped
+from traceprop_frames.sql.lazy_lateral import lateral_witnesses
 from traceprop_frames.sql.rewrite import (
     LIN,
     RID,
@@ -274,8 +275,10 @@ class Resolver:
         sel, hidden, consts = self._rewrite()
         plan = BackwardPlan(hidden, WitnessSets(self.con, consts), consts)
         plan.pins = [k.sql(dialect=DIALECT) for k in key_columns(sel, self.shape)]
-        aggs = self.con._catalog().aggregates
+        cat = self.con._catalog()
+        aggs = cat.aggregates
         if _member_parts(sel, self.shape, aggs) is not None:
+            lateral_witnesses(sel, cat)  # a correlated aggregate and its witnesses: one scan (q17)
             if self.shape.mode == "one":
                 flat = _flat_members(sel, self.shape, aggs, copy=False)
                 plan.flat = (_LazySQL(flat[0]), flat[1])
@@ -637,7 +640,10 @@ def _one_row(members: RowLineage) -> RowLineage:
     """One row holding every id of ``members`` (and every shared set they refer to)."""
     if members.has_context:
         return members.group_union(np.zeros(len(members), dtype=np.int64), 1, members.node).materialize()
-    ids = members.ids
+    ids, n = members.ids, len(members)
+    k = ids.size // n if n else 0
+    if k > 1 and ids.size == k * n and np.array_equal(members.offsets, np.arange(0, ids.size + 1, k)):
+        ids = ids.reshape(n, k).T.ravel()  # k ids a member (one per table): each table's ids together
     return RowLineage(np.array([0, ids.size], dtype=np.int64), ids, members.node)
 
 
