@@ -162,6 +162,7 @@ class RewriteResult:
     constants: list = field(default_factory=list)  # (SQL, label) of the witnesses behind marker ids
     correlated: list = field(default_factory=list)  # correlated witnesses left to side queries (eager)
     split_sql: str | None = None  # the query with those witnesses as outer-value columns
+    null_sides: list = field(default_factory=list)  # (side SQL, its id columns) holding a NULL id (eager run)
 
     @property
     def sql(self) -> str:
