@@ -196,11 +196,11 @@ def _hidden_ids(col) -> np.ndarray:
 
 
 def _table_count(rw, table: str) -> int:
-    """How often eager rewrite ``rw`` names ``table`` (kept on ``rw``: its expression is fixed once
-    planned, and a kept plan runs again without the walk)."""
-    kept = rw.__dict__.get("_tp_table_counts")
+    """How often eager rewrite ``rw`` names ``table`` (kept in ``rw.table_counts``: its expression is fixed
+    once planned, and a kept plan runs again without the walk)."""
+    kept = rw.table_counts
     if kept is None or kept[0] is not rw.expression:
-        kept = rw.__dict__["_tp_table_counts"] = (rw.expression, {})
+        kept = rw.table_counts = (rw.expression, {})
     counts = kept[1]
     if table not in counts:
         counts[table] = sum(1 for x in rw.expression.find_all(exp.Table) if x.name.lower() == table)
