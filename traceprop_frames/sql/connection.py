@@ -195,6 +195,9 @@ def _hidden_ids(col) -> np.ndarray:
     return col.to_numpy(dtype=np.int64, na_value=-1)
 
 
+_OUTER_WORD = re.compile(r"\b(LEFT|RIGHT|FULL|POSITIONAL)\b", re.IGNORECASE)  # (may be an outer join)
+
+
 def _table_count(rw, table: str) -> int:
     """How often eager rewrite ``rw`` names ``table`` (kept in ``rw.table_counts``: its expression is fixed
     once planned, and a kept plan runs again without the walk)."""
@@ -843,9 +846,10 @@ class TracedConnection:
             table, n_data, len(rw.frames), sql, self._catalog, self._inner, self._raw
         )  # no id
         witnessed = [*rw.null_sides, *((q, [t.column(1)]) for (t, _), (q, _) in zip(sides, rw.constants))]
+        joined = bool(witnessed) and _OUTER_WORD.search(text) is not None  # (an outer join's NULLs)
         for side_sql, cols in witnessed:  # witness rows without an id (sql.null_rids)
             err = err or null_rids.found(
-                cols, side_sql, self._catalog, None, self._inner, rw.traced, self._raw
+                cols, side_sql, self._catalog, None, self._inner, rw.traced, self._raw, joined
             )
         return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra, err)
 

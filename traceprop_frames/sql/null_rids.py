@@ -48,13 +48,17 @@ def null_ids(col) -> str | None:
     return "id" if col.isna().any() else None  # (DuckDB's .df(): Int64, its mask scanned)
 
 
-def found(cols, sql: str, catalog, names=None, inner=None, tables=(), raw=None) -> SourceChangedError | None:
+def found(
+    cols, sql: str, catalog, names=None, inner=None, tables=(), raw=None, joined=False
+) -> SourceChangedError | None:
     """The error to raise where hidden columns ``cols`` of statement ``sql`` hold a NULL id no join made
     (see the module), else None. ``catalog``: called (only then) for the catalog (its ``hidden``: table
     -> hidden column kind); ``names``: the columns' names where ``cols`` do not carry them (Arrow);
     ``inner``: the connection's :class:`InnerLists` (stored lists no outer join wrote); ``tables``: the
     tables to name where ``sql`` reads none with lineage (a witness side query over a temp table);
-    ``raw``: the DuckDB connection, to tell an outer join's NULLs from a row's (:func:`_outer_rows`)."""
+    ``raw``: the DuckDB connection, to tell an outer join's NULLs from a row's (:func:`_outer_rows`);
+    ``joined``: ``sql`` reads what an outer join made elsewhere (a witness side query over a temp table
+    of the statement's FROM): its NULLs are treated as an outer join's, ``tables`` counted."""
     cols = list(cols)
     names = [_name(c) for c in cols] if names is None else [n.lower() for n in names]
     kinds = [null_ids(c) for c in cols]
@@ -66,7 +70,7 @@ def found(cols, sql: str, catalog, names=None, inner=None, tables=(), raw=None) 
     except sqlglot.errors.ParseError:
         return None  # (not expected: the statement ran) not known to be no join's NULL
     read = sorted({t.name.lower() for t in stmt.find_all(exp.Table) if hidden.get(t.name.lower())})
-    outer = [j for j in stmt.find_all(exp.Join) if _outer(j)]
+    outer = [j for j in stmt.find_all(exp.Join) if _outer(j)] or ([None] if joined else [])
     for name, kind in zip(names, kinds):
         if kind == "id" and outer:  # an outer join: NULL unless it reads a table on its preserved side
             table = _preserved_table(stmt, name, len(outer))
@@ -80,7 +84,9 @@ def found(cols, sql: str, catalog, names=None, inner=None, tables=(), raw=None) 
                     *(inner.tables[t] for t in read if t in inner.tables)
                 )
                 return error(sorted(rids) or read)
-    return None if raw is None or not outer else _outer_rows(raw, stmt, names, kinds, read, hidden)
+    if raw is None or not outer:
+        return None
+    return _outer_rows(raw, stmt, names, kinds, sorted(set(read) | set(tables)), hidden)
 
 
 def _outer_rows(raw, stmt, names, kinds, read, hidden) -> SourceChangedError | None:
@@ -96,12 +102,12 @@ def _outer_rows(raw, stmt, names, kinds, read, hidden) -> SourceChangedError | N
     if not bad:
         return None
     for name, kind in zip(names, kinds):
-        if kind is not None and (kind != "id" or _matched_null(raw, stmt, name, bad)):
+        if kind is not None and (kind != "id" or _matched_null(raw, stmt, name, bad, hidden)):
             return error(bad)
     return None
 
 
-def _matched_null(raw, stmt: exp.Expression, name: str | None, bad: list[str]) -> bool:
+def _matched_null(raw, stmt: exp.Expression, name: str | None, bad: list[str], hidden: dict) -> bool:
     """Whether hidden column ``name`` of ``stmt`` (``alias.__tp_rid`` in the SELECT that makes it, the
     statement's own or one inside: a lazy backward query's derived table) may hold a NULL id of a row a
     join matched: that SELECT run again, alone (all its rows: a superset of those the statement keeps),
@@ -125,7 +131,7 @@ def _matched_null(raw, stmt: exp.Expression, name: str | None, bad: list[str]) -
         if t.name.lower() in {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}:
             return True  # a CTE's ids (no rowid to tell a matched row by)
         if t.name.lower() not in bad:
-            return False  # its table has no row without an id: every NULL is a join's
+            return hidden.get(t.name.lower()) != RID  # a traced table without such rows: the join's NULL
         rowid = exp.column("rowid", table=c.table)
         c.replace(exp.and_(exp.column(RID, table=c.table).is_(exp.null()), exp.not_(rowid.is_(exp.null()))))
         with_ = root.args.get("with_") if sel is not root else None  # (its CTEs, for a SELECT inside)
