@@ -842,16 +842,21 @@ class TracedConnection:
             frames = [(self._raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         finally:
             self._drop_temps(rw)
-        err = null_rids.in_table(
-            table, n_data, len(rw.frames), sql, self._catalog, self._inner, self._raw
-        )  # no id
+        err = self._null_ids(table, n_data, sql, text, rw, sides)  # rows without an id: raised when asked
+        return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra, err)
+
+    def _null_ids(self, table: pa.Table, n_data: int, sql: str, text: str, rw, sides: list):
+        """The :class:`SourceChangedError` an eager result's lineage raises (:mod:`~traceprop_frames.sql.null_rids`):
+        a NULL id in its hidden columns, its correlated side queries' (``rw.null_sides``) or its witness
+        side tables' (``sides``) that no outer join made; else None."""
+        err = null_rids.in_table(table, n_data, len(rw.frames), sql, self._catalog, self._inner, self._raw)
         witnessed = [*rw.null_sides, *((q, [t.column(1)]) for (t, _), (q, _) in zip(sides, rw.constants))]
         joined = bool(witnessed) and _OUTER_WORD.search(text) is not None  # (an outer join's NULLs)
-        for side_sql, cols in witnessed:  # witness rows without an id (sql.null_rids)
+        for side_sql, cols in witnessed:
             err = err or null_rids.found(
                 cols, side_sql, self._catalog, None, self._inner, rw.traced, self._raw, joined
             )
-        return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra, err)
+        return err
 
     def _run_eager(self, sql: str, rw):
         return run_eager(self._raw, sql, rw, lineage_from_arrow)
