@@ -489,3 +489,16 @@ def test_witness_over_an_outer_join_reading_the_row_raises(data, mode):
     df = con.sql(q + " ORDER BY k")
     assert 9 not in df.k.tolist() and len(df) == 7
     _raises(df)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_insert_over_an_outer_join_forgets_the_table(data, mode):
+    """INSERT through the connection of an outer join's rows (a NULL id: no t row) into a table recorded
+    as inner: its lists may now hold a join's NULL, so reading them answers (pandas oracle)."""
+    t, u, tmp = data
+    con = _connect(tmp, mode, insert=False)
+    con.execute("CREATE TABLE g AS SELECT u.k, u.w, t.v FROM u JOIN t ON t.k = u.k")
+    con.execute("INSERT INTO g SELECT u.k, u.w, t.v FROM u LEFT JOIN t ON t.k = u.k WHERE u.k = 9")
+    df = con.sql("SELECT * FROM g WHERE k = 9")
+    assert len(df) == 1 and pd.isna(df.v.iloc[0])
+    assert _rows(df, 0, tmp / "t.csv") == [] and _rows(df, 0, tmp / "u.csv") == [3]
