@@ -11,9 +11,14 @@ unmatched row; ``POSITIONAL JOIN`` pads the shorter side), and a table made by `
 an outer join stores those NULLs in its lists. So a NULL id raises only where nothing else can have made
 it: the hidden columns as read hold a NULL id (Arrow's ``null_count``, kept with the array: no cost where
 there is none), then, on that path only, the statement is parsed and NULLs are reported unless it has an
-outer or positional join, or a NULL sits inside a list while the statement reads a table's stored lists
-(``__tp_lin``). Not detected, therefore: a row inserted outside the connection that a query reads through
-an outer join, or through a table's stored lists (made by ``CREATE TABLE ... AS`` from it).
+outer or positional join, or a NULL sits inside a list while the statement reads stored lists (``__tp_lin``)
+of a table not known to be made without an outer join (:class:`InnerLists`: this connection records, per
+``CREATE TABLE ... AS`` / ``INSERT``, whether its statement had one). Where an outer join's NULLs were let
+through, the traced tables read are counted for rows without an id (:func:`_outer_rows`, only then); a
+table that has one makes a flat id column be asked again per row (matched by the join: the row's), and
+any other shape raises (sufficient, not exact). Witness rows (a subquery's side query or witness sets) are
+checked the same way. Not detected: a NULL inside stored lists of a table made over an outer join, by
+another connection or in an earlier session.
 """
 
 from __future__ import annotations
