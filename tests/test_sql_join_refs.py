@@ -281,3 +281,31 @@ def test_rows_of_and_compose_against_brute_force(spread):
         assert ids[off[r] : off[r + 1]].tolist() == want
     with pytest.raises(SourceChangedError, match="rowid is not in its table"):
         rows_of(table, np.array([rowids.max() + 1]), lineage_from_arrow)
+
+
+def test_table_counts_kept_in_a_declared_field_of_the_rewrite(tmp_path, monkeypatch):
+    """``_table_count`` keeps its per-table counts in ``RewriteResult.table_counts`` (a declared field,
+    kept with the expression it counted), not in an attribute added to the object's ``__dict__``; the count is the
+    number of times the eager rewrite names the table (the member table once: not filled)."""
+    import dataclasses
+
+    pd.DataFrame({"k": np.arange(50) % 7, "v": np.arange(50)}).to_csv(tmp_path / "t.csv", index=False)
+    seen = []
+    count = sql_connection._table_count
+
+    def spy(rw, table):
+        seen.append((rw, table, count(rw, table)))
+        return seen[-1][2]
+
+    monkeypatch.setattr(sql_connection, "_table_count", spy)
+    con = tpf.connect(capture="eager")
+    con.read_csv(tmp_path / "t.csv", name="t")
+    con.execute("CREATE TABLE g AS SELECT k, count(*) AS n FROM t GROUP BY k")
+    for _ in range(2):
+        df = con.sql("SELECT t.v, g.n FROM t JOIN g USING (k)")
+        assert len(df.tp.sources()[str(tmp_path / "t.csv")]) == 50
+    assert seen and all(n == 1 and t == "g" for _, t, n in seen)
+    for rw, _, _ in seen:
+        assert "table_counts" in {f.name for f in dataclasses.fields(rw)}
+        assert rw.table_counts[0] is rw.expression and rw.table_counts[1] == {"g": 1}
+        assert not any(k.startswith("_tp_") for k in vars(rw))

@@ -33,7 +33,7 @@ class OpNode:
     params: dict = field(default_factory=dict)
     parents: tuple[OpNode, ...] = ()
     id: int = field(default_factory=lambda: next(_ids))
-    _topo: tuple[OpNode, ...] | None = field(default=None, repr=False)
+    _anc: tuple[OpNode, ...] | None = field(default=None, repr=False)  # ancestors, not itself: no cycle
 
     def __post_init__(self) -> None:
         self.params = _jsonable(self.params)
@@ -44,7 +44,7 @@ class OpNode:
         """An OpNode from ``params`` the caller guarantees JSON-able (str keys; str, number, bool, None,
         list or dict values): skips the conversion, for ops recorded at numpy speed (tensor ops)."""
         node = cls.__new__(cls)
-        node.op, node.params, node.parents, node.id, node._topo = op, params, tuple(parents), next(_ids), None
+        node.op, node.params, node.parents, node.id, node._anc = op, params, tuple(parents), next(_ids), None
         node._link()
         return node
 
@@ -52,31 +52,34 @@ class OpNode:
         # Build the ancestor list when the op is created (a tuple copy of the parent's, microseconds,
         # paid once per op) so ancestors() is a look-up. Deep chains (> EAGER_DEPTH) fall back to the
         # lazy walk in topo(), keeping memory linear for pathological 10k-op chains.
+        # The node itself is not kept in its own list (a reference cycle would leave every node to the
+        # garbage collector): topo() adds it.
         if len(self.parents) == 1:
-            parent_topo = self.parents[0]._topo
-            if parent_topo is not None and len(parent_topo) < EAGER_DEPTH:
-                self._topo = parent_topo + (self,)
+            parent = self.parents[0]
+            if parent._anc is not None and len(parent._anc) < EAGER_DEPTH:
+                self._anc = parent._anc + (parent,)
         elif not self.parents:
-            self._topo = (self,)
+            self._anc = ()
 
     def __repr__(self) -> str:
         return f"OpNode({self.op!r}, id={self.id}, parents={[p.id for p in self.parents]})"
 
     def topo(self) -> tuple[OpNode, ...]:
         """This node and all its ancestors, parents before children (sources first). Cached."""
-        if self._topo is not None:
-            return self._topo
+        if self._anc is not None:
+            return self._anc + (self,)
         # Fast path: walk a chain of single-parent nodes up to a cached node or a source.
         chain = []
         node = self
-        while node._topo is None and len(node.parents) == 1:
+        while node._anc is None and len(node.parents) == 1:
             chain.append(node)
             node = node.parents[0]
-        if node._topo is None:
-            node._topo = node._topo_general()
-        chain.reverse()
-        self._topo = node._topo + tuple(chain)
-        return self._topo
+        if node._anc is None:
+            node._anc = node._topo_general()[:-1]
+        if chain:  # (node is then an ancestor; chain's first, reversed last, is self)
+            chain.reverse()
+            self._anc = node._anc + (node,) + tuple(chain[:-1])
+        return self._anc + (self,)
 
     def _topo_general(self) -> tuple[OpNode, ...]:
         """Iterative depth-first post-order over the DAG; each node once, parents first."""
@@ -91,8 +94,8 @@ class OpNode:
             if node.id in seen:
                 continue
             seen.add(node.id)
-            if node._topo is not None:
-                for a in node._topo:
+            if node._anc is not None:
+                for a in node._anc + (node,):
                     if a.id not in seen or a is node:
                         seen.add(a.id)
                         out.append(a)

@@ -196,12 +196,15 @@ def _hidden_ids(col) -> np.ndarray:
     return col.to_numpy(dtype=np.int64, na_value=-1)
 
 
+_OUTER_WORD = re.compile(r"\b(LEFT|RIGHT|FULL|POSITIONAL)\b", re.IGNORECASE)  # (may be an outer join)
+
+
 def _table_count(rw, table: str) -> int:
-    """How often eager rewrite ``rw`` names ``table`` (kept on ``rw``: its expression is fixed once
-    planned, and a kept plan runs again without the walk)."""
-    kept = rw.__dict__.get("_tp_table_counts")
+    """How often eager rewrite ``rw`` names ``table`` (kept in ``rw.table_counts``: its expression is fixed
+    once planned, and a kept plan runs again without the walk)."""
+    kept = rw.table_counts
     if kept is None or kept[0] is not rw.expression:
-        kept = rw.__dict__["_tp_table_counts"] = (rw.expression, {})
+        kept = rw.table_counts = (rw.expression, {})
     counts = kept[1]
     if table not in counts:
         counts[table] = sum(1 for x in rw.expression.find_all(exp.Table) if x.name.lower() == table)
@@ -325,6 +328,7 @@ class TracedConnection:
         self._eager_plans: dict = {}
         self._nodes: dict[str, OpNode] = {}
         self._registered: dict[str, str] = {}
+        self._inner = null_rids.InnerLists()  # tables whose stored lists no outer join wrote
         self._cat: Catalog | None = None
         self._last_cat: Catalog | None = None
         self._macros: frozenset[str] | None = None  # user macros that aggregate (None: read them again)
@@ -787,6 +791,7 @@ class TracedConnection:
                         table = None
                         break
                     dense = dense_bits.run(self._raw, rw, sql)  # (table, lo): bitstrings, decoded when read
+                    rw.null_sides = []  # (sides of this run whose ids hold a NULL: sql.null_rids)
                     table, extra = (
                         (None, []) if dense else self._rowid.run(self._run_eager, sql, rw)
                     )  # rowid where sound
@@ -835,19 +840,38 @@ class TracedConnection:
             refs = [lineage_from_arrow(table.column(i))[1] for i in range(n_data, n_lin)]
             refs += [ids for _, ids in extra]
         try:
-            blocks = self._witness_blocks(rw.constants, refs)
+            blocks, sides = self._witness_blocks(rw.constants, refs)
             frames = [(self._raw.sql(sql).to_arrow_table(), label) for sql, label in rw.frames]
         finally:
             self._drop_temps(rw)
-        err = null_rids.in_table(table, n_data, len(rw.frames), sql, self._catalog)  # rows without an id
+        err = self._null_ids(table, n_data, sql, text, rw, sides)  # rows without an id: raised when asked
         return _frame(self._raw, table, n_data, node, self._sources, blocks, frames, extra, err)
+
+    def _null_ids(self, table: pa.Table, n_data: int, sql: str, text: str, rw, sides: list):
+        """The :class:`SourceChangedError` an eager result's lineage raises (:mod:`~traceprop_frames.sql.null_rids`):
+        a NULL id in its hidden columns, its correlated side queries' (``rw.null_sides``) or its witness
+        side tables' (``sides``) that no outer join made; else None."""
+        err = null_rids.in_table(table, n_data, len(rw.frames), sql, self._catalog, self._inner, self._raw)
+        witnessed = [*rw.null_sides, *((q, [t.column(1)]) for (t, _), (q, _) in zip(sides, rw.constants))]
+        joined = bool(witnessed) and _OUTER_WORD.search(text) is not None  # (an outer join's NULLs)
+        for side_sql, cols in witnessed:
+            err = err or null_rids.found(
+                cols, side_sql, self._catalog, None, self._inner, rw.traced, self._raw, joined
+            )
+        return err
 
     def _run_eager(self, sql: str, rw):
         return run_eager(self._raw, sql, rw, lineage_from_arrow)
 
     def _write(self, stmt, sql: str, text: str, what: str, rw, single: bool) -> None:
         """Run a statement that writes (DDL / DML) and bring the cached catalog and plans up to date."""
+        hidden = None if self._cat is None else self._cat.hidden  # (before it: the tables it reads)
         self._run_write(stmt, sql)
+        target = _target(stmt)
+        if what in ("create", "insert") and target is not None and stmt.expression is not None:
+            self._inner.made(target, text, hidden, insert=what == "insert")  # (sql.null_rids)
+        else:
+            self._inner.dropped(_written(stmt))
         made = self._eager_ctas.get(text) if single and what == "create" else None
         if made is not None and made[2][2] is rw:  # a table of known columns: patched
             self._patch_catalog(made[3], made[4], rw.kind)
@@ -1005,9 +1029,19 @@ class TracedConnection:
                     lists[t] = (self._raw.sql(f"SELECT rowid, {col} FROM {_quote(t)}").to_arrow_table(), p)
         except duckdb.Error:
             return None
-        err = null_rids.found([c for c, t in zip(cols, refs.tables) if t is None], refs.sql, self._catalog)
+        err = null_rids.found(
+            [c for c, t in zip(cols, refs.tables) if t is None],
+            refs.sql,
+            self._catalog,
+            inner=self._inner,
+            raw=self._raw,
+        )
+        ids = list(map(_hidden_ids, cols))
+        for v, t in zip(ids, refs.tables):  # a NULL id inside stored lists an inner join wrote
+            if err is None and t is not None and not isinstance(lists[t][1], MemberTable):
+                err = null_rids.in_lists(t, lists[t][0], row_positions(lists[t][0].column(0), v), self._inner)
         parts = [] if err is None else [null_rids.raising(err)]  # (composed when the lineage is read)
-        for v, t in zip(map(_hidden_ids, cols), refs.tables):
+        for v, t in zip(ids, refs.tables):
             if t is None:
                 parts.append(id_part(v))
             elif isinstance(lists[t][1], MemberTable):  # grouped when the lineage is first read
@@ -1040,7 +1074,13 @@ class TracedConnection:
         picked = [
             (cols[det.columns[i]], det.determined[i]) if det else (cols[i], False) for i in range(len(keys))
         ]
-        err = null_rids.found([c for (c, _), k in zip(picked, keys) if k is None], refs.sql, self._catalog)
+        err = null_rids.found(
+            [c for (c, _), k in zip(picked, keys) if k is None],
+            refs.sql,
+            self._catalog,
+            inner=self._inner,
+            raw=self._raw,
+        )
         parts = [] if err is None else [null_rids.raising(err)]  # (composed when the lineage is read)
         for (col, absent_ok), t, key in zip(picked, refs.tables, keys):
             if key is None:
@@ -1110,7 +1150,8 @@ class TracedConnection:
         return names if len(names) == n_data else None
 
     def _witness_blocks(self, constants: list, refs: list | None = None) -> list:
-        """Run the side queries of a rewrite's marker ids; their shared sets (see ``sql.shared``).
+        """Run the side queries of a rewrite's marker ids; their shared sets (see ``sql.shared``) and the
+        side tables (their lineage in column 1: checked for NULL ids by the caller).
 
         ``refs``: the result's lineage ids (arrays), where known: a side query that can compute only
         the groups the result refers to (``shared.with_present``) then does. The side queries run last
@@ -1119,7 +1160,7 @@ class TracedConnection:
             sides = [
                 (self._raw.sql(with_present(sql, None)).to_arrow_table(), label) for sql, label in constants
             ]
-            return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
+            return witness_blocks(sides, lineage_from_arrow, self._sources.to_process), sides
         ids = [np.asarray(r, dtype=np.int64) for r in refs]
         sides = [None] * len(constants)
         for k in range(len(constants) - 1, -1, -1):
@@ -1129,14 +1170,25 @@ class TracedConnection:
             sides[k] = (table, label)
             if k:
                 ids.append(lineage_from_arrow(table.column(1))[1])
-        return witness_blocks(sides, lineage_from_arrow, self._sources.to_process)
+        return witness_blocks(sides, lineage_from_arrow, self._sources.to_process), sides
+
+    def _check_ids(self, cols, sql: str) -> None:
+        """Raise where lineage columns ``cols`` read by ``sql`` hold a NULL id no join made (sql.null_rids)."""
+        null_rids.check(cols, sql, self._catalog, None, self._inner, self._raw)
 
     def _lineage_of(self, table: pa.Table, start: int, n_hidden: int, node, blocks, sql=None) -> RowLineage:
         """RowLineage of ``table``'s rows from its hidden columns ``start .. start + n_hidden``; ``sql``:
         the statement that read them, where a NULL id in them may raise (:mod:`~traceprop_frames.sql.null_rids`)."""
         cols = [table.column(i) for i in range(start, start + n_hidden)]
         if sql is not None:
-            null_rids.check(cols, sql, self._catalog, table.column_names[start : start + n_hidden])
+            null_rids.check(
+                cols,
+                sql,
+                self._catalog,
+                table.column_names[start : start + n_hidden],
+                self._inner,
+                raw=self._raw,
+            )
         parts = [lineage_from_arrow(c) for c in cols]
         off, ids = _concat_csr(parts)
         if hasattr(blocks, "for_ids"):  # a lazy plan's witness sets: computed for the ids present
@@ -1434,6 +1486,7 @@ class TracedConnection:
             raise
         self._pending[target] = pending
         self._late.made(target, late)
+        self._inner.made(target, text, None if self._cat is None else self._cat.hidden)  # (sql.null_rids)
         self._changed(target)
         self._patch_catalog(target, plan.columns)
         if defer:
@@ -1527,6 +1580,7 @@ class TracedConnection:
         pending = MemberTable(target, create.query, create.keys, [key], {}, -1, members=members)
         self._pending[target] = pending
         self._late.forget(target)  # (made with its column)
+        self._inner.made(target, text, None if self._cat is None else self._cat.hidden)  # (sql.null_rids)
         self._changed(target)
         self._patch_catalog(target, create.columns)
         if defer:

@@ -48,6 +48,7 @@ from traceprop_frames.sql.exists_join import join_exists
 from traceprop_frames.sql.exists_lateral import lateral_exists
 from traceprop_frames.sql.group_members import MEMBERS, key_struct, materialise, member_parts, member_rows
 from traceprop_frames.sql.member_csr import member_csr, member_owners
+from traceprop_frames.sql.null_rids import null_ids
 from traceprop_frames.sql.rewrite import HIDDEN, LIN, Catalog, _has_agg
 from traceprop_frames.sql.scalar_lateral import lateral_scalar
 
@@ -311,12 +312,19 @@ def split_correlated(
 
 
 def side_pairs(
-    con_raw, table: pa.Table, sides: list[CorrelatedSide], first: int, lineage_from_arrow, members=None
+    con_raw,
+    table: pa.Table,
+    sides: list[CorrelatedSide],
+    first: int,
+    lineage_from_arrow,
+    members=None,
+    nulls: list | None = None,
 ):
     """Run each side query on the outer values in ``table``'s columns ``first ..``; returns CSR parts
     ``(offsets, ids)`` over ``table``'s rows (one per side query: its lineage columns in order, sorted
     by result row once) and the table without the outer-values columns. ``members``: the member rows
-    (an Arrow table) of the side with ``members`` SQL, registered as ``group_members.MEMBERS``."""
+    (an Arrow table) of the side with ``members`` SQL, registered as ``group_members.MEMBERS``; ``nulls``:
+    gets (side SQL, its lineage columns) of each side whose lineage holds a NULL id (``sql.null_rids``)."""
     n = table.num_rows
     parts = []
     for j, side in enumerate(sides):
@@ -359,6 +367,9 @@ def side_pairs(
                 con_raw.unregister(VALUES)
             rpos = np.asarray(res.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         owners, all_ids = [], []
+        cols = [res.column(1 + i) for i in range(side.n_fields)]
+        if nulls is not None and any(map(null_ids, cols)):  # (metadata: Arrow's null counts)
+            nulls.append((side.sql, cols))
         for i in range(side.n_fields):  # every lineage column of the side query: one part, one sort
             col = res.column(1 + i).combine_chunks()
             if pa.types.is_integer(col.type):  # one id per row (NULL: none)
@@ -426,7 +437,7 @@ def run_eager(raw, sql: str, rw, lineage_from_arrow) -> tuple[pa.Table, list]:
             if table is None:
                 table = raw.sql(rw.split_sql).to_arrow_table()
             first = table.num_columns - len(sides)
-            return side_pairs(raw, table, sides, first, lineage_from_arrow, members)[::-1]
+            return side_pairs(raw, table, sides, first, lineage_from_arrow, members, rw.null_sides)[::-1]
         except duckdb.Error:
             pass
         finally:

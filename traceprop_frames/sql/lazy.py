@@ -609,6 +609,7 @@ class WitnessSets:
 
     def _block(self, sql: str, label: str, blocks: list) -> tuple:
         table = self.con._raw.sql(sql).to_arrow_table()
+        self.con._check_ids([table.column(1)], sql)  # a witness row without an id (sql.null_rids)
         off, ids = self.con._lineage_csr(table.column(1))
         self._fill(ids, blocks)  # the witnesses of a witness (a CTE that read a scalar subquery)
         lin = resolve_markers(off, ids, blocks, self.con._sources.to_process)

@@ -11,20 +11,26 @@ unmatched row; ``POSITIONAL JOIN`` pads the shorter side), and a table made by `
 an outer join stores those NULLs in its lists. So a NULL id raises only where nothing else can have made
 it: the hidden columns as read hold a NULL id (Arrow's ``null_count``, kept with the array: no cost where
 there is none), then, on that path only, the statement is parsed and NULLs are reported unless it has an
-outer or positional join, or a NULL sits inside a list while the statement reads a table's stored lists
-(``__tp_lin``). Not detected, therefore: a row inserted outside the connection that a query reads through
-an outer join, or through a table's stored lists (made by ``CREATE TABLE ... AS`` from it).
+outer or positional join, or a NULL sits inside a list while the statement reads stored lists (``__tp_lin``)
+of a table not known to be made without an outer join (:class:`InnerLists`: this connection records, per
+``CREATE TABLE ... AS`` / ``INSERT``, whether its statement had one). Where an outer join's NULLs were let
+through, the traced tables read are counted for rows without an id (:func:`_outer_rows`, only then); a
+table that has one makes a flat id column be asked again per row (matched by the join: the row's), and
+any other shape raises (sufficient, not exact). Witness rows (a subquery's side query or witness sets) are
+checked the same way. Not detected: a NULL inside stored lists of a table made over an outer join, by
+another connection or in an earlier session.
 """
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
 from traceprop_frames.errors import SourceChangedError
-from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.dialect import DIALECT, quote_name
 from traceprop_frames.sql.rewrite import LIN, RID
 
 _OUTER_SIDES = frozenset(["LEFT", "RIGHT", "FULL"])
@@ -47,10 +53,17 @@ def null_ids(col) -> str | None:
     return "id" if col.isna().any() else None  # (DuckDB's .df(): Int64, its mask scanned)
 
 
-def found(cols, sql: str, catalog, names=None) -> SourceChangedError | None:
+def found(
+    cols, sql: str, catalog, names=None, inner=None, tables=(), raw=None, joined=False
+) -> SourceChangedError | None:
     """The error to raise where hidden columns ``cols`` of statement ``sql`` hold a NULL id no join made
     (see the module), else None. ``catalog``: called (only then) for the catalog (its ``hidden``: table
-    -> hidden column kind); ``names``: the columns' names where ``cols`` do not carry them (Arrow)."""
+    -> hidden column kind); ``names``: the columns' names where ``cols`` do not carry them (Arrow);
+    ``inner``: the connection's :class:`InnerLists` (stored lists no outer join wrote); ``tables``: the
+    tables to name where ``sql`` reads none with lineage (a witness side query over a temp table);
+    ``raw``: the DuckDB connection, to tell an outer join's NULLs from a row's (:func:`_outer_rows`);
+    ``joined``: ``sql`` reads what an outer join made elsewhere (a witness side query over a temp table
+    of the statement's FROM): its NULLs are treated as an outer join's, ``tables`` counted."""
     cols = list(cols)
     names = [_name(c) for c in cols] if names is None else [n.lower() for n in names]
     kinds = [null_ids(c) for c in cols]
@@ -62,15 +75,80 @@ def found(cols, sql: str, catalog, names=None) -> SourceChangedError | None:
     except sqlglot.errors.ParseError:
         return None  # (not expected: the statement ran) not known to be no join's NULL
     read = sorted({t.name.lower() for t in stmt.find_all(exp.Table) if hidden.get(t.name.lower())})
-    outer = [j for j in stmt.find_all(exp.Join) if _outer(j)]
+    outer = [j for j in stmt.find_all(exp.Join) if _outer(j)] or ([None] if joined else [])
     for name, kind in zip(names, kinds):
         if kind == "id" and outer:  # an outer join: NULL unless it reads a table on its preserved side
             table = _preserved_table(stmt, name, len(outer))
             if table is not None:
                 return error([table])
         elif kind == "id" or (kind == "list" and not outer and not any(hidden.get(t) == LIN for t in read)):
-            return error([t for t in read if hidden.get(t) == RID] or read)  # (stored lists: see module)
+            return error([t for t in read if hidden.get(t) == RID] or read or sorted(tables))  # (see module)
+        elif kind == "list" and not outer and inner is not None:  # stored lists read: an inner join's?
+            if all(t in inner.tables for t in read if hidden.get(t) == LIN):
+                rids = {t for t in read if hidden.get(t) == RID}.union(
+                    *(inner.tables[t] for t in read if t in inner.tables)
+                )
+                return error(sorted(rids) or read)
+    if raw is None or not outer:
+        return None
+    return _outer_rows(raw, stmt, names, kinds, sorted(set(read) | set(tables)), hidden)
+
+
+def _outer_rows(raw, stmt, names, kinds, read, hidden) -> SourceChangedError | None:
+    """Where an outer join's NULLs were let through by :func:`found`: the traced tables read that hold a
+    row without an id (one count each, run only where an outer join gave NULL ids); none: every NULL is a
+    join's "no row". Else a flat id column of a base table on a NULL side is asked again per row (matched,
+    its ``rowid`` not NULL, with a NULL id: the row's); a list, or any other shape, raises (sufficient:
+    such a table has a row without an id, and the join may have read it)."""
+    bad = []
+    for t in (t for t in read if hidden.get(t) == RID):
+        if raw.execute(f"SELECT count(*) FROM {quote_name(t)} WHERE {RID} IS NULL").fetchall()[0][0]:
+            bad.append(t)
+    if not bad:
+        return None
+    for name, kind in zip(names, kinds):
+        if kind is not None and (kind != "id" or _matched_null(raw, stmt, name, bad, hidden)):
+            return error(bad)
     return None
+
+
+def _matched_null(raw, stmt: exp.Expression, name: str | None, bad: list[str], hidden: dict) -> bool:
+    """Whether hidden column ``name`` of ``stmt`` (``alias.__tp_rid`` in the SELECT that makes it, the
+    statement's own or one inside: a lazy backward query's derived table) may hold a NULL id of a row a
+    join matched: that SELECT run again, alone (all its rows: a superset of those the statement keeps),
+    with the column as ``alias.__tp_rid IS NULL AND alias.rowid IS NOT NULL``. True where not known
+    (another shape, or DuckDB refuses it)."""
+    root = stmt.copy()
+    for sel in root.find_all(exp.Select):
+        hit = [e for e in sel.expressions if e.alias_or_name.lower() == name]
+        c = hit[0].this if hit and isinstance(hit[0], exp.Alias) else (hit[0] if hit else None)
+        if c is None:
+            continue
+        if not isinstance(c, exp.Column) or not c.table:
+            return True
+        items = [sel.args.get("from_")] + list(sel.args.get("joins") or [])
+        tables = {it.this.alias_or_name.lower(): it.this for it in items if it is not None}
+        t = tables.get(c.table.lower())
+        if isinstance(t, exp.Subquery) and c.name.lower() == name:
+            continue  # passed on from a derived table: its SELECT (found next) makes it
+        if not isinstance(t, exp.Table) or c.name != RID:
+            return True
+        if t.name.lower() in {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}:
+            return True  # a CTE's ids (no rowid to tell a matched row by)
+        if t.name.lower() not in bad:
+            return hidden.get(t.name.lower()) != RID  # a traced table without such rows: the join's NULL
+        rowid = exp.column("rowid", table=c.table)
+        c.replace(exp.and_(exp.column(RID, table=c.table).is_(exp.null()), exp.not_(rowid.is_(exp.null()))))
+        with_ = root.args.get("with_") if sel is not root else None  # (its CTEs, for a SELECT inside)
+        sub = sel.copy()
+        if with_ is not None:
+            sub.set("with_", with_.copy())
+        q = f"SELECT bool_or({quote_name(name)}) FROM ({sub.sql(dialect=DIALECT)}) AS __tp_q"
+        try:
+            return bool(raw.execute(q).fetchall()[0][0])
+        except duckdb.Error:
+            return True
+    return True
 
 
 def _outer(j: exp.Join) -> bool:
@@ -114,16 +192,18 @@ def _preserved_table(stmt: exp.Expression, name: str | None, n_outer: int) -> st
     return None
 
 
-def in_table(table: pa.Table, n_data: int, n_frames: int, sql: str, catalog) -> SourceChangedError | None:
+def in_table(
+    table: pa.Table, n_data: int, n_frames: int, sql: str, catalog, inner=None, raw=None
+) -> SourceChangedError | None:
     """:func:`found` for an eager result ``table``: its hidden columns after ``n_data`` data columns, less
     ``n_frames`` window frames' (three position columns each)."""
     at = range(n_data, table.num_columns - 3 * n_frames)
-    return found(map(table.column, at), sql, catalog, [table.column_names[i] for i in at])
+    return found(map(table.column, at), sql, catalog, [table.column_names[i] for i in at], inner, raw=raw)
 
 
-def check(cols, sql: str, catalog, names=None) -> None:
+def check(cols, sql: str, catalog, names=None, inner=None, raw=None) -> None:
     """Raise the error :func:`found` gives (a lineage question reading ``cols`` now)."""
-    err = found(cols, sql, catalog, names)
+    err = found(cols, sql, catalog, names, inner, raw=raw)
     if err is not None:
         raise err
 
@@ -147,3 +227,60 @@ def error(tables: list[str]) -> SourceChangedError:
         "the lineage cannot be computed exactly; insert through con.execute (into a table made by CREATE "
         "TABLE ... AS), or reload the table with con.read_* and run the query again"
     )
+
+
+class InnerLists:
+    """The tables this connection made (``CREATE TABLE ... AS``) whose stored lists no outer join wrote:
+    a NULL id inside their lists is a source row's (one without an id), not a join's "no row"; each with
+    the loaded tables its lists' ids come from (named by the error). A table not here (made over an outer
+    join, by another connection, in an earlier session, or dropped here since) keeps the rule that a NULL
+    inside stored lists may be a join's. Each statement's text is parsed once (a repeated CTAS: a lookup)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, frozenset[str]] = {}
+        self._reads: dict[str, tuple[bool, frozenset[str]]] = {}
+
+    def made(self, target: str, text: str, hidden: dict | None, insert: bool = False) -> None:
+        """``target`` made (or, ``insert``, added to) by statement ``text`` (``CREATE TABLE ... AS`` /
+        ``INSERT INTO ... SELECT``, as the user wrote it); ``hidden``: the catalog's table -> hidden column
+        kind before it ran (None: not known, the table is left out)."""
+        target = target.lower()
+        if hidden is None:
+            self.tables.pop(target, None)
+            return
+        hit = self._reads.get(text)
+        if hit is None:
+            q = sqlglot.parse_one(text, dialect=DIALECT)
+            q = q.expression if isinstance(q, (exp.Create, exp.Insert)) else q
+            tables = frozenset(t.name.lower() for t in q.find_all(exp.Table))
+            hit = self._reads[text] = (any(_outer(j) for j in q.find_all(exp.Join)), tables)
+        outer, read = hit
+        sources = {t for t in read if hidden.get(t) == RID}
+        for t in read:
+            if t in self.tables:
+                sources |= self.tables[t]
+            elif hidden.get(t) == LIN:
+                outer = True  # lists of unknown making: their NULLs may be a join's
+        if outer or (insert and target not in self.tables):
+            self.tables.pop(target, None)
+        else:
+            self.tables[target] = frozenset(sources | (self.tables[target] if insert else set()))
+
+    def dropped(self, targets) -> None:
+        for t in targets:
+            self.tables.pop(t.lower(), None)
+
+
+def in_lists(table: str, lists: pa.Table, rows: np.ndarray, inner) -> SourceChangedError | None:
+    """The error where ``table`` (in ``inner``: its stored lists no outer join wrote) holds a NULL id in
+    the list of a row the result reads; ``lists``: its ``SELECT rowid, __tp_lin``; ``rows``: the
+    positions in it read (-1: none). Metadata only unless the lists hold a NULL id."""
+    if inner is None or table not in inner.tables or null_ids(lists.column(1)) != "list":
+        return None
+    col = lists.column(1)
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    off = np.asarray(arr.offsets, dtype=np.int64)
+    bad = np.concatenate([[0], np.cumsum(~arr.values.is_valid().to_numpy(zero_copy_only=False))])
+    nulls = bad[off[1:]] - bad[off[:-1]]
+    rows = rows[rows >= 0]
+    return error(sorted(inner.tables[table]) or [table]) if nulls[rows].any() else None

@@ -162,6 +162,8 @@ class RewriteResult:
     constants: list = field(default_factory=list)  # (SQL, label) of the witnesses behind marker ids
     correlated: list = field(default_factory=list)  # correlated witnesses left to side queries (eager)
     split_sql: str | None = None  # the query with those witnesses as outer-value columns
+    null_sides: list = field(default_factory=list)  # (side SQL, its id columns) holding a NULL id (eager run)
+    table_counts: tuple | None = None  # (expression, table -> times it names it): connection._table_count
 
     @property
     def sql(self) -> str:
