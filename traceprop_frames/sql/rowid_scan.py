@@ -44,16 +44,19 @@ class RowidScans:
         self._effects: dict[str, tuple[str, ...] | None] = {}  # statement text -> tables it may change
         self._sql: dict[tuple, str] = {}  # (SQL, tables) -> SQL reading rowid
         self._bad: set[str] = set()  # SQL whose rowid version DuckDB did not bind (then: the stored column)
+        self.changes = 0  # moves whenever the safe set may have changed (sql.key_lineage drops its reads)
 
     def off(self) -> None:
         """For good (user code holds the raw connection)."""
         self.on = False
         self.tables.clear()
+        self.changes += 1
 
     def loaded(self, raw: duckdb.DuckDBPyConnection, name: str, base: int, in_txn: bool) -> None:
         """``name`` was just loaded by tpf with ids ``base + row``: checked on every row, then kept."""
         name = name.lower()
         self.tables.pop(name, None)
+        self.changes += 1
         if not self.on or in_txn:
             return
         q = quote_name(name)
@@ -66,6 +69,7 @@ class RowidScans:
 
     def forget(self, name: str) -> None:
         self.tables.pop(name.lower(), None)
+        self.changes += 1
 
     def before(self, raw: duckdb.DuckDBPyConnection, text: str) -> None:
         """Before ``text`` runs through the connection: take out the tables it may change."""
@@ -76,6 +80,8 @@ class RowidScans:
                 self._effects.pop(next(iter(self._effects)))
             self._effects[text] = _changed_by(raw, text)
         changed = self._effects[text]
+        if changed != ():
+            self.changes += 1
         if changed is None:
             self.tables.clear()
         for t in changed or ():
