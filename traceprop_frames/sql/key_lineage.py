@@ -277,8 +277,10 @@ def _read_column(raw, table: str, col: str):
         valid = np.empty(n, dtype=bool)
         valid[rows] = vals.is_valid().to_numpy(zero_copy_only=False)
         vals = vals.fill_null(0)
-    values = np.empty(n, dtype=np.int64)
-    values[rows] = vals.to_numpy(zero_copy_only=False)
+    got = vals.to_numpy(zero_copy_only=False)
+    small = not len(got) or (int(got.min()) >= -(2**31) and int(got.max()) < 2**31)
+    values = np.empty(n, dtype=np.int32 if small else np.int64)  # 4 bytes a row where the values fit
+    values[rows] = got
     return values, valid
 
 
@@ -290,9 +292,9 @@ def _key_index(values: np.ndarray, valid):
         return "dense", np.full(0, -1, dtype=np.int64)
     lo, hi = int(keys.min()), int(keys.max())
     if lo >= 0 and hi < 4 * len(keys) + 1024:
-        if np.bincount(keys).max() > 1:
+        if np.bincount(keys.astype(np.int64, copy=False)).max() > 1:
             return None
-        by_key = np.full(hi + 1, -1, dtype=np.int64)
+        by_key = np.full(hi + 1, -1, dtype=np.int32 if len(values) < 2**31 else np.int64)
         by_key[keys] = rows
         return "dense", by_key
     order = np.argsort(keys, kind="stable")
@@ -307,12 +309,13 @@ def _look_up(index, v: np.ndarray) -> np.ndarray:
     if index[0] == "dense":
         by_key = index[1]
         inside = (v >= 0) & (v < len(by_key))
-        return np.where(inside, by_key[np.where(inside, v, 0)] if len(by_key) else -1, -1)
+        found = by_key[np.where(inside, v, 0)] if len(by_key) else -1
+        return np.where(inside, found, -1).astype(np.int64, copy=False)
     sk, rows = index[1], index[2]
     if not len(sk):
         return np.full(len(v), -1, dtype=np.int64)
     i = np.minimum(np.searchsorted(sk, v), len(sk) - 1)
-    return np.where(sk[i] == v, rows[i], -1)
+    return np.where(sk[i] == v, rows[i], -1).astype(np.int64, copy=False)
 
 
 def _derive(table: pa.Table, from_arrow, links) -> list | None:
