@@ -284,3 +284,44 @@ def test_a_key_not_found_gives_no_parts():
     assert key_lineage._derive(table, lineage_from_arrow, missing) is None
     null = [("t", (np.array([5, 9], dtype=np.int64), np.array([True, False])), index, "x", base_t, base_x)]
     assert key_lineage._derive(table, lineage_from_arrow, null) is None
+
+
+def test_reads_kept_while_only_other_tables_change(tmp_path, monkeypatch):
+    """A table made or dropped through the connection leaves the key columns of the others as read (no
+    read again), and the lineage stays the brute force's."""
+    frames = _tables(9)
+    con = _connect(_write(tmp_path, frames))
+    con.sql(Q)
+    kept = {k: v for k, v in con._keys._cols.items()}
+    con.sql("CREATE TABLE other AS SELECT 1 AS x")
+    con.sql("DROP TABLE other")
+    sent = _spy(con, monkeypatch)
+    df = con.sql(Q)
+    assert sent[-1] is not None
+    assert all(con._keys._cols[k] is v for k, v in kept.items())  # the same arrays: not read again
+    assert _got(df) == _oracle(frames)
+
+
+def test_wide_sparse_keys(tmp_path, monkeypatch):
+    """BIGINT keys past 2**32 (and negative): kept as 64-bit, looked up through the sorted index."""
+    rng = np.random.default_rng(4)
+    keys = rng.permutation(np.arange(-30, 30)).astype("int64") * 10**11 + 7
+    a = pd.DataFrame({"k": keys, "g": rng.integers(0, 3, 60)})
+    b = pd.DataFrame({"bk": rng.choice(keys, 200), "w": rng.integers(0, 5, 200)})
+    con = _connect(_write(tmp_path, {"wa": a, "wb": b}))
+    sent = _spy(con, monkeypatch)
+    df = con.sql("SELECT g, SUM(w) AS s FROM wa, wb WHERE k = bk AND w > 0 GROUP BY g ORDER BY g")
+    assert sent[-1] is not None and "wa." not in sent[-1].split("SUM(w)")[1].split(" FROM ")[0]
+    assert con._keys._maps[("wa", "k")][0] == "sorted"
+    j = a.assign(a_rn=np.arange(60)).merge(b.assign(b_rn=np.arange(200)), left_on="k", right_on="bk")
+    j = j[j["w"] > 0]
+    want = {
+        int(g): {("wa", int(r)) for r in d["a_rn"]} | {("wb", int(r)) for r in d["b_rn"]}
+        for g, d in j.groupby("g")
+    }
+    frame = df.reset_index(drop=True)
+    got = {
+        int(frame.loc[i, "g"]): {(Path(p).stem, int(r)) for p, rows in df.tp.sources(i).items() for r in rows}
+        for i in range(len(frame))
+    }
+    assert got == want

@@ -17,7 +17,8 @@ Sound only while the tables are the ones whose columns were read. Applies only w
 
 - every table of the query is in :class:`~traceprop_frames.sql.rowid_scan.RowidScans`' safe set (loaded by
   tpf, ``rowid + base`` is its row id, an in-memory database, ``con.raw`` never handed out, nothing run
-  since that may change it); the key columns read are dropped whenever that set changes;
+  since that may change it); what was read of a table is dropped once it leaves that set (or is loaded
+  again), and kept while only other tables change;
 - the query's top level is a plain SELECT (no WITH, DISTINCT) over base tables each named once, joined by
   commas or joins without a condition, and its only hidden column is the lineage list
   ``list_concat(list(t.__tp_rid), ...)`` with one plain ``list`` per table and nothing else;
@@ -54,15 +55,16 @@ class _Shape:
 
 
 class KeyLineage:
-    """The eager rewrite's key look-ups: plans per SQL text, key columns per table (kept while
-    ``RowidScans.changes`` stays)."""
+    """The eager rewrite's key look-ups: plans per SQL text, key columns per table (kept while the
+    table stays in the safe set with the ``RowidScans.stamp`` it had when read)."""
 
     def __init__(self) -> None:
         self._shapes: dict[str, _Shape | None] = {}
         self._sql: dict[tuple, str] = {}
         self._cols: dict[tuple[str, str], tuple | None] = {}  # (table, column) -> (values, valid) | None
         self._maps: dict[tuple[str, str], tuple | None] = {}  # (table, column) -> key index | None
-        self._stamp: int | None = None
+        self._seen: dict[str, int | None] = {}  # table -> its RowidScans.stamp when read
+        self._scans = None
 
     def plan(self, raw, sql: str, rw, scans, columns: dict[str, list[str]]):
         """(SQL carrying only the lists that cannot be looked up, ``derive(table, lineage_from_arrow)``)
@@ -78,13 +80,11 @@ class KeyLineage:
             or RID not in sql
         ):
             return None
+        self._scans = scans
         shape = self._shape(sql)
         if shape is None or any(t not in scans.tables for t in shape.aliases.values()):
             return None
-        if self._stamp != scans.changes:  # a table may have changed (or gone): nothing read is kept
-            self._cols.clear()
-            self._maps.clear()
-            self._stamp = scans.changes
+        self._drop_stale(scans)
         steps = self._steps(raw, shape, columns)
         if not steps:
             return None
@@ -107,6 +107,16 @@ class KeyLineage:
             for k, x, c in [steps[a]]
         ]
         return text, lambda table, from_arrow: _derive(table, from_arrow, links)
+
+    def _drop_stale(self, scans) -> None:
+        """Forget what was read of a table no longer in the safe set, or in it again since (re-loaded)."""
+        for t, stamp in list(self._seen.items()):
+            if t not in scans.tables or scans.stamp.get(t) != stamp:
+                del self._seen[t]
+                for key in [k for k in self._cols if k[0] == t]:
+                    del self._cols[key]
+                for key in [k for k in self._maps if k[0] == t]:
+                    del self._maps[key]
 
     def _shape(self, sql: str) -> _Shape | None:
         if sql not in self._shapes:
@@ -154,6 +164,7 @@ class KeyLineage:
         """(values by row, valid or None) of an integer column, read once; None for other types."""
         key = (table, col.lower())
         if key not in self._cols:
+            self._seen.setdefault(table, self._scans.stamp.get(table))
             self._cols[key] = _read_column(raw, table, col)
         return self._cols[key]
 

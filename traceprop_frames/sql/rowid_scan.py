@@ -44,7 +44,8 @@ class RowidScans:
         self._effects: dict[str, tuple[str, ...] | None] = {}  # statement text -> tables it may change
         self._sql: dict[tuple, str] = {}  # (SQL, tables) -> SQL reading rowid
         self._bad: set[str] = set()  # SQL whose rowid version DuckDB did not bind (then: the stored column)
-        self.changes = 0  # moves whenever the safe set may have changed (sql.key_lineage drops its reads)
+        self.changes = 0  # moves whenever the safe set may have changed
+        self.stamp: dict[str, int] = {}  # table -> ``changes`` when it entered the safe set (sql.key_lineage)
 
     def off(self) -> None:
         """For good (user code holds the raw connection)."""
@@ -66,6 +67,7 @@ class RowidScans:
         bad = raw.execute(f"SELECT count(*) FROM {q} WHERE {RID} IS DISTINCT FROM rowid + {int(base)}")
         if bad.fetchall()[0][0] == 0:
             self.tables[name] = int(base)
+            self.stamp[name] = self.changes  # what was read of an earlier table of this name is not this
 
     def forget(self, name: str) -> None:
         self.tables.pop(name.lower(), None)
