@@ -25,6 +25,9 @@ Sound only while the tables are the ones whose columns were read. Applies only w
 - ``T.k = X.c`` is a top-level conjunct of WHERE, both columns of a signed (or up to 32-bit unsigned)
   integer type, ``T.k`` unique among ``T``'s non-NULL values (checked on the whole column);
 - every id looked up finds its row (otherwise the query runs again as before, carrying every list).
+
+A key column is read only for a query text run before (reading a 6-million-row column costs more than
+one query saves): a query run once costs what it did; from its second run on, the look-ups pay.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class KeyLineage:
         self._cols: dict[tuple[str, str], tuple | None] = {}  # (table, column) -> (values, valid) | None
         self._maps: dict[tuple[str, str], tuple | None] = {}  # (table, column) -> key index | None
         self._seen: dict[str, int | None] = {}  # table -> its RowidScans.stamp when read
+        self._runs: dict[str, None] = {}  # SQL texts planned before: only these read key columns
         self._scans = None
 
     def plan(self, raw, sql: str, rw, scans, columns: dict[str, list[str]]):
@@ -85,7 +89,11 @@ class KeyLineage:
         if shape is None or any(t not in scans.tables for t in shape.aliases.values()):
             return None
         self._drop_stale(scans)
-        steps = self._steps(raw, shape, columns)
+        may_read = sql in self._runs  # a query run once reads nothing it does not have
+        while len(self._runs) >= 1024:
+            self._runs.pop(next(iter(self._runs)))
+        self._runs[sql] = None
+        steps = self._steps(raw, shape, columns, may_read)
         if not steps:
             return None
         kept = [a for a in shape.parts if a not in steps]
@@ -125,7 +133,7 @@ class KeyLineage:
             self._shapes[sql] = _read_shape(sql)
         return self._shapes[sql]
 
-    def _steps(self, raw, shape: _Shape, columns: dict[str, list[str]]) -> dict[str, tuple[str, str, str]]:
+    def _steps(self, raw, shape: _Shape, columns: dict, may_read: bool) -> dict[str, tuple[str, str, str]]:
         """alias -> (its key column, the alias it is looked up from, that alias's column), acyclic."""
         owners = {}
         for a, t in shape.aliases.items():
@@ -140,9 +148,8 @@ class KeyLineage:
             if not (_has(columns, shape.aliases[a1], c1) and _has(columns, shape.aliases[a2], c2)):
                 continue
             for t, k, x, c in ((a1, c1, a2, c2), (a2, c2, a1, c1)):
-                if self._index(raw, shape.aliases[t], k) is not None and self._column(
-                    raw, shape.aliases[x], c
-                ):
+                tx, xx = shape.aliases[t], shape.aliases[x]
+                if self._index(raw, tx, k, may_read) and self._column(raw, xx, c, may_read):
                     edges.setdefault(t, []).append((k, x, c))
         steps: dict[str, tuple[str, str, str]] = {}
         reached = [a for a in shape.parts if a not in edges]
@@ -160,18 +167,23 @@ class KeyLineage:
                 reached.append(rest.pop(0))
         return steps
 
-    def _column(self, raw, table: str, col: str):
-        """(values by row, valid or None) of an integer column, read once; None for other types."""
+    def _column(self, raw, table: str, col: str, may_read: bool = True):
+        """(values by row, valid or None) of an integer column, read once; None for other types (or not
+        read yet where ``may_read`` is false)."""
         key = (table, col.lower())
         if key not in self._cols:
+            if not may_read:
+                return None
             self._seen.setdefault(table, self._scans.stamp.get(table))
             self._cols[key] = _read_column(raw, table, col)
         return self._cols[key]
 
-    def _index(self, raw, table: str, col: str):
+    def _index(self, raw, table: str, col: str, may_read: bool = True):
         """A look-up from key value to row where ``col`` is unique in ``table``, else None."""
         key = (table, col.lower())
         if key not in self._maps:
+            if not may_read and key not in self._cols:
+                return None
             read = self._column(raw, table, col)
             self._maps[key] = None if read is None else _key_index(*read)
         return self._maps[key]
