@@ -27,7 +27,11 @@ Sound only while the tables are the ones whose columns were read. Applies only w
 - every id looked up finds its row (otherwise the query runs again as before, carrying every list).
 
 A key column is read only for a query text run before (reading a 6-million-row column costs more than
-one query saves): a query run once costs what it did; from its second run on, the look-ups pay.
+one query saves): a query run once costs what it did; from its second run on, the look-ups pay. And only
+of tables of at most :data:`MAX_ROWS` rows, both the looked-up table and the one it is looked up from: a
+whole-column read of a large table costs more than many runs save and stays in memory (TPC-H SF 1:
+``lineitem`` / ``orders`` are carried, ``nation`` / ``region`` / ``part`` looked up from ``supplier`` /
+``customer`` / ``partsupp``; the reads are under 1 million rows, at most a few MiB each).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from traceprop_frames.sql.dialect import DIALECT, quote_name
 RID = "__tp_rid"
 LIN = "__tp_lin"
 _ID_BITS = 40  # a global row id is (source id << 40) | row
+MAX_ROWS = 1_000_000  # only tables of at most this many rows are read (both sides of a look-up)
 
 
 @dataclass
@@ -67,6 +72,7 @@ class KeyLineage:
         self._cols: dict[tuple[str, str], tuple | None] = {}  # (table, column) -> (values, valid) | None
         self._maps: dict[tuple[str, str], tuple | None] = {}  # (table, column) -> key index | None
         self._seen: dict[str, int | None] = {}  # table -> its RowidScans.stamp when read
+        self._rows: dict[str, int] = {}  # table -> its row count (read with a column, dropped with it)
         self._runs: dict[str, None] = {}  # SQL texts planned before: only these read key columns
         self._scans = None
 
@@ -125,6 +131,7 @@ class KeyLineage:
                     del self._cols[key]
                 for key in [k for k in self._maps if k[0] == t]:
                     del self._maps[key]
+                self._rows.pop(t, None)
 
     def _shape(self, sql: str) -> _Shape | None:
         if sql not in self._shapes:
@@ -149,6 +156,8 @@ class KeyLineage:
                 continue
             for t, k, x, c in ((a1, c1, a2, c2), (a2, c2, a1, c1)):
                 tx, xx = shape.aliases[t], shape.aliases[x]
+                if not (self._small(raw, tx, may_read) and self._small(raw, xx, may_read)):
+                    continue
                 if self._index(raw, tx, k, may_read) and self._column(raw, xx, c, may_read):
                     edges.setdefault(t, []).append((k, x, c))
         steps: dict[str, tuple[str, str, str]] = {}
@@ -166,6 +175,16 @@ class KeyLineage:
             if not grown:  # a cycle of unique keys: carry the first one's ids
                 reached.append(rest.pop(0))
         return steps
+
+    def _small(self, raw, table: str, may_read: bool) -> bool:
+        """Whether ``table`` has at most :data:`MAX_ROWS` rows (counted once per safe-set stamp; False
+        where not counted yet and ``may_read`` is false)."""
+        if table not in self._rows:
+            if not may_read:
+                return False
+            self._seen.setdefault(table, self._scans.stamp.get(table))
+            self._rows[table] = raw.sql(f"SELECT count(*) FROM {quote_name(table)}").fetchall()[0][0]
+        return self._rows[table] <= MAX_ROWS
 
     def _column(self, raw, table: str, col: str, may_read: bool = True):
         """(values by row, valid or None) of an integer column, read once; None for other types (or not
