@@ -52,6 +52,7 @@ from traceprop_frames.sql.erasure_scan import scan_filter
 from traceprop_frames.sql.exists_lateral import refuse_one_row_exists
 from traceprop_frames.sql.first_plan import FirstRewrites
 from traceprop_frames.sql.join_refs import JoinRefs, compose, id_part, plan_join_refs, row_positions, rows_of
+from traceprop_frames.sql.key_lineage import KeyLineage
 from traceprop_frames.sql.late_column import LateColumns, add_sql
 from traceprop_frames.sql.lazy import (
     LazyRowLineage,
@@ -315,6 +316,7 @@ class TracedConnection:
         self._bound = BoundCaptures(self._con)  # kept capture statements bound once (sql.bound_capture)
         self._hold_oids = False  # True while an eager query's own reads leave the waiting oids waiting
         self._rowid = RowidScans(database)  # loaded tables eager queries may read by rowid (sql.rowid_scan)
+        self._keys = KeyLineage()  # tables eager queries look up by a unique key (sql.key_lineage)
         self._closed = False
         self._lazy = live_resolvers()  # lazily captured results still alive: resolved on close()
         self._versions: dict[str, int] = {}  # table -> statements run through this connection that changed it
@@ -792,9 +794,7 @@ class TracedConnection:
                         break
                     dense = dense_bits.run(self._raw, rw, sql)  # (table, lo): bitstrings, decoded when read
                     rw.null_sides = []  # (sides of this run whose ids hold a NULL: sql.null_rids)
-                    table, extra = (
-                        (None, []) if dense else self._rowid.run(self._run_eager, sql, rw)
-                    )  # rowid where sound
+                    table, extra = (None, []) if dense else self._run_keyed(sql, rw)  # rowid where sound
                 else:
                     self._write(stmt, sql, text, what, rw, single)
                     table = None
@@ -862,6 +862,18 @@ class TracedConnection:
 
     def _run_eager(self, sql: str, rw):
         return run_eager(self._raw, sql, rw, lineage_from_arrow)
+
+    def _run_keyed(self, sql: str, rw):
+        """:meth:`_run_eager` (by rowid where sound), the tables reached on a unique key looked up after
+        the query instead of carried where sound (see :mod:`traceprop_frames.sql.key_lineage`)."""
+        cat = self._cat
+        keyed = self._keys.plan(self._raw, sql, rw, self._rowid, cat.columns if cat is not None else {})
+        if keyed is not None:
+            table, extra = self._rowid.run(self._run_eager, keyed[0], rw)
+            parts = keyed[1](table, lineage_from_arrow)
+            if parts is not None:
+                return table, extra + parts
+        return self._rowid.run(self._run_eager, sql, rw)
 
     def _write(self, stmt, sql: str, text: str, what: str, rw, single: bool) -> None:
         """Run a statement that writes (DDL / DML) and bring the cached catalog and plans up to date."""

@@ -44,16 +44,20 @@ class RowidScans:
         self._effects: dict[str, tuple[str, ...] | None] = {}  # statement text -> tables it may change
         self._sql: dict[tuple, str] = {}  # (SQL, tables) -> SQL reading rowid
         self._bad: set[str] = set()  # SQL whose rowid version DuckDB did not bind (then: the stored column)
+        self.changes = 0  # moves whenever the safe set may have changed
+        self.stamp: dict[str, int] = {}  # table -> ``changes`` when it entered the safe set (sql.key_lineage)
 
     def off(self) -> None:
         """For good (user code holds the raw connection)."""
         self.on = False
         self.tables.clear()
+        self.changes += 1
 
     def loaded(self, raw: duckdb.DuckDBPyConnection, name: str, base: int, in_txn: bool) -> None:
         """``name`` was just loaded by tpf with ids ``base + row``: checked on every row, then kept."""
         name = name.lower()
         self.tables.pop(name, None)
+        self.changes += 1
         if not self.on or in_txn:
             return
         q = quote_name(name)
@@ -63,9 +67,11 @@ class RowidScans:
         bad = raw.execute(f"SELECT count(*) FROM {q} WHERE {RID} IS DISTINCT FROM rowid + {int(base)}")
         if bad.fetchall()[0][0] == 0:
             self.tables[name] = int(base)
+            self.stamp[name] = self.changes  # what was read of an earlier table of this name is not this
 
     def forget(self, name: str) -> None:
         self.tables.pop(name.lower(), None)
+        self.changes += 1
 
     def before(self, raw: duckdb.DuckDBPyConnection, text: str) -> None:
         """Before ``text`` runs through the connection: take out the tables it may change."""
@@ -76,6 +82,8 @@ class RowidScans:
                 self._effects.pop(next(iter(self._effects)))
             self._effects[text] = _changed_by(raw, text)
         changed = self._effects[text]
+        if changed != ():
+            self.changes += 1
         if changed is None:
             self.tables.clear()
         for t in changed or ():
