@@ -109,6 +109,14 @@ def _spy(con, monkeypatch) -> list:
     return sent
 
 
+def _same_as_plain(df: pd.DataFrame, frames: dict, q: str) -> None:
+    """``df`` is the frame plain DuckDB gives for ``q`` over ``frames`` (values, dtypes, names)."""
+    plain = duckdb.connect()
+    for name, f in frames.items():
+        plain.register(name, f)
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(q).df())
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_looked_up_tables_equal_brute_force(tmp_path, monkeypatch, seed):
     frames = _tables(seed)
@@ -121,10 +129,7 @@ def test_looked_up_tables_equal_brute_force(tmp_path, monkeypatch, seed):
     lin = sent[-1][sent[-1].index("SUM(l_qty)") :].split(" FROM ")[0]
     assert "cust." not in lin and "ord." not in lin and "item." in lin  # only item's ids carried
     assert _got(df) == _oracle(frames)
-    plain = duckdb.connect()
-    for name, f in frames.items():
-        plain.register(name, f)
-    pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(Q).df())
+    _same_as_plain(df, frames, Q)
 
 
 def test_lineage_is_sufficient(tmp_path):
@@ -370,10 +375,7 @@ def test_row_limit_keeps_large_tables_carried(tmp_path, monkeypatch, max_rows, c
     assert _carried(sent[-1]) == carried
     assert {t for t, _ in con._keys._cols} <= read and {t for t, _ in con._keys._maps} <= read
     assert _got(df) == _oracle(frames)
-    plain = duckdb.connect()
-    for name, f in frames.items():
-        plain.register(name, f)
-    pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(Q).df())
+    _same_as_plain(df, frames, Q)
 
 
 def test_row_limit_empty_result(tmp_path, monkeypatch):
@@ -386,10 +388,7 @@ def test_row_limit_empty_result(tmp_path, monkeypatch):
     sent = _spy(con, monkeypatch)
     df = con.sql(empty)
     assert _carried(sent[-1]) == {"ord", "item"} and len(df) == 0
-    plain = duckdb.connect()
-    for name, f in frames.items():
-        plain.register(name, f)
-    pd.testing.assert_frame_equal(df.reset_index(drop=True), plain.sql(empty).df())
+    _same_as_plain(df, frames, empty)
 
 
 def test_row_limit_counted_again_after_reload(tmp_path, monkeypatch):

@@ -71,6 +71,17 @@ def _spy(con) -> list:
     return runs
 
 
+def _by_value(tmp):
+    """A connection whose second run of ``Q`` was captured by value: (connection, runs spied, that frame)."""
+    con = _connect(tmp)
+    runs = _spy(con)
+    con.execute(CTAS)
+    con.sql(Q)
+    df = con.sql(Q)
+    assert runs == [True]
+    return con, runs, df
+
+
 def _oracle(con, u, df) -> list[set]:
     """Per result row: its ``a`` row (by ``i``) and the ``u`` rows of its ``k`` (brute force)."""
     return [
@@ -132,12 +143,7 @@ def test_results_by_row_id_and_by_value_alive_together(data):
 
 def test_several_rows_and_one_row_of_a_by_value_result(data):
     u, tmp = data
-    con = _connect(tmp)
-    runs = _spy(con)
-    con.execute(CTAS)
-    con.sql(Q)
-    df = con.sql(Q)
-    assert runs == [True]
+    con, runs, df = _by_value(tmp)
     want = _oracle(con, u, df)
     assert [lineage_sets(df.iloc[[j]])[0] for j in (0, len(df) - 1)] == [want[0], want[-1]]
     assert lineage_sets(df.iloc[list(range(0, len(df), 3))]) == want[::3]
@@ -259,12 +265,7 @@ def test_statements_that_never_speculate(data, q):
 
 def test_persisted_results(data):
     u, tmp = data
-    con = _connect(tmp)
-    runs = _spy(con)
-    con.execute(CTAS)
-    con.sql(Q)
-    df = con.sql(Q)
-    assert runs == [True]
+    con, runs, df = _by_value(tmp)
     want = _oracle(con, u, df)
     df.tp.to_parquet(tmp / "out.parquet")
     assert lineage_sets(tpf.read_traced(tmp / "out.parquet")) == want
@@ -290,12 +291,7 @@ def test_a_duplicate_made_unseen_raises_not_a_wrong_row(data):
     """A change through ``con.raw`` that keeps the table (not seen by the fingerprint): two rows now hold
     the value of the row asked; the backward query finds both and raises."""
     _, tmp = data
-    con = _connect(tmp)
-    runs = _spy(con)
-    con.execute(CTAS)
-    con.sql(Q)
-    df = con.sql(Q)
-    assert runs == [True]
+    con, runs, df = _by_value(tmp)
     row = int(np.flatnonzero(df["i"].to_numpy() == 0)[0])
     con.raw.execute(f"UPDATE a SET id = {_id_of(con, 0)} WHERE i = 1")
     with pytest.raises(SourceChangedError, match="several rows"):
