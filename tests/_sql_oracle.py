@@ -40,6 +40,19 @@ def eager_lazy_plain(root, tables: dict, plain_reads_parquet: bool = True):
     return eager, lazy, plain
 
 
+def assert_lazy_equals_eager(eager, lazy, queries) -> None:
+    """Each query gives the same frame on both connections, and each row the same source rows."""
+    import numpy as np
+    import pandas as pd
+
+    for q in queries:
+        want, got = eager.sql(q), lazy.sql(q)
+        pd.testing.assert_frame_equal(want.reset_index(drop=True), got.reset_index(drop=True))
+        for i in range(len(got)):
+            w, g = want.tp.sources(rows=[i]), got.tp.sources(rows=[i])
+            assert w.keys() == g.keys() and all(np.array_equal(w[k], g[k]) for k in w), (q, i)
+
+
 def left_join_groups(c, o, cond) -> dict:
     """Group key -> (customer rows, order rows, [count(oid)]) of ``c LEFT JOIN o ON ck = ock AND
     cond(order row)`` grouped by ``ck``, by brute force over every pair (NULL keys: one group, no orders)."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import assert_lazy_equals_eager, eager_lazy_plain
 
-import traceprop_frames as tpf
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql import lazy as lazy_mod
 
@@ -40,11 +40,7 @@ def tables(tmp_path):
     b = pd.DataFrame({"bk": pd.array(rng.integers(0, 25, 40), dtype="Int64"), "w": rng.integers(1, 9, 40)})
     b.loc[[1, 22], "bk"] = pd.NA
     c = pd.DataFrame({"ck": pd.array(rng.integers(0, 25, 15), dtype="Int64")})
-    eager, lazy = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
-    for name, df in (("a", a), ("b", b), ("c", c)):
-        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
-        for con in (eager, lazy):
-            con.read_parquet(tmp_path / f"{name}.parquet", name=name)
+    eager, lazy, _ = eager_lazy_plain(tmp_path, {"a": a, "b": b, "c": c})
     yield eager, lazy, {"a": a, "b": b, "c": c}, tmp_path
     eager.close()
     lazy.close()
@@ -151,13 +147,8 @@ def test_empty_results(tables):
 
 
 def test_equal_to_eager(tables):
-    eager, lazy, _, tmp = tables
-    for q in (ONE + "", GROUPED + " ORDER BY g", THREE, LEFT + " ORDER BY g"):
-        want, got = eager.sql(q), lazy.sql(q)
-        pd.testing.assert_frame_equal(want.reset_index(drop=True), got.reset_index(drop=True))
-        for i in range(len(got)):
-            w, g = want.tp.sources(rows=[i]), got.tp.sources(rows=[i])
-            assert w.keys() == g.keys() and all(np.array_equal(w[k], g[k]) for k in w)
+    eager, lazy, _, _ = tables
+    assert_lazy_equals_eager(eager, lazy, (ONE + "", GROUPED + " ORDER BY g", THREE, LEFT + " ORDER BY g"))
 
 
 def test_source_changed_before_the_question(tables):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _sql_oracle import assert_lazy_equals_eager, eager_lazy_plain
 
-import traceprop_frames as tpf
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql import lazy as lazy_mod
 from traceprop_frames.sql.lazy_lateral import lateral_witnesses
@@ -43,11 +43,7 @@ def tables(tmp_path):
     c.loc[[3], "ck"] = pd.NA
     k0 = c["ck"].mode()[0]  # the most repeated key: one of its rows has a NULL v2
     c.loc[c.index[c["ck"] == k0][:1], "v2"] = pd.NA  # read by the subquery (a witness), not in the mean
-    eager, lazy = tpf.connect(capture="eager"), tpf.connect(capture="lazy")
-    for name, df in (("a", a), ("c", c)):
-        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
-        for con in (eager, lazy):
-            con.read_parquet(tmp_path / f"{name}.parquet", name=name)
+    eager, lazy, _ = eager_lazy_plain(tmp_path, {"a": a, "c": c})
     yield eager, lazy, a, c, tmp_path
     eager.close()
     lazy.close()
@@ -120,13 +116,8 @@ def test_several_rows_at_once(tables):
 
 
 def test_equal_to_eager(tables):
-    eager, lazy, _, _, tmp = tables
-    for q in (ONE, GROUPED + " ORDER BY g"):
-        want, got = eager.sql(q), lazy.sql(q)
-        pd.testing.assert_frame_equal(want.reset_index(drop=True), got.reset_index(drop=True))
-        for i in range(len(got)):
-            w, g = want.tp.sources(rows=[i]), got.tp.sources(rows=[i])
-            assert w.keys() == g.keys() and all(np.array_equal(w[k], g[k]) for k in w)
+    eager, lazy, _, _, _ = tables
+    assert_lazy_equals_eager(eager, lazy, (ONE, GROUPED + " ORDER BY g"))
 
 
 def test_empty_results(tables):
