@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from _sql_oracle import lineage_sets
 
@@ -331,3 +332,67 @@ def test_plans_kept_no_longer_than_their_captures(data):
         con.sql(f"SELECT a.id, a.i + {n} AS z FROM a")
     assert len(con._unique) == len(con._captures) <= 256
     assert set(con._unique) <= set(con._captures)
+
+
+def test_writes_into_a_by_value_frame_leave_its_lineage(data):
+    """The frame is the user's: cells of its key column changed in place (ids swapped between rows, one
+    set to another row's id, one to an id no row has) change neither its lineage nor the next run's. (A
+    query whose columns all convert as plain DuckDB's ``.df()``: the key is read from the frame itself.)"""
+    u, tmp = data
+    q = "SELECT a.*, ua.n FROM a LEFT JOIN ua USING (k) WHERE a.x > -0.5"  # (count(*): BIGINT, not HUGEINT)
+    con = _connect(tmp)
+    runs = _spy(con)
+    con.execute(CTAS)
+    con.sql(q)
+    df = con.sql(q)
+    assert runs == [True]
+    before = df.copy()
+    want = _oracle(con, u, df)
+    pos = list(df.columns).index("id")
+    first, second = df.iloc[0, pos], df.iloc[1, pos]
+    df.iloc[0, pos], df.iloc[1, pos] = second, first
+    df.iloc[2, pos] = second
+    df.iloc[3, pos] = -5  # no row has it
+    assert (df["id"] == second).sum() == 2  # (the writes happened)
+    assert lineage_sets(df.iloc[[0]]) == [want[0]] and lineage_sets(df.iloc[[3]]) == [want[3]]
+    assert lineage_sets(df.iloc[[1, 2]]) == [want[1], want[2]]
+    assert lineage_sets(df) == want
+    again = con.sql(q)
+    assert runs == [True, True]
+    assert lineage_sets(again) == _oracle(con, u, again)
+    pd.testing.assert_frame_equal(
+        again.sort_values("i").reset_index(drop=True), before.sort_values("i").reset_index(drop=True)
+    )
+
+
+def _distinct_cases():
+    rng = np.random.default_rng(11)
+    cases = [np.array([], dtype=np.int64), np.array([5]), np.array([5, 5]), np.array([2, 1])]
+    for n in (2, 3, 17, 1000, 20000):
+        base = rng.permutation(n).astype(np.int64) + 100_001
+        cases += [base, np.sort(base), np.sort(base)[::-1].copy(), base * 7 - 3_000_000]  # dense, sparse
+        dup = base.copy()
+        dup[rng.integers(0, n)] = dup[rng.integers(0, n)]  # (may pick the same place: then distinct)
+        cases += [dup, np.sort(dup), dup * 1000]
+        cases += [rng.integers(-n, n, n), rng.integers(0, 2**62, n)]
+    top = np.iinfo(np.int64).max
+    cases += [np.array([top, top - 1, top - 5]), np.array([top, -top, 0]), np.array([top, top - 1, top])]
+    cases += [np.array([3, 1, 2, 1], dtype=np.int8), np.array([2**64 - 1, 0, 2**63], dtype=np.uint64)]
+    cases += [np.array([2**64 - 1, 2**64 - 3, 2**64 - 1], dtype=np.uint64)]
+    return cases
+
+
+def test_the_distinct_check_against_a_set():
+    """``lazy_unique.distinct`` (increasing / marks over a dense range / sort) equals a Python set's answer."""
+    from traceprop_frames.sql.lazy_unique import checked_keys, distinct
+
+    cases = _distinct_cases()
+    answers = [distinct(v) for v in cases]
+    assert answers == [len(set(v.tolist())) == len(v) for v in cases]
+    assert True in answers and False in answers
+    for v in cases:  # the later runs' check: no NULLs, integers, distinct; the keys themselves kept
+        keys = pa.table([pa.array(v)], names=["k"])
+        got = checked_keys(keys)
+        assert (got is keys) if len(set(v.tolist())) == len(v) else got is None
+    assert checked_keys(pa.table([pa.array([1, None, 2])], names=["k"])) is None
+    assert checked_keys(pa.table([pa.array(["a", "b"])], names=["k"])) is None

@@ -216,6 +216,18 @@ def _same_through_arrow(t: str) -> bool:
     return t in _SAME_THROUGH_ARROW or (t.startswith("DECIMAL(") and t.endswith(")"))
 
 
+def _key_array(col: pd.Series, copy: bool) -> pa.Array:
+    """A key column of a capture frame as Arrow; ``copy``: one of the frame's own columns (the user's to
+    change), copied. A numpy integer column is copied as its numpy array (the same Arrow array, ≈ 15 us
+    less than ``Series.copy`` on 20,000 rows); any other dtype through ``Series.copy``."""
+    if not copy:
+        return pa.array(col)
+    dtype = col.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return pa.array(np.array(col.to_numpy(), copy=True))
+    return pa.array(col.copy())
+
+
 def _unique(names: list[str] | None) -> bool:
     """No name repeats (DuckDB's ``.df()`` renames repeats itself: then the frame goes through Arrow)."""
     return names is None or len(set(names)) == len(names)
@@ -1304,7 +1316,8 @@ class TracedConnection:
 
     def _capture_frame(self, text: str, capture_sql: str, shape, simple_names: bool, bound: str = ""):
         """Run the capture statement: (data frame, key columns as Arrow, the keys' DuckDB types);
-        ``bound``: a suffix of ``text`` under which its bind is kept (another capture of the same text)."""
+        ``bound``: a suffix of ``text`` under which its bind is kept (another capture of the same text).
+        The key columns never share memory with the frame (``lazy_unique.checked_keys`` relies on it)."""
         # (not self._raw, which would read the oids left to wait)
         btext = text + bound
         types, rel, count = self._bound.types(btext, capture_sql), None, None
@@ -1344,10 +1357,7 @@ class TracedConnection:
             cols = df.iloc(axis=1)
             # a key read from an output column is copied: pa.array shares a numpy column's memory, and the
             # frame is the user's (a write into it in place would change the rows the lineage names)
-            keys = pa.table(
-                [pa.array(cols[i].copy() if i < n_data else cols[i]) for i in key_at],
-                names=key_names(len(key_at)),
-            )
+            keys = pa.table([_key_array(cols[i], i < n_data) for i in key_at], names=key_names(len(key_at)))
             if shape.n_keys:  # keys appended after the data columns
                 df = cols[:n_data]
             if names is not None and df.columns.tolist() != names:  # (a rename costs ~80 us a query)

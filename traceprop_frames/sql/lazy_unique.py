@@ -114,20 +114,20 @@ def choose(spec: UniqueKey, df) -> None:
 
 
 def checked_keys(keys: pa.Table) -> pa.Table | None:
-    """The result's key column (its by-value candidate) as a copy, where it holds distinct integers
-    without NULLs; None otherwise (the statement is then run again with the row id)."""
+    """The result's key column (its by-value candidate), where it holds distinct integers without NULLs;
+    None otherwise (the statement is then run again with the row id). ``keys`` is already a copy, not
+    the frame's memory (the user may change the frame: ``Connection._capture_frame`` copies it)."""
     col = keys.column(0)
     if col.null_count or not pa.types.is_integer(col.type):
         return None
-    values = np.array(col.to_numpy(), copy=True)  # (not the frame's memory: the user may change it)
-    if not distinct(values):
+    if not distinct(col.to_numpy()):
         return None
-    return pa.table([pa.array(values)], names=keys.column_names)
+    return keys
 
 
 def distinct(v: np.ndarray) -> bool:
-    """True if the integers ``v`` are pairwise distinct: increasing, or a count per value over a dense
-    range (≈ 40 us for 20,000), else sorted."""
+    """True if the integers ``v`` are pairwise distinct: increasing, or one mark per value over a dense
+    range (as many marks set as values; ≈ 32 us for 20,000, a count per value ≈ 44 us), else sorted."""
     n = len(v)
     if n < 2:
         return True
@@ -135,6 +135,8 @@ def distinct(v: np.ndarray) -> bool:
         return True
     lo, hi = int(v.min()), int(v.max())
     if hi - lo < 4 * n + 1024:
-        return int(np.bincount((v - v.dtype.type(lo)).astype(np.intp, copy=False)).max()) <= 1
+        seen = np.zeros(hi - lo + 1, dtype=np.bool_)
+        seen[(v - v.dtype.type(lo)).astype(np.intp, copy=False)] = True
+        return int(np.count_nonzero(seen)) == n
     s = np.sort(v)
     return not bool((s[1:] == s[:-1]).any())
