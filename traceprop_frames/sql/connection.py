@@ -881,7 +881,7 @@ class TracedConnection:
         self._run_write(stmt, sql)
         target = _target(stmt)
         if what in ("create", "insert") and target is not None and stmt.expression is not None:
-            self._inner.made(target, text, hidden, insert=what == "insert")  # (sql.null_rids)
+            self._inner.made(target, text, hidden, what == "insert", self._raw)  # (sql.null_rids)
         else:
             self._inner.dropped(_written(stmt))
         made = self._eager_ctas.get(text) if single and what == "create" else None
@@ -1498,7 +1498,7 @@ class TracedConnection:
             raise
         self._pending[target] = pending
         self._late.made(target, late)
-        self._inner.made(target, text, None if self._cat is None else self._cat.hidden)  # (sql.null_rids)
+        self._inner.made(target, text, None if self._cat is None else self._cat.hidden, raw=self._raw)
         self._changed(target)
         self._patch_catalog(target, plan.columns)
         if defer:
@@ -1592,7 +1592,7 @@ class TracedConnection:
         pending = MemberTable(target, create.query, create.keys, [key], {}, -1, members=members)
         self._pending[target] = pending
         self._late.forget(target)  # (made with its column)
-        self._inner.made(target, text, None if self._cat is None else self._cat.hidden)  # (sql.null_rids)
+        self._inner.made(target, text, None if self._cat is None else self._cat.hidden, raw=self._raw)
         self._changed(target)
         self._patch_catalog(target, create.columns)
         if defer:

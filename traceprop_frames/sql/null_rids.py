@@ -91,6 +91,10 @@ def found(
                 return error(sorted(rids) or read)
     if raw is None or not outer:
         return None
+    if inner is not None and "list" in kinds:  # an outer join over stored lists that may hold a row's NULL
+        bad = [t for t in read if t in inner.tables and _lists_hold_null(raw, t)]
+        if bad:
+            return error(sorted(set().union(*(inner.tables[t] for t in bad))) or bad)
     return _outer_rows(raw, stmt, names, kinds, sorted(set(read) | set(tables)), hidden)
 
 
@@ -238,13 +242,19 @@ class InnerLists:
 
     def __init__(self) -> None:
         self.tables: dict[str, frozenset[str]] = {}
+        self.joins: set[str] = set()  # made over an outer join from tables without rows lacking an id
         self._reads: dict[str, tuple[bool, frozenset[str]]] = {}
 
-    def made(self, target: str, text: str, hidden: dict | None, insert: bool = False) -> None:
+    def made(self, target: str, text: str, hidden: dict | None, insert: bool = False, raw=None) -> None:
         """``target`` made (or, ``insert``, added to) by statement ``text`` (``CREATE TABLE ... AS`` /
         ``INSERT INTO ... SELECT``, as the user wrote it); ``hidden``: the catalog's table -> hidden column
-        kind before it ran (None: not known, the table is left out)."""
+        kind before it ran (None: not known, the table is left out). A statement with an outer join whose
+        stored lists it reads are all of :attr:`joins` (or none): the loaded tables it reads are counted
+        for rows without an id (``raw``; only then): none, every NULL in its lists is a join's
+        (:attr:`joins`); some, any NULL in them raises (:attr:`tables`: sufficient, not exact)."""
         target = target.lower()
+        was_joins = target in self.joins
+        self.joins.discard(target)
         if hidden is None:
             self.tables.pop(target, None)
             return
@@ -256,19 +266,52 @@ class InnerLists:
             hit = self._reads[text] = (any(_outer(j) for j in q.find_all(exp.Join)), tables)
         outer, read = hit
         sources = {t for t in read if hidden.get(t) == RID}
+        unknown, joined = False, False
         for t in read:
             if t in self.tables:
                 sources |= self.tables[t]
+            elif t in self.joins:
+                joined = True  # lists whose NULLs are a join's (no row without an id)
             elif hidden.get(t) == LIN:
-                outer = True  # lists of unknown making: their NULLs may be a join's
-        if outer or (insert and target not in self.tables):
-            self.tables.pop(target, None)
+                unknown = True  # lists of unknown making: their NULLs may be a join's
+        joined = joined or (insert and was_joins)  # (its NULLs so far: a join's)
+        if insert and not (target in self.tables or was_joins):
+            unknown = True  # rows of unknown making already in it
+        if (
+            unknown
+            or ((outer or joined) and any(t in self.tables for t in read))
+            or ((outer or joined) and raw is None)
+        ):
+            self.tables.pop(target, None)  # (an outer join over lists that may hold a row's NULL: not known)
+        elif outer or joined:
+            if any(_has_null_rid(raw, t) for t in sorted(sources)):
+                self.tables[target] = frozenset(
+                    sources | (self.tables.get(target, set()) if insert else set())
+                )
+            elif insert and target in self.tables:
+                self.tables.pop(target, None)  # its NULLs: a row's (not counted) and now a join's: not known
+            else:
+                self.tables.pop(target, None)
+                self.joins.add(target)
         else:
-            self.tables[target] = frozenset(sources | (self.tables[target] if insert else set()))
+            self.tables[target] = frozenset(sources | (self.tables.get(target, set()) if insert else set()))
 
     def dropped(self, targets) -> None:
         for t in targets:
             self.tables.pop(t.lower(), None)
+            self.joins.discard(t.lower())
+
+
+def _lists_hold_null(raw, table: str) -> bool:
+    """Whether the stored lists of ``table`` hold a NULL id (a scan of its lists: run only where an
+    outer join's result read them and shows a NULL inside a list)."""
+    q = f"SELECT count(*) FROM {quote_name(table)} WHERE list_count({LIN}) < len({LIN})"
+    return bool(raw.execute(q).fetchall()[0][0])
+
+
+def _has_null_rid(raw, table: str) -> bool:
+    """Whether loaded table ``table`` holds a row without an id (one ``count``)."""
+    return bool(raw.execute(f"SELECT count(*) FROM {quote_name(table)} WHERE {RID} IS NULL").fetchall()[0][0])
 
 
 def in_lists(table: str, lists: pa.Table, rows: np.ndarray, inner) -> SourceChangedError | None:
