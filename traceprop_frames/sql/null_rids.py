@@ -250,7 +250,7 @@ class InnerLists:
         ``INSERT INTO ... SELECT``, as the user wrote it); ``hidden``: the catalog's table -> hidden column
         kind before it ran (None: not known, the table is left out). A statement with an outer join whose
         stored lists it reads are all of :attr:`joins` (or none): the loaded tables it reads are counted
-        for rows without an id (``raw``; only then): none, every NULL in its lists is a join's
+        for rows without an id (``raw()``: the connection, asked only then): none, every NULL in its lists is a join's
         (:attr:`joins`); some, any NULL in them raises (:attr:`tables`: sufficient, not exact)."""
         target = target.lower()
         was_joins = target in self.joins
@@ -284,7 +284,7 @@ class InnerLists:
         ):
             self.tables.pop(target, None)  # (an outer join over lists that may hold a row's NULL: not known)
         elif outer or joined:
-            if any(_has_null_rid(raw, t) for t in sorted(sources)):
+            if any(_has_null_rid(raw(), t) for t in sorted(sources)):
                 self.tables[target] = frozenset(
                     sources | (self.tables.get(target, set()) if insert else set())
                 )
