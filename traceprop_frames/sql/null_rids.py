@@ -111,9 +111,58 @@ def _outer_rows(raw, stmt, names, kinds, read, hidden) -> SourceChangedError | N
     if not bad:
         return None
     for name, kind in zip(names, kinds):
+        if kind == "list" and not _matched_in_lists(raw, stmt, name, bad, hidden):
+            continue  # every NULL in these lists: a join's "no row"
         if kind is not None and (kind != "id" or _matched_null(raw, stmt, name, bad, hidden)):
             return error(bad)
     return None
+
+
+_LIST_NODES = (exp.Alias, exp.ArrayConcat, exp.ArrayAgg, exp.Column, exp.Identifier)
+
+
+def _matched_in_lists(raw, stmt: exp.Expression, name: str | None, bad: list[str], hidden: dict) -> bool:
+    """Whether lists column ``name`` of ``stmt`` may hold a NULL id of a row a join matched, for the one
+    shape an eager grouped outer join writes: ``list_concat`` of ``array_agg(alias.__tp_rid)`` over base
+    tables of its SELECT (no CTE): that SELECT run again, alone (every group), with the column as the
+    ``bool_or`` of ``alias.__tp_rid IS NULL AND alias.rowid IS NOT NULL`` over the aliases of ``bad``
+    tables (only the row without an id a join matched is true). True where not known (another shape,
+    or DuckDB refuses it)."""
+    root = stmt.copy()
+    ctes = {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}
+    for sel in root.find_all(exp.Select):
+        hit = [e for e in sel.expressions if e.alias_or_name.lower() == name]
+        if not hit:
+            continue
+        col = hit[0].this if isinstance(hit[0], exp.Alias) else hit[0]
+        if not all(isinstance(n, _LIST_NODES) for n in col.walk()):
+            return True
+        items = [sel.args.get("from_")] + list(sel.args.get("joins") or [])
+        tables = {it.this.alias_or_name.lower(): it.this for it in items if it is not None}
+        asks = []
+        for agg in list(col.find_all(exp.ArrayAgg)):
+            c = agg.this
+            t = tables.get(c.table.lower()) if isinstance(c, exp.Column) and c.table else None
+            if not isinstance(t, exp.Table) or c.name != RID or t.name.lower() in ctes:
+                return True
+            if t.name.lower() in bad:
+                a = quote_name(c.table)
+                asks.append(f"bool_or({a}.{RID} IS NULL AND {a}.rowid IS NOT NULL)")
+            elif hidden.get(t.name.lower()) != RID:
+                return True
+        if not asks:
+            return False  # the NULLs are of tables without rows lacking an id: the join's
+        hit[0].replace(sqlglot.parse_one(" OR ".join(asks), dialect=DIALECT).as_(name))
+        with_ = root.args.get("with_") if sel is not root else None
+        sub = sel.copy()
+        if with_ is not None:
+            sub.set("with_", with_.copy())
+        q = f"SELECT bool_or({quote_name(name)}) FROM ({sub.sql(dialect=DIALECT)}) AS __tp_q"
+        try:
+            return bool(raw.execute(q).fetchall()[0][0])
+        except duckdb.Error:
+            return True
+    return True
 
 
 def _matched_null(raw, stmt: exp.Expression, name: str | None, bad: list[str], hidden: dict) -> bool:
