@@ -16,9 +16,12 @@ of a table not known to be made without an outer join (:class:`InnerLists`: this
 ``CREATE TABLE ... AS`` / ``INSERT``, whether its statement had one). Where an outer join's NULLs were let
 through, the traced tables read are counted for rows without an id (:func:`_outer_rows`, only then); a
 table that has one makes a flat id column be asked again per row (matched by the join: the row's), and
-any other shape raises (sufficient, not exact). Witness rows (a subquery's side query or witness sets) are
-checked the same way. Not detected: a NULL inside stored lists of a table made over an outer join, by
-another connection or in an earlier session.
+an eager grouped outer join's lists are asked again per group (:func:`_matched_in_lists`); any other
+shape raises (sufficient, not exact). Witness rows (a subquery's side query or witness sets) are checked
+the same way. A table made here over an outer join is recorded by a count of the tables it reads
+(:meth:`InnerLists.made`): none with a row without an id, its NULLs are the join's; some, any NULL in its
+lists raises. Not detected: a NULL inside stored lists of a table made by another connection, in an
+earlier session, or over an outer join from a table made by an inner join.
 """
 
 from __future__ import annotations
@@ -285,9 +288,10 @@ def error(tables: list[str]) -> SourceChangedError:
 class InnerLists:
     """The tables this connection made (``CREATE TABLE ... AS``) whose stored lists no outer join wrote:
     a NULL id inside their lists is a source row's (one without an id), not a join's "no row"; each with
-    the loaded tables its lists' ids come from (named by the error). A table not here (made over an outer
-    join, by another connection, in an earlier session, or dropped here since) keeps the rule that a NULL
-    inside stored lists may be a join's. Each statement's text is parsed once (a repeated CTAS: a lookup)."""
+    the loaded tables its lists' ids come from (named by the error); :attr:`joins`: those made over an outer
+    join from tables without a row lacking an id (their NULLs are a join's). A table in neither (made by
+    another connection, in an earlier session, over an outer join from an inner-recorded table, or dropped
+    here since) keeps the rule that a NULL inside stored lists may be a join's. Each statement's text is parsed once (a repeated CTAS: a lookup)."""
 
     def __init__(self) -> None:
         self.tables: dict[str, frozenset[str]] = {}
