@@ -337,7 +337,12 @@ class InnerLists:
         ):
             self.tables.pop(target, None)  # (an outer join over lists that may hold a row's NULL: not known)
         elif outer or joined:
-            if any(_has_null_rid(raw(), t) for t in sorted(sources)):
+            try:
+                held = any(_has_null_rid(raw(), t) for t in sorted(sources))
+            except duckdb.Error:  # (a source dropped since): not known
+                self.tables.pop(target, None)
+                return
+            if held:
                 self.tables[target] = frozenset(
                     sources | (self.tables.get(target, set()) if insert else set())
                 )
