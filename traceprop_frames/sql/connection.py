@@ -384,6 +384,10 @@ class TracedConnection:
             self._settle_oids()
         return self._con
 
+    def _raw_later(self) -> duckdb.DuckDBPyConnection:
+        """:attr:`_raw`, for a callee that needs it only sometimes (reading it may run a statement)."""
+        return self._raw
+
     # ------------------------------------------------------------------ sources
     def read_csv(self, path, name: str, **kwargs) -> TracedConnection:
         """Load a CSV file into table ``name``; row ``i`` is the file's 0-based data row ``i``.
@@ -893,7 +897,7 @@ class TracedConnection:
         self._run_write(stmt, sql)
         target = _target(stmt)
         if what in ("create", "insert") and target is not None and stmt.expression is not None:
-            self._inner.made(target, text, hidden, insert=what == "insert")  # (sql.null_rids)
+            self._inner.made(target, text, hidden, what == "insert", self._raw_later)  # (sql.null_rids)
         else:
             self._inner.dropped(_written(stmt))
         made = self._eager_ctas.get(text) if single and what == "create" else None
@@ -1508,7 +1512,7 @@ class TracedConnection:
             raise
         self._pending[target] = pending
         self._late.made(target, late)
-        self._inner.made(target, text, None if self._cat is None else self._cat.hidden)  # (sql.null_rids)
+        self._inner.made(target, text, None if self._cat is None else self._cat.hidden, raw=self._raw_later)
         self._changed(target)
         self._patch_catalog(target, plan.columns)
         if defer:
@@ -1602,7 +1606,7 @@ class TracedConnection:
         pending = MemberTable(target, create.query, create.keys, [key], {}, -1, members=members)
         self._pending[target] = pending
         self._late.forget(target)  # (made with its column)
-        self._inner.made(target, text, None if self._cat is None else self._cat.hidden)  # (sql.null_rids)
+        self._inner.made(target, text, None if self._cat is None else self._cat.hidden, raw=self._raw_later)
         self._changed(target)
         self._patch_catalog(target, create.columns)
         if defer:

@@ -16,9 +16,12 @@ of a table not known to be made without an outer join (:class:`InnerLists`: this
 ``CREATE TABLE ... AS`` / ``INSERT``, whether its statement had one). Where an outer join's NULLs were let
 through, the traced tables read are counted for rows without an id (:func:`_outer_rows`, only then); a
 table that has one makes a flat id column be asked again per row (matched by the join: the row's), and
-any other shape raises (sufficient, not exact). Witness rows (a subquery's side query or witness sets) are
-checked the same way. Not detected: a NULL inside stored lists of a table made over an outer join, by
-another connection or in an earlier session.
+an eager grouped outer join's lists are asked again per group (:func:`_matched_in_lists`); any other
+shape raises (sufficient, not exact). Witness rows (a subquery's side query or witness sets) are checked
+the same way. A table made here over an outer join is recorded by a count of the tables it reads
+(:meth:`InnerLists.made`): none with a row without an id, its NULLs are the join's; some, any NULL in its
+lists raises. Not detected: a NULL inside stored lists of a table made by another connection, in an
+earlier session, or over an outer join from a table made by an inner join.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ def found(
                 return error(sorted(rids) or read)
     if raw is None or not outer:
         return None
+    if inner is not None and "list" in kinds:  # an outer join over stored lists that may hold a row's NULL
+        bad = [t for t in read if t in inner.tables and _lists_hold_null(raw, t)]
+        if bad:
+            return error(sorted(set().union(*(inner.tables[t] for t in bad))) or bad)
     return _outer_rows(raw, stmt, names, kinds, sorted(set(read) | set(tables)), hidden)
 
 
@@ -107,9 +114,58 @@ def _outer_rows(raw, stmt, names, kinds, read, hidden) -> SourceChangedError | N
     if not bad:
         return None
     for name, kind in zip(names, kinds):
+        if kind == "list" and not _matched_in_lists(raw, stmt, name, bad, hidden):
+            continue  # every NULL in these lists: a join's "no row"
         if kind is not None and (kind != "id" or _matched_null(raw, stmt, name, bad, hidden)):
             return error(bad)
     return None
+
+
+_LIST_NODES = (exp.Alias, exp.ArrayConcat, exp.ArrayAgg, exp.Column, exp.Identifier)
+
+
+def _matched_in_lists(raw, stmt: exp.Expression, name: str | None, bad: list[str], hidden: dict) -> bool:
+    """Whether lists column ``name`` of ``stmt`` may hold a NULL id of a row a join matched, for the one
+    shape an eager grouped outer join writes: ``list_concat`` of ``array_agg(alias.__tp_rid)`` over base
+    tables of its SELECT (no CTE): that SELECT run again, alone (every group), with the column as the
+    ``bool_or`` of ``alias.__tp_rid IS NULL AND alias.rowid IS NOT NULL`` over the aliases of ``bad``
+    tables (only the row without an id a join matched is true). True where not known (another shape,
+    or DuckDB refuses it)."""
+    root = stmt.copy()
+    ctes = {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}
+    for sel in root.find_all(exp.Select):
+        hit = [e for e in sel.expressions if e.alias_or_name.lower() == name]
+        if not hit:
+            continue
+        col = hit[0].this if isinstance(hit[0], exp.Alias) else hit[0]
+        if not all(isinstance(n, _LIST_NODES) for n in col.walk()):
+            return True
+        items = [sel.args.get("from_")] + list(sel.args.get("joins") or [])
+        tables = {it.this.alias_or_name.lower(): it.this for it in items if it is not None}
+        asks = []
+        for agg in list(col.find_all(exp.ArrayAgg)):
+            c = agg.this
+            t = tables.get(c.table.lower()) if isinstance(c, exp.Column) and c.table else None
+            if not isinstance(t, exp.Table) or c.name != RID or t.name.lower() in ctes:
+                return True
+            if t.name.lower() in bad:
+                a = quote_name(c.table)
+                asks.append(f"bool_or({a}.{RID} IS NULL AND {a}.rowid IS NOT NULL)")
+            elif hidden.get(t.name.lower()) != RID:
+                return True
+        if not asks:
+            return False  # the NULLs are of tables without rows lacking an id: the join's
+        hit[0].replace(sqlglot.parse_one(" OR ".join(asks), dialect=DIALECT).as_(name))
+        with_ = root.args.get("with_") if sel is not root else None
+        sub = sel.copy()
+        if with_ is not None:
+            sub.set("with_", with_.copy())
+        q = f"SELECT bool_or({quote_name(name)}) FROM ({sub.sql(dialect=DIALECT)}) AS __tp_q"
+        try:
+            return bool(raw.execute(q).fetchall()[0][0])
+        except duckdb.Error:
+            return True
+    return True
 
 
 def _matched_null(raw, stmt: exp.Expression, name: str | None, bad: list[str], hidden: dict) -> bool:
@@ -232,19 +288,26 @@ def error(tables: list[str]) -> SourceChangedError:
 class InnerLists:
     """The tables this connection made (``CREATE TABLE ... AS``) whose stored lists no outer join wrote:
     a NULL id inside their lists is a source row's (one without an id), not a join's "no row"; each with
-    the loaded tables its lists' ids come from (named by the error). A table not here (made over an outer
-    join, by another connection, in an earlier session, or dropped here since) keeps the rule that a NULL
-    inside stored lists may be a join's. Each statement's text is parsed once (a repeated CTAS: a lookup)."""
+    the loaded tables its lists' ids come from (named by the error); :attr:`joins`: those made over an outer
+    join from tables without a row lacking an id (their NULLs are a join's). A table in neither (made by
+    another connection, in an earlier session, over an outer join from an inner-recorded table, or dropped
+    here since) keeps the rule that a NULL inside stored lists may be a join's. Each statement's text is parsed once (a repeated CTAS: a lookup)."""
 
     def __init__(self) -> None:
         self.tables: dict[str, frozenset[str]] = {}
+        self.joins: set[str] = set()  # made over an outer join from tables without rows lacking an id
         self._reads: dict[str, tuple[bool, frozenset[str]]] = {}
 
-    def made(self, target: str, text: str, hidden: dict | None, insert: bool = False) -> None:
+    def made(self, target: str, text: str, hidden: dict | None, insert: bool = False, raw=None) -> None:
         """``target`` made (or, ``insert``, added to) by statement ``text`` (``CREATE TABLE ... AS`` /
         ``INSERT INTO ... SELECT``, as the user wrote it); ``hidden``: the catalog's table -> hidden column
-        kind before it ran (None: not known, the table is left out)."""
+        kind before it ran (None: not known, the table is left out). A statement with an outer join whose
+        stored lists it reads are all of :attr:`joins` (or none): the loaded tables it reads are counted
+        for rows without an id (``raw()``: the connection, asked only then): none, every NULL in its lists is a join's
+        (:attr:`joins`); some, any NULL in them raises (:attr:`tables`: sufficient, not exact)."""
         target = target.lower()
+        was_joins = target in self.joins
+        self.joins.discard(target)
         if hidden is None:
             self.tables.pop(target, None)
             return
@@ -256,19 +319,57 @@ class InnerLists:
             hit = self._reads[text] = (any(_outer(j) for j in q.find_all(exp.Join)), tables)
         outer, read = hit
         sources = {t for t in read if hidden.get(t) == RID}
+        unknown, joined = False, False
         for t in read:
             if t in self.tables:
                 sources |= self.tables[t]
+            elif t in self.joins:
+                joined = True  # lists whose NULLs are a join's (no row without an id)
             elif hidden.get(t) == LIN:
-                outer = True  # lists of unknown making: their NULLs may be a join's
-        if outer or (insert and target not in self.tables):
-            self.tables.pop(target, None)
+                unknown = True  # lists of unknown making: their NULLs may be a join's
+        joined = joined or (insert and was_joins)  # (its NULLs so far: a join's)
+        if insert and not (target in self.tables or was_joins):
+            unknown = True  # rows of unknown making already in it
+        if (
+            unknown
+            or ((outer or joined) and any(t in self.tables for t in read))
+            or ((outer or joined) and raw is None)
+        ):
+            self.tables.pop(target, None)  # (an outer join over lists that may hold a row's NULL: not known)
+        elif outer or joined:
+            try:
+                held = any(_has_null_rid(raw(), t) for t in sorted(sources))
+            except duckdb.Error:  # (a source dropped since): not known
+                self.tables.pop(target, None)
+                return
+            if held:
+                self.tables[target] = frozenset(
+                    sources | (self.tables.get(target, set()) if insert else set())
+                )
+            elif insert and target in self.tables:
+                self.tables.pop(target, None)  # its NULLs: a row's (not counted) and now a join's: not known
+            else:
+                self.tables.pop(target, None)
+                self.joins.add(target)
         else:
-            self.tables[target] = frozenset(sources | (self.tables[target] if insert else set()))
+            self.tables[target] = frozenset(sources | (self.tables.get(target, set()) if insert else set()))
 
     def dropped(self, targets) -> None:
         for t in targets:
             self.tables.pop(t.lower(), None)
+            self.joins.discard(t.lower())
+
+
+def _lists_hold_null(raw, table: str) -> bool:
+    """Whether the stored lists of ``table`` hold a NULL id (a scan of its lists: run only where an
+    outer join's result read them and shows a NULL inside a list)."""
+    q = f"SELECT count(*) FROM {quote_name(table)} WHERE list_count({LIN}) < len({LIN})"
+    return bool(raw.execute(q).fetchall()[0][0])
+
+
+def _has_null_rid(raw, table: str) -> bool:
+    """Whether loaded table ``table`` holds a row without an id (one ``count``)."""
+    return bool(raw.execute(f"SELECT count(*) FROM {quote_name(table)} WHERE {RID} IS NULL").fetchall()[0][0])
 
 
 def in_lists(table: str, lists: pa.Table, rows: np.ndarray, inner) -> SourceChangedError | None:
