@@ -95,7 +95,9 @@ def found(
     if raw is None or not outer:
         return None
     if inner is not None and "list" in kinds:  # an outer join over stored lists that may hold a row's NULL
-        bad = [t for t in read if t in inner.tables and _lists_hold_null(raw, t)]
+        bad = [  # (only tables that store lists: a table made one row for one keeps a row id column)
+            t for t in read if t in inner.tables and hidden.get(t) == LIN and _lists_hold_null(raw, t)
+        ]
         if bad:
             return error(sorted(set().union(*(inner.tables[t] for t in bad))) or bad)
     return _outer_rows(raw, stmt, names, kinds, sorted(set(read) | set(tables)), hidden)
