@@ -72,13 +72,13 @@ def _spy(con) -> list:
     return runs
 
 
-def _by_value(tmp):
-    """A connection whose second run of ``Q`` was captured by value: (connection, runs spied, that frame)."""
+def _by_value(tmp, q: str = Q):
+    """A connection whose second run of ``q`` was captured by value: (connection, runs spied, that frame)."""
     con = _connect(tmp)
     runs = _spy(con)
     con.execute(CTAS)
-    con.sql(Q)
-    df = con.sql(Q)
+    con.sql(q)
+    df = con.sql(q)
     assert runs == [True]
     return con, runs, df
 
@@ -340,12 +340,7 @@ def test_writes_into_a_by_value_frame_leave_its_lineage(data):
     query whose columns all convert as plain DuckDB's ``.df()``: the key is read from the frame itself.)"""
     u, tmp = data
     q = "SELECT a.*, ua.n FROM a LEFT JOIN ua USING (k) WHERE a.x > -0.5"  # (count(*): BIGINT, not HUGEINT)
-    con = _connect(tmp)
-    runs = _spy(con)
-    con.execute(CTAS)
-    con.sql(q)
-    df = con.sql(q)
-    assert runs == [True]
+    con, runs, df = _by_value(tmp, q)
     before = df.copy()
     want = _oracle(con, u, df)
     pos = list(df.columns).index("id")

@@ -158,15 +158,7 @@ def _matched_in_lists(raw, stmt: exp.Expression, name: str | None, bad: list[str
         if not asks:
             return False  # the NULLs are of tables without rows lacking an id: the join's
         hit[0].replace(sqlglot.parse_one(" OR ".join(asks), dialect=DIALECT).as_(name))
-        with_ = root.args.get("with_") if sel is not root else None
-        sub = sel.copy()
-        if with_ is not None:
-            sub.set("with_", with_.copy())
-        q = f"SELECT bool_or({quote_name(name)}) FROM ({sub.sql(dialect=DIALECT)}) AS __tp_q"
-        try:
-            return bool(raw.execute(q).fetchall()[0][0])
-        except duckdb.Error:
-            return True
+        return _any_row(raw, root, sel, name)
     return True
 
 
@@ -197,15 +189,7 @@ def _matched_null(raw, stmt: exp.Expression, name: str | None, bad: list[str], h
             return hidden.get(t.name.lower()) != RID  # a traced table without such rows: the join's NULL
         rowid = exp.column("rowid", table=c.table)
         c.replace(exp.and_(exp.column(RID, table=c.table).is_(exp.null()), exp.not_(rowid.is_(exp.null()))))
-        with_ = root.args.get("with_") if sel is not root else None  # (its CTEs, for a SELECT inside)
-        sub = sel.copy()
-        if with_ is not None:
-            sub.set("with_", with_.copy())
-        q = f"SELECT bool_or({quote_name(name)}) FROM ({sub.sql(dialect=DIALECT)}) AS __tp_q"
-        try:
-            return bool(raw.execute(q).fetchall()[0][0])
-        except duckdb.Error:
-            return True
+        return _any_row(raw, root, sel, name)
     return True
 
 
@@ -387,3 +371,17 @@ def in_lists(table: str, lists: pa.Table, rows: np.ndarray, inner) -> SourceChan
     nulls = bad[off[1:]] - bad[off[:-1]]
     rows = rows[rows >= 0]
     return error(sorted(inner.tables[table]) or [table]) if nulls[rows].any() else None
+
+
+def _any_row(raw, root, sel, name: str) -> bool:
+    """Whether column ``name`` of ``sel`` (changed to the test asked; its CTEs from ``root`` where it is a
+    SELECT inside) is true on some row; True where DuckDB cannot run it (sufficient: the question raises)."""
+    with_ = root.args.get("with_") if sel is not root else None
+    sub = sel.copy()
+    if with_ is not None:
+        sub.set("with_", with_.copy())
+    q = f"SELECT bool_or({quote_name(name)}) FROM ({sub.sql(dialect=DIALECT)}) AS __tp_q"
+    try:
+        return bool(raw.execute(q).fetchall()[0][0])
+    except duckdb.Error:
+        return True
