@@ -156,3 +156,14 @@ DIALECT = TracedDuckDB
 def quote_name(name: str) -> str:
     """``name`` as a double-quoted DuckDB identifier (embedded quotes doubled)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+# functions whose value may change between two runs of the same statement on the same tables (and
+# functions sqlglot does not know, user macros among them): a statement holding one is not run again to
+# pick the same rows (sql.member_lists, sql.lazy_unique)
+VOLATILE = tuple(
+    getattr(exp, n)
+    for n in ("Anonymous", "Rand", "Randn", "Uuid", "CurrentDate", "CurrentTime", "CurrentTimestamp",
+              "CurrentDatetime", "CurrentTimestampLTZ")
+    if hasattr(exp, n)
+)  # fmt: skip

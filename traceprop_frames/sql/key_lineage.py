@@ -44,6 +44,7 @@ import sqlglot
 from sqlglot import exp
 
 from traceprop_frames.sql.dialect import DIALECT, quote_name
+from traceprop_frames.sql.lazy_unique import distinct
 
 RID = "__tp_rid"
 LIN = "__tp_lin"
@@ -332,17 +333,15 @@ def _key_index(values: np.ndarray, valid):
     keys = values if valid is None else values[valid]
     if not len(keys):
         return "dense", np.full(0, -1, dtype=np.int64)
+    if not distinct(keys):
+        return None
     lo, hi = int(keys.min()), int(keys.max())
     if lo >= 0 and hi < 4 * len(keys) + 1024:
-        if np.bincount(keys.astype(np.int64, copy=False)).max() > 1:
-            return None
         by_key = np.full(hi + 1, -1, dtype=np.int32 if len(values) < 2**31 else np.int64)
         by_key[keys] = rows
         return "dense", by_key
     order = np.argsort(keys, kind="stable")
     sk = keys[order]
-    if (sk[1:] == sk[:-1]).any():
-        return None
     return "sorted", sk, rows[order]
 
 

@@ -29,23 +29,12 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
+from traceprop_frames.sql.dialect import VOLATILE
 from traceprop_frames.sql.lazy import Shape
 from traceprop_frames.sql.rewrite import RID
 
 # what may give another row set when run again on the same tables: not named by value
-_VOLATILE = (
-    exp.Rand,
-    exp.Uuid,
-    exp.Anonymous,  # (an unknown function or a macro: now(), nextval(), setseed() parse so)
-    exp.CurrentDate,
-    exp.CurrentTime,
-    exp.CurrentTimestamp,
-    exp.TableSample,
-    exp.Limit,
-    exp.Offset,
-    exp.Fetch,
-    exp.Window,
-)
+_VOLATILE = (*VOLATILE, exp.TableSample, exp.Limit, exp.Offset, exp.Fetch, exp.Window)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from sqlglot import exp
 
 from traceprop_frames.errors import SourceChangedError
 from traceprop_frames.sql import null_rids
-from traceprop_frames.sql.dialect import DIALECT
+from traceprop_frames.sql.dialect import DIALECT, VOLATILE
 from traceprop_frames.sql.lazy_tables import PendingTable
 from traceprop_frames.sql.rewrite import LIN, RID, Catalog
 
@@ -41,16 +41,6 @@ KEY, ROW = "__tp_k", "__tp_r"
 _SOURCE = b"traceprop_null_rid_tables"  # schema metadata: the tables of members without a row id
 # key types whose values are int64 exactly in numpy (UBIGINT and HUGEINT may not be)
 _INT_TYPES = frozenset(["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"])
-
-
-# functions whose value may change between the members query and the statement (and functions sqlglot
-# does not know, user macros among them): in the filter or the key, the members are not read apart
-_VOLATILE = tuple(
-    getattr(exp, n)
-    for n in ("Anonymous", "Rand", "Randn", "Uuid", "CurrentDate", "CurrentTime", "CurrentTimestamp",
-              "CurrentDatetime", "CurrentTimestampLTZ")
-    if hasattr(exp, n)
-)  # fmt: skip
 
 
 @dataclass
@@ -89,7 +79,7 @@ def members_sql(rw, cat: Catalog) -> str | None:
     if any(q is not sel for q in sel.find_all(exp.Query)) or sel.find(exp.Window, exp.TableSample):
         return None
     if sel.args.get("sample") or any(
-        isinstance(f, _VOLATILE)
+        isinstance(f, VOLATILE)
         for part in (sel.args.get("where"), group)
         if part
         for f in part.find_all(exp.Func)
